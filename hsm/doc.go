@@ -1,0 +1,13 @@
+// Package hsm is signerd's only door to the cryptographic module. It loads a
+// PKCS#11 module, logs in to one token, keeps a pool of sessions, generates
+// and finds CA keys, and signs with them (SM2 through the module's vendor
+// mechanism, ECDSA through CKM_ECDSA).
+//
+// Every signature the module returns is verified in software against the
+// key's public key before it leaves this package, so a faulty module or a
+// wrong-key bug shows up as an error, never as a bad certificate.
+//
+// Private keys never leave the module: nothing here reads CKA_VALUE, and keys
+// are generated sensitive and (unless made for split-control backup)
+// non-extractable.
+package hsm

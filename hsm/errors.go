@@ -1,0 +1,59 @@
+package hsm
+
+import (
+	"errors"
+	"fmt"
+
+	"github.com/miekg/pkcs11"
+)
+
+var (
+	// ErrTransient marks a failure a retry may cure: the session or login
+	// was lost and the pool has restored it. The signature was not made.
+	ErrTransient = errors.New("transient HSM failure, retry")
+	// ErrPINIncorrect is never retried: tokens lock after a few wrong PINs.
+	ErrPINIncorrect = errors.New("PIN incorrect")
+	// ErrPINLocked means the token refuses the user PIN until the SO resets it.
+	ErrPINLocked = errors.New("PIN locked")
+	// ErrKeyNotFound: no private key with that label.
+	ErrKeyNotFound = errors.New("key not found")
+	// ErrKeyExists: a key with that label exists and would be shadowed.
+	ErrKeyExists = errors.New("key label already in use")
+	// ErrBadSignature: the module returned a signature that does not verify
+	// under the key's public key (faulty hardware or the wrong key).
+	ErrBadSignature = errors.New("HSM returned a signature that does not verify")
+	// ErrClosed: the module was closed.
+	ErrClosed = errors.New("HSM module closed")
+)
+
+// sessionLost reports whether rv means the session or login is gone and
+// must be restored before the next operation (SPEC §3.6). Object handles
+// are included: private-object handles die with a logout.
+func sessionLost(err error) bool {
+	var rv pkcs11.Error
+	if !errors.As(err, &rv) {
+		return false
+	}
+	switch rv {
+	case pkcs11.CKR_SESSION_HANDLE_INVALID, pkcs11.CKR_SESSION_CLOSED,
+		pkcs11.CKR_DEVICE_REMOVED, pkcs11.CKR_TOKEN_NOT_PRESENT,
+		pkcs11.CKR_USER_NOT_LOGGED_IN, pkcs11.CKR_OBJECT_HANDLE_INVALID,
+		pkcs11.CKR_KEY_HANDLE_INVALID:
+		return true
+	}
+	return false
+}
+
+// loginError maps C_Login failures onto the errors callers act on.
+func loginError(err error) error {
+	var rv pkcs11.Error
+	if errors.As(err, &rv) {
+		switch rv {
+		case pkcs11.CKR_PIN_INCORRECT:
+			return ErrPINIncorrect
+		case pkcs11.CKR_PIN_LOCKED:
+			return ErrPINLocked
+		}
+	}
+	return fmt.Errorf("login: %w", err)
+}

@@ -1,0 +1,190 @@
+package hsm
+
+import (
+	"context"
+	"fmt"
+	"sync"
+
+	"github.com/miekg/pkcs11"
+)
+
+// session is a PKCS#11 session and the pool generation it was opened in.
+// A recovery starts a new generation; sessions of older ones are closed as
+// they come back, and key handles found in them are looked up again.
+type session struct {
+	h   pkcs11.SessionHandle
+	gen uint64
+}
+
+// sessionPool hands each operation a session of its own. At most size
+// sessions are open; callers wait for one when all are busy.
+type sessionPool struct {
+	m     *Module
+	slots chan struct{} // a token per session that may be in use
+	idle  chan *session
+
+	mu      sync.Mutex
+	slot    uint
+	gen     uint64
+	closed  bool
+	refused error // a login failure that must not be retried (wrong PIN)
+	inUse   map[pkcs11.SessionHandle]bool
+}
+
+func newSessionPool(m *Module, slot uint, size int) (*sessionPool, error) {
+	p := &sessionPool{
+		m:     m,
+		slots: make(chan struct{}, size),
+		idle:  make(chan *session, size),
+		slot:  slot,
+		inUse: map[pkcs11.SessionHandle]bool{},
+	}
+	h, err := m.login(slot)
+	if err != nil {
+		return nil, err
+	}
+	p.idle <- &session{h: h}
+	return p, nil
+}
+
+func (p *sessionPool) get(ctx context.Context) (*session, error) {
+	select {
+	case p.slots <- struct{}{}:
+	case <-ctx.Done():
+		return nil, fmt.Errorf("wait for HSM session: %w", ctx.Err())
+	}
+	for {
+		p.mu.Lock()
+		gen, closed, refused, slot := p.gen, p.closed, p.refused, p.slot
+		p.mu.Unlock()
+		if closed || refused != nil {
+			<-p.slots
+			if closed {
+				return nil, ErrClosed
+			}
+			return nil, refused
+		}
+		var s *session
+		select {
+		case s = <-p.idle:
+			if s.gen != gen {
+				p.m.lib.ctx.CloseSession(s.h)
+				continue
+			}
+		default:
+			h, err := p.m.lib.ctx.OpenSession(slot, pkcs11.CKF_SERIAL_SESSION|pkcs11.CKF_RW_SESSION)
+			if err != nil {
+				<-p.slots
+				if sessionLost(err) {
+					if rerr := p.recover(gen); rerr != nil {
+						return nil, fmt.Errorf("%w: open session: %w; restoring: %v", ErrTransient, err, rerr)
+					}
+					return nil, fmt.Errorf("%w: open session: %w", ErrTransient, err)
+				}
+				return nil, fmt.Errorf("open session: %w", err)
+			}
+			s = &session{h: h, gen: gen}
+		}
+		if err := p.claim(s); err != nil {
+			<-p.slots
+			return nil, err
+		}
+		return s, nil
+	}
+}
+
+// claim records s as in use. Handing one session to two callers would let
+// one caller's C_SignInit clobber another's; this makes that a loud error.
+func (p *sessionPool) claim(s *session) error {
+	p.mu.Lock()
+	defer p.mu.Unlock()
+	if p.inUse[s.h] {
+		return fmt.Errorf("HSM session %d handed out twice", s.h)
+	}
+	p.inUse[s.h] = true
+	return nil
+}
+
+func (p *sessionPool) unclaim(s *session) {
+	p.mu.Lock()
+	delete(p.inUse, s.h)
+	stale := s.gen != p.gen || p.closed
+	p.mu.Unlock()
+	if stale {
+		p.m.lib.ctx.CloseSession(s.h)
+		return
+	}
+	p.keep(s)
+}
+
+// keep puts s among the idle sessions, or closes it if they are full.
+func (p *sessionPool) keep(s *session) {
+	select {
+	case p.idle <- s:
+	default:
+		p.m.lib.ctx.CloseSession(s.h)
+	}
+}
+
+// put returns a healthy session.
+func (p *sessionPool) put(s *session) {
+	p.unclaim(s)
+	<-p.slots
+}
+
+// discard drops a session that failed.
+func (p *sessionPool) discard(s *session) {
+	p.mu.Lock()
+	delete(p.inUse, s.h)
+	p.mu.Unlock()
+	p.m.lib.ctx.CloseSession(s.h)
+	<-p.slots
+}
+
+// recover restores the login after a failure seen in generation failed: it
+// finds the token again (it may have moved slot), opens a session, logs in
+// and starts a new generation. Concurrent callers from the same generation
+// recover once. A wrong PIN is remembered and never tried again.
+func (p *sessionPool) recover(failed uint64) error {
+	p.mu.Lock()
+	defer p.mu.Unlock()
+	if p.refused != nil {
+		return p.refused
+	}
+	if p.gen != failed || p.closed {
+		return nil
+	}
+	slot, err := p.m.lib.findSlot(p.m.label, p.m.serial)
+	if err != nil {
+		return err
+	}
+	h, err := p.m.login(slot)
+	if err != nil {
+		if err == ErrPINIncorrect || err == ErrPINLocked {
+			p.refused = err
+		}
+		return err
+	}
+	p.slot = slot
+	p.gen++
+	p.keep(&session{h: h, gen: p.gen})
+	return nil
+}
+
+// close waits until no session is in use, then closes them all.
+func (p *sessionPool) close() {
+	for i := 0; i < cap(p.slots); i++ {
+		p.slots <- struct{}{}
+	}
+	p.mu.Lock()
+	p.closed = true
+	p.mu.Unlock()
+	for {
+		select {
+		case s := <-p.idle:
+			p.m.lib.ctx.CloseSession(s.h)
+		default:
+			return
+		}
+	}
+}
