@@ -380,3 +380,49 @@ func parseECPoint(raw []byte, alg Algorithm) (*ecdsa.PublicKey, error) {
 	}
 	return pub, nil
 }
+
+// KeyAttributes are the private key's protection and usage flags.
+type KeyAttributes struct {
+	Token, Private, Sensitive, AlwaysSensitive       bool
+	Extractable, NeverExtractable, WrapWithTrusted   bool
+	Local, Sign, Decrypt, Derive, Unwrap, Modifiable bool
+}
+
+// Attributes reads the private key's flags, for checks that a key is what
+// a ceremony or policy expects.
+func (k *Key) Attributes(ctx context.Context) (KeyAttributes, error) {
+	var a KeyAttributes
+	fields := []struct {
+		attr uint
+		dst  *bool
+	}{
+		{pkcs11.CKA_TOKEN, &a.Token}, {pkcs11.CKA_PRIVATE, &a.Private},
+		{pkcs11.CKA_SENSITIVE, &a.Sensitive}, {pkcs11.CKA_ALWAYS_SENSITIVE, &a.AlwaysSensitive},
+		{pkcs11.CKA_EXTRACTABLE, &a.Extractable}, {pkcs11.CKA_NEVER_EXTRACTABLE, &a.NeverExtractable},
+		{pkcs11.CKA_WRAP_WITH_TRUSTED, &a.WrapWithTrusted}, {pkcs11.CKA_LOCAL, &a.Local},
+		{pkcs11.CKA_SIGN, &a.Sign}, {pkcs11.CKA_DECRYPT, &a.Decrypt}, {pkcs11.CKA_DERIVE, &a.Derive},
+		{pkcs11.CKA_UNWRAP, &a.Unwrap}, {pkcs11.CKA_MODIFIABLE, &a.Modifiable},
+	}
+	template := make([]*pkcs11.Attribute, len(fields))
+	for i, f := range fields {
+		template[i] = pkcs11.NewAttribute(f.attr, nil)
+	}
+	err := k.m.do(ctx, func(s *session) error {
+		h, err := k.privateHandle(s)
+		if err != nil {
+			return err
+		}
+		got, err := k.m.lib.ctx.GetAttributeValue(s.h, h, template)
+		if err != nil {
+			return fmt.Errorf("C_GetAttributeValue: %w", err)
+		}
+		for i, f := range fields {
+			*f.dst = len(got[i].Value) == 1 && got[i].Value[0] != 0
+		}
+		return nil
+	})
+	if err != nil {
+		return KeyAttributes{}, fmt.Errorf("key %q attributes: %w", k.Label, err)
+	}
+	return a, nil
+}

@@ -29,6 +29,7 @@ type sessionPool struct {
 	closed  bool
 	refused error // a login failure that must not be retried (wrong PIN)
 	inUse   map[pkcs11.SessionHandle]bool
+	peak    int // most sessions ever in use at once
 }
 
 func newSessionPool(m *Module, slot uint, size int) (*sessionPool, error) {
@@ -102,6 +103,7 @@ func (p *sessionPool) claim(s *session) error {
 		return fmt.Errorf("HSM session %d handed out twice", s.h)
 	}
 	p.inUse[s.h] = true
+	p.peak = max(p.peak, len(p.inUse))
 	return nil
 }
 
