@@ -1,5 +1,5 @@
 // Package hsmtest makes throwaway SoftHSM2 tokens for tests: a token folder
-// and softhsm2.conf under t.TempDir(), tokens initialised through PKCS#11
+// and softhsm2.conf in a temporary folder, tokens initialised through PKCS#11
 // (so PINs never appear on a command line), and the paths of the two
 // modules signerd is tested against.
 package hsmtest
@@ -78,10 +78,17 @@ type Dir struct {
 	Conf string
 }
 
-// NewDir makes a token folder under t.TempDir() and points SOFTHSM2_CONF at it.
+// NewDir makes a token folder, removed when the test ends, and points
+// SOFTHSM2_CONF at it.
 func NewDir(t testing.TB) *Dir {
 	t.Helper()
-	d := &Dir{Path: filepath.Join(t.TempDir(), "tokens")}
+	// Not t.TempDir(): test names may hold '=', which softhsm2.conf cannot.
+	base, err := os.MkdirTemp("", "signerd-softhsm-")
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { os.RemoveAll(base) })
+	d := &Dir{Path: filepath.Join(base, "tokens")}
 	if err := os.Mkdir(d.Path, 0o700); err != nil {
 		t.Fatal(err)
 	}

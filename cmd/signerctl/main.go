@@ -1,0 +1,86 @@
+// Command signerctl is the CA operator's tool: it initialises tokens,
+// generates CA keys in the HSM and produces requests for them. PINs are read
+// from files, systemd credentials or the terminal, never from arguments.
+package main
+
+import (
+	"errors"
+	"flag"
+	"fmt"
+	"io"
+	"os"
+	"sort"
+	"strings"
+)
+
+// command is one "signerctl GROUP VERB".
+type command struct {
+	summary string
+	run     func(args []string, stdout io.Writer) error
+}
+
+var commands = map[string]command{
+	"token init":   {"initialise a new token with SO and user PINs from files", tokenInit},
+	"key generate": {"generate a key pair in the token and write its public key", keyGenerate},
+	"key csr":      {"write a PKCS#10 request for a token key, self-signed in the HSM", keyCSR},
+}
+
+// Exit codes: 0 success, 1 the operation failed, 2 bad usage.
+func main() {
+	err := run(os.Args[1:], os.Stdout)
+	var usage usageError
+	switch {
+	case err == nil:
+	case errors.As(err, &usage):
+		fmt.Fprintln(os.Stderr, "signerctl:", err)
+		os.Exit(2)
+	default:
+		fmt.Fprintln(os.Stderr, "signerctl:", err)
+		os.Exit(1)
+	}
+}
+
+type usageError struct{ msg string }
+
+func (e usageError) Error() string { return e.msg }
+
+func run(args []string, stdout io.Writer) error {
+	if len(args) >= 2 {
+		if c, ok := commands[args[0]+" "+args[1]]; ok {
+			return c.run(args[2:], stdout)
+		}
+	}
+	if len(args) == 0 || args[0] == "help" || args[0] == "-h" || args[0] == "--help" {
+		printUsage(stdout)
+		return nil
+	}
+	printUsage(os.Stderr)
+	return usageError{fmt.Sprintf("unknown command %q", strings.Join(args[:min(2, len(args))], " "))}
+}
+
+func printUsage(w io.Writer) {
+	fmt.Fprintln(w, "usage: signerctl GROUP VERB [flags]   (signerctl GROUP VERB -h for flags)")
+	names := make([]string, 0, len(commands))
+	for n := range commands {
+		names = append(names, n)
+	}
+	sort.Strings(names)
+	for _, n := range names {
+		fmt.Fprintf(w, "  %-14s %s\n", n, commands[n].summary)
+	}
+}
+
+// parse parses flags; -h prints the flags and ends with no error.
+func parse(fs *flag.FlagSet, args []string) error {
+	fs.SetOutput(os.Stderr)
+	if err := fs.Parse(args); err != nil {
+		if errors.Is(err, flag.ErrHelp) {
+			os.Exit(0)
+		}
+		return usageError{err.Error()}
+	}
+	if fs.NArg() > 0 {
+		return usageError{fmt.Sprintf("unexpected arguments: %q", fs.Args())}
+	}
+	return nil
+}
