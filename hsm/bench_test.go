@@ -25,14 +25,7 @@ func BenchmarkSM2Sign(b *testing.B) {
 			cfg := tok.Config(hsmtest.SoftHSMProfile(b))
 			cfg.Sessions = sessions
 			m := tok.Open(b, cfg)
-			k, err := m.GenerateKey(context.Background(), hsm.KeySpec{Label: "k", Algorithm: hsm.SM2})
-			if err != nil {
-				b.Fatal(err)
-			}
-			s, err := k.SM2Signer(nil)
-			if err != nil {
-				b.Fatal(err)
-			}
+			_, s := newSM2Signer(b, m)
 			e := s.Digest([]byte("a to-be-signed certificate"))
 			signConcurrently(b, sessions, func() error {
 				_, err := s.SignDigest(context.Background(), e)

@@ -134,14 +134,7 @@ func TestConcurrentSigningNeverSharesASession(t *testing.T) {
 	cfg := tok.Config(hsmtest.SoftHSMProfile(t))
 	cfg.Sessions = sessions
 	m := tok.Open(t, cfg)
-	k, err := m.GenerateKey(context.Background(), hsm.KeySpec{Label: "k", Algorithm: hsm.SM2})
-	if err != nil {
-		t.Fatal(err)
-	}
-	s, err := k.SM2Signer(nil)
-	if err != nil {
-		t.Fatal(err)
-	}
+	k, s := newSM2Signer(t, m)
 	var wg sync.WaitGroup
 	errs := make(chan error, signers*each)
 	for g := range signers {
@@ -216,14 +209,7 @@ func TestRecoversFromLostSessionsAndLogout(t *testing.T) {
 		t.Run(f.name, func(t *testing.T) {
 			tok := hsmtest.NewToken(t, hsmtest.SM2Module(t), "faults")
 			m := tok.Open(t, tok.Config(hsmtest.SoftHSMProfile(t)))
-			k, err := m.GenerateKey(context.Background(), hsm.KeySpec{Label: "k", Algorithm: hsm.SM2})
-			if err != nil {
-				t.Fatal(err)
-			}
-			s, err := k.SM2Signer(nil)
-			if err != nil {
-				t.Fatal(err)
-			}
+			k, s := newSM2Signer(t, m)
 			p11, slot := behindTheBack(t, tok)
 			for round := range 3 {
 				f.fault(t, p11, slot)
@@ -261,14 +247,7 @@ func TestWrongPINIsRefusedOnceAndNotInErrors(t *testing.T) {
 func TestPINChangedBehindTheBackIsNeverRetried(t *testing.T) {
 	tok := hsmtest.NewToken(t, hsmtest.SM2Module(t), "pin-retry")
 	m := tok.Open(t, tok.Config(hsmtest.SoftHSMProfile(t)))
-	k, err := m.GenerateKey(context.Background(), hsm.KeySpec{Label: "k", Algorithm: hsm.SM2})
-	if err != nil {
-		t.Fatal(err)
-	}
-	s, err := k.SM2Signer(nil)
-	if err != nil {
-		t.Fatal(err)
-	}
+	_, s := newSM2Signer(t, m)
 	p11, slot := behindTheBack(t, tok)
 	setPIN := func(old, new string) {
 		t.Helper()

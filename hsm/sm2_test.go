@@ -31,6 +31,20 @@ func sm2Key(t *testing.T) (*hsm.Module, *hsm.Key) {
 	return m, k
 }
 
+// newSM2Signer generates an SM2 key labelled "k" in m and returns its signer.
+func newSM2Signer(tb testing.TB, m *hsm.Module) (*hsm.Key, *hsm.SM2Signer) {
+	tb.Helper()
+	k, err := m.GenerateKey(context.Background(), hsm.KeySpec{Label: "k", Algorithm: hsm.SM2})
+	if err != nil {
+		tb.Fatal(err)
+	}
+	s, err := k.SM2Signer(nil)
+	if err != nil {
+		tb.Fatal(err)
+	}
+	return k, s
+}
+
 func TestSM2SignatureVerifiesWithGmsm(t *testing.T) {
 	_, k := sm2Key(t)
 	s, err := k.SM2Signer(nil)
