@@ -4,6 +4,7 @@ import (
 	"bytes"
 	"errors"
 	"fmt"
+	"io"
 	"os"
 	"path/filepath"
 	"strings"
@@ -56,6 +57,9 @@ func ReadPIN(src PINSource) ([]byte, error) {
 // ZeroPIN overwrites a PIN in memory.
 func ZeroPIN(pin []byte) { zero(pin) }
 
+// maxPINFile bounds a PIN file; a longer one is not a PIN.
+const maxPINFile = 256
+
 func readPINFile(path string, checkMode bool) ([]byte, error) {
 	f, err := os.Open(path)
 	if err != nil {
@@ -71,11 +75,18 @@ func readPINFile(path string, checkMode bool) ([]byte, error) {
 			return nil, fmt.Errorf("PIN file %s is accessible to others (mode %v); chmod o-rwx it", path, fi.Mode().Perm())
 		}
 	}
-	buf := make([]byte, 256)
-	n, err := f.Read(buf)
-	if err != nil {
+	buf := make([]byte, maxPINFile+1)
+	n, err := io.ReadFull(f, buf)
+	if err != nil && err != io.ErrUnexpectedEOF {
 		zero(buf)
+		if err == io.EOF {
+			return nil, fmt.Errorf("PIN file %s is empty", path)
+		}
 		return nil, fmt.Errorf("PIN file %s: %w", path, err)
+	}
+	if n > maxPINFile {
+		zero(buf)
+		return nil, fmt.Errorf("PIN file %s is longer than %d bytes", path, maxPINFile)
 	}
 	pin := trimNewline(buf[:n])
 	out := append([]byte(nil), pin...)
