@@ -44,6 +44,11 @@ func sessionLost(err error) bool {
 	return false
 }
 
+// refusedPIN reports a login failure that must never be retried.
+func refusedPIN(err error) bool {
+	return errors.Is(err, ErrPINIncorrect) || errors.Is(err, ErrPINLocked)
+}
+
 // loginError maps C_Login failures onto the errors callers act on.
 func loginError(err error) error {
 	var rv pkcs11.Error

@@ -148,13 +148,7 @@ func (m *Module) do(ctx context.Context, fn func(*session) error) error {
 		return err
 	}
 	m.pool.discard(s)
-	if rerr := m.pool.recover(s.gen); rerr != nil {
-		if errors.Is(rerr, ErrPINIncorrect) || errors.Is(rerr, ErrPINLocked) {
-			return fmt.Errorf("%w; restoring login: %w", err, rerr)
-		}
-		return fmt.Errorf("%w: %w; restoring session: %v", ErrTransient, err, rerr)
-	}
-	return fmt.Errorf("%w: %w", ErrTransient, err)
+	return m.pool.restore(s.gen, err)
 }
 
 func zero(b []byte) {

@@ -268,8 +268,9 @@ func TestPINChangedBehindTheBackIsNeverRetried(t *testing.T) {
 		t.Fatal(err)
 	}
 	for i := range 2 {
-		if _, err := s.SignMessage(nil, []byte("x"), nil); !errors.Is(err, hsm.ErrPINIncorrect) {
-			t.Fatalf("sign %d after PIN change: %v, want ErrPINIncorrect", i, err)
+		_, err := s.SignMessage(nil, []byte("x"), nil)
+		if !errors.Is(err, hsm.ErrPINIncorrect) || errors.Is(err, hsm.ErrTransient) {
+			t.Fatalf("sign %d after PIN change: %v, want ErrPINIncorrect and not ErrTransient", i, err)
 		}
 	}
 	// With the old PIN back, a module that retried logins would now succeed.

@@ -76,13 +76,11 @@ func (p *sessionPool) get(ctx context.Context) (*session, error) {
 			h, err := p.m.lib.ctx.OpenSession(slot, pkcs11.CKF_SERIAL_SESSION|pkcs11.CKF_RW_SESSION)
 			if err != nil {
 				<-p.slots
+				err = fmt.Errorf("open session: %w", err)
 				if sessionLost(err) {
-					if rerr := p.recover(gen); rerr != nil {
-						return nil, fmt.Errorf("%w: open session: %w; restoring: %v", ErrTransient, err, rerr)
-					}
-					return nil, fmt.Errorf("%w: open session: %w", ErrTransient, err)
+					return nil, p.restore(gen, err)
 				}
-				return nil, fmt.Errorf("open session: %w", err)
+				return nil, err
 			}
 			s = &session{h: h, gen: gen}
 		}
@@ -162,7 +160,7 @@ func (p *sessionPool) recover(failed uint64) error {
 	}
 	h, err := p.m.login(slot)
 	if err != nil {
-		if err == ErrPINIncorrect || err == ErrPINLocked {
+		if refusedPIN(err) {
 			p.refused = err
 		}
 		return err
@@ -171,6 +169,21 @@ func (p *sessionPool) recover(failed uint64) error {
 	p.gen++
 	p.keep(&session{h: h, gen: p.gen})
 	return nil
+}
+
+// restore recovers after err was seen in generation gen, and returns what
+// the caller is told: ErrTransient when a retry may succeed, the refusal
+// itself when the token refused the PIN (a retry never will).
+func (p *sessionPool) restore(gen uint64, err error) error {
+	rerr := p.recover(gen)
+	switch {
+	case rerr == nil:
+		return fmt.Errorf("%w: %w", ErrTransient, err)
+	case refusedPIN(rerr):
+		return fmt.Errorf("%w; restoring login: %w", err, rerr)
+	default:
+		return fmt.Errorf("%w: %w; restoring session: %v", ErrTransient, err, rerr)
+	}
 }
 
 // close waits until no session is in use, then closes them all.
