@@ -7,6 +7,7 @@ import (
 	"crypto/elliptic"
 	"crypto/sha1"
 	"encoding/asn1"
+	"encoding/binary"
 	"fmt"
 	"sync"
 
@@ -280,10 +281,10 @@ func (m *Module) findPrivateKey(s *session, label string) (pkcs11.ObjectHandle, 
 }
 
 func (m *Module) algorithmOf(keyTypeAttr, params []byte) (Algorithm, error) {
-	var keyType uint
-	for i := len(keyTypeAttr) - 1; i >= 0; i-- { // CK_ULONG in host (little-endian) order
-		keyType = keyType<<8 | uint(keyTypeAttr[i])
+	if len(keyTypeAttr) != 8 {
+		return 0, fmt.Errorf("CKA_KEY_TYPE is %d bytes, want a CK_ULONG", len(keyTypeAttr))
 	}
+	keyType := uint(binary.NativeEndian.Uint64(keyTypeAttr))
 	switch {
 	case bytes.Equal(params, ecParamsSM2), m.sm2 != nil && keyType == m.sm2.KeyType && keyType != pkcs11.CKK_EC:
 		if m.sm2 == nil {
@@ -407,22 +408,29 @@ func (k *Key) Attributes(ctx context.Context) (KeyAttributes, error) {
 	for i, f := range fields {
 		template[i] = pkcs11.NewAttribute(f.attr, nil)
 	}
+	got, err := k.privateAttributes(ctx, template)
+	if err != nil {
+		return KeyAttributes{}, fmt.Errorf("key %q attributes: %w", k.Label, err)
+	}
+	for i, f := range fields {
+		*f.dst = len(got[i].Value) == 1 && got[i].Value[0] != 0
+	}
+	return a, nil
+}
+
+// privateAttributes reads template from the private key.
+func (k *Key) privateAttributes(ctx context.Context, template []*pkcs11.Attribute) ([]*pkcs11.Attribute, error) {
+	var got []*pkcs11.Attribute
 	err := k.m.do(ctx, func(s *session) error {
 		h, err := k.privateHandle(s)
 		if err != nil {
 			return err
 		}
-		got, err := k.m.lib.ctx.GetAttributeValue(s.h, h, template)
+		got, err = k.m.lib.ctx.GetAttributeValue(s.h, h, template)
 		if err != nil {
 			return fmt.Errorf("C_GetAttributeValue: %w", err)
 		}
-		for i, f := range fields {
-			*f.dst = len(got[i].Value) == 1 && got[i].Value[0] != 0
-		}
 		return nil
 	})
-	if err != nil {
-		return KeyAttributes{}, fmt.Errorf("key %q attributes: %w", k.Label, err)
-	}
-	return a, nil
+	return got, err
 }

@@ -93,9 +93,6 @@ func (m *Module) Close() error {
 	return m.lib.release()
 }
 
-// SM2Profile is the module's SM2 mechanism profile, nil if it has none.
-func (m *Module) SM2Profile() *MechanismProfile { return m.sm2 }
-
 func (m *Module) checkMechanisms(slot uint) error {
 	if m.sm2 == nil {
 		return nil

@@ -46,9 +46,6 @@ func (k *Key) SM2Signer(id []byte) (*SM2Signer, error) {
 // Public is the key's *ecdsa.PublicKey on the SM2 curve.
 func (s *SM2Signer) Public() crypto.PublicKey { return s.key.Public }
 
-// Key is the key the signer uses.
-func (s *SM2Signer) Key() *Key { return s.key }
-
 // Digest returns e = SM3(Z‖msg), the value the module signs.
 func (s *SM2Signer) Digest(msg []byte) []byte {
 	h := sm3.New()
