@@ -6,6 +6,7 @@ require (
 	github.com/ThalesGroup/crypto11 v1.5.0
 	github.com/emmansun/gmsm v0.44.0
 	github.com/miekg/pkcs11 v1.1.2
+	go.etcd.io/bbolt v1.4.3
 	golang.org/x/term v0.44.0
 )
 

@@ -1,0 +1,191 @@
+package store
+
+import (
+	"bytes"
+	"encoding/hex"
+	"encoding/json"
+	"fmt"
+	"time"
+)
+
+// CertStatus is where a certificate is in its lifecycle.
+type CertStatus string
+
+const (
+	StatusGood       CertStatus = "good"
+	StatusRevoked    CertStatus = "revoked"
+	StatusOnHold     CertStatus = "on-hold"
+	StatusSuperseded CertStatus = "superseded" // renewed or extended; still valid until revoked or expired
+)
+
+// Certificate is an issued certificate and its lifecycle state.
+type Certificate struct {
+	Serial    []byte     `json:"serial"`
+	DER       []byte     `json:"der"`
+	Profile   string     `json:"profile"`
+	Subject   string     `json:"subject"`
+	NotBefore time.Time  `json:"not_before"`
+	NotAfter  time.Time  `json:"not_after"`
+	Issuer    string     `json:"issuer"` // issuing key ID (hex of its SKI)
+	RequestID string     `json:"request_id"`
+	Status    CertStatus `json:"status"`
+	// RevokedAt and Reason (an RFC 5280 CRLReason) are set while the
+	// certificate is revoked or on hold.
+	RevokedAt    time.Time `json:"revoked_at,omitzero"`
+	Reason       int       `json:"reason,omitempty"`
+	Replaces     []byte    `json:"replaces,omitempty"`
+	SupersededBy []byte    `json:"superseded_by,omitempty"`
+}
+
+// Listed reports whether the certificate belongs on its issuer's CRL.
+func (c *Certificate) Listed() bool {
+	return c.Status == StatusRevoked || c.Status == StatusOnHold
+}
+
+// Certificate returns the certificate with this serial.
+func (t *Tx) Certificate(serial []byte) (*Certificate, error) {
+	raw := t.bucket(bucketCerts).Get(serial)
+	if raw == nil {
+		return nil, fmt.Errorf("certificate %x: %w", serial, ErrNotFound)
+	}
+	c := new(Certificate)
+	if err := json.Unmarshal(raw, c); err != nil {
+		return nil, fmt.Errorf("certificate %x: decode: %w", serial, err)
+	}
+	return c, nil
+}
+
+// PutCertificate records c. A certificate's DER never changes once
+// written; its state may.
+func (t *Tx) PutCertificate(c *Certificate) error {
+	if len(c.Serial) == 0 || len(c.DER) == 0 || c.Issuer == "" {
+		return fmt.Errorf("certificate %x: serial, DER and issuer are required", c.Serial)
+	}
+	b := t.bucket(bucketCerts)
+	if old := b.Get(c.Serial); old != nil {
+		var prev Certificate
+		if err := json.Unmarshal(old, &prev); err != nil {
+			return fmt.Errorf("certificate %x: decode: %w", c.Serial, err)
+		}
+		if !bytes.Equal(prev.DER, c.DER) {
+			return fmt.Errorf("certificate %x: %w", c.Serial, ErrImmutable)
+		}
+	}
+	raw, err := json.Marshal(c)
+	if err != nil {
+		return err
+	}
+	if err := b.Put(c.Serial, raw); err != nil {
+		return err
+	}
+	key := revokedKey(c.Issuer, c.Serial)
+	if c.Listed() {
+		return t.bucket(bucketRevoked).Put(key, nil)
+	}
+	return t.bucket(bucketRevoked).Delete(key)
+}
+
+// Revoked calls fn for each certificate of issuer that is revoked or on
+// hold, in serial order.
+func (t *Tx) Revoked(issuer string, fn func(*Certificate) error) error {
+	prefix := revokedKey(issuer, nil)
+	cur := t.bucket(bucketRevoked).Cursor()
+	for k, _ := cur.Seek(prefix); k != nil && bytes.HasPrefix(k, prefix); k, _ = cur.Next() {
+		c, err := t.Certificate(k[len(prefix):])
+		if err != nil {
+			return err
+		}
+		if err := fn(c); err != nil {
+			return err
+		}
+	}
+	return nil
+}
+
+// Certificates calls fn for every certificate, in serial order.
+func (t *Tx) Certificates(fn func(*Certificate) error) error {
+	return t.bucket(bucketCerts).ForEach(func(k, v []byte) error {
+		c := new(Certificate)
+		if err := json.Unmarshal(v, c); err != nil {
+			return fmt.Errorf("certificate %x: decode: %w", k, err)
+		}
+		return fn(c)
+	})
+}
+
+func revokedKey(issuer string, serial []byte) []byte {
+	return append(append([]byte(issuer), 0), serial...)
+}
+
+// SerialState is what became of a serial number.
+type SerialState string
+
+const (
+	SerialReserved SerialState = "reserved" // recorded before signing
+	SerialIssued   SerialState = "issued"
+	SerialBurned   SerialState = "burned" // signing did not finish; never used again
+)
+
+// Serial is the record of one serial number.
+type Serial struct {
+	RequestID string      `json:"request_id"`
+	State     SerialState `json:"state"`
+}
+
+// ReserveSerial records serial as taken by requestID. A serial that was
+// ever reserved, whatever became of it, gives ErrSerialUsed.
+func (t *Tx) ReserveSerial(serial []byte, requestID string) error {
+	b := t.bucket(bucketSerials)
+	if b.Get(serial) != nil {
+		return fmt.Errorf("serial %x: %w", serial, ErrSerialUsed)
+	}
+	return t.putSerial(serial, Serial{RequestID: requestID, State: SerialReserved})
+}
+
+// SetSerialState moves a reserved serial to issued or burned.
+func (t *Tx) SetSerialState(serial []byte, state SerialState) error {
+	s, err := t.Serial(serial)
+	if err != nil {
+		return err
+	}
+	if s.State != SerialReserved {
+		return fmt.Errorf("serial %x is %s, not reserved", serial, s.State)
+	}
+	s.State = state
+	return t.putSerial(serial, *s)
+}
+
+// Serial returns the record of a serial number.
+func (t *Tx) Serial(serial []byte) (*Serial, error) {
+	raw := t.bucket(bucketSerials).Get(serial)
+	if raw == nil {
+		return nil, fmt.Errorf("serial %x: %w", serial, ErrNotFound)
+	}
+	s := new(Serial)
+	if err := json.Unmarshal(raw, s); err != nil {
+		return nil, fmt.Errorf("serial %x: decode: %w", serial, err)
+	}
+	return s, nil
+}
+
+// Serials calls fn for every serial ever reserved.
+func (t *Tx) Serials(fn func(serial []byte, s Serial) error) error {
+	return t.bucket(bucketSerials).ForEach(func(k, v []byte) error {
+		var s Serial
+		if err := json.Unmarshal(v, &s); err != nil {
+			return fmt.Errorf("serial %x: decode: %w", k, err)
+		}
+		return fn(k, s)
+	})
+}
+
+func (t *Tx) putSerial(serial []byte, s Serial) error {
+	raw, err := json.Marshal(s)
+	if err != nil {
+		return err
+	}
+	return t.bucket(bucketSerials).Put(serial, raw)
+}
+
+// HexSerial formats a serial the way logs, audit events and the API show it.
+func HexSerial(serial []byte) string { return hex.EncodeToString(serial) }

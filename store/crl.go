@@ -1,0 +1,40 @@
+package store
+
+import (
+	"encoding/json"
+	"fmt"
+	"time"
+)
+
+// CRLState is an issuing key's CRL sequence: the number the next CRL takes
+// and the last one signed.
+type CRLState struct {
+	Next       uint64    `json:"next"`
+	ThisUpdate time.Time `json:"this_update,omitzero"`
+	NextUpdate time.Time `json:"next_update,omitzero"`
+	// DER is the last CRL whose signature was recorded. A number is taken
+	// (Next raised) before signing, so a crash leaves a gap, never a reuse.
+	DER []byte `json:"der,omitempty"`
+}
+
+// CRLState returns issuer's CRL state; a new issuer's starts at number 1.
+func (t *Tx) CRLState(issuer string) (CRLState, error) {
+	raw := t.bucket(bucketCRL).Get([]byte(issuer))
+	if raw == nil {
+		return CRLState{Next: 1}, nil
+	}
+	var s CRLState
+	if err := json.Unmarshal(raw, &s); err != nil {
+		return s, fmt.Errorf("CRL state of %s: decode: %w", issuer, err)
+	}
+	return s, nil
+}
+
+// PutCRLState records issuer's CRL state.
+func (t *Tx) PutCRLState(issuer string, s CRLState) error {
+	raw, err := json.Marshal(s)
+	if err != nil {
+		return err
+	}
+	return t.bucket(bucketCRL).Put([]byte(issuer), raw)
+}

@@ -1,0 +1,14 @@
+// Package store is signerd's durable state: one bbolt file holding the
+// certificates the CA issued, the serial numbers it has ever used, the RA
+// requests it has seen, each issuing key's CRL state, monthly statistics and
+// the hash-chained audit log.
+//
+// Records are never deleted. Certificates and requests change state (a
+// certificate is revoked, a request is finished) but stay; the only keys
+// ever removed are those of two indexes, "in flight" and "revoked", which
+// are derived from the records and exist so start-up and CRL generation do
+// not scan every certificate.
+//
+// Every change is made inside Update together with the audit event that
+// describes it, so the log and the state cannot disagree.
+package store

@@ -1,0 +1,84 @@
+package store
+
+import (
+	"encoding/json"
+	"fmt"
+	"time"
+)
+
+// RequestState is where an RA request is.
+type RequestState string
+
+const (
+	// RequestSigning: serial and to-be-signed certificate recorded, the HSM
+	// may be signing. A request found in this state at start-up was cut
+	// short by a crash: its serial is burned and it becomes failed.
+	RequestSigning RequestState = "signing"
+	RequestIssued  RequestState = "issued"
+	// RequestFailed: the last attempt ended without a certificate. The RA
+	// may retry with the same content; the retry gets a new serial.
+	RequestFailed RequestState = "failed"
+)
+
+// Request is an RA request id's record. The id is bound for ever to the
+// SM3 digest of the request content it first came with.
+type Request struct {
+	ID      string       `json:"id"`
+	Digest  []byte       `json:"digest"`
+	Kind    string       `json:"kind"` // issue, renew, extend
+	Profile string       `json:"profile"`
+	State   RequestState `json:"state"`
+	// Serial is the current or final attempt's serial; TBS the exact bytes
+	// that attempt was to sign (after linting).
+	Serial  []byte    `json:"serial"`
+	TBS     []byte    `json:"tbs,omitempty"`
+	Burned  [][]byte  `json:"burned,omitempty"`
+	Error   string    `json:"error,omitempty"`
+	Created time.Time `json:"created"`
+	Updated time.Time `json:"updated"`
+}
+
+// Request returns the record of RA request id.
+func (t *Tx) Request(id string) (*Request, error) {
+	raw := t.bucket(bucketRequests).Get([]byte(id))
+	if raw == nil {
+		return nil, fmt.Errorf("request %q: %w", id, ErrNotFound)
+	}
+	r := new(Request)
+	if err := json.Unmarshal(raw, r); err != nil {
+		return nil, fmt.Errorf("request %q: decode: %w", id, err)
+	}
+	return r, nil
+}
+
+// PutRequest records r and keeps the in-flight index in step with its state.
+func (t *Tx) PutRequest(r *Request) error {
+	if r.ID == "" {
+		return fmt.Errorf("request without id")
+	}
+	raw, err := json.Marshal(r)
+	if err != nil {
+		return err
+	}
+	if err := t.bucket(bucketRequests).Put([]byte(r.ID), raw); err != nil {
+		return err
+	}
+	if r.State == RequestSigning {
+		return t.bucket(bucketInFlight).Put([]byte(r.ID), nil)
+	}
+	return t.bucket(bucketInFlight).Delete([]byte(r.ID))
+}
+
+// InFlight returns the requests left in RequestSigning.
+func (t *Tx) InFlight() ([]*Request, error) {
+	var out []*Request
+	err := t.bucket(bucketInFlight).ForEach(func(k, _ []byte) error {
+		r, err := t.Request(string(k))
+		if err != nil {
+			return err
+		}
+		out = append(out, r)
+		return nil
+	})
+	return out, err
+}

@@ -1,0 +1,151 @@
+package store
+
+import (
+	"errors"
+	"fmt"
+	"strconv"
+	"time"
+
+	bolt "go.etcd.io/bbolt"
+)
+
+// SchemaVersion is the layout this code reads and writes. A store written
+// by another version is refused rather than guessed at.
+const SchemaVersion = 1
+
+var (
+	bucketMeta     = []byte("meta")
+	bucketCerts    = []byte("certificates")
+	bucketSerials  = []byte("serials")
+	bucketRequests = []byte("requests")
+	bucketInFlight = []byte("in-flight")
+	bucketRevoked  = []byte("revoked")
+	bucketCRL      = []byte("crl")
+	bucketStats    = []byte("statistics")
+	bucketAudit    = []byte("audit")
+
+	allBuckets = [][]byte{bucketMeta, bucketCerts, bucketSerials, bucketRequests,
+		bucketInFlight, bucketRevoked, bucketCRL, bucketStats, bucketAudit}
+
+	keySchema    = []byte("schema")
+	keyAuditHead = []byte("audit-head")
+	keyClock     = []byte("last-signing-time")
+)
+
+var (
+	// ErrNotFound: no record under that key.
+	ErrNotFound = errors.New("not found")
+	// ErrSerialUsed: the serial was reserved before; serials are never reused.
+	ErrSerialUsed = errors.New("serial already used")
+	// ErrImmutable: a write would change bytes that are final once written
+	// (a certificate's DER).
+	ErrImmutable = errors.New("record is immutable")
+)
+
+// Store is an open bbolt file. It is safe for concurrent use: bbolt runs
+// one writer at a time and readers see a consistent snapshot without
+// blocking it.
+type Store struct {
+	db   *bolt.DB
+	path string
+}
+
+// Open opens or creates the store at path. It fails at once if another
+// process holds the file, and refuses a file of another schema version.
+func Open(path string) (*Store, error) {
+	db, err := bolt.Open(path, 0o600, &bolt.Options{Timeout: time.Second, FreelistType: bolt.FreelistMapType})
+	if err != nil {
+		if errors.Is(err, bolt.ErrTimeout) {
+			return nil, fmt.Errorf("open store %s: in use by another process", path)
+		}
+		return nil, fmt.Errorf("open store %s: %w", path, err)
+	}
+	s := &Store{db: db, path: path}
+	if err := s.db.Update(initSchema); err != nil {
+		db.Close()
+		return nil, fmt.Errorf("open store %s: %w", path, err)
+	}
+	return s, nil
+}
+
+func initSchema(tx *bolt.Tx) error {
+	meta := tx.Bucket(bucketMeta)
+	if meta == nil {
+		empty := true
+		tx.ForEach(func([]byte, *bolt.Bucket) error { empty = false; return nil })
+		if !empty {
+			return errors.New("file is not a signerd store (no schema version)")
+		}
+		for _, name := range allBuckets {
+			if _, err := tx.CreateBucket(name); err != nil {
+				return err
+			}
+		}
+		return tx.Bucket(bucketMeta).Put(keySchema, []byte(strconv.Itoa(SchemaVersion)))
+	}
+	v, err := strconv.Atoi(string(meta.Get(keySchema)))
+	if err != nil {
+		return fmt.Errorf("unreadable schema version %q", meta.Get(keySchema))
+	}
+	if v != SchemaVersion {
+		return fmt.Errorf("schema version %d; this signerd reads version %d only", v, SchemaVersion)
+	}
+	return nil
+}
+
+// Path is the file's path.
+func (s *Store) Path() string { return s.path }
+
+// Close closes the file.
+func (s *Store) Close() error { return s.db.Close() }
+
+// Update runs fn in one write transaction, committed (and fsynced) only if
+// fn returns nil.
+func (s *Store) Update(fn func(*Tx) error) error {
+	return s.db.Update(func(tx *bolt.Tx) error { return fn(&Tx{tx}) })
+}
+
+// View runs fn in a read-only snapshot.
+func (s *Store) View(fn func(*Tx) error) error {
+	return s.db.View(func(tx *bolt.Tx) error { return fn(&Tx{tx}) })
+}
+
+// CopyTo writes a consistent copy of the store to path (for backups and
+// for tests that inspect a store another process holds).
+func (s *Store) CopyTo(path string) error {
+	return s.db.View(func(tx *bolt.Tx) error {
+		return tx.CopyFile(path, 0o600)
+	})
+}
+
+// Tx is a transaction. Its methods must not be used after fn returns.
+type Tx struct{ tx *bolt.Tx }
+
+func (t *Tx) bucket(name []byte) *bolt.Bucket { return t.tx.Bucket(name) }
+
+// LastSigningTime is the latest time stamped on anything the CA signed
+// (certificate notBefore or CRL thisUpdate), zero if none.
+func (t *Tx) LastSigningTime() (time.Time, error) {
+	raw := t.bucket(bucketMeta).Get(keyClock)
+	if raw == nil {
+		return time.Time{}, nil
+	}
+	var ts time.Time
+	if err := ts.UnmarshalText(raw); err != nil {
+		return time.Time{}, fmt.Errorf("read last signing time: %w", err)
+	}
+	return ts, nil
+}
+
+// NoteSigningTime raises the last signing time to ts (never lowers it).
+func (t *Tx) NoteSigningTime(ts time.Time) error {
+	last, err := t.LastSigningTime()
+	if err != nil {
+		return err
+	}
+	if !ts.After(last) {
+		return nil
+	}
+	raw, _ := ts.UTC().MarshalText()
+	return t.bucket(bucketMeta).Put(keyClock, raw)
+}
