@@ -1,0 +1,297 @@
+package engine
+
+import (
+	"bytes"
+	"context"
+	"errors"
+	"fmt"
+	"sync"
+	"time"
+
+	"github.com/emmansun/gmsm/smx509"
+
+	"signerd/hsm"
+	"signerd/store"
+)
+
+var kindStatistic = map[string]string{kindIssue: store.StatIssued, kindRenew: store.StatRenewed, kindExtend: store.StatExtended}
+
+// runBatch takes a batch from checked orders to answered callers:
+//
+//  1. stamp one time for the batch (the clock rule);
+//  2. sort out replays, conflicts and orders already in flight;
+//  3. draw serials and build and lint each certificate, in parallel;
+//  4. one transaction records every request as signing, with its serial
+//     and TBS (record before sign);
+//  5. the HSM signs, spread over its sessions;
+//  6. one transaction records every certificate, or burns the serial of
+//     every attempt that failed, with the audit events (record before
+//     answer);
+//  7. the queue answers each caller with its own result.
+func (e *Engine) runBatch(jobs []*job) {
+	n := e.batches.Add(1)
+	now, err := e.clock.stamp()
+	if err != nil {
+		e.alarm(err)
+		for _, j := range jobs {
+			j.fail(err)
+		}
+		return
+	}
+	iss := e.active
+	if err := e.store.View(func(tx *store.Tx) error {
+		for _, j := range jobs {
+			e.classify(tx, j)
+		}
+		return nil
+	}); err != nil {
+		failAll(jobs, errorf(CodeInternal, "batch %d: read store: %v", n, err))
+		return
+	}
+	attempts := pending(jobs)
+	parallel(attempts, func(j *job) {
+		serial, err := newSerial(e.cfg.Random)
+		if err != nil {
+			j.fail(errorf(CodeHSMUnavailable, "%v", err))
+			return
+		}
+		d, err := e.build(j.o, iss, serial, now)
+		if err != nil {
+			j.fail(err)
+			return
+		}
+		j.draft = d
+	})
+	attempts = pending(attempts)
+	if len(attempts) == 0 {
+		return
+	}
+	if err := e.store.Update(func(tx *store.Tx) error {
+		for _, j := range attempts {
+			if err := e.reserve(tx, j, now); err != nil {
+				return err
+			}
+		}
+		return tx.NoteSigningTime(now)
+	}); err != nil {
+		failAll(attempts, errorf(CodeInternal, "batch %d: record requests: %v", n, err))
+		return
+	}
+	reserved := pending(attempts)
+	signed := make([]*smx509.Certificate, len(reserved))
+	signErr := make([]error, len(reserved))
+	ctx, cancel := context.WithTimeout(context.Background(), e.cfg.SignTimeout)
+	defer cancel()
+	var wg sync.WaitGroup
+	for i, j := range reserved {
+		wg.Go(func() { signed[i], signErr[i] = e.sign(ctx, j.draft, iss, j.o.profile.LintUsage()) })
+	}
+	wg.Wait()
+	if err := e.store.Update(func(tx *store.Tx) error {
+		for i, j := range reserved {
+			if signErr[i] != nil {
+				if err := e.fail(tx, j, signErr[i]); err != nil {
+					return err
+				}
+				continue
+			}
+			if err := e.record(tx, j, iss, signed[i], now); err != nil {
+				return err
+			}
+		}
+		return nil
+	}); err != nil {
+		// Nothing is answered with an unrecorded certificate. The requests
+		// stay "signing" until a later transaction (or the next start)
+		// burns their serials.
+		e.log.Error("record signed batch", "batch", n, "err", err)
+		for _, j := range reserved {
+			j.cert = nil
+			j.fail(errorf(CodeInternal, "batch %d: record certificates: %v", n, err))
+		}
+		e.burnAfterFailure(reserved)
+	}
+}
+
+// classify answers what needs no signing: a replay of an issued request,
+// a conflicting reuse of a request id, a request already in flight, or a
+// renewal of a certificate that is not current.
+func (e *Engine) classify(tx *store.Tx, j *job) {
+	r, err := tx.Request(j.o.id)
+	switch {
+	case errors.Is(err, store.ErrNotFound):
+		e.checkReplaced(tx, j)
+		return
+	case err != nil:
+		j.fail(errorf(CodeInternal, "read request %s: %v", j.o.id, err))
+		return
+	case !bytes.Equal(r.Digest, j.o.digest):
+		j.fail(errorf(CodeRequestConflict, "request_id %q was used before for a different request", j.o.id))
+		return
+	}
+	switch r.State {
+	case store.RequestIssued:
+		c, err := tx.Certificate(r.Serial)
+		if err != nil {
+			j.fail(errorf(CodeInternal, "request %s: %v", j.o.id, err))
+			return
+		}
+		j.cert = c
+	case store.RequestSigning:
+		j.fail(errorf(CodeInProgress, "request %q is being signed; retry to get its certificate", j.o.id))
+	default: // failed before: try again with a new serial
+		e.checkReplaced(tx, j)
+	}
+}
+
+func (e *Engine) checkReplaced(tx *store.Tx, j *job) {
+	if j.o.replaces == nil {
+		return
+	}
+	old, err := tx.Certificate(j.o.replaces)
+	if err != nil {
+		j.fail(errorf(CodeNotFound, "no certificate with serial %x", j.o.replaces))
+		return
+	}
+	if old.Status != store.StatusGood {
+		j.fail(errorf(CodeInvalidState, "certificate %x is %s; only a current certificate can be renewed or extended", j.o.replaces, old.Status))
+	}
+}
+
+// reserve records j's request as signing with its serial and TBS. A
+// request that turns out to be a duplicate within this batch, or a serial
+// drawn before, fails j alone.
+func (e *Engine) reserve(tx *store.Tx, j *job, now time.Time) error {
+	r, err := tx.Request(j.o.id)
+	switch {
+	case errors.Is(err, store.ErrNotFound):
+		r = &store.Request{ID: j.o.id, Digest: j.o.digest, Kind: j.o.kind, Profile: j.o.profile.Name, Created: now}
+	case err != nil:
+		return err
+	case !bytes.Equal(r.Digest, j.o.digest):
+		j.fail(errorf(CodeRequestConflict, "request_id %q was used before for a different request", j.o.id))
+		return nil
+	case r.State != store.RequestFailed:
+		j.fail(errorf(CodeInProgress, "request %q is being signed; retry to get its certificate", j.o.id))
+		return nil
+	}
+	if err := tx.ReserveSerial(j.draft.serial, j.o.id); err != nil {
+		if errors.Is(err, store.ErrSerialUsed) {
+			j.fail(errorf(CodeInternal, "serial collision; retry the request"))
+			return nil
+		}
+		return err
+	}
+	r.State, r.Serial, r.TBS, r.Error, r.Updated = store.RequestSigning, j.draft.serial, j.draft.tbs, "", now
+	return tx.PutRequest(r)
+}
+
+// record stores an issued certificate with its audit event and statistics.
+func (e *Engine) record(tx *store.Tx, j *job, iss *Issuer, c *smx509.Certificate, now time.Time) error {
+	o := j.o
+	rec := &store.Certificate{Serial: j.draft.serial, DER: c.Raw, Profile: o.profile.Name, Subject: c.Subject.String(),
+		NotBefore: c.NotBefore, NotAfter: c.NotAfter, Issuer: iss.ID(), RequestID: o.id, Status: store.StatusGood,
+		Replaces: o.replaces}
+	if err := tx.PutCertificate(rec); err != nil {
+		return err
+	}
+	if err := tx.SetSerialState(rec.Serial, store.SerialIssued); err != nil {
+		return err
+	}
+	r, err := tx.Request(o.id)
+	if err != nil {
+		return err
+	}
+	r.State, r.Updated = store.RequestIssued, now
+	if err := tx.PutRequest(r); err != nil {
+		return err
+	}
+	if o.replaces != nil {
+		old, err := tx.Certificate(o.replaces)
+		if err != nil {
+			return err
+		}
+		if old.Status == store.StatusGood { // revoked meanwhile: leave it revoked
+			old.Status, old.SupersededBy = store.StatusSuperseded, rec.Serial
+			if err := tx.PutCertificate(old); err != nil {
+				return err
+			}
+		}
+	}
+	if err := tx.Count(store.Month(now), o.profile.Name, kindStatistic[o.kind], 1); err != nil {
+		return err
+	}
+	reason := fmt.Sprintf("request %s, profile %s, subject %s", o.id, o.profile.Name, rec.Subject)
+	if o.replaces != nil {
+		reason += fmt.Sprintf(", replaces %x", o.replaces)
+	}
+	if _, err := tx.Append(store.Event{Actor: o.actor, Action: "certificate." + o.kind, Object: store.HexSerial(rec.Serial),
+		Outcome: store.OutcomeOK, Reason: reason}); err != nil {
+		return err
+	}
+	j.cert = rec
+	return nil
+}
+
+// fail burns the serial of an attempt the HSM did not complete.
+func (e *Engine) fail(tx *store.Tx, j *job, cause error) error {
+	r, err := tx.Request(j.o.id)
+	if err != nil {
+		return err
+	}
+	code := CodeInternal
+	if errors.Is(cause, hsm.ErrTransient) || errors.Is(cause, context.DeadlineExceeded) {
+		code = CodeHSMUnavailable
+	}
+	e.log.Error("sign certificate", "request_id", j.o.id, "serial", store.HexSerial(r.Serial), "err", cause)
+	j.fail(errorf(code, "signing failed (serial %x burned; retry the request): %v", r.Serial, cause))
+	return e.burn(tx, r, j.o.actor, cause.Error())
+}
+
+// burnAfterFailure tries once more to burn serials whose results could not
+// be recorded, so their requests can be retried without a restart.
+func (e *Engine) burnAfterFailure(jobs []*job) {
+	err := e.store.Update(func(tx *store.Tx) error {
+		for _, j := range jobs {
+			r, err := tx.Request(j.o.id)
+			if err != nil {
+				return err
+			}
+			if r.State == store.RequestSigning {
+				if err := e.burn(tx, r, j.o.actor, "result could not be recorded"); err != nil {
+					return err
+				}
+			}
+		}
+		return nil
+	})
+	if err != nil {
+		e.log.Error("burn serials after failed batch; they will be burned at next start", "err", err)
+	}
+}
+
+// pending returns the jobs not yet answered.
+func pending(jobs []*job) []*job {
+	var out []*job
+	for _, j := range jobs {
+		if j.err == nil && j.cert == nil {
+			out = append(out, j)
+		}
+	}
+	return out
+}
+
+func failAll(jobs []*job, err error) {
+	for _, j := range jobs {
+		j.fail(err)
+	}
+}
+
+// parallel runs fn on each job, on as many goroutines as there are jobs.
+func parallel(jobs []*job, fn func(*job)) {
+	var wg sync.WaitGroup
+	for _, j := range jobs {
+		wg.Go(func() { fn(j) })
+	}
+	wg.Wait()
+}

@@ -1,0 +1,147 @@
+package engine
+
+import (
+	"bytes"
+	"context"
+	"crypto/rand"
+	"fmt"
+	"math/big"
+
+	"github.com/emmansun/gmsm/smx509"
+
+	"signerd/engine/lint"
+	"signerd/store"
+)
+
+// SignCRL signs a full CRL for the issuing key with ID issuerID ("" for
+// the active one): every certificate it issued that is revoked or on hold
+// and not yet expired. The CRL number is taken in one transaction before
+// the HSM signs and the CRL recorded in another after, so numbers only
+// increase and a crash leaves a gap, never a repeat.
+func (e *Engine) SignCRL(ctx context.Context, actor store.Actor, issuerID string) ([]byte, error) {
+	iss, err := e.Issuer(issuerID)
+	if err != nil {
+		return nil, err
+	}
+	e.crlMu.Lock()
+	defer e.crlMu.Unlock()
+	now, err := e.clock.stamp()
+	if err != nil {
+		e.alarm(err)
+		return nil, err
+	}
+	tmpl := &smx509.RevocationList{ThisUpdate: now, NextUpdate: now.Add(e.cfg.CRLValidity)}
+	err = e.store.Update(func(tx *store.Tx) error {
+		st, err := tx.CRLState(iss.ID())
+		if err != nil {
+			return err
+		}
+		tmpl.Number = new(big.Int).SetUint64(st.Next)
+		st.Next++
+		if err := tx.PutCRLState(iss.ID(), st); err != nil {
+			return err
+		}
+		if err := tx.NoteSigningTime(now); err != nil {
+			return err
+		}
+		return tx.Revoked(iss.ID(), func(c *store.Certificate) error {
+			if c.NotAfter.Before(now) {
+				return nil // expired certificates leave the CRL (RFC 5280 §3.3)
+			}
+			tmpl.RevokedCertificateEntries = append(tmpl.RevokedCertificateEntries, smx509.RevocationListEntry{
+				SerialNumber: new(big.Int).SetBytes(c.Serial), RevocationTime: c.RevokedAt, ReasonCode: c.Reason})
+			return nil
+		})
+	})
+	if err != nil {
+		return nil, errorf(CodeInternal, "reserve CRL number: %v", err)
+	}
+	der, signErr := e.signCRL(ctx, iss, tmpl)
+	object := fmt.Sprintf("crl %s #%v", iss.ID(), tmpl.Number)
+	err = e.store.Update(func(tx *store.Tx) error {
+		ev := store.Event{Actor: actor, Action: "crl.sign", Object: object, Outcome: store.OutcomeOK,
+			Reason: fmt.Sprintf("%d entries, next update %s", len(tmpl.RevokedCertificateEntries), tmpl.NextUpdate.Format("2006-01-02T15:04:05Z"))}
+		if signErr != nil {
+			ev.Outcome, ev.Reason = store.OutcomeFailed, signErr.Error()
+		} else {
+			st, err := tx.CRLState(iss.ID())
+			if err != nil {
+				return err
+			}
+			st.DER, st.ThisUpdate, st.NextUpdate = der, tmpl.ThisUpdate, tmpl.NextUpdate
+			if err := tx.PutCRLState(iss.ID(), st); err != nil {
+				return err
+			}
+		}
+		_, err := tx.Append(ev)
+		return err
+	})
+	if signErr != nil {
+		return nil, signErr
+	}
+	if err != nil {
+		return nil, errorf(CodeInternal, "record %s: %v", object, err)
+	}
+	return der, nil
+}
+
+// signCRL lints the CRL built with the throwaway key, has the HSM sign the
+// same TBS, and checks the result.
+func (e *Engine) signCRL(ctx context.Context, iss *Issuer, tmpl *smx509.RevocationList) ([]byte, error) {
+	draft, err := smx509.CreateRevocationList(rand.Reader, tmpl, iss.Cert, e.throwaway)
+	if err != nil {
+		return nil, errorf(CodeInternal, "build CRL: %v", err)
+	}
+	if err := lint.CRL(draft, iss.Cert); err != nil {
+		return nil, errorf(CodeLintFailed, "CRL fails lint: %v", err)
+	}
+	rl, err := smx509.ParseRevocationList(draft)
+	if err != nil {
+		return nil, errorf(CodeInternal, "reparse CRL: %v", err)
+	}
+	tbs := rl.RawTBSRevocationList
+	sig, err := iss.Signer.SignDigest(ctx, iss.Signer.Digest(tbs))
+	if err != nil {
+		return nil, errorf(CodeHSMUnavailable, "sign CRL: %v", err)
+	}
+	der, err := assemble(tbs, sig)
+	if err != nil {
+		return nil, errorf(CodeInternal, "assemble CRL: %v", err)
+	}
+	final, err := smx509.ParseRevocationList(der)
+	if err != nil {
+		return nil, errorf(CodeInternal, "parse signed CRL: %v", err)
+	}
+	if !bytes.Equal(final.RawTBSRevocationList, tbs) {
+		return nil, errorf(CodeInternal, "signed CRL's TBS differs from the linted one")
+	}
+	if err := lint.CRL(der, iss.Cert); err != nil {
+		return nil, errorf(CodeLintFailed, "signed CRL fails lint: %v", err)
+	}
+	if err := final.CheckSignatureFrom(iss.Cert); err != nil {
+		return nil, errorf(CodeInternal, "signed CRL does not verify: %v", err)
+	}
+	return der, nil
+}
+
+// LatestCRL returns the last CRL signed for issuerID ("" for the active
+// issuer).
+func (e *Engine) LatestCRL(issuerID string) ([]byte, error) {
+	iss, err := e.Issuer(issuerID)
+	if err != nil {
+		return nil, err
+	}
+	var der []byte
+	err = e.store.View(func(tx *store.Tx) error {
+		st, err := tx.CRLState(iss.ID())
+		der = st.DER
+		return err
+	})
+	if err != nil {
+		return nil, errorf(CodeInternal, "read CRL state: %v", err)
+	}
+	if der == nil {
+		return nil, errorf(CodeNotFound, "no CRL signed yet for %s", iss.ID())
+	}
+	return der, nil
+}

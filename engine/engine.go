@@ -1,0 +1,288 @@
+package engine
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"io"
+	"log/slog"
+	"sync"
+	"sync/atomic"
+	"time"
+
+	"github.com/emmansun/gmsm/sm2"
+	"github.com/emmansun/gmsm/smx509"
+
+	"signerd/hsm"
+	"signerd/store"
+)
+
+// Config is what an Engine needs.
+type Config struct {
+	Store *store.Store
+	// Issuers are the CA's issuing keys. The first issues new
+	// certificates; every one signs CRLs for the certificates it issued.
+	Issuers []*Issuer
+	// Profiles are the certificate profiles; nil means BuiltinProfiles().
+	Profiles map[string]*Profile
+	// SM2ID is the signer ID SM2 CSR signatures are checked with; nil
+	// means hsm.DefaultSM2ID.
+	SM2ID []byte
+	// Random is where serials come from: the daemon passes the HSM's RNG.
+	Random io.Reader
+	// QueueSize bounds the signing queue (default 1024); BatchSize bounds
+	// a batch (default 64).
+	QueueSize int
+	BatchSize int
+	// CRLValidity is nextUpdate − thisUpdate (default 24h).
+	CRLValidity time.Duration
+	// SignTimeout bounds a batch's wait for HSM sessions (default 30s).
+	SignTimeout time.Duration
+	// Now is the clock (default time.Now).
+	Now func() time.Time
+	Log *slog.Logger
+}
+
+// Engine issues, tracks and revokes certificates.
+type Engine struct {
+	cfg       Config
+	store     *store.Store
+	profiles  map[string]*Profile
+	issuers   map[string]*Issuer
+	active    *Issuer
+	sm2ID     []byte
+	throwaway *sm2.PrivateKey
+	clock     *clock
+	queue     *BatchQueue
+	log       *slog.Logger
+	batches   atomic.Uint64
+	crlMu     sync.Mutex
+}
+
+// New starts an engine: it resolves requests a crash left signing (their
+// serials are burned), loads the last signing time, and starts the queue.
+func New(cfg Config) (*Engine, error) {
+	if cfg.Store == nil || len(cfg.Issuers) == 0 || cfg.Random == nil {
+		return nil, errors.New("engine: store, an issuer and a random source are required")
+	}
+	e := &Engine{cfg: cfg, store: cfg.Store, profiles: cfg.Profiles, issuers: map[string]*Issuer{},
+		active: cfg.Issuers[0], sm2ID: cfg.SM2ID, log: cfg.Log}
+	if e.profiles == nil {
+		e.profiles = BuiltinProfiles()
+	}
+	for _, p := range e.profiles {
+		if err := p.Validate(); err != nil {
+			return nil, err
+		}
+	}
+	for _, iss := range cfg.Issuers {
+		e.issuers[iss.ID()] = iss
+	}
+	if e.sm2ID == nil {
+		e.sm2ID = hsm.DefaultSM2ID
+	}
+	if e.log == nil {
+		e.log = slog.New(slog.DiscardHandler)
+	}
+	defaults := []struct {
+		v *int
+		d int
+	}{{&e.cfg.QueueSize, 1024}, {&e.cfg.BatchSize, 64}}
+	for _, f := range defaults {
+		if *f.v <= 0 {
+			*f.v = f.d
+		}
+	}
+	if e.cfg.CRLValidity <= 0 {
+		e.cfg.CRLValidity = 24 * time.Hour
+	}
+	if e.cfg.SignTimeout <= 0 {
+		e.cfg.SignTimeout = 30 * time.Second
+	}
+	if e.cfg.Now == nil {
+		e.cfg.Now = time.Now
+	}
+	var err error
+	if e.throwaway, err = newThrowawayKey(); err != nil {
+		return nil, fmt.Errorf("engine: lint key: %w", err)
+	}
+	e.clock = &clock{now: e.cfg.Now}
+	if err := e.store.Update(func(tx *store.Tx) error {
+		if e.clock.last, err = tx.LastSigningTime(); err != nil {
+			return err
+		}
+		return e.burnInterrupted(tx)
+	}); err != nil {
+		return nil, fmt.Errorf("engine: start-up recovery: %w", err)
+	}
+	e.queue = newBatchQueue(e.cfg.QueueSize, e.cfg.BatchSize, e.runBatch)
+	return e, nil
+}
+
+// burnInterrupted resolves requests a crash left between the two batch
+// transactions: nothing was recorded as issued, so whatever the HSM may
+// have signed never left the process; the serial is burned and the RA may
+// retry the request.
+func (e *Engine) burnInterrupted(tx *store.Tx) error {
+	stuck, err := tx.InFlight()
+	if err != nil {
+		return err
+	}
+	for _, r := range stuck {
+		const why = "signerd stopped while the request was being signed; serial burned, retry the request"
+		if err := e.burn(tx, r, store.System, why); err != nil {
+			return err
+		}
+		e.log.Warn("burned serial of interrupted request", "request_id", r.ID, "serial", store.HexSerial(r.Serial))
+	}
+	return nil
+}
+
+// burn ends r's attempt without a certificate.
+func (e *Engine) burn(tx *store.Tx, r *store.Request, actor store.Actor, why string) error {
+	if err := tx.SetSerialState(r.Serial, store.SerialBurned); err != nil {
+		return err
+	}
+	r.State = store.RequestFailed
+	r.Burned = append(r.Burned, r.Serial)
+	r.Error = why
+	r.Updated = e.cfg.Now().UTC()
+	if err := tx.PutRequest(r); err != nil {
+		return err
+	}
+	_, err := tx.Append(store.Event{Actor: actor, Action: "certificate." + r.Kind, Object: store.HexSerial(r.Serial),
+		Outcome: store.OutcomeFailed, Reason: fmt.Sprintf("request %s: %s", r.ID, why)})
+	return err
+}
+
+// Close stops taking orders, finishes those queued, and returns.
+func (e *Engine) Close() { e.queue.close() }
+
+// Queue is the signing queue (for its depth).
+func (e *Engine) Queue() *BatchQueue { return e.queue }
+
+// Issue issues a certificate for req (or returns the one an earlier request
+// with the same id and content got).
+func (e *Engine) Issue(ctx context.Context, actor store.Actor, req Request) (*store.Certificate, error) {
+	o, err := e.check(kindIssue, &req, nil)
+	if err != nil {
+		return nil, err
+	}
+	o.actor = actor
+	return e.queue.submit(ctx, o)
+}
+
+// Renew issues a certificate for req's new key that replaces the one with
+// serial old; old is marked superseded (it stays valid until revoked or
+// expired, so the holder can switch over).
+func (e *Engine) Renew(ctx context.Context, actor store.Actor, old []byte, req Request) (*store.Certificate, error) {
+	prev, err := e.Status(old)
+	if err != nil {
+		return nil, err
+	}
+	if req.Profile != prev.Profile {
+		return nil, errorf(CodeBadRequest, "renewal must keep profile %q", prev.Profile)
+	}
+	o, err := e.check(kindRenew, &req, old)
+	if err != nil {
+		return nil, err
+	}
+	o.actor = actor
+	return e.queue.submit(ctx, o)
+}
+
+// Extend issues the certificate with serial old again with a new validity:
+// same key, subject, names and identity, a new serial. The old one is
+// marked superseded.
+func (e *Engine) Extend(ctx context.Context, actor store.Actor, requestID string, old []byte, days int) (*store.Certificate, error) {
+	if err := checkRequestID(requestID); err != nil {
+		return nil, err
+	}
+	prev, err := e.Status(old)
+	if err != nil {
+		return nil, err
+	}
+	p := e.profiles[prev.Profile]
+	if p == nil {
+		return nil, errorf(CodeUnknownProfile, "certificate %x has profile %q, no longer configured", old, prev.Profile)
+	}
+	c, err := smx509.ParseCertificate(prev.DER)
+	if err != nil {
+		return nil, errorf(CodeInternal, "certificate %x: %v", old, err)
+	}
+	o := &order{kind: kindExtend, id: requestID, actor: actor, profile: p, raw: c.RawSubject, pub: c.PublicKey,
+		dns: c.DNSNames, emails: c.EmailAddresses, replaces: old}
+	for _, ext := range c.Extensions {
+		for _, oid := range identityOIDs {
+			if ext.Id.Equal(oid) {
+				o.identity = append(o.identity, ext)
+			}
+		}
+	}
+	if err := allowKey(o.pub, p); err != nil {
+		return nil, err
+	}
+	if o.days, err = checkValidity(days, p); err != nil {
+		return nil, err
+	}
+	o.digest = contentDigest(kindExtend, old, struct {
+		ID   string `json:"request_id"`
+		Days int    `json:"validity_days"`
+	}{requestID, days})
+	return e.queue.submit(ctx, o)
+}
+
+// Status returns the record of the certificate with serial.
+func (e *Engine) Status(serial []byte) (*store.Certificate, error) {
+	var c *store.Certificate
+	err := e.store.View(func(tx *store.Tx) error {
+		var err error
+		c, err = tx.Certificate(serial)
+		return err
+	})
+	if errors.Is(err, store.ErrNotFound) {
+		return nil, errorf(CodeNotFound, "no certificate with serial %x", serial)
+	}
+	if err != nil {
+		return nil, errorf(CodeInternal, "read certificate %x: %v", serial, err)
+	}
+	return c, nil
+}
+
+// Statistics returns a month's ("2006-01", Beijing time) counts by profile
+// and kind (issued, renewed, extended, revoked).
+func (e *Engine) Statistics(month string) (map[string]map[string]uint64, error) {
+	if _, err := time.Parse("2006-01", month); err != nil {
+		return nil, errorf(CodeBadRequest, "month %q: want YYYY-MM", month)
+	}
+	var out map[string]map[string]uint64
+	err := e.store.View(func(tx *store.Tx) error {
+		var err error
+		out, err = tx.Statistics(month)
+		return err
+	})
+	return out, err
+}
+
+// Issuer returns the issuer with key ID id ("" means the one issuing now).
+func (e *Engine) Issuer(id string) (*Issuer, error) {
+	if id == "" {
+		return e.active, nil
+	}
+	if iss := e.issuers[id]; iss != nil {
+		return iss, nil
+	}
+	return nil, errorf(CodeNotFound, "no issuing key %q", id)
+}
+
+// alarm reports a refusal to sign because the clock went backwards: an
+// error in the log and an event in the audit log.
+func (e *Engine) alarm(err error) {
+	e.log.Error("clock alarm", "err", err)
+	if aerr := e.store.Update(func(tx *store.Tx) error {
+		_, err := tx.Append(store.Event{Actor: store.System, Action: "clock.alarm", Outcome: store.OutcomeRefused, Reason: err.Error()})
+		return err
+	}); aerr != nil {
+		e.log.Error("audit clock alarm", "err", aerr)
+	}
+}

@@ -1,0 +1,67 @@
+package engine
+
+import (
+	"errors"
+	"fmt"
+)
+
+// Code is a stable, machine-readable error code; the daemon returns it to
+// RAs as is, so codes are never renamed.
+type Code string
+
+const (
+	CodeBadRequest        Code = "bad_request"
+	CodeUnknownProfile    Code = "unknown_profile"
+	CodeMalformedCSR      Code = "malformed_csr"
+	CodeBadCSRSignature   Code = "bad_csr_signature"
+	CodeMalformedKey      Code = "malformed_public_key"
+	CodeKeyTypeNotAllowed Code = "key_type_not_allowed"
+	CodeWrongCurve        Code = "wrong_curve"
+	CodeSubjectIncomplete Code = "subject_incomplete"
+	CodeValidityTooLong   Code = "validity_too_long"
+	CodeRequestConflict   Code = "request_conflict"    // same request id, different content
+	CodeInProgress        Code = "request_in_progress" // same request id is being signed now
+	CodeNotFound          Code = "not_found"
+	CodeInvalidState      Code = "invalid_state" // e.g. restoring a certificate not on hold
+	CodeBusy              Code = "busy"          // queue full; retry later
+	CodeShuttingDown      Code = "shutting_down"
+	CodeClockBackwards    Code = "clock_backwards" // refusing to sign with a time before the last one
+	CodeHSMUnavailable    Code = "hsm_unavailable" // retryable HSM fault
+	CodeLintFailed        Code = "lint_failed"
+	CodeInternal          Code = "internal"
+)
+
+// Retryable reports whether the same request may succeed if sent again
+// unchanged.
+func (c Code) Retryable() bool {
+	switch c {
+	case CodeBusy, CodeInProgress, CodeHSMUnavailable, CodeShuttingDown, CodeInternal:
+		return true
+	}
+	return false
+}
+
+// Error is an engine error with a stable code. Message is meant for the RA
+// developer reading it; it never holds secrets.
+type Error struct {
+	Code    Code
+	Message string
+	Err     error
+}
+
+func (e *Error) Error() string { return string(e.Code) + ": " + e.Message }
+func (e *Error) Unwrap() error { return e.Err }
+
+func errorf(code Code, format string, args ...any) *Error {
+	err := fmt.Errorf(format, args...)
+	return &Error{Code: code, Message: err.Error(), Err: errors.Unwrap(err)}
+}
+
+// CodeOf returns err's code, CodeInternal for errors without one.
+func CodeOf(err error) Code {
+	var e *Error
+	if errors.As(err, &e) {
+		return e.Code
+	}
+	return CodeInternal
+}

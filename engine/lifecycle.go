@@ -1,0 +1,128 @@
+package engine
+
+import (
+	"errors"
+	"fmt"
+	"time"
+
+	"signerd/store"
+)
+
+// RFC 5280 CRLReason codes an RA may give for revocation. certificateHold
+// is set by Hold only; removeFromCRL belongs to delta CRLs, which signerd
+// does not issue.
+var reasonCodes = map[string]int{
+	"unspecified":          0,
+	"keyCompromise":        1,
+	"cACompromise":         2,
+	"affiliationChanged":   3,
+	"superseded":           4,
+	"cessationOfOperation": 5,
+	"privilegeWithdrawn":   9,
+	"aACompromise":         10,
+}
+
+const reasonCertificateHold = 6
+
+// ParseReason returns the code of an RFC 5280 revocation reason name.
+func ParseReason(name string) (int, error) {
+	code, ok := reasonCodes[name]
+	if !ok {
+		return 0, errorf(CodeBadRequest, "revocation reason %q: not one of keyCompromise, affiliationChanged, superseded, cessationOfOperation, privilegeWithdrawn, unspecified, ...", name)
+	}
+	return code, nil
+}
+
+// Revoke revokes the certificate for good with an RFC 5280 reason code. A
+// certificate on hold may be revoked; a revoked one stays as it is.
+func (e *Engine) Revoke(actor store.Actor, serial []byte, reason int) (*store.Certificate, error) {
+	if reason == reasonCertificateHold || reason == 7 || reason == 8 || reason < 0 || reason > 10 {
+		return nil, errorf(CodeBadRequest, "reason %d cannot be given to revoke (use hold for certificateHold)", reason)
+	}
+	return e.transition(actor, serial, "certificate.revoke", func(c *store.Certificate, now time.Time) error {
+		if c.Status == store.StatusRevoked {
+			return errorf(CodeInvalidState, "certificate %x is already revoked", serial)
+		}
+		c.Status, c.Reason, c.RevokedAt = store.StatusRevoked, reason, now
+		return nil
+	})
+}
+
+// Hold suspends a certificate (certificateHold on the next CRL).
+func (e *Engine) Hold(actor store.Actor, serial []byte) (*store.Certificate, error) {
+	return e.transition(actor, serial, "certificate.hold", func(c *store.Certificate, now time.Time) error {
+		if c.Status != store.StatusGood && c.Status != store.StatusSuperseded {
+			return errorf(CodeInvalidState, "certificate %x is %s; only a valid certificate can be held", serial, c.Status)
+		}
+		c.Status, c.Reason, c.RevokedAt = store.StatusOnHold, reasonCertificateHold, now
+		return nil
+	})
+}
+
+// Restore lifts a hold: the certificate is valid again and leaves the next
+// CRL.
+func (e *Engine) Restore(actor store.Actor, serial []byte) (*store.Certificate, error) {
+	return e.transition(actor, serial, "certificate.restore", func(c *store.Certificate, _ time.Time) error {
+		if c.Status != store.StatusOnHold {
+			return errorf(CodeInvalidState, "certificate %x is %s, not on hold", serial, c.Status)
+		}
+		c.Status, c.Reason, c.RevokedAt = store.StatusGood, 0, time.Time{}
+		if c.SupersededBy != nil {
+			c.Status = store.StatusSuperseded
+		}
+		return nil
+	})
+}
+
+// transition applies change to a certificate's record in one transaction
+// with its audit event (and, for revocations, the monthly count).
+func (e *Engine) transition(actor store.Actor, serial []byte, action string, change func(*store.Certificate, time.Time) error) (*store.Certificate, error) {
+	// Revocation times come from the same monotonic clock as CRLs, so an
+	// entry is never dated after the CRL that lists it.
+	now, err := e.clock.stamp()
+	if err != nil {
+		e.alarm(err)
+		return nil, err
+	}
+	var out *store.Certificate
+	var refused error
+	err = e.store.Update(func(tx *store.Tx) error {
+		c, err := tx.Certificate(serial)
+		if errors.Is(err, store.ErrNotFound) {
+			refused = errorf(CodeNotFound, "no certificate with serial %x", serial)
+			return nil
+		}
+		if err != nil {
+			return err
+		}
+		if !c.NotAfter.After(now) {
+			refused = errorf(CodeInvalidState, "certificate %x expired %s", serial, c.NotAfter.Format(time.RFC3339))
+		} else {
+			refused = change(c, now)
+		}
+		ev := store.Event{Actor: actor, Action: action, Object: store.HexSerial(serial), Outcome: store.OutcomeOK,
+			Reason: fmt.Sprintf("status %s, reason %d", c.Status, c.Reason)}
+		if refused != nil {
+			ev.Outcome, ev.Reason = store.OutcomeRefused, refused.Error()
+		} else {
+			if err := tx.PutCertificate(c); err != nil {
+				return err
+			}
+			if action == "certificate.revoke" {
+				if err := tx.Count(store.Month(now), c.Profile, store.StatRevoked, 1); err != nil {
+					return err
+				}
+			}
+			out = c
+		}
+		_, err = tx.Append(ev)
+		return err
+	})
+	if err != nil {
+		return nil, errorf(CodeInternal, "%s %x: %v", action, serial, err)
+	}
+	if refused != nil {
+		return nil, refused
+	}
+	return out, nil
+}

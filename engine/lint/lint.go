@@ -1,0 +1,237 @@
+// Package lint checks certificates and CRLs before the HSM signs them.
+//
+// The engine builds each to-be-signed certificate, signs it with a throwaway
+// software SM2 key, and hands the result here; only if every lint passes is
+// the same TBS sent to the HSM. zlint cannot parse SM2 certificates, so these
+// are signerd's own, covering the RFC 5280 and GM/T 0015 rules the engine
+// could plausibly get wrong: encodings it chooses (times, serials,
+// algorithm fields) and the fields policy sets (validity, key usage, key
+// identifiers).
+package lint
+
+import (
+	"bytes"
+	"errors"
+	"fmt"
+	"time"
+
+	"github.com/emmansun/gmsm/sm2"
+	"github.com/emmansun/gmsm/smx509"
+	"golang.org/x/crypto/cryptobyte"
+	casn1 "golang.org/x/crypto/cryptobyte/asn1"
+)
+
+// Usage is what an end-entity certificate's key is for (GM/T 0015 dual
+// certificates).
+type Usage int
+
+const (
+	Signing    Usage = iota // digitalSignature + nonRepudiation
+	Encryption              // keyEncipherment + dataEncipherment + keyAgreement
+)
+
+// KeyUsage is the exact keyUsage each Usage gets.
+func (u Usage) KeyUsage() smx509.KeyUsage {
+	if u == Encryption {
+		return smx509.KeyUsageKeyEncipherment | smx509.KeyUsageDataEncipherment | smx509.KeyUsageKeyAgreement
+	}
+	return smx509.KeyUsageDigitalSignature | smx509.KeyUsageContentCommitment
+}
+
+// Certificate lints an end-entity certificate (DER, signed by any key) that
+// issuer is to sign. It returns every failure, joined.
+func Certificate(der []byte, issuer *smx509.Certificate, usage Usage) error {
+	var errs []error
+	fail := func(format string, args ...any) { errs = append(errs, fmt.Errorf(format, args...)) }
+
+	tbs, err := splitSigned(der)
+	if err != nil {
+		return err
+	}
+	var version, serial, inner, issuerName, validity cryptobyte.String
+	var hasVersion bool
+	if !tbs.ReadOptionalASN1(&version, &hasVersion, casn1.Tag(0).Constructed().ContextSpecific()) ||
+		!tbs.ReadASN1Element(&serial, casn1.INTEGER) ||
+		!tbs.ReadASN1Element(&inner, casn1.SEQUENCE) ||
+		!tbs.ReadASN1Element(&issuerName, casn1.SEQUENCE) ||
+		!tbs.ReadASN1(&validity, casn1.SEQUENCE) {
+		return errors.New("tbsCertificate: malformed")
+	}
+	if err := lintSerial(serial); err != nil {
+		errs = append(errs, err)
+	}
+	errs = append(errs, lintTimes("validity", validity, 2)...)
+
+	c, err := smx509.ParseCertificate(der)
+	if err != nil {
+		return errors.Join(append(errs, fmt.Errorf("parse: %w", err))...)
+	}
+	if !bytes.Equal(c.RawTBSCertificate, tbs.raw) {
+		fail("tbsCertificate: parser and linter disagree on its bounds")
+	}
+	if !bytes.Equal(inner, tbs.outerAlg) {
+		fail("signature algorithm: tbsCertificate says %x, certificate says %x", []byte(inner), tbs.outerAlg)
+	}
+	if c.Version != 3 {
+		fail("version %d, want 3", c.Version)
+	}
+	if sm2.IsSM2PublicKey(issuer.PublicKey) && c.SignatureAlgorithm != smx509.SM2WithSM3 {
+		fail("signature algorithm %v, want SM2-SM3 for an SM2 issuer", c.SignatureAlgorithm)
+	}
+	if !bytes.Equal(c.RawIssuer, issuer.RawSubject) {
+		fail("issuer name does not equal the issuer's subject")
+	}
+	if len(c.RawSubject) <= 2 {
+		fail("subject is empty")
+	}
+	if !c.NotBefore.Before(c.NotAfter) {
+		fail("validity: notBefore %v is not before notAfter %v", c.NotBefore, c.NotAfter)
+	}
+	if c.NotBefore.Before(issuer.NotBefore) || c.NotAfter.After(issuer.NotAfter) {
+		fail("validity %v..%v is outside the issuer's %v..%v", c.NotBefore, c.NotAfter, issuer.NotBefore, issuer.NotAfter)
+	}
+	if len(c.SubjectKeyId) == 0 {
+		fail("subjectKeyIdentifier missing")
+	}
+	if len(issuer.SubjectKeyId) == 0 || !bytes.Equal(c.AuthorityKeyId, issuer.SubjectKeyId) {
+		fail("authorityKeyIdentifier %x does not equal the issuer's SKI %x", c.AuthorityKeyId, issuer.SubjectKeyId)
+	}
+	if c.BasicConstraintsValid && c.IsCA {
+		fail("basicConstraints: end-entity certificate marked CA")
+	}
+	if want := usage.KeyUsage(); c.KeyUsage != want {
+		fail("keyUsage %b, want %b", c.KeyUsage, want)
+	}
+	if !keyUsageCritical(c) {
+		fail("keyUsage missing or not critical")
+	}
+	if len(c.UnhandledCriticalExtensions) > 0 {
+		fail("unknown critical extensions %v", c.UnhandledCriticalExtensions)
+	}
+	return errors.Join(errs...)
+}
+
+// CRL lints a CRL (DER, signed by any key) that issuer is to sign.
+func CRL(der []byte, issuer *smx509.Certificate) error {
+	var errs []error
+	fail := func(format string, args ...any) { errs = append(errs, fmt.Errorf(format, args...)) }
+
+	tbs, err := splitSigned(der)
+	if err != nil {
+		return err
+	}
+	var version, inner, issuerName cryptobyte.String
+	if !tbs.ReadASN1(&version, casn1.INTEGER) ||
+		!tbs.ReadASN1Element(&inner, casn1.SEQUENCE) ||
+		!tbs.ReadASN1Element(&issuerName, casn1.SEQUENCE) {
+		return errors.New("tbsCertList: malformed")
+	}
+	errs = append(errs, lintTimes("thisUpdate/nextUpdate", tbs.String, 2)...)
+
+	crl, err := smx509.ParseRevocationList(der)
+	if err != nil {
+		return errors.Join(append(errs, fmt.Errorf("parse: %w", err))...)
+	}
+	if !bytes.Equal(inner, tbs.outerAlg) {
+		fail("signature algorithm: tbsCertList says %x, CRL says %x", []byte(inner), tbs.outerAlg)
+	}
+	if !bytes.Equal(crl.RawIssuer, issuer.RawSubject) {
+		fail("issuer name does not equal the issuer's subject")
+	}
+	if crl.NextUpdate.IsZero() || !crl.ThisUpdate.Before(crl.NextUpdate) {
+		fail("nextUpdate %v is not after thisUpdate %v", crl.NextUpdate, crl.ThisUpdate)
+	}
+	if crl.Number == nil || crl.Number.Sign() <= 0 || len(crl.Number.Bytes()) > 20 {
+		fail("cRLNumber %v: must be present, positive and at most 20 octets", crl.Number)
+	}
+	if len(issuer.SubjectKeyId) == 0 || !bytes.Equal(crl.AuthorityKeyId, issuer.SubjectKeyId) {
+		fail("authorityKeyIdentifier %x does not equal the issuer's SKI %x", crl.AuthorityKeyId, issuer.SubjectKeyId)
+	}
+	for _, e := range crl.RevokedCertificateEntries {
+		if e.RevocationTime.After(crl.ThisUpdate) {
+			fail("entry %x revoked at %v, after thisUpdate", e.SerialNumber, e.RevocationTime)
+		}
+	}
+	return errors.Join(errs...)
+}
+
+// signed is a split signed object: the TBS contents (positioned after its
+// header), the TBS bytes whole, and the outer signature algorithm.
+type signed struct {
+	cryptobyte.String
+	raw      []byte
+	outerAlg []byte
+}
+
+func splitSigned(der []byte) (signed, error) {
+	input := cryptobyte.String(der)
+	var outer, tbsElem, alg cryptobyte.String
+	if !input.ReadASN1(&outer, casn1.SEQUENCE) || !input.Empty() ||
+		!outer.ReadASN1Element(&tbsElem, casn1.SEQUENCE) ||
+		!outer.ReadASN1Element(&alg, casn1.SEQUENCE) {
+		return signed{}, errors.New("not a DER signed object: SEQUENCE { tbs, algorithm, signature } expected")
+	}
+	raw := []byte(tbsElem)
+	var tbs cryptobyte.String
+	tbsElem.ReadASN1(&tbs, casn1.SEQUENCE)
+	return signed{String: tbs, raw: raw, outerAlg: alg}, nil
+}
+
+// lintSerial checks RFC 5280 §4.1.2.2: positive, at most 20 octets, and
+// DER's minimal encoding.
+func lintSerial(elem cryptobyte.String) error {
+	var content cryptobyte.String
+	elem.ReadASN1(&content, casn1.INTEGER)
+	switch {
+	case len(content) == 0:
+		return errors.New("serial: empty")
+	case len(content) > 20:
+		return fmt.Errorf("serial: %d octets, at most 20 allowed", len(content))
+	case content[0]&0x80 != 0:
+		return errors.New("serial: negative")
+	case len(content) > 1 && content[0] == 0 && content[1]&0x80 == 0:
+		return errors.New("serial: not minimally encoded")
+	case len(content) == 1 && content[0] == 0:
+		return errors.New("serial: zero")
+	}
+	return nil
+}
+
+// lintTimes reads n times from s and checks RFC 5280 §4.1.2.5: UTCTime
+// through 2049, GeneralizedTime from 2050.
+func lintTimes(what string, s cryptobyte.String, n int) []error {
+	var errs []error
+	for i := 0; i < n; i++ {
+		var t time.Time
+		switch {
+		case s.PeekASN1Tag(casn1.UTCTime):
+			if !s.ReadASN1UTCTime(&t) {
+				return append(errs, fmt.Errorf("%s: malformed UTCTime", what))
+			}
+			if t.Year() >= 2050 {
+				errs = append(errs, fmt.Errorf("%s: %v in UTCTime, must be GeneralizedTime from 2050", what, t))
+			}
+		case s.PeekASN1Tag(casn1.GeneralizedTime):
+			if !s.ReadASN1GeneralizedTime(&t) {
+				return append(errs, fmt.Errorf("%s: malformed GeneralizedTime", what))
+			}
+			if t.Year() < 2050 {
+				errs = append(errs, fmt.Errorf("%s: %v in GeneralizedTime, must be UTCTime before 2050", what, t))
+			}
+		default:
+			return append(errs, fmt.Errorf("%s: time %d missing", what, i+1))
+		}
+	}
+	return errs
+}
+
+func keyUsageCritical(c *smx509.Certificate) bool {
+	for _, e := range c.Extensions {
+		if e.Id.Equal(oidKeyUsage) {
+			return e.Critical
+		}
+	}
+	return false
+}
+
+var oidKeyUsage = []int{2, 5, 29, 15}
