@@ -14,6 +14,10 @@ import (
 	"signerd/store"
 )
 
+// Test hooks run after the batch's first transaction and after signing, so
+// a test can kill the process exactly between the two transactions.
+var testHookReserved, testHookSigned func()
+
 var kindStatistic = map[string]string{kindIssue: store.StatIssued, kindRenew: store.StatRenewed, kindExtend: store.StatExtended}
 
 // runBatch takes a batch from checked orders to answered callers:
@@ -77,6 +81,9 @@ func (e *Engine) runBatch(jobs []*job) {
 		failAll(attempts, errorf(CodeInternal, "batch %d: record requests: %v", n, err))
 		return
 	}
+	if testHookReserved != nil {
+		testHookReserved()
+	}
 	reserved := pending(attempts)
 	signed := make([]*smx509.Certificate, len(reserved))
 	signErr := make([]error, len(reserved))
@@ -87,6 +94,9 @@ func (e *Engine) runBatch(jobs []*job) {
 		wg.Go(func() { signed[i], signErr[i] = e.sign(ctx, j.draft, iss, j.o.profile.LintUsage()) })
 	}
 	wg.Wait()
+	if testHookSigned != nil {
+		testHookSigned()
+	}
 	if err := e.store.Update(func(tx *store.Tx) error {
 		for i, j := range reserved {
 			if signErr[i] != nil {

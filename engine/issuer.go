@@ -31,7 +31,7 @@ type Issuer struct {
 // CRLs.
 func NewIssuer(cert *smx509.Certificate, signer Signer) (*Issuer, error) {
 	name := cert.Subject.String()
-	type equaler interface{ Equal(any) bool }
+	type equaler interface{ Equal(crypto.PublicKey) bool }
 	pub, ok := signer.Public().(equaler)
 	switch {
 	case !ok || !pub.Equal(cert.PublicKey):
