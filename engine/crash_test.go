@@ -1,0 +1,155 @@
+package engine_test
+
+import (
+	"context"
+	"encoding/json"
+	"errors"
+	"fmt"
+	"os"
+	"os/exec"
+	"path/filepath"
+	"sync"
+	"syscall"
+	"testing"
+	"time"
+
+	"github.com/emmansun/gmsm/smx509"
+
+	"signerd/engine"
+	"signerd/engine/enginetest"
+	"signerd/store"
+)
+
+// TestCrashBetweenBatchTransactions kills a signerd engine (a child
+// process) right after a batch's first transaction, and right after the
+// HSM signed but before the second, then restarts on the same store: the
+// interrupted serials are burned, nothing signed is left unrecorded as
+// issued, the RA's retries succeed, and no serial is used twice.
+func TestCrashBetweenBatchTransactions(t *testing.T) {
+	for _, point := range []string{"reserved", "signed"} {
+		t.Run(point, func(t *testing.T) {
+			ca := enginetest.NewCA(t)
+			dir := t.TempDir()
+			ca.Save(t, dir)
+			reqs := make([]engine.Request, 8)
+			for i := range reqs {
+				reqs[i] = request(t, fmt.Sprintf("crash-%d", i))
+			}
+			raw, _ := json.Marshal(reqs)
+			if err := os.WriteFile(filepath.Join(dir, "requests.json"), raw, 0o600); err != nil {
+				t.Fatal(err)
+			}
+			cmd := exec.Command(os.Args[0], "-test.run=^TestCrashChild$", "-test.v")
+			cmd.Env = append(os.Environ(), "SIGNERD_CRASH_CHILD="+dir, "SIGNERD_CRASH_POINT="+point)
+			out, err := cmd.CombinedOutput()
+			var exit *exec.ExitError
+			if !errors.As(err, &exit) || !exit.Sys().(syscall.WaitStatus).Signaled() {
+				t.Fatalf("child was not killed: %v\n%s", err, out)
+			}
+
+			st, err := store.Open(filepath.Join(dir, "signerd.db"))
+			if err != nil {
+				t.Fatal(err)
+			}
+			t.Cleanup(func() { st.Close() })
+			var interrupted []*store.Request
+			st.View(func(tx *store.Tx) error {
+				interrupted, err = tx.InFlight()
+				if err != nil {
+					t.Fatal(err)
+				}
+				n := 0
+				tx.Certificates(func(*store.Certificate) error { n++; return nil })
+				if n != 0 {
+					t.Errorf("%d certificates recorded by a batch that never finished", n)
+				}
+				return nil
+			})
+			if len(interrupted) == 0 {
+				t.Fatal("the crash left no request in flight")
+			}
+
+			e := ca.Engine(t, st, engine.Config{})
+			burned := map[string]bool{}
+			st.View(func(tx *store.Tx) error {
+				for _, r := range interrupted {
+					s, err := tx.Serial(r.Serial)
+					if err != nil || s.State != store.SerialBurned {
+						t.Errorf("serial %x of interrupted %s: %+v, %v", r.Serial, r.ID, s, err)
+					}
+					burned[string(r.Serial)] = true
+				}
+				if left, _ := tx.InFlight(); len(left) != 0 {
+					t.Errorf("%d requests still in flight after recovery", len(left))
+				}
+				return nil
+			})
+			for _, req := range reqs {
+				c := issue(t, e, req)
+				if burned[string(c.Serial)] {
+					t.Fatalf("retry of %s reused burned serial %x", req.ID, c.Serial)
+				}
+				verifyChainGMSM(t, ca, c.DER)
+			}
+			st.View(func(tx *store.Tx) error {
+				if err := tx.VerifyAuditChain(); err != nil {
+					t.Error(err)
+				}
+				return nil
+			})
+		})
+	}
+}
+
+func verifyChainGMSM(t *testing.T, ca *enginetest.CA, der []byte) {
+	t.Helper()
+	c, err := smx509.ParseCertificate(der)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := c.CheckSignatureFrom(ca.Cert); err != nil {
+		t.Fatal(err)
+	}
+}
+
+// TestCrashChild is the engine TestCrashBetweenBatchTransactions kills.
+func TestCrashChild(t *testing.T) {
+	dir := os.Getenv("SIGNERD_CRASH_CHILD")
+	if dir == "" {
+		t.Skip("runs only as TestCrashBetweenBatchTransactions' child process")
+	}
+	m, iss, err := enginetest.LoadIssuer(filepath.Join(dir, "ca.json"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer m.Close()
+	st, err := store.Open(filepath.Join(dir, "signerd.db"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	kill := func() { syscall.Kill(os.Getpid(), syscall.SIGKILL) }
+	if os.Getenv("SIGNERD_CRASH_POINT") == "reserved" {
+		engine.SetCrashHooks(kill, nil)
+	} else {
+		engine.SetCrashHooks(nil, kill)
+	}
+	e, err := engine.New(engine.Config{Store: st, Issuers: []*engine.Issuer{iss}, Random: m.Random()})
+	if err != nil {
+		t.Fatal(err)
+	}
+	raw, err := os.ReadFile(filepath.Join(dir, "requests.json"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	var reqs []engine.Request
+	if err := json.Unmarshal(raw, &reqs); err != nil {
+		t.Fatal(err)
+	}
+	var wg sync.WaitGroup
+	for _, req := range reqs {
+		wg.Go(func() { e.Issue(context.Background(), ra, req) })
+	}
+	wg.Wait()
+	time.Sleep(10 * time.Second)
+	t.Fatal("the crash hook never ran")
+}

@@ -1,0 +1,312 @@
+package engine_test
+
+import (
+	"context"
+	"fmt"
+	"sync"
+	"sync/atomic"
+	"testing"
+	"time"
+
+	"github.com/emmansun/gmsm/smx509"
+
+	"signerd/engine"
+	"signerd/engine/enginetest"
+	"signerd/hsm"
+	"signerd/store"
+)
+
+func TestThousandConcurrentRequests(t *testing.T) {
+	ca := enginetest.NewCA(t)
+	st := enginetest.OpenStore(t)
+	e := ca.Engine(t, st, engine.Config{})
+	const n = 1000
+	reqs := make([]engine.Request, n)
+	for i := range reqs {
+		_, csr := enginetest.NewCSR(t)
+		reqs[i] = engine.Request{ID: fmt.Sprintf("req-%04d", i), Profile: "person-sign",
+			Subject: engine.Subject{CommonName: fmt.Sprintf("holder %d", i)}, CSR: csr}
+	}
+	certs := make([]*store.Certificate, n)
+	errs := make([]error, n)
+	var wg sync.WaitGroup
+	for i := range reqs {
+		wg.Go(func() { certs[i], errs[i] = e.Issue(context.Background(), ra, reqs[i]) })
+	}
+	wg.Wait()
+	serials := map[string]bool{}
+	for i, c := range certs {
+		if errs[i] != nil {
+			t.Fatalf("request %d: %v", i, errs[i])
+		}
+		parsed, err := smx509.ParseCertificate(c.DER)
+		if err != nil {
+			t.Fatal(err)
+		}
+		if parsed.Subject.CommonName != fmt.Sprintf("holder %d", i) || c.RequestID != reqs[i].ID {
+			t.Fatalf("caller %d got someone else's certificate (%s)", i, parsed.Subject.CommonName)
+		}
+		if err := parsed.CheckSignatureFrom(ca.Cert); err != nil {
+			t.Fatalf("certificate %d: %v", i, err)
+		}
+		serials[string(c.Serial)] = true
+	}
+	if len(serials) != n {
+		t.Fatalf("%d distinct serials for %d certificates", len(serials), n)
+	}
+	st.View(func(tx *store.Tx) error {
+		if err := tx.VerifyAuditChain(); err != nil {
+			t.Error(err)
+		}
+		var certsN, issued, events int
+		tx.Certificates(func(*store.Certificate) error { certsN++; return nil })
+		tx.Serials(func(_ []byte, s store.Serial) error {
+			if s.State == store.SerialIssued {
+				issued++
+			}
+			return nil
+		})
+		tx.Events(1, func(ev store.Event, _ []byte) error {
+			if ev.Action == "certificate.issue" && ev.Outcome == store.OutcomeOK {
+				events++
+			}
+			return nil
+		})
+		if certsN != n || issued != n || events != n {
+			t.Errorf("store holds %d certificates, %d issued serials, %d issue events; want %d each", certsN, issued, events, n)
+		}
+		return nil
+	})
+	enginetest.WritePEM(t, t.TempDir(), "x.pem", "CERTIFICATE", certs[0].DER)
+	ca.OpenSSLVerify(t, certs[n-1].DER)
+}
+
+// gatedSigner holds every signature until released, so a test can fill the
+// queue behind it; failNth makes one signature fail as an HSM fault would.
+type gatedSigner struct {
+	engine.Signer
+	entered chan struct{}
+	release chan struct{}
+	calls   atomic.Int32
+	failNth int32
+}
+
+func (g *gatedSigner) SignDigest(ctx context.Context, e []byte) ([]byte, error) {
+	select {
+	case g.entered <- struct{}{}:
+	default:
+	}
+	<-g.release
+	if g.calls.Add(1) == g.failNth {
+		return nil, fmt.Errorf("C_Sign: %w", hsm.ErrTransient)
+	}
+	return g.Signer.SignDigest(ctx, e)
+}
+
+func gatedEngine(t *testing.T, queue, batch int, failNth int32) (*engine.Engine, *gatedSigner, *store.Store) {
+	t.Helper()
+	ca := enginetest.NewCA(t)
+	g := &gatedSigner{Signer: ca.Signer, entered: make(chan struct{}, 1), release: make(chan struct{}), failNth: failNth}
+	iss, err := engine.NewIssuer(ca.Cert, g)
+	if err != nil {
+		t.Fatal(err)
+	}
+	st := enginetest.OpenStore(t)
+	return ca.Engine(t, st, engine.Config{Issuers: []*engine.Issuer{iss}, QueueSize: queue, BatchSize: batch}), g, st
+}
+
+func request(t *testing.T, id string) engine.Request {
+	t.Helper()
+	_, csr := enginetest.NewCSR(t)
+	return engine.Request{ID: id, Profile: "device-sign", Subject: engine.Subject{CommonName: id}, CSR: csr}
+}
+
+func waitDepth(t *testing.T, e *engine.Engine, n int) {
+	t.Helper()
+	for deadline := time.Now().Add(10 * time.Second); e.Queue().Depth() != n; time.Sleep(time.Millisecond) {
+		if time.Now().After(deadline) {
+			t.Fatalf("queue depth %d, want %d", e.Queue().Depth(), n)
+		}
+	}
+}
+
+func TestFullQueueAnswersBusyAtOnce(t *testing.T) {
+	e, g, _ := gatedEngine(t, 1, 1, 0)
+	results := make(chan error, 2)
+	go func() { _, err := e.Issue(context.Background(), ra, request(t, "signing")); results <- err }()
+	<-g.entered // the worker holds the first request
+	go func() { _, err := e.Issue(context.Background(), ra, request(t, "queued")); results <- err }()
+	waitDepth(t, e, 1)
+	if _, err := e.Issue(context.Background(), ra, request(t, "refused")); engine.CodeOf(err) != engine.CodeBusy {
+		t.Fatalf("full queue: %v, want %s", err, engine.CodeBusy)
+	}
+	close(g.release)
+	for range 2 {
+		if err := <-results; err != nil {
+			t.Fatal(err)
+		}
+	}
+	if _, err := e.Issue(context.Background(), ra, request(t, "refused")); err != nil {
+		t.Fatalf("after the queue drained: %v", err)
+	}
+}
+
+func TestBatchMatesGetTheirOwnResults(t *testing.T) {
+	// The first request blocks the worker; the next five form one batch in
+	// which one request reuses an id with other content and one signature
+	// fails in the HSM (the third signature overall).
+	e, g, st := gatedEngine(t, 16, 16, 3)
+	type result struct {
+		id   string
+		cert *store.Certificate
+		err  error
+	}
+	results := make(chan result, 6)
+	submit := func(req engine.Request) {
+		go func() {
+			c, err := e.Issue(context.Background(), ra, req)
+			results <- result{req.ID, c, err}
+		}()
+	}
+	submit(request(t, "first"))
+	<-g.entered
+	dup := request(t, "dup")
+	for _, req := range []engine.Request{request(t, "m1"), request(t, "m2"), request(t, "m3"), dup} {
+		submit(req)
+	}
+	waitDepth(t, e, 4)
+	conflicting := request(t, "dup")
+	submit(conflicting)
+	waitDepth(t, e, 5)
+	close(g.release)
+
+	var ok, hsmFailed, conflicts int
+	var failedID string
+	for range 6 {
+		r := <-results
+		switch code := engine.CodeOf(r.err); {
+		case r.err == nil:
+			ok++
+			if c, _ := smx509.ParseCertificate(r.cert.DER); c.Subject.CommonName != r.id {
+				t.Errorf("%s got %s's certificate", r.id, c.Subject.CommonName)
+			}
+		case code == engine.CodeHSMUnavailable:
+			hsmFailed++
+			failedID = r.id
+		case code == engine.CodeRequestConflict:
+			conflicts++
+		default:
+			t.Errorf("%s: unexpected %v", r.id, r.err)
+		}
+	}
+	if ok != 4 || hsmFailed != 1 || conflicts != 1 {
+		t.Fatalf("%d issued, %d HSM failures, %d conflicts; want 4, 1, 1", ok, hsmFailed, conflicts)
+	}
+	if failedID == "first" {
+		t.Fatal("the failed signature was not in the batch")
+	}
+	var burned []byte
+	st.View(func(tx *store.Tx) error {
+		r, err := tx.Request(failedID)
+		if err != nil || r.State != store.RequestFailed || len(r.Burned) != 1 {
+			t.Fatalf("failed request record %+v, %v", r, err)
+		}
+		burned = r.Burned[0]
+		s, _ := tx.Serial(burned)
+		if s.State != store.SerialBurned {
+			t.Errorf("serial of failed signature is %s", s.State)
+		}
+		return nil
+	})
+	// The RA retries the failed request (same content) and gets a new serial.
+	_ = burned
+}
+
+func TestRetryAfterHSMFailureGetsNewSerial(t *testing.T) {
+	e, g, st := gatedEngine(t, 4, 4, 1)
+	close(g.release)
+	req := request(t, "flaky")
+	if _, err := e.Issue(context.Background(), ra, req); engine.CodeOf(err) != engine.CodeHSMUnavailable || !engine.CodeOf(err).Retryable() {
+		t.Fatalf("first attempt: %v, want retryable %s", err, engine.CodeHSMUnavailable)
+	}
+	c, err := e.Issue(context.Background(), ra, req)
+	if err != nil {
+		t.Fatal(err)
+	}
+	st.View(func(tx *store.Tx) error {
+		r, _ := tx.Request("flaky")
+		if len(r.Burned) != 1 || string(r.Burned[0]) == string(c.Serial) || r.State != store.RequestIssued {
+			t.Errorf("request record after retry: %+v", r)
+		}
+		return tx.VerifyAuditChain()
+	})
+}
+
+func TestClockStepBackRefusesToSign(t *testing.T) {
+	ca := enginetest.NewCA(t)
+	st := enginetest.OpenStore(t)
+	var now atomic.Pointer[time.Time]
+	set := func(t time.Time) { now.Store(&t) }
+	set(time.Now())
+	clock := func() time.Time { return *now.Load() }
+	e := ca.Engine(t, st, engine.Config{Now: clock})
+	issue(t, e, request(t, "before"))
+	set(time.Now().Add(-time.Hour))
+	if _, err := e.Issue(context.Background(), ra, request(t, "backdated")); engine.CodeOf(err) != engine.CodeClockBackwards {
+		t.Fatalf("issue with clock stepped back: %v", err)
+	}
+	if _, err := e.SignCRL(context.Background(), ra, ""); engine.CodeOf(err) != engine.CodeClockBackwards {
+		t.Fatalf("CRL with clock stepped back: %v", err)
+	}
+	e.Close()
+	// The last signing time is durable: a restart does not forget it.
+	e2 := ca.Engine(t, st, engine.Config{Now: clock})
+	if _, err := e2.Issue(context.Background(), ra, request(t, "after-restart")); engine.CodeOf(err) != engine.CodeClockBackwards {
+		t.Fatalf("issue after restart with clock behind: %v", err)
+	}
+	alarms := 0
+	st.View(func(tx *store.Tx) error {
+		return tx.Events(1, func(ev store.Event, _ []byte) error {
+			if ev.Action == "clock.alarm" {
+				alarms++
+			}
+			return nil
+		})
+	})
+	if alarms != 3 {
+		t.Errorf("%d clock alarms audited, want 3", alarms)
+	}
+	set(time.Now())
+	issue(t, e2, request(t, "clock-fixed"))
+}
+
+func TestCloseDrainsQueue(t *testing.T) {
+	e, g, _ := gatedEngine(t, 8, 1, 0)
+	results := make(chan error, 4)
+	for i := range 4 {
+		go func() {
+			_, err := e.Issue(context.Background(), ra, request(t, fmt.Sprint("drain-", i)))
+			results <- err
+		}()
+	}
+	<-g.entered
+	waitDepth(t, e, 3)
+	closed := make(chan struct{})
+	go func() { e.Close(); close(closed) }()
+	time.Sleep(50 * time.Millisecond)
+	select {
+	case <-closed:
+		t.Fatal("Close returned with requests still queued")
+	default:
+	}
+	close(g.release)
+	<-closed
+	for range 4 {
+		if err := <-results; err != nil {
+			t.Errorf("queued request lost at shutdown: %v", err)
+		}
+	}
+	if _, err := e.Issue(context.Background(), ra, request(t, "late")); engine.CodeOf(err) != engine.CodeShuttingDown {
+		t.Fatalf("issue after Close: %v, want %s", err, engine.CodeShuttingDown)
+	}
+}
