@@ -32,7 +32,7 @@ test: softhsm
 	$(GO) test -race -count=1 ./...
 
 bench: softhsm
-	$(GO) test -run '^$$' -bench . -benchtime 2s -count 1 ./hsm/
+	$(GO) test -run '^$$' -bench . -benchtime 2s -count 1 ./hsm/ ./engine/
 
 # The demo: a token in ./demo, an SM2 key generated in it, a request signed
 # by that key inside the token, and OpenSSL 3 checking the signature.

@@ -3,6 +3,8 @@ package engine
 import (
 	"bytes"
 	"encoding/asn1"
+	"errors"
+	"io"
 	"fmt"
 	"net/url"
 	"slices"
@@ -108,7 +110,7 @@ func LoadProfiles(doc []byte) (map[string]*Profile, error) {
 	}
 	dec := yaml.NewDecoder(bytes.NewReader(doc))
 	dec.KnownFields(true)
-	if err := dec.Decode(&strict); err != nil {
+	if err := dec.Decode(&strict); err != nil && !errors.Is(err, io.EOF) {
 		return nil, fmt.Errorf("profiles: %w", err)
 	}
 	var nodes struct {

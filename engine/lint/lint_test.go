@@ -1,0 +1,134 @@
+package lint_test
+
+import (
+	"crypto/rand"
+	"crypto/x509/pkix"
+	"math/big"
+	"strings"
+	"testing"
+	"time"
+
+	"github.com/emmansun/gmsm/sm2"
+	"github.com/emmansun/gmsm/smx509"
+
+	"signerd/engine/lint"
+)
+
+func newKey(t *testing.T) *sm2.PrivateKey {
+	t.Helper()
+	k, err := sm2.GenerateKey(rand.Reader)
+	if err != nil {
+		t.Fatal(err)
+	}
+	return k
+}
+
+// issuer is a software SM2 CA valid for ten years from an hour ago.
+func issuer(t *testing.T, key *sm2.PrivateKey) *smx509.Certificate {
+	t.Helper()
+	start := time.Now().Add(-time.Hour).Truncate(time.Second)
+	tmpl := &smx509.Certificate{SerialNumber: big.NewInt(1), Subject: pkix.Name{CommonName: "CA"},
+		NotBefore: start, NotAfter: start.AddDate(10, 0, 0), IsCA: true, BasicConstraintsValid: true,
+		KeyUsage: smx509.KeyUsageCertSign | smx509.KeyUsageCRLSign, SubjectKeyId: []byte{1, 2, 3, 4}}
+	der, err := smx509.CreateCertificate(rand.Reader, tmpl, tmpl, &key.PublicKey, key)
+	if err != nil {
+		t.Fatal(err)
+	}
+	c, _ := smx509.ParseCertificate(der)
+	return c
+}
+
+func TestCertificateLints(t *testing.T) {
+	caKey, leafKey := newKey(t), newKey(t)
+	ca := issuer(t, caKey)
+	good := func() *smx509.Certificate {
+		now := time.Now().Truncate(time.Second)
+		return &smx509.Certificate{SerialNumber: big.NewInt(0x1234), Subject: pkix.Name{CommonName: "leaf"},
+			NotBefore: now, NotAfter: now.AddDate(1, 0, 0), BasicConstraintsValid: true,
+			KeyUsage: lint.Signing.KeyUsage(), SubjectKeyId: []byte{9, 9}}
+	}
+	tests := []struct {
+		name   string
+		modify func(*smx509.Certificate)
+		usage  lint.Usage
+		want   string
+	}{
+		{"good signing certificate", func(*smx509.Certificate) {}, lint.Signing, ""},
+		{"good encryption certificate", func(c *smx509.Certificate) { c.KeyUsage = lint.Encryption.KeyUsage() }, lint.Encryption, ""},
+		{"signing usage on encryption certificate", func(*smx509.Certificate) {}, lint.Encryption, "keyUsage"},
+		{"keyCertSign on end entity", func(c *smx509.Certificate) { c.KeyUsage |= smx509.KeyUsageCertSign }, lint.Signing, "keyUsage"},
+		{"marked CA", func(c *smx509.Certificate) { c.IsCA = true }, lint.Signing, "marked CA"},
+		{"serial of 21 octets", func(c *smx509.Certificate) {
+			c.SerialNumber = new(big.Int).SetBytes(append([]byte{1}, make([]byte, 20)...))
+		}, lint.Signing, "21 octets"},
+		{"validity beyond issuer", func(c *smx509.Certificate) { c.NotAfter = ca.NotAfter.Add(time.Hour) }, lint.Signing, "outside the issuer"},
+		{"starts before issuer", func(c *smx509.Certificate) { c.NotBefore = ca.NotBefore.Add(-time.Hour) }, lint.Signing, "outside the issuer"},
+		{"no SKI", func(c *smx509.Certificate) { c.SubjectKeyId = nil }, lint.Signing, "subjectKeyIdentifier missing"},
+		{"empty subject", func(c *smx509.Certificate) { c.Subject = pkix.Name{}; c.DNSNames = []string{"a.cn"} }, lint.Signing, "subject is empty"},
+		{"wrong AKI", func(c *smx509.Certificate) { c.AuthorityKeyId = []byte{7} }, lint.Signing, "authorityKeyIdentifier"},
+	}
+	for _, tt := range tests {
+		t.Run(tt.name, func(t *testing.T) {
+			tmpl := good()
+			tt.modify(tmpl)
+			parent := ca
+			if tt.name == "wrong AKI" {
+				p := *ca
+				p.SubjectKeyId = nil // so the template's AKI is used
+				parent = &p
+			}
+			der, err := smx509.CreateCertificate(rand.Reader, tmpl, parent, &leafKey.PublicKey, caKey)
+			if err != nil {
+				t.Fatal(err)
+			}
+			err = lint.Certificate(der, ca, tt.usage)
+			if tt.want == "" {
+				if err != nil {
+					t.Fatalf("lint: %v", err)
+				}
+				return
+			}
+			if err == nil || !strings.Contains(err.Error(), tt.want) {
+				t.Fatalf("lint = %v, want %q", err, tt.want)
+			}
+		})
+	}
+	if err := lint.Certificate([]byte("junk"), ca, lint.Signing); err == nil {
+		t.Fatal("junk passed lint")
+	}
+}
+
+func TestCRLLints(t *testing.T) {
+	caKey := newKey(t)
+	ca := issuer(t, caKey)
+	now := time.Now().Truncate(time.Second)
+	tests := []struct {
+		name string
+		tmpl smx509.RevocationList
+		want string
+	}{
+		{"good", smx509.RevocationList{Number: big.NewInt(5), ThisUpdate: now, NextUpdate: now.Add(time.Hour)}, ""},
+		{"no nextUpdate gap", smx509.RevocationList{Number: big.NewInt(5), ThisUpdate: now, NextUpdate: now}, "nextUpdate"},
+		{"entry after thisUpdate", smx509.RevocationList{Number: big.NewInt(5), ThisUpdate: now, NextUpdate: now.Add(time.Hour),
+			RevokedCertificateEntries: []smx509.RevocationListEntry{{SerialNumber: big.NewInt(9), RevocationTime: now.Add(time.Minute)}}}, "after thisUpdate"},
+		{"zero CRL number", smx509.RevocationList{Number: big.NewInt(0), ThisUpdate: now, NextUpdate: now.Add(time.Hour)}, "cRLNumber"},
+	}
+	for _, tt := range tests {
+		t.Run(tt.name, func(t *testing.T) {
+			der, err := smx509.CreateRevocationList(rand.Reader, &tt.tmpl, ca, caKey)
+			if err != nil {
+				t.Fatal(err)
+			}
+			err = lint.CRL(der, ca)
+			if tt.want == "" {
+				if err != nil {
+					t.Fatalf("lint: %v", err)
+				}
+				return
+			}
+			if err == nil || !strings.Contains(err.Error(), tt.want) {
+				t.Fatalf("lint = %v, want %q", err, tt.want)
+			}
+		})
+	}
+}
