@@ -44,15 +44,7 @@ func (c *Certificate) Listed() bool {
 
 // Certificate returns the certificate with this serial.
 func (t *Tx) Certificate(serial []byte) (*Certificate, error) {
-	raw := t.bucket(bucketCerts).Get(serial)
-	if raw == nil {
-		return nil, fmt.Errorf("certificate %x: %w", serial, ErrNotFound)
-	}
-	c := new(Certificate)
-	if err := json.Unmarshal(raw, c); err != nil {
-		return nil, fmt.Errorf("certificate %x: decode: %w", serial, err)
-	}
-	return c, nil
+	return get[Certificate](t.bucket(bucketCerts), serial, fmt.Sprintf("certificate %x", serial))
 }
 
 // PutCertificate records c. A certificate's DER never changes once
@@ -157,15 +149,7 @@ func (t *Tx) SetSerialState(serial []byte, state SerialState) error {
 
 // Serial returns the record of a serial number.
 func (t *Tx) Serial(serial []byte) (*Serial, error) {
-	raw := t.bucket(bucketSerials).Get(serial)
-	if raw == nil {
-		return nil, fmt.Errorf("serial %x: %w", serial, ErrNotFound)
-	}
-	s := new(Serial)
-	if err := json.Unmarshal(raw, s); err != nil {
-		return nil, fmt.Errorf("serial %x: decode: %w", serial, err)
-	}
-	return s, nil
+	return get[Serial](t.bucket(bucketSerials), serial, fmt.Sprintf("serial %x", serial))
 }
 
 // Serials calls fn for every serial ever reserved.

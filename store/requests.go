@@ -40,15 +40,7 @@ type Request struct {
 
 // Request returns the record of RA request id.
 func (t *Tx) Request(id string) (*Request, error) {
-	raw := t.bucket(bucketRequests).Get([]byte(id))
-	if raw == nil {
-		return nil, fmt.Errorf("request %q: %w", id, ErrNotFound)
-	}
-	r := new(Request)
-	if err := json.Unmarshal(raw, r); err != nil {
-		return nil, fmt.Errorf("request %q: decode: %w", id, err)
-	}
-	return r, nil
+	return get[Request](t.bucket(bucketRequests), []byte(id), fmt.Sprintf("request %q", id))
 }
 
 // PutRequest records r and keeps the in-flight index in step with its state.

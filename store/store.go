@@ -1,6 +1,7 @@
 package store
 
 import (
+	"encoding/json"
 	"errors"
 	"fmt"
 	"strconv"
@@ -148,4 +149,17 @@ func (t *Tx) NoteSigningTime(ts time.Time) error {
 	}
 	raw, _ := ts.UTC().MarshalText()
 	return t.bucket(bucketMeta).Put(keyClock, raw)
+}
+
+// get decodes the JSON record under key; what names it in errors.
+func get[T any](b *bolt.Bucket, key []byte, what string) (*T, error) {
+	raw := b.Get(key)
+	if raw == nil {
+		return nil, fmt.Errorf("%s: %w", what, ErrNotFound)
+	}
+	v := new(T)
+	if err := json.Unmarshal(raw, v); err != nil {
+		return nil, fmt.Errorf("%s: decode: %w", what, err)
+	}
+	return v, nil
 }

@@ -81,16 +81,7 @@ func TestCertificateLints(t *testing.T) {
 			if err != nil {
 				t.Fatal(err)
 			}
-			err = lint.Certificate(der, ca, tt.usage)
-			if tt.want == "" {
-				if err != nil {
-					t.Fatalf("lint: %v", err)
-				}
-				return
-			}
-			if err == nil || !strings.Contains(err.Error(), tt.want) {
-				t.Fatalf("lint = %v, want %q", err, tt.want)
-			}
+			wantLint(t, lint.Certificate(der, ca, tt.usage), tt.want)
 		})
 	}
 	if err := lint.Certificate([]byte("junk"), ca, lint.Signing); err == nil {
@@ -119,16 +110,21 @@ func TestCRLLints(t *testing.T) {
 			if err != nil {
 				t.Fatal(err)
 			}
-			err = lint.CRL(der, ca)
-			if tt.want == "" {
-				if err != nil {
-					t.Fatalf("lint: %v", err)
-				}
-				return
-			}
-			if err == nil || !strings.Contains(err.Error(), tt.want) {
-				t.Fatalf("lint = %v, want %q", err, tt.want)
-			}
+			wantLint(t, lint.CRL(der, ca), tt.want)
 		})
+	}
+}
+
+// wantLint checks err is nil when want is empty, else mentions want.
+func wantLint(t *testing.T, err error, want string) {
+	t.Helper()
+	if want == "" {
+		if err != nil {
+			t.Fatalf("lint: %v", err)
+		}
+		return
+	}
+	if err == nil || !strings.Contains(err.Error(), want) {
+		t.Fatalf("lint = %v, want %q", err, want)
 	}
 }
