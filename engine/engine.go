@@ -286,3 +286,12 @@ func (e *Engine) alarm(err error) {
 		e.log.Error("audit clock alarm", "err", aerr)
 	}
 }
+
+// Audit records an event that goes with no engine operation (a refused
+// peer, a daemon start).
+func (e *Engine) Audit(ev store.Event) error {
+	return e.store.Update(func(tx *store.Tx) error {
+		_, err := tx.Append(ev)
+		return err
+	})
+}

@@ -1,0 +1,379 @@
+package main
+
+import (
+	"encoding/hex"
+	"encoding/json"
+	"encoding/pem"
+	"errors"
+	"fmt"
+	"io"
+	"log/slog"
+	"net/http"
+	"slices"
+	"strings"
+	"time"
+
+	"signerd/engine"
+	"signerd/store"
+)
+
+// maxBody bounds a request body: a CSR and a subject fit many times over.
+const maxBody = 64 << 10
+
+// API error codes of the daemon itself; the engine's codes pass through.
+const (
+	codeUnknownPeer   = "unknown_peer"
+	codeForbidden     = "forbidden"
+	codeMalformedJSON = "malformed_json"
+	codeBodyTooLarge  = "body_too_large"
+	codeMediaType     = "unsupported_media_type"
+	codeNoRoute       = "no_such_route"
+)
+
+// api is the HTTP face of the engine on the Unix socket.
+type api struct {
+	eng *engine.Engine
+	log *slog.Logger
+}
+
+func (a *api) routes(roles roles) http.Handler {
+	mux := http.NewServeMux()
+	route := func(pattern string, allowed []string, h func(http.ResponseWriter, *http.Request, peer)) {
+		mux.HandleFunc(pattern, func(w http.ResponseWriter, r *http.Request) {
+			p := peerFrom(r.Context())
+			p.Role = roles.roleOf(p)
+			if !a.admit(w, r, p, allowed) {
+				return
+			}
+			r.Body = http.MaxBytesReader(w, r.Body, maxBody)
+			h(w, r, p)
+		})
+	}
+	ra, op, aud := []string{roleRA}, []string{roleOperator}, []string{roleAuditor}
+	route("POST /v1/certificates", ra, a.issue)
+	route("GET /v1/certificates/{serial}", ra, a.status)
+	route("POST /v1/certificates/{serial}/renew", ra, a.renew)
+	route("POST /v1/certificates/{serial}/extend", ra, a.extend)
+	route("POST /v1/certificates/{serial}/revoke", ra, a.revoke)
+	route("POST /v1/certificates/{serial}/hold", ra, a.hold)
+	route("POST /v1/certificates/{serial}/restore", ra, a.restore)
+	route("GET /v1/crl", ra, a.latestCRL)
+	route("POST /v1/crl", op, a.signCRL)
+	route("GET /v1/statistics/{month}", aud, a.statistics)
+	route("GET /v1/health", op, a.health)
+	mux.HandleFunc("/", func(w http.ResponseWriter, r *http.Request) {
+		writeError(w, http.StatusNotFound, codeNoRoute, fmt.Sprintf("no route %s %s; see docs/api.md", r.Method, r.URL.Path))
+	})
+	return mux
+}
+
+// admit refuses unknown peers and peers whose role may not use the route;
+// both are audited.
+func (a *api) admit(w http.ResponseWriter, r *http.Request, p peer, allowed []string) bool {
+	code, status := "", 0
+	switch {
+	case p.Role == "":
+		code, status = codeUnknownPeer, http.StatusForbidden
+	case !slices.Contains(allowed, p.Role):
+		code, status = codeForbidden, http.StatusForbidden
+	default:
+		return true
+	}
+	msg := fmt.Sprintf("uid %d gid %d (role %q) may not %s %s", p.UID, p.GID, p.Role, r.Method, r.URL.Path)
+	a.log.Warn("refused peer", "uid", p.UID, "gid", p.GID, "pid", p.PID, "role", p.Role, "method", r.Method, "path", r.URL.Path)
+	if err := a.eng.Audit(store.Event{Actor: p.actor(), Action: "api.refused", Object: r.Method + " " + r.URL.Path,
+		Outcome: store.OutcomeRefused, Reason: code}); err != nil {
+		a.log.Error("audit refused peer", "err", err)
+	}
+	writeError(w, status, code, msg)
+	return false
+}
+
+// issueRequest is the JSON body of issue and renew.
+type issueRequest struct {
+	RequestID    string            `json:"request_id"`
+	Profile      string            `json:"profile"`
+	Subject      engine.Subject    `json:"subject"`
+	CSR          string            `json:"csr,omitempty"`        // PEM CERTIFICATE REQUEST
+	PublicKey    string            `json:"public_key,omitempty"` // PEM PUBLIC KEY, from the KMC
+	DNSNames     []string          `json:"dns_names,omitempty"`
+	Emails       []string          `json:"emails,omitempty"`
+	Identity     map[string]string `json:"identity,omitempty"`
+	ValidityDays int               `json:"validity_days,omitempty"`
+}
+
+func (q *issueRequest) engineRequest() (engine.Request, error) {
+	req := engine.Request{ID: q.RequestID, Profile: q.Profile, Subject: q.Subject, DNSNames: q.DNSNames,
+		Emails: q.Emails, Identity: q.Identity, ValidityDays: q.ValidityDays}
+	var err error
+	if req.CSR, err = pemField(q.CSR, "csr", "CERTIFICATE REQUEST", engine.CodeMalformedCSR); err != nil {
+		return req, err
+	}
+	req.PublicKey, err = pemField(q.PublicKey, "public_key", "PUBLIC KEY", engine.CodeMalformedKey)
+	return req, err
+}
+
+func pemField(s, field, typ string, code engine.Code) ([]byte, error) {
+	if s == "" {
+		return nil, nil
+	}
+	b, rest := pem.Decode([]byte(s))
+	if b == nil || b.Type != typ || strings.TrimSpace(string(rest)) != "" {
+		return nil, &engine.Error{Code: code, Message: fmt.Sprintf("%s: want one PEM %q block", field, typ)}
+	}
+	return b.Bytes, nil
+}
+
+// certificateView is how a certificate record is shown.
+type certificateView struct {
+	Serial       string     `json:"serial"`
+	Status       string     `json:"status"`
+	Profile      string     `json:"profile"`
+	Subject      string     `json:"subject"`
+	Issuer       string     `json:"issuer"`
+	NotBefore    time.Time  `json:"not_before"`
+	NotAfter     time.Time  `json:"not_after"`
+	RevokedAt    *time.Time `json:"revoked_at,omitempty"`
+	Reason       int        `json:"reason,omitempty"`
+	RequestID    string     `json:"request_id"`
+	Replaces     string     `json:"replaces,omitempty"`
+	SupersededBy string     `json:"superseded_by,omitempty"`
+	Certificate  string     `json:"certificate"` // PEM
+}
+
+func view(c *store.Certificate) certificateView {
+	v := certificateView{Serial: hex.EncodeToString(c.Serial), Status: string(c.Status), Profile: c.Profile,
+		Subject: c.Subject, Issuer: c.Issuer, NotBefore: c.NotBefore, NotAfter: c.NotAfter, Reason: c.Reason,
+		RequestID: c.RequestID, Replaces: hex.EncodeToString(c.Replaces), SupersededBy: hex.EncodeToString(c.SupersededBy),
+		Certificate: string(pem.EncodeToMemory(&pem.Block{Type: "CERTIFICATE", Bytes: c.DER}))}
+	if !c.RevokedAt.IsZero() {
+		v.RevokedAt = &c.RevokedAt
+	}
+	return v
+}
+
+func (a *api) issue(w http.ResponseWriter, r *http.Request, p peer) {
+	var q issueRequest
+	if !decode(w, r, &q) {
+		return
+	}
+	req, err := q.engineRequest()
+	if err == nil {
+		var c *store.Certificate
+		if c, err = a.eng.Issue(r.Context(), p.actor(), req); err == nil {
+			writeJSON(w, http.StatusCreated, view(c))
+			return
+		}
+	}
+	a.fail(w, r, err)
+}
+
+func (a *api) renew(w http.ResponseWriter, r *http.Request, p peer) {
+	serial, ok := pathSerial(w, r)
+	var q issueRequest
+	if !ok || !decode(w, r, &q) {
+		return
+	}
+	req, err := q.engineRequest()
+	if err == nil {
+		var c *store.Certificate
+		if c, err = a.eng.Renew(r.Context(), p.actor(), serial, req); err == nil {
+			writeJSON(w, http.StatusCreated, view(c))
+			return
+		}
+	}
+	a.fail(w, r, err)
+}
+
+func (a *api) extend(w http.ResponseWriter, r *http.Request, p peer) {
+	serial, ok := pathSerial(w, r)
+	var q struct {
+		RequestID    string `json:"request_id"`
+		ValidityDays int    `json:"validity_days"`
+	}
+	if !ok || !decode(w, r, &q) {
+		return
+	}
+	c, err := a.eng.Extend(r.Context(), p.actor(), q.RequestID, serial, q.ValidityDays)
+	if err != nil {
+		a.fail(w, r, err)
+		return
+	}
+	writeJSON(w, http.StatusCreated, view(c))
+}
+
+func (a *api) revoke(w http.ResponseWriter, r *http.Request, p peer) {
+	serial, ok := pathSerial(w, r)
+	var q struct {
+		Reason string `json:"reason"`
+	}
+	if !ok || !decode(w, r, &q) {
+		return
+	}
+	if q.Reason == "" {
+		q.Reason = "unspecified"
+	}
+	reason, err := engine.ParseReason(q.Reason)
+	if err != nil {
+		a.fail(w, r, err)
+		return
+	}
+	a.answer(w, r, func() (*store.Certificate, error) { return a.eng.Revoke(p.actor(), serial, reason) })
+}
+
+func (a *api) hold(w http.ResponseWriter, r *http.Request, p peer) {
+	if serial, ok := pathSerial(w, r); ok && emptyBody(w, r) {
+		a.answer(w, r, func() (*store.Certificate, error) { return a.eng.Hold(p.actor(), serial) })
+	}
+}
+
+func (a *api) restore(w http.ResponseWriter, r *http.Request, p peer) {
+	if serial, ok := pathSerial(w, r); ok && emptyBody(w, r) {
+		a.answer(w, r, func() (*store.Certificate, error) { return a.eng.Restore(p.actor(), serial) })
+	}
+}
+
+func (a *api) status(w http.ResponseWriter, r *http.Request, _ peer) {
+	if serial, ok := pathSerial(w, r); ok {
+		a.answer(w, r, func() (*store.Certificate, error) { return a.eng.Status(serial) })
+	}
+}
+
+func (a *api) answer(w http.ResponseWriter, r *http.Request, op func() (*store.Certificate, error)) {
+	c, err := op()
+	if err != nil {
+		a.fail(w, r, err)
+		return
+	}
+	writeJSON(w, http.StatusOK, view(c))
+}
+
+func (a *api) latestCRL(w http.ResponseWriter, r *http.Request, _ peer) {
+	der, err := a.eng.LatestCRL(r.URL.Query().Get("issuer"))
+	if err != nil {
+		a.fail(w, r, err)
+		return
+	}
+	w.Header().Set("Content-Type", "application/pkix-crl")
+	w.Write(der)
+}
+
+func (a *api) signCRL(w http.ResponseWriter, r *http.Request, p peer) {
+	if !emptyBody(w, r) {
+		return
+	}
+	der, err := a.eng.SignCRL(r.Context(), p.actor(), r.URL.Query().Get("issuer"))
+	if err != nil {
+		a.fail(w, r, err)
+		return
+	}
+	w.Header().Set("Content-Type", "application/pkix-crl")
+	w.WriteHeader(http.StatusCreated)
+	w.Write(der)
+}
+
+func (a *api) statistics(w http.ResponseWriter, r *http.Request, _ peer) {
+	month := r.PathValue("month")
+	stats, err := a.eng.Statistics(month)
+	if err != nil {
+		a.fail(w, r, err)
+		return
+	}
+	writeJSON(w, http.StatusOK, map[string]any{"month": month, "profiles": stats})
+}
+
+func (a *api) health(w http.ResponseWriter, _ *http.Request, _ peer) {
+	writeJSON(w, http.StatusOK, map[string]any{"status": "ok", "queue_depth": a.eng.Queue().Depth()})
+}
+
+// decode reads exactly one JSON object with no unknown fields.
+func decode(w http.ResponseWriter, r *http.Request, v any) bool {
+	if ct := r.Header.Get("Content-Type"); ct != "" && !strings.HasPrefix(ct, "application/json") {
+		writeError(w, http.StatusUnsupportedMediaType, codeMediaType, "send application/json")
+		return false
+	}
+	dec := json.NewDecoder(r.Body)
+	dec.DisallowUnknownFields()
+	err := dec.Decode(v)
+	if err == nil {
+		if _, next := dec.Token(); next != io.EOF {
+			err = errors.New("data after the JSON object")
+		}
+	}
+	if err != nil {
+		var tooBig *http.MaxBytesError
+		if errors.As(err, &tooBig) {
+			writeError(w, http.StatusRequestEntityTooLarge, codeBodyTooLarge, fmt.Sprintf("body over %d bytes", maxBody))
+		} else {
+			writeError(w, http.StatusBadRequest, codeMalformedJSON, "body: "+err.Error())
+		}
+		return false
+	}
+	return true
+}
+
+// emptyBody refuses a body on routes that take none.
+func emptyBody(w http.ResponseWriter, r *http.Request) bool {
+	n, err := io.Copy(io.Discard, r.Body)
+	if err != nil || n > 0 {
+		writeError(w, http.StatusBadRequest, codeMalformedJSON, "this route takes no body")
+		return false
+	}
+	return true
+}
+
+func pathSerial(w http.ResponseWriter, r *http.Request) ([]byte, bool) {
+	s, err := hex.DecodeString(r.PathValue("serial"))
+	if err != nil || len(s) == 0 || len(s) > 20 {
+		writeError(w, http.StatusBadRequest, string(engine.CodeBadRequest), "serial: 1..20 bytes in hex")
+		return nil, false
+	}
+	return s, true
+}
+
+// httpStatus is the HTTP status for each engine code.
+var httpStatus = map[engine.Code]int{
+	engine.CodeRequestConflict: http.StatusConflict,
+	engine.CodeInProgress:      http.StatusConflict,
+	engine.CodeInvalidState:    http.StatusConflict,
+	engine.CodeNotFound:        http.StatusNotFound,
+	engine.CodeBusy:            http.StatusServiceUnavailable,
+	engine.CodeShuttingDown:    http.StatusServiceUnavailable,
+	engine.CodeClockBackwards:  http.StatusServiceUnavailable,
+	engine.CodeHSMUnavailable:  http.StatusServiceUnavailable,
+	engine.CodeLintFailed:      http.StatusInternalServerError,
+	engine.CodeInternal:        http.StatusInternalServerError,
+}
+
+func (a *api) fail(w http.ResponseWriter, r *http.Request, err error) {
+	var ee *engine.Error
+	if !errors.As(err, &ee) {
+		// The caller went away (context cancelled) or something unforeseen.
+		a.log.Error("request failed", "path", r.URL.Path, "err", err)
+		writeError(w, http.StatusInternalServerError, string(engine.CodeInternal), "internal error; see the signerd log")
+		return
+	}
+	status, ok := httpStatus[ee.Code]
+	if !ok {
+		status = http.StatusBadRequest
+	}
+	if status == http.StatusServiceUnavailable {
+		w.Header().Set("Retry-After", "1")
+	}
+	if status >= 500 {
+		a.log.Error("request failed", "path", r.URL.Path, "code", ee.Code, "err", ee.Message)
+	}
+	writeError(w, status, string(ee.Code), ee.Message)
+}
+
+func writeError(w http.ResponseWriter, status int, code, msg string) {
+	writeJSON(w, status, map[string]string{"code": code, "message": msg})
+}
+
+func writeJSON(w http.ResponseWriter, status int, v any) {
+	w.Header().Set("Content-Type", "application/json")
+	w.WriteHeader(status)
+	enc := json.NewEncoder(w)
+	enc.SetIndent("", "  ")
+	enc.Encode(v)
+}

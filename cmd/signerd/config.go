@@ -1,0 +1,127 @@
+package main
+
+import (
+	"bytes"
+	"errors"
+	"fmt"
+	"io"
+	"os"
+	"strconv"
+	"time"
+
+	"go.yaml.in/yaml/v3"
+
+	"signerd/engine"
+)
+
+// config is signerd's configuration file. Unknown keys are errors, so a
+// misspelt setting never silently takes its default.
+type config struct {
+	HSM struct {
+		Module     string `yaml:"module"`
+		Token      string `yaml:"token"`        // label
+		Serial     string `yaml:"token_serial"` // with or instead of the label
+		PINFile    string `yaml:"pin_file"`
+		PINCred    string `yaml:"pin_credential"` // systemd LoadCredential= name
+		SM2Profile string `yaml:"sm2_profile"`
+		Sessions   int    `yaml:"sessions"`
+	} `yaml:"hsm"`
+	// Issuers are the issuing keys (by label) and their certificates
+	// (PEM); the first issues new certificates.
+	Issuers []struct {
+		Key         string `yaml:"key"`
+		Certificate string `yaml:"certificate"`
+	} `yaml:"issuers"`
+	SM2ID  string    `yaml:"sm2_id"`
+	Store  string    `yaml:"store"`
+	Socket socketCfg `yaml:"socket"`
+	Roles  roles     `yaml:"roles"`
+	Queue  struct {
+		Size  int `yaml:"size"`
+		Batch int `yaml:"batch"`
+	} `yaml:"queue"`
+	CRLValidity duration  `yaml:"crl_validity"`
+	Profiles    yaml.Node `yaml:"profiles"`
+	LogLevel    string    `yaml:"log_level"`
+}
+
+type socketCfg struct {
+	Path  string `yaml:"path"`
+	Group string `yaml:"group"` // owner group of the socket file
+	Mode  string `yaml:"mode"`  // octal, default 0660
+}
+
+// roles maps peers to roles by uid and gid.
+type roles map[string]struct {
+	UIDs []int `yaml:"uids"`
+	GIDs []int `yaml:"gids"`
+}
+
+type duration struct{ time.Duration }
+
+func (d *duration) UnmarshalYAML(n *yaml.Node) error {
+	v, err := time.ParseDuration(n.Value)
+	if err != nil {
+		return fmt.Errorf("line %d: %w", n.Line, err)
+	}
+	d.Duration = v
+	return nil
+}
+
+func loadConfig(path string) (*config, error) {
+	raw, err := os.ReadFile(path)
+	if err != nil {
+		return nil, err
+	}
+	var c config
+	dec := yaml.NewDecoder(bytes.NewReader(raw))
+	dec.KnownFields(true)
+	if err := dec.Decode(&c); err != nil && !errors.Is(err, io.EOF) {
+		return nil, fmt.Errorf("config %s: %w", path, err)
+	}
+	if err := c.validate(); err != nil {
+		return nil, fmt.Errorf("config %s: %w", path, err)
+	}
+	return &c, nil
+}
+
+func (c *config) validate() error {
+	switch {
+	case c.HSM.Module == "":
+		return errors.New("hsm.module is required")
+	case c.HSM.Token == "" && c.HSM.Serial == "":
+		return errors.New("hsm.token or hsm.token_serial is required")
+	case (c.HSM.PINFile == "") == (c.HSM.PINCred == ""):
+		return errors.New("exactly one of hsm.pin_file and hsm.pin_credential is required")
+	case len(c.Issuers) == 0:
+		return errors.New("at least one issuer is required")
+	case c.Store == "":
+		return errors.New("store is required")
+	case c.Socket.Path == "":
+		return errors.New("socket.path is required")
+	}
+	for role := range c.Roles {
+		if role != roleRA && role != roleOperator && role != roleAuditor {
+			return fmt.Errorf("roles: unknown role %q (ra, operator, auditor)", role)
+		}
+	}
+	if c.Socket.Mode != "" {
+		if _, err := strconv.ParseUint(c.Socket.Mode, 8, 32); err != nil {
+			return fmt.Errorf("socket.mode %q: not octal", c.Socket.Mode)
+		}
+	}
+	return nil
+}
+
+// profiles returns the engine profiles: the built-ins with the config's
+// profiles section laid over them.
+func (c *config) profiles() (map[string]*engine.Profile, error) {
+	if c.Profiles.Kind == 0 {
+		return engine.BuiltinProfiles(), nil
+	}
+	doc, err := yaml.Marshal(map[string]*yaml.Node{"profiles": &c.Profiles})
+	if err != nil {
+		return nil, err
+	}
+	return engine.LoadProfiles(doc)
+}

@@ -1,0 +1,194 @@
+// Command signerd is the CA's signing daemon: it holds the HSM session,
+// runs the issuance engine, and serves RA software, operators and auditors
+// over one local Unix socket (HTTP/1.1 + JSON; no network listener).
+//
+//	signerd --config /etc/signerd/signerd.yaml
+package main
+
+import (
+	"context"
+	"crypto"
+	"flag"
+	"fmt"
+	"log/slog"
+	"net/http"
+	"os"
+	"os/signal"
+	"syscall"
+	"time"
+
+	"github.com/emmansun/gmsm/smx509"
+
+	"signerd/engine"
+	"signerd/hsm"
+	"signerd/store"
+)
+
+func main() {
+	fs := flag.NewFlagSet("signerd", flag.ContinueOnError)
+	configPath := fs.String("config", "/etc/signerd/signerd.yaml", "configuration `file`")
+	if err := fs.Parse(os.Args[1:]); err != nil {
+		os.Exit(2)
+	}
+	log := slog.New(slog.NewJSONHandler(os.Stderr, nil))
+	cfg, err := loadConfig(*configPath)
+	if err != nil {
+		log.Error("refusing to start", "err", err)
+		os.Exit(1)
+	}
+	if cfg.LogLevel == "debug" {
+		log = slog.New(slog.NewJSONHandler(os.Stderr, &slog.HandlerOptions{Level: slog.LevelDebug}))
+	}
+	if err := run(cfg, log); err != nil {
+		log.Error("signerd stopped", "err", err)
+		os.Exit(1)
+	}
+}
+
+// daemon is a started signerd: everything run opened, in the order to
+// close it.
+type daemon struct {
+	module *hsm.Module
+	store  *store.Store
+	engine *engine.Engine
+}
+
+func (d *daemon) close() {
+	if d.engine != nil {
+		d.engine.Close()
+	}
+	if d.store != nil {
+		d.store.Close()
+	}
+	if d.module != nil {
+		d.module.Close()
+	}
+}
+
+// run starts signerd, serves until SIGTERM or SIGINT, then drains.
+func run(cfg *config, log *slog.Logger) error {
+	d := &daemon{}
+	defer d.close()
+	if err := d.start(cfg, log); err != nil {
+		return err
+	}
+	l, err := listen(cfg.Socket)
+	if err != nil {
+		return fmt.Errorf("socket %s: %w", cfg.Socket.Path, err)
+	}
+	defer os.Remove(cfg.Socket.Path)
+	a := &api{eng: d.engine, log: log}
+	srv := &http.Server{
+		Handler:           a.routes(cfg.Roles),
+		ConnContext:       withPeer,
+		ReadHeaderTimeout: 5 * time.Second,
+		ReadTimeout:       10 * time.Second,
+		WriteTimeout:      60 * time.Second,
+		IdleTimeout:       60 * time.Second,
+		MaxHeaderBytes:    16 << 10,
+		ErrorLog:          slog.NewLogLogger(log.Handler(), slog.LevelWarn),
+	}
+	stop := make(chan os.Signal, 1)
+	signal.Notify(stop, syscall.SIGTERM, syscall.SIGINT)
+	served := make(chan error, 1)
+	go func() { served <- srv.Serve(l) }()
+	log.Info("ready", "socket", cfg.Socket.Path)
+	select {
+	case sig := <-stop:
+		log.Info("stopping: draining requests", "signal", sig.String())
+	case err := <-served:
+		return fmt.Errorf("serve: %w", err)
+	}
+	// Stop accepting, let every request in progress get its answer, then
+	// finish whatever is still queued.
+	ctx, cancel := context.WithTimeout(context.Background(), 60*time.Second)
+	defer cancel()
+	if err := srv.Shutdown(ctx); err != nil {
+		log.Warn("shutdown", "err", err)
+	}
+	d.engine.Close()
+	log.Info("stopped")
+	return nil
+}
+
+// start opens the HSM, checks the issuing keys against their
+// certificates, runs the power-on self-test, opens the store and starts
+// the engine (which resolves any batch a crash interrupted).
+func (d *daemon) start(cfg *config, log *slog.Logger) error {
+	pin, err := hsm.ReadPIN(hsm.PINSource{File: cfg.HSM.PINFile, Credential: cfg.HSM.PINCred})
+	if err != nil {
+		return fmt.Errorf("PIN: %w", err)
+	}
+	hcfg := hsm.Config{ModulePath: cfg.HSM.Module, TokenLabel: cfg.HSM.Token, TokenSerial: cfg.HSM.Serial,
+		PIN: pin, Sessions: cfg.HSM.Sessions}
+	profileName := cfg.HSM.SM2Profile
+	if profileName == "" {
+		profileName = hsm.DefaultProfile
+	}
+	prof, err := hsm.Profile(profileName)
+	if err != nil {
+		hsm.ZeroPIN(pin)
+		return err
+	}
+	hcfg.SM2 = &prof
+	d.module, err = hsm.Open(hcfg)
+	hsm.ZeroPIN(pin)
+	if err != nil {
+		return fmt.Errorf("HSM: %w", err)
+	}
+	ctx := context.Background()
+	var sm2ID []byte
+	if cfg.SM2ID != "" {
+		sm2ID = []byte(cfg.SM2ID)
+	}
+	var issuers []*engine.Issuer
+	var signers []crypto.Signer
+	for _, ic := range cfg.Issuers {
+		iss, signer, err := loadIssuer(ctx, d.module, ic.Key, ic.Certificate, sm2ID)
+		if err != nil {
+			return err
+		}
+		issuers = append(issuers, iss)
+		signers = append(signers, signer)
+	}
+	if err := d.module.SelfTest(ctx, signers...); err != nil {
+		return err
+	}
+	log.Info("self-test passed", "keys", len(signers))
+	if d.store, err = store.Open(cfg.Store); err != nil {
+		return err
+	}
+	profiles, err := cfg.profiles()
+	if err != nil {
+		return err
+	}
+	d.engine, err = engine.New(engine.Config{Store: d.store, Issuers: issuers, Profiles: profiles, SM2ID: sm2ID,
+		Random: d.module.Random(), QueueSize: cfg.Queue.Size, BatchSize: cfg.Queue.Batch,
+		CRLValidity: cfg.CRLValidity.Duration, Log: log})
+	return err
+}
+
+// loadIssuer finds an issuing key and pairs it with its certificate.
+func loadIssuer(ctx context.Context, m *hsm.Module, label, certPath string, id []byte) (*engine.Issuer, *hsm.SM2Signer, error) {
+	key, err := m.FindKey(ctx, label)
+	if err != nil {
+		return nil, nil, fmt.Errorf("issuer %q: %w", label, err)
+	}
+	signer, err := key.SM2Signer(id)
+	if err != nil {
+		return nil, nil, err
+	}
+	raw, err := os.ReadFile(certPath)
+	if err != nil {
+		return nil, nil, fmt.Errorf("issuer %q: %w", label, err)
+	}
+	cert, err := smx509.ParseCertificatePEM(raw)
+	if err != nil {
+		return nil, nil, fmt.Errorf("issuer %q: certificate %s: %w", label, certPath, err)
+	}
+	iss, err := engine.NewIssuer(cert, signer)
+	if err != nil {
+		return nil, nil, err
+	}
+	return iss, signer, nil
+}

@@ -1,0 +1,395 @@
+package main
+
+import (
+	"bytes"
+	"context"
+	"encoding/json"
+	"encoding/pem"
+	"fmt"
+	"io"
+	"net"
+	"net/http"
+	"os"
+	"os/exec"
+	"path/filepath"
+	"strings"
+	"syscall"
+	"testing"
+	"time"
+
+	"signerd/engine/enginetest"
+	"signerd/store"
+)
+
+var signerdBin string
+
+func TestMain(m *testing.M) {
+	dir, err := os.MkdirTemp("", "signerd-bin-")
+	if err != nil {
+		panic(err)
+	}
+	signerdBin = filepath.Join(dir, "signerd")
+	if out, err := exec.Command("go", "build", "-o", signerdBin, ".").CombinedOutput(); err != nil {
+		fmt.Fprintf(os.Stderr, "build signerd: %v\n%s", err, out)
+		os.Exit(1)
+	}
+	code := m.Run()
+	os.RemoveAll(dir)
+	os.Exit(code)
+}
+
+// Peer uids the tests connect as (through curl run with those
+// credentials); the test process itself is the RA.
+const (
+	operatorUID = 1001
+	auditorUID  = 1002
+	strangerUID = 1003
+)
+
+// daemonProc is signerd running as a subprocess on a CA made for the test.
+type daemonProc struct {
+	ca     *enginetest.CA
+	dir    string
+	socket string
+	store  string
+	config string
+	cmd    *exec.Cmd
+	log    *bytes.Buffer
+	exited chan error
+}
+
+// newDaemon writes a config for a fresh CA in a folder other uids may
+// enter, with extra appended to it.
+func newDaemon(t *testing.T, extra string) *daemonProc {
+	t.Helper()
+	ca := enginetest.NewCA(t)
+	dir, err := os.MkdirTemp("", "signerd-test-")
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { os.RemoveAll(dir) })
+	os.Chmod(dir, 0o755)
+	ca.Save(t, dir)
+	issuing := enginetest.WritePEM(t, dir, "issuing.pem", "CERTIFICATE", ca.Cert.Raw)
+	d := &daemonProc{ca: ca, dir: dir, socket: filepath.Join(dir, "signerd.sock"), store: filepath.Join(dir, "signerd.db"),
+		config: filepath.Join(dir, "signerd.yaml")}
+	cfg := fmt.Sprintf(`hsm:
+  module: %s
+  token: %s
+  pin_file: %s
+  sessions: 4
+issuers:
+  - key: %s
+    certificate: %s
+store: %s
+socket:
+  path: %s
+  mode: "0666"
+roles:
+  ra: {uids: [%d]}
+  operator: {uids: [%d]}
+  auditor: {uids: [%d]}
+%s`, ca.Token.Module, ca.Token.Label, filepath.Join(dir, "pin"), enginetest.IssuingLabel, issuing, d.store, d.socket,
+		os.Getuid(), operatorUID, auditorUID, extra)
+	if err := os.WriteFile(d.config, []byte(cfg), 0o600); err != nil {
+		t.Fatal(err)
+	}
+	return d
+}
+
+// start runs signerd and waits until it answers on its socket.
+func (d *daemonProc) start(t *testing.T) {
+	t.Helper()
+	d.log = new(bytes.Buffer)
+	d.cmd = exec.Command(signerdBin, "--config", d.config)
+	d.cmd.Stdout, d.cmd.Stderr = d.log, d.log
+	if err := d.cmd.Start(); err != nil {
+		t.Fatal(err)
+	}
+	d.exited = make(chan error, 1)
+	go func() { d.exited <- d.cmd.Wait() }()
+	t.Cleanup(func() { d.stop(t) })
+	for deadline := time.Now().Add(20 * time.Second); ; time.Sleep(10 * time.Millisecond) {
+		if c, err := net.Dial("unix", d.socket); err == nil {
+			c.Close()
+			return
+		}
+		select {
+		case err := <-d.exited:
+			d.exited <- err
+			t.Fatalf("signerd exited at start: %v\n%s", err, d.log)
+		default:
+		}
+		if time.Now().After(deadline) {
+			t.Fatalf("signerd not serving after 20s:\n%s", d.log)
+		}
+	}
+}
+
+// stop sends SIGTERM and waits; it is safe to call twice.
+func (d *daemonProc) stop(t *testing.T) error {
+	t.Helper()
+	if d.cmd == nil || d.cmd.Process == nil {
+		return nil
+	}
+	d.cmd.Process.Signal(syscall.SIGTERM)
+	select {
+	case err := <-d.exited:
+		d.exited <- err
+		return err
+	case <-time.After(30 * time.Second):
+		d.cmd.Process.Kill()
+		t.Fatalf("signerd did not stop on SIGTERM:\n%s", d.log)
+		return nil
+	}
+}
+
+func (d *daemonProc) client() *http.Client {
+	return &http.Client{Timeout: 30 * time.Second, Transport: &http.Transport{
+		DialContext: func(ctx context.Context, _, _ string) (net.Conn, error) {
+			return (&net.Dialer{}).DialContext(ctx, "unix", d.socket)
+		}}}
+}
+
+// reply is a response: status, JSON error code (if any) and body.
+type reply struct {
+	status int
+	code   string
+	body   []byte
+}
+
+// call makes a request as the test process (the RA).
+func (d *daemonProc) call(t *testing.T, method, path, body string) reply {
+	t.Helper()
+	req, err := http.NewRequest(method, "http://signerd"+path, strings.NewReader(body))
+	if err != nil {
+		t.Fatal(err)
+	}
+	if body != "" {
+		req.Header.Set("Content-Type", "application/json")
+	}
+	resp, err := d.client().Do(req)
+	if err != nil {
+		t.Fatalf("%s %s: %v", method, path, err)
+	}
+	defer resp.Body.Close()
+	raw, _ := io.ReadAll(resp.Body)
+	return parseReply(resp.StatusCode, raw)
+}
+
+// callAs makes a request with curl running as uid (the kernel then
+// reports that uid to signerd through SO_PEERCRED).
+func (d *daemonProc) callAs(t *testing.T, uid int, method, path string) reply {
+	t.Helper()
+	if os.Getuid() != 0 {
+		t.Fatal("connecting as other uids needs root (the test runs curl with their credentials)")
+	}
+	cmd := exec.Command("curl", "-sS", "--unix-socket", d.socket, "-X", method, "-o", "-", "-w", "\n%{http_code}", "http://signerd"+path)
+	cmd.SysProcAttr = &syscall.SysProcAttr{Credential: &syscall.Credential{Uid: uint32(uid), Gid: uint32(uid)}}
+	out, err := cmd.Output()
+	if err != nil {
+		t.Fatalf("curl as uid %d: %v\n%s", uid, err, out)
+	}
+	i := bytes.LastIndexByte(out, '\n')
+	var status int
+	fmt.Sscan(string(out[i+1:]), &status)
+	return parseReply(status, out[:i])
+}
+
+func parseReply(status int, raw []byte) reply {
+	r := reply{status: status, body: raw}
+	var e struct {
+		Code string `json:"code"`
+	}
+	if json.Unmarshal(raw, &e) == nil {
+		r.code = e.Code
+	}
+	return r
+}
+
+func issueBody(t *testing.T, id, profile string) string {
+	t.Helper()
+	_, csr := enginetest.NewCSR(t)
+	body, _ := json.Marshal(map[string]any{"request_id": id, "profile": profile,
+		"subject": map[string]string{"CN": "测试用户 " + id, "C": "CN"},
+		"csr":     string(pem.EncodeToMemory(&pem.Block{Type: "CERTIFICATE REQUEST", Bytes: csr}))})
+	return string(body)
+}
+
+// view decodes a certificate answer.
+func certView(t *testing.T, r reply) certificateView {
+	t.Helper()
+	var v certificateView
+	if err := json.Unmarshal(r.body, &v); err != nil || v.Serial == "" {
+		t.Fatalf("not a certificate (%d): %s", r.status, r.body)
+	}
+	return v
+}
+
+func want(t *testing.T, what string, r reply, status int, code string) {
+	t.Helper()
+	if r.status != status || r.code != code {
+		t.Fatalf("%s: %d %q, want %d %q\n%s", what, r.status, r.code, status, code, r.body)
+	}
+}
+
+func TestRAIssuesAndManagesCertificates(t *testing.T) {
+	d := newDaemon(t, "")
+	d.start(t)
+	body := issueBody(t, "ra-1", "person-sign")
+	r := d.call(t, "POST", "/v1/certificates", body)
+	want(t, "issue", r, http.StatusCreated, "")
+	c := certView(t, r)
+	block, _ := pem.Decode([]byte(c.Certificate))
+	if block == nil {
+		t.Fatal("no PEM certificate in the answer")
+	}
+	d.ca.OpenSSLVerify(t, block.Bytes)
+	if again := certView(t, d.call(t, "POST", "/v1/certificates", body)); again.Certificate != c.Certificate {
+		t.Fatal("retry returned another certificate")
+	}
+	want(t, "same id, other CSR", d.call(t, "POST", "/v1/certificates", issueBody(t, "ra-1", "person-sign")), http.StatusConflict, "request_conflict")
+
+	path := "/v1/certificates/" + c.Serial
+	want(t, "status", d.call(t, "GET", path, ""), http.StatusOK, "")
+	want(t, "hold", d.call(t, "POST", path+"/hold", ""), http.StatusOK, "")
+	if v := certView(t, d.call(t, "GET", path, "")); v.Status != "on-hold" || v.Reason != 6 {
+		t.Fatalf("after hold: %+v", v)
+	}
+	want(t, "restore", d.call(t, "POST", path+"/restore", ""), http.StatusOK, "")
+	want(t, "revoke", d.call(t, "POST", path+"/revoke", `{"reason":"keyCompromise"}`), http.StatusOK, "")
+	want(t, "revoke again", d.call(t, "POST", path+"/revoke", `{"reason":"keyCompromise"}`), http.StatusConflict, "invalid_state")
+	want(t, "unknown serial", d.call(t, "GET", "/v1/certificates/0102", ""), http.StatusNotFound, "not_found")
+	want(t, "CRL before any", d.call(t, "GET", "/v1/crl", ""), http.StatusNotFound, "not_found")
+
+	renewed := d.call(t, "POST", "/v1/certificates/"+c.Serial+"/renew", issueBody(t, "ra-2", "person-sign"))
+	want(t, "renew revoked", renewed, http.StatusConflict, "invalid_state")
+	second := certView(t, d.call(t, "POST", "/v1/certificates", issueBody(t, "ra-3", "device-sign")))
+	ext := d.call(t, "POST", "/v1/certificates/"+second.Serial+"/extend", `{"request_id":"ra-4","validity_days":30}`)
+	want(t, "extend", ext, http.StatusCreated, "")
+	if v := certView(t, ext); v.Replaces != second.Serial {
+		t.Fatalf("extension replaces %q, want %q", v.Replaces, second.Serial)
+	}
+}
+
+func TestHostileInputGetsClearErrors(t *testing.T) {
+	d := newDaemon(t, "")
+	d.start(t)
+	big := `{"request_id":"x","profile":"person-sign","csr":"` + strings.Repeat("A", maxBody) + `"}`
+	tests := []struct {
+		name, method, path, body string
+		status                   int
+		code                     string
+	}{
+		{"malformed JSON", "POST", "/v1/certificates", `{"request_id":`, 400, codeMalformedJSON},
+		{"unknown field", "POST", "/v1/certificates", `{"request_id":"x","colour":"red"}`, 400, codeMalformedJSON},
+		{"two objects", "POST", "/v1/certificates", `{} {}`, 400, codeMalformedJSON},
+		{"oversize body", "POST", "/v1/certificates", big, 413, codeBodyTooLarge},
+		{"CSR not PEM", "POST", "/v1/certificates", `{"request_id":"x","profile":"person-sign","subject":{"CN":"a"},"csr":"MIIB"}`, 400, "malformed_csr"},
+		{"garbage CSR", "POST", "/v1/certificates", `{"request_id":"x","profile":"person-sign","subject":{"CN":"a"},"csr":"-----BEGIN CERTIFICATE REQUEST-----\nAAAA\n-----END CERTIFICATE REQUEST-----\n"}`, 400, "malformed_csr"},
+		{"unknown profile", "POST", "/v1/certificates", `{"request_id":"x","profile":"robot"}`, 400, "unknown_profile"},
+		{"bad serial", "GET", "/v1/certificates/xyz", "", 400, "bad_request"},
+		{"unknown reason", "POST", "/v1/certificates/01/revoke", `{"reason":"bored"}`, 400, "bad_request"},
+		{"body on hold", "POST", "/v1/certificates/01/hold", `{}`, 400, codeMalformedJSON},
+		{"no such route", "GET", "/v2/everything", "", 404, codeNoRoute},
+		{"wrong method", "DELETE", "/v1/certificates/01", "", 404, codeNoRoute},
+	}
+	for _, tt := range tests {
+		t.Run(tt.name, func(t *testing.T) {
+			want(t, tt.name, d.call(t, tt.method, tt.path, tt.body), tt.status, tt.code)
+		})
+	}
+	// A client that sends headers and then nothing is cut off; others are
+	// still served.
+	slow, err := net.Dial("unix", d.socket)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer slow.Close()
+	fmt.Fprintf(slow, "POST /v1/certificates HTTP/1.1\r\nHost: s\r\nContent-Length: 100\r\n\r\n{")
+	want(t, "served beside a stalled client", d.call(t, "POST", "/v1/certificates", issueBody(t, "after", "person-sign")), 201, "")
+}
+
+func TestRolesAreEnforcedAndRefusalsAudited(t *testing.T) {
+	d := newDaemon(t, "")
+	d.start(t)
+	serial := certView(t, d.call(t, "POST", "/v1/certificates", issueBody(t, "r1", "person-sign"))).Serial
+	month := store.Month(time.Now())
+	type access struct {
+		method, path string
+		ok           int // status when allowed
+	}
+	routes := map[string]access{
+		"status":     {"GET", "/v1/certificates/" + serial, 200},
+		"crl-fetch":  {"GET", "/v1/crl", 404}, // allowed, none signed yet
+		"crl-sign":   {"POST", "/v1/crl", 201},
+		"statistics": {"GET", "/v1/statistics/" + month, 200},
+		"health":     {"GET", "/v1/health", 200},
+	}
+	allowed := map[int][]string{
+		operatorUID: {"crl-sign", "health"},
+		auditorUID:  {"statistics"},
+		strangerUID: {},
+	}
+	refusals := 0
+	for uid, ok := range allowed {
+		for name, a := range routes {
+			r := d.callAs(t, uid, a.method, a.path)
+			switch {
+			case contains(ok, name):
+				if r.status == http.StatusForbidden {
+					t.Errorf("uid %d refused %s: %s", uid, name, r.body)
+				}
+			case uid == strangerUID:
+				want(t, fmt.Sprintf("uid %d %s", uid, name), r, 403, codeUnknownPeer)
+				refusals++
+			default:
+				want(t, fmt.Sprintf("uid %d %s", uid, name), r, 403, codeForbidden)
+				refusals++
+			}
+		}
+	}
+	// The RA may not sign CRLs or read statistics.
+	want(t, "RA signs CRL", d.call(t, "POST", "/v1/crl", ""), 403, codeForbidden)
+	want(t, "RA reads statistics", d.call(t, "GET", "/v1/statistics/"+month, ""), 403, codeForbidden)
+	refusals += 2
+	// The operator's CRL is what the RA fetches.
+	want(t, "RA fetches CRL", d.call(t, "GET", "/v1/crl", ""), 200, "")
+	stats := d.callAs(t, auditorUID, "GET", "/v1/statistics/"+month)
+	if !strings.Contains(string(stats.body), `"issued": 1`) {
+		t.Errorf("statistics: %s", stats.body)
+	}
+
+	if err := d.stop(t); err != nil {
+		t.Fatalf("signerd exit: %v\n%s", err, d.log)
+	}
+	st, err := store.Open(d.store)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer st.Close()
+	audited := 0
+	st.View(func(tx *store.Tx) error {
+		return tx.Events(1, func(ev store.Event, _ []byte) error {
+			if ev.Action == "api.refused" {
+				audited++
+				if ev.Actor.UID != os.Getuid() && ev.Actor.UID != operatorUID && ev.Actor.UID != auditorUID && ev.Actor.UID != strangerUID {
+					t.Errorf("refusal audited with uid %d", ev.Actor.UID)
+				}
+			}
+			return nil
+		})
+	})
+	if audited != refusals {
+		t.Errorf("%d refusals audited, want %d", audited, refusals)
+	}
+}
+
+func contains(list []string, s string) bool {
+	for _, v := range list {
+		if v == s {
+			return true
+		}
+	}
+	return false
+}
