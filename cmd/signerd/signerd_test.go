@@ -60,7 +60,7 @@ type daemonProc struct {
 
 // newDaemon writes a config for a fresh CA in a folder other uids may
 // enter, with extra appended to it.
-func newDaemon(t *testing.T, extra string) *daemonProc {
+func newDaemonProc(t *testing.T, extra string) *daemonProc {
 	t.Helper()
 	ca := enginetest.NewCA(t)
 	dir, err := os.MkdirTemp("", "signerd-test-")
@@ -234,7 +234,7 @@ func want(t *testing.T, what string, r reply, status int, code string) {
 }
 
 func TestRAIssuesAndManagesCertificates(t *testing.T) {
-	d := newDaemon(t, "")
+	d := newDaemonProc(t, "")
 	d.start(t)
 	body := issueBody(t, "ra-1", "person-sign")
 	r := d.call(t, "POST", "/v1/certificates", body)
@@ -273,7 +273,7 @@ func TestRAIssuesAndManagesCertificates(t *testing.T) {
 }
 
 func TestHostileInputGetsClearErrors(t *testing.T) {
-	d := newDaemon(t, "")
+	d := newDaemonProc(t, "")
 	d.start(t)
 	big := `{"request_id":"x","profile":"person-sign","csr":"` + strings.Repeat("A", maxBody) + `"}`
 	tests := []struct {
@@ -311,7 +311,7 @@ func TestHostileInputGetsClearErrors(t *testing.T) {
 }
 
 func TestRolesAreEnforcedAndRefusalsAudited(t *testing.T) {
-	d := newDaemon(t, "")
+	d := newDaemonProc(t, "")
 	d.start(t)
 	serial := certView(t, d.call(t, "POST", "/v1/certificates", issueBody(t, "r1", "person-sign"))).Serial
 	month := store.Month(time.Now())
@@ -392,4 +392,8 @@ func contains(list []string, s string) bool {
 		}
 	}
 	return false
+}
+
+func decodeJSON(resp *http.Response, v any) error {
+	return json.NewDecoder(resp.Body).Decode(v)
 }

@@ -1,0 +1,209 @@
+package main
+
+import (
+	"bufio"
+	"errors"
+	"fmt"
+	"net/http"
+	"os"
+	"os/exec"
+	"path/filepath"
+	"strings"
+	"sync"
+	"sync/atomic"
+	"syscall"
+	"testing"
+
+	"signerd/engine/enginetest"
+	"signerd/store"
+)
+
+func TestSIGTERMUnderLoadLosesNothing(t *testing.T) {
+	d := newDaemonProc(t, "queue: {batch: 4}\n")
+	d.start(t)
+	const n = 200
+	bodies := make([]string, n)
+	for i := range bodies {
+		bodies[i] = issueBody(t, fmt.Sprintf("load-%03d", i), "person-sign")
+	}
+	statuses := make([]int, n)
+	serials := make([]string, n)
+	var created atomic.Int32
+	var once sync.Once
+	var wg sync.WaitGroup
+	client := d.client()
+	for i := range bodies {
+		wg.Go(func() {
+			resp, err := client.Post("http://signerd/v1/certificates", "application/json", strings.NewReader(bodies[i]))
+			if err != nil {
+				return // not accepted: the RA retries
+			}
+			defer resp.Body.Close()
+			statuses[i] = resp.StatusCode
+			if resp.StatusCode == http.StatusCreated {
+				var v certificateView
+				if err := decodeJSON(resp, &v); err != nil {
+					t.Errorf("request %d: 201 without a certificate: %v", i, err)
+				}
+				serials[i] = v.Serial
+				if created.Add(1) == 20 {
+					once.Do(func() { d.cmd.Process.Signal(syscall.SIGTERM) })
+				}
+			}
+		})
+	}
+	wg.Wait()
+	if err := d.stop(t); err != nil {
+		t.Fatalf("signerd exit after SIGTERM: %v\n%s", err, d.log)
+	}
+	for i, s := range statuses {
+		if s != 0 && s != http.StatusCreated && s != http.StatusServiceUnavailable {
+			t.Errorf("request %d answered %d during shutdown", i, s)
+		}
+	}
+	st, err := store.Open(d.store)
+	if err != nil {
+		t.Fatal(err)
+	}
+	recorded := map[string]bool{}
+	st.View(func(tx *store.Tx) error {
+		return tx.Certificates(func(c *store.Certificate) error { recorded[store.HexSerial(c.Serial)] = true; return nil })
+	})
+	st.Close()
+	answered := 0
+	for i, s := range serials {
+		if s != "" {
+			answered++
+			if !recorded[s] {
+				t.Errorf("request %d was answered with %s, which the store does not hold", i, s)
+			}
+		}
+	}
+	if answered < 20 {
+		t.Fatalf("only %d answered before shutdown", answered)
+	}
+	// Whatever was not answered succeeds on retry after a restart, and
+	// nothing is issued twice.
+	d.start(t)
+	for i, body := range bodies {
+		if serials[i] != "" {
+			continue
+		}
+		want(t, fmt.Sprintf("retry %d", i), d.call(t, "POST", "/v1/certificates", body), http.StatusCreated, "")
+	}
+	for i, body := range bodies {
+		if serials[i] != "" && certView(t, d.call(t, "POST", "/v1/certificates", body)).Serial != serials[i] {
+			t.Errorf("retry of answered request %d got another certificate", i)
+		}
+	}
+}
+
+func TestNoNetworkSockets(t *testing.T) {
+	d := newDaemonProc(t, "")
+	d.start(t)
+	pid := d.cmd.Process.Pid
+	fds, err := os.ReadDir(fmt.Sprintf("/proc/%d/fd", pid))
+	if err != nil {
+		t.Fatal(err)
+	}
+	sockets := map[string]bool{}
+	for _, fd := range fds {
+		target, _ := os.Readlink(fmt.Sprintf("/proc/%d/fd/%s", pid, fd.Name()))
+		if inode, ok := strings.CutPrefix(target, "socket:["); ok {
+			sockets[strings.TrimSuffix(inode, "]")] = true
+		}
+	}
+	inet := inodes(t, pid, "tcp", "tcp6", "udp", "udp6", "raw", "raw6")
+	unix := inodes(t, pid, "unix")
+	listening := 0
+	for inode := range sockets {
+		if inet[inode] {
+			t.Errorf("signerd holds a network socket (inode %s)", inode)
+		}
+		if unix[inode] {
+			listening++
+		}
+	}
+	if listening == 0 {
+		t.Fatal("found none of signerd's Unix sockets either; the check is blind")
+	}
+}
+
+// inodes collects socket inodes from /proc/PID/net tables.
+func inodes(t *testing.T, pid int, tables ...string) map[string]bool {
+	t.Helper()
+	out := map[string]bool{}
+	for _, table := range tables {
+		f, err := os.Open(fmt.Sprintf("/proc/%d/net/%s", pid, table))
+		if err != nil {
+			continue // protocol not configured
+		}
+		sc := bufio.NewScanner(f)
+		sc.Scan() // header
+		col := 9  // inode column of tcp/udp/raw
+		if table == "unix" {
+			col = 6
+		}
+		for sc.Scan() {
+			if fields := strings.Fields(sc.Text()); len(fields) > col {
+				out[fields[col]] = true
+			}
+		}
+		f.Close()
+	}
+	return out
+}
+
+func TestStartupRefusals(t *testing.T) {
+	tests := []struct {
+		name    string
+		prepare func(t *testing.T, d *daemonProc)
+		log     string
+	}{
+		{"wrong PIN", func(t *testing.T, d *daemonProc) {
+			os.WriteFile(filepath.Join(d.dir, "pin"), []byte("wrong-pin-4711"), 0o600)
+		}, "PIN"},
+		{"PIN file readable by others", func(t *testing.T, d *daemonProc) {
+			os.Chmod(filepath.Join(d.dir, "pin"), 0o644)
+		}, "pin"},
+		{"unknown config key", func(t *testing.T, d *daemonProc) {
+			appendFile(t, d.config, "colour: red\n")
+		}, "field colour not found"},
+		{"certificate of another key", func(t *testing.T, d *daemonProc) {
+			enginetest.WritePEM(t, d.dir, "issuing.pem", "CERTIFICATE", d.ca.Root.Raw)
+		}, "not the certificate's key"},
+		{"bad profile", func(t *testing.T, d *daemonProc) {
+			appendFile(t, d.config, "profiles:\n  person-sign:\n    max_validity_days: 0\n")
+		}, "max_validity_days 0"},
+		{"socket path is a file", func(t *testing.T, d *daemonProc) {
+			os.WriteFile(d.socket, nil, 0o600)
+		}, "not a socket"},
+	}
+	for _, tt := range tests {
+		t.Run(tt.name, func(t *testing.T) {
+			d := newDaemonProc(t, "")
+			tt.prepare(t, d)
+			out, err := exec.Command(signerdBin, "--config", d.config).CombinedOutput()
+			var exit *exec.ExitError
+			if !errors.As(err, &exit) || exit.ExitCode() != 1 {
+				t.Fatalf("signerd: %v, want exit status 1\n%s", err, out)
+			}
+			if !strings.Contains(string(out), tt.log) {
+				t.Errorf("log does not say %q:\n%s", tt.log, out)
+			}
+			if strings.Contains(string(out), string(d.ca.Token.PIN)) || strings.Contains(string(out), "wrong-pin-4711") {
+				t.Errorf("log holds a PIN:\n%s", out)
+			}
+		})
+	}
+}
+
+func appendFile(t *testing.T, path, s string) {
+	t.Helper()
+	f, err := os.OpenFile(path, os.O_APPEND|os.O_WRONLY, 0)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer f.Close()
+	f.WriteString(s)
+}
