@@ -34,6 +34,7 @@ var kindStatistic = map[string]string{kindIssue: store.StatIssued, kindRenew: st
 //  7. the queue answers each caller with its own result.
 func (e *Engine) runBatch(jobs []*job) {
 	n := e.batches.Add(1)
+	e.cfg.Metrics.Batch(len(jobs))
 	now, err := e.clock.stamp()
 	if err != nil {
 		e.alarm(err)

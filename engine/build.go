@@ -111,7 +111,9 @@ func (e *Engine) build(o *order, iss *Issuer, serial []byte, now time.Time) (*dr
 // its TBS is byte for byte the one linted, that it passes the lints again as
 // assembled, and that its signature verifies under the issuer.
 func (e *Engine) sign(ctx context.Context, d *draft, iss *Issuer, usage lint.Usage) (*smx509.Certificate, error) {
+	start := time.Now()
 	sig, err := iss.Signer.SignDigest(ctx, d.e)
+	e.cfg.Metrics.Signature(time.Since(start), err)
 	if err != nil {
 		return nil, err
 	}

@@ -41,7 +41,23 @@ type Config struct {
 	// Now is the clock (default time.Now).
 	Now func() time.Time
 	Log *slog.Logger
+	// Metrics, if set, is told about batches and signatures.
+	Metrics Metrics
 }
+
+// Metrics receives the engine's measurements; the daemon exports them.
+type Metrics interface {
+	// Batch is called for each batch the queue runs, with its size.
+	Batch(size int)
+	// Signature is called for each HSM signature with how long it took
+	// and how it ended.
+	Signature(took time.Duration, err error)
+}
+
+type noMetrics struct{}
+
+func (noMetrics) Batch(int)                      {}
+func (noMetrics) Signature(time.Duration, error) {}
 
 // Engine issues, tracks and revokes certificates.
 type Engine struct {
@@ -101,6 +117,9 @@ func New(cfg Config) (*Engine, error) {
 	}
 	if e.cfg.Now == nil {
 		e.cfg.Now = time.Now
+	}
+	if e.cfg.Metrics == nil {
+		e.cfg.Metrics = noMetrics{}
 	}
 	var err error
 	if e.throwaway, err = newThrowawayKey(); err != nil {

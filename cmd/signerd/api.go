@@ -32,14 +32,17 @@ const (
 
 // api is the HTTP face of the engine on the Unix socket.
 type api struct {
-	eng *engine.Engine
-	log *slog.Logger
+	eng     *engine.Engine
+	log     *slog.Logger
+	metrics *metrics
 }
 
 func (a *api) routes(roles roles) http.Handler {
 	mux := http.NewServeMux()
 	route := func(pattern string, allowed []string, h func(http.ResponseWriter, *http.Request, peer)) {
-		mux.HandleFunc(pattern, func(w http.ResponseWriter, r *http.Request) {
+		mux.HandleFunc(pattern, func(rw http.ResponseWriter, r *http.Request) {
+			w := &recorder{ResponseWriter: rw}
+			defer a.metrics.count(pattern, w)
 			p := peerFrom(r.Context())
 			p.Role = roles.roleOf(p)
 			if !a.admit(w, r, p, allowed) {
@@ -61,6 +64,7 @@ func (a *api) routes(roles roles) http.Handler {
 	route("POST /v1/crl", op, a.signCRL)
 	route("GET /v1/statistics/{month}", aud, a.statistics)
 	route("GET /v1/health", op, a.health)
+	route("GET /v1/metrics", op, func(w http.ResponseWriter, r *http.Request, _ peer) { a.metrics.handler().ServeHTTP(w, r) })
 	mux.HandleFunc("/", func(w http.ResponseWriter, r *http.Request) {
 		writeError(w, http.StatusNotFound, codeNoRoute, fmt.Sprintf("no route %s %s; see docs/api.md", r.Method, r.URL.Path))
 	})
@@ -367,6 +371,9 @@ func (a *api) fail(w http.ResponseWriter, r *http.Request, err error) {
 }
 
 func writeError(w http.ResponseWriter, status int, code, msg string) {
+	if rec, ok := w.(*recorder); ok {
+		rec.code = code
+	}
 	writeJSON(w, status, map[string]string{"code": code, "message": msg})
 }
 

@@ -48,9 +48,10 @@ func main() {
 // daemon is a started signerd: everything run opened, in the order to
 // close it.
 type daemon struct {
-	module *hsm.Module
-	store  *store.Store
-	engine *engine.Engine
+	metrics *metrics
+	module  *hsm.Module
+	store   *store.Store
+	engine  *engine.Engine
 }
 
 func (d *daemon) close() {
@@ -77,7 +78,7 @@ func run(cfg *config, log *slog.Logger) error {
 		return fmt.Errorf("socket %s: %w", cfg.Socket.Path, err)
 	}
 	defer os.Remove(cfg.Socket.Path)
-	a := &api{eng: d.engine, log: log}
+	a := &api{eng: d.engine, log: log, metrics: d.metrics}
 	srv := &http.Server{
 		Handler:           a.routes(cfg.Roles),
 		ConnContext:       withPeer,
@@ -162,9 +163,10 @@ func (d *daemon) start(cfg *config, log *slog.Logger) error {
 	if err != nil {
 		return err
 	}
+	d.metrics = newMetrics(func() int { return d.engine.Queue().Depth() })
 	d.engine, err = engine.New(engine.Config{Store: d.store, Issuers: issuers, Profiles: profiles, SM2ID: sm2ID,
 		Random: d.module.Random(), QueueSize: cfg.Queue.Size, BatchSize: cfg.Queue.Batch,
-		CRLValidity: cfg.CRLValidity.Duration, Log: log})
+		CRLValidity: cfg.CRLValidity.Duration, Log: log, Metrics: d.metrics})
 	return err
 }
 

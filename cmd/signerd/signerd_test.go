@@ -320,6 +320,7 @@ func TestRolesAreEnforcedAndRefusalsAudited(t *testing.T) {
 		ok           int // status when allowed
 	}
 	routes := map[string]access{
+		"metrics":    {"GET", "/v1/metrics", 200},
 		"status":     {"GET", "/v1/certificates/" + serial, 200},
 		"crl-fetch":  {"GET", "/v1/crl", 404}, // allowed, none signed yet
 		"crl-sign":   {"POST", "/v1/crl", 201},
@@ -327,7 +328,7 @@ func TestRolesAreEnforcedAndRefusalsAudited(t *testing.T) {
 		"health":     {"GET", "/v1/health", 200},
 	}
 	allowed := map[int][]string{
-		operatorUID: {"crl-sign", "health"},
+		operatorUID: {"crl-sign", "health", "metrics"},
 		auditorUID:  {"statistics"},
 		strangerUID: {},
 	}
@@ -358,6 +359,13 @@ func TestRolesAreEnforcedAndRefusalsAudited(t *testing.T) {
 	stats := d.callAs(t, auditorUID, "GET", "/v1/statistics/"+month)
 	if !strings.Contains(string(stats.body), `"issued": 1`) {
 		t.Errorf("statistics: %s", stats.body)
+	}
+	m := d.callAs(t, operatorUID, "GET", "/v1/metrics")
+	for _, metric := range []string{"signerd_queue_depth 0", "signerd_batch_size_count 1", "signerd_hsm_sign_seconds_count 2",
+		`signerd_requests_total{code="forbidden",route="POST /v1/crl",status="403"} 2`} {
+		if !strings.Contains(string(m.body), metric) {
+			t.Errorf("metrics lack %q", metric)
+		}
 	}
 
 	if err := d.stop(t); err != nil {

@@ -1,0 +1,86 @@
+package main
+
+import (
+	"context"
+	"errors"
+	"net/http"
+	"strconv"
+	"time"
+
+	"github.com/prometheus/client_golang/prometheus"
+	"github.com/prometheus/client_golang/prometheus/collectors"
+	"github.com/prometheus/client_golang/prometheus/promhttp"
+
+	"signerd/hsm"
+)
+
+// metrics are signerd's Prometheus metrics, served to operators on
+// GET /v1/metrics.
+type metrics struct {
+	reg        *prometheus.Registry
+	batchSize  prometheus.Histogram
+	signTime   prometheus.Histogram
+	hsmErrors  *prometheus.CounterVec
+	requests   *prometheus.CounterVec
+	queueDepth prometheus.GaugeFunc
+}
+
+func newMetrics(depth func() int) *metrics {
+	m := &metrics{
+		reg: prometheus.NewRegistry(),
+		batchSize: prometheus.NewHistogram(prometheus.HistogramOpts{Name: "signerd_batch_size",
+			Help: "Requests per signing batch.", Buckets: []float64{1, 2, 4, 8, 16, 32, 64, 128, 256}}),
+		signTime: prometheus.NewHistogram(prometheus.HistogramOpts{Name: "signerd_hsm_sign_seconds",
+			Help: "Time the HSM took per signature, software verification included.", Buckets: prometheus.ExponentialBuckets(0.0002, 2, 14)}),
+		hsmErrors: prometheus.NewCounterVec(prometheus.CounterOpts{Name: "signerd_hsm_errors_total",
+			Help: "Failed HSM signatures by kind."}, []string{"kind"}),
+		requests: prometheus.NewCounterVec(prometheus.CounterOpts{Name: "signerd_requests_total",
+			Help: "API requests by route, HTTP status and error code."}, []string{"route", "status", "code"}),
+	}
+	m.queueDepth = prometheus.NewGaugeFunc(prometheus.GaugeOpts{Name: "signerd_queue_depth",
+		Help: "Requests waiting in the signing queue."}, func() float64 { return float64(depth()) })
+	m.reg.MustRegister(m.batchSize, m.signTime, m.hsmErrors, m.requests, m.queueDepth,
+		collectors.NewGoCollector(), collectors.NewProcessCollector(collectors.ProcessCollectorOpts{}))
+	return m
+}
+
+func (m *metrics) Batch(size int) { m.batchSize.Observe(float64(size)) }
+
+func (m *metrics) Signature(took time.Duration, err error) {
+	m.signTime.Observe(took.Seconds())
+	switch {
+	case err == nil:
+	case errors.Is(err, hsm.ErrTransient):
+		m.hsmErrors.WithLabelValues("transient").Inc()
+	case errors.Is(err, hsm.ErrBadSignature):
+		m.hsmErrors.WithLabelValues("bad_signature").Inc()
+	case errors.Is(err, context.DeadlineExceeded):
+		m.hsmErrors.WithLabelValues("timeout").Inc()
+	default:
+		m.hsmErrors.WithLabelValues("other").Inc()
+	}
+}
+
+func (m *metrics) handler() http.Handler {
+	return promhttp.HandlerFor(m.reg, promhttp.HandlerOpts{})
+}
+
+// recorder remembers what a handler answered, for the request counter.
+type recorder struct {
+	http.ResponseWriter
+	status int
+	code   string
+}
+
+func (r *recorder) WriteHeader(status int) {
+	r.status = status
+	r.ResponseWriter.WriteHeader(status)
+}
+
+func (m *metrics) count(route string, rec *recorder) {
+	status := rec.status
+	if status == 0 {
+		status = http.StatusOK
+	}
+	m.requests.WithLabelValues(route, strconv.Itoa(status), rec.code).Inc()
+}
