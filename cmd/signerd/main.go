@@ -8,15 +8,21 @@ package main
 import (
 	"context"
 	"crypto"
+	"errors"
 	"flag"
 	"fmt"
+	"io"
 	"log/slog"
+	"net"
 	"net/http"
 	"os"
 	"os/signal"
+	"strings"
 	"syscall"
 	"time"
 
+	"github.com/coreos/go-systemd/v22/activation"
+	sd "github.com/coreos/go-systemd/v22/daemon"
 	"github.com/emmansun/gmsm/smx509"
 
 	"signerd/engine"
@@ -73,11 +79,13 @@ func run(cfg *config, log *slog.Logger) error {
 	if err := d.start(cfg, log); err != nil {
 		return err
 	}
-	l, err := listen(cfg.Socket)
+	l, activated, err := listener(cfg.Socket)
 	if err != nil {
 		return fmt.Errorf("socket %s: %w", cfg.Socket.Path, err)
 	}
-	defer os.Remove(cfg.Socket.Path)
+	if !activated {
+		defer os.Remove(cfg.Socket.Path)
+	}
 	a := &api{eng: d.engine, log: log, metrics: d.metrics}
 	srv := &http.Server{
 		Handler:           a.routes(cfg.Roles),
@@ -93,10 +101,13 @@ func run(cfg *config, log *slog.Logger) error {
 	signal.Notify(stop, syscall.SIGTERM, syscall.SIGINT)
 	served := make(chan error, 1)
 	go func() { served <- srv.Serve(l) }()
-	log.Info("ready", "socket", cfg.Socket.Path)
+	log.Info("ready", "socket", l.Addr().String(), "socket_activated", activated)
+	notify(sd.SdNotifyReady, "STATUS=serving on "+l.Addr().String())
+	go d.watchdog(log)
 	select {
 	case sig := <-stop:
 		log.Info("stopping: draining requests", "signal", sig.String())
+		notify(sd.SdNotifyStopping, "STATUS=draining the signing queue")
 	case err := <-served:
 		return fmt.Errorf("serve: %w", err)
 	}
@@ -116,6 +127,7 @@ func run(cfg *config, log *slog.Logger) error {
 // certificates, runs the power-on self-test, opens the store and starts
 // the engine (which resolves any batch a crash interrupted).
 func (d *daemon) start(cfg *config, log *slog.Logger) error {
+	notify("STATUS=logging in to the HSM")
 	pin, err := hsm.ReadPIN(hsm.PINSource{File: cfg.HSM.PINFile, Credential: cfg.HSM.PINCred})
 	if err != nil {
 		return fmt.Errorf("PIN: %w", err)
@@ -152,10 +164,12 @@ func (d *daemon) start(cfg *config, log *slog.Logger) error {
 		issuers = append(issuers, iss)
 		signers = append(signers, signer)
 	}
+	notify("STATUS=power-on self-test")
 	if err := d.module.SelfTest(ctx, signers...); err != nil {
 		return err
 	}
 	log.Info("self-test passed", "keys", len(signers))
+	notify("STATUS=opening the store and resolving interrupted batches")
 	if d.store, err = store.Open(cfg.Store); err != nil {
 		return err
 	}
@@ -193,4 +207,48 @@ func loadIssuer(ctx context.Context, m *hsm.Module, label, certPath string, id [
 		return nil, nil, err
 	}
 	return iss, signer, nil
+}
+
+// notify sends sd_notify lines to systemd; outside systemd it does nothing.
+func notify(lines ...string) {
+	sd.SdNotify(false, strings.Join(lines, "\n"))
+}
+
+// listener is the socket systemd passed (socket activation), else one
+// signerd creates.
+func listener(cfg socketCfg) (net.Listener, bool, error) {
+	ls, err := activation.Listeners()
+	if err != nil {
+		return nil, false, err
+	}
+	switch {
+	case len(ls) > 1:
+		return nil, false, fmt.Errorf("systemd passed %d sockets; signerd serves exactly one", len(ls))
+	case len(ls) == 1 && ls[0] == nil:
+		return nil, false, errors.New("systemd passed a socket that is not a stream listener")
+	case len(ls) == 1:
+		if _, ok := ls[0].(*net.UnixListener); !ok {
+			return nil, false, fmt.Errorf("systemd passed a %s socket; signerd serves Unix sockets only", ls[0].Addr().Network())
+		}
+		return ls[0], true, nil
+	}
+	l, err := listen(cfg)
+	return l, false, err
+}
+
+// watchdog pings systemd at half its interval while the HSM answers; if
+// it stops answering, the pings stop and systemd restarts signerd.
+func (d *daemon) watchdog(log *slog.Logger) {
+	interval, err := sd.SdWatchdogEnabled(false)
+	if err != nil || interval <= 0 {
+		return
+	}
+	for range time.Tick(interval / 2) {
+		if _, err := io.ReadFull(d.module.Random(), make([]byte, 8)); err != nil {
+			log.Error("HSM not answering; withholding watchdog ping", "err", err)
+			notify("STATUS=HSM not answering: " + err.Error())
+			continue
+		}
+		notify(sd.SdNotifyWatchdog)
+	}
 }
