@@ -1,6 +1,7 @@
-// Command signerctl is the CA operator's tool: it initialises tokens,
-// generates CA keys in the HSM and produces requests for them. PINs are read
-// from files, systemd credentials or the terminal, never from arguments.
+// Command signerctl is the CA's command-line tool. Operators initialise
+// tokens and generate CA keys in the HSM (PINs from files, systemd
+// credentials or the terminal, never from arguments); RA staff, operators
+// and auditors reach signerd over its socket.
 package main
 
 import (
@@ -23,17 +24,33 @@ var commands = map[string]command{
 	"token init":   {"initialise a new token with SO and user PINs from files", tokenInit},
 	"key generate": {"generate a key pair in the token and write its public key", keyGenerate},
 	"key csr":      {"write a PKCS#10 request for a token key, self-signed in the HSM", keyCSR},
+
+	"issue":   {"RA: have signerd issue a certificate for a CSR or KMC key", clientIssue},
+	"renew":   {"RA: issue a certificate for a new key replacing -serial", clientRenew},
+	"extend":  {"RA: reissue -serial with a new validity (same key)", clientExtend},
+	"revoke":  {"RA: revoke -serial with a -reason", serialCommand("revoke", "POST", "/revoke", true)},
+	"hold":    {"RA: put -serial on hold (certificateHold)", serialCommand("hold", "POST", "/hold", false)},
+	"restore": {"RA: lift the hold on -serial", serialCommand("restore", "POST", "/restore", false)},
+	"status":  {"RA: show the record of -serial", serialCommand("status", "GET", "", false)},
+	"crl":     {"RA: fetch the current CRL; operator: -sign a new one", clientCRL},
+	"stats":   {"auditor: monthly statistics per profile", clientStats},
+	"health":  {"operator: is signerd serving", clientHealth},
 }
 
-// Exit codes: 0 success, 1 the operation failed, 2 bad usage.
+// Exit codes: 0 success, 1 the operation failed (or signerd refused it),
+// 2 bad usage, 3 signerd could not be reached.
 func main() {
 	err := run(os.Args[1:], os.Stdout)
 	var usage usageError
+	var down unreachable
 	switch {
 	case err == nil:
 	case errors.As(err, &usage):
 		fmt.Fprintln(os.Stderr, "signerctl:", err)
 		os.Exit(2)
+	case errors.As(err, &down):
+		fmt.Fprintln(os.Stderr, "signerctl:", err)
+		os.Exit(3)
 	default:
 		fmt.Fprintln(os.Stderr, "signerctl:", err)
 		os.Exit(1)
@@ -50,6 +67,11 @@ func run(args []string, stdout io.Writer) error {
 			return c.run(args[2:], stdout)
 		}
 	}
+	if len(args) >= 1 {
+		if c, ok := commands[args[0]]; ok {
+			return c.run(args[1:], stdout)
+		}
+	}
 	if len(args) == 0 || args[0] == "help" || args[0] == "-h" || args[0] == "--help" {
 		printUsage(stdout)
 		return nil
@@ -59,7 +81,7 @@ func run(args []string, stdout io.Writer) error {
 }
 
 func printUsage(w io.Writer) {
-	fmt.Fprintln(w, "usage: signerctl GROUP VERB [flags]   (signerctl GROUP VERB -h for flags)")
+	fmt.Fprintln(w, "usage: signerctl COMMAND [flags]   (signerctl COMMAND -h for flags)")
 	names := make([]string, 0, len(commands))
 	for n := range commands {
 		names = append(names, n)

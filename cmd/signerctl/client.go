@@ -1,0 +1,353 @@
+package main
+
+import (
+	"bytes"
+	"context"
+	"encoding/json"
+	"encoding/pem"
+	"flag"
+	"fmt"
+	"io"
+	"net"
+	"net/http"
+	"os"
+	"strings"
+	"time"
+
+	"signerd/engine"
+)
+
+// Client commands talk to signerd over its socket. Exit codes: 0 done, 1
+// signerd refused or failed (its error code is printed), 2 bad usage,
+// 3 signerd could not be reached.
+
+// unreachable is an error connecting to signerd.
+type unreachable struct{ err error }
+
+func (u unreachable) Error() string { return "cannot reach signerd: " + u.err.Error() }
+
+// refused is an error answer from signerd.
+type refused struct {
+	status        int
+	code, message string
+}
+
+func (r refused) Error() string { return fmt.Sprintf("%s (HTTP %d): %s", r.code, r.status, r.message) }
+
+// clientFlags are the flags every client command has.
+type clientFlags struct {
+	socket string
+}
+
+func (c *clientFlags) register(fs *flag.FlagSet) {
+	def := os.Getenv("SIGNERD_SOCKET")
+	if def == "" {
+		def = "/run/signerd/signerd.sock"
+	}
+	fs.StringVar(&c.socket, "socket", def, "signerd's Unix socket `path` (default $SIGNERD_SOCKET or /run/signerd/signerd.sock)")
+}
+
+// do sends a request and returns the body of a 2xx answer.
+func (c *clientFlags) do(method, path string, body any) ([]byte, error) {
+	var rd io.Reader
+	if body != nil {
+		raw, err := json.Marshal(body)
+		if err != nil {
+			return nil, err
+		}
+		rd = bytes.NewReader(raw)
+	}
+	req, err := http.NewRequest(method, "http://signerd"+path, rd)
+	if err != nil {
+		return nil, err
+	}
+	if body != nil {
+		req.Header.Set("Content-Type", "application/json")
+	}
+	client := &http.Client{Timeout: 90 * time.Second, Transport: &http.Transport{
+		DialContext: func(ctx context.Context, _, _ string) (net.Conn, error) {
+			return (&net.Dialer{}).DialContext(ctx, "unix", c.socket)
+		}}}
+	resp, err := client.Do(req)
+	if err != nil {
+		return nil, unreachable{err}
+	}
+	defer resp.Body.Close()
+	raw, err := io.ReadAll(io.LimitReader(resp.Body, 16<<20))
+	if err != nil {
+		return nil, unreachable{err}
+	}
+	if resp.StatusCode/100 != 2 {
+		var e struct{ Code, Message string }
+		if json.Unmarshal(raw, &e) != nil || e.Code == "" {
+			e.Code, e.Message = "unexpected_answer", strings.TrimSpace(string(raw))
+		}
+		return nil, refused{resp.StatusCode, e.Code, e.Message}
+	}
+	return raw, nil
+}
+
+// certificateAnswer is the part of signerd's certificate answers the
+// commands print.
+type certificateAnswer struct {
+	Serial      string `json:"serial"`
+	Status      string `json:"status"`
+	Subject     string `json:"subject"`
+	NotAfter    string `json:"not_after"`
+	Certificate string `json:"certificate"`
+}
+
+// requestFlags describe a certificate request (issue, renew).
+type requestFlags struct {
+	clientFlags
+	id, profile, subject  string
+	csr, publicKey, out   string
+	days                  int
+	dns, emails, identity listFlag
+}
+
+type listFlag []string
+
+func (l *listFlag) String() string     { return strings.Join(*l, ",") }
+func (l *listFlag) Set(v string) error { *l = append(*l, v); return nil }
+
+func (f *requestFlags) register(fs *flag.FlagSet) {
+	f.clientFlags.register(fs)
+	fs.StringVar(&f.id, "request-id", "", "the RA's request `id` (a retry with the same id and content returns the same certificate)")
+	fs.StringVar(&f.profile, "profile", "", "certificate `profile`, e.g. person-sign")
+	fs.StringVar(&f.subject, "subject", "", "vetted subject `DN`, e.g. \"CN=张三,O=某单位,C=CN\"")
+	fs.StringVar(&f.csr, "csr", "", "PKCS#10 request `file` (PEM)")
+	fs.StringVar(&f.publicKey, "public-key", "", "KMC public key `file` (PEM), for encryption profiles")
+	fs.StringVar(&f.out, "out", "", "write the certificate (PEM) to `file` instead of standard output")
+	fs.IntVar(&f.days, "days", 0, "validity in `days` (default: the profile's maximum)")
+	fs.Var(&f.dns, "dns", "DNS `name` (repeatable)")
+	fs.Var(&f.emails, "email", "e-mail `address` (repeatable)")
+	fs.Var(&f.identity, "identity", "GM/T 0015 identity `kind=number`, e.g. resident-id=... (repeatable)")
+}
+
+func (f *requestFlags) body() (map[string]any, error) {
+	if f.id == "" || f.profile == "" || f.subject == "" {
+		return nil, usageError{"-request-id, -profile and -subject are required"}
+	}
+	name, err := parseDN(f.subject)
+	if err != nil {
+		return nil, usageError{err.Error()}
+	}
+	subject := engine.Subject{CommonName: name.CommonName, OrganizationalUnit: name.OrganizationalUnit}
+	for _, a := range []struct {
+		from []string
+		to   *string
+	}{{name.Organization, &subject.Organization}, {name.Country, &subject.Country}, {name.Province, &subject.Province}, {name.Locality, &subject.Locality}} {
+		if len(a.from) > 1 {
+			return nil, usageError{"subject: O, C, ST and L may appear once"}
+		}
+		if len(a.from) == 1 {
+			*a.to = a.from[0]
+		}
+	}
+	body := map[string]any{"request_id": f.id, "profile": f.profile, "subject": subject}
+	for _, file := range []struct{ path, field string }{{f.csr, "csr"}, {f.publicKey, "public_key"}} {
+		if file.path == "" {
+			continue
+		}
+		raw, err := os.ReadFile(file.path)
+		if err != nil {
+			return nil, err
+		}
+		body[file.field] = string(raw)
+	}
+	if f.days > 0 {
+		body["validity_days"] = f.days
+	}
+	if len(f.dns) > 0 {
+		body["dns_names"] = f.dns
+	}
+	if len(f.emails) > 0 {
+		body["emails"] = f.emails
+	}
+	if len(f.identity) > 0 {
+		ids := map[string]string{}
+		for _, kv := range f.identity {
+			k, v, ok := strings.Cut(kv, "=")
+			if !ok {
+				return nil, usageError{fmt.Sprintf("-identity %q: want kind=number", kv)}
+			}
+			ids[k] = v
+		}
+		body["identity"] = ids
+	}
+	return body, nil
+}
+
+// writeCertificate puts the PEM where -out says and a summary on stderr.
+func writeCertificate(raw []byte, out string, stdout io.Writer) error {
+	var a certificateAnswer
+	if err := json.Unmarshal(raw, &a); err != nil {
+		return fmt.Errorf("signerd's answer: %w", err)
+	}
+	if out != "" {
+		if err := writeNew(out, []byte(a.Certificate)); err != nil {
+			return err
+		}
+	} else {
+		io.WriteString(stdout, a.Certificate)
+	}
+	fmt.Fprintf(os.Stderr, "serial %s, %s, %s, valid until %s\n", a.Serial, a.Status, a.Subject, a.NotAfter)
+	return nil
+}
+
+func clientIssue(args []string, stdout io.Writer) error {
+	fs := flag.NewFlagSet("issue", flag.ContinueOnError)
+	var f requestFlags
+	f.register(fs)
+	if err := parse(fs, args); err != nil {
+		return err
+	}
+	body, err := f.body()
+	if err != nil {
+		return err
+	}
+	raw, err := f.do("POST", "/v1/certificates", body)
+	if err != nil {
+		return err
+	}
+	return writeCertificate(raw, f.out, stdout)
+}
+
+func clientRenew(args []string, stdout io.Writer) error {
+	fs := flag.NewFlagSet("renew", flag.ContinueOnError)
+	var f requestFlags
+	f.register(fs)
+	serial := fs.String("serial", "", "`serial` (hex) of the certificate to renew")
+	if err := parse(fs, args); err != nil {
+		return err
+	}
+	if *serial == "" {
+		return usageError{"-serial is required"}
+	}
+	body, err := f.body()
+	if err != nil {
+		return err
+	}
+	raw, err := f.do("POST", "/v1/certificates/"+*serial+"/renew", body)
+	if err != nil {
+		return err
+	}
+	return writeCertificate(raw, f.out, stdout)
+}
+
+func clientExtend(args []string, stdout io.Writer) error {
+	fs := flag.NewFlagSet("extend", flag.ContinueOnError)
+	var c clientFlags
+	c.register(fs)
+	serial := fs.String("serial", "", "`serial` (hex) of the certificate to extend")
+	id := fs.String("request-id", "", "the RA's request `id`")
+	days := fs.Int("days", 0, "new validity in `days` (default: the profile's maximum)")
+	out := fs.String("out", "", "write the certificate (PEM) to `file` instead of standard output")
+	if err := parse(fs, args); err != nil {
+		return err
+	}
+	if *serial == "" || *id == "" {
+		return usageError{"-serial and -request-id are required"}
+	}
+	raw, err := c.do("POST", "/v1/certificates/"+*serial+"/extend", map[string]any{"request_id": *id, "validity_days": *days})
+	if err != nil {
+		return err
+	}
+	return writeCertificate(raw, *out, stdout)
+}
+
+// serialCommand is revoke, hold, restore and status: one serial, a JSON
+// answer printed as it is.
+func serialCommand(name, method, suffix string, withReason bool) func([]string, io.Writer) error {
+	return func(args []string, stdout io.Writer) error {
+		fs := flag.NewFlagSet(name, flag.ContinueOnError)
+		var c clientFlags
+		c.register(fs)
+		serial := fs.String("serial", "", "certificate `serial` (hex)")
+		var reason *string
+		if withReason {
+			reason = fs.String("reason", "unspecified", "RFC 5280 `reason`: keyCompromise, affiliationChanged, superseded, cessationOfOperation, privilegeWithdrawn, unspecified")
+		}
+		if err := parse(fs, args); err != nil {
+			return err
+		}
+		if *serial == "" {
+			return usageError{"-serial is required"}
+		}
+		var body any
+		if withReason {
+			body = map[string]string{"reason": *reason}
+		}
+		raw, err := c.do(method, "/v1/certificates/"+*serial+suffix, body)
+		if err != nil {
+			return err
+		}
+		_, err = stdout.Write(raw)
+		return err
+	}
+}
+
+func clientCRL(args []string, stdout io.Writer) error {
+	fs := flag.NewFlagSet("crl", flag.ContinueOnError)
+	var c clientFlags
+	c.register(fs)
+	sign := fs.Bool("sign", false, "have signerd sign a new CRL first (operator role)")
+	issuer := fs.String("issuer", "", "issuing key `id` (hex SKI; default: the active issuer)")
+	out := fs.String("out", "", "write the CRL to `file` instead of standard output")
+	asPEM := fs.Bool("pem", false, "write PEM instead of DER")
+	if err := parse(fs, args); err != nil {
+		return err
+	}
+	method := "GET"
+	if *sign {
+		method = "POST"
+	}
+	path := "/v1/crl"
+	if *issuer != "" {
+		path += "?issuer=" + *issuer
+	}
+	der, err := c.do(method, path, nil)
+	if err != nil {
+		return err
+	}
+	if *asPEM {
+		der = pem.EncodeToMemory(&pem.Block{Type: "X509 CRL", Bytes: der})
+	}
+	if *out != "" {
+		return os.WriteFile(*out, der, 0o644)
+	}
+	_, err = stdout.Write(der)
+	return err
+}
+
+func clientStats(args []string, stdout io.Writer) error {
+	fs := flag.NewFlagSet("stats", flag.ContinueOnError)
+	var c clientFlags
+	c.register(fs)
+	month := fs.String("month", time.Now().In(time.FixedZone("CST", 8*3600)).Format("2006-01"), "`month` (YYYY-MM, Beijing time)")
+	if err := parse(fs, args); err != nil {
+		return err
+	}
+	raw, err := c.do("GET", "/v1/statistics/"+*month, nil)
+	if err != nil {
+		return err
+	}
+	_, err = stdout.Write(raw)
+	return err
+}
+
+func clientHealth(args []string, stdout io.Writer) error {
+	fs := flag.NewFlagSet("health", flag.ContinueOnError)
+	var c clientFlags
+	c.register(fs)
+	if err := parse(fs, args); err != nil {
+		return err
+	}
+	raw, err := c.do("GET", "/v1/health", nil)
+	if err != nil {
+		return err
+	}
+	_, err = stdout.Write(raw)
+	return err
+}
