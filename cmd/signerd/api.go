@@ -38,8 +38,15 @@ type api struct {
 }
 
 func (a *api) routes(roles roles) http.Handler {
+	return a.mux(roles, func(string) {})
+}
+
+// mux builds the routes, telling seen each pattern (for the test that
+// holds docs/api.md to them).
+func (a *api) mux(roles roles, seen func(pattern string)) *http.ServeMux {
 	mux := http.NewServeMux()
 	route := func(pattern string, allowed []string, h func(http.ResponseWriter, *http.Request, peer)) {
+		seen(pattern)
 		mux.HandleFunc(pattern, func(rw http.ResponseWriter, r *http.Request) {
 			w := &recorder{ResponseWriter: rw}
 			defer a.metrics.count(pattern, w)
