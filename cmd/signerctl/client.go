@@ -87,6 +87,16 @@ func (c *clientFlags) do(method, path string, body any) ([]byte, error) {
 	return raw, nil
 }
 
+// show prints signerd's answer as it is.
+func (c *clientFlags) show(method, path string, body any, stdout io.Writer) error {
+	raw, err := c.do(method, path, body)
+	if err != nil {
+		return err
+	}
+	_, err = stdout.Write(raw)
+	return err
+}
+
 // certificateAnswer is the part of signerd's certificate answers the
 // commands print.
 type certificateAnswer struct {
@@ -279,12 +289,7 @@ func serialCommand(name, method, suffix string, withReason bool) func([]string, 
 		if withReason {
 			body = map[string]string{"reason": *reason}
 		}
-		raw, err := c.do(method, "/v1/certificates/"+*serial+suffix, body)
-		if err != nil {
-			return err
-		}
-		_, err = stdout.Write(raw)
-		return err
+		return c.show(method, "/v1/certificates/"+*serial+suffix, body, stdout)
 	}
 }
 
@@ -329,12 +334,7 @@ func clientStats(args []string, stdout io.Writer) error {
 	if err := parse(fs, args); err != nil {
 		return err
 	}
-	raw, err := c.do("GET", "/v1/statistics/"+*month, nil)
-	if err != nil {
-		return err
-	}
-	_, err = stdout.Write(raw)
-	return err
+	return c.show("GET", "/v1/statistics/"+*month, nil, stdout)
 }
 
 func clientHealth(args []string, stdout io.Writer) error {
@@ -344,10 +344,5 @@ func clientHealth(args []string, stdout io.Writer) error {
 	if err := parse(fs, args); err != nil {
 		return err
 	}
-	raw, err := c.do("GET", "/v1/health", nil)
-	if err != nil {
-		return err
-	}
-	_, err = stdout.Write(raw)
-	return err
+	return c.show("GET", "/v1/health", nil, stdout)
 }
