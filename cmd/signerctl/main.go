@@ -24,6 +24,8 @@ var commands = map[string]command{
 	"token init":   {"initialise a new token with SO and user PINs from files", tokenInit},
 	"key generate": {"generate a key pair in the token and write its public key", keyGenerate},
 	"key csr":      {"write a PKCS#10 request for a token key, self-signed in the HSM", keyCSR},
+	"ca root":      {"self-sign a root CA certificate with a token key", caRoot},
+	"ca issuing":   {"certify an issuing CA's token key with the root key", caIssuing},
 
 	"issue":   {"RA: have signerd issue a certificate for a CSR or KMC key", clientIssue},
 	"renew":   {"RA: issue a certificate for a new key replacing -serial", clientRenew},

@@ -51,7 +51,7 @@ func (a *api) mux(roles roles, seen func(pattern string)) *http.ServeMux {
 			w := &recorder{ResponseWriter: rw}
 			defer a.metrics.count(pattern, w)
 			p := peerFrom(r.Context())
-			p.Role = roles.roleOf(p)
+			p.Roles = roles.rolesOf(p)
 			if !a.admit(w, r, p, allowed) {
 				return
 			}
@@ -83,15 +83,15 @@ func (a *api) mux(roles roles, seen func(pattern string)) *http.ServeMux {
 func (a *api) admit(w http.ResponseWriter, r *http.Request, p peer, allowed []string) bool {
 	code, status := "", 0
 	switch {
-	case p.Role == "":
+	case len(p.Roles) == 0:
 		code, status = codeUnknownPeer, http.StatusForbidden
-	case !slices.Contains(allowed, p.Role):
+	case !slices.ContainsFunc(p.Roles, func(role string) bool { return slices.Contains(allowed, role) }):
 		code, status = codeForbidden, http.StatusForbidden
 	default:
 		return true
 	}
-	msg := fmt.Sprintf("uid %d gid %d (role %q) may not %s %s", p.UID, p.GID, p.Role, r.Method, r.URL.Path)
-	a.log.Warn("refused peer", "uid", p.UID, "gid", p.GID, "pid", p.PID, "role", p.Role, "method", r.Method, "path", r.URL.Path)
+	msg := fmt.Sprintf("uid %d gid %d (roles %v) may not %s %s", p.UID, p.GID, p.Roles, r.Method, r.URL.Path)
+	a.log.Warn("refused peer", "uid", p.UID, "gid", p.GID, "pid", p.PID, "roles", p.Roles, "method", r.Method, "path", r.URL.Path)
 	if err := a.eng.Audit(store.Event{Actor: p.actor(), Action: "api.refused", Object: r.Method + " " + r.URL.Path,
 		Outcome: store.OutcomeRefused, Reason: code}); err != nil {
 		a.log.Error("audit refused peer", "err", err)

@@ -86,6 +86,9 @@ func run(cfg *config, log *slog.Logger) error {
 	if !activated {
 		defer os.Remove(cfg.Socket.Path)
 	}
+	for _, o := range cfg.Roles.overlaps() {
+		log.Warn("duties not separated: one principal holds several roles", "principal", o)
+	}
 	a := &api{eng: d.engine, log: log, metrics: d.metrics}
 	srv := &http.Server{
 		Handler:           a.routes(cfg.Roles),

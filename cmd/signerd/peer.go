@@ -8,6 +8,7 @@ import (
 	"os/user"
 	"slices"
 	"strconv"
+	"strings"
 	"syscall"
 
 	"golang.org/x/sys/unix"
@@ -22,14 +23,15 @@ const (
 )
 
 // peer is who is on the other end of a connection, as the kernel says
-// (SO_PEERCRED), and the role the configuration gives them ("" if none).
+// (SO_PEERCRED), and the roles the configuration gives them (none for a
+// stranger).
 type peer struct {
 	UID, GID, PID int
-	Role          string
+	Roles         []string
 }
 
 func (p peer) actor() store.Actor {
-	return store.Actor{UID: p.UID, GID: p.GID, PID: p.PID, Role: p.Role}
+	return store.Actor{UID: p.UID, GID: p.GID, PID: p.PID, Role: strings.Join(p.Roles, "+")}
 }
 
 type peerKey struct{}
@@ -57,25 +59,48 @@ func peerCred(c net.Conn) (peer, error) {
 	return peer{UID: int(cred.Uid), GID: int(cred.Gid), PID: int(cred.Pid)}, nil
 }
 
-// roleOf maps a peer to its role: a uid match wins over a gid match, and a
-// peer matching two roles by the same kind of id is refused (separation of
-// duties: one principal, one role).
-func (r roles) roleOf(p peer) string {
-	for _, byUID := range []bool{true, false} {
-		var found []string
-		for role, ids := range r {
-			if byUID && slices.Contains(ids.UIDs, p.UID) || !byUID && slices.Contains(ids.GIDs, p.GID) {
-				found = append(found, role)
-			}
+// rolesOf maps a peer to its roles: those naming its uid, or if none do,
+// those naming its gid. Separation of duties means one role per principal;
+// a small CA that gives one principal several (see overlaps) is warned at
+// start-up.
+func (r roles) rolesOf(p peer) []string {
+	var byUID, byGID []string
+	for role, ids := range r {
+		if slices.Contains(ids.UIDs, p.UID) {
+			byUID = append(byUID, role)
 		}
-		if len(found) == 1 {
-			return found[0]
-		}
-		if len(found) > 1 {
-			return ""
+		if slices.Contains(ids.GIDs, p.GID) {
+			byGID = append(byGID, role)
 		}
 	}
-	return ""
+	if len(byUID) > 0 {
+		slices.Sort(byUID)
+		return byUID
+	}
+	slices.Sort(byGID)
+	return byGID
+}
+
+// overlaps lists uids and gids named in more than one role.
+func (r roles) overlaps() []string {
+	seen := map[string][]string{}
+	for role, ids := range r {
+		for _, u := range ids.UIDs {
+			seen["uid "+strconv.Itoa(u)] = append(seen["uid "+strconv.Itoa(u)], role)
+		}
+		for _, g := range ids.GIDs {
+			seen["gid "+strconv.Itoa(g)] = append(seen["gid "+strconv.Itoa(g)], role)
+		}
+	}
+	var out []string
+	for id, rs := range seen {
+		if len(rs) > 1 {
+			slices.Sort(rs)
+			out = append(out, id+" holds "+strings.Join(rs, ", "))
+		}
+	}
+	slices.Sort(out)
+	return out
 }
 
 func withPeer(ctx context.Context, c net.Conn) context.Context {
