@@ -34,10 +34,14 @@ test: softhsm
 bench: softhsm
 	$(GO) test -run '^$$' -bench . -benchtime 2s -count 1 ./hsm/ ./engine/
 
-# The demo: a token in ./demo, an SM2 key generated in it, a request signed
-# by that key inside the token, and OpenSSL 3 checking the signature.
+# The demo: a token in ./demo with a root and an issuing key, a minimal
+# ceremony, signerd on ./demo/signerd.sock, a certificate issued through it
+# for a request OpenSSL made, then revoked and listed on a CRL, with OpenSSL
+# 3 checking every signature.
 DEMO := $(CURDIR)/demo
 DEMO_TOKEN := -module $(SIGNERD_SOFTHSM_SM2) -token demo-ca -pin-file $(DEMO)/user.pin
+SIGNERCTL := bin/signerctl
+export SIGNERD_SOCKET := $(DEMO)/signerd.sock
 
 demo: softhsm
 	@rm -rf $(DEMO) && mkdir -m 700 -p $(DEMO)/tokens
@@ -45,21 +49,54 @@ demo: softhsm
 	  "$(DEMO)/tokens" > $(DEMO)/softhsm2.conf
 	@umask 077 && od -An -N12 -tx1 /dev/urandom | tr -d ' \n' > $(DEMO)/so.pin && \
 	  od -An -N12 -tx1 /dev/urandom | tr -d ' \n' > $(DEMO)/user.pin
-	@$(GO) build -o bin/signerctl ./cmd/signerctl
+	@$(GO) build -o bin/signerctl ./cmd/signerctl && $(GO) build -o bin/signerd ./cmd/signerd
 	@export SOFTHSM2_CONF=$(DEMO)/softhsm2.conf; set -e; \
+	trap '[ -f $(DEMO)/signerd.pid ] && kill $$(cat $(DEMO)/signerd.pid) 2>/dev/null || true' EXIT; \
 	echo "== 1. a fresh token (PINs from files in $(DEMO), never on the command line)"; \
-	bin/signerctl token init -module $(SIGNERD_SOFTHSM_SM2) -label demo-ca \
+	$(SIGNERCTL) token init -module $(SIGNERD_SOFTHSM_SM2) -label demo-ca \
 	  -so-pin-file $(DEMO)/so.pin -pin-file $(DEMO)/user.pin; \
-	echo "== 2. an SM2 root key generated inside the token"; \
-	bin/signerctl key generate $(DEMO_TOKEN) -label demo-root -out $(DEMO)/root.pub.pem; \
-	echo "== 3. a request signed by that key inside the token (SM2 with SM3, ID 1234567812345678)"; \
-	bin/signerctl key csr $(DEMO_TOKEN) -label demo-root \
-	  -subject "CN=signerd demo root CA,O=signerd demo,C=CN" -out $(DEMO)/root.csr; \
-	openssl req -in $(DEMO)/root.csr -noout -text | sed -n '1,12p'; \
-	echo "== 4. OpenSSL 3 checks the signature made in the token"; \
-	openssl req -in $(DEMO)/root.csr -noout -verify -vfyopt distid:1234567812345678; \
-	cmp <(openssl req -in $(DEMO)/root.csr -noout -pubkey) $(DEMO)/root.pub.pem && \
-	  echo "the request's public key is the token key's public key"
+	echo "== 2. SM2 root and issuing keys generated inside the token"; \
+	$(SIGNERCTL) key generate $(DEMO_TOKEN) -label demo-root -out $(DEMO)/root.pub.pem; \
+	$(SIGNERCTL) key generate $(DEMO_TOKEN) -label demo-issuing -out $(DEMO)/issuing.pub.pem; \
+	echo "== 3. the ceremony: the root self-signs, then certifies the issuing CA (both in the HSM)"; \
+	$(SIGNERCTL) ca root $(DEMO_TOKEN) -label demo-root \
+	  -subject "CN=signerd demo root CA,O=signerd demo,C=CN" -out $(DEMO)/root.pem; \
+	$(SIGNERCTL) ca issuing $(DEMO_TOKEN) -root-label demo-root -root-cert $(DEMO)/root.pem \
+	  -label demo-issuing -subject "CN=signerd demo issuing CA,O=signerd demo,C=CN" -out $(DEMO)/issuing.pem; \
+	openssl x509 -in $(DEMO)/root.pem -outform DER -out $(DEMO)/root.der; \
+	printf 'root self-signature: '; testdata/openssl-sm2-verify.sh $(DEMO)/root.der $(DEMO)/root.pem; \
+	openssl verify -vfyopt distid:1234567812345678 -CAfile $(DEMO)/root.pem $(DEMO)/issuing.pem; \
+	echo "== 4. signerd starts on $(SIGNERD_SOCKET) (you hold the ra, operator and auditor roles)"; \
+	printf '%s\n' "hsm: {module: $(SIGNERD_SOFTHSM_SM2), token: demo-ca, pin_file: $(DEMO)/user.pin}" \
+	  "issuers: [{key: demo-issuing, certificate: $(DEMO)/issuing.pem}]" \
+	  "store: $(DEMO)/signerd.db" "socket: {path: $(SIGNERD_SOCKET)}" \
+	  "roles: {ra: {uids: [$$(id -u)]}, operator: {uids: [$$(id -u)]}, auditor: {uids: [$$(id -u)]}}" \
+	  "profiles: {person-sign: {crl_distribution_points: [http://crl.demo.example/issuing.crl]}}" > $(DEMO)/signerd.yaml; \
+	bin/signerd --config $(DEMO)/signerd.yaml 2> $(DEMO)/signerd.log & echo $$! > $(DEMO)/signerd.pid; \
+	for i in $$(seq 100); do $(SIGNERCTL) health >/dev/null 2>&1 && break; sleep 0.1; done; \
+	$(SIGNERCTL) health; echo; \
+	echo "== 5. an applicant's SM2 key and request, made by OpenSSL"; \
+	openssl genpkey -algorithm EC -pkeyopt ec_paramgen_curve:SM2 -out $(DEMO)/person.key 2>/dev/null; \
+	openssl req -new -key $(DEMO)/person.key -sm3 -sigopt distid:1234567812345678 \
+	  -subj "/CN=applicant" -out $(DEMO)/person.csr; \
+	echo "== 6. the RA has signerd issue a person signing certificate"; \
+	$(SIGNERCTL) issue -request-id demo-0001 -profile person-sign -subject "CN=张三,C=CN" \
+	  -csr $(DEMO)/person.csr -identity resident-id=11010519491231002X -out $(DEMO)/person.pem; \
+	openssl x509 -in $(DEMO)/person.pem -noout -text -certopt no_pubkey,no_sigdump,no_version \
+	  -nameopt RFC2253,-esc_msb | sed 1,2d; \
+	echo "== 7. OpenSSL 3 verifies it up to the root (link by link: OpenSSL 3 passes the SM2 ID to one certificate only)"; \
+	openssl verify -vfyopt distid:1234567812345678 -partial_chain -CAfile $(DEMO)/issuing.pem $(DEMO)/person.pem; \
+	serial=$$(openssl x509 -in $(DEMO)/person.pem -noout -serial | cut -d= -f2); \
+	echo "== 8. the RA revokes it, the operator signs a CRL, the RA fetches it"; \
+	$(SIGNERCTL) revoke -serial $$serial -reason keyCompromise | grep '"status"'; \
+	$(SIGNERCTL) crl -sign -out $(DEMO)/issuing.crl; \
+	$(SIGNERCTL) crl -out $(DEMO)/fetched.crl && cmp $(DEMO)/issuing.crl $(DEMO)/fetched.crl; \
+	openssl crl -inform DER -in $(DEMO)/issuing.crl -noout -text -nameopt RFC2253 | sed '/Signature Value/,$$d'; \
+	echo "== 9. OpenSSL 3 checks the CRL's signature (testdata/openssl-sm2-verify.sh)"; \
+	testdata/openssl-sm2-verify.sh $(DEMO)/issuing.crl $(DEMO)/issuing.pem; \
+	echo "== 10. signerd stops on SIGTERM after draining"; \
+	kill -TERM $$(cat $(DEMO)/signerd.pid); wait; rm $(DEMO)/signerd.pid; \
+	tail -n 1 $(DEMO)/signerd.log
 
 clean:
 	rm -rf bin demo

@@ -32,6 +32,7 @@ func checkCRL(t *testing.T, ca *enginetest.CA, der []byte) *smx509.RevocationLis
 		t.Errorf("CRL AKI %x, want issuer SKI %x", crl.AuthorityKeyId, ca.Cert.SubjectKeyId)
 	}
 	enginetest.OpenSSLVerifySignature(t, ca.Cert, crl.RawTBSRevocationList, crl.Signature)
+	enginetest.OpenSSLVerifySigned(t, ca.Cert, der)
 	path := enginetest.WritePEM(t, t.TempDir(), "crl.pem", "X509 CRL", der)
 	out, err := enginetest.OpenSSL(t, "crl", "-in", path, "-noout", "-text")
 	if err != nil {

@@ -51,6 +51,14 @@ func TestCARootAndIssuing(t *testing.T) {
 		t.Fatalf("openssl verify: %v\n%s", err, out)
 	}
 	enginetest.OpenSSLVerifySignature(t, root, root.RawTBSCertificate, root.Signature)
+
+	// A request for a token key, signed in the HSM, as an external root would certify.
+	csr := filepath.Join(dir, "issuing.csr")
+	run(0, "key", "csr", "-label", "issuing", "-subject", "CN=Test Issuing,O=signerd,C=CN", "-out", csr)
+	out, err = enginetest.OpenSSL(t, "req", "-in", csr, "-noout", "-verify", "-vfyopt", enginetest.SM2ID)
+	if err != nil || !strings.Contains(out, "verify OK") {
+		t.Fatalf("openssl req -verify: %v\n%s", err, out)
+	}
 }
 
 func readCert(t *testing.T, path string) *smx509.Certificate {

@@ -222,6 +222,20 @@ func OpenSSLVerifySignature(t testing.TB, signer *smx509.Certificate, tbs, sig [
 	}
 }
 
+// OpenSSLVerifySigned runs testdata/openssl-sm2-verify.sh, the recipe the
+// README gives relying parties, on a DER certificate or CRL.
+func OpenSSLVerifySigned(t testing.TB, signer *smx509.Certificate, der []byte) {
+	t.Helper()
+	dir := t.TempDir()
+	signed := filepath.Join(dir, "signed.der")
+	os.WriteFile(signed, der, 0o600)
+	cert := WritePEM(t, dir, "signer.pem", "CERTIFICATE", signer.Raw)
+	out, err := exec.Command(filepath.Join(hsmtest.RepoRoot(t), "testdata/openssl-sm2-verify.sh"), signed, cert).CombinedOutput()
+	if err != nil || !strings.Contains(string(out), "Signature Verified Successfully") {
+		t.Fatalf("openssl-sm2-verify.sh: %v\n%s", err, out)
+	}
+}
+
 // Saved is what a child process needs to act as the CA: the token and
 // where the issuing CA's certificate is.
 type Saved struct {

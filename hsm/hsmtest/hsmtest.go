@@ -33,7 +33,7 @@ func SM2Module(t testing.TB) string {
 	t.Helper()
 	path := os.Getenv("SIGNERD_SOFTHSM_SM2")
 	if path == "" {
-		root := repoRoot(t)
+		root := RepoRoot(t)
 		out, err := exec.Command(filepath.Join(root, "testdata/softhsm/build.sh"), "--prefix").Output()
 		if err != nil {
 			t.Fatalf("locate SM2 SoftHSM2 build: %v", err)
@@ -51,7 +51,8 @@ func requireFile(t testing.TB, path, hint string) {
 	}
 }
 
-func repoRoot(t testing.TB) string {
+// RepoRoot is the folder holding go.mod, found upwards from the test's folder.
+func RepoRoot(t testing.TB) string {
 	t.Helper()
 	dir, err := os.Getwd()
 	if err != nil {
