@@ -7,11 +7,13 @@ import (
 	"io"
 	"os"
 	"strconv"
+	"strings"
 	"time"
 
 	"go.yaml.in/yaml/v3"
 
 	"signerd/engine"
+	"signerd/hsm"
 )
 
 // config is signerd's configuration file. Unknown keys are errors, so a
@@ -19,7 +21,7 @@ import (
 type config struct {
 	HSM struct {
 		Module     string `yaml:"module"`
-		Token      string `yaml:"token"`        // label
+		Token      string `yaml:"token"`        // label, or an RFC 7512 pkcs11: URI
 		Serial     string `yaml:"token_serial"` // with or instead of the label
 		PINFile    string `yaml:"pin_file"`
 		PINCred    string `yaml:"pin_credential"` // systemd LoadCredential= name
@@ -86,6 +88,11 @@ func loadConfig(path string) (*config, error) {
 }
 
 func (c *config) validate() error {
+	if strings.HasPrefix(c.HSM.Token, "pkcs11:") {
+		if err := c.applyTokenURI(); err != nil {
+			return err
+		}
+	}
 	switch {
 	case c.HSM.Module == "":
 		return errors.New("hsm.module is required")
@@ -110,6 +117,30 @@ func (c *config) validate() error {
 			return fmt.Errorf("socket.mode %q: not octal", c.Socket.Mode)
 		}
 	}
+	return nil
+}
+
+// applyTokenURI takes token, serial, module and PIN file from a pkcs11:
+// URI in hsm.token; what the URI and the other keys both set must agree.
+func (c *config) applyTokenURI() error {
+	u, err := hsm.ParseTokenURI(c.HSM.Token)
+	if err != nil {
+		return fmt.Errorf("hsm.token: %w", err)
+	}
+	for _, f := range []struct {
+		name string
+		from string
+		to   *string
+	}{{"hsm.token_serial", u.Serial, &c.HSM.Serial}, {"hsm.module", u.ModulePath, &c.HSM.Module}, {"hsm.pin_file", u.PINFile, &c.HSM.PINFile}} {
+		if f.from == "" {
+			continue
+		}
+		if *f.to != "" && *f.to != f.from {
+			return fmt.Errorf("hsm.token URI and %s disagree", f.name)
+		}
+		*f.to = f.from
+	}
+	c.HSM.Token = u.Token
 	return nil
 }
 
