@@ -18,6 +18,9 @@ type Actor struct {
 	PID      int    `json:"pid,omitempty"`
 	Role     string `json:"role"`
 	Operator string `json:"operator,omitempty"`
+	// Evidence is what the actor presented as proof of who asked (a
+	// signed RA request), kept with every event it caused.
+	Evidence []byte `json:"evidence,omitempty"`
 }
 
 // System is the actor for what signerd does on its own (start-up
@@ -42,10 +45,7 @@ type Event struct {
 	Object  string    `json:"object,omitempty"`
 	Outcome string    `json:"outcome"`
 	Reason  string    `json:"reason,omitempty"`
-	// Evidence is what the actor presented, kept as proof of who asked
-	// (e.g. a signed RA request).
-	Evidence []byte `json:"evidence,omitempty"`
-	Prev     []byte `json:"prev"`
+	Prev    []byte    `json:"prev"`
 }
 
 // ChainHash is the hash of a stored event, the next event's Prev.

@@ -3,6 +3,9 @@ package main
 import (
 	"bytes"
 	"context"
+	"crypto/rand"
+	"encoding/base64"
+	"encoding/hex"
 	"encoding/json"
 	"encoding/pem"
 	"flag"
@@ -13,6 +16,10 @@ import (
 	"os"
 	"strings"
 	"time"
+
+	"github.com/emmansun/gmsm/sm2"
+	"github.com/emmansun/gmsm/sm3"
+	"github.com/emmansun/gmsm/smx509"
 
 	"signerd/engine"
 )
@@ -36,7 +43,8 @@ func (r refused) Error() string { return fmt.Sprintf("%s (HTTP %d): %s", r.code,
 
 // clientFlags are the flags every client command has.
 type clientFlags struct {
-	socket string
+	socket           string
+	signKey, signRef string
 }
 
 func (c *clientFlags) register(fs *flag.FlagSet) {
@@ -45,24 +53,66 @@ func (c *clientFlags) register(fs *flag.FlagSet) {
 		def = "/run/signerd/signerd.sock"
 	}
 	fs.StringVar(&c.socket, "socket", def, "signerd's Unix socket `path` (default $SIGNERD_SOCKET or /run/signerd/signerd.sock)")
+	fs.StringVar(&c.signKey, "sign-key", os.Getenv("SIGNERD_RA_KEY"), "sign the request with the RA's SM2 private key `file` (PEM PKCS#8; default $SIGNERD_RA_KEY)")
+	fs.StringVar(&c.signRef, "sign-cert", os.Getenv("SIGNERD_RA_CERT"), "`serial` (hex) of the RA certificate this CA issued for -sign-key (default $SIGNERD_RA_CERT)")
+}
+
+// sign adds the RA signature headers signerd checks (see docs/api.md):
+// an SM2 signature over method, request URI, date and SM3(body).
+func (c *clientFlags) sign(req *http.Request, body []byte) error {
+	if c.signKey == "" {
+		return nil
+	}
+	if c.signRef == "" {
+		return usageError{"-sign-key needs -sign-cert"}
+	}
+	raw, err := os.ReadFile(c.signKey)
+	if err != nil {
+		return err
+	}
+	block, _ := pem.Decode(raw)
+	if block == nil {
+		return fmt.Errorf("%s: no PEM key", c.signKey)
+	}
+	k, err := smx509.ParsePKCS8PrivateKey(block.Bytes)
+	if err != nil {
+		return fmt.Errorf("%s: %w", c.signKey, err)
+	}
+	key, ok := k.(*sm2.PrivateKey)
+	if !ok {
+		return fmt.Errorf("%s: %T is not an SM2 key", c.signKey, k)
+	}
+	date := time.Now().UTC().Format(time.RFC3339)
+	h := sm3.Sum(body)
+	text := "signerd-request-v1\n" + req.Method + "\n" + req.URL.RequestURI() + "\n" + date + "\n" + hex.EncodeToString(h[:])
+	sig, err := key.SignMessage(rand.Reader, []byte(text), sm2.DefaultSM2SignerOpts)
+	if err != nil {
+		return err
+	}
+	req.Header.Set("Signerd-Date", date)
+	req.Header.Set("Signerd-Signature", base64.StdEncoding.EncodeToString(sig))
+	req.Header.Set("Signerd-Certificate", c.signRef)
+	return nil
 }
 
 // do sends a request and returns the body of a 2xx answer.
 func (c *clientFlags) do(method, path string, body any) ([]byte, error) {
-	var rd io.Reader
+	var raw []byte
 	if body != nil {
-		raw, err := json.Marshal(body)
-		if err != nil {
+		var err error
+		if raw, err = json.Marshal(body); err != nil {
 			return nil, err
 		}
-		rd = bytes.NewReader(raw)
 	}
-	req, err := http.NewRequest(method, "http://signerd"+path, rd)
+	req, err := http.NewRequest(method, "http://signerd"+path, bytes.NewReader(raw))
 	if err != nil {
 		return nil, err
 	}
 	if body != nil {
 		req.Header.Set("Content-Type", "application/json")
+	}
+	if err := c.sign(req, raw); err != nil {
+		return nil, err
 	}
 	client := &http.Client{Timeout: 90 * time.Second, Transport: &http.Transport{
 		DialContext: func(ctx context.Context, _, _ string) (net.Conn, error) {
@@ -73,7 +123,7 @@ func (c *clientFlags) do(method, path string, body any) ([]byte, error) {
 		return nil, unreachable{err}
 	}
 	defer resp.Body.Close()
-	raw, err := io.ReadAll(io.LimitReader(resp.Body, 16<<20))
+	raw, err = io.ReadAll(io.LimitReader(resp.Body, 16<<20))
 	if err != nil {
 		return nil, unreachable{err}
 	}

@@ -1,6 +1,7 @@
 package main
 
 import (
+	"crypto/rand"
 	"encoding/pem"
 	"errors"
 	"fmt"
@@ -11,6 +12,9 @@ import (
 	"strings"
 	"testing"
 	"time"
+
+	"github.com/emmansun/gmsm/sm2"
+	"github.com/emmansun/gmsm/smx509"
 
 	"signerd/engine/enginetest"
 )
@@ -59,6 +63,9 @@ func startSignerd(t *testing.T) (string, *enginetest.CA) {
 	for deadline := time.Now().Add(20 * time.Second); ; time.Sleep(10 * time.Millisecond) {
 		if c, err := net.Dial("unix", sock); err == nil {
 			c.Close()
+			if fi, err := os.Stat(sock); err != nil || fi.Mode().Perm() != 0o660 {
+				t.Fatalf("socket mode %v, want 0660 by default (%v)", fi.Mode().Perm(), err)
+			}
 			return sock, ca
 		}
 		if time.Now().After(deadline) {
@@ -141,4 +148,39 @@ func decodePEM(t *testing.T, raw []byte) []byte {
 		t.Fatal("not PEM")
 	}
 	return b.Bytes
+}
+
+func TestClientSignsRequests(t *testing.T) {
+	sock, _ := startSignerd(t)
+	dir := t.TempDir()
+	writeKey := func(name string) (string, []byte) {
+		key, err := sm2.GenerateKey(rand.Reader)
+		if err != nil {
+			t.Fatal(err)
+		}
+		der, _ := smx509.MarshalPKCS8PrivateKey(key)
+		path := enginetest.WritePEM(t, dir, name, "PRIVATE KEY", der)
+		csr, _ := smx509.CreateCertificateRequest(rand.Reader, &smx509.CertificateRequest{}, key)
+		return path, csr
+	}
+	raKey, raCSR := writeKey("ra.key")
+	otherKey, _ := writeKey("other.key")
+	csrPath := enginetest.WritePEM(t, dir, "ra.csr", "CERTIFICATE REQUEST", raCSR)
+	_, stderr, code := signerctl(t, sock, "issue", "-request-id", "ra-cert", "-profile", "organization-sign",
+		"-subject", "CN=RA 01,O=某单位", "-csr", csrPath, "-out", filepath.Join(dir, "ra.pem"))
+	if code != 0 {
+		t.Fatalf("issue RA certificate: %s", stderr)
+	}
+	raSerial, _, _ := strings.Cut(strings.TrimPrefix(stderr, "serial "), ",")
+
+	// signerd checks any signature it is sent, required or not.
+	if _, stderr, code := signerctl(t, sock, "status", "-serial", raSerial, "-sign-key", otherKey, "-sign-cert", raSerial); code != 1 || !strings.Contains(stderr, "bad_signature") {
+		t.Fatalf("signed with the wrong key: exit %d: %s", code, stderr)
+	}
+	if stdout, stderr, code := signerctl(t, sock, "status", "-serial", raSerial, "-sign-key", raKey, "-sign-cert", raSerial); code != 0 || !strings.Contains(stdout, `"status": "good"`) {
+		t.Fatalf("signed with the RA key: exit %d: %s%s", code, stdout, stderr)
+	}
+	if _, stderr, code := signerctl(t, sock, "status", "-serial", raSerial, "-sign-key", raKey); code != 2 {
+		t.Fatalf("-sign-key without -sign-cert: exit %d: %s", code, stderr)
+	}
 }

@@ -28,6 +28,7 @@ const (
 	codeBodyTooLarge  = "body_too_large"
 	codeMediaType     = "unsupported_media_type"
 	codeNoRoute       = "no_such_route"
+	codeMethod        = "method_not_allowed"
 )
 
 // api is the HTTP face of the engine on the Unix socket.
@@ -35,6 +36,7 @@ type api struct {
 	eng     *engine.Engine
 	log     *slog.Logger
 	metrics *metrics
+	sigs    raSignatures
 }
 
 func (a *api) routes(roles roles) http.Handler {
@@ -56,6 +58,14 @@ func (a *api) mux(roles roles, seen func(pattern string)) *http.ServeMux {
 				return
 			}
 			r.Body = http.MaxBytesReader(w, r.Body, maxBody)
+			if slices.Contains(allowed, roleRA) {
+				evidence, err := a.checkSignature(r)
+				if err != nil {
+					a.refuseSignature(w, r, p, err)
+					return
+				}
+				p.evidence = evidence
+			}
 			h(w, r, p)
 		})
 	}
@@ -73,6 +83,19 @@ func (a *api) mux(roles roles, seen func(pattern string)) *http.ServeMux {
 	route("GET /v1/health", op, a.health)
 	route("GET /v1/metrics", op, func(w http.ResponseWriter, r *http.Request, _ peer) { a.metrics.handler().ServeHTTP(w, r) })
 	mux.HandleFunc("/", func(w http.ResponseWriter, r *http.Request) {
+		var allow []string
+		for _, m := range []string{http.MethodGet, http.MethodPost} {
+			other := r.Clone(r.Context())
+			other.Method = m
+			if _, pattern := mux.Handler(other); pattern != "/" {
+				allow = append(allow, m)
+			}
+		}
+		if len(allow) > 0 {
+			w.Header().Set("Allow", strings.Join(allow, ", "))
+			writeError(w, http.StatusMethodNotAllowed, codeMethod, fmt.Sprintf("%s takes %s, not %s", r.URL.Path, strings.Join(allow, " or "), r.Method))
+			return
+		}
 		writeError(w, http.StatusNotFound, codeNoRoute, fmt.Sprintf("no route %s %s; see docs/api.md", r.Method, r.URL.Path))
 	})
 	return mux

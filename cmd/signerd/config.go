@@ -42,9 +42,12 @@ type config struct {
 		Size  int `yaml:"size"`
 		Batch int `yaml:"batch"`
 	} `yaml:"queue"`
-	CRLValidity duration  `yaml:"crl_validity"`
-	Profiles    yaml.Node `yaml:"profiles"`
-	LogLevel    string    `yaml:"log_level"`
+	CRLValidity duration `yaml:"crl_validity"`
+	// RASignatures: when required, RA requests must carry an SM2
+	// signature by an RA certificate this CA issued (rasig.go).
+	RASignatures raSignatures `yaml:"ra_signatures"`
+	Profiles     yaml.Node    `yaml:"profiles"`
+	LogLevel     string       `yaml:"log_level"`
 }
 
 type socketCfg struct {

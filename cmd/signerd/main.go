@@ -89,7 +89,7 @@ func run(cfg *config, log *slog.Logger) error {
 	for _, o := range cfg.Roles.overlaps() {
 		log.Warn("duties not separated: one principal holds several roles", "principal", o)
 	}
-	a := &api{eng: d.engine, log: log, metrics: d.metrics}
+	a := &api{eng: d.engine, log: log, metrics: d.metrics, sigs: cfg.RASignatures}
 	srv := &http.Server{
 		Handler:           a.routes(cfg.Roles),
 		ConnContext:       withPeer,

@@ -28,10 +28,11 @@ const (
 type peer struct {
 	UID, GID, PID int
 	Roles         []string
+	evidence      []byte // the RA's signed request, if it signed one
 }
 
 func (p peer) actor() store.Actor {
-	return store.Actor{UID: p.UID, GID: p.GID, PID: p.PID, Role: strings.Join(p.Roles, "+")}
+	return store.Actor{UID: p.UID, GID: p.GID, PID: p.PID, Role: strings.Join(p.Roles, "+"), Evidence: p.evidence}
 }
 
 type peerKey struct{}

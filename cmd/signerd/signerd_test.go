@@ -292,7 +292,7 @@ func TestHostileInputGetsClearErrors(t *testing.T) {
 		{"unknown reason", "POST", "/v1/certificates/01/revoke", `{"reason":"bored"}`, 400, "bad_request"},
 		{"body on hold", "POST", "/v1/certificates/01/hold", `{}`, 400, codeMalformedJSON},
 		{"no such route", "GET", "/v2/everything", "", 404, codeNoRoute},
-		{"wrong method", "DELETE", "/v1/certificates/01", "", 404, codeNoRoute},
+		{"wrong method", "DELETE", "/v1/certificates/01", "", 405, codeMethod},
 	}
 	for _, tt := range tests {
 		t.Run(tt.name, func(t *testing.T) {
