@@ -256,44 +256,40 @@ func writeCertificate(raw []byte, out string, stdout io.Writer) error {
 	return nil
 }
 
-func clientIssue(args []string, stdout io.Writer) error {
-	fs := flag.NewFlagSet("issue", flag.ContinueOnError)
-	var f requestFlags
-	f.register(fs)
-	if err := parse(fs, args); err != nil {
-		return err
+// clientIssue is issue, and with renew set, renew -serial.
+func clientIssue(renew bool) func([]string, io.Writer) error {
+	return func(args []string, stdout io.Writer) error {
+		path := "/v1/certificates"
+		name := "issue"
+		if renew {
+			name = "renew"
+		}
+		fs := flag.NewFlagSet(name, flag.ContinueOnError)
+		var f requestFlags
+		f.register(fs)
+		var serial *string
+		if renew {
+			serial = fs.String("serial", "", "`serial` (hex) of the certificate to renew")
+		}
+		if err := parse(fs, args); err != nil {
+			return err
+		}
+		if renew {
+			if *serial == "" {
+				return usageError{"-serial is required"}
+			}
+			path += "/" + *serial + "/renew"
+		}
+		body, err := f.body()
+		if err != nil {
+			return err
+		}
+		raw, err := f.do("POST", path, body)
+		if err != nil {
+			return err
+		}
+		return writeCertificate(raw, f.out, stdout)
 	}
-	body, err := f.body()
-	if err != nil {
-		return err
-	}
-	raw, err := f.do("POST", "/v1/certificates", body)
-	if err != nil {
-		return err
-	}
-	return writeCertificate(raw, f.out, stdout)
-}
-
-func clientRenew(args []string, stdout io.Writer) error {
-	fs := flag.NewFlagSet("renew", flag.ContinueOnError)
-	var f requestFlags
-	f.register(fs)
-	serial := fs.String("serial", "", "`serial` (hex) of the certificate to renew")
-	if err := parse(fs, args); err != nil {
-		return err
-	}
-	if *serial == "" {
-		return usageError{"-serial is required"}
-	}
-	body, err := f.body()
-	if err != nil {
-		return err
-	}
-	raw, err := f.do("POST", "/v1/certificates/"+*serial+"/renew", body)
-	if err != nil {
-		return err
-	}
-	return writeCertificate(raw, f.out, stdout)
 }
 
 func clientExtend(args []string, stdout io.Writer) error {

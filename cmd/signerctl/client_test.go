@@ -122,6 +122,8 @@ func TestClientCommands(t *testing.T) {
 		{"restore", []string{"restore", "-serial", serial}, 0, `"status": "good"`},
 		{"revoke", []string{"revoke", "-serial", serial, "-reason", "keyCompromise"}, 0, `"status": "revoked"`},
 		{"revoke again", []string{"revoke", "-serial", serial}, 1, "invalid_state"},
+		{"renew revoked", []string{"renew", "-serial", serial, "-request-id", "cli-2", "-profile", "person-sign", "-subject", "CN=x", "-csr", csrPath}, 1, "invalid_state"},
+		{"renew without serial", []string{"renew", "-request-id", "cli-2", "-profile", "person-sign", "-subject", "CN=x", "-csr", csrPath}, 2, "-serial is required"},
 		{"conflicting retry", []string{"issue", "-request-id", "cli-1", "-profile", "device-sign", "-subject", "CN=x", "-csr", csrPath}, 1, "request_conflict"},
 		{"CRL needs the operator role", []string{"crl", "-sign"}, 1, "forbidden"},
 		{"statistics need the auditor role", []string{"stats"}, 1, "forbidden"},

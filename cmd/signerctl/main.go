@@ -27,8 +27,8 @@ var commands = map[string]command{
 	"ca root":      {"self-sign a root CA certificate with a token key", caRoot},
 	"ca issuing":   {"certify an issuing CA's token key with the root key", caIssuing},
 
-	"issue":   {"RA: have signerd issue a certificate for a CSR or KMC key", clientIssue},
-	"renew":   {"RA: issue a certificate for a new key replacing -serial", clientRenew},
+	"issue":   {"RA: have signerd issue a certificate for a CSR or KMC key", clientIssue(false)},
+	"renew":   {"RA: issue a certificate for a new key replacing -serial", clientIssue(true)},
 	"extend":  {"RA: reissue -serial with a new validity (same key)", clientExtend},
 	"revoke":  {"RA: revoke -serial with a -reason", serialCommand("revoke", "POST", "/revoke", true)},
 	"hold":    {"RA: put -serial on hold (certificateHold)", serialCommand("hold", "POST", "/hold", false)},
