@@ -5,7 +5,6 @@ import (
 	"context"
 	"crypto/ecdsa"
 	"encoding/asn1"
-	"path/filepath"
 	"slices"
 	"strings"
 	"testing"
@@ -175,9 +174,8 @@ func identityValue(t *testing.T, c *smx509.Certificate, kind string) string {
 // RFC 5280 wants before 2050, by reading the TBS with openssl.
 func validityEncoding(t *testing.T, der []byte) {
 	t.Helper()
-	path := filepath.Join(t.TempDir(), "c.der")
-	enginetest.WritePEM(t, filepath.Dir(path), "c.pem", "CERTIFICATE", der)
-	out, err := enginetest.OpenSSL(t, "asn1parse", "-in", filepath.Join(filepath.Dir(path), "c.pem"))
+	path := enginetest.WritePEM(t, t.TempDir(), "c.pem", "CERTIFICATE", der)
+	out, err := enginetest.OpenSSL(t, "asn1parse", "-in", path)
 	if err != nil {
 		t.Fatalf("asn1parse: %v\n%s", err, out)
 	}

@@ -31,7 +31,6 @@ func checkCRL(t *testing.T, ca *enginetest.CA, der []byte) *smx509.RevocationLis
 	if !bytes.Equal(crl.AuthorityKeyId, ca.Cert.SubjectKeyId) {
 		t.Errorf("CRL AKI %x, want issuer SKI %x", crl.AuthorityKeyId, ca.Cert.SubjectKeyId)
 	}
-	enginetest.OpenSSLVerifySignature(t, ca.Cert, crl.RawTBSRevocationList, crl.Signature)
 	enginetest.OpenSSLVerifySigned(t, ca.Cert, der)
 	path := enginetest.WritePEM(t, t.TempDir(), "crl.pem", "X509 CRL", der)
 	out, err := enginetest.OpenSSL(t, "crl", "-in", path, "-noout", "-text")
@@ -66,8 +65,6 @@ func TestRevokeHoldRestoreAndCRL(t *testing.T) {
 		certs = append(certs, issue(t, e, engine.Request{ID: id, Profile: "person-sign", Subject: engine.Subject{CommonName: id}, CSR: csr}))
 	}
 	a, b, c := certs[0].Serial, certs[1].Serial, certs[2].Serial
-	ctx := context.Background()
-
 	if _, err := e.LatestCRL(""); engine.CodeOf(err) != engine.CodeNotFound {
 		t.Fatalf("LatestCRL before any: %v", err)
 	}
@@ -155,7 +152,6 @@ func TestRevokeHoldRestoreAndCRL(t *testing.T) {
 			t.Errorf("audit log lacks %s: %v", want, actions)
 		}
 	}
-	_ = ctx
 }
 
 func mustCRL(t *testing.T, e *engine.Engine) []byte {

@@ -111,14 +111,6 @@ func (s *Store) View(fn func(*Tx) error) error {
 	return s.db.View(func(tx *bolt.Tx) error { return fn(&Tx{tx}) })
 }
 
-// CopyTo writes a consistent copy of the store to path (for backups and
-// for tests that inspect a store another process holds).
-func (s *Store) CopyTo(path string) error {
-	return s.db.View(func(tx *bolt.Tx) error {
-		return tx.CopyFile(path, 0o600)
-	})
-}
-
 // Tx is a transaction. Its methods must not be used after fn returns.
 type Tx struct{ tx *bolt.Tx }
 

@@ -50,7 +50,7 @@ func TestCARootAndIssuing(t *testing.T) {
 	if err != nil {
 		t.Fatalf("openssl verify: %v\n%s", err, out)
 	}
-	enginetest.OpenSSLVerifySignature(t, root, root.RawTBSCertificate, root.Signature)
+	enginetest.OpenSSLVerifySigned(t, root, root.Raw)
 
 	// A request for a token key, signed in the HSM, as an external root would certify.
 	csr := filepath.Join(dir, "issuing.csr")
