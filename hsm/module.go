@@ -37,6 +37,9 @@ type Module struct {
 	sm2    *MechanismProfile
 	pin    []byte
 	pool   *sessionPool
+
+	closeOnce sync.Once
+	closeErr  error
 }
 
 // Open loads the module (once per process), finds the token, checks that it
@@ -86,11 +89,14 @@ func Open(cfg Config) (*Module, error) {
 }
 
 // Close waits for operations in flight, closes every session and releases
-// the module. The PIN copy is zeroed.
+// the module. The PIN copy is zeroed. Later calls do nothing.
 func (m *Module) Close() error {
-	m.pool.close()
-	zero(m.pin)
-	return m.lib.release()
+	m.closeOnce.Do(func() {
+		m.pool.close()
+		zero(m.pin)
+		m.closeErr = m.lib.release()
+	})
+	return m.closeErr
 }
 
 func (m *Module) checkMechanisms(slot uint) error {
