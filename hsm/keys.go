@@ -434,3 +434,40 @@ func (k *Key) privateAttributes(ctx context.Context, template []*pkcs11.Attribut
 	})
 	return got, err
 }
+
+// Object is what a listing of the token shows of one object.
+type Object struct {
+	Class uint // CKO_*
+	Label string
+}
+
+// Objects lists every object the user sees in the token (session objects
+// included), so a ceremony can record what it changed.
+func (m *Module) Objects(ctx context.Context) ([]Object, error) {
+	var out []Object
+	err := m.do(ctx, func(s *session) error {
+		handles, err := m.findObjects(s, nil)
+		if err != nil {
+			return err
+		}
+		for _, h := range handles {
+			attrs, err := m.lib.ctx.GetAttributeValue(s.h, h, []*pkcs11.Attribute{
+				pkcs11.NewAttribute(pkcs11.CKA_CLASS, nil),
+				pkcs11.NewAttribute(pkcs11.CKA_LABEL, nil),
+			})
+			if err != nil {
+				return fmt.Errorf("read object attributes: %w", err)
+			}
+			o := Object{Label: string(attrs[1].Value)}
+			if len(attrs[0].Value) == 8 {
+				o.Class = uint(binary.NativeEndian.Uint64(attrs[0].Value))
+			}
+			out = append(out, o)
+		}
+		return nil
+	})
+	if err != nil {
+		return nil, fmt.Errorf("list token objects: %w", err)
+	}
+	return out, nil
+}

@@ -10,6 +10,8 @@ import (
 	"strings"
 
 	"golang.org/x/term"
+
+	"signerd/hsm/split"
 )
 
 // PINSource says where a PIN comes from (SPEC §3.8). Exactly one field is
@@ -23,6 +25,10 @@ type PINSource struct {
 	Credential string
 	// Prompt asks on the controlling terminal without echo.
 	Prompt string
+	// Shares are files holding at least the threshold of custodians'
+	// shares of the PIN (SPEC §4.3). A share sealed with its custodian's
+	// passphrase is opened with a prompt on the terminal.
+	Shares []string
 }
 
 // ReadPIN returns the PIN. The caller zeroes it with ZeroPIN when done.
@@ -33,10 +39,15 @@ func ReadPIN(src PINSource) ([]byte, error) {
 			set++
 		}
 	}
+	if len(src.Shares) > 0 {
+		set++
+	}
 	if set != 1 {
-		return nil, errors.New("PIN source: set exactly one of file, credential or prompt")
+		return nil, errors.New("PIN source: set exactly one of file, credential, shares or prompt")
 	}
 	switch {
+	case len(src.Shares) > 0:
+		return ReadSecretShares(split.PIN, src.Shares)
 	case src.File != "":
 		return readPINFile(src.File, true)
 	case src.Credential != "":
@@ -118,4 +129,67 @@ func promptPIN(prompt string) ([]byte, error) {
 		return nil, errors.New("PIN prompt: empty PIN")
 	}
 	return pin, nil
+}
+
+// ReadSecretShares reads share files (each must not be accessible to
+// others) and combines them into the secret they were split from. Sealed
+// shares are opened with their custodian's passphrase, asked for on the
+// terminal. The caller zeroes the secret.
+func ReadSecretShares(purpose string, paths []string) ([]byte, error) {
+	shares := make([]split.Share, 0, len(paths))
+	defer func() {
+		for _, s := range shares {
+			zero(s.Data)
+		}
+	}()
+	for _, path := range paths {
+		data, err := readPrivateFile(path, 4096)
+		if err != nil {
+			return nil, fmt.Errorf("share: %w", err)
+		}
+		s, err := split.Parse(data)
+		zero(data)
+		if err != nil {
+			return nil, fmt.Errorf("share %s: %w", path, err)
+		}
+		if s.Sealed() {
+			pass, err := promptPIN(fmt.Sprintf("Passphrase of %s for share %d of %d: ", s.Custodian, s.Index, s.Total))
+			if err != nil {
+				return nil, fmt.Errorf("share %s: %w", path, err)
+			}
+			err = s.Open(pass)
+			zero(pass)
+			if err != nil {
+				return nil, fmt.Errorf("share %s: %w", path, err)
+			}
+		}
+		shares = append(shares, s)
+	}
+	return split.Combine(purpose, shares)
+}
+
+// readPrivateFile reads a file of at most limit bytes that others cannot
+// read.
+func readPrivateFile(path string, limit int64) ([]byte, error) {
+	f, err := os.Open(path)
+	if err != nil {
+		return nil, err
+	}
+	defer f.Close()
+	fi, err := f.Stat()
+	if err != nil {
+		return nil, err
+	}
+	if fi.Mode().Perm()&0o007 != 0 {
+		return nil, fmt.Errorf("%s is accessible to others (mode %v); chmod o-rwx it", path, fi.Mode().Perm())
+	}
+	data, err := io.ReadAll(io.LimitReader(f, limit+1))
+	if err != nil {
+		return nil, fmt.Errorf("%s: %w", path, err)
+	}
+	if int64(len(data)) > limit {
+		zero(data)
+		return nil, fmt.Errorf("%s is longer than %d bytes", path, limit)
+	}
+	return data, nil
 }

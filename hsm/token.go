@@ -77,3 +77,16 @@ func (l *library) initToken(label string, soPIN, userPIN []byte) (string, error)
 func pinString(pin []byte) string {
 	return unsafe.String(unsafe.SliceData(pin), len(pin))
 }
+
+// TokenPresent reports whether module has an initialised token labelled
+// label, without logging in, so a ceremony can check before it changes
+// anything.
+func TokenPresent(modulePath, label string) (bool, error) {
+	lib, err := openLibrary(modulePath)
+	if err != nil {
+		return false, err
+	}
+	defer lib.release()
+	_, err = lib.findSlot(label, "")
+	return err == nil, nil
+}

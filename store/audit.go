@@ -45,7 +45,9 @@ type Event struct {
 	Object  string    `json:"object,omitempty"`
 	Outcome string    `json:"outcome"`
 	Reason  string    `json:"reason,omitempty"`
-	Prev    []byte    `json:"prev"`
+	// Detail is a longer account, such as a ceremony's transcript.
+	Detail string `json:"detail,omitempty"`
+	Prev   []byte `json:"prev"`
 }
 
 // ChainHash is the hash of a stored event, the next event's Prev.

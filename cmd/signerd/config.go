@@ -7,7 +7,6 @@ import (
 	"io"
 	"os"
 	"strconv"
-	"strings"
 	"time"
 
 	"go.yaml.in/yaml/v3"
@@ -20,13 +19,8 @@ import (
 // misspelt setting never silently takes its default.
 type config struct {
 	HSM struct {
-		Module     string `yaml:"module"`
-		Token      string `yaml:"token"`        // label, or an RFC 7512 pkcs11: URI
-		Serial     string `yaml:"token_serial"` // with or instead of the label
-		PINFile    string `yaml:"pin_file"`
-		PINCred    string `yaml:"pin_credential"` // systemd LoadCredential= name
-		SM2Profile string `yaml:"sm2_profile"`
-		Sessions   int    `yaml:"sessions"`
+		hsm.TokenSpec `yaml:",inline"`
+		Sessions      int `yaml:"sessions"`
 	} `yaml:"hsm"`
 	// Issuers are the issuing keys (by label) and their certificates
 	// (PEM); the first issues new certificates.
@@ -91,18 +85,10 @@ func loadConfig(path string) (*config, error) {
 }
 
 func (c *config) validate() error {
-	if strings.HasPrefix(c.HSM.Token, "pkcs11:") {
-		if err := c.applyTokenURI(); err != nil {
-			return err
-		}
+	if err := c.HSM.Resolve(false); err != nil {
+		return fmt.Errorf("hsm: %w", err)
 	}
 	switch {
-	case c.HSM.Module == "":
-		return errors.New("hsm.module is required")
-	case c.HSM.Token == "" && c.HSM.Serial == "":
-		return errors.New("hsm.token or hsm.token_serial is required")
-	case (c.HSM.PINFile == "") == (c.HSM.PINCred == ""):
-		return errors.New("exactly one of hsm.pin_file and hsm.pin_credential is required")
 	case len(c.Issuers) == 0:
 		return errors.New("at least one issuer is required")
 	case c.Store == "":
@@ -120,30 +106,6 @@ func (c *config) validate() error {
 			return fmt.Errorf("socket.mode %q: not octal", c.Socket.Mode)
 		}
 	}
-	return nil
-}
-
-// applyTokenURI takes token, serial, module and PIN file from a pkcs11:
-// URI in hsm.token; what the URI and the other keys both set must agree.
-func (c *config) applyTokenURI() error {
-	u, err := hsm.ParseTokenURI(c.HSM.Token)
-	if err != nil {
-		return fmt.Errorf("hsm.token: %w", err)
-	}
-	for _, f := range []struct {
-		name string
-		from string
-		to   *string
-	}{{"hsm.token_serial", u.Serial, &c.HSM.Serial}, {"hsm.module", u.ModulePath, &c.HSM.Module}, {"hsm.pin_file", u.PINFile, &c.HSM.PINFile}} {
-		if f.from == "" {
-			continue
-		}
-		if *f.to != "" && *f.to != f.from {
-			return fmt.Errorf("hsm.token URI and %s disagree", f.name)
-		}
-		*f.to = f.from
-	}
-	c.HSM.Token = u.Token
 	return nil
 }
 

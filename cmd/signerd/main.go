@@ -131,24 +131,8 @@ func run(cfg *config, log *slog.Logger) error {
 // the engine (which resolves any batch a crash interrupted).
 func (d *daemon) start(cfg *config, log *slog.Logger) error {
 	notify("STATUS=logging in to the HSM")
-	pin, err := hsm.ReadPIN(hsm.PINSource{File: cfg.HSM.PINFile, Credential: cfg.HSM.PINCred})
-	if err != nil {
-		return fmt.Errorf("PIN: %w", err)
-	}
-	hcfg := hsm.Config{ModulePath: cfg.HSM.Module, TokenLabel: cfg.HSM.Token, TokenSerial: cfg.HSM.Serial,
-		PIN: pin, Sessions: cfg.HSM.Sessions}
-	profileName := cfg.HSM.SM2Profile
-	if profileName == "" {
-		profileName = hsm.DefaultProfile
-	}
-	prof, err := hsm.Profile(profileName)
-	if err != nil {
-		hsm.ZeroPIN(pin)
-		return err
-	}
-	hcfg.SM2 = &prof
-	d.module, err = hsm.Open(hcfg)
-	hsm.ZeroPIN(pin)
+	var err error
+	d.module, err = cfg.HSM.Open(cfg.HSM.Sessions)
 	if err != nil {
 		return fmt.Errorf("HSM: %w", err)
 	}

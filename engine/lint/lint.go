@@ -11,6 +11,7 @@ package lint
 
 import (
 	"bytes"
+	"encoding/asn1"
 	"errors"
 	"fmt"
 	"time"
@@ -41,12 +42,60 @@ func (u Usage) KeyUsage() smx509.KeyUsage {
 // Certificate lints an end-entity certificate (DER, signed by any key) that
 // issuer is to sign. It returns every failure, joined.
 func Certificate(der []byte, issuer *smx509.Certificate, usage Usage) error {
+	c, errs := lintCertificate(der, issuer)
+	if c == nil {
+		return errors.Join(errs...)
+	}
+	fail := func(format string, args ...any) { errs = append(errs, fmt.Errorf(format, args...)) }
+	if c.BasicConstraintsValid && c.IsCA {
+		fail("basicConstraints: end-entity certificate marked CA")
+	}
+	if want := usage.KeyUsage(); c.KeyUsage != want {
+		fail("keyUsage %b, want %b", c.KeyUsage, want)
+	}
+	return errors.Join(errs...)
+}
+
+// CA lints a CA certificate (DER, signed by any key) that issuer is to
+// sign; a nil issuer means the certificate is self-issued (a root).
+func CA(der []byte, issuer *smx509.Certificate) error {
+	c, errs := lintCertificate(der, issuer)
+	if c == nil {
+		return errors.Join(errs...)
+	}
+	fail := func(format string, args ...any) { errs = append(errs, fmt.Errorf(format, args...)) }
+	if !c.BasicConstraintsValid || !c.IsCA || !extensionCritical(c, oidBasicConstraints) {
+		fail("basicConstraints: a CA certificate needs a critical basicConstraints with cA true")
+	}
+	want := smx509.KeyUsageCertSign | smx509.KeyUsageCRLSign
+	if c.KeyUsage&^smx509.KeyUsageDigitalSignature != want {
+		fail("keyUsage %b: a CA's is keyCertSign and cRLSign (and at most digitalSignature)", c.KeyUsage)
+	}
+	if len(c.ExtKeyUsage) > 0 || len(c.UnknownExtKeyUsage) > 0 {
+		fail("extKeyUsage: a CA certificate here carries none")
+	}
+	if issuer != nil && !bytes.Equal(issuer.RawSubject, c.RawSubject) {
+		// A subordinate: the issuer's path length must leave room for it.
+		switch {
+		case issuer.MaxPathLenZero || (issuer.BasicConstraintsValid && issuer.MaxPathLen == 0):
+			fail("the issuer's pathLenConstraint is 0: it may not certify a CA")
+		case issuer.MaxPathLen > 0 && (c.MaxPathLen < 0 || c.MaxPathLen >= issuer.MaxPathLen):
+			fail("pathLenConstraint %d must be below the issuer's %d", c.MaxPathLen, issuer.MaxPathLen)
+		}
+	}
+	return errors.Join(errs...)
+}
+
+// lintCertificate runs the checks every certificate gets and returns the
+// parsed certificate (nil if it does not parse) with the failures so far.
+// A nil issuer means the certificate is its own.
+func lintCertificate(der []byte, issuer *smx509.Certificate) (*smx509.Certificate, []error) {
 	var errs []error
 	fail := func(format string, args ...any) { errs = append(errs, fmt.Errorf(format, args...)) }
 
 	tbs, err := splitSigned(der)
 	if err != nil {
-		return err
+		return nil, []error{err}
 	}
 	var version, serial, inner, issuerName, validity cryptobyte.String
 	var hasVersion bool
@@ -55,7 +104,7 @@ func Certificate(der []byte, issuer *smx509.Certificate, usage Usage) error {
 		!tbs.ReadASN1Element(&inner, casn1.SEQUENCE) ||
 		!tbs.ReadASN1Element(&issuerName, casn1.SEQUENCE) ||
 		!tbs.ReadASN1(&validity, casn1.SEQUENCE) {
-		return errors.New("tbsCertificate: malformed")
+		return nil, []error{errors.New("tbsCertificate: malformed")}
 	}
 	if err := lintSerial(serial); err != nil {
 		errs = append(errs, err)
@@ -64,7 +113,11 @@ func Certificate(der []byte, issuer *smx509.Certificate, usage Usage) error {
 
 	c, err := smx509.ParseCertificate(der)
 	if err != nil {
-		return errors.Join(append(errs, fmt.Errorf("parse: %w", err))...)
+		return nil, append(errs, fmt.Errorf("parse: %w", err))
+	}
+	selfIssued := issuer == nil
+	if selfIssued {
+		issuer = c
 	}
 	if !bytes.Equal(c.RawTBSCertificate, tbs.raw) {
 		fail("tbsCertificate: parser and linter disagree on its bounds")
@@ -93,22 +146,18 @@ func Certificate(der []byte, issuer *smx509.Certificate, usage Usage) error {
 	if len(c.SubjectKeyId) == 0 {
 		fail("subjectKeyIdentifier missing")
 	}
-	if len(issuer.SubjectKeyId) == 0 || !bytes.Equal(c.AuthorityKeyId, issuer.SubjectKeyId) {
+	switch {
+	case selfIssued && len(c.AuthorityKeyId) == 0: // optional on a root (RFC 5280 §4.2.1.1)
+	case len(issuer.SubjectKeyId) == 0 || !bytes.Equal(c.AuthorityKeyId, issuer.SubjectKeyId):
 		fail("authorityKeyIdentifier %x does not equal the issuer's SKI %x", c.AuthorityKeyId, issuer.SubjectKeyId)
 	}
-	if c.BasicConstraintsValid && c.IsCA {
-		fail("basicConstraints: end-entity certificate marked CA")
-	}
-	if want := usage.KeyUsage(); c.KeyUsage != want {
-		fail("keyUsage %b, want %b", c.KeyUsage, want)
-	}
-	if !keyUsageCritical(c) {
+	if !extensionCritical(c, oidKeyUsage) {
 		fail("keyUsage missing or not critical")
 	}
 	if len(c.UnhandledCriticalExtensions) > 0 {
 		fail("unknown critical extensions %v", c.UnhandledCriticalExtensions)
 	}
-	return errors.Join(errs...)
+	return c, errs
 }
 
 // CRL lints a CRL (DER, signed by any key) that issuer is to sign.
@@ -225,13 +274,16 @@ func lintTimes(what string, s cryptobyte.String, n int) []error {
 	return errs
 }
 
-func keyUsageCritical(c *smx509.Certificate) bool {
+func extensionCritical(c *smx509.Certificate, oid asn1.ObjectIdentifier) bool {
 	for _, e := range c.Extensions {
-		if e.Id.Equal(oidKeyUsage) {
+		if e.Id.Equal(oid) {
 			return e.Critical
 		}
 	}
 	return false
 }
 
-var oidKeyUsage = []int{2, 5, 29, 15}
+var (
+	oidKeyUsage         = asn1.ObjectIdentifier{2, 5, 29, 15}
+	oidBasicConstraints = asn1.ObjectIdentifier{2, 5, 29, 19}
+)

@@ -1,0 +1,196 @@
+package ceremony
+
+import (
+	"bytes"
+	"crypto/rand"
+	"encoding/pem"
+	"errors"
+	"fmt"
+	"math/big"
+	"time"
+
+	"github.com/emmansun/gmsm/smx509"
+
+	"signerd/engine"
+	"signerd/engine/lint"
+	"signerd/hsm"
+)
+
+// rootCRL has the root sign a CRL of the CA certificates it revokes (an
+// ARL). The root is offline, so each one is a ceremony with its own number.
+type rootCRL struct {
+	Header            `yaml:",inline"`
+	HSM               hsm.TokenSpec `yaml:"hsm"`
+	SigningKey        string        `yaml:"signing_key"`
+	IssuerCertificate string        `yaml:"issuer_certificate"`
+	CRL               struct {
+		Number     int64        `yaml:"number"`
+		ThisUpdate string       `yaml:"this_update"`
+		NextUpdate string       `yaml:"next_update"`
+		Revoked    []revocation `yaml:"revoked"`
+	} `yaml:"crl"`
+	Outputs struct {
+		CRL string `yaml:"crl"`
+	} `yaml:"outputs"`
+}
+
+type revocation struct {
+	Certificate string `yaml:"certificate"`
+	RevokedAt   string `yaml:"revoked_at"`
+	Reason      string `yaml:"reason"`
+}
+
+// caReasons are the RFC 5280 reasons a CA certificate is revoked for; a
+// root CRL entry must say which.
+var caReasons = map[int]bool{1: true, 2: true, 3: true, 4: true, 5: true, 9: true}
+
+func (c *rootCRL) header() *Header { return &c.Header }
+func (c *rootCRL) objects() string { return c.SigningKey }
+
+func (c *rootCRL) prepare(dir string) error {
+	if err := prepareToken(dir, &c.HSM); err != nil {
+		return err
+	}
+	switch {
+	case c.SigningKey == "" || c.IssuerCertificate == "":
+		return errors.New("signing_key and issuer_certificate are required")
+	case c.Outputs.CRL == "":
+		return errors.New("outputs.crl is required")
+	case c.CRL.Number <= 0:
+		return fmt.Errorf("crl.number %d: must be positive, and above every earlier root CRL's", c.CRL.Number)
+	}
+	resolvePaths(dir, &c.IssuerCertificate, &c.Outputs.CRL)
+	for i := range c.CRL.Revoked {
+		resolvePaths(dir, &c.CRL.Revoked[i].Certificate)
+	}
+	return nil
+}
+
+func (c *rootCRL) perform(r *runner) error {
+	if err := r.outputsAbsent(c.Outputs.CRL); err != nil {
+		return err
+	}
+	issuer, err := readCertificate(c.IssuerCertificate)
+	if err != nil {
+		return fmt.Errorf("issuer certificate: %w", err)
+	}
+	thisUpdate, err := parseTime("crl.this_update", c.CRL.ThisUpdate)
+	if err != nil {
+		return err
+	}
+	nextUpdate, err := parseTime("crl.next_update", c.CRL.NextUpdate)
+	if err != nil {
+		return err
+	}
+	if !thisUpdate.Before(nextUpdate) {
+		return errors.New("crl.next_update must be after crl.this_update")
+	}
+	if err := within("CRL", thisUpdate, nextUpdate, issuer); err != nil {
+		return err
+	}
+	tmpl := &smx509.RevocationList{Number: big.NewInt(c.CRL.Number), ThisUpdate: thisUpdate, NextUpdate: nextUpdate}
+	for _, rv := range c.CRL.Revoked {
+		e, err := c.entry(rv, issuer, thisUpdate)
+		if err != nil {
+			return fmt.Errorf("crl.revoked %s: %w", rv.Certificate, err)
+		}
+		for _, prev := range tmpl.RevokedCertificateEntries {
+			if prev.SerialNumber.Cmp(e.SerialNumber) == 0 {
+				return fmt.Errorf("crl.revoked: serial %X is listed twice", e.SerialNumber)
+			}
+		}
+		tmpl.RevokedCertificateEntries = append(tmpl.RevokedCertificateEntries, e)
+		r.step("checked: %s (serial %X) is a CA certificate this root issued; revoked %s, reason %s",
+			rv.Certificate, e.SerialNumber, day(e.RevocationTime), rv.Reason)
+	}
+	m, err := r.openToken(c.HSM)
+	if err != nil {
+		return err
+	}
+	defer m.Close()
+	k, err := r.findKey(m, c.SigningKey, issuer)
+	if err != nil {
+		return err
+	}
+	der, err := r.signCRL(tmpl, issuer, k)
+	if err != nil || r.dryRun {
+		return err
+	}
+	return r.write(c.Outputs.CRL, pem.EncodeToMemory(&pem.Block{Type: "X509 CRL", Bytes: der}), false)
+}
+
+// entry checks one revocation: a CA certificate the root issued, a reason
+// fit for a CA, and a time the CRL can state.
+func (c *rootCRL) entry(rv revocation, issuer *smx509.Certificate, thisUpdate time.Time) (smx509.RevocationListEntry, error) {
+	var e smx509.RevocationListEntry
+	cert, err := readCertificate(rv.Certificate)
+	if err != nil {
+		return e, err
+	}
+	if !cert.IsCA {
+		return e, errors.New("not a CA certificate; the root revokes CAs only")
+	}
+	if !bytes.Equal(cert.RawIssuer, issuer.RawSubject) || cert.CheckSignatureFrom(issuer) != nil {
+		return e, errors.New("not issued by this root")
+	}
+	if rv.Reason == "" {
+		return e, errors.New("reason is required")
+	}
+	code, err := engine.ParseReason(rv.Reason)
+	if err != nil || !caReasons[code] {
+		return e, fmt.Errorf("reason %q: want keyCompromise, cACompromise, affiliationChanged, superseded, cessationOfOperation or privilegeWithdrawn", rv.Reason)
+	}
+	at, err := parseTime("revoked_at", rv.RevokedAt)
+	if err != nil {
+		return e, err
+	}
+	if at.After(thisUpdate) || at.Before(cert.NotBefore) {
+		return e, fmt.Errorf("revoked_at %s must fall between the certificate's notBefore and the CRL's this_update", rv.RevokedAt)
+	}
+	return smx509.RevocationListEntry{SerialNumber: cert.SerialNumber, RevocationTime: at, ReasonCode: code}, nil
+}
+
+// signCRL is signCA's counterpart for CRLs: lint with a throwaway key,
+// sign in the HSM, then check the TBS, the lints and the signature again.
+func (r *runner) signCRL(tmpl *smx509.RevocationList, issuer *smx509.Certificate, k *caKey) ([]byte, error) {
+	tw, err := throwaway(k.Algorithm)
+	if err != nil {
+		return nil, err
+	}
+	draft, err := smx509.CreateRevocationList(rand.Reader, tmpl, issuer, tw)
+	if err != nil {
+		return nil, fmt.Errorf("build CRL: %w", err)
+	}
+	if err := lint.CRL(draft, issuer); err != nil {
+		return nil, fmt.Errorf("CRL fails lint: %w", err)
+	}
+	linted, err := smx509.ParseRevocationList(draft)
+	if err != nil {
+		return nil, err
+	}
+	r.step("checked: CRL number %d with %d entries, %s to %s, lints clean (signed by a throwaway key)",
+		tmpl.Number, len(tmpl.RevokedCertificateEntries), day(tmpl.ThisUpdate), day(tmpl.NextUpdate))
+	if r.dryRun {
+		return nil, nil
+	}
+	der, err := smx509.CreateRevocationList(rand.Reader, tmpl, issuer, k.signer)
+	if err != nil {
+		return nil, fmt.Errorf("sign CRL in the HSM: %w", err)
+	}
+	crl, err := smx509.ParseRevocationList(der)
+	if err != nil {
+		return nil, fmt.Errorf("parse the CRL the HSM signed: %w", err)
+	}
+	if !bytes.Equal(crl.RawTBSRevocationList, linted.RawTBSRevocationList) {
+		return nil, errors.New("the signed CRL's TBS differs from the linted one")
+	}
+	if err := lint.CRL(der, issuer); err != nil {
+		return nil, fmt.Errorf("CRL as signed fails lint: %w", err)
+	}
+	if err := crl.CheckSignatureFrom(issuer); err != nil {
+		return nil, fmt.Errorf("CRL signature does not verify under %q: %w", issuer.Subject.String(), err)
+	}
+	r.step("signed CRL number %d in the HSM with key %q; TBS identical to the linted one; lints clean; signature verifies",
+		tmpl.Number, k.Label)
+	return der, nil
+}
