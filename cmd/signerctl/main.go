@@ -1,7 +1,8 @@
-// Command signerctl is the CA's command-line tool. Operators initialise
-// tokens and generate CA keys in the HSM (PINs from files, systemd
-// credentials or the terminal, never from arguments); RA staff, operators
-// and auditors reach signerd over its socket.
+// Command signerctl is the CA's command-line tool. Operators run key
+// ceremonies and manage tokens and keys in the HSM (PINs from files,
+// custodians' shares, systemd credentials or the terminal, never from
+// arguments); RA staff, operators and auditors reach signerd over its
+// socket.
 package main
 
 import (
@@ -24,8 +25,7 @@ var commands = map[string]command{
 	"token init":   {"initialise a new token with SO and user PINs from files", tokenInit},
 	"key generate": {"generate a key pair in the token and write its public key", keyGenerate},
 	"key csr":      {"write a PKCS#10 request for a token key, self-signed in the HSM", keyCSR},
-	"ca root":      {"self-sign a root CA certificate with a token key", caRoot},
-	"ca issuing":   {"certify an issuing CA's token key with the root key", caIssuing},
+	"ceremony run": {"perform a key ceremony file (--dry-run: check only)", ceremonyRun},
 
 	"issue":   {"RA: have signerd issue a certificate for a CSR or KMC key", clientIssue(false)},
 	"renew":   {"RA: issue a certificate for a new key replacing -serial", clientIssue(true)},

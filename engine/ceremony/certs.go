@@ -162,8 +162,8 @@ func (r *runner) signCA(what string, tmpl *smx509.Certificate, pub *ecdsa.Public
 	if err := c.CheckSignatureFrom(verifier); err != nil {
 		return nil, fmt.Errorf("%s: signature does not verify under %q: %w", what, verifier.Subject.String(), err)
 	}
-	r.step("signed %s in the HSM with key %q: serial %X; TBS identical to the linted one; lints clean; signature verifies under %q",
-		what, signerKey.Label, c.SerialNumber, verifier.Subject.String())
+	r.step("signed %s in the HSM with key %q: serial %X, certificate %s; TBS identical to the linted one; lints clean; signature verifies under %q",
+		what, signerKey.Label, c.SerialNumber, fingerprints(c.Raw), verifier.Subject.String())
 	return c, nil
 }
 
