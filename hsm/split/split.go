@@ -162,7 +162,9 @@ func Parse(data []byte) (Share, error) {
 	h := b.Headers
 	s := Share{Purpose: h["Purpose"], Custodian: h["Custodian"], Data: b.Bytes, Protection: h["Protection"]}
 	var err error
-	bad := func(field string) (Share, error) { return Share{}, fmt.Errorf("share header %s: %q is malformed", field, h[field]) }
+	bad := func(field string) (Share, error) {
+		return Share{}, fmt.Errorf("share header %s: %q is malformed", field, h[field])
+	}
 	if s.Set, err = hex.DecodeString(h["Set"]); err != nil || len(s.Set) != 8 {
 		return bad("Set")
 	}
