@@ -34,41 +34,43 @@ test: softhsm
 bench: softhsm
 	$(GO) test -run '^$$' -bench . -benchtime 2s -count 1 ./hsm/ ./engine/
 
-# The demo: a token in ./demo with a root and an issuing key, a minimal
-# ceremony, signerd on ./demo/signerd.sock, a certificate issued through it
-# for a request OpenSSL made, then revoked and listed on a CRL, with OpenSSL
-# 3 checking every signature.
+# The demo: the documented ceremonies (docs/ceremonies) make a token in
+# ./demo whose PIN is split 3 of 5, an SM2 root and an issuing CA; signerd
+# starts on ./demo/signerd.sock with the PIN rebuilt from three shares; a
+# certificate is issued through it for a request OpenSSL made, then revoked
+# and listed on a CRL, with OpenSSL 3 checking every signature.
 DEMO := $(CURDIR)/demo
-DEMO_TOKEN := -module $(SIGNERD_SOFTHSM_SM2) -token demo-ca -pin-file $(DEMO)/user.pin
+ROOM := $(DEMO)/ceremonies
 SIGNERCTL := bin/signerctl
 export SIGNERD_SOCKET := $(DEMO)/signerd.sock
 
 demo: softhsm
-	@rm -rf $(DEMO) && mkdir -m 700 -p $(DEMO)/tokens
+	@rm -rf $(DEMO) && mkdir -m 700 -p $(DEMO)/tokens $(ROOM)
 	@printf 'directories.tokendir = %s\nobjectstore.backend = file\nlog.level = ERROR\n' \
 	  "$(DEMO)/tokens" > $(DEMO)/softhsm2.conf
-	@umask 077 && od -An -N12 -tx1 /dev/urandom | tr -d ' \n' > $(DEMO)/so.pin && \
-	  od -An -N12 -tx1 /dev/urandom | tr -d ' \n' > $(DEMO)/user.pin
+	@cp docs/ceremonies/0[1-4]-*.yaml $(ROOM)/
+	@umask 077 && od -An -N12 -tx1 /dev/urandom | tr -d ' \n' > $(ROOM)/so.pin && \
+	  od -An -N12 -tx1 /dev/urandom | tr -d ' \n' > $(ROOM)/chen-jie.passphrase
 	@$(GO) build -o bin/signerctl ./cmd/signerctl && $(GO) build -o bin/signerd ./cmd/signerd
 	@export SOFTHSM2_CONF=$(DEMO)/softhsm2.conf; set -e; \
 	trap '[ -f $(DEMO)/signerd.pid ] && kill $$(cat $(DEMO)/signerd.pid) 2>/dev/null || true' EXIT; \
-	echo "== 1. a fresh token (PINs from files in $(DEMO), never on the command line)"; \
-	$(SIGNERCTL) token init -module $(SIGNERD_SOFTHSM_SM2) -label demo-ca \
-	  -so-pin-file $(DEMO)/so.pin -pin-file $(DEMO)/user.pin; \
-	echo "== 2. SM2 root and issuing keys generated inside the token"; \
-	$(SIGNERCTL) key generate $(DEMO_TOKEN) -label demo-root -out $(DEMO)/root.pub.pem; \
-	$(SIGNERCTL) key generate $(DEMO_TOKEN) -label demo-issuing -out $(DEMO)/issuing.pub.pem; \
-	echo "== 3. the ceremony: the root self-signs, then certifies the issuing CA (both in the HSM)"; \
-	$(SIGNERCTL) ca root $(DEMO_TOKEN) -label demo-root \
-	  -subject "CN=signerd demo root CA,O=signerd demo,C=CN" -out $(DEMO)/root.pem; \
-	$(SIGNERCTL) ca issuing $(DEMO_TOKEN) -root-label demo-root -root-cert $(DEMO)/root.pem \
-	  -label demo-issuing -subject "CN=signerd demo issuing CA,O=signerd demo,C=CN" -out $(DEMO)/issuing.pem; \
-	openssl x509 -in $(DEMO)/root.pem -outform DER -out $(DEMO)/root.der; \
-	printf 'root self-signature: '; testdata/openssl-sm2-verify.sh $(DEMO)/root.der $(DEMO)/root.pem; \
-	openssl verify -vfyopt distid:1234567812345678 -CAfile $(DEMO)/root.pem $(DEMO)/issuing.pem; \
-	echo "== 4. signerd starts on $(SIGNERD_SOCKET) (you hold the ra, operator and auditor roles)"; \
-	printf '%s\n' "hsm: {module: $(SIGNERD_SOFTHSM_SM2), token: demo-ca, pin_file: $(DEMO)/user.pin}" \
-	  "issuers: [{key: demo-issuing, certificate: $(DEMO)/issuing.pem}]" \
+	echo "== 1. ceremony: a fresh token; its user PIN is random and split 3 of 5 among custodians"; \
+	$(SIGNERCTL) ceremony run $(ROOM)/01-token-init.yaml; \
+	echo "== 2. ceremony: the SM2 root key is generated in the HSM and self-signs the root"; \
+	$(SIGNERCTL) ceremony run $(ROOM)/02-root.yaml --dry-run; \
+	$(SIGNERCTL) ceremony run $(ROOM)/02-root.yaml; \
+	echo "== 3. ceremonies: the issuing CA's key and request, then the root certifies it"; \
+	$(SIGNERCTL) ceremony run $(ROOM)/03-issuing-key.yaml; \
+	$(SIGNERCTL) ceremony run $(ROOM)/04-issuing-cert.yaml; \
+	openssl x509 -in $(ROOM)/root-2026.pem -outform DER -out $(DEMO)/root.der; \
+	printf 'root self-signature: '; testdata/openssl-sm2-verify.sh $(DEMO)/root.der $(ROOM)/root-2026.pem; \
+	openssl verify -vfyopt distid:1234567812345678 -CAfile $(ROOM)/root-2026.pem $(ROOM)/issuing-2026.pem; \
+	cp $(ROOM)/root-2026.pem $(DEMO)/root.pem; cp $(ROOM)/issuing-2026.pem $(DEMO)/issuing.pem; \
+	echo "== 4. signerd starts on $(SIGNERD_SOCKET), its PIN rebuilt from three custodians' shares"; \
+	echo "   (you hold the ra, operator and auditor roles)"; \
+	printf '%s\n' "hsm: {module: $(SIGNERD_SOFTHSM_SM2), token: ca," \
+	  "  pin_shares: [$(ROOM)/pin-share-1.pem, $(ROOM)/pin-share-2.pem, $(ROOM)/pin-share-4.pem]}" \
+	  "issuers: [{key: issuing-2026, certificate: $(DEMO)/issuing.pem}]" \
 	  "store: $(DEMO)/signerd.db" "socket: {path: $(SIGNERD_SOCKET)}" \
 	  "roles: {ra: {uids: [$$(id -u)]}, operator: {uids: [$$(id -u)]}, auditor: {uids: [$$(id -u)]}}" \
 	  "profiles: {person-sign: {crl_distribution_points: [http://crl.demo.example/issuing.crl]}}" > $(DEMO)/signerd.yaml; \
