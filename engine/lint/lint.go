@@ -2,7 +2,8 @@
 //
 // The engine builds each to-be-signed certificate, signs it with a throwaway
 // software SM2 key, and hands the result here; only if every lint passes is
-// the same TBS sent to the HSM. zlint cannot parse SM2 certificates, so these
+// the same TBS sent to the HSM. Key ceremonies do the same for CA
+// certificates (CA) and the root's CRLs. zlint cannot parse SM2 certificates, so these
 // are signerd's own, covering the RFC 5280 and GM/T 0015 rules the engine
 // could plausibly get wrong: encodings it chooses (times, serials,
 // algorithm fields) and the fields policy sets (validity, key usage, key

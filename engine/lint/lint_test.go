@@ -128,3 +128,59 @@ func wantLint(t *testing.T, err error, want string) {
 		t.Fatalf("lint = %v, want %q", err, want)
 	}
 }
+
+func TestCALints(t *testing.T) {
+	rootKey, subKey := newKey(t), newKey(t)
+	start := time.Now().Add(-time.Hour).Truncate(time.Second)
+	caTemplate := func(name string, pathLen int) *smx509.Certificate {
+		return &smx509.Certificate{SerialNumber: big.NewInt(7), Subject: pkix.Name{CommonName: name},
+			NotBefore: start, NotAfter: start.AddDate(5, 0, 0), IsCA: true, BasicConstraintsValid: true,
+			MaxPathLen: pathLen, MaxPathLenZero: pathLen == 0,
+			KeyUsage: smx509.KeyUsageCertSign | smx509.KeyUsageCRLSign, SubjectKeyId: []byte{5, 5}}
+	}
+	rootTmpl := caTemplate("Root", 1)
+	rootTmpl.SubjectKeyId = []byte{1, 1}
+	rootDER, err := smx509.CreateCertificate(rand.Reader, rootTmpl, rootTmpl, &rootKey.PublicKey, rootKey)
+	if err != nil {
+		t.Fatal(err)
+	}
+	root, _ := smx509.ParseCertificate(rootDER)
+	if err := lint.CA(rootDER, nil); err != nil {
+		t.Fatalf("good root: %v", err)
+	}
+	leafOnly := *root
+	leafOnly.MaxPathLen, leafOnly.MaxPathLenZero = 0, true
+
+	tests := []struct {
+		name   string
+		modify func(*smx509.Certificate)
+		issuer *smx509.Certificate
+		want   string
+	}{
+		{"good issuing CA", func(*smx509.Certificate) {}, root, ""},
+		{"good with digitalSignature", func(c *smx509.Certificate) { c.KeyUsage |= smx509.KeyUsageDigitalSignature }, root, ""},
+		{"not a CA", func(c *smx509.Certificate) { c.IsCA, c.MaxPathLenZero, c.MaxPathLen = false, false, -1 }, root, "basicConstraints"},
+		{"encipherment", func(c *smx509.Certificate) { c.KeyUsage |= smx509.KeyUsageKeyEncipherment }, root, "keyUsage"},
+		{"no cRLSign", func(c *smx509.Certificate) { c.KeyUsage = smx509.KeyUsageCertSign }, root, "keyUsage"},
+		{"extKeyUsage", func(c *smx509.Certificate) { c.ExtKeyUsage = []smx509.ExtKeyUsage{smx509.ExtKeyUsageServerAuth} }, root, "extKeyUsage"},
+		{"path length not below the issuer's", func(c *smx509.Certificate) { c.MaxPathLen, c.MaxPathLenZero = 1, false }, root, "below the issuer's"},
+		{"unconstrained under a constrained issuer", func(c *smx509.Certificate) { c.MaxPathLen, c.MaxPathLenZero = -1, false }, root, "below the issuer's"},
+		{"issuer allows no CA", func(*smx509.Certificate) {}, &leafOnly, "may not certify a CA"},
+		{"outlives the issuer", func(c *smx509.Certificate) { c.NotAfter = root.NotAfter.Add(time.Second) }, root, "outside the issuer"},
+		{"self-issued link keeps the path length", func(c *smx509.Certificate) {
+			c.Subject, c.MaxPathLen, c.MaxPathLenZero = root.Subject, 1, false
+			c.AuthorityKeyId = root.SubjectKeyId // the encoder leaves it to the template when names match
+		}, root, ""},
+	}
+	for _, tt := range tests {
+		t.Run(tt.name, func(t *testing.T) {
+			tmpl := caTemplate("Issuing", 0)
+			tt.modify(tmpl)
+			der, err := smx509.CreateCertificate(rand.Reader, tmpl, root, &subKey.PublicKey, rootKey)
+			if err != nil {
+				t.Fatal(err)
+			}
+			wantLint(t, lint.CA(der, tt.issuer), tt.want)
+		})
+	}
+}
