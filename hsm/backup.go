@@ -143,12 +143,8 @@ func (m *Module) RestoreKey(ctx context.Context, w *WrappedKey, label string, ke
 	var key *Key
 	err = m.do(ctx, func(s *session) error {
 		p11 := m.lib.ctx
-		existing, err := m.findObjects(s, []*pkcs11.Attribute{pkcs11.NewAttribute(pkcs11.CKA_LABEL, label)})
-		if err != nil {
+		if err := m.labelUnused(s, label); err != nil {
 			return err
-		}
-		if len(existing) > 0 {
-			return ErrKeyExists
 		}
 		kekH, err := p11.CreateObject(s.h, kekTemplate(kek, false))
 		if err != nil {
@@ -156,40 +152,13 @@ func (m *Module) RestoreKey(ctx context.Context, w *WrappedKey, label string, ke
 		}
 		defer p11.DestroyObject(s.h, kekH)
 		id := KeyID(w.Public)
-		privT := []*pkcs11.Attribute{
-			pkcs11.NewAttribute(pkcs11.CKA_CLASS, pkcs11.CKO_PRIVATE_KEY),
-			pkcs11.NewAttribute(pkcs11.CKA_KEY_TYPE, keyType),
-			pkcs11.NewAttribute(pkcs11.CKA_TOKEN, true),
-			pkcs11.NewAttribute(pkcs11.CKA_PRIVATE, true),
-			pkcs11.NewAttribute(pkcs11.CKA_SENSITIVE, true),
-			pkcs11.NewAttribute(pkcs11.CKA_EXTRACTABLE, false),
-			pkcs11.NewAttribute(pkcs11.CKA_SIGN, true),
-			pkcs11.NewAttribute(pkcs11.CKA_DECRYPT, false),
-			pkcs11.NewAttribute(pkcs11.CKA_DERIVE, false),
-			pkcs11.NewAttribute(pkcs11.CKA_UNWRAP, false),
-			pkcs11.NewAttribute(pkcs11.CKA_LABEL, label),
-			pkcs11.NewAttribute(pkcs11.CKA_ID, id),
-		}
+		privT := privateKeyTemplate(keyType, label, id, false)
 		privH, err := p11.UnwrapKey(s.h, []*pkcs11.Mechanism{pkcs11.NewMechanism(pkcs11.CKM_AES_KEY_WRAP_PAD, nil)}, kekH, w.Blob, privT)
 		if err != nil {
 			return fmt.Errorf("C_UnwrapKey (wrong KEK or damaged blob): %w", err)
 		}
-		pubT := []*pkcs11.Attribute{
-			pkcs11.NewAttribute(pkcs11.CKA_CLASS, pkcs11.CKO_PUBLIC_KEY),
-			pkcs11.NewAttribute(pkcs11.CKA_KEY_TYPE, keyType),
-			pkcs11.NewAttribute(pkcs11.CKA_TOKEN, true),
-			pkcs11.NewAttribute(pkcs11.CKA_PRIVATE, false),
-			pkcs11.NewAttribute(pkcs11.CKA_VERIFY, true),
-			pkcs11.NewAttribute(pkcs11.CKA_ENCRYPT, false),
-			pkcs11.NewAttribute(pkcs11.CKA_WRAP, false),
-			pkcs11.NewAttribute(pkcs11.CKA_DERIVE, false),
-			pkcs11.NewAttribute(pkcs11.CKA_LABEL, label),
-			pkcs11.NewAttribute(pkcs11.CKA_ID, id),
-			pkcs11.NewAttribute(pkcs11.CKA_EC_POINT, ecPointAttribute(w.Public)),
-		}
-		if params != nil {
-			pubT = append(pubT, pkcs11.NewAttribute(pkcs11.CKA_EC_PARAMS, params))
-		}
+		pubT := append(publicKeyTemplate(keyType, label, id, params),
+			pkcs11.NewAttribute(pkcs11.CKA_EC_POINT, ecPointAttribute(w.Public)))
 		if _, err := p11.CreateObject(s.h, pubT); err != nil {
 			p11.DestroyObject(s.h, privH)
 			return fmt.Errorf("create public key: %w", err)

@@ -113,12 +113,8 @@ func (m *Module) GenerateKey(ctx context.Context, spec KeySpec) (*Key, error) {
 	var key *Key
 	err = m.do(ctx, func(s *session) error {
 		p11 := m.lib.ctx
-		existing, err := m.findObjects(s, []*pkcs11.Attribute{pkcs11.NewAttribute(pkcs11.CKA_LABEL, spec.Label)})
-		if err != nil {
+		if err := m.labelUnused(s, spec.Label); err != nil {
 			return err
-		}
-		if len(existing) > 0 {
-			return ErrKeyExists
 		}
 		// The ID is the public key's hash, known only after generation; a
 		// random placeholder keeps the two halves paired until then.
@@ -126,36 +122,8 @@ func (m *Module) GenerateKey(ctx context.Context, spec KeySpec) (*Key, error) {
 		if err != nil {
 			return fmt.Errorf("random key ID: %w", err)
 		}
-		pubT := []*pkcs11.Attribute{
-			pkcs11.NewAttribute(pkcs11.CKA_CLASS, pkcs11.CKO_PUBLIC_KEY),
-			pkcs11.NewAttribute(pkcs11.CKA_KEY_TYPE, keyType),
-			pkcs11.NewAttribute(pkcs11.CKA_TOKEN, true),
-			pkcs11.NewAttribute(pkcs11.CKA_PRIVATE, false),
-			pkcs11.NewAttribute(pkcs11.CKA_VERIFY, true),
-			pkcs11.NewAttribute(pkcs11.CKA_ENCRYPT, false),
-			pkcs11.NewAttribute(pkcs11.CKA_WRAP, false),
-			pkcs11.NewAttribute(pkcs11.CKA_DERIVE, false),
-			pkcs11.NewAttribute(pkcs11.CKA_LABEL, spec.Label),
-			pkcs11.NewAttribute(pkcs11.CKA_ID, tmpID),
-		}
-		if params != nil {
-			pubT = append(pubT, pkcs11.NewAttribute(pkcs11.CKA_EC_PARAMS, params))
-		}
-		privT := []*pkcs11.Attribute{
-			pkcs11.NewAttribute(pkcs11.CKA_CLASS, pkcs11.CKO_PRIVATE_KEY),
-			pkcs11.NewAttribute(pkcs11.CKA_KEY_TYPE, keyType),
-			pkcs11.NewAttribute(pkcs11.CKA_TOKEN, true),
-			pkcs11.NewAttribute(pkcs11.CKA_PRIVATE, true),
-			pkcs11.NewAttribute(pkcs11.CKA_SENSITIVE, true),
-			pkcs11.NewAttribute(pkcs11.CKA_EXTRACTABLE, spec.Backup),
-			pkcs11.NewAttribute(pkcs11.CKA_WRAP_WITH_TRUSTED, spec.Backup),
-			pkcs11.NewAttribute(pkcs11.CKA_SIGN, true),
-			pkcs11.NewAttribute(pkcs11.CKA_DECRYPT, false),
-			pkcs11.NewAttribute(pkcs11.CKA_DERIVE, false),
-			pkcs11.NewAttribute(pkcs11.CKA_UNWRAP, false),
-			pkcs11.NewAttribute(pkcs11.CKA_LABEL, spec.Label),
-			pkcs11.NewAttribute(pkcs11.CKA_ID, tmpID),
-		}
+		pubT := publicKeyTemplate(keyType, spec.Label, tmpID, params)
+		privT := privateKeyTemplate(keyType, spec.Label, tmpID, spec.Backup)
 		pubH, privH, err := p11.GenerateKeyPair(s.h, []*pkcs11.Mechanism{pkcs11.NewMechanism(mech, nil)}, pubT, privT)
 		if err != nil {
 			return fmt.Errorf("C_GenerateKeyPair: %w", err)
@@ -172,6 +140,61 @@ func (m *Module) GenerateKey(ctx context.Context, spec KeySpec) (*Key, error) {
 		return nil, fmt.Errorf("generate %s key %q: %w", spec.Algorithm, spec.Label, err)
 	}
 	return key, nil
+}
+
+// labelUnused refuses a label any object in the token has, so no key is
+// ever shadowed by another under the same name.
+func (m *Module) labelUnused(s *session, label string) error {
+	existing, err := m.findObjects(s, []*pkcs11.Attribute{pkcs11.NewAttribute(pkcs11.CKA_LABEL, label)})
+	if err != nil {
+		return err
+	}
+	if len(existing) > 0 {
+		return ErrKeyExists
+	}
+	return nil
+}
+
+// publicKeyTemplate is a token public key that verifies and does nothing
+// else.
+func publicKeyTemplate(keyType uint, label string, id, params []byte) []*pkcs11.Attribute {
+	t := []*pkcs11.Attribute{
+		pkcs11.NewAttribute(pkcs11.CKA_CLASS, pkcs11.CKO_PUBLIC_KEY),
+		pkcs11.NewAttribute(pkcs11.CKA_KEY_TYPE, keyType),
+		pkcs11.NewAttribute(pkcs11.CKA_TOKEN, true),
+		pkcs11.NewAttribute(pkcs11.CKA_PRIVATE, false),
+		pkcs11.NewAttribute(pkcs11.CKA_VERIFY, true),
+		pkcs11.NewAttribute(pkcs11.CKA_ENCRYPT, false),
+		pkcs11.NewAttribute(pkcs11.CKA_WRAP, false),
+		pkcs11.NewAttribute(pkcs11.CKA_DERIVE, false),
+		pkcs11.NewAttribute(pkcs11.CKA_LABEL, label),
+		pkcs11.NewAttribute(pkcs11.CKA_ID, id),
+	}
+	if params != nil {
+		t = append(t, pkcs11.NewAttribute(pkcs11.CKA_EC_PARAMS, params))
+	}
+	return t
+}
+
+// privateKeyTemplate is a private key with SPEC §3.5's attributes: a
+// sensitive, sign-only token object, extractable only for backup and then
+// only under a trusted KEK.
+func privateKeyTemplate(keyType uint, label string, id []byte, backup bool) []*pkcs11.Attribute {
+	return []*pkcs11.Attribute{
+		pkcs11.NewAttribute(pkcs11.CKA_CLASS, pkcs11.CKO_PRIVATE_KEY),
+		pkcs11.NewAttribute(pkcs11.CKA_KEY_TYPE, keyType),
+		pkcs11.NewAttribute(pkcs11.CKA_TOKEN, true),
+		pkcs11.NewAttribute(pkcs11.CKA_PRIVATE, true),
+		pkcs11.NewAttribute(pkcs11.CKA_SENSITIVE, true),
+		pkcs11.NewAttribute(pkcs11.CKA_EXTRACTABLE, backup),
+		pkcs11.NewAttribute(pkcs11.CKA_WRAP_WITH_TRUSTED, backup),
+		pkcs11.NewAttribute(pkcs11.CKA_SIGN, true),
+		pkcs11.NewAttribute(pkcs11.CKA_DECRYPT, false),
+		pkcs11.NewAttribute(pkcs11.CKA_DERIVE, false),
+		pkcs11.NewAttribute(pkcs11.CKA_UNWRAP, false),
+		pkcs11.NewAttribute(pkcs11.CKA_LABEL, label),
+		pkcs11.NewAttribute(pkcs11.CKA_ID, id),
+	}
 }
 
 // finishKey reads the new public key and sets CKA_ID on both halves.

@@ -53,6 +53,19 @@ func (r *runner) findKey(m *hsm.Module, label string, cert *smx509.Certificate) 
 	return &caKey{Key: k, signer: s}, nil
 }
 
+// openForNewKey logs in to the token and checks label is free there.
+func (r *runner) openForNewKey(t hsm.TokenSpec, label string) (*hsm.Module, error) {
+	m, err := r.openToken(t)
+	if err != nil {
+		return nil, err
+	}
+	if err := r.labelFree(m, label); err != nil {
+		m.Close()
+		return nil, err
+	}
+	return m, nil
+}
+
 // labelFree checks that no object in the token has label.
 func (r *runner) labelFree(m *hsm.Module, label string) error {
 	objs, err := m.Objects(context.Background())

@@ -53,14 +53,11 @@ func (c *issuingKey) perform(r *runner) error {
 	if err := r.outputsAbsent(c.Outputs.PublicKey, c.Outputs.CSR); err != nil {
 		return err
 	}
-	m, err := r.openToken(c.HSM)
+	m, err := r.openForNewKey(c.HSM, c.Key.Label)
 	if err != nil {
 		return err
 	}
 	defer m.Close()
-	if err := r.labelFree(m, c.Key.Label); err != nil {
-		return err
-	}
 	spec, _ := c.Key.spec()
 	if r.dryRun {
 		r.step("would generate %s key %q in the token (backup: %v)", spec.Algorithm, spec.Label, spec.Backup)

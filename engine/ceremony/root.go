@@ -43,14 +43,11 @@ func (c *root) perform(r *runner) error {
 	if err := r.outputsAbsent(c.Outputs.PublicKey, c.Outputs.Certificate); err != nil {
 		return err
 	}
-	m, err := r.openToken(c.HSM)
+	m, err := r.openForNewKey(c.HSM, c.Key.Label)
 	if err != nil {
 		return err
 	}
 	defer m.Close()
-	if err := r.labelFree(m, c.Key.Label); err != nil {
-		return err
-	}
 	spec, _ := c.Key.spec()
 	tmpl, _ := c.Certificate.template()
 	if tmpl.SerialNumber, err = newSerial(m); err != nil {
