@@ -1,6 +1,6 @@
-// Command signerctl is the CA's command-line tool. Operators run key
-// ceremonies and manage tokens and keys in the HSM (PINs from files,
-// custodians' shares, systemd credentials or the terminal, never from
+// Command signerctl is the CA's command-line tool. Operators make tokens
+// and keys only through key ceremonies (declarative, checked, recorded;
+// PINs from files, custodians' shares or the terminal, never from
 // arguments); RA staff, operators and auditors reach signerd over its
 // socket.
 package main
@@ -22,9 +22,6 @@ type command struct {
 }
 
 var commands = map[string]command{
-	"token init":   {"initialise a new token with SO and user PINs from files", tokenInit},
-	"key generate": {"generate a key pair in the token and write its public key", keyGenerate},
-	"key csr":      {"write a PKCS#10 request for a token key, self-signed in the HSM", keyCSR},
 	"ceremony run": {"perform a key ceremony file (--dry-run: check only)", ceremonyRun},
 
 	"issue":   {"RA: have signerd issue a certificate for a CSR or KMC key", clientIssue(false)},

@@ -15,6 +15,7 @@ import (
 	"testing"
 
 	"signerd/engine/enginetest"
+	"signerd/hsm/split"
 	"signerd/store"
 )
 
@@ -224,4 +225,41 @@ func appendFile(t *testing.T, path, s string) {
 	}
 	defer f.Close()
 	f.WriteString(s)
+}
+
+// TestPINFromShares starts signerd with the user PIN rebuilt from three of
+// five custodians' shares, and refuses to start with two.
+func TestPINFromShares(t *testing.T) {
+	d := newDaemonProc(t, "")
+	shares, err := split.Split(split.PIN, d.ca.Token.PIN, 3, []string{"a", "b", "c", "d", "e"})
+	if err != nil {
+		t.Fatal(err)
+	}
+	var paths []string
+	for i, s := range shares {
+		p := filepath.Join(d.dir, fmt.Sprintf("share-%d.pem", i+1))
+		if err := os.WriteFile(p, s.Marshal(), 0o600); err != nil {
+			t.Fatal(err)
+		}
+		paths = append(paths, p)
+	}
+	raw, _ := os.ReadFile(d.config)
+	pinLine := "  pin_file: " + filepath.Join(d.dir, "pin") + "\n"
+	withShares := func(files ...string) {
+		t.Helper()
+		cfg := strings.Replace(string(raw), pinLine, "  pin_shares: ["+strings.Join(files, ", ")+"]\n", 1)
+		if cfg == string(raw) {
+			t.Fatal("config layout changed; the test no longer rewrites it")
+		}
+		os.WriteFile(d.config, []byte(cfg), 0o600)
+	}
+
+	withShares(paths[1], paths[3])
+	out, err := exec.Command(signerdBin, "--config", d.config).CombinedOutput()
+	if err == nil || !strings.Contains(string(out), "3 are needed") {
+		t.Fatalf("signerd with two shares: %v\n%s", err, out)
+	}
+	withShares(paths[4], paths[0], paths[2])
+	d.start(t)
+	want(t, "issue", d.call(t, "POST", "/v1/certificates", issueBody(t, "shares-1", "person-sign")), 201, "")
 }
