@@ -349,6 +349,42 @@ func TestHierarchyFromExamples(t *testing.T) {
 			t.Fatalf("a KEK share for the PIN: %v", err)
 		}
 	})
+	t.Run("root CRL revoking the issuing CA", func(t *testing.T) {
+		name := r.variant(t, "05-root-crl.yaml", "crl-2.yaml", "number: 1", "number: 2",
+			"revoked: []", "revoked: [{certificate: issuing-2026.pem, revoked_at: 2026-11-19T08:00:00Z, reason: keyCompromise}]",
+			"crl: root-2026-crl-1.pem", "crl: root-2026-crl-2.pem")
+		r.mustRun(t, name)
+		der := readPEM(t, r.path("root-2026-crl-2.pem"))
+		crl, err := smx509.ParseRevocationList(der)
+		if err != nil {
+			t.Fatal(err)
+		}
+		if len(crl.RevokedCertificateEntries) != 1 {
+			t.Fatalf("%d entries", len(crl.RevokedCertificateEntries))
+		}
+		e := crl.RevokedCertificateEntries[0]
+		if e.SerialNumber.Cmp(issuing.SerialNumber) != 0 || e.ReasonCode != 1 || crl.Number.Int64() != 2 {
+			t.Fatalf("entry %X reason %d, CRL number %v", e.SerialNumber, e.ReasonCode, crl.Number)
+		}
+		enginetest.OpenSSLVerifySigned(t, root, der)
+		text, err := enginetest.OpenSSL(t, "crl", "-in", r.path("root-2026-crl-2.pem"), "-noout", "-text")
+		if err != nil || !strings.Contains(text, strings.ToUpper(issuing.SerialNumber.Text(16))) || !strings.Contains(text, "Key Compromise") {
+			t.Fatalf("openssl crl -text: %v\n%s", err, text)
+		}
+	})
+	t.Run("ECDSA root", func(t *testing.T) {
+		name := r.variant(t, "02-root.yaml", "ecdsa-root.yaml", "algorithm: sm2", "algorithm: ecdsa-p256",
+			"label: root-2026", "label: ecdsa-root", "root-2026.p", "ecdsa-root.p")
+		r.mustRun(t, name)
+		c := readCert(t, r.path("ecdsa-root.pem"))
+		if c.SignatureAlgorithm != smx509.ECDSAWithSHA256 {
+			t.Fatalf("signature algorithm %v", c.SignatureAlgorithm)
+		}
+		out, err := enginetest.OpenSSL(t, "verify", "-check_ss_sig", "-CAfile", r.path("ecdsa-root.pem"), r.path("ecdsa-root.pem"))
+		if err != nil || !strings.Contains(out, ": OK") {
+			t.Fatalf("openssl verify: %v\n%s", err, out)
+		}
+	})
 	t.Run("refusals", func(t *testing.T) { refusals(t, r) })
 }
 
