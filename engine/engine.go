@@ -2,6 +2,7 @@ package engine
 
 import (
 	"context"
+	"crypto/ecdsa"
 	"errors"
 	"fmt"
 	"io"
@@ -43,6 +44,16 @@ type Config struct {
 	Log *slog.Logger
 	// Metrics, if set, is told about batches and signatures.
 	Metrics Metrics
+	// AuditKey, if set, seals the audit log (an SM2 key of its own, used
+	// for nothing else) every SealEvery events (default 1000) or
+	// SealInterval (default 1m), and at Close.
+	AuditKey     Signer
+	SealEvery    int
+	SealInterval time.Duration
+	// AcknowledgeAuditBreak, if not empty, is an operator's statement that
+	// lets the engine start on an audit log that fails its check; it is
+	// recorded with the break.
+	AcknowledgeAuditBreak string
 }
 
 // Metrics receives the engine's measurements; the daemon exports them.
@@ -73,6 +84,13 @@ type Engine struct {
 	log       *slog.Logger
 	batches   atomic.Uint64
 	crlMu     sync.Mutex
+
+	auditKey   Signer
+	auditPub   *ecdsa.PublicKey
+	lastSeal   time.Time
+	sealStop   chan struct{}
+	sealDone   chan struct{}
+	sealClosed atomic.Bool
 }
 
 // New starts an engine: it resolves requests a crash left signing (their
@@ -103,7 +121,7 @@ func New(cfg Config) (*Engine, error) {
 	defaults := []struct {
 		v *int
 		d int
-	}{{&e.cfg.QueueSize, 1024}, {&e.cfg.BatchSize, 64}}
+	}{{&e.cfg.QueueSize, 1024}, {&e.cfg.BatchSize, 64}, {&e.cfg.SealEvery, 1000}}
 	for _, f := range defaults {
 		if *f.v <= 0 {
 			*f.v = f.d
@@ -118,12 +136,24 @@ func New(cfg Config) (*Engine, error) {
 	if e.cfg.Now == nil {
 		e.cfg.Now = time.Now
 	}
+	if e.cfg.SealInterval <= 0 {
+		e.cfg.SealInterval = time.Minute
+	}
 	if e.cfg.Metrics == nil {
 		e.cfg.Metrics = noMetrics{}
 	}
 	var err error
 	if e.throwaway, err = newThrowawayKey(); err != nil {
 		return nil, fmt.Errorf("engine: lint key: %w", err)
+	}
+	if cfg.AuditKey != nil {
+		if e.auditPub, err = publicKeyOf(cfg.AuditKey); err != nil {
+			return nil, fmt.Errorf("engine: %w", err)
+		}
+		e.auditKey = cfg.AuditKey
+	}
+	if err := e.checkAudit(); err != nil {
+		return nil, fmt.Errorf("engine: %w", err)
 	}
 	e.clock = &clock{now: e.cfg.Now}
 	if err := e.store.Update(func(tx *store.Tx) error {
@@ -135,6 +165,11 @@ func New(cfg Config) (*Engine, error) {
 		return nil, fmt.Errorf("engine: start-up recovery: %w", err)
 	}
 	e.queue = newBatchQueue(e.cfg.QueueSize, e.cfg.BatchSize, e.runBatch)
+	if e.auditKey != nil {
+		e.lastSeal = e.cfg.Now()
+		e.sealStop, e.sealDone = make(chan struct{}), make(chan struct{})
+		go e.sealer(e.sealStop, e.sealDone)
+	}
 	return e, nil
 }
 
@@ -175,7 +210,10 @@ func (e *Engine) burn(tx *store.Tx, r *store.Request, actor store.Actor, why str
 }
 
 // Close stops taking orders, finishes those queued, and returns.
-func (e *Engine) Close() { e.queue.close() }
+func (e *Engine) Close() {
+	e.queue.close()
+	e.closeAudit()
+}
 
 // Queue is the signing queue (for its depth).
 func (e *Engine) Queue() *BatchQueue { return e.queue }

@@ -2,11 +2,13 @@ package store
 
 import (
 	"bytes"
+	"crypto/ecdsa"
 	"encoding/binary"
 	"encoding/json"
 	"fmt"
 	"time"
 
+	"github.com/emmansun/gmsm/sm2"
 	"github.com/emmansun/gmsm/sm3"
 )
 
@@ -47,7 +49,34 @@ type Event struct {
 	Reason  string    `json:"reason,omitempty"`
 	// Detail is a longer account, such as a ceremony's transcript.
 	Detail string `json:"detail,omitempty"`
-	Prev   []byte `json:"prev"`
+	// Seal, on an "audit.seal" event, signs the event's own Seq and Prev,
+	// so it vouches for every event before it (SPEC §7.2).
+	Seal *Seal  `json:"seal,omitempty"`
+	Prev []byte `json:"prev"`
+}
+
+// Seal is an SM2 signature by the audit key over SealMessage(Seq, Prev)
+// of the event that carries it.
+type Seal struct {
+	KeyID     []byte `json:"key_id"` // the audit key's CKA_ID / SKI
+	Signature []byte `json:"signature"`
+}
+
+// SealMessage is what a seal signs: the sealing event's position and the
+// hash of the event before it.
+func SealMessage(seq uint64, prev []byte) []byte {
+	return fmt.Appendf(nil, "signerd-audit-seal-v1\n%d\n%x\n", seq, prev)
+}
+
+// VerifySeal checks e's seal against the audit key pub (SM2, default ID).
+func VerifySeal(pub *ecdsa.PublicKey, e Event) error {
+	if e.Seal == nil {
+		return fmt.Errorf("audit event %d: not a seal", e.Seq)
+	}
+	if !sm2.VerifyASN1WithSM2(pub, nil, SealMessage(e.Seq, e.Prev), e.Seal.Signature) {
+		return fmt.Errorf("audit event %d: seal signature does not verify under the audit key", e.Seq)
+	}
+	return nil
 }
 
 // ChainHash is the hash of a stored event, the next event's Prev.
@@ -58,6 +87,13 @@ func ChainHash(stored []byte) []byte {
 
 // genesis is Prev of the first event.
 var genesis = make([]byte, sm3.Size)
+
+// AuditHead is the last event's sequence number and chain hash (the next
+// event's Prev); zero and the genesis hash for an empty log.
+func (t *Tx) AuditHead() (uint64, []byte, error) {
+	h, err := t.auditHead()
+	return h.Seq, h.Hash, err
+}
 
 type auditHead struct {
 	Seq  uint64 `json:"seq"`
@@ -96,8 +132,33 @@ func (t *Tx) Append(e Event) (Event, error) {
 	if err := t.bucket(bucketAudit).Put(seqKey(e.Seq), raw); err != nil {
 		return e, err
 	}
+	if e.Seal != nil {
+		if err := t.bucket(bucketMeta).Put(keyAuditLastSeal, seqKey(e.Seq)); err != nil {
+			return e, err
+		}
+	}
 	headRaw, _ := json.Marshal(auditHead{Seq: e.Seq, Hash: ChainHash(raw)})
 	return e, t.bucket(bucketMeta).Put(keyAuditHead, headRaw)
+}
+
+// LastSeal returns the most recent seal event, or nil if there is none.
+func (t *Tx) LastSeal() (*Event, error) {
+	k := t.bucket(bucketMeta).Get(keyAuditLastSeal)
+	if k == nil {
+		return nil, nil
+	}
+	raw := t.bucket(bucketAudit).Get(k)
+	if raw == nil {
+		return nil, fmt.Errorf("audit log: the last seal, event %d, is missing", binary.BigEndian.Uint64(k))
+	}
+	var e Event
+	if err := json.Unmarshal(raw, &e); err != nil {
+		return nil, fmt.Errorf("audit event %d: decode: %w", binary.BigEndian.Uint64(k), err)
+	}
+	if e.Seal == nil {
+		return nil, fmt.Errorf("audit event %d: recorded as the last seal but carries none", e.Seq)
+	}
+	return &e, nil
 }
 
 // Events calls fn with each event from seq from on, with the bytes it is
@@ -119,10 +180,13 @@ func (t *Tx) Events(from uint64, fn func(e Event, stored []byte) error) error {
 // VerifyAuditChain walks the whole log and reports the first event whose
 // sequence number or link to its predecessor is wrong, or a head that does
 // not match the last event.
-func (t *Tx) VerifyAuditChain() error {
-	want := uint64(1)
-	prev := genesis
-	err := t.Events(1, func(e Event, stored []byte) error {
+func (t *Tx) VerifyAuditChain() error { return t.VerifyAuditChainFrom(1, genesis) }
+
+// VerifyAuditChainFrom is VerifyAuditChain from event from on, which must
+// link to prev (the hash a seal vouches for).
+func (t *Tx) VerifyAuditChainFrom(from uint64, prev []byte) error {
+	want := from
+	err := t.Events(from, func(e Event, stored []byte) error {
 		if e.Seq != want {
 			return fmt.Errorf("audit event %d: found where %d belongs", e.Seq, want)
 		}
@@ -140,8 +204,11 @@ func (t *Tx) VerifyAuditChain() error {
 	if err != nil {
 		return err
 	}
-	if head.Seq != want-1 || !bytes.Equal(head.Hash, prev) {
-		return fmt.Errorf("audit log ends at event %d but its head names event %d", want-1, head.Seq)
+	switch {
+	case head.Seq != want-1:
+		return fmt.Errorf("audit log ends at event %d but its head names event %d (events removed from the end?)", want-1, head.Seq)
+	case !bytes.Equal(head.Hash, prev):
+		return fmt.Errorf("audit event %d: stored bytes differ from those the log's head recorded (edited?)", head.Seq)
 	}
 	return nil
 }

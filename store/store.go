@@ -30,7 +30,9 @@ var (
 
 	keySchema    = []byte("schema")
 	keyAuditHead = []byte("audit-head")
-	keyClock     = []byte("last-signing-time")
+	// keyAuditLastSeal holds the sequence number of the last seal event.
+	keyAuditLastSeal = []byte("audit-last-seal")
+	keyClock         = []byte("last-signing-time")
 )
 
 var (

@@ -1,0 +1,159 @@
+package engine
+
+import (
+	"context"
+	"crypto/ecdsa"
+	"errors"
+	"fmt"
+	"time"
+
+	"signerd/hsm"
+	"signerd/store"
+)
+
+// Sealing the audit log (SPEC §7.2): every SealEvery events or SealInterval,
+// and when the engine closes, the audit key signs the chain's head in an
+// "audit.seal" event. A seal vouches for every event before it, so an edit
+// anywhere before a seal is caught by its signature, and one after the
+// last seal by the chain the next start-up walks.
+
+// ErrAuditBroken: the audit log fails its check at start-up. The engine
+// starts only if an operator acknowledges the break, which is audited.
+var ErrAuditBroken = errors.New("audit log broken")
+
+// checkAudit verifies the chain from the last seal (whose signature must
+// verify under the audit key) to the head. A break is returned unless it
+// is acknowledged, in which case it is recorded and a new seal covers it.
+func (e *Engine) checkAudit() error {
+	var last *store.Event
+	err := e.store.View(func(tx *store.Tx) error {
+		var err error
+		if last, err = tx.LastSeal(); err != nil {
+			return err
+		}
+		if last == nil {
+			return tx.VerifyAuditChain()
+		}
+		if e.auditPub != nil {
+			if err := store.VerifySeal(e.auditPub, *last); err != nil {
+				return err
+			}
+		}
+		return tx.VerifyAuditChainFrom(last.Seq, last.Prev)
+	})
+	if err == nil {
+		return nil
+	}
+	if e.cfg.AcknowledgeAuditBreak == "" {
+		return fmt.Errorf("%w: %v (an operator may acknowledge the break to start anyway; the acknowledgement is audited)", ErrAuditBroken, err)
+	}
+	e.log.Warn("audit log break acknowledged", "break", err, "acknowledgement", e.cfg.AcknowledgeAuditBreak)
+	if aerr := e.Audit(store.Event{Actor: store.System, Action: "audit.break.acknowledged", Outcome: store.OutcomeOK,
+		Reason: err.Error(), Detail: e.cfg.AcknowledgeAuditBreak}); aerr != nil {
+		return aerr
+	}
+	if e.auditKey == nil {
+		return nil
+	}
+	return e.Seal(context.Background(), "after an acknowledged break")
+}
+
+// Seal signs the audit log's head now. Without an audit key it does
+// nothing.
+func (e *Engine) Seal(ctx context.Context, why string) error {
+	if e.auditKey == nil {
+		return nil
+	}
+	err := e.store.Update(func(tx *store.Tx) error {
+		seq, head, err := tx.AuditHead()
+		if err != nil {
+			return err
+		}
+		// Signing inside the transaction holds the single writer for one
+		// HSM signature, so nothing can slip in between head and seal.
+		sig, err := e.auditKey.SignDigest(ctx, e.auditKey.Digest(store.SealMessage(seq+1, head)))
+		if err != nil {
+			return fmt.Errorf("sign: %w", err)
+		}
+		_, err = tx.Append(store.Event{Time: e.cfg.Now(), Actor: store.System, Action: "audit.seal",
+			Object: fmt.Sprintf("through event %d", seq), Outcome: store.OutcomeOK, Reason: why,
+			Seal: &store.Seal{KeyID: hsm.KeyID(e.auditPub), Signature: sig}})
+		return err
+	})
+	if err != nil {
+		return fmt.Errorf("seal the audit log: %w", err)
+	}
+	e.lastSeal = e.cfg.Now()
+	return nil
+}
+
+// unsealed is how many events follow the last seal.
+func (e *Engine) unsealed() (uint64, error) {
+	var n uint64
+	err := e.store.View(func(tx *store.Tx) error {
+		seq, _, err := tx.AuditHead()
+		if err != nil {
+			return err
+		}
+		last, err := tx.LastSeal()
+		if err != nil {
+			return err
+		}
+		n = seq
+		if last != nil {
+			n = seq - last.Seq
+		}
+		return nil
+	})
+	return n, err
+}
+
+// sealer seals when SealEvery events are waiting, or any are and
+// SealInterval has passed, until stop closes.
+func (e *Engine) sealer(stop <-chan struct{}, done chan<- struct{}) {
+	defer close(done)
+	tick := time.NewTicker(min(time.Second, e.cfg.SealInterval))
+	defer tick.Stop()
+	for {
+		select {
+		case <-stop:
+			return
+		case <-tick.C:
+		}
+		n, err := e.unsealed()
+		if err != nil {
+			e.log.Error("audit seal check", "err", err)
+			continue
+		}
+		due := n >= uint64(e.cfg.SealEvery) || (n > 0 && e.cfg.Now().Sub(e.lastSeal) >= e.cfg.SealInterval)
+		if !due {
+			continue
+		}
+		if err := e.Seal(context.Background(), fmt.Sprintf("%d events", n)); err != nil {
+			e.log.Error("audit seal", "err", err)
+		}
+	}
+}
+
+// closeAudit stops the sealer and seals what is left. Only the first call
+// does anything.
+func (e *Engine) closeAudit() {
+	if e.sealStop == nil || !e.sealClosed.CompareAndSwap(false, true) {
+		return
+	}
+	close(e.sealStop)
+	<-e.sealDone
+	if n, err := e.unsealed(); err == nil && n > 0 {
+		if err := e.Seal(context.Background(), "shutdown"); err != nil {
+			e.log.Error("audit seal at shutdown", "err", err)
+		}
+	}
+}
+
+func publicKeyOf(s Signer) (*ecdsa.PublicKey, error) {
+	pub, ok := s.Public().(*ecdsa.PublicKey)
+	if !ok {
+		return nil, fmt.Errorf("audit key: %T is not an SM2 key", s.Public())
+	}
+	return pub, nil
+}

@@ -1,0 +1,200 @@
+package engine_test
+
+import (
+	"context"
+	"crypto/ecdsa"
+	"encoding/json"
+	"errors"
+	"fmt"
+	"path/filepath"
+	"strings"
+	"testing"
+	"time"
+
+	bolt "go.etcd.io/bbolt"
+
+	"signerd/engine"
+	"signerd/engine/enginetest"
+	"signerd/hsm"
+	"signerd/store"
+)
+
+// auditKey generates the audit key in the CA's token.
+func auditKey(t *testing.T, ca *enginetest.CA) *hsm.SM2Signer {
+	t.Helper()
+	k, err := ca.Module.GenerateKey(context.Background(), hsm.KeySpec{Label: "audit-2026", Algorithm: hsm.SM2})
+	if err != nil {
+		t.Fatal(err)
+	}
+	s, err := k.SM2Signer(nil)
+	if err != nil {
+		t.Fatal(err)
+	}
+	return s
+}
+
+// events reads the whole audit log.
+func events(t *testing.T, st *store.Store) []store.Event {
+	t.Helper()
+	var out []store.Event
+	if err := st.View(func(tx *store.Tx) error {
+		return tx.Events(1, func(e store.Event, _ []byte) error { out = append(out, e); return nil })
+	}); err != nil {
+		t.Fatal(err)
+	}
+	return out
+}
+
+// editEvent rewrites stored audit event seq behind the store's back.
+func editEvent(t *testing.T, path string, seq uint64, edit func([]byte) []byte) {
+	t.Helper()
+	db, err := bolt.Open(path, 0o600, &bolt.Options{Timeout: time.Second})
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer db.Close()
+	if err := db.Update(func(tx *bolt.Tx) error {
+		b := tx.Bucket([]byte("audit"))
+		key := make([]byte, 8)
+		for i := 0; i < 8; i++ {
+			key[7-i] = byte(seq >> (8 * i))
+		}
+		v := b.Get(key)
+		if v == nil {
+			return fmt.Errorf("no event %d", seq)
+		}
+		return b.Put(key, edit(append([]byte(nil), v...)))
+	}); err != nil {
+		t.Fatal(err)
+	}
+}
+
+func TestAuditSeals(t *testing.T) {
+	ca := enginetest.NewCA(t)
+	key := auditKey(t, ca)
+	path := filepath.Join(t.TempDir(), "signerd.db")
+	st, err := store.Open(path)
+	if err != nil {
+		t.Fatal(err)
+	}
+	e := ca.Engine(t, st, engine.Config{AuditKey: key, SealEvery: 3, SealInterval: time.Hour})
+	for i := range 4 {
+		issue(t, e, request(t, fmt.Sprintf("seal-%d", i)))
+	}
+	// The sealer notices three or more unsealed events within a tick.
+	deadline := time.Now().Add(10 * time.Second)
+	for {
+		evs := events(t, st)
+		if evs[len(evs)-1].Action == "audit.seal" || evs[len(evs)-2].Action == "audit.seal" {
+			break
+		}
+		if time.Now().After(deadline) {
+			t.Fatal("no seal after 4 events with SealEvery 3")
+		}
+		time.Sleep(50 * time.Millisecond)
+	}
+	issue(t, e, request(t, "after-seal"))
+	e.Close() // seals what is left
+	evs := events(t, st)
+	last := evs[len(evs)-1]
+	if last.Action != "audit.seal" || last.Reason != "shutdown" {
+		t.Fatalf("last event %+v, want the shutdown seal", last)
+	}
+	pub := key.Public().(*ecdsa.PublicKey)
+	seals := 0
+	for _, ev := range evs {
+		if ev.Seal == nil {
+			continue
+		}
+		seals++
+		if err := store.VerifySeal(pub, ev); err != nil {
+			t.Fatal(err)
+		}
+		if string(ev.Seal.KeyID) != string(hsm.KeyID(pub)) {
+			t.Fatal("seal names another key")
+		}
+	}
+	if seals < 2 {
+		t.Fatalf("%d seals", seals)
+	}
+	st.Close()
+
+	// A clean log starts; one edited after its last seal, or whose last
+	// seal is forged, does not, unless the break is acknowledged.
+	start := func(ack string) error {
+		t.Helper()
+		st, err := store.Open(path)
+		if err != nil {
+			t.Fatal(err)
+		}
+		defer st.Close()
+		e, err := engine.New(engine.Config{Store: st, Issuers: []*engine.Issuer{ca.Issuer}, Random: ca.Module.Random(),
+			AuditKey: key, AcknowledgeAuditBreak: ack})
+		if err == nil {
+			e.Close()
+		}
+		return err
+	}
+	if err := start(""); err != nil {
+		t.Fatalf("clean log: %v", err)
+	}
+	evs = eventsAt(t, path)
+	lastSeal := evs[len(evs)-1].Seq
+	var original []byte
+	editEvent(t, path, lastSeal, func(v []byte) []byte {
+		original = append([]byte(nil), v...)
+		return []byte(strings.Replace(string(v), `"reason":"shutdown"`, `"reason":"shutdowN"`, 1))
+	})
+	err = start("")
+	if !errors.Is(err, engine.ErrAuditBroken) || !strings.Contains(err.Error(), fmt.Sprintf("audit event %d: stored bytes differ", lastSeal)) {
+		t.Fatalf("start on an edited seal: %v", err)
+	}
+	editEvent(t, path, lastSeal, func([]byte) []byte { return original })
+	if err := start(""); err != nil {
+		t.Fatalf("log put back: %v", err)
+	}
+	editEvent(t, path, lastSeal, func(v []byte) []byte {
+		var ev store.Event
+		if err := json.Unmarshal(v, &ev); err != nil {
+			t.Fatal(err)
+		}
+		ev.Seal.Signature[len(ev.Seal.Signature)-2] ^= 1
+		out, _ := json.Marshal(ev)
+		return out
+	})
+	err = start("")
+	if !errors.Is(err, engine.ErrAuditBroken) || !strings.Contains(err.Error(), "seal signature does not verify") {
+		t.Fatalf("start on a forged seal: %v", err)
+	}
+	if err := start("ticket CA-17: restored from backup, checked by Li Na"); err != nil {
+		t.Fatalf("acknowledged start: %v", err)
+	}
+	evs = eventsAt(t, path)
+	var ack *store.Event
+	for i := range evs {
+		if evs[i].Action == "audit.break.acknowledged" {
+			ack = &evs[i]
+		}
+	}
+	if ack == nil || !strings.Contains(ack.Detail, "ticket CA-17") || !strings.Contains(ack.Reason, "seal signature") {
+		t.Fatalf("acknowledgement event: %+v", ack)
+	}
+	if evs[ack.Seq].Action != "audit.seal" {
+		t.Fatalf("event after the acknowledgement: %+v, want a seal", evs[ack.Seq])
+	}
+	// Now the log starts clean again.
+	if err := start(""); err != nil {
+		t.Fatalf("after acknowledgement: %v", err)
+	}
+}
+
+// eventsAt reads the audit log of the store file at path.
+func eventsAt(t *testing.T, path string) []store.Event {
+	t.Helper()
+	st, err := store.Open(path)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer st.Close()
+	return events(t, st)
+}
