@@ -25,22 +25,7 @@ var ErrAuditBroken = errors.New("audit log broken")
 // verify under the audit key) to the head. A break is returned unless it
 // is acknowledged, in which case it is recorded and a new seal covers it.
 func (e *Engine) checkAudit() error {
-	var last *store.Event
-	err := e.store.View(func(tx *store.Tx) error {
-		var err error
-		if last, err = tx.LastSeal(); err != nil {
-			return err
-		}
-		if last == nil {
-			return tx.VerifyAuditChain()
-		}
-		if e.auditPub != nil {
-			if err := store.VerifySeal(e.auditPub, *last); err != nil {
-				return err
-			}
-		}
-		return tx.VerifyAuditChainFrom(last.Seq, last.Prev)
-	})
+	err := e.store.View(func(tx *store.Tx) error { return verifySinceSeal(tx, e.auditPub) })
 	if err == nil {
 		return nil
 	}
@@ -55,16 +40,45 @@ func (e *Engine) checkAudit() error {
 	if e.auditKey == nil {
 		return nil
 	}
-	return e.Seal(context.Background(), "after an acknowledged break")
+	// This seal vouches for the log as it is, break and acknowledgement
+	// included, so later checks start from here.
+	return e.seal(context.Background(), "after an acknowledged break", false)
 }
 
-// Seal signs the audit log's head now. Without an audit key it does
-// nothing.
+// verifySinceSeal checks the chain from the last seal (all of it if there
+// is none) and, with pub, the last seal's signature.
+func verifySinceSeal(tx *store.Tx, pub *ecdsa.PublicKey) error {
+	last, err := tx.LastSeal()
+	if err != nil {
+		return err
+	}
+	if last == nil {
+		return tx.VerifyAuditChain()
+	}
+	if pub != nil {
+		if err := store.VerifySeal(pub, *last); err != nil {
+			return err
+		}
+	}
+	return tx.VerifyAuditChainFrom(last.Seq, last.Prev)
+}
+
+// Seal signs the audit log's head now, if the chain since the last seal
+// holds. Without an audit key it does nothing.
 func (e *Engine) Seal(ctx context.Context, why string) error {
+	return e.seal(ctx, why, true)
+}
+
+func (e *Engine) seal(ctx context.Context, why string, verify bool) error {
 	if e.auditKey == nil {
 		return nil
 	}
 	err := e.store.Update(func(tx *store.Tx) error {
+		if verify {
+			if err := verifySinceSeal(tx, nil); err != nil {
+				return err
+			}
+		}
 		seq, head, err := tx.AuditHead()
 		if err != nil {
 			return err

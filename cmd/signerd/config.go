@@ -37,6 +37,15 @@ type config struct {
 		Batch int `yaml:"batch"`
 	} `yaml:"queue"`
 	CRLValidity duration `yaml:"crl_validity"`
+	// Audit seals the audit log with an SM2 key of its own, generated in
+	// the token on first start when missing (SPEC §7.2).
+	Audit struct {
+		Key          string   `yaml:"key"` // default "signerd-audit"
+		SealEvery    int      `yaml:"seal_every"`
+		SealInterval duration `yaml:"seal_interval"`
+	} `yaml:"audit"`
+	// ackAuditBreak is an operator's --acknowledge-audit-break statement.
+	ackAuditBreak string
 	// RASignatures: when required, RA requests must carry an SM2
 	// signature by an RA certificate this CA issued (rasig.go).
 	RASignatures raSignatures `yaml:"ra_signatures"`
@@ -95,6 +104,14 @@ func (c *config) validate() error {
 		return errors.New("store is required")
 	case c.Socket.Path == "":
 		return errors.New("socket.path is required")
+	}
+	if c.Audit.Key == "" {
+		c.Audit.Key = "signerd-audit"
+	}
+	for _, ic := range c.Issuers {
+		if ic.Key == c.Audit.Key {
+			return fmt.Errorf("audit.key %q is an issuing key; the audit key signs nothing but seals", c.Audit.Key)
+		}
 	}
 	for role := range c.Roles {
 		if role != roleRA && role != roleOperator && role != roleAuditor {

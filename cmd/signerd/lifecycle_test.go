@@ -2,6 +2,8 @@ package main
 
 import (
 	"bufio"
+	"bytes"
+	"encoding/json"
 	"errors"
 	"fmt"
 	"net/http"
@@ -13,6 +15,9 @@ import (
 	"sync/atomic"
 	"syscall"
 	"testing"
+	"time"
+
+	bolt "go.etcd.io/bbolt"
 
 	"signerd/engine/enginetest"
 	"signerd/hsm/split"
@@ -262,4 +267,75 @@ func TestPINFromShares(t *testing.T) {
 	withShares(paths[4], paths[0], paths[2])
 	d.start(t)
 	want(t, "issue", d.call(t, "POST", "/v1/certificates", issueBody(t, "shares-1", "person-sign")), 201, "")
+}
+
+// TestAuditLogCheckedAtStart: signerd checks the log from its last seal
+// at start-up, refuses to start on one edited there, and starts when an
+// operator acknowledges the break, which lands in the log followed by a
+// seal. (Edits before the last seal are caught by the seal chain when the
+// log is exported and verified.)
+func TestAuditLogCheckedAtStart(t *testing.T) {
+	d := newDaemonProc(t, "audit: {seal_interval: 1h}\n")
+	d.start(t)
+	want(t, "issue", d.call(t, "POST", "/v1/certificates", issueBody(t, "audit-1", "person-sign")), 201, "")
+	// Killed, so no seal covers the issuance.
+	d.cmd.Process.Kill()
+	<-d.exited
+	d.exited <- nil
+	db, err := bolt.Open(d.store, 0o600, &bolt.Options{Timeout: time.Second})
+	if err != nil {
+		t.Fatal(err)
+	}
+	var actions []string
+	err = db.Update(func(tx *bolt.Tx) error {
+		b := tx.Bucket([]byte("audit"))
+		var key, val []byte
+		b.ForEach(func(k, v []byte) error {
+			var ev store.Event
+			json.Unmarshal(v, &ev)
+			actions = append(actions, ev.Action)
+			if ev.Action == "certificate.issue" {
+				key, val = k, v
+			}
+			return nil
+		})
+		if key == nil {
+			return errors.New("no issuance event")
+		}
+		return b.Put(key, bytes.Replace(val, []byte("audit-1"), []byte("audit-2"), 1))
+	})
+	db.Close()
+	if err != nil {
+		t.Fatal(err)
+	}
+	if actions[0] != "audit.key.generated" || actions[len(actions)-1] != "certificate.issue" {
+		t.Fatalf("audit actions %v: want the audit key's generation first and the issuance last", actions)
+	}
+
+	out, err := exec.Command(signerdBin, "--config", d.config).CombinedOutput()
+	var exit *exec.ExitError
+	if !errors.As(err, &exit) || exit.ExitCode() != 1 || !strings.Contains(string(out), "audit log broken") {
+		t.Fatalf("signerd on an edited log: %v\n%s", err, out)
+	}
+	d.args = []string{"--acknowledge-audit-break", "Li Na, incident 2026-17: test edit"}
+	d.start(t)
+	want(t, "issue after acknowledgement", d.call(t, "POST", "/v1/certificates", issueBody(t, "audit-3", "person-sign")), 201, "")
+	d.stop(t)
+	st, err := store.Open(d.store)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer st.Close()
+	var after []string
+	st.View(func(tx *store.Tx) error {
+		return tx.Events(1, func(e store.Event, _ []byte) error {
+			if e.Action == "audit.break.acknowledged" && strings.Contains(e.Detail, "incident 2026-17") || after != nil {
+				after = append(after, e.Action)
+			}
+			return nil
+		})
+	})
+	if len(after) < 2 || after[1] != "audit.seal" || after[len(after)-1] != "audit.seal" {
+		t.Fatalf("events from the acknowledgement on: %v; want it, a seal, ..., the shutdown seal", after)
+	}
 }

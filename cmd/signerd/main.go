@@ -8,6 +8,7 @@ package main
 import (
 	"context"
 	"crypto"
+	"crypto/ecdsa"
 	"errors"
 	"flag"
 	"fmt"
@@ -33,6 +34,7 @@ import (
 func main() {
 	fs := flag.NewFlagSet("signerd", flag.ContinueOnError)
 	configPath := fs.String("config", "/etc/signerd/signerd.yaml", "configuration `file`")
+	ack := fs.String("acknowledge-audit-break", "", "start although the audit log fails its check; the `statement` (who, why) is audited")
 	if err := fs.Parse(os.Args[1:]); err != nil {
 		os.Exit(2)
 	}
@@ -42,6 +44,7 @@ func main() {
 		log.Error("refusing to start", "err", err)
 		os.Exit(1)
 	}
+	cfg.ackAuditBreak = *ack
 	if cfg.LogLevel == "debug" {
 		log = slog.New(slog.NewJSONHandler(os.Stderr, &slog.HandlerOptions{Level: slog.LevelDebug}))
 	}
@@ -151,6 +154,11 @@ func (d *daemon) start(cfg *config, log *slog.Logger) error {
 		issuers = append(issuers, iss)
 		signers = append(signers, signer)
 	}
+	auditKey, generated, err := loadAuditKey(ctx, d.module, cfg.Audit.Key)
+	if err != nil {
+		return err
+	}
+	signers = append(signers, auditKey)
 	notify("STATUS=power-on self-test")
 	if err := d.module.SelfTest(ctx, signers...); err != nil {
 		return err
@@ -167,8 +175,30 @@ func (d *daemon) start(cfg *config, log *slog.Logger) error {
 	d.metrics = newMetrics(func() int { return d.engine.Queue().Depth() })
 	d.engine, err = engine.New(engine.Config{Store: d.store, Issuers: issuers, Profiles: profiles, SM2ID: sm2ID,
 		Random: d.module.Random(), QueueSize: cfg.Queue.Size, BatchSize: cfg.Queue.Batch,
-		CRLValidity: cfg.CRLValidity.Duration, Log: log, Metrics: d.metrics})
-	return err
+		CRLValidity: cfg.CRLValidity.Duration, Log: log, Metrics: d.metrics,
+		AuditKey: auditKey, SealEvery: cfg.Audit.SealEvery, SealInterval: cfg.Audit.SealInterval.Duration,
+		AcknowledgeAuditBreak: cfg.ackAuditBreak})
+	if err != nil || !generated {
+		return err
+	}
+	log.Info("audit key generated", "label", cfg.Audit.Key)
+	return d.engine.Audit(store.Event{Actor: store.System, Action: "audit.key.generated", Object: cfg.Audit.Key,
+		Outcome: store.OutcomeOK, Detail: fmt.Sprintf("CKA_ID %X", hsm.KeyID(auditKey.Public().(*ecdsa.PublicKey)))})
+}
+
+// loadAuditKey finds the audit key, or generates it on first start.
+func loadAuditKey(ctx context.Context, m *hsm.Module, label string) (*hsm.SM2Signer, bool, error) {
+	key, err := m.FindKey(ctx, label)
+	generated := false
+	if errors.Is(err, hsm.ErrKeyNotFound) {
+		key, err = m.GenerateKey(ctx, hsm.KeySpec{Label: label, Algorithm: hsm.SM2})
+		generated = true
+	}
+	if err != nil {
+		return nil, false, fmt.Errorf("audit key %q: %w", label, err)
+	}
+	signer, err := key.SM2Signer(nil)
+	return signer, generated, err
 }
 
 // loadIssuer finds an issuing key and pairs it with its certificate.

@@ -56,6 +56,7 @@ type daemonProc struct {
 	cmd    *exec.Cmd
 	log    *bytes.Buffer
 	exited chan error
+	args   []string // more command-line arguments
 }
 
 // newDaemon writes a config for a fresh CA in a folder other uids may
@@ -101,7 +102,7 @@ roles:
 func (d *daemonProc) start(t *testing.T) {
 	t.Helper()
 	d.log = new(bytes.Buffer)
-	d.cmd = exec.Command(signerdBin, "--config", d.config)
+	d.cmd = exec.Command(signerdBin, append([]string{"--config", d.config}, d.args...)...)
 	d.cmd.Stdout, d.cmd.Stderr = d.log, d.log
 	if err := d.cmd.Start(); err != nil {
 		t.Fatal(err)
