@@ -2,6 +2,7 @@ package main
 
 import (
 	"bytes"
+	"crypto/sha256"
 	"errors"
 	"fmt"
 	"io"
@@ -46,6 +47,9 @@ type config struct {
 	} `yaml:"audit"`
 	// ackAuditBreak is an operator's --acknowledge-audit-break statement.
 	ackAuditBreak string
+	// path and digest identify the file loaded, for the start-up event.
+	path   string
+	digest [sha256.Size]byte
 	// RASignatures: when required, RA requests must carry an SM2
 	// signature by an RA certificate this CA issued (rasig.go).
 	RASignatures raSignatures `yaml:"ra_signatures"`
@@ -90,6 +94,7 @@ func loadConfig(path string) (*config, error) {
 	if err := c.validate(); err != nil {
 		return nil, fmt.Errorf("config %s: %w", path, err)
 	}
+	c.path, c.digest = path, sha256.Sum256(raw)
 	return &c, nil
 }
 

@@ -308,8 +308,8 @@ func TestAuditLogCheckedAtStart(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	if actions[0] != "audit.key.generated" || actions[len(actions)-1] != "certificate.issue" {
-		t.Fatalf("audit actions %v: want the audit key's generation first and the issuance last", actions)
+	if actions[0] != "audit.key.generated" || actions[1] != "signerd.start" || actions[len(actions)-1] != "certificate.issue" {
+		t.Fatalf("audit actions %v: want the audit key's generation, the start, ..., the issuance", actions)
 	}
 
 	out, err := exec.Command(signerdBin, "--config", d.config).CombinedOutput()
@@ -335,7 +335,8 @@ func TestAuditLogCheckedAtStart(t *testing.T) {
 			return nil
 		})
 	})
-	if len(after) < 2 || after[1] != "audit.seal" || after[len(after)-1] != "audit.seal" {
-		t.Fatalf("events from the acknowledgement on: %v; want it, a seal, ..., the shutdown seal", after)
+	if len(after) < 4 || after[1] != "audit.seal" || after[2] != "signerd.start" ||
+		after[len(after)-2] != "signerd.stop" || after[len(after)-1] != "audit.seal" {
+		t.Fatalf("events from the acknowledgement on: %v; want it, a seal, the start, ..., the stop, the shutdown seal", after)
 	}
 }

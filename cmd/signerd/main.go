@@ -124,7 +124,11 @@ func run(cfg *config, log *slog.Logger) error {
 	if err := srv.Shutdown(ctx); err != nil {
 		log.Warn("shutdown", "err", err)
 	}
-	d.engine.Close()
+	if err := d.engine.Audit(store.Event{Actor: store.System, Action: "signerd.stop", Outcome: store.OutcomeOK,
+		Reason: "signal"}); err != nil {
+		log.Error("audit stop", "err", err)
+	}
+	d.engine.Close() // drains the queue, then seals the log
 	log.Info("stopped")
 	return nil
 }
@@ -178,12 +182,23 @@ func (d *daemon) start(cfg *config, log *slog.Logger) error {
 		CRLValidity: cfg.CRLValidity.Duration, Log: log, Metrics: d.metrics,
 		AuditKey: auditKey, SealEvery: cfg.Audit.SealEvery, SealInterval: cfg.Audit.SealInterval.Duration,
 		AcknowledgeAuditBreak: cfg.ackAuditBreak})
-	if err != nil || !generated {
+	if err != nil {
 		return err
 	}
-	log.Info("audit key generated", "label", cfg.Audit.Key)
-	return d.engine.Audit(store.Event{Actor: store.System, Action: "audit.key.generated", Object: cfg.Audit.Key,
-		Outcome: store.OutcomeOK, Detail: fmt.Sprintf("CKA_ID %X", hsm.KeyID(auditKey.Public().(*ecdsa.PublicKey)))})
+	if generated {
+		log.Info("audit key generated", "label", cfg.Audit.Key)
+		if err := d.engine.Audit(store.Event{Actor: store.System, Action: "audit.key.generated", Object: cfg.Audit.Key,
+			Outcome: store.OutcomeOK, Detail: fmt.Sprintf("CKA_ID %X", hsm.KeyID(auditKey.Public().(*ecdsa.PublicKey)))}); err != nil {
+			return err
+		}
+	}
+	labels := make([]string, len(cfg.Issuers))
+	for i, ic := range cfg.Issuers {
+		labels[i] = ic.Key
+	}
+	return d.engine.Audit(store.Event{Actor: store.System, Action: "signerd.start", Object: cfg.path, Outcome: store.OutcomeOK,
+		Detail: fmt.Sprintf("config sha256 %x; token %s; issuing keys %q; audit key %q; self-test passed",
+			cfg.digest, cfg.HSM.Name(), labels, cfg.Audit.Key)})
 }
 
 // loadAuditKey finds the audit key, or generates it on first start.
