@@ -63,12 +63,9 @@ func verifySinceSeal(tx *store.Tx, pub *ecdsa.PublicKey) error {
 	return tx.VerifyAuditChainFrom(last.Seq, last.Prev)
 }
 
-// Seal signs the audit log's head now, if the chain since the last seal
-// holds. Without an audit key it does nothing.
-func (e *Engine) Seal(ctx context.Context, why string) error {
-	return e.seal(ctx, why, true)
-}
-
+// seal signs the audit log's head now; with verify, only if the chain
+// since the last seal holds. Without an audit key it does nothing. Only
+// the sealer goroutine, and New and Close around it, call it.
 func (e *Engine) seal(ctx context.Context, why string, verify bool) error {
 	if e.auditKey == nil {
 		return nil
@@ -143,7 +140,7 @@ func (e *Engine) sealer(stop <-chan struct{}, done chan<- struct{}) {
 		if !due {
 			continue
 		}
-		if err := e.Seal(context.Background(), fmt.Sprintf("%d events", n)); err != nil {
+		if err := e.seal(context.Background(), fmt.Sprintf("%d events", n), true); err != nil {
 			e.log.Error("audit seal", "err", err)
 		}
 	}
@@ -158,7 +155,7 @@ func (e *Engine) closeAudit() {
 	close(e.sealStop)
 	<-e.sealDone
 	if n, err := e.unsealed(); err == nil && n > 0 {
-		if err := e.Seal(context.Background(), "shutdown"); err != nil {
+		if err := e.seal(context.Background(), "shutdown", true); err != nil {
 			e.log.Error("audit seal at shutdown", "err", err)
 		}
 	}
