@@ -26,6 +26,7 @@ import (
 	"time"
 
 	"github.com/emmansun/gmsm/sm3"
+	"go.yaml.in/yaml/v3"
 
 	"signerd/store"
 )
@@ -80,7 +81,7 @@ func Load(path string) (*File, error) {
 	var head struct {
 		Type string `yaml:"type"`
 	}
-	if err := decodeLenient(data, &head); err != nil {
+	if err := yaml.Unmarshal(data, &head); err != nil { // decodeStrict checks the whole file below
 		return nil, fmt.Errorf("ceremony %s: %w", path, err)
 	}
 	mk, ok := types[head.Type]
@@ -126,7 +127,7 @@ func (f *File) Run(opts Options) error {
 		opts.Now = time.Now
 	}
 	h := f.c.header()
-	r := &runner{dryRun: opts.DryRun, out: opts.Out, now: opts.Now}
+	r := &runner{dryRun: opts.DryRun, out: opts.Out}
 	mode := "run"
 	if opts.DryRun {
 		mode = "dry run (checks only; nothing is changed)"
@@ -188,11 +189,10 @@ func orNone(s string) string {
 	return s
 }
 
-// runner carries a ceremony's run: the mode, the clock and the transcript.
+// runner carries a ceremony's run: the mode and the transcript.
 type runner struct {
 	dryRun     bool
 	out        io.Writer
-	now        func() time.Time
 	transcript strings.Builder
 }
 

@@ -7,7 +7,6 @@ import (
 	"fmt"
 	"io"
 	"net/url"
-	"os"
 	"path/filepath"
 	"strings"
 	"time"
@@ -221,15 +220,6 @@ func decodeStrict(data []byte, v any) error {
 	return nil
 }
 
-// decodeLenient reads fields of interest from a file that decodeStrict
-// will check whole.
-func decodeLenient(data []byte, v any) error {
-	if err := yaml.Unmarshal(data, v); err != nil {
-		return err
-	}
-	return nil
-}
-
 // resolvePaths makes relative paths relative to the ceremony file's folder,
 // so a ceremony folder can be carried whole into the room.
 func resolvePaths(dir string, paths ...*string) {
@@ -237,13 +227,5 @@ func resolvePaths(dir string, paths ...*string) {
 		if *p != "" && !filepath.IsAbs(*p) {
 			*p = filepath.Join(dir, *p)
 		}
-	}
-}
-
-func resolveTokenSpec(dir string, t *hsm.TokenSpec) {
-	t.Module = os.ExpandEnv(t.Module) // the module path differs per machine
-	resolvePaths(dir, &t.PINFile)
-	for i := range t.PINShares {
-		resolvePaths(dir, &t.PINShares[i])
 	}
 }

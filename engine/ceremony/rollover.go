@@ -94,11 +94,9 @@ func (c *rollover) perform(r *runner) error {
 	spec, _ := c.NewKey.spec()
 	var newKey *caKey
 	if r.dryRun {
-		tw, err := throwaway(spec.Algorithm)
-		if err != nil {
+		if newKey, err = standIn(spec.Algorithm); err != nil {
 			return err
 		}
-		newKey = &caKey{Key: &hsm.Key{Label: "(throwaway)", Algorithm: spec.Algorithm, Public: publicOf(tw)}, signer: tw}
 		r.step("would generate %s key %q in the token; checking the certificates with a throwaway key in its place", spec.Algorithm, spec.Label)
 	} else if newKey, err = r.generate(m, spec); err != nil {
 		return err

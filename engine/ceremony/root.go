@@ -54,13 +54,11 @@ func (c *root) perform(r *runner) error {
 		return err
 	}
 	if r.dryRun {
-		// Lint the profile with a throwaway key standing in for the root.
-		tw, err := throwaway(spec.Algorithm)
+		stand, err := standIn(spec.Algorithm)
 		if err != nil {
 			return err
 		}
-		stand := &caKey{Key: &hsm.Key{Label: "(throwaway)", Algorithm: spec.Algorithm}, signer: tw}
-		_, err = r.signCA("root certificate", tmpl, publicOf(tw), nil, stand)
+		_, err = r.signCA("root certificate", tmpl, stand.Public, nil, stand)
 		r.step("would generate %s key %q in the token and sign the root certificate with it", spec.Algorithm, spec.Label)
 		return err
 	}

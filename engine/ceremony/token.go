@@ -24,7 +24,10 @@ func prepareToken(dir string, t *hsm.TokenSpec) error {
 	if err := t.Resolve(true); err != nil {
 		return fmtField("hsm", err)
 	}
-	resolveTokenSpec(dir, t)
+	resolvePaths(dir, &t.PINFile)
+	for i := range t.PINShares {
+		resolvePaths(dir, &t.PINShares[i])
+	}
 	return nil
 }
 
@@ -50,6 +53,16 @@ func (r *runner) openToken(t hsm.TokenSpec) (*hsm.Module, error) {
 }
 
 func publicOf(s crypto.Signer) *ecdsa.PublicKey { return s.Public().(*ecdsa.PublicKey) }
+
+// standIn is a throwaway key in place of one a dry run does not generate,
+// so the certificates it would sign can still be linted.
+func standIn(alg hsm.Algorithm) (*caKey, error) {
+	tw, err := throwaway(alg)
+	if err != nil {
+		return nil, err
+	}
+	return &caKey{Key: &hsm.Key{Label: "(throwaway)", Algorithm: alg, Public: publicOf(tw)}, signer: tw}, nil
+}
 
 // publicKeyFingerprint is the SHA-256 of the SubjectPublicKeyInfo, as
 // `openssl pkey -pubin -outform DER | openssl dgst -sha256` prints it.
