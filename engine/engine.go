@@ -50,6 +50,9 @@ type Config struct {
 	AuditKey     Signer
 	SealEvery    int
 	SealInterval time.Duration
+	// AuditKeyGenerated is AuditKey's label if the daemon generated it for
+	// this start; the engine records that before certifying the key.
+	AuditKeyGenerated string
 	// AcknowledgeAuditBreak, if not empty, is an operator's statement that
 	// lets the engine start on an audit log that fails its check; it is
 	// recorded with the break.
@@ -87,7 +90,7 @@ type Engine struct {
 
 	auditKey   Signer
 	auditPub   *ecdsa.PublicKey
-	lastSeal   time.Time
+	lastSeal   atomic.Int64 // UnixNano of the last seal
 	sealStop   chan struct{}
 	sealDone   chan struct{}
 	sealClosed atomic.Bool
@@ -164,11 +167,24 @@ func New(cfg Config) (*Engine, error) {
 	}); err != nil {
 		return nil, fmt.Errorf("engine: start-up recovery: %w", err)
 	}
+	if cfg.AuditKeyGenerated != "" && e.auditKey != nil {
+		if err := e.Audit(store.Event{Actor: store.System, Action: "audit.key.generated", Object: cfg.AuditKeyGenerated,
+			Outcome: store.OutcomeOK, Detail: fmt.Sprintf("CKA_ID %X", hsm.KeyID(e.auditPub))}); err != nil {
+			return nil, fmt.Errorf("engine: %w", err)
+		}
+	}
 	e.queue = newBatchQueue(e.cfg.QueueSize, e.cfg.BatchSize, e.runBatch)
 	if e.auditKey != nil {
-		e.lastSeal = e.cfg.Now()
+		e.lastSeal.Store(e.cfg.Now().UnixNano())
 		e.sealStop, e.sealDone = make(chan struct{}), make(chan struct{})
 		go e.sealer(e.sealStop, e.sealDone)
+		ctx, cancel := context.WithTimeout(context.Background(), e.cfg.SignTimeout)
+		err := e.certifyAuditKey(ctx)
+		cancel()
+		if err != nil {
+			e.Close()
+			return nil, fmt.Errorf("engine: %w", err)
+		}
 	}
 	return e, nil
 }

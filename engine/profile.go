@@ -203,8 +203,11 @@ func (p *Profile) Validate() error {
 
 // LintUsage is the lint package's name for the profile's usage.
 func (p *Profile) LintUsage() lint.Usage {
-	if p.Usage == "encryption" {
+	switch p.Usage {
+	case "encryption":
 		return lint.Encryption
+	case usageAuditLog:
+		return lint.AuditLog
 	}
 	return lint.Signing
 }

@@ -116,6 +116,9 @@ func checkRequestID(id string) error {
 	if id == "" || len(id) > maxRequestID {
 		return errorf(CodeBadRequest, "request_id must be 1..%d characters", maxRequestID)
 	}
+	if isInternalRequestID(id) {
+		return errorf(CodeBadRequest, "request_id may not start with %q: signerd's own requests do", internalRequestPrefix)
+	}
 	for _, r := range id {
 		if r < 0x21 || r > 0x7e {
 			return errorf(CodeBadRequest, "request_id must be printable ASCII without spaces")

@@ -42,7 +42,8 @@ func (e *Engine) checkAudit() error {
 	}
 	// This seal vouches for the log as it is, break and acknowledgement
 	// included, so later checks start from here.
-	return e.seal(context.Background(), "after an acknowledged break", false)
+	_, err = e.seal(context.Background(), "after an acknowledged break", false)
+	return err
 }
 
 // verifySinceSeal checks the chain from the last seal (all of it if there
@@ -63,13 +64,14 @@ func verifySinceSeal(tx *store.Tx, pub *ecdsa.PublicKey) error {
 	return tx.VerifyAuditChainFrom(last.Seq, last.Prev)
 }
 
-// seal signs the audit log's head now; with verify, only if the chain
-// since the last seal holds. Without an audit key it does nothing. Only
-// the sealer goroutine, and New and Close around it, call it.
-func (e *Engine) seal(ctx context.Context, why string, verify bool) error {
+// seal signs the audit log's head now and returns the seal's sequence
+// number; with verify, only if the chain since the last seal holds.
+// Without an audit key it does nothing.
+func (e *Engine) seal(ctx context.Context, why string, verify bool) (uint64, error) {
 	if e.auditKey == nil {
-		return nil
+		return 0, nil
 	}
+	var sealed uint64
 	err := e.store.Update(func(tx *store.Tx) error {
 		if verify {
 			if err := verifySinceSeal(tx, nil); err != nil {
@@ -86,16 +88,17 @@ func (e *Engine) seal(ctx context.Context, why string, verify bool) error {
 		if err != nil {
 			return fmt.Errorf("sign: %w", err)
 		}
-		_, err = tx.Append(store.Event{Time: e.cfg.Now(), Actor: store.System, Action: "audit.seal",
+		ev, err := tx.Append(store.Event{Time: e.cfg.Now(), Actor: store.System, Action: "audit.seal",
 			Object: fmt.Sprintf("through event %d", seq), Outcome: store.OutcomeOK, Reason: why,
 			Seal: &store.Seal{KeyID: hsm.KeyID(e.auditPub), Signature: sig}})
+		sealed = ev.Seq
 		return err
 	})
 	if err != nil {
-		return fmt.Errorf("seal the audit log: %w", err)
+		return 0, fmt.Errorf("seal the audit log: %w", err)
 	}
-	e.lastSeal = e.cfg.Now()
-	return nil
+	e.lastSeal.Store(e.cfg.Now().UnixNano())
+	return sealed, nil
 }
 
 // unsealed is how many events follow the last seal.
@@ -136,11 +139,12 @@ func (e *Engine) sealer(stop <-chan struct{}, done chan<- struct{}) {
 			e.log.Error("audit seal check", "err", err)
 			continue
 		}
-		due := n >= uint64(e.cfg.SealEvery) || (n > 0 && e.cfg.Now().Sub(e.lastSeal) >= e.cfg.SealInterval)
+		since := e.cfg.Now().Sub(time.Unix(0, e.lastSeal.Load()))
+		due := n >= uint64(e.cfg.SealEvery) || (n > 0 && since >= e.cfg.SealInterval)
 		if !due {
 			continue
 		}
-		if err := e.seal(context.Background(), fmt.Sprintf("%d events", n), true); err != nil {
+		if _, err := e.seal(context.Background(), fmt.Sprintf("%d events", n), true); err != nil {
 			e.log.Error("audit seal", "err", err)
 		}
 	}
@@ -155,7 +159,7 @@ func (e *Engine) closeAudit() {
 	close(e.sealStop)
 	<-e.sealDone
 	if n, err := e.unsealed(); err == nil && n > 0 {
-		if err := e.seal(context.Background(), "shutdown", true); err != nil {
+		if _, err := e.seal(context.Background(), "shutdown", true); err != nil {
 			e.log.Error("audit seal at shutdown", "err", err)
 		}
 	}

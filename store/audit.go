@@ -88,6 +88,9 @@ func ChainHash(stored []byte) []byte {
 // genesis is Prev of the first event.
 var genesis = make([]byte, sm3.Size)
 
+// Genesis is Prev of the log's first event: 32 zero bytes.
+func Genesis() []byte { return bytes.Clone(genesis) }
+
 // AuditHead is the last event's sequence number and chain hash (the next
 // event's Prev); zero and the genesis hash for an empty log.
 func (t *Tx) AuditHead() (uint64, []byte, error) {

@@ -308,8 +308,8 @@ func TestAuditLogCheckedAtStart(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	if actions[0] != "audit.key.generated" || actions[1] != "signerd.start" || actions[len(actions)-1] != "certificate.issue" {
-		t.Fatalf("audit actions %v: want the audit key's generation, the start, ..., the issuance", actions)
+	if actions[0] != "audit.key.generated" || actions[1] != "certificate.issue" || actions[2] != "signerd.start" || actions[len(actions)-1] != "certificate.issue" {
+		t.Fatalf("audit actions %v: want the audit key's generation and certification, the start, ..., the issuance", actions)
 	}
 
 	out, err := exec.Command(signerdBin, "--config", d.config).CombinedOutput()

@@ -8,7 +8,6 @@ package main
 import (
 	"context"
 	"crypto"
-	"crypto/ecdsa"
 	"errors"
 	"flag"
 	"fmt"
@@ -162,6 +161,11 @@ func (d *daemon) start(cfg *config, log *slog.Logger) error {
 	if err != nil {
 		return err
 	}
+	newAuditKey := ""
+	if generated {
+		log.Info("audit key generated", "label", cfg.Audit.Key)
+		newAuditKey = cfg.Audit.Key
+	}
 	signers = append(signers, auditKey)
 	notify("STATUS=power-on self-test")
 	if err := d.module.SelfTest(ctx, signers...); err != nil {
@@ -181,16 +185,9 @@ func (d *daemon) start(cfg *config, log *slog.Logger) error {
 		Random: d.module.Random(), QueueSize: cfg.Queue.Size, BatchSize: cfg.Queue.Batch,
 		CRLValidity: cfg.CRLValidity.Duration, Log: log, Metrics: d.metrics,
 		AuditKey: auditKey, SealEvery: cfg.Audit.SealEvery, SealInterval: cfg.Audit.SealInterval.Duration,
-		AcknowledgeAuditBreak: cfg.ackAuditBreak})
+		AuditKeyGenerated: newAuditKey, AcknowledgeAuditBreak: cfg.ackAuditBreak})
 	if err != nil {
 		return err
-	}
-	if generated {
-		log.Info("audit key generated", "label", cfg.Audit.Key)
-		if err := d.engine.Audit(store.Event{Actor: store.System, Action: "audit.key.generated", Object: cfg.Audit.Key,
-			Outcome: store.OutcomeOK, Detail: fmt.Sprintf("CKA_ID %X", hsm.KeyID(auditKey.Public().(*ecdsa.PublicKey)))}); err != nil {
-			return err
-		}
 	}
 	labels := make([]string, len(cfg.Issuers))
 	for i, ic := range cfg.Issuers {

@@ -30,12 +30,18 @@ type Usage int
 const (
 	Signing    Usage = iota // digitalSignature + nonRepudiation
 	Encryption              // keyEncipherment + dataEncipherment + keyAgreement
+	// AuditLog is signerd's own audit key: digitalSignature alone, which
+	// no RA profile yields, so no RA certificate passes for it.
+	AuditLog
 )
 
 // KeyUsage is the exact keyUsage each Usage gets.
 func (u Usage) KeyUsage() smx509.KeyUsage {
-	if u == Encryption {
+	switch u {
+	case Encryption:
 		return smx509.KeyUsageKeyEncipherment | smx509.KeyUsageDataEncipherment | smx509.KeyUsageKeyAgreement
+	case AuditLog:
+		return smx509.KeyUsageDigitalSignature
 	}
 	return smx509.KeyUsageDigitalSignature | smx509.KeyUsageContentCommitment
 }

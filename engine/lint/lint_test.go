@@ -56,6 +56,8 @@ func TestCertificateLints(t *testing.T) {
 		{"good signing certificate", func(*smx509.Certificate) {}, lint.Signing, ""},
 		{"good encryption certificate", func(c *smx509.Certificate) { c.KeyUsage = lint.Encryption.KeyUsage() }, lint.Encryption, ""},
 		{"signing usage on encryption certificate", func(*smx509.Certificate) {}, lint.Encryption, "keyUsage"},
+		{"good audit key certificate", func(c *smx509.Certificate) { c.KeyUsage = lint.AuditLog.KeyUsage() }, lint.AuditLog, ""},
+		{"signing usage passed off as audit key", func(*smx509.Certificate) {}, lint.AuditLog, "keyUsage"},
 		{"keyCertSign on end entity", func(c *smx509.Certificate) { c.KeyUsage |= smx509.KeyUsageCertSign }, lint.Signing, "keyUsage"},
 		{"marked CA", func(c *smx509.Certificate) { c.IsCA = true }, lint.Signing, "marked CA"},
 		{"serial of 21 octets", func(c *smx509.Certificate) {
