@@ -255,7 +255,9 @@ func (e *Engine) fail(tx *store.Tx, j *job, cause error) error {
 		code = CodeHSMUnavailable
 	}
 	e.log.Error("sign certificate", "request_id", j.o.id, "serial", store.HexSerial(r.Serial), "err", cause)
-	j.fail(errorf(code, "signing failed (serial %x burned; retry the request): %v", r.Serial, cause))
+	err = errorf(code, "signing failed (serial %x burned; retry the request): %v", r.Serial, cause)
+	err.(*Error).audited = true // by the burn
+	j.fail(err)
 	return e.burn(tx, r, j.o.actor, cause.Error())
 }
 

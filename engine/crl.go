@@ -22,6 +22,7 @@ import (
 func (e *Engine) SignCRL(ctx context.Context, actor store.Actor, issuerID string) ([]byte, error) {
 	iss, err := e.Issuer(issuerID)
 	if err != nil {
+		e.auditRefusal(actor, "crl.sign", "issuer "+issuerID, err)
 		return nil, err
 	}
 	e.crlMu.Lock()

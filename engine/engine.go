@@ -236,7 +236,8 @@ func (e *Engine) Queue() *BatchQueue { return e.queue }
 
 // Issue issues a certificate for req (or returns the one an earlier request
 // with the same id and content got).
-func (e *Engine) Issue(ctx context.Context, actor store.Actor, req Request) (*store.Certificate, error) {
+func (e *Engine) Issue(ctx context.Context, actor store.Actor, req Request) (c *store.Certificate, err error) {
+	defer func() { e.auditRefusal(actor, "certificate."+kindIssue, "request "+req.ID, err) }()
 	o, err := e.check(kindIssue, &req, nil)
 	if err != nil {
 		return nil, err
@@ -248,7 +249,8 @@ func (e *Engine) Issue(ctx context.Context, actor store.Actor, req Request) (*st
 // Renew issues a certificate for req's new key that replaces the one with
 // serial old; old is marked superseded (it stays valid until revoked or
 // expired, so the holder can switch over).
-func (e *Engine) Renew(ctx context.Context, actor store.Actor, old []byte, req Request) (*store.Certificate, error) {
+func (e *Engine) Renew(ctx context.Context, actor store.Actor, old []byte, req Request) (c *store.Certificate, err error) {
+	defer func() { e.auditRefusal(actor, "certificate."+kindRenew, "request "+req.ID, err) }()
 	prev, err := e.Status(old)
 	if err != nil {
 		return nil, err
@@ -267,7 +269,8 @@ func (e *Engine) Renew(ctx context.Context, actor store.Actor, old []byte, req R
 // Extend issues the certificate with serial old again with a new validity:
 // same key, subject, names and identity, a new serial. The old one is
 // marked superseded.
-func (e *Engine) Extend(ctx context.Context, actor store.Actor, requestID string, old []byte, days int) (*store.Certificate, error) {
+func (e *Engine) Extend(ctx context.Context, actor store.Actor, requestID string, old []byte, days int) (c *store.Certificate, err error) {
+	defer func() { e.auditRefusal(actor, "certificate."+kindExtend, "request "+requestID, err) }()
 	if err := checkRequestID(requestID); err != nil {
 		return nil, err
 	}
@@ -279,13 +282,13 @@ func (e *Engine) Extend(ctx context.Context, actor store.Actor, requestID string
 	if p == nil {
 		return nil, errorf(CodeUnknownProfile, "certificate %x has profile %q, no longer configured", old, prev.Profile)
 	}
-	c, err := smx509.ParseCertificate(prev.DER)
+	cert, err := smx509.ParseCertificate(prev.DER)
 	if err != nil {
 		return nil, errorf(CodeInternal, "certificate %x: %v", old, err)
 	}
-	o := &order{kind: kindExtend, id: requestID, actor: actor, profile: p, raw: c.RawSubject, pub: c.PublicKey,
-		dns: c.DNSNames, emails: c.EmailAddresses, replaces: old}
-	for _, ext := range c.Extensions {
+	o := &order{kind: kindExtend, id: requestID, actor: actor, profile: p, raw: cert.RawSubject, pub: cert.PublicKey,
+		dns: cert.DNSNames, emails: cert.EmailAddresses, replaces: old}
+	for _, ext := range cert.Extensions {
 		for _, oid := range identityOIDs {
 			if ext.Id.Equal(oid) {
 				o.identity = append(o.identity, ext)
@@ -357,6 +360,24 @@ func (e *Engine) alarm(err error) {
 		return err
 	}); aerr != nil {
 		e.log.Error("audit clock alarm", "err", aerr)
+	}
+}
+
+// auditRefusal records a request the engine refused or failed, unless
+// nothing went wrong or the failure is already recorded.
+func (e *Engine) auditRefusal(actor store.Actor, action, object string, err error) {
+	var ee *Error
+	if err == nil || (errors.As(err, &ee) && ee.audited) {
+		return
+	}
+	outcome := store.OutcomeRefused
+	switch CodeOf(err) {
+	case CodeInternal, CodeHSMUnavailable, CodeLintFailed:
+		outcome = store.OutcomeFailed
+	}
+	if aerr := e.Audit(store.Event{Actor: actor, Action: action, Object: object, Outcome: outcome,
+		Reason: err.Error()}); aerr != nil {
+		e.log.Error("audit a refused request", "action", action, "err", aerr)
 	}
 }
 

@@ -47,6 +47,9 @@ type Error struct {
 	Code    Code
 	Message string
 	Err     error
+	// audited: the engine has already recorded this failure as an audit
+	// event (a burned serial), so the refusal is not recorded twice.
+	audited bool
 }
 
 func (e *Error) Error() string { return string(e.Code) + ": " + e.Message }

@@ -36,7 +36,9 @@ func (e *Engine) ExportAudit(ctx context.Context, actor store.Actor, since, unti
 		return x, errorf(CodeInternal, "no audit key: the log cannot be sealed for export")
 	}
 	if !since.IsZero() && !until.IsZero() && until.Before(since) {
-		return x, errorf(CodeBadRequest, "until %s is before since %s", until.Format(time.RFC3339), since.Format(time.RFC3339))
+		err := errorf(CodeBadRequest, "until %s is before since %s", until.Format(time.RFC3339), since.Format(time.RFC3339))
+		e.auditExport(actor, x, store.OutcomeRefused, err.Error())
+		return x, err
 	}
 	exportSeal, err := e.seal(ctx, fmt.Sprintf("audit export for uid %d", actor.UID), true)
 	if err != nil {

@@ -1,6 +1,7 @@
 package main
 
 import (
+	"bufio"
 	"encoding/hex"
 	"encoding/json"
 	"encoding/pem"
@@ -19,6 +20,9 @@ import (
 
 // maxBody bounds a request body: a CSR and a subject fit many times over.
 const maxBody = 64 << 10
+
+// exportTimeout bounds sending an audit bundle.
+const exportTimeout = time.Hour
 
 // API error codes of the daemon itself; the engine's codes pass through.
 const (
@@ -67,6 +71,9 @@ func (a *api) mux(roles roles, seen func(pattern string)) *http.ServeMux {
 				p.evidence = evidence
 			}
 			h(w, r, p)
+			if w.status >= 400 && !w.audited {
+				a.auditRefusal(r, p, w.code+": "+w.message)
+			}
 		})
 	}
 	ra, op, aud := []string{roleRA}, []string{roleOperator}, []string{roleAuditor}
@@ -80,6 +87,7 @@ func (a *api) mux(roles roles, seen func(pattern string)) *http.ServeMux {
 	route("GET /v1/crl", ra, a.latestCRL)
 	route("POST /v1/crl", op, a.signCRL)
 	route("GET /v1/statistics/{month}", aud, a.statistics)
+	route("POST /v1/audit/export", aud, a.exportAudit)
 	route("GET /v1/health", op, a.health)
 	route("GET /v1/metrics", op, func(w http.ResponseWriter, r *http.Request, _ peer) { a.metrics.handler().ServeHTTP(w, r) })
 	mux.HandleFunc("/", func(w http.ResponseWriter, r *http.Request) {
@@ -115,12 +123,18 @@ func (a *api) admit(w http.ResponseWriter, r *http.Request, p peer, allowed []st
 	}
 	msg := fmt.Sprintf("uid %d gid %d (roles %v) may not %s %s", p.UID, p.GID, p.Roles, r.Method, r.URL.Path)
 	a.log.Warn("refused peer", "uid", p.UID, "gid", p.GID, "pid", p.PID, "roles", p.Roles, "method", r.Method, "path", r.URL.Path)
-	if err := a.eng.Audit(store.Event{Actor: p.actor(), Action: "api.refused", Object: r.Method + " " + r.URL.Path,
-		Outcome: store.OutcomeRefused, Reason: code}); err != nil {
-		a.log.Error("audit refused peer", "err", err)
-	}
+	a.auditRefusal(r, p, code)
 	writeError(w, status, code, msg)
 	return false
+}
+
+// auditRefusal records a request the daemon refused before the engine
+// saw it (the engine records its own).
+func (a *api) auditRefusal(r *http.Request, p peer, reason string) {
+	if err := a.eng.Audit(store.Event{Actor: p.actor(), Action: "api.refused", Object: r.Method + " " + r.URL.Path,
+		Outcome: store.OutcomeRefused, Reason: reason}); err != nil {
+		a.log.Error("audit a refused request", "err", err)
+	}
 }
 
 // issueRequest is the JSON body of issue and renew.
@@ -316,6 +330,53 @@ func (a *api) statistics(w http.ResponseWriter, r *http.Request, _ peer) {
 	writeJSON(w, http.StatusOK, map[string]any{"month": month, "profiles": stats})
 }
 
+// exportAudit streams an audit bundle. The status is sent with the
+// bundle's first line, so an error found before it is an ordinary error
+// answer; one after it cuts the bundle short, which its verifier reports.
+func (a *api) exportAudit(w http.ResponseWriter, r *http.Request, p peer) {
+	var q struct {
+		Since time.Time `json:"since"`
+		Until time.Time `json:"until"`
+	}
+	body := bufio.NewReader(r.Body)
+	if _, err := body.Peek(1); err != io.EOF { // no body: the whole log
+		r.Body = io.NopCloser(body)
+		if !decode(w, r, &q) {
+			return
+		}
+	}
+	// A whole log takes longer to send than any other answer.
+	if err := http.NewResponseController(w).SetWriteDeadline(time.Now().Add(exportTimeout)); err != nil {
+		a.log.Warn("audit export: write deadline", "err", err)
+	}
+	bw := &bundleWriter{w: w}
+	x, err := a.eng.ExportAudit(r.Context(), p.actor(), q.Since, q.Until, bw)
+	switch {
+	case err != nil && !bw.started:
+		a.fail(w, r, err)
+	case err != nil:
+		a.log.Error("audit export cut short", "uid", p.UID, "err", err)
+	default:
+		a.log.Info("audit exported", "uid", p.UID, "first", x.First, "last", x.Last, "bytes", x.Bytes)
+	}
+}
+
+// bundleWriter sends the headers of a bundle answer with its first bytes.
+type bundleWriter struct {
+	w       http.ResponseWriter
+	started bool
+}
+
+func (b *bundleWriter) Write(p []byte) (int, error) {
+	if !b.started {
+		b.started = true
+		b.w.Header().Set("Content-Type", "application/x-ndjson")
+		b.w.Header().Set("Content-Disposition", `attachment; filename="audit-bundle.jsonl"`)
+		b.w.WriteHeader(http.StatusOK)
+	}
+	return b.w.Write(p)
+}
+
 func (a *api) health(w http.ResponseWriter, _ *http.Request, _ peer) {
 	writeJSON(w, http.StatusOK, map[string]any{"status": "ok", "queue_depth": a.eng.Queue().Depth()})
 }
@@ -380,6 +441,9 @@ var httpStatus = map[engine.Code]int{
 }
 
 func (a *api) fail(w http.ResponseWriter, r *http.Request, err error) {
+	if rec, ok := w.(*recorder); ok {
+		rec.audited = true // the engine records what it refuses
+	}
 	var ee *engine.Error
 	if !errors.As(err, &ee) {
 		// The caller went away (context cancelled) or something unforeseen.
@@ -402,7 +466,7 @@ func (a *api) fail(w http.ResponseWriter, r *http.Request, err error) {
 
 func writeError(w http.ResponseWriter, status int, code, msg string) {
 	if rec, ok := w.(*recorder); ok {
-		rec.code = code
+		rec.code, rec.message = code, msg
 	}
 	writeJSON(w, status, map[string]string{"code": code, "message": msg})
 }

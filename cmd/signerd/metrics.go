@@ -68,9 +68,16 @@ func (m *metrics) handler() http.Handler {
 // recorder remembers what a handler answered, for the request counter.
 type recorder struct {
 	http.ResponseWriter
-	status int
-	code   string
+	status  int
+	code    string
+	message string
+	// audited: the refusal is already recorded (by the engine, or by the
+	// check that refused it).
+	audited bool
 }
+
+// Unwrap lets http.ResponseController reach the connection.
+func (r *recorder) Unwrap() http.ResponseWriter { return r.ResponseWriter }
 
 func (r *recorder) WriteHeader(status int) {
 	r.status = status

@@ -17,6 +17,7 @@ import (
 	"testing"
 	"time"
 
+	"signerd/engine/audit"
 	"signerd/engine/enginetest"
 	"signerd/store"
 )
@@ -185,7 +186,12 @@ func (d *daemonProc) callAs(t *testing.T, uid int, method, path string) reply {
 	if os.Getuid() != 0 {
 		t.Fatal("connecting as other uids needs root (the test runs curl with their credentials)")
 	}
-	cmd := exec.Command("curl", "-sS", "--unix-socket", d.socket, "-X", method, "-o", "-", "-w", "\n%{http_code}", "http://signerd"+path)
+	return d.curlAs(t, uid, "-X", method, "http://signerd"+path)
+}
+
+func (d *daemonProc) curlAs(t *testing.T, uid int, args ...string) reply {
+	t.Helper()
+	cmd := exec.Command("curl", append([]string{"-sS", "--unix-socket", d.socket, "-o", "-", "-w", "\n%{http_code}"}, args...)...)
 	cmd.SysProcAttr = &syscall.SysProcAttr{Credential: &syscall.Credential{Uid: uint32(uid), Gid: uint32(uid)}}
 	out, err := cmd.Output()
 	if err != nil {
@@ -195,6 +201,12 @@ func (d *daemonProc) callAs(t *testing.T, uid int, method, path string) reply {
 	var status int
 	fmt.Sscan(string(out[i+1:]), &status)
 	return parseReply(status, out[:i])
+}
+
+// callAsWith is callAs with a JSON body.
+func (d *daemonProc) callAsWith(t *testing.T, uid int, method, path, body string) reply {
+	t.Helper()
+	return d.curlAs(t, uid, "-X", method, "-H", "Content-Type: application/json", "--data-binary", body, "http://signerd"+path)
 }
 
 func parseReply(status int, raw []byte) reply {
@@ -327,10 +339,11 @@ func TestRolesAreEnforcedAndRefusalsAudited(t *testing.T) {
 		"crl-sign":   {"POST", "/v1/crl", 201},
 		"statistics": {"GET", "/v1/statistics/" + month, 200},
 		"health":     {"GET", "/v1/health", 200},
+		"audit":      {"POST", "/v1/audit/export", 200},
 	}
 	allowed := map[int][]string{
 		operatorUID: {"crl-sign", "health", "metrics"},
-		auditorUID:  {"statistics"},
+		auditorUID:  {"statistics", "audit"},
 		strangerUID: {},
 	}
 	refusals := 0
@@ -339,8 +352,13 @@ func TestRolesAreEnforcedAndRefusalsAudited(t *testing.T) {
 			r := d.callAs(t, uid, a.method, a.path)
 			switch {
 			case contains(ok, name):
-				if r.status == http.StatusForbidden {
-					t.Errorf("uid %d refused %s: %s", uid, name, r.body)
+				if r.status != a.ok {
+					t.Errorf("uid %d %s: %d %s", uid, name, r.status, r.body)
+				}
+				if name == "audit" {
+					if rep := audit.Verify(r.body, audit.Options{Root: d.ca.Root}); !rep.OK() || !rep.Anchored {
+						t.Errorf("the auditor's bundle: %v", rep.Problems)
+					}
 				}
 			case uid == strangerUID:
 				want(t, fmt.Sprintf("uid %d %s", uid, name), r, 403, codeUnknownPeer)
@@ -354,7 +372,12 @@ func TestRolesAreEnforcedAndRefusalsAudited(t *testing.T) {
 	// The RA may not sign CRLs or read statistics.
 	want(t, "RA signs CRL", d.call(t, "POST", "/v1/crl", ""), 403, codeForbidden)
 	want(t, "RA reads statistics", d.call(t, "GET", "/v1/statistics/"+month, ""), 403, codeForbidden)
-	refusals += 2
+	want(t, "RA exports the audit log", d.call(t, "POST", "/v1/audit/export", "{}"), 403, codeForbidden)
+	refusals += 3
+	// An auditor's malformed request is refused and audited too.
+	want(t, "export window backwards", d.callAsWith(t, auditorUID, "POST", "/v1/audit/export",
+		`{"since":"2026-02-01T00:00:00Z","until":"2026-01-01T00:00:00Z"}`), 400, "bad_request")
+	want(t, "export window not a time", d.callAsWith(t, auditorUID, "POST", "/v1/audit/export", `{"since":"yesterday"}`), 400, codeMalformedJSON)
 	// The operator's CRL is what the RA fetches.
 	want(t, "RA fetches CRL", d.call(t, "GET", "/v1/crl", ""), 200, "")
 	stats := d.callAs(t, auditorUID, "GET", "/v1/statistics/"+month)
@@ -377,20 +400,30 @@ func TestRolesAreEnforcedAndRefusalsAudited(t *testing.T) {
 		t.Fatal(err)
 	}
 	defer st.Close()
-	audited := 0
+	// Refused roles, the auditor's export and its two refused requests:
+	// each is an audit event.
+	outcomes := map[string]int{}
 	st.View(func(tx *store.Tx) error {
 		return tx.Events(1, func(ev store.Event, _ []byte) error {
-			if ev.Action == "api.refused" {
-				audited++
+			switch {
+			case ev.Action == "api.refused" && (ev.Reason == codeForbidden || ev.Reason == codeUnknownPeer):
+				outcomes["role"]++
 				if ev.Actor.UID != os.Getuid() && ev.Actor.UID != operatorUID && ev.Actor.UID != auditorUID && ev.Actor.UID != strangerUID {
 					t.Errorf("refusal audited with uid %d", ev.Actor.UID)
 				}
+			case ev.Actor.UID == auditorUID:
+				outcomes[ev.Action+" "+ev.Outcome+" "+strings.SplitN(ev.Reason, ":", 2)[0]]++
 			}
 			return nil
 		})
 	})
-	if audited != refusals {
-		t.Errorf("%d refusals audited, want %d", audited, refusals)
+	if outcomes["role"] != refusals {
+		t.Errorf("%d role refusals audited, want %d", outcomes["role"], refusals)
+	}
+	for _, k := range []string{"audit.export ok ", "audit.export refused bad_request", "api.refused refused " + codeMalformedJSON} {
+		if outcomes[k] != 1 {
+			t.Errorf("auditor's events %v: want one %q", outcomes, k)
+		}
 	}
 }
 
