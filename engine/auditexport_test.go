@@ -3,17 +3,12 @@ package engine_test
 import (
 	"bytes"
 	"context"
-	"crypto/rand"
-	"crypto/x509/pkix"
 	"fmt"
-	"math/big"
 	"strings"
 	"testing"
 	"time"
 
-	"github.com/emmansun/gmsm/sm2"
 	"github.com/emmansun/gmsm/sm3"
-	"github.com/emmansun/gmsm/smx509"
 
 	"signerd/engine"
 	"signerd/engine/audit"
@@ -100,7 +95,7 @@ func TestAuditExport(t *testing.T) {
 	ca.OpenSSLVerify(t, rep.Keys[0].Raw)
 
 	// Another root does not anchor it.
-	if rep := audit.Verify(bundle, audit.Options{Root: otherRoot(t)}); rep.OK() || rep.Anchored {
+	if rep := audit.Verify(bundle, audit.Options{Root: enginetest.SoftwareRoot(t)}); rep.OK() || rep.Anchored {
 		t.Fatalf("bundle anchored under another root: %v", rep.Problems)
 	}
 
@@ -209,25 +204,4 @@ func TestAuditExportTampering(t *testing.T) {
 		// The header alone.
 		check(t, "header only", lines[0], 0)
 	})
-}
-
-// otherRoot is a root CA certificate of a software key, not the CA's.
-func otherRoot(t *testing.T) *smx509.Certificate {
-	t.Helper()
-	key, err := sm2.GenerateKey(rand.Reader)
-	if err != nil {
-		t.Fatal(err)
-	}
-	tmpl := &smx509.Certificate{SerialNumber: big.NewInt(1), Subject: pkix.Name{CommonName: "signerd Test Root CA"},
-		NotBefore: time.Now().Add(-time.Hour), NotAfter: time.Now().AddDate(20, 0, 0), IsCA: true,
-		BasicConstraintsValid: true, KeyUsage: smx509.KeyUsageCertSign | smx509.KeyUsageCRLSign}
-	der, err := smx509.CreateCertificate(rand.Reader, tmpl, tmpl, key.Public(), key)
-	if err != nil {
-		t.Fatal(err)
-	}
-	root, err := smx509.ParseCertificate(der)
-	if err != nil {
-		t.Fatal(err)
-	}
-	return root
 }

@@ -98,44 +98,72 @@ func (c *clientFlags) sign(req *http.Request, body []byte) error {
 
 // do sends a request and returns the body of a 2xx answer.
 func (c *clientFlags) do(method, path string, body any) ([]byte, error) {
+	var buf bytes.Buffer
+	if err := c.send(method, path, body, 90*time.Second, &limitedWriter{w: &buf, n: 16 << 20}); err != nil {
+		return nil, err
+	}
+	return buf.Bytes(), nil
+}
+
+// stream sends a request and copies the body of a 2xx answer to w as it
+// arrives (an audit bundle may be large and slow to send).
+func (c *clientFlags) stream(method, path string, body any, w io.Writer) error {
+	return c.send(method, path, body, 0, w)
+}
+
+func (c *clientFlags) send(method, path string, body any, timeout time.Duration, w io.Writer) error {
 	var raw []byte
 	if body != nil {
 		var err error
 		if raw, err = json.Marshal(body); err != nil {
-			return nil, err
+			return err
 		}
 	}
 	req, err := http.NewRequest(method, "http://signerd"+path, bytes.NewReader(raw))
 	if err != nil {
-		return nil, err
+		return err
 	}
 	if body != nil {
 		req.Header.Set("Content-Type", "application/json")
 	}
 	if err := c.sign(req, raw); err != nil {
-		return nil, err
+		return err
 	}
-	client := &http.Client{Timeout: 90 * time.Second, Transport: &http.Transport{
+	client := &http.Client{Timeout: timeout, Transport: &http.Transport{
 		DialContext: func(ctx context.Context, _, _ string) (net.Conn, error) {
 			return (&net.Dialer{}).DialContext(ctx, "unix", c.socket)
 		}}}
 	resp, err := client.Do(req)
 	if err != nil {
-		return nil, unreachable{err}
+		return unreachable{err}
 	}
 	defer resp.Body.Close()
-	raw, err = io.ReadAll(io.LimitReader(resp.Body, 16<<20))
-	if err != nil {
-		return nil, unreachable{err}
-	}
 	if resp.StatusCode/100 != 2 {
+		raw, _ := io.ReadAll(io.LimitReader(resp.Body, 64<<10))
 		var e struct{ Code, Message string }
 		if json.Unmarshal(raw, &e) != nil || e.Code == "" {
 			e.Code, e.Message = "unexpected_answer", strings.TrimSpace(string(raw))
 		}
-		return nil, refused{resp.StatusCode, e.Code, e.Message}
+		return refused{resp.StatusCode, e.Code, e.Message}
 	}
-	return raw, nil
+	if _, err := io.Copy(w, resp.Body); err != nil {
+		return unreachable{fmt.Errorf("reading the answer: %w", err)}
+	}
+	return nil
+}
+
+// limitedWriter refuses to hold more than n bytes.
+type limitedWriter struct {
+	w io.Writer
+	n int
+}
+
+func (l *limitedWriter) Write(p []byte) (int, error) {
+	if len(p) > l.n {
+		return 0, errors.New("answer too large")
+	}
+	l.n -= len(p)
+	return l.w.Write(p)
 }
 
 // show prints signerd's answer as it is.
@@ -396,11 +424,8 @@ func clientHealth(args []string, stdout io.Writer) error {
 
 // writeNew creates path exclusively: outputs are never overwritten.
 func writeNew(path string, data []byte) error {
-	f, err := os.OpenFile(path, os.O_WRONLY|os.O_CREATE|os.O_EXCL, 0o644)
+	f, err := createNew(path, 0o644)
 	if err != nil {
-		if errors.Is(err, os.ErrExist) {
-			return fmt.Errorf("%s exists; refusing to overwrite", path)
-		}
 		return err
 	}
 	if _, err := f.Write(data); err != nil {
@@ -408,4 +433,13 @@ func writeNew(path string, data []byte) error {
 		return err
 	}
 	return f.Close()
+}
+
+// createNew creates path for writing, refusing to overwrite a file.
+func createNew(path string, mode os.FileMode) (*os.File, error) {
+	f, err := os.OpenFile(path, os.O_WRONLY|os.O_CREATE|os.O_EXCL, mode)
+	if errors.Is(err, os.ErrExist) {
+		return nil, fmt.Errorf("%s exists; refusing to overwrite", path)
+	}
+	return f, err
 }

@@ -40,7 +40,7 @@ func TestMain(m *testing.M) {
 }
 
 // startSignerd runs signerd for a fresh CA with the test process in the
-// RA and operator roles, and returns its socket and the CA.
+// RA and auditor roles, and returns its socket and the CA.
 func startSignerd(t *testing.T) (string, *enginetest.CA) {
 	t.Helper()
 	ca := enginetest.NewCA(t)
@@ -48,7 +48,7 @@ func startSignerd(t *testing.T) (string, *enginetest.CA) {
 	ca.Save(t, dir)
 	issuing := enginetest.WritePEM(t, dir, "issuing.pem", "CERTIFICATE", ca.Cert.Raw)
 	sock := filepath.Join(dir, "s.sock")
-	cfg := fmt.Sprintf("hsm: {module: %s, token: %s, pin_file: %s}\nissuers: [{key: %s, certificate: %s}]\nstore: %s\nsocket: {path: %s}\nroles:\n  ra: {uids: [%d]}\n",
+	cfg := fmt.Sprintf("hsm: {module: %s, token: %s, pin_file: %s}\nissuers: [{key: %s, certificate: %s}]\nstore: %s\nsocket: {path: %s}\nroles:\n  ra: {uids: [%d]}\n  auditor: {uids: [%[8]d]}\naudit: {seal_every: 5}\n",
 		ca.Token.Module, ca.Token.Label, filepath.Join(dir, "pin"), enginetest.IssuingLabel, issuing,
 		filepath.Join(dir, "db"), sock, os.Getuid())
 	cfgPath := filepath.Join(dir, "signerd.yaml")

@@ -34,6 +34,10 @@ var commands = map[string]command{
 	"crl":     {"RA: fetch the current CRL; operator: -sign a new one", clientCRL},
 	"stats":   {"auditor: monthly statistics per profile", clientStats},
 	"health":  {"operator: is signerd serving", clientHealth},
+
+	"audit export": {"auditor: write a sealed bundle of the audit log to --out", auditExport},
+	"audit verify": {"check an audit bundle offline (--root: the CA's root certificate)", auditVerify},
+	"audit show":   {"list audit events of a bundle, or of a fresh export, by time, actor, action, serial", auditShow},
 }
 
 // Exit codes: 0 success, 1 the operation failed (or signerd refused it),

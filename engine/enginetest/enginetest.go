@@ -288,3 +288,25 @@ func LoadIssuer(path string) (*hsm.Module, *engine.Issuer, error) {
 	}
 	return m, iss, nil
 }
+
+// SoftwareRoot is a root CA certificate of a software key: a root that is
+// not the CA's, for tests that must refuse it.
+func SoftwareRoot(t testing.TB) *smx509.Certificate {
+	t.Helper()
+	key, err := sm2.GenerateKey(rand.Reader)
+	if err != nil {
+		t.Fatal(err)
+	}
+	tmpl := &smx509.Certificate{SerialNumber: big.NewInt(1), Subject: pkix.Name{CommonName: "signerd Test Root CA"},
+		NotBefore: time.Now().Add(-time.Hour), NotAfter: time.Now().AddDate(20, 0, 0), IsCA: true,
+		BasicConstraintsValid: true, KeyUsage: smx509.KeyUsageCertSign | smx509.KeyUsageCRLSign}
+	der, err := smx509.CreateCertificate(rand.Reader, tmpl, tmpl, key.Public(), key)
+	if err != nil {
+		t.Fatal(err)
+	}
+	root, err := smx509.ParseCertificate(der)
+	if err != nil {
+		t.Fatal(err)
+	}
+	return root
+}

@@ -1,0 +1,327 @@
+package main
+
+import (
+	"bytes"
+	"crypto/sha256"
+	"encoding/hex"
+	"encoding/json"
+	"encoding/pem"
+	"errors"
+	"flag"
+	"fmt"
+	"io"
+	"os"
+	"strconv"
+	"strings"
+	"time"
+
+	"github.com/emmansun/gmsm/smx509"
+
+	"signerd/engine/audit"
+	"signerd/store"
+)
+
+// Audit commands (SPEC §7.3): an auditor exports the log over the socket;
+// anyone holding a bundle and the CA's root certificate verifies it, with
+// no secret and no connection to signerd.
+
+// beijing is the zone dates without a time are read in, as the CA's
+// statistics are counted.
+var beijing = time.FixedZone("CST", 8*3600)
+
+// timeFlag is an RFC 3339 time or a date (midnight, Beijing time).
+type timeFlag struct{ t time.Time }
+
+func (f *timeFlag) String() string {
+	if f.t.IsZero() {
+		return ""
+	}
+	return f.t.Format(time.RFC3339)
+}
+
+func (f *timeFlag) Set(v string) error {
+	if t, err := time.Parse(time.RFC3339, v); err == nil {
+		f.t = t
+		return nil
+	}
+	t, err := time.ParseInLocation(time.DateOnly, v, beijing)
+	if err != nil {
+		return fmt.Errorf("%q: want RFC 3339 (2026-11-01T08:00:00+08:00) or a date (2026-11-01, Beijing time)", v)
+	}
+	f.t = t
+	return nil
+}
+
+// windowFlags choose events by time.
+type windowFlags struct{ since, until timeFlag }
+
+func (w *windowFlags) register(fs *flag.FlagSet) {
+	fs.Var(&w.since, "since", "from `time` (RFC 3339, or a date in Beijing time)")
+	fs.Var(&w.until, "until", "to `time` (RFC 3339, or a date in Beijing time)")
+}
+
+// exportBody is the export request for the window.
+func (w *windowFlags) exportBody() map[string]time.Time {
+	body := map[string]time.Time{}
+	if !w.since.t.IsZero() {
+		body["since"] = w.since.t
+	}
+	if !w.until.t.IsZero() {
+		body["until"] = w.until.t
+	}
+	return body
+}
+
+// parseWithFiles parses flags given before, between or after FILE
+// arguments, and returns the files.
+func parseWithFiles(fs *flag.FlagSet, args []string) ([]string, error) {
+	var files []string
+	fs.SetOutput(os.Stderr)
+	for {
+		if err := fs.Parse(args); err != nil {
+			if errors.Is(err, flag.ErrHelp) {
+				os.Exit(0)
+			}
+			return nil, usageError{err.Error()}
+		}
+		if fs.NArg() == 0 {
+			return files, nil
+		}
+		files = append(files, fs.Arg(0))
+		args = fs.Args()[1:]
+	}
+}
+
+func readRoot(path string) (*smx509.Certificate, error) {
+	if path == "" {
+		return nil, nil
+	}
+	raw, err := os.ReadFile(path)
+	if err != nil {
+		return nil, err
+	}
+	if b, _ := pem.Decode(raw); b != nil {
+		raw = b.Bytes
+	}
+	root, err := smx509.ParseCertificate(raw)
+	if err != nil {
+		return nil, fmt.Errorf("root %s: %w", path, err)
+	}
+	return root, nil
+}
+
+// auditExport writes a bundle from signerd to a new file and verifies it.
+func auditExport(args []string, stdout io.Writer) error {
+	fs := flag.NewFlagSet("audit export", flag.ContinueOnError)
+	var c clientFlags
+	c.register(fs)
+	var w windowFlags
+	w.register(fs)
+	out := fs.String("out", "", "write the bundle to `file` (must not exist)")
+	rootPath := fs.String("root", "", "check the audit key chains to this root certificate `file` (PEM or DER)")
+	if err := parse(fs, args); err != nil {
+		return err
+	}
+	if *out == "" {
+		return usageError{"audit export needs --out FILE"}
+	}
+	root, err := readRoot(*rootPath)
+	if err != nil {
+		return err
+	}
+	f, err := createNew(*out, 0o600)
+	if err != nil {
+		return err
+	}
+	if err := c.stream("POST", "/v1/audit/export", w.exportBody(), f); err != nil {
+		f.Close()
+		os.Remove(*out)
+		return err
+	}
+	if err := f.Close(); err != nil {
+		return err
+	}
+	bundle, err := os.ReadFile(*out)
+	if err != nil {
+		return err
+	}
+	return report(stdout, *out, audit.Verify(bundle, audit.Options{Root: root}), false)
+}
+
+// auditVerify checks a bundle offline.
+func auditVerify(args []string, stdout io.Writer) error {
+	fs := flag.NewFlagSet("audit verify", flag.ContinueOnError)
+	rootPath := fs.String("root", "", "the CA's root certificate `file` (PEM or DER) the audit key must chain to")
+	asJSON := fs.Bool("json", false, "print the report as JSON")
+	files, err := parseWithFiles(fs, args)
+	if err != nil {
+		return err
+	}
+	if len(files) != 1 {
+		return usageError{"usage: signerctl audit verify [--root ROOT] [--json] FILE"}
+	}
+	file := files[0]
+	root, err := readRoot(*rootPath)
+	if err != nil {
+		return err
+	}
+	bundle, err := os.ReadFile(file)
+	if err != nil {
+		return err
+	}
+	return report(stdout, file, audit.Verify(bundle, audit.Options{Root: root}), *asJSON)
+}
+
+// errBundleBad: the report was printed; the exit code says the rest.
+var errBundleBad = errors.New("the bundle fails verification")
+
+// report prints what Verify found, and fails if anything is wrong.
+func report(w io.Writer, name string, r *audit.Report, asJSON bool) error {
+	first, bad := r.FirstBad()
+	if asJSON {
+		v := map[string]any{"ok": r.OK(), "first": r.Header.First, "last": r.Header.Last, "events": len(r.Events),
+			"seals": r.Seals, "anchored": r.Anchored, "problems": r.Problems}
+		if r.Problems == nil {
+			v["problems"] = []audit.Problem{}
+		}
+		if bad {
+			v["first_bad_event"] = first
+		}
+		enc := json.NewEncoder(w)
+		enc.SetIndent("", "  ")
+		if err := enc.Encode(v); err != nil {
+			return err
+		}
+	} else {
+		h := r.Header
+		fmt.Fprintf(w, "bundle:   %s: events %d–%d, exported %s by uid %d (%s)\n", name, h.First, h.Last,
+			h.ExportedAt.Format(time.RFC3339), h.ExportedBy.UID, h.ExportedBy.Role)
+		fmt.Fprintf(w, "events:   %d, of which %d seals\n", len(r.Events), r.Seals)
+		for _, k := range r.Keys {
+			fmt.Fprintf(w, "key:      %q, serial %X, issued by %q\n", k.Subject.CommonName, k.SerialNumber, k.Issuer)
+		}
+		if r.Anchored {
+			fmt.Fprintln(w, "anchor:   the audit keys chain to the root given")
+		} else if len(r.Header.Keys) > 0 {
+			fmt.Fprintln(w, "anchor:   NOT CHECKED: give --root with the CA's root certificate to tie the audit keys to it")
+			for _, k := range r.Header.Keys {
+				sum := sha256.Sum256(k.Issuer)
+				fmt.Fprintf(w, "          issuing CA certificate SHA-256 %s\n", hex.EncodeToString(sum[:]))
+			}
+		}
+		for _, p := range r.Problems {
+			fmt.Fprintf(w, "PROBLEM:  %s\n", p)
+		}
+		switch {
+		case bad:
+			fmt.Fprintf(w, "FAILED:   first bad event %d\n", first)
+		case !r.OK():
+			fmt.Fprintln(w, "FAILED")
+		default:
+			fmt.Fprintln(w, "OK:       every hash link and seal verifies")
+		}
+	}
+	if !r.OK() {
+		return errBundleBad
+	}
+	return nil
+}
+
+// auditShow prints events from a bundle (or, without one, from a fresh
+// export) that match the filters, after verifying them.
+func auditShow(args []string, stdout io.Writer) error {
+	fs := flag.NewFlagSet("audit show", flag.ContinueOnError)
+	var c clientFlags
+	c.register(fs)
+	var w windowFlags
+	w.register(fs)
+	rootPath := fs.String("root", "", "the CA's root certificate `file` the audit key must chain to")
+	actor := fs.String("actor", "", "only events by this actor: a `uid`, a role (ra, operator, auditor, system) or a ceremony operator's name")
+	action := fs.String("action", "", "only this `action` (certificate.revoke), or a family ending in '*' (certificate.*)")
+	serial := fs.String("serial", "", "only events about the certificate with this `serial` (hex)")
+	asJSON := fs.Bool("json", false, "print each event as it is stored (JSON, one per line)")
+	files, err := parseWithFiles(fs, args)
+	if err != nil {
+		return err
+	}
+	if len(files) > 1 {
+		return usageError{"usage: signerctl audit show [filters] [FILE] (without FILE, a fresh export from signerd)"}
+	}
+	root, err := readRoot(*rootPath)
+	if err != nil {
+		return err
+	}
+	var bundle []byte
+	if len(files) == 1 {
+		if bundle, err = os.ReadFile(files[0]); err != nil {
+			return err
+		}
+	} else {
+		var buf bytes.Buffer
+		if err := c.stream("POST", "/v1/audit/export", w.exportBody(), &buf); err != nil {
+			return err
+		}
+		bundle = buf.Bytes()
+	}
+	r := audit.Verify(bundle, audit.Options{Root: root})
+	match := eventFilter(w, *actor, *action, *serial)
+	for _, rec := range r.Events {
+		if !match(rec.Event) {
+			continue
+		}
+		if *asJSON {
+			raw, _ := json.Marshal(rec.Event)
+			fmt.Fprintf(stdout, "%s\n", raw)
+			continue
+		}
+		e := rec.Event
+		fmt.Fprintf(stdout, "%6d  %s  %-24s %-26s %-34s %-8s %s\n", e.Seq, e.Time.Format(time.RFC3339), actorName(e.Actor),
+			e.Action, e.Object, e.Outcome, e.Reason)
+	}
+	if !r.OK() {
+		first, _ := r.FirstBad()
+		fmt.Fprintf(os.Stderr, "WARNING: the bundle fails verification (%d problems, first bad event %d); run signerctl audit verify\n",
+			len(r.Problems), first)
+		return errBundleBad
+	}
+	return nil
+}
+
+func actorName(a store.Actor) string {
+	switch {
+	case a.Operator != "":
+		return "operator " + a.Operator
+	case a.UID < 0:
+		return a.Role
+	}
+	return fmt.Sprintf("uid %d (%s)", a.UID, a.Role)
+}
+
+func eventFilter(w windowFlags, actor, action, serial string) func(store.Event) bool {
+	serial = strings.ToLower(strings.TrimPrefix(serial, "0x"))
+	return func(e store.Event) bool {
+		switch {
+		case !w.since.t.IsZero() && e.Time.Before(w.since.t),
+			!w.until.t.IsZero() && e.Time.After(w.until.t),
+			serial != "" && strings.ToLower(e.Object) != serial,
+			action != "" && !matchAction(action, e.Action),
+			actor != "" && !matchActor(actor, e.Actor):
+			return false
+		}
+		return true
+	}
+}
+
+func matchAction(pattern, action string) bool {
+	if prefix, ok := strings.CutSuffix(pattern, "*"); ok {
+		return strings.HasPrefix(action, prefix)
+	}
+	return action == pattern
+}
+
+func matchActor(want string, a store.Actor) bool {
+	if uid, err := strconv.Atoi(want); err == nil {
+		return a.UID == uid
+	}
+	return a.Operator == want || a.Role == want || strings.Contains("+"+a.Role+"+", "+"+want+"+")
+}
