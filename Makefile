@@ -96,7 +96,12 @@ demo: softhsm
 	openssl crl -inform DER -in $(DEMO)/issuing.crl -noout -text -nameopt RFC2253 | sed '/Signature Value/,$$d'; \
 	echo "== 9. OpenSSL 3 checks the CRL's signature (testdata/openssl-sm2-verify.sh)"; \
 	testdata/openssl-sm2-verify.sh $(DEMO)/issuing.crl $(DEMO)/issuing.pem; \
-	echo "== 10. signerd stops on SIGTERM after draining"; \
+	echo "== 10. the security officer exports the audit log and verifies it offline against the root"; \
+	rm -f $(DEMO)/audit.jsonl; \
+	$(SIGNERCTL) audit export --out $(DEMO)/audit.jsonl >/dev/null; \
+	$(SIGNERCTL) audit show --action 'certificate.*' $(DEMO)/audit.jsonl; \
+	$(SIGNERCTL) audit verify --root $(DEMO)/root.pem $(DEMO)/audit.jsonl; \
+	echo "== 11. signerd stops on SIGTERM after draining"; \
 	kill -TERM $$(cat $(DEMO)/signerd.pid); wait; rm $(DEMO)/signerd.pid; \
 	tail -n 1 $(DEMO)/signerd.log
 

@@ -126,7 +126,8 @@ func TestClientCommands(t *testing.T) {
 		{"renew without serial", []string{"renew", "-request-id", "cli-2", "-profile", "person-sign", "-subject", "CN=x", "-csr", csrPath}, 2, "-serial is required"},
 		{"conflicting retry", []string{"issue", "-request-id", "cli-1", "-profile", "device-sign", "-subject", "CN=x", "-csr", csrPath}, 1, "request_conflict"},
 		{"CRL needs the operator role", []string{"crl", "-sign"}, 1, "forbidden"},
-		{"statistics need the auditor role", []string{"stats"}, 1, "forbidden"},
+		{"statistics, with the audit key's certificate", []string{"stats"}, 0, `"signerd-audit-key": {
+      "issued": 1`},
 		{"missing flags", []string{"issue", "-profile", "person-sign"}, 2, "required"},
 		{"positional argument", []string{"status", serial}, 2, "unexpected arguments"},
 		{"unknown command", []string{"frobnicate"}, 2, "unknown command"},
