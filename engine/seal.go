@@ -128,6 +128,7 @@ func (e *Engine) sealer(stop <-chan struct{}, done chan<- struct{}) {
 	defer close(done)
 	tick := time.NewTicker(min(time.Second, e.cfg.SealInterval))
 	defer tick.Stop()
+	failing := false // a failed seal is audited once, not at every retry
 	for {
 		select {
 		case <-stop:
@@ -144,9 +145,17 @@ func (e *Engine) sealer(stop <-chan struct{}, done chan<- struct{}) {
 		if !due {
 			continue
 		}
-		if _, err := e.seal(context.Background(), fmt.Sprintf("%d events", n), true); err != nil {
+		_, err = e.seal(context.Background(), fmt.Sprintf("%d events", n), true)
+		if err != nil {
 			e.log.Error("audit seal", "err", err)
+			if !failing {
+				if aerr := e.Audit(store.Event{Actor: store.System, Action: "audit.seal", Outcome: store.OutcomeFailed,
+					Reason: err.Error()}); aerr != nil {
+					e.log.Error("audit a failed seal", "err", aerr)
+				}
+			}
 		}
+		failing = err != nil
 	}
 }
 

@@ -1,6 +1,7 @@
 package engine_test
 
 import (
+	"bytes"
 	"context"
 	"crypto/ecdsa"
 	"encoding/json"
@@ -8,12 +9,14 @@ import (
 	"fmt"
 	"path/filepath"
 	"strings"
+	"sync/atomic"
 	"testing"
 	"time"
 
 	bolt "go.etcd.io/bbolt"
 
 	"signerd/engine"
+	"signerd/engine/audit"
 	"signerd/engine/enginetest"
 	"signerd/hsm"
 	"signerd/store"
@@ -197,4 +200,57 @@ func eventsAt(t *testing.T, path string) []store.Event {
 	}
 	defer st.Close()
 	return events(t, st)
+}
+
+// failingKey is the real audit key with signing made to fail on demand:
+// an HSM that cannot seal is a fault the token will not produce at will.
+type failingKey struct {
+	*hsm.SM2Signer
+	fail atomic.Bool
+}
+
+func (k *failingKey) SignDigest(ctx context.Context, e []byte) ([]byte, error) {
+	if k.fail.Load() {
+		return nil, fmt.Errorf("%w: device error (injected)", hsm.ErrTransient)
+	}
+	return k.SM2Signer.SignDigest(ctx, e)
+}
+
+func TestFailedSealIsAuditedOnce(t *testing.T) {
+	ca := enginetest.NewCA(t)
+	st := enginetest.OpenStore(t)
+	key := &failingKey{SM2Signer: auditKey(t, ca)}
+	e := ca.Engine(t, st, engine.Config{AuditKey: key, SealEvery: 1000, SealInterval: 20 * time.Millisecond})
+	key.fail.Store(true)
+	issue(t, e, request(t, "while-failing"))
+	time.Sleep(300 * time.Millisecond) // many sealer ticks, all failing
+	key.fail.Store(false)
+	deadline := time.Now().Add(10 * time.Second)
+	for {
+		evs := events(t, st)
+		if last := evs[len(evs)-1]; last.Action == "audit.seal" && last.Outcome == store.OutcomeOK {
+			break
+		}
+		if time.Now().After(deadline) {
+			t.Fatal("no seal once the HSM signs again")
+		}
+		time.Sleep(20 * time.Millisecond)
+	}
+	var failed []store.Event
+	for _, ev := range events(t, st) {
+		if ev.Action == "audit.seal" && ev.Outcome == store.OutcomeFailed {
+			failed = append(failed, ev)
+		}
+	}
+	if len(failed) != 1 || !strings.Contains(failed[0].Reason, "injected") || failed[0].Seal != nil {
+		t.Fatalf("failed seals recorded: %+v, want one", failed)
+	}
+	// The failure is part of a log that verifies.
+	var buf bytes.Buffer
+	if _, err := e.ExportAudit(context.Background(), auditor, time.Time{}, time.Time{}, &buf); err != nil {
+		t.Fatal(err)
+	}
+	if rep := audit.Verify(buf.Bytes(), audit.Options{Root: ca.Root}); !rep.OK() {
+		t.Fatalf("log with a failed seal: %v", rep.Problems)
+	}
 }

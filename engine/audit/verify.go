@@ -305,7 +305,7 @@ func (r *Report) anchor(l *link, h Header) bool {
 func (r *Report) checkSeal(l *link, keys map[string]auditKey) {
 	e := l.ev
 	if e.Seal == nil {
-		if e.Action == "audit.seal" {
+		if e.Action == "audit.seal" && e.Outcome == store.OutcomeOK {
 			r.problem(l.pos, l.line, "a seal without a signature")
 		}
 		return
