@@ -1,0 +1,160 @@
+package audit_test
+
+import (
+	"bytes"
+	"crypto/rand"
+	"crypto/x509/pkix"
+	"encoding/json"
+	"math/big"
+	"strings"
+	"testing"
+	"time"
+
+	"github.com/emmansun/gmsm/sm2"
+	"github.com/emmansun/gmsm/smx509"
+
+	"signerd/engine/audit"
+	"signerd/hsm"
+	"signerd/store"
+)
+
+// softCA is a root, an issuing CA and a certified audit key, all software
+// keys: enough to write bundles without an HSM, for the verifier's own
+// edge cases and its fuzz target. Bundles from a real signerd are tested
+// in package engine.
+type softCA struct {
+	root     *smx509.Certificate
+	key      audit.Key
+	auditKey *sm2.PrivateKey
+}
+
+func newSoftCA(t testing.TB) *softCA {
+	t.Helper()
+	mk := func(tmpl, parent *smx509.Certificate, pub any, signer *sm2.PrivateKey) *smx509.Certificate {
+		der, err := smx509.CreateCertificate(rand.Reader, tmpl, parent, pub, signer)
+		if err != nil {
+			t.Fatal(err)
+		}
+		c, err := smx509.ParseCertificate(der)
+		if err != nil {
+			t.Fatal(err)
+		}
+		return c
+	}
+	key := func() *sm2.PrivateKey {
+		k, err := sm2.GenerateKey(rand.Reader)
+		if err != nil {
+			t.Fatal(err)
+		}
+		return k
+	}
+	rootKey, issKey, auditKey := key(), key(), key()
+	from, to := time.Now().Add(-time.Hour), time.Now().AddDate(5, 0, 0)
+	ca := func(cn string, serial int64) *smx509.Certificate {
+		return &smx509.Certificate{SerialNumber: big.NewInt(serial), Subject: pkix.Name{CommonName: cn}, NotBefore: from, NotAfter: to,
+			IsCA: true, BasicConstraintsValid: true, KeyUsage: smx509.KeyUsageCertSign | smx509.KeyUsageCRLSign}
+	}
+	root := mk(ca("Root", 1), ca("Root", 1), rootKey.Public(), rootKey)
+	iss := mk(ca("Issuing", 2), root, issKey.Public(), rootKey)
+	id := hsm.KeyID(&auditKey.PublicKey)
+	cert := mk(&smx509.Certificate{SerialNumber: big.NewInt(3), Subject: pkix.Name{CommonName: audit.KeySubjectPrefix + " test"},
+		NotBefore: from, NotAfter: to, KeyUsage: audit.KeyUsage, SubjectKeyId: id}, iss, auditKey.Public(), issKey)
+	return &softCA{root: root, auditKey: auditKey, key: audit.Key{KeyID: id, Certificate: cert.Raw, Issuer: iss.Raw}}
+}
+
+func (ca *softCA) sign(msg []byte) ([]byte, error) {
+	return ca.auditKey.Sign(rand.Reader, msg, sm2.DefaultSM2SignerOpts)
+}
+
+// bundle writes a log of n events, sealed after every third and at the
+// end, as a bundle.
+func (ca *softCA) bundle(t testing.TB, n int) []byte {
+	t.Helper()
+	var stored [][]byte
+	prev := store.Genesis()
+	for seq := uint64(1); seq <= uint64(n); seq++ {
+		e := store.Event{Seq: seq, Time: time.Now().UTC(), Actor: store.System, Action: "certificate.issue", Outcome: "ok", Prev: prev}
+		if seq%3 == 0 || seq == uint64(n) {
+			sig, err := ca.sign(store.SealMessage(seq, prev))
+			if err != nil {
+				t.Fatal(err)
+			}
+			e.Action, e.Seal = "audit.seal", &store.Seal{KeyID: ca.key.KeyID, Signature: sig}
+		}
+		raw, err := json.Marshal(e)
+		if err != nil {
+			t.Fatal(err)
+		}
+		stored = append(stored, raw)
+		prev = store.ChainHash(raw)
+	}
+	var buf bytes.Buffer
+	w, err := audit.NewWriter(&buf, audit.Header{First: 1, Last: uint64(n), Head: prev, Keys: []audit.Key{ca.key}}, ca.key.KeyID, ca.sign)
+	if err != nil {
+		t.Fatal(err)
+	}
+	for _, raw := range stored {
+		if err := w.Event(raw); err != nil {
+			t.Fatal(err)
+		}
+	}
+	return buf.Bytes()
+}
+
+func TestVerifyEdgeCases(t *testing.T) {
+	ca := newSoftCA(t)
+	good := ca.bundle(t, 7)
+	if rep := audit.Verify(good, audit.Options{Root: ca.root}); !rep.OK() || !rep.Anchored || rep.Seals != 3 || len(rep.Events) != 7 {
+		t.Fatalf("good bundle: %+v", rep)
+	}
+	if rep := audit.Verify(good, audit.Options{}); !rep.OK() || rep.Anchored {
+		t.Fatalf("without a root: ok %v, anchored %v", rep.OK(), rep.Anchored)
+	}
+	lines := strings.SplitAfter(string(good), "\n")
+	tests := []struct {
+		name, bundle, want string
+	}{
+		{"empty", "", "empty bundle"},
+		{"a newline", "\n", "header"},
+		{"garbage", "not json\n", "header"},
+		{"header only", lines[0], "holds no events"},
+		{"no final newline", strings.TrimSuffix(string(good), "\n"), "does not end with a newline"},
+		{"a second header", lines[0] + string(good), "holds event"},
+		{"header with an extra field", strings.Replace(string(good), `"header":{`, `"header":{"extra":1,`, 1), "unknown field"},
+		{"header re-encoded", strings.Replace(string(good), `"key_id":"`, `"key_id" : "`, 1), "not in the form"},
+		{"another CA's bundle", string(newSoftCA(t).bundle(t, 7)), "does not chain"},
+	}
+	for _, tt := range tests {
+		rep := audit.Verify([]byte(tt.bundle), audit.Options{Root: ca.root})
+		found := false
+		for _, p := range rep.Problems {
+			found = found || strings.Contains(p.Message, tt.want)
+		}
+		if rep.OK() || !found {
+			t.Errorf("%s: want a problem with %q, got %v", tt.name, tt.want, rep.Problems)
+		}
+	}
+}
+
+// FuzzVerify: no input makes the verifier panic, and none but the
+// bundles signerd wrote passes.
+func FuzzVerify(f *testing.F) {
+	ca := newSoftCA(f)
+	valid := [][]byte{ca.bundle(f, 1), ca.bundle(f, 5)}
+	for _, b := range valid {
+		f.Add(b)
+	}
+	f.Add([]byte("{}\n{}\n"))
+	f.Fuzz(func(t *testing.T, b []byte) {
+		rep := audit.Verify(b, audit.Options{Root: ca.root})
+		if !rep.OK() {
+			return
+		}
+		for _, v := range valid {
+			if bytes.Equal(b, v) {
+				return
+			}
+		}
+		t.Fatalf("a bundle signerd did not write verifies:\n%q", b)
+	})
+}
