@@ -72,26 +72,6 @@ func (w *windowFlags) exportBody() map[string]time.Time {
 	return body
 }
 
-// parseWithFiles parses flags given before, between or after FILE
-// arguments, and returns the files.
-func parseWithFiles(fs *flag.FlagSet, args []string) ([]string, error) {
-	var files []string
-	fs.SetOutput(os.Stderr)
-	for {
-		if err := fs.Parse(args); err != nil {
-			if errors.Is(err, flag.ErrHelp) {
-				os.Exit(0)
-			}
-			return nil, usageError{err.Error()}
-		}
-		if fs.NArg() == 0 {
-			return files, nil
-		}
-		files = append(files, fs.Arg(0))
-		args = fs.Args()[1:]
-	}
-}
-
 func readRoot(path string) (*smx509.Certificate, error) {
 	if path == "" {
 		return nil, nil

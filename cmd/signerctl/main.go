@@ -97,15 +97,29 @@ func printUsage(w io.Writer) {
 
 // parse parses flags; -h prints the flags and ends with no error.
 func parse(fs *flag.FlagSet, args []string) error {
+	files, err := parseWithFiles(fs, args)
+	if err == nil && len(files) > 0 {
+		err = usageError{fmt.Sprintf("unexpected arguments: %q", files)}
+	}
+	return err
+}
+
+// parseWithFiles parses flags given before, between or after FILE
+// arguments, and returns the files.
+func parseWithFiles(fs *flag.FlagSet, args []string) ([]string, error) {
+	var files []string
 	fs.SetOutput(os.Stderr)
-	if err := fs.Parse(args); err != nil {
-		if errors.Is(err, flag.ErrHelp) {
-			os.Exit(0)
+	for {
+		if err := fs.Parse(args); err != nil {
+			if errors.Is(err, flag.ErrHelp) {
+				os.Exit(0)
+			}
+			return nil, usageError{err.Error()}
 		}
-		return usageError{err.Error()}
+		if fs.NArg() == 0 {
+			return files, nil
+		}
+		files = append(files, fs.Arg(0))
+		args = fs.Args()[1:]
 	}
-	if fs.NArg() > 0 {
-		return usageError{fmt.Sprintf("unexpected arguments: %q", fs.Args())}
-	}
-	return nil
 }
