@@ -31,7 +31,12 @@ test: softhsm
 	$(GO) vet ./...
 	$(GO) test -race -count=1 ./...
 
+# The appliance against its HSM: signerctl bench on a throwaway token and
+# store (README, Performance), then the package micro-benchmarks.
 bench: softhsm
+	@mkdir -p bin && $(GO) build -o bin/signerctl ./cmd/signerctl && $(GO) build -o bin/signerd ./cmd/signerd
+	bin/signerctl bench
+	bin/signerctl bench -prefill 1000000 -revoked 100000 -clients 64
 	$(GO) test -run '^$$' -bench . -benchtime 2s -count 1 ./hsm/ ./engine/
 
 # The demo: the documented ceremonies (docs/ceremonies) make a token in

@@ -38,6 +38,8 @@ var commands = map[string]command{
 	"audit export": {"auditor: write a sealed bundle of the audit log to --out", auditExport},
 	"audit verify": {"check an audit bundle offline (--root: the CA's root certificate)", auditVerify},
 	"audit show":   {"list audit events of a bundle, or of a fresh export, by time, actor, action, serial", auditShow},
+
+	"bench": {"measure signerd against the HSM ceiling on a throwaway token (make bench)", bench},
 }
 
 // Exit codes: 0 success, 1 the operation failed (or signerd refused it),

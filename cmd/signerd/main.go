@@ -17,6 +17,7 @@ import (
 	"net/http"
 	"os"
 	"os/signal"
+	"runtime/pprof"
 	"strings"
 	"syscall"
 	"time"
@@ -34,6 +35,7 @@ func main() {
 	fs := flag.NewFlagSet("signerd", flag.ContinueOnError)
 	configPath := fs.String("config", "/etc/signerd/signerd.yaml", "configuration `file`")
 	ack := fs.String("acknowledge-audit-break", "", "start although the audit log fails its check; the `statement` (who, why) is audited")
+	cpuProfile := fs.String("cpu-profile", "", "write a CPU profile (go tool pprof) from start to stop into `file`")
 	if err := fs.Parse(os.Args[1:]); err != nil {
 		os.Exit(2)
 	}
@@ -47,10 +49,32 @@ func main() {
 	if cfg.LogLevel == "debug" {
 		log = slog.New(slog.NewJSONHandler(os.Stderr, &slog.HandlerOptions{Level: slog.LevelDebug}))
 	}
+	if *cpuProfile != "" {
+		stop, err := startCPUProfile(*cpuProfile)
+		if err != nil {
+			log.Error("refusing to start", "err", err)
+			os.Exit(1)
+		}
+		defer stop()
+	}
 	if err := run(cfg, log); err != nil {
 		log.Error("signerd stopped", "err", err)
 		os.Exit(1)
 	}
+}
+
+// startCPUProfile profiles the daemon into a new file until stop is called
+// (signerctl bench --cpu-profile); it has no network face.
+func startCPUProfile(path string) (stop func(), err error) {
+	f, err := os.OpenFile(path, os.O_WRONLY|os.O_CREATE|os.O_EXCL, 0o600)
+	if err != nil {
+		return nil, fmt.Errorf("cpu profile: %w", err)
+	}
+	if err := pprof.StartCPUProfile(f); err != nil {
+		f.Close()
+		return nil, fmt.Errorf("cpu profile: %w", err)
+	}
+	return func() { pprof.StopCPUProfile(); f.Close() }, nil
 }
 
 // daemon is a started signerd: everything run opened, in the order to
