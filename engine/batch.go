@@ -20,47 +20,50 @@ var testHookReserved, testHookSigned func()
 
 var kindStatistic = map[string]string{kindIssue: store.StatIssued, kindRenew: store.StatRenewed, kindExtend: store.StatExtended}
 
-// runBatch takes a batch from checked orders to answered callers:
+// A batch goes from checked orders to answered callers in three stages,
+// each on its own goroutine (BatchQueue), so the HSM is never idle while
+// the store syncs:
 //
+// prepare:
 //  1. stamp one time for the batch (the clock rule);
 //  2. sort out replays, conflicts and orders already in flight;
 //  3. draw serials and build and lint each certificate, in parallel;
 //  4. one transaction records every request as signing, with its serial
-//     and TBS (record before sign);
-//  5. the HSM signs, spread over its sessions;
+//     and TBS (record before sign).
+//
+// sign: 5. the HSM signs, spread over its sessions.
+//
+// record:
 //  6. one transaction records every certificate, or burns the serial of
 //     every attempt that failed, with the audit events (record before
 //     answer);
 //  7. the queue answers each caller with its own result.
-func (e *Engine) runBatch(jobs []*job) {
-	n := e.batches.Add(1)
-	e.cfg.Metrics.Batch(len(jobs))
+func (e *Engine) prepare(b *batch) {
+	e.cfg.Metrics.Batch(len(b.jobs))
 	now, err := e.clock.stamp()
 	if err != nil {
 		e.alarm(err)
-		for _, j := range jobs {
-			j.fail(err)
-		}
+		failAll(b.jobs, err)
 		return
 	}
-	iss := e.active
+	b.now, b.iss = now, e.active
 	if err := e.store.View(func(tx *store.Tx) error {
-		for _, j := range jobs {
+		for _, j := range b.jobs {
 			e.classify(tx, j)
 		}
 		return nil
 	}); err != nil {
-		failAll(jobs, errorf(CodeInternal, "batch %d: read store: %v", n, err))
+		failAll(b.jobs, errorf(CodeInternal, "batch %d: read store: %v", b.n, err))
 		return
 	}
-	attempts := pending(jobs)
+	attempts := pending(b.jobs)
 	parallel(attempts, func(j *job) {
 		serial, err := newSerial(e.cfg.Random)
 		if err != nil {
 			j.fail(errorf(CodeHSMUnavailable, "%v", err))
 			return
 		}
-		d, err := e.build(j.o, iss, serial, now)
+		d, err := e.build(j.o, b.iss, serial, now)
 		if err != nil {
 			j.fail(err)
 			return
@@ -79,34 +82,48 @@ func (e *Engine) runBatch(jobs []*job) {
 		}
 		return tx.NoteSigningTime(now)
 	}); err != nil {
-		failAll(attempts, errorf(CodeInternal, "batch %d: record requests: %v", n, err))
+		failAll(attempts, errorf(CodeInternal, "batch %d: record requests: %v", b.n, err))
 		return
 	}
 	if testHookReserved != nil {
 		testHookReserved()
 	}
-	reserved := pending(attempts)
-	signed := make([]*smx509.Certificate, len(reserved))
-	signErr := make([]error, len(reserved))
+	b.reserved = pending(attempts)
+}
+
+// signBatch has the HSM sign every reserved certificate of b.
+func (e *Engine) signBatch(b *batch) {
+	if len(b.reserved) == 0 {
+		return
+	}
+	b.signed = make([]*smx509.Certificate, len(b.reserved))
+	b.signErr = make([]error, len(b.reserved))
 	ctx, cancel := context.WithTimeout(context.Background(), e.cfg.SignTimeout)
 	defer cancel()
 	var wg sync.WaitGroup
-	for i, j := range reserved {
-		wg.Go(func() { signed[i], signErr[i] = e.sign(ctx, j.draft, iss, j.o.profile.LintUsage()) })
+	for i, j := range b.reserved {
+		wg.Go(func() { b.signed[i], b.signErr[i] = e.sign(ctx, j.draft, b.iss, j.o.profile.LintUsage()) })
 	}
 	wg.Wait()
 	if testHookSigned != nil {
 		testHookSigned()
 	}
+}
+
+// recordBatch records what the HSM signed and burns what it did not.
+func (e *Engine) recordBatch(b *batch) {
+	if len(b.reserved) == 0 {
+		return
+	}
 	if err := e.store.Update(func(tx *store.Tx) error {
-		for i, j := range reserved {
-			if signErr[i] != nil {
-				if err := e.fail(tx, j, signErr[i]); err != nil {
+		for i, j := range b.reserved {
+			if b.signErr[i] != nil {
+				if err := e.fail(tx, j, b.signErr[i]); err != nil {
 					return err
 				}
 				continue
 			}
-			if err := e.record(tx, j, iss, signed[i], now); err != nil {
+			if err := e.record(tx, j, b.iss, b.signed[i], b.now); err != nil {
 				return err
 			}
 		}
@@ -115,12 +132,12 @@ func (e *Engine) runBatch(jobs []*job) {
 		// Nothing is answered with an unrecorded certificate. The requests
 		// stay "signing" until a later transaction (or the next start)
 		// burns their serials.
-		e.log.Error("record signed batch", "batch", n, "err", err)
-		for _, j := range reserved {
+		e.log.Error("record signed batch", "batch", b.n, "err", err)
+		for _, j := range b.reserved {
 			j.cert = nil
-			j.fail(errorf(CodeInternal, "batch %d: record certificates: %v", n, err))
+			j.fail(errorf(CodeInternal, "batch %d: record certificates: %v", b.n, err))
 		}
-		e.burnAfterFailure(reserved)
+		e.burnAfterFailure(b.reserved)
 	}
 }
 

@@ -85,7 +85,6 @@ type Engine struct {
 	clock     *clock
 	queue     *BatchQueue
 	log       *slog.Logger
-	batches   atomic.Uint64
 	crlMu     sync.Mutex
 
 	auditKey   Signer
@@ -173,7 +172,7 @@ func New(cfg Config) (*Engine, error) {
 			return nil, fmt.Errorf("engine: %w", err)
 		}
 	}
-	e.queue = newBatchQueue(e.cfg.QueueSize, e.cfg.BatchSize, e.runBatch)
+	e.queue = newBatchQueue(e.cfg.QueueSize, e.cfg.BatchSize, e.prepare, e.signBatch, e.recordBatch)
 	if e.auditKey != nil {
 		e.lastSeal.Store(e.cfg.Now().UnixNano())
 		e.sealStop, e.sealDone = make(chan struct{}), make(chan struct{})

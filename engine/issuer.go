@@ -16,6 +16,8 @@ import (
 type Signer interface {
 	Public() crypto.PublicKey
 	Digest(msg []byte) []byte
+	// SignDigest returns a DER signature of e that it has verified under
+	// Public(); the engine relies on that and does not verify again.
 	SignDigest(ctx context.Context, e []byte) ([]byte, error)
 }
 

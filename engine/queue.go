@@ -3,6 +3,9 @@ package engine
 import (
 	"context"
 	"sync"
+	"time"
+
+	"github.com/emmansun/gmsm/smx509"
 
 	"signerd/store"
 )
@@ -13,28 +16,63 @@ type job struct {
 	done  chan struct{}
 	cert  *store.Certificate
 	err   error
-	draft *draft // built by the batch
+	draft *draft // built by the prepare stage
 }
 
 func (j *job) fail(err error) { j.err = err }
 
-// BatchQueue is the bounded queue between callers and the signing worker
-// (SPEC §5.6). A full queue answers "busy" at once instead of making the
-// caller wait; the worker takes whatever is waiting, up to the batch size,
-// and never waits for a batch to fill.
+// BatchQueue is the bounded queue between callers and the HSM (SPEC §5.6).
+// A full queue answers "busy" at once instead of making the caller wait.
+// Batches go through stages (prepare, sign, record), each on a goroutine
+// of its own, so the HSM signs one batch while the next is prepared and
+// the one before is recorded. A stage takes whatever is waiting, up to the
+// batch size, and never waits for a batch to fill; while the HSM is busy
+// the queue grows and the next batch is larger.
 type BatchQueue struct {
 	jobs      chan *job
 	batchSize int
-	run       func([]*job)
 
 	mu      sync.RWMutex // guards closed against sends on a closed channel
 	closed  bool
 	drained chan struct{}
 }
 
-func newBatchQueue(size, batchSize int, run func([]*job)) *BatchQueue {
-	q := &BatchQueue{jobs: make(chan *job, size), batchSize: batchSize, run: run, drained: make(chan struct{})}
-	go q.work()
+// batch is the orders taken together and what each stage made of them.
+type batch struct {
+	n    uint64
+	jobs []*job
+	// Set by the prepare stage: the batch's time, its issuer, and the jobs
+	// recorded as signing, in the order signed and signErr follow.
+	now      time.Time
+	iss      *Issuer
+	reserved []*job
+	signed   []*smx509.Certificate
+	signErr  []error
+}
+
+func newBatchQueue(size, batchSize int, stages ...func(*batch)) *BatchQueue {
+	q := &BatchQueue{jobs: make(chan *job, size), batchSize: batchSize, drained: make(chan struct{})}
+	in := make(chan *batch)
+	go q.collect(stages[0], in)
+	for _, stage := range stages[1:] {
+		out := make(chan *batch)
+		go func(in <-chan *batch) {
+			defer close(out)
+			for b := range in {
+				stage(b)
+				out <- b
+			}
+		}(in)
+		in = out
+	}
+	go func(in <-chan *batch) {
+		defer close(q.drained)
+		for b := range in {
+			for _, j := range b.jobs {
+				close(j.done)
+			}
+		}
+	}(in)
 	return q
 }
 
@@ -66,26 +104,29 @@ func (q *BatchQueue) submit(ctx context.Context, o *order) (*store.Certificate, 
 // Depth is the number of orders waiting.
 func (q *BatchQueue) Depth() int { return len(q.jobs) }
 
-func (q *BatchQueue) work() {
-	defer close(q.drained)
-	for first := range q.jobs {
-		batch := []*job{first}
+// collect takes a batch off the queue whenever the first stage is free,
+// runs that stage and hands the batch on. Taking the batch only then
+// lets orders gather while the later stages are busy.
+func (q *BatchQueue) collect(first func(*batch), out chan<- *batch) {
+	defer close(out)
+	var n uint64
+	for j := range q.jobs {
+		n++
+		b := &batch{n: n, jobs: []*job{j}}
 	fill:
-		for len(batch) < q.batchSize {
+		for len(b.jobs) < q.batchSize {
 			select {
 			case j, ok := <-q.jobs:
 				if !ok {
 					break fill
 				}
-				batch = append(batch, j)
+				b.jobs = append(b.jobs, j)
 			default:
 				break fill
 			}
 		}
-		q.run(batch)
-		for _, j := range batch {
-			close(j.done)
-		}
+		first(b)
+		out <- b
 	}
 }
 

@@ -129,18 +129,44 @@ func waitDepth(t *testing.T, e *engine.Engine, n int) {
 	}
 }
 
+// waitPrepared waits until the prepare stage has recorded request id as
+// signing: with the HSM stage held, the order then sits between the two.
+func waitPrepared(t *testing.T, st *store.Store, id string) {
+	t.Helper()
+	for deadline := time.Now().Add(10 * time.Second); ; time.Sleep(time.Millisecond) {
+		var state store.RequestState
+		st.View(func(tx *store.Tx) error {
+			if r, err := tx.Request(id); err == nil {
+				state = r.State
+			}
+			return nil
+		})
+		if state == store.RequestSigning {
+			return
+		}
+		if time.Now().After(deadline) {
+			t.Fatalf("request %s not prepared (state %q)", id, state)
+		}
+	}
+}
+
 func TestFullQueueAnswersBusyAtOnce(t *testing.T) {
-	e, g, _ := gatedEngine(t, 1, 1, 0)
-	results := make(chan error, 2)
-	go func() { _, err := e.Issue(context.Background(), ra, request(t, "signing")); results <- err }()
-	<-g.entered // the worker holds the first request
-	go func() { _, err := e.Issue(context.Background(), ra, request(t, "queued")); results <- err }()
+	e, g, st := gatedEngine(t, 1, 1, 0)
+	results := make(chan error, 3)
+	submit := func(id string) {
+		go func() { _, err := e.Issue(context.Background(), ra, request(t, id)); results <- err }()
+	}
+	submit("signing")
+	<-g.entered // the HSM stage holds the first request
+	submit("prepared")
+	waitPrepared(t, st, "prepared") // the prepare stage holds the second
+	submit("queued")
 	waitDepth(t, e, 1)
 	if _, err := e.Issue(context.Background(), ra, request(t, "refused")); engine.CodeOf(err) != engine.CodeBusy {
 		t.Fatalf("full queue: %v, want %s", err, engine.CodeBusy)
 	}
 	close(g.release)
-	for range 2 {
+	for range 3 {
 		if err := <-results; err != nil {
 			t.Fatal(err)
 		}
@@ -151,16 +177,17 @@ func TestFullQueueAnswersBusyAtOnce(t *testing.T) {
 }
 
 func TestBatchMatesGetTheirOwnResults(t *testing.T) {
-	// The first request blocks the worker; the next five form one batch in
-	// which one request reuses an id with other content and one signature
-	// fails in the HSM (the third signature overall).
+	// The first request holds the HSM stage and the second the prepare
+	// stage; the next five form one batch in which one request reuses an
+	// id with other content and one signature fails in the HSM (the third
+	// signature overall).
 	e, g, st := gatedEngine(t, 16, 16, 3)
 	type result struct {
 		id   string
 		cert *store.Certificate
 		err  error
 	}
-	results := make(chan result, 6)
+	results := make(chan result, 7)
 	submit := func(req engine.Request) {
 		go func() {
 			c, err := e.Issue(context.Background(), ra, req)
@@ -169,6 +196,8 @@ func TestBatchMatesGetTheirOwnResults(t *testing.T) {
 	}
 	submit(request(t, "first"))
 	<-g.entered
+	submit(request(t, "second"))
+	waitPrepared(t, st, "second")
 	dup := request(t, "dup")
 	for _, req := range []engine.Request{request(t, "m1"), request(t, "m2"), request(t, "m3"), dup} {
 		submit(req)
@@ -181,7 +210,7 @@ func TestBatchMatesGetTheirOwnResults(t *testing.T) {
 
 	var ok, hsmFailed, conflicts int
 	var failedID string
-	for range 6 {
+	for range 7 {
 		r := <-results
 		switch code := engine.CodeOf(r.err); {
 		case r.err == nil:
@@ -198,10 +227,10 @@ func TestBatchMatesGetTheirOwnResults(t *testing.T) {
 			t.Errorf("%s: unexpected %v", r.id, r.err)
 		}
 	}
-	if ok != 4 || hsmFailed != 1 || conflicts != 1 {
-		t.Fatalf("%d issued, %d HSM failures, %d conflicts; want 4, 1, 1", ok, hsmFailed, conflicts)
+	if ok != 5 || hsmFailed != 1 || conflicts != 1 {
+		t.Fatalf("%d issued, %d HSM failures, %d conflicts; want 5, 1, 1", ok, hsmFailed, conflicts)
 	}
-	if failedID == "first" {
+	if failedID == "first" || failedID == "second" {
 		t.Fatal("the failed signature was not in the batch")
 	}
 	st.View(func(tx *store.Tx) error {
@@ -276,16 +305,18 @@ func TestClockStepBackRefusesToSign(t *testing.T) {
 }
 
 func TestCloseDrainsQueue(t *testing.T) {
-	e, g, _ := gatedEngine(t, 8, 1, 0)
+	e, g, st := gatedEngine(t, 8, 1, 0)
 	results := make(chan error, 4)
-	for i := range 4 {
-		go func() {
-			_, err := e.Issue(context.Background(), ra, request(t, fmt.Sprint("drain-", i)))
-			results <- err
-		}()
+	submit := func(id string) {
+		go func() { _, err := e.Issue(context.Background(), ra, request(t, id)); results <- err }()
 	}
+	submit("drain-0")
 	<-g.entered
-	waitDepth(t, e, 3)
+	submit("drain-1")
+	waitPrepared(t, st, "drain-1")
+	submit("drain-2")
+	submit("drain-3")
+	waitDepth(t, e, 2)
 	closed := make(chan struct{})
 	go func() { e.Close(); close(closed) }()
 	time.Sleep(50 * time.Millisecond)
