@@ -46,7 +46,7 @@ func (e *Engine) SignCRL(ctx context.Context, actor store.Actor, issuerID string
 		if err := tx.NoteSigningTime(now); err != nil {
 			return err
 		}
-		return tx.Revoked(iss.ID(), func(c *store.Certificate) error {
+		return tx.Revoked(iss.ID(), func(c store.RevokedEntry) error {
 			if c.NotAfter.Before(now) {
 				return nil // expired certificates leave the CRL (RFC 5280 §3.3)
 			}

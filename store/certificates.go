@@ -2,6 +2,7 @@ package store
 
 import (
 	"bytes"
+	"encoding/binary"
 	"encoding/hex"
 	"encoding/json"
 	"fmt"
@@ -72,27 +73,58 @@ func (t *Tx) PutCertificate(c *Certificate) error {
 	}
 	key := revokedKey(c.Issuer, c.Serial)
 	if c.Listed() {
-		return t.bucket(bucketRevoked).Put(key, nil)
+		return t.bucket(bucketRevoked).Put(key, revokedValue(c))
 	}
 	return t.bucket(bucketRevoked).Delete(key)
 }
 
+// RevokedEntry is what a CRL lists of a certificate.
+type RevokedEntry struct {
+	Serial    []byte
+	RevokedAt time.Time
+	Reason    int
+	NotAfter  time.Time // expired certificates leave the CRL
+}
+
 // Revoked calls fn for each certificate of issuer that is revoked or on
-// hold, in serial order.
-func (t *Tx) Revoked(issuer string, fn func(*Certificate) error) error {
+// hold, in serial order. The revocation index holds each entry's time and
+// reason, so a CRL of many entries is built without reading the
+// certificates (an index entry written without them is read from its
+// certificate).
+func (t *Tx) Revoked(issuer string, fn func(RevokedEntry) error) error {
 	prefix := revokedKey(issuer, nil)
 	cur := t.bucket(bucketRevoked).Cursor()
-	for k, _ := cur.Seek(prefix); k != nil && bytes.HasPrefix(k, prefix); k, _ = cur.Next() {
-		c, err := t.Certificate(k[len(prefix):])
-		if err != nil {
-			return err
+	for k, v := cur.Seek(prefix); k != nil && bytes.HasPrefix(k, prefix); k, v = cur.Next() {
+		e := RevokedEntry{Serial: k[len(prefix):]}
+		if len(v) == revokedValueSize {
+			e.RevokedAt = time.Unix(0, int64(binary.BigEndian.Uint64(v))).UTC()
+			e.NotAfter = time.Unix(0, int64(binary.BigEndian.Uint64(v[8:]))).UTC()
+			e.Reason = int(v[16])
+		} else {
+			c, err := t.Certificate(e.Serial)
+			if err != nil {
+				return err
+			}
+			e.RevokedAt, e.Reason, e.NotAfter = c.RevokedAt, c.Reason, c.NotAfter
 		}
-		if err := fn(c); err != nil {
+		if err := fn(e); err != nil {
 			return err
 		}
 	}
 	return nil
 }
+
+// revokedValue is an index entry's value: the revocation time and the
+// certificate's notAfter in Unix nanoseconds (big-endian), and the reason
+// code.
+func revokedValue(c *Certificate) []byte {
+	v := make([]byte, 0, revokedValueSize)
+	v = binary.BigEndian.AppendUint64(v, uint64(c.RevokedAt.UnixNano()))
+	v = binary.BigEndian.AppendUint64(v, uint64(c.NotAfter.UnixNano()))
+	return append(v, byte(c.Reason))
+}
+
+const revokedValueSize = 17
 
 // Certificates calls fn for every certificate, in serial order.
 func (t *Tx) Certificates(fn func(*Certificate) error) error {

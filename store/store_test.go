@@ -114,7 +114,7 @@ func TestRevokedIndexFollowsStatus(t *testing.T) {
 		t.Helper()
 		var got []byte
 		s.View(func(tx *Tx) error {
-			return tx.Revoked(issuer, func(c *Certificate) error { got = append(got, c.Serial...); return nil })
+			return tx.Revoked(issuer, func(e RevokedEntry) error { got = append(got, e.Serial...); return nil })
 		})
 		return got
 	}
@@ -132,6 +132,39 @@ func TestRevokedIndexFollowsStatus(t *testing.T) {
 	}
 	if got := listed("b"); !bytes.Equal(got, []byte{4}) {
 		t.Fatalf("issuer b lists %v, want [4]", got)
+	}
+}
+
+func TestRevokedEntriesCarryWhatTheCRLLists(t *testing.T) {
+	s := openTemp(t)
+	at := time.Date(2026, 11, 3, 4, 5, 6, 7, time.UTC)
+	end := at.AddDate(1, 0, 0)
+	c := &Certificate{Serial: []byte{7}, DER: []byte{7}, Issuer: "a", Status: StatusRevoked, RevokedAt: at, Reason: 4, NotAfter: end}
+	legacy := &Certificate{Serial: []byte{8}, DER: []byte{8}, Issuer: "a", Status: StatusOnHold, RevokedAt: end, Reason: 6, NotAfter: at}
+	update(t, s, func(tx *Tx) error {
+		if err := tx.PutCertificate(c); err != nil {
+			return err
+		}
+		if err := tx.PutCertificate(legacy); err != nil {
+			return err
+		}
+		// An index entry without a value, as stores before this layout
+		// hold them: read from the certificate.
+		return tx.bucket(bucketRevoked).Put(revokedKey("a", legacy.Serial), nil)
+	})
+	var got []RevokedEntry
+	s.View(func(tx *Tx) error {
+		return tx.Revoked("a", func(e RevokedEntry) error { got = append(got, e); return nil })
+	})
+	want := []RevokedEntry{{Serial: []byte{7}, RevokedAt: at, Reason: 4, NotAfter: end}, {Serial: []byte{8}, RevokedAt: end, Reason: 6, NotAfter: at}}
+	if len(got) != 2 {
+		t.Fatalf("entries %+v", got)
+	}
+	for i := range want {
+		g, w := got[i], want[i]
+		if !bytes.Equal(g.Serial, w.Serial) || !g.RevokedAt.Equal(w.RevokedAt) || g.Reason != w.Reason || !g.NotAfter.Equal(w.NotAfter) {
+			t.Errorf("entry %d: %+v, want %+v", i, g, w)
+		}
 	}
 }
 
