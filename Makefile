@@ -12,7 +12,7 @@ SOFTHSM_PREFIX := $(shell testdata/softhsm/build.sh --prefix)
 export SIGNERD_SOFTHSM_SM2 := $(SOFTHSM_PREFIX)/lib/softhsm/libsofthsm2.so
 export SIGNERD_SOFTHSM_STOCK ?= /usr/lib/softhsm/libsofthsm2.so
 
-.PHONY: deps softhsm test bench demo clean
+.PHONY: deps softhsm test bench soak fuzz demo clean
 
 deps:
 	@missing=$$(for p in $(DEBS); do \
@@ -30,6 +30,11 @@ softhsm: deps
 test: softhsm
 	$(GO) vet ./...
 	$(GO) test -race -count=1 ./...
+
+# The crash test of make test (20 SIGKILLs under issue and revoke load),
+# run with 120 kills.
+soak: softhsm
+	SIGNERD_CRASH_KILLS=120 $(GO) test -race -count=1 -timeout 30m -run '^TestSIGKILLUnderLoad$$' -v ./cmd/signerd/
 
 # The appliance against its HSM: signerctl bench on a throwaway token and
 # store (README, Performance), then the package micro-benchmarks.
