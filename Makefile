@@ -36,6 +36,15 @@ test: softhsm
 soak: softhsm
 	SIGNERD_CRASH_KILLS=120 $(GO) test -race -count=1 -timeout 30m -run '^TestSIGKILLUnderLoad$$' -v ./cmd/signerd/
 
+# Each fuzz target for FUZZTIME (their seeds run in make test). One worker
+# each: FuzzVerify stalls with more (see the README).
+FUZZTIME ?= 30s
+FUZZ := engine:FuzzCheck cmd/signerd:FuzzIssueBody engine/ceremony:FuzzLoad engine/audit:FuzzVerify
+fuzz: softhsm
+	@set -e; for t in $(FUZZ); do \
+	  echo "== $${t#*:} ($${t%%:*}, $(FUZZTIME))"; \
+	  $(GO) test -run '^$$' -fuzz "^$${t#*:}$$" -fuzztime $(FUZZTIME) -parallel 1 ./$${t%%:*}/; done
+
 # The appliance against its HSM: signerctl bench on a throwaway token and
 # store (README, Performance), then the package micro-benchmarks.
 bench: softhsm
