@@ -25,9 +25,11 @@ func (j *job) fail(err error) { j.err = err }
 // A full queue answers "busy" at once instead of making the caller wait.
 // Batches go through stages (prepare, sign, record), each on a goroutine
 // of its own, so the HSM signs one batch while the next is prepared and
-// the one before is recorded. A stage takes whatever is waiting, up to the
-// batch size, and never waits for a batch to fill; while the HSM is busy
-// the queue grows and the next batch is larger.
+// the one before is recorded. The prepare stage takes whatever is
+// waiting, up to the batch size, whenever it is free, and never waits for
+// a batch to fill; while the HSM is busy the queue grows and the next batch
+// is larger. Besides the queue's own size, one batch may thus be held in
+// each stage.
 type BatchQueue struct {
 	jobs      chan *job
 	batchSize int
