@@ -7,6 +7,7 @@ import (
 	"path/filepath"
 	"runtime"
 	"sync"
+	"time"
 
 	"github.com/miekg/pkcs11"
 )
@@ -166,6 +167,37 @@ type library struct {
 	path string
 	ctx  *pkcs11.Ctx
 	refs int
+
+	mu         sync.Mutex
+	reinitTime time.Time // when the module was last initialised anew
+}
+
+// errTokenNotFound: no initialised token matches; after a loss it may
+// come back.
+var errTokenNotFound = errors.New("token not found")
+
+// mayReinitialize reports whether a re-initialisation is due: at most one
+// a second, so a token that stays away is not hammered.
+func (l *library) mayReinitialize() bool {
+	l.mu.Lock()
+	defer l.mu.Unlock()
+	return time.Since(l.reinitTime) >= time.Second
+}
+
+// reinitialize finalises and initialises the module again, so it finds
+// tokens anew. Every session on it, of every Module, is gone afterwards;
+// their pools see that and recover (signerd opens one Module).
+func (l *library) reinitialize() error {
+	l.mu.Lock()
+	defer l.mu.Unlock()
+	l.reinitTime = time.Now()
+	if err := l.ctx.Finalize(); err != nil && !errors.Is(err, pkcs11.Error(pkcs11.CKR_CRYPTOKI_NOT_INITIALIZED)) {
+		return fmt.Errorf("finalise PKCS#11 module %s: %w", l.path, err)
+	}
+	if err := l.ctx.Initialize(); err != nil {
+		return fmt.Errorf("initialise PKCS#11 module %s again: %w", l.path, err)
+	}
+	return nil
 }
 
 var libraries = struct {
@@ -233,7 +265,7 @@ func (l *library) findSlot(label, serial string) (uint, error) {
 	}
 	switch len(found) {
 	case 0:
-		return 0, fmt.Errorf("token not found (tokens present: %q)", present)
+		return 0, fmt.Errorf("%w (tokens present: %q)", errTokenNotFound, present)
 	case 1:
 		return found[0], nil
 	default:

@@ -13,6 +13,7 @@ import (
 	"strings"
 	"sync"
 	"testing"
+	"time"
 
 	"github.com/emmansun/gmsm/sm2"
 	"github.com/miekg/pkcs11"
@@ -227,6 +228,54 @@ func TestRecoversFromLostSessionsAndLogout(t *testing.T) {
 				}
 			}
 		})
+	}
+}
+
+// A token that goes away (its file removed, as when an HSM restarts) and
+// comes back is found again without reopening the Module.
+func TestRecoversWhenTheTokenGoesAndComesBack(t *testing.T) {
+	d := hsmtest.NewDir(t)
+	tok := d.NewToken(t, hsmtest.SM2Module(t), "away")
+	m := tok.Open(t, tok.Config(hsmtest.SoftHSMProfile(t)))
+	k, s := newSM2Signer(t, m)
+	msg := []byte("token back")
+	if _, err := s.SignMessage(nil, msg, nil); err != nil {
+		t.Fatal(err)
+	}
+	away := d.Path + ".away"
+	if err := os.Rename(d.Path, away); err != nil {
+		t.Fatal(err)
+	}
+	if err := os.Mkdir(d.Path, 0o700); err != nil {
+		t.Fatal(err)
+	}
+	for i := range 3 {
+		if _, err := s.SignMessage(nil, msg, nil); !errors.Is(err, hsm.ErrTransient) || !strings.Contains(err.Error(), "token not found") {
+			t.Fatalf("sign %d with the token gone: %v, want ErrTransient naming the missing token", i, err)
+		}
+	}
+	if err := os.Remove(d.Path); err != nil {
+		t.Fatal(err)
+	}
+	if err := os.Rename(away, d.Path); err != nil {
+		t.Fatal(err)
+	}
+	deadline := time.Now().Add(10 * time.Second)
+	for {
+		sig, err := s.SignMessage(nil, msg, nil)
+		if err == nil {
+			if !sm2.VerifyASN1WithSM2(k.Public, nil, msg, sig) {
+				t.Fatal("bad signature after the token came back")
+			}
+			return
+		}
+		if !errors.Is(err, hsm.ErrTransient) {
+			t.Fatalf("sign after the token came back: %v, want success or ErrTransient", err)
+		}
+		if time.Now().After(deadline) {
+			t.Fatalf("token back for 10s and still: %v", err)
+		}
+		time.Sleep(50 * time.Millisecond)
 	}
 }
 

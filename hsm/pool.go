@@ -2,6 +2,7 @@ package hsm
 
 import (
 	"context"
+	"errors"
 	"fmt"
 	"sync"
 
@@ -145,7 +146,38 @@ func (p *sessionPool) discard(s *session) {
 // finds the token again (it may have moved slot), opens a session, logs in
 // and starts a new generation. Concurrent callers from the same generation
 // recover once. A wrong PIN is remembered and never tried again.
+//
+// A token that has gone (an HSM restarted, a token file removed) is often
+// not seen again by a module until it is initialised anew, so when the
+// token cannot be found the module is finalised and initialised again,
+// with no session of this pool in use, at most once a second.
 func (p *sessionPool) recover(failed uint64) error {
+	err := p.relogin(failed)
+	if err == nil || !errors.Is(err, errTokenNotFound) || !p.m.lib.mayReinitialize() {
+		return err
+	}
+	for range cap(p.slots) {
+		p.slots <- struct{}{}
+	}
+	defer func() {
+		for range cap(p.slots) {
+			<-p.slots
+		}
+	}()
+	p.mu.Lock()
+	stale := p.gen != failed
+	p.mu.Unlock()
+	if stale {
+		return nil // recovered by another caller meanwhile
+	}
+	if err := p.m.lib.reinitialize(); err != nil {
+		return err
+	}
+	return p.relogin(failed)
+}
+
+// relogin is recover without re-initialising the module.
+func (p *sessionPool) relogin(failed uint64) error {
 	p.mu.Lock()
 	defer p.mu.Unlock()
 	if p.refused != nil {
