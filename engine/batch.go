@@ -10,7 +10,6 @@ import (
 
 	"github.com/emmansun/gmsm/smx509"
 
-	"signerd/hsm"
 	"signerd/store"
 )
 
@@ -268,7 +267,7 @@ func (e *Engine) fail(tx *store.Tx, j *job, cause error) error {
 		return err
 	}
 	code := CodeInternal
-	if errors.Is(cause, hsm.ErrTransient) || errors.Is(cause, context.DeadlineExceeded) {
+	if errors.Is(cause, errHSM) {
 		code = CodeHSMUnavailable
 	}
 	e.log.Error("sign certificate", "request_id", j.o.id, "serial", store.HexSerial(r.Serial), "err", cause)

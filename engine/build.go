@@ -114,11 +114,10 @@ func (e *Engine) build(o *order, iss *Issuer, serial []byte, now time.Time) (*dr
 // certificate under the issuer computes; doing that again would cost a
 // second SM2 verification and a Z per certificate for nothing.
 func (e *Engine) sign(ctx context.Context, d *draft, iss *Issuer, usage lint.Usage) (*smx509.Certificate, error) {
-	start := time.Now()
-	sig, err := iss.Signer.SignDigest(ctx, d.e)
-	e.cfg.Metrics.Signature(time.Since(start), err)
+	sig, err := e.hsmSign(ctx, iss.Signer, d.e)
+	e.noteHSM(err)
 	if err != nil {
-		return nil, err
+		return nil, fmt.Errorf("%w: %w", errHSM, err)
 	}
 	der, err := assemble(d.tbs, sig)
 	if err != nil {

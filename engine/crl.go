@@ -6,7 +6,6 @@ import (
 	"crypto/rand"
 	"fmt"
 	"math/big"
-	"time"
 
 	"github.com/emmansun/gmsm/smx509"
 
@@ -102,9 +101,8 @@ func (e *Engine) signCRL(ctx context.Context, iss *Issuer, tmpl *smx509.Revocati
 		return nil, errorf(CodeInternal, "reparse CRL: %v", err)
 	}
 	tbs := rl.RawTBSRevocationList
-	start := time.Now()
-	sig, err := iss.Signer.SignDigest(ctx, iss.Signer.Digest(tbs))
-	e.cfg.Metrics.Signature(time.Since(start), err)
+	sig, err := e.hsmSign(ctx, iss.Signer, iss.Signer.Digest(tbs))
+	e.noteHSM(err)
 	if err != nil {
 		return nil, errorf(CodeHSMUnavailable, "sign CRL: %v", err)
 	}

@@ -86,6 +86,7 @@ type Engine struct {
 	queue     *BatchQueue
 	log       *slog.Logger
 	crlMu     sync.Mutex
+	health    hsmHealth
 
 	auditKey   Signer
 	auditPub   *ecdsa.PublicKey
@@ -102,7 +103,7 @@ func New(cfg Config) (*Engine, error) {
 		return nil, errors.New("engine: store, an issuer and a random source are required")
 	}
 	e := &Engine{cfg: cfg, store: cfg.Store, profiles: cfg.Profiles, issuers: map[string]*Issuer{},
-		active: cfg.Issuers[0], sm2ID: cfg.SM2ID, log: cfg.Log}
+		active: cfg.Issuers[0], sm2ID: cfg.SM2ID, log: cfg.Log, health: hsmHealth{status: HSMStatus{Up: true}}}
 	if e.profiles == nil {
 		e.profiles = BuiltinProfiles()
 	}

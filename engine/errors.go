@@ -31,6 +31,10 @@ const (
 	CodeInternal          Code = "internal"
 )
 
+// errHSM marks a failure of the HSM itself (no signature, or one that
+// does not verify): the RA is told hsm_unavailable and may retry.
+var errHSM = errors.New("HSM")
+
 // Retryable reports whether the same request may succeed if sent again
 // unchanged.
 func (c Code) Retryable() bool {

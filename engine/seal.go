@@ -72,6 +72,12 @@ func (e *Engine) seal(ctx context.Context, why string, verify bool) (uint64, err
 		return 0, nil
 	}
 	var sealed uint64
+	var signErr error
+	defer func() {
+		if signErr != nil || sealed != 0 {
+			e.noteHSM(signErr)
+		}
+	}()
 	err := e.store.Update(func(tx *store.Tx) error {
 		if verify {
 			if err := verifySinceSeal(tx, nil); err != nil {
@@ -84,8 +90,9 @@ func (e *Engine) seal(ctx context.Context, why string, verify bool) (uint64, err
 		}
 		// Signing inside the transaction holds the single writer for one
 		// HSM signature, so nothing can slip in between head and seal.
-		sig, err := e.auditKey.SignDigest(ctx, e.auditKey.Digest(store.SealMessage(seq+1, head)))
+		sig, err := e.hsmSign(ctx, e.auditKey, e.auditKey.Digest(store.SealMessage(seq+1, head)))
 		if err != nil {
+			signErr = err
 			return fmt.Errorf("sign: %w", err)
 		}
 		ev, err := tx.Append(store.Event{Time: e.cfg.Now(), Actor: store.System, Action: "audit.seal",

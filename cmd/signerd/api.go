@@ -377,8 +377,27 @@ func (b *bundleWriter) Write(p []byte) (int, error) {
 	return b.w.Write(p)
 }
 
+// health answers 200 "ok" while signerd can sign, and 503 "degraded"
+// with the reason while the HSM cannot; the answer never waits on the HSM.
 func (a *api) health(w http.ResponseWriter, _ *http.Request, _ peer) {
-	writeJSON(w, http.StatusOK, map[string]any{"status": "ok", "queue_depth": a.eng.Queue().Depth()})
+	h := a.eng.HSM()
+	hsm := map[string]any{"up": h.Up}
+	if !h.Since.IsZero() {
+		hsm["since"] = h.Since
+	}
+	if h.Error != "" {
+		hsm["error"] = h.Error
+	}
+	answer := map[string]any{"status": "ok", "hsm": hsm, "queue_depth": a.eng.Queue().Depth()}
+	if h.Up {
+		writeJSON(w, http.StatusOK, answer)
+		return
+	}
+	// Shaped as an error too, so clients that read only code and message
+	// (signerctl) say why.
+	answer["status"], answer["code"] = "degraded", string(engine.CodeHSMUnavailable)
+	answer["message"] = fmt.Sprintf("HSM unavailable since %s: %s", h.Since.Format(time.RFC3339), h.Error)
+	writeJSON(w, http.StatusServiceUnavailable, answer)
 }
 
 // decode reads exactly one JSON object with no unknown fields.

@@ -22,6 +22,10 @@ type config struct {
 	HSM struct {
 		hsm.TokenSpec `yaml:",inline"`
 		Sessions      int `yaml:"sessions"`
+		// ProbeInterval is how often signerd checks that the HSM signs
+		// (default 5s; under a systemd watchdog at least twice per
+		// interval).
+		ProbeInterval duration `yaml:"probe_interval"`
 	} `yaml:"hsm"`
 	// Issuers are the issuing keys (by label) and their certificates
 	// (PEM); the first issues new certificates.
@@ -109,6 +113,9 @@ func (c *config) validate() error {
 		return errors.New("store is required")
 	case c.Socket.Path == "":
 		return errors.New("socket.path is required")
+	}
+	if c.HSM.ProbeInterval.Duration <= 0 {
+		c.HSM.ProbeInterval.Duration = 5 * time.Second
 	}
 	if c.Audit.Key == "" {
 		c.Audit.Key = "signerd-audit"

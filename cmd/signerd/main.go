@@ -11,7 +11,6 @@ import (
 	"errors"
 	"flag"
 	"fmt"
-	"io"
 	"log/slog"
 	"net"
 	"net/http"
@@ -19,6 +18,7 @@ import (
 	"os/signal"
 	"runtime/pprof"
 	"strings"
+	"sync"
 	"syscall"
 	"time"
 
@@ -131,8 +131,10 @@ func run(cfg *config, log *slog.Logger) error {
 	served := make(chan error, 1)
 	go func() { served <- srv.Serve(l) }()
 	log.Info("ready", "socket", l.Addr().String(), "socket_activated", activated)
-	notify(sd.SdNotifyReady, "STATUS=serving on "+l.Addr().String())
-	go d.watchdog(log)
+	serving := "STATUS=serving on " + l.Addr().String()
+	notify(sd.SdNotifyReady, serving)
+	stopMonitor := d.monitor(cfg.HSM.ProbeInterval.Duration, serving)
+	defer stopMonitor()
 	select {
 	case sig := <-stop:
 		log.Info("stopping: draining requests", "signal", sig.String())
@@ -142,6 +144,7 @@ func run(cfg *config, log *slog.Logger) error {
 	}
 	// Stop accepting, let every request in progress get its answer, then
 	// finish whatever is still queued.
+	stopMonitor()
 	ctx, cancel := context.WithTimeout(context.Background(), 60*time.Second)
 	defer cancel()
 	if err := srv.Shutdown(ctx); err != nil {
@@ -204,7 +207,7 @@ func (d *daemon) start(cfg *config, log *slog.Logger) error {
 	if err != nil {
 		return err
 	}
-	d.metrics = newMetrics(func() int { return d.engine.Queue().Depth() })
+	d.metrics = newMetrics(func() int { return d.engine.Queue().Depth() }, func() bool { return d.engine.HSM().Up })
 	d.engine, err = engine.New(engine.Config{Store: d.store, Issuers: issuers, Profiles: profiles, SM2ID: sm2ID,
 		Random: d.module.Random(), QueueSize: cfg.Queue.Size, BatchSize: cfg.Queue.Batch,
 		CRLValidity: cfg.CRLValidity.Duration, Log: log, Metrics: d.metrics,
@@ -289,19 +292,53 @@ func listener(cfg socketCfg) (net.Listener, bool, error) {
 	return l, false, err
 }
 
-// watchdog pings systemd at half its interval while the HSM answers; if
-// it stops answering, the pings stop and systemd restarts signerd.
-func (d *daemon) watchdog(log *slog.Logger) {
-	interval, err := sd.SdWatchdogEnabled(false)
-	if err != nil || interval <= 0 {
-		return
+// monitor probes the HSM every interval, and at least twice per systemd
+// watchdog interval, until the returned stop is called. While the HSM
+// signs, systemd gets its watchdog ping; while it does not, the pings stop
+// and STATUS says why: signerd keeps serving what needs no HSM and
+// recovers by itself when the HSM does, unless the outage outlasts
+// WatchdogSec and systemd restarts it. An outage's start and end are
+// audited by the engine.
+func (d *daemon) monitor(interval time.Duration, serving string) (stop func()) {
+	watchdog, err := sd.SdWatchdogEnabled(false)
+	if err != nil {
+		watchdog = 0
 	}
-	for range time.Tick(interval / 2) {
-		if _, err := io.ReadFull(d.module.Random(), make([]byte, 8)); err != nil {
-			log.Error("HSM not answering; withholding watchdog ping", "err", err)
-			notify("STATUS=HSM not answering: " + err.Error())
-			continue
+	if watchdog > 0 {
+		interval = min(interval, watchdog/2)
+	}
+	done, finished := make(chan struct{}), make(chan struct{})
+	go func() {
+		defer close(finished)
+		tick := time.NewTicker(interval)
+		defer tick.Stop()
+		up := true
+		for {
+			select {
+			case <-done:
+				return
+			case <-tick.C:
+			}
+			ctx, cancel := context.WithTimeout(context.Background(), interval)
+			err := d.engine.ProbeHSM(ctx)
+			cancel()
+			switch {
+			case err != nil:
+				notify("STATUS=HSM unavailable, withholding the watchdog: " + err.Error())
+			case !up:
+				notify(serving)
+			}
+			up = err == nil
+			if up && watchdog > 0 {
+				notify(sd.SdNotifyWatchdog)
+			}
 		}
-		notify(sd.SdNotifyWatchdog)
+	}()
+	var once sync.Once
+	return func() {
+		once.Do(func() {
+			close(done)
+			<-finished
+		})
 	}
 }

@@ -23,9 +23,10 @@ type metrics struct {
 	hsmErrors  *prometheus.CounterVec
 	requests   *prometheus.CounterVec
 	queueDepth prometheus.GaugeFunc
+	hsmUp      prometheus.GaugeFunc
 }
 
-func newMetrics(depth func() int) *metrics {
+func newMetrics(depth func() int, hsmUp func() bool) *metrics {
 	m := &metrics{
 		reg: prometheus.NewRegistry(),
 		batchSize: prometheus.NewHistogram(prometheus.HistogramOpts{Name: "signerd_batch_size",
@@ -39,7 +40,14 @@ func newMetrics(depth func() int) *metrics {
 	}
 	m.queueDepth = prometheus.NewGaugeFunc(prometheus.GaugeOpts{Name: "signerd_queue_depth",
 		Help: "Requests waiting in the signing queue."}, func() float64 { return float64(depth()) })
-	m.reg.MustRegister(m.batchSize, m.signTime, m.hsmErrors, m.requests, m.queueDepth,
+	m.hsmUp = prometheus.NewGaugeFunc(prometheus.GaugeOpts{Name: "signerd_hsm_up",
+		Help: "1 while the HSM signs, 0 while it does not (as the last signature or probe found)."}, func() float64 {
+		if hsmUp() {
+			return 1
+		}
+		return 0
+	})
+	m.reg.MustRegister(m.batchSize, m.signTime, m.hsmErrors, m.requests, m.queueDepth, m.hsmUp,
 		collectors.NewGoCollector(), collectors.NewProcessCollector(collectors.ProcessCollectorOpts{}))
 	return m
 }

@@ -104,6 +104,7 @@ func NewDir(t testing.TB) *Dir {
 
 // Token is an initialised token with random PINs.
 type Token struct {
+	Dir    string // the token folder it lives in
 	Module string
 	Label  string
 	Serial string
@@ -114,7 +115,7 @@ type Token struct {
 // NewToken initialises a token labelled label in d with module.
 func (d *Dir) NewToken(t testing.TB, module, label string) *Token {
 	t.Helper()
-	tok := &Token{Module: module, Label: label, PIN: randomPIN(t), SOPIN: randomPIN(t)}
+	tok := &Token{Dir: d.Path, Module: module, Label: label, PIN: randomPIN(t), SOPIN: randomPIN(t)}
 	serial, err := hsm.InitToken(module, label, tok.SOPIN, tok.PIN)
 	if err != nil {
 		t.Fatalf("init token: %v", err)

@@ -1,0 +1,108 @@
+package engine
+
+import (
+	"context"
+	"fmt"
+	"io"
+	"sync"
+	"time"
+
+	"signerd/store"
+)
+
+// HSMStatus is whether the HSM signs, as the engine last saw it.
+type HSMStatus struct {
+	Up bool
+	// Since is when it last went down or came back (zero: up since start).
+	Since time.Time
+	// Error is what the last failed signature said, while down.
+	Error string
+}
+
+// hsmHealth follows the outcome of every HSM signature. Each change is
+// logged and audited once ("hsm.unavailable", "hsm.recovered"), so the
+// audit log shows every outage and how long it lasted, not every failure.
+type hsmHealth struct {
+	mu     sync.Mutex
+	status HSMStatus
+}
+
+// HSM returns the HSM's status.
+func (e *Engine) HSM() HSMStatus {
+	e.health.mu.Lock()
+	defer e.health.mu.Unlock()
+	return e.health.status
+}
+
+// hsmSign has signer sign the digest, counting the signature in the
+// metrics. The caller passes the outcome to noteHSM once it holds no
+// store transaction (noteHSM may write an audit event).
+func (e *Engine) hsmSign(ctx context.Context, signer Signer, digest []byte) ([]byte, error) {
+	start := time.Now()
+	sig, err := signer.SignDigest(ctx, digest)
+	e.cfg.Metrics.Signature(time.Since(start), err)
+	return sig, err
+}
+
+// noteHSM records the outcome of an HSM operation: a failure while up
+// takes the HSM down, a success while down brings it back.
+func (e *Engine) noteHSM(err error) {
+	now := e.cfg.Now().UTC()
+	e.health.mu.Lock()
+	was := e.health.status
+	switch {
+	case err != nil && was.Up:
+		e.health.status = HSMStatus{Since: now, Error: err.Error()}
+	case err != nil:
+		e.health.status.Error = err.Error()
+	case !was.Up:
+		e.health.status = HSMStatus{Up: true, Since: now}
+	}
+	e.health.mu.Unlock()
+	var ev store.Event
+	switch {
+	case err != nil && was.Up:
+		e.log.Error("HSM unavailable", "err", err)
+		ev = store.Event{Actor: store.System, Action: "hsm.unavailable", Outcome: store.OutcomeFailed, Reason: err.Error()}
+	case err == nil && !was.Up:
+		down := now.Sub(was.Since).Round(time.Millisecond)
+		e.log.Info("HSM recovered", "down_for", down.String())
+		ev = store.Event{Actor: store.System, Action: "hsm.recovered", Outcome: store.OutcomeOK,
+			Detail: fmt.Sprintf("unavailable for %s since %s; last error: %s", down, was.Since.Format(time.RFC3339Nano), was.Error)}
+	default:
+		return
+	}
+	if aerr := e.Audit(ev); aerr != nil {
+		e.log.Error("audit HSM status change", "action", ev.Action, "err", aerr)
+	}
+}
+
+// ProbeHSM checks that the HSM signs: a fresh random digest is signed, and
+// the signature verified, with every issuing key and the audit key. It is
+// what the daemon's watchdog asks before each ping, and how an outage is
+// seen to end while no request comes.
+func (e *Engine) ProbeHSM(ctx context.Context) error {
+	err := e.probeHSM(ctx)
+	e.noteHSM(err)
+	return err
+}
+
+func (e *Engine) probeHSM(ctx context.Context) error {
+	digest := make([]byte, 32)
+	if _, err := io.ReadFull(e.cfg.Random, digest); err != nil {
+		return fmt.Errorf("HSM random: %w", err)
+	}
+	signers := make([]Signer, 0, len(e.cfg.Issuers)+1)
+	for _, iss := range e.cfg.Issuers {
+		signers = append(signers, iss.Signer)
+	}
+	if e.auditKey != nil {
+		signers = append(signers, e.auditKey)
+	}
+	for _, s := range signers {
+		if _, err := s.SignDigest(ctx, digest); err != nil {
+			return err
+		}
+	}
+	return nil
+}
