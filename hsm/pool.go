@@ -150,10 +150,13 @@ func (p *sessionPool) discard(s *session) {
 // A token that has gone (an HSM restarted, a token file removed) is often
 // not seen again by a module until it is initialised anew, so when the
 // token cannot be found the module is finalised and initialised again,
-// with no session of this pool in use, at most once a second.
+// with no session of this pool in use, at most once a second. That may
+// fail while the token is away, leaving the module uninitialised until a
+// later recovery initialises it.
 func (p *sessionPool) recover(failed uint64) error {
 	err := p.relogin(failed)
-	if err == nil || !errors.Is(err, errTokenNotFound) || !p.m.lib.mayReinitialize() {
+	lost := errors.Is(err, errTokenNotFound) || errors.Is(err, pkcs11.Error(pkcs11.CKR_CRYPTOKI_NOT_INITIALIZED))
+	if !lost || !p.m.lib.mayReinitialize() {
 		return err
 	}
 	for range cap(p.slots) {

@@ -28,24 +28,7 @@ func TestSocketActivationAndNotify(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	notifyPath := filepath.Join(d.dir, "notify")
-	ns, err := net.ListenUnixgram("unixgram", &net.UnixAddr{Name: notifyPath, Net: "unixgram"})
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer ns.Close()
-	messages := make(chan string, 100)
-	go func() {
-		buf := make([]byte, 4096)
-		for {
-			n, err := ns.Read(buf)
-			if err != nil {
-				close(messages)
-				return
-			}
-			messages <- string(buf[:n])
-		}
-	}()
+	notifyPath, notices := listenNotify(t, d.dir)
 
 	cmd := exec.Command("/bin/sh", "-c", `LISTEN_PID=$$ exec "$0" --config "$1"`, signerdBin, d.config)
 	cmd.ExtraFiles = []*os.File{lf}
@@ -66,9 +49,9 @@ func TestSocketActivationAndNotify(t *testing.T) {
 		deadline := time.After(20 * time.Second)
 		for {
 			select {
-			case m := <-messages:
-				seen = append(seen, m)
-				if strings.Contains(m, want) {
+			case n := <-notices:
+				seen = append(seen, n.text)
+				if strings.Contains(n.text, want) {
 					return
 				}
 			case err := <-exited:
