@@ -46,6 +46,7 @@ func (e *Engine) prepare(b *batch) {
 		return
 	}
 	b.now, b.iss = now, e.active
+	e.burnStranded()
 	if err := e.store.View(func(tx *store.Tx) error {
 		for _, j := range b.jobs {
 			e.classify(tx, j)
@@ -73,7 +74,7 @@ func (e *Engine) prepare(b *batch) {
 	if len(attempts) == 0 {
 		return
 	}
-	if err := e.store.Update(func(tx *store.Tx) error {
+	if err := e.update(func(tx *store.Tx) error {
 		for _, j := range attempts {
 			if err := e.reserve(tx, j, now); err != nil {
 				return err
@@ -81,9 +82,10 @@ func (e *Engine) prepare(b *batch) {
 		}
 		return tx.NoteSigningTime(now)
 	}); err != nil {
-		failAll(attempts, errorf(CodeInternal, "batch %d: record requests: %v", b.n, err))
+		failAll(attempts, errorf(storeCode(err), "batch %d: record requests: %v", b.n, err))
 		return
 	}
+	e.noteStore(nil)
 	if testHookReserved != nil {
 		testHookReserved()
 	}
@@ -114,7 +116,7 @@ func (e *Engine) recordBatch(b *batch) {
 	if len(b.reserved) == 0 {
 		return
 	}
-	if err := e.store.Update(func(tx *store.Tx) error {
+	if err := e.update(func(tx *store.Tx) error {
 		for i, j := range b.reserved {
 			if b.signErr[i] != nil {
 				if err := e.fail(tx, j, b.signErr[i]); err != nil {
@@ -134,10 +136,12 @@ func (e *Engine) recordBatch(b *batch) {
 		e.log.Error("record signed batch", "batch", b.n, "err", err)
 		for _, j := range b.reserved {
 			j.cert = nil
-			j.fail(errorf(CodeInternal, "batch %d: record certificates: %v", b.n, err))
+			j.fail(errorf(storeCode(err), "batch %d: record certificates: %v", b.n, err))
 		}
 		e.burnAfterFailure(b.reserved)
+		return
 	}
+	e.noteStore(nil)
 }
 
 // classify answers what needs no signing: a replay of an issued request,
@@ -278,9 +282,10 @@ func (e *Engine) fail(tx *store.Tx, j *job, cause error) error {
 }
 
 // burnAfterFailure tries once more to burn serials whose results could not
-// be recorded, so their requests can be retried without a restart.
+// be recorded, so their requests can be retried without a restart; if the
+// store still takes no write, the next batch tries again.
 func (e *Engine) burnAfterFailure(jobs []*job) {
-	err := e.store.Update(func(tx *store.Tx) error {
+	err := e.update(func(tx *store.Tx) error {
 		for _, j := range jobs {
 			r, err := tx.Request(j.o.id)
 			if err != nil {
@@ -295,7 +300,12 @@ func (e *Engine) burnAfterFailure(jobs []*job) {
 		return nil
 	})
 	if err != nil {
-		e.log.Error("burn serials after failed batch; they will be burned at next start", "err", err)
+		e.log.Error("burn serials after failed batch; the next batch will", "err", err)
+		stranded := make([]*store.Request, len(jobs))
+		for i, j := range jobs {
+			stranded[i] = &store.Request{ID: j.o.id, Serial: j.draft.serial}
+		}
+		e.strand(stranded)
 	}
 }
 

@@ -32,7 +32,7 @@ func (e *Engine) SignCRL(ctx context.Context, actor store.Actor, issuerID string
 		return nil, err
 	}
 	tmpl := &smx509.RevocationList{ThisUpdate: now, NextUpdate: now.Add(e.cfg.CRLValidity)}
-	err = e.store.Update(func(tx *store.Tx) error {
+	err = e.update(func(tx *store.Tx) error {
 		st, err := tx.CRLState(iss.ID())
 		if err != nil {
 			return err
@@ -55,11 +55,11 @@ func (e *Engine) SignCRL(ctx context.Context, actor store.Actor, issuerID string
 		})
 	})
 	if err != nil {
-		return nil, errorf(CodeInternal, "reserve CRL number: %v", err)
+		return nil, errorf(storeCode(err), "reserve CRL number: %v", err)
 	}
 	der, signErr := e.signCRL(ctx, iss, tmpl)
 	object := fmt.Sprintf("crl %s #%v", iss.ID(), tmpl.Number)
-	err = e.store.Update(func(tx *store.Tx) error {
+	err = e.update(func(tx *store.Tx) error {
 		ev := store.Event{Actor: actor, Action: "crl.sign", Object: object, Outcome: store.OutcomeOK,
 			Reason: fmt.Sprintf("%d entries, next update %s", len(tmpl.RevokedCertificateEntries), tmpl.NextUpdate.Format("2006-01-02T15:04:05Z"))}
 		if signErr != nil {
@@ -81,7 +81,7 @@ func (e *Engine) SignCRL(ctx context.Context, actor store.Actor, issuerID string
 		return nil, signErr
 	}
 	if err != nil {
-		return nil, errorf(CodeInternal, "record %s: %v", object, err)
+		return nil, errorf(storeCode(err), "record %s: %v", object, err)
 	}
 	return der, nil
 }

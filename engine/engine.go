@@ -75,18 +75,19 @@ func (noMetrics) Signature(time.Duration, error) {}
 
 // Engine issues, tracks and revokes certificates.
 type Engine struct {
-	cfg       Config
-	store     *store.Store
-	profiles  map[string]*Profile
-	issuers   map[string]*Issuer
-	active    *Issuer
-	sm2ID     []byte
-	throwaway *sm2.PrivateKey
-	clock     *clock
-	queue     *BatchQueue
-	log       *slog.Logger
-	crlMu     sync.Mutex
-	health    hsmHealth
+	cfg         Config
+	store       *store.Store
+	profiles    map[string]*Profile
+	issuers     map[string]*Issuer
+	active      *Issuer
+	sm2ID       []byte
+	throwaway   *sm2.PrivateKey
+	clock       *clock
+	queue       *BatchQueue
+	log         *slog.Logger
+	crlMu       sync.Mutex
+	health      hsmHealth
+	storeHealth storeHealth
 
 	auditKey   Signer
 	auditPub   *ecdsa.PublicKey
@@ -103,7 +104,8 @@ func New(cfg Config) (*Engine, error) {
 		return nil, errors.New("engine: store, an issuer and a random source are required")
 	}
 	e := &Engine{cfg: cfg, store: cfg.Store, profiles: cfg.Profiles, issuers: map[string]*Issuer{},
-		active: cfg.Issuers[0], sm2ID: cfg.SM2ID, log: cfg.Log, health: hsmHealth{status: HSMStatus{Up: true}}}
+		active: cfg.Issuers[0], sm2ID: cfg.SM2ID, log: cfg.Log, health: hsmHealth{status: HSMStatus{Up: true}},
+		storeHealth: storeHealth{status: StoreStatus{Writable: true}}}
 	if e.profiles == nil {
 		e.profiles = BuiltinProfiles()
 	}
@@ -159,7 +161,7 @@ func New(cfg Config) (*Engine, error) {
 		return nil, fmt.Errorf("engine: %w", err)
 	}
 	e.clock = &clock{now: e.cfg.Now}
-	if err := e.store.Update(func(tx *store.Tx) error {
+	if err := e.update(func(tx *store.Tx) error {
 		if e.clock.last, err = tx.LastSigningTime(); err != nil {
 			return err
 		}
@@ -228,6 +230,7 @@ func (e *Engine) burn(tx *store.Tx, r *store.Request, actor store.Actor, why str
 // Close stops taking orders, finishes those queued, and returns.
 func (e *Engine) Close() {
 	e.queue.close()
+	e.burnStranded()
 	e.closeAudit()
 }
 
@@ -355,7 +358,7 @@ func (e *Engine) Issuer(id string) (*Issuer, error) {
 // error in the log and an event in the audit log.
 func (e *Engine) alarm(err error) {
 	e.log.Error("clock alarm", "err", err)
-	if aerr := e.store.Update(func(tx *store.Tx) error {
+	if aerr := e.update(func(tx *store.Tx) error {
 		_, err := tx.Append(store.Event{Actor: store.System, Action: "clock.alarm", Outcome: store.OutcomeRefused, Reason: err.Error()})
 		return err
 	}); aerr != nil {
@@ -372,7 +375,7 @@ func (e *Engine) auditRefusal(actor store.Actor, action, object string, err erro
 	}
 	outcome := store.OutcomeRefused
 	switch CodeOf(err) {
-	case CodeInternal, CodeHSMUnavailable, CodeLintFailed:
+	case CodeInternal, CodeHSMUnavailable, CodeStoreUnavailable, CodeLintFailed:
 		outcome = store.OutcomeFailed
 	}
 	if aerr := e.Audit(store.Event{Actor: actor, Action: action, Object: object, Outcome: outcome,
@@ -384,7 +387,7 @@ func (e *Engine) auditRefusal(actor store.Actor, action, object string, err erro
 // Audit records an event that goes with no engine operation (a refused
 // peer, a daemon start).
 func (e *Engine) Audit(ev store.Event) error {
-	return e.store.Update(func(tx *store.Tx) error {
+	return e.update(func(tx *store.Tx) error {
 		_, err := tx.Append(ev)
 		return err
 	})

@@ -25,8 +25,9 @@ const (
 	CodeInvalidState      Code = "invalid_state" // e.g. restoring a certificate not on hold
 	CodeBusy              Code = "busy"          // queue full; retry later
 	CodeShuttingDown      Code = "shutting_down"
-	CodeClockBackwards    Code = "clock_backwards" // refusing to sign with a time before the last one
-	CodeHSMUnavailable    Code = "hsm_unavailable" // retryable HSM fault
+	CodeClockBackwards    Code = "clock_backwards"   // refusing to sign with a time before the last one
+	CodeHSMUnavailable    Code = "hsm_unavailable"   // retryable HSM fault
+	CodeStoreUnavailable  Code = "store_unavailable" // the store took no write; retryable
 	CodeLintFailed        Code = "lint_failed"
 	CodeInternal          Code = "internal"
 )
@@ -39,7 +40,7 @@ var errHSM = errors.New("HSM")
 // unchanged.
 func (c Code) Retryable() bool {
 	switch c {
-	case CodeBusy, CodeInProgress, CodeHSMUnavailable, CodeShuttingDown, CodeInternal:
+	case CodeBusy, CodeInProgress, CodeHSMUnavailable, CodeStoreUnavailable, CodeShuttingDown, CodeInternal:
 		return true
 	}
 	return false

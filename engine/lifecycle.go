@@ -86,7 +86,7 @@ func (e *Engine) transition(actor store.Actor, serial []byte, action string, cha
 	}
 	var out *store.Certificate
 	var refused error
-	err = e.store.Update(func(tx *store.Tx) error {
+	err = e.update(func(tx *store.Tx) error {
 		c, err := tx.Certificate(serial)
 		if errors.Is(err, store.ErrNotFound) {
 			refused = errorf(CodeNotFound, "no certificate with serial %x", serial)
@@ -119,7 +119,7 @@ func (e *Engine) transition(actor store.Actor, serial []byte, action string, cha
 		return err
 	})
 	if err != nil {
-		return nil, errorf(CodeInternal, "%s %x: %v", action, serial, err)
+		return nil, errorf(storeCode(err), "%s %x: %v", action, serial, err)
 	}
 	if refused != nil {
 		return nil, refused

@@ -78,7 +78,7 @@ func (e *Engine) seal(ctx context.Context, why string, verify bool) (uint64, err
 			e.noteHSM(signErr)
 		}
 	}()
-	err := e.store.Update(func(tx *store.Tx) error {
+	err := e.update(func(tx *store.Tx) error {
 		if verify {
 			if err := verifySinceSeal(tx, nil); err != nil {
 				return err

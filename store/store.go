@@ -43,6 +43,10 @@ var (
 	// ErrImmutable: a write would change bytes that are final once written
 	// (a certificate's DER).
 	ErrImmutable = errors.New("record is immutable")
+	// ErrWrite: a transaction could not be written (disk full, file system
+	// read-only, I/O error). Nothing of it is in the store; the store stays
+	// open and readable, and later transactions may succeed.
+	ErrWrite = errors.New("store write failed")
 )
 
 // Store is an open bbolt file. It is safe for concurrent use: bbolt runs
@@ -103,9 +107,18 @@ func (s *Store) Path() string { return s.path }
 func (s *Store) Close() error { return s.db.Close() }
 
 // Update runs fn in one write transaction, committed (and fsynced) only if
-// fn returns nil.
+// fn returns nil. A failure to write it is ErrWrite; fn's own errors are
+// returned as they are.
 func (s *Store) Update(fn func(*Tx) error) error {
-	return s.db.Update(func(tx *bolt.Tx) error { return fn(&Tx{tx}) })
+	var fnErr error
+	err := s.db.Update(func(tx *bolt.Tx) error {
+		fnErr = fn(&Tx{tx})
+		return fnErr
+	})
+	if err != nil && fnErr == nil {
+		return fmt.Errorf("%w: %w", ErrWrite, err)
+	}
+	return err
 }
 
 // View runs fn in a read-only snapshot.

@@ -377,27 +377,40 @@ func (b *bundleWriter) Write(p []byte) (int, error) {
 	return b.w.Write(p)
 }
 
-// health answers 200 "ok" while signerd can sign, and 503 "degraded"
-// with the reason while the HSM cannot; the answer never waits on the HSM.
+// health answers 200 "ok" while signerd can sign and record, and 503
+// "degraded" with the reason while the HSM does not sign or the store
+// takes no write. The answer waits on neither.
 func (a *api) health(w http.ResponseWriter, _ *http.Request, _ peer) {
-	h := a.eng.HSM()
-	hsm := map[string]any{"up": h.Up}
-	if !h.Since.IsZero() {
-		hsm["since"] = h.Since
-	}
-	if h.Error != "" {
-		hsm["error"] = h.Error
-	}
-	answer := map[string]any{"status": "ok", "hsm": hsm, "queue_depth": a.eng.Queue().Depth()}
-	if h.Up {
+	h, s := a.eng.HSM(), a.eng.Store()
+	answer := map[string]any{"status": "ok", "queue_depth": a.eng.Queue().Depth(),
+		"hsm":   part(map[string]any{"up": h.Up}, h.Since, h.Error),
+		"store": part(map[string]any{"writable": s.Writable}, s.Since, s.Error)}
+	var code engine.Code
+	var why string
+	switch {
+	case !h.Up:
+		code, why = engine.CodeHSMUnavailable, fmt.Sprintf("HSM unavailable since %s: %s", h.Since.Format(time.RFC3339), h.Error)
+	case !s.Writable:
+		code, why = engine.CodeStoreUnavailable, fmt.Sprintf("store takes no write since %s: %s", s.Since.Format(time.RFC3339), s.Error)
+	default:
 		writeJSON(w, http.StatusOK, answer)
 		return
 	}
 	// Shaped as an error too, so clients that read only code and message
 	// (signerctl) say why.
-	answer["status"], answer["code"] = "degraded", string(engine.CodeHSMUnavailable)
-	answer["message"] = fmt.Sprintf("HSM unavailable since %s: %s", h.Since.Format(time.RFC3339), h.Error)
+	answer["status"], answer["code"], answer["message"] = "degraded", string(code), why
 	writeJSON(w, http.StatusServiceUnavailable, answer)
+}
+
+// part is one part's health: its state, and since when and why if known.
+func part(p map[string]any, since time.Time, err string) map[string]any {
+	if !since.IsZero() {
+		p["since"] = since
+	}
+	if err != "" {
+		p["error"] = err
+	}
+	return p
 }
 
 // decode reads exactly one JSON object with no unknown fields.
@@ -447,16 +460,17 @@ func pathSerial(w http.ResponseWriter, r *http.Request) ([]byte, bool) {
 
 // httpStatus is the HTTP status for each engine code.
 var httpStatus = map[engine.Code]int{
-	engine.CodeRequestConflict: http.StatusConflict,
-	engine.CodeInProgress:      http.StatusConflict,
-	engine.CodeInvalidState:    http.StatusConflict,
-	engine.CodeNotFound:        http.StatusNotFound,
-	engine.CodeBusy:            http.StatusServiceUnavailable,
-	engine.CodeShuttingDown:    http.StatusServiceUnavailable,
-	engine.CodeClockBackwards:  http.StatusServiceUnavailable,
-	engine.CodeHSMUnavailable:  http.StatusServiceUnavailable,
-	engine.CodeLintFailed:      http.StatusInternalServerError,
-	engine.CodeInternal:        http.StatusInternalServerError,
+	engine.CodeRequestConflict:  http.StatusConflict,
+	engine.CodeInProgress:       http.StatusConflict,
+	engine.CodeInvalidState:     http.StatusConflict,
+	engine.CodeNotFound:         http.StatusNotFound,
+	engine.CodeBusy:             http.StatusServiceUnavailable,
+	engine.CodeShuttingDown:     http.StatusServiceUnavailable,
+	engine.CodeClockBackwards:   http.StatusServiceUnavailable,
+	engine.CodeHSMUnavailable:   http.StatusServiceUnavailable,
+	engine.CodeStoreUnavailable: http.StatusServiceUnavailable,
+	engine.CodeLintFailed:       http.StatusInternalServerError,
+	engine.CodeInternal:         http.StatusInternalServerError,
 }
 
 func (a *api) fail(w http.ResponseWriter, r *http.Request, err error) {
