@@ -65,6 +65,9 @@ type socketCfg struct {
 	Path  string `yaml:"path"`
 	Group string `yaml:"group"` // owner group of the socket file
 	Mode  string `yaml:"mode"`  // octal, default 0660
+	// MaxConnectionsPerUID caps the connections one uid holds open
+	// (default 64).
+	MaxConnectionsPerUID int `yaml:"max_connections_per_uid"`
 }
 
 // roles maps peers to roles by uid and gid.
@@ -116,6 +119,9 @@ func (c *config) validate() error {
 	}
 	if c.HSM.ProbeInterval.Duration <= 0 {
 		c.HSM.ProbeInterval.Duration = 5 * time.Second
+	}
+	if c.Socket.MaxConnectionsPerUID <= 0 {
+		c.Socket.MaxConnectionsPerUID = 64
 	}
 	if c.Audit.Key == "" {
 		c.Audit.Key = "signerd-audit"

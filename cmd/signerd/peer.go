@@ -105,6 +105,9 @@ func (r roles) overlaps() []string {
 }
 
 func withPeer(ctx context.Context, c net.Conn) context.Context {
+	if cc, ok := c.(*countedConn); ok {
+		return context.WithValue(ctx, peerKey{}, cc.peer)
+	}
 	p, err := peerCred(c)
 	if err != nil {
 		p = peer{UID: -1, GID: -1}

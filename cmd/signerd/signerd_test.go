@@ -148,8 +148,10 @@ func (d *daemonProc) stop(t *testing.T) error {
 	}
 }
 
+// client is a fresh client; it closes its connection after each request
+// (a client per call would otherwise leave one idle connection each).
 func (d *daemonProc) client() *http.Client {
-	return &http.Client{Timeout: 30 * time.Second, Transport: &http.Transport{
+	return &http.Client{Timeout: 30 * time.Second, Transport: &http.Transport{DisableKeepAlives: true,
 		DialContext: func(ctx context.Context, _, _ string) (net.Conn, error) {
 			return (&net.Dialer{}).DialContext(ctx, "unix", d.socket)
 		}}}

@@ -1,0 +1,99 @@
+package main
+
+import (
+	"fmt"
+	"io"
+	"log/slog"
+	"net"
+	"sync"
+	"time"
+)
+
+// peerLimitListener caps the connections each uid holds open at once, so a
+// client that opens connections and never sends on them (or sends half a
+// request) exhausts its own share and no one else's. A connection over
+// the cap is answered 503 too_many_connections and closed at once.
+type peerLimitListener struct {
+	net.Listener
+	max int
+	log *slog.Logger
+
+	mu     sync.Mutex
+	open   map[int]int       // uid → connections open
+	warned map[int]time.Time // uid → when a refusal was last logged
+}
+
+const codeTooManyConnections = "too_many_connections"
+
+func limitPerPeer(l net.Listener, max int, log *slog.Logger) *peerLimitListener {
+	return &peerLimitListener{Listener: l, max: max, log: log, open: map[int]int{}, warned: map[int]time.Time{}}
+}
+
+func (l *peerLimitListener) Accept() (net.Conn, error) {
+	for {
+		c, err := l.Listener.Accept()
+		if err != nil {
+			return nil, err
+		}
+		p, err := peerCred(c)
+		if err != nil {
+			c.Close() // withPeer would refuse it too; no uid to count it under
+			continue
+		}
+		if l.take(p.UID) {
+			return &countedConn{Conn: c, peer: p, release: func() { l.release(p.UID) }}, nil
+		}
+		go refuseConn(c, l.max)
+	}
+}
+
+func (l *peerLimitListener) take(uid int) bool {
+	l.mu.Lock()
+	defer l.mu.Unlock()
+	if l.open[uid] >= l.max {
+		if time.Since(l.warned[uid]) > time.Minute {
+			l.warned[uid] = time.Now()
+			l.log.Warn("connection refused: peer holds too many", "uid", uid, "max", l.max)
+		}
+		return false
+	}
+	l.open[uid]++
+	return true
+}
+
+func (l *peerLimitListener) release(uid int) {
+	l.mu.Lock()
+	defer l.mu.Unlock()
+	if l.open[uid]--; l.open[uid] <= 0 {
+		delete(l.open, uid)
+	}
+}
+
+// refuseConn answers a connection over the cap, then reads and drops
+// what the client sends for at most a second, so that its request's write
+// does not fail before it reads the answer.
+func refuseConn(c net.Conn, max int) {
+	defer c.Close()
+	body := fmt.Sprintf(`{"code":%q,"message":"this uid holds %d connections, the most signerd allows; close idle ones"}`+"\n",
+		codeTooManyConnections, max)
+	c.SetDeadline(time.Now().Add(time.Second))
+	fmt.Fprintf(c, "HTTP/1.1 503 Service Unavailable\r\nContent-Type: application/json\r\nRetry-After: 1\r\nConnection: close\r\nContent-Length: %d\r\n\r\n%s", len(body), body)
+	if uc, ok := c.(*net.UnixConn); ok {
+		uc.CloseWrite()
+	}
+	io.Copy(io.Discard, io.LimitReader(c, maxBody))
+}
+
+// countedConn is an accepted connection, with the peer the kernel named
+// at accept; it gives its slot back when closed (once).
+type countedConn struct {
+	net.Conn
+	peer    peer
+	once    sync.Once
+	release func()
+}
+
+func (c *countedConn) Close() error {
+	c.once.Do(c.release)
+	return c.Conn.Close()
+}

@@ -1,0 +1,121 @@
+package main
+
+import (
+	"bufio"
+	"fmt"
+	"net"
+	"net/http"
+	"os"
+	"strconv"
+	"strings"
+	"sync"
+	"testing"
+)
+
+// vmRSS is a process's resident memory in KiB.
+func vmRSS(t *testing.T, pid int) int {
+	t.Helper()
+	raw, err := os.ReadFile(fmt.Sprintf("/proc/%d/status", pid))
+	if err != nil {
+		t.Fatal(err)
+	}
+	for line := range strings.Lines(string(raw)) {
+		if rest, ok := strings.CutPrefix(line, "VmRSS:"); ok {
+			kib, _ := strconv.Atoi(strings.TrimSuffix(strings.TrimSpace(rest), " kB"))
+			return kib
+		}
+	}
+	t.Fatal("no VmRSS")
+	return 0
+}
+
+// TestHostileClientsAreBounded: a uid that holds idle and half-sent
+// connections exhausts only its own share (the next is refused with
+// too_many_connections) while other uids are served; oversize headers get
+// 431; a burst beyond the queue gets busy, never anything else, and every
+// busy request succeeds when retried; memory stays bounded throughout.
+func TestHostileClientsAreBounded(t *testing.T) {
+	const maxConns = 32
+	d := newDaemonProc(t, "queue: {size: 1, batch: 1}\n")
+	cfg, err := os.ReadFile(d.config)
+	if err != nil {
+		t.Fatal(err)
+	}
+	text := strings.Replace(string(cfg), "  mode: \"0666\"\n", fmt.Sprintf("  mode: \"0666\"\n  max_connections_per_uid: %d\n", maxConns), 1)
+	if err := os.WriteFile(d.config, []byte(text), 0o600); err != nil {
+		t.Fatal(err)
+	}
+	d.start(t)
+	pid := d.cmd.Process.Pid
+	rssStart := vmRSS(t, pid)
+
+	// The RA's uid fills its share: connections that never send, and
+	// requests that stop half way through a large body.
+	var held []net.Conn
+	for i := range maxConns {
+		c, err := net.Dial("unix", d.socket)
+		if err != nil {
+			t.Fatal(err)
+		}
+		held = append(held, c)
+		if i%2 == 1 {
+			fmt.Fprintf(c, "POST /v1/certificates HTTP/1.1\r\nHost: s\r\nContent-Type: application/json\r\nContent-Length: %d\r\n\r\n%s",
+				maxBody, strings.Repeat("A", maxBody-100))
+		}
+	}
+	want(t, "one connection over the share", d.call(t, "GET", "/v1/health", ""), 503, codeTooManyConnections)
+	want(t, "another uid meanwhile", d.callAs(t, operatorUID, "GET", "/v1/health"), 200, "")
+	for _, c := range held {
+		c.Close()
+	}
+	want(t, "the RA once it let go", d.call(t, "POST", "/v1/certificates", issueBody(t, "after-flood", "person-sign")), 201, "")
+
+	// Headers over 16 KiB.
+	c, err := net.Dial("unix", d.socket)
+	if err != nil {
+		t.Fatal(err)
+	}
+	fmt.Fprintf(c, "GET /v1/crl HTTP/1.1\r\nHost: s\r\nX-Padding: %s\r\n\r\n", strings.Repeat("p", 20<<10))
+	resp, err := http.ReadResponse(bufio.NewReader(c), nil)
+	if err != nil {
+		t.Fatalf("oversize header: %v", err)
+	}
+	resp.Body.Close()
+	c.Close()
+	if resp.StatusCode != http.StatusRequestHeaderFieldsTooLarge {
+		t.Errorf("oversize header: %d, want 431", resp.StatusCode)
+	}
+
+	// A burst far beyond the queue's bound of one.
+	const burst = maxConns - 2
+	bodies := make([]string, burst)
+	for i := range bodies {
+		bodies[i] = issueBody(t, fmt.Sprintf("burst-%d", i), "person-sign")
+	}
+	answers := make([]reply, burst)
+	var wg sync.WaitGroup
+	for i := range burst {
+		wg.Go(func() { answers[i] = d.call(t, "POST", "/v1/certificates", bodies[i]) })
+	}
+	wg.Wait()
+	busy := 0
+	for i, r := range answers {
+		switch {
+		case r.status == 201:
+		case r.status == 503 && r.code == "busy":
+			busy++
+			want(t, "retry after busy", d.call(t, "POST", "/v1/certificates", bodies[i]), 201, "")
+		default:
+			t.Errorf("burst request %d: %d %s", i, r.status, r.body)
+		}
+	}
+	t.Logf("burst of %d on a queue of 1: %d busy, all issued on retry", burst, busy)
+	if busy == 0 {
+		t.Errorf("a burst of %d on a queue of 1 was never told busy", burst)
+	}
+	rssEnd := vmRSS(t, pid)
+	t.Logf("signerd VmRSS %d KiB at start, %d KiB after the floods", rssStart, rssEnd)
+	if grown := rssEnd - rssStart; grown > 64<<10 {
+		t.Errorf("signerd grew %d KiB under hostile clients", grown)
+	}
+}
