@@ -39,7 +39,7 @@ soak: softhsm
 # Each fuzz target for FUZZTIME (their seeds run in make test). One worker
 # each: FuzzVerify stalls with more (see the README).
 FUZZTIME ?= 30s
-FUZZ := engine:FuzzCheck cmd/signerd:FuzzIssueBody engine/ceremony:FuzzLoad engine/audit:FuzzVerify
+FUZZ := engine:FuzzCheck cmd/signerd:FuzzIssueBody engine/ceremony:FuzzLoad engine/audit:FuzzVerify cmd/signerd:FuzzRASignature
 fuzz: softhsm
 	@set -e; for t in $(FUZZ); do \
 	  echo "== $${t#*:} ($${t%%:*}, $(FUZZTIME))"; \
