@@ -66,7 +66,7 @@ type socketCfg struct {
 	Group string `yaml:"group"` // owner group of the socket file
 	Mode  string `yaml:"mode"`  // octal, default 0660
 	// MaxConnectionsPerUID caps the connections one uid holds open
-	// (default 64).
+	// (default 256: an RA's pool of concurrent requests fits well within).
 	MaxConnectionsPerUID int `yaml:"max_connections_per_uid"`
 }
 
@@ -121,7 +121,7 @@ func (c *config) validate() error {
 		c.HSM.ProbeInterval.Duration = 5 * time.Second
 	}
 	if c.Socket.MaxConnectionsPerUID <= 0 {
-		c.Socket.MaxConnectionsPerUID = 64
+		c.Socket.MaxConnectionsPerUID = 256
 	}
 	if c.Audit.Key == "" {
 		c.Audit.Key = "signerd-audit"

@@ -10,6 +10,7 @@ import (
 	"strings"
 	"sync"
 	"testing"
+	"time"
 )
 
 // vmRSS is a process's resident memory in KiB.
@@ -68,7 +69,16 @@ func TestHostileClientsAreBounded(t *testing.T) {
 	for _, c := range held {
 		c.Close()
 	}
-	want(t, "the RA once it let go", d.call(t, "POST", "/v1/certificates", issueBody(t, "after-flood", "person-sign")), 201, "")
+	// Its share comes back as signerd sees the connections close.
+	body := issueBody(t, "after-flood", "person-sign")
+	for deadline := time.Now().Add(5 * time.Second); ; time.Sleep(20 * time.Millisecond) {
+		r := d.call(t, "POST", "/v1/certificates", body)
+		if r.code == codeTooManyConnections && time.Now().Before(deadline) {
+			continue
+		}
+		want(t, "the RA once it let go", r, 201, "")
+		break
+	}
 
 	// Headers over 16 KiB.
 	c, err := net.Dial("unix", d.socket)
