@@ -47,9 +47,13 @@ func (e *Engine) hsmSign(ctx context.Context, signer Signer, digest []byte) ([]b
 // noteHSM records the outcome of an HSM operation: a failure while up
 // takes the HSM down, a success while down brings it back.
 func (e *Engine) noteHSM(err error) {
-	now := e.cfg.Now().UTC()
 	e.health.mu.Lock()
 	was := e.health.status
+	if err == nil && was.Up {
+		e.health.mu.Unlock()
+		return // the common case, on every signature
+	}
+	now := e.cfg.Now().UTC()
 	switch {
 	case err != nil && was.Up:
 		e.health.status = HSMStatus{Since: now, Error: err.Error()}

@@ -1,6 +1,7 @@
 package engine
 
 import (
+	"bytes"
 	"errors"
 	"sync"
 	"time"
@@ -96,7 +97,7 @@ func (e *Engine) burnStranded() {
 			if err != nil {
 				return err
 			}
-			if r.State == store.RequestSigning && string(r.Serial) == string(s.Serial) {
+			if r.State == store.RequestSigning && bytes.Equal(r.Serial, s.Serial) {
 				if err := e.burn(tx, r, store.System, "result could not be recorded; serial burned, retry the request"); err != nil {
 					return err
 				}
