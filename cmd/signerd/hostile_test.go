@@ -38,14 +38,7 @@ func vmRSS(t *testing.T, pid int) int {
 func TestHostileClientsAreBounded(t *testing.T) {
 	const maxConns = 32
 	d := newDaemonProc(t, "queue: {size: 1, batch: 1}\n")
-	cfg, err := os.ReadFile(d.config)
-	if err != nil {
-		t.Fatal(err)
-	}
-	text := strings.Replace(string(cfg), "  mode: \"0666\"\n", fmt.Sprintf("  mode: \"0666\"\n  max_connections_per_uid: %d\n", maxConns), 1)
-	if err := os.WriteFile(d.config, []byte(text), 0o600); err != nil {
-		t.Fatal(err)
-	}
+	d.editConfig(t, "  mode: \"0666\"\n", fmt.Sprintf("  mode: \"0666\"\n  max_connections_per_uid: %d\n", maxConns))
 	d.start(t)
 	pid := d.cmd.Process.Pid
 	rssStart := vmRSS(t, pid)

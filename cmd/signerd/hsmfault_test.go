@@ -59,15 +59,8 @@ func listenNotify(t *testing.T, dir string) (string, <-chan notice) {
 func TestHSMFaultsAreReportedAndRecoveredWithoutRestart(t *testing.T) {
 	d := newDaemonProc(t, "")
 	faults := hsmtest.NewFaultModule(t, d.ca.Token.Module)
-	cfg, err := os.ReadFile(d.config)
-	if err != nil {
-		t.Fatal(err)
-	}
-	text := strings.Replace(string(cfg), "module: "+d.ca.Token.Module, "module: "+faults.Path, 1)
-	text = strings.Replace(text, "  sessions: 4\n", "  sessions: 4\n  probe_interval: 100ms\n", 1)
-	if err := os.WriteFile(d.config, []byte(text), 0o600); err != nil {
-		t.Fatal(err)
-	}
+	d.editConfig(t, "module: "+d.ca.Token.Module, "module: "+faults.Path)
+	d.editConfig(t, "  sessions: 4\n", "  sessions: 4\n  probe_interval: 100ms\n")
 	notifyPath, notices := listenNotify(t, d.dir)
 	d.env = append(faults.Env(), "NOTIFY_SOCKET="+notifyPath, "WATCHDOG_USEC=400000")
 	d.start(t)

@@ -183,8 +183,7 @@ func TestStartupRefusals(t *testing.T) {
 		}, "max_validity_days 0"},
 		{"URI with a PIN in it", func(t *testing.T, d *daemonProc) {
 			appendFile(t, d.config, "")
-			raw, _ := os.ReadFile(d.config)
-			os.WriteFile(d.config, []byte(strings.Replace(string(raw), "  token: "+d.ca.Token.Label, "  token: \"pkcs11:token="+d.ca.Token.Label+"?pin-value=wrong-pin-4711\"", 1)), 0o600)
+			d.editConfig(t, "  token: "+d.ca.Token.Label, "  token: \"pkcs11:token="+d.ca.Token.Label+"?pin-value=wrong-pin-4711\"")
 		}, "pin-value refused"},
 		{"socket path is a file", func(t *testing.T, d *daemonProc) {
 			os.WriteFile(d.socket, nil, 0o600)
@@ -211,15 +210,27 @@ func TestStartupRefusals(t *testing.T) {
 
 func TestTokenAsPKCS11URI(t *testing.T) {
 	d := newDaemonProc(t, "")
-	raw, _ := os.ReadFile(d.config)
 	uri := fmt.Sprintf("  token: \"pkcs11:token=%s;serial=%s?module-path=%s\"\n", d.ca.Token.Label, d.ca.Token.Serial, d.ca.Token.Module)
-	cfg := strings.Replace(string(raw), fmt.Sprintf("  module: %s\n  token: %s\n", d.ca.Token.Module, d.ca.Token.Label), uri, 1)
-	if cfg == string(raw) {
-		t.Fatal("config layout changed; the test no longer rewrites it")
-	}
-	os.WriteFile(d.config, []byte(cfg), 0o600)
+	d.editConfig(t, fmt.Sprintf("  module: %s\n  token: %s\n", d.ca.Token.Module, d.ca.Token.Label), uri)
 	d.start(t)
 	want(t, "issue", d.call(t, "POST", "/v1/certificates", issueBody(t, "uri-1", "person-sign")), 201, "")
+}
+
+// editConfig replaces old with new in d's configuration; old must be there,
+// so a change of the config's layout fails the test instead of silently
+// leaving the setting out.
+func (d *daemonProc) editConfig(t *testing.T, old, new string) {
+	t.Helper()
+	raw, err := os.ReadFile(d.config)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if !strings.Contains(string(raw), old) {
+		t.Fatalf("config has no %q; the test no longer rewrites it:\n%s", old, raw)
+	}
+	if err := os.WriteFile(d.config, []byte(strings.Replace(string(raw), old, new, 1)), 0o600); err != nil {
+		t.Fatal(err)
+	}
 }
 
 func appendFile(t *testing.T, path, s string) {

@@ -30,15 +30,8 @@ func onTmpfs(t *testing.T, d *daemonProc, size string) string {
 		t.Fatalf("mount a tmpfs for the store: %v", err)
 	}
 	t.Cleanup(func() { unix.Unmount(fs, unix.MNT_DETACH) })
-	cfg, err := os.ReadFile(d.config)
-	if err != nil {
-		t.Fatal(err)
-	}
 	store := filepath.Join(fs, "signerd.db")
-	text := strings.Replace(string(cfg), "store: "+d.store+"\n", "store: "+store+"\n", 1)
-	if err := os.WriteFile(d.config, []byte(text), 0o600); err != nil {
-		t.Fatal(err)
-	}
+	d.editConfig(t, "store: "+d.store+"\n", "store: "+store+"\n")
 	d.store = store
 	return fs
 }
