@@ -1,10 +1,12 @@
 package main
 
 import (
+	"bufio"
 	"fmt"
 	"io"
 	"log/slog"
 	"net"
+	"net/http"
 	"sync"
 	"time"
 )
@@ -24,6 +26,9 @@ type peerLimitListener struct {
 }
 
 const codeTooManyConnections = "too_many_connections"
+
+// maxHeaderBytes bounds a request's head, served or refused.
+const maxHeaderBytes = 16 << 10
 
 func limitPerPeer(l net.Listener, max int, log *slog.Logger) *peerLimitListener {
 	return &peerLimitListener{Listener: l, max: max, log: log, open: map[int]int{}, warned: map[int]time.Time{}}
@@ -69,14 +74,21 @@ func (l *peerLimitListener) release(uid int) {
 	}
 }
 
-// refuseConn answers a connection over the cap, then reads and drops
-// what the client sends for at most a second, so that its request's write
-// does not fail before it reads the answer.
+// refuseConn answers a connection over the cap. It first reads the
+// request's head (an HTTP client takes an answer sent before its request
+// for a broken connection), and gives the client at most a second to send
+// it; after answering it drops what more comes for the rest of that second,
+// so the client's write of its body does not fail before it reads the
+// answer.
 func refuseConn(c net.Conn, max int) {
 	defer c.Close()
 	body := fmt.Sprintf(`{"code":%q,"message":"this uid holds %d connections, the most signerd allows; close idle ones"}`+"\n",
 		codeTooManyConnections, max)
 	c.SetDeadline(time.Now().Add(time.Second))
+	br := bufio.NewReaderSize(io.LimitReader(c, maxHeaderBytes), 4096)
+	if _, err := http.ReadRequest(br); err != nil {
+		return // sent nothing, or not HTTP, within the second
+	}
 	fmt.Fprintf(c, "HTTP/1.1 503 Service Unavailable\r\nContent-Type: application/json\r\nRetry-After: 1\r\nConnection: close\r\nContent-Length: %d\r\n\r\n%s", len(body), body)
 	if uc, ok := c.(*net.UnixConn); ok {
 		uc.CloseWrite()
