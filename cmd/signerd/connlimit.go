@@ -7,6 +7,7 @@ import (
 	"log/slog"
 	"net"
 	"net/http"
+	"strconv"
 	"sync"
 	"time"
 )
@@ -17,8 +18,9 @@ import (
 // the cap is answered 503 too_many_connections and closed at once.
 type peerLimitListener struct {
 	net.Listener
-	max int
-	log *slog.Logger
+	max     int
+	log     *slog.Logger
+	metrics *metrics
 
 	mu     sync.Mutex
 	open   map[int]int       // uid → connections open
@@ -30,8 +32,8 @@ const codeTooManyConnections = "too_many_connections"
 // maxHeaderBytes bounds a request's head, served or refused.
 const maxHeaderBytes = 16 << 10
 
-func limitPerPeer(l net.Listener, max int, log *slog.Logger) *peerLimitListener {
-	return &peerLimitListener{Listener: l, max: max, log: log, open: map[int]int{}, warned: map[int]time.Time{}}
+func limitPerPeer(l net.Listener, max int, log *slog.Logger, m *metrics) *peerLimitListener {
+	return &peerLimitListener{Listener: l, max: max, log: log, metrics: m, open: map[int]int{}, warned: map[int]time.Time{}}
 }
 
 func (l *peerLimitListener) Accept() (net.Conn, error) {
@@ -56,6 +58,7 @@ func (l *peerLimitListener) take(uid int) bool {
 	l.mu.Lock()
 	defer l.mu.Unlock()
 	if l.open[uid] >= l.max {
+		l.metrics.connsShed.WithLabelValues(strconv.Itoa(uid)).Inc()
 		if time.Since(l.warned[uid]) > time.Minute {
 			l.warned[uid] = time.Now()
 			l.log.Warn("connection refused: peer holds too many", "uid", uid, "max", l.max)
@@ -63,13 +66,16 @@ func (l *peerLimitListener) take(uid int) bool {
 		return false
 	}
 	l.open[uid]++
+	l.metrics.connsOpen.WithLabelValues(strconv.Itoa(uid)).Set(float64(l.open[uid]))
 	return true
 }
 
 func (l *peerLimitListener) release(uid int) {
 	l.mu.Lock()
 	defer l.mu.Unlock()
-	if l.open[uid]--; l.open[uid] <= 0 {
+	l.open[uid]--
+	l.metrics.connsOpen.WithLabelValues(strconv.Itoa(uid)).Set(float64(l.open[uid]))
+	if l.open[uid] <= 0 {
 		delete(l.open, uid)
 	}
 }

@@ -30,6 +30,40 @@ func vmRSS(t *testing.T, pid int) int {
 	return 0
 }
 
+// metric is the value of one sample in signerd's metrics (0 when absent),
+// read as the operator.
+func (d *daemonProc) metric(t *testing.T, sample string) float64 {
+	t.Helper()
+	for line := range strings.Lines(string(d.callAs(t, operatorUID, "GET", "/v1/metrics").body)) {
+		if v, ok := strings.CutPrefix(strings.TrimSpace(line), sample+" "); ok {
+			f, err := strconv.ParseFloat(v, 64)
+			if err != nil {
+				t.Fatalf("metric %s: %v", line, err)
+			}
+			return f
+		}
+	}
+	return 0
+}
+
+// awaitConnections waits until signerd counts n connections open for the
+// test's own uid: the kernel completes a connection before signerd
+// accepts it, and signerd releases one a moment after the client sees it
+// closed.
+func (d *daemonProc) awaitConnections(t *testing.T, n int) {
+	t.Helper()
+	sample := fmt.Sprintf(`signerd_connections_open{uid="%d"}`, os.Getuid())
+	for deadline := time.Now().Add(10 * time.Second); ; time.Sleep(20 * time.Millisecond) {
+		got := d.metric(t, sample)
+		if got == float64(n) {
+			return
+		}
+		if time.Now().After(deadline) {
+			t.Fatalf("%s = %v, want %d", sample, got, n)
+		}
+	}
+}
+
 // TestHostileClientsAreBounded: a uid that holds idle and half-sent
 // connections exhausts only its own share (the next is refused with
 // too_many_connections) while other uids are served; oversize headers get
@@ -42,6 +76,8 @@ func TestHostileClientsAreBounded(t *testing.T) {
 	d.start(t)
 	pid := d.cmd.Process.Pid
 	rssStart := vmRSS(t, pid)
+	refused := fmt.Sprintf(`signerd_connections_refused_total{uid="%d"}`, os.Getuid())
+	d.awaitConnections(t, 0) // start's own probe connection is let go
 
 	// The RA's uid fills its share: connections that never send, and
 	// requests that stop half way through a large body.
@@ -57,7 +93,11 @@ func TestHostileClientsAreBounded(t *testing.T) {
 				maxBody, strings.Repeat("A", maxBody-100))
 		}
 	}
+	d.awaitConnections(t, maxConns)
 	want(t, "one connection over the share", d.call(t, "GET", "/v1/health", ""), 503, codeTooManyConnections)
+	if n := d.metric(t, refused); n != 1 {
+		t.Errorf("%s = %v, want 1", refused, n)
+	}
 	want(t, "another uid meanwhile", d.callAs(t, operatorUID, "GET", "/v1/health"), 200, "")
 	for _, c := range held {
 		c.Close()
@@ -89,7 +129,8 @@ func TestHostileClientsAreBounded(t *testing.T) {
 		t.Errorf("oversize header: %d, want 431", resp.StatusCode)
 	}
 
-	// A burst far beyond the queue's bound of one.
+	// A burst far beyond the queue's bound of one, within the uid's share.
+	d.awaitConnections(t, 0)
 	const burst = maxConns - 2
 	bodies := make([]string, burst)
 	for i := range bodies {
@@ -101,6 +142,7 @@ func TestHostileClientsAreBounded(t *testing.T) {
 		wg.Go(func() { answers[i] = d.call(t, "POST", "/v1/certificates", bodies[i]) })
 	}
 	wg.Wait()
+	d.awaitConnections(t, 0) // the retries below are then within the share
 	busy := 0
 	for i, r := range answers {
 		switch {

@@ -112,7 +112,7 @@ func run(cfg *config, log *slog.Logger) error {
 	if !activated {
 		defer os.Remove(cfg.Socket.Path)
 	}
-	l = limitPerPeer(l, cfg.Socket.MaxConnectionsPerUID, log)
+	l = limitPerPeer(l, cfg.Socket.MaxConnectionsPerUID, log, d.metrics)
 	for _, o := range cfg.Roles.overlaps() {
 		log.Warn("duties not separated: one principal holds several roles", "principal", o)
 	}

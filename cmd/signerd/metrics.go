@@ -24,6 +24,8 @@ type metrics struct {
 	requests   *prometheus.CounterVec
 	queueDepth prometheus.GaugeFunc
 	hsmUp      prometheus.GaugeFunc
+	connsOpen  *prometheus.GaugeVec
+	connsShed  *prometheus.CounterVec
 }
 
 func newMetrics(depth func() int, hsmUp func() bool) *metrics {
@@ -37,6 +39,12 @@ func newMetrics(depth func() int, hsmUp func() bool) *metrics {
 			Help: "Failed HSM signatures by kind."}, []string{"kind"}),
 		requests: prometheus.NewCounterVec(prometheus.CounterOpts{Name: "signerd_requests_total",
 			Help: "API requests by route, HTTP status and error code."}, []string{"route", "status", "code"}),
+		// Labelled by uid: only the few principals that may open the
+		// socket ever appear.
+		connsOpen: prometheus.NewGaugeVec(prometheus.GaugeOpts{Name: "signerd_connections_open",
+			Help: "Connections each peer uid holds open."}, []string{"uid"}),
+		connsShed: prometheus.NewCounterVec(prometheus.CounterOpts{Name: "signerd_connections_refused_total",
+			Help: "Connections refused because their uid held socket.max_connections_per_uid."}, []string{"uid"}),
 	}
 	m.queueDepth = prometheus.NewGaugeFunc(prometheus.GaugeOpts{Name: "signerd_queue_depth",
 		Help: "Requests waiting in the signing queue."}, func() float64 { return float64(depth()) })
@@ -47,7 +55,7 @@ func newMetrics(depth func() int, hsmUp func() bool) *metrics {
 		}
 		return 0
 	})
-	m.reg.MustRegister(m.batchSize, m.signTime, m.hsmErrors, m.requests, m.queueDepth, m.hsmUp,
+	m.reg.MustRegister(m.batchSize, m.signTime, m.hsmErrors, m.requests, m.queueDepth, m.hsmUp, m.connsOpen, m.connsShed,
 		collectors.NewGoCollector(), collectors.NewProcessCollector(collectors.ProcessCollectorOpts{}))
 	return m
 }
