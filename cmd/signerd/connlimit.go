@@ -15,7 +15,9 @@ import (
 // peerLimitListener caps the connections each uid holds open at once, so a
 // client that opens connections and never sends on them (or sends half a
 // request) exhausts its own share and no one else's. A connection over
-// the cap is answered 503 too_many_connections and closed at once.
+// the cap is answered 503 too_many_connections and closed (refuseConn).
+// signerd_connections_open and signerd_connections_refused_total show
+// each uid's count.
 type peerLimitListener struct {
 	net.Listener
 	max     int

@@ -30,22 +30,6 @@ func vmRSS(t *testing.T, pid int) int {
 	return 0
 }
 
-// metric is the value of one sample in signerd's metrics (0 when absent),
-// read as the operator.
-func (d *daemonProc) metric(t *testing.T, sample string) float64 {
-	t.Helper()
-	for line := range strings.Lines(string(d.callAs(t, operatorUID, "GET", "/v1/metrics").body)) {
-		if v, ok := strings.CutPrefix(strings.TrimSpace(line), sample+" "); ok {
-			f, err := strconv.ParseFloat(v, 64)
-			if err != nil {
-				t.Fatalf("metric %s: %v", line, err)
-			}
-			return f
-		}
-	}
-	return 0
-}
-
 // awaitConnections waits until signerd counts n connections open for the
 // test's own uid: the kernel completes a connection before signerd
 // accepts it, and signerd releases one a moment after the client sees it

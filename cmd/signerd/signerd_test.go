@@ -12,6 +12,7 @@ import (
 	"os"
 	"os/exec"
 	"path/filepath"
+	"strconv"
 	"strings"
 	"syscall"
 	"testing"
@@ -222,6 +223,22 @@ func parseReply(status int, raw []byte) reply {
 		r.code = e.Code
 	}
 	return r
+}
+
+// metric is the value of one sample in signerd's metrics (0 when absent),
+// read as the operator.
+func (d *daemonProc) metric(t *testing.T, sample string) float64 {
+	t.Helper()
+	for line := range strings.Lines(string(d.callAs(t, operatorUID, "GET", "/v1/metrics").body)) {
+		if v, ok := strings.CutPrefix(strings.TrimSpace(line), sample+" "); ok {
+			f, err := strconv.ParseFloat(v, 64)
+			if err != nil {
+				t.Fatalf("metric %s: %v", line, err)
+			}
+			return f
+		}
+	}
+	return 0
 }
 
 func issueBody(t *testing.T, id, profile string) string {
