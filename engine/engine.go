@@ -45,8 +45,8 @@ type Config struct {
 	// Metrics, if set, is told about batches and signatures.
 	Metrics Metrics
 	// AuditKey, if set, seals the audit log (an SM2 key of its own, used
-	// for nothing else) every SealEvery events (default 1000) or
-	// SealInterval (default 1m), and at Close.
+	// for nothing else but ProbeHSM) every SealEvery events (default 1000)
+	// or SealInterval (default 1m), and at Close.
 	AuditKey     Signer
 	SealEvery    int
 	SealInterval time.Duration

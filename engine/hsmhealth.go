@@ -81,31 +81,39 @@ func (e *Engine) noteHSM(err error) {
 	}
 }
 
-// ProbeHSM checks that the HSM signs: a fresh random digest is signed, and
-// the signature verified, with every issuing key and the audit key. It is
-// what the daemon's watchdog asks before each ping, and how an outage is
-// seen to end while no request comes.
+// ProbeHSM checks that the HSM signs: the audit key signs a fresh random
+// digest, verified and then dropped, and every issuing key is found in the
+// token and allowed to sign. Issuing keys are checked without signing, so
+// that every signature a CA key ever makes is over a certificate or a CRL.
+// ProbeHSM is what the daemon's watchdog asks before each ping, and how an
+// outage is seen to end while no request comes.
 func (e *Engine) ProbeHSM(ctx context.Context) error {
 	err := e.probeHSM(ctx)
 	e.noteHSM(err)
 	return err
 }
 
+// usableKey is a Signer that can show its key usable without signing
+// (hsm.SM2Signer).
+type usableKey interface {
+	Usable(ctx context.Context) error
+}
+
 func (e *Engine) probeHSM(ctx context.Context) error {
-	digest := make([]byte, 32)
-	if _, err := io.ReadFull(e.cfg.Random, digest); err != nil {
-		return fmt.Errorf("HSM random: %w", err)
-	}
-	signers := make([]Signer, 0, len(e.cfg.Issuers)+1)
-	for _, iss := range e.cfg.Issuers {
-		signers = append(signers, iss.Signer)
-	}
 	if e.auditKey != nil {
-		signers = append(signers, e.auditKey)
-	}
-	for _, s := range signers {
-		if _, err := s.SignDigest(ctx, digest); err != nil {
+		digest := make([]byte, 32)
+		if _, err := io.ReadFull(e.cfg.Random, digest); err != nil {
+			return fmt.Errorf("HSM random: %w", err)
+		}
+		if _, err := e.auditKey.SignDigest(ctx, digest); err != nil {
 			return err
+		}
+	}
+	for _, iss := range e.cfg.Issuers {
+		if k, ok := iss.Signer.(usableKey); ok {
+			if err := k.Usable(ctx); err != nil {
+				return err
+			}
 		}
 	}
 	return nil

@@ -441,6 +441,21 @@ func (k *Key) Attributes(ctx context.Context) (KeyAttributes, error) {
 	return a, nil
 }
 
+// Usable checks, without signing, that the private key is still in the
+// token, unchanged, reachable through a logged-in session, and allowed to
+// sign. It is the health probe for a CA key, every signature of which must
+// be over a certificate or a CRL.
+func (k *Key) Usable(ctx context.Context) error {
+	got, err := k.privateAttributes(ctx, []*pkcs11.Attribute{pkcs11.NewAttribute(pkcs11.CKA_SIGN, nil)})
+	if err != nil {
+		return fmt.Errorf("key %q: %w", k.Label, err)
+	}
+	if v := got[0].Value; len(v) != 1 || v[0] == 0 {
+		return fmt.Errorf("key %q may no longer sign (CKA_SIGN is false)", k.Label)
+	}
+	return nil
+}
+
 // privateAttributes reads template from the private key.
 func (k *Key) privateAttributes(ctx context.Context, template []*pkcs11.Attribute) ([]*pkcs11.Attribute, error) {
 	var got []*pkcs11.Attribute

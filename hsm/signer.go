@@ -46,6 +46,9 @@ func (k *Key) SM2Signer(id []byte) (*SM2Signer, error) {
 // Public is the key's *ecdsa.PublicKey on the SM2 curve.
 func (s *SM2Signer) Public() crypto.PublicKey { return s.key.Public }
 
+// Usable checks the key without signing (Key.Usable).
+func (s *SM2Signer) Usable(ctx context.Context) error { return s.key.Usable(ctx) }
+
 // Digest returns e = SM3(Z‖msg), the value the module signs.
 func (s *SM2Signer) Digest(msg []byte) []byte {
 	h := sm3.New()
