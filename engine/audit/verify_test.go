@@ -5,7 +5,10 @@ import (
 	"crypto/rand"
 	"crypto/x509/pkix"
 	"encoding/json"
+	"encoding/pem"
+	"flag"
 	"math/big"
+	"os"
 	"strings"
 	"testing"
 	"time"
@@ -138,15 +141,73 @@ func TestVerifyEdgeCases(t *testing.T) {
 
 // FuzzVerify: no input makes the verifier panic, and none but the
 // bundles signerd wrote passes.
+var update = flag.Bool("update", false, "write testdata's verifier fixtures afresh")
+
+// fixtures are a root and two bundles it anchors (1 and 5 events), kept in
+// testdata so that every fuzzing process knows the same ones. Workers fuzz
+// inputs the coordinator hands them; with a CA made afresh in each process
+// no handed bundle chained to a worker's root, so not one input in a run
+// was anchored and "nothing else verifies" was never put to the test.
+// Written by
+// go test ./engine/audit -run TestFixturesVerify -args -update
+func fixtures(t testing.TB) (*smx509.Certificate, [][]byte) {
+	t.Helper()
+	const rootPath = "testdata/root.pem"
+	bundlePaths := []string{"testdata/bundle-1.jsonl", "testdata/bundle-5.jsonl"}
+	if *update {
+		ca := newSoftCA(t)
+		if err := os.MkdirAll("testdata", 0o755); err != nil {
+			t.Fatal(err)
+		}
+		if err := os.WriteFile(rootPath, pem.EncodeToMemory(&pem.Block{Type: "CERTIFICATE", Bytes: ca.root.Raw}), 0o644); err != nil {
+			t.Fatal(err)
+		}
+		for i, n := range []int{1, 5} {
+			if err := os.WriteFile(bundlePaths[i], ca.bundle(t, n), 0o644); err != nil {
+				t.Fatal(err)
+			}
+		}
+	}
+	raw, err := os.ReadFile(rootPath)
+	if err != nil {
+		t.Fatal(err)
+	}
+	block, _ := pem.Decode(raw)
+	if block == nil {
+		t.Fatalf("%s: no PEM", rootPath)
+	}
+	root, err := smx509.ParseCertificate(block.Bytes)
+	if err != nil {
+		t.Fatalf("%s: %v", rootPath, err)
+	}
+	var bundles [][]byte
+	for _, p := range bundlePaths {
+		b, err := os.ReadFile(p)
+		if err != nil {
+			t.Fatal(err)
+		}
+		bundles = append(bundles, b)
+	}
+	return root, bundles
+}
+
+func TestFixturesVerify(t *testing.T) {
+	root, bundles := fixtures(t)
+	for i, b := range bundles {
+		if rep := audit.Verify(b, audit.Options{Root: root}); !rep.OK() || !rep.Anchored || rep.Seals == 0 {
+			t.Errorf("fixture bundle %d: ok %v, anchored %v, %d seals: %v", i, rep.OK(), rep.Anchored, rep.Seals, rep.Problems)
+		}
+	}
+}
+
 func FuzzVerify(f *testing.F) {
-	ca := newSoftCA(f)
-	valid := [][]byte{ca.bundle(f, 1), ca.bundle(f, 5)}
+	root, valid := fixtures(f)
 	for _, b := range valid {
 		f.Add(b)
 	}
 	f.Add([]byte("{}\n{}\n"))
 	f.Fuzz(func(t *testing.T, b []byte) {
-		rep := audit.Verify(b, audit.Options{Root: ca.root})
+		rep := audit.Verify(b, audit.Options{Root: root})
 		if !rep.OK() {
 			return
 		}
