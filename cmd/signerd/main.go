@@ -208,7 +208,8 @@ func (d *daemon) start(cfg *config, log *slog.Logger) error {
 	if err != nil {
 		return err
 	}
-	d.metrics = newMetrics(func() int { return d.engine.Queue().Depth() }, func() bool { return d.engine.HSM().Up })
+	d.metrics = newMetrics(func() int { return d.engine.Queue().Depth() },
+		func() bool { return d.engine.HSM().Up }, func() bool { return d.engine.Store().Writable })
 	d.engine, err = engine.New(engine.Config{Store: d.store, Issuers: issuers, Profiles: profiles, SM2ID: sm2ID,
 		Random: d.module.Random(), QueueSize: cfg.Queue.Size, BatchSize: cfg.Queue.Batch,
 		CRLValidity: cfg.CRLValidity.Duration, Log: log, Metrics: d.metrics,

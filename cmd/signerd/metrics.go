@@ -17,18 +17,18 @@ import (
 // metrics are signerd's Prometheus metrics, served to operators on
 // GET /v1/metrics.
 type metrics struct {
-	reg        *prometheus.Registry
-	batchSize  prometheus.Histogram
-	signTime   prometheus.Histogram
-	hsmErrors  *prometheus.CounterVec
-	requests   *prometheus.CounterVec
-	queueDepth prometheus.GaugeFunc
-	hsmUp      prometheus.GaugeFunc
-	connsOpen  *prometheus.GaugeVec
-	connsShed  *prometheus.CounterVec
+	reg       *prometheus.Registry
+	batchSize prometheus.Histogram
+	signTime  prometheus.Histogram
+	hsmErrors *prometheus.CounterVec
+	requests  *prometheus.CounterVec
+	connsOpen *prometheus.GaugeVec
+	connsShed *prometheus.CounterVec
 }
 
-func newMetrics(depth func() int, hsmUp func() bool) *metrics {
+// newMetrics makes the metrics; depth, hsmUp and storeWritable are read at
+// each scrape.
+func newMetrics(depth func() int, hsmUp, storeWritable func() bool) *metrics {
 	m := &metrics{
 		reg: prometheus.NewRegistry(),
 		batchSize: prometheus.NewHistogram(prometheus.HistogramOpts{Name: "signerd_batch_size",
@@ -46,18 +46,23 @@ func newMetrics(depth func() int, hsmUp func() bool) *metrics {
 		connsShed: prometheus.NewCounterVec(prometheus.CounterOpts{Name: "signerd_connections_refused_total",
 			Help: "Connections refused because their uid held socket.max_connections_per_uid."}, []string{"uid"}),
 	}
-	m.queueDepth = prometheus.NewGaugeFunc(prometheus.GaugeOpts{Name: "signerd_queue_depth",
+	queueDepth := prometheus.NewGaugeFunc(prometheus.GaugeOpts{Name: "signerd_queue_depth",
 		Help: "Requests waiting in the signing queue."}, func() float64 { return float64(depth()) })
-	m.hsmUp = prometheus.NewGaugeFunc(prometheus.GaugeOpts{Name: "signerd_hsm_up",
-		Help: "1 while the HSM signs, 0 while it does not (as the last signature or probe found)."}, func() float64 {
-		if hsmUp() {
-			return 1
-		}
-		return 0
-	})
-	m.reg.MustRegister(m.batchSize, m.signTime, m.hsmErrors, m.requests, m.queueDepth, m.hsmUp, m.connsOpen, m.connsShed,
+	up := prometheus.NewGaugeFunc(prometheus.GaugeOpts{Name: "signerd_hsm_up",
+		Help: "1 while the HSM signs, 0 while it does not (as the last signature or probe found)."}, func() float64 { return one(hsmUp()) })
+	writable := prometheus.NewGaugeFunc(prometheus.GaugeOpts{Name: "signerd_store_writable",
+		Help: "1 while the store takes writes, 0 from a failed write until a batch is recorded again."}, func() float64 { return one(storeWritable()) })
+	m.reg.MustRegister(m.batchSize, m.signTime, m.hsmErrors, m.requests, queueDepth, up, writable, m.connsOpen, m.connsShed,
 		collectors.NewGoCollector(), collectors.NewProcessCollector(collectors.ProcessCollectorOpts{}))
 	return m
+}
+
+// one is 1 for true, 0 for false: a Prometheus boolean.
+func one(b bool) float64 {
+	if b {
+		return 1
+	}
+	return 0
 }
 
 func (m *metrics) Batch(size int) { m.batchSize.Observe(float64(size)) }

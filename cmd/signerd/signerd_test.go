@@ -225,20 +225,35 @@ func parseReply(status int, raw []byte) reply {
 	return r
 }
 
-// metric is the value of one sample in signerd's metrics (0 when absent),
-// read as the operator.
+// metrics reads signerd's metrics as the operator: each sample's value by
+// its name and labels as exposed (signerd_hsm_up, signerd_x{k="v"}).
+func (d *daemonProc) metrics(t *testing.T) map[string]float64 {
+	t.Helper()
+	samples := map[string]float64{}
+	for line := range strings.Lines(string(d.callAs(t, operatorUID, "GET", "/v1/metrics").body)) {
+		line = strings.TrimSpace(line)
+		i := strings.LastIndexByte(line, ' ') // label values may hold spaces
+		if i < 0 || strings.HasPrefix(line, "#") {
+			continue
+		}
+		name, v := line[:i], line[i+1:]
+		f, err := strconv.ParseFloat(v, 64)
+		if err != nil {
+			t.Fatalf("metric %s: %v", line, err)
+		}
+		samples[name] = f
+	}
+	return samples
+}
+
+// metric is one sample's value; signerd must expose it.
 func (d *daemonProc) metric(t *testing.T, sample string) float64 {
 	t.Helper()
-	for line := range strings.Lines(string(d.callAs(t, operatorUID, "GET", "/v1/metrics").body)) {
-		if v, ok := strings.CutPrefix(strings.TrimSpace(line), sample+" "); ok {
-			f, err := strconv.ParseFloat(v, 64)
-			if err != nil {
-				t.Fatalf("metric %s: %v", line, err)
-			}
-			return f
-		}
+	v, ok := d.metrics(t)[sample]
+	if !ok {
+		t.Fatalf("signerd exposes no %s", sample)
 	}
-	return 0
+	return v
 }
 
 func issueBody(t *testing.T, id, profile string) string {
@@ -408,6 +423,7 @@ func TestRolesAreEnforcedAndRefusalsAudited(t *testing.T) {
 	m := d.callAs(t, operatorUID, "GET", "/v1/metrics")
 	// Signatures: two certificates, the CRL, and the seal the export made.
 	for _, metric := range []string{"signerd_queue_depth 0", "signerd_batch_size_count 2", "signerd_hsm_sign_seconds_count 4",
+		"signerd_hsm_up 1", "signerd_store_writable 1",
 		`signerd_requests_total{code="forbidden",route="POST /v1/crl",status="403"} 2`} {
 		if !strings.Contains(string(m.body), metric) {
 			t.Errorf("metrics lack %q:\n%s", metric, m.body)

@@ -120,6 +120,9 @@ func TestStoreFaultsFailRequestsCleanly(t *testing.T) {
 			}
 			want(t, "status read", d.call(t, "GET", "/v1/certificates/"+first, ""), 200, "")
 			want(t, "health", d.callAs(t, operatorUID, "GET", "/v1/health"), 503, "store_unavailable")
+			if v := d.metric(t, "signerd_store_writable"); v != 0 {
+				t.Errorf("signerd_store_writable %v while writes fail", v)
+			}
 			end()
 			for _, id := range failed {
 				if r := issue(id); r.status != 201 {
@@ -127,6 +130,9 @@ func TestStoreFaultsFailRequestsCleanly(t *testing.T) {
 				}
 			}
 			want(t, "health", d.callAs(t, operatorUID, "GET", "/v1/health"), 200, "")
+			if v := d.metric(t, "signerd_store_writable"); v != 1 {
+				t.Errorf("signerd_store_writable %v once writes work again", v)
+			}
 		})
 	}
 	if err := d.stop(t); err != nil {
