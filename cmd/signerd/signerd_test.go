@@ -420,13 +420,13 @@ func TestRolesAreEnforcedAndRefusalsAudited(t *testing.T) {
 	if !strings.Contains(string(stats.body), `"issued": 1`) {
 		t.Errorf("statistics: %s", stats.body)
 	}
-	m := d.callAs(t, operatorUID, "GET", "/v1/metrics")
+	m := d.metrics(t)
 	// Signatures: two certificates, the CRL, and the seal the export made.
-	for _, metric := range []string{"signerd_queue_depth 0", "signerd_batch_size_count 2", "signerd_hsm_sign_seconds_count 4",
-		"signerd_hsm_up 1", "signerd_store_writable 1",
-		`signerd_requests_total{code="forbidden",route="POST /v1/crl",status="403"} 2`} {
-		if !strings.Contains(string(m.body), metric) {
-			t.Errorf("metrics lack %q:\n%s", metric, m.body)
+	for sample, v := range map[string]float64{"signerd_queue_depth": 0, "signerd_batch_size_count": 2, "signerd_hsm_sign_seconds_count": 4,
+		"signerd_hsm_up": 1, "signerd_store_writable": 1,
+		`signerd_requests_total{code="forbidden",route="POST /v1/crl",status="403"}`: 2} {
+		if got, ok := m[sample]; !ok || got != v {
+			t.Errorf("metrics: %s = %v (exposed %v), want %v", sample, got, ok, v)
 		}
 	}
 

@@ -139,8 +139,6 @@ func TestVerifyEdgeCases(t *testing.T) {
 	}
 }
 
-// FuzzVerify: no input makes the verifier panic, and none but the
-// bundles signerd wrote passes.
 var update = flag.Bool("update", false, "write testdata's verifier fixtures afresh")
 
 // fixtures are a root and two bundles it anchors (1 and 5 events), kept in
@@ -200,6 +198,8 @@ func TestFixturesVerify(t *testing.T) {
 	}
 }
 
+// FuzzVerify: no input makes the verifier panic, and none but the
+// bundles signerd wrote passes.
 func FuzzVerify(f *testing.F) {
 	root, valid := fixtures(f)
 	for _, b := range valid {
