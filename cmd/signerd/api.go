@@ -41,6 +41,7 @@ type api struct {
 	log     *slog.Logger
 	metrics *metrics
 	sigs    raSignatures
+	refused *refusalLog // where refusals before the engine are recorded
 }
 
 func (a *api) routes(roles roles) http.Handler {
@@ -90,7 +91,13 @@ func (a *api) mux(roles roles, seen func(pattern string)) *http.ServeMux {
 	route("POST /v1/audit/export", aud, a.exportAudit)
 	route("GET /v1/health", op, a.health)
 	route("GET /v1/metrics", op, func(w http.ResponseWriter, r *http.Request, _ peer) { a.metrics.handler().ServeHTTP(w, r) })
-	mux.HandleFunc("/", func(w http.ResponseWriter, r *http.Request) {
+	mux.HandleFunc("/", func(rw http.ResponseWriter, r *http.Request) {
+		// Audited like every refusal, whoever asks (a peer without a
+		// role too): an unknown route is someone probing.
+		w := &recorder{ResponseWriter: rw}
+		p := peerFrom(r.Context())
+		p.Roles = roles.rolesOf(p)
+		defer func() { a.auditRefusal(r, p, w.code) }()
 		var allow []string
 		for _, m := range []string{http.MethodGet, http.MethodPost} {
 			other := r.Clone(r.Context())
@@ -110,7 +117,7 @@ func (a *api) mux(roles roles, seen func(pattern string)) *http.ServeMux {
 }
 
 // admit refuses unknown peers and peers whose role may not use the route;
-// both are audited.
+// both are audited (and logged) by auditRefusal.
 func (a *api) admit(w http.ResponseWriter, r *http.Request, p peer, allowed []string) bool {
 	code, status := "", 0
 	switch {
@@ -122,19 +129,17 @@ func (a *api) admit(w http.ResponseWriter, r *http.Request, p peer, allowed []st
 		return true
 	}
 	msg := fmt.Sprintf("uid %d gid %d (roles %v) may not %s %s", p.UID, p.GID, p.Roles, r.Method, r.URL.Path)
-	a.log.Warn("refused peer", "uid", p.UID, "gid", p.GID, "pid", p.PID, "roles", p.Roles, "method", r.Method, "path", r.URL.Path)
 	a.auditRefusal(r, p, code)
 	writeError(w, status, code, msg)
 	return false
 }
 
 // auditRefusal records a request the daemon refused before the engine
-// saw it (the engine records its own).
+// saw it (the engine records its own); reason is "code" or "code: message".
+// What is recorded is bounded, and tallied per peer and code (refusals.go).
 func (a *api) auditRefusal(r *http.Request, p peer, reason string) {
-	if err := a.eng.Audit(store.Event{Actor: p.actor(), Action: "api.refused", Object: r.Method + " " + r.URL.Path,
-		Outcome: store.OutcomeRefused, Reason: reason}); err != nil {
-		a.log.Error("audit a refused request", "err", err)
-	}
+	code, _, _ := strings.Cut(reason, ":")
+	a.refused.refuse(p.actor(), requestObject(r), code, reason)
 }
 
 // issueRequest is the JSON body of issue and renew.
@@ -206,14 +211,16 @@ func (a *api) issue(w http.ResponseWriter, r *http.Request, p peer) {
 		return
 	}
 	req, err := q.engineRequest()
-	if err == nil {
-		var c *store.Certificate
-		if c, err = a.eng.Issue(r.Context(), p.actor(), req); err == nil {
-			writeJSON(w, http.StatusCreated, view(c))
-			return
-		}
+	if err != nil {
+		a.failEarly(w, r, err)
+		return
 	}
-	a.fail(w, r, err)
+	c, err := a.eng.Issue(r.Context(), p.actor(), req)
+	if err != nil {
+		a.fail(w, r, err)
+		return
+	}
+	writeJSON(w, http.StatusCreated, view(c))
 }
 
 func (a *api) renew(w http.ResponseWriter, r *http.Request, p peer) {
@@ -223,14 +230,16 @@ func (a *api) renew(w http.ResponseWriter, r *http.Request, p peer) {
 		return
 	}
 	req, err := q.engineRequest()
-	if err == nil {
-		var c *store.Certificate
-		if c, err = a.eng.Renew(r.Context(), p.actor(), serial, req); err == nil {
-			writeJSON(w, http.StatusCreated, view(c))
-			return
-		}
+	if err != nil {
+		a.failEarly(w, r, err)
+		return
 	}
-	a.fail(w, r, err)
+	c, err := a.eng.Renew(r.Context(), p.actor(), serial, req)
+	if err != nil {
+		a.fail(w, r, err)
+		return
+	}
+	writeJSON(w, http.StatusCreated, view(c))
 }
 
 func (a *api) extend(w http.ResponseWriter, r *http.Request, p peer) {
@@ -263,7 +272,7 @@ func (a *api) revoke(w http.ResponseWriter, r *http.Request, p peer) {
 	}
 	reason, err := engine.ParseReason(q.Reason)
 	if err != nil {
-		a.fail(w, r, err)
+		a.failEarly(w, r, err)
 		return
 	}
 	a.answer(w, r, func() (*store.Certificate, error) { return a.eng.Revoke(p.actor(), serial, reason) })
@@ -495,6 +504,16 @@ func (a *api) fail(w http.ResponseWriter, r *http.Request, err error) {
 		a.log.Error("request failed", "path", r.URL.Path, "code", ee.Code, "err", ee.Message)
 	}
 	writeError(w, status, string(ee.Code), ee.Message)
+}
+
+// failEarly answers an engine error found before the engine saw the
+// request (a field that is not PEM, an unknown revocation reason): the
+// engine has recorded nothing, so the route audits it as api.refused.
+func (a *api) failEarly(w http.ResponseWriter, r *http.Request, err error) {
+	a.fail(w, r, err)
+	if rec, ok := w.(*recorder); ok {
+		rec.audited = false
+	}
 }
 
 func writeError(w http.ResponseWriter, status int, code, msg string) {

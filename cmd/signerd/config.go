@@ -48,6 +48,9 @@ type config struct {
 		Key          string   `yaml:"key"` // default "signerd-audit"
 		SealEvery    int      `yaml:"seal_every"`
 		SealInterval duration `yaml:"seal_interval"`
+		// RefusalWindow is how long refusals are counted before their
+		// tally is written as one event (default 10s; refusals.go).
+		RefusalWindow duration `yaml:"refusal_window"`
 	} `yaml:"audit"`
 	// ackAuditBreak is an operator's --acknowledge-audit-break statement.
 	ackAuditBreak string
@@ -122,6 +125,9 @@ func (c *config) validate() error {
 	}
 	if c.Socket.MaxConnectionsPerUID <= 0 {
 		c.Socket.MaxConnectionsPerUID = 256
+	}
+	if c.Audit.RefusalWindow.Duration <= 0 {
+		c.Audit.RefusalWindow.Duration = defaultRefusalWindow
 	}
 	if c.Audit.Key == "" {
 		c.Audit.Key = "signerd-audit"

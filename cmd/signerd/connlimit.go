@@ -15,7 +15,8 @@ import (
 // peerLimitListener caps the connections each uid holds open at once, so a
 // client that opens connections and never sends on them (or sends half a
 // request) exhausts its own share and no one else's. A connection over
-// the cap is answered 503 too_many_connections and closed (refuseConn).
+// the cap is audited (tallied like every refusal, refusals.go), answered
+// 503 too_many_connections and closed (refuseConn).
 // signerd_connections_open and signerd_connections_refused_total show
 // each uid's count.
 type peerLimitListener struct {
@@ -23,6 +24,7 @@ type peerLimitListener struct {
 	max     int
 	log     *slog.Logger
 	metrics *metrics
+	refused *refusalLog
 
 	mu     sync.Mutex
 	open   map[int]int       // uid → connections open
@@ -34,8 +36,8 @@ const codeTooManyConnections = "too_many_connections"
 // maxHeaderBytes bounds a request's head, served or refused.
 const maxHeaderBytes = 16 << 10
 
-func limitPerPeer(l net.Listener, max int, log *slog.Logger, m *metrics) *peerLimitListener {
-	return &peerLimitListener{Listener: l, max: max, log: log, metrics: m, open: map[int]int{}, warned: map[int]time.Time{}}
+func limitPerPeer(l net.Listener, max int, log *slog.Logger, m *metrics, refusals *refusalLog) *peerLimitListener {
+	return &peerLimitListener{Listener: l, max: max, log: log, metrics: m, refused: refusals, open: map[int]int{}, warned: map[int]time.Time{}}
 }
 
 func (l *peerLimitListener) Accept() (net.Conn, error) {
@@ -52,7 +54,12 @@ func (l *peerLimitListener) Accept() (net.Conn, error) {
 		if l.take(p.UID) {
 			return &countedConn{Conn: c, peer: p, release: func() { l.release(p.UID) }}, nil
 		}
-		go refuseConn(c, l.max)
+		// Audited before the answer, off the accepting goroutine: a
+		// write the store is slow to take holds up only this connection.
+		go func() {
+			l.refused.refuseConnection(p)
+			refuseConn(c, l.max)
+		}()
 	}
 }
 

@@ -112,11 +112,13 @@ func run(cfg *config, log *slog.Logger) error {
 	if !activated {
 		defer os.Remove(cfg.Socket.Path)
 	}
-	l = limitPerPeer(l, cfg.Socket.MaxConnectionsPerUID, log, d.metrics)
+	refusals := newRefusalLog(d.engine.Audit, cfg.Roles, cfg.Audit.RefusalWindow.Duration, log, d.metrics)
+	defer refusals.Close()
+	l = limitPerPeer(l, cfg.Socket.MaxConnectionsPerUID, log, d.metrics, refusals)
 	for _, o := range cfg.Roles.overlaps() {
 		log.Warn("duties not separated: one principal holds several roles", "principal", o)
 	}
-	a := &api{eng: d.engine, log: log, metrics: d.metrics, sigs: cfg.RASignatures}
+	a := &api{eng: d.engine, log: log, metrics: d.metrics, sigs: cfg.RASignatures, refused: refusals}
 	srv := &http.Server{
 		Handler:           a.routes(cfg.Roles),
 		ConnContext:       withPeer,
@@ -151,6 +153,7 @@ func run(cfg *config, log *slog.Logger) error {
 	if err := srv.Shutdown(ctx); err != nil {
 		log.Warn("shutdown", "err", err)
 	}
+	refusals.Close() // what is tallied is recorded before the stop
 	if err := d.engine.Audit(store.Event{Actor: store.System, Action: "signerd.stop", Outcome: store.OutcomeOK,
 		Reason: "signal"}); err != nil {
 		log.Error("audit stop", "err", err)

@@ -24,6 +24,7 @@ type metrics struct {
 	requests  *prometheus.CounterVec
 	connsOpen *prometheus.GaugeVec
 	connsShed *prometheus.CounterVec
+	refusals  *prometheus.CounterVec
 }
 
 // newMetrics makes the metrics; depth, hsmUp and storeWritable are read at
@@ -45,6 +46,10 @@ func newMetrics(depth func() int, hsmUp, storeWritable func() bool) *metrics {
 			Help: "Connections each peer uid holds open."}, []string{"uid"}),
 		connsShed: prometheus.NewCounterVec(prometheus.CounterOpts{Name: "signerd_connections_refused_total",
 			Help: "Connections refused because their uid held socket.max_connections_per_uid."}, []string{"uid"}),
+		// Every api.refused refusal, whether its audit event was written
+		// alone or in a tally (refusals.go); codes are the API's own.
+		refusals: prometheus.NewCounterVec(prometheus.CounterOpts{Name: "signerd_refusals_total",
+			Help: "Requests and connections refused before the engine saw them (audited as api.refused), by peer uid and code."}, []string{"uid", "code"}),
 	}
 	queueDepth := prometheus.NewGaugeFunc(prometheus.GaugeOpts{Name: "signerd_queue_depth",
 		Help: "Requests waiting in the signing queue."}, func() float64 { return float64(depth()) })
@@ -52,7 +57,7 @@ func newMetrics(depth func() int, hsmUp, storeWritable func() bool) *metrics {
 		Help: "1 while the HSM signs, 0 while it does not (as the last signature or probe found)."}, func() float64 { return one(hsmUp()) })
 	writable := prometheus.NewGaugeFunc(prometheus.GaugeOpts{Name: "signerd_store_writable",
 		Help: "1 while the store takes writes, 0 from a failed write until a batch is recorded again."}, func() float64 { return one(storeWritable()) })
-	m.reg.MustRegister(m.batchSize, m.signTime, m.hsmErrors, m.requests, queueDepth, up, writable, m.connsOpen, m.connsShed,
+	m.reg.MustRegister(m.batchSize, m.signTime, m.hsmErrors, m.requests, queueDepth, up, writable, m.connsOpen, m.connsShed, m.refusals,
 		collectors.NewGoCollector(), collectors.NewProcessCollector(collectors.ProcessCollectorOpts{}))
 	return m
 }

@@ -1,0 +1,252 @@
+package main
+
+import (
+	"crypto/sha256"
+	"fmt"
+	"log/slog"
+	"net/http"
+	"strconv"
+	"strings"
+	"sync"
+	"time"
+	"unicode"
+	"unicode/utf8"
+
+	"signerd/store"
+)
+
+// Refusals signerd makes before its engine sees a request (a peer without
+// a role or outside it, an unknown route, a request it cannot read, a
+// connection over the peer's cap) are audited as api.refused. Anyone who
+// can open the socket can cause them, so neither what one event holds nor
+// how many are written may grow with what a peer sends:
+//
+//   - an event holds METHOD PATH (the path as escaped on the wire) cut to
+//     maxRefusalObject bytes and, when cut, the whole's length and SHA-256;
+//     the reason is cut to maxRefusalReason bytes, control and
+//     bidirectional characters replaced;
+//   - refusals are tallied per peer (uid, gid, role) and code: the first is
+//     written at once, later ones are counted in memory, and every
+//     audit.refusal_window the count is written as one event
+//     ("CODE: count=N"), and at shutdown. A peer with nothing counted in
+//     a window is forgotten, so its next refusal is written at once again.
+//
+// A flood therefore writes at most two events per peer, code and window,
+// whatever its rate, and every refusal is counted in an event (and in
+// signerd_refusals_total). A crash loses the counts of the window under way.
+//
+// Identified principals are tallied the same way: a role holder's
+// refusals say who it was, but a compromised RA could flood as well as a
+// stranger, and the first refusal of each window, with its evidence, is
+// kept in full.
+type refusalLog struct {
+	audit   func(store.Event) error
+	roles   roles
+	window  time.Duration
+	log     *slog.Logger
+	metrics *metrics
+
+	mu      sync.Mutex
+	tallies map[refusalKey]*refusalTally
+	closed  bool
+	writing sync.WaitGroup // first refusals being written
+	stop    chan struct{}
+	stopped chan struct{}
+	once    sync.Once
+}
+
+const (
+	actionRefused = "api.refused"
+	// defaultRefusalWindow is audit.refusal_window's default.
+	defaultRefusalWindow = 10 * time.Second
+	// maxRefusalObject and maxRefusalReason bound what a refusal's event
+	// holds of the request: a route's path with a serial fits whole.
+	maxRefusalObject = 128
+	maxRefusalReason = 256
+)
+
+// refusalKey is what refusals are tallied by.
+type refusalKey struct {
+	uid, gid   int
+	role, code string
+}
+
+// refusalTally is a peer's refusals with one code since its last event.
+type refusalTally struct {
+	count       int
+	first, last time.Time
+	actor       store.Actor // the last refused peer's (its pid, its evidence)
+	object      string      // the last refused request
+	busy        bool        // an event of this tally is being written
+}
+
+func (t *refusalTally) add(actor store.Actor, object string, at time.Time) {
+	if t.count == 0 || at.Before(t.first) {
+		t.first = at
+	}
+	if at.After(t.last) || t.count == 0 {
+		t.last, t.actor, t.object = at, actor, object
+	}
+	t.count++
+}
+
+func newRefusalLog(audit func(store.Event) error, roles roles, window time.Duration, log *slog.Logger, m *metrics) *refusalLog {
+	if window <= 0 {
+		window = defaultRefusalWindow
+	}
+	l := &refusalLog{audit: audit, roles: roles, window: window, log: log, metrics: m,
+		tallies: map[refusalKey]*refusalTally{}, stop: make(chan struct{}), stopped: make(chan struct{})}
+	go l.run()
+	return l
+}
+
+// refuse records one refusal: at once if it is the peer's first with this
+// code in the window, else in the tally. The code is the stable API code;
+// reason is what the event says (the code, or "code: message").
+func (l *refusalLog) refuse(actor store.Actor, object, code, reason string) {
+	l.metrics.refusals.WithLabelValues(strconv.Itoa(actor.UID), code).Inc()
+	now := time.Now()
+	ev := store.Event{Actor: actor, Action: actionRefused, Object: object, Outcome: store.OutcomeRefused,
+		Reason: boundedText(reason, maxRefusalReason)}
+	k := refusalKey{uid: actor.UID, gid: actor.GID, role: actor.Role, code: code}
+	l.mu.Lock()
+	if l.closed { // after the last tally was written: nothing would write this one
+		l.mu.Unlock()
+		l.write(ev, 1)
+		return
+	}
+	if t, ok := l.tallies[k]; ok {
+		t.add(actor, object, now)
+		l.mu.Unlock()
+		return
+	}
+	t := &refusalTally{busy: true}
+	l.tallies[k] = t
+	l.writing.Add(1)
+	l.mu.Unlock()
+	defer l.writing.Done()
+	err := l.write(ev, 1)
+	l.mu.Lock()
+	defer l.mu.Unlock()
+	t.busy = false
+	if err != nil { // counted instead, so the next tally's event holds it
+		t.add(actor, object, now)
+	}
+}
+
+// refuseConnection records a connection refused over the peer's cap.
+func (l *refusalLog) refuseConnection(p peer) {
+	p.Roles = l.roles.rolesOf(p)
+	l.refuse(p.actor(), "connection", codeTooManyConnections, codeTooManyConnections)
+}
+
+func (l *refusalLog) write(ev store.Event, count int) error {
+	l.log.Warn("refused", "uid", ev.Actor.UID, "gid", ev.Actor.GID, "pid", ev.Actor.PID, "role", ev.Actor.Role,
+		"request", ev.Object, "reason", ev.Reason)
+	err := l.audit(ev)
+	if err != nil {
+		l.log.Error("audit refusals", "uid", ev.Actor.UID, "reason", ev.Reason, "refusals", count, "err", err)
+	}
+	return err
+}
+
+func (l *refusalLog) run() {
+	defer close(l.stopped)
+	tick := time.NewTicker(l.window)
+	defer tick.Stop()
+	for {
+		select {
+		case <-l.stop:
+			return
+		case <-tick.C:
+			l.flush()
+		}
+	}
+}
+
+// flush writes one event per tally with refusals counted, and forgets
+// tallies with none.
+func (l *refusalLog) flush() {
+	type due struct {
+		key refusalKey
+		refusalTally
+	}
+	var dues []due
+	l.mu.Lock()
+	for k, t := range l.tallies {
+		switch {
+		case t.busy:
+		case t.count == 0:
+			delete(l.tallies, k)
+		default:
+			dues = append(dues, due{k, *t})
+			*t = refusalTally{busy: true}
+		}
+	}
+	l.mu.Unlock()
+	for _, d := range dues {
+		err := l.write(store.Event{Actor: d.actor, Action: actionRefused, Object: d.object, Outcome: store.OutcomeRefused,
+			Reason: fmt.Sprintf("%s: count=%d", d.key.code, d.count),
+			Detail: fmt.Sprintf("%d refusals (%s) of this peer from %s to %s, counted and recorded as one; actor and object are the last one's",
+				d.count, d.key.code, d.first.UTC().Format(time.RFC3339Nano), d.last.UTC().Format(time.RFC3339Nano))}, d.count)
+		l.mu.Lock()
+		t := l.tallies[d.key]
+		t.busy = false
+		if err != nil { // kept for the next window
+			if t.count == 0 {
+				t.last, t.actor, t.object = d.last, d.actor, d.object
+			}
+			t.first, t.count = d.first, t.count+d.count
+		}
+		l.mu.Unlock()
+	}
+}
+
+// Close writes what is counted; refusals after it are written one by one.
+// Call it once the server has stopped taking requests.
+func (l *refusalLog) Close() {
+	l.once.Do(func() {
+		l.mu.Lock()
+		l.closed = true
+		l.mu.Unlock()
+		close(l.stop)
+		<-l.stopped
+		l.writing.Wait()
+		l.flush()
+	})
+}
+
+// requestObject is a refused request's audit object: METHOD PATH, the
+// path as escaped on the wire, bounded.
+func requestObject(r *http.Request) string {
+	s := r.Method + " " + r.URL.EscapedPath()
+	if len(s) <= maxRefusalObject {
+		return s
+	}
+	// Method and escaped path are ASCII, so any cut is a whole character.
+	return fmt.Sprintf("%s… (cut from %d bytes, sha256 %x)", s[:maxRefusalObject], len(s), sha256.Sum256([]byte(s)))
+}
+
+// boundedText is s cut to at most max bytes on a character boundary (and
+// marked so), with control and bidirectional formatting characters
+// replaced, so that a listing of the log shows what was stored.
+func boundedText(s string, max int) string {
+	cut := len(s) > max
+	if cut {
+		n := max
+		for n > 0 && !utf8.RuneStart(s[n]) {
+			n--
+		}
+		s = s[:n]
+	}
+	s = strings.Map(func(r rune) rune {
+		if unicode.IsControl(r) || unicode.Is(unicode.Bidi_Control, r) || r == utf8.RuneError {
+			return '?'
+		}
+		return r
+	}, s)
+	if cut {
+		s += "…"
+	}
+	return s
+}
