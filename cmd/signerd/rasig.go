@@ -123,11 +123,7 @@ func (a *api) refuseSignature(w http.ResponseWriter, r *http.Request, p peer, er
 	if !errors.As(err, &se) {
 		se = &sigError{string(engine.CodeInternal), err.Error()}
 	}
-	a.log.Warn("refused RA signature", "uid", p.UID, "code", se.code, "err", se.msg)
-	if aerr := a.eng.Audit(store.Event{Actor: p.actor(), Action: "api.refused", Object: r.Method + " " + r.URL.Path,
-		Outcome: store.OutcomeRefused, Reason: se.code + ": " + se.msg}); aerr != nil {
-		a.log.Error("audit refused signature", "err", aerr)
-	}
+	a.auditRefusal(r, p, se.code+": "+se.msg)
 	writeError(w, http.StatusUnauthorized, se.code, se.msg)
 }
 
