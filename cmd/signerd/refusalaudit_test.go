@@ -2,6 +2,7 @@ package main
 
 import (
 	"bytes"
+	"crypto/sha256"
 	"encoding/json"
 	"fmt"
 	"io"
@@ -300,12 +301,22 @@ func TestRefusalFloodIsBounded(t *testing.T) {
 		code string
 	}
 	counts, written := map[key]int{}, map[key]int{}
-	oversize := 0
+	oversize, stopped := 0, false
+	cut := fmt.Sprintf("… (cut from %d bytes, sha256 %x)", len("GET ")+pathLength, sha256.Sum256([]byte("GET "+floodPath("/v1/certificates/", pathLength))))
 	for _, ev := range events {
+		if ev.Action == "signerd.stop" {
+			stopped = true
+		}
 		if ev.Action != "api.refused" {
 			continue
 		}
+		if stopped {
+			t.Errorf("refusal event %d after signerd.stop", ev.Seq)
+		}
 		k := key{ev.Actor.UID, reasonCode(ev.Event)}
+		if k == (key{stranger, codeUnknownPeer}) && !strings.HasSuffix(ev.Object, cut) {
+			t.Errorf("refusal event %d: object %q, want it cut and ending %q", ev.Seq, ev.Object, cut)
+		}
 		counts[k] += refusalCount(t, ev.Event)
 		written[k]++
 		if len(ev.raw) > maxEvent {
