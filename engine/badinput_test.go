@@ -119,6 +119,18 @@ func hostileRequests(ca *enginetest.CA) []hostileRequest {
 		{"DNS label of 64", dns(strings.Repeat("a", 64) + ".cn"), engine.CodeBadRequest},
 		{"DNS name of 254", dns(strings.Repeat("a.", 126) + "cn"), engine.CodeBadRequest},
 		{"DNS A-label", dns("xn--mxtq1m.cn"), ""},
+		{"DNS 101 names", func(r *engine.Request) {
+			r.Profile = "device-sign"
+			for i := range 101 {
+				r.DNSNames = append(r.DNSNames, fmt.Sprintf("h%d.a.cn", i))
+			}
+		}, engine.CodeBadRequest},
+		{"DNS 100 names", func(r *engine.Request) {
+			r.Profile = "device-sign"
+			for i := range 100 {
+				r.DNSNames = append(r.DNSNames, fmt.Sprintf("h%d.a.cn", i))
+			}
+		}, ""},
 		// emails.
 		{"email non-ASCII local part", email("张三@gov.example.cn"), engine.CodeBadRequest},
 		{"email accented local part", email("zoë@gov.example.cn"), engine.CodeBadRequest},

@@ -463,7 +463,14 @@ func (e *Engine) checkKeyUse(pub crypto.PublicKey, p *Profile) error {
 	return nil
 }
 
+// maxNames bounds the dns_names, and the emails, of one request (as public
+// CAs do): a certificate is not a directory.
+const maxNames = 100
+
 func checkNames(req *Request, p *Profile) error {
+	if len(req.DNSNames) > maxNames || len(req.Emails) > maxNames {
+		return errorf(CodeBadRequest, "at most %d dns_names and %d emails", maxNames, maxNames)
+	}
 	if len(req.DNSNames) > 0 && !p.DNSNames {
 		return errorf(CodeBadRequest, "profile %q does not allow dns_names", p.Name)
 	}
