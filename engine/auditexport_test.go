@@ -83,14 +83,22 @@ func TestAuditExport(t *testing.T) {
 		exp.Object != fmt.Sprintf("events 1-%d", last.Seq) {
 		t.Fatalf("export event %+v", exp)
 	}
-	// The audit key's certificate is an ordinary record of the store, and
-	// OpenSSL accepts it under the root.
+	// The audit key's certificate is an ordinary record of the store (out
+	// of the RA's reach), and OpenSSL accepts it under the root.
 	if len(rep.Keys) != 1 {
 		t.Fatalf("%d audit keys", len(rep.Keys))
 	}
-	c, err := e.Status(rep.Keys[0].SerialNumber.Bytes())
+	var c *store.Certificate
+	err := st.View(func(tx *store.Tx) error {
+		var err error
+		c, err = tx.Certificate(rep.Keys[0].SerialNumber.Bytes())
+		return err
+	})
 	if err != nil || c.Profile != "signerd-audit-key" {
 		t.Fatalf("audit key certificate record %+v, %v", c, err)
+	}
+	if _, err := e.Status(c.Serial); engine.CodeOf(err) != engine.CodeNotFound {
+		t.Fatalf("status of the audit key's certificate: %v, want not_found", err)
 	}
 	ca.OpenSSLVerify(t, rep.Keys[0].Raw)
 

@@ -96,3 +96,16 @@ func (e *Engine) auditKeyCertificate(tx *store.Tx, keyID []byte) (audit.Key, err
 }
 
 func isInternalRequestID(id string) bool { return strings.HasPrefix(id, internalRequestPrefix) }
+
+// internalProfilePrefix starts the names of the profiles signerd issues
+// its own certificates under (auditKeyProfile); no configured profile may
+// take such a name, and no RA request may name one.
+const internalProfilePrefix = "signerd-"
+
+func isInternalProfile(name string) bool { return strings.HasPrefix(name, internalProfilePrefix) }
+
+// isOwnCertificate reports whether c is a certificate signerd issued for
+// itself rather than for an RA.
+func isOwnCertificate(c *store.Certificate) bool {
+	return isInternalRequestID(c.RequestID) || isInternalProfile(c.Profile)
+}

@@ -94,7 +94,9 @@ func (e *Engine) build(o *order, iss *Issuer, serial []byte, now time.Time) (*dr
 	parent.PublicKey = e.throwaway.Public()
 	der, err := smx509.CreateCertificate(rand.Reader, tmpl, &parent, pub, e.throwaway)
 	if err != nil {
-		return nil, errorf(CodeInternal, "build certificate for %s: %v", o.id, err)
+		// The same order would fail the same way again: not retryable.
+		// Request checking is meant to refuse whatever gets here first.
+		return nil, errorf(CodeLintFailed, "certificate for %s cannot be built: %v", o.id, err)
 	}
 	if err := lint.Certificate(der, iss.Cert, p.LintUsage()); err != nil {
 		return nil, errorf(CodeLintFailed, "certificate for %s fails lint: %v", o.id, err)

@@ -254,6 +254,9 @@ func (e *Engine) Issue(ctx context.Context, actor store.Actor, req Request) (c *
 // expired, so the holder can switch over).
 func (e *Engine) Renew(ctx context.Context, actor store.Actor, old []byte, req Request) (c *store.Certificate, err error) {
 	defer func() { e.auditRefusal(actor, "certificate."+kindRenew, "request "+req.ID, err) }()
+	if err := e.refuseOwn(actor, "certificate."+kindRenew, old); err != nil {
+		return nil, err
+	}
 	prev, err := e.Status(old)
 	if err != nil {
 		return nil, err
@@ -274,6 +277,9 @@ func (e *Engine) Renew(ctx context.Context, actor store.Actor, old []byte, req R
 // marked superseded.
 func (e *Engine) Extend(ctx context.Context, actor store.Actor, requestID string, old []byte, days int) (c *store.Certificate, err error) {
 	defer func() { e.auditRefusal(actor, "certificate."+kindExtend, "request "+requestID, err) }()
+	if err := e.refuseOwn(actor, "certificate."+kindExtend, old); err != nil {
+		return nil, err
+	}
 	if err := checkRequestID(requestID); err != nil {
 		return nil, err
 	}
@@ -311,8 +317,12 @@ func (e *Engine) Extend(ctx context.Context, actor store.Actor, requestID string
 	return e.queue.submit(ctx, o)
 }
 
-// Status returns the record of the certificate with serial.
+// Status returns the record of the certificate with serial; signerd's own
+// certificates are not found (refuseOwn).
 func (e *Engine) Status(serial []byte) (*store.Certificate, error) {
+	if err := e.refuseOwn(store.Actor{}, "", serial); err != nil {
+		return nil, err
+	}
 	var c *store.Certificate
 	err := e.store.View(func(tx *store.Tx) error {
 		var err error

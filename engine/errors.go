@@ -19,6 +19,8 @@ const (
 	CodeWrongCurve        Code = "wrong_curve"
 	CodeSubjectIncomplete Code = "subject_incomplete"
 	CodeValidityTooLong   Code = "validity_too_long"
+	CodeSubjectReserved   Code = "subject_reserved"    // the subject is one of the CA's own names
+	CodeKeyReused         Code = "key_reused"          // the key is certified for another use already
 	CodeRequestConflict   Code = "request_conflict"    // same request id, different content
 	CodeInProgress        Code = "request_in_progress" // same request id is being signed now
 	CodeNotFound          Code = "not_found"

@@ -31,6 +31,17 @@ func FuzzCheck(f *testing.F) {
 		`{"request_id":"ra-3","profile":"organization-sign","subject":{"CN":"o","O":"某单位","OU":["a","b"]},"identity":{"credit-code":"91350100M000100Y43"}}`,
 		`{"request_id":"signerd.x","profile":"person-sign","subject":{"CN":"x"}}`,
 		`{"request_id":"ra-4","profile":"person-sign","subject":{"CN":""},"emails":["a@b.cn"],"validity_days":-1}`,
+		// Hostile values (issue 16): each must be refused with a 4xx code.
+		`{"request_id":"ra-5","profile":"person-sign","subject":{"CN":"张三"},"emails":["张三@gov.example.cn"]}`,
+		`{"request_id":"ra-6","profile":"person-sign","subject":{"CN":"abc\u202egpj.exe","O":"a\nb"}}`,
+		`{"request_id":"ra-7","profile":"person-sign","subject":{"CN":"a\u0000b","OU":["x",""],"C":"12"}}`,
+		`{"request_id":"ra-8","profile":"person-sign","subject":{"CN":" ","L":"\u2066x\u2069","ST":"\ufeff"}}`,
+		`{"request_id":"ra-9","profile":"person-sign","subject":{"CN":"signerd Test Issuing CA","O":"signerd","C":"CN"}}`,
+		`{"request_id":"ra-10","profile":"person-sign","subject":{"CN":"signerd audit key 00","serialNumber":"编号"}}`,
+		`{"request_id":"ra-11","profile":"person-enc","subject":{"CN":"x"}}`,
+		`{"request_id":"ra-12","profile":"signerd-audit-key","subject":{"CN":"x"}}`,
+		`{"request_id":"ra-13","profile":"device-sign","subject":{"CN":"x"},"dns_names":["a.cn\n","政府.cn",""],"identity":{"":"1"}}`,
+		`{"request_id":"ra-14","profile":"person-sign","subject":{"CN":"x"},"emails":["a..b@c.cn","\"a b\"@c.cn"],"validity_days":9223372036854775807}`,
 	} {
 		f.Add([]byte(req), csr)
 		f.Add([]byte(req), csr[:len(csr)/2])
@@ -47,6 +58,9 @@ func FuzzCheck(f *testing.F) {
 			var apiErr *Error
 			if !errors.As(err, &apiErr) || apiErr.Code == "" {
 				t.Fatalf("refusal without an API code: %v", err)
+			}
+			if apiErr.Code.Retryable() || apiErr.Code == CodeLintFailed {
+				t.Fatalf("an RA's request got a server error: %v", err)
 			}
 			return
 		}

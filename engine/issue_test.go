@@ -83,10 +83,10 @@ func TestIssueFollowsProfile(t *testing.T) {
 		{profile: "person-enc", kmc: true, ku: smx509.KeyUsageKeyEncipherment | smx509.KeyUsageDataEncipherment | smx509.KeyUsageKeyAgreement, cdp: true},
 		{profile: "organization-sign", identity: map[string]string{"credit-code": "91110000802100433B"},
 			ku: smx509.KeyUsageDigitalSignature | smx509.KeyUsageContentCommitment, eku: []smx509.ExtKeyUsage{smx509.ExtKeyUsageClientAuth}},
-		{profile: "organization-enc", ku: smx509.KeyUsageKeyEncipherment | smx509.KeyUsageDataEncipherment | smx509.KeyUsageKeyAgreement},
+		{profile: "organization-enc", kmc: true, ku: smx509.KeyUsageKeyEncipherment | smx509.KeyUsageDataEncipherment | smx509.KeyUsageKeyAgreement},
 		{profile: "device-sign", dns: []string{"www.gov.example.cn"}, ku: smx509.KeyUsageDigitalSignature | smx509.KeyUsageContentCommitment,
 			eku: []smx509.ExtKeyUsage{smx509.ExtKeyUsageServerAuth, smx509.ExtKeyUsageClientAuth}},
-		{profile: "device-enc", ku: smx509.KeyUsageKeyEncipherment | smx509.KeyUsageDataEncipherment | smx509.KeyUsageKeyAgreement},
+		{profile: "device-enc", kmc: true, ku: smx509.KeyUsageKeyEncipherment | smx509.KeyUsageDataEncipherment | smx509.KeyUsageKeyAgreement},
 	}
 	var ders [][]byte
 	for _, tt := range tests {

@@ -33,9 +33,38 @@ func ParseReason(name string) (int, error) {
 	return code, nil
 }
 
+// refuseOwn answers for a certificate signerd issued for itself (its audit
+// key's) as if there were none: every RA operation on a serial (status,
+// renew, extend, revoke, hold, restore) calls it first, so an RA can
+// neither change such a certificate nor learn that the serial exists. The
+// attempt is audited as what it was when action is given.
+func (e *Engine) refuseOwn(actor store.Actor, action string, serial []byte) error {
+	own := false
+	if err := e.store.View(func(tx *store.Tx) error {
+		c, err := tx.Certificate(serial)
+		own = err == nil && isOwnCertificate(c)
+		return nil // a missing or unreadable record is the operation's to report
+	}); err != nil || !own {
+		return nil
+	}
+	refused := errorf(CodeNotFound, "no certificate with serial %x", serial)
+	if action != "" {
+		if err := e.Audit(store.Event{Actor: actor, Action: action, Object: store.HexSerial(serial), Outcome: store.OutcomeRefused,
+			Reason: string(CodeNotFound) + ": signerd's own certificate, which RA operations do not reach"}); err != nil {
+			e.log.Error("audit a refused request", "action", action, "err", err)
+		} else {
+			refused.audited = true
+		}
+	}
+	return refused
+}
+
 // Revoke revokes the certificate for good with an RFC 5280 reason code. A
 // certificate on hold may be revoked; a revoked one stays as it is.
 func (e *Engine) Revoke(actor store.Actor, serial []byte, reason int) (*store.Certificate, error) {
+	if err := e.refuseOwn(actor, "certificate.revoke", serial); err != nil {
+		return nil, err
+	}
 	if reason == reasonCertificateHold || reason == 7 || reason == 8 || reason < 0 || reason > 10 {
 		return nil, errorf(CodeBadRequest, "reason %d cannot be given to revoke (use hold for certificateHold)", reason)
 	}
@@ -50,6 +79,9 @@ func (e *Engine) Revoke(actor store.Actor, serial []byte, reason int) (*store.Ce
 
 // Hold suspends a certificate (certificateHold on the next CRL).
 func (e *Engine) Hold(actor store.Actor, serial []byte) (*store.Certificate, error) {
+	if err := e.refuseOwn(actor, "certificate.hold", serial); err != nil {
+		return nil, err
+	}
 	return e.transition(actor, serial, "certificate.hold", func(c *store.Certificate, now time.Time) error {
 		if c.Status != store.StatusGood && c.Status != store.StatusSuperseded {
 			return errorf(CodeInvalidState, "certificate %x is %s; only a valid certificate can be held", serial, c.Status)
@@ -62,6 +94,9 @@ func (e *Engine) Hold(actor store.Actor, serial []byte) (*store.Certificate, err
 // Restore lifts a hold: the certificate is valid again and leaves the next
 // CRL.
 func (e *Engine) Restore(actor store.Actor, serial []byte) (*store.Certificate, error) {
+	if err := e.refuseOwn(actor, "certificate.restore", serial); err != nil {
+		return nil, err
+	}
 	return e.transition(actor, serial, "certificate.restore", func(c *store.Certificate, _ time.Time) error {
 		if c.Status != store.StatusOnHold {
 			return errorf(CodeInvalidState, "certificate %x is %s, not on hold", serial, c.Status)

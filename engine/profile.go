@@ -152,6 +152,9 @@ func (p *Profile) Validate() error {
 	if p.Name == "" {
 		return bad("no name")
 	}
+	if isInternalProfile(p.Name) {
+		return bad("names starting %q are signerd's own profiles", internalProfilePrefix)
+	}
 	if p.Usage != "signing" && p.Usage != "encryption" {
 		return bad("usage %q: must be signing or encryption", p.Usage)
 	}

@@ -7,15 +7,20 @@ import (
 	"crypto/x509/pkix"
 	"encoding/asn1"
 	"encoding/json"
+	"errors"
 	"fmt"
 	"slices"
 	"strings"
+	"unicode"
 	"unicode/utf8"
 
 	"github.com/emmansun/gmsm/sm2"
 	"github.com/emmansun/gmsm/sm3"
 	"github.com/emmansun/gmsm/smx509"
+	"golang.org/x/crypto/cryptobyte"
+	casn1 "golang.org/x/crypto/cryptobyte/asn1"
 
+	"signerd/engine/audit"
 	"signerd/store"
 )
 
@@ -81,14 +86,17 @@ type order struct {
 // maxRequestID bounds what an RA may use as an id.
 const maxRequestID = 128
 
-// check validates req against its profile and returns the order; nothing
-// here touches the HSM or the store.
+// check validates req against its profile and returns the order. Every
+// value the RA sent is checked here, so whatever it controls is refused
+// with a 4xx code before it can fail later as a server error; nothing here
+// touches the HSM, and the store is only read (for the certificates of the
+// request's key).
 func (e *Engine) check(kind string, req *Request, replaces []byte) (*order, error) {
 	if err := checkRequestID(req.ID); err != nil {
 		return nil, err
 	}
 	p := e.profiles[req.Profile]
-	if p == nil {
+	if p == nil || isInternalProfile(req.Profile) {
 		return nil, errorf(CodeUnknownProfile, "profile %q is not configured", req.Profile)
 	}
 	o := &order{kind: kind, id: req.ID, profile: p, replaces: replaces, dns: req.DNSNames, emails: req.Emails}
@@ -96,7 +104,13 @@ func (e *Engine) check(kind string, req *Request, replaces []byte) (*order, erro
 	if o.pub, err = e.checkKey(req, p); err != nil {
 		return nil, err
 	}
+	if err := e.checkKeyUse(o.pub, p); err != nil {
+		return nil, err
+	}
 	if o.subject, err = checkSubject(req.Subject, p); err != nil {
+		return nil, err
+	}
+	if err := e.checkNotReserved(o.subject); err != nil {
 		return nil, err
 	}
 	if err := checkNames(req, p); err != nil {
@@ -128,17 +142,25 @@ func checkRequestID(id string) error {
 }
 
 // checkKey returns the public key to certify: from a CSR whose signature
-// verifies (with the CA's SM2 ID for SM2 keys), or from the KMC for
-// encryption profiles.
+// verifies (with the CA's SM2 ID for SM2 keys) on signing profiles, from
+// the KMC on encryption profiles. An encryption key is made and escrowed
+// by the KMC (GM/T 0015 dual certificates), so a key the applicant proves
+// it holds has no place there.
 func (e *Engine) checkKey(req *Request, p *Profile) (crypto.PublicKey, error) {
 	var pub crypto.PublicKey
 	switch {
 	case len(req.CSR) > 0 && len(req.PublicKey) > 0:
 		return nil, errorf(CodeBadRequest, "send a csr or a public_key, not both")
 	case len(req.CSR) > 0:
+		if p.Usage == "encryption" {
+			return nil, errorf(CodeBadRequest, "profile %q certifies keys the KMC made: send the KMC's public_key, not a csr", p.Name)
+		}
 		csr, err := smx509.ParseCertificateRequest(req.CSR)
 		if err != nil {
 			return nil, errorf(CodeMalformedCSR, "csr: %v", err)
+		}
+		if err := namedCurveOnly(csr.RawSubjectPublicKeyInfo); err != nil {
+			return nil, errorf(CodeWrongCurve, "csr: %v", err)
 		}
 		pub = csr.PublicKey
 		if err := allowKey(pub, p); err != nil {
@@ -155,13 +177,47 @@ func (e *Engine) checkKey(req *Request, p *Profile) (crypto.PublicKey, error) {
 		if pub, err = smx509.ParsePKIXPublicKey(req.PublicKey); err != nil {
 			return nil, errorf(CodeMalformedKey, "public_key: %v", err)
 		}
+		if err := namedCurveOnly(req.PublicKey); err != nil {
+			return nil, errorf(CodeWrongCurve, "public_key: %v", err)
+		}
 		if err := allowKey(pub, p); err != nil {
 			return nil, err
 		}
 	default:
-		return nil, errorf(CodeBadRequest, "a csr (or, for encryption profiles, a public_key) is required")
+		if p.Usage == "encryption" {
+			return nil, errorf(CodeBadRequest, "profile %q needs the KMC's public_key", p.Name)
+		}
+		return nil, errorf(CodeBadRequest, "profile %q needs a csr", p.Name)
 	}
 	return pub, nil
+}
+
+var (
+	oidECPublicKey  = asn1.ObjectIdentifier{1, 2, 840, 10045, 2, 1}
+	oidSM2PublicKey = asn1.ObjectIdentifier{1, 2, 156, 10197, 1, 301}
+)
+
+// namedCurveOnly refuses an EC SubjectPublicKeyInfo whose curve is given by
+// explicit parameters instead of a named curve's OID. RFC 5480 §2.1.1 has
+// PKIX use named curves only, and a parser that maps explicit parameters to
+// a named curve by some of them (gmsm compares p and n alone) would let
+// another curve's point pass as an SM2 key; refusing them all is simpler
+// than comparing p, a, b, G, n and h and just as complete.
+func namedCurveOnly(spki []byte) error {
+	s := cryptobyte.String(spki)
+	var info, alg cryptobyte.String
+	var algOID asn1.ObjectIdentifier
+	if !s.ReadASN1(&info, casn1.SEQUENCE) || !info.ReadASN1(&alg, casn1.SEQUENCE) || !alg.ReadASN1ObjectIdentifier(&algOID) {
+		return errors.New("SubjectPublicKeyInfo does not parse")
+	}
+	if !algOID.Equal(oidECPublicKey) && !algOID.Equal(oidSM2PublicKey) {
+		return nil // not an EC key: allowKey names what is wrong with it
+	}
+	var curve asn1.ObjectIdentifier
+	if !alg.ReadASN1ObjectIdentifier(&curve) || !alg.Empty() {
+		return errors.New("the curve must be named by its OID (RFC 5480), not given by explicit parameters")
+	}
+	return nil
 }
 
 func (e *Engine) checkCSRSignature(csr *smx509.CertificateRequest) error {
@@ -209,12 +265,30 @@ func allowKey(pub crypto.PublicKey, p *Profile) error {
 	return nil
 }
 
-// subject attribute bounds from RFC 5280 appendix A.
+// subject attribute bounds from RFC 5280 appendix A (ub-common-name and
+// so on), in characters.
 var subjectBounds = map[string]int{"CN": 64, "O": 64, "OU": 64, "C": 2, "ST": 128, "L": 128, "serialNumber": 64}
+
+// maxOUs bounds how many OU values a subject may carry.
+const maxOUs = 16
 
 func checkSubject(s Subject, p *Profile) (pkix.Name, error) {
 	values := map[string][]string{"CN": {s.CommonName}, "O": {s.Organization}, "OU": s.OrganizationalUnit,
 		"C": {s.Country}, "ST": {s.Province}, "L": {s.Locality}, "serialNumber": {s.SerialNumber}}
+	if len(s.OrganizationalUnit) > maxOUs {
+		return pkix.Name{}, errorf(CodeBadRequest, "subject OU: at most %d values", maxOUs)
+	}
+	// Single-valued attributes are "" when absent; every OU given is a value.
+	for _, attr := range subjectAttributes {
+		for _, v := range values[attr] {
+			if v == "" && attr != "OU" {
+				continue
+			}
+			if err := checkSubjectValue(attr, v); err != nil {
+				return pkix.Name{}, err
+			}
+		}
+	}
 	present := func(attr string) bool {
 		return slices.ContainsFunc(values[attr], func(v string) bool { return v != "" })
 	}
@@ -223,20 +297,8 @@ func checkSubject(s Subject, p *Profile) (pkix.Name, error) {
 			return pkix.Name{}, errorf(CodeSubjectIncomplete, "profile %q requires subject %s", p.Name, attr)
 		}
 	}
-	any := false
-	for attr, vs := range values {
-		for _, v := range vs {
-			if n := utf8.RuneCountInString(v); n > subjectBounds[attr] || !utf8.ValidString(v) || strings.ContainsRune(v, 0) {
-				return pkix.Name{}, errorf(CodeBadRequest, "subject %s: at most %d characters of valid UTF-8", attr, subjectBounds[attr])
-			}
-			any = any || v != ""
-		}
-	}
-	if !any {
+	if !slices.ContainsFunc(subjectAttributes, present) {
 		return pkix.Name{}, errorf(CodeSubjectIncomplete, "subject is empty")
-	}
-	if s.Country != "" && (len(s.Country) != 2 || strings.ToUpper(s.Country) != s.Country) {
-		return pkix.Name{}, errorf(CodeBadRequest, "subject C %q: two capital letters (ISO 3166)", s.Country)
 	}
 	name := pkix.Name{CommonName: s.CommonName, SerialNumber: s.SerialNumber, OrganizationalUnit: s.OrganizationalUnit}
 	for _, f := range []struct {
@@ -250,7 +312,165 @@ func checkSubject(s Subject, p *Profile) (pkix.Name, error) {
 	return name, nil
 }
 
+// checkSubjectValue refuses a value a relying party could misread or that
+// does not fit its attribute: broken UTF-8, control characters, invisible
+// format characters (the bidirectional controls U+200E/F, U+202A–E,
+// U+2066–9 and U+061C that reorder what is shown; zero-width spaces, BOM,
+// tags), line and paragraph separators, noncharacters and U+FFFD (the mark
+// of text already garbled), empty or blank values and leading or trailing
+// space, and values beyond RFC 5280's upper bound. C is two capital
+// letters (ISO 3166); serialNumber is a PrintableString (RFC 5280).
+func checkSubjectValue(attr, v string) error {
+	switch {
+	case !utf8.ValidString(v):
+		return errorf(CodeBadRequest, "subject %s: not valid UTF-8", attr)
+	case strings.TrimSpace(v) == "":
+		return errorf(CodeBadRequest, "subject %s: empty or blank value", attr)
+	case strings.TrimSpace(v) != v:
+		return errorf(CodeBadRequest, "subject %s: leading or trailing space", attr)
+	case utf8.RuneCountInString(v) > subjectBounds[attr]:
+		return errorf(CodeBadRequest, "subject %s: at most %d characters (RFC 5280)", attr, subjectBounds[attr])
+	}
+	if i := strings.IndexFunc(v, forbiddenInName); i >= 0 {
+		r, _ := utf8.DecodeRuneInString(v[i:])
+		return errorf(CodeBadRequest, "subject %s: character U+%04X (a control, format or bidirectional character) is not allowed", attr, r)
+	}
+	switch attr {
+	case "C":
+		if len(v) != 2 || strings.IndexFunc(v, func(r rune) bool { return r < 'A' || r > 'Z' }) >= 0 {
+			return errorf(CodeBadRequest, "subject C %q: two capital letters (ISO 3166)", v)
+		}
+	case "serialNumber":
+		if strings.IndexFunc(v, func(r rune) bool { return !isPrintableStringChar(r) }) >= 0 {
+			return errorf(CodeBadRequest, "subject serialNumber %q: letters, digits, space and '()+,-./:=? only (PrintableString)", v)
+		}
+	}
+	return nil
+}
+
+// forbiddenInName reports runes no subject value may hold. Zero-width
+// (non-)joiners stay allowed: scripts such as Persian and Uyghur need them.
+func forbiddenInName(r rune) bool {
+	switch {
+	case unicode.IsControl(r), r == 0x2028, r == 0x2029, r == utf8.RuneError,
+		unicode.Is(unicode.Noncharacter_Code_Point, r):
+		return true
+	case r == 0x200C, r == 0x200D:
+		return false
+	}
+	return unicode.Is(unicode.Cf, r)
+}
+
+func isPrintableStringChar(r rune) bool {
+	return r >= 'a' && r <= 'z' || r >= 'A' && r <= 'Z' || r >= '0' && r <= '9' || strings.ContainsRune(" '()+,-./:=?", r)
+}
+
+// checkNotReserved refuses a subject that is one of the CA's own names:
+// an issuing CA's (a certificate whose subject equals its issuer's reads as
+// self-issued, and Go then leaves out its authority key identifier) or the
+// root's above it, compared as RFC 5280 name matching does (case and runs
+// of space aside), and any audit key's common name.
+func (e *Engine) checkNotReserved(subject pkix.Name) error {
+	if strings.HasPrefix(foldName(subject.CommonName), foldName(audit.KeySubjectPrefix)) {
+		return errorf(CodeSubjectReserved, "subject CN %q: names starting %q are signerd's audit keys'", subject.CommonName, audit.KeySubjectPrefix)
+	}
+	want := nameKey(subject.ToRDNSequence())
+	for _, iss := range e.issuers {
+		for _, raw := range [][]byte{iss.Cert.RawSubject, iss.Cert.RawIssuer} {
+			var rdns pkix.RDNSequence
+			if rest, err := asn1.Unmarshal(raw, &rdns); err != nil || len(rest) > 0 {
+				continue
+			}
+			if nameKey(rdns) == want {
+				return errorf(CodeSubjectReserved, "subject %q is the name of a CA of this hierarchy", subject.String())
+			}
+		}
+	}
+	return nil
+}
+
+// nameKey is a name's attributes, each type with its folded value,
+// sorted: two names with the same key match whatever their order and
+// string types.
+func nameKey(rdns pkix.RDNSequence) string {
+	var parts []string
+	for _, rdn := range rdns {
+		for _, atv := range rdn {
+			v, _ := atv.Value.(string)
+			parts = append(parts, atv.Type.String()+"="+foldName(v))
+		}
+	}
+	slices.Sort(parts)
+	return strings.Join(parts, "\x00")
+}
+
+// foldName is a value as RFC 5280 §7.1 (RFC 4518) compares it, near
+// enough: case folded, runs of space one space, no leading or trailing
+// space.
+func foldName(v string) string {
+	return strings.Join(strings.Fields(strings.ToLower(v)), " ")
+}
+
+// checkKeyUse refuses to certify a key for another use than it is already
+// certified for by this CA: the holder's signing key as its encryption key
+// (the KMC escrows encryption keys, so a signature made with the escrowed
+// copy could not be told from the holder's), a KMC key for signing, an
+// issuing CA's key, or signerd's audit key. The store's key index finds
+// the certificates; a key certified for this same use (renewal with the
+// same key) is no conflict.
+func (e *Engine) checkKeyUse(pub crypto.PublicKey, p *Profile) error {
+	type equaler interface{ Equal(crypto.PublicKey) bool }
+	k, ok := pub.(equaler)
+	if !ok {
+		return nil
+	}
+	for _, iss := range e.issuers {
+		if k.Equal(iss.Cert.PublicKey) {
+			return errorf(CodeKeyReused, "the key is issuing CA %q's", iss.Cert.Subject.String())
+		}
+	}
+	if e.auditPub != nil && k.Equal(e.auditPub) {
+		return errorf(CodeKeyReused, "the key is signerd's audit key")
+	}
+	if e.store == nil {
+		return nil
+	}
+	spki, err := smx509.MarshalPKIXPublicKey(pub)
+	if err != nil {
+		return errorf(CodeMalformedKey, "public key: %v", err)
+	}
+	want := p.LintUsage().KeyUsage()
+	var refused error
+	err = e.store.View(func(tx *store.Tx) error {
+		return tx.CertificatesWithKey(spki, func(c *store.Certificate) error {
+			cert, err := smx509.ParseCertificate(c.DER)
+			if err != nil {
+				return fmt.Errorf("certificate %x: %w", c.Serial, err)
+			}
+			if cert.KeyUsage != want && k.Equal(cert.PublicKey) {
+				refused = errorf(CodeKeyReused, "the key is certified for another use already (certificate %x, profile %s): a key serves one use only", c.Serial, c.Profile)
+				return errStop
+			}
+			return nil
+		})
+	})
+	if refused != nil {
+		return refused
+	}
+	if err != nil {
+		return errorf(CodeInternal, "look up the certificates of the key: %v", err)
+	}
+	return nil
+}
+
+// maxNames bounds the dns_names, and the emails, of one request (as public
+// CAs do): a certificate is not a directory.
+const maxNames = 100
+
 func checkNames(req *Request, p *Profile) error {
+	if len(req.DNSNames) > maxNames || len(req.Emails) > maxNames {
+		return errorf(CodeBadRequest, "at most %d dns_names and %d emails", maxNames, maxNames)
+	}
 	if len(req.DNSNames) > 0 && !p.DNSNames {
 		return errorf(CodeBadRequest, "profile %q does not allow dns_names", p.Name)
 	}
@@ -264,11 +484,32 @@ func checkNames(req *Request, p *Profile) error {
 	}
 	for _, m := range req.Emails {
 		local, domain, ok := strings.Cut(m, "@")
-		if !ok || local == "" || len(m) > 254 || !validDNSName(domain) || strings.ContainsAny(local, " @<>\x00") {
-			return errorf(CodeBadRequest, "email %q is not an address", m)
+		if !ok || len(m) > 254 || !validLocalPart(local) || !validDNSName(domain) {
+			return errorf(CodeBadRequest, "email %q: want local@domain, the local part a dot-atom of ASCII (RFC 5322) of at most 64 characters, the domain lower-case LDH labels", m)
 		}
 	}
 	return nil
+}
+
+// validLocalPart reports whether s is an RFC 5322 dot-atom of at most 64
+// octets (RFC 5321). rfc822Name is an IA5String, so an internationalised
+// local part (RFC 8398 SmtpUTF8Mailbox) cannot be carried; quoted local
+// parts are not accepted either.
+func validLocalPart(s string) bool {
+	if s == "" || len(s) > 64 {
+		return false
+	}
+	for _, atom := range strings.Split(s, ".") {
+		if atom == "" {
+			return false
+		}
+		for _, c := range []byte(atom) {
+			if !(c >= 'a' && c <= 'z' || c >= 'A' && c <= 'Z' || c >= '0' && c <= '9' || strings.IndexByte("!#$%&'*+-/=?^_`{|}~", c) >= 0) {
+				return false
+			}
+		}
+	}
+	return true
 }
 
 func validDNSName(d string) bool {

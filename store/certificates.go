@@ -63,6 +63,8 @@ func (t *Tx) PutCertificate(c *Certificate) error {
 		if !bytes.Equal(prev.DER, c.DER) {
 			return fmt.Errorf("certificate %x: %w", c.Serial, ErrImmutable)
 		}
+	} else if err := indexKey(t.bucket(bucketKeys), c); err != nil {
+		return err
 	}
 	raw, err := json.Marshal(c)
 	if err != nil {

@@ -5,9 +5,10 @@
 //
 // Records are never deleted. Certificates and requests change state (a
 // certificate is revoked, a request is finished) but stay; the only keys
-// ever removed are those of two indexes, "in flight" and "revoked", which
-// are derived from the records and exist so start-up and CRL generation do
-// not scan every certificate.
+// ever removed are those of three indexes, "in flight", "revoked" and
+// "keys", which are derived from the records and exist so start-up, CRL
+// generation and finding the certificates of a public key do not scan
+// every certificate ("keys" is rebuilt whole when it is found behind).
 //
 // Every change is made inside Update together with the audit event that
 // describes it, so the log and the state cannot disagree.

@@ -88,7 +88,10 @@ func initSchema(tx *bolt.Tx) error {
 				return err
 			}
 		}
-		return tx.Bucket(bucketMeta).Put(keySchema, []byte(strconv.Itoa(SchemaVersion)))
+		if err := tx.Bucket(bucketMeta).Put(keySchema, []byte(strconv.Itoa(SchemaVersion))); err != nil {
+			return err
+		}
+		return ensureKeyIndex(tx)
 	}
 	v, err := strconv.Atoi(string(meta.Get(keySchema)))
 	if err != nil {
@@ -97,7 +100,7 @@ func initSchema(tx *bolt.Tx) error {
 	if v != SchemaVersion {
 		return fmt.Errorf("schema version %d; this signerd reads version %d only", v, SchemaVersion)
 	}
-	return nil
+	return ensureKeyIndex(tx)
 }
 
 // Path is the file's path.
@@ -112,7 +115,9 @@ func (s *Store) Close() error { return s.db.Close() }
 func (s *Store) Update(fn func(*Tx) error) error {
 	var fnErr error
 	err := s.db.Update(func(tx *bolt.Tx) error {
-		fnErr = fn(&Tx{tx})
+		if fnErr = fn(&Tx{tx}); fnErr == nil {
+			fnErr = noteKeyIndex(tx)
+		}
 		return fnErr
 	})
 	if err != nil && fnErr == nil {

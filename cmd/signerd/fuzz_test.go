@@ -35,6 +35,12 @@ func FuzzIssueBody(f *testing.F) {
 		`{"request_id":"ra-4"} {"second":"object"}`,
 		`{"validity_days":1e400}`,
 		`[]`, `null`, ``, `{"csr":"not pem"}`,
+		// Hostile values (issue 16).
+		`{"request_id":"ra-5","profile":"person-sign","subject":{"CN":"张三"},"emails":["张三@gov.example.cn"],"csr":"x"}`,
+		`{"request_id":"ra-6","profile":"person-sign","subject":{"CN":"abc\u202egpj.exe","O":"a\nb","OU":[""],"C":"12"}}`,
+		`{"request_id":"ra-7","profile":"person-enc","subject":{"CN":"x"},"csr":"-----BEGIN CERTIFICATE REQUEST-----\nMA==\n-----END CERTIFICATE REQUEST-----\n"}`,
+		`{"request_id":"signerd.audit-key.00","profile":"signerd-audit-key","subject":{"CN":"signerd audit key 00"}}`,
+		"{\"request_id\":\"ra-8\",\"subject\":{\"CN\":\"a\xffb\"}}",
 	} {
 		f.Add([]byte(seed))
 	}

@@ -60,6 +60,9 @@ func Certificate(der []byte, issuer *smx509.Certificate, usage Usage) error {
 	if want := usage.KeyUsage(); c.KeyUsage != want {
 		fail("keyUsage %b, want %b", c.KeyUsage, want)
 	}
+	if bytes.Equal(c.RawSubject, issuer.RawSubject) {
+		fail("subject equals the issuer's name: an end-entity certificate must not read as self-issued")
+	}
 	return errors.Join(errs...)
 }
 

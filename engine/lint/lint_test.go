@@ -68,6 +68,7 @@ func TestCertificateLints(t *testing.T) {
 		{"no SKI", func(c *smx509.Certificate) { c.SubjectKeyId = nil }, lint.Signing, "subjectKeyIdentifier missing"},
 		{"empty subject", func(c *smx509.Certificate) { c.Subject = pkix.Name{}; c.DNSNames = []string{"a.cn"} }, lint.Signing, "subject is empty"},
 		{"wrong AKI", func(c *smx509.Certificate) { c.AuthorityKeyId = []byte{7} }, lint.Signing, "authorityKeyIdentifier"},
+		{"subject is the issuer's", func(c *smx509.Certificate) { c.Subject = pkix.Name{CommonName: "CA"} }, lint.Signing, "subject equals the issuer's name"},
 	}
 	for _, tt := range tests {
 		t.Run(tt.name, func(t *testing.T) {

@@ -1,0 +1,144 @@
+package store
+
+import (
+	"bytes"
+	"encoding/json"
+	"fmt"
+
+	"github.com/emmansun/gmsm/sm3"
+	bolt "go.etcd.io/bbolt"
+	"golang.org/x/crypto/cryptobyte"
+	casn1 "golang.org/x/crypto/cryptobyte/asn1"
+)
+
+// The key index finds the certificates that certify a public key, so the
+// engine can refuse to certify one key for two uses (a holder's signing key
+// as its encryption key). Its keys are SM3(subjectPublicKey) ‖ serial, with
+// no value; subjectPublicKey is the BIT STRING of the SubjectPublicKeyInfo
+// (for EC keys the encoded point), so two encodings of the algorithm
+// identifier find the same key.
+//
+// A store written before the index existed has none, and an older signerd
+// writing to the store leaves it behind. Each write transaction of this
+// code therefore notes the audit log's head beside the index (every
+// certificate is recorded with an audit event, so an older writer moves
+// the head without moving the note), and Open rebuilds the index whenever
+// the two differ.
+var (
+	bucketKeys        = []byte("keys")
+	keyKeyIndexAtHead = []byte("key-index-at-head")
+)
+
+// CertificatesWithKey calls fn for every certificate whose subject public
+// key is the one in spki (a DER SubjectPublicKeyInfo).
+func (t *Tx) CertificatesWithKey(spki []byte, fn func(*Certificate) error) error {
+	s := cryptobyte.String(spki)
+	var inner cryptobyte.String
+	if !s.ReadASN1(&inner, casn1.SEQUENCE) || !s.Empty() {
+		return fmt.Errorf("key index: not a SubjectPublicKeyInfo")
+	}
+	key, ok := readPublicKey(inner)
+	if !ok {
+		return fmt.Errorf("key index: not a SubjectPublicKeyInfo")
+	}
+	prefix := keyIndexPrefix(key)
+	cur := t.bucket(bucketKeys).Cursor()
+	for k, _ := cur.Seek(prefix); k != nil && bytes.HasPrefix(k, prefix); k, _ = cur.Next() {
+		c, err := t.Certificate(k[len(prefix):])
+		if err != nil {
+			return fmt.Errorf("key index: %w", err)
+		}
+		if err := fn(c); err != nil {
+			return err
+		}
+	}
+	return nil
+}
+
+// indexKey adds c to the key index. A DER that is not a certificate
+// (the engine stores none) has no key to index.
+func indexKey(keys *bolt.Bucket, c *Certificate) error {
+	key, ok := certificatePublicKey(c.DER)
+	if !ok {
+		return nil
+	}
+	return keys.Put(append(keyIndexPrefix(key), c.Serial...), []byte{})
+}
+
+func keyIndexPrefix(key []byte) []byte {
+	h := sm3.Sum(key)
+	return h[:]
+}
+
+// certificatePublicKey returns the subjectPublicKey bits of a DER
+// certificate.
+func certificatePublicKey(der []byte) ([]byte, bool) {
+	s := cryptobyte.String(der)
+	var cert, tbs, spki cryptobyte.String
+	if !s.ReadASN1(&cert, casn1.SEQUENCE) || !cert.ReadASN1(&tbs, casn1.SEQUENCE) ||
+		!tbs.SkipOptionalASN1(casn1.Tag(0).Constructed().ContextSpecific()) ||
+		!tbs.SkipASN1(casn1.INTEGER) || // serialNumber
+		!tbs.SkipASN1(casn1.SEQUENCE) || // signature
+		!tbs.SkipASN1(casn1.SEQUENCE) || // issuer
+		!tbs.SkipASN1(casn1.SEQUENCE) || // validity
+		!tbs.SkipASN1(casn1.SEQUENCE) || // subject
+		!tbs.ReadASN1(&spki, casn1.SEQUENCE) {
+		return nil, false
+	}
+	return readPublicKey(spki)
+}
+
+// readPublicKey reads the subjectPublicKey BIT STRING from the contents of
+// a SubjectPublicKeyInfo.
+func readPublicKey(spki cryptobyte.String) ([]byte, bool) {
+	var key cryptobyte.String
+	if !spki.SkipASN1(casn1.SEQUENCE) || !spki.ReadASN1(&key, casn1.BIT_STRING) || !spki.Empty() || len(key) < 2 {
+		return nil, false
+	}
+	return key, true
+}
+
+// noteKeyIndex records that the key index is current at the audit log's
+// present head (see bucketKeys).
+func noteKeyIndex(tx *bolt.Tx) error {
+	meta := tx.Bucket(bucketMeta)
+	at := keyIndexMark(meta)
+	if bytes.Equal(meta.Get(keyKeyIndexAtHead), at) {
+		return nil
+	}
+	return meta.Put(keyKeyIndexAtHead, at)
+}
+
+// keyIndexMark is what noteKeyIndex records: the head as stored, after a
+// byte that keeps an empty log's mark from reading as no mark at all.
+func keyIndexMark(meta *bolt.Bucket) []byte {
+	return append([]byte{'h'}, meta.Get(keyAuditHead)...)
+}
+
+// ensureKeyIndex builds the key index from the certificates unless it is
+// there and current.
+func ensureKeyIndex(tx *bolt.Tx) error {
+	meta := tx.Bucket(bucketMeta)
+	if tx.Bucket(bucketKeys) != nil && bytes.Equal(meta.Get(keyKeyIndexAtHead), keyIndexMark(meta)) {
+		return nil
+	}
+	if tx.Bucket(bucketKeys) != nil {
+		if err := tx.DeleteBucket(bucketKeys); err != nil {
+			return fmt.Errorf("rebuild key index: %w", err)
+		}
+	}
+	keys, err := tx.CreateBucket(bucketKeys)
+	if err != nil {
+		return fmt.Errorf("rebuild key index: %w", err)
+	}
+	if err := tx.Bucket(bucketCerts).ForEach(func(k, v []byte) error {
+		var c Certificate
+		if err := json.Unmarshal(v, &c); err != nil {
+			return fmt.Errorf("certificate %x: decode: %w", k, err)
+		}
+		return indexKey(keys, &c)
+	}); err != nil {
+		return fmt.Errorf("rebuild key index: %w", err)
+	}
+	return noteKeyIndex(tx)
+}
