@@ -376,6 +376,12 @@ func (e *Engine) alarm(err error) {
 	}
 }
 
+// Bounds of a refusal event's object and reason, in bytes.
+const (
+	maxRefusalObject = 160
+	maxRefusalReason = 1024
+)
+
 // auditRefusal records a request the engine refused or failed, unless
 // nothing went wrong or the failure is already recorded.
 func (e *Engine) auditRefusal(actor store.Actor, action, object string, err error) {
@@ -388,8 +394,11 @@ func (e *Engine) auditRefusal(actor store.Actor, action, object string, err erro
 	case CodeInternal, CodeHSMUnavailable, CodeStoreUnavailable, CodeLintFailed:
 		outcome = store.OutcomeFailed
 	}
-	if aerr := e.Audit(store.Event{Actor: actor, Action: action, Object: object, Outcome: outcome,
-		Reason: err.Error()}); aerr != nil {
+	// The object and the reason quote what the RA sent (a request id, a
+	// subject): bounded, so a refused request cannot grow the log by more
+	// than a small event.
+	if aerr := e.Audit(store.Event{Actor: actor, Action: action, Object: store.BoundedText(object, maxRefusalObject),
+		Outcome: outcome, Reason: store.BoundedText(err.Error(), maxRefusalReason)}); aerr != nil {
 		e.log.Error("audit a refused request", "action", action, "err", aerr)
 	}
 }

@@ -6,7 +6,10 @@ import (
 	"encoding/binary"
 	"encoding/json"
 	"fmt"
+	"strings"
 	"time"
+	"unicode"
+	"unicode/utf8"
 
 	"github.com/emmansun/gmsm/sm2"
 	"github.com/emmansun/gmsm/sm3"
@@ -218,4 +221,29 @@ func (t *Tx) VerifyAuditChainFrom(from uint64, prev []byte) error {
 
 func seqKey(seq uint64) []byte {
 	return binary.BigEndian.AppendUint64(nil, seq)
+}
+
+// BoundedText is s cut to at most max bytes on a character boundary (and
+// marked so), with control and bidirectional formatting characters
+// replaced, so that a listing of the log shows what was stored. Audit fields
+// that carry what a client sent go through it.
+func BoundedText(s string, max int) string {
+	cut := len(s) > max
+	if cut {
+		n := max
+		for n > 0 && !utf8.RuneStart(s[n]) {
+			n--
+		}
+		s = s[:n]
+	}
+	s = strings.Map(func(r rune) rune {
+		if unicode.IsControl(r) || unicode.Is(unicode.Bidi_Control, r) || r == utf8.RuneError {
+			return '?'
+		}
+		return r
+	}, s)
+	if cut {
+		s += "…"
+	}
+	return s
 }

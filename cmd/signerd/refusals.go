@@ -6,11 +6,8 @@ import (
 	"log/slog"
 	"net/http"
 	"strconv"
-	"strings"
 	"sync"
 	"time"
-	"unicode"
-	"unicode/utf8"
 
 	"signerd/store"
 )
@@ -107,7 +104,7 @@ func (l *refusalLog) refuse(actor store.Actor, object, code, reason string) {
 	l.metrics.refusals.WithLabelValues(strconv.Itoa(actor.UID), code).Inc()
 	now := time.Now()
 	ev := store.Event{Actor: actor, Action: actionRefused, Object: object, Outcome: store.OutcomeRefused,
-		Reason: boundedText(reason, maxRefusalReason)}
+		Reason: store.BoundedText(reason, maxRefusalReason)}
 	k := refusalKey{uid: actor.UID, gid: actor.GID, role: actor.Role, code: code}
 	l.mu.Lock()
 	if l.closed { // after the last tally was written: nothing would write this one
@@ -225,28 +222,4 @@ func requestObject(r *http.Request) string {
 	}
 	// Method and escaped path are ASCII, so any cut is a whole character.
 	return fmt.Sprintf("%s… (cut from %d bytes, sha256 %x)", s[:maxRefusalObject], len(s), sha256.Sum256([]byte(s)))
-}
-
-// boundedText is s cut to at most max bytes on a character boundary (and
-// marked so), with control and bidirectional formatting characters
-// replaced, so that a listing of the log shows what was stored.
-func boundedText(s string, max int) string {
-	cut := len(s) > max
-	if cut {
-		n := max
-		for n > 0 && !utf8.RuneStart(s[n]) {
-			n--
-		}
-		s = s[:n]
-	}
-	s = strings.Map(func(r rune) rune {
-		if unicode.IsControl(r) || unicode.Is(unicode.Bidi_Control, r) || r == utf8.RuneError {
-			return '?'
-		}
-		return r
-	}, s)
-	if cut {
-		s += "…"
-	}
-	return s
 }

@@ -4,6 +4,7 @@ import (
 	"crypto/sha256"
 	"fmt"
 	"net/http/httptest"
+	"signerd/store"
 	"strings"
 	"testing"
 	"unicode/utf8"
@@ -37,7 +38,7 @@ func TestRefusalRecordsAreBounded(t *testing.T) {
 		})
 	}
 	for _, reason := range []string{"malformed_json: " + strings.Repeat("é", 500), "bad_request: \n\u202e\x00\xff" + strings.Repeat("x", 300), "forbidden"} {
-		got := boundedText(reason, maxRefusalReason)
+		got := store.BoundedText(reason, maxRefusalReason)
 		if len(got) > maxRefusalReason+len("…") || !utf8.ValidString(got) || strings.ContainsAny(got, "\n\u202e\x00") {
 			t.Errorf("reason %q bounded to %q", reason[:20], got)
 		}
