@@ -30,6 +30,9 @@ const (
 	CodeStoreUnavailable  Code = "store_unavailable" // the store took no write; retryable
 	CodeLintFailed        Code = "lint_failed"
 	CodeInternal          Code = "internal"
+	// CodeAlreadySuperseded: the certificate to renew or extend was
+	// replaced already, or another request is replacing it now.
+	CodeAlreadySuperseded Code = "already_superseded"
 )
 
 // errHSM marks a failure of the HSM itself (no signature, or one that

@@ -1,9 +1,12 @@
 package engine
 
 import (
+	"bytes"
 	"errors"
 	"fmt"
 	"time"
+
+	"github.com/emmansun/gmsm/smx509"
 
 	"signerd/store"
 )
@@ -33,24 +36,106 @@ func ParseReason(name string) (int, error) {
 	return code, nil
 }
 
+const reasonKeyCompromise = 1
+
 // Revoke revokes the certificate for good with an RFC 5280 reason code. A
 // certificate on hold may be revoked; a revoked one stays as it is.
+//
+// keyCompromise is about the key, not one certificate: every other
+// certificate for the same key in the certificate's line of renewals and
+// extensions (an extension certifies the same key; the certificates it
+// superseded stay valid) that is still valid is revoked with it, in the
+// same transaction. A renewal or extension of any of them being signed
+// meanwhile is then discarded when it is recorded (see record).
 func (e *Engine) Revoke(actor store.Actor, serial []byte, reason int) (*store.Certificate, error) {
 	if reason == reasonCertificateHold || reason == 7 || reason == 8 || reason < 0 || reason > 10 {
 		return nil, errorf(CodeBadRequest, "reason %d cannot be given to revoke (use hold for certificateHold)", reason)
 	}
-	return e.transition(actor, serial, "certificate.revoke", func(c *store.Certificate, now time.Time) error {
+	return e.transition(actor, serial, "certificate.revoke", func(tx *store.Tx, c *store.Certificate, now time.Time) error {
 		if c.Status == store.StatusRevoked {
 			return errorf(CodeInvalidState, "certificate %x is already revoked", serial)
 		}
 		c.Status, c.Reason, c.RevokedAt = store.StatusRevoked, reason, now
+		if reason == reasonKeyCompromise {
+			return e.revokeSameKey(tx, actor, c, now)
+		}
 		return nil
 	})
 }
 
+// revokeSameKey revokes for keyCompromise every certificate in c's line
+// (what it replaced and what replaced it, transitively) that certifies
+// c's key and is not revoked or expired, each with its audit event and
+// count. A certificate revoked before for another reason keeps it.
+func (e *Engine) revokeSameKey(tx *store.Tx, actor store.Actor, c *store.Certificate, now time.Time) error {
+	key, err := publicKeyInfo(c)
+	if err != nil {
+		return err
+	}
+	line, err := lineOf(tx, c)
+	if err != nil {
+		return err
+	}
+	for _, o := range line {
+		if o.Status == store.StatusRevoked || !o.NotAfter.After(now) {
+			continue
+		}
+		k, err := publicKeyInfo(o)
+		if err != nil {
+			return err
+		}
+		if !bytes.Equal(k, key) {
+			continue
+		}
+		o.Status, o.Reason, o.RevokedAt = store.StatusRevoked, reasonKeyCompromise, now
+		if err := tx.PutCertificate(o); err != nil {
+			return err
+		}
+		if err := tx.Count(store.Month(now), o.Profile, store.StatRevoked, 1); err != nil {
+			return err
+		}
+		if _, err := tx.Append(store.Event{Actor: actor, Action: "certificate.revoke", Object: store.HexSerial(o.Serial),
+			Outcome: store.OutcomeOK, Reason: fmt.Sprintf("status revoked, reason 1: same key as %x, revoked for keyCompromise", c.Serial)}); err != nil {
+			return err
+		}
+	}
+	return nil
+}
+
+// lineOf returns the certificates c replaced and those that replaced it,
+// following Replaces and SupersededBy both ways, c itself excluded.
+func lineOf(tx *store.Tx, c *store.Certificate) ([]*store.Certificate, error) {
+	seen := map[string]bool{string(c.Serial): true}
+	var line []*store.Certificate
+	for _, next := range []func(*store.Certificate) []byte{
+		func(x *store.Certificate) []byte { return x.Replaces },
+		func(x *store.Certificate) []byte { return x.SupersededBy },
+	} {
+		for at := next(c); at != nil && !seen[string(at)]; {
+			seen[string(at)] = true
+			x, err := tx.Certificate(at)
+			if err != nil {
+				return nil, err
+			}
+			line = append(line, x)
+			at = next(x)
+		}
+	}
+	return line, nil
+}
+
+// publicKeyInfo is the DER SubjectPublicKeyInfo c certifies.
+func publicKeyInfo(c *store.Certificate) ([]byte, error) {
+	x, err := smx509.ParseCertificate(c.DER)
+	if err != nil {
+		return nil, fmt.Errorf("certificate %x: %w", c.Serial, err)
+	}
+	return x.RawSubjectPublicKeyInfo, nil
+}
+
 // Hold suspends a certificate (certificateHold on the next CRL).
 func (e *Engine) Hold(actor store.Actor, serial []byte) (*store.Certificate, error) {
-	return e.transition(actor, serial, "certificate.hold", func(c *store.Certificate, now time.Time) error {
+	return e.transition(actor, serial, "certificate.hold", func(_ *store.Tx, c *store.Certificate, now time.Time) error {
 		if c.Status != store.StatusGood && c.Status != store.StatusSuperseded {
 			return errorf(CodeInvalidState, "certificate %x is %s; only a valid certificate can be held", serial, c.Status)
 		}
@@ -62,7 +147,7 @@ func (e *Engine) Hold(actor store.Actor, serial []byte) (*store.Certificate, err
 // Restore lifts a hold: the certificate is valid again and leaves the next
 // CRL.
 func (e *Engine) Restore(actor store.Actor, serial []byte) (*store.Certificate, error) {
-	return e.transition(actor, serial, "certificate.restore", func(c *store.Certificate, _ time.Time) error {
+	return e.transition(actor, serial, "certificate.restore", func(_ *store.Tx, c *store.Certificate, _ time.Time) error {
 		if c.Status != store.StatusOnHold {
 			return errorf(CodeInvalidState, "certificate %x is %s, not on hold", serial, c.Status)
 		}
@@ -76,17 +161,16 @@ func (e *Engine) Restore(actor store.Actor, serial []byte) (*store.Certificate, 
 
 // transition applies change to a certificate's record in one transaction
 // with its audit event (and, for revocations, the monthly count).
-func (e *Engine) transition(actor store.Actor, serial []byte, action string, change func(*store.Certificate, time.Time) error) (*store.Certificate, error) {
-	// Revocation times come from the same monotonic clock as CRLs, so an
-	// entry is never dated after the CRL that lists it.
-	now, err := e.clock.stamp()
-	if err != nil {
-		e.alarm(err)
-		return nil, err
-	}
+//
+// Its time comes from the monotonic clock that stamps certificates and
+// CRLs, taken inside the write transaction and noted in it: changes and
+// CRLs are thus stamped in the order they commit (a CRL never lists a
+// revocation dated after its thisUpdate), and after a restart nothing is
+// signed, revoked, held or restored with a time before a recorded one.
+func (e *Engine) transition(actor store.Actor, serial []byte, action string, change func(*store.Tx, *store.Certificate, time.Time) error) (*store.Certificate, error) {
 	var out *store.Certificate
-	var refused error
-	err = e.update(func(tx *store.Tx) error {
+	var refused, clockErr error
+	err := e.update(func(tx *store.Tx) error {
 		c, err := tx.Certificate(serial)
 		if errors.Is(err, store.ErrNotFound) {
 			refused = errorf(CodeNotFound, "no certificate with serial %x", serial)
@@ -95,10 +179,15 @@ func (e *Engine) transition(actor store.Actor, serial []byte, action string, cha
 		if err != nil {
 			return err
 		}
+		now, err := e.clock.stamp()
+		if err != nil {
+			clockErr = err
+			return err // nothing to write
+		}
 		if !c.NotAfter.After(now) {
 			refused = errorf(CodeInvalidState, "certificate %x expired %s", serial, c.NotAfter.Format(time.RFC3339))
-		} else {
-			refused = change(c, now)
+		} else if refused = change(tx, c, now); refused != nil && CodeOf(refused) == CodeInternal {
+			return refused // the store failed: nothing of this transaction is kept
 		}
 		ev := store.Event{Actor: actor, Action: action, Object: store.HexSerial(serial), Outcome: store.OutcomeOK,
 			Reason: fmt.Sprintf("status %s, reason %d", c.Status, c.Reason)}
@@ -106,6 +195,9 @@ func (e *Engine) transition(actor store.Actor, serial []byte, action string, cha
 			ev.Outcome, ev.Reason = store.OutcomeRefused, refused.Error()
 		} else {
 			if err := tx.PutCertificate(c); err != nil {
+				return err
+			}
+			if err := tx.NoteSigningTime(now); err != nil {
 				return err
 			}
 			if action == "certificate.revoke" {
@@ -118,6 +210,10 @@ func (e *Engine) transition(actor store.Actor, serial []byte, action string, cha
 		_, err = tx.Append(ev)
 		return err
 	})
+	if clockErr != nil {
+		e.alarm(clockErr)
+		return nil, clockErr
+	}
 	if err != nil {
 		return nil, errorf(storeCode(err), "%s %x: %v", action, serial, err)
 	}

@@ -36,6 +36,11 @@ type Certificate struct {
 	Reason       int       `json:"reason,omitempty"`
 	Replaces     []byte    `json:"replaces,omitempty"`
 	SupersededBy []byte    `json:"superseded_by,omitempty"`
+	// Superseding is the id of the renewal or extension being signed to
+	// replace this certificate: claimed in the transaction that reserves
+	// its serial, so no other request can claim it meanwhile, and cleared
+	// when that request is recorded or fails.
+	Superseding string `json:"superseding,omitempty"`
 }
 
 // Listed reports whether the certificate belongs on its issuer's CRL.
@@ -112,6 +117,30 @@ func (t *Tx) Revoked(issuer string, fn func(RevokedEntry) error) error {
 		}
 	}
 	return nil
+}
+
+// LastRevocationTime is the latest revocation or hold time of any
+// certificate listed now, of any issuer, zero if none.
+func (t *Tx) LastRevocationTime() (time.Time, error) {
+	var last time.Time
+	err := t.bucket(bucketRevoked).ForEach(func(k, v []byte) error {
+		var at time.Time
+		if len(v) == revokedValueSize {
+			at = time.Unix(0, int64(binary.BigEndian.Uint64(v))).UTC()
+		} else {
+			i := bytes.IndexByte(k, 0)
+			c, err := t.Certificate(k[i+1:])
+			if err != nil {
+				return err
+			}
+			at = c.RevokedAt
+		}
+		if at.After(last) {
+			last = at
+		}
+		return nil
+	})
+	return last, err
 }
 
 // revokedValue is an index entry's value: the revocation time and the

@@ -132,7 +132,8 @@ type Tx struct{ tx *bolt.Tx }
 func (t *Tx) bucket(name []byte) *bolt.Bucket { return t.tx.Bucket(name) }
 
 // LastSigningTime is the latest time stamped on anything the CA signed
-// (certificate notBefore or CRL thisUpdate), zero if none.
+// (certificate notBefore or CRL thisUpdate) or on a lifecycle change
+// (revocation, hold, restore), zero if none.
 func (t *Tx) LastSigningTime() (time.Time, error) {
 	raw := t.bucket(bucketMeta).Get(keyClock)
 	if raw == nil {
