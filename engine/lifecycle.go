@@ -51,16 +51,19 @@ func (e *Engine) Revoke(actor store.Actor, serial []byte, reason int) (*store.Ce
 	if reason == reasonCertificateHold || reason == 7 || reason == 8 || reason < 0 || reason > 10 {
 		return nil, errorf(CodeBadRequest, "reason %d cannot be given to revoke (use hold for certificateHold)", reason)
 	}
-	return e.transition(actor, serial, "certificate.revoke", func(tx *store.Tx, c *store.Certificate, now time.Time) error {
+	var then func(*store.Tx, *store.Certificate, time.Time) error
+	if reason == reasonKeyCompromise {
+		then = func(tx *store.Tx, c *store.Certificate, now time.Time) error {
+			return e.revokeSameKey(tx, actor, c, now)
+		}
+	}
+	return e.transition(actor, serial, "certificate.revoke", func(c *store.Certificate, now time.Time) error {
 		if c.Status == store.StatusRevoked {
 			return errorf(CodeInvalidState, "certificate %x is already revoked", serial)
 		}
 		c.Status, c.Reason, c.RevokedAt = store.StatusRevoked, reason, now
-		if reason == reasonKeyCompromise {
-			return e.revokeSameKey(tx, actor, c, now)
-		}
 		return nil
-	})
+	}, then)
 }
 
 // revokeSameKey revokes for keyCompromise every certificate in c's line
@@ -135,19 +138,19 @@ func publicKeyInfo(c *store.Certificate) ([]byte, error) {
 
 // Hold suspends a certificate (certificateHold on the next CRL).
 func (e *Engine) Hold(actor store.Actor, serial []byte) (*store.Certificate, error) {
-	return e.transition(actor, serial, "certificate.hold", func(_ *store.Tx, c *store.Certificate, now time.Time) error {
+	return e.transition(actor, serial, "certificate.hold", func(c *store.Certificate, now time.Time) error {
 		if c.Status != store.StatusGood && c.Status != store.StatusSuperseded {
 			return errorf(CodeInvalidState, "certificate %x is %s; only a valid certificate can be held", serial, c.Status)
 		}
 		c.Status, c.Reason, c.RevokedAt = store.StatusOnHold, reasonCertificateHold, now
 		return nil
-	})
+	}, nil)
 }
 
 // Restore lifts a hold: the certificate is valid again and leaves the next
 // CRL.
 func (e *Engine) Restore(actor store.Actor, serial []byte) (*store.Certificate, error) {
-	return e.transition(actor, serial, "certificate.restore", func(_ *store.Tx, c *store.Certificate, _ time.Time) error {
+	return e.transition(actor, serial, "certificate.restore", func(c *store.Certificate, _ time.Time) error {
 		if c.Status != store.StatusOnHold {
 			return errorf(CodeInvalidState, "certificate %x is %s, not on hold", serial, c.Status)
 		}
@@ -156,18 +159,20 @@ func (e *Engine) Restore(actor store.Actor, serial []byte) (*store.Certificate, 
 			c.Status = store.StatusSuperseded
 		}
 		return nil
-	})
+	}, nil)
 }
 
 // transition applies change to a certificate's record in one transaction
-// with its audit event (and, for revocations, the monthly count).
+// with its audit event (and, for revocations, the monthly count); then, if
+// not nil, runs after it in the same transaction once change succeeded.
 //
 // Its time comes from the monotonic clock that stamps certificates and
 // CRLs, taken inside the write transaction and noted in it: changes and
 // CRLs are thus stamped in the order they commit (a CRL never lists a
 // revocation dated after its thisUpdate), and after a restart nothing is
 // signed, revoked, held or restored with a time before a recorded one.
-func (e *Engine) transition(actor store.Actor, serial []byte, action string, change func(*store.Tx, *store.Certificate, time.Time) error) (*store.Certificate, error) {
+func (e *Engine) transition(actor store.Actor, serial []byte, action string, change func(*store.Certificate, time.Time) error,
+	then func(*store.Tx, *store.Certificate, time.Time) error) (*store.Certificate, error) {
 	var out *store.Certificate
 	var refused, clockErr error
 	err := e.update(func(tx *store.Tx) error {
@@ -186,8 +191,8 @@ func (e *Engine) transition(actor store.Actor, serial []byte, action string, cha
 		}
 		if !c.NotAfter.After(now) {
 			refused = errorf(CodeInvalidState, "certificate %x expired %s", serial, c.NotAfter.Format(time.RFC3339))
-		} else if refused = change(tx, c, now); refused != nil && CodeOf(refused) == CodeInternal {
-			return refused // the store failed: nothing of this transaction is kept
+		} else {
+			refused = change(c, now)
 		}
 		ev := store.Event{Actor: actor, Action: action, Object: store.HexSerial(serial), Outcome: store.OutcomeOK,
 			Reason: fmt.Sprintf("status %s, reason %d", c.Status, c.Reason)}
@@ -207,8 +212,13 @@ func (e *Engine) transition(actor store.Actor, serial []byte, action string, cha
 			}
 			out = c
 		}
-		_, err = tx.Append(ev)
-		return err
+		if _, err := tx.Append(ev); err != nil {
+			return err
+		}
+		if then != nil && refused == nil {
+			return then(tx, c, now)
+		}
+		return nil
 	})
 	if clockErr != nil {
 		e.alarm(clockErr)

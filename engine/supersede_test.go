@@ -200,6 +200,20 @@ func TestKeyCompromiseReachesTheWholeLine(t *testing.T) {
 	if s, _ := status(d); s != store.StatusGood {
 		t.Errorf("renewal %s with a new key: %s, want good", d.RequestID, s)
 	}
+	revokedEvents := map[string]int{}
+	st.View(func(tx *store.Tx) error {
+		return tx.Events(1, func(ev store.Event, _ []byte) error {
+			if ev.Action == "certificate.revoke" && ev.Outcome == store.OutcomeOK {
+				revokedEvents[ev.Object]++
+			}
+			return nil
+		})
+	})
+	for _, x := range []*store.Certificate{a, b, c} {
+		if n := revokedEvents[store.HexSerial(x.Serial)]; n != 1 {
+			t.Errorf("%d certificate.revoke events for %s, want 1", n, x.RequestID)
+		}
+	}
 	checkLines(t, st)
 	crl := listed(checkCRL(t, ca, mustCRL(t, e)))
 	for _, x := range []*store.Certificate{a, b, c} {
