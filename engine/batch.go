@@ -241,6 +241,13 @@ func (e *Engine) reserve(tx *store.Tx, j *job, now time.Time) error {
 			return nil
 		}
 	}
+	if err := checkKeyUsable(tx, j.o); err != nil {
+		if CodeOf(err) == CodeInternal {
+			return err
+		}
+		j.fail(err)
+		return nil
+	}
 	if err := tx.ReserveSerial(j.draft.serial, j.o.id); err != nil {
 		if errors.Is(err, store.ErrSerialUsed) {
 			j.fail(errorf(CodeInternal, "serial collision; retry the request"))
@@ -271,8 +278,18 @@ func (e *Engine) record(tx *store.Tx, j *job, iss *Issuer, c *smx509.Certificate
 			return err
 		}
 		if old.Status != store.StatusGood || old.Superseding != o.id {
-			return e.discard(tx, j, old)
+			why := fmt.Sprintf("certificate %x became %s while its %s was being signed", o.replaces, old.Status, o.kind)
+			if old.Status == store.StatusGood { // claimed by another request: cannot happen while this one is signing
+				why = fmt.Sprintf("certificate %x is no longer claimed by this %s", o.replaces, o.kind)
+			}
+			return e.discard(tx, j, CodeInvalidState, why)
 		}
+	}
+	if err := checkKeyUsable(tx, o); err != nil {
+		if CodeOf(err) == CodeInternal {
+			return err
+		}
+		return e.discard(tx, j, CodeOf(err), "its key was revoked for keyCompromise while it was being signed")
 	}
 	rec := &store.Certificate{Serial: j.draft.serial, DER: c.Raw, Profile: o.profile.Name, Subject: c.Subject.String(),
 		NotBefore: c.NotBefore, NotAfter: c.NotAfter, Issuer: iss.ID(), RequestID: o.id, Status: store.StatusGood,
@@ -312,25 +329,21 @@ func (e *Engine) record(tx *store.Tx, j *job, iss *Issuer, c *smx509.Certificate
 	return nil
 }
 
-// discard burns the serial of a renewal or extension the HSM signed after
-// the certificate it replaces was revoked or put on hold: what it signed
-// is never recorded as issued and never leaves signerd, so a revocation
-// acknowledged to an RA is never followed by a new certificate for what it
-// revoked. The RA is told invalid_state and may retry once the old
-// certificate is current again (a hold lifted).
-func (e *Engine) discard(tx *store.Tx, j *job, old *store.Certificate) error {
+// discard burns the serial of an attempt the HSM signed after what it
+// relied on changed: the certificate it replaces was revoked or put on
+// hold, or its key was revoked for keyCompromise. What the HSM signed is
+// never recorded as issued and never leaves signerd (the TBS stays in the
+// request's record), so a revocation acknowledged to an RA is never
+// followed by a valid certificate for what it revoked. The RA is told code
+// and may retry where that can succeed (a hold lifted).
+func (e *Engine) discard(tx *store.Tx, j *job, code Code, why string) error {
 	r, err := tx.Request(j.o.id)
 	if err != nil {
 		return err
 	}
-	why := fmt.Sprintf("certificate %x became %s while its %s was being signed; the new certificate was discarded and serial %x burned",
-		j.o.replaces, old.Status, j.o.kind, r.Serial)
-	if old.Status == store.StatusGood { // claimed by another request: cannot happen while this one is signing
-		why = fmt.Sprintf("certificate %x is no longer claimed by this %s; the new certificate was discarded and serial %x burned",
-			j.o.replaces, j.o.kind, r.Serial)
-	}
-	e.log.Warn("replacement discarded", "request_id", j.o.id, "serial", store.HexSerial(r.Serial), "replaces", store.HexSerial(j.o.replaces), "status", old.Status)
-	err = errorf(CodeInvalidState, "%s", why)
+	why = fmt.Sprintf("%s; the new certificate was discarded and serial %x burned", why, r.Serial)
+	e.log.Warn("signed certificate discarded", "request_id", j.o.id, "serial", store.HexSerial(r.Serial), "why", why)
+	err = errorf(code, "%s", why)
 	err.(*Error).audited = true // by the burn
 	j.fail(err)
 	return e.burn(tx, r, j.o.actor, why)

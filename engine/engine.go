@@ -167,7 +167,7 @@ func New(cfg Config) (*Engine, error) {
 		}
 		// Revocation and hold times count as well: a store written before
 		// they were noted holds them only in its revocation index.
-		revoked, err := tx.LastRevocationTime()
+		revoked, err := loadRevocations(tx)
 		if err != nil {
 			return err
 		}

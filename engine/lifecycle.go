@@ -41,12 +41,13 @@ const reasonKeyCompromise = 1
 // Revoke revokes the certificate for good with an RFC 5280 reason code. A
 // certificate on hold may be revoked; a revoked one stays as it is.
 //
-// keyCompromise is about the key, not one certificate: every other
-// certificate for the same key in the certificate's line of renewals and
-// extensions (an extension certifies the same key; the certificates it
-// superseded stay valid) that is still valid is revoked with it, in the
-// same transaction. A renewal or extension of any of them being signed
-// meanwhile is then discarded when it is recorded (see record).
+// keyCompromise is about the key, not one certificate: the key is marked
+// compromised, so no certificate is issued for it again, and every other
+// certificate for it in the certificate's line of renewals and extensions
+// (an extension certifies the same key; the certificates it superseded
+// stay valid) that is still valid is revoked with it, in the same
+// transaction. Anything for that key, or replacing one of these, that is
+// being signed meanwhile is discarded when it is recorded (see record).
 func (e *Engine) Revoke(actor store.Actor, serial []byte, reason int) (*store.Certificate, error) {
 	if reason == reasonCertificateHold || reason == 7 || reason == 8 || reason < 0 || reason > 10 {
 		return nil, errorf(CodeBadRequest, "reason %d cannot be given to revoke (use hold for certificateHold)", reason)
@@ -54,7 +55,7 @@ func (e *Engine) Revoke(actor store.Actor, serial []byte, reason int) (*store.Ce
 	var then func(*store.Tx, *store.Certificate, time.Time) error
 	if reason == reasonKeyCompromise {
 		then = func(tx *store.Tx, c *store.Certificate, now time.Time) error {
-			return e.revokeSameKey(tx, actor, c, now)
+			return e.compromiseKey(tx, actor, c, now)
 		}
 	}
 	return e.transition(actor, serial, "certificate.revoke", func(c *store.Certificate, now time.Time) error {
@@ -66,11 +67,19 @@ func (e *Engine) Revoke(actor store.Actor, serial []byte, reason int) (*store.Ce
 	}, then)
 }
 
-// revokeSameKey revokes for keyCompromise every certificate in c's line
-// (what it replaced and what replaced it, transitively) that certifies
-// c's key and is not revoked or expired, each with its audit event and
-// count. A certificate revoked before for another reason keeps it.
-func (e *Engine) revokeSameKey(tx *store.Tx, actor store.Actor, c *store.Certificate, now time.Time) error {
+// compromiseKey marks c's key compromised and revokes for keyCompromise
+// every certificate in c's line (what it replaced and what replaced it,
+// transitively) that certifies c's key and is not revoked or expired, each
+// with its audit event and count. A certificate revoked before for another
+// reason keeps it.
+func (e *Engine) compromiseKey(tx *store.Tx, actor store.Actor, c *store.Certificate, now time.Time) error {
+	d, err := certKeyDigest(c)
+	if err != nil {
+		return err
+	}
+	if err := tx.MarkKeyCompromised(d, c.Serial); err != nil {
+		return err
+	}
 	key, err := publicKeyInfo(c)
 	if err != nil {
 		return err

@@ -97,10 +97,19 @@ type RevokedEntry struct {
 // certificates (an index entry written without them is read from its
 // certificate).
 func (t *Tx) Revoked(issuer string, fn func(RevokedEntry) error) error {
-	prefix := revokedKey(issuer, nil)
+	return t.revoked(revokedKey(issuer, nil), fn)
+}
+
+// AllRevoked calls fn for each certificate of every issuer that is revoked
+// or on hold.
+func (t *Tx) AllRevoked(fn func(RevokedEntry) error) error {
+	return t.revoked(nil, fn)
+}
+
+func (t *Tx) revoked(prefix []byte, fn func(RevokedEntry) error) error {
 	cur := t.bucket(bucketRevoked).Cursor()
 	for k, v := cur.Seek(prefix); k != nil && bytes.HasPrefix(k, prefix); k, v = cur.Next() {
-		e := RevokedEntry{Serial: k[len(prefix):]}
+		e := RevokedEntry{Serial: k[bytes.IndexByte(k, 0)+1:]}
 		if len(v) == revokedValueSize {
 			e.RevokedAt = time.Unix(0, int64(binary.BigEndian.Uint64(v))).UTC()
 			e.NotAfter = time.Unix(0, int64(binary.BigEndian.Uint64(v[8:]))).UTC()
@@ -117,30 +126,6 @@ func (t *Tx) Revoked(issuer string, fn func(RevokedEntry) error) error {
 		}
 	}
 	return nil
-}
-
-// LastRevocationTime is the latest revocation or hold time of any
-// certificate listed now, of any issuer, zero if none.
-func (t *Tx) LastRevocationTime() (time.Time, error) {
-	var last time.Time
-	err := t.bucket(bucketRevoked).ForEach(func(k, v []byte) error {
-		var at time.Time
-		if len(v) == revokedValueSize {
-			at = time.Unix(0, int64(binary.BigEndian.Uint64(v))).UTC()
-		} else {
-			i := bytes.IndexByte(k, 0)
-			c, err := t.Certificate(k[i+1:])
-			if err != nil {
-				return err
-			}
-			at = c.RevokedAt
-		}
-		if at.After(last) {
-			last = at
-		}
-		return nil
-	})
-	return last, err
 }
 
 // revokedValue is an index entry's value: the revocation time and the

@@ -1,13 +1,15 @@
 // Package store is signerd's durable state: one bbolt file holding the
 // certificates the CA issued, the serial numbers it has ever used, the RA
-// requests it has seen, each issuing key's CRL state, monthly statistics and
-// the hash-chained audit log.
+// requests it has seen, each issuing key's CRL state, monthly statistics,
+// the keys revoked for keyCompromise and the hash-chained audit log.
 //
 // Records are never deleted. Certificates and requests change state (a
 // certificate is revoked, a request is finished) but stay; the only keys
 // ever removed are those of two indexes, "in flight" and "revoked", which
 // are derived from the records and exist so start-up and CRL generation do
-// not scan every certificate.
+// not scan every certificate. A third derived index, "compromised-keys",
+// only grows; the engine rebuilds it from "revoked" at every start, so a
+// store written before it existed needs no migration.
 //
 // Every change is made inside Update together with the audit event that
 // describes it, so the log and the state cannot disagree.

@@ -24,9 +24,12 @@ var (
 	bucketCRL      = []byte("crl")
 	bucketStats    = []byte("statistics")
 	bucketAudit    = []byte("audit")
+	// bucketCompromisedKeys is a derived index that stores of schema
+	// version 1 written before it lack: it is created where missing.
+	bucketCompromisedKeys = []byte("compromised-keys")
 
 	allBuckets = [][]byte{bucketMeta, bucketCerts, bucketSerials, bucketRequests,
-		bucketInFlight, bucketRevoked, bucketCRL, bucketStats, bucketAudit}
+		bucketInFlight, bucketRevoked, bucketCRL, bucketStats, bucketAudit, bucketCompromisedKeys}
 
 	keySchema    = []byte("schema")
 	keyAuditHead = []byte("audit-head")
@@ -97,7 +100,8 @@ func initSchema(tx *bolt.Tx) error {
 	if v != SchemaVersion {
 		return fmt.Errorf("schema version %d; this signerd reads version %d only", v, SchemaVersion)
 	}
-	return nil
+	_, err = tx.CreateBucketIfNotExists(bucketCompromisedKeys)
+	return err
 }
 
 // Path is the file's path.
