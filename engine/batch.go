@@ -37,8 +37,9 @@ var kindStatistic = map[string]string{kindIssue: store.StatIssued, kindRenew: st
 // record:
 //  6. one transaction records every certificate, or burns the serial of
 //     every attempt that failed, with the audit events (record before
-//     answer); a replacement whose predecessor was revoked or held while
-//     it was signed is not recorded but burned (it never leaves signerd);
+//     answer); a replacement whose predecessor was revoked or held, or a
+//     certificate whose key was revoked for keyCompromise, while it was
+//     signed is not recorded but burned (it never leaves signerd);
 //  7. the queue answers each caller with its own result.
 func (e *Engine) prepare(b *batch) {
 	e.cfg.Metrics.Batch(len(b.jobs))

@@ -6,8 +6,6 @@ import (
 	"fmt"
 	"time"
 
-	"github.com/emmansun/gmsm/smx509"
-
 	"signerd/store"
 )
 
@@ -80,10 +78,6 @@ func (e *Engine) compromiseKey(tx *store.Tx, actor store.Actor, c *store.Certifi
 	if err := tx.MarkKeyCompromised(d, c.Serial); err != nil {
 		return err
 	}
-	key, err := publicKeyInfo(c)
-	if err != nil {
-		return err
-	}
 	line, err := lineOf(tx, c)
 	if err != nil {
 		return err
@@ -92,11 +86,11 @@ func (e *Engine) compromiseKey(tx *store.Tx, actor store.Actor, c *store.Certifi
 		if o.Status == store.StatusRevoked || !o.NotAfter.After(now) {
 			continue
 		}
-		k, err := publicKeyInfo(o)
+		k, err := certKeyDigest(o)
 		if err != nil {
 			return err
 		}
-		if !bytes.Equal(k, key) {
+		if !bytes.Equal(k, d) {
 			continue
 		}
 		o.Status, o.Reason, o.RevokedAt = store.StatusRevoked, reasonKeyCompromise, now
@@ -134,15 +128,6 @@ func lineOf(tx *store.Tx, c *store.Certificate) ([]*store.Certificate, error) {
 		}
 	}
 	return line, nil
-}
-
-// publicKeyInfo is the DER SubjectPublicKeyInfo c certifies.
-func publicKeyInfo(c *store.Certificate) ([]byte, error) {
-	x, err := smx509.ParseCertificate(c.DER)
-	if err != nil {
-		return nil, fmt.Errorf("certificate %x: %w", c.Serial, err)
-	}
-	return x.RawSubjectPublicKeyInfo, nil
 }
 
 // Hold suspends a certificate (certificateHold on the next CRL).
