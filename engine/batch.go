@@ -28,14 +28,18 @@ var kindStatistic = map[string]string{kindIssue: store.StatIssued, kindRenew: st
 //  2. sort out replays, conflicts and orders already in flight;
 //  3. draw serials and build and lint each certificate, in parallel;
 //  4. one transaction records every request as signing, with its serial
-//     and TBS (record before sign).
+//     and TBS (record before sign); a renewal or extension checks there
+//     again that the certificate it replaces is current and claims it, so
+//     of several replacements only one is ever signed.
 //
 // sign: 5. the HSM signs, spread over its sessions.
 //
 // record:
 //  6. one transaction records every certificate, or burns the serial of
 //     every attempt that failed, with the audit events (record before
-//     answer);
+//     answer); a replacement whose predecessor was revoked or held, or a
+//     certificate whose key was revoked for keyCompromise, while it was
+//     signed is not recorded but burned (it never leaves signerd);
 //  7. the queue answers each caller with its own result.
 func (e *Engine) prepare(b *batch) {
 	e.cfg.Metrics.Batch(len(b.jobs))
@@ -175,18 +179,35 @@ func (e *Engine) classify(tx *store.Tx, j *job) {
 	}
 }
 
+// checkReplaced answers early a renewal or extension of a certificate that
+// cannot be replaced; reserve checks again in the transaction that counts.
 func (e *Engine) checkReplaced(tx *store.Tx, j *job) {
 	if j.o.replaces == nil {
 		return
 	}
-	old, err := tx.Certificate(j.o.replaces)
-	if err != nil {
-		j.fail(errorf(CodeNotFound, "no certificate with serial %x", j.o.replaces))
-		return
+	if _, err := replaceable(tx, j.o); err != nil {
+		j.fail(err)
 	}
-	if old.Status != store.StatusGood {
-		j.fail(errorf(CodeInvalidState, "certificate %x is %s; only a current certificate can be renewed or extended", j.o.replaces, old.Status))
+}
+
+// replaceable returns the certificate o renews or extends if o may replace
+// it: it is good, was not replaced, and no other request is replacing it.
+// The error is an *Error, with CodeInternal if the store failed.
+func replaceable(tx *store.Tx, o *order) (*store.Certificate, error) {
+	old, err := tx.Certificate(o.replaces)
+	switch {
+	case errors.Is(err, store.ErrNotFound):
+		return nil, errorf(CodeNotFound, "no certificate with serial %x", o.replaces)
+	case err != nil:
+		return nil, errorf(CodeInternal, "read certificate %x: %v", o.replaces, err)
+	case old.SupersededBy != nil:
+		return nil, errorf(CodeAlreadySuperseded, "certificate %x was replaced by %x; only a current certificate can be renewed or extended", o.replaces, old.SupersededBy)
+	case old.Superseding != "" && old.Superseding != o.id:
+		return nil, errorf(CodeAlreadySuperseded, "certificate %x is being replaced by another request", o.replaces)
+	case old.Status != store.StatusGood:
+		return nil, errorf(CodeInvalidState, "certificate %x is %s; only a current certificate can be renewed or extended", o.replaces, old.Status)
 	}
+	return old, nil
 }
 
 // reserve records j's request as signing with its serial and TBS. A
@@ -206,6 +227,28 @@ func (e *Engine) reserve(tx *store.Tx, j *job, now time.Time) error {
 		j.fail(errorf(CodeInProgress, "request %q is being signed; retry to get its certificate", j.o.id))
 		return nil
 	}
+	// The certificate a renewal or extension replaces is checked again
+	// here, where it counts: a revocation or another replacement may have
+	// been recorded since classify read it. Claiming it in this
+	// transaction makes every later replacement see it taken, and lets
+	// record tell whether it was revoked or held while this one was signed.
+	var old *store.Certificate
+	if j.o.replaces != nil {
+		if old, err = replaceable(tx, j.o); err != nil {
+			if CodeOf(err) == CodeInternal {
+				return err
+			}
+			j.fail(err)
+			return nil
+		}
+	}
+	if err := checkKeyUsable(tx, j.o); err != nil {
+		if CodeOf(err) == CodeInternal {
+			return err
+		}
+		j.fail(err)
+		return nil
+	}
 	if err := tx.ReserveSerial(j.draft.serial, j.o.id); err != nil {
 		if errors.Is(err, store.ErrSerialUsed) {
 			j.fail(errorf(CodeInternal, "serial collision; retry the request"))
@@ -213,13 +256,42 @@ func (e *Engine) reserve(tx *store.Tx, j *job, now time.Time) error {
 		}
 		return err
 	}
+	if old != nil {
+		old.Superseding = j.o.id
+		if err := tx.PutCertificate(old); err != nil {
+			return err
+		}
+	}
 	r.State, r.Serial, r.TBS, r.Error, r.Updated = store.RequestSigning, j.draft.serial, j.draft.tbs, "", now
+	r.Replaces = j.o.replaces
 	return tx.PutRequest(r)
 }
 
 // record stores an issued certificate with its audit event and statistics.
+// A renewal or extension is recorded only if the certificate it replaces is
+// still good and still claimed by it; otherwise its serial is burned.
 func (e *Engine) record(tx *store.Tx, j *job, iss *Issuer, c *smx509.Certificate, now time.Time) error {
 	o := j.o
+	var old *store.Certificate
+	if o.replaces != nil {
+		var err error
+		if old, err = tx.Certificate(o.replaces); err != nil {
+			return err
+		}
+		if old.Status != store.StatusGood || old.Superseding != o.id {
+			why := fmt.Sprintf("certificate %x became %s while its %s was being signed", o.replaces, old.Status, o.kind)
+			if old.Status == store.StatusGood { // claimed by another request: cannot happen while this one is signing
+				why = fmt.Sprintf("certificate %x is no longer claimed by this %s", o.replaces, o.kind)
+			}
+			return e.discard(tx, j, CodeInvalidState, why)
+		}
+	}
+	if err := checkKeyUsable(tx, o); err != nil {
+		if CodeOf(err) == CodeInternal {
+			return err
+		}
+		return e.discard(tx, j, CodeOf(err), "its key was revoked for keyCompromise while it was being signed")
+	}
 	rec := &store.Certificate{Serial: j.draft.serial, DER: c.Raw, Profile: o.profile.Name, Subject: c.Subject.String(),
 		NotBefore: c.NotBefore, NotAfter: c.NotAfter, Issuer: iss.ID(), RequestID: o.id, Status: store.StatusGood,
 		Replaces: o.replaces}
@@ -237,16 +309,10 @@ func (e *Engine) record(tx *store.Tx, j *job, iss *Issuer, c *smx509.Certificate
 	if err := tx.PutRequest(r); err != nil {
 		return err
 	}
-	if o.replaces != nil {
-		old, err := tx.Certificate(o.replaces)
-		if err != nil {
+	if old != nil {
+		old.Status, old.SupersededBy, old.Superseding = store.StatusSuperseded, rec.Serial, ""
+		if err := tx.PutCertificate(old); err != nil {
 			return err
-		}
-		if old.Status == store.StatusGood { // revoked meanwhile: leave it revoked
-			old.Status, old.SupersededBy = store.StatusSuperseded, rec.Serial
-			if err := tx.PutCertificate(old); err != nil {
-				return err
-			}
 		}
 	}
 	if err := tx.Count(store.Month(now), o.profile.Name, kindStatistic[o.kind], 1); err != nil {
@@ -262,6 +328,26 @@ func (e *Engine) record(tx *store.Tx, j *job, iss *Issuer, c *smx509.Certificate
 	}
 	j.cert = rec
 	return nil
+}
+
+// discard burns the serial of an attempt the HSM signed after what it
+// relied on changed: the certificate it replaces was revoked or put on
+// hold, or its key was revoked for keyCompromise. What the HSM signed is
+// never recorded as issued and never leaves signerd (the TBS stays in the
+// request's record), so a revocation acknowledged to an RA is never
+// followed by a valid certificate for what it revoked. The RA is told code
+// and may retry where that can succeed (a hold lifted).
+func (e *Engine) discard(tx *store.Tx, j *job, code Code, why string) error {
+	r, err := tx.Request(j.o.id)
+	if err != nil {
+		return err
+	}
+	why = fmt.Sprintf("%s; the new certificate was discarded and serial %x burned", why, r.Serial)
+	e.log.Warn("signed certificate discarded", "request_id", j.o.id, "serial", store.HexSerial(r.Serial), "why", why)
+	err = errorf(code, "%s", why)
+	err.(*Error).audited = true // by the burn
+	j.fail(err)
+	return e.burn(tx, r, j.o.actor, why)
 }
 
 // fail burns the serial of an attempt the HSM did not complete.

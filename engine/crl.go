@@ -6,6 +6,7 @@ import (
 	"crypto/rand"
 	"fmt"
 	"math/big"
+	"time"
 
 	"github.com/emmansun/gmsm/smx509"
 
@@ -26,13 +27,18 @@ func (e *Engine) SignCRL(ctx context.Context, actor store.Actor, issuerID string
 	}
 	e.crlMu.Lock()
 	defer e.crlMu.Unlock()
-	now, err := e.clock.stamp()
-	if err != nil {
-		e.alarm(err)
-		return nil, err
-	}
-	tmpl := &smx509.RevocationList{ThisUpdate: now, NextUpdate: now.Add(e.cfg.CRLValidity)}
+	// thisUpdate is stamped inside the transaction that reads the entries,
+	// as revocations are stamped inside theirs (transition): a CRL never
+	// lists a revocation dated after its thisUpdate.
+	tmpl := &smx509.RevocationList{}
+	var clockErr error
 	err = e.update(func(tx *store.Tx) error {
+		now, err := e.clock.stamp()
+		if err != nil {
+			clockErr = err
+			return err // nothing to write
+		}
+		tmpl.ThisUpdate, tmpl.NextUpdate = now, now.Add(e.cfg.CRLValidity)
 		st, err := tx.CRLState(iss.ID())
 		if err != nil {
 			return err
@@ -45,15 +51,30 @@ func (e *Engine) SignCRL(ctx context.Context, actor store.Actor, issuerID string
 		if err := tx.NoteSigningTime(now); err != nil {
 			return err
 		}
-		return tx.Revoked(iss.ID(), func(c store.RevokedEntry) error {
+		err = tx.Revoked(iss.ID(), func(c store.RevokedEntry) error {
 			if c.NotAfter.Before(now) {
 				return nil // expired certificates leave the CRL (RFC 5280 §3.3)
+			}
+			if c.RevokedAt.After(now) && clockErr == nil {
+				// Only a store whose times the clock guard never saw
+				// (copied in, or edited) gets here.
+				clockErr = errorf(CodeClockBackwards,
+					"system clock reads %s, before the revocation of %x at %s: refusing to sign a CRL dated before its entries",
+					now.Format(time.RFC3339), c.Serial, c.RevokedAt.Format(time.RFC3339))
 			}
 			tmpl.RevokedCertificateEntries = append(tmpl.RevokedCertificateEntries, smx509.RevocationListEntry{
 				SerialNumber: new(big.Int).SetBytes(c.Serial), RevocationTime: c.RevokedAt, ReasonCode: c.Reason})
 			return nil
 		})
+		if err == nil && clockErr != nil {
+			return clockErr // the CRL number is not used up
+		}
+		return err
 	})
+	if clockErr != nil {
+		e.alarm(clockErr)
+		return nil, clockErr
+	}
 	if err != nil {
 		return nil, errorf(storeCode(err), "reserve CRL number: %v", err)
 	}

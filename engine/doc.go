@@ -6,5 +6,8 @@
 // Its one promise is that nothing signed goes unrecorded: a request and its
 // serial are committed to the store before the HSM signs, and the
 // certificate is committed before the caller hears of it. A crash in
-// between burns the serial; the RA retries and gets a fresh one.
+// between burns the serial; the RA retries and gets a fresh one. So does a
+// revocation or hold of the certificate a renewal or extension replaces,
+// acknowledged while the replacement was being signed: the replacement is
+// burned, never answered.
 package engine

@@ -165,6 +165,15 @@ func New(cfg Config) (*Engine, error) {
 		if e.clock.last, err = tx.LastSigningTime(); err != nil {
 			return err
 		}
+		// Revocation and hold times count as well: a store written before
+		// they were noted holds them only in its revocation index.
+		revoked, err := loadRevocations(tx)
+		if err != nil {
+			return err
+		}
+		if revoked.After(e.clock.last) {
+			e.clock.last = revoked
+		}
 		return e.burnInterrupted(tx)
 	}); err != nil {
 		return nil, fmt.Errorf("engine: start-up recovery: %w", err)
@@ -222,9 +231,29 @@ func (e *Engine) burn(tx *store.Tx, r *store.Request, actor store.Actor, why str
 	if err := tx.PutRequest(r); err != nil {
 		return err
 	}
+	if err := releaseClaim(tx, r); err != nil {
+		return err
+	}
 	_, err := tx.Append(store.Event{Actor: actor, Action: "certificate." + r.Kind, Object: store.HexSerial(r.Serial),
 		Outcome: store.OutcomeFailed, Reason: fmt.Sprintf("request %s: %s", r.ID, why)})
 	return err
+}
+
+// releaseClaim lets go of the certificate a failed renewal or extension
+// claimed, so it can be replaced again.
+func releaseClaim(tx *store.Tx, r *store.Request) error {
+	if r.Replaces == nil {
+		return nil
+	}
+	old, err := tx.Certificate(r.Replaces)
+	if err != nil {
+		return err
+	}
+	if old.Superseding != r.ID {
+		return nil
+	}
+	old.Superseding = ""
+	return tx.PutCertificate(old)
 }
 
 // Close stops taking orders, finishes those queued, and returns.

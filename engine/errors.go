@@ -32,6 +32,11 @@ const (
 	CodeStoreUnavailable  Code = "store_unavailable" // the store took no write; retryable
 	CodeLintFailed        Code = "lint_failed"
 	CodeInternal          Code = "internal"
+	// CodeAlreadySuperseded: the certificate to renew or extend was
+	// replaced already, or another request is replacing it now.
+	CodeAlreadySuperseded Code = "already_superseded"
+	// CodeKeyCompromised: the public key was revoked for keyCompromise.
+	CodeKeyCompromised Code = "key_compromised"
 )
 
 // errHSM marks a failure of the HSM itself (no signature, or one that

@@ -1,6 +1,7 @@
 package engine
 
 import (
+	"bytes"
 	"errors"
 	"fmt"
 	"time"
@@ -59,8 +60,18 @@ func (e *Engine) refuseOwn(actor store.Actor, action string, serial []byte) erro
 	return refused
 }
 
+const reasonKeyCompromise = 1
+
 // Revoke revokes the certificate for good with an RFC 5280 reason code. A
 // certificate on hold may be revoked; a revoked one stays as it is.
+//
+// keyCompromise is about the key, not one certificate: the key is marked
+// compromised, so no certificate is issued for it again, and every other
+// certificate for it in the certificate's line of renewals and extensions
+// (an extension certifies the same key; the certificates it superseded
+// stay valid) that is still valid is revoked with it, in the same
+// transaction. Anything for that key, or replacing one of these, that is
+// being signed meanwhile is discarded when it is recorded (see record).
 func (e *Engine) Revoke(actor store.Actor, serial []byte, reason int) (*store.Certificate, error) {
 	if err := e.refuseOwn(actor, "certificate.revoke", serial); err != nil {
 		return nil, err
@@ -68,13 +79,84 @@ func (e *Engine) Revoke(actor store.Actor, serial []byte, reason int) (*store.Ce
 	if reason == reasonCertificateHold || reason == 7 || reason == 8 || reason < 0 || reason > 10 {
 		return nil, errorf(CodeBadRequest, "reason %d cannot be given to revoke (use hold for certificateHold)", reason)
 	}
+	var then func(*store.Tx, *store.Certificate, time.Time) error
+	if reason == reasonKeyCompromise {
+		then = func(tx *store.Tx, c *store.Certificate, now time.Time) error {
+			return e.compromiseKey(tx, actor, c, now)
+		}
+	}
 	return e.transition(actor, serial, "certificate.revoke", func(c *store.Certificate, now time.Time) error {
 		if c.Status == store.StatusRevoked {
 			return errorf(CodeInvalidState, "certificate %x is already revoked", serial)
 		}
 		c.Status, c.Reason, c.RevokedAt = store.StatusRevoked, reason, now
 		return nil
-	})
+	}, then)
+}
+
+// compromiseKey marks c's key compromised and revokes for keyCompromise
+// every certificate in c's line (what it replaced and what replaced it,
+// transitively) that certifies c's key and is not revoked or expired, each
+// with its audit event and count. A certificate revoked before for another
+// reason keeps it.
+func (e *Engine) compromiseKey(tx *store.Tx, actor store.Actor, c *store.Certificate, now time.Time) error {
+	d, err := certKeyDigest(c)
+	if err != nil {
+		return err
+	}
+	if err := tx.MarkKeyCompromised(d, c.Serial); err != nil {
+		return err
+	}
+	line, err := lineOf(tx, c)
+	if err != nil {
+		return err
+	}
+	for _, o := range line {
+		if o.Status == store.StatusRevoked || !o.NotAfter.After(now) {
+			continue
+		}
+		k, err := certKeyDigest(o)
+		if err != nil {
+			return err
+		}
+		if !bytes.Equal(k, d) {
+			continue
+		}
+		o.Status, o.Reason, o.RevokedAt = store.StatusRevoked, reasonKeyCompromise, now
+		if err := tx.PutCertificate(o); err != nil {
+			return err
+		}
+		if err := tx.Count(store.Month(now), o.Profile, store.StatRevoked, 1); err != nil {
+			return err
+		}
+		if _, err := tx.Append(store.Event{Actor: actor, Action: "certificate.revoke", Object: store.HexSerial(o.Serial),
+			Outcome: store.OutcomeOK, Reason: fmt.Sprintf("status revoked, reason 1: same key as %x, revoked for keyCompromise", c.Serial)}); err != nil {
+			return err
+		}
+	}
+	return nil
+}
+
+// lineOf returns the certificates c replaced and those that replaced it,
+// following Replaces and SupersededBy both ways, c itself excluded.
+func lineOf(tx *store.Tx, c *store.Certificate) ([]*store.Certificate, error) {
+	seen := map[string]bool{string(c.Serial): true}
+	var line []*store.Certificate
+	for _, next := range []func(*store.Certificate) []byte{
+		func(x *store.Certificate) []byte { return x.Replaces },
+		func(x *store.Certificate) []byte { return x.SupersededBy },
+	} {
+		for at := next(c); at != nil && !seen[string(at)]; {
+			seen[string(at)] = true
+			x, err := tx.Certificate(at)
+			if err != nil {
+				return nil, err
+			}
+			line = append(line, x)
+			at = next(x)
+		}
+	}
+	return line, nil
 }
 
 // Hold suspends a certificate (certificateHold on the next CRL).
@@ -88,7 +170,7 @@ func (e *Engine) Hold(actor store.Actor, serial []byte) (*store.Certificate, err
 		}
 		c.Status, c.Reason, c.RevokedAt = store.StatusOnHold, reasonCertificateHold, now
 		return nil
-	})
+	}, nil)
 }
 
 // Restore lifts a hold: the certificate is valid again and leaves the next
@@ -106,22 +188,23 @@ func (e *Engine) Restore(actor store.Actor, serial []byte) (*store.Certificate, 
 			c.Status = store.StatusSuperseded
 		}
 		return nil
-	})
+	}, nil)
 }
 
 // transition applies change to a certificate's record in one transaction
-// with its audit event (and, for revocations, the monthly count).
-func (e *Engine) transition(actor store.Actor, serial []byte, action string, change func(*store.Certificate, time.Time) error) (*store.Certificate, error) {
-	// Revocation times come from the same monotonic clock as CRLs, so an
-	// entry is never dated after the CRL that lists it.
-	now, err := e.clock.stamp()
-	if err != nil {
-		e.alarm(err)
-		return nil, err
-	}
+// with its audit event (and, for revocations, the monthly count); then, if
+// not nil, runs after it in the same transaction once change succeeded.
+//
+// Its time comes from the monotonic clock that stamps certificates and
+// CRLs, taken inside the write transaction and noted in it: changes and
+// CRLs are thus stamped in the order they commit (a CRL never lists a
+// revocation dated after its thisUpdate), and after a restart nothing is
+// signed, revoked, held or restored with a time before a recorded one.
+func (e *Engine) transition(actor store.Actor, serial []byte, action string, change func(*store.Certificate, time.Time) error,
+	then func(*store.Tx, *store.Certificate, time.Time) error) (*store.Certificate, error) {
 	var out *store.Certificate
-	var refused error
-	err = e.update(func(tx *store.Tx) error {
+	var refused, clockErr error
+	err := e.update(func(tx *store.Tx) error {
 		c, err := tx.Certificate(serial)
 		if errors.Is(err, store.ErrNotFound) {
 			refused = errorf(CodeNotFound, "no certificate with serial %x", serial)
@@ -129,6 +212,11 @@ func (e *Engine) transition(actor store.Actor, serial []byte, action string, cha
 		}
 		if err != nil {
 			return err
+		}
+		now, err := e.clock.stamp()
+		if err != nil {
+			clockErr = err
+			return err // nothing to write
 		}
 		if !c.NotAfter.After(now) {
 			refused = errorf(CodeInvalidState, "certificate %x expired %s", serial, c.NotAfter.Format(time.RFC3339))
@@ -143,6 +231,9 @@ func (e *Engine) transition(actor store.Actor, serial []byte, action string, cha
 			if err := tx.PutCertificate(c); err != nil {
 				return err
 			}
+			if err := tx.NoteSigningTime(now); err != nil {
+				return err
+			}
 			if action == "certificate.revoke" {
 				if err := tx.Count(store.Month(now), c.Profile, store.StatRevoked, 1); err != nil {
 					return err
@@ -150,9 +241,18 @@ func (e *Engine) transition(actor store.Actor, serial []byte, action string, cha
 			}
 			out = c
 		}
-		_, err = tx.Append(ev)
-		return err
+		if _, err := tx.Append(ev); err != nil {
+			return err
+		}
+		if then != nil && refused == nil {
+			return then(tx, c, now)
+		}
+		return nil
 	})
+	if clockErr != nil {
+		e.alarm(clockErr)
+		return nil, clockErr
+	}
 	if err != nil {
 		return nil, errorf(storeCode(err), "%s %x: %v", action, serial, err)
 	}

@@ -201,7 +201,7 @@ func TestRenewAndExtend(t *testing.T) {
 	if err != nil || !bytes.Equal(again.DER, renewed.DER) {
 		t.Fatalf("retried renewal: %v", err)
 	}
-	if _, err := e.Renew(ctx, ra, orig.Serial, engine.Request{ID: "renew-2", Profile: "person-sign", Subject: subject, CSR: newCSR}); engine.CodeOf(err) != engine.CodeInvalidState {
+	if _, err := e.Renew(ctx, ra, orig.Serial, engine.Request{ID: "renew-2", Profile: "person-sign", Subject: subject, CSR: newCSR}); engine.CodeOf(err) != engine.CodeAlreadySuperseded {
 		t.Fatalf("renewing a superseded certificate: %v", err)
 	}
 

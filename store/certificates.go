@@ -36,6 +36,11 @@ type Certificate struct {
 	Reason       int       `json:"reason,omitempty"`
 	Replaces     []byte    `json:"replaces,omitempty"`
 	SupersededBy []byte    `json:"superseded_by,omitempty"`
+	// Superseding is the id of the renewal or extension being signed to
+	// replace this certificate: claimed in the transaction that reserves
+	// its serial, so no other request can claim it meanwhile, and cleared
+	// when that request is recorded or fails.
+	Superseding string `json:"superseding,omitempty"`
 }
 
 // Listed reports whether the certificate belongs on its issuer's CRL.
@@ -94,10 +99,19 @@ type RevokedEntry struct {
 // certificates (an index entry written without them is read from its
 // certificate).
 func (t *Tx) Revoked(issuer string, fn func(RevokedEntry) error) error {
-	prefix := revokedKey(issuer, nil)
+	return t.revoked(revokedKey(issuer, nil), fn)
+}
+
+// AllRevoked calls fn for each certificate of every issuer that is revoked
+// or on hold.
+func (t *Tx) AllRevoked(fn func(RevokedEntry) error) error {
+	return t.revoked(nil, fn)
+}
+
+func (t *Tx) revoked(prefix []byte, fn func(RevokedEntry) error) error {
 	cur := t.bucket(bucketRevoked).Cursor()
 	for k, v := cur.Seek(prefix); k != nil && bytes.HasPrefix(k, prefix); k, v = cur.Next() {
-		e := RevokedEntry{Serial: k[len(prefix):]}
+		e := RevokedEntry{Serial: k[bytes.IndexByte(k, 0)+1:]}
 		if len(v) == revokedValueSize {
 			e.RevokedAt = time.Unix(0, int64(binary.BigEndian.Uint64(v))).UTC()
 			e.NotAfter = time.Unix(0, int64(binary.BigEndian.Uint64(v[8:]))).UTC()

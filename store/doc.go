@@ -1,14 +1,17 @@
 // Package store is signerd's durable state: one bbolt file holding the
 // certificates the CA issued, the serial numbers it has ever used, the RA
-// requests it has seen, each issuing key's CRL state, monthly statistics and
-// the hash-chained audit log.
+// requests it has seen, each issuing key's CRL state, monthly statistics,
+// the keys revoked for keyCompromise and the hash-chained audit log.
 //
 // Records are never deleted. Certificates and requests change state (a
 // certificate is revoked, a request is finished) but stay; the only keys
 // ever removed are those of three indexes, "in flight", "revoked" and
 // "keys", which are derived from the records and exist so start-up, CRL
 // generation and finding the certificates of a public key do not scan
-// every certificate ("keys" is rebuilt whole when it is found behind).
+// every certificate ("keys" is rebuilt whole when it is found behind). A
+// fourth derived index, "compromised-keys", only grows; the engine
+// rebuilds it from "revoked" at every start, so a store written before it
+// existed needs no migration.
 //
 // Every change is made inside Update together with the audit event that
 // describes it, so the log and the state cannot disagree.

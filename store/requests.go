@@ -36,6 +36,8 @@ type Request struct {
 	Error   string    `json:"error,omitempty"`
 	Created time.Time `json:"created"`
 	Updated time.Time `json:"updated"`
+	// Replaces is the serial a renewal or extension replaces.
+	Replaces []byte `json:"replaces,omitempty"`
 }
 
 // Request returns the record of RA request id.

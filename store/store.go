@@ -24,9 +24,12 @@ var (
 	bucketCRL      = []byte("crl")
 	bucketStats    = []byte("statistics")
 	bucketAudit    = []byte("audit")
+	// bucketCompromisedKeys is a derived index that stores of schema
+	// version 1 written before it lack: it is created where missing.
+	bucketCompromisedKeys = []byte("compromised-keys")
 
 	allBuckets = [][]byte{bucketMeta, bucketCerts, bucketSerials, bucketRequests,
-		bucketInFlight, bucketRevoked, bucketCRL, bucketStats, bucketAudit}
+		bucketInFlight, bucketRevoked, bucketCRL, bucketStats, bucketAudit, bucketCompromisedKeys}
 
 	keySchema    = []byte("schema")
 	keyAuditHead = []byte("audit-head")
@@ -100,6 +103,9 @@ func initSchema(tx *bolt.Tx) error {
 	if v != SchemaVersion {
 		return fmt.Errorf("schema version %d; this signerd reads version %d only", v, SchemaVersion)
 	}
+	if _, err := tx.CreateBucketIfNotExists(bucketCompromisedKeys); err != nil {
+		return err
+	}
 	return ensureKeyIndex(tx)
 }
 
@@ -137,7 +143,8 @@ type Tx struct{ tx *bolt.Tx }
 func (t *Tx) bucket(name []byte) *bolt.Bucket { return t.tx.Bucket(name) }
 
 // LastSigningTime is the latest time stamped on anything the CA signed
-// (certificate notBefore or CRL thisUpdate), zero if none.
+// (certificate notBefore or CRL thisUpdate) or on a lifecycle change
+// (revocation, hold, restore), zero if none.
 func (t *Tx) LastSigningTime() (time.Time, error) {
 	raw := t.bucket(bucketMeta).Get(keyClock)
 	if raw == nil {

@@ -480,6 +480,8 @@ var httpStatus = map[engine.Code]int{
 	engine.CodeStoreUnavailable: http.StatusServiceUnavailable,
 	engine.CodeLintFailed:       http.StatusInternalServerError,
 	engine.CodeInternal:         http.StatusInternalServerError,
+
+	engine.CodeAlreadySuperseded: http.StatusConflict,
 }
 
 func (a *api) fail(w http.ResponseWriter, r *http.Request, err error) {

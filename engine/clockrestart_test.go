@@ -1,0 +1,120 @@
+package engine_test
+
+import (
+	"context"
+	"sync/atomic"
+	"testing"
+	"time"
+
+	"signerd/engine"
+	"signerd/engine/enginetest"
+	"signerd/store"
+)
+
+func countEvents(t *testing.T, st *store.Store, action string) int {
+	t.Helper()
+	n := 0
+	if err := st.View(func(tx *store.Tx) error {
+		return tx.Events(1, func(ev store.Event, _ []byte) error {
+			if ev.Action == action {
+				n++
+			}
+			return nil
+		})
+	}); err != nil {
+		t.Fatal(err)
+	}
+	return n
+}
+
+// TestClockGuardCoversLifecycleAcrossRestart revokes and holds at T, then
+// restarts the engine on the same store with its clock at T−1h: revoke,
+// hold, restore, CRL and issuance are each refused with clock_backwards
+// and a clock.alarm event (no lint_failed, no notBefore before a recorded
+// revocation), and nothing changes. With the clock back at T they all
+// work. A revocation time a store holds without having noted it (written
+// by an earlier signerd) is honoured at start just the same.
+func TestClockGuardCoversLifecycleAcrossRestart(t *testing.T) {
+	ca := enginetest.NewCA(t)
+	st := enginetest.OpenStore(t)
+	var now atomic.Pointer[time.Time]
+	set := func(t time.Time) { now.Store(&t) }
+	clock := func() time.Time { return *now.Load() }
+	base := time.Now().UTC().Truncate(time.Second)
+	set(base)
+	e := ca.Engine(t, st, engine.Config{Now: clock})
+	revoked := issue(t, e, request(t, "revoked"))
+	held := issue(t, e, request(t, "held"))
+	good := issue(t, e, request(t, "good"))
+	mustCRL(t, e) // the last signing time is base
+	revokedAt := base.Add(2 * time.Hour)
+	set(revokedAt)
+	if _, err := e.Revoke(ra, revoked.Serial, keyCompromise); err != nil {
+		t.Fatal(err)
+	}
+	if _, err := e.Hold(ra, held.Serial); err != nil {
+		t.Fatal(err)
+	}
+	e.Close()
+
+	set(revokedAt.Add(-time.Hour))
+	e = ca.Engine(t, st, engine.Config{Now: clock})
+	refusals := []struct {
+		name string
+		do   func() error
+	}{
+		{"revoke", func() error { _, err := e.Revoke(ra, good.Serial, 0); return err }},
+		{"hold", func() error { _, err := e.Hold(ra, good.Serial); return err }},
+		{"restore", func() error { _, err := e.Restore(ra, held.Serial); return err }},
+		{"CRL", func() error { _, err := e.SignCRL(context.Background(), ra, ""); return err }},
+		{"issue", func() error { _, err := e.Issue(context.Background(), ra, request(t, "backdated")); return err }},
+	}
+	for _, r := range refusals {
+		alarms := countEvents(t, st, "clock.alarm")
+		if err := r.do(); engine.CodeOf(err) != engine.CodeClockBackwards {
+			t.Errorf("%s with the clock behind the last revocation: %v, want %s", r.name, err, engine.CodeClockBackwards)
+		}
+		if got := countEvents(t, st, "clock.alarm"); got != alarms+1 {
+			t.Errorf("%s: %d clock.alarm events audited, want 1", r.name, got-alarms)
+		}
+	}
+	for c, want := range map[*store.Certificate]store.CertStatus{good: store.StatusGood, held: store.StatusOnHold, revoked: store.StatusRevoked} {
+		if rec, err := e.Status(c.Serial); err != nil || rec.Status != want {
+			t.Errorf("%s after the refusals: %+v, %v; want %s", c.RequestID, rec, err, want)
+		}
+	}
+
+	set(revokedAt)
+	if _, err := e.Restore(ra, held.Serial); err != nil {
+		t.Fatal(err)
+	}
+	crl := listed(checkCRL(t, ca, mustCRL(t, e)))
+	if len(crl) != 1 || crl[hexOf(revoked.Serial)] != keyCompromise {
+		t.Errorf("CRL lists %v, want only %x", crl, revoked.Serial)
+	}
+	if c := issue(t, e, request(t, "clock-fixed")); c.NotBefore.Before(revokedAt) {
+		t.Errorf("notBefore %s is before the revocation at %s", c.NotBefore, revokedAt)
+	}
+	e.Close()
+
+	// A revocation an earlier signerd recorded without noting its time.
+	later := revokedAt.Add(2 * time.Hour)
+	if err := st.Update(func(tx *store.Tx) error {
+		c, err := tx.Certificate(good.Serial)
+		if err != nil {
+			return err
+		}
+		c.Status, c.Reason, c.RevokedAt = store.StatusRevoked, 0, later
+		return tx.PutCertificate(c)
+	}); err != nil {
+		t.Fatal(err)
+	}
+	set(later.Add(-time.Hour))
+	e = ca.Engine(t, st, engine.Config{Now: clock})
+	if _, err := e.SignCRL(context.Background(), ra, ""); engine.CodeOf(err) != engine.CodeClockBackwards {
+		t.Errorf("CRL with the clock behind an unnoted revocation: %v, want %s", err, engine.CodeClockBackwards)
+	}
+	if _, err := e.Issue(context.Background(), ra, request(t, "before-unnoted")); engine.CodeOf(err) != engine.CodeClockBackwards {
+		t.Errorf("issue with the clock behind an unnoted revocation: %v, want %s", err, engine.CodeClockBackwards)
+	}
+}

@@ -1,0 +1,110 @@
+package engine_test
+
+import (
+	"context"
+	"path/filepath"
+	"testing"
+
+	bolt "go.etcd.io/bbolt"
+
+	"signerd/engine"
+	"signerd/engine/enginetest"
+	"signerd/store"
+)
+
+const codeKeyCompromised = engine.Code("key_compromised")
+
+// TestCompromisedKeyIsNeverCertifiedAgain: once a certificate is revoked
+// for keyCompromise, no request gets a certificate for its key (a new
+// issue, a renewal to it, an extension of another certificate for it),
+// including one being signed when the revocation lands, and a restart on a
+// store whose compromised-keys index is missing rebuilds it.
+func TestCompromisedKeyIsNeverCertifiedAgain(t *testing.T) {
+	ca := enginetest.NewCA(t)
+	g := &gatedSigner{Signer: ca.Signer, entered: make(chan struct{}, 1), release: make(chan struct{})}
+	iss, err := engine.NewIssuer(ca.Cert, g)
+	if err != nil {
+		t.Fatal(err)
+	}
+	st := enginetest.OpenStore(t)
+	e := ca.Engine(t, st, engine.Config{Issuers: []*engine.Issuer{iss}})
+	signOne := func() { go func() { g.release <- struct{}{} }() }
+	issueFor := func(id string, key any) *store.Certificate {
+		t.Helper()
+		signOne()
+		return issue(t, e, engine.Request{ID: id, Profile: "device-sign", Subject: engine.Subject{CommonName: id}, CSR: csrWith(t, key)})
+	}
+	key, _ := enginetest.NewCSR(t)
+	first := issueFor("first", key)
+	second := issueFor("second", key) // the same key, outside first's line
+	otherKey, _ := enginetest.NewCSR(t)
+	other := issueFor("other", otherKey)
+
+	// Being signed when the key is revoked.
+	done := make(chan error, 1)
+	go func() {
+		_, err := e.Issue(context.Background(), ra, engine.Request{ID: "in-flight", Profile: "device-sign",
+			Subject: engine.Subject{CommonName: "in-flight"}, CSR: csrWith(t, key)})
+		done <- err
+	}()
+	waitPrepared(t, st, "in-flight")
+	if _, err := e.Revoke(ra, first.Serial, keyCompromise); err != nil {
+		t.Fatal(err)
+	}
+	signOne()
+	if err := <-done; engine.CodeOf(err) != codeKeyCompromised {
+		t.Fatalf("issuance signed while its key was revoked for keyCompromise: %v, want %s", err, codeKeyCompromised)
+	}
+
+	refusals := func(e *engine.Engine) {
+		t.Helper()
+		for name, do := range map[string]func() error{
+			"issue": func() error {
+				_, err := e.Issue(context.Background(), ra, engine.Request{ID: "again", Profile: "device-sign",
+					Subject: engine.Subject{CommonName: "again"}, CSR: csrWith(t, key)})
+				return err
+			},
+			"renew to the key": func() error {
+				_, err := e.Renew(context.Background(), ra, other.Serial, engine.Request{ID: "renew-to-it", Profile: "device-sign",
+					Subject: engine.Subject{CommonName: "other"}, CSR: csrWith(t, key)})
+				return err
+			},
+			"extend another certificate for the key": func() error {
+				_, err := e.Extend(context.Background(), ra, "extend-it", second.Serial, 30)
+				return err
+			},
+		} {
+			if err := do(); engine.CodeOf(err) != codeKeyCompromised {
+				t.Errorf("%s: %v, want %s", name, err, codeKeyCompromised)
+			}
+		}
+	}
+	refusals(e)
+	if rec, err := e.Status(other.Serial); err != nil || rec.Status != store.StatusGood {
+		t.Errorf("certificate of another key: %+v, %v", rec, err)
+	}
+
+	// A store without the index (as an earlier signerd wrote it).
+	e.Close()
+	path := st.Path()
+	st.Close()
+	db, err := bolt.Open(path, 0o600, nil)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := db.Update(func(tx *bolt.Tx) error {
+		if tx.Bucket([]byte("compromised-keys")) == nil {
+			return nil
+		}
+		return tx.DeleteBucket([]byte("compromised-keys"))
+	}); err != nil {
+		t.Fatal(err)
+	}
+	db.Close()
+	st2, err := store.Open(filepath.Clean(path))
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { st2.Close() })
+	refusals(ca.Engine(t, st2, engine.Config{}))
+}

@@ -1,0 +1,98 @@
+package engine_test
+
+import (
+	"context"
+	"errors"
+	"os"
+	"os/exec"
+	"path/filepath"
+	"syscall"
+	"testing"
+	"time"
+
+	"signerd/engine"
+	"signerd/engine/enginetest"
+	"signerd/store"
+)
+
+// TestCrashWhileReplacing kills an engine (a child process) while an
+// extension is between its two transactions, then restarts on the same
+// store: the claim on the old certificate was durable while the extension
+// was signing, the restart burns the extension's serial and releases the
+// claim, and another request can then extend the certificate, once.
+func TestCrashWhileReplacing(t *testing.T) {
+	for _, point := range []string{"reserved", "signed"} {
+		t.Run(point, func(t *testing.T) {
+			ca := enginetest.NewCA(t)
+			dir := t.TempDir()
+			ca.Save(t, dir)
+			cmd := exec.Command(os.Args[0], "-test.run=^TestReplaceCrashChild$", "-test.v")
+			cmd.Env = append(os.Environ(), "SIGNERD_REPLACE_CRASH_CHILD="+dir, "SIGNERD_CRASH_POINT="+point)
+			out, err := cmd.CombinedOutput()
+			var exit *exec.ExitError
+			if !errors.As(err, &exit) || !exit.Sys().(syscall.WaitStatus).Signaled() {
+				t.Fatalf("child was not killed: %v\n%s", err, out)
+			}
+			st, err := store.Open(filepath.Join(dir, "signerd.db"))
+			if err != nil {
+				t.Fatal(err)
+			}
+			t.Cleanup(func() { st.Close() })
+			var orig *store.Certificate
+			st.View(func(tx *store.Tx) error {
+				return tx.Certificates(func(c *store.Certificate) error {
+					if c.RequestID == "orig" {
+						orig = c
+					}
+					return nil
+				})
+			})
+			if orig == nil || orig.Status != store.StatusGood || orig.Superseding != "ext-1" {
+				t.Fatalf("certificate being extended when the engine died: %+v, want good and claimed by ext-1", orig)
+			}
+
+			e := ca.Engine(t, st, engine.Config{})
+			if rec, err := e.Status(orig.Serial); err != nil || rec.Superseding != "" || rec.Status != store.StatusGood {
+				t.Fatalf("after restart: %+v, %v; want good and unclaimed", rec, err)
+			}
+			if _, err := e.Extend(context.Background(), ra, "ext-2", orig.Serial, 30); err != nil {
+				t.Fatalf("extend after the interrupted one was burned: %v", err)
+			}
+			if _, err := e.Extend(context.Background(), ra, "ext-1", orig.Serial, 30); engine.CodeOf(err) != engine.CodeAlreadySuperseded {
+				t.Fatalf("retry of the interrupted extension after another replaced the certificate: %v, want %s", err, engine.CodeAlreadySuperseded)
+			}
+			checkLines(t, st)
+		})
+	}
+}
+
+// TestReplaceCrashChild is the engine TestCrashWhileReplacing kills.
+func TestReplaceCrashChild(t *testing.T) {
+	dir := os.Getenv("SIGNERD_REPLACE_CRASH_CHILD")
+	if dir == "" {
+		t.Skip("runs only as TestCrashWhileReplacing's child process")
+	}
+	m, iss, err := enginetest.LoadIssuer(filepath.Join(dir, "ca.json"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer m.Close()
+	st, err := store.Open(filepath.Join(dir, "signerd.db"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	e, err := engine.New(engine.Config{Store: st, Issuers: []*engine.Issuer{iss}, Random: m.Random()})
+	if err != nil {
+		t.Fatal(err)
+	}
+	orig := issue(t, e, request(t, "orig"))
+	kill := func() { syscall.Kill(os.Getpid(), syscall.SIGKILL) }
+	if os.Getenv("SIGNERD_CRASH_POINT") == "reserved" {
+		engine.SetCrashHooks(kill, nil)
+	} else {
+		engine.SetCrashHooks(nil, kill)
+	}
+	e.Extend(context.Background(), ra, "ext-1", orig.Serial, 30)
+	time.Sleep(10 * time.Second)
+	t.Fatal("the crash hook never ran")
+}

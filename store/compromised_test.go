@@ -1,0 +1,81 @@
+package store
+
+import (
+	"bytes"
+	"path/filepath"
+	"testing"
+
+	bolt "go.etcd.io/bbolt"
+)
+
+// TestCompromisedKeysIndex: the first certificate marking a key stays,
+// and a version 1 store written before the index existed opens with an
+// empty one.
+func TestCompromisedKeysIndex(t *testing.T) {
+	path := filepath.Join(t.TempDir(), "signerd.db")
+	s, err := Open(path)
+	if err != nil {
+		t.Fatal(err)
+	}
+	key := []byte("key digest")
+	update(t, s, func(tx *Tx) error {
+		if tx.KeyCompromised(key) != nil {
+			t.Error("an unmarked key is compromised")
+		}
+		if err := tx.MarkKeyCompromised(key, []byte{1}); err != nil {
+			return err
+		}
+		return tx.MarkKeyCompromised(key, []byte{2})
+	})
+	s.View(func(tx *Tx) error {
+		if got := tx.KeyCompromised(key); !bytes.Equal(got, []byte{1}) {
+			t.Errorf("key marked by %x, want the first certificate 01", got)
+		}
+		return nil
+	})
+	s.Close()
+
+	db, err := bolt.Open(path, 0o600, nil)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := db.Update(func(tx *bolt.Tx) error { return tx.DeleteBucket(bucketCompromisedKeys) }); err != nil {
+		t.Fatal(err)
+	}
+	db.Close()
+	s, err = Open(path)
+	if err != nil {
+		t.Fatalf("open a store without the compromised-keys index: %v", err)
+	}
+	defer s.Close()
+	s.View(func(tx *Tx) error {
+		if tx.KeyCompromised(key) != nil {
+			t.Error("a recreated index holds a key")
+		}
+		return nil
+	})
+}
+
+// TestAllRevokedSpansIssuers lists the revoked and held certificates of
+// every issuer.
+func TestAllRevokedSpansIssuers(t *testing.T) {
+	s := openTemp(t)
+	update(t, s, func(tx *Tx) error {
+		for i, c := range []struct {
+			issuer string
+			status CertStatus
+		}{{"a", StatusRevoked}, {"b", StatusOnHold}, {"b", StatusGood}, {"c", StatusRevoked}} {
+			if err := tx.PutCertificate(&Certificate{Serial: []byte{byte(i + 1)}, DER: []byte{1}, Issuer: c.issuer, Status: c.status}); err != nil {
+				return err
+			}
+		}
+		return nil
+	})
+	var got []byte
+	s.View(func(tx *Tx) error {
+		return tx.AllRevoked(func(e RevokedEntry) error { got = append(got, e.Serial...); return nil })
+	})
+	if !bytes.Equal(got, []byte{1, 2, 4}) {
+		t.Errorf("all revoked: %v, want [1 2 4]", got)
+	}
+}
