@@ -71,6 +71,9 @@ func (t *Tx) PutCertificate(c *Certificate) error {
 	if err := b.Put(c.Serial, raw); err != nil {
 		return err
 	}
+	if err := indexKey(t.bucket(bucketKeys), c); err != nil {
+		return err
+	}
 	key := revokedKey(c.Issuer, c.Serial)
 	if c.Listed() {
 		return t.bucket(bucketRevoked).Put(key, revokedValue(c))
