@@ -7,7 +7,9 @@
 // certificate is revoked, a request is finished) but stay; the only keys
 // ever removed are those of two indexes, "in flight" and "revoked", which
 // are derived from the records and exist so start-up and CRL generation do
-// not scan every certificate.
+// not scan every certificate. A third index, "keys", finds the certificates
+// of a public key (built on open for a store written before it existed),
+// and "ra-replay" holds each RA certificate's replay mark.
 //
 // Every change is made inside Update together with the audit event that
 // describes it, so the log and the state cannot disagree.
