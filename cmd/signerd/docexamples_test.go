@@ -84,7 +84,7 @@ const (
 	docSerial       = "3f6a…" // a certificate in good standing
 	docRASerial     = "5b1c…" // the RA's ra-sign certificate, for ra.key
 	docModulePath   = "/path/to/the/pkcs11/module.so"
-	commandPrefixes = "signerctl |curl |make "
+	commandPrefixes = "signerctl |curl |make |openssl "
 )
 
 // TestDocumentedExamplesRun runs every command example in README.md and
