@@ -5,6 +5,7 @@ import (
 	"encoding/base64"
 	"encoding/json"
 	"encoding/pem"
+	"fmt"
 	"io"
 	"net/http"
 	"strings"
@@ -44,18 +45,27 @@ func signRA(t *testing.T, key *sm2.PrivateKey, serial, method, path, body string
 
 func (d *daemonProc) send(t *testing.T, c capturedRequest) reply {
 	t.Helper()
-	req, err := http.NewRequest(c.method, "http://signerd"+c.path, strings.NewReader(c.body))
+	r, err := d.trySend(c)
 	if err != nil {
 		t.Fatal(err)
+	}
+	return r
+}
+
+// trySend is send for goroutines other than the test's.
+func (d *daemonProc) trySend(c capturedRequest) (reply, error) {
+	req, err := http.NewRequest(c.method, "http://signerd"+c.path, strings.NewReader(c.body))
+	if err != nil {
+		return reply{}, err
 	}
 	req.Header = c.header.Clone()
 	resp, err := d.client().Do(req)
 	if err != nil {
-		t.Fatalf("%s %s: %v", c.method, c.path, err)
+		return reply{}, fmt.Errorf("%s %s: %w", c.method, c.path, err)
 	}
 	defer resp.Body.Close()
 	raw, _ := io.ReadAll(resp.Body)
-	return parseReply(resp.StatusCode, raw)
+	return parseReply(resp.StatusCode, raw), nil
 }
 
 // holder is a key and the serials of the certificates issued for it.
@@ -140,6 +150,31 @@ func TestRASignaturesAreTrustworthy(t *testing.T) {
 	want(t, "hold replayed under the serial spelt otherwise", d.send(t, renamed), 401, codeBadSignature)
 	get := signRA(t, ra.key, ra.serials[0], "GET", "/v1/certificates/"+target, "")
 	want(t, "status", d.send(t, get), 200, "")
+	// Copies of one request racing each other: one at most goes through.
+	race := signRA(t, ra.key, ra.serials[0], "GET", "/v1/certificates/"+target, "")
+	type answer struct {
+		r   reply
+		err error
+	}
+	answers := make(chan answer, 8)
+	for range cap(answers) {
+		go func() { r, err := d.trySend(race); answers <- answer{r, err} }()
+	}
+	accepted := 0
+	for range cap(answers) {
+		a := <-answers
+		switch {
+		case a.err != nil:
+			t.Fatal(a.err)
+		case a.r.status == 200:
+			accepted++
+		case a.r.status != 401 || a.r.code != codeReplayed:
+			t.Fatalf("a racing copy: %d %q", a.r.status, a.r.code)
+		}
+	}
+	if accepted != 1 {
+		t.Fatalf("%d racing copies of one signed request accepted, want 1", accepted)
+	}
 
 	// Revoking either certificate of a key stops the key, through every
 	// certificate for it.
