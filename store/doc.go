@@ -8,7 +8,8 @@
 // ever removed are those of two indexes, "in flight" and "revoked", which
 // are derived from the records and exist so start-up and CRL generation do
 // not scan every certificate. A third index, "keys", finds the certificates
-// of a public key (built on open for a store written before it existed),
+// of a public key (built on open for a store that lacks it or that an
+// older signerd wrote to since),
 // and "ra-replay" holds each RA certificate's replay mark.
 //
 // Every change is made inside Update together with the audit event that

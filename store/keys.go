@@ -23,22 +23,49 @@ var bucketKeys = []byte("keys")
 // made on first use.
 var bucketRAReplay = []byte("ra-replay")
 
-// ensureKeyIndex creates and fills the key index of a store that has none.
+// keyIndexHead is a copy of the audit log's head as of the last
+// transaction this code wrote. Every change to the store comes with an
+// audit event, so a head that differs from it at open means another
+// program (an older signerd) wrote certificates the index may lack.
+var keyIndexHead = []byte("key-index-head")
+
+// ensureKeyIndex builds the key index of a store that has none, or whose
+// audit head moved on without it, from every certificate.
 func ensureKeyIndex(tx *bolt.Tx) error {
-	if tx.Bucket(bucketKeys) != nil {
+	meta := tx.Bucket(bucketMeta)
+	if tx.Bucket(bucketKeys) != nil && bytes.Equal(meta.Get(keyAuditHead), meta.Get(keyIndexHead)) {
 		return nil
+	}
+	if tx.Bucket(bucketKeys) != nil {
+		if err := tx.DeleteBucket(bucketKeys); err != nil {
+			return err
+		}
 	}
 	keys, err := tx.CreateBucket(bucketKeys)
 	if err != nil {
 		return err
 	}
-	return tx.Bucket(bucketCerts).ForEach(func(serial, raw []byte) error {
+	if err := tx.Bucket(bucketCerts).ForEach(func(serial, raw []byte) error {
 		var c Certificate
 		if err := json.Unmarshal(raw, &c); err != nil {
 			return fmt.Errorf("key index: certificate %x: %w", serial, err)
 		}
 		return indexKey(keys, &c)
-	})
+	}); err != nil {
+		return err
+	}
+	return noteKeyIndexed(tx)
+}
+
+// noteKeyIndexed records that the key index is complete up to the audit
+// head; Update calls it at the end of each transaction.
+func noteKeyIndexed(tx *bolt.Tx) error {
+	meta := tx.Bucket(bucketMeta)
+	head := meta.Get(keyAuditHead)
+	if bytes.Equal(head, meta.Get(keyIndexHead)) {
+		return nil
+	}
+	return meta.Put(keyIndexHead, bytes.Clone(head))
 }
 
 // keyOf identifies the public key certified by der; ok is false for DER

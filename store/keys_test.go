@@ -2,6 +2,7 @@ package store
 
 import (
 	"crypto/rand"
+	"encoding/json"
 	"math/big"
 	"path/filepath"
 	"slices"
@@ -25,8 +26,9 @@ func certFor(t *testing.T, key *sm2.PrivateKey, serial byte) *Certificate {
 }
 
 // TestCertificatesOfKey: the key index finds every certificate of a key,
-// in a store written by this code and in one written before the index
-// existed (built when such a store is opened).
+// in a store written by this code, in one written before the index existed
+// and in one an older signerd wrote to after (rebuilt when such a store is
+// opened).
 func TestCertificatesOfKey(t *testing.T) {
 	path := filepath.Join(t.TempDir(), "signerd.db")
 	s, err := Open(path)
@@ -78,8 +80,33 @@ func TestCertificatesOfKey(t *testing.T) {
 	if s, err = Open(path); err != nil {
 		t.Fatal(err)
 	}
-	defer s.Close()
 	check(s)
+	s.Close()
+
+	// An older signerd issues a certificate for k1 into the indexed store:
+	// the certificate and its audit event, and no index entry.
+	a3 := certFor(t, k1, 5)
+	db, err = bolt.Open(path, 0o600, nil)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := db.Update(func(tx *bolt.Tx) error {
+		raw, _ := json.Marshal(a3)
+		if err := tx.Bucket(bucketCerts).Put(a3.Serial, raw); err != nil {
+			return err
+		}
+		return tx.Bucket(bucketMeta).Put(keyAuditHead, []byte(`{"seq":1,"hash":"AA=="}`))
+	}); err != nil {
+		t.Fatal(err)
+	}
+	db.Close()
+	if s, err = Open(path); err != nil {
+		t.Fatal(err)
+	}
+	defer s.Close()
+	if got := serialsOf(s, a1); !slices.EqualFunc(got, [][]byte{{1}, {2}, {5}}, slices.Equal) {
+		t.Errorf("certificates of k1 after an older signerd issued one: %x, want 01, 02 and 05", got)
+	}
 }
 
 // TestRAReplayMark: a mark is per serial, starts at zero and only rises.

@@ -117,8 +117,10 @@ func (s *Store) Close() error { return s.db.Close() }
 func (s *Store) Update(fn func(*Tx) error) error {
 	var fnErr error
 	err := s.db.Update(func(tx *bolt.Tx) error {
-		fnErr = fn(&Tx{tx})
-		return fnErr
+		if fnErr = fn(&Tx{tx}); fnErr != nil {
+			return fnErr
+		}
+		return noteKeyIndexed(tx)
 	})
 	if err != nil && fnErr == nil {
 		return fmt.Errorf("%w: %w", ErrWrite, err)
