@@ -55,6 +55,7 @@ func (t *Tx) PutCertificate(c *Certificate) error {
 		return fmt.Errorf("certificate %x: serial, DER and issuer are required", c.Serial)
 	}
 	b := t.bucket(bucketCerts)
+	fresh := b.Get(c.Serial) == nil // its key is indexed once, when first written
 	if old := b.Get(c.Serial); old != nil {
 		var prev Certificate
 		if err := json.Unmarshal(old, &prev); err != nil {
@@ -71,8 +72,10 @@ func (t *Tx) PutCertificate(c *Certificate) error {
 	if err := b.Put(c.Serial, raw); err != nil {
 		return err
 	}
-	if err := indexKey(t.bucket(bucketKeys), c); err != nil {
-		return err
+	if fresh {
+		if err := indexKey(t.bucket(bucketKeys), c); err != nil {
+			return err
+		}
 	}
 	key := revokedKey(c.Issuer, c.Serial)
 	if c.Listed() {
