@@ -72,6 +72,7 @@ func (d *daemonProc) trySend(c capturedRequest) (reply, error) {
 type holder struct {
 	key     *sm2.PrivateKey
 	serials []string
+	subject string
 }
 
 // issueFor has the (unsigned) RA certify a new key under profile.
@@ -90,7 +91,8 @@ func (d *daemonProc) issueFor(t *testing.T, id, profile string) *holder {
 		"csr":     string(pem.EncodeToMemory(&pem.Block{Type: "CERTIFICATE REQUEST", Bytes: csr}))})
 	r := d.call(t, "POST", "/v1/certificates", string(body))
 	want(t, "issue "+id, r, 201, "")
-	return &holder{key: key, serials: []string{certView(t, r).Serial}}
+	v := certView(t, r)
+	return &holder{key: key, serials: []string{v.Serial}, subject: v.Subject}
 }
 
 // extend has the (unsigned) RA reissue h's last certificate for the same key.
@@ -217,6 +219,13 @@ func TestRASignaturesAreTrustworthy(t *testing.T) {
 	d.start(t)
 	want(t, "the listed RA", d.sendFresh(t, ra, "GET", "/v1/certificates/"+target), 200, "")
 	want(t, "an RA certificate not listed", d.sendFresh(t, other, "GET", "/v1/certificates/"+target), 401, codeRACertificate)
+	if err := d.stop(t); err != nil {
+		t.Fatal(err)
+	}
+	d.editConfig(t, "allowed_serials: ["+ra.serials[0]+"]", `allowed_subjects: ["`+other.subject+`"]`)
+	d.start(t)
+	want(t, "the RA listed by subject", d.sendFresh(t, other, "GET", "/v1/certificates/"+target), 200, "")
+	want(t, "an RA whose subject is not listed", d.sendFresh(t, ra, "GET", "/v1/certificates/"+target), 401, codeRACertificate)
 }
 
 // sendFresh signs a request with h's first certificate, retrying while
