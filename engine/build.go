@@ -82,7 +82,11 @@ func (e *Engine) build(o *order, iss *Issuer, serial []byte, now time.Time) (*dr
 		ExtraExtensions:       o.identity,
 	}
 	for _, name := range p.ExtKeyUsage {
-		tmpl.ExtKeyUsage = append(tmpl.ExtKeyUsage, ekuByName[name])
+		if eku, ok := ekuByName[name]; ok {
+			tmpl.ExtKeyUsage = append(tmpl.ExtKeyUsage, eku)
+		} else { // cmcRA has no constant in smx509
+			tmpl.UnknownExtKeyUsage = append(tmpl.UnknownExtKeyUsage, extKeyUsages[name])
+		}
 	}
 	for _, s := range p.Policies {
 		oid, _ := smx509.ParseOID(s) // validated with the profile

@@ -64,6 +64,7 @@ var extKeyUsages = map[string]asn1.ObjectIdentifier{
 	"codeSigning":     {1, 3, 6, 1, 5, 5, 7, 3, 3},
 	"emailProtection": {1, 3, 6, 1, 5, 5, 7, 3, 4},
 	"timeStamping":    {1, 3, 6, 1, 5, 5, 7, 3, 8},
+	"cmcRA":           RACertificateEKU,
 }
 
 var subjectAttributes = []string{"CN", "O", "OU", "C", "ST", "L", "serialNumber"}
@@ -86,6 +87,10 @@ func BuiltinProfiles() map[string]*Profile {
 		"device-sign":       mk("device-sign", "signing", []string{"CN"}, []string{"serverAuth", "clientAuth"}, nil),
 		"device-enc":        mk("device-enc", "encryption", []string{"CN"}, nil, nil),
 	}
+	// ra-sign certifies an RA's own request-signing key (docs/api.md,
+	// Signed RA requests): its EKU is cmcRA alone, so no citizen's,
+	// organization's or device's certificate passes for an RA's.
+	ps["ra-sign"] = mk("ra-sign", "signing", []string{"CN", "O"}, []string{"cmcRA"}, orgID)
 	ps["person-sign"].Emails = true
 	ps["person-enc"].Emails = true
 	ps["device-sign"].DNSNames = true

@@ -11,7 +11,8 @@
 // every certificate ("keys" is rebuilt whole when it is found behind). A
 // fourth derived index, "compromised-keys", only grows; the engine
 // rebuilds it from "revoked" at every start, so a store written before it
-// existed needs no migration.
+// existed needs no migration. "ra-replay" holds each RA certificate's
+// replay mark.
 //
 // Every change is made inside Update together with the audit event that
 // describes it, so the log and the state cannot disagree.

@@ -41,6 +41,12 @@ func (t *Tx) CertificatesWithKey(spki []byte, fn func(*Certificate) error) error
 	if !ok {
 		return fmt.Errorf("key index: not a SubjectPublicKeyInfo")
 	}
+	return t.certificatesWithKeyBits(key, fn)
+}
+
+// certificatesWithKeyBits calls fn for every certificate whose
+// subjectPublicKey BIT STRING is key.
+func (t *Tx) certificatesWithKeyBits(key []byte, fn func(*Certificate) error) error {
 	prefix := keyIndexPrefix(key)
 	cur := t.bucket(bucketKeys).Cursor()
 	for k, _ := cur.Seek(prefix); k != nil && bytes.HasPrefix(k, prefix); k, _ = cur.Next() {
@@ -141,4 +147,14 @@ func ensureKeyIndex(tx *bolt.Tx) error {
 		return fmt.Errorf("rebuild key index: %w", err)
 	}
 	return noteKeyIndex(tx)
+}
+
+// CertificatesOfKey calls fn for every certificate that certifies the same
+// public key as the certificate der (itself included).
+func (t *Tx) CertificatesOfKey(der []byte, fn func(*Certificate) error) error {
+	key, ok := certificatePublicKey(der)
+	if !ok {
+		return fmt.Errorf("key index: certificate does not parse")
+	}
+	return t.certificatesWithKeyBits(key, fn)
 }

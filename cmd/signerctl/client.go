@@ -58,8 +58,10 @@ func (c *clientFlags) register(fs *flag.FlagSet) {
 	fs.StringVar(&c.signRef, "sign-cert", os.Getenv("SIGNERD_RA_CERT"), "`serial` (hex) of the RA certificate this CA issued for -sign-key (default $SIGNERD_RA_CERT)")
 }
 
-// sign adds the RA signature headers signerd checks (see docs/api.md):
-// an SM2 signature over method, request URI, date and SM3(body).
+// sign adds the RA signature headers signerd checks (docs/api.md, Signed
+// RA requests): an SM2 signature over method, request URI, date, a fresh
+// nonce, the RA certificate's serial and SM3(body). signerd accepts each
+// signed request once.
 func (c *clientFlags) sign(req *http.Request, body []byte) error {
 	if c.signKey == "" {
 		return nil
@@ -83,14 +85,20 @@ func (c *clientFlags) sign(req *http.Request, body []byte) error {
 	if !ok {
 		return fmt.Errorf("%s: %T is not an SM2 key", c.signKey, k)
 	}
-	date := time.Now().UTC().Format(time.RFC3339)
+	date := time.Now().UTC().Format(time.RFC3339Nano)
+	var n [16]byte
+	if _, err := rand.Read(n[:]); err != nil {
+		return err
+	}
+	nonce := base64.RawURLEncoding.EncodeToString(n[:])
 	h := sm3.Sum(body)
-	text := "signerd-request-v1\n" + req.Method + "\n" + req.URL.RequestURI() + "\n" + date + "\n" + hex.EncodeToString(h[:])
+	text := "signerd-request-v2\n" + req.Method + "\n" + req.URL.RequestURI() + "\n" + date + "\n" + nonce + "\n" + c.signRef + "\n" + hex.EncodeToString(h[:])
 	sig, err := key.SignMessage(rand.Reader, []byte(text), sm2.DefaultSM2SignerOpts)
 	if err != nil {
 		return err
 	}
 	req.Header.Set("Signerd-Date", date)
+	req.Header.Set("Signerd-Nonce", nonce)
 	req.Header.Set("Signerd-Signature", base64.StdEncoding.EncodeToString(sig))
 	req.Header.Set("Signerd-Certificate", c.signRef)
 	return nil

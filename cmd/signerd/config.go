@@ -58,7 +58,8 @@ type config struct {
 	path   string
 	digest [sha256.Size]byte
 	// RASignatures: when required, RA requests must carry an SM2
-	// signature by an RA certificate this CA issued (rasig.go).
+	// signature by an RA certificate (ra-sign profile, cmcRA EKU) this CA
+	// issued, optionally only those listed (rasig.go).
 	RASignatures raSignatures `yaml:"ra_signatures"`
 	Profiles     yaml.Node    `yaml:"profiles"`
 	LogLevel     string       `yaml:"log_level"`
@@ -141,6 +142,9 @@ func (c *config) validate() error {
 		if role != roleRA && role != roleOperator && role != roleAuditor {
 			return fmt.Errorf("roles: unknown role %q (ra, operator, auditor)", role)
 		}
+	}
+	if err := c.RASignatures.prepare(); err != nil {
+		return err
 	}
 	if c.Socket.Mode != "" {
 		if _, err := strconv.ParseUint(c.Socket.Mode, 8, 32); err != nil {

@@ -69,50 +69,63 @@ func FuzzIssueBody(f *testing.F) {
 
 // FuzzRASignature feeds RA signature checking arbitrary requests and
 // headers against a store holding one RA certificate. Placeholders let the
-// fuzzer reach the accepting path: date "now" is the current time, serial
-// "ra" the RA certificate's, and sign has the RA key sign the request as
-// built. Refusals carry a known code; whatever is accepted verifies,
-// independently, under the RA certificate's key over exactly this request;
-// the handler gets the body unchanged.
+// fuzzer reach the accepting path: date "now" is the current time, nonce
+// "fresh" a new random one, serial "ra" the RA certificate's, and sign has
+// the RA key sign the request as built. Refusals carry a known code;
+// whatever is accepted verifies, independently, under the RA certificate's
+// key over exactly this request, and is refused as a replay when sent
+// again; the handler gets the body unchanged.
 func FuzzRASignature(f *testing.F) {
 	ca := enginetest.NewCA(f)
 	eng := ca.Engine(f, enginetest.OpenStore(f), engine.Config{})
 	raKey, csr := enginetest.NewCSR(f)
-	raCert, err := eng.Issue(context.Background(), store.System, engine.Request{ID: "ra-cert", Profile: "person-sign",
-		Subject: engine.Subject{CommonName: "RA 前台 01"}, CSR: csr})
+	raCert, err := eng.Issue(context.Background(), store.System, engine.Request{ID: "ra-cert", Profile: "ra-sign",
+		Subject: engine.Subject{CommonName: "RA 前台 01", Organization: "某市政务服务中心"}, CSR: csr})
 	if err != nil {
 		f.Fatal(err)
 	}
-	a := &api{eng: eng, log: slog.New(slog.DiscardHandler), sigs: raSignatures{Required: true}}
+	sigs := raSignatures{Required: true}
+	if err := sigs.prepare(); err != nil {
+		f.Fatal(err)
+	}
+	a := &api{eng: eng, log: slog.New(slog.DiscardHandler), sigs: sigs}
 	body := []byte(`{"request_id":"x","profile":"person-sign"}`)
-	f.Add("POST", "/v1/certificates", "now", "", "ra", body, true)
-	f.Add("POST", "/v1/certificates", "now", "MEUCIQ==", "ra", body, false)
-	f.Add("GET", "/v1/certificates/01?x=1", "2020-01-01T00:00:00Z", "", "ra", []byte{}, true)
-	f.Add("POST", "/v1/crl", "now", "", "00ff", body, true)
-	f.Add("POST", "/v1/certificates", "", "", "", body, false)
-	f.Add("POST", "/v1/certificates", "yesterday", "!!", "zz", body, false)
-	codes := map[string]bool{codeSignatureRequired: true, codeBadSignature: true, codeStaleSignature: true, codeRACertificate: true}
-	f.Fuzz(func(t *testing.T, method, uri, date, sigB64, serialHex string, body []byte, sign bool) {
+	f.Add("POST", "/v1/certificates", "now", "fresh", "", "ra", body, true)
+	f.Add("POST", "/v1/certificates", "now", "fresh", "MEUCIQ==", "ra", body, false)
+	f.Add("GET", "/v1/certificates/01?x=1", "2020-01-01T00:00:00Z", "fresh", "", "ra", []byte{}, true)
+	f.Add("POST", "/v1/crl", "now", "fresh", "", "00ff", body, true)
+	f.Add("POST", "/v1/certificates", "", "", "", "", body, false)
+	f.Add("POST", "/v1/certificates", "yesterday", "short", "!!", "zz", body, false)
+	f.Add("POST", "/v1/certificates", "now", "", "", "ra", body, true)
+	f.Add("POST", "/v1/certificates", "now", "same-nonce-0123456789", "", "ra", body, true)
+	codes := map[string]bool{codeSignatureRequired: true, codeBadSignature: true, codeStaleSignature: true, codeRACertificate: true, codeReplayed: true}
+	f.Fuzz(func(t *testing.T, method, uri, date, nonce, sigB64, serialHex string, body []byte, sign bool) {
 		r, err := http.NewRequest(method, "http://signerd"+uri, bytes.NewReader(body))
 		if err != nil {
 			return // not a request the socket's HTTP server would hand on
 		}
 		if date == "now" {
-			date = time.Now().UTC().Format(time.RFC3339)
+			date = time.Now().UTC().Format(time.RFC3339Nano)
+		}
+		if nonce == "fresh" {
+			var n [16]byte
+			rand.Read(n[:])
+			nonce = base64.RawURLEncoding.EncodeToString(n[:])
 		}
 		if serialHex == "ra" {
 			serialHex = hex.EncodeToString(raCert.Serial)
 		}
 		if sign {
-			sig, err := raKey.SignMessage(rand.Reader, signedText(r.Method, r.URL.RequestURI(), date, body), sm2.DefaultSM2SignerOpts)
+			sig, err := raKey.SignMessage(rand.Reader, signedText(r.Method, r.URL.RequestURI(), date, nonce, serialHex, body), sm2.DefaultSM2SignerOpts)
 			if err != nil {
 				t.Fatal(err)
 			}
 			sigB64 = base64.StdEncoding.EncodeToString(sig)
 		}
-		r.Header.Set(headerDate, date)
-		r.Header.Set(headerSignature, sigB64)
-		r.Header.Set(headerCertificate, serialHex)
+		for h, v := range map[string]string{headerDate: date, headerNonce: nonce, headerSignature: sigB64, headerCertificate: serialHex} {
+			r.Header.Set(h, v)
+		}
+		again := r.Clone(r.Context())
 		evidence, err := a.checkSignature(r)
 		if got, _ := io.ReadAll(r.Body); !bytes.Equal(got, body) {
 			t.Fatalf("the handler would read %q, not the body sent", got)
@@ -131,9 +144,13 @@ func FuzzRASignature(f *testing.F) {
 			t.Fatalf("accepted a signature that is not base64: %q", sigB64)
 		}
 		serial, _ := hex.DecodeString(serialHex)
-		text := signedText(r.Method, r.URL.RequestURI(), date, body)
+		text := signedText(r.Method, r.URL.RequestURI(), date, nonce, serialHex, body)
 		if !bytes.Equal(serial, raCert.Serial) || !sm2.VerifyASN1WithSM2(&raKey.PublicKey, nil, text, sig) {
 			t.Fatalf("accepted a request the RA key did not sign: %q", text)
+		}
+		again.Body = io.NopCloser(bytes.NewReader(body))
+		if _, err := a.checkSignature(again); !errors.As(err, &se) || se.code != codeReplayed {
+			t.Fatalf("the same signed request accepted twice (second answer %v)", err)
 		}
 	})
 }

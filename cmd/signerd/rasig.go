@@ -10,6 +10,8 @@ import (
 	"fmt"
 	"io"
 	"net/http"
+	"regexp"
+	"slices"
 	"time"
 
 	"github.com/emmansun/gmsm/sm2"
@@ -21,14 +23,21 @@ import (
 )
 
 // Signed RA requests (SPEC §6.2, GM/T 0037): an RA signs each request with
-// its own SM2 key, certified by this CA, so the audit log holds proof of
-// which RA asked, not only which uid connected.
+// its own SM2 key, certified by this CA under an RA profile (the id-kp-cmcRA
+// EKU), so the audit log holds proof of which RA asked, not only which uid
+// connected.
 //
-// The RA sends three headers; the signature (default SM2 ID) covers
+// The RA sends four headers; the signature (default SM2 ID) covers
 //
-//	signerd-request-v1 \n METHOD \n REQUEST-URI \n DATE \n hex(SM3(body))
+//	signerd-request-v2 \n METHOD \n REQUEST-URI \n DATE \n NONCE \n SERIAL \n hex(SM3(body))
+//
+// with DATE, NONCE and SERIAL exactly as sent in their headers. The nonce
+// and serial make each signed request usable once: signerd remembers every
+// (serial, nonce) it accepted for as long as its date passes the skew check
+// (replayGuard).
 const (
 	headerDate        = "Signerd-Date"        // RFC 3339, within maxSkew of signerd's clock
+	headerNonce       = "Signerd-Nonce"       // 16 to 64 characters of [A-Za-z0-9_-], new for each request
 	headerSignature   = "Signerd-Signature"   // base64 of the DER SM2 signature
 	headerCertificate = "Signerd-Certificate" // hex serial of the RA's certificate from this CA
 )
@@ -38,21 +47,61 @@ const (
 	codeBadSignature      = "bad_signature"
 	codeStaleSignature    = "stale_signature"
 	codeRACertificate     = "ra_certificate_invalid"
+	codeReplayed          = "replayed_request"
 )
 
-func signedText(method, uri, date string, body []byte) []byte {
+func signedText(method, uri, date, nonce, serial string, body []byte) []byte {
 	h := sm3.Sum(body)
-	return []byte("signerd-request-v1\n" + method + "\n" + uri + "\n" + date + "\n" + hex.EncodeToString(h[:]))
+	return []byte("signerd-request-v2\n" + method + "\n" + uri + "\n" + date + "\n" + nonce + "\n" + serial + "\n" + hex.EncodeToString(h[:]))
 }
+
+var nonceSyntax = regexp.MustCompile(`^[A-Za-z0-9_-]{16,64}$`)
 
 // raSignatures is the ra_signatures configuration.
 type raSignatures struct {
 	Required bool     `yaml:"required"`
 	MaxSkew  duration `yaml:"max_skew"` // default 5m
+	// AllowedSerials and AllowedSubjects, when either is set, narrow the
+	// RA certificates (those with the cmcRA EKU) to the ones listed: by
+	// hex serial, or by subject exactly as the API shows it.
+	AllowedSerials  []string `yaml:"allowed_serials"`
+	AllowedSubjects []string `yaml:"allowed_subjects"`
+
+	allowedSerials map[string]bool
+	replay         *replayGuard
 }
 
-// sigError is a refused signature: 401 with a code.
-type sigError struct{ code, msg string }
+// prepare checks the section and makes its run-time state.
+func (s *raSignatures) prepare() error {
+	if s.MaxSkew.Duration <= 0 {
+		s.MaxSkew.Duration = 5 * time.Minute
+	}
+	s.allowedSerials = map[string]bool{}
+	for _, h := range s.AllowedSerials {
+		serial, err := hex.DecodeString(h)
+		if err != nil || len(serial) == 0 {
+			return fmt.Errorf("ra_signatures.allowed_serials: %q is not a hex serial", h)
+		}
+		s.allowedSerials[hex.EncodeToString(serial)] = true
+	}
+	s.replay = newReplayGuard(replayCacheSize)
+	return nil
+}
+
+// allows reports whether the allow-lists admit the RA certificate rec.
+func (s *raSignatures) allows(rec *store.Certificate) bool {
+	if len(s.allowedSerials) == 0 && len(s.AllowedSubjects) == 0 {
+		return true
+	}
+	return s.allowedSerials[hex.EncodeToString(rec.Serial)] || slices.Contains(s.AllowedSubjects, rec.Subject)
+}
+
+// sigError is a refused signature: 401 with a code unless status says
+// otherwise.
+type sigError struct {
+	code, msg string
+	status    int
+}
 
 func (e *sigError) Error() string { return e.msg }
 
@@ -68,47 +117,49 @@ func (a *api) checkSignature(r *http.Request) ([]byte, error) {
 		return nil, nil
 	}
 	r.Body = io.NopCloser(bytes.NewReader(body))
-	date, sigB64, serialHex := r.Header.Get(headerDate), r.Header.Get(headerSignature), r.Header.Get(headerCertificate)
-	if date == "" && sigB64 == "" && serialHex == "" {
+	date, nonce := r.Header.Get(headerDate), r.Header.Get(headerNonce)
+	sigB64, serialHex := r.Header.Get(headerSignature), r.Header.Get(headerCertificate)
+	if date == "" && nonce == "" && sigB64 == "" && serialHex == "" {
 		if a.sigs.Required {
-			return nil, &sigError{codeSignatureRequired, "RA requests must be signed (Signerd-Date, Signerd-Signature, Signerd-Certificate)"}
+			return nil, &sigError{code: codeSignatureRequired, msg: "RA requests must be signed (Signerd-Date, Signerd-Nonce, Signerd-Signature, Signerd-Certificate)"}
 		}
 		return nil, nil
 	}
 	t, err := time.Parse(time.RFC3339, date)
 	if err != nil {
-		return nil, &sigError{codeBadSignature, "Signerd-Date: want RFC 3339"}
+		return nil, &sigError{code: codeBadSignature, msg: "Signerd-Date: want RFC 3339"}
 	}
 	skew := a.sigs.MaxSkew.Duration
 	if skew <= 0 {
 		skew = 5 * time.Minute
 	}
-	if d := time.Since(t); d > skew || d < -skew {
-		return nil, &sigError{codeStaleSignature, fmt.Sprintf("Signerd-Date %s is more than %v from signerd's clock", date, skew)}
+	now := time.Now()
+	if d := now.Sub(t); d > skew || d < -skew {
+		return nil, &sigError{code: codeStaleSignature, msg: fmt.Sprintf("Signerd-Date %s is more than %v from signerd's clock", date, skew)}
+	}
+	if !nonceSyntax.MatchString(nonce) {
+		return nil, &sigError{code: codeBadSignature, msg: "Signerd-Nonce: want 16 to 64 characters of A-Z a-z 0-9 _ -, new for each request (signed text signerd-request-v2)"}
 	}
 	sig, err := base64.StdEncoding.DecodeString(sigB64)
 	if err != nil {
-		return nil, &sigError{codeBadSignature, "Signerd-Signature: want base64"}
+		return nil, &sigError{code: codeBadSignature, msg: "Signerd-Signature: want base64"}
 	}
 	serial, err := hex.DecodeString(serialHex)
 	if err != nil || len(serial) == 0 {
-		return nil, &sigError{codeRACertificate, "Signerd-Certificate: want the hex serial of the RA's certificate"}
+		return nil, &sigError{code: codeRACertificate, msg: "Signerd-Certificate: want the hex serial of the RA's certificate"}
 	}
-	rec, err := a.eng.Status(serial)
+	cert, err := a.raCertificate(serial, now)
 	if err != nil {
-		return nil, &sigError{codeRACertificate, fmt.Sprintf("RA certificate %s: %v", serialHex, err)}
+		return nil, err
 	}
-	now := time.Now()
-	if (rec.Status != store.StatusGood && rec.Status != store.StatusSuperseded) || now.Before(rec.NotBefore) || now.After(rec.NotAfter) {
-		return nil, &sigError{codeRACertificate, fmt.Sprintf("RA certificate %s is %s or outside its validity", serialHex, rec.Status)}
-	}
-	cert, err := smx509.ParseCertificate(rec.DER)
-	if err != nil || !sm2.IsSM2PublicKey(cert.PublicKey) || cert.KeyUsage&smx509.KeyUsageDigitalSignature == 0 {
-		return nil, &sigError{codeRACertificate, fmt.Sprintf("RA certificate %s is not an SM2 signing certificate", serialHex)}
-	}
-	text := signedText(r.Method, r.URL.RequestURI(), date, body)
+	text := signedText(r.Method, r.URL.RequestURI(), date, nonce, serialHex, body)
 	if !sm2.VerifyASN1WithSM2(cert.PublicKey.(*ecdsa.PublicKey), nil, text, sig) {
-		return nil, &sigError{codeBadSignature, "the RA signature does not verify over this request"}
+		return nil, &sigError{code: codeBadSignature, msg: "the RA signature does not verify over this request"}
+	}
+	// Only a request the RA signed reaches the replay cache, so nobody
+	// else can fill it or spend an RA's nonces.
+	if err := a.sigs.replay.admit(a.eng, serial, nonce, t, now, skew); err != nil {
+		return nil, err
 	}
 	return json.Marshal(struct {
 		Text        string `json:"signed"`
@@ -117,14 +168,57 @@ func (a *api) checkSignature(r *http.Request) ([]byte, error) {
 	}{string(text), sig, serialHex})
 }
 
+// raCertificate returns the RA certificate serial after checking that it
+// may sign requests now: an SM2 signing certificate with the cmcRA EKU,
+// admitted by the allow-lists, good (or superseded) and within its
+// validity, and no certificate for its key revoked or on hold.
+func (a *api) raCertificate(serial []byte, now time.Time) (*smx509.Certificate, error) {
+	bad := func(format string, args ...any) error {
+		return &sigError{code: codeRACertificate, msg: fmt.Sprintf("RA certificate %x: ", serial) + fmt.Sprintf(format, args...)}
+	}
+	rec, sameKey, err := a.eng.SigningRecord(serial)
+	if errors.Is(err, store.ErrNotFound) {
+		return nil, bad("not issued by this CA")
+	}
+	if err != nil {
+		return nil, &sigError{code: string(engine.CodeStoreUnavailable), status: http.StatusServiceUnavailable, msg: err.Error()}
+	}
+	if (rec.Status != store.StatusGood && rec.Status != store.StatusSuperseded) || now.Before(rec.NotBefore) || now.After(rec.NotAfter) {
+		return nil, bad("%s or outside its validity", rec.Status)
+	}
+	cert, err := smx509.ParseCertificate(rec.DER)
+	if err != nil || !sm2.IsSM2PublicKey(cert.PublicKey) || cert.KeyUsage&smx509.KeyUsageDigitalSignature == 0 {
+		return nil, bad("not an SM2 signing certificate")
+	}
+	if !slices.ContainsFunc(cert.UnknownExtKeyUsage, engine.RACertificateEKU.Equal) {
+		return nil, bad("not an RA certificate (no id-kp-cmcRA extended key usage; issue one under the ra-sign profile)")
+	}
+	if !a.sigs.allows(rec) {
+		return nil, bad("not in ra_signatures.allowed_serials or allowed_subjects")
+	}
+	for _, o := range sameKey {
+		if o.Listed() {
+			return nil, bad("its key is also certified by %x, which is %s: the key signs nothing more", o.Serial, o.Status)
+		}
+	}
+	return cert, nil
+}
+
 // refuseSignature answers a bad or missing RA signature and audits it.
 func (a *api) refuseSignature(w http.ResponseWriter, r *http.Request, p peer, err error) {
 	var se *sigError
 	if !errors.As(err, &se) {
-		se = &sigError{string(engine.CodeInternal), err.Error()}
+		se = &sigError{code: string(engine.CodeInternal), msg: err.Error()}
+	}
+	status := se.status
+	if status == 0 {
+		status = http.StatusUnauthorized
 	}
 	a.auditRefusal(r, p, se.code+": "+se.msg)
-	writeError(w, http.StatusUnauthorized, se.code, se.msg)
+	if status == http.StatusServiceUnavailable {
+		w.Header().Set("Retry-After", "1")
+	}
+	writeError(w, status, se.code, se.msg)
 }
 
 type errReader struct{ err error }

@@ -20,14 +20,16 @@ import (
 // serial; signBody is what the signature covers (normally body itself).
 func (d *daemonProc) signedCall(t *testing.T, key *sm2.PrivateKey, serial, method, path, body, signBody string, date time.Time) reply {
 	t.Helper()
-	stamp := date.UTC().Format(time.RFC3339)
-	sig, err := key.SignMessage(rand.Reader, signedText(method, path, stamp, []byte(signBody)), sm2.DefaultSM2SignerOpts)
+	stamp := date.UTC().Format(time.RFC3339Nano)
+	nonce := newNonce(t)
+	sig, err := key.SignMessage(rand.Reader, signedText(method, path, stamp, nonce, serial, []byte(signBody)), sm2.DefaultSM2SignerOpts)
 	if err != nil {
 		t.Fatal(err)
 	}
 	req, _ := http.NewRequest(method, "http://signerd"+path, strings.NewReader(body))
 	req.Header.Set("Content-Type", "application/json")
 	req.Header.Set(headerDate, stamp)
+	req.Header.Set(headerNonce, nonce)
 	req.Header.Set(headerSignature, base64.StdEncoding.EncodeToString(sig))
 	req.Header.Set(headerCertificate, serial)
 	resp, err := d.client().Do(req)
@@ -48,7 +50,7 @@ func TestSignedRARequests(t *testing.T) {
 		t.Fatal(err)
 	}
 	csr, _ := smx509.CreateCertificateRequest(rand.Reader, &smx509.CertificateRequest{}, raKey)
-	body, _ := json.Marshal(map[string]any{"request_id": "ra-cert", "profile": "organization-sign",
+	body, _ := json.Marshal(map[string]any{"request_id": "ra-cert", "profile": "ra-sign",
 		"subject": map[string]string{"CN": "RA 前台 01", "O": "某市政务服务中心"}, "csr": pemCSR(csr)})
 	raSerial := certView(t, d.call(t, "POST", "/v1/certificates", string(body))).Serial
 	if err := d.stop(t); err != nil {
@@ -108,6 +110,15 @@ func TestSignedRARequests(t *testing.T) {
 	if !found {
 		t.Fatal("no audit event for the signed issuance")
 	}
+}
+
+func newNonce(t *testing.T) string {
+	t.Helper()
+	var n [16]byte
+	if _, err := rand.Read(n[:]); err != nil {
+		t.Fatal(err)
+	}
+	return base64.RawURLEncoding.EncodeToString(n[:])
 }
 
 func pemCSR(der []byte) string {

@@ -1,0 +1,56 @@
+package engine
+
+import (
+	"encoding/asn1"
+	"fmt"
+	"time"
+
+	"signerd/store"
+)
+
+// RACertificateEKU is id-kp-cmcRA (RFC 6402 §2.10, 1.3.6.1.5.5.7.3.28), the
+// extended key usage of a CMC registration authority. The ra-sign profile
+// carries it, and signerd accepts RA request signatures only from
+// certificates that do.
+var RACertificateEKU = asn1.ObjectIdentifier{1, 3, 6, 1, 5, 5, 7, 3, 28}
+
+// SigningRecord returns serial's certificate and every other certificate
+// recorded for the same public key, so a caller can refuse a key once any
+// certificate for it is revoked or on hold.
+func (e *Engine) SigningRecord(serial []byte) (*store.Certificate, []*store.Certificate, error) {
+	var (
+		c    *store.Certificate
+		same []*store.Certificate
+	)
+	err := e.store.View(func(tx *store.Tx) error {
+		var err error
+		if c, err = tx.Certificate(serial); err != nil {
+			return err
+		}
+		return tx.CertificatesOfKey(c.DER, func(o *store.Certificate) error {
+			same = append(same, o)
+			return nil
+		})
+	})
+	if err != nil {
+		return nil, nil, fmt.Errorf("certificate %x and those of its key: %w", serial, err)
+	}
+	return c, same, nil
+}
+
+// RAReplayMark is the time at or before which no request signed with the
+// RA certificate serial may be accepted (store.Tx.RAReplayMark).
+func (e *Engine) RAReplayMark(serial []byte) (time.Time, error) {
+	var t time.Time
+	err := e.store.View(func(tx *store.Tx) error {
+		var err error
+		t, err = tx.RAReplayMark(serial)
+		return err
+	})
+	return t, err
+}
+
+// RaiseRAReplayMark durably raises serial's RA replay mark to t.
+func (e *Engine) RaiseRAReplayMark(serial []byte, t time.Time) error {
+	return e.store.Update(func(tx *store.Tx) error { return tx.RaiseRAReplayMark(serial, t) })
+}
