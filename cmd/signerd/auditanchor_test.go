@@ -14,6 +14,7 @@ import (
 	"testing"
 	"time"
 
+	"github.com/miekg/pkcs11"
 	bolt "go.etcd.io/bbolt"
 
 	"signerd/store"
@@ -136,5 +137,83 @@ func refusedStart(t *testing.T, d *daemonProc) (string, int) {
 			t.Fatalf("signerd started and served:\n%s", out.String())
 		}
 		time.Sleep(10 * time.Millisecond)
+	}
+}
+
+// TestAuditAnchorMadeForAnExistingLog: a deployment whose token holds no
+// anchor (signerd from before anchors, or a new token) starts, anchors
+// the log at its last seal, and records that in the log.
+func TestAuditAnchorMadeForAnExistingLog(t *testing.T) {
+	d := newDaemonProc(t, "")
+	d.start(t)
+	want(t, "issue", d.call(t, "POST", "/v1/certificates", issueBody(t, "existing-1", "person-sign")), 201, "")
+	if err := d.stop(t); err != nil {
+		t.Fatalf("stop: %v\n%s", err, d.log)
+	}
+	sealed := lastSeal(t, d.store)
+	// The token as signerd before anchors left it: no data object.
+	p11 := pkcs11.New(d.ca.Token.Module)
+	slots, err := p11.GetSlotList(true)
+	if err != nil {
+		t.Fatal(err)
+	}
+	destroyed := 0
+	for _, slot := range slots {
+		if ti, err := p11.GetTokenInfo(slot); err != nil || ti.Label != d.ca.Token.Label {
+			continue
+		}
+		h, err := p11.OpenSession(slot, pkcs11.CKF_SERIAL_SESSION|pkcs11.CKF_RW_SESSION)
+		if err != nil {
+			t.Fatal(err)
+		}
+		defer p11.CloseSession(h)
+		// The test's own module keeps the token logged in.
+		if err := p11.FindObjectsInit(h, []*pkcs11.Attribute{pkcs11.NewAttribute(pkcs11.CKA_CLASS, pkcs11.CKO_DATA),
+			pkcs11.NewAttribute(pkcs11.CKA_LABEL, "signerd-audit-anchor")}); err != nil {
+			t.Fatal(err)
+		}
+		objs, _, err := p11.FindObjects(h, 16)
+		p11.FindObjectsFinal(h)
+		if err != nil {
+			t.Fatal(err)
+		}
+		for _, o := range objs {
+			if err := p11.DestroyObject(h, o); err != nil {
+				t.Fatal(err)
+			}
+			destroyed++
+		}
+	}
+	if destroyed != 1 {
+		t.Fatalf("destroyed %d anchor objects, want 1", destroyed)
+	}
+
+	d.start(t)
+	if err := d.stop(t); err != nil {
+		t.Fatalf("stop: %v\n%s", err, d.log)
+	}
+	st, err := store.Open(d.store)
+	if err != nil {
+		t.Fatal(err)
+	}
+	var created []store.Event
+	err = st.View(func(tx *store.Tx) error {
+		return tx.Events(1, func(ev store.Event, _ []byte) error {
+			if ev.Action == "audit.anchor.created" {
+				created = append(created, ev)
+			}
+			return nil
+		})
+	})
+	st.Close()
+	if err != nil {
+		t.Fatal(err)
+	}
+	if len(created) != 1 || created[0].Object != fmt.Sprintf("seal event %d", sealed) {
+		t.Fatalf("anchor creation events %+v, want one naming seal event %d", created, sealed)
+	}
+	raw, err := d.ca.Module.DataObject("signerd-audit-anchor").Read(context.Background())
+	if want := fmt.Sprintf("signerd-audit-anchor-v1\n%d\n", lastSeal(t, d.store)); err != nil || !strings.HasPrefix(string(raw), want) {
+		t.Fatalf("the token's anchor: %q, %v; want it to start %q", raw, err, want)
 	}
 }
