@@ -327,3 +327,45 @@ func TestAuditAnchorCreated(t *testing.T) {
 		}
 	})
 }
+
+// TestAuditAnchorFollowsConcurrentSeals: seals made at once (each export
+// seals first; the sealer is kept out of it) write the anchor in the order
+// they commit, so it ends on the last seal, never an earlier one.
+func TestAuditAnchorFollowsConcurrentSeals(t *testing.T) {
+	l := newAnchorLab(t)
+	st, err := store.Open(l.path)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer st.Close()
+	e := l.ca.Engine(t, st, engine.Config{AuditKey: l.key, AuditAnchor: l.anchor, SealEvery: 1000, SealInterval: time.Hour})
+	done := make(chan error)
+	for i := range 6 {
+		go func() {
+			if err := e.Audit(store.Event{Actor: store.System, Action: "test.event", Object: fmt.Sprint(i), Outcome: store.OutcomeOK}); err != nil {
+				done <- err
+				return
+			}
+			_, err := e.ExportAudit(context.Background(), auditor, time.Time{}, time.Time{}, io.Discard)
+			done <- err
+		}()
+	}
+	for range 6 {
+		if err := <-done; err != nil {
+			t.Fatal(err)
+		}
+	}
+	var last uint64
+	if err := st.View(func(tx *store.Tx) error {
+		s, err := tx.LastSeal()
+		if s != nil {
+			last = s.Seq
+		}
+		return err
+	}); err != nil {
+		t.Fatal(err)
+	}
+	if got := l.anchored(t); got != last {
+		t.Fatalf("anchor records seal %d, want the last seal %d", got, last)
+	}
+}

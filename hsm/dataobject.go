@@ -81,6 +81,8 @@ func (d *DataObject) Read(ctx context.Context) ([]byte, error) {
 // Create makes the object with value. It refuses if a private data
 // object with the label exists, so one is never shadowed by another.
 func (d *DataObject) Create(ctx context.Context, value []byte) error {
+	d.m.dataMu.Lock()
+	defer d.m.dataMu.Unlock()
 	err := d.m.do(ctx, func(s *session) error {
 		vs, err := d.versions(s)
 		if err != nil {
@@ -98,9 +100,12 @@ func (d *DataObject) Create(ctx context.Context, value []byte) error {
 }
 
 // Update replaces the object's value: ErrObjectNotFound if there is
-// none. Once it returns nil, Read returns value, even if the older
+// none. Writes through one Module are serialised; two processes must not
+// write one object. Once it returns nil, Read returns value, even if the older
 // objects could not all be destroyed (the next Update tries again).
 func (d *DataObject) Update(ctx context.Context, value []byte) error {
+	d.m.dataMu.Lock()
+	defer d.m.dataMu.Unlock()
 	err := d.m.do(ctx, func(s *session) error {
 		vs, err := d.versions(s)
 		if err != nil {

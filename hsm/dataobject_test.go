@@ -120,3 +120,35 @@ func TestDataObject(t *testing.T) {
 		t.Fatalf("data objects labelled anchor: %d, want 2", len(kinds))
 	}
 }
+
+// TestDataObjectConcurrentUpdates: updates at once, through handles of
+// their own, each make a generation of its own; the object ends as one,
+// holding one of the values written.
+func TestDataObjectConcurrentUpdates(t *testing.T) {
+	tok := hsmtest.NewToken(t, hsmtest.SM2Module(t), "data")
+	m := tok.Open(t, tok.Config(hsmtest.SoftHSMProfile(t)))
+	ctx := context.Background()
+	if err := m.DataObject("value").Create(ctx, []byte("0")); err != nil {
+		t.Fatal(err)
+	}
+	errs := make(chan error)
+	for i := range 8 {
+		go func() { errs <- m.DataObject("value").Update(ctx, []byte{'1' + byte(i)}) }()
+	}
+	for range 8 {
+		if err := <-errs; err != nil {
+			t.Fatal(err)
+		}
+	}
+	v, err := m.DataObject("value").Read(ctx)
+	if err != nil || len(v) != 1 || v[0] < '1' || v[0] > '8' {
+		t.Fatalf("after concurrent updates: %q, %v", v, err)
+	}
+	objs, err := m.Objects(ctx)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if len(objs) != 1 {
+		t.Fatalf("%d objects in the token, want 1", len(objs))
+	}
+}
