@@ -126,10 +126,10 @@ func (e *Engine) seal(ctx context.Context, why string, verify bool) (uint64, err
 		ev, err := tx.Append(store.Event{Time: e.cfg.Now(), Actor: store.System, Action: "audit.seal",
 			Object: fmt.Sprintf("through event %d", seq), Outcome: store.OutcomeOK, Reason: why,
 			Seal: &store.Seal{KeyID: hsm.KeyID(e.auditPub), Signature: sig}})
+		sealed = ev.Seq
 		if err != nil {
 			return err
 		}
-		sealed = ev.Seq
 		_, hash, err := tx.AuditHead()
 		mark = anchorMark{Seq: ev.Seq, Hash: hash}
 		return err
