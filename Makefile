@@ -119,8 +119,8 @@ demo: softhsm
 	testdata/openssl-sm2-verify.sh $(DEMO)/issuing.crl $(DEMO)/issuing.pem; \
 	echo "== 10. the security officer exports the audit log and verifies it offline against the root"; \
 	rm -f $(DEMO)/audit.jsonl; \
-	$(SIGNERCTL) audit export --out $(DEMO)/audit.jsonl >/dev/null; \
-	$(SIGNERCTL) audit show --action 'certificate.*' $(DEMO)/audit.jsonl; \
+	$(SIGNERCTL) audit export --root $(DEMO)/root.pem --out $(DEMO)/audit.jsonl >/dev/null; \
+	$(SIGNERCTL) audit show --root $(DEMO)/root.pem --action 'certificate.*' $(DEMO)/audit.jsonl; \
 	$(SIGNERCTL) audit verify --root $(DEMO)/root.pem $(DEMO)/audit.jsonl; \
 	echo "== 11. signerd stops on SIGTERM after draining"; \
 	kill -TERM $$(cat $(DEMO)/signerd.pid); wait; rm $(DEMO)/signerd.pid; \

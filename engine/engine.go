@@ -57,6 +57,9 @@ type Config struct {
 	// lets the engine start on an audit log that fails its check; it is
 	// recorded with the break.
 	AcknowledgeAuditBreak string
+	// AuditAnchor, with AuditKey, records each seal where the store's
+	// writers cannot reach (anchor.go); nil leaves the log unanchored.
+	AuditAnchor AuditAnchor
 }
 
 // Metrics receives the engine's measurements; the daemon exports them.
@@ -95,6 +98,7 @@ type Engine struct {
 	sealStop   chan struct{}
 	sealDone   chan struct{}
 	sealClosed atomic.Bool
+	anchor     anchorState
 }
 
 // New starts an engine: it resolves requests a crash left signing (their

@@ -22,12 +22,37 @@ import (
 var ErrAuditBroken = errors.New("audit log broken")
 
 // checkAudit verifies the chain from the last seal (whose signature must
-// verify under the audit key) to the head. A break is returned unless it
-// is acknowledged, in which case it is recorded and a new seal covers it.
+// verify under the audit key) to the head, and the store against the
+// HSM's audit anchor. A break is returned unless it is acknowledged, in
+// which case it is recorded and a new seal covers it (and moves the
+// anchor to it).
 func (e *Engine) checkAudit() error {
-	err := e.store.View(func(tx *store.Tx) error { return verifySinceSeal(tx, e.auditPub) })
+	ctx, cancel := context.WithTimeout(context.Background(), e.cfg.SignTimeout)
+	defer cancel()
+	anchored, present, err := e.readAnchor(ctx)
+	if err != nil {
+		return err
+	}
+	var at anchorMark
+	var head uint64
+	err = e.store.View(func(tx *store.Tx) error {
+		if err := verifySinceSeal(tx, e.auditPub); err != nil {
+			return err
+		}
+		if present {
+			if err := checkAnchor(tx, anchored); err != nil {
+				return err
+			}
+		}
+		var err error
+		if head, _, err = tx.AuditHead(); err != nil {
+			return err
+		}
+		at, err = lastSealMark(tx)
+		return err
+	})
 	if err == nil {
-		return nil
+		return e.settleAnchor(ctx, anchored, at, head)
 	}
 	if e.cfg.AcknowledgeAuditBreak == "" {
 		return fmt.Errorf("%w: %v (an operator may acknowledge the break to start anyway; the acknowledgement is audited)", ErrAuditBroken, err)
@@ -71,7 +96,10 @@ func (e *Engine) seal(ctx context.Context, why string, verify bool) (uint64, err
 	if e.auditKey == nil {
 		return 0, nil
 	}
+	e.anchor.mu.Lock()
+	defer e.anchor.mu.Unlock()
 	var sealed uint64
+	var mark anchorMark
 	var signErr error
 	defer func() {
 		if signErr != nil || sealed != 0 {
@@ -99,12 +127,20 @@ func (e *Engine) seal(ctx context.Context, why string, verify bool) (uint64, err
 			Object: fmt.Sprintf("through event %d", seq), Outcome: store.OutcomeOK, Reason: why,
 			Seal: &store.Seal{KeyID: hsm.KeyID(e.auditPub), Signature: sig}})
 		sealed = ev.Seq
+		if err != nil {
+			return err
+		}
+		_, hash, err := tx.AuditHead()
+		mark = anchorMark{Seq: ev.Seq, Hash: hash}
 		return err
 	})
 	if err != nil {
 		return 0, fmt.Errorf("seal the audit log: %w", err)
 	}
 	e.lastSeal.Store(e.cfg.Now().UnixNano())
+	// Only once the seal is committed: an anchor ahead of the store would
+	// stop the next start.
+	e.writeAnchor(mark)
 	return sealed, nil
 }
 

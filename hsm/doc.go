@@ -1,7 +1,9 @@
 // Package hsm is signerd's only door to the cryptographic module. It loads a
 // PKCS#11 module, logs in to one token, keeps a pool of sessions, generates
 // and finds CA keys, and signs with them (SM2 through the module's vendor
-// mechanism, ECDSA through CKM_ECDSA).
+// mechanism, ECDSA through CKM_ECDSA). It also keeps small values in
+// private data objects (DataObject), out of reach of anyone without the
+// user PIN.
 //
 // Every signature the module returns is verified in software against the
 // key's public key before it leaves this package, so a faulty module or a

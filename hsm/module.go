@@ -38,6 +38,9 @@ type Module struct {
 	sm2    *MechanismProfile
 	pin    []byte
 	pool   *sessionPool
+	// dataMu serialises data object writes: each reads the newest
+	// generation and creates the next, which two at once would both make.
+	dataMu sync.Mutex
 
 	closeOnce sync.Once
 	closeErr  error

@@ -23,7 +23,9 @@ import (
 
 // Audit commands (SPEC §7.3): an auditor exports the log over the socket;
 // anyone holding a bundle and the CA's root certificate verifies it, with
-// no secret and no connection to signerd.
+// no secret and no connection to signerd. Without the root there is no
+// verdict: a bundle's own certificates prove nothing, since whoever forges
+// a bundle makes them too.
 
 // beijing is the zone dates without a time are read in, as the CA's
 // statistics are counted.
@@ -98,7 +100,7 @@ func auditExport(args []string, stdout io.Writer) error {
 	var w windowFlags
 	w.register(fs)
 	out := fs.String("out", "", "write the bundle to `file` (must not exist)")
-	rootPath := fs.String("root", "", "check the audit key chains to this root certificate `file` (PEM or DER)")
+	rootPath := fs.String("root", "", "verify the bundle against this root certificate `file` (PEM or DER); without it the bundle is only checked for consistency")
 	if err := parse(fs, args); err != nil {
 		return err
 	}
@@ -125,20 +127,24 @@ func auditExport(args []string, stdout io.Writer) error {
 	if err != nil {
 		return err
 	}
-	return report(stdout, *out, audit.Verify(bundle, audit.Options{Root: root}), false)
+	return report(stdout, *out, audit.Verify(bundle, audit.Options{Root: root}), false, root != nil)
 }
 
 // auditVerify checks a bundle offline.
 func auditVerify(args []string, stdout io.Writer) error {
 	fs := flag.NewFlagSet("audit verify", flag.ContinueOnError)
-	rootPath := fs.String("root", "", "the CA's root certificate `file` (PEM or DER) the audit key must chain to")
+	rootPath := fs.String("root", "", "the CA's root certificate `file` (PEM or DER) the audit key must chain to (required)")
 	asJSON := fs.Bool("json", false, "print the report as JSON")
 	files, err := parseWithFiles(fs, args)
 	if err != nil {
 		return err
 	}
 	if len(files) != 1 {
-		return usageError{"usage: signerctl audit verify [--root ROOT] [--json] FILE"}
+		return usageError{"usage: signerctl audit verify --root ROOT [--json] FILE"}
+	}
+	if *rootPath == "" {
+		return usageError{"audit verify needs --root ROOT, the CA's root certificate from the root ceremony: " +
+			"without it nothing ties the bundle to the CA, since anyone can write a bundle with certificates of their own"}
 	}
 	file := files[0]
 	root, err := readRoot(*rootPath)
@@ -149,14 +155,16 @@ func auditVerify(args []string, stdout io.Writer) error {
 	if err != nil {
 		return err
 	}
-	return report(stdout, file, audit.Verify(bundle, audit.Options{Root: root}), *asJSON)
+	return report(stdout, file, audit.Verify(bundle, audit.Options{Root: root}), *asJSON, true)
 }
 
 // errBundleBad: the report was printed; the exit code says the rest.
 var errBundleBad = errors.New("the bundle fails verification")
 
-// report prints what Verify found, and fails if anything is wrong.
-func report(w io.Writer, name string, r *audit.Report, asJSON bool) error {
+// report prints what Verify found, and fails if anything is wrong. Only a
+// bundle verified against a root (rooted) is reported OK; without one, a
+// bundle with no problem is reported self-consistent, and not failed.
+func report(w io.Writer, name string, r *audit.Report, asJSON, rooted bool) error {
 	first, bad := r.FirstBad()
 	if asJSON {
 		v := map[string]any{"ok": r.OK(), "first": r.Header.First, "last": r.Header.Last, "events": len(r.Events),
@@ -195,13 +203,15 @@ func report(w io.Writer, name string, r *audit.Report, asJSON bool) error {
 		switch {
 		case bad:
 			fmt.Fprintf(w, "FAILED:   first bad event %d\n", first)
-		case !r.OK():
+		case !r.Consistent():
 			fmt.Fprintln(w, "FAILED")
+		case r.OK():
+			fmt.Fprintln(w, "OK:       every hash link and seal verifies, under audit keys certified by the root")
 		default:
-			fmt.Fprintln(w, "OK:       every hash link and seal verifies")
+			fmt.Fprintln(w, "UNVERIFIED: self-consistent only; run signerctl audit verify --root ROOT on it")
 		}
 	}
-	if !r.OK() {
+	if !r.Consistent() || (rooted && !r.OK()) {
 		return errBundleBad
 	}
 	return nil
@@ -258,11 +268,14 @@ func auditShow(args []string, stdout io.Writer) error {
 		fmt.Fprintf(stdout, "%6d  %s  %-24s %-26s %-34s %-8s %s\n", e.Seq, e.Time.Format(time.RFC3339), actorName(e.Actor),
 			e.Action, e.Object, e.Outcome, e.Reason)
 	}
-	if !r.OK() {
+	if !r.Consistent() {
 		first, _ := r.FirstBad()
 		fmt.Fprintf(os.Stderr, "WARNING: the bundle fails verification (%d problems, first bad event %d); run signerctl audit verify\n",
 			len(r.Problems), first)
 		return errBundleBad
+	}
+	if !r.Anchored {
+		fmt.Fprintln(os.Stderr, "NOTE: not checked against the CA's root (--root ROOT): these events are only as trustworthy as where the bundle came from")
 	}
 	return nil
 }

@@ -36,7 +36,7 @@ var commands = map[string]command{
 	"health":  {"operator: is signerd serving", clientHealth},
 
 	"audit export": {"auditor: write a sealed bundle of the audit log to --out", auditExport},
-	"audit verify": {"check an audit bundle offline (--root: the CA's root certificate)", auditVerify},
+	"audit verify": {"check an audit bundle offline against --root, the CA's root certificate (required)", auditVerify},
 	"audit show":   {"list audit events of a bundle, or of a fresh export, by time, actor, action, serial", auditShow},
 
 	"bench": {"measure signerd against the HSM ceiling on a throwaway token (make bench)", bench},

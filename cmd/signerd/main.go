@@ -217,7 +217,8 @@ func (d *daemon) start(cfg *config, log *slog.Logger) error {
 		Random: d.module.Random(), QueueSize: cfg.Queue.Size, BatchSize: cfg.Queue.Batch,
 		CRLValidity: cfg.CRLValidity.Duration, Log: log, Metrics: d.metrics,
 		AuditKey: auditKey, SealEvery: cfg.Audit.SealEvery, SealInterval: cfg.Audit.SealInterval.Duration,
-		AuditKeyGenerated: newAuditKey, AcknowledgeAuditBreak: cfg.ackAuditBreak})
+		AuditKeyGenerated: newAuditKey, AcknowledgeAuditBreak: cfg.ackAuditBreak,
+		AuditAnchor: d.module.DataObject(cfg.Audit.Key + "-anchor")})
 	if err != nil {
 		return err
 	}

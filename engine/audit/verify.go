@@ -10,6 +10,7 @@ import (
 	"io"
 	"slices"
 	"strings"
+	"time"
 
 	"github.com/emmansun/gmsm/sm2"
 	"github.com/emmansun/gmsm/smx509"
@@ -29,9 +30,10 @@ const KeyUsage = smx509.KeyUsageDigitalSignature
 
 // Options tune Verify.
 type Options struct {
-	// Root, if set, is the CA's root certificate, which every audit key's
-	// issuing CA must chain to. Without it the bundle is checked only
-	// against the certificates it carries.
+	// Root is the CA's root certificate, which every audit key's issuing
+	// CA must chain to, and be valid under, at the time of each seal.
+	// Without it the bundle is checked only against the certificates it
+	// carries, which anyone can make: the report is then never OK.
 	Root *smx509.Certificate
 }
 
@@ -69,8 +71,16 @@ type Report struct {
 	Problems []Problem
 }
 
-// OK reports whether the bundle passed every check.
-func (r *Report) OK() bool { return len(r.Problems) == 0 }
+// OK reports whether the bundle passed every check and is anchored: its
+// audit keys chain to the root given. A bundle checked without a root is
+// never OK, however consistent, since whoever forges a bundle can make
+// its certificates too.
+func (r *Report) OK() bool { return r.Consistent() && r.Anchored }
+
+// Consistent reports whether no check failed: the bundle agrees with
+// itself and, if a root was given, with the root. Without a root that
+// says nothing of who wrote it.
+func (r *Report) Consistent() bool { return len(r.Problems) == 0 }
 
 // FirstBad is the lowest-numbered event a problem names, if any does.
 func (r *Report) FirstBad() (uint64, bool) {
@@ -87,10 +97,13 @@ func (r *Report) problem(seq uint64, line int, format string, args ...any) {
 	r.Problems = append(r.Problems, Problem{Seq: seq, Line: line, Message: fmt.Sprintf(format, args...)})
 }
 
-// auditKey is a certified audit key.
+// auditKey is a certified audit key, the CA certificate that issued it
+// and, when one was given, the root that CA chains to.
 type auditKey struct {
-	pub  *ecdsa.PublicKey
-	cert *smx509.Certificate
+	pub    *ecdsa.PublicKey
+	cert   *smx509.Certificate
+	issuer *smx509.Certificate
+	root   *smx509.Certificate
 }
 
 // Verify checks a bundle: the header's signature and the audit key
@@ -180,19 +193,26 @@ func certifiedKey(k Key, root *smx509.Certificate) (auditKey, bool, error) {
 	case cert.KeyUsage != KeyUsage || !strings.HasPrefix(cert.Subject.CommonName, KeySubjectPrefix):
 		return auditKey{}, false, fmt.Errorf("certificate %q is not an audit key certificate", cert.Subject)
 	}
+	if !bytes.Equal(cert.RawIssuer, issuer.RawSubject) {
+		return auditKey{}, false, fmt.Errorf("certificate names issuer %q, not %q beside it", cert.Issuer, issuer.Subject)
+	}
 	if err := cert.CheckSignatureFrom(issuer); err != nil {
 		return auditKey{}, false, fmt.Errorf("certificate not signed by %q: %w", issuer.Subject, err)
 	}
-	chained := false
-	if root != nil {
-		if !bytes.Equal(issuer.Raw, root.Raw) {
-			if err := issuer.CheckSignatureFrom(root); err != nil {
-				return auditKey{}, false, fmt.Errorf("issuing CA %q does not chain to root %q: %w", issuer.Subject, root.Subject, err)
-			}
-		}
-		chained = true
+	key := auditKey{pub: pub, cert: cert, issuer: issuer}
+	if root == nil {
+		return key, false, nil
 	}
-	return auditKey{pub: pub, cert: cert}, chained, nil
+	if !bytes.Equal(issuer.Raw, root.Raw) {
+		if !bytes.Equal(issuer.RawIssuer, root.RawSubject) {
+			return auditKey{}, false, fmt.Errorf("issuing CA %q does not chain to root %q: it names issuer %q", issuer.Subject, root.Subject, issuer.Issuer)
+		}
+		if err := issuer.CheckSignatureFrom(root); err != nil {
+			return auditKey{}, false, fmt.Errorf("issuing CA %q does not chain to root %q: %w", issuer.Subject, root.Subject, err)
+		}
+		key.root = root
+	}
+	return key, true, nil
 }
 
 // link is what is known of one event line.
@@ -301,7 +321,8 @@ func (r *Report) anchor(l *link, h Header) bool {
 }
 
 // checkSeal verifies a seal event's signature under its certified key,
-// within the key certificate's validity.
+// and that the key certificate, its issuing CA's certificate and (given
+// one) the root were all valid when it was made.
 func (r *Report) checkSeal(l *link, keys map[string]auditKey) {
 	e := l.ev
 	if e.Seal == nil {
@@ -317,9 +338,21 @@ func (r *Report) checkSeal(l *link, keys map[string]auditKey) {
 		r.problem(l.pos, l.line, "sealed by key %x, which the bundle does not certify", e.Seal.KeyID)
 	case store.VerifySeal(k.pub, *e) != nil:
 		r.problem(l.pos, l.line, "seal signature does not verify under audit key %x", e.Seal.KeyID)
-	case e.Time.Before(k.cert.NotBefore) || e.Time.After(k.cert.NotAfter):
-		r.problem(l.pos, l.line, "sealed at %s, outside its key certificate's validity", e.Time.Format("2006-01-02T15:04:05Z"))
+	case !validAt(k.cert, e.Time):
+		r.problem(l.pos, l.line, "sealed at %s, outside its key certificate's validity", e.Time.Format(time.RFC3339))
+	case !validAt(k.issuer, e.Time):
+		r.problem(l.pos, l.line, "sealed at %s, outside the validity of issuing CA %q (%s to %s)", e.Time.Format(time.RFC3339),
+			k.issuer.Subject, k.issuer.NotBefore.Format(time.RFC3339), k.issuer.NotAfter.Format(time.RFC3339))
+	case k.root != nil && !validAt(k.root, e.Time):
+		r.problem(l.pos, l.line, "sealed at %s, outside the validity of root %q (%s to %s)", e.Time.Format(time.RFC3339),
+			k.root.Subject, k.root.NotBefore.Format(time.RFC3339), k.root.NotAfter.Format(time.RFC3339))
 	}
+}
+
+// validAt reports whether c was within its validity at t (both ends
+// included, as RFC 5280 says).
+func validAt(c *smx509.Certificate, t time.Time) bool {
+	return !t.Before(c.NotBefore) && !t.After(c.NotAfter)
 }
 
 // checkTail reports events after the last seal: nothing signed vouches

@@ -1,0 +1,239 @@
+package engine
+
+import (
+	"bytes"
+	"context"
+	"encoding/hex"
+	"errors"
+	"fmt"
+	"strconv"
+	"strings"
+	"sync"
+	"sync/atomic"
+
+	"signerd/hsm"
+	"signerd/store"
+)
+
+// The audit anchor (docs/audit.md, "The anchor"): the chain's seals
+// vouch for every event before them, but whoever can rewrite the store
+// can cut the log back to an earlier seal and rewrite the head, and the
+// shorter log still verifies. So after each seal the engine records the
+// seal's sequence number and chain hash in the HSM, where rewriting the
+// store does not reach, and at start-up the store must hold that seal,
+// byte for byte, and the chain from it to the head.
+//
+// The anchor is written after the seal's transaction commits. A crash in
+// between leaves the anchor behind the store, which start-up accepts and
+// brings forward; an anchor ahead of the store means sealed events are
+// gone (the log was cut, or an older copy of the store restored), and the
+// engine starts only on an acknowledged break.
+
+// AuditAnchor is a value kept where the store's writers cannot change it:
+// *hsm.DataObject, a private data object in the token.
+type AuditAnchor interface {
+	// Read returns the value, hsm.ErrObjectNotFound if there is none.
+	Read(ctx context.Context) ([]byte, error)
+	// Create makes it, Update replaces it.
+	Create(ctx context.Context, value []byte) error
+	Update(ctx context.Context, value []byte) error
+}
+
+// anchorFormat starts an anchor's value.
+const anchorFormat = "signerd-audit-anchor-v1"
+
+// anchorMark is what the anchor records: a seal's sequence number and the
+// chain hash of its stored bytes (0 and the genesis hash before the first
+// seal).
+type anchorMark struct {
+	Seq  uint64
+	Hash []byte
+}
+
+func (a anchorMark) encode() []byte {
+	return fmt.Appendf(nil, "%s\n%d\n%x\n", anchorFormat, a.Seq, a.Hash)
+}
+
+func parseAnchor(raw []byte) (anchorMark, error) {
+	var a anchorMark
+	lines := strings.Split(string(raw), "\n")
+	if len(lines) != 4 || lines[0] != anchorFormat || lines[3] != "" {
+		return a, fmt.Errorf("the HSM's audit anchor is not a %s value (%q)", anchorFormat, raw)
+	}
+	seq, err := strconv.ParseUint(lines[1], 10, 64)
+	if err != nil {
+		return a, fmt.Errorf("the HSM's audit anchor: sequence number: %w", err)
+	}
+	hash, err := hex.DecodeString(lines[2])
+	if err != nil || len(hash) != len(store.Genesis()) {
+		return a, fmt.Errorf("the HSM's audit anchor: hash %q is not an SM3 hash in hex", lines[2])
+	}
+	return anchorMark{Seq: seq, Hash: hash}, nil
+}
+
+// anchorState is the engine's side of the anchor.
+type anchorState struct {
+	// mu is held across a seal and its anchor write, so the anchor moves
+	// in the order the seals commit.
+	mu sync.Mutex
+	// present: the token holds an anchor, to be updated rather than
+	// created.
+	present bool
+	// failing: a write failed and was audited; the next failure is not.
+	failing atomic.Bool
+}
+
+// readAnchor returns the anchor's value; present is false if the token
+// holds none (or no anchor is configured). A lost login is retried once.
+func (e *Engine) readAnchor(ctx context.Context) (raw []byte, present bool, err error) {
+	if e.cfg.AuditAnchor == nil || e.auditKey == nil {
+		return nil, false, nil
+	}
+	for try := 0; ; try++ {
+		raw, err = e.cfg.AuditAnchor.Read(ctx)
+		if try == 0 && errors.Is(err, hsm.ErrTransient) {
+			continue
+		}
+		break
+	}
+	switch {
+	case errors.Is(err, hsm.ErrObjectNotFound):
+		return nil, false, nil
+	case err != nil:
+		return nil, false, fmt.Errorf("read the audit anchor: %w", err)
+	}
+	e.anchor.present = true
+	return raw, true, nil
+}
+
+// checkAnchor checks the store against the anchor: it holds the anchored
+// seal, byte for byte, and the chain runs from there to the head.
+func checkAnchor(tx *store.Tx, raw []byte) error {
+	a, err := parseAnchor(raw)
+	if err != nil {
+		return err
+	}
+	head, _, err := tx.AuditHead()
+	if err != nil {
+		return err
+	}
+	if a.Seq > head {
+		return fmt.Errorf("the HSM's audit anchor records seal event %d, but the store's audit log ends at event %d: "+
+			"sealed events are missing from the store (cut back, or an older copy of the store restored)", a.Seq, head)
+	}
+	stored := store.Genesis()
+	if a.Seq > 0 {
+		raw, err := storedEvent(tx, a.Seq)
+		if err != nil {
+			return err
+		}
+		stored = store.ChainHash(raw)
+	}
+	if !bytes.Equal(stored, a.Hash) {
+		return fmt.Errorf("the store's audit event %d is not the one the HSM's audit anchor records (hash %x, anchored %x): "+
+			"the log was rewritten from there, or this is another store", a.Seq, stored, a.Hash)
+	}
+	if err := tx.VerifyAuditChainFrom(a.Seq+1, a.Hash); err != nil {
+		return fmt.Errorf("from the anchored event %d: %w", a.Seq, err)
+	}
+	return nil
+}
+
+// storedEvent returns event seq's stored bytes.
+func storedEvent(tx *store.Tx, seq uint64) ([]byte, error) {
+	var raw []byte
+	err := tx.Events(seq, func(ev store.Event, stored []byte) error {
+		if ev.Seq == seq {
+			raw = bytes.Clone(stored)
+		}
+		return errStop
+	})
+	if err != nil && err != errStop {
+		return nil, err
+	}
+	if raw == nil {
+		return nil, fmt.Errorf("audit event %d: missing", seq)
+	}
+	return raw, nil
+}
+
+// lastSealMark is what the anchor should record for the store as it is:
+// its last seal, or nothing sealed yet.
+func lastSealMark(tx *store.Tx) (anchorMark, error) {
+	last, err := tx.LastSeal()
+	if err != nil || last == nil {
+		return anchorMark{Hash: store.Genesis()}, err
+	}
+	raw, err := storedEvent(tx, last.Seq)
+	if err != nil {
+		return anchorMark{}, err
+	}
+	return anchorMark{Seq: last.Seq, Hash: store.ChainHash(raw)}, nil
+}
+
+// settleAnchor runs at start-up once the log and the anchor agree: it
+// makes the anchor if the token holds none (audited if the log already
+// holds events, since what was cut from it before now went unseen) and
+// brings one left behind by a crash up to the last seal.
+func (e *Engine) settleAnchor(ctx context.Context, anchored []byte, at anchorMark, head uint64) error {
+	if e.cfg.AuditAnchor == nil || e.auditKey == nil {
+		return nil
+	}
+	if !e.anchor.present {
+		if err := e.cfg.AuditAnchor.Create(ctx, at.encode()); err != nil {
+			e.anchorFailed(err)
+			return nil
+		}
+		e.anchor.present = true
+		if head == 0 {
+			return nil // a new log: nothing went before
+		}
+		e.log.Warn("audit anchor created for a log that had none", "seal", at.Seq, "head", head)
+		return e.Audit(store.Event{Actor: store.System, Action: "audit.anchor.created", Object: fmt.Sprintf("seal event %d", at.Seq),
+			Outcome: store.OutcomeOK, Reason: fmt.Sprintf("the HSM held no audit anchor; the log (%d events) is anchored from seal event %d on, "+
+				"and a cut made before this start could not be detected", head, at.Seq)})
+	}
+	a, err := parseAnchor(anchored)
+	if err != nil || a.Seq >= at.Seq {
+		return err
+	}
+	e.log.Warn("audit anchor behind the store's last seal (stopped between a seal and its anchor?): brought forward",
+		"anchored", a.Seq, "last_seal", at.Seq)
+	e.writeAnchor(at)
+	return nil
+}
+
+// writeAnchor records a seal in the anchor. A failure leaves the anchor
+// behind the store, which is safe; it is logged, audited once until a
+// write succeeds, and the next seal tries again.
+func (e *Engine) writeAnchor(at anchorMark) {
+	if e.cfg.AuditAnchor == nil {
+		return
+	}
+	ctx, cancel := context.WithTimeout(context.Background(), e.cfg.SignTimeout)
+	defer cancel()
+	var err error
+	if e.anchor.present {
+		err = e.cfg.AuditAnchor.Update(ctx, at.encode())
+	} else if err = e.cfg.AuditAnchor.Create(ctx, at.encode()); err == nil {
+		e.anchor.present = true
+	}
+	if err != nil {
+		e.anchorFailed(err)
+		return
+	}
+	if e.anchor.failing.Swap(false) {
+		e.log.Info("audit anchor written again", "seal", at.Seq)
+	}
+}
+
+func (e *Engine) anchorFailed(err error) {
+	e.log.Error("audit anchor", "err", err)
+	if e.anchor.failing.Swap(true) {
+		return
+	}
+	if aerr := e.Audit(store.Event{Actor: store.System, Action: "audit.anchor", Outcome: store.OutcomeFailed,
+		Reason: err.Error()}); aerr != nil {
+		e.log.Error("audit a failed anchor write", "err", aerr)
+	}
+}

@@ -1,0 +1,192 @@
+package hsm
+
+import (
+	"cmp"
+	"context"
+	"encoding/binary"
+	"errors"
+	"fmt"
+	"slices"
+
+	"github.com/miekg/pkcs11"
+)
+
+// ErrObjectNotFound: no private data object with that label.
+var ErrObjectNotFound = errors.New("data object not found")
+
+// DataObject is a value kept in the token as a private data object
+// (CKO_DATA, CKA_TOKEN and CKA_PRIVATE true): only a session logged in
+// with the user PIN reads, writes or deletes it, so whoever can rewrite
+// the files beside signerd cannot. What the value means is the caller's
+// business.
+//
+// Only private objects are ever looked at: anyone who can open a session
+// may create a public object, and one under the same label must not pass
+// for this one.
+type DataObject struct {
+	m     *Module
+	Label string
+}
+
+// dataApplication is CKA_APPLICATION of the data objects signerd makes,
+// so a listing of the token says whose they are.
+const dataApplication = "signerd"
+
+// DataObject names the private data object labelled label. Nothing is
+// read or written until its methods are called.
+func (m *Module) DataObject(label string) *DataObject {
+	return &DataObject{m: m, Label: label}
+}
+
+// A value is never changed in place: PKCS#11 does not say CKA_VALUE of
+// a data object may be modified, and SoftHSM2 refuses it. Each write
+// creates a new object whose value starts with a generation number one
+// above the newest, then destroys the older ones. A crash between the two
+// leaves both; the newest is the value, and the next write removes the
+// rest. C_CreateObject is atomic, so a reader sees the old value or the
+// new one, never a mix.
+
+// generationSize is the length of the big-endian generation number that
+// starts every stored value.
+const generationSize = 8
+
+// version is one object under the label: its handle, generation and the
+// caller's value.
+type version struct {
+	h     pkcs11.ObjectHandle
+	gen   uint64
+	value []byte
+}
+
+// Read returns the object's value, ErrObjectNotFound if there is none.
+func (d *DataObject) Read(ctx context.Context) ([]byte, error) {
+	var value []byte
+	err := d.m.do(ctx, func(s *session) error {
+		vs, err := d.versions(s)
+		if err != nil {
+			return err
+		}
+		if len(vs) == 0 {
+			return ErrObjectNotFound
+		}
+		value = vs[len(vs)-1].value
+		return nil
+	})
+	if err != nil {
+		return nil, fmt.Errorf("data object %q: %w", d.Label, err)
+	}
+	return value, nil
+}
+
+// Create makes the object with value. It refuses if a private data
+// object with the label exists, so one is never shadowed by another.
+func (d *DataObject) Create(ctx context.Context, value []byte) error {
+	d.m.dataMu.Lock()
+	defer d.m.dataMu.Unlock()
+	err := d.m.do(ctx, func(s *session) error {
+		vs, err := d.versions(s)
+		if err != nil {
+			return err
+		}
+		if len(vs) > 0 {
+			return errors.New("a private data object with this label exists")
+		}
+		return d.create(s, 1, value)
+	})
+	if err != nil {
+		return fmt.Errorf("create data object %q: %w", d.Label, err)
+	}
+	return nil
+}
+
+// Update replaces the object's value: ErrObjectNotFound if there is
+// none. Writes through one Module are serialised; two processes must not
+// write one object. Once it returns nil, Read returns value, even if the older
+// objects could not all be destroyed (the next Update tries again).
+func (d *DataObject) Update(ctx context.Context, value []byte) error {
+	d.m.dataMu.Lock()
+	defer d.m.dataMu.Unlock()
+	err := d.m.do(ctx, func(s *session) error {
+		vs, err := d.versions(s)
+		if err != nil {
+			return err
+		}
+		if len(vs) == 0 {
+			return ErrObjectNotFound
+		}
+		if err := d.create(s, vs[len(vs)-1].gen+1, value); err != nil {
+			return err
+		}
+		for _, v := range vs {
+			d.m.lib.ctx.DestroyObject(s.h, v.h)
+		}
+		return nil
+	})
+	if err != nil {
+		return fmt.Errorf("update data object %q: %w", d.Label, err)
+	}
+	return nil
+}
+
+func (d *DataObject) create(s *session, gen uint64, value []byte) error {
+	stored := binary.BigEndian.AppendUint64(make([]byte, 0, generationSize+len(value)), gen)
+	_, err := d.m.lib.ctx.CreateObject(s.h, []*pkcs11.Attribute{
+		pkcs11.NewAttribute(pkcs11.CKA_CLASS, pkcs11.CKO_DATA),
+		pkcs11.NewAttribute(pkcs11.CKA_TOKEN, true),
+		pkcs11.NewAttribute(pkcs11.CKA_PRIVATE, true),
+		pkcs11.NewAttribute(pkcs11.CKA_LABEL, d.Label),
+		pkcs11.NewAttribute(pkcs11.CKA_APPLICATION, dataApplication),
+		pkcs11.NewAttribute(pkcs11.CKA_VALUE, append(stored, value...)),
+	})
+	if err != nil {
+		return fmt.Errorf("C_CreateObject: %w", err)
+	}
+	return nil
+}
+
+// versions returns every private token data object under the label,
+// oldest generation first. Two of one generation are an error, not a
+// pick.
+func (d *DataObject) versions(s *session) ([]version, error) {
+	p11 := d.m.lib.ctx
+	found, err := d.m.findObjects(s, []*pkcs11.Attribute{
+		pkcs11.NewAttribute(pkcs11.CKA_CLASS, pkcs11.CKO_DATA),
+		pkcs11.NewAttribute(pkcs11.CKA_TOKEN, true),
+		pkcs11.NewAttribute(pkcs11.CKA_PRIVATE, true),
+		pkcs11.NewAttribute(pkcs11.CKA_LABEL, d.Label),
+	})
+	if err != nil {
+		return nil, err
+	}
+	if len(found) == 0 {
+		// A session that lost its login sees no private object at all:
+		// that is a lost login to restore, not an absent object.
+		info, err := p11.GetSessionInfo(s.h)
+		if err != nil {
+			return nil, fmt.Errorf("C_GetSessionInfo: %w", err)
+		}
+		if info.State != pkcs11.CKS_RW_USER_FUNCTIONS && info.State != pkcs11.CKS_RO_USER_FUNCTIONS {
+			return nil, fmt.Errorf("session not logged in: %w", pkcs11.Error(pkcs11.CKR_USER_NOT_LOGGED_IN))
+		}
+		return nil, nil
+	}
+	vs := make([]version, 0, len(found))
+	for _, h := range found {
+		attrs, err := p11.GetAttributeValue(s.h, h, []*pkcs11.Attribute{pkcs11.NewAttribute(pkcs11.CKA_VALUE, nil)})
+		if err != nil {
+			return nil, fmt.Errorf("read CKA_VALUE: %w", err)
+		}
+		raw := attrs[0].Value
+		if len(raw) < generationSize {
+			return nil, fmt.Errorf("a private data object under the label holds %d bytes: not one signerd wrote", len(raw))
+		}
+		vs = append(vs, version{h: h, gen: binary.BigEndian.Uint64(raw), value: raw[generationSize:]})
+	}
+	slices.SortFunc(vs, func(a, b version) int { return cmp.Compare(a.gen, b.gen) })
+	for i := 1; i < len(vs); i++ {
+		if vs[i].gen == vs[i-1].gen {
+			return nil, fmt.Errorf("two private data objects under the label have generation %d: refusing to guess", vs[i].gen)
+		}
+	}
+	return vs, nil
+}
