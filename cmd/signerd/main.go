@@ -105,13 +105,15 @@ func run(cfg *config, log *slog.Logger) error {
 	if err := d.start(cfg, log); err != nil {
 		return err
 	}
-	l, activated, err := listener(cfg.Socket)
+	// From the moment clients can connect, SIGTERM means drain and remove
+	// the socket, never the default death that leaves the file behind.
+	stop := make(chan os.Signal, 1)
+	signal.Notify(stop, syscall.SIGTERM, syscall.SIGINT)
+	l, activated, releaseSocket, err := listener(cfg.Socket)
 	if err != nil {
 		return fmt.Errorf("socket %s: %w", cfg.Socket.Path, err)
 	}
-	if !activated {
-		defer os.Remove(cfg.Socket.Path)
-	}
+	defer releaseSocket()
 	l = limitPerPeer(l, cfg.Socket.MaxConnectionsPerUID, log, d.metrics)
 	for _, o := range cfg.Roles.overlaps() {
 		log.Warn("duties not separated: one principal holds several roles", "principal", o)
@@ -127,8 +129,6 @@ func run(cfg *config, log *slog.Logger) error {
 		MaxHeaderBytes:    maxHeaderBytes,
 		ErrorLog:          slog.NewLogLogger(log.Handler(), slog.LevelWarn),
 	}
-	stop := make(chan os.Signal, 1)
-	signal.Notify(stop, syscall.SIGTERM, syscall.SIGINT)
 	served := make(chan error, 1)
 	go func() { served <- srv.Serve(l) }()
 	log.Info("ready", "socket", l.Addr().String(), "socket_activated", activated)
@@ -273,25 +273,27 @@ func notify(lines ...string) {
 }
 
 // listener is the socket systemd passed (socket activation), else one
-// signerd creates.
-func listener(cfg socketCfg) (net.Listener, bool, error) {
+// signerd creates. release, called once signerd has stopped serving,
+// removes a socket signerd created if its path still names it; systemd's
+// socket is systemd's to remove.
+func listener(cfg socketCfg) (l net.Listener, activated bool, release func(), err error) {
 	ls, err := activation.Listeners()
 	if err != nil {
-		return nil, false, err
+		return nil, false, nil, err
 	}
 	switch {
 	case len(ls) > 1:
-		return nil, false, fmt.Errorf("systemd passed %d sockets; signerd serves exactly one", len(ls))
+		return nil, false, nil, fmt.Errorf("systemd passed %d sockets; signerd serves exactly one", len(ls))
 	case len(ls) == 1 && ls[0] == nil:
-		return nil, false, errors.New("systemd passed a socket that is not a stream listener")
+		return nil, false, nil, errors.New("systemd passed a socket that is not a stream listener")
 	case len(ls) == 1:
 		if _, ok := ls[0].(*net.UnixListener); !ok {
-			return nil, false, fmt.Errorf("systemd passed a %s socket; signerd serves Unix sockets only", ls[0].Addr().Network())
+			return nil, false, nil, fmt.Errorf("systemd passed a %s socket; signerd serves Unix sockets only", ls[0].Addr().Network())
 		}
-		return ls[0], true, nil
+		return ls[0], true, func() {}, nil
 	}
-	l, err := listen(cfg)
-	return l, false, err
+	l, release, err = listen(cfg)
+	return l, false, release, err
 }
 
 // monitor probes the HSM every interval, and at least twice per systemd
