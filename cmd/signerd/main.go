@@ -31,19 +31,32 @@ import (
 	"signerd/store"
 )
 
+// Exit statuses. systemd/signerd.service restarts signerd on failure,
+// except after exitPINRefused (RestartPreventExitStatus=): a token locks
+// its user PIN after a few wrong tries, so a refused PIN is presented once
+// and an operator fixes it.
+const (
+	exitFailure = 1 // start-up failed or serving stopped: restarting may help
+	exitUsage   = 2 // bad command line
+	// exitPINRefused: the token refused the user PIN (wrong, locked,
+	// expired) or the PIN could not be read (missing, a file its group or
+	// others may access), at start-up or when restoring a lost login.
+	exitPINRefused = 3
+)
+
 func main() {
 	fs := flag.NewFlagSet("signerd", flag.ContinueOnError)
 	configPath := fs.String("config", "/etc/signerd/signerd.yaml", "configuration `file`")
 	ack := fs.String("acknowledge-audit-break", "", "start although the audit log fails its check; the `statement` (who, why) is audited")
 	cpuProfile := fs.String("cpu-profile", "", "write a CPU profile (go tool pprof) from start to stop into `file`")
 	if err := fs.Parse(os.Args[1:]); err != nil {
-		os.Exit(2)
+		os.Exit(exitUsage)
 	}
 	log := slog.New(slog.NewJSONHandler(os.Stderr, nil))
 	cfg, err := loadConfig(*configPath)
 	if err != nil {
 		log.Error("refusing to start", "err", err)
-		os.Exit(1)
+		os.Exit(exitFailure)
 	}
 	cfg.ackAuditBreak = *ack
 	if cfg.LogLevel == "debug" {
@@ -53,13 +66,18 @@ func main() {
 		stop, err := startCPUProfile(*cpuProfile)
 		if err != nil {
 			log.Error("refusing to start", "err", err)
-			os.Exit(1)
+			os.Exit(exitFailure)
 		}
 		defer stop()
 	}
 	if err := run(cfg, log); err != nil {
+		if hsm.PINRefused(err) {
+			log.Error("signerd stopped: the HSM refused the PIN or it could not be read; "+
+				"not restarting, so the PIN is not tried again", "err", err, "exit_status", exitPINRefused)
+			os.Exit(exitPINRefused)
+		}
 		log.Error("signerd stopped", "err", err)
-		os.Exit(1)
+		os.Exit(exitFailure)
 	}
 }
 
@@ -136,10 +154,20 @@ func run(cfg *config, log *slog.Logger) error {
 	notify(sd.SdNotifyReady, serving)
 	stopMonitor := d.monitor(cfg.HSM.ProbeInterval.Duration, serving)
 	defer stopMonitor()
+	var stopErr error
+	stopOutcome, stopReason := store.OutcomeOK, "signal"
 	select {
 	case sig := <-stop:
 		log.Info("stopping: draining requests", "signal", sig.String())
 		notify(sd.SdNotifyStopping, "STATUS=draining the signing queue")
+	case <-d.module.LoginRefused():
+		// The PIN was changed or locked behind signerd's back. The module
+		// will not present it again, and nothing can be signed: stop, so
+		// the unit's restart does not present it either.
+		stopErr = fmt.Errorf("HSM: %w", d.module.LoginRefusal())
+		stopOutcome, stopReason = store.OutcomeFailed, "PIN refused"
+		log.Error("stopping: the HSM refused the PIN when signerd logged in again", "err", stopErr)
+		notify(sd.SdNotifyStopping, "STATUS=HSM refused the PIN; draining and stopping")
 	case err := <-served:
 		return fmt.Errorf("serve: %w", err)
 	}
@@ -151,11 +179,14 @@ func run(cfg *config, log *slog.Logger) error {
 	if err := srv.Shutdown(ctx); err != nil {
 		log.Warn("shutdown", "err", err)
 	}
-	if err := d.engine.Audit(store.Event{Actor: store.System, Action: "signerd.stop", Outcome: store.OutcomeOK,
-		Reason: "signal"}); err != nil {
+	if err := d.engine.Audit(store.Event{Actor: store.System, Action: "signerd.stop", Outcome: stopOutcome,
+		Reason: stopReason}); err != nil {
 		log.Error("audit stop", "err", err)
 	}
 	d.engine.Close() // drains the queue, then seals the log
+	if stopErr != nil {
+		return stopErr
+	}
 	log.Info("stopped")
 	return nil
 }

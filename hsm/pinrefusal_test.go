@@ -1,0 +1,77 @@
+package hsm_test
+
+import (
+	"context"
+	"errors"
+	"strings"
+	"testing"
+
+	"signerd/hsm"
+	"signerd/hsm/hsmtest"
+)
+
+// Once the token refuses the PIN, the module never calls C_Login again on
+// its own: not when later operations find the login gone, not when the
+// token would now accept the PIN. Logins are counted by the
+// fault-injecting module between signerd and SoftHSM2.
+func TestRefusedPINIsNeverPresentedAgain(t *testing.T) {
+	tok := hsmtest.NewToken(t, hsmtest.SM2Module(t), "refused")
+	faults := hsmtest.NewFaultModule(t, tok.Module)
+	for _, kv := range faults.Env() {
+		k, v, _ := strings.Cut(kv, "=")
+		t.Setenv(k, v)
+	}
+	cfg := tok.Config(hsmtest.SoftHSMProfile(t))
+	cfg.ModulePath = faults.Path
+	cfg.Sessions = 4
+
+	// At open: a refused PIN is presented once, and Open fails.
+	faults.Set(t, "pin-locked")
+	if _, err := hsm.Open(cfg); !errors.Is(err, hsm.ErrPINLocked) || !hsm.PINRefused(err) {
+		t.Fatalf("open with the PIN locked: %v, want ErrPINLocked", err)
+	}
+	if got := faults.Logins(t); len(got) != 1 {
+		t.Fatalf("C_Login calls at a refused open %q, want one", got)
+	}
+
+	// While serving: the login is lost and the PIN locked in one step.
+	faults.Set(t, "ok")
+	m := tok.Open(t, cfg)
+	_, s := newSM2Signer(t, m)
+	select {
+	case <-m.LoginRefused():
+		t.Fatal("LoginRefused closed before any refusal")
+	default:
+	}
+	faults.Set(t, "logout-locked")
+	if _, err := s.SignMessage(nil, []byte("x"), nil); !errors.Is(err, hsm.ErrPINLocked) || errors.Is(err, hsm.ErrTransient) {
+		t.Fatalf("sign as the PIN is locked: %v, want ErrPINLocked and not ErrTransient", err)
+	}
+	<-m.LoginRefused() // closed by now, or the test hangs and fails
+	if err := m.LoginRefusal(); !errors.Is(err, hsm.ErrPINLocked) {
+		t.Fatalf("LoginRefusal %v, want ErrPINLocked", err)
+	}
+	want := faults.Logins(t)
+	if len(want) != 3 || !strings.HasSuffix(want[2], "rv=a4") {
+		t.Fatalf("C_Login calls %q: want the refused open, the open, and one refused relogin", want)
+	}
+
+	// The token would take the PIN again; the module does not try it.
+	faults.Set(t, "ok")
+	ctx := context.Background()
+	for i, op := range []func() error{
+		func() error { _, err := s.SignMessage(nil, []byte("x"), nil); return err },
+		func() error { _, err := m.FindKey(ctx, "no-such-key"); return err },
+		func() error { _, err := m.Objects(ctx); return err },
+		func() error { _, err := m.Random().Read(make([]byte, 16)); return err },
+		func() error { return m.SelfTest(ctx, s) },
+		func() error { _, err := s.SignMessage(nil, []byte("y"), nil); return err },
+	} {
+		if err := op(); !errors.Is(err, hsm.ErrPINLocked) {
+			t.Errorf("operation %d after the refusal: %v, want ErrPINLocked", i, err)
+		}
+	}
+	if got := faults.Logins(t); strings.Join(got, "\n") != strings.Join(want, "\n") {
+		t.Fatalf("C_Login calls after the refusal %q, want still %q", got, want)
+	}
+}
