@@ -123,6 +123,13 @@ const pinBytes = 16
 
 func (c *tokenInit) perform(r *runner) error {
 	if err := r.outputsAbsent(c.PIN.outputs()...); err != nil {
+		if present, perr := hsm.TokenPresent(c.Module, c.Label); perr == nil && !present {
+			// Shares are written before the token; a run stopped between
+			// the two (a crash) leaves shares of a PIN no token has. They
+			// are not removed here: they may be another token's.
+			return fmt.Errorf("%w (no token labelled %q exists: if a run of this ceremony stopped "+
+				"before initialising it, its shares hold a PIN no token has; remove them and run it again)", err, c.Label)
+		}
 		return err
 	}
 	present, err := hsm.TokenPresent(c.Module, c.Label)

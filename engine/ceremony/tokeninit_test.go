@@ -75,3 +75,20 @@ func readOnlyFolder(t *testing.T, dir string) (writable func()) {
 	t.Cleanup(unmount)
 	return unmount
 }
+
+// A run stopped between its shares and the token (a crash) leaves shares
+// and no token: the next run refuses to overwrite them, and says that they
+// hold a PIN no token has and may be removed.
+func TestTokenInitAfterAStopBeforeTheToken(t *testing.T) {
+	r := newRoom(t)
+	if err := os.WriteFile(r.path("pin-share-3.pem"), []byte("left by a stopped run\n"), 0o600); err != nil {
+		t.Fatal(err)
+	}
+	out, err := r.run(t, "01-token-init.yaml", false)
+	if err == nil || !strings.Contains(err.Error(), "hold a PIN no token has") {
+		t.Fatalf("token-init over a stopped run's shares: %v, want the shares explained\n%s", err, out)
+	}
+	if data, _ := os.ReadFile(r.path("pin-share-3.pem")); string(data) != "left by a stopped run\n" {
+		t.Fatal("token-init changed a share it did not write")
+	}
+}
