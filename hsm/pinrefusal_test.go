@@ -3,8 +3,10 @@ package hsm_test
 import (
 	"context"
 	"errors"
+	"os"
 	"strings"
 	"testing"
+	"time"
 
 	"signerd/hsm"
 	"signerd/hsm/hsmtest"
@@ -73,5 +75,69 @@ func TestRefusedPINIsNeverPresentedAgain(t *testing.T) {
 	}
 	if got := faults.Logins(t); strings.Join(got, "\n") != strings.Join(want, "\n") {
 		t.Fatalf("C_Login calls after the refusal %q, want still %q", got, want)
+	}
+}
+
+// A token that goes away and comes back with its PIN locked: the module,
+// initialised anew to find it, presents the PIN once, and never again,
+// even when the token goes and comes back once more.
+func TestTokenBackWithItsPINLockedIsTriedOnce(t *testing.T) {
+	d := hsmtest.NewDir(t)
+	tok := d.NewToken(t, hsmtest.SM2Module(t), "away-locked")
+	faults := hsmtest.NewFaultModule(t, tok.Module)
+	for _, kv := range faults.Env() {
+		k, v, _ := strings.Cut(kv, "=")
+		t.Setenv(k, v)
+	}
+	cfg := tok.Config(hsmtest.SoftHSMProfile(t))
+	cfg.ModulePath = faults.Path
+	m := tok.Open(t, cfg)
+	_, s := newSM2Signer(t, m)
+	msg := []byte("token back, PIN locked")
+	away := func() (back func()) {
+		t.Helper()
+		if err := os.Rename(d.Path, d.Path+".away"); err != nil {
+			t.Fatal(err)
+		}
+		return func() {
+			t.Helper()
+			if err := os.Rename(d.Path+".away", d.Path); err != nil {
+				t.Fatal(err)
+			}
+		}
+	}
+	back := away()
+	if _, err := s.SignMessage(nil, msg, nil); !errors.Is(err, hsm.ErrTransient) {
+		t.Fatalf("sign with the token gone: %v, want ErrTransient", err)
+	}
+	faults.Set(t, "pin-locked")
+	back()
+	// Recovery re-initialises the module at most once a second; poll.
+	for deadline := time.Now().Add(10 * time.Second); ; time.Sleep(20 * time.Millisecond) {
+		_, err := s.SignMessage(nil, msg, nil)
+		if errors.Is(err, hsm.ErrPINLocked) {
+			break
+		}
+		if !errors.Is(err, hsm.ErrTransient) {
+			t.Fatalf("sign as the token comes back locked: %v, want ErrTransient until ErrPINLocked", err)
+		}
+		if time.Now().After(deadline) {
+			t.Fatalf("token back for 10s and still: %v", err)
+		}
+	}
+	want := faults.Logins(t)
+	if len(want) != 2 || !strings.HasSuffix(want[1], "rv=a4") {
+		t.Fatalf("C_Login calls %q, want the open and one refused", want)
+	}
+	faults.Set(t, "ok")
+	back = away()
+	back()
+	for i := range 3 {
+		if _, err := s.SignMessage(nil, msg, nil); !errors.Is(err, hsm.ErrPINLocked) {
+			t.Fatalf("sign %d after the refusal: %v, want ErrPINLocked", i, err)
+		}
+	}
+	if got := faults.Logins(t); strings.Join(got, "\n") != strings.Join(want, "\n") {
+		t.Fatalf("C_Login calls %q, want still %q", got, want)
 	}
 }
