@@ -15,6 +15,10 @@ var (
 	ErrPINIncorrect = errors.New("PIN incorrect")
 	// ErrPINLocked means the token refuses the user PIN until the SO resets it.
 	ErrPINLocked = errors.New("PIN locked")
+	// ErrPINUnreadable: the PIN's source (file, credential, shares) could
+	// not be read or is refused (a file its group may read). Trying again
+	// unchanged will not help.
+	ErrPINUnreadable = errors.New("PIN unreadable")
 	// ErrKeyNotFound: no private key with that label.
 	ErrKeyNotFound = errors.New("key not found")
 	// ErrKeyExists: a key with that label exists and would be shadowed.
@@ -50,6 +54,13 @@ func refusedPIN(err error) bool {
 	return errors.Is(err, ErrPINIncorrect) || errors.Is(err, ErrPINLocked)
 }
 
+// PINRefused reports whether err means the user PIN was refused or could
+// not be had: a wrong or locked PIN, or an unreadable PIN source. Starting
+// again with the same PIN can only use up the token's remaining tries.
+func PINRefused(err error) bool {
+	return refusedPIN(err) || errors.Is(err, ErrPINUnreadable)
+}
+
 // loginError maps C_Login failures onto the errors callers act on.
 func loginError(err error) error {
 	var rv pkcs11.Error
@@ -57,8 +68,14 @@ func loginError(err error) error {
 		switch rv {
 		case pkcs11.CKR_PIN_INCORRECT:
 			return ErrPINIncorrect
+		case pkcs11.CKR_PIN_INVALID, pkcs11.CKR_PIN_LEN_RANGE:
+			// Not a PIN this token could hold: as wrong as a wrong one.
+			return fmt.Errorf("%w (%w)", ErrPINIncorrect, rv)
 		case pkcs11.CKR_PIN_LOCKED:
 			return ErrPINLocked
+		case pkcs11.CKR_PIN_EXPIRED:
+			// The SO must set a new one; retrying the old never works.
+			return fmt.Errorf("%w (%w)", ErrPINLocked, rv)
 		}
 	}
 	return fmt.Errorf("login: %w", err)

@@ -103,6 +103,20 @@ func (m *Module) Close() error {
 	return m.closeErr
 }
 
+// LoginRefused is closed when the token refuses the PIN while the module
+// restores a lost login (the PIN was changed or locked behind its back).
+// The module never presents that PIN again: every later operation fails
+// with the refusal, so a daemon should stop rather than keep serving.
+func (m *Module) LoginRefused() <-chan struct{} { return m.pool.refusedCh }
+
+// LoginRefusal is the refusal LoginRefused announced (ErrPINIncorrect or
+// ErrPINLocked), nil before one.
+func (m *Module) LoginRefusal() error {
+	m.pool.mu.Lock()
+	defer m.pool.mu.Unlock()
+	return m.pool.refused
+}
+
 func (m *Module) checkMechanisms(slot uint) error {
 	if m.sm2 == nil {
 		return nil

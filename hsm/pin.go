@@ -8,6 +8,7 @@ import (
 	"os"
 	"path/filepath"
 	"strings"
+	"syscall"
 
 	"golang.org/x/term"
 
@@ -17,8 +18,9 @@ import (
 // PINSource says where a PIN comes from (SPEC §3.8). Exactly one field is
 // set. PINs are never taken from the command line.
 type PINSource struct {
-	// File holds the PIN; one trailing newline is ignored. It must not be
-	// readable by others.
+	// File holds the PIN; one trailing newline is ignored. It must be a
+	// regular file that neither its group nor others may access (0600 or
+	// 0400).
 	File string
 	// Credential names a systemd credential in $CREDENTIALS_DIRECTORY
 	// (LoadCredential= in the unit).
@@ -72,20 +74,11 @@ func ZeroPIN(pin []byte) { zero(pin) }
 const maxPINFile = 256
 
 func readPINFile(path string, checkMode bool) ([]byte, error) {
-	f, err := os.Open(path)
+	f, err := openPrivateFile(path, checkMode)
 	if err != nil {
 		return nil, fmt.Errorf("PIN file: %w", err)
 	}
 	defer f.Close()
-	if checkMode {
-		fi, err := f.Stat()
-		if err != nil {
-			return nil, fmt.Errorf("PIN file: %w", err)
-		}
-		if fi.Mode().Perm()&0o007 != 0 {
-			return nil, fmt.Errorf("PIN file %s is accessible to others (mode %v); chmod o-rwx it", path, fi.Mode().Perm())
-		}
-	}
 	buf := make([]byte, maxPINFile+1)
 	n, err := io.ReadFull(f, buf)
 	if err != nil && err != io.ErrUnexpectedEOF {
@@ -106,6 +99,33 @@ func readPINFile(path string, checkMode bool) ([]byte, error) {
 		return nil, fmt.Errorf("PIN file %s is empty", path)
 	}
 	return out, nil
+}
+
+// openPrivateFile opens a secret's file. With checkMode it must be a
+// regular file that grants its group and others nothing: a PIN or share
+// readable by a group is readable by everyone ever added to it. (systemd
+// credentials are checked by systemd, which makes them.) The mode checked
+// is that of the file opened, whatever symlink led to it; it is opened
+// without blocking, so a FIFO planted in its place cannot hang the caller.
+func openPrivateFile(path string, checkMode bool) (*os.File, error) {
+	f, err := os.OpenFile(path, os.O_RDONLY|syscall.O_NONBLOCK, 0)
+	if err != nil {
+		return nil, err
+	}
+	fi, err := f.Stat()
+	if err != nil {
+		f.Close()
+		return nil, err
+	}
+	switch {
+	case !fi.Mode().IsRegular():
+		f.Close()
+		return nil, fmt.Errorf("%s is not a regular file (%v)", path, fi.Mode().Type())
+	case checkMode && fi.Mode().Perm()&0o077 != 0:
+		f.Close()
+		return nil, fmt.Errorf("%s has mode %04o (%v): its group or others may access it; chmod 600 it", path, fi.Mode().Perm(), fi.Mode().Perm())
+	}
+	return f, nil
 }
 
 func trimNewline(b []byte) []byte {
@@ -131,8 +151,8 @@ func promptPIN(prompt string) ([]byte, error) {
 	return pin, nil
 }
 
-// ReadSecretShares reads share files (each must not be accessible to
-// others) and combines them into the secret they were split from. Sealed
+// ReadSecretShares reads share files (each accessible to its owner
+// alone) and combines them into the secret they were split from. Sealed
 // shares are opened with their custodian's passphrase, asked for on the
 // terminal. The caller zeroes the secret.
 func ReadSecretShares(purpose string, paths []string) ([]byte, error) {
@@ -168,21 +188,14 @@ func ReadSecretShares(purpose string, paths []string) ([]byte, error) {
 	return split.Combine(purpose, shares)
 }
 
-// readPrivateFile reads a file of at most limit bytes that others cannot
-// read.
+// readPrivateFile reads a file of at most limit bytes that neither its
+// group nor others may access.
 func readPrivateFile(path string, limit int64) ([]byte, error) {
-	f, err := os.Open(path)
+	f, err := openPrivateFile(path, true)
 	if err != nil {
 		return nil, err
 	}
 	defer f.Close()
-	fi, err := f.Stat()
-	if err != nil {
-		return nil, err
-	}
-	if fi.Mode().Perm()&0o007 != 0 {
-		return nil, fmt.Errorf("%s is accessible to others (mode %v); chmod o-rwx it", path, fi.Mode().Perm())
-	}
 	data, err := io.ReadAll(io.LimitReader(f, limit+1))
 	if err != nil {
 		return nil, fmt.Errorf("%s: %w", path, err)

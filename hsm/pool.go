@@ -29,17 +29,21 @@ type sessionPool struct {
 	gen     uint64
 	closed  bool
 	refused error // a login failure that must not be retried (wrong PIN)
-	inUse   map[pkcs11.SessionHandle]bool
-	peak    int // most sessions ever in use at once
+	// refusedCh is closed when refused is set, for whoever must stop
+	// rather than wait for a login that will never be tried.
+	refusedCh chan struct{}
+	inUse     map[pkcs11.SessionHandle]bool
+	peak      int // most sessions ever in use at once
 }
 
 func newSessionPool(m *Module, slot uint, size int) (*sessionPool, error) {
 	p := &sessionPool{
-		m:     m,
-		slots: make(chan struct{}, size),
-		idle:  make(chan *session, size),
-		slot:  slot,
-		inUse: map[pkcs11.SessionHandle]bool{},
+		m:         m,
+		slots:     make(chan struct{}, size),
+		idle:      make(chan *session, size),
+		slot:      slot,
+		inUse:     map[pkcs11.SessionHandle]bool{},
+		refusedCh: make(chan struct{}),
 	}
 	h, err := m.login(slot)
 	if err != nil {
@@ -197,6 +201,7 @@ func (p *sessionPool) relogin(failed uint64) error {
 	if err != nil {
 		if refusedPIN(err) {
 			p.refused = err
+			close(p.refusedCh)
 		}
 		return err
 	}

@@ -76,13 +76,18 @@ func (t TokenSpec) Name() string {
 }
 
 // ReadPIN reads the user PIN from the spec's source, or asks on the
-// terminal when it names none. The caller zeroes it.
+// terminal when it names none. The caller zeroes it. Failures are
+// ErrPINUnreadable.
 func (t TokenSpec) ReadPIN() ([]byte, error) {
 	src := PINSource{File: t.PINFile, Credential: t.PINCred, Shares: t.PINShares}
 	if src.File == "" && src.Credential == "" && len(src.Shares) == 0 {
 		src.Prompt = "User PIN for token " + t.Name() + ": "
 	}
-	return ReadPIN(src)
+	pin, err := ReadPIN(src)
+	if err != nil {
+		return nil, fmt.Errorf("%w: %w", ErrPINUnreadable, err)
+	}
+	return pin, nil
 }
 
 // Config is the hsm.Config for the spec with pin and sessions.

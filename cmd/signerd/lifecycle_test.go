@@ -166,12 +166,7 @@ func TestStartupRefusals(t *testing.T) {
 		prepare func(t *testing.T, d *daemonProc)
 		log     string
 	}{
-		{"wrong PIN", func(t *testing.T, d *daemonProc) {
-			os.WriteFile(filepath.Join(d.dir, "pin"), []byte("wrong-pin-4711"), 0o600)
-		}, "PIN"},
-		{"PIN file readable by others", func(t *testing.T, d *daemonProc) {
-			os.Chmod(filepath.Join(d.dir, "pin"), 0o644)
-		}, "pin"},
+		// A refused or unreadable PIN has exit status 3: pinrefusal_test.go.
 		{"unknown config key", func(t *testing.T, d *daemonProc) {
 			appendFile(t, d.config, "colour: red\n")
 		}, "field colour not found"},

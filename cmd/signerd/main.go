@@ -31,19 +31,32 @@ import (
 	"signerd/store"
 )
 
+// Exit statuses. systemd/signerd.service restarts signerd on failure,
+// except after exitPINRefused (RestartPreventExitStatus=): a token locks
+// its user PIN after a few wrong tries, so a refused PIN is presented once
+// and an operator fixes it.
+const (
+	exitFailure = 1 // start-up failed or serving stopped: restarting may help
+	exitUsage   = 2 // bad command line
+	// exitPINRefused: the token refused the user PIN (wrong, locked,
+	// expired) or the PIN could not be read (missing, a file its group or
+	// others may access), at start-up or when restoring a lost login.
+	exitPINRefused = 3
+)
+
 func main() {
 	fs := flag.NewFlagSet("signerd", flag.ContinueOnError)
 	configPath := fs.String("config", "/etc/signerd/signerd.yaml", "configuration `file`")
 	ack := fs.String("acknowledge-audit-break", "", "start although the audit log fails its check; the `statement` (who, why) is audited")
 	cpuProfile := fs.String("cpu-profile", "", "write a CPU profile (go tool pprof) from start to stop into `file`")
 	if err := fs.Parse(os.Args[1:]); err != nil {
-		os.Exit(2)
+		os.Exit(exitUsage)
 	}
 	log := slog.New(slog.NewJSONHandler(os.Stderr, nil))
 	cfg, err := loadConfig(*configPath)
 	if err != nil {
 		log.Error("refusing to start", "err", err)
-		os.Exit(1)
+		os.Exit(exitFailure)
 	}
 	cfg.ackAuditBreak = *ack
 	if cfg.LogLevel == "debug" {
@@ -53,13 +66,18 @@ func main() {
 		stop, err := startCPUProfile(*cpuProfile)
 		if err != nil {
 			log.Error("refusing to start", "err", err)
-			os.Exit(1)
+			os.Exit(exitFailure)
 		}
 		defer stop()
 	}
 	if err := run(cfg, log); err != nil {
+		if hsm.PINRefused(err) {
+			log.Error("signerd stopped: the HSM refused the PIN or it could not be read; "+
+				"not restarting, so the PIN is not tried again", "err", err, "exit_status", exitPINRefused)
+			os.Exit(exitPINRefused)
+		}
 		log.Error("signerd stopped", "err", err)
-		os.Exit(1)
+		os.Exit(exitFailure)
 	}
 }
 
@@ -105,13 +123,15 @@ func run(cfg *config, log *slog.Logger) error {
 	if err := d.start(cfg, log); err != nil {
 		return err
 	}
-	l, activated, err := listener(cfg.Socket)
+	// From the moment clients can connect, SIGTERM means drain and remove
+	// the socket, never the default death that leaves the file behind.
+	stop := make(chan os.Signal, 1)
+	signal.Notify(stop, syscall.SIGTERM, syscall.SIGINT)
+	l, activated, releaseSocket, err := listener(cfg.Socket)
 	if err != nil {
 		return fmt.Errorf("socket %s: %w", cfg.Socket.Path, err)
 	}
-	if !activated {
-		defer os.Remove(cfg.Socket.Path)
-	}
+	defer releaseSocket()
 	refusals := newRefusalLog(d.engine.Audit, cfg.Roles, cfg.Audit.RefusalWindow.Duration, log, d.metrics)
 	defer refusals.Close()
 	l = limitPerPeer(l, cfg.Socket.MaxConnectionsPerUID, log, d.metrics, refusals)
@@ -129,8 +149,6 @@ func run(cfg *config, log *slog.Logger) error {
 		MaxHeaderBytes:    maxHeaderBytes,
 		ErrorLog:          slog.NewLogLogger(log.Handler(), slog.LevelWarn),
 	}
-	stop := make(chan os.Signal, 1)
-	signal.Notify(stop, syscall.SIGTERM, syscall.SIGINT)
 	served := make(chan error, 1)
 	go func() { served <- srv.Serve(l) }()
 	log.Info("ready", "socket", l.Addr().String(), "socket_activated", activated)
@@ -138,10 +156,20 @@ func run(cfg *config, log *slog.Logger) error {
 	notify(sd.SdNotifyReady, serving)
 	stopMonitor := d.monitor(cfg.HSM.ProbeInterval.Duration, serving)
 	defer stopMonitor()
+	var stopErr error
+	stopOutcome, stopReason := store.OutcomeOK, "signal"
 	select {
 	case sig := <-stop:
 		log.Info("stopping: draining requests", "signal", sig.String())
 		notify(sd.SdNotifyStopping, "STATUS=draining the signing queue")
+	case <-d.module.LoginRefused():
+		// The PIN was changed or locked behind signerd's back. The module
+		// will not present it again, and nothing can be signed: stop, so
+		// the unit's restart does not present it either.
+		stopErr = fmt.Errorf("HSM: %w", d.module.LoginRefusal())
+		stopOutcome, stopReason = store.OutcomeFailed, "PIN refused"
+		log.Error("stopping: the HSM refused the PIN when signerd logged in again", "err", stopErr)
+		notify(sd.SdNotifyStopping, "STATUS=HSM refused the PIN; draining and stopping")
 	case err := <-served:
 		return fmt.Errorf("serve: %w", err)
 	}
@@ -154,11 +182,14 @@ func run(cfg *config, log *slog.Logger) error {
 		log.Warn("shutdown", "err", err)
 	}
 	refusals.Close() // what is tallied is recorded before the stop
-	if err := d.engine.Audit(store.Event{Actor: store.System, Action: "signerd.stop", Outcome: store.OutcomeOK,
-		Reason: "signal"}); err != nil {
+	if err := d.engine.Audit(store.Event{Actor: store.System, Action: "signerd.stop", Outcome: stopOutcome,
+		Reason: stopReason}); err != nil {
 		log.Error("audit stop", "err", err)
 	}
 	d.engine.Close() // drains the queue, then seals the log
+	if stopErr != nil {
+		return stopErr
+	}
 	log.Info("stopped")
 	return nil
 }
@@ -277,25 +308,27 @@ func notify(lines ...string) {
 }
 
 // listener is the socket systemd passed (socket activation), else one
-// signerd creates.
-func listener(cfg socketCfg) (net.Listener, bool, error) {
+// signerd creates. release, called once signerd has stopped serving,
+// removes a socket signerd created if its path still names it; systemd's
+// socket is systemd's to remove.
+func listener(cfg socketCfg) (l net.Listener, activated bool, release func(), err error) {
 	ls, err := activation.Listeners()
 	if err != nil {
-		return nil, false, err
+		return nil, false, nil, err
 	}
 	switch {
 	case len(ls) > 1:
-		return nil, false, fmt.Errorf("systemd passed %d sockets; signerd serves exactly one", len(ls))
+		return nil, false, nil, fmt.Errorf("systemd passed %d sockets; signerd serves exactly one", len(ls))
 	case len(ls) == 1 && ls[0] == nil:
-		return nil, false, errors.New("systemd passed a socket that is not a stream listener")
+		return nil, false, nil, errors.New("systemd passed a socket that is not a stream listener")
 	case len(ls) == 1:
 		if _, ok := ls[0].(*net.UnixListener); !ok {
-			return nil, false, fmt.Errorf("systemd passed a %s socket; signerd serves Unix sockets only", ls[0].Addr().Network())
+			return nil, false, nil, fmt.Errorf("systemd passed a %s socket; signerd serves Unix sockets only", ls[0].Addr().Network())
 		}
-		return ls[0], true, nil
+		return ls[0], true, func() {}, nil
 	}
-	l, err := listen(cfg)
-	return l, false, err
+	l, release, err = listen(cfg)
+	return l, false, release, err
 }
 
 // monitor probes the HSM every interval, and at least twice per systemd

@@ -3,6 +3,7 @@ package main
 import (
 	"context"
 	"errors"
+	"fmt"
 	"net"
 	"os"
 	"os/user"
@@ -120,19 +121,53 @@ func peerFrom(ctx context.Context) peer {
 	return p
 }
 
-// listen creates the Unix socket: a stale socket file is removed (one a
-// live signerd answers on is not), and the file gets mode and group.
-func listen(cfg socketCfg) (net.Listener, error) {
+// ownedSocket is the socket file signerd created: the file it bound (by
+// device and inode) and the lock beside it that it holds while it serves.
+type ownedSocket struct {
+	path     string
+	dev, ino uint64
+	lock     *os.File
+}
+
+// lockSuffix names the lock file beside a socket signerd creates. Every
+// signerd takes it before it looks at the socket path and keeps it until
+// it has removed its socket, so replacing a stale socket is never raced by
+// another signerd. The lock file itself stays: removing it would let two
+// processes lock two different files of the same name.
+const lockSuffix = ".lock"
+
+// listen creates the Unix socket: under the lock beside it, a stale
+// socket file is removed (one that answers is not), and the new file
+// gets mode and group. release removes the socket only if the path still
+// names the file listen bound, then drops the lock.
+func listen(cfg socketCfg) (l net.Listener, release func(), err error) {
+	lock, err := os.OpenFile(cfg.Path+lockSuffix, os.O_RDWR|os.O_CREATE|syscall.O_NOFOLLOW|syscall.O_CLOEXEC, 0o600)
+	if err != nil {
+		return nil, nil, fmt.Errorf("socket lock: %w", err)
+	}
+	if err := unix.Flock(int(lock.Fd()), unix.LOCK_EX|unix.LOCK_NB); err != nil {
+		lock.Close()
+		if errors.Is(err, unix.EWOULDBLOCK) {
+			return nil, nil, fmt.Errorf("%s is locked: another signerd holds this socket", cfg.Path+lockSuffix)
+		}
+		return nil, nil, fmt.Errorf("socket lock %s: %w", cfg.Path+lockSuffix, err)
+	}
+	s := &ownedSocket{path: cfg.Path, lock: lock}
+	defer func() {
+		if err != nil {
+			lock.Close()
+		}
+	}()
 	if fi, err := os.Lstat(cfg.Path); err == nil {
 		if fi.Mode()&os.ModeSocket == 0 {
-			return nil, errors.New(cfg.Path + " exists and is not a socket")
+			return nil, nil, errors.New(cfg.Path + " exists and is not a socket")
 		}
 		if c, err := net.Dial("unix", cfg.Path); err == nil {
 			c.Close()
-			return nil, errors.New(cfg.Path + ": another signerd is serving on it")
+			return nil, nil, errors.New(cfg.Path + ": another process is serving on it")
 		}
 		if err := os.Remove(cfg.Path); err != nil {
-			return nil, err
+			return nil, nil, err
 		}
 	}
 	mode := uint64(0o660)
@@ -142,27 +177,57 @@ func listen(cfg socketCfg) (net.Listener, error) {
 	// Created with no access at all, then opened up, so there is no moment
 	// when the umask's permissions apply.
 	old := syscall.Umask(0o777)
-	l, err := net.Listen("unix", cfg.Path)
+	ul, err := net.ListenUnix("unix", &net.UnixAddr{Name: cfg.Path, Net: "unix"})
 	syscall.Umask(old)
 	if err != nil {
-		return nil, err
+		return nil, nil, err
 	}
+	// Closing the listener must not unlink the path: by then it may name
+	// someone else's file. release decides.
+	ul.SetUnlinkOnClose(false)
+	fail := func(err error) (net.Listener, func(), error) {
+		ul.Close()
+		s.removeIfOurs()
+		return nil, nil, err
+	}
+	var st unix.Stat_t
+	if err := unix.Lstat(cfg.Path, &st); err != nil {
+		return fail(err)
+	}
+	if st.Mode&unix.S_IFMT != unix.S_IFSOCK {
+		return fail(errors.New(cfg.Path + " was replaced while signerd bound it"))
+	}
+	s.dev, s.ino = st.Dev, st.Ino
 	gid := -1
 	if cfg.Group != "" {
 		g, err := user.LookupGroup(cfg.Group)
 		if err != nil {
-			l.Close()
-			return nil, err
+			return fail(err)
 		}
 		gid, _ = strconv.Atoi(g.Gid)
 	}
 	if err := os.Chown(cfg.Path, -1, gid); err != nil {
-		l.Close()
-		return nil, err
+		return fail(err)
 	}
 	if err := os.Chmod(cfg.Path, os.FileMode(mode)); err != nil {
-		l.Close()
-		return nil, err
+		return fail(err)
 	}
-	return l, nil
+	return ul, s.release, nil
+}
+
+// release removes the socket file if the path still names the one signerd
+// bound (whatever replaced it is left alone), then unlocks.
+func (s *ownedSocket) release() {
+	s.removeIfOurs()
+	s.lock.Close()
+}
+
+// removeIfOurs removes the path if it names the file signerd bound. Only a
+// process that may write the socket's folder can swap the file between
+// the check and the removal; every signerd is kept out by the lock.
+func (s *ownedSocket) removeIfOurs() {
+	var st unix.Stat_t
+	if s.ino != 0 && unix.Lstat(s.path, &st) == nil && st.Dev == s.dev && st.Ino == s.ino {
+		os.Remove(s.path)
+	}
 }

@@ -121,7 +121,7 @@ func (c *backup) perform(r *runner) error {
 	if err := r.write(c.Outputs.Backup, data, false); err != nil {
 		return err
 	}
-	if err := r.writeShares(c.KEK, shares, passphrases); err != nil {
+	if _, err := r.writeShares(c.KEK, shares, passphrases); err != nil {
 		return err
 	}
 	// Prove the outputs as written: shares read back rebuild a KEK that

@@ -2,8 +2,10 @@ package ceremony
 
 import (
 	"bytes"
+	"errors"
 	"fmt"
 	"os"
+	"path/filepath"
 
 	"signerd/hsm"
 	"signerd/hsm/split"
@@ -70,23 +72,106 @@ func promptTwice(name string) ([]byte, error) {
 }
 
 // writeShares seals shares whose custodian has a passphrase and writes
-// each to its custodian's file (mode 0600).
-func (r *runner) writeShares(spec SplitSpec, shares []split.Share, passphrases [][]byte) error {
+// each to its custodian's file (mode 0600), then syncs their folders so
+// the files outlast a crash. written lists the files it created, also on
+// failure, for a caller that must take them back.
+func (r *runner) writeShares(spec SplitSpec, shares []split.Share, passphrases [][]byte) (written []string, err error) {
 	for i, c := range spec.Custodians {
 		s := shares[i]
 		how := "not sealed"
 		if passphrases[i] != nil {
 			if err := s.Seal(passphrases[i]); err != nil {
-				return fmt.Errorf("seal the share of %s: %w", c.Name, err)
+				return written, fmt.Errorf("seal the share of %s: %w", c.Name, err)
 			}
 			how = "sealed with the custodian's passphrase"
 		}
+		_, statErr := os.Lstat(c.Share)
+		existed := statErr == nil
 		if err := r.write(c.Share, s.Marshal(), true); err != nil {
-			return err
+			if _, statErr := os.Lstat(c.Share); statErr == nil && !existed {
+				written = append(written, c.Share) // created, then the write failed
+			}
+			return written, err
 		}
+		written = append(written, c.Share)
 		r.step("  share %d of %d (threshold %d) for %s, %s; set %X", s.Index, s.Total, s.Threshold, c.Name, how, s.Set)
 	}
+	synced := map[string]bool{}
+	for _, path := range written {
+		dir := filepath.Dir(path)
+		if synced[dir] {
+			continue
+		}
+		synced[dir] = true
+		if err := syncDir(dir); err != nil {
+			return written, fmt.Errorf("sync the folder of %s: %w", path, err)
+		}
+	}
+	return written, nil
+}
+
+func syncDir(dir string) error {
+	d, err := os.Open(dir)
+	if err != nil {
+		return err
+	}
+	defer d.Close()
+	return d.Sync()
+}
+
+// checkSharesWritten reads back every share file and proves it: its bytes
+// are the share as sealed, a sealed one opens with its custodian's
+// passphrase, and the shares read back rebuild secret, both the first
+// threshold of them and the last.
+func (r *runner) checkSharesWritten(purpose string, spec SplitSpec, passphrases [][]byte, secret []byte) error {
+	var back []split.Share
+	defer func() {
+		for _, s := range back {
+			clear(s.Data)
+		}
+	}()
+	for i, c := range spec.Custodians {
+		data, err := os.ReadFile(c.Share)
+		if err != nil {
+			return fmt.Errorf("read back: %w", err)
+		}
+		s, err := split.Parse(data)
+		if err != nil {
+			return fmt.Errorf("read back %s: %w", c.Share, err)
+		}
+		if s.Sealed() {
+			if err := s.Open(passphrases[i]); err != nil {
+				return fmt.Errorf("read back %s: %w", c.Share, err)
+			}
+		}
+		back = append(back, s)
+	}
+	n, m := len(back), spec.Threshold
+	for _, subset := range [][]split.Share{back[:m], back[n-m:]} {
+		rebuilt, err := split.Combine(purpose, append([]split.Share(nil), subset...))
+		if err != nil {
+			return fmt.Errorf("read back: %w", err)
+		}
+		same := bytes.Equal(rebuilt, secret)
+		clear(rebuilt)
+		if !same {
+			return errors.New("read back: the share files rebuild another secret")
+		}
+	}
+	r.step("checked: all %d share files read back; the first %d and the last %d rebuild the secret", n, m, m)
 	return nil
+}
+
+// removeShares takes back share files a failed ceremony created, so that
+// nothing refers to a secret no token holds and the ceremony can run again.
+func (r *runner) removeShares(paths []string) {
+	for _, p := range paths {
+		if err := os.Remove(p); err != nil {
+			r.step("  could not remove %s: %v; remove it before running the ceremony again", p, err)
+			continue
+		}
+		r.step("  removed %s", p)
+	}
 }
 
 // readBackShares rebuilds the secret from the first threshold share files

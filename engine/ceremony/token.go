@@ -123,6 +123,13 @@ const pinBytes = 16
 
 func (c *tokenInit) perform(r *runner) error {
 	if err := r.outputsAbsent(c.PIN.outputs()...); err != nil {
+		if present, perr := hsm.TokenPresent(c.Module, c.Label); perr == nil && !present {
+			// Shares are written before the token; a run stopped between
+			// the two (a crash) leaves shares of a PIN no token has. They
+			// are not removed here: they may be another token's.
+			return fmt.Errorf("%w (no token labelled %q exists: if a run of this ceremony stopped "+
+				"before initialising it, its shares hold a PIN no token has; remove them and run it again)", err, c.Label)
+		}
 		return err
 	}
 	present, err := hsm.TokenPresent(c.Module, c.Label)
@@ -159,14 +166,30 @@ func (c *tokenInit) perform(r *runner) error {
 	if err != nil {
 		return err
 	}
+	// The shares are the only copy of the PIN: every one is written, synced
+	// and read back before the token is touched. If that fails, the files
+	// are taken back and the token is as it was, so the ceremony can run
+	// again once the fault is fixed.
+	written, err := r.writeShares(c.PIN, shares, passphrases)
+	if err == nil {
+		err = r.checkSharesWritten(split.PIN, c.PIN, passphrases, pin)
+	}
+	if err != nil {
+		r.step("token %q left untouched: the PIN shares could not all be written and read back", c.Label)
+		r.removeShares(written)
+		return err
+	}
 	serial, err := hsm.InitToken(c.Module, c.Label, soPIN, pin)
 	if err != nil {
-		return err
+		if present, perr := hsm.TokenPresent(c.Module, c.Label); perr == nil && !present {
+			r.step("token %q was not initialised", c.Label)
+			r.removeShares(written)
+			return err
+		}
+		return fmt.Errorf("%w; token %q exists but may lack its user PIN: the security officer "+
+			"reinitialises it, or sets the PIN the shares hold", err, c.Label)
 	}
-	r.step("initialised token %q (serial %s) with a random user PIN", c.Label, serial)
-	if err := r.writeShares(c.PIN, shares, passphrases); err != nil {
-		return err
-	}
+	r.step("initialised token %q (serial %s) with the random user PIN the shares hold", c.Label, serial)
 	// Prove the shares as written: the first threshold of them, read back
 	// from their files, must rebuild a PIN that logs in.
 	rebuilt, err := r.readBackShares(split.PIN, c.PIN, passphrases)

@@ -2,6 +2,7 @@ package hsmtest
 
 import (
 	"bytes"
+	"errors"
 	"os"
 	"os/exec"
 	"path/filepath"
@@ -17,6 +18,7 @@ type FaultModule struct {
 	Path    string // the module to load in place of Real
 	Real    string
 	control string
+	logins  string
 }
 
 // NewFaultModule builds the fault module around real with the machine's C
@@ -31,7 +33,8 @@ func NewFaultModule(t testing.TB, real string) *FaultModule {
 		t.Fatalf("locate the PKCS#11 headers: %v", err)
 	}
 	dir := t.TempDir()
-	f := &FaultModule{Path: filepath.Join(dir, "libpkcs11fault.so"), Real: real, control: filepath.Join(dir, "control")}
+	f := &FaultModule{Path: filepath.Join(dir, "libpkcs11fault.so"), Real: real, control: filepath.Join(dir, "control"),
+		logins: filepath.Join(dir, "logins")}
 	cc := exec.Command("cc", "-shared", "-fPIC", "-O1", "-Wall", "-Werror",
 		"-I", strings.TrimSpace(string(headers)), "-o", f.Path,
 		filepath.Join(root, "testdata/pkcs11fault/pkcs11fault.c"), "-ldl", "-lpthread")
@@ -44,11 +47,30 @@ func NewFaultModule(t testing.TB, real string) *FaultModule {
 
 // Env is what a process loading Path needs in its environment.
 func (f *FaultModule) Env() []string {
-	return []string{"PKCS11FAULT_MODULE=" + f.Real, "PKCS11FAULT_CONTROL=" + f.control}
+	return []string{"PKCS11FAULT_MODULE=" + f.Real, "PKCS11FAULT_CONTROL=" + f.control, "PKCS11FAULT_LOGINS=" + f.logins}
+}
+
+// Logins lists the C_Login calls made through the module so far, one
+// "login user=<type> rv=<return value>" each, in hex.
+func (f *FaultModule) Logins(t testing.TB) []string {
+	t.Helper()
+	raw, err := os.ReadFile(f.logins)
+	if errors.Is(err, os.ErrNotExist) {
+		return nil
+	}
+	if err != nil {
+		t.Fatal(err)
+	}
+	text := strings.TrimSpace(string(raw))
+	if text == "" {
+		return nil
+	}
+	return strings.Split(text, "\n")
 }
 
 // Set makes fault the module's behaviour from its next intercepted call:
-// ok, sign-error, sign-corrupt, or the one-shot close-sessions and logout.
+// ok, sign-error, sign-corrupt, pin-locked, or the one-shot close-sessions,
+// logout and logout-locked (pin-locked from then on).
 func (f *FaultModule) Set(t testing.TB, fault string) {
 	t.Helper()
 	if err := os.WriteFile(f.control, []byte(fault+"\n"), 0o600); err != nil {

@@ -6,8 +6,8 @@
  *   PKCS11FAULT_CONTROL  a file whose first word says what to do now
  *
  * The control file is read at every call the module intercepts (C_SignInit,
- * C_Sign, C_GenerateRandom, C_FindObjectsInit), so a test changes the
- * module's behaviour while the daemon runs:
+ * C_Sign, C_GenerateRandom, C_FindObjectsInit, and C_Login for pin-locked),
+ * so a test changes the module's behaviour while the daemon runs:
  *
  *   ok              pass every call through (also: an empty or missing file)
  *   sign-error      C_Sign fails with CKR_DEVICE_ERROR (the operation ends)
@@ -15,6 +15,13 @@
  *   close-sessions  once: close every session of every slot behind the
  *                   caller's back, then write "done" into the file
  *   logout          once: log the user out, then write "done"
+ *   pin-locked      C_Login fails with CKR_PIN_LOCKED, as a token does
+ *                   once its user PIN is locked
+ *   logout-locked   once: log the user out, then write "pin-locked" (the
+ *                   PIN locked behind the caller's back, in one step)
+ *
+ *   PKCS11FAULT_LOGINS  if set, a file each C_Login appends one line to:
+ *                       the user type and the return value, in hex
  *
  * Every other function is the real module's own.
  */
@@ -38,13 +45,15 @@ static pthread_mutex_t control_mu = PTHREAD_MUTEX_INITIALIZER;
 
 enum fault { PASS, SIGN_ERROR, SIGN_CORRUPT };
 
-static void mark_done(const char *path) {
+static void mark(const char *path, const char *word) {
 	FILE *f = fopen(path, "w");
 	if (f) {
-		fputs("done\n", f);
+		fprintf(f, "%s\n", word);
 		fclose(f);
 	}
 }
+
+static void mark_done(const char *path) { mark(path, "done"); }
 
 static void close_all_sessions(void) {
 	CK_ULONG n = 0;
@@ -78,12 +87,16 @@ static enum fault fault(CK_SESSION_HANDLE h) {
 		out = SIGN_ERROR;
 	} else if (!strcmp(word, "sign-corrupt")) {
 		out = SIGN_CORRUPT;
+
 	} else if (!strcmp(word, "close-sessions")) {
 		close_all_sessions();
 		mark_done(path);
 	} else if (!strcmp(word, "logout")) {
 		real->C_Logout(h);
 		mark_done(path);
+	} else if (!strcmp(word, "logout-locked")) {
+		real->C_Logout(h);
+		mark(path, "pin-locked");
 	}
 	pthread_mutex_unlock(&control_mu);
 	return out;
@@ -121,6 +134,33 @@ static CK_RV find_objects_init(CK_SESSION_HANDLE h, CK_ATTRIBUTE_PTR tmpl, CK_UL
 	return real->C_FindObjectsInit(h, tmpl, n);
 }
 
+/* login counts every C_Login and fails it while pin-locked is in force; it
+ * carries out no one-shot action (those stay with the calls above). */
+static CK_RV login(CK_SESSION_HANDLE h, CK_USER_TYPE user, CK_UTF8CHAR_PTR pin, CK_ULONG pin_len) {
+	const char *path = getenv("PKCS11FAULT_CONTROL");
+	char word[32] = "";
+	pthread_mutex_lock(&control_mu);
+	FILE *f = path ? fopen(path, "r") : NULL;
+	if (f) {
+		if (fscanf(f, "%31s", word) != 1)
+			word[0] = 0;
+		fclose(f);
+	}
+	pthread_mutex_unlock(&control_mu);
+	CK_RV rv = !strcmp(word, "pin-locked") ? CKR_PIN_LOCKED : real->C_Login(h, user, pin, pin_len);
+	path = getenv("PKCS11FAULT_LOGINS");
+	if (path) {
+		pthread_mutex_lock(&control_mu);
+		f = fopen(path, "a");
+		if (f) {
+			fprintf(f, "login user=%lx rv=%lx\n", (unsigned long)user, (unsigned long)rv);
+			fclose(f);
+		}
+		pthread_mutex_unlock(&control_mu);
+	}
+	return rv;
+}
+
 CK_RV C_GetFunctionList(CK_FUNCTION_LIST_PTR_PTR out) {
 	if (out == NULL_PTR)
 		return CKR_ARGUMENTS_BAD;
@@ -137,6 +177,7 @@ CK_RV C_GetFunctionList(CK_FUNCTION_LIST_PTR_PTR out) {
 		wrapped.C_Sign = sign;
 		wrapped.C_GenerateRandom = generate_random;
 		wrapped.C_FindObjectsInit = find_objects_init;
+		wrapped.C_Login = login;
 	}
 	*out = &wrapped;
 	return CKR_OK;
