@@ -39,6 +39,17 @@ func hostileRequests(ca *enginetest.CA) []hostileRequest {
 	shouted.CommonName = strings.ToUpper(caName.CommonName)
 	spaced := caName
 	spaced.CommonName = strings.ReplaceAll(caName.CommonName, " ", "   ")
+	// Look-alikes that RFC 4518 matching (NFKC, then case folding) takes
+	// for the CA's name: full-width letters, and the long s that folds to s.
+	fullWidth := caName
+	fullWidth.CommonName = strings.Map(func(r rune) rune {
+		if r >= '!' && r <= '~' {
+			return r - '!' + '\uFF01'
+		}
+		return r
+	}, caName.CommonName)
+	longS := caName
+	longS.CommonName = strings.ReplaceAll(caName.CommonName, "s", "\u017F")
 	rootName := engine.Subject{CommonName: ca.Root.Subject.CommonName, Organization: ca.Root.Subject.Organization[0],
 		Country: ca.Root.Subject.Country[0]}
 
@@ -102,6 +113,8 @@ func hostileRequests(ca *enginetest.CA) []hostileRequest {
 		{"subject is the issuing CA", subject(caName), engine.CodeSubjectReserved},
 		{"subject is the issuing CA, shouted", subject(shouted), engine.CodeSubjectReserved},
 		{"subject is the issuing CA, spaced", subject(spaced), engine.CodeSubjectReserved},
+		{"subject is the issuing CA, full-width", subject(fullWidth), engine.CodeSubjectReserved},
+		{"subject is the issuing CA, long s", subject(longS), engine.CodeSubjectReserved},
 		{"subject is the root CA", subject(rootName), engine.CodeSubjectReserved},
 		{"subject names an audit key", cn("signerd audit key 0011223344556677"), engine.CodeSubjectReserved},
 		{"subject merely like the CA", subject(engine.Subject{CommonName: caName.CommonName, Organization: "别的单位", Country: "CN"}), ""},

@@ -19,6 +19,8 @@ import (
 	"github.com/emmansun/gmsm/smx509"
 	"golang.org/x/crypto/cryptobyte"
 	casn1 "golang.org/x/crypto/cryptobyte/asn1"
+	"golang.org/x/text/cases"
+	"golang.org/x/text/unicode/norm"
 
 	"signerd/engine/audit"
 	"signerd/store"
@@ -405,10 +407,13 @@ func nameKey(rdns pkix.RDNSequence) string {
 }
 
 // foldName is a value as RFC 5280 §7.1 (RFC 4518) compares it, near
-// enough: case folded, runs of space one space, no leading or trailing
-// space.
+// enough: NFKC, case folded, NFKC again (folding can denormalise), runs
+// of space one space, no leading or trailing space. So full-width
+// letters, the long s and other compatibility forms of the CA's name are
+// the CA's name.
 func foldName(v string) string {
-	return strings.Join(strings.Fields(strings.ToLower(v)), " ")
+	v = norm.NFKC.String(cases.Fold().String(norm.NFKC.String(v)))
+	return strings.Join(strings.Fields(v), " ")
 }
 
 // checkKeyUse refuses to certify a key for another use than it is already
