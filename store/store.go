@@ -1,6 +1,7 @@
 package store
 
 import (
+	"bytes"
 	"encoding/json"
 	"errors"
 	"fmt"
@@ -102,6 +103,13 @@ func initSchema(tx *bolt.Tx) error {
 	}
 	if v != SchemaVersion {
 		return fmt.Errorf("schema version %d; this signerd reads version %d only", v, SchemaVersion)
+	}
+	// Every bucket of the version is there unless the file was edited or
+	// damaged; refuse it by name rather than fail on first use.
+	for _, name := range allBuckets {
+		if tx.Bucket(name) == nil && !bytes.Equal(name, bucketCompromisedKeys) {
+			return fmt.Errorf("bucket %q is missing: the file was edited or damaged; restore a backup", name)
+		}
 	}
 	if _, err := tx.CreateBucketIfNotExists(bucketCompromisedKeys); err != nil {
 		return err

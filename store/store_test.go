@@ -288,3 +288,35 @@ func TestStatisticsAndClock(t *testing.T) {
 		return nil
 	})
 }
+
+// TestOpenRefusesAStoreMissingABucket: a store whose file was edited so
+// that one of its record buckets is gone is refused at open, naming the
+// bucket, instead of failing (or crashing) on first use.
+func TestOpenRefusesAStoreMissingABucket(t *testing.T) {
+	for _, name := range []string{"certificates", "serials", "requests", "in-flight", "revoked", "crl", "statistics", "audit"} {
+		t.Run(name, func(t *testing.T) {
+			path := filepath.Join(t.TempDir(), "signerd.db")
+			s, err := Open(path)
+			if err != nil {
+				t.Fatal(err)
+			}
+			s.Close()
+			db, err := bolt.Open(path, 0o600, nil)
+			if err != nil {
+				t.Fatal(err)
+			}
+			if err := db.Update(func(tx *bolt.Tx) error { return tx.DeleteBucket([]byte(name)) }); err != nil {
+				t.Fatal(err)
+			}
+			db.Close()
+			s, err = Open(path)
+			if err == nil {
+				s.Close()
+				t.Fatalf("a store without bucket %q opened", name)
+			}
+			if !strings.Contains(err.Error(), name) {
+				t.Errorf("open: %v, want the missing bucket named", err)
+			}
+		})
+	}
+}
