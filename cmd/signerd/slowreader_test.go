@@ -1,0 +1,251 @@
+package main
+
+import (
+	"bufio"
+	"context"
+	"encoding/json"
+	"fmt"
+	"io"
+	"net"
+	"net/http"
+	"os"
+	"strings"
+	"sync"
+	"sync/atomic"
+	"testing"
+	"time"
+
+	"golang.org/x/sys/unix"
+
+	"signerd/engine/audit"
+	"signerd/store"
+)
+
+// callWithin is one RA request that must be answered within limit; a
+// request still unanswered then is an error, not a hang of the test.
+func (d *daemonProc) callWithin(limit time.Duration, method, path, body string) (reply, error) {
+	ctx, cancel := context.WithTimeout(context.Background(), limit)
+	defer cancel()
+	req, err := http.NewRequestWithContext(ctx, method, "http://signerd"+path, strings.NewReader(body))
+	if err != nil {
+		return reply{}, err
+	}
+	if body != "" {
+		req.Header.Set("Content-Type", "application/json")
+	}
+	resp, err := d.client().Do(req)
+	if err != nil {
+		return reply{}, fmt.Errorf("%s %s: %w", method, path, err)
+	}
+	defer resp.Body.Close()
+	raw, err := io.ReadAll(resp.Body)
+	if err != nil {
+		return reply{}, fmt.Errorf("%s %s: %w", method, path, err)
+	}
+	return parseReply(resp.StatusCode, raw), nil
+}
+
+// padAuditLog appends n events of size bytes each to the audit log of the
+// store at path (signerd not running), as a CA's ceremony transcripts
+// would, so that an export of it outgrows every socket buffer. The file
+// is left no larger than bbolt's doubling makes it (no map reserved
+// ahead), so that signerd soon has to grow it.
+func padAuditLog(t *testing.T, path string, n, size int) {
+	t.Helper()
+	st, err := store.OpenWith(path, store.Options{})
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer st.Close()
+	detail := strings.Repeat("transcript line\n", size/16)
+	for i := range n {
+		if err := st.Update(func(tx *store.Tx) error {
+			_, err := tx.Append(store.Event{Actor: store.System, Action: "test.padding", Object: fmt.Sprint(i),
+				Outcome: store.OutcomeOK, Detail: detail})
+			return err
+		}); err != nil {
+			t.Fatal(err)
+		}
+	}
+}
+
+// stalledExport starts an audit export on a raw connection that never
+// reads (with a small receive buffer, as a client piping into a pager
+// would), and returns once signerd has begun to send the bundle.
+func (d *daemonProc) stalledExport(t *testing.T) *net.UnixConn {
+	t.Helper()
+	c, err := net.DialUnix("unix", nil, &net.UnixAddr{Name: d.socket, Net: "unix"})
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { c.Close() })
+	if err := c.SetReadBuffer(1024); err != nil {
+		t.Fatal(err)
+	}
+	if _, err := fmt.Fprint(c, "POST /v1/audit/export HTTP/1.1\r\nHost: signerd\r\nContent-Length: 0\r\n\r\n"); err != nil {
+		t.Fatal(err)
+	}
+	raw, err := c.SyscallConn()
+	if err != nil {
+		t.Fatal(err)
+	}
+	for deadline := time.Now().Add(20 * time.Second); ; time.Sleep(10 * time.Millisecond) {
+		queued := 0
+		raw.Control(func(fd uintptr) { queued, err = unix.IoctlGetInt(int(fd), unix.SIOCINQ) })
+		if err != nil {
+			t.Fatal(err)
+		}
+		if queued > 0 {
+			return c
+		}
+		if time.Now().After(deadline) {
+			t.Fatal("signerd sent nothing of the export in 20s")
+		}
+	}
+}
+
+// fileSize is the size of the file at path, 0 if it cannot be read.
+func fileSize(path string) int64 {
+	fi, err := os.Stat(path)
+	if err != nil {
+		return 0
+	}
+	return fi.Size()
+}
+
+// TestSlowAuditorCannotStallIssuance: an auditor's export that the
+// auditor stops reading (signerctl audit export | less) leaves issuance,
+// status and revocation answered while the store file grows, and the
+// bundle, read at last, verifies and ends where it began. It holds with
+// the default memory map, and with none reserved ahead, where each growth
+// of the file remaps it: the export holds no read transaction while it
+// waits on its client.
+func TestSlowAuditorCannotStallIssuance(t *testing.T) {
+	for _, tt := range []struct{ name, store string }{
+		{"default map", ""},
+		{"no map reserved", "initial_mmap_size: 0"},
+	} {
+		t.Run(tt.name, func(t *testing.T) { testSlowAuditor(t, tt.store) })
+	}
+}
+
+// testSlowAuditor runs TestSlowAuditorCannotStallIssuance with storeCfg
+// added to the store's config.
+func testSlowAuditor(t *testing.T, storeCfg string) {
+	const (
+		answerWithin = 20 * time.Second // an issuance slower than this has hung
+		maxIssued    = 3000             // the store must grow well before
+		workers      = 4
+	)
+	d := newDaemonProc(t, "")
+	// The test's own uid is an auditor too, so a raw connection of its
+	// own can export.
+	d.editConfig(t, fmt.Sprintf("auditor: {uids: [%d]}", auditorUID), fmt.Sprintf("auditor: {uids: [%d, %d]}", auditorUID, os.Getuid()))
+	if storeCfg != "" {
+		d.editConfig(t, "store: "+d.store+"\n", fmt.Sprintf("store: {path: %s, %s}\n", d.store, storeCfg))
+	}
+	padAuditLog(t, d.store, 320, 4096)
+	d.start(t)
+	want(t, "first issue", d.call(t, "POST", "/v1/certificates", issueBody(t, "before", "person-sign")), 201, "")
+
+	auditor := d.stalledExport(t)
+	before := fileSize(d.store)
+	var (
+		issued    atomic.Int64
+		mu        sync.Mutex
+		failure   error
+		lastCert  string
+		wg        sync.WaitGroup
+		start     = time.Now()
+		grownSize int64
+	)
+	fail := func(err error) {
+		mu.Lock()
+		defer mu.Unlock()
+		if failure == nil {
+			failure = err
+		}
+	}
+	failed := func() bool { mu.Lock(); defer mu.Unlock(); return failure != nil }
+	bodies := make(chan string, workers)
+	go func() {
+		defer close(bodies)
+		for i := 0; i < maxIssued && !failed(); i++ {
+			if size := fileSize(d.store); size > before {
+				mu.Lock()
+				grownSize = size
+				mu.Unlock()
+				return
+			}
+			bodies <- issueBody(t, fmt.Sprintf("during-export-%d", i), "person-sign")
+		}
+	}()
+	for range workers {
+		wg.Go(func() {
+			for body := range bodies {
+				if failed() {
+					continue
+				}
+				r, err := d.callWithin(answerWithin, "POST", "/v1/certificates", body)
+				switch {
+				case err != nil:
+					fail(fmt.Errorf("issue while an export stood still (after %d issued, store %d bytes): %w", issued.Load(), fileSize(d.store), err))
+				case r.status != 201:
+					fail(fmt.Errorf("issue while an export stood still: %d %s", r.status, r.body))
+				default:
+					var v certificateView
+					json.Unmarshal(r.body, &v)
+					issued.Add(1)
+					mu.Lock()
+					lastCert = v.Serial
+					mu.Unlock()
+				}
+			}
+		})
+	}
+	wg.Wait()
+	took := time.Since(start)
+	if failure != nil {
+		h := d.callAs(t, operatorUID, "GET", "/v1/health")
+		t.Fatalf("%v\nhealth meanwhile: %d %s", failure, h.status, h.body)
+	}
+	if grownSize == 0 {
+		t.Fatalf("the store did not grow past %d bytes in %d issuances", before, issued.Load())
+	}
+	t.Logf("%d certificates issued in %v (%.0f/s) while an export stood still; the store grew from %d to %d bytes",
+		issued.Load(), took.Round(time.Millisecond), float64(issued.Load())/took.Seconds(), before, grownSize)
+	for _, c := range []struct{ method, path, body string }{
+		{"GET", "/v1/certificates/" + lastCert, ""},
+		{"POST", "/v1/certificates/" + lastCert + "/revoke", `{"reason":"superseded"}`},
+	} {
+		r, err := d.callWithin(answerWithin, c.method, c.path, c.body)
+		if err != nil || r.status != 200 {
+			t.Fatalf("%s %s while an export stood still: %d %s %v", c.method, c.path, r.status, r.body, err)
+		}
+	}
+	if h := d.callAs(t, operatorUID, "GET", "/v1/health"); h.status != 200 {
+		t.Errorf("health: %d %s", h.status, h.body)
+	}
+
+	// The auditor reads at last: the bundle is whole, verifies, and ends
+	// with the seal made for it, before everything issued meanwhile.
+	resp, err := http.ReadResponse(bufio.NewReader(auditor), nil)
+	if err != nil {
+		t.Fatal(err)
+	}
+	bundle, err := io.ReadAll(resp.Body)
+	if err != nil {
+		t.Fatalf("read the bundle: %v", err)
+	}
+	if len(bundle) < 1<<20 {
+		t.Fatalf("the bundle is %d bytes: too small to fill the socket's buffers, so its export never stood still", len(bundle))
+	}
+	rep := audit.Verify(bundle, audit.Options{Root: d.ca.Root})
+	if resp.StatusCode != 200 || !rep.OK() || !rep.Anchored {
+		t.Fatalf("the stalled export: %d, %d bytes, problems %v", resp.StatusCode, len(bundle), rep.Problems)
+	}
+	last := rep.Events[len(rep.Events)-1].Event
+	if last.Action != "audit.seal" || !strings.HasPrefix(last.Reason, "audit export") || rep.Header.First != 1 {
+		t.Fatalf("the stalled export covers %d..%d and ends with %+v", rep.Header.First, rep.Header.Last, last)
+	}
+}
