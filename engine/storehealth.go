@@ -135,7 +135,7 @@ func (e *Engine) stallEnded(from, to time.Time, waiting int, audit bool) {
 	}
 	ev := store.Event{Actor: store.System, Action: "store.stalled", Outcome: store.OutcomeFailed,
 		Reason: fmt.Sprintf("no store write completed for %s", took),
-		Detail: fmt.Sprintf("from %s to %s, with %d writes waiting", from.UTC().Format(time.RFC3339Nano), to.UTC().Format(time.RFC3339Nano), waiting)}
+		Detail: fmt.Sprintf("from %s to %s; writes waiting: %d", from.UTC().Format(time.RFC3339Nano), to.UTC().Format(time.RFC3339Nano), waiting)}
 	if err := e.write(func(tx *store.Tx) error {
 		_, err := tx.Append(ev)
 		return err
