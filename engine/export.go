@@ -83,10 +83,11 @@ func (e *Engine) ExportAudit(ctx context.Context, actor store.Actor, since, unti
 }
 
 // Bounds on what one read transaction of eachEvent copies: it holds the
-// store's memory map for no longer than copying this much takes.
+// store's memory map for no longer than copying this much takes, and an
+// export a client stopped reading holds no more than this in memory.
 const (
-	eventChunkEvents = 256
-	eventChunkBytes  = 1 << 20
+	eventChunkEvents = 64
+	eventChunkBytes  = 256 << 10
 )
 
 // eachEvent calls fn with each audit event from seq from through seq

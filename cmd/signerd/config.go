@@ -19,6 +19,10 @@ import (
 	"signerd/store"
 )
 
+// minWriteStallAfter bounds store.write_stall_after from below: several
+// fsyncs on a slow disk.
+const minWriteStallAfter = 100 * time.Millisecond
+
 // maxInitialMmapSize bounds store.initial_mmap_size: 64 GiB of address
 // space, far more than a CA's store needs mapped ahead.
 const maxInitialMmapSize = 64 << 30
@@ -77,7 +81,7 @@ type storeCfg struct {
 	InitialMmapSize *byteSize `yaml:"initial_mmap_size"`
 	// WriteStallAfter is how long writes may wait with none completing
 	// before health reports the store stalled and the watchdog is
-	// withheld (default 10s).
+	// withheld (default, or 0: 10s; at least 100ms).
 	WriteStallAfter duration `yaml:"write_stall_after"`
 }
 
@@ -185,8 +189,8 @@ func (c *config) validate() error {
 	case c.Socket.Path == "":
 		return errors.New("socket.path is required")
 	}
-	if c.Store.WriteStallAfter.Duration < 0 {
-		return fmt.Errorf("store.write_stall_after %s: negative", c.Store.WriteStallAfter.Duration)
+	if d := c.Store.WriteStallAfter.Duration; d != 0 && d < minWriteStallAfter {
+		return fmt.Errorf("store.write_stall_after %s: below %s, an ordinary commit would count as a stall", d, minWriteStallAfter)
 	}
 	if c.Store.InitialMmapSize != nil && (*c.Store.InitialMmapSize > maxInitialMmapSize) {
 		return fmt.Errorf("store.initial_mmap_size %d: more than %d", *c.Store.InitialMmapSize, maxInitialMmapSize)

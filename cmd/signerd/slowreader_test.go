@@ -229,6 +229,7 @@ func testSlowAuditor(t *testing.T, storeCfg string) {
 
 	// The auditor reads at last: the bundle is whole, verifies, and ends
 	// with the seal made for it, before everything issued meanwhile.
+	reading := time.Now()
 	resp, err := http.ReadResponse(bufio.NewReader(auditor), nil)
 	if err != nil {
 		t.Fatal(err)
@@ -237,6 +238,8 @@ func testSlowAuditor(t *testing.T, storeCfg string) {
 	if err != nil {
 		t.Fatalf("read the bundle: %v", err)
 	}
+	read := time.Since(reading)
+	t.Logf("the auditor then read the %d-byte bundle's rest in %v (%.1f MB/s)", len(bundle), read.Round(time.Millisecond), float64(len(bundle))/read.Seconds()/1e6)
 	if len(bundle) < 1<<20 {
 		t.Fatalf("the bundle is %d bytes: too small to fill the socket's buffers, so its export never stood still", len(bundle))
 	}
