@@ -90,13 +90,15 @@ const (
 	eventChunkBytes  = 256 << 10
 )
 
-// eachEvent calls fn with each audit event from seq from through seq
-// through, with a copy of its stored bytes. The events are read in
+// eachEvent calls fn with each audit event stored from seq from through
+// seq through, with a copy of its stored bytes. The events are read in
 // chunks, each in a short read transaction of its own, and fn runs
 // outside any transaction, so fn may take as long as it likes (write to
 // a client) without holding back the store's writer. The log being
 // append-only, the events read are those of one snapshot taken when
-// through was the head or later.
+// through was the head or later. Events are taken by the sequence number
+// they are stored under, whatever an edited one says, so that an edited
+// log is exported as it is, for its verification to find the edit.
 func (e *Engine) eachEvent(from, through uint64, fn func(ev store.Event, stored []byte) error) error {
 	type storedEvent struct {
 		ev     store.Event
@@ -106,12 +108,13 @@ func (e *Engine) eachEvent(from, through uint64, fn func(ev store.Event, stored 
 		var chunk []storedEvent
 		size := 0
 		err := e.store.View(func(tx *store.Tx) error {
-			return tx.Events(next, func(ev store.Event, stored []byte) error {
-				if ev.Seq > through || len(chunk) == eventChunkEvents || (len(chunk) > 0 && size+len(stored) > eventChunkBytes) {
+			return tx.EventsAt(next, func(at uint64, ev store.Event, stored []byte) error {
+				if at > through || len(chunk) == eventChunkEvents || (len(chunk) > 0 && size+len(stored) > eventChunkBytes) {
 					return errStop
 				}
 				chunk = append(chunk, storedEvent{ev, bytes.Clone(stored)})
 				size += len(stored)
+				next = at + 1
 				return nil
 			})
 		})
@@ -126,7 +129,6 @@ func (e *Engine) eachEvent(from, through uint64, fn func(ev store.Event, stored 
 				return err
 			}
 		}
-		next = chunk[len(chunk)-1].ev.Seq + 1
 	}
 	return nil
 }
