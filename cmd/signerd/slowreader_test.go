@@ -11,7 +11,6 @@ import (
 	"os"
 	"strings"
 	"sync"
-	"sync/atomic"
 	"testing"
 	"time"
 
@@ -113,6 +112,63 @@ func fileSize(path string) int64 {
 	return fi.Size()
 }
 
+// issuance is how a run of issuance went.
+type issuance struct {
+	issued     int
+	took       time.Duration
+	lastSerial string
+	err        error // the first failure, after which the run stopped
+}
+
+func (i issuance) String() string {
+	return fmt.Sprintf("%d certificates in %v (%.0f/s)", i.issued, i.took.Round(time.Millisecond), float64(i.issued)/i.took.Seconds())
+}
+
+// issueUntil issues from 4 concurrent RA connections, each request with
+// its own deadline, until enough (told how many have been issued, from
+// one goroutine) says so or a request fails.
+func (d *daemonProc) issueUntil(t *testing.T, prefix string, deadline time.Duration, enough func(issued int) bool) issuance {
+	t.Helper()
+	const workers = 4
+	var (
+		mu  sync.Mutex
+		out issuance
+		wg  sync.WaitGroup
+	)
+	stopped := func() bool { mu.Lock(); defer mu.Unlock(); return out.err != nil || enough(out.issued) }
+	bodies := make(chan string, workers)
+	go func() {
+		defer close(bodies)
+		for i := 0; !stopped(); i++ {
+			bodies <- issueBody(t, fmt.Sprintf("%s-%d", prefix, i), "person-sign")
+		}
+	}()
+	start := time.Now()
+	for range workers {
+		wg.Go(func() {
+			for body := range bodies {
+				r, err := d.callWithin(deadline, "POST", "/v1/certificates", body)
+				if err == nil && r.status != 201 {
+					err = fmt.Errorf("%d %s", r.status, r.body)
+				}
+				var v certificateView
+				json.Unmarshal(r.body, &v)
+				mu.Lock()
+				if err != nil && out.err == nil {
+					out.err = err
+				} else if err == nil {
+					out.issued++
+					out.lastSerial = v.Serial
+				}
+				mu.Unlock()
+			}
+		})
+	}
+	wg.Wait()
+	out.took = time.Since(start)
+	return out
+}
+
 // TestSlowAuditorCannotStallIssuance: an auditor's export that the
 // auditor stops reading (signerctl audit export | less) leaves issuance,
 // status and revocation answered while the store file grows, and the
@@ -135,7 +191,6 @@ func testSlowAuditor(t *testing.T, storeCfg string) {
 	const (
 		answerWithin = 20 * time.Second // an issuance slower than this has hung
 		maxIssued    = 3000             // the store must grow well before
-		workers      = 4
 	)
 	d := newDaemonProc(t, "")
 	// The test's own uid is an auditor too, so a raw connection of its
@@ -147,73 +202,28 @@ func testSlowAuditor(t *testing.T, storeCfg string) {
 	padAuditLog(t, d.store, 320, 4096)
 	d.start(t)
 	want(t, "first issue", d.call(t, "POST", "/v1/certificates", issueBody(t, "before", "person-sign")), 201, "")
-
 	auditor := d.stalledExport(t)
 	before := fileSize(d.store)
-	var (
-		issued    atomic.Int64
-		mu        sync.Mutex
-		failure   error
-		lastCert  string
-		wg        sync.WaitGroup
-		start     = time.Now()
-		grownSize int64
-	)
-	fail := func(err error) {
-		mu.Lock()
-		defer mu.Unlock()
-		if failure == nil {
-			failure = err
+	var grown int64
+	during := d.issueUntil(t, "during", answerWithin, func(n int) bool {
+		if n >= maxIssued {
+			return true
 		}
-	}
-	failed := func() bool { mu.Lock(); defer mu.Unlock(); return failure != nil }
-	bodies := make(chan string, workers)
-	go func() {
-		defer close(bodies)
-		for i := 0; i < maxIssued && !failed(); i++ {
-			if size := fileSize(d.store); size > before {
-				mu.Lock()
-				grownSize = size
-				mu.Unlock()
-				return
-			}
-			bodies <- issueBody(t, fmt.Sprintf("during-export-%d", i), "person-sign")
+		if size := fileSize(d.store); size > before && grown == 0 {
+			grown = size
 		}
-	}()
-	for range workers {
-		wg.Go(func() {
-			for body := range bodies {
-				if failed() {
-					continue
-				}
-				r, err := d.callWithin(answerWithin, "POST", "/v1/certificates", body)
-				switch {
-				case err != nil:
-					fail(fmt.Errorf("issue while an export stood still (after %d issued, store %d bytes): %w", issued.Load(), fileSize(d.store), err))
-				case r.status != 201:
-					fail(fmt.Errorf("issue while an export stood still: %d %s", r.status, r.body))
-				default:
-					var v certificateView
-					json.Unmarshal(r.body, &v)
-					issued.Add(1)
-					mu.Lock()
-					lastCert = v.Serial
-					mu.Unlock()
-				}
-			}
-		})
-	}
-	wg.Wait()
-	took := time.Since(start)
-	if failure != nil {
+		return grown != 0 && n >= 200
+	})
+	if during.err != nil {
 		h := d.callAs(t, operatorUID, "GET", "/v1/health")
-		t.Fatalf("%v\nhealth meanwhile: %d %s", failure, h.status, h.body)
+		t.Fatalf("issue while an export stood still (after %d issued, store %d bytes): %v\nhealth meanwhile: %d %s",
+			during.issued, fileSize(d.store), during.err, h.status, h.body)
 	}
-	if grownSize == 0 {
-		t.Fatalf("the store did not grow past %d bytes in %d issuances", before, issued.Load())
+	if grown == 0 {
+		t.Fatalf("the store did not grow past %d bytes in %d issuances", before, during.issued)
 	}
-	t.Logf("%d certificates issued in %v (%.0f/s) while an export stood still; the store grew from %d to %d bytes",
-		issued.Load(), took.Round(time.Millisecond), float64(issued.Load())/took.Seconds(), before, grownSize)
+	t.Logf("issued %s while an export stood still; the store grew from %d to %d bytes", during, before, grown)
+	lastCert := during.lastSerial
 	for _, c := range []struct{ method, path, body string }{
 		{"GET", "/v1/certificates/" + lastCert, ""},
 		{"POST", "/v1/certificates/" + lastCert + "/revoke", `{"reason":"superseded"}`},
@@ -251,4 +261,11 @@ func testSlowAuditor(t *testing.T, storeCfg string) {
 	if last.Action != "audit.seal" || !strings.HasPrefix(last.Reason, "audit export") || rep.Header.First != 1 {
 		t.Fatalf("the stalled export covers %d..%d and ends with %+v", rep.Header.First, rep.Header.Last, last)
 	}
+
+	// The same issuance with no export in progress, for comparison.
+	after := d.issueUntil(t, "after", answerWithin, func(n int) bool { return n >= 200 })
+	if after.err != nil {
+		t.Fatal(after.err)
+	}
+	t.Logf("issued %s with no export in progress", after)
 }
