@@ -39,6 +39,10 @@ type Config struct {
 	CRLValidity time.Duration
 	// SignTimeout bounds a batch's wait for HSM sessions (default 30s).
 	SignTimeout time.Duration
+	// WriteStallAfter is how long store writes may wait with none
+	// completing before the store counts as stalled (default 10s; see
+	// Store).
+	WriteStallAfter time.Duration
 	// Now is the clock (default time.Now).
 	Now func() time.Time
 	Log *slog.Logger
@@ -141,6 +145,9 @@ func New(cfg Config) (*Engine, error) {
 	}
 	if e.cfg.SignTimeout <= 0 {
 		e.cfg.SignTimeout = 30 * time.Second
+	}
+	if e.cfg.WriteStallAfter <= 0 {
+		e.cfg.WriteStallAfter = DefaultWriteStallAfter
 	}
 	if e.cfg.Now == nil {
 		e.cfg.Now = time.Now

@@ -1,6 +1,7 @@
 package engine
 
 import (
+	"bytes"
 	"context"
 	"encoding/hex"
 	"errors"
@@ -45,36 +46,32 @@ func (e *Engine) ExportAudit(ctx context.Context, actor store.Actor, since, unti
 		e.auditExport(actor, x, store.OutcomeFailed, err.Error())
 		return x, errorf(CodeInternal, "%v", err)
 	}
+	// No read transaction is held while the bundle is written: a client
+	// that reads slowly, or not at all, must not hold back the store's
+	// writer (bbolt cannot grow its memory map under an open reader).
+	// The events are read in short transactions of their own; the log is
+	// append-only, so the events up to the export's seal read that way
+	// are those one snapshot would hold.
+	hdr, err := e.exportRange(since, until, exportSeal)
+	if err != nil {
+		e.auditExport(actor, x, store.OutcomeFailed, err.Error())
+		return x, errorf(CodeInternal, "audit export: %v", err)
+	}
+	hdr.ExportedAt, hdr.ExportedBy = e.cfg.Now().UTC(), actor
+	if !since.IsZero() {
+		hdr.Since = &since
+	}
+	if !until.IsZero() {
+		hdr.Until = &until
+	}
+	x.First, x.Last = hdr.First, hdr.Last
 	h := sm3.New()
 	n := &countingWriter{w: io.MultiWriter(w, h)}
-	err = e.store.View(func(tx *store.Tx) error {
-		hdr, err := e.exportRange(tx, since, until, exportSeal)
-		if err != nil {
-			return err
-		}
-		hdr.ExportedAt, hdr.ExportedBy = e.cfg.Now().UTC(), actor
-		if !since.IsZero() {
-			hdr.Since = &since
-		}
-		if !until.IsZero() {
-			hdr.Until = &until
-		}
-		x.First, x.Last = hdr.First, hdr.Last
-		bw, err := audit.NewWriter(n, hdr, hsm.KeyID(e.auditPub), func(msg []byte) ([]byte, error) {
-			return e.auditKey.SignDigest(ctx, e.auditKey.Digest(msg))
-		})
-		if err != nil {
-			return err
-		}
-		return tx.Events(hdr.First, func(ev store.Event, stored []byte) error {
-			if ev.Seq > hdr.Last {
-				return errStop
-			}
-			return bw.Event(stored)
-		})
+	bw, err := audit.NewWriter(n, hdr, hsm.KeyID(e.auditPub), func(msg []byte) ([]byte, error) {
+		return e.auditKey.SignDigest(ctx, e.auditKey.Digest(msg))
 	})
-	if err == errStop {
-		err = nil
+	if err == nil {
+		err = e.eachEvent(hdr.First, hdr.Last, func(_ store.Event, stored []byte) error { return bw.Event(stored) })
 	}
 	x.Bytes, x.SM3 = n.n, h.Sum(nil)
 	if err != nil {
@@ -85,17 +82,68 @@ func (e *Engine) ExportAudit(ctx context.Context, actor store.Actor, since, unti
 	return x, nil
 }
 
+// Bounds on what one read transaction of eachEvent copies: it holds the
+// store's memory map for no longer than copying this much takes, and an
+// export a client stopped reading holds no more than this in memory.
+const (
+	eventChunkEvents = 64
+	eventChunkBytes  = 256 << 10
+)
+
+// eachEvent calls fn with each audit event stored from seq from through
+// seq through, with a copy of its stored bytes. The events are read in
+// chunks, each in a short read transaction of its own, and fn runs
+// outside any transaction, so fn may take as long as it likes (write to
+// a client) without holding back the store's writer. The log being
+// append-only, the events read are those of one snapshot taken when
+// through was the head or later. Events are taken by the sequence number
+// they are stored under, whatever an edited one says, so that an edited
+// log is exported as it is, for its verification to find the edit.
+func (e *Engine) eachEvent(from, through uint64, fn func(ev store.Event, stored []byte) error) error {
+	type storedEvent struct {
+		ev     store.Event
+		stored []byte
+	}
+	for next := from; next <= through; {
+		var chunk []storedEvent
+		size := 0
+		err := e.store.View(func(tx *store.Tx) error {
+			return tx.EventsAt(next, func(at uint64, ev store.Event, stored []byte) error {
+				if at > through || len(chunk) == eventChunkEvents || (len(chunk) > 0 && size+len(stored) > eventChunkBytes) {
+					return errStop
+				}
+				chunk = append(chunk, storedEvent{ev, bytes.Clone(stored)})
+				size += len(stored)
+				next = at + 1
+				return nil
+			})
+		})
+		if err != nil && err != errStop {
+			return err
+		}
+		if len(chunk) == 0 {
+			return fmt.Errorf("audit log: no event %d (the log ends before event %d)", next, through)
+		}
+		for _, c := range chunk {
+			if err := fn(c.ev, c.stored); err != nil {
+				return err
+			}
+		}
+	}
+	return nil
+}
+
 var errStop = errors.New("stop")
 
 // exportRange finds the bundle's ends and the audit keys whose seals lie
 // between them: from the last seal before the first event at or after
 // since (or the log's first event) to the first seal after until (or the
 // export's own seal, exportSeal).
-func (e *Engine) exportRange(tx *store.Tx, since, until time.Time, exportSeal uint64) (audit.Header, error) {
+func (e *Engine) exportRange(since, until time.Time, exportSeal uint64) (audit.Header, error) {
 	var h audit.Header
 	first, last, lastSeal := uint64(0), uint64(0), uint64(1)
 	keyIDs := map[string][]byte{}
-	err := tx.Events(1, func(ev store.Event, stored []byte) error {
+	err := e.eachEvent(1, exportSeal, func(ev store.Event, stored []byte) error {
 		if first == 0 {
 			if !since.IsZero() && ev.Time.Before(since) && ev.Seq < exportSeal {
 				if ev.Seal != nil {
@@ -123,14 +171,17 @@ func (e *Engine) exportRange(tx *store.Tx, since, until time.Time, exportSeal ui
 		return h, fmt.Errorf("the export's seal, event %d, was not found", exportSeal)
 	}
 	h.First, h.Last = first, last
-	for _, name := range slices.Sorted(maps.Keys(keyIDs)) {
-		k, err := e.auditKeyCertificate(tx, keyIDs[name])
-		if err != nil {
-			return h, err
+	err = e.store.View(func(tx *store.Tx) error {
+		for _, name := range slices.Sorted(maps.Keys(keyIDs)) {
+			k, err := e.auditKeyCertificate(tx, keyIDs[name])
+			if err != nil {
+				return err
+			}
+			h.Keys = append(h.Keys, k)
 		}
-		h.Keys = append(h.Keys, k)
-	}
-	return h, nil
+		return nil
+	})
+	return h, err
 }
 
 // auditExport records an export and how it went.

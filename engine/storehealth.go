@@ -3,26 +3,46 @@ package engine
 import (
 	"bytes"
 	"errors"
+	"fmt"
 	"sync"
 	"time"
 
 	"signerd/store"
 )
 
-// StoreStatus is whether the store takes writes, as the last write found.
+// StoreStatus is whether the store takes writes: as the last write
+// found, or stalled now.
 type StoreStatus struct {
 	Writable bool
-	// Since is when writes last started failing or working again.
+	// Stalled: writes are waiting and none has completed for
+	// Config.WriteStallAfter (the disk, or whatever holds the store, does
+	// not answer). Writable is then false.
+	Stalled bool
+	// Since is when writes last started failing or working again, or,
+	// while stalled, when the last write completed (or the first of those
+	// waiting began).
 	Since time.Time
-	// Error is what the last failed write said, while failing.
+	// Error is what the last failed write said, while failing, or how
+	// long writes have stalled.
 	Error string
 }
+
+// DefaultWriteStallAfter is Config.WriteStallAfter's default: far longer
+// than a batch's commit on a working disk, well within a systemd
+// watchdog interval.
+const DefaultWriteStallAfter = 10 * time.Second
 
 // storeHealth follows the outcome of the engine's writes. Any failed
 // write marks the store failing; only a recorded batch marks it writable
 // again, since on a nearly full disk small writes (an audit event) may
 // still succeed while certificates cannot be recorded. A change is
 // logged; it cannot be audited, the audit log being in the store.
+//
+// It also follows the writes in progress, so that a store whose writes
+// hang (a frozen or dying disk, a reader holding bbolt's memory map)
+// is told apart from a slow one without waiting on the store: a stall is
+// writes waiting with none completed for WriteStallAfter. Its end is
+// logged and audited ("store.stalled") by the write that ends it.
 type storeHealth struct {
 	mu     sync.Mutex
 	status StoreStatus
@@ -30,23 +50,98 @@ type storeHealth struct {
 	// not be written, nor their serials burned; the next batch burns them,
 	// so their RAs can retry without a restart.
 	stranded []*store.Request
+	// writing counts the writes begun and not returned; progress is when
+	// one last returned, or when the first of those now writing began.
+	// Both are on the monotonic clock, so a clock step is no stall.
+	writing  int
+	progress time.Time
+	// stallLogged: the stall now in progress has been logged.
+	stallLogged bool
 }
 
-// Store returns the store's status.
+// Store returns the store's status. It never waits on the store.
 func (e *Engine) Store() StoreStatus {
-	e.storeHealth.mu.Lock()
-	defer e.storeHealth.mu.Unlock()
-	return e.storeHealth.status
+	h := &e.storeHealth
+	h.mu.Lock()
+	defer h.mu.Unlock()
+	if h.writing == 0 {
+		return h.status
+	}
+	stalled := time.Since(h.progress)
+	if stalled < e.cfg.WriteStallAfter {
+		return h.status
+	}
+	why := fmt.Sprintf("writes stalled: none has completed for %s, %d waiting", stalled.Round(time.Second), h.writing)
+	if !h.stallLogged {
+		h.stallLogged = true
+		e.log.Error("store writes stalled", "since", h.progress.UTC(), "waiting", h.writing)
+	}
+	return StoreStatus{Stalled: true, Since: h.progress.UTC(), Error: why}
 }
 
 // update runs fn in a write transaction and notes a failure to write it.
-// Requests that fail because of one are answered store_unavailable.
+// Requests that fail because of one are answered store_unavailable. Every
+// write the engine makes goes through update, which also times it for
+// Store.
 func (e *Engine) update(fn func(*store.Tx) error) error {
+	return e.write(fn, true)
+}
+
+// write is update; a write that ends a stall audits the stall if
+// auditStall (not the stall's own event, which could otherwise report
+// itself).
+func (e *Engine) write(fn func(*store.Tx) error, auditStall bool) error {
+	e.beginWrite()
 	err := e.store.Update(fn)
+	from, to, waiting, stalled := e.endWrite()
 	if errors.Is(err, store.ErrWrite) {
 		e.noteStore(err)
 	}
+	if stalled {
+		e.stallEnded(from, to, waiting, auditStall)
+	}
 	return err
+}
+
+func (e *Engine) beginWrite() {
+	h := &e.storeHealth
+	h.mu.Lock()
+	defer h.mu.Unlock()
+	if h.writing == 0 {
+		h.progress = time.Now()
+	}
+	h.writing++
+}
+
+// endWrite notes a write returned. It reports a stall this ends: from when
+// no write had completed, with how many were waiting.
+func (e *Engine) endWrite() (from, to time.Time, waiting int, stalled bool) {
+	h := &e.storeHealth
+	h.mu.Lock()
+	defer h.mu.Unlock()
+	from, to, waiting = h.progress, time.Now(), h.writing
+	h.writing--
+	h.progress = to
+	h.stallLogged = false
+	return from, to, waiting, to.Sub(from) >= e.cfg.WriteStallAfter
+}
+
+// stallEnded logs and audits a stall that is over.
+func (e *Engine) stallEnded(from, to time.Time, waiting int, audit bool) {
+	took := to.Sub(from).Round(time.Millisecond)
+	e.log.Warn("store writes completed again", "stalled_for", took.String(), "since", from.UTC(), "waiting", waiting)
+	if !audit {
+		return
+	}
+	ev := store.Event{Actor: store.System, Action: "store.stalled", Outcome: store.OutcomeFailed,
+		Reason: fmt.Sprintf("no store write completed for %s", took),
+		Detail: fmt.Sprintf("from %s to %s; writes waiting: %d", from.UTC().Format(time.RFC3339Nano), to.UTC().Format(time.RFC3339Nano), waiting)}
+	if err := e.write(func(tx *store.Tx) error {
+		_, err := tx.Append(ev)
+		return err
+	}, false); err != nil {
+		e.log.Error("audit a store stall", "err", err)
+	}
 }
 
 func (e *Engine) noteStore(err error) {

@@ -170,13 +170,20 @@ func (t *Tx) LastSeal() (*Event, error) {
 // Events calls fn with each event from seq from on, with the bytes it is
 // stored as (what the chain hashes).
 func (t *Tx) Events(from uint64, fn func(e Event, stored []byte) error) error {
+	return t.EventsAt(from, func(_ uint64, e Event, stored []byte) error { return fn(e, stored) })
+}
+
+// EventsAt is Events, also giving the sequence number each event is
+// stored under, which an edited event need not carry.
+func (t *Tx) EventsAt(from uint64, fn func(at uint64, e Event, stored []byte) error) error {
 	cur := t.bucket(bucketAudit).Cursor()
 	for k, v := cur.Seek(seqKey(from)); k != nil; k, v = cur.Next() {
+		at := binary.BigEndian.Uint64(k)
 		var e Event
 		if err := json.Unmarshal(v, &e); err != nil {
-			return fmt.Errorf("audit event %d: decode: %w", binary.BigEndian.Uint64(k), err)
+			return fmt.Errorf("audit event %d: decode: %w", at, err)
 		}
-		if err := fn(e, v); err != nil {
+		if err := fn(at, e, v); err != nil {
 			return err
 		}
 	}

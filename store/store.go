@@ -54,17 +54,49 @@ var (
 )
 
 // Store is an open bbolt file. It is safe for concurrent use: bbolt runs
-// one writer at a time and readers see a consistent snapshot without
-// blocking it.
+// one writer at a time and readers see a consistent snapshot. A reader
+// does not block the writer, except while the file outgrows its memory
+// map: bbolt then waits for every open reader to finish before it maps
+// the file anew, and every reader that begins meanwhile waits behind it.
+// Options.InitialMmapSize puts that moment off; a read transaction kept
+// short (never open while waiting on a client) bounds it.
 type Store struct {
 	db   *bolt.DB
 	path string
 }
 
-// Open opens or creates the store at path. It fails at once if another
-// process holds the file, and refuses a file of another schema version.
+// DefaultInitialMmapSize is the memory map a store is opened with unless
+// told otherwise: 1 GiB of address space, so that no remapping happens
+// before the file reaches 1 GiB (years of issuance for most CAs). It costs
+// address space only: pages are read in as they are used, so resident
+// memory is what it would be with a small map.
+const DefaultInitialMmapSize = 1 << 30
+
+// Options are how a store is opened.
+type Options struct {
+	// InitialMmapSize is how many bytes of address space the file is
+	// mapped with at open (rounded up as bbolt does); zero maps only what
+	// the file holds, doubling the map as the file grows. While the file
+	// fits, a write never waits for readers. With a map larger than 16
+	// MiB, bbolt extends the file 16 MiB beyond what a commit needs
+	// (sparse where the file system allows) rather than to the map's size.
+	InitialMmapSize int
+}
+
+// Open opens or creates the store at path with the default options. It
+// fails at once if another process holds the file, and refuses a file of
+// another schema version.
 func Open(path string) (*Store, error) {
-	db, err := bolt.Open(path, 0o600, &bolt.Options{Timeout: time.Second, FreelistType: bolt.FreelistMapType})
+	return OpenWith(path, Options{InitialMmapSize: DefaultInitialMmapSize})
+}
+
+// OpenWith is Open with options.
+func OpenWith(path string, o Options) (*Store, error) {
+	if o.InitialMmapSize < 0 {
+		return nil, fmt.Errorf("open store %s: initial memory map of %d bytes", path, o.InitialMmapSize)
+	}
+	db, err := bolt.Open(path, 0o600, &bolt.Options{Timeout: time.Second, FreelistType: bolt.FreelistMapType,
+		InitialMmapSize: o.InitialMmapSize})
 	if err != nil {
 		if errors.Is(err, bolt.ErrTimeout) {
 			return nil, fmt.Errorf("open store %s: in use by another process", path)
@@ -140,7 +172,10 @@ func (s *Store) Update(fn func(*Tx) error) error {
 	return err
 }
 
-// View runs fn in a read-only snapshot.
+// View runs fn in a read-only snapshot. Keep fn short: while it runs, a
+// write that must grow the memory map waits, and so do all later reads
+// and writes. Never wait on a client (write to a socket) inside fn; copy
+// what is needed and write it afterwards.
 func (s *Store) View(fn func(*Tx) error) error {
 	return s.db.View(func(tx *bolt.Tx) error { return fn(&Tx{tx}) })
 }

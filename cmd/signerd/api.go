@@ -388,7 +388,7 @@ func (b *bundleWriter) Write(p []byte) (int, error) {
 
 // health answers 200 "ok" while signerd can sign and record, and 503
 // "degraded" with the reason while the HSM does not sign or the store
-// takes no write. The answer waits on neither.
+// takes no write (failing, or stalled). The answer waits on neither.
 func (a *api) health(w http.ResponseWriter, _ *http.Request, _ peer) {
 	h, s := a.eng.HSM(), a.eng.Store()
 	answer := map[string]any{"status": "ok", "queue_depth": a.eng.Queue().Depth(),
@@ -406,7 +406,11 @@ func (a *api) health(w http.ResponseWriter, _ *http.Request, _ peer) {
 		return
 	}
 	// Shaped as an error too, so clients that read only code and message
-	// (signerctl) say why.
+	// (signerctl) say why. It is a report, not a refusal: not audited, so
+	// that it never waits on a store whose writes have stalled.
+	if rec, ok := w.(*recorder); ok {
+		rec.audited = true
+	}
 	answer["status"], answer["code"], answer["message"] = "degraded", string(code), why
 	writeJSON(w, http.StatusServiceUnavailable, answer)
 }

@@ -6,15 +6,26 @@ import (
 	"errors"
 	"fmt"
 	"io"
+	"math"
 	"os"
 	"strconv"
+	"strings"
 	"time"
 
 	"go.yaml.in/yaml/v3"
 
 	"signerd/engine"
 	"signerd/hsm"
+	"signerd/store"
 )
+
+// minWriteStallAfter bounds store.write_stall_after from below: several
+// fsyncs on a slow disk.
+const minWriteStallAfter = 100 * time.Millisecond
+
+// maxInitialMmapSize bounds store.initial_mmap_size: 64 GiB of address
+// space, far more than a CA's store needs mapped ahead.
+const maxInitialMmapSize = 64 << 30
 
 // config is signerd's configuration file. Unknown keys are errors, so a
 // misspelt setting never silently takes its default.
@@ -34,7 +45,7 @@ type config struct {
 		Certificate string `yaml:"certificate"`
 	} `yaml:"issuers"`
 	SM2ID  string    `yaml:"sm2_id"`
-	Store  string    `yaml:"store"`
+	Store  storeCfg  `yaml:"store"`
 	Socket socketCfg `yaml:"socket"`
 	Roles  roles     `yaml:"roles"`
 	Queue  struct {
@@ -63,6 +74,67 @@ type config struct {
 	RASignatures raSignatures `yaml:"ra_signatures"`
 	Profiles     yaml.Node    `yaml:"profiles"`
 	LogLevel     string       `yaml:"log_level"`
+}
+
+// storeCfg is the store file and how signerd opens and watches it. A bare
+// path ("store: /var/lib/signerd/signerd.db") is the file with defaults.
+type storeCfg struct {
+	Path string `yaml:"path"`
+	// InitialMmapSize is the address space the file is mapped with at
+	// open (store.Options; default 1GiB; 0: only what the file holds).
+	InitialMmapSize *byteSize `yaml:"initial_mmap_size"`
+	// WriteStallAfter is how long writes may wait with none completing
+	// before health reports the store stalled and the watchdog is
+	// withheld (default, or 0: 10s; at least 100ms).
+	WriteStallAfter duration `yaml:"write_stall_after"`
+}
+
+func (s *storeCfg) UnmarshalYAML(n *yaml.Node) error {
+	if n.Kind == yaml.ScalarNode {
+		s.Path = n.Value
+		return nil
+	}
+	if n.Kind != yaml.MappingNode {
+		return fmt.Errorf("line %d: store: a path, or a mapping with path", n.Line)
+	}
+	// A node decodes without the file's strictness: check the keys here.
+	for i := 0; i < len(n.Content); i += 2 {
+		switch k := n.Content[i]; k.Value {
+		case "path", "initial_mmap_size", "write_stall_after":
+		default:
+			return fmt.Errorf("line %d: store: unknown key %q (path, initial_mmap_size, write_stall_after)", k.Line, k.Value)
+		}
+	}
+	type plain storeCfg
+	return n.Decode((*plain)(s))
+}
+
+// options are the store's open options.
+func (s storeCfg) options() store.Options {
+	o := store.Options{InitialMmapSize: store.DefaultInitialMmapSize}
+	if s.InitialMmapSize != nil {
+		o.InitialMmapSize = int(*s.InitialMmapSize)
+	}
+	return o
+}
+
+// byteSize is a size in bytes: a number, or one with a KiB, MiB or GiB
+// suffix.
+type byteSize int64
+
+func (b *byteSize) UnmarshalYAML(n *yaml.Node) error {
+	v, unit := n.Value, int64(1)
+	for suffix, u := range map[string]int64{"KiB": 1 << 10, "MiB": 1 << 20, "GiB": 1 << 30} {
+		if num, ok := strings.CutSuffix(v, suffix); ok {
+			v, unit = strings.TrimSpace(num), u
+		}
+	}
+	x, err := strconv.ParseInt(v, 10, 64)
+	if err != nil || x < 0 || x > math.MaxInt64/unit {
+		return fmt.Errorf("line %d: %q: want a size in bytes, KiB, MiB or GiB", n.Line, n.Value)
+	}
+	*b = byteSize(x * unit)
+	return nil
 }
 
 type socketCfg struct {
@@ -116,10 +188,16 @@ func (c *config) validate() error {
 	switch {
 	case len(c.Issuers) == 0:
 		return errors.New("at least one issuer is required")
-	case c.Store == "":
-		return errors.New("store is required")
+	case c.Store.Path == "":
+		return errors.New("store is required (store: PATH, or store.path)")
 	case c.Socket.Path == "":
 		return errors.New("socket.path is required")
+	}
+	if d := c.Store.WriteStallAfter.Duration; d != 0 && d < minWriteStallAfter {
+		return fmt.Errorf("store.write_stall_after %s: below %s, an ordinary commit would count as a stall", d, minWriteStallAfter)
+	}
+	if c.Store.InitialMmapSize != nil && (*c.Store.InitialMmapSize > maxInitialMmapSize) {
+		return fmt.Errorf("store.initial_mmap_size %d: more than %d", *c.Store.InitialMmapSize, maxInitialMmapSize)
 	}
 	if c.HSM.ProbeInterval.Duration <= 0 {
 		c.HSM.ProbeInterval.Duration = 5 * time.Second

@@ -235,7 +235,7 @@ func (d *daemon) start(cfg *config, log *slog.Logger) error {
 	}
 	log.Info("self-test passed", "keys", len(signers))
 	notify("STATUS=opening the store and resolving interrupted batches")
-	if d.store, err = store.Open(cfg.Store); err != nil {
+	if d.store, err = store.OpenWith(cfg.Store.Path, cfg.Store.options()); err != nil {
 		return err
 	}
 	profiles, err := cfg.profiles()
@@ -246,7 +246,7 @@ func (d *daemon) start(cfg *config, log *slog.Logger) error {
 		func() bool { return d.engine.HSM().Up }, func() bool { return d.engine.Store().Writable })
 	d.engine, err = engine.New(engine.Config{Store: d.store, Issuers: issuers, Profiles: profiles, SM2ID: sm2ID,
 		Random: d.module.Random(), QueueSize: cfg.Queue.Size, BatchSize: cfg.Queue.Batch,
-		CRLValidity: cfg.CRLValidity.Duration, Log: log, Metrics: d.metrics,
+		CRLValidity: cfg.CRLValidity.Duration, Log: log, Metrics: d.metrics, WriteStallAfter: cfg.Store.WriteStallAfter.Duration,
 		AuditKey: auditKey, SealEvery: cfg.Audit.SealEvery, SealInterval: cfg.Audit.SealInterval.Duration,
 		AuditKeyGenerated: newAuditKey, AcknowledgeAuditBreak: cfg.ackAuditBreak,
 		AuditAnchor: d.module.DataObject(cfg.Audit.Key + "-anchor")})
@@ -333,11 +333,12 @@ func listener(cfg socketCfg) (l net.Listener, activated bool, release func(), er
 
 // monitor probes the HSM every interval, and at least twice per systemd
 // watchdog interval, until the returned stop is called. While the HSM
-// signs, systemd gets its watchdog ping; while it does not, the pings stop
-// and STATUS says why: signerd keeps serving what needs no HSM and
-// recovers by itself when the HSM does, unless the outage outlasts
-// WatchdogSec and systemd restarts it. An outage's start and end are
-// audited by the engine.
+// signs and store writes complete, systemd gets its watchdog ping; while
+// the HSM does not sign, or store writes have stalled (engine.StoreStatus),
+// the pings stop and STATUS says why: signerd keeps serving what it can
+// and recovers by itself when the HSM or the store does, unless the
+// outage outlasts WatchdogSec and systemd restarts it. An outage's start
+// and end are audited by the engine; a stall, once over.
 func (d *daemon) monitor(interval time.Duration, serving string) (stop func()) {
 	watchdog, err := sd.SdWatchdogEnabled(false)
 	if err != nil {
@@ -358,16 +359,24 @@ func (d *daemon) monitor(interval time.Duration, serving string) (stop func()) {
 				return
 			case <-tick.C:
 			}
-			ctx, cancel := context.WithTimeout(context.Background(), interval)
-			err := d.engine.ProbeHSM(ctx)
-			cancel()
+			// A probe may write (an HSM outage's audit event): not into a
+			// stalled store, where it would wait with it.
+			st := d.engine.Store()
+			var err error
+			if !st.Stalled {
+				ctx, cancel := context.WithTimeout(context.Background(), interval)
+				err = d.engine.ProbeHSM(ctx)
+				cancel()
+			}
 			switch {
+			case st.Stalled:
+				notify("STATUS=store " + st.Error + ", withholding the watchdog")
 			case err != nil:
 				notify("STATUS=HSM unavailable, withholding the watchdog: " + err.Error())
 			case !up:
 				notify(serving)
 			}
-			up = err == nil
+			up = err == nil && !st.Stalled
 			if up && watchdog > 0 {
 				notify(sd.SdNotifyWatchdog)
 			}
