@@ -30,7 +30,10 @@ var kindStatistic = map[string]string{kindIssue: store.StatIssued, kindRenew: st
 //  4. one transaction records every request as signing, with its serial
 //     and TBS (record before sign); a renewal or extension checks there
 //     again that the certificate it replaces is current and claims it, so
-//     of several replacements only one is ever signed.
+//     of several replacements only one is ever signed; and every request
+//     checks there again that its key is not compromised nor certified,
+//     or being signed, for another use, so of two requests for one key
+//     with different uses only one is ever signed.
 //
 // sign: 5. the HSM signs, spread over its sessions.
 //
@@ -79,8 +82,12 @@ func (e *Engine) prepare(b *batch) {
 		return
 	}
 	if err := e.update(func(tx *store.Tx) error {
+		signing, err := keysBeingSigned(tx)
+		if err != nil {
+			return err
+		}
 		for _, j := range attempts {
-			if err := e.reserve(tx, j, now); err != nil {
+			if err := e.reserve(tx, j, now, &signing); err != nil {
 				return err
 			}
 		}
@@ -212,8 +219,9 @@ func replaceable(tx *store.Tx, o *order) (*store.Certificate, error) {
 
 // reserve records j's request as signing with its serial and TBS. A
 // request that turns out to be a duplicate within this batch, or a serial
-// drawn before, fails j alone.
-func (e *Engine) reserve(tx *store.Tx, j *job, now time.Time) error {
+// drawn before, fails j alone. signing holds the keys being signed (see
+// keysBeingSigned); j's is added once it is reserved.
+func (e *Engine) reserve(tx *store.Tx, j *job, now time.Time, signing *[]keyInUse) error {
 	r, err := tx.Request(j.o.id)
 	switch {
 	case errors.Is(err, store.ErrNotFound):
@@ -242,7 +250,18 @@ func (e *Engine) reserve(tx *store.Tx, j *job, now time.Time) error {
 			return nil
 		}
 	}
+	// The key's compromise and its use are checked here too, where they
+	// count: a keyCompromise revocation, or a certificate or request for
+	// the key with another use, may have been recorded since the request
+	// was taken; requests reserved but not yet recorded count as well.
 	if err := checkKeyUsable(tx, j.o); err != nil {
+		if CodeOf(err) == CodeInternal {
+			return err
+		}
+		j.fail(err)
+		return nil
+	}
+	if err := keyUsedOtherwise(tx, j.o.pub, j.o.profile, *signing); err != nil {
 		if CodeOf(err) == CodeInternal {
 			return err
 		}
@@ -264,7 +283,11 @@ func (e *Engine) reserve(tx *store.Tx, j *job, now time.Time) error {
 	}
 	r.State, r.Serial, r.TBS, r.Error, r.Updated = store.RequestSigning, j.draft.serial, j.draft.tbs, "", now
 	r.Replaces = j.o.replaces
-	return tx.PutRequest(r)
+	if err := tx.PutRequest(r); err != nil {
+		return err
+	}
+	*signing = append(*signing, keyInUse{pub: j.o.pub, usage: j.o.profile.LintUsage().KeyUsage(), serial: j.draft.serial})
+	return nil
 }
 
 // record stores an issued certificate with its audit event and statistics.

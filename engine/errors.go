@@ -44,7 +44,9 @@ const (
 var errHSM = errors.New("HSM")
 
 // Retryable reports whether the same request may succeed if sent again
-// unchanged.
+// unchanged, soon and without anyone acting. clock_backwards is not: the
+// clock reads behind the last signing or revocation time, and only an
+// operator setting it (or, for a small step, time itself) ends that.
 func (c Code) Retryable() bool {
 	switch c {
 	case CodeBusy, CodeInProgress, CodeHSMUnavailable, CodeStoreUnavailable, CodeShuttingDown, CodeInternal:

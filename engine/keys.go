@@ -7,6 +7,8 @@ import (
 
 	"github.com/emmansun/gmsm/sm3"
 	"github.com/emmansun/gmsm/smx509"
+	"golang.org/x/crypto/cryptobyte"
+	casn1 "golang.org/x/crypto/cryptobyte/asn1"
 
 	"signerd/store"
 )
@@ -68,4 +70,110 @@ func loadRevocations(tx *store.Tx) (last time.Time, err error) {
 		return tx.MarkKeyCompromised(d, r.Serial)
 	})
 	return last, err
+}
+
+// keyInUse is a key a request being signed is to certify, with the
+// keyUsage its certificate gets.
+type keyInUse struct {
+	pub    crypto.PublicKey
+	usage  smx509.KeyUsage
+	serial []byte
+}
+
+// keysBeingSigned returns the keys of the requests recorded as signing:
+// reserved by an earlier batch (or earlier in this one) and not yet
+// recorded as issued or burned, so not yet in the key index. Each is read
+// from the TBS the request recorded, the bytes the HSM signs.
+func keysBeingSigned(tx *store.Tx) ([]keyInUse, error) {
+	rs, err := tx.InFlight()
+	if err != nil {
+		return nil, err
+	}
+	out := make([]keyInUse, 0, len(rs))
+	for _, r := range rs {
+		c, err := parseTBS(r.TBS)
+		if err != nil {
+			return nil, fmt.Errorf("request %s: %w", r.ID, err)
+		}
+		out = append(out, keyInUse{pub: c.PublicKey, usage: c.KeyUsage, serial: r.Serial})
+	}
+	return out, nil
+}
+
+// parseTBS parses a TBSCertificate by wrapping it as a certificate with
+// an empty signature (under the algorithm the TBS names, as the parser
+// wants inner and outer to agree).
+func parseTBS(tbs []byte) (*smx509.Certificate, error) {
+	s := cryptobyte.String(tbs)
+	var body cryptobyte.String
+	var sigAlg []byte
+	if !s.ReadASN1(&body, casn1.SEQUENCE) || !s.Empty() ||
+		!body.SkipOptionalASN1(casn1.Tag(0).Constructed().ContextSpecific()) ||
+		!body.SkipASN1(casn1.INTEGER) ||
+		!body.ReadASN1Element((*cryptobyte.String)(&sigAlg), casn1.SEQUENCE) {
+		return nil, fmt.Errorf("TBS certificate does not parse")
+	}
+	var b cryptobyte.Builder
+	b.AddASN1(casn1.SEQUENCE, func(c *cryptobyte.Builder) {
+		c.AddBytes(tbs)
+		c.AddBytes(sigAlg)
+		c.AddASN1BitString(nil)
+	})
+	der, err := b.Bytes()
+	if err != nil {
+		return nil, fmt.Errorf("TBS certificate: %w", err)
+	}
+	c, err := smx509.ParseCertificate(der)
+	if err != nil {
+		return nil, fmt.Errorf("TBS certificate: %w", err)
+	}
+	return c, nil
+}
+
+// keyUsedOtherwise refuses with key_reused a key that a recorded
+// certificate (found through the key index), or a request in signing (of
+// those given), certifies for another use than p's. Any other error
+// (the store failing) has CodeInternal.
+//
+// reserve calls it in the transaction that records the request as
+// signing, with every key being signed then: of two requests for one key
+// with different uses, whichever is reserved second is refused, in the
+// same batch or in another, however they race. Once the first is recorded
+// its certificate is in the key index; once it is burned it certifies
+// nothing.
+func keyUsedOtherwise(tx *store.Tx, pub crypto.PublicKey, p *Profile, signing []keyInUse) error {
+	type equaler interface{ Equal(crypto.PublicKey) bool }
+	k, ok := pub.(equaler)
+	if !ok {
+		return nil
+	}
+	spki, err := smx509.MarshalPKIXPublicKey(pub)
+	if err != nil {
+		return errorf(CodeMalformedKey, "public key: %v", err)
+	}
+	want := p.LintUsage().KeyUsage()
+	var refused error
+	err = tx.CertificatesWithKey(spki, func(c *store.Certificate) error {
+		cert, err := smx509.ParseCertificate(c.DER)
+		if err != nil {
+			return fmt.Errorf("certificate %x: %w", c.Serial, err)
+		}
+		if cert.KeyUsage != want && k.Equal(cert.PublicKey) {
+			refused = errorf(CodeKeyReused, "the key is certified for another use already (certificate %x, profile %s): a key serves one use only", c.Serial, c.Profile)
+			return errStop
+		}
+		return nil
+	})
+	if refused != nil {
+		return refused
+	}
+	if err != nil {
+		return errorf(CodeInternal, "look up the certificates of the key: %v", err)
+	}
+	for _, s := range signing {
+		if s.usage != want && k.Equal(s.pub) {
+			return errorf(CodeKeyReused, "a certificate for the key for another use is being signed (serial %x): a key serves one use only", s.serial)
+		}
+	}
+	return nil
 }

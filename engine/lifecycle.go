@@ -67,11 +67,12 @@ const reasonKeyCompromise = 1
 //
 // keyCompromise is about the key, not one certificate: the key is marked
 // compromised, so no certificate is issued for it again, and every other
-// certificate for it in the certificate's line of renewals and extensions
-// (an extension certifies the same key; the certificates it superseded
-// stay valid) that is still valid is revoked with it, in the same
-// transaction. Anything for that key, or replacing one of these, that is
-// being signed meanwhile is discarded when it is recorded (see record).
+// certificate this CA issued for it that is still valid (good, superseded
+// or on hold) is revoked with it, in the same transaction: those of the
+// certificate's own line of renewals and extensions and those of separate
+// requests alike, found through the store's key index. Anything for that
+// key, or replacing one of these, that is being signed meanwhile is
+// discarded when it is recorded (see record).
 func (e *Engine) Revoke(actor store.Actor, serial []byte, reason int) (*store.Certificate, error) {
 	if err := e.refuseOwn(actor, "certificate.revoke", serial); err != nil {
 		return nil, err
@@ -95,10 +96,13 @@ func (e *Engine) Revoke(actor store.Actor, serial []byte, reason int) (*store.Ce
 }
 
 // compromiseKey marks c's key compromised and revokes for keyCompromise
-// every certificate in c's line (what it replaced and what replaced it,
-// transitively) that certifies c's key and is not revoked or expired, each
-// with its audit event and count. A certificate revoked before for another
-// reason keeps it.
+// every other certificate for that key that is not revoked or expired,
+// each with its audit event and count. The key index finds them by the
+// subjectPublicKey bits; only those whose key is c's by the digest the
+// compromised-keys index uses (algorithm and curve included) are taken. A
+// certificate revoked before for another reason keeps it; signerd's own
+// certificates are left to signerd (an RA never reaches them, and no RA
+// certificate can share their key: see checkKeyUse).
 func (e *Engine) compromiseKey(tx *store.Tx, actor store.Actor, c *store.Certificate, now time.Time) error {
 	d, err := certKeyDigest(c)
 	if err != nil {
@@ -107,21 +111,24 @@ func (e *Engine) compromiseKey(tx *store.Tx, actor store.Actor, c *store.Certifi
 	if err := tx.MarkKeyCompromised(d, c.Serial); err != nil {
 		return err
 	}
-	line, err := lineOf(tx, c)
-	if err != nil {
-		return err
-	}
-	for _, o := range line {
-		if o.Status == store.StatusRevoked || !o.NotAfter.After(now) {
-			continue
+	var same []*store.Certificate
+	if err := tx.CertificatesOfKey(c.DER, func(o *store.Certificate) error {
+		if bytes.Equal(o.Serial, c.Serial) || o.Status == store.StatusRevoked || !o.NotAfter.After(now) || isOwnCertificate(o) {
+			return nil
 		}
 		k, err := certKeyDigest(o)
 		if err != nil {
 			return err
 		}
-		if !bytes.Equal(k, d) {
-			continue
+		if bytes.Equal(k, d) {
+			same = append(same, o)
 		}
+		return nil
+	}); err != nil {
+		return err
+	}
+	// Written once the index has been read: no bucket changes under its cursor.
+	for _, o := range same {
 		o.Status, o.Reason, o.RevokedAt = store.StatusRevoked, reasonKeyCompromise, now
 		if err := tx.PutCertificate(o); err != nil {
 			return err
@@ -135,28 +142,6 @@ func (e *Engine) compromiseKey(tx *store.Tx, actor store.Actor, c *store.Certifi
 		}
 	}
 	return nil
-}
-
-// lineOf returns the certificates c replaced and those that replaced it,
-// following Replaces and SupersededBy both ways, c itself excluded.
-func lineOf(tx *store.Tx, c *store.Certificate) ([]*store.Certificate, error) {
-	seen := map[string]bool{string(c.Serial): true}
-	var line []*store.Certificate
-	for _, next := range []func(*store.Certificate) []byte{
-		func(x *store.Certificate) []byte { return x.Replaces },
-		func(x *store.Certificate) []byte { return x.SupersededBy },
-	} {
-		for at := next(c); at != nil && !seen[string(at)]; {
-			seen[string(at)] = true
-			x, err := tx.Certificate(at)
-			if err != nil {
-				return nil, err
-			}
-			line = append(line, x)
-			at = next(x)
-		}
-	}
-	return line, nil
 }
 
 // Hold suspends a certificate (certificateHold on the next CRL).

@@ -422,7 +422,8 @@ func foldName(v string) string {
 // copy could not be told from the holder's), a KMC key for signing, an
 // issuing CA's key, or signerd's audit key. The store's key index finds
 // the certificates; a key certified for this same use (renewal with the
-// same key) is no conflict.
+// same key) is no conflict. This is the early answer, before the request
+// is queued; reserve asks again where it counts (see keyUsedOtherwise).
 func (e *Engine) checkKeyUse(pub crypto.PublicKey, p *Profile) error {
 	type equaler interface{ Equal(crypto.PublicKey) bool }
 	k, ok := pub.(equaler)
@@ -440,32 +441,14 @@ func (e *Engine) checkKeyUse(pub crypto.PublicKey, p *Profile) error {
 	if e.store == nil {
 		return nil
 	}
-	spki, err := smx509.MarshalPKIXPublicKey(pub)
-	if err != nil {
-		return errorf(CodeMalformedKey, "public key: %v", err)
-	}
-	want := p.LintUsage().KeyUsage()
 	var refused error
-	err = e.store.View(func(tx *store.Tx) error {
-		return tx.CertificatesWithKey(spki, func(c *store.Certificate) error {
-			cert, err := smx509.ParseCertificate(c.DER)
-			if err != nil {
-				return fmt.Errorf("certificate %x: %w", c.Serial, err)
-			}
-			if cert.KeyUsage != want && k.Equal(cert.PublicKey) {
-				refused = errorf(CodeKeyReused, "the key is certified for another use already (certificate %x, profile %s): a key serves one use only", c.Serial, c.Profile)
-				return errStop
-			}
-			return nil
-		})
-	})
-	if refused != nil {
-		return refused
-	}
-	if err != nil {
+	if err := e.store.View(func(tx *store.Tx) error {
+		refused = keyUsedOtherwise(tx, pub, p, nil)
+		return nil
+	}); err != nil {
 		return errorf(CodeInternal, "look up the certificates of the key: %v", err)
 	}
-	return nil
+	return refused
 }
 
 // maxNames bounds the dns_names, and the emails, of one request (as public

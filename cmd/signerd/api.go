@@ -503,7 +503,10 @@ func (a *api) fail(w http.ResponseWriter, r *http.Request, err error) {
 	if !ok {
 		status = http.StatusBadRequest
 	}
-	if status == http.StatusServiceUnavailable {
+	// Retry-After only where a retry soon may succeed: clock_backwards is
+	// a 503 too, but a clock that is behind the last signing time does not
+	// catch up in a second; an operator must set it (clock.alarm).
+	if status == http.StatusServiceUnavailable && ee.Code.Retryable() {
 		w.Header().Set("Retry-After", "1")
 	}
 	if status >= 500 {
