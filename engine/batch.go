@@ -84,7 +84,7 @@ func (e *Engine) prepare(b *batch) {
 				return err
 			}
 		}
-		return tx.NoteSigningTime(now)
+		return e.noteSigningTime(tx, now)
 	}); err != nil {
 		failAll(attempts, errorf(storeCode(err), "batch %d: record requests: %v", b.n, err))
 		return

@@ -231,7 +231,7 @@ func (e *Engine) transition(actor store.Actor, serial []byte, action string, cha
 			if err := tx.PutCertificate(c); err != nil {
 				return err
 			}
-			if err := tx.NoteSigningTime(now); err != nil {
+			if err := e.noteSigningTime(tx, now); err != nil {
 				return err
 			}
 			if action == "certificate.revoke" {
