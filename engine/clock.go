@@ -19,13 +19,20 @@ import (
 // instead would misstate when a key was compromised. The way out when the
 // guard itself is wrong (a clock that ran ahead, since corrected) is an
 // operator's acknowledged reset at start (Config.AcknowledgeClockReset).
+// The guard is raised only by times something carries: a refused
+// operation leaves it where it was.
 type clock struct {
 	mu   sync.Mutex
 	now  func() time.Time
 	last time.Time
 }
 
-func (c *clock) stamp() (time.Time, error) {
+// read reads the clock, refusing a time before the guard, and leaves the
+// guard as it is: a change or CRL stamped inside its write transaction
+// raises it when it notes the time (noteSigningTime), so one refused (an
+// expired certificate, an expired issuer) does not raise the guard to a
+// time nothing carries.
+func (c *clock) read() (time.Time, error) {
 	c.mu.Lock()
 	defer c.mu.Unlock()
 	t := c.now().UTC().Truncate(time.Second) // certificates and CRLs carry seconds
@@ -34,8 +41,16 @@ func (c *clock) stamp() (time.Time, error) {
 			"system clock reads %s, before the last signing time %s: refusing to sign backdated objects",
 			t.Format(time.RFC3339), c.last.Format(time.RFC3339))
 	}
-	c.last = t
 	return t, nil
+}
+
+// advance raises the guard to t (never lowers it).
+func (c *clock) advance(t time.Time) {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	if t.After(c.last) {
+		c.last = t
+	}
 }
 
 // clockRemedy is what the log and the audit log tell an operator when the
@@ -79,6 +94,7 @@ func (e *Engine) noteSigningTime(tx *store.Tx, now time.Time) error {
 			m.ClockStep(step)
 		}
 	}
+	e.clock.advance(now)
 	return tx.NoteSigningTime(now)
 }
 
@@ -121,8 +137,13 @@ func (e *Engine) startClock(tx *store.Tx) error {
 // ahead) are re-dated to now, so CRLs signed from now on list no entry
 // dated after their thisUpdate; the event names how many. Certificates
 // signed with a notBefore later than now keep it (they are signed); CRL
-// numbers keep increasing.
+// numbers keep increasing. A clock before the issuing CA's notBefore is
+// plainly wrong: the reset is refused and signerd does not start.
 func (e *Engine) resetClock(tx *store.Tx, now, last time.Time) error {
+	if iss := e.active.Cert; now.Before(iss.NotBefore) {
+		return fmt.Errorf("refusing --acknowledge-clock-reset: the clock reads %s, before the issuing CA's notBefore %s: correct the clock",
+			now.Format(time.RFC3339), iss.NotBefore.Format(time.RFC3339))
+	}
 	var ahead [][]byte
 	if err := tx.AllRevoked(func(r store.RevokedEntry) error {
 		if r.RevokedAt.After(now) {

@@ -2,6 +2,7 @@ package engine_test
 
 import (
 	"context"
+	"crypto/rand"
 	"strings"
 	"sync/atomic"
 	"testing"
@@ -117,6 +118,29 @@ func TestClockResetAcknowledgedRestoresRevocation(t *testing.T) {
 	}
 }
 
+// TestClockResetRefusedBeforeIssuer: an acknowledged reset to a clock
+// before the issuing CA's notBefore is refused, and the engine does not
+// start: such a clock is plainly wrong, and the reset would let
+// revocations be backdated.
+func TestClockResetRefusedBeforeIssuer(t *testing.T) {
+	ca := enginetest.NewCA(t)
+	st := enginetest.OpenStore(t)
+	var clk settableClock
+	clk.set(time.Now().UTC().Truncate(time.Second))
+	e := ca.Engine(t, st, engine.Config{Now: clk.read})
+	issue(t, e, request(t, "before"))
+	e.Close()
+	clk.set(ca.Cert.NotBefore.Add(-time.Hour))
+	_, err := engine.New(engine.Config{Store: st, Issuers: []*engine.Issuer{ca.Issuer}, Random: rand.Reader, Now: clk.read,
+		AcknowledgeClockReset: "someone: the clock is right"})
+	if err == nil || !strings.Contains(err.Error(), "before the issuing CA's notBefore") {
+		t.Fatalf("reset to a clock before the issuer: %v, want a refusal", err)
+	}
+	if n := len(eventsOf(t, st, "clock.reset.acknowledged")); n != 0 {
+		t.Errorf("%d resets recorded, want none", n)
+	}
+}
+
 // TestClockForwardStepAlarmed: a signing time more than ClockMaxStep after
 // the last one is alarmed (clock.step) but not refused, since a CA that
 // sat idle looks the same; smaller steps are not alarmed.
@@ -181,4 +205,15 @@ func TestIssuerExpiredIsNotTheRAs(t *testing.T) {
 	if _, err := e.LatestCRL(""); engine.CodeOf(err) != engine.CodeNotFound {
 		t.Errorf("a CRL was recorded: %v", err)
 	}
+	if _, err := e.Revoke(ra, old.Serial, 0); engine.CodeOf(err) != engine.CodeInvalidState {
+		t.Errorf("revoke of a certificate the clock says expired: %v, want %s", err, engine.CodeInvalidState)
+	}
+	// Nothing carries the time past the issuer, so it does not hold the
+	// guard: with the clock corrected, the CA works without a reset.
+	clk.set(base.Add(time.Minute))
+	if _, err := e.Hold(ra, old.Serial); err != nil {
+		t.Errorf("hold after the clock came back from past the issuer: %v", err)
+	}
+	issue(t, e, request(t, "back"))
+	mustCRL(t, e)
 }

@@ -33,7 +33,7 @@ func (e *Engine) SignCRL(ctx context.Context, actor store.Actor, issuerID string
 	tmpl := &smx509.RevocationList{}
 	var clockErr, refused error
 	err = e.update(func(tx *store.Tx) error {
-		now, err := e.clock.stamp()
+		now, err := e.clock.read()
 		if err != nil {
 			clockErr = err
 			return err // nothing to write

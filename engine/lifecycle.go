@@ -213,7 +213,7 @@ func (e *Engine) transition(actor store.Actor, serial []byte, action string, cha
 		if err != nil {
 			return err
 		}
-		now, err := e.clock.stamp()
+		now, err := e.clock.read()
 		if err != nil {
 			clockErr = err
 			return err // nothing to write
