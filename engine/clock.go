@@ -102,7 +102,7 @@ func (e *Engine) noteSigningTime(tx *store.Tx, now time.Time) error {
 // latest revocation or hold time (a store written before they were noted
 // holds them only in its revocation index). If the clock reads before it,
 // an operator's acknowledged reset lowers it to the clock; without one the
-// guard stays and the start is alarmed (startClockAlarm).
+// guard stays and the log says what to do.
 func (e *Engine) startClock(tx *store.Tx) error {
 	last, err := tx.LastSigningTime()
 	if err != nil {
@@ -125,8 +125,11 @@ func (e *Engine) startClock(tx *store.Tx) error {
 		return nil
 	}
 	if e.cfg.AcknowledgeClockReset == "" {
-		e.clockBehindAtStart = fmt.Sprintf("at start the system clock reads %s, before the last signing time %s",
-			now.Format(time.RFC3339), last.Format(time.RFC3339))
+		// The start goes on (status, export and a small step back that
+		// clears itself need no operator); each refusal until then is
+		// alarmed and audited with the remedy (alarm).
+		e.log.Error("clock alarm: at start the system clock reads before the last signing time",
+			"clock", now, "last_signing_time", last, "remedy", clockRemedy)
 		return nil
 	}
 	return e.resetClock(tx, now, last)
@@ -175,12 +178,4 @@ func (e *Engine) resetClock(tx *store.Tx, now, last time.Time) error {
 	e.log.Warn("clock reset acknowledged", "reason", why, "acknowledgement", e.cfg.AcknowledgeClockReset)
 	e.clock.last = now
 	return nil
-}
-
-// startClockAlarm alarms, once the engine runs, a clock found behind the
-// guard at start without an acknowledged reset.
-func (e *Engine) startClockAlarm() {
-	if e.clockBehindAtStart != "" {
-		e.alarm(errorf(CodeClockBackwards, "%s", e.clockBehindAtStart))
-	}
 }

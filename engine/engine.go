@@ -107,10 +107,6 @@ type Engine struct {
 	sealDone   chan struct{}
 	sealClosed atomic.Bool
 	anchor     anchorState
-
-	// clockBehindAtStart says how the clock read behind the guard at
-	// start, if it did and no reset was acknowledged.
-	clockBehindAtStart string
 }
 
 // New starts an engine: it resolves requests a crash left signing (their
@@ -188,7 +184,6 @@ func New(cfg Config) (*Engine, error) {
 	}); err != nil {
 		return nil, fmt.Errorf("engine: start-up recovery: %w", err)
 	}
-	e.startClockAlarm()
 	if cfg.AuditKeyGenerated != "" && e.auditKey != nil {
 		if err := e.Audit(store.Event{Actor: store.System, Action: "audit.key.generated", Object: cfg.AuditKeyGenerated,
 			Outcome: store.OutcomeOK, Detail: fmt.Sprintf("CKA_ID %X", hsm.KeyID(e.auditPub))}); err != nil {
