@@ -46,11 +46,18 @@ var kindStatistic = map[string]string{kindIssue: store.StatIssued, kindRenew: st
 //  7. the queue answers each caller with its own result.
 func (e *Engine) prepare(b *batch) {
 	e.cfg.Metrics.Batch(len(b.jobs))
-	now, err := e.clock.stamp()
+	now, err := e.clock.read()
 	if err != nil {
 		e.alarm(err)
 		failAll(b.jobs, err)
 		return
+	}
+	if issuerValidAt(e.active, now) == nil {
+		// Raised now, not when the batch is recorded, so a lifecycle
+		// change stamped meanwhile is not dated before it. A time outside
+		// the issuer's validity signs nothing (build refuses it), so it
+		// does not raise the guard.
+		e.clock.advance(now)
 	}
 	b.now, b.iss = now, e.active
 	e.burnStranded()
@@ -91,7 +98,7 @@ func (e *Engine) prepare(b *batch) {
 				return err
 			}
 		}
-		return tx.NoteSigningTime(now)
+		return e.noteSigningTime(tx, now)
 	}); err != nil {
 		failAll(attempts, errorf(storeCode(err), "batch %d: record requests: %v", b.n, err))
 		return

@@ -60,6 +60,9 @@ func (e *Engine) build(o *order, iss *Issuer, serial []byte, now time.Time) (*dr
 		return nil, errorf(CodeInternal, "order %s: public key %T", o.id, o.pub)
 	}
 	p := o.profile
+	if err := issuerValidAt(iss, now); err != nil {
+		return nil, err
+	}
 	notAfter := now.AddDate(0, 0, o.days).Add(-time.Second) // notAfter is inclusive
 	if notAfter.After(iss.Cert.NotAfter) {
 		return nil, errorf(CodeValidityTooLong, "certificate would end %s, after the issuing CA's %s",

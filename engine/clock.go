@@ -1,21 +1,38 @@
 package engine
 
 import (
+	"fmt"
 	"sync"
 	"time"
+
+	"signerd/store"
 )
 
-// clock hands out the times stamped on certificates (notBefore) and CRLs
-// (thisUpdate). Stamps never go backwards (SPEC §6.2a): if the system clock
-// reads earlier than the last stamp — stepped back by NTP, an operator or an
-// attacker — signing is refused rather than backdated.
+// clock hands out the times stamped on certificates (notBefore), CRLs
+// (thisUpdate) and lifecycle changes (revocation, hold, restore). Stamps
+// never go backwards (SPEC §6.2a): if the system clock reads earlier than
+// the last stamp — stepped back by NTP, an operator or an attacker — the
+// operation is refused rather than backdated. Revocation is refused too: a
+// revocation dated before something already signed would make a CRL signed
+// earlier, which does not list it, contradict the record, and a CRL would
+// list an entry dated after its thisUpdate. Dating it later than the clock
+// instead would misstate when a key was compromised. The way out when the
+// guard itself is wrong (a clock that ran ahead, since corrected) is an
+// operator's acknowledged reset at start (Config.AcknowledgeClockReset).
+// The guard is raised only by times something carries: a refused
+// operation leaves it where it was.
 type clock struct {
 	mu   sync.Mutex
 	now  func() time.Time
 	last time.Time
 }
 
-func (c *clock) stamp() (time.Time, error) {
+// read reads the clock, refusing a time before the guard, and leaves the
+// guard as it is: a change or CRL stamped inside its write transaction
+// raises it when it notes the time (noteSigningTime), so one refused (an
+// expired certificate, an expired issuer) does not raise the guard to a
+// time nothing carries.
+func (c *clock) read() (time.Time, error) {
 	c.mu.Lock()
 	defer c.mu.Unlock()
 	t := c.now().UTC().Truncate(time.Second) // certificates and CRLs carry seconds
@@ -24,6 +41,141 @@ func (c *clock) stamp() (time.Time, error) {
 			"system clock reads %s, before the last signing time %s: refusing to sign backdated objects",
 			t.Format(time.RFC3339), c.last.Format(time.RFC3339))
 	}
-	c.last = t
 	return t, nil
+}
+
+// advance raises the guard to t (never lowers it).
+func (c *clock) advance(t time.Time) {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	if t.After(c.last) {
+		c.last = t
+	}
+}
+
+// clockRemedy is what the log and the audit log tell an operator when the
+// clock reads before the last signing time.
+const clockRemedy = "signing, revocation, hold, restore and CRLs are refused until the clock passes the last signing time; " +
+	"if the clock is wrong, correct it; if it is right and the last signing time was stamped by a clock that ran ahead, " +
+	`restart signerd once with --acknowledge-clock-reset "who, why" (audited) to lower the guard to the clock`
+
+// defaultClockMaxStep is how far a signing time may lie ahead of the last
+// one before a forward step is alarmed: longer than any pause between two
+// CRLs of a working CA, short enough to catch a clock set days ahead.
+const defaultClockMaxStep = 7 * 24 * time.Hour
+
+// ClockStepMetrics, if Config.Metrics implements it, is told of each
+// forward step of the clock larger than Config.ClockMaxStep.
+type ClockStepMetrics interface {
+	ClockStep(ahead time.Duration)
+}
+
+// noteSigningTime records now as the last signing time in tx. A step of
+// more than Config.ClockMaxStep past the one recorded is alarmed (log,
+// clock.step event in the same transaction, metric), not refused: a CA
+// that was stopped or idle that long looks the same, and refusing would
+// lock it. The alarm lets an operator catch a clock that ran ahead before
+// it is corrected and the guard refuses everything.
+func (e *Engine) noteSigningTime(tx *store.Tx, now time.Time) error {
+	last, err := tx.LastSigningTime()
+	if err != nil {
+		return err
+	}
+	if step := now.Sub(last); !last.IsZero() && step > e.cfg.ClockMaxStep {
+		why := fmt.Sprintf("clock reads %s, %v after the last signing time %s (more than clock_max_step %v): "+
+			"expected if signerd was stopped or idle that long; otherwise the clock ran ahead: correct it, then "+
+			`restart signerd with --acknowledge-clock-reset "who, why"`,
+			now.Format(time.RFC3339), step, last.Format(time.RFC3339), e.cfg.ClockMaxStep)
+		e.log.Warn("clock stepped forward", "reason", why)
+		if _, err := tx.Append(store.Event{Actor: store.System, Action: "clock.step", Outcome: store.OutcomeOK, Reason: why}); err != nil {
+			return err
+		}
+		if m, ok := e.cfg.Metrics.(ClockStepMetrics); ok {
+			m.ClockStep(step)
+		}
+	}
+	e.clock.advance(now)
+	return tx.NoteSigningTime(now)
+}
+
+// startClock loads the guard in tx at start: the last signing time and the
+// latest revocation or hold time (a store written before they were noted
+// holds them only in its revocation index). If the clock reads before it,
+// an operator's acknowledged reset lowers it to the clock; without one the
+// guard stays and the log says what to do.
+func (e *Engine) startClock(tx *store.Tx) error {
+	last, err := tx.LastSigningTime()
+	if err != nil {
+		return err
+	}
+	revoked, err := loadRevocations(tx)
+	if err != nil {
+		return err
+	}
+	if revoked.After(last) {
+		last = revoked
+	}
+	e.clock.last = last
+	now := e.cfg.Now().UTC().Truncate(time.Second)
+	if !now.Before(last) {
+		if e.cfg.AcknowledgeClockReset != "" {
+			e.log.Warn("--acknowledge-clock-reset given but the clock is not behind the last signing time: nothing reset; remove the flag",
+				"clock", now, "last_signing_time", last)
+		}
+		return nil
+	}
+	if e.cfg.AcknowledgeClockReset == "" {
+		// The start goes on (status, export and a small step back that
+		// clears itself need no operator); each refusal until then is
+		// alarmed and audited with the remedy (alarm).
+		e.log.Error("clock alarm: at start the system clock reads before the last signing time",
+			"clock", now, "last_signing_time", last, "remedy", clockRemedy)
+		return nil
+	}
+	return e.resetClock(tx, now, last)
+}
+
+// resetClock lowers the guard from last to now on an operator's statement.
+// Revocation and hold times later than now (stamped by the clock that ran
+// ahead) are re-dated to now, so CRLs signed from now on list no entry
+// dated after their thisUpdate; the event names how many. Certificates
+// signed with a notBefore later than now keep it (they are signed); CRL
+// numbers keep increasing. A clock before the issuing CA's notBefore is
+// plainly wrong: the reset is refused and signerd does not start.
+func (e *Engine) resetClock(tx *store.Tx, now, last time.Time) error {
+	if iss := e.active.Cert; now.Before(iss.NotBefore) {
+		return fmt.Errorf("refusing --acknowledge-clock-reset: the clock reads %s, before the issuing CA's notBefore %s: correct the clock",
+			now.Format(time.RFC3339), iss.NotBefore.Format(time.RFC3339))
+	}
+	var ahead [][]byte
+	if err := tx.AllRevoked(func(r store.RevokedEntry) error {
+		if r.RevokedAt.After(now) {
+			ahead = append(ahead, r.Serial)
+		}
+		return nil
+	}); err != nil {
+		return err
+	}
+	for _, serial := range ahead {
+		c, err := tx.Certificate(serial)
+		if err != nil {
+			return err
+		}
+		c.RevokedAt = now
+		if err := tx.PutCertificate(c); err != nil {
+			return err
+		}
+	}
+	if err := tx.ResetSigningTime(now); err != nil {
+		return err
+	}
+	why := fmt.Sprintf("last signing time %s, clock reads %s: guard lowered to the clock; %d revocation or hold times after it re-dated to it",
+		last.Format(time.RFC3339), now.Format(time.RFC3339), len(ahead))
+	if _, err := tx.Append(store.Event{Actor: store.System, Action: "clock.reset.acknowledged", Outcome: store.OutcomeOK,
+		Reason: why, Detail: e.cfg.AcknowledgeClockReset}); err != nil {
+		return err
+	}
+	e.log.Warn("clock reset acknowledged", "reason", why, "acknowledgement", e.cfg.AcknowledgeClockReset)
+	e.clock.last = now
+	return nil
 }

@@ -31,11 +31,15 @@ func (e *Engine) SignCRL(ctx context.Context, actor store.Actor, issuerID string
 	// as revocations are stamped inside theirs (transition): a CRL never
 	// lists a revocation dated after its thisUpdate.
 	tmpl := &smx509.RevocationList{}
-	var clockErr error
+	var clockErr, refused error
 	err = e.update(func(tx *store.Tx) error {
-		now, err := e.clock.stamp()
+		now, err := e.clock.read()
 		if err != nil {
 			clockErr = err
+			return err // nothing to write
+		}
+		if err := issuerValidAt(iss, now); err != nil {
+			refused = err
 			return err // nothing to write
 		}
 		tmpl.ThisUpdate, tmpl.NextUpdate = now, now.Add(e.cfg.CRLValidity)
@@ -48,7 +52,7 @@ func (e *Engine) SignCRL(ctx context.Context, actor store.Actor, issuerID string
 		if err := tx.PutCRLState(iss.ID(), st); err != nil {
 			return err
 		}
-		if err := tx.NoteSigningTime(now); err != nil {
+		if err := e.noteSigningTime(tx, now); err != nil {
 			return err
 		}
 		err = tx.Revoked(iss.ID(), func(c store.RevokedEntry) error {
@@ -74,6 +78,10 @@ func (e *Engine) SignCRL(ctx context.Context, actor store.Actor, issuerID string
 	if clockErr != nil {
 		e.alarm(clockErr)
 		return nil, clockErr
+	}
+	if refused != nil {
+		e.auditRefusal(actor, "crl.sign", "issuer "+iss.ID(), refused)
+		return nil, refused
 	}
 	if err != nil {
 		return nil, errorf(storeCode(err), "reserve CRL number: %v", err)

@@ -61,6 +61,14 @@ type Config struct {
 	// lets the engine start on an audit log that fails its check; it is
 	// recorded with the break.
 	AcknowledgeAuditBreak string
+	// AcknowledgeClockReset, if not empty, is an operator's statement that
+	// the clock is right although it reads before the last signing time
+	// (stamped by a clock that ran ahead): at start the guard is lowered
+	// to the clock and the statement recorded (clock.go, resetClock).
+	AcknowledgeClockReset string
+	// ClockMaxStep is how far past the last signing time a new one may be
+	// before the forward step is alarmed (default 7 days; clock.go).
+	ClockMaxStep time.Duration
 	// AuditAnchor, with AuditKey, records each seal where the store's
 	// writers cannot reach (anchor.go); nil leaves the log unanchored.
 	AuditAnchor AuditAnchor
@@ -158,6 +166,9 @@ func New(cfg Config) (*Engine, error) {
 	if e.cfg.Metrics == nil {
 		e.cfg.Metrics = noMetrics{}
 	}
+	if e.cfg.ClockMaxStep <= 0 {
+		e.cfg.ClockMaxStep = defaultClockMaxStep
+	}
 	var err error
 	if e.throwaway, err = newThrowawayKey(); err != nil {
 		return nil, fmt.Errorf("engine: lint key: %w", err)
@@ -173,17 +184,8 @@ func New(cfg Config) (*Engine, error) {
 	}
 	e.clock = &clock{now: e.cfg.Now}
 	if err := e.update(func(tx *store.Tx) error {
-		if e.clock.last, err = tx.LastSigningTime(); err != nil {
+		if err := e.startClock(tx); err != nil {
 			return err
-		}
-		// Revocation and hold times count as well: a store written before
-		// they were noted holds them only in its revocation index.
-		revoked, err := loadRevocations(tx)
-		if err != nil {
-			return err
-		}
-		if revoked.After(e.clock.last) {
-			e.clock.last = revoked
 		}
 		return e.burnInterrupted(tx)
 	}); err != nil {
@@ -407,9 +409,10 @@ func (e *Engine) Issuer(id string) (*Issuer, error) {
 // alarm reports a refusal to sign because the clock went backwards: an
 // error in the log and an event in the audit log.
 func (e *Engine) alarm(err error) {
-	e.log.Error("clock alarm", "err", err)
+	e.log.Error("clock alarm", "err", err, "remedy", clockRemedy)
 	if aerr := e.update(func(tx *store.Tx) error {
-		_, err := tx.Append(store.Event{Actor: store.System, Action: "clock.alarm", Outcome: store.OutcomeRefused, Reason: err.Error()})
+		_, err := tx.Append(store.Event{Actor: store.System, Action: "clock.alarm", Outcome: store.OutcomeRefused, Reason: err.Error(),
+			Detail: clockRemedy})
 		return err
 	}); aerr != nil {
 		e.log.Error("audit clock alarm", "err", aerr)
@@ -431,7 +434,7 @@ func (e *Engine) auditRefusal(actor store.Actor, action, object string, err erro
 	}
 	outcome := store.OutcomeRefused
 	switch CodeOf(err) {
-	case CodeInternal, CodeHSMUnavailable, CodeStoreUnavailable, CodeLintFailed:
+	case CodeInternal, CodeHSMUnavailable, CodeStoreUnavailable, CodeLintFailed, CodeIssuerExpired:
 		outcome = store.OutcomeFailed
 	}
 	// The object and the reason quote what the RA sent (a request id, a

@@ -37,6 +37,10 @@ const (
 	CodeAlreadySuperseded Code = "already_superseded"
 	// CodeKeyCompromised: the public key was revoked for keyCompromise.
 	CodeKeyCompromised Code = "key_compromised"
+	// CodeIssuerExpired: the clock reads after the issuing CA's notAfter
+	// (or before its notBefore); nothing the RA sends can help, an
+	// operator must roll the issuing CA over or correct the clock.
+	CodeIssuerExpired Code = "issuer_expired"
 )
 
 // errHSM marks a failure of the HSM itself (no signature, or one that

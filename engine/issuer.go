@@ -6,6 +6,7 @@ import (
 	"encoding/hex"
 	"errors"
 	"fmt"
+	"time"
 
 	"github.com/emmansun/gmsm/smx509"
 )
@@ -52,3 +53,19 @@ func NewIssuer(cert *smx509.Certificate, signer Signer) (*Issuer, error) {
 
 // ID names the issuer in the store: the hex of its key identifier.
 func (i *Issuer) ID() string { return i.id }
+
+// issuerValidAt refuses signing with iss at now if now is outside its
+// certificate's validity: what it would sign could not chain (RFC 5280
+// §6.1.3), and the RA is not to blame, so this is not validity_too_long
+// (certificates) or lint_failed (CRLs).
+func issuerValidAt(iss *Issuer, now time.Time) error {
+	switch {
+	case now.After(iss.Cert.NotAfter):
+		return errorf(CodeIssuerExpired, "the issuing CA %s expired %s and the clock reads %s: an operator must roll it over (or correct the clock)",
+			iss.ID(), iss.Cert.NotAfter.Format(time.RFC3339), now.Format(time.RFC3339))
+	case now.Before(iss.Cert.NotBefore):
+		return errorf(CodeIssuerExpired, "the issuing CA %s is valid from %s and the clock reads %s: correct the clock",
+			iss.ID(), iss.Cert.NotBefore.Format(time.RFC3339), now.Format(time.RFC3339))
+	}
+	return nil
+}

@@ -198,7 +198,7 @@ func (e *Engine) transition(actor store.Actor, serial []byte, action string, cha
 		if err != nil {
 			return err
 		}
-		now, err := e.clock.stamp()
+		now, err := e.clock.read()
 		if err != nil {
 			clockErr = err
 			return err // nothing to write
@@ -216,7 +216,7 @@ func (e *Engine) transition(actor store.Actor, serial []byte, action string, cha
 			if err := tx.PutCertificate(c); err != nil {
 				return err
 			}
-			if err := tx.NoteSigningTime(now); err != nil {
+			if err := e.noteSigningTime(tx, now); err != nil {
 				return err
 			}
 			if action == "certificate.revoke" {

@@ -213,6 +213,13 @@ func (t *Tx) NoteSigningTime(ts time.Time) error {
 	return t.bucket(bucketMeta).Put(keyClock, raw)
 }
 
+// ResetSigningTime sets the last signing time to ts even if it is earlier:
+// only for an operator's acknowledged clock reset.
+func (t *Tx) ResetSigningTime(ts time.Time) error {
+	raw, _ := ts.UTC().MarshalText()
+	return t.bucket(bucketMeta).Put(keyClock, raw)
+}
+
 // get decodes the JSON record under key; what names it in errors.
 func get[T any](b *bolt.Bucket, key []byte, what string) (*T, error) {
 	raw := b.Get(key)

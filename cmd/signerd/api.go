@@ -486,6 +486,7 @@ var httpStatus = map[engine.Code]int{
 	engine.CodeInternal:         http.StatusInternalServerError,
 
 	engine.CodeAlreadySuperseded: http.StatusConflict,
+	engine.CodeIssuerExpired:     http.StatusInternalServerError, // an operator's to fix; not retryable
 }
 
 func (a *api) fail(w http.ResponseWriter, r *http.Request, err error) {

@@ -53,6 +53,9 @@ type config struct {
 		Batch int `yaml:"batch"`
 	} `yaml:"queue"`
 	CRLValidity duration `yaml:"crl_validity"`
+	// ClockMaxStep: a signing time more than this after the last one is
+	// alarmed as a forward step of the clock (default 168h; engine).
+	ClockMaxStep duration `yaml:"clock_max_step"`
 	// Audit seals the audit log with an SM2 key of its own, generated in
 	// the token on first start when missing (SPEC §7.2).
 	Audit struct {
@@ -65,6 +68,8 @@ type config struct {
 	} `yaml:"audit"`
 	// ackAuditBreak is an operator's --acknowledge-audit-break statement.
 	ackAuditBreak string
+	// ackClockReset is an operator's --acknowledge-clock-reset statement.
+	ackClockReset string
 	// path and digest identify the file loaded, for the start-up event.
 	path   string
 	digest [sha256.Size]byte

@@ -48,6 +48,7 @@ func main() {
 	fs := flag.NewFlagSet("signerd", flag.ContinueOnError)
 	configPath := fs.String("config", "/etc/signerd/signerd.yaml", "configuration `file`")
 	ack := fs.String("acknowledge-audit-break", "", "start although the audit log fails its check; the `statement` (who, why) is audited")
+	ackClock := fs.String("acknowledge-clock-reset", "", "start although the clock reads before the last signing time, lowering the guard to it; the `statement` (who, why) is audited")
 	cpuProfile := fs.String("cpu-profile", "", "write a CPU profile (go tool pprof) from start to stop into `file`")
 	if err := fs.Parse(os.Args[1:]); err != nil {
 		os.Exit(exitUsage)
@@ -59,6 +60,7 @@ func main() {
 		os.Exit(exitFailure)
 	}
 	cfg.ackAuditBreak = *ack
+	cfg.ackClockReset = *ackClock
 	if cfg.LogLevel == "debug" {
 		log = slog.New(slog.NewJSONHandler(os.Stderr, &slog.HandlerOptions{Level: slog.LevelDebug}))
 	}
@@ -249,6 +251,7 @@ func (d *daemon) start(cfg *config, log *slog.Logger) error {
 		CRLValidity: cfg.CRLValidity.Duration, Log: log, Metrics: d.metrics, WriteStallAfter: cfg.Store.WriteStallAfter.Duration,
 		AuditKey: auditKey, SealEvery: cfg.Audit.SealEvery, SealInterval: cfg.Audit.SealInterval.Duration,
 		AuditKeyGenerated: newAuditKey, AcknowledgeAuditBreak: cfg.ackAuditBreak,
+		AcknowledgeClockReset: cfg.ackClockReset, ClockMaxStep: cfg.ClockMaxStep.Duration,
 		AuditAnchor: d.module.DataObject(cfg.Audit.Key + "-anchor")})
 	if err != nil {
 		return err

@@ -25,6 +25,9 @@ type metrics struct {
 	connsOpen *prometheus.GaugeVec
 	connsShed *prometheus.CounterVec
 	refusals  *prometheus.CounterVec
+	// clockSteps counts forward steps of the clock past clock_max_step
+	// (engine.ClockStepMetrics).
+	clockSteps prometheus.Counter
 }
 
 // newMetrics makes the metrics; depth, hsmUp and storeWritable are read at
@@ -51,13 +54,15 @@ func newMetrics(depth func() int, hsmUp, storeWritable func() bool) *metrics {
 		refusals: prometheus.NewCounterVec(prometheus.CounterOpts{Name: "signerd_refusals_total",
 			Help: "Requests and connections refused before the engine saw them (audited as api.refused), by peer uid and code."}, []string{"uid", "code"}),
 	}
+	m.clockSteps = prometheus.NewCounter(prometheus.CounterOpts{Name: "signerd_clock_forward_steps_total",
+		Help: "Signing times more than clock_max_step after the last one (audited as clock.step)."})
 	queueDepth := prometheus.NewGaugeFunc(prometheus.GaugeOpts{Name: "signerd_queue_depth",
 		Help: "Requests waiting in the signing queue."}, func() float64 { return float64(depth()) })
 	up := prometheus.NewGaugeFunc(prometheus.GaugeOpts{Name: "signerd_hsm_up",
 		Help: "1 while the HSM signs, 0 while it does not (as the last signature or probe found)."}, func() float64 { return one(hsmUp()) })
 	writable := prometheus.NewGaugeFunc(prometheus.GaugeOpts{Name: "signerd_store_writable",
 		Help: "1 while the store takes writes, 0 from a failed write until a batch is recorded again."}, func() float64 { return one(storeWritable()) })
-	m.reg.MustRegister(m.batchSize, m.signTime, m.hsmErrors, m.requests, queueDepth, up, writable, m.connsOpen, m.connsShed, m.refusals,
+	m.reg.MustRegister(m.batchSize, m.signTime, m.hsmErrors, m.requests, queueDepth, up, writable, m.connsOpen, m.connsShed, m.refusals, m.clockSteps,
 		collectors.NewGoCollector(), collectors.NewProcessCollector(collectors.ProcessCollectorOpts{}))
 	return m
 }
@@ -69,6 +74,9 @@ func one(b bool) float64 {
 	}
 	return 0
 }
+
+// ClockStep counts a forward step of the clock (engine.ClockStepMetrics).
+func (m *metrics) ClockStep(time.Duration) { m.clockSteps.Inc() }
 
 func (m *metrics) Batch(size int) { m.batchSize.Observe(float64(size)) }
 

@@ -200,6 +200,15 @@ func CRL(der []byte, issuer *smx509.Certificate) error {
 	if crl.NextUpdate.IsZero() || !crl.ThisUpdate.Before(crl.NextUpdate) {
 		fail("nextUpdate %v is not after thisUpdate %v", crl.NextUpdate, crl.ThisUpdate)
 	}
+	// thisUpdate must fall within the issuer's validity, as a certificate's
+	// validity must: a CRL dated after the issuer expired (or before it
+	// began) is signed by a key no path validates then. nextUpdate may
+	// pass the issuer's notAfter: a CRL signed near the issuer's end keeps
+	// its full validity, and the last one serves relying parties checking
+	// old signatures (RFC 5280 §3.3 lets expired certificates leave it).
+	if crl.ThisUpdate.Before(issuer.NotBefore) || crl.ThisUpdate.After(issuer.NotAfter) {
+		fail("thisUpdate %v is outside the issuer's validity %v..%v", crl.ThisUpdate, issuer.NotBefore, issuer.NotAfter)
+	}
 	if crl.Number == nil || crl.Number.Sign() <= 0 || len(crl.Number.Bytes()) > 20 {
 		fail("cRLNumber %v: must be present, positive and at most 20 octets", crl.Number)
 	}

@@ -106,6 +106,12 @@ func TestCRLLints(t *testing.T) {
 		{"entry after thisUpdate", smx509.RevocationList{Number: big.NewInt(5), ThisUpdate: now, NextUpdate: now.Add(time.Hour),
 			RevokedCertificateEntries: []smx509.RevocationListEntry{{SerialNumber: big.NewInt(9), RevocationTime: now.Add(time.Minute)}}}, "after thisUpdate"},
 		{"zero CRL number", smx509.RevocationList{Number: big.NewInt(0), ThisUpdate: now, NextUpdate: now.Add(time.Hour)}, "cRLNumber"},
+		{"thisUpdate after the issuer's notAfter", smx509.RevocationList{Number: big.NewInt(5), ThisUpdate: ca.NotAfter.Add(time.Second),
+			NextUpdate: ca.NotAfter.Add(time.Hour)}, "outside the issuer's validity"},
+		{"thisUpdate before the issuer's notBefore", smx509.RevocationList{Number: big.NewInt(5), ThisUpdate: ca.NotBefore.Add(-time.Second),
+			NextUpdate: now}, "outside the issuer's validity"},
+		{"last CRL: nextUpdate past the issuer's notAfter", smx509.RevocationList{Number: big.NewInt(5), ThisUpdate: ca.NotAfter.Add(-time.Hour),
+			NextUpdate: ca.NotAfter.Add(24 * time.Hour)}, ""},
 	}
 	for _, tt := range tests {
 		t.Run(tt.name, func(t *testing.T) {
