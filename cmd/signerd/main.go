@@ -54,6 +54,14 @@ func main() {
 		os.Exit(exitUsage)
 	}
 	log := slog.New(slog.NewJSONHandler(os.Stderr, nil))
+	// An acknowledgement is recorded as the operator's statement: one
+	// that says nothing is no acknowledgement.
+	for _, name := range []string{"acknowledge-audit-break", "acknowledge-clock-reset"} {
+		if f := fs.Lookup(name); f != nil && f.Value.String() != "" && strings.TrimSpace(f.Value.String()) == "" {
+			log.Error("refusing to start: --" + name + " needs a statement of who acknowledges and why")
+			os.Exit(exitUsage)
+		}
+	}
 	cfg, err := loadConfig(*configPath)
 	if err != nil {
 		log.Error("refusing to start", "err", err)
