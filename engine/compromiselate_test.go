@@ -188,3 +188,36 @@ func TestKeyCompromiseDeclaredForRevokedOrExpiredCertificate(t *testing.T) {
 		})
 	}
 }
+
+// TestLateKeyCompromiseDiscardsCertificateBeingSigned: keyCompromise
+// declared for a certificate revoked before for another reason, while a
+// new certificate for the same key is at the HSM: the declaration is
+// acknowledged at once and the new certificate is discarded when it comes
+// back (key_compromised), as for a first revocation.
+func TestLateKeyCompromiseDiscardsCertificateBeingSigned(t *testing.T) {
+	e, g, st := gatedEngineWith(t, engine.Config{})
+	release := releaseOnce(t, g)
+	go func() { <-g.entered; g.release <- struct{}{} }() // the first issue signs at once
+	key, _ := enginetest.NewCSR(t)
+	req := func(id string) engine.Request {
+		return engine.Request{ID: id, Profile: "device-sign", Subject: engine.Subject{CommonName: id}, CSR: csrWith(t, key)}
+	}
+	first := issue(t, e, req("first"))
+	if _, err := e.Revoke(ra, first.Serial, 3); err != nil {
+		t.Fatal(err)
+	}
+	done := make(chan error, 1)
+	go func() {
+		_, err := e.Issue(context.Background(), ra, req("being-signed"))
+		done <- err
+	}()
+	waitPrepared(t, st, "being-signed")
+	if _, err := e.Revoke(ra, first.Serial, keyCompromise); err != nil {
+		t.Fatalf("keyCompromise for the revoked certificate while another for its key is signed: %v", err)
+	}
+	release()
+	if err := <-done; engine.CodeOf(err) != engine.CodeKeyCompromised {
+		t.Errorf("certificate signed while the key was declared compromised: %v, want %s", err, engine.CodeKeyCompromised)
+	}
+	checkLines(t, st)
+}
