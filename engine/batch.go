@@ -63,7 +63,7 @@ func (e *Engine) prepare(b *batch) {
 	e.burnStranded()
 	if err := e.store.View(func(tx *store.Tx) error {
 		for _, j := range b.jobs {
-			e.classify(tx, j)
+			e.classify(tx, j, now)
 		}
 		return nil
 	}); err != nil {
@@ -165,11 +165,11 @@ func (e *Engine) recordBatch(b *batch) {
 // classify answers what needs no signing: a replay of an issued request,
 // a conflicting reuse of a request id, a request already in flight, or a
 // renewal of a certificate that is not current.
-func (e *Engine) classify(tx *store.Tx, j *job) {
+func (e *Engine) classify(tx *store.Tx, j *job, now time.Time) {
 	r, err := tx.Request(j.o.id)
 	switch {
 	case errors.Is(err, store.ErrNotFound):
-		e.checkReplaced(tx, j)
+		e.checkReplaced(tx, j, now)
 		return
 	case err != nil:
 		j.fail(errorf(CodeInternal, "read request %s: %v", j.o.id, err))
@@ -189,25 +189,28 @@ func (e *Engine) classify(tx *store.Tx, j *job) {
 	case store.RequestSigning:
 		j.fail(errorf(CodeInProgress, "request %q is being signed; retry to get its certificate", j.o.id))
 	default: // failed before: try again with a new serial
-		e.checkReplaced(tx, j)
+		e.checkReplaced(tx, j, now)
 	}
 }
 
 // checkReplaced answers early a renewal or extension of a certificate that
 // cannot be replaced; reserve checks again in the transaction that counts.
-func (e *Engine) checkReplaced(tx *store.Tx, j *job) {
+func (e *Engine) checkReplaced(tx *store.Tx, j *job, now time.Time) {
 	if j.o.replaces == nil {
 		return
 	}
-	if _, err := replaceable(tx, j.o); err != nil {
+	if _, err := replaceable(tx, j.o, now); err != nil {
 		j.fail(err)
 	}
 }
 
 // replaceable returns the certificate o renews or extends if o may replace
-// it: it is good, was not replaced, and no other request is replacing it.
-// The error is an *Error, with CodeInternal if the store failed.
-func replaceable(tx *store.Tx, o *order) (*store.Certificate, error) {
+// it at now (the batch's time): it is good, has not expired, was not
+// replaced, and no other request is replacing it. An expired certificate
+// is not renewed or extended: its holder applies anew (issue), as for any
+// certificate that is no longer valid. The error is an *Error, with
+// CodeInternal if the store failed.
+func replaceable(tx *store.Tx, o *order, now time.Time) (*store.Certificate, error) {
 	old, err := tx.Certificate(o.replaces)
 	switch {
 	case errors.Is(err, store.ErrNotFound):
@@ -216,12 +219,43 @@ func replaceable(tx *store.Tx, o *order) (*store.Certificate, error) {
 		return nil, errorf(CodeInternal, "read certificate %x: %v", o.replaces, err)
 	case old.SupersededBy != nil:
 		return nil, errorf(CodeAlreadySuperseded, "certificate %x was replaced by %x; only a current certificate can be renewed or extended", o.replaces, old.SupersededBy)
-	case old.Superseding != "" && old.Superseding != o.id:
-		return nil, errorf(CodeAlreadySuperseded, "certificate %x is being replaced by another request", o.replaces)
+	}
+	if old.Superseding != "" && old.Superseding != o.id {
+		live, err := claimInFlight(tx, old)
+		if err != nil {
+			return nil, errorf(CodeInternal, "certificate %x: %v", o.replaces, err)
+		}
+		if live {
+			return nil, errorf(CodeAlreadySuperseded, "certificate %x is being replaced by another request", o.replaces)
+		}
+	}
+	switch {
 	case old.Status != store.StatusGood:
 		return nil, errorf(CodeInvalidState, "certificate %x is %s; only a current certificate can be renewed or extended", o.replaces, old.Status)
+	case !old.NotAfter.After(now):
+		return nil, errorf(CodeInvalidState, "certificate %x expired %s; an expired certificate is not renewed or extended, its holder applies anew",
+			o.replaces, old.NotAfter.Format(time.RFC3339))
 	}
 	return old, nil
+}
+
+// claimInFlight reports whether the renewal or extension that claimed old
+// (old.Superseding) is still being signed to replace it. A claim whose
+// request is not (failed, issued, missing, or recorded as replacing
+// another certificate) is a leftover: a signerd from before claims were
+// released, or a store edited or restored, can leave one, and it must not
+// keep the certificate from being replaced for ever. It counts as
+// released; the next replacement's reserve overwrites it. No start-up
+// sweep over all certificates is needed for that.
+func claimInFlight(tx *store.Tx, old *store.Certificate) (bool, error) {
+	r, err := tx.Request(old.Superseding)
+	switch {
+	case errors.Is(err, store.ErrNotFound):
+		return false, nil
+	case err != nil:
+		return false, fmt.Errorf("read request %s: %w", old.Superseding, err)
+	}
+	return r.State == store.RequestSigning && bytes.Equal(r.Replaces, old.Serial), nil
 }
 
 // reserve records j's request as signing with its serial and TBS. A
@@ -249,7 +283,7 @@ func (e *Engine) reserve(tx *store.Tx, j *job, now time.Time, signing *[]keyInUs
 	// record tell whether it was revoked or held while this one was signed.
 	var old *store.Certificate
 	if j.o.replaces != nil {
-		if old, err = replaceable(tx, j.o); err != nil {
+		if old, err = replaceable(tx, j.o, now); err != nil {
 			if CodeOf(err) == CodeInternal {
 				return err
 			}
@@ -283,6 +317,10 @@ func (e *Engine) reserve(tx *store.Tx, j *job, now time.Time, signing *[]keyInUs
 		return err
 	}
 	if old != nil {
+		if old.Superseding != "" && old.Superseding != j.o.id {
+			e.log.Warn("leftover claim on a certificate released", "serial", store.HexSerial(old.Serial),
+				"claimed_by", old.Superseding, "request_id", j.o.id)
+		}
 		old.Superseding = j.o.id
 		if err := tx.PutCertificate(old); err != nil {
 			return err
@@ -299,7 +337,11 @@ func (e *Engine) reserve(tx *store.Tx, j *job, now time.Time, signing *[]keyInUs
 
 // record stores an issued certificate with its audit event and statistics.
 // A renewal or extension is recorded only if the certificate it replaces is
-// still good and still claimed by it; otherwise its serial is burned.
+// still good and still claimed by it; otherwise its serial is burned. It
+// is judged expired or not at now, the batch's time that reserve judged
+// it at and that the new certificate's notBefore carries, so reserve and
+// record agree: a certificate valid when its replacement was reserved is
+// replaced without a gap even if it expires while the HSM signs.
 func (e *Engine) record(tx *store.Tx, j *job, iss *Issuer, c *smx509.Certificate, now time.Time) error {
 	o := j.o
 	var old *store.Certificate
@@ -308,10 +350,14 @@ func (e *Engine) record(tx *store.Tx, j *job, iss *Issuer, c *smx509.Certificate
 		if old, err = tx.Certificate(o.replaces); err != nil {
 			return err
 		}
-		if old.Status != store.StatusGood || old.Superseding != o.id {
+		if old.Status != store.StatusGood || old.Superseding != o.id || !old.NotAfter.After(now) {
 			why := fmt.Sprintf("certificate %x became %s while its %s was being signed", o.replaces, old.Status, o.kind)
-			if old.Status == store.StatusGood { // claimed by another request: cannot happen while this one is signing
+			switch {
+			case old.Status != store.StatusGood:
+			case old.Superseding != o.id: // claimed by another request: cannot happen while this one is signing
 				why = fmt.Sprintf("certificate %x is no longer claimed by this %s", o.replaces, o.kind)
+			default: // reserve judged it at the same time: cannot happen
+				why = fmt.Sprintf("certificate %x expired %s", o.replaces, old.NotAfter.Format(time.RFC3339))
 			}
 			return e.discard(tx, j, CodeInvalidState, why)
 		}

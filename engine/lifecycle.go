@@ -63,7 +63,9 @@ func (e *Engine) refuseOwn(actor store.Actor, action string, serial []byte) erro
 const reasonKeyCompromise = 1
 
 // Revoke revokes the certificate for good with an RFC 5280 reason code. A
-// certificate on hold may be revoked; a revoked one stays as it is.
+// certificate on hold may be revoked; a revoked or expired one stays as it
+// is, except that keyCompromise may still be declared for it (see
+// declareCompromise).
 //
 // keyCompromise is about the key, not one certificate: the key is marked
 // compromised, so no certificate is issued for it again, and every other
@@ -87,12 +89,49 @@ func (e *Engine) Revoke(actor store.Actor, serial []byte, reason int) (*store.Ce
 		}
 	}
 	return e.transition(actor, serial, "certificate.revoke", func(c *store.Certificate, now time.Time) error {
+		if reason == reasonKeyCompromise {
+			return declareCompromise(c, now)
+		}
+		if err := notExpired(c, now); err != nil {
+			return err
+		}
 		if c.Status == store.StatusRevoked {
 			return errorf(CodeInvalidState, "certificate %x is already revoked", serial)
 		}
 		c.Status, c.Reason, c.RevokedAt = store.StatusRevoked, reason, now
 		return nil
 	}, then)
+}
+
+// declareCompromise revokes c for keyCompromise. Unlike any other reason
+// it is taken for a certificate that is revoked already for another reason
+// or has expired: the key's compromise may come to light only then, and it
+// must still reach the key (compromiseKey), or a new certificate could be
+// issued for it. A revoked certificate's reason becomes keyCompromise
+// (RFC 5280 lets a reason change to keyCompromise) and its revocation date
+// is kept: it was not valid after that date whatever the reason, and the
+// CRLs already published stay true. An expired one not revoked before is
+// revoked now; it stays off the CRL, which lists no expired certificate,
+// but its key is marked all the same. One revoked for keyCompromise
+// already is refused with invalid_state.
+func declareCompromise(c *store.Certificate, now time.Time) error {
+	switch {
+	case c.Status == store.StatusRevoked && c.Reason == reasonKeyCompromise:
+		return errorf(CodeInvalidState, "certificate %x is already revoked for keyCompromise", c.Serial)
+	case c.Status == store.StatusRevoked:
+		c.Reason = reasonKeyCompromise
+	default: // good, superseded or on hold, valid or expired
+		c.Status, c.Reason, c.RevokedAt = store.StatusRevoked, reasonKeyCompromise, now
+	}
+	return nil
+}
+
+// notExpired refuses a change to a certificate that has expired.
+func notExpired(c *store.Certificate, now time.Time) error {
+	if !c.NotAfter.After(now) {
+		return errorf(CodeInvalidState, "certificate %x expired %s", c.Serial, c.NotAfter.Format(time.RFC3339))
+	}
+	return nil
 }
 
 // compromiseKey marks c's key compromised and revokes for keyCompromise
@@ -150,6 +189,9 @@ func (e *Engine) Hold(actor store.Actor, serial []byte) (*store.Certificate, err
 		return nil, err
 	}
 	return e.transition(actor, serial, "certificate.hold", func(c *store.Certificate, now time.Time) error {
+		if err := notExpired(c, now); err != nil {
+			return err
+		}
 		if c.Status != store.StatusGood && c.Status != store.StatusSuperseded {
 			return errorf(CodeInvalidState, "certificate %x is %s; only a valid certificate can be held", serial, c.Status)
 		}
@@ -164,7 +206,10 @@ func (e *Engine) Restore(actor store.Actor, serial []byte) (*store.Certificate, 
 	if err := e.refuseOwn(actor, "certificate.restore", serial); err != nil {
 		return nil, err
 	}
-	return e.transition(actor, serial, "certificate.restore", func(c *store.Certificate, _ time.Time) error {
+	return e.transition(actor, serial, "certificate.restore", func(c *store.Certificate, now time.Time) error {
+		if err := notExpired(c, now); err != nil {
+			return err
+		}
 		if c.Status != store.StatusOnHold {
 			return errorf(CodeInvalidState, "certificate %x is %s, not on hold", serial, c.Status)
 		}
@@ -177,8 +222,10 @@ func (e *Engine) Restore(actor store.Actor, serial []byte) (*store.Certificate, 
 }
 
 // transition applies change to a certificate's record in one transaction
-// with its audit event (and, for revocations, the monthly count); then, if
-// not nil, runs after it in the same transaction once change succeeded.
+// with its audit event (and, for a revocation of a certificate not revoked
+// before, the monthly count); then, if not nil, runs after it in the same
+// transaction once change succeeded. change decides whether an expired
+// certificate may change (notExpired).
 //
 // Its time comes from the monotonic clock that stamps certificates and
 // CRLs, taken inside the write transaction and noted in it: changes and
@@ -203,13 +250,16 @@ func (e *Engine) transition(actor store.Actor, serial []byte, action string, cha
 			clockErr = err
 			return err // nothing to write
 		}
-		if !c.NotAfter.After(now) {
-			refused = errorf(CodeInvalidState, "certificate %x expired %s", serial, c.NotAfter.Format(time.RFC3339))
-		} else {
-			refused = change(c, now)
-		}
+		was := *c
+		refused = change(c, now)
 		ev := store.Event{Actor: actor, Action: action, Object: store.HexSerial(serial), Outcome: store.OutcomeOK,
 			Reason: fmt.Sprintf("status %s, reason %d", c.Status, c.Reason)}
+		if was.Status == store.StatusRevoked && c.Status == store.StatusRevoked {
+			ev.Reason += fmt.Sprintf(", was reason %d, revocation date %s kept", was.Reason, c.RevokedAt.Format(time.RFC3339))
+		}
+		if !c.NotAfter.After(now) {
+			ev.Reason += fmt.Sprintf(", certificate expired %s", c.NotAfter.Format(time.RFC3339))
+		}
 		if refused != nil {
 			ev.Outcome, ev.Reason = store.OutcomeRefused, refused.Error()
 		} else {
@@ -219,7 +269,7 @@ func (e *Engine) transition(actor store.Actor, serial []byte, action string, cha
 			if err := e.noteSigningTime(tx, now); err != nil {
 				return err
 			}
-			if action == "certificate.revoke" {
+			if action == "certificate.revoke" && was.Status != store.StatusRevoked {
 				if err := tx.Count(store.Month(now), c.Profile, store.StatRevoked, 1); err != nil {
 					return err
 				}
