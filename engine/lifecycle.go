@@ -50,12 +50,9 @@ func (e *Engine) refuseOwn(actor store.Actor, action string, serial []byte) erro
 	}
 	refused := errorf(CodeNotFound, "no certificate with serial %x", serial)
 	if action != "" {
-		if err := e.Audit(store.Event{Actor: actor, Action: action, Object: store.HexSerial(serial), Outcome: store.OutcomeRefused,
-			Reason: string(CodeNotFound) + ": signerd's own certificate, which RA operations do not reach"}); err != nil {
-			e.log.Error("audit a refused request", "action", action, "err", err)
-		} else {
-			refused.audited = true
-		}
+		refused.audited = e.recordRefusal(store.Event{Actor: actor, Action: action, Object: store.HexSerial(serial),
+			Outcome: store.OutcomeRefused, Reason: string(CodeNotFound) + ": signerd's own certificate, which RA operations do not reach"},
+			CodeNotFound)
 	}
 	return refused
 }
