@@ -187,6 +187,7 @@ func (e *Engine) transition(actor store.Actor, serial []byte, action string, cha
 	var out *store.Certificate
 	var refused, clockErr error
 	err := e.update(func(tx *store.Tx) error {
+		refused = nil
 		c, err := tx.Certificate(serial)
 		if errors.Is(err, store.ErrNotFound) {
 			refused = errorf(CodeNotFound, "no certificate with serial %x", serial)
@@ -205,28 +206,26 @@ func (e *Engine) transition(actor store.Actor, serial []byte, action string, cha
 		} else {
 			refused = change(c, now)
 		}
-		ev := store.Event{Actor: actor, Action: action, Object: store.HexSerial(serial), Outcome: store.OutcomeOK,
-			Reason: fmt.Sprintf("status %s, reason %d", c.Status, c.Reason)}
 		if refused != nil {
-			ev.Outcome, ev.Reason = store.OutcomeRefused, refused.Error()
-		} else {
-			if err := tx.PutCertificate(c); err != nil {
-				return err
-			}
-			if err := tx.NoteSigningTime(now); err != nil {
-				return err
-			}
-			if action == "certificate.revoke" {
-				if err := tx.Count(store.Month(now), c.Profile, store.StatRevoked, 1); err != nil {
-					return err
-				}
-			}
-			out = c
+			return nil // recorded after the transaction, tallied
 		}
-		if _, err := tx.Append(ev); err != nil {
+		if err := tx.PutCertificate(c); err != nil {
 			return err
 		}
-		if then != nil && refused == nil {
+		if err := tx.NoteSigningTime(now); err != nil {
+			return err
+		}
+		if action == "certificate.revoke" {
+			if err := tx.Count(store.Month(now), c.Profile, store.StatRevoked, 1); err != nil {
+				return err
+			}
+		}
+		out = c
+		if _, err := tx.Append(store.Event{Actor: actor, Action: action, Object: store.HexSerial(serial), Outcome: store.OutcomeOK,
+			Reason: fmt.Sprintf("status %s, reason %d", c.Status, c.Reason)}); err != nil {
+			return err
+		}
+		if then != nil {
 			return then(tx, c, now)
 		}
 		return nil
@@ -239,6 +238,11 @@ func (e *Engine) transition(actor store.Actor, serial []byte, action string, cha
 		return nil, errorf(storeCode(err), "%s %x: %v", action, serial, err)
 	}
 	if refused != nil {
+		// A refusal changes nothing: it goes to the refusal sink, so an RA
+		// repeating one (a restore of a good certificate, a revocation of a
+		// serial that does not exist) cannot write an event per request.
+		e.recordRefusal(store.Event{Actor: actor, Action: action, Object: store.HexSerial(serial), Outcome: store.OutcomeRefused,
+			Reason: store.BoundedText(refused.Error(), maxRefusalReason)}, CodeOf(refused))
 		return nil, refused
 	}
 	return out, nil
