@@ -28,7 +28,7 @@ import (
 //     ("CODE: count=N"), and at shutdown. A peer with nothing counted in
 //     a window is forgotten, so its next refusal is written at once again.
 //
-// A flood therefore writes at most two events per peer, code and window,
+// A flood therefore writes at most two events per peer, action, code and window,
 // whatever its rate, and every refusal is counted in an event (and in
 // signerd_refusals_total). A crash loses the counts of the window under way.
 //
@@ -74,7 +74,8 @@ type refusalKey struct {
 	role, action, code string
 }
 
-// refusalTally is a peer's refusals with one code since its last event.
+// refusalTally is a peer's refusals with one action and code since its
+// last event.
 type refusalTally struct {
 	count       int
 	first, last time.Time
