@@ -34,9 +34,14 @@ import (
 type AuditAnchor interface {
 	// Read returns the value, hsm.ErrObjectNotFound if there is none.
 	Read(ctx context.Context) ([]byte, error)
-	// Create makes it, Update replaces it.
+	// Create makes it, Update replaces it. Read reports
+	// hsm.ErrDuplicateGeneration, and Update hsm.ErrWrittenElsewhere,
+	// when another process wrote it too.
 	Create(ctx context.Context, value []byte) error
 	Update(ctx context.Context, value []byte) error
+	// Reset replaces it whatever it holds (duplicates included): only on
+	// an operator's acknowledged break.
+	Reset(ctx context.Context, value []byte) error
 }
 
 // anchorFormat starts an anchor's value.
@@ -81,7 +86,16 @@ type anchorState struct {
 	present bool
 	// failing: a write failed and was audited; the next failure is not.
 	failing atomic.Bool
+	// reset: the next write replaces whatever the token holds (an
+	// acknowledged break over duplicate anchors).
+	reset bool
 }
+
+// duplicateAnchorHelp says what duplicate anchors mean and what to do.
+const duplicateAnchorHelp = "two signerd ran on this token at once, each with its own store (or the token was restored beside a copy " +
+	"of itself): stop every signerd on this token but one, keep the store that one wrote, and start it with " +
+	"--acknowledge-audit-break; the acknowledgement is audited, and the anchor is written again from that store's " +
+	"last seal, above the duplicates, which are removed"
 
 // readAnchor returns the anchor's value; present is false if the token
 // holds none (or no anchor is configured). A lost login is retried once.
@@ -99,6 +113,8 @@ func (e *Engine) readAnchor(ctx context.Context) (raw []byte, present bool, err 
 	switch {
 	case errors.Is(err, hsm.ErrObjectNotFound):
 		return nil, false, nil
+	case errors.Is(err, hsm.ErrDuplicateGeneration):
+		return nil, false, fmt.Errorf("the HSM holds two audit anchors of one generation (%w): %s", err, duplicateAnchorHelp)
 	case err != nil:
 		return nil, false, fmt.Errorf("read the audit anchor: %w", err)
 	}
@@ -213,7 +229,11 @@ func (e *Engine) writeAnchor(at anchorMark) {
 	ctx, cancel := context.WithTimeout(context.Background(), e.cfg.SignTimeout)
 	defer cancel()
 	var err error
-	if e.anchor.present {
+	if e.anchor.reset {
+		if err = e.cfg.AuditAnchor.Reset(ctx, at.encode()); err == nil {
+			e.anchor.reset, e.anchor.present = false, true
+		}
+	} else if e.anchor.present {
 		err = e.cfg.AuditAnchor.Update(ctx, at.encode())
 	} else if err = e.cfg.AuditAnchor.Create(ctx, at.encode()); err == nil {
 		e.anchor.present = true
@@ -228,6 +248,13 @@ func (e *Engine) writeAnchor(at anchorMark) {
 }
 
 func (e *Engine) anchorFailed(err error) {
+	switch {
+	case errors.Is(err, hsm.ErrWrittenElsewhere):
+		err = fmt.Errorf("the HSM's audit anchor moved under this signerd: another signerd is sealing on this token "+
+			"with a store of its own (%w); stop it, or this store's next start is refused as a break", err)
+	case errors.Is(err, hsm.ErrDuplicateGeneration):
+		err = fmt.Errorf("the HSM holds two audit anchors of one generation (%w): %s", err, duplicateAnchorHelp)
+	}
 	e.log.Error("audit anchor", "err", err)
 	if e.anchor.failing.Swap(true) {
 		return

@@ -52,13 +52,17 @@ func (e *Engine) prepare(b *batch) {
 		failAll(b.jobs, err)
 		return
 	}
-	if issuerValidAt(e.active, now) == nil {
-		// Raised now, not when the batch is recorded, so a lifecycle
-		// change stamped meanwhile is not dated before it. A time outside
-		// the issuer's validity signs nothing (build refuses it), so it
-		// does not raise the guard.
-		e.clock.advance(now)
+	// A time outside the issuer's validity signs nothing: the operator's
+	// problem, refused before anything is reserved (and before a renewal
+	// or extension is judged on its old certificate, which ends with the
+	// issuer), and it does not raise the guard.
+	if err := issuerValidAt(e.active, now); err != nil {
+		failAll(b.jobs, err)
+		return
 	}
+	// Raised now, not when the batch is recorded, so a lifecycle change
+	// stamped meanwhile is not dated before it.
+	e.clock.advance(now)
 	b.now, b.iss = now, e.active
 	e.burnStranded()
 	if err := e.store.View(func(tx *store.Tx) error {

@@ -72,6 +72,19 @@ type Config struct {
 	// AuditAnchor, with AuditKey, records each seal where the store's
 	// writers cannot reach (anchor.go); nil leaves the log unanchored.
 	AuditAnchor AuditAnchor
+	// Refusals, if set, records the requests the engine refuses, tallied
+	// (the daemon's refusal log); nil writes each as its own event.
+	Refusals RefusalSink
+}
+
+// RefusalSink records the engine's refusals so that a flood of them does
+// not write one event per request: the daemon tallies them per actor,
+// action and code, writes the first of each window at once and the rest
+// as one event with their count (cmd/signerd/refusals.go). ev is bounded;
+// code is its stable code. Record must not lose ev, and must not wait on
+// the store longer than writing ev would.
+type RefusalSink interface {
+	Record(ev store.Event, code string)
 }
 
 // Metrics receives the engine's measurements; the daemon exports them.
@@ -365,6 +378,20 @@ func (e *Engine) Status(serial []byte) (*store.Certificate, error) {
 	if err := e.refuseOwn(store.Actor{}, "", serial); err != nil {
 		return nil, err
 	}
+	return e.status(serial)
+}
+
+// StatusFor is Status asked by actor (an RA): an attempt on signerd's own
+// certificate is audited as certificate.status, refused, like every other
+// RA route's; a serial that does not exist is a read, and not audited.
+func (e *Engine) StatusFor(actor store.Actor, serial []byte) (*store.Certificate, error) {
+	if err := e.refuseOwn(actor, "certificate.status", serial); err != nil {
+		return nil, err
+	}
+	return e.status(serial)
+}
+
+func (e *Engine) status(serial []byte) (*store.Certificate, error) {
 	var c *store.Certificate
 	err := e.store.View(func(tx *store.Tx) error {
 		var err error
@@ -426,24 +453,38 @@ const (
 )
 
 // auditRefusal records a request the engine refused or failed, unless
-// nothing went wrong or the failure is already recorded.
+// nothing went wrong or the failure is already recorded (a burned serial,
+// which stays one event per request).
 func (e *Engine) auditRefusal(actor store.Actor, action, object string, err error) {
 	var ee *Error
 	if err == nil || (errors.As(err, &ee) && ee.audited) {
 		return
 	}
 	outcome := store.OutcomeRefused
-	switch CodeOf(err) {
+	code := CodeOf(err)
+	switch code {
 	case CodeInternal, CodeHSMUnavailable, CodeStoreUnavailable, CodeLintFailed, CodeIssuerExpired:
 		outcome = store.OutcomeFailed
 	}
 	// The object and the reason quote what the RA sent (a request id, a
 	// subject): bounded, so a refused request cannot grow the log by more
 	// than a small event.
-	if aerr := e.Audit(store.Event{Actor: actor, Action: action, Object: store.BoundedText(object, maxRefusalObject),
-		Outcome: outcome, Reason: store.BoundedText(err.Error(), maxRefusalReason)}); aerr != nil {
-		e.log.Error("audit a refused request", "action", action, "err", aerr)
+	e.recordRefusal(store.Event{Actor: actor, Action: action, Object: store.BoundedText(object, maxRefusalObject),
+		Outcome: outcome, Reason: store.BoundedText(err.Error(), maxRefusalReason)}, code)
+}
+
+// recordRefusal hands a refusal's event to the refusal sink, or writes it
+// if there is none; it reports whether it is recorded (or will be).
+func (e *Engine) recordRefusal(ev store.Event, code Code) bool {
+	if e.cfg.Refusals != nil {
+		e.cfg.Refusals.Record(ev, string(code))
+		return true
 	}
+	if err := e.Audit(ev); err != nil {
+		e.log.Error("audit a refused request", "action", ev.Action, "err", err)
+		return false
+	}
+	return true
 }
 
 // Audit records an event that goes with no engine operation (a refused

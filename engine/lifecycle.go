@@ -50,12 +50,9 @@ func (e *Engine) refuseOwn(actor store.Actor, action string, serial []byte) erro
 	}
 	refused := errorf(CodeNotFound, "no certificate with serial %x", serial)
 	if action != "" {
-		if err := e.Audit(store.Event{Actor: actor, Action: action, Object: store.HexSerial(serial), Outcome: store.OutcomeRefused,
-			Reason: string(CodeNotFound) + ": signerd's own certificate, which RA operations do not reach"}); err != nil {
-			e.log.Error("audit a refused request", "action", action, "err", err)
-		} else {
-			refused.audited = true
-		}
+		refused.audited = e.recordRefusal(store.Event{Actor: actor, Action: action, Object: store.HexSerial(serial),
+			Outcome: store.OutcomeRefused, Reason: string(CodeNotFound) + ": signerd's own certificate, which RA operations do not reach"},
+			CodeNotFound)
 	}
 	return refused
 }
@@ -237,6 +234,7 @@ func (e *Engine) transition(actor store.Actor, serial []byte, action string, cha
 	var out *store.Certificate
 	var refused, clockErr error
 	err := e.update(func(tx *store.Tx) error {
+		refused = nil
 		c, err := tx.Certificate(serial)
 		if errors.Is(err, store.ErrNotFound) {
 			refused = errorf(CodeNotFound, "no certificate with serial %x", serial)
@@ -251,7 +249,9 @@ func (e *Engine) transition(actor store.Actor, serial []byte, action string, cha
 			return err // nothing to write
 		}
 		was := *c
-		refused = change(c, now)
+		if refused = change(c, now); refused != nil {
+			return nil // recorded after the transaction, tallied
+		}
 		ev := store.Event{Actor: actor, Action: action, Object: store.HexSerial(serial), Outcome: store.OutcomeOK,
 			Reason: fmt.Sprintf("status %s, reason %d", c.Status, c.Reason)}
 		if was.Status == store.StatusRevoked && c.Status == store.StatusRevoked {
@@ -260,26 +260,22 @@ func (e *Engine) transition(actor store.Actor, serial []byte, action string, cha
 		if !c.NotAfter.After(now) {
 			ev.Reason += fmt.Sprintf(", certificate expired %s", c.NotAfter.Format(time.RFC3339))
 		}
-		if refused != nil {
-			ev.Outcome, ev.Reason = store.OutcomeRefused, refused.Error()
-		} else {
-			if err := tx.PutCertificate(c); err != nil {
-				return err
-			}
-			if err := e.noteSigningTime(tx, now); err != nil {
-				return err
-			}
-			if action == "certificate.revoke" && was.Status != store.StatusRevoked {
-				if err := tx.Count(store.Month(now), c.Profile, store.StatRevoked, 1); err != nil {
-					return err
-				}
-			}
-			out = c
+		if err := tx.PutCertificate(c); err != nil {
+			return err
 		}
+		if err := e.noteSigningTime(tx, now); err != nil {
+			return err
+		}
+		if action == "certificate.revoke" && was.Status != store.StatusRevoked {
+			if err := tx.Count(store.Month(now), c.Profile, store.StatRevoked, 1); err != nil {
+				return err
+			}
+		}
+		out = c
 		if _, err := tx.Append(ev); err != nil {
 			return err
 		}
-		if then != nil && refused == nil {
+		if then != nil {
 			return then(tx, c, now)
 		}
 		return nil
@@ -292,6 +288,11 @@ func (e *Engine) transition(actor store.Actor, serial []byte, action string, cha
 		return nil, errorf(storeCode(err), "%s %x: %v", action, serial, err)
 	}
 	if refused != nil {
+		// A refusal changes nothing: it goes to the refusal sink, so an RA
+		// repeating one (a restore of a good certificate, a revocation of a
+		// serial that does not exist) cannot write an event per request.
+		e.recordRefusal(store.Event{Actor: actor, Action: action, Object: store.HexSerial(serial), Outcome: store.OutcomeRefused,
+			Reason: store.BoundedText(refused.Error(), maxRefusalReason)}, CodeOf(refused))
 		return nil, refused
 	}
 	return out, nil

@@ -30,8 +30,15 @@ func (e *Engine) checkAudit() error {
 	ctx, cancel := context.WithTimeout(context.Background(), e.cfg.SignTimeout)
 	defer cancel()
 	anchored, present, err := e.readAnchor(ctx)
-	if err != nil {
-		return err
+	// Duplicate anchors: neither can be trusted over the other. It is a
+	// break; the operator who acknowledges it vouches for this store, and
+	// the anchor is written again from it.
+	dup := err
+	if !errors.Is(err, hsm.ErrDuplicateGeneration) {
+		if err != nil {
+			return err
+		}
+		dup = nil
 	}
 	var at anchorMark
 	var head uint64
@@ -51,9 +58,21 @@ func (e *Engine) checkAudit() error {
 		at, err = lastSealMark(tx)
 		return err
 	})
-	if err == nil {
+	switch {
+	case dup == nil && err == nil:
 		return e.settleAnchor(ctx, anchored, at, head)
+	case dup != nil && err != nil:
+		err = fmt.Errorf("%v; and the store's own log: %w", dup, err)
+	case dup != nil:
+		err = dup
 	}
+	return e.acknowledgeBreak(err, dup != nil)
+}
+
+// acknowledgeBreak returns the break unless an operator acknowledged it;
+// then it records the break and seals the log as it is, the anchor
+// replaced whatever the token holds if resetAnchor.
+func (e *Engine) acknowledgeBreak(err error, resetAnchor bool) error {
 	if e.cfg.AcknowledgeAuditBreak == "" {
 		return fmt.Errorf("%w: %v (an operator may acknowledge the break to start anyway; the acknowledgement is audited)", ErrAuditBroken, err)
 	}
@@ -65,6 +84,7 @@ func (e *Engine) checkAudit() error {
 	if e.auditKey == nil {
 		return nil
 	}
+	e.anchor.reset = resetAnchor
 	// This seal vouches for the log as it is, break and acknowledgement
 	// included, so later checks start from here.
 	_, err = e.seal(context.Background(), "after an acknowledged break", false)

@@ -7,12 +7,25 @@ import (
 	"errors"
 	"fmt"
 	"slices"
+	"sync/atomic"
 
 	"github.com/miekg/pkcs11"
 )
 
 // ErrObjectNotFound: no private data object with that label.
 var ErrObjectNotFound = errors.New("data object not found")
+
+// ErrDuplicateGeneration: two private data objects under the label carry
+// one generation. One process never makes that (writes through a Module
+// are serialised), so two processes wrote the object at once, or the
+// token was restored beside a copy. Reset gets past it.
+var ErrDuplicateGeneration = errors.New("two data objects of one generation")
+
+// ErrWrittenElsewhere: the object's newest generation is not the one
+// this DataObject last read or wrote, so something else (another process
+// on the token) wrote it meanwhile. Update refuses rather than write over
+// it.
+var ErrWrittenElsewhere = errors.New("data object written by another process")
 
 // DataObject is a value kept in the token as a private data object
 // (CKO_DATA, CKA_TOKEN and CKA_PRIVATE true): only a session logged in
@@ -26,6 +39,9 @@ var ErrObjectNotFound = errors.New("data object not found")
 type DataObject struct {
 	m     *Module
 	Label string
+	// seen is the generation this DataObject last read or wrote (0:
+	// none yet), so Update notices another writer.
+	seen atomic.Uint64
 }
 
 // dataApplication is CKA_APPLICATION of the data objects signerd makes,
@@ -70,6 +86,7 @@ func (d *DataObject) Read(ctx context.Context) ([]byte, error) {
 			return ErrObjectNotFound
 		}
 		value = vs[len(vs)-1].value
+		d.seen.Store(vs[len(vs)-1].gen)
 		return nil
 	})
 	if err != nil {
@@ -91,7 +108,11 @@ func (d *DataObject) Create(ctx context.Context, value []byte) error {
 		if len(vs) > 0 {
 			return errors.New("a private data object with this label exists")
 		}
-		return d.create(s, 1, value)
+		if err := d.create(s, 1, value); err != nil {
+			return err
+		}
+		d.seen.Store(1)
+		return nil
 	})
 	if err != nil {
 		return fmt.Errorf("create data object %q: %w", d.Label, err)
@@ -101,22 +122,44 @@ func (d *DataObject) Create(ctx context.Context, value []byte) error {
 
 // Update replaces the object's value: ErrObjectNotFound if there is
 // none. Writes through one Module are serialised; two processes must not
-// write one object. Once it returns nil, Read returns value, even if the older
-// objects could not all be destroyed (the next Update tries again).
+// write one object, and Update refuses (ErrWrittenElsewhere) once the
+// newest generation is not the one this DataObject last read or wrote.
+// Once it returns nil, Read returns value, even if the older objects
+// could not all be destroyed (the next Update tries again).
 func (d *DataObject) Update(ctx context.Context, value []byte) error {
+	return d.replace(ctx, value, false)
+}
+
+// Reset replaces whatever objects the label holds, duplicates of one
+// generation and another writer's included, with one holding value, of
+// a generation above all of them. It is for an operator's acknowledged
+// recovery, never for an ordinary write.
+func (d *DataObject) Reset(ctx context.Context, value []byte) error {
+	return d.replace(ctx, value, true)
+}
+
+func (d *DataObject) replace(ctx context.Context, value []byte, reset bool) error {
 	d.m.dataMu.Lock()
 	defer d.m.dataMu.Unlock()
 	err := d.m.do(ctx, func(s *session) error {
 		vs, err := d.versions(s)
+		if reset && errors.Is(err, ErrDuplicateGeneration) {
+			err = nil
+		}
 		if err != nil {
 			return err
 		}
 		if len(vs) == 0 {
 			return ErrObjectNotFound
 		}
-		if err := d.create(s, vs[len(vs)-1].gen+1, value); err != nil {
+		newest := vs[len(vs)-1].gen
+		if seen := d.seen.Load(); !reset && seen != 0 && newest != seen {
+			return fmt.Errorf("%w: its newest generation is %d, and this process last wrote or read %d", ErrWrittenElsewhere, newest, seen)
+		}
+		if err := d.create(s, newest+1, value); err != nil {
 			return err
 		}
+		d.seen.Store(newest + 1)
 		for _, v := range vs {
 			d.m.lib.ctx.DestroyObject(s.h, v.h)
 		}
@@ -146,7 +189,7 @@ func (d *DataObject) create(s *session, gen uint64, value []byte) error {
 
 // versions returns every private token data object under the label,
 // oldest generation first. Two of one generation are an error, not a
-// pick.
+// pick (ErrDuplicateGeneration, returned with every version found).
 func (d *DataObject) versions(s *session) ([]version, error) {
 	p11 := d.m.lib.ctx
 	found, err := d.m.findObjects(s, []*pkcs11.Attribute{
@@ -185,7 +228,7 @@ func (d *DataObject) versions(s *session) ([]version, error) {
 	slices.SortFunc(vs, func(a, b version) int { return cmp.Compare(a.gen, b.gen) })
 	for i := 1; i < len(vs); i++ {
 		if vs[i].gen == vs[i-1].gen {
-			return nil, fmt.Errorf("two private data objects under the label have generation %d: refusing to guess", vs[i].gen)
+			return vs, fmt.Errorf("%w: two private data objects under the label have generation %d: refusing to guess", ErrDuplicateGeneration, vs[i].gen)
 		}
 	}
 	return vs, nil

@@ -10,6 +10,7 @@ import (
 	"io"
 	"log/slog"
 	"net/http"
+	"path"
 	"slices"
 	"strings"
 	"time"
@@ -45,7 +46,39 @@ type api struct {
 }
 
 func (a *api) routes(roles roles) http.Handler {
-	return a.mux(roles, func(string) {})
+	mux := a.mux(roles, func(string) {})
+	// ServeMux answers a path that is not clean (//v1/health, /v1/./health,
+	// /v1/x/../crl) with a redirect of its own, before any peer check and
+	// unaudited, and "OPTIONS *" has no path at all: to signerd they are
+	// no route, refused and audited as an unknown one is.
+	return http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		if p := r.URL.EscapedPath(); r.Method != http.MethodConnect && (p == "" || p[0] != '/' || cleanPath(p) != p) {
+			a.noRoute(w, r, roles)
+			return
+		}
+		mux.ServeHTTP(w, r)
+	})
+}
+
+// cleanPath is p as ServeMux cleans it: no empty, "." or ".." segments,
+// a trailing slash kept.
+func cleanPath(p string) string {
+	np := path.Clean(p)
+	if strings.HasSuffix(p, "/") && np != "/" {
+		np += "/"
+	}
+	return np
+}
+
+// noRoute refuses a request for a path signerd has no route for,
+// audited like every refusal, whoever asks (a peer without a role too):
+// an unknown route is someone probing.
+func (a *api) noRoute(rw http.ResponseWriter, r *http.Request, roles roles) {
+	w := &recorder{ResponseWriter: rw}
+	p := peerFrom(r.Context())
+	p.Roles = roles.rolesOf(p)
+	defer func() { a.auditRefusal(r, p, w.code) }()
+	writeError(w, http.StatusNotFound, codeNoRoute, fmt.Sprintf("no route %s %s; see docs/api.md", r.Method, r.URL.EscapedPath()))
 }
 
 // mux builds the routes, telling seen each pattern (for the test that
@@ -290,9 +323,9 @@ func (a *api) restore(w http.ResponseWriter, r *http.Request, p peer) {
 	}
 }
 
-func (a *api) status(w http.ResponseWriter, r *http.Request, _ peer) {
+func (a *api) status(w http.ResponseWriter, r *http.Request, p peer) {
 	if serial, ok := pathSerial(w, r); ok {
-		a.answer(w, r, func() (*store.Certificate, error) { return a.eng.Status(serial) })
+		a.answer(w, r, func() (*store.Certificate, error) { return a.eng.StatusFor(p.actor(), serial) })
 	}
 }
 
@@ -332,7 +365,13 @@ func (a *api) signCRL(w http.ResponseWriter, r *http.Request, p peer) {
 func (a *api) statistics(w http.ResponseWriter, r *http.Request, _ peer) {
 	month := r.PathValue("month")
 	stats, err := a.eng.Statistics(month)
-	if err != nil {
+	switch {
+	case engine.CodeOf(err) == engine.CodeBadRequest:
+		// The engine records no read: a month that is not one is refused
+		// here, and audited as api.refused.
+		a.failEarly(w, r, err)
+		return
+	case err != nil:
 		a.fail(w, r, err)
 		return
 	}

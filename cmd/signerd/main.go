@@ -112,9 +112,15 @@ type daemon struct {
 	module  *hsm.Module
 	store   *store.Store
 	engine  *engine.Engine
+	// refusals records the refusals of the API and of the engine,
+	// tallied (refusals.go).
+	refusals *refusalLog
 }
 
 func (d *daemon) close() {
+	if d.refusals != nil {
+		d.refusals.Close() // before the engine: it writes through it
+	}
 	if d.engine != nil {
 		d.engine.Close()
 	}
@@ -142,8 +148,7 @@ func run(cfg *config, log *slog.Logger) error {
 		return fmt.Errorf("socket %s: %w", cfg.Socket.Path, err)
 	}
 	defer releaseSocket()
-	refusals := newRefusalLog(d.engine.Audit, cfg.Roles, cfg.Audit.RefusalWindow.Duration, log, d.metrics)
-	defer refusals.Close()
+	refusals := d.refusals
 	l = limitPerPeer(l, cfg.Socket.MaxConnectionsPerUID, log, d.metrics, refusals)
 	for _, o := range cfg.Roles.overlaps() {
 		log.Warn("duties not separated: one principal holds several roles", "principal", o)
@@ -157,7 +162,10 @@ func run(cfg *config, log *slog.Logger) error {
 		WriteTimeout:      60 * time.Second,
 		IdleTimeout:       60 * time.Second,
 		MaxHeaderBytes:    maxHeaderBytes,
-		ErrorLog:          slog.NewLogLogger(log.Handler(), slog.LevelWarn),
+		// "OPTIONS *" goes to the handler, which refuses and audits it,
+		// instead of a 200 from the server itself.
+		DisableGeneralOptionsHandler: true,
+		ErrorLog:                     slog.NewLogLogger(log.Handler(), slog.LevelWarn),
 	}
 	served := make(chan error, 1)
 	go func() { served <- srv.Serve(l) }()
@@ -254,13 +262,17 @@ func (d *daemon) start(cfg *config, log *slog.Logger) error {
 	}
 	d.metrics = newMetrics(func() int { return d.engine.Queue().Depth() },
 		func() bool { return d.engine.HSM().Up }, func() bool { return d.engine.Store().Writable })
+	// The engine's refusals are tallied with the API's; nothing is
+	// refused before engine.New returns, so d.engine is set by then.
+	d.refusals = newRefusalLog(func(ev store.Event) error { return d.engine.Audit(ev) }, cfg.Roles,
+		cfg.Audit.RefusalWindow.Duration, log, d.metrics)
 	d.engine, err = engine.New(engine.Config{Store: d.store, Issuers: issuers, Profiles: profiles, SM2ID: sm2ID,
 		Random: d.module.Random(), QueueSize: cfg.Queue.Size, BatchSize: cfg.Queue.Batch,
 		CRLValidity: cfg.CRLValidity.Duration, Log: log, Metrics: d.metrics, WriteStallAfter: cfg.Store.WriteStallAfter.Duration,
 		AuditKey: auditKey, SealEvery: cfg.Audit.SealEvery, SealInterval: cfg.Audit.SealInterval.Duration,
 		AuditKeyGenerated: newAuditKey, AcknowledgeAuditBreak: cfg.ackAuditBreak,
 		AcknowledgeClockReset: cfg.ackClockReset, ClockMaxStep: cfg.ClockMaxStep.Duration,
-		AuditAnchor: d.module.DataObject(cfg.Audit.Key + "-anchor")})
+		AuditAnchor: d.module.DataObject(cfg.Audit.Key + "-anchor"), Refusals: d.refusals})
 	if err != nil {
 		return err
 	}

@@ -49,10 +49,11 @@ func newMetrics(depth func() int, hsmUp, storeWritable func() bool) *metrics {
 			Help: "Connections each peer uid holds open."}, []string{"uid"}),
 		connsShed: prometheus.NewCounterVec(prometheus.CounterOpts{Name: "signerd_connections_refused_total",
 			Help: "Connections refused because their uid held socket.max_connections_per_uid."}, []string{"uid"}),
-		// Every api.refused refusal, whether its audit event was written
-		// alone or in a tally (refusals.go); codes are the API's own.
+		// Every tallied refusal, the daemon's and the engine's, whether its
+		// audit event was written alone or in a tally (refusals.go); codes
+		// are the API's.
 		refusals: prometheus.NewCounterVec(prometheus.CounterOpts{Name: "signerd_refusals_total",
-			Help: "Requests and connections refused before the engine saw them (audited as api.refused), by peer uid and code."}, []string{"uid", "code"}),
+			Help: "Requests and connections refused, by the daemon (audited as api.refused) or the engine, by peer uid and code."}, []string{"uid", "code"}),
 	}
 	m.clockSteps = prometheus.NewCounter(prometheus.CounterOpts{Name: "signerd_clock_forward_steps_total",
 		Help: "Signing times more than clock_max_step after the last one (audited as clock.step)."})

@@ -28,7 +28,7 @@ import (
 //     ("CODE: count=N"), and at shutdown. A peer with nothing counted in
 //     a window is forgotten, so its next refusal is written at once again.
 //
-// A flood therefore writes at most two events per peer, code and window,
+// A flood therefore writes at most two events per peer, action, code and window,
 // whatever its rate, and every refusal is counted in an event (and in
 // signerd_refusals_total). A crash loses the counts of the window under way.
 //
@@ -36,6 +36,12 @@ import (
 // refusals say who it was, but a compromised RA could flood as well as a
 // stranger, and the first refusal of each window, with its evidence, is
 // kept in full.
+//
+// The engine's refusals (certificate.issue refused for unknown_profile, a
+// bad CSR, a conflict…) come here too (Record, the engine's
+// RefusalSink), tallied per peer, action and code under their own action
+// and outcome. A burned serial is not a refusal: the engine records it
+// with its request, one event each.
 type refusalLog struct {
 	audit   func(store.Event) error
 	roles   roles
@@ -64,17 +70,19 @@ const (
 
 // refusalKey is what refusals are tallied by.
 type refusalKey struct {
-	uid, gid   int
-	role, code string
+	uid, gid           int
+	role, action, code string
 }
 
-// refusalTally is a peer's refusals with one code since its last event.
+// refusalTally is a peer's refusals with one action and code since its
+// last event.
 type refusalTally struct {
 	count       int
 	first, last time.Time
 	actor       store.Actor // the last refused peer's (its pid, its evidence)
 	object      string      // the last refused request
-	busy        bool        // an event of this tally is being written
+	outcome     string
+	busy        bool // an event of this tally is being written
 }
 
 func (t *refusalTally) add(actor store.Actor, object string, at time.Time) {
@@ -101,11 +109,17 @@ func newRefusalLog(audit func(store.Event) error, roles roles, window time.Durat
 // code in the window, else in the tally. The code is the stable API code;
 // reason is what the event says (the code, or "code: message").
 func (l *refusalLog) refuse(actor store.Actor, object, code, reason string) {
-	l.metrics.refusals.WithLabelValues(strconv.Itoa(actor.UID), code).Inc()
+	l.Record(store.Event{Actor: actor, Action: actionRefused, Object: object, Outcome: store.OutcomeRefused,
+		Reason: store.BoundedText(reason, maxRefusalReason)}, code)
+}
+
+// Record records the refusal ev (bounded by its maker) with the stable
+// code: at once if it is the peer's first with this action and code in
+// the window, else in the tally. It is the engine's RefusalSink.
+func (l *refusalLog) Record(ev store.Event, code string) {
+	l.metrics.refusals.WithLabelValues(strconv.Itoa(ev.Actor.UID), code).Inc()
 	now := time.Now()
-	ev := store.Event{Actor: actor, Action: actionRefused, Object: object, Outcome: store.OutcomeRefused,
-		Reason: store.BoundedText(reason, maxRefusalReason)}
-	k := refusalKey{uid: actor.UID, gid: actor.GID, role: actor.Role, code: code}
+	k := refusalKey{uid: ev.Actor.UID, gid: ev.Actor.GID, role: ev.Actor.Role, action: ev.Action, code: code}
 	l.mu.Lock()
 	if l.closed { // after the last tally was written: nothing would write this one
 		l.mu.Unlock()
@@ -113,11 +127,11 @@ func (l *refusalLog) refuse(actor store.Actor, object, code, reason string) {
 		return
 	}
 	if t, ok := l.tallies[k]; ok {
-		t.add(actor, object, now)
+		t.add(ev.Actor, ev.Object, now)
 		l.mu.Unlock()
 		return
 	}
-	t := &refusalTally{busy: true}
+	t := &refusalTally{busy: true, outcome: ev.Outcome}
 	l.tallies[k] = t
 	l.writing.Add(1)
 	l.mu.Unlock()
@@ -127,7 +141,7 @@ func (l *refusalLog) refuse(actor store.Actor, object, code, reason string) {
 	defer l.mu.Unlock()
 	t.busy = false
 	if err != nil { // counted instead, so the next tally's event holds it
-		t.add(actor, object, now)
+		t.add(ev.Actor, ev.Object, now)
 	}
 }
 
@@ -138,7 +152,7 @@ func (l *refusalLog) refuseConnection(p peer) {
 }
 
 func (l *refusalLog) write(ev store.Event, count int) error {
-	l.log.Warn("refused", "uid", ev.Actor.UID, "gid", ev.Actor.GID, "pid", ev.Actor.PID, "role", ev.Actor.Role,
+	l.log.Warn("refused", "action", ev.Action, "uid", ev.Actor.UID, "gid", ev.Actor.GID, "pid", ev.Actor.PID, "role", ev.Actor.Role,
 		"request", ev.Object, "reason", ev.Reason)
 	err := l.audit(ev)
 	if err != nil {
@@ -177,12 +191,12 @@ func (l *refusalLog) flush() {
 			delete(l.tallies, k)
 		default:
 			dues = append(dues, due{k, *t})
-			*t = refusalTally{busy: true}
+			*t = refusalTally{busy: true, outcome: t.outcome}
 		}
 	}
 	l.mu.Unlock()
 	for _, d := range dues {
-		err := l.write(store.Event{Actor: d.actor, Action: actionRefused, Object: d.object, Outcome: store.OutcomeRefused,
+		err := l.write(store.Event{Actor: d.actor, Action: d.key.action, Object: d.object, Outcome: d.outcome,
 			Reason: fmt.Sprintf("%s: count=%d", d.key.code, d.count),
 			Detail: fmt.Sprintf("%d refusals (%s) of this peer from %s to %s, counted and recorded as one; actor and object are the last one's",
 				d.count, d.key.code, d.first.UTC().Format(time.RFC3339Nano), d.last.UTC().Format(time.RFC3339Nano))}, d.count)
