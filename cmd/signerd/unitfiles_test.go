@@ -63,3 +63,41 @@ func TestUnitSkipsStartWhilePINRefused(t *testing.T) {
 		t.Errorf("README's configuration does not put the store at %s", store)
 	}
 }
+
+// The socket unit makes the socket root:signerd-clients 0660 (and its
+// folder, DirectoryMode=). The service must not name that folder in a
+// RuntimeDirectory= (or any other *Directory=): at each start systemd
+// chowns such a folder recursively to User=/Group=, socket included
+// (setup_exec_directory), and every RA in signerd-clients gets EACCES
+// from then on.
+func TestUnitLeavesTheSocketsOwnership(t *testing.T) {
+	sock := unitDirectives(t, "signerd.socket")
+	svc := unitDirectives(t, "signerd.service")
+	for key, want := range map[string]string{"SocketUser": "root", "SocketGroup": "signerd-clients", "SocketMode": "0660", "Accept": "no"} {
+		if got := sock[key]; len(got) != 1 || got[0] != want {
+			t.Errorf("signerd.socket %s= %q, want %q", key, got, want)
+		}
+	}
+	streams := sock["ListenStream"]
+	if len(streams) != 1 || !path.IsAbs(streams[0]) {
+		t.Fatalf("signerd.socket ListenStream= %q, want one path", streams)
+	}
+	folder := path.Dir(streams[0])
+	if len(sock["DirectoryMode"]) != 1 {
+		t.Errorf("signerd.socket has no DirectoryMode=: the socket's folder %s is the socket unit's to make", folder)
+	}
+	bases := map[string]string{"RuntimeDirectory": "/run", "StateDirectory": "/var/lib", "CacheDirectory": "/var/cache",
+		"LogsDirectory": "/var/log", "ConfigurationDirectory": "/etc"}
+	for key, base := range bases {
+		for _, v := range svc[key] {
+			for _, dir := range strings.Fields(v) {
+				dir, _, _ = strings.Cut(dir, ":") // a symlink's target follows the colon
+				owned := path.Join(base, dir)
+				if folder == owned || strings.HasPrefix(folder, owned+"/") {
+					t.Errorf("signerd.service %s=%s: systemd would chown %s, and the socket %s in it, to %s:%s at each start",
+						key, v, owned, streams[0], strings.Join(svc["User"], ","), strings.Join(svc["Group"], ","))
+				}
+			}
+		}
+	}
+}
