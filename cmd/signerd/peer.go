@@ -137,7 +137,7 @@ type ownedSocket struct {
 const lockSuffix = ".lock"
 
 // listen creates the Unix socket: under the lock beside it, a stale
-// socket file is removed (one that answers is not), and the new file
+// socket file (one that refuses connections) is removed, and the new file
 // gets mode and group. release removes the socket only if the path still
 // names the file listen bound, then drops the lock.
 func listen(cfg socketCfg) (l net.Listener, release func(), err error) {
@@ -162,9 +162,17 @@ func listen(cfg socketCfg) (l net.Listener, release func(), err error) {
 		if fi.Mode()&os.ModeSocket == 0 {
 			return nil, nil, errors.New(cfg.Path + " exists and is not a socket")
 		}
-		if c, err := net.Dial("unix", cfg.Path); err == nil {
+		// Only a refused connection means nobody listens. A live listener
+		// with a full backlog answers EAGAIN, a live datagram or seqpacket
+		// socket EPROTOTYPE, one signerd may not reach EACCES: each has an
+		// owner, who keeps it.
+		c, err := net.Dial("unix", cfg.Path)
+		switch {
+		case err == nil:
 			c.Close()
 			return nil, nil, errors.New(cfg.Path + ": another process is serving on it")
+		case !errors.Is(err, syscall.ECONNREFUSED):
+			return nil, nil, fmt.Errorf("%s: a socket signerd cannot tell is stale, left in place: %w", cfg.Path, err)
 		}
 		if err := os.Remove(cfg.Path); err != nil {
 			return nil, nil, err
