@@ -41,8 +41,8 @@ const (
 	exitFailure = 1 // start-up failed or serving stopped: restarting may help
 	exitUsage   = 2 // bad command line
 	// exitPINRefused: the token refused the user PIN (wrong, locked,
-	// expired) or the PIN could not be read (missing, a file its group or
-	// others may access), at start-up or when restoring a lost login; or
+	// expired) or the PIN could not be read (missing, a mode beyond 0600,
+	// another uid's file), at start-up or when restoring a lost login; or
 	// such a refusal is recorded (hsm.pin_refused_marker) and the HSM was
 	// not opened.
 	exitPINRefused = 3
