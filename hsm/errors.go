@@ -16,8 +16,8 @@ var (
 	// ErrPINLocked means the token refuses the user PIN until the SO resets it.
 	ErrPINLocked = errors.New("PIN locked")
 	// ErrPINUnreadable: the PIN's source (file, credential, shares) could
-	// not be read or is refused (a file its group may read). Trying again
-	// unchanged will not help.
+	// not be read or is refused (a mode beyond 0600, another uid's file).
+	// Trying again unchanged will not help.
 	ErrPINUnreadable = errors.New("PIN unreadable")
 	// ErrKeyNotFound: no private key with that label.
 	ErrKeyNotFound = errors.New("key not found")

@@ -337,7 +337,7 @@ func TestReadPIN(t *testing.T) {
 	if err := os.Mkdir(credDir, 0o700); err != nil {
 		t.Fatal(err)
 	}
-	if err := os.WriteFile(filepath.Join(credDir, "token-pin"), []byte("credential-pin"), 0o644); err != nil {
+	if err := os.WriteFile(filepath.Join(credDir, "token-pin"), []byte("credential-pin"), 0o400); err != nil { // as systemd makes it
 		t.Fatal(err)
 	}
 	t.Setenv("CREDENTIALS_DIRECTORY", credDir)
@@ -349,7 +349,7 @@ func TestReadPIN(t *testing.T) {
 	}{
 		{"file with newline", hsm.PINSource{File: write("pin", "1234\n", 0o600)}, "1234", ""},
 		{"file without newline", hsm.PINSource{File: write("pin2", "5678", 0o400)}, "5678", ""},
-		{"world-readable file", hsm.PINSource{File: write("pin3", "1234", 0o604)}, "", "group or others may access"},
+		{"world-readable file", hsm.PINSource{File: write("pin3", "1234", 0o604)}, "", "has mode 0604"},
 		{"empty file", hsm.PINSource{File: write("pin4", "\n", 0o600)}, "", "empty"},
 		{"zero-byte file", hsm.PINSource{File: write("pin5", "", 0o600)}, "", "empty"},
 		{"256-byte PIN", hsm.PINSource{File: write("pin6", strings.Repeat("7", 256), 0o600)}, strings.Repeat("7", 256), ""},

@@ -19,8 +19,8 @@ import (
 // set. PINs are never taken from the command line.
 type PINSource struct {
 	// File holds the PIN; one trailing newline is ignored. It must be a
-	// regular file that neither its group nor others may access (0600 or
-	// 0400).
+	// regular file of the reading process's effective uid, with permission
+	// bits within 0600 (0600 or 0400).
 	File string
 	// Credential names a systemd credential in $CREDENTIALS_DIRECTORY
 	// (LoadCredential= in the unit).
@@ -51,7 +51,7 @@ func ReadPIN(src PINSource) ([]byte, error) {
 	case len(src.Shares) > 0:
 		return ReadSecretShares(split.PIN, src.Shares)
 	case src.File != "":
-		return readPINFile(src.File, true)
+		return readPINFile(src.File, ownSecret)
 	case src.Credential != "":
 		dir := os.Getenv("CREDENTIALS_DIRECTORY")
 		if dir == "" {
@@ -60,8 +60,7 @@ func ReadPIN(src PINSource) ([]byte, error) {
 		if strings.ContainsRune(src.Credential, '/') || src.Credential == ".." {
 			return nil, fmt.Errorf("PIN credential %q: not a credential name", src.Credential)
 		}
-		// systemd owns the folder's permissions.
-		return readPINFile(filepath.Join(dir, src.Credential), false)
+		return readPINFile(filepath.Join(dir, src.Credential), systemdCredential)
 	default:
 		return promptPIN(src.Prompt)
 	}
@@ -73,8 +72,8 @@ func ZeroPIN(pin []byte) { zero(pin) }
 // maxPINFile bounds a PIN file; a longer one is not a PIN.
 const maxPINFile = 256
 
-func readPINFile(path string, checkMode bool) ([]byte, error) {
-	f, err := openPrivateFile(path, checkMode)
+func readPINFile(path string, kind secretFile) ([]byte, error) {
+	f, err := openPrivateFile(path, kind)
 	if err != nil {
 		return nil, fmt.Errorf("PIN file: %w", err)
 	}
@@ -101,31 +100,78 @@ func readPINFile(path string, checkMode bool) ([]byte, error) {
 	return out, nil
 }
 
-// openPrivateFile opens a secret's file. With checkMode it must be a
-// regular file that grants its group and others nothing: a PIN or share
-// readable by a group is readable by everyone ever added to it. (systemd
-// credentials are checked by systemd, which makes them.) The mode checked
-// is that of the file opened, whatever symlink led to it; it is opened
+// secretFile says which checks a secret's file must pass.
+type secretFile int
+
+const (
+	// ownSecret is a PIN or share file an operator made: a regular file
+	// owned by the process's effective uid with permission bits within
+	// 0600 (0400 is fine). A group or other bit gives the secret to
+	// everyone ever added to the group; an execute, setuid, setgid or
+	// sticky bit is no secret's mode; another uid's file is that uid's to
+	// change or give away.
+	ownSecret secretFile = iota
+	// systemdCredential is a file systemd made in $CREDENTIALS_DIRECTORY:
+	// mode 0400 with an ACL giving the service user read access (shown as
+	// 0440, the ACL mask in the group bits), owned by root, or chowned to
+	// the service user where ACLs are not supported. Owner and group bits
+	// are systemd's; a credential others may access, or with a special
+	// bit, systemd did not make.
+	systemdCredential
+)
+
+// openPrivateFile opens a secret's file and checks it (secretFile). The
+// file checked is the one opened, whatever symlink led to it; it is opened
 // without blocking, so a FIFO planted in its place cannot hang the caller.
-func openPrivateFile(path string, checkMode bool) (*os.File, error) {
-	f, err := os.OpenFile(path, os.O_RDONLY|syscall.O_NONBLOCK, 0)
+func openPrivateFile(path string, kind secretFile) (*os.File, error) {
+	f, err := os.OpenFile(path, os.O_RDONLY|syscall.O_NONBLOCK|syscall.O_CLOEXEC, 0)
 	if err != nil {
 		return nil, err
 	}
-	fi, err := f.Stat()
-	if err != nil {
+	var st syscall.Stat_t
+	if err := syscall.Fstat(int(f.Fd()), &st); err != nil {
+		f.Close()
+		return nil, fmt.Errorf("%s: %w", path, err)
+	}
+	if err := checkSecretFile(path, &st, kind); err != nil {
 		f.Close()
 		return nil, err
-	}
-	switch {
-	case !fi.Mode().IsRegular():
-		f.Close()
-		return nil, fmt.Errorf("%s is not a regular file (%v)", path, fi.Mode().Type())
-	case checkMode && fi.Mode().Perm()&0o077 != 0:
-		f.Close()
-		return nil, fmt.Errorf("%s has mode %04o (%v): its group or others may access it; chmod 600 it", path, fi.Mode().Perm(), fi.Mode().Perm())
 	}
 	return f, nil
+}
+
+func checkSecretFile(path string, st *syscall.Stat_t, kind secretFile) error {
+	mode := st.Mode & 0o7777
+	switch {
+	case st.Mode&syscall.S_IFMT != syscall.S_IFREG:
+		return fmt.Errorf("%s is not a regular file (%v)", path, fileType(st.Mode))
+	case kind == ownSecret && mode&^0o600 != 0:
+		return fmt.Errorf("%s has mode %04o: a PIN or share file must have permission bits within 0600 (none for group or others, no execute, setuid, setgid or sticky); chmod 600 it", path, mode)
+	case kind == ownSecret && int(st.Uid) != os.Geteuid():
+		return fmt.Errorf("%s is owned by uid %d, not by uid %d which reads it; chown it", path, st.Uid, os.Geteuid())
+	case kind == systemdCredential && mode&0o7007 != 0:
+		return fmt.Errorf("%s has mode %04o: others may access it or a special bit is set; not a credential systemd made", path, mode)
+	}
+	return nil
+}
+
+// fileType names a non-regular file's type for an error.
+func fileType(m uint32) os.FileMode {
+	switch m & syscall.S_IFMT {
+	case syscall.S_IFDIR:
+		return os.ModeDir
+	case syscall.S_IFIFO:
+		return os.ModeNamedPipe
+	case syscall.S_IFSOCK:
+		return os.ModeSocket
+	case syscall.S_IFCHR:
+		return os.ModeDevice | os.ModeCharDevice
+	case syscall.S_IFBLK:
+		return os.ModeDevice
+	case syscall.S_IFLNK:
+		return os.ModeSymlink
+	}
+	return os.ModeIrregular
 }
 
 func trimNewline(b []byte) []byte {
@@ -151,8 +197,7 @@ func promptPIN(prompt string) ([]byte, error) {
 	return pin, nil
 }
 
-// ReadSecretShares reads share files (each accessible to its owner
-// alone) and combines them into the secret they were split from. Sealed
+// ReadSecretShares reads share files (each checked as a PIN file is) and combines them into the secret they were split from. Sealed
 // shares are opened with their custodian's passphrase, asked for on the
 // terminal. The caller zeroes the secret.
 func ReadSecretShares(purpose string, paths []string) ([]byte, error) {
@@ -188,10 +233,10 @@ func ReadSecretShares(purpose string, paths []string) ([]byte, error) {
 	return split.Combine(purpose, shares)
 }
 
-// readPrivateFile reads a file of at most limit bytes that neither its
-// group nor others may access.
+// readPrivateFile reads a secret file of at most limit bytes that passes
+// the checks of an operator's PIN file (ownSecret).
 func readPrivateFile(path string, limit int64) ([]byte, error) {
-	f, err := openPrivateFile(path, true)
+	f, err := openPrivateFile(path, ownSecret)
 	if err != nil {
 		return nil, err
 	}

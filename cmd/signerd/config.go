@@ -37,6 +37,11 @@ type config struct {
 		// (default 5s; under a systemd watchdog at least twice per
 		// interval).
 		ProbeInterval duration `yaml:"probe_interval"`
+		// PINRefusedMarker is the file a PIN refusal leaves, which keeps
+		// every later start from presenting the PIN until an operator
+		// removes it (pinmarker.go; default hsm-pin-refused beside the
+		// store).
+		PINRefusedMarker string `yaml:"pin_refused_marker"`
 	} `yaml:"hsm"`
 	// Issuers are the issuing keys (by label) and their certificates
 	// (PEM); the first issues new certificates.
@@ -203,6 +208,9 @@ func (c *config) validate() error {
 	}
 	if c.Store.InitialMmapSize != nil && (*c.Store.InitialMmapSize > maxInitialMmapSize) {
 		return fmt.Errorf("store.initial_mmap_size %d: more than %d", *c.Store.InitialMmapSize, maxInitialMmapSize)
+	}
+	if c.HSM.PINRefusedMarker == "" {
+		c.HSM.PINRefusedMarker = defaultPINRefusedMarker(c.Store.Path)
 	}
 	if c.HSM.ProbeInterval.Duration <= 0 {
 		c.HSM.ProbeInterval.Duration = 5 * time.Second

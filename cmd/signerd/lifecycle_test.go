@@ -270,6 +270,11 @@ func TestPINFromShares(t *testing.T) {
 	if err == nil || !strings.Contains(string(out), "3 are needed") {
 		t.Fatalf("signerd with two shares: %v\n%s", err, out)
 	}
+	// The refusal is recorded; the operator who brings a third share
+	// removes the record (pinmarker.go).
+	if err := os.Remove(filepath.Join(d.dir, pinRefusedMarkerName)); err != nil {
+		t.Fatalf("no PIN refusal marker after two shares: %v", err)
+	}
 	withShares(paths[4], paths[0], paths[2])
 	d.start(t)
 	want(t, "issue", d.call(t, "POST", "/v1/certificates", issueBody(t, "shares-1", "person-sign")), 201, "")

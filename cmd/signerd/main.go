@@ -34,13 +34,17 @@ import (
 // Exit statuses. systemd/signerd.service restarts signerd on failure,
 // except after exitPINRefused (RestartPreventExitStatus=): a token locks
 // its user PIN after a few wrong tries, so a refused PIN is presented once
-// and an operator fixes it.
+// and an operator fixes it. Socket activation starts signerd regardless of
+// Restart=, so a refusal also leaves a marker (pinmarker.go) that keeps
+// every later start from reading or presenting the PIN.
 const (
 	exitFailure = 1 // start-up failed or serving stopped: restarting may help
 	exitUsage   = 2 // bad command line
 	// exitPINRefused: the token refused the user PIN (wrong, locked,
-	// expired) or the PIN could not be read (missing, a file its group or
-	// others may access), at start-up or when restoring a lost login.
+	// expired) or the PIN could not be read (missing, a mode beyond 0600,
+	// another uid's file), at start-up or when restoring a lost login; or
+	// such a refusal is recorded (hsm.pin_refused_marker) and the HSM was
+	// not opened.
 	exitPINRefused = 3
 )
 
@@ -80,10 +84,29 @@ func main() {
 		}
 		defer stop()
 	}
+	marker := cfg.HSM.PINRefusedMarker
+	refused, says, err := pinRefusedEarlier(marker)
+	if err != nil {
+		log.Error("refusing to start", "err", err)
+		os.Exit(exitFailure)
+	}
+	if refused {
+		log.Error("refusing to start: a PIN refusal is recorded, and signerd does not present the PIN "+
+			"again until an operator removes the record; the HSM was not opened",
+			"marker", marker, "recorded", says, "to_start_again", markerRemedy(marker), "exit_status", exitPINRefused)
+		notify("STATUS=PIN refused earlier (" + marker + "); fix the PIN, then rm " + marker)
+		os.Exit(exitPINRefused)
+	}
 	if err := run(cfg, log); err != nil {
 		if hsm.PINRefused(err) {
+			if merr := recordPINRefused(marker, time.Now(), err); merr != nil {
+				log.Error("the PIN refusal could not be recorded: a new start (socket activation) would present "+
+					"the PIN again; stop signerd.socket", "err", merr)
+			}
 			log.Error("signerd stopped: the HSM refused the PIN or it could not be read; "+
-				"not restarting, so the PIN is not tried again", "err", err, "exit_status", exitPINRefused)
+				"not restarting, so the PIN is not tried again", "err", err, "exit_status", exitPINRefused,
+				"marker", marker, "to_start_again", markerRemedy(marker))
+			notify("STATUS=HSM refused the PIN; fix it, then rm " + marker)
 			os.Exit(exitPINRefused)
 		}
 		log.Error("signerd stopped", "err", err)

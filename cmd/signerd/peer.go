@@ -137,7 +137,7 @@ type ownedSocket struct {
 const lockSuffix = ".lock"
 
 // listen creates the Unix socket: under the lock beside it, a stale
-// socket file is removed (one that answers is not), and the new file
+// socket file (one that refuses connections) is removed, and the new file
 // gets mode and group. release removes the socket only if the path still
 // names the file listen bound, then drops the lock.
 func listen(cfg socketCfg) (l net.Listener, release func(), err error) {
@@ -162,9 +162,17 @@ func listen(cfg socketCfg) (l net.Listener, release func(), err error) {
 		if fi.Mode()&os.ModeSocket == 0 {
 			return nil, nil, errors.New(cfg.Path + " exists and is not a socket")
 		}
-		if c, err := net.Dial("unix", cfg.Path); err == nil {
+		// Only a refused connection means nobody listens. A live listener
+		// with a full backlog answers EAGAIN, a live datagram or seqpacket
+		// socket EPROTOTYPE, one signerd may not reach EACCES: each has an
+		// owner, who keeps it.
+		c, err := net.Dial("unix", cfg.Path)
+		switch {
+		case err == nil:
 			c.Close()
 			return nil, nil, errors.New(cfg.Path + ": another process is serving on it")
+		case !errors.Is(err, syscall.ECONNREFUSED):
+			return nil, nil, fmt.Errorf("%s: a socket signerd cannot tell is stale, left in place: %w", cfg.Path, err)
 		}
 		if err := os.Remove(cfg.Path); err != nil {
 			return nil, nil, err
@@ -206,13 +214,52 @@ func listen(cfg socketCfg) (l net.Listener, release func(), err error) {
 		}
 		gid, _ = strconv.Atoi(g.Gid)
 	}
-	if err := os.Chown(cfg.Path, -1, gid); err != nil {
-		return fail(err)
-	}
-	if err := os.Chmod(cfg.Path, os.FileMode(mode)); err != nil {
+	if err := s.openUp(gid, uint32(mode)); err != nil {
 		return fail(err)
 	}
 	return ul, s.release, nil
+}
+
+// openUp gives the socket signerd bound its group (unless gid is -1) and
+// mode. Whoever can write the socket's folder may have swapped the path
+// since the bind, for another socket or a symlink to any file (signerd run
+// as root would chmod /etc/shadow through it): so the path is opened as a
+// handle that does not follow a symlink, the handle is checked to be the
+// socket bound (device and inode), and group and mode are set through the
+// handle, never the path.
+func (s *ownedSocket) openUp(gid int, mode uint32) error {
+	fd, err := unix.Open(s.path, unix.O_PATH|unix.O_NOFOLLOW|unix.O_CLOEXEC, 0)
+	if err != nil {
+		return fmt.Errorf("%s: %w", s.path, err)
+	}
+	defer unix.Close(fd)
+	var st unix.Stat_t
+	if err := unix.Fstat(fd, &st); err != nil {
+		return fmt.Errorf("%s: %w", s.path, err)
+	}
+	if st.Mode&unix.S_IFMT != unix.S_IFSOCK || st.Dev != s.dev || st.Ino != s.ino {
+		return errors.New(s.path + " was replaced after signerd bound it")
+	}
+	if gid >= 0 {
+		if err := unix.Fchownat(fd, "", -1, gid, unix.AT_EMPTY_PATH); err != nil {
+			return fmt.Errorf("chown %s: %w", s.path, err)
+		}
+	}
+	err = unix.Fchmodat(fd, "", mode, unix.AT_EMPTY_PATH) // fchmodat2: Linux 6.6
+	if errors.Is(err, unix.EOPNOTSUPP) || errors.Is(err, unix.ENOSYS) {
+		err = chmodThroughProc(fd, mode)
+	}
+	if err != nil {
+		return fmt.Errorf("chmod %s: %w", s.path, err)
+	}
+	return nil
+}
+
+// chmodThroughProc sets the mode of the inode an O_PATH handle holds, as
+// glibc does where fchmodat2 is missing: /proc/self/fd/N leads to that
+// inode, whatever its path names now.
+func chmodThroughProc(fd int, mode uint32) error {
+	return unix.Chmod("/proc/self/fd/"+strconv.Itoa(fd), mode)
 }
 
 // release removes the socket file if the path still names the one signerd

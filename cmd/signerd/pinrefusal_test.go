@@ -18,13 +18,14 @@ import (
 // A PIN the token refuses (wrong, locked) or that cannot be read (missing,
 // readable by the file's group) ends signerd with exitPINRefused, after at
 // most one C_Login, counted by the fault-injecting module signerd loads in
-// place of SoftHSM2. Any other start-up failure keeps exit status 1, which
-// systemd may retry.
+// place of SoftHSM2, and leaves the refusal marker (pinmarker_test.go).
+// Any other start-up failure keeps exit status 1, which systemd may retry.
 func TestPINRefusalExitsWithItsOwnStatus(t *testing.T) {
 	d := newDaemonProc(t, "")
 	faults := hsmtest.NewFaultModule(t, d.ca.Token.Module)
 	d.editConfig(t, "module: "+d.ca.Token.Module, "module: "+faults.Path)
 	pinFile := filepath.Join(d.dir, "pin")
+	marker := filepath.Join(d.dir, pinRefusedMarkerName)
 	writePIN := func(t *testing.T, pin []byte, mode os.FileMode) {
 		t.Helper()
 		os.Remove(pinFile)
@@ -58,6 +59,7 @@ func TestPINRefusalExitsWithItsOwnStatus(t *testing.T) {
 		t.Run(tt.name, func(t *testing.T) {
 			writePIN(t, d.ca.Token.PIN, 0o600)
 			faults.Set(t, "ok")
+			os.Remove(marker) // the previous case's refusal
 			before := len(faults.Logins(t))
 			tt.prepare(t)
 			cmd := exec.Command(signerdBin, "--config", d.config)
@@ -70,6 +72,9 @@ func TestPINRefusalExitsWithItsOwnStatus(t *testing.T) {
 			}
 			if got := faults.Logins(t)[before:]; strings.Join(got, "\n") != strings.Join(tt.logins, "\n") {
 				t.Errorf("C_Login calls %q, want %q", got, tt.logins)
+			}
+			if _, err := os.Lstat(marker); (err == nil) != (tt.status == exitPINRefused) {
+				t.Errorf("exit status %d, marker %s: %v", tt.status, marker, err)
 			}
 			if !strings.Contains(log.String(), tt.log) {
 				t.Errorf("log does not say %q:\n%s", tt.log, &log)
@@ -111,6 +116,9 @@ func TestPINRefusedWhileServingStopsSignerd(t *testing.T) {
 	}
 	if got := faults.Logins(t); strings.Join(got, "\n") != "login user=1 rv=0\nlogin user=1 rv=a4" {
 		t.Fatalf("C_Login calls %q, want the start-up login and one refused", got)
+	}
+	if _, err := os.Lstat(filepath.Join(d.dir, pinRefusedMarkerName)); err != nil {
+		t.Errorf("no PIN refusal marker after the refusal while serving: %v", err)
 	}
 	st, err := store.Open(d.store)
 	if err != nil {

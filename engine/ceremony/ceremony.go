@@ -23,6 +23,7 @@ import (
 	"path/filepath"
 	"sort"
 	"strings"
+	"syscall"
 	"time"
 
 	"github.com/emmansun/gmsm/sm3"
@@ -194,7 +195,16 @@ type runner struct {
 	dryRun     bool
 	out        io.Writer
 	transcript strings.Builder
+	// openFile opens outputs (nil: os.OpenFile); a test puts another's
+	// file in the way between a check and the exclusive creation.
+	openFile func(name string, flag int, perm os.FileMode) (*os.File, error)
+	// created are the files this run created (its exclusive open
+	// succeeded), by path: device and inode, so that a failed run takes
+	// back only those, and only while the path still names them.
+	created map[string]fileID
 }
+
+type fileID struct{ dev, ino uint64 }
 
 // step records one line of the transcript.
 func (r *runner) step(format string, args ...any) {
@@ -237,37 +247,65 @@ func nonEmpty(paths []string) []string {
 // write creates path exclusively with data and records its fingerprints.
 // Secret material (shares) gets mode 0600.
 func (r *runner) write(path string, data []byte, secret bool) error {
+	_, err := r.create(path, data, secret)
+	return err
+}
+
+// create is write that also says whether it created the file: true once
+// the exclusive open succeeded, also when writing or syncing it then
+// failed; false when the path was taken (by anyone, at any moment before).
+func (r *runner) create(path string, data []byte, secret bool) (created bool, err error) {
 	if path == "" {
-		return nil
+		return false, nil
 	}
 	mode := os.FileMode(0o644)
 	if secret {
 		mode = 0o600
 	}
-	f, err := os.OpenFile(path, os.O_WRONLY|os.O_CREATE|os.O_EXCL, mode)
+	open := r.openFile
+	if open == nil {
+		open = os.OpenFile
+	}
+	f, err := open(path, os.O_WRONLY|os.O_CREATE|os.O_EXCL, mode)
 	if err != nil {
 		if errors.Is(err, os.ErrExist) {
-			return fmt.Errorf("%s exists; a ceremony never overwrites", path)
+			return false, fmt.Errorf("%s exists; a ceremony never overwrites", path)
 		}
-		return err
+		return false, err
 	}
+	var st syscall.Stat_t
+	if err := syscall.Fstat(int(f.Fd()), &st); err != nil {
+		f.Close()
+		return true, fmt.Errorf("write %s: %w", path, err)
+	}
+	if r.created == nil {
+		r.created = map[string]fileID{}
+	}
+	r.created[path] = fileID{dev: st.Dev, ino: st.Ino}
 	if _, err := f.Write(data); err != nil {
 		f.Close()
-		return fmt.Errorf("write %s: %w", path, err)
+		return true, fmt.Errorf("write %s: %w", path, err)
 	}
 	if err := f.Sync(); err != nil {
 		f.Close()
-		return fmt.Errorf("write %s: %w", path, err)
+		return true, fmt.Errorf("write %s: %w", path, err)
 	}
 	if err := f.Close(); err != nil {
-		return fmt.Errorf("write %s: %w", path, err)
+		return true, fmt.Errorf("write %s: %w", path, err)
 	}
 	if secret {
 		r.step("wrote %s (mode 0600)", path)
-		return nil
+		return true, nil
 	}
 	r.step("wrote %s (%s)", path, fingerprints(data))
-	return nil
+	return true, nil
+}
+
+// createdHere reports whether path still names the file this run created.
+func (r *runner) createdHere(path string) bool {
+	id, ok := r.created[path]
+	var st syscall.Stat_t
+	return ok && syscall.Lstat(path, &st) == nil && st.Dev == id.dev && st.Ino == id.ino
 }
 
 // fingerprints are a file's SHA-256 and SM3 hashes, as witnesses compare

@@ -73,8 +73,9 @@ func promptTwice(name string) ([]byte, error) {
 
 // writeShares seals shares whose custodian has a passphrase and writes
 // each to its custodian's file (mode 0600), then syncs their folders so
-// the files outlast a crash. written lists the files it created, also on
-// failure, for a caller that must take them back.
+// the files outlast a crash. written lists the files this run created
+// (those whose exclusive open succeeded: never a file someone else put at
+// a share's path), also on failure, for a caller that must take them back.
 func (r *runner) writeShares(spec SplitSpec, shares []split.Share, passphrases [][]byte) (written []string, err error) {
 	for i, c := range spec.Custodians {
 		s := shares[i]
@@ -85,15 +86,13 @@ func (r *runner) writeShares(spec SplitSpec, shares []split.Share, passphrases [
 			}
 			how = "sealed with the custodian's passphrase"
 		}
-		_, statErr := os.Lstat(c.Share)
-		existed := statErr == nil
-		if err := r.write(c.Share, s.Marshal(), true); err != nil {
-			if _, statErr := os.Lstat(c.Share); statErr == nil && !existed {
-				written = append(written, c.Share) // created, then the write failed
-			}
+		created, err := r.create(c.Share, s.Marshal(), true)
+		if created {
+			written = append(written, c.Share) // also when the write then failed
+		}
+		if err != nil {
 			return written, err
 		}
-		written = append(written, c.Share)
 		r.step("  share %d of %d (threshold %d) for %s, %s; set %X", s.Index, s.Total, s.Threshold, c.Name, how, s.Set)
 	}
 	synced := map[string]bool{}
@@ -164,8 +163,14 @@ func (r *runner) checkSharesWritten(purpose string, spec SplitSpec, passphrases 
 
 // removeShares takes back share files a failed ceremony created, so that
 // nothing refers to a secret no token holds and the ceremony can run again.
+// A path that no longer names the file the run created (replaced since)
+// is left as it is.
 func (r *runner) removeShares(paths []string) {
 	for _, p := range paths {
+		if !r.createdHere(p) {
+			r.step("  left %s: not the file this ceremony created", p)
+			continue
+		}
 		if err := os.Remove(p); err != nil {
 			r.step("  could not remove %s: %v; remove it before running the ceremony again", p, err)
 			continue
