@@ -64,9 +64,19 @@ func (e *Engine) copyStore() (*os.File, StoreBackup, error) {
 	e.backupMu.Lock()
 	defer e.backupMu.Unlock()
 	var b StoreBackup
+	dir := filepath.Dir(e.store.Path())
+	// A copy found here now was being made when signerd stopped (one
+	// being sent is unlinked already): it is removed, not left to fill
+	// the disk.
+	if stale, err := filepath.Glob(filepath.Join(dir, backupTempPrefix+"*")); err == nil {
+		for _, f := range stale {
+			e.log.Warn("store backup: removing a copy left by an earlier run", "path", f)
+			os.Remove(f)
+		}
+	}
 	var rnd [8]byte
 	rand.Read(rnd[:])
-	path := filepath.Join(filepath.Dir(e.store.Path()), backupTempPrefix+hex.EncodeToString(rnd[:]))
+	path := filepath.Join(dir, backupTempPrefix+hex.EncodeToString(rnd[:]))
 	defer os.Remove(path)
 	snap, err := e.store.CopyTo(path)
 	if err != nil {

@@ -6,6 +6,8 @@ import (
 	"encoding/json"
 	"errors"
 	"fmt"
+	"os"
+	"runtime/debug"
 	"strconv"
 	"time"
 
@@ -70,7 +72,21 @@ const maxFindingsPerCheck = 20
 // all; what is wrong inside it is in the report's findings. A store
 // signerd has open cannot be verified (it holds the file's lock): verify
 // a copy.
+//
+// A file may be hostile or damaged anywhere: a file shorter than the pages
+// it records is refused before any page is read (reading past its end
+// would kill the process), and a page that cannot be read is reported as
+// an error rather than a crash.
 func Verify(path string) (*Report, error) {
+	fi, err := os.Stat(path)
+	switch {
+	case err != nil:
+		return nil, fmt.Errorf("verify: %w", err)
+	case !fi.Mode().IsRegular():
+		return nil, fmt.Errorf("verify %s: not a regular file", path)
+	case fi.Size() == 0:
+		return nil, fmt.Errorf("verify %s: empty file, not a store", path)
+	}
 	db, err := bolt.Open(path, 0o600, &bolt.Options{ReadOnly: true, Timeout: time.Second})
 	if err != nil {
 		if errors.Is(err, bolt.ErrTimeout) {
@@ -80,7 +96,19 @@ func Verify(path string) (*Report, error) {
 	}
 	defer db.Close()
 	r := &Report{}
-	err = db.View(func(tx *bolt.Tx) error {
+	err = db.View(func(tx *bolt.Tx) (err error) {
+		// bbolt reads pages straight from its memory map and trusts what
+		// they say: a damaged page makes it panic or read outside the
+		// map, which this goroutine turns into an error.
+		defer debug.SetPanicOnFault(debug.SetPanicOnFault(true))
+		defer func() {
+			if p := recover(); p != nil {
+				err = fmt.Errorf("the file is damaged: reading its pages failed (%v)", p)
+			}
+		}()
+		if need := tx.Size(); fi.Size() < need {
+			return fmt.Errorf("the file is truncated: %d bytes, its pages need %d", fi.Size(), need)
+		}
 		v := &verifier{tx: tx, r: r, counts: map[string]int{}}
 		v.run()
 		return nil

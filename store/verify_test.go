@@ -224,3 +224,54 @@ func TestVerifyNamesEachKindOfDamage(t *testing.T) {
 		})
 	}
 }
+
+// TestVerifyRefusesUnreadableFiles: a file that cannot be read as a store
+// at all is an error naming why, never a crash (a truncated file would
+// otherwise be read past its end), and a missing file is not created.
+func TestVerifyRefusesUnreadableFiles(t *testing.T) {
+	s := healthyStore(t)
+	dir := t.TempDir()
+	good := filepath.Join(dir, "copy.db")
+	if _, err := s.CopyTo(good); err != nil {
+		t.Fatal(err)
+	}
+	raw, err := os.ReadFile(good)
+	if err != nil {
+		t.Fatal(err)
+	}
+	pages := bytes.Clone(raw)
+	for i := 2 * 4096; i < len(pages); i++ {
+		pages[i] = 0xff
+	}
+	cases := []struct {
+		name    string
+		content []byte // nil: no file
+		want    string
+	}{
+		{"missing", nil, "no such file"},
+		{"empty", []byte{}, "empty file"},
+		{"truncated", raw[:len(raw)/2], "the file is truncated"},
+		{"cut inside the last page", raw[:len(raw)-1], "the file is truncated"},
+		{"pages overwritten", pages, "the file is damaged"},
+		{"not bbolt", bytes.Repeat([]byte("signerd"), 2000), "invalid"},
+	}
+	for _, tc := range cases {
+		t.Run(tc.name, func(t *testing.T) {
+			path := filepath.Join(t.TempDir(), "store.db")
+			if tc.content != nil {
+				if err := os.WriteFile(path, tc.content, 0o600); err != nil {
+					t.Fatal(err)
+				}
+			}
+			r, err := Verify(path)
+			if err == nil || !strings.Contains(err.Error(), tc.want) {
+				t.Fatalf("Verify: %+v, %v; want an error saying %q", r, err, tc.want)
+			}
+			if tc.content == nil {
+				if _, err := os.Stat(path); !os.IsNotExist(err) {
+					t.Fatalf("Verify created the missing file: %v", err)
+				}
+			}
+		})
+	}
+}
