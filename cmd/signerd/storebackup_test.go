@@ -58,6 +58,8 @@ func TestStoreBackupAndRestore(t *testing.T) {
 	d.editConfig(t, fmt.Sprintf("operator: {uids: [%d]}", operatorUID), fmt.Sprintf("operator: {uids: [%d]}", os.Getuid()))
 	d.start(t)
 	want(t, "issue", d.call(t, "POST", "/v1/certificates", issueBody(t, "before-1", "person-sign")), 201, "")
+	want(t, "an auditor asks for a backup", d.callAs(t, auditorUID, "POST", "/v1/store/backup"), 403, "forbidden")
+	want(t, "a backup request with a body", d.call(t, "POST", "/v1/store/backup", "{}"), 400, "malformed_json")
 
 	backup := filepath.Join(t.TempDir(), "backup.db")
 	out, code := signerctlAs(t, bin, d, "store", "backup", "--out", backup)
