@@ -26,7 +26,8 @@ const backupTempPrefix = ".signerd-backup-"
 
 // BackupStore makes a consistent copy of the store and hands it to send.
 // It seals the audit log first, so the copy holds a seal that vouches for
-// nearly all of it. The copy is written at disk speed to a 0600 file
+// nearly all of it (if the HSM cannot seal, the copy is made all the
+// same, and its event says so). The copy is written at disk speed to a 0600 file
 // beside the store (one short read transaction, no write held back while
 // the file fits its memory map), verified there (store.Verify: a copy
 // that fails is refused and never sent), and recorded as a "store.backup"
@@ -36,17 +37,21 @@ const backupTempPrefix = ".signerd-backup-"
 // outside any transaction, at whatever pace the client takes, holding
 // nothing of the store; nothing is left on disk however the send ends.
 func (e *Engine) BackupStore(ctx context.Context, actor store.Actor, send func(StoreBackup, io.Reader) error) error {
+	// A copy is wanted most when something is failing: an HSM that
+	// cannot seal does not prevent it (the copy then ends on an earlier
+	// seal, which the event records).
+	var unsealed string
 	if _, err := e.seal(ctx, fmt.Sprintf("store backup for uid %d", actor.UID), true); err != nil {
-		e.auditBackup(actor, nil, store.OutcomeFailed, "seal before the copy: "+err.Error())
-		return errorf(CodeInternal, "seal the audit log before the copy: %v", err)
+		unsealed = "not sealed first: " + err.Error()
+		e.log.Warn("store backup: the log could not be sealed first; copying it as it is", "err", err)
 	}
 	f, b, err := e.copyStore()
 	if err != nil {
-		e.auditBackup(actor, nil, store.OutcomeFailed, err.Error())
+		e.auditBackup(actor, &b, store.OutcomeFailed, err.Error())
 		return &Error{Code: CodeInternal, Message: err.Error(), Err: err, audited: true}
 	}
 	defer f.Close()
-	if err := e.auditBackup(actor, &b, store.OutcomeOK, ""); err != nil {
+	if err := e.auditBackup(actor, &b, store.OutcomeOK, unsealed); err != nil {
 		// A copy that is not in the log is not handed out.
 		return &Error{Code: storeCode(err), Message: "record the backup in the audit log: " + err.Error(), Err: err}
 	}

@@ -279,3 +279,30 @@ func busyCopying(path string) bool {
 	m, _ := filepath.Glob(filepath.Join(filepath.Dir(path), ".signerd-backup-*"))
 	return len(m) > 0
 }
+
+// TestStoreBackupWhileTheHSMCannotSeal: a backup is wanted most when
+// something fails, so an HSM that cannot seal does not prevent it: the
+// copy ends on the last seal made, and its event says it was not sealed
+// first.
+func TestStoreBackupWhileTheHSMCannotSeal(t *testing.T) {
+	ca := enginetest.NewCA(t)
+	st := enginetest.OpenStore(t)
+	key := &failingKey{SM2Signer: auditKey(t, ca)}
+	e := ca.Engine(t, st, engine.Config{AuditKey: key, SealEvery: 1 << 20, SealInterval: time.Hour})
+	issue(t, e, request(t, "before"))
+	key.fail.Store(true)
+	b, raw, err := receiveBackup(e, func(engine.StoreBackup) {})
+	if err != nil {
+		t.Fatal(err)
+	}
+	checkCopy(t, b, raw)
+	if b.LastSeal >= b.AuditHead {
+		t.Fatalf("copy's last seal %d, head %d: no seal could be made for it", b.LastSeal, b.AuditHead)
+	}
+	evs := events(t, st)
+	last := evs[len(evs)-1]
+	if last.Action != "store.backup" || last.Outcome != store.OutcomeOK || !strings.Contains(last.Reason, "not sealed first") ||
+		!strings.Contains(last.Reason, "injected") {
+		t.Fatalf("last event %+v, want store.backup ok saying it was not sealed first", last)
+	}
+}
