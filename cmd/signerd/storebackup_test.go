@@ -57,7 +57,16 @@ func TestStoreBackupAndRestore(t *testing.T) {
 	d := newDaemonProc(t, "")
 	d.editConfig(t, fmt.Sprintf("operator: {uids: [%d]}", operatorUID), fmt.Sprintf("operator: {uids: [%d]}", os.Getuid()))
 	d.start(t)
-	want(t, "issue", d.call(t, "POST", "/v1/certificates", issueBody(t, "before-1", "person-sign")), 201, "")
+	// Records of every kind for the copy's checks: held and restored,
+	// extended, renewed, revoked for keyCompromise.
+	first := certView(t, d.call(t, "POST", "/v1/certificates", issueBody(t, "before-1", "person-sign"))).Serial
+	want(t, "hold", d.call(t, "POST", "/v1/certificates/"+first+"/hold", ""), 200, "")
+	want(t, "restore", d.call(t, "POST", "/v1/certificates/"+first+"/restore", ""), 200, "")
+	second := certView(t, d.call(t, "POST", "/v1/certificates", issueBody(t, "before-2", "device-sign"))).Serial
+	extended := certView(t, d.call(t, "POST", "/v1/certificates/"+second+"/extend", `{"request_id":"before-3","validity_days":30}`)).Serial
+	want(t, "renew", d.call(t, "POST", "/v1/certificates/"+extended+"/renew", issueBody(t, "before-4", "device-sign")), 201, "")
+	want(t, "revoke", d.call(t, "POST", "/v1/certificates/"+first+"/revoke", `{"reason":"keyCompromise"}`), 200, "")
+	want(t, "hold", d.call(t, "POST", "/v1/certificates/"+second+"/hold", ""), 200, "")
 	want(t, "an auditor asks for a backup", d.callAs(t, auditorUID, "POST", "/v1/store/backup"), 403, "forbidden")
 	want(t, "a backup request with a body", d.call(t, "POST", "/v1/store/backup", "{}"), 400, "malformed_json")
 
