@@ -316,3 +316,43 @@ func TestStoreBackupWhileTheHSMCannotSeal(t *testing.T) {
 		t.Fatalf("last event %+v, want store.backup ok saying it was not sealed first", last)
 	}
 }
+
+// TestConcurrentStoreBackups: backups asked for at once, with issuance
+// going on, each get a whole copy that verifies, and none is left beside
+// the store, nor the copy a stopped run left there.
+func TestConcurrentStoreBackups(t *testing.T) {
+	ca := enginetest.NewCA(t)
+	st := enginetest.OpenStore(t)
+	e := ca.Engine(t, st, engine.Config{AuditKey: auditKey(t, ca), SealEvery: 5, SealInterval: time.Hour})
+	issue(t, e, request(t, "before"))
+	if err := os.WriteFile(filepath.Join(filepath.Dir(st.Path()), ".signerd-backup-0123456789abcdef"), []byte("stale"), 0o600); err != nil {
+		t.Fatal(err)
+	}
+	var wg sync.WaitGroup
+	type got struct {
+		b   engine.StoreBackup
+		raw []byte
+		err error
+	}
+	results := make(chan got, 4)
+	for range 4 {
+		wg.Go(func() {
+			b, raw, err := receiveBackup(e, func(engine.StoreBackup) {})
+			results <- got{b, raw, err}
+		})
+	}
+	for i := range 10 {
+		issue(t, e, request(t, fmt.Sprintf("during-%d", i)))
+	}
+	wg.Wait()
+	close(results)
+	for r := range results {
+		if r.err != nil {
+			t.Fatal(r.err)
+		}
+		checkCopy(t, r.b, r.raw)
+	}
+	if busyCopying(st.Path()) {
+		t.Fatal("a copy was left beside the store")
+	}
+}
