@@ -135,7 +135,9 @@ func checkAnchor(tx *store.Tx, raw []byte) error {
 	}
 	if a.Seq > head {
 		return fmt.Errorf("the HSM's audit anchor records seal event %d, but the store's audit log ends at event %d: "+
-			"sealed events are missing from the store (cut back, or an older copy of the store restored)", a.Seq, head)
+			"sealed events are missing from the store (cut back, or an older copy of the store restored): "+
+			"events %d to %d, and the certificates, revocations and serials recorded with them, are not in this store; "+
+			"restore a copy of the store that holds seal event %d", a.Seq, head, head+1, a.Seq, a.Seq)
 	}
 	stored := store.Genesis()
 	if a.Seq > 0 {

@@ -201,10 +201,10 @@ func (t *Tx) VerifyAuditChainFrom(from uint64, prev []byte) error {
 	want := from
 	err := t.Events(from, func(e Event, stored []byte) error {
 		if e.Seq != want {
-			return fmt.Errorf("audit event %d: found where %d belongs", e.Seq, want)
+			return &chainError{want, fmt.Errorf("audit event %d: found where %d belongs", e.Seq, want)}
 		}
 		if !bytes.Equal(e.Prev, prev) {
-			return fmt.Errorf("audit event %d: does not chain to event %d", e.Seq, e.Seq-1)
+			return &chainError{want, fmt.Errorf("audit event %d: does not chain to event %d", e.Seq, e.Seq-1)}
 		}
 		prev = ChainHash(stored)
 		want++
@@ -219,12 +219,22 @@ func (t *Tx) VerifyAuditChainFrom(from uint64, prev []byte) error {
 	}
 	switch {
 	case head.Seq != want-1:
-		return fmt.Errorf("audit log ends at event %d but its head names event %d (events removed from the end?)", want-1, head.Seq)
+		return &chainError{want - 1, fmt.Errorf("audit log ends at event %d but its head names event %d (events removed from the end?)", want-1, head.Seq)}
 	case !bytes.Equal(head.Hash, prev):
-		return fmt.Errorf("audit event %d: stored bytes differ from those the log's head recorded (edited?)", head.Seq)
+		return &chainError{head.Seq, fmt.Errorf("audit event %d: stored bytes differ from those the log's head recorded (edited?)", head.Seq)}
 	}
 	return nil
 }
+
+// chainError is a break in the chain and the sequence number of the
+// event where it shows.
+type chainError struct {
+	seq uint64
+	err error
+}
+
+func (e *chainError) Error() string { return e.err.Error() }
+func (e *chainError) Unwrap() error { return e.err }
 
 func seqKey(seq uint64) []byte {
 	return binary.BigEndian.AppendUint64(nil, seq)

@@ -16,4 +16,9 @@
 //
 // Every change is made inside Update together with the audit event that
 // describes it, so the log and the state cannot disagree.
+//
+// CopyTo writes a consistent copy of an open store to a new file (a
+// backup), and Verify checks a store file, opened read-only, against all
+// of the above: its schema, buckets, records, derived indexes and audit
+// chain.
 package store

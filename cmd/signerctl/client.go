@@ -107,7 +107,7 @@ func (c *clientFlags) sign(req *http.Request, body []byte) error {
 // do sends a request and returns the body of a 2xx answer.
 func (c *clientFlags) do(method, path string, body any) ([]byte, error) {
 	var buf bytes.Buffer
-	if err := c.send(method, path, body, 90*time.Second, &limitedWriter{w: &buf, n: 16 << 20}); err != nil {
+	if _, err := c.send(method, path, body, 90*time.Second, &limitedWriter{w: &buf, n: 16 << 20}); err != nil {
 		return nil, err
 	}
 	return buf.Bytes(), nil
@@ -116,26 +116,29 @@ func (c *clientFlags) do(method, path string, body any) ([]byte, error) {
 // stream sends a request and copies the body of a 2xx answer to w as it
 // arrives (an audit bundle may be large and slow to send).
 func (c *clientFlags) stream(method, path string, body any, w io.Writer) error {
-	return c.send(method, path, body, 0, w)
+	_, err := c.send(method, path, body, 0, w)
+	return err
 }
 
-func (c *clientFlags) send(method, path string, body any, timeout time.Duration, w io.Writer) error {
+// send sends a request, copies the body of a 2xx answer to w and returns
+// the answer's headers.
+func (c *clientFlags) send(method, path string, body any, timeout time.Duration, w io.Writer) (http.Header, error) {
 	var raw []byte
 	if body != nil {
 		var err error
 		if raw, err = json.Marshal(body); err != nil {
-			return err
+			return nil, err
 		}
 	}
 	req, err := http.NewRequest(method, "http://signerd"+path, bytes.NewReader(raw))
 	if err != nil {
-		return err
+		return nil, err
 	}
 	if body != nil {
 		req.Header.Set("Content-Type", "application/json")
 	}
 	if err := c.sign(req, raw); err != nil {
-		return err
+		return nil, err
 	}
 	client := &http.Client{Timeout: timeout, Transport: &http.Transport{
 		DialContext: func(ctx context.Context, _, _ string) (net.Conn, error) {
@@ -143,7 +146,7 @@ func (c *clientFlags) send(method, path string, body any, timeout time.Duration,
 		}}}
 	resp, err := client.Do(req)
 	if err != nil {
-		return unreachable{err}
+		return nil, unreachable{err}
 	}
 	defer resp.Body.Close()
 	if resp.StatusCode/100 != 2 {
@@ -152,12 +155,12 @@ func (c *clientFlags) send(method, path string, body any, timeout time.Duration,
 		if json.Unmarshal(raw, &e) != nil || e.Code == "" {
 			e.Code, e.Message = "unexpected_answer", strings.TrimSpace(string(raw))
 		}
-		return refused{resp.StatusCode, e.Code, e.Message}
+		return nil, refused{resp.StatusCode, e.Code, e.Message}
 	}
 	if _, err := io.Copy(w, resp.Body); err != nil {
-		return unreachable{fmt.Errorf("reading the answer: %w", err)}
+		return nil, unreachable{fmt.Errorf("reading the answer: %w", err)}
 	}
-	return nil
+	return resp.Header, nil
 }
 
 // limitedWriter refuses to hold more than n bytes.

@@ -122,6 +122,7 @@ func (a *api) mux(roles roles, seen func(pattern string)) *http.ServeMux {
 	route("POST /v1/crl", op, a.signCRL)
 	route("GET /v1/statistics/{month}", aud, a.statistics)
 	route("POST /v1/audit/export", aud, a.exportAudit)
+	route("POST /v1/store/backup", op, a.backupStore)
 	route("GET /v1/health", op, a.health)
 	route("GET /v1/metrics", op, func(w http.ResponseWriter, r *http.Request, _ peer) { a.metrics.handler().ServeHTTP(w, r) })
 	mux.HandleFunc("/", func(rw http.ResponseWriter, r *http.Request) {

@@ -109,6 +109,12 @@ func main() {
 			notify("STATUS=HSM refused the PIN; fix it, then rm " + marker)
 			os.Exit(exitPINRefused)
 		}
+		if errors.Is(err, engine.ErrAuditBroken) {
+			log.Error("signerd stopped", "err", err, "to_start", "restore a copy of the store that passes this check "+
+				"(signerctl store verify FILE shows a copy's audit head and last seal), or, to serve from this store as it is, "+
+				`start signerd once with --acknowledge-audit-break "who, why": the statement is audited and sealed`)
+			os.Exit(exitFailure)
+		}
 		log.Error("signerd stopped", "err", err)
 		os.Exit(exitFailure)
 	}

@@ -1,0 +1,150 @@
+package main
+
+import (
+	"bytes"
+	"crypto/sha256"
+	"encoding/hex"
+	"encoding/json"
+	"errors"
+	"flag"
+	"fmt"
+	"io"
+	"os"
+	"path/filepath"
+	"strconv"
+
+	"signerd/store"
+)
+
+// Store commands: an operator has signerd copy its embedded store while it
+// serves; anyone checks a copy offline.
+
+// storeBackup writes a copy of the store from signerd to --out: to
+// FILE.tmp first, synced, checked (its SHA-256 against signerd's, then
+// store.Verify), and only then renamed to FILE, with the directory synced,
+// so FILE is whole or absent whatever happens meanwhile.
+func storeBackup(args []string, stdout io.Writer) error {
+	fs := flag.NewFlagSet("store backup", flag.ContinueOnError)
+	var c clientFlags
+	c.register(fs)
+	out := fs.String("out", "", "write the copy to `file` (must not exist)")
+	if err := parse(fs, args); err != nil {
+		return err
+	}
+	if *out == "" {
+		return usageError{"store backup needs --out FILE"}
+	}
+	if _, err := os.Lstat(*out); err == nil {
+		return fmt.Errorf("%s exists; refusing to overwrite", *out)
+	}
+	tmp := *out + ".tmp"
+	f, err := createNew(tmp, 0o600)
+	if err != nil {
+		return err
+	}
+	keep := false
+	defer func() {
+		if !keep {
+			os.Remove(tmp)
+		}
+	}()
+	h := sha256.New()
+	hdr, err := c.send("POST", "/v1/store/backup", nil, 0, io.MultiWriter(f, h))
+	if err == nil {
+		err = f.Sync()
+	}
+	if cerr := f.Close(); err == nil {
+		err = cerr
+	}
+	if err != nil {
+		return err
+	}
+	sum := h.Sum(nil)
+	if want, _ := hex.DecodeString(hdr.Get("Signerd-Backup-Sha256")); !bytes.Equal(sum, want) {
+		return fmt.Errorf("the copy received has SHA-256 %x, signerd sent one of %x: not kept", sum, want)
+	}
+	report, err := store.Verify(tmp)
+	if err != nil {
+		return err
+	}
+	if !report.OK() {
+		printReport(stdout, tmp, report)
+		return fmt.Errorf("the copy fails its check (%d findings): not kept", len(report.Findings))
+	}
+	if head := hdr.Get("Signerd-Backup-Audit-Head"); head != strconv.FormatUint(report.AuditHead, 10) {
+		return fmt.Errorf("the copy's audit head is event %d, signerd said %s: not kept", report.AuditHead, head)
+	}
+	if _, err := os.Lstat(*out); err == nil {
+		return fmt.Errorf("%s appeared meanwhile; refusing to overwrite (the copy was not kept)", *out)
+	}
+	if err := os.Rename(tmp, *out); err != nil {
+		return err
+	}
+	keep = true
+	if err := syncDir(filepath.Dir(*out)); err != nil {
+		return fmt.Errorf("%s written, but its directory could not be synced: %w", *out, err)
+	}
+	st, err := os.Stat(*out)
+	if err != nil {
+		return err
+	}
+	fmt.Fprintf(stdout, "%s: %d bytes, SHA-256 %x\n", *out, st.Size(), sum)
+	fmt.Fprintf(stdout, "audit head: event %d (chain hash %x), last seal: event %d\n", report.AuditHead, report.AuditHash, report.LastSeal)
+	fmt.Fprintf(stdout, "checked: %d certificates, %d serials, %d requests, %d revoked, %d audit events\n",
+		report.Certificates, report.Serials, report.Requests, report.Revoked, report.Events)
+	return nil
+}
+
+func syncDir(dir string) error {
+	d, err := os.Open(dir)
+	if err != nil {
+		return err
+	}
+	defer d.Close()
+	return d.Sync()
+}
+
+// storeVerify checks a store file offline.
+func storeVerify(args []string, stdout io.Writer) error {
+	fs := flag.NewFlagSet("store verify", flag.ContinueOnError)
+	asJSON := fs.Bool("json", false, "print the report as JSON")
+	files, err := parseWithFiles(fs, args)
+	if err != nil {
+		return err
+	}
+	if len(files) != 1 {
+		return usageError{"store verify takes one FILE (a copy; signerd's open store is locked)"}
+	}
+	report, err := store.Verify(files[0])
+	if err != nil {
+		return err
+	}
+	if *asJSON {
+		enc := json.NewEncoder(stdout)
+		enc.SetIndent("", "  ")
+		if err := enc.Encode(report); err != nil {
+			return err
+		}
+	} else {
+		printReport(stdout, files[0], report)
+	}
+	if !report.OK() {
+		return errors.New(files[0] + ": " + strconv.Itoa(len(report.Findings)) + " findings")
+	}
+	return nil
+}
+
+func printReport(w io.Writer, path string, r *store.Report) {
+	fmt.Fprintf(w, "%s: schema %d, %d certificates, %d serials, %d requests, %d revoked, %d audit events\n",
+		path, r.Schema, r.Certificates, r.Serials, r.Requests, r.Revoked, r.Events)
+	fmt.Fprintf(w, "audit head: event %d (chain hash %x), last seal: event %d\n", r.AuditHead, r.AuditHash, r.LastSeal)
+	for _, n := range r.Notes {
+		fmt.Fprintf(w, "note: %s\n", n)
+	}
+	for _, f := range r.Findings {
+		fmt.Fprintf(w, "FAIL %s\n", f)
+	}
+	if r.OK() {
+		fmt.Fprintln(w, "OK")
+	}
+}

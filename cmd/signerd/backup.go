@@ -1,0 +1,56 @@
+package main
+
+import (
+	"encoding/hex"
+	"io"
+	"net/http"
+	"strconv"
+	"time"
+
+	"signerd/engine"
+)
+
+// Headers of a store backup answer: what the copy is, for signerctl to
+// check the file it wrote against.
+const (
+	headerBackupSHA256    = "Signerd-Backup-Sha256"
+	headerBackupAuditHead = "Signerd-Backup-Audit-Head"
+	headerBackupLastSeal  = "Signerd-Backup-Last-Seal"
+)
+
+// backupStore sends a verified copy of the store (engine.BackupStore).
+// The copy is made and checked before the status is sent, so a failure
+// to make it is an ordinary error answer; the copy is sent from a file
+// the store no longer holds, so a slow client holds back nothing.
+func (a *api) backupStore(w http.ResponseWriter, r *http.Request, p peer) {
+	if !emptyBody(w, r) {
+		return
+	}
+	if err := http.NewResponseController(w).SetWriteDeadline(time.Now().Add(exportTimeout)); err != nil {
+		a.log.Warn("store backup: write deadline", "err", err)
+	}
+	started := false
+	var sent int64
+	err := a.eng.BackupStore(r.Context(), p.actor(), func(b engine.StoreBackup, copy io.Reader) error {
+		h := w.Header()
+		h.Set("Content-Type", "application/octet-stream")
+		h.Set("Content-Disposition", `attachment; filename="signerd-store.db"`)
+		h.Set("Content-Length", strconv.FormatInt(b.Size, 10))
+		h.Set(headerBackupSHA256, hex.EncodeToString(b.SHA256))
+		h.Set(headerBackupAuditHead, strconv.FormatUint(b.AuditHead, 10))
+		h.Set(headerBackupLastSeal, strconv.FormatUint(b.LastSeal, 10))
+		w.WriteHeader(http.StatusOK)
+		started = true
+		var err error
+		sent, err = io.Copy(w, copy)
+		return err
+	})
+	switch {
+	case err != nil && !started:
+		a.fail(w, r, err)
+	case err != nil:
+		a.log.Error("store backup cut short", "uid", p.UID, "sent", sent, "err", err)
+	default:
+		a.log.Info("store backed up", "uid", p.UID, "bytes", sent)
+	}
+}

@@ -1,0 +1,438 @@
+package store
+
+import (
+	"bytes"
+	"encoding/binary"
+	"encoding/json"
+	"errors"
+	"fmt"
+	"os"
+	"runtime/debug"
+	"strconv"
+	"time"
+
+	bolt "go.etcd.io/bbolt"
+)
+
+// Finding is one thing wrong with a store file: where (the bucket, and
+// the key, serial or request id there, or the audit event) and what.
+type Finding struct {
+	Bucket string `json:"bucket"`
+	// Key is the record's key as the API shows it: a serial in hex, a
+	// request id, an index key in hex.
+	Key     string `json:"key,omitempty"`
+	Seq     uint64 `json:"seq,omitempty"` // an audit event
+	Problem string `json:"problem"`
+}
+
+func (f Finding) String() string {
+	where := "bucket " + strconv.Quote(f.Bucket)
+	switch {
+	case f.Seq != 0:
+		where += fmt.Sprintf(", event %d", f.Seq)
+	case f.Key != "":
+		where += ", " + f.Key
+	}
+	return where + ": " + f.Problem
+}
+
+// Report is what Verify found in a store file.
+type Report struct {
+	Schema       int    `json:"schema"`
+	Certificates int    `json:"certificates"`
+	Serials      int    `json:"serials"`
+	Requests     int    `json:"requests"`
+	Revoked      int    `json:"revoked"`
+	Events       uint64 `json:"events"`
+	// AuditHead and AuditHash are the log's head as the file records it;
+	// LastSeal is the last seal event's sequence number (0: none). The
+	// events after it are chained but not yet vouched for by a signature.
+	AuditHead uint64 `json:"audit_head"`
+	AuditHash []byte `json:"audit_hash"`
+	LastSeal  uint64 `json:"last_seal"`
+	// Notes are observations that need nothing done (an index the next
+	// open rebuilds).
+	Notes    []string  `json:"notes,omitempty"`
+	Findings []Finding `json:"findings,omitempty"`
+}
+
+// OK reports whether nothing is wrong.
+func (r *Report) OK() bool { return len(r.Findings) == 0 }
+
+// maxFindingsPerCheck bounds what one kind of damage adds to a report, so
+// a file damaged throughout still gives a readable one.
+const maxFindingsPerCheck = 20
+
+// Verify checks the store file at path without changing it (it is opened
+// read-only, and may be a copy that no signerd holds): the schema version,
+// every bucket, every record decodes under its key, each derived index
+// against the records (revoked, in-flight, the serials of certificates
+// and requests, the key index), and the audit chain from the first event
+// to the head. An error means the file could not be read as a store at
+// all; what is wrong inside it is in the report's findings. A store
+// signerd has open cannot be verified (it holds the file's lock): verify
+// a copy.
+//
+// A file may be hostile or damaged anywhere: a file shorter than the pages
+// it records is refused before any page is read (reading past its end
+// would kill the process), and a page that cannot be read is reported as
+// an error rather than a crash.
+func Verify(path string) (*Report, error) {
+	fi, err := os.Stat(path)
+	switch {
+	case err != nil:
+		return nil, fmt.Errorf("verify: %w", err)
+	case !fi.Mode().IsRegular():
+		return nil, fmt.Errorf("verify %s: not a regular file", path)
+	case fi.Size() == 0:
+		return nil, fmt.Errorf("verify %s: empty file, not a store", path)
+	}
+	db, err := bolt.Open(path, 0o600, &bolt.Options{ReadOnly: true, Timeout: time.Second})
+	if err != nil {
+		if errors.Is(err, bolt.ErrTimeout) {
+			return nil, fmt.Errorf("verify %s: in use by a process that writes it (verify a copy)", path)
+		}
+		return nil, fmt.Errorf("verify %s: %w", path, err)
+	}
+	defer db.Close()
+	r := &Report{}
+	err = db.View(func(tx *bolt.Tx) (err error) {
+		// bbolt reads pages straight from its memory map and trusts what
+		// they say: a damaged page makes it panic or read outside the
+		// map, which this goroutine turns into an error.
+		defer debug.SetPanicOnFault(debug.SetPanicOnFault(true))
+		defer func() {
+			if p := recover(); p != nil {
+				err = fmt.Errorf("the file is damaged: reading its pages failed (%v)", p)
+			}
+		}()
+		if need := tx.Size(); fi.Size() < need {
+			return fmt.Errorf("the file is truncated: %d bytes, its pages need %d", fi.Size(), need)
+		}
+		v := &verifier{tx: tx, r: r, counts: map[string]int{}}
+		v.run()
+		return nil
+	})
+	if err != nil {
+		return nil, fmt.Errorf("verify %s: %w", path, err)
+	}
+	return r, nil
+}
+
+type verifier struct {
+	tx     *bolt.Tx
+	r      *Report
+	counts map[string]int // findings per check
+}
+
+func (v *verifier) find(check string, f Finding) {
+	v.counts[check]++
+	switch n := v.counts[check]; {
+	case n < maxFindingsPerCheck:
+		v.r.Findings = append(v.r.Findings, f)
+	case n == maxFindingsPerCheck:
+		f.Problem += " (and more like it, not listed)"
+		v.r.Findings = append(v.r.Findings, f)
+	}
+}
+
+func (v *verifier) run() {
+	meta := v.tx.Bucket(bucketMeta)
+	if meta == nil {
+		v.find("schema", Finding{Bucket: string(bucketMeta), Problem: "missing: not a signerd store"})
+		return
+	}
+	schema, err := strconv.Atoi(string(meta.Get(keySchema)))
+	if err != nil {
+		v.find("schema", Finding{Bucket: string(bucketMeta), Key: "schema", Problem: fmt.Sprintf("unreadable schema version %q", meta.Get(keySchema))})
+		return
+	}
+	v.r.Schema = schema
+	if schema != SchemaVersion {
+		v.find("schema", Finding{Bucket: string(bucketMeta), Key: "schema",
+			Problem: fmt.Sprintf("schema version %d; this signerd reads version %d only", schema, SchemaVersion)})
+		return
+	}
+	missing := false
+	for _, name := range append(allBuckets, bucketKeys) {
+		if v.tx.Bucket(name) != nil {
+			continue
+		}
+		switch {
+		case bytes.Equal(name, bucketCompromisedKeys):
+			v.r.Notes = append(v.r.Notes, `bucket "compromised-keys" is missing; signerd makes it at open and fills it at start`)
+		case bytes.Equal(name, bucketKeys):
+			v.r.Notes = append(v.r.Notes, `bucket "keys" is missing; signerd rebuilds it at open`)
+		default:
+			v.find("buckets", Finding{Bucket: string(name), Problem: "missing"})
+			missing = true
+		}
+	}
+	if missing {
+		return // the checks below read every record bucket
+	}
+	if raw := meta.Get(keyClock); raw != nil {
+		if err := new(time.Time).UnmarshalText(raw); err != nil {
+			v.find("meta", Finding{Bucket: string(bucketMeta), Key: string(keyClock), Problem: fmt.Sprintf("unreadable: %v", err)})
+		}
+	}
+	certs := v.certificates()
+	v.revokedIndex(certs)
+	v.serials(certs)
+	v.requests()
+	v.keyIndex(certs)
+	v.crl()
+	v.statistics()
+	v.audit()
+}
+
+// certificates decodes every certificate; the map is by serial.
+func (v *verifier) certificates() map[string]*Certificate {
+	certs := map[string]*Certificate{}
+	v.tx.Bucket(bucketCerts).ForEach(func(k, raw []byte) error {
+		v.r.Certificates++
+		c := new(Certificate)
+		where := Finding{Bucket: string(bucketCerts), Key: "serial " + HexSerial(k)}
+		switch err := json.Unmarshal(raw, c); {
+		case err != nil:
+			where.Problem = fmt.Sprintf("does not decode: %v", err)
+			v.find("certificates", where)
+			return nil
+		case !bytes.Equal(c.Serial, k):
+			where.Problem = fmt.Sprintf("record names serial %s", HexSerial(c.Serial))
+			v.find("certificates", where)
+		case len(c.DER) == 0 || c.Issuer == "":
+			where.Problem = "no DER or no issuer"
+			v.find("certificates", where)
+		}
+		certs[string(k)] = c
+		return nil
+	})
+	return certs
+}
+
+// revokedIndex: an entry for every certificate revoked or on hold, with
+// its time, reason and notAfter, and none for any other.
+func (v *verifier) revokedIndex(certs map[string]*Certificate) {
+	idx := v.tx.Bucket(bucketRevoked)
+	for _, c := range certs {
+		key := revokedKey(c.Issuer, c.Serial)
+		val := idx.Get(key)
+		where := Finding{Bucket: string(bucketRevoked), Key: "serial " + HexSerial(c.Serial)}
+		switch {
+		case c.Listed() && val == nil:
+			where.Problem = fmt.Sprintf("certificate is %s but not in the index (it would be missing from its CRL)", c.Status)
+			v.find("revoked", where)
+		case c.Listed() && len(val) == revokedValueSize && !bytes.Equal(val, revokedValue(c)):
+			where.Problem = "index entry's time, reason or notAfter differ from the certificate's"
+			v.find("revoked", where)
+		case !c.Listed() && val != nil:
+			where.Problem = fmt.Sprintf("certificate is %s but the index lists it (its CRL would list it)", c.Status)
+			v.find("revoked", where)
+		}
+	}
+	idx.ForEach(func(k, _ []byte) error {
+		v.r.Revoked++
+		i := bytes.IndexByte(k, 0)
+		if i < 0 {
+			v.find("revoked", Finding{Bucket: string(bucketRevoked), Key: fmt.Sprintf("key %x", k), Problem: "malformed index key"})
+			return nil
+		}
+		serial := k[i+1:]
+		c := certs[string(serial)]
+		switch {
+		case c == nil:
+			v.find("revoked", Finding{Bucket: string(bucketRevoked), Key: "serial " + HexSerial(serial), Problem: "index lists a certificate the store does not hold"})
+		case c.Issuer != string(k[:i]):
+			v.find("revoked", Finding{Bucket: string(bucketRevoked), Key: "serial " + HexSerial(serial),
+				Problem: fmt.Sprintf("index lists it under issuer %q, the certificate's issuer is %q", k[:i], c.Issuer)})
+		}
+		return nil
+	})
+}
+
+// serials: every certificate's serial reserved and issued, every issued
+// serial a certificate, every reserved one a request being signed.
+func (v *verifier) serials(certs map[string]*Certificate) {
+	b := v.tx.Bucket(bucketSerials)
+	for k := range certs {
+		where := Finding{Bucket: string(bucketSerials), Key: "serial " + HexSerial([]byte(k))}
+		raw := b.Get([]byte(k))
+		var s Serial
+		switch {
+		case raw == nil:
+			where.Problem = "a certificate has this serial but it was never reserved (it could be issued again)"
+			v.find("serials", where)
+		case json.Unmarshal(raw, &s) != nil:
+		case s.State != SerialIssued:
+			where.Problem = fmt.Sprintf("a certificate has this serial but it is recorded %s, not issued", s.State)
+			v.find("serials", where)
+		}
+	}
+	requests := v.tx.Bucket(bucketRequests)
+	b.ForEach(func(k, raw []byte) error {
+		v.r.Serials++
+		where := Finding{Bucket: string(bucketSerials), Key: "serial " + HexSerial(k)}
+		var s Serial
+		if err := json.Unmarshal(raw, &s); err != nil {
+			where.Problem = fmt.Sprintf("does not decode: %v", err)
+			v.find("serials", where)
+			return nil
+		}
+		switch s.State {
+		case SerialIssued:
+			if certs[string(k)] == nil {
+				where.Problem = "recorded issued but the store holds no certificate with it"
+				v.find("serials", where)
+			}
+		case SerialReserved:
+			var r Request
+			if raw := requests.Get([]byte(s.RequestID)); raw == nil || json.Unmarshal(raw, &r) != nil ||
+				r.State != RequestSigning || !bytes.Equal(r.Serial, k) {
+				where.Problem = fmt.Sprintf("reserved for request %q, which is not signing with it", s.RequestID)
+				v.find("serials", where)
+			}
+		case SerialBurned:
+		default:
+			where.Problem = fmt.Sprintf("unknown state %q", s.State)
+			v.find("serials", where)
+		}
+		return nil
+	})
+}
+
+// requests: every record decodes under its id; the in-flight index holds
+// exactly the requests in the signing state; each request's serial is
+// reserved.
+func (v *verifier) requests() {
+	inFlight, serials := v.tx.Bucket(bucketInFlight), v.tx.Bucket(bucketSerials)
+	v.tx.Bucket(bucketRequests).ForEach(func(k, raw []byte) error {
+		v.r.Requests++
+		where := Finding{Bucket: string(bucketRequests), Key: "request " + strconv.Quote(string(k))}
+		var r Request
+		if err := json.Unmarshal(raw, &r); err != nil {
+			where.Problem = fmt.Sprintf("does not decode: %v", err)
+			v.find("requests", where)
+			return nil
+		}
+		if r.ID != string(k) {
+			where.Problem = fmt.Sprintf("record names request %q", r.ID)
+			v.find("requests", where)
+		}
+		listed := inFlight.Get(k) != nil
+		switch {
+		case r.State == RequestSigning && !listed:
+			v.find("in-flight", Finding{Bucket: string(bucketInFlight), Key: where.Key,
+				Problem: "request is signing but not in the index (a crash would leave its serial unburned)"})
+		case r.State != RequestSigning && listed:
+			v.find("in-flight", Finding{Bucket: string(bucketInFlight), Key: where.Key,
+				Problem: fmt.Sprintf("request is %s but the index has it as signing", r.State)})
+		}
+		if len(r.Serial) > 0 && serials.Get(r.Serial) == nil {
+			where.Problem = fmt.Sprintf("its serial %s was never reserved", HexSerial(r.Serial))
+			v.find("requests", where)
+		}
+		return nil
+	})
+	requests := v.tx.Bucket(bucketRequests)
+	inFlight.ForEach(func(k, _ []byte) error {
+		if requests.Get(k) == nil {
+			v.find("in-flight", Finding{Bucket: string(bucketInFlight), Key: "request " + strconv.Quote(string(k)),
+				Problem: "index names a request the store does not hold"})
+		}
+		return nil
+	})
+}
+
+// keyIndex: an entry for each certificate's key and none other. An index
+// whose mark is behind the log's head is rebuilt at the next open, and so
+// is only noted.
+func (v *verifier) keyIndex(certs map[string]*Certificate) {
+	keys := v.tx.Bucket(bucketKeys)
+	if keys == nil {
+		return
+	}
+	meta := v.tx.Bucket(bucketMeta)
+	if !bytes.Equal(meta.Get(keyKeyIndexAtHead), keyIndexMark(meta)) {
+		v.r.Notes = append(v.r.Notes, `the key index ("keys") is behind the audit log's head (written by an older signerd); signerd rebuilds it at open`)
+		return
+	}
+	want := map[string]bool{}
+	for _, c := range certs {
+		key, ok := certificatePublicKey(c.DER)
+		if !ok {
+			continue
+		}
+		k := append(keyIndexPrefix(key), c.Serial...)
+		want[string(k)] = true
+		if keys.Get(k) == nil {
+			v.find("keys", Finding{Bucket: string(bucketKeys), Key: "serial " + HexSerial(c.Serial),
+				Problem: "the certificate's public key is not indexed (a second use of the key would go unseen)"})
+		}
+	}
+	prefix := len(keyIndexPrefix(nil))
+	keys.ForEach(func(k, _ []byte) error {
+		if !want[string(k)] {
+			serial := []byte{}
+			if len(k) > prefix {
+				serial = k[prefix:]
+			}
+			v.find("keys", Finding{Bucket: string(bucketKeys), Key: "serial " + HexSerial(serial),
+				Problem: "index entry matches no certificate with that serial and key"})
+		}
+		return nil
+	})
+}
+
+func (v *verifier) crl() {
+	v.tx.Bucket(bucketCRL).ForEach(func(k, raw []byte) error {
+		var s CRLState
+		if err := json.Unmarshal(raw, &s); err != nil {
+			v.find("crl", Finding{Bucket: string(bucketCRL), Key: "issuer " + strconv.Quote(string(k)), Problem: fmt.Sprintf("does not decode: %v", err)})
+		}
+		return nil
+	})
+}
+
+func (v *verifier) statistics() {
+	v.tx.Bucket(bucketStats).ForEach(func(k, raw []byte) error {
+		if len(raw) != 8 || bytes.Count(k, []byte("/")) != 2 {
+			v.find("statistics", Finding{Bucket: string(bucketStats), Key: strconv.Quote(string(k)), Problem: "malformed counter"})
+		}
+		return nil
+	})
+}
+
+// audit: the chain from the first event to the head, and the last-seal
+// pointer.
+func (v *verifier) audit() {
+	t := &Tx{v.tx}
+	head, err := t.auditHead()
+	if err != nil {
+		v.find("audit", Finding{Bucket: string(bucketMeta), Key: string(keyAuditHead), Problem: err.Error()})
+		return
+	}
+	v.r.AuditHead, v.r.AuditHash = head.Seq, head.Hash
+	if k := v.tx.Bucket(bucketAudit).Stats().KeyN; k >= 0 {
+		v.r.Events = uint64(k)
+	}
+	if err := t.VerifyAuditChain(); err != nil {
+		f := Finding{Bucket: string(bucketAudit), Problem: err.Error()}
+		var at *chainError
+		if errors.As(err, &at) {
+			f.Seq = at.seq
+		}
+		v.find("audit", f)
+	}
+	last, err := t.LastSeal()
+	switch {
+	case err != nil:
+		v.find("audit", Finding{Bucket: string(bucketMeta), Key: string(keyAuditLastSeal), Problem: err.Error()})
+	case last != nil:
+		v.r.LastSeal = last.Seq
+		if k := v.tx.Bucket(bucketMeta).Get(keyAuditLastSeal); binary.BigEndian.Uint64(k) != last.Seq {
+			v.find("audit", Finding{Bucket: string(bucketMeta), Key: string(keyAuditLastSeal),
+				Problem: fmt.Sprintf("points at event %d, which says it is event %d", binary.BigEndian.Uint64(k), last.Seq)})
+		}
+	}
+}
