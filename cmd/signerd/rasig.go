@@ -66,6 +66,9 @@ type raSignatures struct {
 	// hex serial, or by subject exactly as the API shows it.
 	AllowedSerials  []string `yaml:"allowed_serials"`
 	AllowedSubjects []string `yaml:"allowed_subjects"`
+	// ReplayMemory is how many signed requests signerd remembers for each
+	// RA certificate (default replayCacheSize).
+	ReplayMemory int `yaml:"replay_memory"`
 
 	allowedSerials map[string]bool
 	replay         *replayGuard
@@ -84,7 +87,13 @@ func (s *raSignatures) prepare() error {
 		}
 		s.allowedSerials[hex.EncodeToString(serial)] = true
 	}
-	s.replay = newReplayGuard(replayCacheSize)
+	if s.ReplayMemory < 0 {
+		return fmt.Errorf("ra_signatures.replay_memory: %d is negative", s.ReplayMemory)
+	}
+	if s.ReplayMemory == 0 {
+		s.ReplayMemory = replayCacheSize
+	}
+	s.replay = newReplayGuard(s.ReplayMemory)
 	return nil
 }
 
@@ -112,9 +121,13 @@ func (e *sigError) Error() string { return e.msg }
 func (a *api) checkSignature(r *http.Request) ([]byte, error) {
 	body, err := io.ReadAll(r.Body)
 	if err != nil {
-		// Too large: the handler's decoder meets the same error and says so.
-		r.Body = io.NopCloser(io.MultiReader(bytes.NewReader(body), errReader{err}))
-		return nil, nil
+		// What was not read whole cannot be checked: refused, signed or
+		// not, so that no route is served unsigned for a body too long.
+		var tooBig *http.MaxBytesError
+		if errors.As(err, &tooBig) {
+			return nil, &sigError{code: codeBodyTooLarge, status: http.StatusRequestEntityTooLarge, msg: fmt.Sprintf("body over %d bytes", maxBody)}
+		}
+		return nil, &sigError{code: string(engine.CodeBadRequest), status: http.StatusBadRequest, msg: fmt.Sprintf("body: %v", err)}
 	}
 	r.Body = io.NopCloser(bytes.NewReader(body))
 	date, nonce := r.Header.Get(headerDate), r.Header.Get(headerNonce)
@@ -220,7 +233,3 @@ func (a *api) refuseSignature(w http.ResponseWriter, r *http.Request, p peer, er
 	}
 	writeError(w, status, se.code, se.msg)
 }
-
-type errReader struct{ err error }
-
-func (e errReader) Read([]byte) (int, error) { return 0, e.err }
