@@ -93,7 +93,7 @@ func (s *raSignatures) prepare() error {
 	if s.ReplayMemory == 0 {
 		s.ReplayMemory = replayCacheSize
 	}
-	s.replay = newReplayGuard(s.ReplayMemory)
+	s.replay = newReplayGuard(s.ReplayMemory, replayRAs)
 	return nil
 }
 
