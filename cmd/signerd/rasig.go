@@ -12,6 +12,7 @@ import (
 	"net/http"
 	"regexp"
 	"slices"
+	"strings"
 	"time"
 
 	"github.com/emmansun/gmsm/sm2"
@@ -139,8 +140,8 @@ func (a *api) checkSignature(r *http.Request) ([]byte, error) {
 		return nil, nil
 	}
 	t, err := time.Parse(time.RFC3339, date)
-	if err != nil {
-		return nil, &sigError{code: codeBadSignature, msg: "Signerd-Date: want RFC 3339"}
+	if err != nil || len(date) > 64 {
+		return nil, &sigError{code: codeBadSignature, msg: "Signerd-Date: want RFC 3339, at most 64 characters"}
 	}
 	skew := a.sigs.MaxSkew.Duration
 	if skew <= 0 {
@@ -174,11 +175,65 @@ func (a *api) checkSignature(r *http.Request) ([]byte, error) {
 	if err := a.sigs.replay.admit(a.eng, serial, nonce, t, now, skew); err != nil {
 		return nil, err
 	}
-	return json.Marshal(struct {
-		Text        string `json:"signed"`
-		Signature   []byte `json:"signature"`
-		Certificate string `json:"ra_certificate"`
-	}{string(text), sig, serialHex})
+	return json.Marshal(signedEvidence{string(text), sig, serialHex})
+}
+
+// signedEvidence is what an accepted signed request's audit events keep:
+// the whole signed text, which with the signature and the RA's
+// certificate proves what the RA asked for (GM/T 0037).
+type signedEvidence struct {
+	Text        string `json:"signed"`
+	Signature   []byte `json:"signature"`
+	Certificate string `json:"ra_certificate"`
+}
+
+// refusedEvidence is what a refused signed request's event keeps in its
+// place: the signature headers and digests of what was signed, bounded
+// whatever the RA sent, so that refusals an RA causes cannot grow the log
+// by the size of its requests. Whoever holds the request can match it.
+type refusedEvidence struct {
+	SignedSM3   string `json:"signed_sm3"`   // hex SM3 of the signed text
+	SignedBytes int    `json:"signed_bytes"` // its length
+	Date        string `json:"date"`
+	Nonce       string `json:"nonce"`
+	BodySM3     string `json:"body_sm3"` // hex SM3 of the body, as signed
+	Signature   []byte `json:"signature"`
+	Certificate string `json:"ra_certificate"`
+}
+
+// maxRefusedEvidence bounds a refused request's evidence that is not a
+// signed request's (none is made today): longer, only its digest is kept.
+const maxRefusedEvidence = 512
+
+// boundedEvidence is evidence as a refused request's event keeps it.
+func boundedEvidence(evidence []byte) []byte {
+	var full signedEvidence
+	if err := json.Unmarshal(evidence, &full); err == nil && full.Text != "" {
+		// signerd-request-v2, METHOD, TARGET, DATE, NONCE, SERIAL, hex(SM3(body))
+		lines := strings.Split(full.Text, "\n")
+		field := func(i int) string {
+			if len(lines) != 7 {
+				return ""
+			}
+			return store.BoundedText(lines[i], 64)
+		}
+		h := sm3.Sum([]byte(full.Text))
+		out, err := json.Marshal(refusedEvidence{SignedSM3: hex.EncodeToString(h[:]), SignedBytes: len(full.Text),
+			Date: field(3), Nonce: field(4), BodySM3: field(6), Signature: full.Signature,
+			Certificate: store.BoundedText(full.Certificate, 64)})
+		if err == nil && len(out) <= maxRefusedEvidence {
+			return out
+		}
+	}
+	if len(evidence) <= maxRefusedEvidence {
+		return evidence
+	}
+	h := sm3.Sum(evidence)
+	out, _ := json.Marshal(struct {
+		SM3   string `json:"evidence_sm3"`
+		Bytes int    `json:"evidence_bytes"`
+	}{hex.EncodeToString(h[:]), len(evidence)})
+	return out
 }
 
 // raCertificate returns the RA certificate serial after checking that it

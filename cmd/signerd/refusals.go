@@ -34,8 +34,9 @@ import (
 //
 // Identified principals are tallied the same way: a role holder's
 // refusals say who it was, but a compromised RA could flood as well as a
-// stranger, and the first refusal of each window, with its evidence, is
-// kept in full.
+// stranger. A refused signed request's evidence is kept bounded (its
+// signature headers and the SM3 digests of what was signed, not the
+// signed text): only an accepted request's events keep the whole text.
 type refusalLog struct {
 	audit   func(store.Event) error
 	roles   roles
@@ -102,6 +103,7 @@ func newRefusalLog(audit func(store.Event) error, roles roles, window time.Durat
 // reason is what the event says (the code, or "code: message").
 func (l *refusalLog) refuse(actor store.Actor, object, code, reason string) {
 	l.metrics.refusals.WithLabelValues(strconv.Itoa(actor.UID), code).Inc()
+	actor.Evidence = boundedEvidence(actor.Evidence)
 	now := time.Now()
 	ev := store.Event{Actor: actor, Action: actionRefused, Object: object, Outcome: store.OutcomeRefused,
 		Reason: store.BoundedText(reason, maxRefusalReason)}
@@ -138,6 +140,9 @@ func (l *refusalLog) refuseConnection(p peer) {
 }
 
 func (l *refusalLog) write(ev store.Event, count int) error {
+	if ev.Actor.Evidence != nil {
+		ev.Actor.Evidence = boundedEvidence(ev.Actor.Evidence)
+	}
 	l.log.Warn("refused", "uid", ev.Actor.UID, "gid", ev.Actor.GID, "pid", ev.Actor.PID, "role", ev.Actor.Role,
 		"request", ev.Object, "reason", ev.Reason)
 	err := l.audit(ev)
