@@ -51,20 +51,7 @@ type api struct {
 }
 
 func (a *api) routes(roles roles) http.Handler {
-	mux := a.mux(roles, func(string) {})
-	return http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
-		// Before anything reads the target (routing, the signature, the
-		// audit): whatever it holds, an event keeps at most
-		// maxRefusalObject bytes of it and a signed one is not accepted.
-		if len(r.RequestURI) > maxRequestTarget {
-			p := peerFrom(r.Context())
-			p.Roles = roles.rolesOf(p)
-			a.auditRefusal(r, p, codeURITooLong)
-			writeError(w, http.StatusRequestURITooLong, codeURITooLong, fmt.Sprintf("request-target of %d bytes, over %d", len(r.RequestURI), maxRequestTarget))
-			return
-		}
-		mux.ServeHTTP(w, r)
-	})
+	return a.mux(roles, func(string) {})
 }
 
 // mux builds the routes, telling seen each pattern (for the test that
@@ -80,6 +67,15 @@ func (a *api) mux(roles roles, seen func(pattern string)) *http.ServeMux {
 			p := peerFrom(r.Context())
 			p.Roles = roles.rolesOf(p)
 			if !a.admit(w, r, p, allowed) {
+				return
+			}
+			// Before the target is read for the signature or reaches the
+			// engine: a signed request's evidence holds it whole. (A refused
+			// request's event holds at most maxRefusalObject bytes of it.)
+			if len(r.RequestURI) > maxRequestTarget {
+				msg := fmt.Sprintf("request-target of %d bytes, over %d", len(r.RequestURI), maxRequestTarget)
+				a.auditRefusal(r, p, codeURITooLong+": "+msg)
+				writeError(w, http.StatusRequestURITooLong, codeURITooLong, msg)
 				return
 			}
 			r.Body = http.MaxBytesReader(w, r.Body, maxBody)
