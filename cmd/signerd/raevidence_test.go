@@ -92,6 +92,8 @@ func TestRefusedSignedRequestKeepsBoundedEvidence(t *testing.T) {
 		switch {
 		case ev.Action == actionRefused && reasonCode(ev.Event) == codeMalformedJSON:
 			gotRefused = true
+			t.Logf("refused signed request (%d-byte target, %d-byte body): event %d bytes, evidence %d bytes",
+				len(refused.path), len(refused.body), len(ev.raw), len(ev.Actor.Evidence))
 			if len(ev.Actor.Evidence) > maxRefusedEvidence {
 				t.Errorf("refused signed request: evidence of %d bytes", len(ev.Actor.Evidence))
 			}
@@ -111,6 +113,7 @@ func TestRefusedSignedRequestKeepsBoundedEvidence(t *testing.T) {
 				continue // another issue's event
 			}
 			gotAccepted = true
+			t.Logf("accepted signed issue: event %d bytes, evidence %d bytes", len(ev.raw), len(ev.Actor.Evidence))
 		}
 	}
 	if !gotRefused || !gotAccepted {
