@@ -16,7 +16,9 @@ var RACertificateEKU = asn1.ObjectIdentifier{1, 3, 6, 1, 5, 5, 7, 3, 28}
 
 // SigningRecord returns serial's certificate and every other certificate
 // recorded for the same public key, so a caller can refuse a key once any
-// certificate for it is revoked or on hold.
+// certificate for it is revoked or on hold. signerd's own certificates
+// (the audit key's) are store.ErrNotFound, as a serial never issued, so
+// that a request signed in their name learns nothing of them.
 func (e *Engine) SigningRecord(serial []byte) (*store.Certificate, []*store.Certificate, error) {
 	var (
 		c    *store.Certificate
@@ -26,6 +28,9 @@ func (e *Engine) SigningRecord(serial []byte) (*store.Certificate, []*store.Cert
 		var err error
 		if c, err = tx.Certificate(serial); err != nil {
 			return err
+		}
+		if isOwnCertificate(c) {
+			return store.ErrNotFound
 		}
 		return tx.CertificatesOfKey(c.DER, func(o *store.Certificate) error {
 			same = append(same, o)

@@ -22,6 +22,11 @@ import (
 // maxBody bounds a request body: a CSR and a subject fit many times over.
 const maxBody = 64 << 10
 
+// maxRequestTarget bounds the request-target (path and query) on every
+// route: the longest route with a 20-byte serial and an issuer query is
+// well under it, and a signed request's evidence holds the target whole.
+const maxRequestTarget = 1 << 10
+
 // exportTimeout bounds sending an audit bundle.
 const exportTimeout = time.Hour
 
@@ -31,6 +36,7 @@ const (
 	codeForbidden     = "forbidden"
 	codeMalformedJSON = "malformed_json"
 	codeBodyTooLarge  = "body_too_large"
+	codeURITooLong    = "uri_too_long"
 	codeMediaType     = "unsupported_media_type"
 	codeNoRoute       = "no_such_route"
 	codeMethod        = "method_not_allowed"
@@ -87,6 +93,7 @@ func (a *api) mux(roles roles, seen func(pattern string)) *http.ServeMux {
 	mux := http.NewServeMux()
 	route := func(pattern string, allowed []string, h func(http.ResponseWriter, *http.Request, peer)) {
 		seen(pattern)
+		takesBody := !strings.HasPrefix(pattern, http.MethodGet+" ")
 		mux.HandleFunc(pattern, func(rw http.ResponseWriter, r *http.Request) {
 			w := &recorder{ResponseWriter: rw}
 			defer a.metrics.count(pattern, w)
@@ -95,7 +102,19 @@ func (a *api) mux(roles roles, seen func(pattern string)) *http.ServeMux {
 			if !a.admit(w, r, p, allowed) {
 				return
 			}
+			// Before the target is read for the signature or reaches the
+			// engine: a signed request's evidence holds it whole. (A refused
+			// request's event holds at most maxRefusalObject bytes of it.)
+			if len(r.RequestURI) > maxRequestTarget {
+				msg := fmt.Sprintf("request-target of %d bytes, over %d", len(r.RequestURI), maxRequestTarget)
+				a.auditRefusal(r, p, codeURITooLong+": "+msg)
+				writeError(w, http.StatusRequestURITooLong, codeURITooLong, msg)
+				return
+			}
 			r.Body = http.MaxBytesReader(w, r.Body, maxBody)
+			if !takesBody && !a.noBody(w, r, p) {
+				return
+			}
 			if slices.Contains(allowed, roleRA) {
 				evidence, err := a.checkSignature(r)
 				if err != nil {
@@ -490,6 +509,24 @@ func decode(w http.ResponseWriter, r *http.Request, v any) bool {
 		return false
 	}
 	return true
+}
+
+// noBody refuses, and audits, a body on a route that takes none (GET):
+// before the RA signature is checked, so that whatever is not signed is
+// not served either.
+func (a *api) noBody(w http.ResponseWriter, r *http.Request, p peer) bool {
+	n, err := r.Body.Read(make([]byte, 1))
+	if n == 0 && (err == io.EOF || err == nil && r.ContentLength == 0) {
+		r.Body = http.NoBody
+		return true
+	}
+	msg := "this route takes no body"
+	if err != nil && err != io.EOF {
+		msg += ": " + err.Error()
+	}
+	a.auditRefusal(r, p, codeMalformedJSON+": "+msg)
+	writeError(w, http.StatusBadRequest, codeMalformedJSON, msg)
+	return false
 }
 
 // emptyBody refuses a body on routes that take none.

@@ -12,6 +12,7 @@ import (
 	"net/http"
 	"regexp"
 	"slices"
+	"strings"
 	"time"
 
 	"github.com/emmansun/gmsm/sm2"
@@ -66,6 +67,9 @@ type raSignatures struct {
 	// hex serial, or by subject exactly as the API shows it.
 	AllowedSerials  []string `yaml:"allowed_serials"`
 	AllowedSubjects []string `yaml:"allowed_subjects"`
+	// ReplayMemory is how many signed requests signerd remembers for each
+	// RA certificate (default replayCacheSize).
+	ReplayMemory int `yaml:"replay_memory"`
 
 	allowedSerials map[string]bool
 	replay         *replayGuard
@@ -84,7 +88,13 @@ func (s *raSignatures) prepare() error {
 		}
 		s.allowedSerials[hex.EncodeToString(serial)] = true
 	}
-	s.replay = newReplayGuard(replayCacheSize)
+	if s.ReplayMemory < 0 {
+		return fmt.Errorf("ra_signatures.replay_memory: %d is negative", s.ReplayMemory)
+	}
+	if s.ReplayMemory == 0 {
+		s.ReplayMemory = replayCacheSize
+	}
+	s.replay = newReplayGuard(s.ReplayMemory, replayRAs)
 	return nil
 }
 
@@ -112,9 +122,13 @@ func (e *sigError) Error() string { return e.msg }
 func (a *api) checkSignature(r *http.Request) ([]byte, error) {
 	body, err := io.ReadAll(r.Body)
 	if err != nil {
-		// Too large: the handler's decoder meets the same error and says so.
-		r.Body = io.NopCloser(io.MultiReader(bytes.NewReader(body), errReader{err}))
-		return nil, nil
+		// What was not read whole cannot be checked: refused, signed or
+		// not, so that no route is served unsigned for a body too long.
+		var tooBig *http.MaxBytesError
+		if errors.As(err, &tooBig) {
+			return nil, &sigError{code: codeBodyTooLarge, status: http.StatusRequestEntityTooLarge, msg: fmt.Sprintf("body over %d bytes", maxBody)}
+		}
+		return nil, &sigError{code: string(engine.CodeBadRequest), status: http.StatusBadRequest, msg: fmt.Sprintf("body: %v", err)}
 	}
 	r.Body = io.NopCloser(bytes.NewReader(body))
 	date, nonce := r.Header.Get(headerDate), r.Header.Get(headerNonce)
@@ -126,8 +140,8 @@ func (a *api) checkSignature(r *http.Request) ([]byte, error) {
 		return nil, nil
 	}
 	t, err := time.Parse(time.RFC3339, date)
-	if err != nil {
-		return nil, &sigError{code: codeBadSignature, msg: "Signerd-Date: want RFC 3339"}
+	if err != nil || len(date) > 64 {
+		return nil, &sigError{code: codeBadSignature, msg: "Signerd-Date: want RFC 3339, at most 64 characters"}
 	}
 	skew := a.sigs.MaxSkew.Duration
 	if skew <= 0 {
@@ -161,11 +175,65 @@ func (a *api) checkSignature(r *http.Request) ([]byte, error) {
 	if err := a.sigs.replay.admit(a.eng, serial, nonce, t, now, skew); err != nil {
 		return nil, err
 	}
-	return json.Marshal(struct {
-		Text        string `json:"signed"`
-		Signature   []byte `json:"signature"`
-		Certificate string `json:"ra_certificate"`
-	}{string(text), sig, serialHex})
+	return json.Marshal(signedEvidence{string(text), sig, serialHex})
+}
+
+// signedEvidence is what an accepted signed request's audit events keep:
+// the whole signed text, which with the signature and the RA's
+// certificate proves what the RA asked for (GM/T 0037).
+type signedEvidence struct {
+	Text        string `json:"signed"`
+	Signature   []byte `json:"signature"`
+	Certificate string `json:"ra_certificate"`
+}
+
+// refusedEvidence is what a refused signed request's event keeps in its
+// place: the signature headers and digests of what was signed, bounded
+// whatever the RA sent, so that refusals an RA causes cannot grow the log
+// by the size of its requests. Whoever holds the request can match it.
+type refusedEvidence struct {
+	SignedSM3   string `json:"signed_sm3"`   // hex SM3 of the signed text
+	SignedBytes int    `json:"signed_bytes"` // its length
+	Date        string `json:"date"`
+	Nonce       string `json:"nonce"`
+	BodySM3     string `json:"body_sm3"` // hex SM3 of the body, as signed
+	Signature   []byte `json:"signature"`
+	Certificate string `json:"ra_certificate"`
+}
+
+// maxRefusedEvidence bounds a refused request's evidence that is not a
+// signed request's (none is made today): longer, only its digest is kept.
+const maxRefusedEvidence = 512
+
+// boundedEvidence is evidence as a refused request's event keeps it.
+func boundedEvidence(evidence []byte) []byte {
+	var full signedEvidence
+	if err := json.Unmarshal(evidence, &full); err == nil && full.Text != "" {
+		// signerd-request-v2, METHOD, TARGET, DATE, NONCE, SERIAL, hex(SM3(body))
+		lines := strings.Split(full.Text, "\n")
+		field := func(i int) string {
+			if len(lines) != 7 {
+				return ""
+			}
+			return store.BoundedText(lines[i], 64)
+		}
+		h := sm3.Sum([]byte(full.Text))
+		out, err := json.Marshal(refusedEvidence{SignedSM3: hex.EncodeToString(h[:]), SignedBytes: len(full.Text),
+			Date: field(3), Nonce: field(4), BodySM3: field(6), Signature: full.Signature,
+			Certificate: store.BoundedText(full.Certificate, 64)})
+		if err == nil && len(out) <= maxRefusedEvidence {
+			return out
+		}
+	}
+	if len(evidence) <= maxRefusedEvidence {
+		return evidence
+	}
+	h := sm3.Sum(evidence)
+	out, _ := json.Marshal(struct {
+		SM3   string `json:"evidence_sm3"`
+		Bytes int    `json:"evidence_bytes"`
+	}{hex.EncodeToString(h[:]), len(evidence)})
+	return out
 }
 
 // raCertificate returns the RA certificate serial after checking that it
@@ -220,7 +288,3 @@ func (a *api) refuseSignature(w http.ResponseWriter, r *http.Request, p peer, er
 	}
 	writeError(w, status, se.code, se.msg)
 }
-
-type errReader struct{ err error }
-
-func (e errReader) Read([]byte) (int, error) { return 0, e.err }

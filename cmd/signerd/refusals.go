@@ -34,8 +34,10 @@ import (
 //
 // Identified principals are tallied the same way: a role holder's
 // refusals say who it was, but a compromised RA could flood as well as a
-// stranger, and the first refusal of each window, with its evidence, is
-// kept in full.
+// stranger, and the first refusal of each window is kept in full but for a
+// signed request's evidence, which a refusal keeps bounded (its signature
+// headers and the SM3 digests of what was signed, not the signed text):
+// only an accepted request's events keep the whole text.
 //
 // The engine's refusals (certificate.issue refused for unknown_profile, a
 // bad CSR, a conflict…) come here too (Record, the engine's
@@ -118,6 +120,7 @@ func (l *refusalLog) refuse(actor store.Actor, object, code, reason string) {
 // the window, else in the tally. It is the engine's RefusalSink.
 func (l *refusalLog) Record(ev store.Event, code string) {
 	l.metrics.refusals.WithLabelValues(strconv.Itoa(ev.Actor.UID), code).Inc()
+	ev.Actor.Evidence = boundedEvidence(ev.Actor.Evidence)
 	now := time.Now()
 	k := refusalKey{uid: ev.Actor.UID, gid: ev.Actor.GID, role: ev.Actor.Role, action: ev.Action, code: code}
 	l.mu.Lock()

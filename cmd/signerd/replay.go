@@ -11,10 +11,20 @@ import (
 	"signerd/engine"
 )
 
-// replayCacheSize bounds the (serial, nonce) pairs signerd remembers: about
-// 440 signed requests a second, sustained over a 5-minute skew window, at
-// some 150 bytes each.
-const replayCacheSize = 1 << 17
+// replayCacheSize is the default of ra_signatures.replay_memory, the
+// signed requests signerd remembers for each RA certificate: about 55 a
+// second, sustained over a 5-minute skew window, at some 150 bytes each.
+// An RA that sends more still gets every request dated after the oldest
+// it is remembered for (its floor); only its own late-dated ones are
+// refused.
+const replayCacheSize = 1 << 14
+
+// replayRAs bounds the RA certificates whose requests are remembered at
+// once. Past it the least recently active one is forgotten, and its
+// store mark, which is past every date accepted from it, refuses its
+// requests until they are dated past the mark (at most replayLease after
+// its last accepted date).
+const replayRAs = 32
 
 // replayLease is how far past a request's date an RA's stored replay mark
 // is raised: the mark is written at most once per lease per RA, and after a
@@ -23,39 +33,47 @@ const replayLease = time.Second
 
 // replayGuard refuses a signed RA request it has accepted before.
 //
-// In memory it holds every (serial, nonce) accepted whose date still passes
-// the skew check, and a floor: any date at or before it is refused. An
-// entry leaves only by raising the floor to its date, when it goes stale
-// (its date more than the skew behind the clock) or when the cache is
-// full (the oldest goes), so whatever the cache forgets the floor still
-// refuses, even if the clock is later stepped back.
+// Each RA certificate has its own memory, so that what one RA sends (a
+// flood, requests dated up to the skew ahead) changes no answer to
+// another. In memory an RA has every nonce accepted from it whose date
+// still passes the skew check, and a floor: any date of that RA at or
+// before it is refused. An entry leaves only by raising its RA's floor to
+// its date, when it goes stale (its date more than the skew behind the
+// clock) or when the RA's memory is full (its oldest goes), so whatever
+// the memory forgets the floor still refuses, even if the clock is later
+// stepped back.
 //
 // Across restarts each RA certificate has a replay mark in the store, kept
 // ahead of every date accepted from it (raised by replayLease at most once
-// per lease). A new run refuses that RA's requests dated at or before the
-// mark it finds, so a restart, however quick, reopens no replay: a request
+// per lease). An RA met for the first time in a run (or again after it was
+// forgotten for room) has its requests dated at or before the mark it
+// finds refused, so a restart, however quick, reopens no replay: a request
 // the last run accepted, even one dated up to the skew ahead of the clock,
 // is at or before the mark. The cost is that right after a restart an RA's
 // requests are refused (replayed_request) until they are dated past its
 // mark, at most replayLease after its last accepted date.
 type replayGuard struct {
 	mu     sync.Mutex
-	max    int
-	floor  time.Time
-	seen   map[replayKey]bool
-	byDate replayHeap
-	// marks are each RA serial's mark found at its first request this run
-	// (prior) and as stored now (stored).
-	marks map[string]*replayMark
+	perRA  int // nonces remembered per RA
+	maxRAs int // RAs remembered
+	ras    map[string]*raReplay
+	clock  uint64 // counts admissions, for the least recently active RA
 }
 
-type replayKey struct{ serial, nonce string }
-
-type replayMark struct{ prior, stored time.Time }
+// raReplay is one RA certificate's replay memory.
+type raReplay struct {
+	floor  time.Time
+	seen   map[string]bool // nonces
+	byDate replayHeap
+	// prior is the store's mark when the RA was met this run, stored the
+	// mark as stored now.
+	prior, stored time.Time
+	used          uint64
+}
 
 type replayEntry struct {
-	key  replayKey
-	date time.Time
+	nonce string
+	date  time.Time
 }
 
 type replayHeap []replayEntry
@@ -71,8 +89,9 @@ func (h *replayHeap) Pop() any {
 	return e
 }
 
-func newReplayGuard(max int) *replayGuard {
-	return &replayGuard{max: max, seen: map[replayKey]bool{}, marks: map[string]*replayMark{}}
+// newReplayGuard remembers perRA requests of each of up to maxRAs RAs.
+func newReplayGuard(perRA, maxRAs int) *replayGuard {
+	return &replayGuard{perRA: max(perRA, 1), maxRAs: max(maxRAs, 1), ras: map[string]*raReplay{}}
 }
 
 // replayMarks is what the guard needs of the store.
@@ -92,54 +111,72 @@ func (g *replayGuard) admit(st replayMarks, serial []byte, nonce string, date, n
 	}
 	g.mu.Lock()
 	defer g.mu.Unlock()
-	for len(g.byDate) > 0 && now.Sub(g.byDate[0].date) > skew {
-		g.forgetOldest()
-	}
-	key := replayKey{hex.EncodeToString(serial), nonce}
+	id := hex.EncodeToString(serial)
 	replayed := func(why string) error {
 		return &sigError{code: codeReplayed, msg: fmt.Sprintf("request signed by %s with nonce %s at %s: %s; sign it again with a new nonce and date",
-			key.serial, nonce, date.Format(time.RFC3339Nano), why)}
+			id, nonce, date.Format(time.RFC3339Nano), why)}
 	}
-	if g.seen[key] {
-		return replayed("accepted before")
-	}
-	if !date.After(g.floor) {
-		return replayed("dated at or before " + g.floor.Format(time.RFC3339Nano) + ", which signerd no longer tells from a replay")
-	}
-	m := g.marks[key.serial]
-	if m == nil {
+	ra := g.ras[id]
+	if ra == nil {
 		t, err := st.RAReplayMark(serial)
 		if err != nil {
 			return &sigError{code: string(engine.CodeStoreUnavailable), status: http.StatusServiceUnavailable, msg: err.Error()}
 		}
-		m = &replayMark{prior: t, stored: t}
-		g.marks[key.serial] = m
+		if len(g.ras) >= g.maxRAs {
+			g.forgetLeastActive()
+		}
+		ra = &raReplay{seen: map[string]bool{}, prior: t, stored: t}
+		g.ras[id] = ra
 	}
-	if !date.After(m.prior) {
-		return replayed("dated at or before " + m.prior.Format(time.RFC3339Nano) + ", up to which an earlier run of signerd may have accepted it")
+	g.clock++
+	ra.used = g.clock
+	for len(ra.byDate) > 0 && now.Sub(ra.byDate[0].date) > skew {
+		ra.forgetOldest()
 	}
-	if date.After(m.stored) {
+	if ra.seen[nonce] {
+		return replayed("accepted before")
+	}
+	if !date.After(ra.floor) {
+		return replayed("dated at or before " + ra.floor.Format(time.RFC3339Nano) + ", which signerd no longer tells from a replay of this RA's")
+	}
+	if !date.After(ra.prior) {
+		return replayed("dated at or before " + ra.prior.Format(time.RFC3339Nano) + ", up to which signerd may have accepted it before it last met this RA")
+	}
+	if date.After(ra.stored) {
 		mark := date.Add(replayLease)
 		if err := st.RaiseRAReplayMark(serial, mark); err != nil {
 			return &sigError{code: string(engine.CodeStoreUnavailable), status: http.StatusServiceUnavailable,
 				msg: fmt.Sprintf("recording the RA replay mark: %v", err)}
 		}
-		m.stored = mark
+		ra.stored = mark
 	}
-	g.seen[key] = true
-	heap.Push(&g.byDate, replayEntry{key, date})
-	for len(g.byDate) > g.max {
-		g.forgetOldest()
+	ra.seen[nonce] = true
+	heap.Push(&ra.byDate, replayEntry{nonce, date})
+	for len(ra.byDate) > g.perRA {
+		ra.forgetOldest()
 	}
 	return nil
 }
 
+// forgetLeastActive drops the memory of the RA whose last request came
+// first. Its store mark is past every date accepted from it, so when it
+// is met again nothing it sent is accepted twice.
+func (g *replayGuard) forgetLeastActive() {
+	var oldest string
+	for id, ra := range g.ras {
+		if oldest == "" || ra.used < g.ras[oldest].used {
+			oldest = id
+		}
+	}
+	delete(g.ras, oldest)
+}
+
 // forgetOldest drops the entry with the earliest date, raising the floor
 // to it so that its request stays refused.
-func (g *replayGuard) forgetOldest() {
-	e := heap.Pop(&g.byDate).(replayEntry)
-	delete(g.seen, e.key)
-	if e.date.After(g.floor) {
-		g.floor = e.date
+func (ra *raReplay) forgetOldest() {
+	e := heap.Pop(&ra.byDate).(replayEntry)
+	delete(ra.seen, e.nonce)
+	if e.date.After(ra.floor) {
+		ra.floor = e.date
 	}
 }

@@ -30,7 +30,7 @@ func TestReplayGuardForgetsNothing(t *testing.T) {
 		now    time.Time
 		replay bool
 	}
-	g := newReplayGuard(2)
+	g := newReplayGuard(2, replayRAs)
 	run := func(g *replayGuard, steps []step) {
 		t.Helper()
 		for _, s := range steps {
@@ -55,13 +55,13 @@ func TestReplayGuardForgetsNothing(t *testing.T) {
 		{"c after the clock was stepped back", "nonce-c-0123456789", t0.Add(2 * time.Second), t0.Add(3 * time.Second), true},
 	})
 	// A new run (a restart) knows none of it but the store's mark.
-	run(newReplayGuard(replayCacheSize), []step{
+	run(newReplayGuard(replayCacheSize, replayRAs), []step{
 		{"d after a restart", "nonce-d-0123456789", t0.Add(time.Hour), t0.Add(time.Hour), true},
 		{"a new request within the lease", "nonce-e-0123456789", t0.Add(time.Hour + replayLease/2), t0.Add(time.Hour), true},
 		{"a new request past the mark", "nonce-f-0123456789", t0.Add(time.Hour + 2*replayLease), t0.Add(time.Hour + 2*replayLease), false},
 	})
 	// Another RA's mark is its own.
-	if err := newReplayGuard(replayCacheSize).admit(eng, []byte{0x77}, "nonce-d-0123456789", t0.Add(time.Hour), t0.Add(time.Hour), skew); err != nil {
+	if err := newReplayGuard(replayCacheSize, replayRAs).admit(eng, []byte{0x77}, "nonce-d-0123456789", t0.Add(time.Hour), t0.Add(time.Hour), skew); err != nil {
 		t.Fatalf("another RA after a restart: %v", err)
 	}
 }

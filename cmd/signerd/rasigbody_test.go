@@ -1,0 +1,65 @@
+package main
+
+import (
+	"net/http"
+	"os"
+	"strings"
+	"testing"
+)
+
+// TestRASignatureRequiredWhateverTheBody: with ra_signatures required, no
+// body gets an RA route served unsigned. A body too long to read whole is
+// refused (413) before anything is served, and a GET, which takes no body,
+// refuses one (400) whether it is signed or not, so what was not signed
+// is never part of a served request. Each refusal is audited.
+func TestRASignatureRequiredWhateverTheBody(t *testing.T) {
+	d := newDaemonProc(t, "")
+	d.start(t)
+	ra := d.issueFor(t, "ra-body", "ra-sign")
+	victim := certView(t, d.call(t, "POST", "/v1/certificates", issueBody(t, "victim", "person-sign"))).Serial
+	if err := d.stop(t); err != nil {
+		t.Fatal(err)
+	}
+	appendFile(t, d.config, "ra_signatures: {required: true}\n")
+	d.start(t)
+	want(t, "unsigned status", d.call(t, "GET", "/v1/certificates/"+victim, ""), http.StatusUnauthorized, codeSignatureRequired)
+
+	big := strings.Repeat("x", maxBody+1)
+	revoke := "/v1/certificates/" + victim + "/revoke"
+	for _, c := range []struct {
+		what   string
+		send   func() reply
+		status int
+		code   string
+	}{
+		{"unsigned GET status with a body over the limit", func() reply { return d.call(t, "GET", "/v1/certificates/"+victim, big) },
+			http.StatusBadRequest, codeMalformedJSON},
+		{"unsigned GET crl with a body over the limit", func() reply { return d.call(t, "GET", "/v1/crl", big) },
+			http.StatusBadRequest, codeMalformedJSON},
+		{"unsigned GET status with a one-byte body", func() reply { return d.call(t, "GET", "/v1/certificates/"+victim, "x") },
+			http.StatusBadRequest, codeMalformedJSON},
+		{"signed GET status with a signed body", func() reply {
+			return d.send(t, signRA(t, ra.key, ra.serials[0], "GET", "/v1/certificates/"+victim, "{}"))
+		}, http.StatusBadRequest, codeMalformedJSON},
+		{"unsigned revoke with a body over the limit", func() reply { return d.call(t, "POST", revoke, big) },
+			http.StatusRequestEntityTooLarge, codeBodyTooLarge},
+		{"signed revoke with a body over the limit", func() reply { return d.send(t, signRA(t, ra.key, ra.serials[0], "POST", revoke, big)) },
+			http.StatusRequestEntityTooLarge, codeBodyTooLarge},
+	} {
+		want(t, c.what, c.send(), c.status, c.code)
+	}
+	if s := certView(t, d.sendFresh(t, ra, "GET", "/v1/certificates/"+victim)).Status; s != "good" {
+		t.Fatalf("victim after the refused requests: %s", s)
+	}
+	refused := map[string]bool{}
+	for _, ev := range d.exportAudit(t) {
+		if ev.Action == actionRefused && ev.Actor.UID == os.Getuid() {
+			refused[reasonCode(ev.Event)] = true
+		}
+	}
+	for _, code := range []string{codeMalformedJSON, codeBodyTooLarge} {
+		if !refused[code] {
+			t.Errorf("no %s event for the RA's refused requests (got %v)", code, refused)
+		}
+	}
+}
