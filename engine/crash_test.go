@@ -39,13 +39,7 @@ func TestCrashBetweenBatchTransactions(t *testing.T) {
 			if err := os.WriteFile(filepath.Join(dir, "requests.json"), raw, 0o600); err != nil {
 				t.Fatal(err)
 			}
-			cmd := exec.Command(os.Args[0], "-test.run=^TestCrashChild$", "-test.v")
-			cmd.Env = append(os.Environ(), "SIGNERD_CRASH_CHILD="+dir, "SIGNERD_CRASH_POINT="+point)
-			out, err := cmd.CombinedOutput()
-			var exit *exec.ExitError
-			if !errors.As(err, &exit) || !exit.Sys().(syscall.WaitStatus).Signaled() {
-				t.Fatalf("child was not killed: %v\n%s", err, out)
-			}
+			runCrashChild(t, "TestCrashChild", "SIGNERD_CRASH_CHILD="+dir, "SIGNERD_CRASH_POINT="+point)
 
 			st, err := store.Open(filepath.Join(dir, "signerd.db"))
 			if err != nil {
@@ -118,25 +112,8 @@ func TestCrashChild(t *testing.T) {
 	if dir == "" {
 		t.Skip("runs only as TestCrashBetweenBatchTransactions' child process")
 	}
-	m, iss, err := enginetest.LoadIssuer(filepath.Join(dir, "ca.json"))
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer m.Close()
-	st, err := store.Open(filepath.Join(dir, "signerd.db"))
-	if err != nil {
-		t.Fatal(err)
-	}
-	kill := func() { syscall.Kill(os.Getpid(), syscall.SIGKILL) }
-	if os.Getenv("SIGNERD_CRASH_POINT") == "reserved" {
-		engine.SetCrashHooks(kill, nil)
-	} else {
-		engine.SetCrashHooks(nil, kill)
-	}
-	e, err := engine.New(engine.Config{Store: st, Issuers: []*engine.Issuer{iss}, Random: m.Random()})
-	if err != nil {
-		t.Fatal(err)
-	}
+	armCrashHook()
+	e := crashChildEngine(t, dir)
 	raw, err := os.ReadFile(filepath.Join(dir, "requests.json"))
 	if err != nil {
 		t.Fatal(err)
@@ -152,4 +129,50 @@ func TestCrashChild(t *testing.T) {
 	wg.Wait()
 	time.Sleep(10 * time.Second)
 	t.Fatal("the crash hook never ran")
+}
+
+// runCrashChild runs the test named child in a new process of this test
+// binary, with env added to its environment, and fails unless the child
+// was killed by a signal (its crash hook) rather than ending on its own.
+func runCrashChild(t *testing.T, child string, env ...string) {
+	t.Helper()
+	cmd := exec.Command(os.Args[0], "-test.run=^"+child+"$", "-test.v")
+	cmd.Env = append(os.Environ(), env...)
+	out, err := cmd.CombinedOutput()
+	var exit *exec.ExitError
+	if !errors.As(err, &exit) || !exit.Sys().(syscall.WaitStatus).Signaled() {
+		t.Fatalf("child was not killed: %v\n%s", err, out)
+	}
+}
+
+// crashChildEngine is the engine a crash child runs: the CA and store its
+// parent saved in dir. The child exits by being killed, so nothing is closed.
+func crashChildEngine(t *testing.T, dir string) *engine.Engine {
+	t.Helper()
+	m, iss, err := enginetest.LoadIssuer(filepath.Join(dir, "ca.json"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { m.Close() })
+	st, err := store.Open(filepath.Join(dir, "signerd.db"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	e, err := engine.New(engine.Config{Store: st, Issuers: []*engine.Issuer{iss}, Random: m.Random()})
+	if err != nil {
+		t.Fatal(err)
+	}
+	return e
+}
+
+// armCrashHook makes this process kill itself at the point
+// SIGNERD_CRASH_POINT names: "reserved", after a batch's first
+// transaction, or otherwise after the HSM signed, before the second.
+func armCrashHook() {
+	kill := func() { syscall.Kill(os.Getpid(), syscall.SIGKILL) }
+	if os.Getenv("SIGNERD_CRASH_POINT") == "reserved" {
+		engine.SetCrashHooks(kill, nil)
+	} else {
+		engine.SetCrashHooks(nil, kill)
+	}
 }

@@ -2,11 +2,8 @@ package engine_test
 
 import (
 	"context"
-	"errors"
 	"os"
-	"os/exec"
 	"path/filepath"
-	"syscall"
 	"testing"
 	"time"
 
@@ -26,13 +23,7 @@ func TestCrashWhileReplacing(t *testing.T) {
 			ca := enginetest.NewCA(t)
 			dir := t.TempDir()
 			ca.Save(t, dir)
-			cmd := exec.Command(os.Args[0], "-test.run=^TestReplaceCrashChild$", "-test.v")
-			cmd.Env = append(os.Environ(), "SIGNERD_REPLACE_CRASH_CHILD="+dir, "SIGNERD_CRASH_POINT="+point)
-			out, err := cmd.CombinedOutput()
-			var exit *exec.ExitError
-			if !errors.As(err, &exit) || !exit.Sys().(syscall.WaitStatus).Signaled() {
-				t.Fatalf("child was not killed: %v\n%s", err, out)
-			}
+			runCrashChild(t, "TestReplaceCrashChild", "SIGNERD_REPLACE_CRASH_CHILD="+dir, "SIGNERD_CRASH_POINT="+point)
 			st, err := store.Open(filepath.Join(dir, "signerd.db"))
 			if err != nil {
 				t.Fatal(err)
@@ -72,26 +63,9 @@ func TestReplaceCrashChild(t *testing.T) {
 	if dir == "" {
 		t.Skip("runs only as TestCrashWhileReplacing's child process")
 	}
-	m, iss, err := enginetest.LoadIssuer(filepath.Join(dir, "ca.json"))
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer m.Close()
-	st, err := store.Open(filepath.Join(dir, "signerd.db"))
-	if err != nil {
-		t.Fatal(err)
-	}
-	e, err := engine.New(engine.Config{Store: st, Issuers: []*engine.Issuer{iss}, Random: m.Random()})
-	if err != nil {
-		t.Fatal(err)
-	}
+	e := crashChildEngine(t, dir)
 	orig := issue(t, e, request(t, "orig"))
-	kill := func() { syscall.Kill(os.Getpid(), syscall.SIGKILL) }
-	if os.Getenv("SIGNERD_CRASH_POINT") == "reserved" {
-		engine.SetCrashHooks(kill, nil)
-	} else {
-		engine.SetCrashHooks(nil, kill)
-	}
+	armCrashHook()
 	e.Extend(context.Background(), ra, "ext-1", orig.Serial, 30)
 	time.Sleep(10 * time.Second)
 	t.Fatal("the crash hook never ran")
