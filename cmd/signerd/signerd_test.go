@@ -104,10 +104,18 @@ roles:
 // start runs signerd and waits until it answers on its socket.
 func (d *daemonProc) start(t *testing.T) {
 	t.Helper()
+	d.startBinary(t, signerdBin, nil)
+}
+
+// startBinary is start with the signerd binary at bin, run with the
+// process attributes attr (nil for none).
+func (d *daemonProc) startBinary(t *testing.T, bin string, attr *syscall.SysProcAttr) {
+	t.Helper()
 	d.log = new(bytes.Buffer)
-	d.cmd = exec.Command(signerdBin, append([]string{"--config", d.config}, d.args...)...)
+	d.cmd = exec.Command(bin, append([]string{"--config", d.config}, d.args...)...)
 	d.cmd.Stdout, d.cmd.Stderr = d.log, d.log
 	d.cmd.Env = append(os.Environ(), d.env...)
+	d.cmd.SysProcAttr = attr
 	if err := d.cmd.Start(); err != nil {
 		t.Fatal(err)
 	}

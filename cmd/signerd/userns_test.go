@@ -1,8 +1,6 @@
 package main
 
 import (
-	"bytes"
-	"net"
 	"os"
 	"os/exec"
 	"path/filepath"
@@ -10,7 +8,6 @@ import (
 	"strconv"
 	"syscall"
 	"testing"
-	"time"
 
 	"signerd/store"
 )
@@ -123,32 +120,7 @@ func startWithAttr(t *testing.T, d *daemonProc, attr *syscall.SysProcAttr) {
 	t.Helper()
 	binCopy := filepath.Join(d.dir, "signerd")
 	copyFile(t, signerdBin, binCopy, 0o755)
-	d.log = new(bytes.Buffer)
-	d.cmd = exec.Command(binCopy, append([]string{"--config", d.config}, d.args...)...)
-	d.cmd.Stdout, d.cmd.Stderr = d.log, d.log
-	d.cmd.Env = append(os.Environ(), d.env...)
-	d.cmd.SysProcAttr = attr
-	if err := d.cmd.Start(); err != nil {
-		t.Fatal(err)
-	}
-	d.exited = make(chan error, 1)
-	go func() { d.exited <- d.cmd.Wait() }()
-	t.Cleanup(func() { d.stop(t) })
-	for deadline := time.Now().Add(20 * time.Second); ; time.Sleep(10 * time.Millisecond) {
-		if c, err := net.Dial("unix", d.socket); err == nil {
-			c.Close()
-			return
-		}
-		select {
-		case err := <-d.exited:
-			d.exited <- err
-			t.Fatalf("signerd exited at start: %v\n%s", err, d.log)
-		default:
-		}
-		if time.Now().After(deadline) {
-			t.Fatalf("signerd not serving after 20s:\n%s", d.log)
-		}
-	}
+	d.startBinary(t, binCopy, attr)
 }
 
 // chownTree gives uid (and the group of the same number) everything under
