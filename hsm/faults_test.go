@@ -17,13 +17,7 @@ import (
 // session or login is restored for the next call.
 func TestFaultyModuleNeverYieldsAnUnverifiedSignature(t *testing.T) {
 	tok := hsmtest.NewToken(t, hsmtest.SM2Module(t), "faulty")
-	faults := hsmtest.NewFaultModule(t, tok.Module)
-	for _, kv := range faults.Env() {
-		k, v, _ := strings.Cut(kv, "=")
-		t.Setenv(k, v)
-	}
-	cfg := tok.Config(hsmtest.SoftHSMProfile(t))
-	cfg.ModulePath = faults.Path
+	faults, cfg := throughFaultModule(t, tok)
 	m := tok.Open(t, cfg)
 	k, s := newSM2Signer(t, m)
 	msg := []byte("through the fault module")
@@ -67,4 +61,19 @@ func TestFaultyModuleNeverYieldsAnUnverifiedSignature(t *testing.T) {
 			signed(t)
 		})
 	}
+}
+
+// throughFaultModule builds the fault module around tok's module, puts
+// what it reads from the environment in this process's (restored when t
+// ends), and returns it with tok's configuration loading it.
+func throughFaultModule(t *testing.T, tok *hsmtest.Token) (*hsmtest.FaultModule, hsm.Config) {
+	t.Helper()
+	faults := hsmtest.NewFaultModule(t, tok.Module)
+	for _, kv := range faults.Env() {
+		k, v, _ := strings.Cut(kv, "=")
+		t.Setenv(k, v)
+	}
+	cfg := tok.Config(hsmtest.SoftHSMProfile(t))
+	cfg.ModulePath = faults.Path
+	return faults, cfg
 }

@@ -18,13 +18,7 @@ import (
 // fault-injecting module between signerd and SoftHSM2.
 func TestRefusedPINIsNeverPresentedAgain(t *testing.T) {
 	tok := hsmtest.NewToken(t, hsmtest.SM2Module(t), "refused")
-	faults := hsmtest.NewFaultModule(t, tok.Module)
-	for _, kv := range faults.Env() {
-		k, v, _ := strings.Cut(kv, "=")
-		t.Setenv(k, v)
-	}
-	cfg := tok.Config(hsmtest.SoftHSMProfile(t))
-	cfg.ModulePath = faults.Path
+	faults, cfg := throughFaultModule(t, tok)
 	cfg.Sessions = 4
 
 	// At open: a refused PIN is presented once, and Open fails.
@@ -84,13 +78,7 @@ func TestRefusedPINIsNeverPresentedAgain(t *testing.T) {
 func TestTokenBackWithItsPINLockedIsTriedOnce(t *testing.T) {
 	d := hsmtest.NewDir(t)
 	tok := d.NewToken(t, hsmtest.SM2Module(t), "away-locked")
-	faults := hsmtest.NewFaultModule(t, tok.Module)
-	for _, kv := range faults.Env() {
-		k, v, _ := strings.Cut(kv, "=")
-		t.Setenv(k, v)
-	}
-	cfg := tok.Config(hsmtest.SoftHSMProfile(t))
-	cfg.ModulePath = faults.Path
+	faults, cfg := throughFaultModule(t, tok)
 	m := tok.Open(t, cfg)
 	_, s := newSM2Signer(t, m)
 	msg := []byte("token back, PIN locked")
