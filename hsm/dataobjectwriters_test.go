@@ -6,8 +6,6 @@ import (
 	"errors"
 	"testing"
 
-	"github.com/miekg/pkcs11"
-
 	"signerd/hsm"
 	"signerd/hsm/hsmtest"
 )
@@ -40,18 +38,7 @@ func TestDataObjectOtherWriters(t *testing.T) {
 	// A second object of generation 2, as two processes writing at once
 	// leave it.
 	p11, slot := behindTheBack(t, tok)
-	h, err := p11.OpenSession(slot, pkcs11.CKF_SERIAL_SESSION|pkcs11.CKF_RW_SESSION)
-	if err != nil {
-		t.Fatal(err)
-	}
-	if _, err := p11.CreateObject(h, []*pkcs11.Attribute{
-		pkcs11.NewAttribute(pkcs11.CKA_CLASS, pkcs11.CKO_DATA), pkcs11.NewAttribute(pkcs11.CKA_TOKEN, true),
-		pkcs11.NewAttribute(pkcs11.CKA_PRIVATE, true), pkcs11.NewAttribute(pkcs11.CKA_LABEL, "anchor"),
-		pkcs11.NewAttribute(pkcs11.CKA_VALUE, append(binary.BigEndian.AppendUint64(nil, 2), "twin"...)),
-	}); err != nil {
-		t.Fatal(err)
-	}
-	p11.CloseSession(h)
+	plantDataObject(t, p11, slot, "anchor", true, append(binary.BigEndian.AppendUint64(nil, 2), "twin"...))
 	if _, err := theirs.Read(ctx); !errors.Is(err, hsm.ErrDuplicateGeneration) {
 		t.Fatalf("read with two objects of generation 2: %v; want ErrDuplicateGeneration", err)
 	}
