@@ -2,8 +2,6 @@ package engine_test
 
 import (
 	"context"
-	"encoding/binary"
-	"encoding/json"
 	"errors"
 	"fmt"
 	"io"
@@ -13,8 +11,6 @@ import (
 	"sync/atomic"
 	"testing"
 	"time"
-
-	bolt "go.etcd.io/bbolt"
 
 	"signerd/engine"
 	"signerd/engine/enginetest"
@@ -96,47 +92,6 @@ func (l *anchorLab) anchored(t *testing.T) uint64 {
 	return seq
 }
 
-// cutTo cuts the audit log back to event seq, a seal, the way someone who
-// can write the store file would: the events after it deleted, the head
-// and the last-seal pointer rewritten to match. The shorter log is a
-// well-formed, sealed log.
-func cutTo(t *testing.T, path string, seq uint64) {
-	t.Helper()
-	db, err := bolt.Open(path, 0o600, &bolt.Options{Timeout: time.Second})
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer db.Close()
-	key := binary.BigEndian.AppendUint64(nil, seq)
-	if err := db.Update(func(tx *bolt.Tx) error {
-		b, meta := tx.Bucket([]byte("audit")), tx.Bucket([]byte("meta"))
-		var tail [][]byte
-		c := b.Cursor()
-		for k, _ := c.Seek(binary.BigEndian.AppendUint64(nil, seq+1)); k != nil; k, _ = c.Next() {
-			tail = append(tail, append([]byte(nil), k...))
-		}
-		for _, k := range tail {
-			if err := b.Delete(k); err != nil {
-				return err
-			}
-		}
-		stored := b.Get(key)
-		if stored == nil {
-			return fmt.Errorf("no event %d", seq)
-		}
-		head, _ := json.Marshal(struct {
-			Seq  uint64 `json:"seq"`
-			Hash []byte `json:"hash"`
-		}{seq, store.ChainHash(stored)})
-		if err := meta.Put([]byte("audit-head"), head); err != nil {
-			return err
-		}
-		return meta.Put([]byte("audit-last-seal"), key)
-	}); err != nil {
-		t.Fatal(err)
-	}
-}
-
 func copyFile(t *testing.T, from, to string) {
 	t.Helper()
 	src, err := os.Open(from)
@@ -167,7 +122,7 @@ func TestAuditAnchorCatchesLostSeals(t *testing.T) {
 		lose func(t *testing.T, l *anchorLab, earlier uint64, oldCopy string)
 	}{
 		{"log cut back to an earlier seal", func(t *testing.T, l *anchorLab, earlier uint64, _ string) {
-			cutTo(t, l.path, earlier)
+			enginetest.CutAuditLog(t, l.path, earlier)
 		}},
 		{"older copy of the store restored", func(t *testing.T, l *anchorLab, _ uint64, oldCopy string) {
 			copyFile(t, oldCopy, l.path)
@@ -230,7 +185,7 @@ func TestAuditAnchorEditedSeal(t *testing.T) {
 	editEvent(t, l.path, sealed, func(v []byte) []byte {
 		return []byte(strings.Replace(string(v), `"reason":"shutdown"`, `"reason":"shutdowN"`, 1))
 	})
-	cutTo(t, l.path, sealed) // the head rewritten to the edited bytes
+	enginetest.CutAuditLog(t, l.path, sealed) // the head rewritten to the edited bytes
 	_, _, err := l.start(t, l.anchor, "")
 	if !errors.Is(err, engine.ErrAuditBroken) {
 		t.Fatalf("start on an edited anchored seal: %v", err)
@@ -321,7 +276,7 @@ func TestAuditAnchorCreated(t *testing.T) {
 		if got := l.anchored(t); got != later {
 			t.Fatalf("anchor records seal %d, want %d", got, later)
 		}
-		cutTo(t, l.path, earlier)
+		enginetest.CutAuditLog(t, l.path, earlier)
 		if _, _, err := l.start(t, l.anchor, ""); !errors.Is(err, engine.ErrAuditBroken) {
 			t.Fatalf("start on a cut log once anchored: %v", err)
 		}

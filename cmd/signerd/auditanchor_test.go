@@ -3,8 +3,6 @@ package main
 import (
 	"bytes"
 	"context"
-	"encoding/binary"
-	"encoding/json"
 	"errors"
 	"fmt"
 	"net"
@@ -15,8 +13,8 @@ import (
 	"time"
 
 	"github.com/miekg/pkcs11"
-	bolt "go.etcd.io/bbolt"
 
+	"signerd/engine/enginetest"
 	"signerd/store"
 )
 
@@ -41,42 +39,6 @@ func lastSeal(t *testing.T, path string) uint64 {
 	return seq
 }
 
-// cutAuditLog cuts the store's audit log back to the seal seq as someone
-// who can write the file would: later events deleted, head and last-seal
-// pointer rewritten, so the shorter log is well formed and sealed.
-func cutAuditLog(t *testing.T, path string, seq uint64) {
-	t.Helper()
-	db, err := bolt.Open(path, 0o600, &bolt.Options{Timeout: time.Second})
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer db.Close()
-	key := binary.BigEndian.AppendUint64(nil, seq)
-	if err := db.Update(func(tx *bolt.Tx) error {
-		b, meta := tx.Bucket([]byte("audit")), tx.Bucket([]byte("meta"))
-		for {
-			k, _ := b.Cursor().Last()
-			if k == nil || binary.BigEndian.Uint64(k) <= seq {
-				break
-			}
-			if err := b.Delete(k); err != nil {
-				return err
-			}
-		}
-		stored := b.Get(key)
-		if stored == nil {
-			return fmt.Errorf("no event %d", seq)
-		}
-		head, _ := json.Marshal(map[string]any{"seq": seq, "hash": store.ChainHash(stored)})
-		if err := meta.Put([]byte("audit-head"), head); err != nil {
-			return err
-		}
-		return meta.Put([]byte("audit-last-seal"), key)
-	}); err != nil {
-		t.Fatal(err)
-	}
-}
-
 // TestAuditLogCutIsRefused: signerd on a fresh token anchors its log in
 // the token; with the log cut back to an earlier seal it refuses to
 // start, naming the anchored seal and the store's head.
@@ -99,7 +61,7 @@ func TestAuditLogCutIsRefused(t *testing.T) {
 		t.Fatalf("the token's anchor: %q, %v; want it to start %q", raw, err, want)
 	}
 
-	cutAuditLog(t, d.store, earlier)
+	enginetest.CutAuditLog(t, d.store, earlier)
 	out, code := refusedStart(t, d)
 	wantMsg := fmt.Sprintf("audit anchor records seal event %d, but the store's audit log ends at event %d", later, earlier)
 	if code != 1 || !strings.Contains(out, "audit log broken") || !strings.Contains(out, wantMsg) {

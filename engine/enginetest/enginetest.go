@@ -1,15 +1,17 @@
 // Package enginetest sets up a CA for tests: an SM2 SoftHSM2 token holding
 // a root and an issuing key, the root self-signed and the issuing CA
 // certified by it, all through the HSM, plus CSRs from software applicant
-// keys.
+// keys, and store files with their audit log cut back as an attacker would.
 package enginetest
 
 import (
 	"context"
 	"crypto/rand"
 	"crypto/x509/pkix"
+	"encoding/binary"
 	"encoding/json"
 	"encoding/pem"
+	"fmt"
 	"math/big"
 	"os"
 	"os/exec"
@@ -20,6 +22,7 @@ import (
 
 	"github.com/emmansun/gmsm/sm2"
 	"github.com/emmansun/gmsm/smx509"
+	bolt "go.etcd.io/bbolt"
 
 	"signerd/engine"
 	"signerd/hsm"
@@ -309,4 +312,41 @@ func SoftwareRoot(t testing.TB) *smx509.Certificate {
 		t.Fatal(err)
 	}
 	return root
+}
+
+// CutAuditLog cuts the audit log of the store file at path back to the
+// seal seq as someone who can write the file would: later events deleted,
+// head and last-seal pointer rewritten, so the shorter log is well formed
+// and sealed. Only the token's audit anchor can tell.
+func CutAuditLog(t testing.TB, path string, seq uint64) {
+	t.Helper()
+	db, err := bolt.Open(path, 0o600, &bolt.Options{Timeout: time.Second})
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer db.Close()
+	key := binary.BigEndian.AppendUint64(nil, seq)
+	if err := db.Update(func(tx *bolt.Tx) error {
+		b, meta := tx.Bucket([]byte("audit")), tx.Bucket([]byte("meta"))
+		for {
+			k, _ := b.Cursor().Last()
+			if k == nil || binary.BigEndian.Uint64(k) <= seq {
+				break
+			}
+			if err := b.Delete(k); err != nil {
+				return err
+			}
+		}
+		stored := b.Get(key)
+		if stored == nil {
+			return fmt.Errorf("no event %d", seq)
+		}
+		head, _ := json.Marshal(map[string]any{"seq": seq, "hash": store.ChainHash(stored)})
+		if err := meta.Put([]byte("audit-head"), head); err != nil {
+			return err
+		}
+		return meta.Put([]byte("audit-last-seal"), key)
+	}); err != nil {
+		t.Fatal(err)
+	}
 }
