@@ -154,23 +154,7 @@ func TestAuditAnchorMadeForAnExistingLog(t *testing.T) {
 	if err := d.stop(t); err != nil {
 		t.Fatalf("stop: %v\n%s", err, d.log)
 	}
-	st, err := store.Open(d.store)
-	if err != nil {
-		t.Fatal(err)
-	}
-	var created []store.Event
-	err = st.View(func(tx *store.Tx) error {
-		return tx.Events(1, func(ev store.Event, _ []byte) error {
-			if ev.Action == "audit.anchor.created" {
-				created = append(created, ev)
-			}
-			return nil
-		})
-	})
-	st.Close()
-	if err != nil {
-		t.Fatal(err)
-	}
+	created := d.storeEvents(t, "audit.anchor.created")
 	if len(created) != 1 || created[0].Object != fmt.Sprintf("seal event %d", sealed) {
 		t.Fatalf("anchor creation events %+v, want one naming seal event %d", created, sealed)
 	}

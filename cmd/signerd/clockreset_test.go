@@ -14,21 +14,11 @@ import (
 // daemon's store.
 func (d *daemonProc) storeEvents(t *testing.T, action string) []store.Event {
 	t.Helper()
-	st, err := store.Open(d.store)
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer st.Close()
 	var out []store.Event
-	if err := st.View(func(tx *store.Tx) error {
-		return tx.Events(1, func(ev store.Event, _ []byte) error {
-			if ev.Action == action {
-				out = append(out, ev)
-			}
-			return nil
-		})
-	}); err != nil {
-		t.Fatal(err)
+	for _, ev := range storeEvents(t, d.store) {
+		if ev.Action == action {
+			out = append(out, ev)
+		}
 	}
 	return out
 }

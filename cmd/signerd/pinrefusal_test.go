@@ -12,7 +12,6 @@ import (
 	"time"
 
 	"signerd/hsm/hsmtest"
-	"signerd/store"
 )
 
 // A PIN the token refuses (wrong, locked) or that cannot be read (missing,
@@ -120,20 +119,10 @@ func TestPINRefusedWhileServingStopsSignerd(t *testing.T) {
 	if _, err := os.Lstat(filepath.Join(d.dir, pinRefusedMarkerName)); err != nil {
 		t.Errorf("no PIN refusal marker after the refusal while serving: %v", err)
 	}
-	st, err := store.Open(d.store)
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer st.Close()
 	var stops []string
-	st.View(func(tx *store.Tx) error {
-		return tx.Events(1, func(ev store.Event, _ []byte) error {
-			if ev.Action == "signerd.stop" {
-				stops = append(stops, ev.Reason)
-			}
-			return nil
-		})
-	})
+	for _, ev := range d.storeEvents(t, "signerd.stop") {
+		stops = append(stops, ev.Reason)
+	}
 	if len(stops) != 1 || stops[0] != "PIN refused" {
 		t.Errorf("signerd.stop events %q, want one for the refused PIN", stops)
 	}

@@ -175,23 +175,7 @@ func TestStalledStoreWithholdsWatchdog(t *testing.T) {
 			t.Errorf("signerd's log has no %s:\n%s", line, d.log)
 		}
 	}
-	st, err := store.Open(d.store)
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer st.Close()
-	var stalls []store.Event
-	err = st.View(func(tx *store.Tx) error {
-		return tx.Events(1, func(ev store.Event, _ []byte) error {
-			if ev.Action == "store.stalled" {
-				stalls = append(stalls, ev)
-			}
-			return nil
-		})
-	})
-	if err != nil {
-		t.Fatal(err)
-	}
+	stalls := d.storeEvents(t, "store.stalled")
 	if len(stalls) == 0 {
 		t.Fatal("no store.stalled event")
 	}
