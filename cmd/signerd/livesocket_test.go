@@ -3,11 +3,11 @@ package main
 import (
 	"bytes"
 	"errors"
+	"fmt"
 	"os/exec"
 	"strings"
 	"syscall"
 	"testing"
-	"time"
 )
 
 // A socket at signerd's path is stale only when connecting to it is
@@ -89,27 +89,11 @@ func boundSocket(t *testing.T, path string, typ int) int {
 // the test at once.
 func runUntilExitLeaving(t *testing.T, cmd *exec.Cmd, path string, ino uint64) error {
 	t.Helper()
-	if err := cmd.Start(); err != nil {
-		t.Fatal(err)
-	}
-	done := make(chan error, 1)
-	go func() { done <- cmd.Wait() }()
-	for deadline := time.Now().Add(60 * time.Second); ; time.Sleep(10 * time.Millisecond) {
+	return runWatching(t, cmd, func() string {
 		var st syscall.Stat_t
 		if err := syscall.Lstat(path, &st); err != nil || st.Ino != ino {
-			cmd.Process.Kill()
-			<-done
-			t.Fatalf("%s: the live socket (inode %d) was removed or replaced (lstat: %v, inode %d)", path, ino, err, st.Ino)
+			return fmt.Sprintf("%s: the live socket (inode %d) was removed or replaced (lstat: %v, inode %d)", path, ino, err, st.Ino)
 		}
-		select {
-		case err := <-done:
-			return err
-		default:
-		}
-		if time.Now().After(deadline) {
-			cmd.Process.Kill()
-			<-done
-			t.Fatalf("%s neither exited nor touched %s within 60s", cmd.Path, path)
-		}
-	}
+		return ""
+	})
 }

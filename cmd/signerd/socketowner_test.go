@@ -2,6 +2,7 @@ package main
 
 import (
 	"bytes"
+	"fmt"
 	"net"
 	"os"
 	"os/exec"
@@ -122,27 +123,42 @@ func inode(t *testing.T, path string) uint64 {
 // it serves on socket instead fails the test at once.
 func runUntilExit(t *testing.T, cmd *exec.Cmd, socket string) error {
 	t.Helper()
+	return runWatching(t, cmd, func() string {
+		c, err := net.Dial("unix", socket)
+		if err != nil {
+			return ""
+		}
+		c.Close()
+		return fmt.Sprintf("%s serves on %s", cmd.Path, socket)
+	})
+}
+
+// runWatching runs cmd to its end, calling wrong while it runs; the first
+// thing wrong reports, or cmd still running after 60s, kills cmd and
+// fails the test.
+func runWatching(t *testing.T, cmd *exec.Cmd, wrong func() string) error {
+	t.Helper()
 	if err := cmd.Start(); err != nil {
 		t.Fatal(err)
 	}
 	done := make(chan error, 1)
 	go func() { done <- cmd.Wait() }()
 	for deadline := time.Now().Add(60 * time.Second); ; time.Sleep(10 * time.Millisecond) {
-		select {
-		case err := <-done:
-			return err
-		default:
+		what := wrong()
+		if what == "" {
+			select {
+			case err := <-done:
+				return err
+			default:
+			}
+			if time.Now().After(deadline) {
+				what = fmt.Sprintf("%s still running after 60s", cmd.Path)
+			}
 		}
-		if c, err := net.Dial("unix", socket); err == nil {
-			c.Close()
+		if what != "" {
 			cmd.Process.Kill()
 			<-done
-			t.Fatalf("%s serves on %s", cmd.Path, socket)
-		}
-		if time.Now().After(deadline) {
-			cmd.Process.Kill()
-			<-done
-			t.Fatalf("%s neither served nor exited within 60s", cmd.Path)
+			t.Fatal(what)
 		}
 	}
 }
