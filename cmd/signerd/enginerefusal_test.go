@@ -6,7 +6,6 @@ import (
 	"net/http"
 	"os"
 	"strings"
-	"sync"
 	"testing"
 	"time"
 )
@@ -28,37 +27,22 @@ func TestEngineRefusalFloodIsTallied(t *testing.T) {
 	ra := os.Getuid()
 	before := d.exportAudit(t)
 	began := time.Now()
-	client := &http.Client{Transport: &http.Transport{MaxConnsPerHost: 4, MaxIdleConnsPerHost: 4,
-		DialContext: d.client().Transport.(*http.Transport).DialContext}}
-	var wg sync.WaitGroup
-	errs := make(chan error, 4)
-	for w := range 4 {
-		wg.Go(func() {
-			for i := w; i < refused; i += 4 {
-				path, body, code := "/v1/certificates", fmt.Sprintf(`{"request_id":"flood-%d","profile":"no-such-profile"}`, i), "unknown_profile"
-				if i%2 == 1 {
-					path, body, code = "/v1/certificates/7e7e/revoke", `{"reason":"keyCompromise"}`, "not_found"
-				}
-				resp, err := client.Post("http://signerd"+path, "application/json", strings.NewReader(body))
-				if err != nil {
-					errs <- err
-					return
-				}
-				raw, _ := io.ReadAll(resp.Body)
-				resp.Body.Close()
-				if r := parseReply(resp.StatusCode, raw); r.code != code {
-					errs <- fmt.Errorf("flood request %d: %d %.200s", i, r.status, r.body)
-					return
-				}
-			}
-		})
-	}
-	wg.Wait()
-	client.CloseIdleConnections()
-	close(errs)
-	for err := range errs {
-		t.Fatal(err)
-	}
+	d.flood(t, refused, func(client *http.Client, i int) error {
+		path, body, code := "/v1/certificates", fmt.Sprintf(`{"request_id":"flood-%d","profile":"no-such-profile"}`, i), "unknown_profile"
+		if i%2 == 1 {
+			path, body, code = "/v1/certificates/7e7e/revoke", `{"reason":"keyCompromise"}`, "not_found"
+		}
+		resp, err := client.Post("http://signerd"+path, "application/json", strings.NewReader(body))
+		if err != nil {
+			return err
+		}
+		raw, _ := io.ReadAll(resp.Body)
+		resp.Body.Close()
+		if r := parseReply(resp.StatusCode, raw); r.code != code {
+			return fmt.Errorf("flood request %d: %d %.200s", i, r.status, r.body)
+		}
+		return nil
+	})
 	// What is still counted is written at shutdown.
 	if err := d.stop(t); err != nil {
 		t.Fatalf("signerd exit: %v\n%s", err, d.log)

@@ -52,6 +52,33 @@ func (d *daemonProc) exportAudit(t *testing.T) []exportedEvent {
 	return events
 }
 
+// flood makes requests 0 to n-1 with send from four goroutines over at
+// most four connections, as a client in a hurry would; the first error
+// send returns fails the test.
+func (d *daemonProc) flood(t *testing.T, n int, send func(client *http.Client, i int) error) {
+	t.Helper()
+	client := &http.Client{Transport: &http.Transport{MaxConnsPerHost: 4, MaxIdleConnsPerHost: 4,
+		DialContext: d.client().Transport.(*http.Transport).DialContext}}
+	defer client.CloseIdleConnections()
+	var wg sync.WaitGroup
+	errs := make(chan error, 4)
+	for w := range 4 {
+		wg.Go(func() {
+			for i := w; i < n; i += 4 {
+				if err := send(client, i); err != nil {
+					errs <- err
+					return
+				}
+			}
+		})
+	}
+	wg.Wait()
+	close(errs)
+	for err := range errs {
+		t.Fatal(err)
+	}
+}
+
 // reasonCode is the stable code an event's reason starts with.
 func reasonCode(ev store.Event) string {
 	code, _, _ := strings.Cut(ev.Reason, ":")
@@ -198,37 +225,22 @@ func TestRefusalFloodIsBounded(t *testing.T) {
 	sizeBefore := fi.Size()
 
 	began := time.Now()
-	client := &http.Client{Transport: &http.Transport{MaxConnsPerHost: 4, MaxIdleConnsPerHost: 4,
-		DialContext: d.client().Transport.(*http.Transport).DialContext}}
-	var wg sync.WaitGroup
-	errs := make(chan error, 4)
-	for w := range 4 {
-		wg.Go(func() {
-			for i := w; i < 2*perRoute; i += 4 {
-				path := floodPath("/v1/certificates/", pathLength)
-				if i%2 == 1 {
-					path = floodPath("/v9/", pathLength)
-				}
-				resp, err := client.Get("http://signerd" + path)
-				if err != nil {
-					errs <- err
-					return
-				}
-				body, _ := io.ReadAll(resp.Body)
-				resp.Body.Close()
-				if resp.StatusCode != 403 && resp.StatusCode != 404 {
-					errs <- fmt.Errorf("flood request %d: %d %.200s", i, resp.StatusCode, body)
-					return
-				}
-			}
-		})
-	}
-	wg.Wait()
-	client.CloseIdleConnections()
-	close(errs)
-	for err := range errs {
-		t.Fatal(err)
-	}
+	d.flood(t, 2*perRoute, func(client *http.Client, i int) error {
+		path := floodPath("/v1/certificates/", pathLength)
+		if i%2 == 1 {
+			path = floodPath("/v9/", pathLength)
+		}
+		resp, err := client.Get("http://signerd" + path)
+		if err != nil {
+			return err
+		}
+		body, _ := io.ReadAll(resp.Body)
+		resp.Body.Close()
+		if resp.StatusCode != 403 && resp.StatusCode != 404 {
+			return fmt.Errorf("flood request %d: %d %.200s", i, resp.StatusCode, body)
+		}
+		return nil
+	})
 	// The operator, a role holder, asks for what is not its own, on one
 	// connection.
 	urls := new(strings.Builder)
