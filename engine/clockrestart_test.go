@@ -2,7 +2,6 @@ package engine_test
 
 import (
 	"context"
-	"sync/atomic"
 	"testing"
 	"time"
 
@@ -10,22 +9,6 @@ import (
 	"signerd/engine/enginetest"
 	"signerd/store"
 )
-
-func countEvents(t *testing.T, st *store.Store, action string) int {
-	t.Helper()
-	n := 0
-	if err := st.View(func(tx *store.Tx) error {
-		return tx.Events(1, func(ev store.Event, _ []byte) error {
-			if ev.Action == action {
-				n++
-			}
-			return nil
-		})
-	}); err != nil {
-		t.Fatal(err)
-	}
-	return n
-}
 
 // TestClockGuardCoversLifecycleAcrossRestart revokes and holds at T, then
 // restarts the engine on the same store with its clock at T−1h: revoke,
@@ -37,18 +20,16 @@ func countEvents(t *testing.T, st *store.Store, action string) int {
 func TestClockGuardCoversLifecycleAcrossRestart(t *testing.T) {
 	ca := enginetest.NewCA(t)
 	st := enginetest.OpenStore(t)
-	var now atomic.Pointer[time.Time]
-	set := func(t time.Time) { now.Store(&t) }
-	clock := func() time.Time { return *now.Load() }
+	var clk settableClock
 	base := time.Now().UTC().Truncate(time.Second)
-	set(base)
-	e := ca.Engine(t, st, engine.Config{Now: clock})
+	clk.set(base)
+	e := ca.Engine(t, st, engine.Config{Now: clk.read})
 	revoked := issue(t, e, request(t, "revoked"))
 	held := issue(t, e, request(t, "held"))
 	good := issue(t, e, request(t, "good"))
 	mustCRL(t, e) // the last signing time is base
 	revokedAt := base.Add(2 * time.Hour)
-	set(revokedAt)
+	clk.set(revokedAt)
 	if _, err := e.Revoke(ra, revoked.Serial, keyCompromise); err != nil {
 		t.Fatal(err)
 	}
@@ -57,8 +38,8 @@ func TestClockGuardCoversLifecycleAcrossRestart(t *testing.T) {
 	}
 	e.Close()
 
-	set(revokedAt.Add(-time.Hour))
-	e = ca.Engine(t, st, engine.Config{Now: clock})
+	clk.set(revokedAt.Add(-time.Hour))
+	e = ca.Engine(t, st, engine.Config{Now: clk.read})
 	refusals := []struct {
 		name string
 		do   func() error
@@ -70,11 +51,11 @@ func TestClockGuardCoversLifecycleAcrossRestart(t *testing.T) {
 		{"issue", func() error { _, err := e.Issue(context.Background(), ra, request(t, "backdated")); return err }},
 	}
 	for _, r := range refusals {
-		alarms := countEvents(t, st, "clock.alarm")
+		alarms := len(eventsOf(t, st, "clock.alarm"))
 		if err := r.do(); engine.CodeOf(err) != engine.CodeClockBackwards {
 			t.Errorf("%s with the clock behind the last revocation: %v, want %s", r.name, err, engine.CodeClockBackwards)
 		}
-		if got := countEvents(t, st, "clock.alarm"); got != alarms+1 {
+		if got := len(eventsOf(t, st, "clock.alarm")); got != alarms+1 {
 			t.Errorf("%s: %d clock.alarm events audited, want 1", r.name, got-alarms)
 		}
 	}
@@ -84,7 +65,7 @@ func TestClockGuardCoversLifecycleAcrossRestart(t *testing.T) {
 		}
 	}
 
-	set(revokedAt)
+	clk.set(revokedAt)
 	if _, err := e.Restore(ra, held.Serial); err != nil {
 		t.Fatal(err)
 	}
@@ -109,8 +90,8 @@ func TestClockGuardCoversLifecycleAcrossRestart(t *testing.T) {
 	}); err != nil {
 		t.Fatal(err)
 	}
-	set(later.Add(-time.Hour))
-	e = ca.Engine(t, st, engine.Config{Now: clock})
+	clk.set(later.Add(-time.Hour))
+	e = ca.Engine(t, st, engine.Config{Now: clk.read})
 	if _, err := e.SignCRL(context.Background(), ra, ""); engine.CodeOf(err) != engine.CodeClockBackwards {
 		t.Errorf("CRL with the clock behind an unnoted revocation: %v, want %s", err, engine.CodeClockBackwards)
 	}

@@ -3,7 +3,6 @@ package engine_test
 import (
 	"context"
 	"strings"
-	"sync/atomic"
 	"testing"
 	"time"
 
@@ -58,12 +57,10 @@ func TestKeyCompromiseDeclaredForRevokedOrExpiredCertificate(t *testing.T) {
 		t.Run(tc.name, func(t *testing.T) {
 			ca := enginetest.NewCA(t)
 			st := enginetest.OpenStore(t)
-			var now atomic.Pointer[time.Time]
-			set := func(t time.Time) { now.Store(&t) }
-			clock := func() time.Time { return *now.Load() }
+			var clk settableClock
 			base := time.Now().UTC().Truncate(time.Second)
-			set(base)
-			e := ca.Engine(t, st, engine.Config{Now: clock})
+			clk.set(base)
+			e := ca.Engine(t, st, engine.Config{Now: clk.read})
 			key, _ := enginetest.NewCSR(t)
 			issueFor := func(id string, days int) *store.Certificate {
 				t.Helper()
@@ -90,7 +87,7 @@ func TestKeyCompromiseDeclaredForRevokedOrExpiredCertificate(t *testing.T) {
 			if tc.expire {
 				declaredAt = first.NotAfter.Add(time.Hour)
 				// Any other reason is refused for an expired certificate.
-				set(declaredAt)
+				clk.set(declaredAt)
 				if _, err := e.Revoke(ra, first.Serial, 0); engine.CodeOf(err) != engine.CodeInvalidState {
 					t.Errorf("revoke the expired certificate for unspecified: %v, want %s", err, engine.CodeInvalidState)
 				}
@@ -101,7 +98,7 @@ func TestKeyCompromiseDeclaredForRevokedOrExpiredCertificate(t *testing.T) {
 			}
 
 			// The clock guard: behind the last revocation nothing changes.
-			set(base.Add(-time.Hour))
+			clk.set(base.Add(-time.Hour))
 			if _, err := e.Revoke(ra, first.Serial, keyCompromise); engine.CodeOf(err) != engine.CodeClockBackwards {
 				t.Errorf("keyCompromise with the clock stepped back: %v, want %s", err, engine.CodeClockBackwards)
 			}
@@ -109,7 +106,7 @@ func TestKeyCompromiseDeclaredForRevokedOrExpiredCertificate(t *testing.T) {
 				t.Errorf("after the clock_backwards refusal: %+v, %v; want it unchanged", rec, err)
 			}
 
-			set(declaredAt)
+			clk.set(declaredAt)
 			month := store.Month(declaredAt)
 			statsBefore, err := e.Statistics(month)
 			if err != nil {
@@ -179,7 +176,7 @@ func TestKeyCompromiseDeclaredForRevokedOrExpiredCertificate(t *testing.T) {
 
 			// After a restart the key stays compromised (the mark is
 			// rebuilt from the revocation index).
-			e = ca.Engine(t, st, engine.Config{Now: clock})
+			e = ca.Engine(t, st, engine.Config{Now: clk.read})
 			_, err = e.Issue(context.Background(), ra, engine.Request{ID: "after-restart", Profile: "device-sign",
 				Subject: engine.Subject{CommonName: "again"}, CSR: csrWith(t, key)})
 			if engine.CodeOf(err) != engine.CodeKeyCompromised {

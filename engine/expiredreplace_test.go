@@ -2,7 +2,6 @@ package engine_test
 
 import (
 	"context"
-	"sync/atomic"
 	"testing"
 	"time"
 
@@ -29,10 +28,9 @@ func TestExpiredCertificateIsNotReplaced(t *testing.T) {
 		t.Run(op.name, func(t *testing.T) {
 			ca := enginetest.NewCA(t)
 			st := enginetest.OpenStore(t)
-			var now atomic.Pointer[time.Time]
-			set := func(t time.Time) { now.Store(&t) }
-			set(time.Now().UTC().Truncate(time.Second))
-			e := ca.Engine(t, st, engine.Config{Now: func() time.Time { return *now.Load() }})
+			var clk settableClock
+			clk.set(time.Now().UTC().Truncate(time.Second))
+			e := ca.Engine(t, st, engine.Config{Now: clk.read})
 			replace := op.op(t)
 			short := func(id string) *store.Certificate {
 				req := request(t, id)
@@ -41,7 +39,7 @@ func TestExpiredCertificateIsNotReplaced(t *testing.T) {
 			}
 			expired, current := short("expired"), short("current")
 			// First the replacement in time: the clock guard lets time go forward only.
-			set(expired.NotAfter.Add(-time.Minute))
+			clk.set(expired.NotAfter.Add(-time.Minute))
 			next, err := replace(e, "in-time", current.Serial)
 			if err != nil {
 				t.Fatalf("%s a minute before notAfter: %v", op.name, err)
@@ -50,11 +48,11 @@ func TestExpiredCertificateIsNotReplaced(t *testing.T) {
 				t.Errorf("replacement starts %s, after its predecessor's notAfter %s", next.NotBefore, current.NotAfter)
 			}
 
-			set(expired.NotAfter) // from notAfter on signerd counts a certificate expired, for every change
+			clk.set(expired.NotAfter) // from notAfter on signerd counts a certificate expired, for every change
 			if _, err := replace(e, "at-notafter", expired.Serial); engine.CodeOf(err) != engine.CodeInvalidState {
 				t.Errorf("%s at the certificate's notAfter: %v, want %s", op.name, err, engine.CodeInvalidState)
 			}
-			set(expired.NotAfter.Add(time.Hour))
+			clk.set(expired.NotAfter.Add(time.Hour))
 			if _, err := replace(e, "after-notafter", expired.Serial); engine.CodeOf(err) != engine.CodeInvalidState {
 				t.Errorf("%s an hour after the certificate's notAfter: %v, want %s", op.name, err, engine.CodeInvalidState)
 			}
@@ -89,17 +87,16 @@ func TestExpiredCertificateIsNotReplaced(t *testing.T) {
 // predecessor's notAfter while the HSM signs, and the two certificates
 // overlap with no gap.
 func TestReplacementJudgedAtItsBatchTime(t *testing.T) {
-	var now atomic.Pointer[time.Time]
-	set := func(t time.Time) { now.Store(&t) }
-	set(time.Now().UTC().Truncate(time.Second))
-	e, g, st := gatedEngineWith(t, engine.Config{Now: func() time.Time { return *now.Load() }})
+	var clk settableClock
+	clk.set(time.Now().UTC().Truncate(time.Second))
+	e, g, st := gatedEngineWith(t, engine.Config{Now: clk.read})
 	release := releaseOnce(t, g)
 	go func() { <-g.entered; g.release <- struct{}{} }() // the first issue signs at once
 	req := request(t, "old")
 	req.ValidityDays = 1
 	old := issue(t, e, req)
 
-	set(old.NotAfter.Add(-time.Second))
+	clk.set(old.NotAfter.Add(-time.Second))
 	done := make(chan error, 1)
 	var next *store.Certificate
 	go func() {
@@ -108,7 +105,7 @@ func TestReplacementJudgedAtItsBatchTime(t *testing.T) {
 		done <- err
 	}()
 	waitPrepared(t, st, "across-expiry")
-	set(old.NotAfter.Add(time.Hour)) // the clock passes notAfter while the HSM signs
+	clk.set(old.NotAfter.Add(time.Hour)) // the clock passes notAfter while the HSM signs
 	release()
 	if err := <-done; err != nil {
 		t.Fatalf("extension reserved before its predecessor expired: %v", err)

@@ -269,13 +269,11 @@ func TestRetryAfterHSMFailureGetsNewSerial(t *testing.T) {
 func TestClockStepBackRefusesToSign(t *testing.T) {
 	ca := enginetest.NewCA(t)
 	st := enginetest.OpenStore(t)
-	var now atomic.Pointer[time.Time]
-	set := func(t time.Time) { now.Store(&t) }
-	set(time.Now())
-	clock := func() time.Time { return *now.Load() }
-	e := ca.Engine(t, st, engine.Config{Now: clock})
+	var clk settableClock
+	clk.set(time.Now())
+	e := ca.Engine(t, st, engine.Config{Now: clk.read})
 	issue(t, e, request(t, "before"))
-	set(time.Now().Add(-time.Hour))
+	clk.set(time.Now().Add(-time.Hour))
 	if _, err := e.Issue(context.Background(), ra, request(t, "backdated")); engine.CodeOf(err) != engine.CodeClockBackwards {
 		t.Fatalf("issue with clock stepped back: %v", err)
 	}
@@ -284,23 +282,14 @@ func TestClockStepBackRefusesToSign(t *testing.T) {
 	}
 	e.Close()
 	// The last signing time is durable: a restart does not forget it.
-	e2 := ca.Engine(t, st, engine.Config{Now: clock})
+	e2 := ca.Engine(t, st, engine.Config{Now: clk.read})
 	if _, err := e2.Issue(context.Background(), ra, request(t, "after-restart")); engine.CodeOf(err) != engine.CodeClockBackwards {
 		t.Fatalf("issue after restart with clock behind: %v", err)
 	}
-	alarms := 0
-	st.View(func(tx *store.Tx) error {
-		return tx.Events(1, func(ev store.Event, _ []byte) error {
-			if ev.Action == "clock.alarm" {
-				alarms++
-			}
-			return nil
-		})
-	})
-	if alarms != 3 {
+	if alarms := len(eventsOf(t, st, "clock.alarm")); alarms != 3 {
 		t.Errorf("%d clock alarms audited, want 3", alarms)
 	}
-	set(time.Now())
+	clk.set(time.Now())
 	issue(t, e2, request(t, "clock-fixed"))
 }
 
