@@ -3,11 +3,9 @@ package audit_test
 import (
 	"bytes"
 	"crypto/rand"
-	"crypto/x509/pkix"
 	"encoding/json"
 	"encoding/pem"
 	"flag"
-	"math/big"
 	"os"
 	"strings"
 	"testing"
@@ -17,7 +15,6 @@ import (
 	"github.com/emmansun/gmsm/smx509"
 
 	"signerd/engine/audit"
-	"signerd/hsm"
 	"signerd/store"
 )
 
@@ -31,38 +28,11 @@ type softCA struct {
 	auditKey *sm2.PrivateKey
 }
 
+// newSoftCA is a sound softCA: every certificate valid from an hour ago
+// for years, each naming its issuer.
 func newSoftCA(t testing.TB) *softCA {
 	t.Helper()
-	mk := func(tmpl, parent *smx509.Certificate, pub any, signer *sm2.PrivateKey) *smx509.Certificate {
-		der, err := smx509.CreateCertificate(rand.Reader, tmpl, parent, pub, signer)
-		if err != nil {
-			t.Fatal(err)
-		}
-		c, err := smx509.ParseCertificate(der)
-		if err != nil {
-			t.Fatal(err)
-		}
-		return c
-	}
-	key := func() *sm2.PrivateKey {
-		k, err := sm2.GenerateKey(rand.Reader)
-		if err != nil {
-			t.Fatal(err)
-		}
-		return k
-	}
-	rootKey, issKey, auditKey := key(), key(), key()
-	from, to := time.Now().Add(-time.Hour), time.Now().AddDate(5, 0, 0)
-	ca := func(cn string, serial int64) *smx509.Certificate {
-		return &smx509.Certificate{SerialNumber: big.NewInt(serial), Subject: pkix.Name{CommonName: cn}, NotBefore: from, NotAfter: to,
-			IsCA: true, BasicConstraintsValid: true, KeyUsage: smx509.KeyUsageCertSign | smx509.KeyUsageCRLSign}
-	}
-	root := mk(ca("Root", 1), ca("Root", 1), rootKey.Public(), rootKey)
-	iss := mk(ca("Issuing", 2), root, issKey.Public(), rootKey)
-	id := hsm.KeyID(&auditKey.PublicKey)
-	cert := mk(&smx509.Certificate{SerialNumber: big.NewInt(3), Subject: pkix.Name{CommonName: audit.KeySubjectPrefix + " test"},
-		NotBefore: from, NotAfter: to, KeyUsage: audit.KeyUsage, SubjectKeyId: id}, iss, auditKey.Public(), issKey)
-	return &softCA{root: root, auditKey: auditKey, key: audit.Key{KeyID: id, Certificate: cert.Raw, Issuer: iss.Raw}}
+	return newShapedCA(t, soundShape)
 }
 
 func (ca *softCA) sign(msg []byte) ([]byte, error) {

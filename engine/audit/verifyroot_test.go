@@ -27,8 +27,12 @@ type caShape struct {
 	issuerNamedAs, auditIssuerNamedAs string
 }
 
-// newShapedCA is newSoftCA with the deviations of shape.
-func newShapedCA(t *testing.T, shape caShape) *softCA {
+// soundShape is a CA without deviations: the root valid for 20 years and
+// the issuing CA for 10, both from an hour ago.
+var soundShape = caShape{rootFrom: -time.Hour, rootTo: 20 * 365 * 24 * time.Hour, issFrom: -time.Hour, issTo: 10 * 365 * 24 * time.Hour}
+
+// newShapedCA is a softCA with the deviations of shape.
+func newShapedCA(t testing.TB, shape caShape) *softCA {
 	t.Helper()
 	key := func() *sm2.PrivateKey {
 		k, err := sm2.GenerateKey(rand.Reader)
@@ -77,7 +81,7 @@ func newShapedCA(t *testing.T, shape caShape) *softCA {
 // its audit key's issuing CA chains to that root by name and signature,
 // and the issuing CA and the root were valid when each seal was made.
 func TestVerifyAgainstRoot(t *testing.T) {
-	sound := caShape{rootFrom: -time.Hour, rootTo: 20 * 365 * 24 * time.Hour, issFrom: -time.Hour, issTo: 10 * 365 * 24 * time.Hour}
+	sound := soundShape
 	with := func(edit func(*caShape)) caShape {
 		s := sound
 		edit(&s)
