@@ -169,13 +169,9 @@ func TestHSMFaultsAreReportedAndRecoveredWithoutRestart(t *testing.T) {
 		t.Fatalf("signerd exit: %v\n%s", err, d.log)
 	}
 
-	st, err := store.Open(d.store)
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer st.Close()
+	st := openStore(t, d.store)
 	events := map[string]int{}
-	err = st.View(func(tx *store.Tx) error {
+	err := st.View(func(tx *store.Tx) error {
 		for _, id := range failed {
 			r, err := tx.Request(id)
 			if err != nil {

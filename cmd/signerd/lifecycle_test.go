@@ -332,11 +332,7 @@ func TestAuditLogCheckedAtStart(t *testing.T) {
 	d.start(t)
 	want(t, "issue after acknowledgement", d.call(t, "POST", "/v1/certificates", issueBody(t, "audit-3", "person-sign")), 201, "")
 	d.stop(t)
-	st, err := store.Open(d.store)
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer st.Close()
+	st := openStore(t, d.store)
 	var after []string
 	st.View(func(tx *store.Tx) error {
 		return tx.Events(1, func(e store.Event, _ []byte) error {

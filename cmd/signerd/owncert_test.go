@@ -77,11 +77,7 @@ func TestRACannotReachSignerdsOwnCertificates(t *testing.T) {
 	if err := d.stop(t); err != nil {
 		t.Fatalf("signerd exit: %v\n%s", err, d.log)
 	}
-	st, err := store.Open(d.store)
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer st.Close()
+	st := openStore(t, d.store)
 	refused := map[string]bool{}
 	st.View(func(tx *store.Tx) error {
 		c, err := tx.Certificate(own.SerialNumber.Bytes())

@@ -80,11 +80,7 @@ func TestSignedRARequests(t *testing.T) {
 	if err := d.stop(t); err != nil {
 		t.Fatal(err)
 	}
-	st, err := store.Open(d.store)
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer st.Close()
+	st := openStore(t, d.store)
 	found := false
 	st.View(func(tx *store.Tx) error {
 		return tx.Events(1, func(ev store.Event, _ []byte) error {

@@ -441,11 +441,7 @@ func TestRolesAreEnforcedAndRefusalsAudited(t *testing.T) {
 	if err := d.stop(t); err != nil {
 		t.Fatalf("signerd exit: %v\n%s", err, d.log)
 	}
-	st, err := store.Open(d.store)
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer st.Close()
+	st := openStore(t, d.store)
 	// Refused roles, the auditor's export and its two refused requests:
 	// each is an audit event.
 	outcomes := map[string]int{}

@@ -27,6 +27,18 @@ func signerctlAs(t *testing.T, bin string, d *daemonProc, args ...string) (strin
 	return string(out), cmd.ProcessState.ExitCode()
 }
 
+// openStore opens the store file at path (signerd stopped) for the rest
+// of the test.
+func openStore(t *testing.T, path string) *store.Store {
+	t.Helper()
+	st, err := store.Open(path)
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { st.Close() })
+	return st
+}
+
 // storeEvents returns the audit events of a store file (signerd stopped).
 func storeEvents(t *testing.T, path string) []store.Event {
 	t.Helper()

@@ -76,11 +76,7 @@ func TestPeerIdentityInAUserNamespace(t *testing.T) {
 			if err := d.stop(t); err != nil {
 				t.Fatalf("signerd exit: %v\n%s", err, d.log)
 			}
-			st, err := store.Open(d.store)
-			if err != nil {
-				t.Fatal(err)
-			}
-			defer st.Close()
+			st := openStore(t, d.store)
 			var actors []int
 			st.View(func(tx *store.Tx) error {
 				return tx.Events(1, func(ev store.Event, _ []byte) error {
