@@ -13,6 +13,25 @@ import (
 	"signerd/store"
 )
 
+// auditKeyCertificate is the certificate signerd issued itself for its
+// audit key, as the auditor's bundle carries it; the bundle must verify
+// against the root and be anchored.
+func (d *daemonProc) auditKeyCertificate(t *testing.T) *smx509.Certificate {
+	t.Helper()
+	bundle := d.callAs(t, auditorUID, "POST", "/v1/audit/export")
+	rep := audit.Verify(bundle.body, audit.Options{Root: d.ca.Root})
+	if !rep.OK() || !rep.Anchored {
+		t.Fatalf("the auditor's bundle: %v", rep.Problems)
+	}
+	for _, k := range rep.Keys {
+		if k.KeyUsage == audit.KeyUsage && strings.HasPrefix(k.Subject.CommonName, audit.KeySubjectPrefix) {
+			return k
+		}
+	}
+	t.Fatal("the bundle carries no audit key certificate")
+	return nil
+}
+
 // TestRACannotReachSignerdsOwnCertificates: the audit key's certificate,
 // which signerd issues for itself, is out of every RA route's reach. An RA
 // that learns its serial (the auditor's bundle carries the certificate)
@@ -23,20 +42,7 @@ func TestRACannotReachSignerdsOwnCertificates(t *testing.T) {
 	d := newDaemonProc(t, "")
 	d.start(t)
 
-	bundle := d.callAs(t, auditorUID, "POST", "/v1/audit/export")
-	rep := audit.Verify(bundle.body, audit.Options{Root: d.ca.Root})
-	if !rep.OK() || !rep.Anchored {
-		t.Fatalf("the auditor's bundle: %v", rep.Problems)
-	}
-	var own *smx509.Certificate
-	for _, k := range rep.Keys {
-		if k.KeyUsage == audit.KeyUsage && strings.HasPrefix(k.Subject.CommonName, audit.KeySubjectPrefix) {
-			own = k
-		}
-	}
-	if own == nil {
-		t.Fatal("the bundle carries no audit key certificate")
-	}
+	own := d.auditKeyCertificate(t)
 	ownSerial := hex.EncodeToString(own.SerialNumber.Bytes())
 	// A serial of the same length that no certificate has: what "does not
 	// exist" looks like on each route.

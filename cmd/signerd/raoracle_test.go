@@ -8,8 +8,6 @@ import (
 	"testing"
 
 	"github.com/emmansun/gmsm/sm2"
-
-	"signerd/engine/audit"
 )
 
 // TestRASignatureNamesNoOwnCertificate: a request signed in the name of
@@ -19,12 +17,7 @@ import (
 func TestRASignatureNamesNoOwnCertificate(t *testing.T) {
 	d := newDaemonProc(t, "")
 	d.start(t)
-	bundle := d.callAs(t, auditorUID, "POST", "/v1/audit/export")
-	rep := audit.Verify(bundle.body, audit.Options{Root: d.ca.Root})
-	if !rep.OK() || len(rep.Keys) == 0 {
-		t.Fatalf("the auditor's bundle: %v", rep.Problems)
-	}
-	own := hex.EncodeToString(rep.Keys[0].SerialNumber.Bytes())
+	own := hex.EncodeToString(d.auditKeyCertificate(t).SerialNumber.Bytes())
 	absent := strings.Repeat("7e", len(own)/2)
 	key, err := sm2.GenerateKey(rand.Reader)
 	if err != nil {
