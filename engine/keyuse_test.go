@@ -4,7 +4,6 @@ import (
 	"bytes"
 	"context"
 	"crypto/rand"
-	"crypto/x509/pkix"
 	"encoding/asn1"
 	"math/big"
 	"testing"
@@ -89,21 +88,7 @@ func csrWithSPKI(t *testing.T, key *sm2.PrivateKey, spki []byte) []byte {
 	tbs.AddASN1(casn1.SEQUENCE, func(b *cryptobyte.Builder) {
 		b.AddBytes(bytes.Replace(content, csr.RawSubjectPublicKeyInfo, spki, 1))
 	})
-	raw := tbs.BytesOrPanic()
-	sig, err := key.SignWithSM2(rand.Reader, hsm.DefaultSM2ID, raw)
-	if err != nil {
-		t.Fatal(err)
-	}
-	der, err := asn1.Marshal(struct {
-		TBS asn1.RawValue
-		Alg pkix.AlgorithmIdentifier
-		Sig asn1.BitString
-	}{asn1.RawValue{FullBytes: raw}, pkix.AlgorithmIdentifier{Algorithm: asn1.ObjectIdentifier{1, 2, 156, 10197, 1, 501}},
-		asn1.BitString{Bytes: sig, BitLength: 8 * len(sig)}})
-	if err != nil {
-		t.Fatal(err)
-	}
-	return der
+	return signCSR(t, key, hsm.DefaultSM2ID, tbs.BytesOrPanic())
 }
 
 // TestEncryptionKeysComeFromTheKMCAlone: an encryption profile takes the

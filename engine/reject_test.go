@@ -47,7 +47,14 @@ func csrSignedWithID(t *testing.T, key *sm2.PrivateKey, id []byte) []byte {
 	if err != nil {
 		t.Fatal(err)
 	}
-	sig, err := key.SignWithSM2(rand.Reader, id, csr.RawTBSCertificateRequest)
+	return signCSR(t, key, id, csr.RawTBSCertificateRequest)
+}
+
+// signCSR makes a CSR of the body tbs, signed by key with the SM2 signer
+// ID id (SM3withSM2).
+func signCSR(t *testing.T, key *sm2.PrivateKey, id, tbs []byte) []byte {
+	t.Helper()
+	sig, err := key.SignWithSM2(rand.Reader, id, tbs)
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -55,7 +62,7 @@ func csrSignedWithID(t *testing.T, key *sm2.PrivateKey, id []byte) []byte {
 		TBS asn1.RawValue
 		Alg pkix.AlgorithmIdentifier
 		Sig asn1.BitString
-	}{asn1.RawValue{FullBytes: csr.RawTBSCertificateRequest},
+	}{asn1.RawValue{FullBytes: tbs},
 		pkix.AlgorithmIdentifier{Algorithm: asn1.ObjectIdentifier{1, 2, 156, 10197, 1, 501}},
 		asn1.BitString{Bytes: sig, BitLength: 8 * len(sig)}})
 	if err != nil {
