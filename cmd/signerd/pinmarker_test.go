@@ -35,16 +35,7 @@ func TestRefusedPINNotPresentedAgainBySocketActivation(t *testing.T) {
 	faults.Set(t, "pin-locked")
 	marker := filepath.Join(filepath.Dir(d.store), pinRefusedMarkerName)
 
-	l, err := net.Listen("unix", d.socket)
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer l.Close()
-	lf, err := l.(*net.UnixListener).File()
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer lf.Close()
+	lf := activationSocket(t, d.socket)
 	// An RA connects (signerctl, a metrics scrape): this activates signerd.
 	ra, err := net.Dial("unix", d.socket)
 	if err != nil {

@@ -19,15 +19,7 @@ import (
 // reads, and a watchdog interval.
 func TestSocketActivationAndNotify(t *testing.T) {
 	d := newDaemonProc(t, "")
-	l, err := net.Listen("unix", d.socket)
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer l.Close()
-	lf, err := l.(*net.UnixListener).File()
-	if err != nil {
-		t.Fatal(err)
-	}
+	lf := activationSocket(t, d.socket)
 	notifyPath, notices := listenNotify(t, d.dir)
 
 	cmd := exec.Command("/bin/sh", "-c", `LISTEN_PID=$$ exec "$0" --config "$1"`, signerdBin, d.config)
@@ -114,4 +106,22 @@ func TestUnitFiles(t *testing.T) {
 	if level > 0.4 {
 		t.Errorf("exposure level %.1f, want at most 0.4:\n%s", level, out)
 	}
+}
+
+// activationSocket listens at path as signerd.socket does and returns the
+// file systemd would pass signerd as fd 3 (LISTEN_FDS=1); the listener and
+// the file close when the test ends.
+func activationSocket(t *testing.T, path string) *os.File {
+	t.Helper()
+	l, err := net.Listen("unix", path)
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { l.Close() })
+	lf, err := l.(*net.UnixListener).File()
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { lf.Close() })
+	return lf
 }
