@@ -48,6 +48,28 @@ func (d *daemonProc) awaitConnections(t *testing.T, n int) {
 	}
 }
 
+// holdConnections opens n idle connections as the test's uid, once
+// signerd counts none open (start's own probe let go), and waits until it
+// counts all n; release closes them.
+func (d *daemonProc) holdConnections(t *testing.T, n int) (release func()) {
+	t.Helper()
+	d.awaitConnections(t, 0)
+	var held []net.Conn
+	for range n {
+		c, err := net.Dial("unix", d.socket)
+		if err != nil {
+			t.Fatal(err)
+		}
+		held = append(held, c)
+	}
+	d.awaitConnections(t, n)
+	return func() {
+		for _, c := range held {
+			c.Close()
+		}
+	}
+}
+
 // TestHostileClientsAreBounded: a uid that holds idle and half-sent
 // connections exhausts only its own share (the next is refused with
 // too_many_connections) while other uids are served; oversize headers get

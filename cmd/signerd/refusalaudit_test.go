@@ -6,7 +6,6 @@ import (
 	"encoding/json"
 	"fmt"
 	"io"
-	"net"
 	"net/http"
 	"os"
 	"os/exec"
@@ -145,20 +144,9 @@ func TestRefusalsAreAudited(t *testing.T) {
 			do: func(t *testing.T) reply { return d.callAs(t, operatorUID, "GET", "/v1/crl") }},
 		{name: "too many connections", uid: ra, role: roleRA, status: 503, code: codeTooManyConnections, object: "connection",
 			do: func(t *testing.T) reply {
-				d.awaitConnections(t, 0) // start's own probe connection is let go
-				var held []net.Conn
-				for range maxConns {
-					c, err := net.Dial("unix", d.socket)
-					if err != nil {
-						t.Fatal(err)
-					}
-					held = append(held, c)
-				}
-				d.awaitConnections(t, maxConns)
+				release := d.holdConnections(t, maxConns)
 				r := d.call(t, "GET", "/v1/crl", "")
-				for _, c := range held {
-					c.Close()
-				}
+				release()
 				d.awaitConnections(t, 0)
 				return r
 			}},
@@ -261,24 +249,13 @@ func TestRefusalFloodIsBounded(t *testing.T) {
 		t.Fatalf("the operator's flood: %d of %d answered 403", got, forbidden)
 	}
 	// Connections over the cap.
-	d.awaitConnections(t, 0)
-	var held []net.Conn
-	for range maxConns {
-		c, err := net.Dial("unix", d.socket)
-		if err != nil {
-			t.Fatal(err)
-		}
-		held = append(held, c)
-	}
-	d.awaitConnections(t, maxConns)
+	release := d.holdConnections(t, maxConns)
 	for i := range overCap {
 		if r := d.call(t, "GET", floodPath("/v1/crl/", pathLength), ""); r.status != 503 || r.code != codeTooManyConnections {
 			t.Fatalf("connection %d over the cap: %d %s", i, r.status, r.body)
 		}
 	}
-	for _, c := range held {
-		c.Close()
-	}
+	release()
 	m := d.metrics(t)
 	for sample, v := range map[string]float64{
 		fmt.Sprintf(`signerd_refusals_total{code="unknown_peer",uid="%d"}`, stranger):         perRoute,
