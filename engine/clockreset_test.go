@@ -36,6 +36,13 @@ type settableClock struct{ now atomic.Pointer[time.Time] }
 func (c *settableClock) set(t time.Time) { c.now.Store(&t) }
 func (c *settableClock) read() time.Time { return *c.now.Load() }
 
+// clockNow is a settableClock set to now in whole seconds, and that time.
+func clockNow() (*settableClock, time.Time) {
+	c, now := new(settableClock), time.Now().UTC().Truncate(time.Second)
+	c.set(now)
+	return c, now
+}
+
 // TestClockResetAcknowledgedRestoresRevocation: the clock runs 100 days
 // ahead while a certificate is held (the forward step is alarmed), then is
 // corrected. Until an operator acknowledges the reset, revocation is
@@ -48,9 +55,7 @@ func (c *settableClock) read() time.Time { return *c.now.Load() }
 func TestClockResetAcknowledgedRestoresRevocation(t *testing.T) {
 	ca := enginetest.NewCA(t)
 	st := enginetest.OpenStore(t)
-	var clk settableClock
-	base := time.Now().UTC().Truncate(time.Second)
-	clk.set(base)
+	clk, base := clockNow()
 	e := ca.Engine(t, st, engine.Config{Now: clk.read})
 	held := issue(t, e, request(t, "held"))
 	compromised := issue(t, e, request(t, "compromised"))
@@ -123,8 +128,7 @@ func TestClockResetAcknowledgedRestoresRevocation(t *testing.T) {
 func TestClockResetRefusedBeforeIssuer(t *testing.T) {
 	ca := enginetest.NewCA(t)
 	st := enginetest.OpenStore(t)
-	var clk settableClock
-	clk.set(time.Now().UTC().Truncate(time.Second))
+	clk, _ := clockNow()
 	e := ca.Engine(t, st, engine.Config{Now: clk.read})
 	issue(t, e, request(t, "before"))
 	e.Close()
@@ -145,9 +149,7 @@ func TestClockResetRefusedBeforeIssuer(t *testing.T) {
 func TestClockForwardStepAlarmed(t *testing.T) {
 	ca := enginetest.NewCA(t)
 	st := enginetest.OpenStore(t)
-	var clk settableClock
-	base := time.Now().UTC().Truncate(time.Second)
-	clk.set(base)
+	clk, base := clockNow()
 	e := ca.Engine(t, st, engine.Config{Now: clk.read, ClockMaxStep: 48 * time.Hour})
 	issue(t, e, request(t, "first"))
 	for _, s := range []struct {
@@ -173,9 +175,7 @@ func TestClockForwardStepAlarmed(t *testing.T) {
 func TestIssuerExpiredIsNotTheRAs(t *testing.T) {
 	ca := enginetest.NewCA(t)
 	st := enginetest.OpenStore(t)
-	var clk settableClock
-	base := time.Now().UTC().Truncate(time.Second)
-	clk.set(base)
+	clk, base := clockNow()
 	e := ca.Engine(t, st, engine.Config{Now: clk.read})
 	old := issue(t, e, request(t, "old"))
 	clk.set(ca.Cert.NotAfter.Add(time.Hour))

@@ -20,9 +20,7 @@ import (
 func TestClockGuardCoversLifecycleAcrossRestart(t *testing.T) {
 	ca := enginetest.NewCA(t)
 	st := enginetest.OpenStore(t)
-	var clk settableClock
-	base := time.Now().UTC().Truncate(time.Second)
-	clk.set(base)
+	clk, base := clockNow()
 	e := ca.Engine(t, st, engine.Config{Now: clk.read})
 	revoked := issue(t, e, request(t, "revoked"))
 	held := issue(t, e, request(t, "held"))

@@ -57,9 +57,7 @@ func TestKeyCompromiseDeclaredForRevokedOrExpiredCertificate(t *testing.T) {
 		t.Run(tc.name, func(t *testing.T) {
 			ca := enginetest.NewCA(t)
 			st := enginetest.OpenStore(t)
-			var clk settableClock
-			base := time.Now().UTC().Truncate(time.Second)
-			clk.set(base)
+			clk, base := clockNow()
 			e := ca.Engine(t, st, engine.Config{Now: clk.read})
 			key, _ := enginetest.NewCSR(t)
 			issueFor := func(id string, days int) *store.Certificate {

@@ -28,8 +28,7 @@ func TestExpiredCertificateIsNotReplaced(t *testing.T) {
 		t.Run(op.name, func(t *testing.T) {
 			ca := enginetest.NewCA(t)
 			st := enginetest.OpenStore(t)
-			var clk settableClock
-			clk.set(time.Now().UTC().Truncate(time.Second))
+			clk, _ := clockNow()
 			e := ca.Engine(t, st, engine.Config{Now: clk.read})
 			replace := op.op(t)
 			short := func(id string) *store.Certificate {
@@ -87,8 +86,7 @@ func TestExpiredCertificateIsNotReplaced(t *testing.T) {
 // predecessor's notAfter while the HSM signs, and the two certificates
 // overlap with no gap.
 func TestReplacementJudgedAtItsBatchTime(t *testing.T) {
-	var clk settableClock
-	clk.set(time.Now().UTC().Truncate(time.Second))
+	clk, _ := clockNow()
 	e, g, st := gatedEngineWith(t, engine.Config{Now: clk.read})
 	release := releaseOnce(t, g)
 	go func() { <-g.entered; g.release <- struct{}{} }() // the first issue signs at once
