@@ -1,10 +1,14 @@
 package main
 
 import (
+	"bufio"
+	"io"
+	"net"
 	"net/http"
 	"os"
 	"strings"
 	"testing"
+	"time"
 )
 
 // TestRASignatureRequiredWhateverTheBody: with ra_signatures required, no
@@ -32,18 +36,18 @@ func TestRASignatureRequiredWhateverTheBody(t *testing.T) {
 		status int
 		code   string
 	}{
-		{"unsigned GET status with a body over the limit", func() reply { return d.call(t, "GET", "/v1/certificates/"+victim, big) },
+		{"unsigned GET status with a body over the limit", func() reply { return d.sendEarly(t, unsigned("GET", "/v1/certificates/"+victim, big)) },
 			http.StatusBadRequest, codeMalformedJSON},
-		{"unsigned GET crl with a body over the limit", func() reply { return d.call(t, "GET", "/v1/crl", big) },
+		{"unsigned GET crl with a body over the limit", func() reply { return d.sendEarly(t, unsigned("GET", "/v1/crl", big)) },
 			http.StatusBadRequest, codeMalformedJSON},
 		{"unsigned GET status with a one-byte body", func() reply { return d.call(t, "GET", "/v1/certificates/"+victim, "x") },
 			http.StatusBadRequest, codeMalformedJSON},
 		{"signed GET status with a signed body", func() reply {
 			return d.send(t, signRA(t, ra.key, ra.serials[0], "GET", "/v1/certificates/"+victim, "{}"))
 		}, http.StatusBadRequest, codeMalformedJSON},
-		{"unsigned revoke with a body over the limit", func() reply { return d.call(t, "POST", revoke, big) },
+		{"unsigned revoke with a body over the limit", func() reply { return d.sendEarly(t, unsigned("POST", revoke, big)) },
 			http.StatusRequestEntityTooLarge, codeBodyTooLarge},
-		{"signed revoke with a body over the limit", func() reply { return d.send(t, signRA(t, ra.key, ra.serials[0], "POST", revoke, big)) },
+		{"signed revoke with a body over the limit", func() reply { return d.sendEarly(t, signRA(t, ra.key, ra.serials[0], "POST", revoke, big)) },
 			http.StatusRequestEntityTooLarge, codeBodyTooLarge},
 	} {
 		want(t, c.what, c.send(), c.status, c.code)
@@ -62,4 +66,36 @@ func TestRASignatureRequiredWhateverTheBody(t *testing.T) {
 			t.Errorf("no %s event for the RA's refused requests (got %v)", code, refused)
 		}
 	}
+}
+
+// unsigned is a request with a JSON body and no signature.
+func unsigned(method, path, body string) capturedRequest {
+	return capturedRequest{method: method, path: path, body: body, header: http.Header{"Content-Type": {"application/json"}}}
+}
+
+// sendEarly sends c on a connection of its own and reads the answer while
+// the body is still being written: signerd answers a body it refuses
+// unread and closes the connection, so an HTTP client still writing would
+// report a broken pipe instead of the answer.
+func (d *daemonProc) sendEarly(t *testing.T, c capturedRequest) reply {
+	t.Helper()
+	req, err := http.NewRequest(c.method, "http://signerd"+c.path, strings.NewReader(c.body))
+	if err != nil {
+		t.Fatal(err)
+	}
+	req.Header = c.header.Clone()
+	conn, err := net.Dial("unix", d.socket)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer conn.Close()
+	conn.SetDeadline(time.Now().Add(30 * time.Second))
+	go req.Write(conn) // its error is the broken pipe this avoids
+	resp, err := http.ReadResponse(bufio.NewReader(conn), req)
+	if err != nil {
+		t.Fatalf("%s %s: %v", c.method, c.path, err)
+	}
+	defer resp.Body.Close()
+	raw, _ := io.ReadAll(resp.Body)
+	return parseReply(resp.StatusCode, raw)
 }
