@@ -21,6 +21,8 @@ import (
 	"sync"
 	"syscall"
 	"time"
+	"unicode"
+	"unicode/utf8"
 
 	"github.com/coreos/go-systemd/v22/activation"
 	sd "github.com/coreos/go-systemd/v22/daemon"
@@ -61,9 +63,11 @@ func main() {
 	// An acknowledgement is recorded as the operator's statement: one
 	// that says nothing is no acknowledgement.
 	for _, name := range []string{"acknowledge-audit-break", "acknowledge-clock-reset"} {
-		if f := fs.Lookup(name); f != nil && f.Value.String() != "" && strings.TrimSpace(f.Value.String()) == "" {
-			log.Error("refusing to start: --" + name + " needs a statement of who acknowledges and why")
-			os.Exit(exitUsage)
+		if f := fs.Lookup(name); f != nil && f.Value.String() != "" {
+			if why := statementFault(f.Value.String()); why != "" {
+				log.Error("refusing to start: --" + name + " needs a statement of who acknowledges and why: " + why)
+				os.Exit(exitUsage)
+			}
 		}
 	}
 	cfg, err := loadConfig(*configPath)
@@ -441,4 +445,29 @@ func (d *daemon) monitor(interval time.Duration, serving string) (stop func()) {
 			<-finished
 		})
 	}
+}
+
+// statementFault says what makes an acknowledgement's statement no
+// statement ("" if nothing): it must name someone or something (a letter
+// or a digit), and hold nothing that hides or reorders what it shows
+// (control, format or bidirectional characters, invalid UTF-8), so that
+// the audited statement reads as it was typed. strings.TrimSpace alone
+// keeps zero-width characters such as U+200B, U+2060 and U+FEFF.
+func statementFault(s string) string {
+	if !utf8.ValidString(s) {
+		return "it is not UTF-8"
+	}
+	seen := false
+	for _, r := range s {
+		switch {
+		case unicode.IsControl(r) || unicode.Is(unicode.Cf, r) || unicode.Is(unicode.Bidi_Control, r) || r == 0x2028 || r == 0x2029:
+			return fmt.Sprintf("it holds U+%04X, a control, format or bidirectional character", r)
+		case unicode.IsLetter(r) || unicode.IsDigit(r):
+			seen = true
+		}
+	}
+	if !seen {
+		return "it holds no letter or digit"
+	}
+	return ""
 }

@@ -5,6 +5,7 @@ import (
 	"fmt"
 	"log/slog"
 	"net/http"
+	"slices"
 	"strconv"
 	"sync"
 	"time"
@@ -22,7 +23,8 @@ import (
 //     maxRefusalObject bytes and, when cut, the whole's length and SHA-256;
 //     the reason is cut to maxRefusalReason bytes, control and
 //     bidirectional characters replaced;
-//   - refusals are tallied per peer (uid, gid, role) and code: the first is
+//   - refusals are tallied per peer (uid, role, and gid unless a role
+//     names the uid) and code: the first is
 //     written at once, later ones are counted in memory, and every
 //     audit.refusal_window the count is written as one event
 //     ("CODE: count=N"), and at shutdown. A peer with nothing counted in
@@ -70,7 +72,20 @@ const (
 	maxRefusalReason = 256
 )
 
-// refusalKey is what refusals are tallied by.
+// namesUID reports whether a role names uid, so that the uid alone gives
+// the peer its roles (rolesOf).
+func (r roles) namesUID(uid int) bool {
+	for _, ids := range r {
+		if slices.Contains(ids.UIDs, uid) {
+			return true
+		}
+	}
+	return false
+}
+
+// refusalKey is what refusals are tallied by: uid, role, action and code,
+// and the gid unless a role names the uid (a stranger's, or a peer's whose
+// roles come from its gid).
 type refusalKey struct {
 	uid, gid           int
 	role, action, code string
@@ -123,6 +138,11 @@ func (l *refusalLog) Record(ev store.Event, code string) {
 	ev.Actor.Evidence = boundedEvidence(ev.Actor.Evidence)
 	now := time.Now()
 	k := refusalKey{uid: ev.Actor.UID, gid: ev.Actor.GID, role: ev.Actor.Role, action: ev.Action, code: code}
+	if l.roles.namesUID(k.uid) {
+		// Its roles come from its uid: one principal whatever its gid, so
+		// switching its egid starts no new tally.
+		k.gid = -1
+	}
 	l.mu.Lock()
 	if l.closed { // after the last tally was written: nothing would write this one
 		l.mu.Unlock()

@@ -19,12 +19,22 @@ import (
 // refused.
 const replayCacheSize = 1 << 14
 
-// replayRAs bounds the RA certificates whose requests are remembered at
-// once. Past it the least recently active one is forgotten, and its
-// store mark, which is past every date accepted from it, refuses its
-// requests until they are dated past the mark (at most replayLease after
-// its last accepted date).
+// replayRAs bounds the RA certificates remembered in full at once: the
+// most recently accepted ones. Past it the least recently accepted one is
+// kept as an idle RA, its memory cut to its replayIdleNonces latest
+// requests (its floor raised to the date of the newest one dropped).
 const replayRAs = 32
+
+// replayIdleRAs bounds the idle RAs. Past it the least recently accepted
+// one is forgotten, and when met again its store mark, which is past
+// every date accepted from it, refuses its requests until they are dated
+// past the mark (at most replayLease after its last accepted date).
+const replayIdleRAs = 1024
+
+// replayIdleNonces is how many of its latest requests an idle RA keeps:
+// an RA whose requests arrive out of their dates' order by fewer than this
+// loses none of them to being idled.
+const replayIdleNonces = 32
 
 // replayLease is how far past a request's date an RA's stored replay mark
 // is raised: the mark is written at most once per lease per RA, and after a
@@ -43,6 +53,16 @@ const replayLease = time.Second
 // the memory forgets the floor still refuses, even if the clock is later
 // stepped back.
 //
+// An RA enters the memory only with a request that passes every check (its
+// signature and certificate, checked by the caller, its date and nonce
+// here), so requests that are refused, whoever sends them, move no other
+// RA out. Of the RAs met, the replayRAs most recently accepted are kept in
+// full; older ones are idle, cut to their replayIdleNonces latest requests
+// (their floor raised accordingly), so that being pushed out by other RAs
+// costs an RA nothing but requests dated before its latest
+// replayIdleNonces; past replayIdleRAs idle RAs, the least recently
+// accepted is forgotten.
+//
 // Across restarts each RA certificate has a replay mark in the store, kept
 // ahead of every date accepted from it (raised by replayLease at most once
 // per lease). An RA met for the first time in a run (or again after it was
@@ -53,11 +73,13 @@ const replayLease = time.Second
 // requests are refused (replayed_request) until they are dated past its
 // mark, at most replayLease after its last accepted date.
 type replayGuard struct {
-	mu     sync.Mutex
-	perRA  int // nonces remembered per RA
-	maxRAs int // RAs remembered
-	ras    map[string]*raReplay
-	clock  uint64 // counts admissions, for the least recently active RA
+	mu      sync.Mutex
+	perRA   int                  // nonces remembered per RA in full
+	maxRAs  int                  // RAs remembered in full
+	maxIdle int                  // idle RAs remembered, replayIdleNonces each
+	ras     map[string]*raReplay // in full
+	idle    map[string]*raReplay
+	clock   uint64 // counts acceptances, for the least recently accepted RA
 }
 
 // raReplay is one RA certificate's replay memory.
@@ -68,7 +90,7 @@ type raReplay struct {
 	// prior is the store's mark when the RA was met this run, stored the
 	// mark as stored now.
 	prior, stored time.Time
-	used          uint64
+	used          uint64 // the guard's clock at its last accepted request
 }
 
 type replayEntry struct {
@@ -89,9 +111,11 @@ func (h *replayHeap) Pop() any {
 	return e
 }
 
-// newReplayGuard remembers perRA requests of each of up to maxRAs RAs.
+// newReplayGuard remembers perRA requests of each of up to maxRAs RAs, and
+// the latest replayIdleNonces of up to replayIdleRAs others.
 func newReplayGuard(perRA, maxRAs int) *replayGuard {
-	return &replayGuard{perRA: max(perRA, 1), maxRAs: max(maxRAs, 1), ras: map[string]*raReplay{}}
+	return &replayGuard{perRA: max(perRA, 1), maxRAs: max(maxRAs, 1), maxIdle: replayIdleRAs,
+		ras: map[string]*raReplay{}, idle: map[string]*raReplay{}}
 }
 
 // replayMarks is what the guard needs of the store.
@@ -116,20 +140,18 @@ func (g *replayGuard) admit(st replayMarks, serial []byte, nonce string, date, n
 		return &sigError{code: codeReplayed, msg: fmt.Sprintf("request signed by %s with nonce %s at %s: %s; sign it again with a new nonce and date",
 			id, nonce, date.Format(time.RFC3339Nano), why)}
 	}
-	ra := g.ras[id]
+	ra, full := g.ras[id]
+	if !full {
+		ra = g.idle[id]
+	}
 	if ra == nil {
+		// Not remembered until a request of it is accepted.
 		t, err := st.RAReplayMark(serial)
 		if err != nil {
 			return &sigError{code: string(engine.CodeStoreUnavailable), status: http.StatusServiceUnavailable, msg: err.Error()}
 		}
-		if len(g.ras) >= g.maxRAs {
-			g.forgetLeastActive()
-		}
 		ra = &raReplay{seen: map[string]bool{}, prior: t, stored: t}
-		g.ras[id] = ra
 	}
-	g.clock++
-	ra.used = g.clock
 	for len(ra.byDate) > 0 && now.Sub(ra.byDate[0].date) > skew {
 		ra.forgetOldest()
 	}
@@ -155,20 +177,46 @@ func (g *replayGuard) admit(st replayMarks, serial []byte, nonce string, date, n
 	for len(ra.byDate) > g.perRA {
 		ra.forgetOldest()
 	}
+	g.clock++
+	ra.used = g.clock
+	if !full {
+		delete(g.idle, id)
+		if len(g.ras) >= g.maxRAs {
+			g.idleLeastActive()
+		}
+		g.ras[id] = ra
+	}
 	return nil
 }
 
-// forgetLeastActive drops the memory of the RA whose last request came
-// first. Its store mark is past every date accepted from it, so when it
-// is met again nothing it sent is accepted twice.
-func (g *replayGuard) forgetLeastActive() {
+// idleLeastActive moves the RA remembered in full whose last accepted
+// request came first to the idle RAs, keeping its replayIdleNonces latest
+// requests: what it drops its floor refuses. Past maxIdle the least
+// recently accepted idle RA is forgotten: its store mark is past every
+// date accepted from it, so when it is met again nothing it sent is
+// accepted twice.
+func (g *replayGuard) idleLeastActive() {
+	id := leastActive(g.ras)
+	ra := g.ras[id]
+	delete(g.ras, id)
+	for len(ra.byDate) > replayIdleNonces {
+		ra.forgetOldest()
+	}
+	if len(g.idle) >= g.maxIdle {
+		delete(g.idle, leastActive(g.idle))
+	}
+	g.idle[id] = ra
+}
+
+// leastActive is the RA in ras whose last accepted request came first.
+func leastActive(ras map[string]*raReplay) string {
 	var oldest string
-	for id, ra := range g.ras {
-		if oldest == "" || ra.used < g.ras[oldest].used {
+	for id, ra := range ras {
+		if oldest == "" || ra.used < ras[oldest].used {
 			oldest = id
 		}
 	}
-	delete(g.ras, oldest)
+	return oldest
 }
 
 // forgetOldest drops the entry with the earliest date, raising the floor

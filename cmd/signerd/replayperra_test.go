@@ -101,8 +101,8 @@ func TestReplayGuardKeepsRAsApart(t *testing.T) {
 	if err := g.admit(eng, honest, "honest-nonce-000000", now, now.Add(time.Second), skew); !isReplay(err) {
 		t.Fatalf("honest RA's first request again: %v", err)
 	}
-	// More RAs than the table holds: the least recently active leave,
-	// their store marks standing for them.
+	// More RAs than the table holds: the least recently accepted go
+	// idle, their floors raised to what they keep.
 	for i := 0; i < 8; i++ {
 		if err := g.admit(eng, []byte{0x20, byte(i)}, "many-ras-nonce-0000", now.Add(2*time.Second), now.Add(2*time.Second), skew); err != nil {
 			t.Fatalf("RA %d: %v", i, err)
