@@ -177,17 +177,24 @@ func (d *daemonProc) issueUntil(t *testing.T, prefix string, deadline time.Durat
 // of the file remaps it: the export holds no read transaction while it
 // waits on its client.
 func TestSlowAuditorCannotStallIssuance(t *testing.T) {
-	for _, tt := range []struct{ name, store string }{
-		{"default map", ""},
-		{"no map reserved", "initial_mmap_size: 0"},
+	// With the default map, bbolt grows the file 16 MiB at a time, so
+	// whether a few thousand certificates make it grow depends on how the
+	// batches fell; with none reserved the file doubles from small and
+	// must grow, remapping.
+	for _, tt := range []struct {
+		name, store string
+		mustGrow    bool
+	}{
+		{"default map", "", false},
+		{"no map reserved", "initial_mmap_size: 0", true},
 	} {
-		t.Run(tt.name, func(t *testing.T) { testSlowAuditor(t, tt.store) })
+		t.Run(tt.name, func(t *testing.T) { testSlowAuditor(t, tt.store, tt.mustGrow) })
 	}
 }
 
 // testSlowAuditor runs TestSlowAuditorCannotStallIssuance with storeCfg
 // added to the store's config.
-func testSlowAuditor(t *testing.T, storeCfg string) {
+func testSlowAuditor(t *testing.T, storeCfg string, mustGrow bool) {
 	const (
 		answerWithin = 20 * time.Second // an issuance slower than this has hung
 		maxIssued    = 3000             // the store must grow well before
@@ -212,14 +219,14 @@ func testSlowAuditor(t *testing.T, storeCfg string) {
 		if size := fileSize(d.store); size > before && grown == 0 {
 			grown = size
 		}
-		return grown != 0 && n >= 200
+		return n >= 200 && (grown != 0 || !mustGrow)
 	})
 	if during.err != nil {
 		h := d.callAs(t, operatorUID, "GET", "/v1/health")
 		t.Fatalf("issue while an export stood still (after %d issued, store %d bytes): %v\nhealth meanwhile: %d %s",
 			during.issued, fileSize(d.store), during.err, h.status, h.body)
 	}
-	if grown == 0 {
+	if grown == 0 && mustGrow {
 		t.Fatalf("the store did not grow past %d bytes in %d issuances", before, during.issued)
 	}
 	t.Logf("issued %s while an export stood still; the store grew from %d to %d bytes", during, before, grown)
