@@ -36,7 +36,9 @@ type AuditAnchor interface {
 	Read(ctx context.Context) ([]byte, error)
 	// Create makes it, Update replaces it. Read reports
 	// hsm.ErrDuplicateGeneration, and Update hsm.ErrWrittenElsewhere,
-	// when another process wrote it too.
+	// when another process wrote it too. Update and Reset report
+	// hsm.ErrOlderObjectsLeft when the value was written but an older
+	// object could not be removed.
 	Create(ctx context.Context, value []byte) error
 	Update(ctx context.Context, value []byte) error
 	// Reset replaces it whatever it holds (duplicates included): only on
@@ -84,12 +86,24 @@ type anchorState struct {
 	// present: the token holds an anchor, to be updated rather than
 	// created.
 	present bool
-	// failing: a write failed and was audited; the next failure is not.
-	failing atomic.Bool
+	// failing: a write failed for the reason of its index and that was
+	// audited; the next failure for that reason is not, until a write
+	// succeeds. Each reason has its own episode, so an ordinary write
+	// failure never hides the alarm that another signerd writes the
+	// anchor.
+	failing [anchorFailureKinds]atomic.Bool
 	// reset: the next write replaces whatever the token holds (an
 	// acknowledged break over duplicate anchors).
 	reset bool
 }
+
+// Why an anchor write failed: each reason is audited once per episode.
+const (
+	anchorWriteFailed = iota // the write did not happen (an HSM failure)
+	anchorMoved              // another signerd wrote the anchor (hsm.ErrWrittenElsewhere)
+	anchorDuplicated         // two anchors of the newest generation (hsm.ErrDuplicateGeneration)
+	anchorFailureKinds
+)
 
 // duplicateAnchorHelp says what duplicate anchors mean and what to do.
 const duplicateAnchorHelp = "two signerd ran on this token at once, each with its own store (or the token was restored beside a copy " +
@@ -222,21 +236,32 @@ func (e *Engine) settleAnchor(ctx context.Context, anchored []byte, at anchorMar
 }
 
 // writeAnchor records a seal in the anchor. A failure leaves the anchor
-// behind the store, which is safe; it is logged, audited once until a
-// write succeeds, and the next seal tries again.
+// behind the store, which is safe; it is logged, audited once per reason
+// (an HSM failure, the anchor moved under this signerd, duplicates) until
+// a write succeeds, and the next seal tries again.
 func (e *Engine) writeAnchor(at anchorMark) {
 	if e.cfg.AuditAnchor == nil {
 		return
 	}
 	ctx, cancel := context.WithTimeout(context.Background(), e.cfg.SignTimeout)
 	defer cancel()
+	// An older object left beneath the new one (hsm.ErrOlderObjectsLeft)
+	// does not undo the write: the anchor records the seal, the leftover
+	// is superseded, and the next write removes it.
+	written := func(err error) error {
+		if errors.Is(err, hsm.ErrOlderObjectsLeft) {
+			e.log.Warn("audit anchor written, but an older anchor object was left in the token", "seal", at.Seq, "err", err)
+			return nil
+		}
+		return err
+	}
 	var err error
 	if e.anchor.reset {
-		if err = e.cfg.AuditAnchor.Reset(ctx, at.encode()); err == nil {
+		if err = written(e.cfg.AuditAnchor.Reset(ctx, at.encode())); err == nil {
 			e.anchor.reset, e.anchor.present = false, true
 		}
 	} else if e.anchor.present {
-		err = e.cfg.AuditAnchor.Update(ctx, at.encode())
+		err = written(e.cfg.AuditAnchor.Update(ctx, at.encode()))
 	} else if err = e.cfg.AuditAnchor.Create(ctx, at.encode()); err == nil {
 		e.anchor.present = true
 	}
@@ -244,21 +269,28 @@ func (e *Engine) writeAnchor(at anchorMark) {
 		e.anchorFailed(err)
 		return
 	}
-	if e.anchor.failing.Swap(false) {
+	again := false
+	for i := range e.anchor.failing {
+		again = e.anchor.failing[i].Swap(false) || again
+	}
+	if again {
 		e.log.Info("audit anchor written again", "seal", at.Seq)
 	}
 }
 
 func (e *Engine) anchorFailed(err error) {
+	kind := anchorWriteFailed
 	switch {
 	case errors.Is(err, hsm.ErrWrittenElsewhere):
+		kind = anchorMoved
 		err = fmt.Errorf("the HSM's audit anchor moved under this signerd: another signerd is sealing on this token "+
 			"with a store of its own (%w); stop it, or this store's next start is refused as a break", err)
 	case errors.Is(err, hsm.ErrDuplicateGeneration):
+		kind = anchorDuplicated
 		err = fmt.Errorf("the HSM holds two audit anchors of one generation (%w): %s", err, duplicateAnchorHelp)
 	}
 	e.log.Error("audit anchor", "err", err)
-	if e.anchor.failing.Swap(true) {
+	if e.anchor.failing[kind].Swap(true) {
 		return
 	}
 	if aerr := e.Audit(store.Event{Actor: store.System, Action: "audit.anchor", Outcome: store.OutcomeFailed,

@@ -16,10 +16,19 @@ import (
 var ErrObjectNotFound = errors.New("data object not found")
 
 // ErrDuplicateGeneration: two private data objects under the label carry
-// one generation. One process never makes that (writes through a Module
-// are serialised), so two processes wrote the object at once, or the
-// token was restored beside a copy. Reset gets past it.
+// the newest generation. One process never makes that (writes through a
+// Module are serialised), so two processes wrote the object at once, or
+// the token was restored beside a copy. Reset gets past it. Duplicates
+// below the newest generation are not this: they are leftovers of a write
+// interrupted between its create and its destroys (a Reset over
+// duplicates), which the newest object supersedes.
 var ErrDuplicateGeneration = errors.New("two data objects of one generation")
+
+// ErrOlderObjectsLeft: the write itself succeeded (Read returns the new
+// value), but an older object under the label could not be destroyed.
+// It is harmless, being below the new generation; the next write tries
+// again to remove it.
+var ErrOlderObjectsLeft = errors.New("value written, but older data objects under the label could not be destroyed")
 
 // ErrWrittenElsewhere: the object's newest generation is not the one
 // this DataObject last read or wrote, so something else (another process
@@ -58,9 +67,11 @@ func (m *Module) DataObject(label string) *DataObject {
 // a data object may be modified, and SoftHSM2 refuses it. Each write
 // creates a new object whose value starts with a generation number one
 // above the newest, then destroys the older ones. A crash between the two
-// leaves both; the newest is the value, and the next write removes the
-// rest. C_CreateObject is atomic, so a reader sees the old value or the
-// new one, never a mix.
+// (or a destroy that fails) leaves older objects, duplicates of one
+// generation included after a Reset; the newest is the value, and the
+// next write removes the rest. Only two objects of the newest generation
+// are refused. C_CreateObject is atomic, so a reader sees the old value or
+// the new one, never a mix.
 
 // generationSize is the length of the big-endian generation number that
 // starts every stored value.
@@ -124,8 +135,9 @@ func (d *DataObject) Create(ctx context.Context, value []byte) error {
 // none. Writes through one Module are serialised; two processes must not
 // write one object, and Update refuses (ErrWrittenElsewhere) once the
 // newest generation is not the one this DataObject last read or wrote.
-// Once it returns nil, Read returns value, even if the older objects
-// could not all be destroyed (the next Update tries again).
+// Once it returns nil or ErrOlderObjectsLeft, Read returns value; with
+// ErrOlderObjectsLeft some older objects remain, and the next write tries
+// again to destroy them.
 func (d *DataObject) Update(ctx context.Context, value []byte) error {
 	return d.replace(ctx, value, false)
 }
@@ -133,7 +145,8 @@ func (d *DataObject) Update(ctx context.Context, value []byte) error {
 // Reset replaces whatever objects the label holds, duplicates of one
 // generation and another writer's included, with one holding value, of
 // a generation above all of them. It is for an operator's acknowledged
-// recovery, never for an ordinary write.
+// recovery, never for an ordinary write. It may return
+// ErrOlderObjectsLeft as Update does.
 func (d *DataObject) Reset(ctx context.Context, value []byte) error {
 	return d.replace(ctx, value, true)
 }
@@ -160,8 +173,18 @@ func (d *DataObject) replace(ctx context.Context, value []byte, reset bool) erro
 			return err
 		}
 		d.seen.Store(newest + 1)
+		// The new object is the value now, whatever happens to the
+		// older ones; one that stays is below it and harmless, but is
+		// reported, not ignored.
+		var left []error
 		for _, v := range vs {
-			d.m.lib.ctx.DestroyObject(s.h, v.h)
+			if err := d.m.lib.ctx.DestroyObject(s.h, v.h); err != nil {
+				left = append(left, fmt.Errorf("C_DestroyObject (generation %d): %w", v.gen, err))
+			}
+		}
+		if len(left) > 0 {
+			return fmt.Errorf("%w: generation %d written; %d of %d older objects left: %w",
+				ErrOlderObjectsLeft, newest+1, len(left), len(vs), errors.Join(left...))
 		}
 		return nil
 	})
@@ -188,8 +211,10 @@ func (d *DataObject) create(s *session, gen uint64, value []byte) error {
 }
 
 // versions returns every private token data object under the label,
-// oldest generation first. Two of one generation are an error, not a
-// pick (ErrDuplicateGeneration, returned with every version found).
+// oldest generation first. Two of the newest generation are an error, not
+// a pick (ErrDuplicateGeneration, returned with every version found).
+// Older objects, duplicated or not, are what an interrupted write left
+// behind: the newest supersedes them, and the next write destroys them.
 func (d *DataObject) versions(s *session) ([]version, error) {
 	p11 := d.m.lib.ctx
 	found, err := d.m.findObjects(s, []*pkcs11.Attribute{
@@ -226,10 +251,8 @@ func (d *DataObject) versions(s *session) ([]version, error) {
 		vs = append(vs, version{h: h, gen: binary.BigEndian.Uint64(raw), value: raw[generationSize:]})
 	}
 	slices.SortFunc(vs, func(a, b version) int { return cmp.Compare(a.gen, b.gen) })
-	for i := 1; i < len(vs); i++ {
-		if vs[i].gen == vs[i-1].gen {
-			return vs, fmt.Errorf("%w: two private data objects under the label have generation %d: refusing to guess", ErrDuplicateGeneration, vs[i].gen)
-		}
+	if n := len(vs); n > 1 && vs[n-1].gen == vs[n-2].gen {
+		return vs, fmt.Errorf("%w: two private data objects under the label have the newest generation, %d: refusing to guess", ErrDuplicateGeneration, vs[n-1].gen)
 	}
 	return vs, nil
 }
