@@ -1,0 +1,47 @@
+package engine_test
+
+import (
+	"math/big"
+	"testing"
+	"time"
+
+	"signerd/engine"
+	"signerd/engine/enginetest"
+)
+
+// TestCRLNumbersIncreaseAcrossClockReset: CRLs signed while the clock ran
+// 100 days ahead carry numbers from that time; after the clock is
+// corrected and the reset acknowledged, the next CRL's number is still
+// larger (the store's last number covers what the time no longer does),
+// and then the numbers keep increasing. Numbered by the time alone, the
+// CRL after the reset would go back 100 days.
+func TestCRLNumbersIncreaseAcrossClockReset(t *testing.T) {
+	ca := enginetest.NewCA(t)
+	st := enginetest.OpenStore(t)
+	var clk settableClock
+	base := time.Now().UTC().Truncate(time.Second)
+	clk.set(base)
+	e := ca.Engine(t, st, engine.Config{Now: clk.read})
+	var numbers []*big.Int
+	sign := func(what string) {
+		t.Helper()
+		crl := checkCRL(t, ca, mustCRL(t, e))
+		for _, n := range numbers {
+			if crl.Number.Cmp(n) <= 0 {
+				t.Fatalf("%s: CRL number %v, not above %v signed before", what, crl.Number, n)
+			}
+		}
+		numbers = append(numbers, crl.Number)
+	}
+	sign("on time")
+	clk.set(base.AddDate(0, 0, 100))
+	sign("clock 100 days ahead")
+	sign("clock 100 days ahead, same second")
+	e.Close()
+
+	clk.set(base.Add(time.Minute))
+	e = ca.Engine(t, st, engine.Config{Now: clk.read, AcknowledgeClockReset: "test: clock ran ahead"})
+	sign("after the acknowledged reset")
+	clk.set(base.Add(2 * time.Minute))
+	sign("a minute later")
+}
