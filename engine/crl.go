@@ -5,6 +5,7 @@ import (
 	"context"
 	"crypto/rand"
 	"fmt"
+	"math"
 	"math/big"
 	"time"
 
@@ -48,6 +49,12 @@ func (e *Engine) SignCRL(ctx context.Context, actor store.Actor, issuerID string
 			return err
 		}
 		number := crlNumber(st.Next, now, e.cfg.Now())
+		if number == math.MaxUint64 {
+			// Only an edited store gets here (times stay below 2^63 until
+			// 2262); the next number would wrap to 0 and the one after
+			// go back to the time.
+			return fmt.Errorf("the store's next CRL number for %s is %d: no larger number follows it", iss.ID(), number)
+		}
 		tmpl.Number = new(big.Int).SetUint64(number)
 		st.Next = number + 1
 		if err := tx.PutCRLState(iss.ID(), st); err != nil {

@@ -1,12 +1,16 @@
 package engine_test
 
 import (
+	"context"
+	"math"
 	"math/big"
+	"strings"
 	"testing"
 	"time"
 
 	"signerd/engine"
 	"signerd/engine/enginetest"
+	"signerd/store"
 )
 
 // TestCRLNumbersIncreaseAcrossClockReset: CRLs signed while the clock ran
@@ -44,4 +48,34 @@ func TestCRLNumbersIncreaseAcrossClockReset(t *testing.T) {
 	sign("after the acknowledged reset")
 	clk.set(base.Add(2 * time.Minute))
 	sign("a minute later")
+}
+
+// TestCRLNumberNeverWraps: a store edited to hold the largest CRL number
+// is refused rather than signed from: the number after it would wrap to 0
+// and the one after that go back to the time. Nothing is used up.
+func TestCRLNumberNeverWraps(t *testing.T) {
+	ca := enginetest.NewCA(t)
+	st := enginetest.OpenStore(t)
+	e := ca.Engine(t, st, engine.Config{})
+	iss, err := e.Issuer("")
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := st.Update(func(tx *store.Tx) error {
+		return tx.PutCRLState(iss.ID(), store.CRLState{Next: math.MaxUint64})
+	}); err != nil {
+		t.Fatal(err)
+	}
+	if _, err := e.SignCRL(context.Background(), ra, ""); err == nil || engine.CodeOf(err) != engine.CodeInternal || !strings.Contains(err.Error(), "no larger number") {
+		t.Fatalf("CRL from a store at the largest number: %v, want %s naming why", err, engine.CodeInternal)
+	}
+	if err := st.View(func(tx *store.Tx) error {
+		s, err := tx.CRLState(iss.ID())
+		if err == nil && s.Next != math.MaxUint64 {
+			t.Errorf("refused CRL left next number %d", s.Next)
+		}
+		return err
+	}); err != nil {
+		t.Fatal(err)
+	}
 }
