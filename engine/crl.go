@@ -5,6 +5,7 @@ import (
 	"context"
 	"crypto/rand"
 	"fmt"
+	"math"
 	"math/big"
 	"time"
 
@@ -16,9 +17,9 @@ import (
 
 // SignCRL signs a full CRL for the issuing key with ID issuerID ("" for
 // the active one): every certificate it issued that is revoked or on hold
-// and not yet expired. The CRL number is taken in one transaction before
-// the HSM signs and the CRL recorded in another after, so numbers only
-// increase and a crash leaves a gap, never a repeat.
+// and not yet expired. The CRL number (crlNumber) is taken in one
+// transaction before the HSM signs and the CRL recorded in another after,
+// so a crash leaves a gap, never a repeat.
 func (e *Engine) SignCRL(ctx context.Context, actor store.Actor, issuerID string) ([]byte, error) {
 	iss, err := e.Issuer(issuerID)
 	if err != nil {
@@ -47,8 +48,15 @@ func (e *Engine) SignCRL(ctx context.Context, actor store.Actor, issuerID string
 		if err != nil {
 			return err
 		}
-		tmpl.Number = new(big.Int).SetUint64(st.Next)
-		st.Next++
+		number := crlNumber(st.Next, now, e.cfg.Now())
+		if number == math.MaxUint64 {
+			// Only an edited store gets here (times stay below 2^63 until
+			// 2262); the next number would wrap to 0 and the one after
+			// go back to the time.
+			return fmt.Errorf("the store's next CRL number for %s is %d: no larger number follows it", iss.ID(), number)
+		}
+		tmpl.Number = new(big.Int).SetUint64(number)
+		st.Next = number + 1
 		if err := tx.PutCRLState(iss.ID(), st); err != nil {
 			return err
 		}
@@ -113,6 +121,32 @@ func (e *Engine) SignCRL(ctx context.Context, actor store.Actor, issuerID string
 		return nil, errorf(storeCode(err), "record %s: %v", object, err)
 	}
 	return der, nil
+}
+
+// crlNumber is the number of a CRL whose thisUpdate is thisUpdate, signed
+// from a store whose next number is next: the signing time in Unix
+// nanoseconds (read is the clock read again for the nanoseconds thisUpdate,
+// which carries seconds, has lost), or next if that is larger. The time
+// makes numbers increase across copies of the store: a restored older copy
+// holds a smaller next, but the clock has moved on since every CRL signed
+// from the newer one (RFC 5280 §5.2.3; Let's Encrypt's crl-updater numbers
+// its CRLs the same way). next keeps numbers increasing within one store
+// when the time does not: two CRLs in one nanosecond, or a clock that ran
+// ahead and was reset (--acknowledge-clock-reset). A restored copy and a
+// clock reading before CRLs signed from the newer copy together defeat
+// both; README "Backup and restore" says so. Unix nanoseconds fit in 63
+// bits until 2262: 8 octets, well within RFC 5280's 20.
+func crlNumber(next uint64, thisUpdate, read time.Time) uint64 {
+	at := read.UTC()
+	if at.Truncate(time.Second).Before(thisUpdate) {
+		// The clock stepped back between the two readings: the time
+		// the CRL carries is the one to count from.
+		at = thisUpdate
+	}
+	if ns := at.UnixNano(); ns > 0 && uint64(ns) > next {
+		return uint64(ns)
+	}
+	return next
 }
 
 // signCRL lints the CRL built with the throwaway key, has the HSM sign the

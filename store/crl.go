@@ -6,9 +6,12 @@ import (
 	"time"
 )
 
-// CRLState is an issuing key's CRL sequence: the number the next CRL takes
-// and the last one signed.
+// CRLState is an issuing key's CRL sequence: the least number the next CRL
+// may take and the last one signed.
 type CRLState struct {
+	// Next is one more than the last CRL number taken. The engine numbers
+	// a CRL by its signing time and takes Next only when that is not
+	// larger, so Next alone does not say how many CRLs were signed.
 	Next       uint64    `json:"next"`
 	ThisUpdate time.Time `json:"this_update,omitzero"`
 	NextUpdate time.Time `json:"next_update,omitzero"`

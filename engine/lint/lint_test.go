@@ -105,6 +105,8 @@ func TestCRLLints(t *testing.T) {
 		{"no nextUpdate gap", smx509.RevocationList{Number: big.NewInt(5), ThisUpdate: now, NextUpdate: now}, "nextUpdate"},
 		{"entry after thisUpdate", smx509.RevocationList{Number: big.NewInt(5), ThisUpdate: now, NextUpdate: now.Add(time.Hour),
 			RevokedCertificateEntries: []smx509.RevocationListEntry{{SerialNumber: big.NewInt(9), RevocationTime: now.Add(time.Minute)}}}, "after thisUpdate"},
+		{"CRL number of Unix nanoseconds", smx509.RevocationList{Number: big.NewInt(now.UnixNano()), ThisUpdate: now, NextUpdate: now.Add(time.Hour)}, ""},
+		{"CRL number of 20 octets", smx509.RevocationList{Number: new(big.Int).Sub(new(big.Int).Lsh(big.NewInt(1), 159), big.NewInt(1)), ThisUpdate: now, NextUpdate: now.Add(time.Hour)}, ""},
 		{"zero CRL number", smx509.RevocationList{Number: big.NewInt(0), ThisUpdate: now, NextUpdate: now.Add(time.Hour)}, "cRLNumber"},
 		{"thisUpdate after the issuer's notAfter", smx509.RevocationList{Number: big.NewInt(5), ThisUpdate: ca.NotAfter.Add(time.Second),
 			NextUpdate: ca.NotAfter.Add(time.Hour)}, "outside the issuer's validity"},
