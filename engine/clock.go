@@ -25,6 +25,36 @@ type clock struct {
 	mu   sync.Mutex
 	now  func() time.Time
 	last time.Time
+
+	// The refusals while the clock reads behind the guard are each
+	// recorded as the refused request (with its actor, tallied); the
+	// system's clock.alarm event is written at the first refusal of an
+	// episode (one that follows a read the guard let pass, or none) and
+	// then at most once per clockAlarmEvery, with how many were refused
+	// since the last: RA retries cannot grow it.
+	behind    bool      // an episode is under way: no read let pass since its alarm
+	alarmedAt time.Time // when its last alarm was written, by time.Now: monotonic, not the clock that is wrong
+	refused   int       // refusals since the last alarm
+}
+
+// clockAlarmEvery is how often a clock.alarm event is written again while
+// the clock stays behind the guard.
+const clockAlarmEvery = time.Hour
+
+// alarmDue counts n refusals because the clock reads behind the guard and
+// reports whether a clock.alarm event is due now, with the refusals it
+// covers (these and those since the last alarm).
+func (c *clock) alarmDue(n int) (bool, int) {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	c.refused += n
+	if c.behind && time.Since(c.alarmedAt) < clockAlarmEvery {
+		return false, 0
+	}
+	c.behind, c.alarmedAt = true, time.Now()
+	since := c.refused
+	c.refused = 0
+	return true, since
 }
 
 // read reads the clock, refusing a time before the guard, and leaves the
@@ -41,6 +71,7 @@ func (c *clock) read() (time.Time, error) {
 			"system clock reads %s, before the last signing time %s: refusing to sign backdated objects",
 			t.Format(time.RFC3339), c.last.Format(time.RFC3339))
 	}
+	c.behind = false // the episode, if any, is over: the next refusal alarms at once
 	return t, nil
 }
 

@@ -281,7 +281,12 @@ func (e *Engine) transition(actor store.Actor, serial []byte, action string, cha
 		return nil
 	})
 	if clockErr != nil {
-		e.alarm(clockErr)
+		// Refused like any other refusal, under the actor and action
+		// (tallied by the refusal sink); the clock.alarm is the system's,
+		// once per episode.
+		e.alarm(clockErr, 1)
+		e.recordRefusal(store.Event{Actor: actor, Action: action, Object: store.HexSerial(serial), Outcome: store.OutcomeRefused,
+			Reason: store.BoundedText(clockErr.Error(), maxRefusalReason)}, CodeClockBackwards)
 		return nil, clockErr
 	}
 	if err != nil {

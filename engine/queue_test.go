@@ -297,8 +297,11 @@ func TestClockStepBackRefusesToSign(t *testing.T) {
 			return nil
 		})
 	})
-	if alarms != 3 {
-		t.Errorf("%d clock alarms audited, want 3", alarms)
+	// One clock.alarm per episode, not per refusal: the issue and the CRL
+	// refused by the first engine are one episode, the issue refused after
+	// the restart opens another (each refusal is audited as itself).
+	if alarms != 2 {
+		t.Errorf("%d clock alarms audited, want 2", alarms)
 	}
 	set(time.Now())
 	issue(t, e2, request(t, "clock-fixed"))
