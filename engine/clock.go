@@ -2,6 +2,7 @@ package engine
 
 import (
 	"fmt"
+	"strings"
 	"sync"
 	"time"
 
@@ -166,6 +167,27 @@ func (e *Engine) startClock(tx *store.Tx) error {
 	return e.resetClock(tx, now, last)
 }
 
+// raMarksNote names the RA certificates whose replay marks a reset
+// lowered (at most maxNamedMarks of them) and what that reopens.
+func raMarksNote(marks [][]byte) string {
+	if len(marks) == 0 {
+		return ""
+	}
+	const maxNamedMarks = 32
+	var b strings.Builder
+	b.WriteString(" (RA certificates")
+	for i, serial := range marks {
+		if i == maxNamedMarks {
+			fmt.Fprintf(&b, " and %d more", len(marks)-i)
+			break
+		}
+		fmt.Fprintf(&b, " %x", serial)
+	}
+	b.WriteString(": a request one of them signed while the clock ran ahead, dated after the clock, " +
+		"is refused as a replay no longer; replace those RA certificates if such a request may have been captured)")
+	return b.String()
+}
+
 // resetClock lowers the guard from last to now on an operator's statement.
 // Revocation and hold times later than now (stamped by the clock that ran
 // ahead) are re-dated to now, so CRLs signed from now on list no entry
@@ -173,6 +195,19 @@ func (e *Engine) startClock(tx *store.Tx) error {
 // signed with a notBefore later than now keep it (they are signed); CRL
 // numbers keep increasing. A clock before the issuing CA's notBefore is
 // plainly wrong: the reset is refused and signerd does not start.
+//
+// RA replay marks later than now are lowered to now in the same
+// transaction. That trades a lockout for a window, and the event says so:
+// a mark is one time per RA, and the nonces accepted while the clock ran
+// ahead lived only in that run's memory, so a request an RA signed then,
+// dated D after now, passes the date check again while the clock reads
+// within max_skew of D (at once if the clock ran ahead by less than
+// max_skew, else when the wall clock reaches D), until accepted once. A fresh
+// request dated D looks the same, so no lower mark would refuse the one
+// and not the other; keeping the mark refuses both until the clock passes
+// it. The event names the RA certificates whose marks were lowered, to be
+// replaced if a request they signed while the clock ran ahead may have
+// been captured.
 func (e *Engine) resetClock(tx *store.Tx, now, last time.Time) error {
 	if iss := e.active.Cert; now.Before(iss.NotBefore) {
 		return fmt.Errorf("refusing --acknowledge-clock-reset: the clock reads %s, before the issuing CA's notBefore %s: correct the clock",
@@ -200,8 +235,17 @@ func (e *Engine) resetClock(tx *store.Tx, now, last time.Time) error {
 	if err := tx.ResetSigningTime(now); err != nil {
 		return err
 	}
-	why := fmt.Sprintf("last signing time %s, clock reads %s: guard lowered to the clock; %d revocation or hold times after it re-dated to it",
-		last.Format(time.RFC3339), now.Format(time.RFC3339), len(ahead))
+	// RA replay marks raised past dates the clock that ran ahead accepted
+	// would refuse every fresh request of those RAs (replayed_request)
+	// until the clock caught up; lowered with the guard. What that
+	// reopens, and what the operator does about it, is named with them.
+	marks, err := tx.LowerRAReplayMarks(now)
+	if err != nil {
+		return err
+	}
+	why := fmt.Sprintf("last signing time %s, clock reads %s: guard lowered to the clock; %d revocation or hold times after it re-dated to it; "+
+		"%d RA replay marks after it lowered to it%s",
+		last.Format(time.RFC3339), now.Format(time.RFC3339), len(ahead), len(marks), raMarksNote(marks))
 	if _, err := tx.Append(store.Event{Actor: store.System, Action: "clock.reset.acknowledged", Outcome: store.OutcomeOK,
 		Reason: why, Detail: e.cfg.AcknowledgeClockReset}); err != nil {
 		return err
