@@ -202,8 +202,8 @@ func raMarksNote(marks [][]byte) string {
 // ahead lived only in that run's memory, so a request an RA signed then,
 // dated D after now, passes the date check again while the clock reads
 // within max_skew of D (at once if the clock ran ahead by less than
-// max_skew, else when the wall clock reaches D), until accepted once. A fresh
-// request dated D looks the same, so no lower mark would refuse the one
+// max_skew, else when the wall clock reaches D), until accepted once. A
+// fresh request dated D looks the same, so no lower mark would refuse the one
 // and not the other; keeping the mark refuses both until the clock passes
 // it. The event names the RA certificates whose marks were lowered, to be
 // replaced if a request they signed while the clock ran ahead may have

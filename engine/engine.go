@@ -445,7 +445,7 @@ func (e *Engine) alarm(err error, n int) {
 	if !due {
 		return
 	}
-	reason := fmt.Sprintf("%v; %d clock_backwards refusals since the last clock.alarm", err, since)
+	reason := fmt.Sprintf("%v; %d clock_backwards refusals since the last clock.alarm, this one included", err, since)
 	if aerr := e.update(func(tx *store.Tx) error {
 		_, err := tx.Append(store.Event{Actor: store.System, Action: "clock.alarm", Outcome: store.OutcomeRefused, Reason: reason,
 			Detail: clockRemedy})
