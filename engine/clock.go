@@ -196,8 +196,8 @@ func raMarksNote(marks [][]byte) string {
 // numbers keep increasing. A clock before the issuing CA's notBefore is
 // plainly wrong: the reset is refused and signerd does not start.
 //
-// RA replay marks later than now are lowered to now in the same
-// transaction. That trades a lockout for a window, and the event says so:
+// RA replay marks at or after now are lowered to just before it in the
+// same transaction. That trades a lockout for a window, and the event says so:
 // a mark is one time per RA, and the nonces accepted while the clock ran
 // ahead lived only in that run's memory, so a request an RA signed then,
 // dated D after now, passes the date check again while the clock reads
@@ -237,14 +237,16 @@ func (e *Engine) resetClock(tx *store.Tx, now, last time.Time) error {
 	}
 	// RA replay marks raised past dates the clock that ran ahead accepted
 	// would refuse every fresh request of those RAs (replayed_request)
-	// until the clock caught up; lowered with the guard. What that
+	// until the clock caught up; lowered with the guard. A mark refuses
+	// dates at or before it: lowered to just before the clock, so a
+	// request dated the second the clock reads is taken. What that
 	// reopens, and what the operator does about it, is named with them.
-	marks, err := tx.LowerRAReplayMarks(now)
+	marks, err := tx.LowerRAReplayMarks(now.Add(-time.Nanosecond))
 	if err != nil {
 		return err
 	}
 	why := fmt.Sprintf("last signing time %s, clock reads %s: guard lowered to the clock; %d revocation or hold times after it re-dated to it; "+
-		"%d RA replay marks after it lowered to it%s",
+		"%d RA replay marks at or after it lowered to just before it%s",
 		last.Format(time.RFC3339), now.Format(time.RFC3339), len(ahead), len(marks), raMarksNote(marks))
 	if _, err := tx.Append(store.Event{Actor: store.System, Action: "clock.reset.acknowledged", Outcome: store.OutcomeOK,
 		Reason: why, Detail: e.cfg.AcknowledgeClockReset}); err != nil {

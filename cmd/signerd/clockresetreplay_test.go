@@ -20,7 +20,8 @@ import (
 // 100 days ahead (and the last signing time with it). After the clock is
 // corrected and signerd restarted with --acknowledge-clock-reset, the
 // RA's freshly signed requests are accepted at once, not refused
-// replayed_request for 100 days: the reset lowered the mark to the clock,
+// replayed_request for 100 days: the reset lowered the mark to just
+// before the clock (a request dated at the clock's second is taken),
 // in its transaction, and its event names the RA certificate. A request
 // dated before the clock is still refused as a possible replay.
 func TestClockResetLowersRAReplayMarks(t *testing.T) {
@@ -71,7 +72,7 @@ func TestClockResetLowersRAReplayMarks(t *testing.T) {
 		t.Fatalf("stop: %v\n%s", err, d.log)
 	}
 	resets := d.storeEvents(t, "clock.reset.acknowledged")
-	if len(resets) != 1 || !strings.Contains(resets[0].Reason, "1 RA replay marks after it lowered to it") ||
+	if len(resets) != 1 || !strings.Contains(resets[0].Reason, "1 RA replay marks at or after it lowered to just before it") ||
 		!strings.Contains(strings.ToLower(resets[0].Reason), strings.ToLower(raSerial)) {
 		t.Errorf("clock.reset.acknowledged events %+v: want one counting the lowered RA replay mark and naming %s", resets, raSerial)
 	}
