@@ -48,7 +48,7 @@ func (e *Engine) prepare(b *batch) {
 	e.cfg.Metrics.Batch(len(b.jobs))
 	now, err := e.clock.read()
 	if err != nil {
-		e.alarm(err)
+		e.alarm(err, len(b.jobs)) // each job's caller records its refusal (auditRefusal)
 		failAll(b.jobs, err)
 		return
 	}

@@ -2,6 +2,7 @@ package engine
 
 import (
 	"fmt"
+	"strings"
 	"sync"
 	"time"
 
@@ -25,6 +26,36 @@ type clock struct {
 	mu   sync.Mutex
 	now  func() time.Time
 	last time.Time
+
+	// The refusals while the clock reads behind the guard are each
+	// recorded as the refused request (with its actor, tallied); the
+	// system's clock.alarm event is written at the first refusal of an
+	// episode (one that follows a read the guard let pass, or none) and
+	// then at most once per clockAlarmEvery, with how many were refused
+	// since the last: RA retries cannot grow it.
+	behind    bool      // an episode is under way: no read let pass since its alarm
+	alarmedAt time.Time // when its last alarm was written, by time.Now: monotonic, not the clock that is wrong
+	refused   int       // refusals since the last alarm
+}
+
+// clockAlarmEvery is how often a clock.alarm event is written again while
+// the clock stays behind the guard.
+const clockAlarmEvery = time.Hour
+
+// alarmDue counts n refusals because the clock reads behind the guard and
+// reports whether a clock.alarm event is due now, with the refusals it
+// covers (these and those since the last alarm).
+func (c *clock) alarmDue(n int) (bool, int) {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	c.refused += n
+	if c.behind && time.Since(c.alarmedAt) < clockAlarmEvery {
+		return false, 0
+	}
+	c.behind, c.alarmedAt = true, time.Now()
+	since := c.refused
+	c.refused = 0
+	return true, since
 }
 
 // read reads the clock, refusing a time before the guard, and leaves the
@@ -41,6 +72,7 @@ func (c *clock) read() (time.Time, error) {
 			"system clock reads %s, before the last signing time %s: refusing to sign backdated objects",
 			t.Format(time.RFC3339), c.last.Format(time.RFC3339))
 	}
+	c.behind = false // the episode, if any, is over: the next refusal alarms at once
 	return t, nil
 }
 
@@ -135,6 +167,27 @@ func (e *Engine) startClock(tx *store.Tx) error {
 	return e.resetClock(tx, now, last)
 }
 
+// raMarksNote names the RA certificates whose replay marks a reset
+// lowered (at most maxNamedMarks of them) and what that reopens.
+func raMarksNote(marks [][]byte) string {
+	if len(marks) == 0 {
+		return ""
+	}
+	const maxNamedMarks = 32
+	var b strings.Builder
+	b.WriteString(" (RA certificates")
+	for i, serial := range marks {
+		if i == maxNamedMarks {
+			fmt.Fprintf(&b, " and %d more", len(marks)-i)
+			break
+		}
+		fmt.Fprintf(&b, " %x", serial)
+	}
+	b.WriteString(": a request one of them signed while the clock ran ahead, dated after the clock, " +
+		"is refused as a replay no longer; replace those RA certificates if such a request may have been captured)")
+	return b.String()
+}
+
 // resetClock lowers the guard from last to now on an operator's statement.
 // Revocation and hold times later than now (stamped by the clock that ran
 // ahead) are re-dated to now, so CRLs signed from now on list no entry
@@ -142,6 +195,19 @@ func (e *Engine) startClock(tx *store.Tx) error {
 // signed with a notBefore later than now keep it (they are signed); CRL
 // numbers keep increasing. A clock before the issuing CA's notBefore is
 // plainly wrong: the reset is refused and signerd does not start.
+//
+// RA replay marks at or after now are lowered to just before it in the
+// same transaction. That trades a lockout for a window, and the event says so:
+// a mark is one time per RA, and the nonces accepted while the clock ran
+// ahead lived only in that run's memory, so a request an RA signed then,
+// dated D after now, passes the date check again while the clock reads
+// within max_skew of D (at once if the clock ran ahead by less than
+// max_skew, else when the wall clock reaches D), until accepted once. A
+// fresh request dated D looks the same, so no lower mark would refuse the one
+// and not the other; keeping the mark refuses both until the clock passes
+// it. The event names the RA certificates whose marks were lowered, to be
+// replaced if a request they signed while the clock ran ahead may have
+// been captured.
 func (e *Engine) resetClock(tx *store.Tx, now, last time.Time) error {
 	if iss := e.active.Cert; now.Before(iss.NotBefore) {
 		return fmt.Errorf("refusing --acknowledge-clock-reset: the clock reads %s, before the issuing CA's notBefore %s: correct the clock",
@@ -169,8 +235,19 @@ func (e *Engine) resetClock(tx *store.Tx, now, last time.Time) error {
 	if err := tx.ResetSigningTime(now); err != nil {
 		return err
 	}
-	why := fmt.Sprintf("last signing time %s, clock reads %s: guard lowered to the clock; %d revocation or hold times after it re-dated to it",
-		last.Format(time.RFC3339), now.Format(time.RFC3339), len(ahead))
+	// RA replay marks raised past dates the clock that ran ahead accepted
+	// would refuse every fresh request of those RAs (replayed_request)
+	// until the clock caught up; lowered with the guard. A mark refuses
+	// dates at or before it: lowered to just before the clock, so a
+	// request dated the second the clock reads is taken. What that
+	// reopens, and what the operator does about it, is named with them.
+	marks, err := tx.LowerRAReplayMarks(now.Add(-time.Nanosecond))
+	if err != nil {
+		return err
+	}
+	why := fmt.Sprintf("last signing time %s, clock reads %s: guard lowered to the clock; %d revocation or hold times after it re-dated to it; "+
+		"%d RA replay marks at or after it lowered to just before it%s",
+		last.Format(time.RFC3339), now.Format(time.RFC3339), len(ahead), len(marks), raMarksNote(marks))
 	if _, err := tx.Append(store.Event{Actor: store.System, Action: "clock.reset.acknowledged", Outcome: store.OutcomeOK,
 		Reason: why, Detail: e.cfg.AcknowledgeClockReset}); err != nil {
 		return err

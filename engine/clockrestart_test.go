@@ -10,10 +10,27 @@ import (
 	"signerd/store"
 )
 
+// countRefused counts the refused events actor caused.
+func countRefused(t *testing.T, st *store.Store, actor store.Actor) int {
+	t.Helper()
+	n := 0
+	if err := st.View(func(tx *store.Tx) error {
+		return tx.Events(1, func(ev store.Event, _ []byte) error {
+			if ev.Outcome == store.OutcomeRefused && ev.Actor.UID == actor.UID && ev.Actor.Role == actor.Role {
+				n++
+			}
+			return nil
+		})
+	}); err != nil {
+		t.Fatal(err)
+	}
+	return n
+}
+
 // TestClockGuardCoversLifecycleAcrossRestart revokes and holds at T, then
 // restarts the engine on the same store with its clock at T−1h: revoke,
-// hold, restore, CRL and issuance are each refused with clock_backwards
-// and a clock.alarm event (no lint_failed, no notBefore before a recorded
+// hold, restore, CRL and issuance are each refused with clock_backwards,
+// audited as refused under the RA, with one clock.alarm event for them all (no lint_failed, no notBefore before a recorded
 // revocation), and nothing changes. With the clock back at T they all
 // work. A revocation time a store holds without having noted it (written
 // by an earlier signerd) is honoured at start just the same.
@@ -48,13 +65,20 @@ func TestClockGuardCoversLifecycleAcrossRestart(t *testing.T) {
 		{"CRL", func() error { _, err := e.SignCRL(context.Background(), ra, ""); return err }},
 		{"issue", func() error { _, err := e.Issue(context.Background(), ra, request(t, "backdated")); return err }},
 	}
-	for _, r := range refusals {
-		alarms := len(eventsOf(t, st, "clock.alarm"))
+	// The first refusal writes the episode's one clock.alarm; every refusal
+	// is audited as itself (no refusal sink here: one event each), under
+	// the RA and its action.
+	alarms := len(eventsOf(t, st, "clock.alarm"))
+	for i, r := range refusals {
+		refused := countRefused(t, st, ra)
 		if err := r.do(); engine.CodeOf(err) != engine.CodeClockBackwards {
 			t.Errorf("%s with the clock behind the last revocation: %v, want %s", r.name, err, engine.CodeClockBackwards)
 		}
 		if got := len(eventsOf(t, st, "clock.alarm")); got != alarms+1 {
-			t.Errorf("%s: %d clock.alarm events audited, want 1", r.name, got-alarms)
+			t.Errorf("after %s (refusal %d of the episode): %d clock.alarm events audited, want 1", r.name, i+1, got-alarms)
+		}
+		if got := countRefused(t, st, ra); got != refused+1 {
+			t.Errorf("%s: %d refusals audited under the RA, want 1", r.name, got-refused)
 		}
 	}
 	for c, want := range map[*store.Certificate]store.CertStatus{good: store.StatusGood, held: store.StatusOnHold, revoked: store.StatusRevoked} {

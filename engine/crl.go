@@ -84,7 +84,8 @@ func (e *Engine) SignCRL(ctx context.Context, actor store.Actor, issuerID string
 		return err
 	})
 	if clockErr != nil {
-		e.alarm(clockErr)
+		e.alarm(clockErr, 1)
+		e.auditRefusal(actor, "crl.sign", "issuer "+iss.ID(), clockErr)
 		return nil, clockErr
 	}
 	if refused != nil {

@@ -434,12 +434,20 @@ func (e *Engine) Issuer(id string) (*Issuer, error) {
 	return nil, errorf(CodeNotFound, "no issuing key %q", id)
 }
 
-// alarm reports a refusal to sign because the clock went backwards: an
-// error in the log and an event in the audit log.
-func (e *Engine) alarm(err error) {
-	e.log.Error("clock alarm", "err", err, "remedy", clockRemedy)
+// alarm reports n refusals because the clock went backwards: each in the
+// log at error level, and in the audit log as one clock.alarm event per
+// episode (clock.alarmDue), not per request; the refused requests
+// themselves are recorded by their callers, with their actors, as
+// refusals (tallied by the refusal sink).
+func (e *Engine) alarm(err error, n int) {
+	e.log.Error("clock alarm", "err", err, "refused", n, "remedy", clockRemedy)
+	due, since := e.clock.alarmDue(n)
+	if !due {
+		return
+	}
+	reason := fmt.Sprintf("%v; %d clock_backwards refusals since the last clock.alarm, this one included", err, since)
 	if aerr := e.update(func(tx *store.Tx) error {
-		_, err := tx.Append(store.Event{Actor: store.System, Action: "clock.alarm", Outcome: store.OutcomeRefused, Reason: err.Error(),
+		_, err := tx.Append(store.Event{Actor: store.System, Action: "clock.alarm", Outcome: store.OutcomeRefused, Reason: reason,
 			Detail: clockRemedy})
 		return err
 	}); aerr != nil {

@@ -14,8 +14,10 @@ import (
 // key, not only those of the certificate's own line: certificates of
 // separate Issue requests for the same key, and their extensions, good,
 // superseded or on hold, each with its own audit event and count. One
-// revoked before for another reason keeps that reason; a certificate of
-// another key stays good.
+// revoked before for another reason gets reason keyCompromise, with an
+// audit event but no second count (its own test:
+// TestKeyCompromiseReachesSiblingRevokedForAnotherReason); a certificate
+// of another key stays good.
 func TestKeyCompromiseReachesEveryCertificateOfTheKey(t *testing.T) {
 	ca := enginetest.NewCA(t)
 	st := enginetest.OpenStore(t)
@@ -61,8 +63,8 @@ func TestKeyCompromiseReachesEveryCertificateOfTheKey(t *testing.T) {
 			t.Errorf("%s after keyCompromise of the key: %s, reason %d; want revoked, 1", x.RequestID, rec.Status, rec.Reason)
 		}
 	}
-	if rec, err := e.Status(revokedBefore.Serial); err != nil || rec.Reason != 3 {
-		t.Errorf("certificate revoked before for affiliationChanged: %+v, %v; want its reason kept", rec, err)
+	if rec, err := e.Status(revokedBefore.Serial); err != nil || rec.Status != store.StatusRevoked || rec.Reason != keyCompromise {
+		t.Errorf("certificate revoked before for affiliationChanged: %+v, %v; want its reason now keyCompromise", rec, err)
 	}
 	if rec, err := e.Status(other.Serial); err != nil || rec.Status != store.StatusGood {
 		t.Errorf("certificate of another key: %+v, %v; want good", rec, err)
@@ -83,6 +85,9 @@ func TestKeyCompromiseReachesEveryCertificateOfTheKey(t *testing.T) {
 			t.Errorf("%d certificate.revoke events for %s, want 1", n, x.RequestID)
 		}
 	}
+	if n := events[store.HexSerial(revokedBefore.Serial)]; n != 2 {
+		t.Errorf("%d certificate.revoke events for %s, want 2 (its revocation, its reason change)", n, revokedBefore.RequestID)
+	}
 	after, err := e.Statistics(store.Month(time.Now()))
 	if err != nil {
 		t.Fatal(err)
@@ -92,7 +97,7 @@ func TestKeyCompromiseReachesEveryCertificateOfTheKey(t *testing.T) {
 	}
 	checkLines(t, st)
 	crl := listed(checkCRL(t, ca, mustCRL(t, e)))
-	for _, x := range reached {
+	for _, x := range append(reached, revokedBefore) {
 		if crl[hexOf(x.Serial)] != keyCompromise {
 			t.Errorf("CRL lists %s with %v, want keyCompromise", x.RequestID, crl[hexOf(x.Serial)])
 		}

@@ -67,7 +67,8 @@ const reasonKeyCompromise = 1
 // keyCompromise is about the key, not one certificate: the key is marked
 // compromised, so no certificate is issued for it again, and every other
 // certificate this CA issued for it that is still valid (good, superseded
-// or on hold) is revoked with it, in the same transaction: those of the
+// or on hold) is revoked with it, and one revoked for another reason gets
+// reason keyCompromise, in the same transaction: those of the
 // certificate's own line of renewals and extensions and those of separate
 // requests alike, found through the store's key index. Anything for that
 // key, or replacing one of these, that is being signed meanwhile is
@@ -132,13 +133,16 @@ func notExpired(c *store.Certificate, now time.Time) error {
 }
 
 // compromiseKey marks c's key compromised and revokes for keyCompromise
-// every other certificate for that key that is not revoked or expired,
-// each with its audit event and count. The key index finds them by the
-// subjectPublicKey bits; only those whose key is c's by the digest the
-// compromised-keys index uses (algorithm and curve included) are taken. A
-// certificate revoked before for another reason keeps it; signerd's own
-// certificates are left to signerd (an RA never reaches them, and no RA
-// certificate can share their key: see checkKeyUse).
+// every other certificate for that key that has not expired, each with
+// its audit event. The key index finds them by the subjectPublicKey bits;
+// only those whose key is c's by the digest the compromised-keys index
+// uses (algorithm and curve included) are taken. One valid or on hold is
+// revoked now, and counted; one revoked before for another reason gets
+// reason keyCompromise with its revocation date kept, as declareCompromise
+// does for c itself, so no CRL lists a certificate of a compromised key
+// under a milder reason; one revoked for keyCompromise already is left.
+// signerd's own certificates are left to signerd (an RA never reaches
+// them, and no RA certificate can share their key: see checkKeyUse).
 func (e *Engine) compromiseKey(tx *store.Tx, actor store.Actor, c *store.Certificate, now time.Time) error {
 	d, err := certKeyDigest(c)
 	if err != nil {
@@ -149,7 +153,8 @@ func (e *Engine) compromiseKey(tx *store.Tx, actor store.Actor, c *store.Certifi
 	}
 	var same []*store.Certificate
 	if err := tx.CertificatesOfKey(c.DER, func(o *store.Certificate) error {
-		if bytes.Equal(o.Serial, c.Serial) || o.Status == store.StatusRevoked || !o.NotAfter.After(now) || isOwnCertificate(o) {
+		if bytes.Equal(o.Serial, c.Serial) || (o.Status == store.StatusRevoked && o.Reason == reasonKeyCompromise) ||
+			!o.NotAfter.After(now) || isOwnCertificate(o) {
 			return nil
 		}
 		k, err := certKeyDigest(o)
@@ -165,15 +170,22 @@ func (e *Engine) compromiseKey(tx *store.Tx, actor store.Actor, c *store.Certifi
 	}
 	// Written once the index has been read: no bucket changes under its cursor.
 	for _, o := range same {
-		o.Status, o.Reason, o.RevokedAt = store.StatusRevoked, reasonKeyCompromise, now
+		why := fmt.Sprintf("status revoked, reason 1: same key as %x, revoked for keyCompromise", c.Serial)
+		if o.Status == store.StatusRevoked {
+			why = fmt.Sprintf("status revoked, reason 1, was reason %d, revocation date %s kept: same key as %x, revoked for keyCompromise",
+				o.Reason, o.RevokedAt.Format(time.RFC3339), c.Serial)
+			o.Reason = reasonKeyCompromise
+		} else {
+			o.Status, o.Reason, o.RevokedAt = store.StatusRevoked, reasonKeyCompromise, now
+			if err := tx.Count(store.Month(now), o.Profile, store.StatRevoked, 1); err != nil {
+				return err
+			}
+		}
 		if err := tx.PutCertificate(o); err != nil {
 			return err
 		}
-		if err := tx.Count(store.Month(now), o.Profile, store.StatRevoked, 1); err != nil {
-			return err
-		}
 		if _, err := tx.Append(store.Event{Actor: actor, Action: "certificate.revoke", Object: store.HexSerial(o.Serial),
-			Outcome: store.OutcomeOK, Reason: fmt.Sprintf("status revoked, reason 1: same key as %x, revoked for keyCompromise", c.Serial)}); err != nil {
+			Outcome: store.OutcomeOK, Reason: why}); err != nil {
 			return err
 		}
 	}
@@ -281,7 +293,12 @@ func (e *Engine) transition(actor store.Actor, serial []byte, action string, cha
 		return nil
 	})
 	if clockErr != nil {
-		e.alarm(clockErr)
+		// Refused like any other refusal, under the actor and action
+		// (tallied by the refusal sink); the clock.alarm is the system's,
+		// once per episode.
+		e.alarm(clockErr, 1)
+		e.recordRefusal(store.Event{Actor: actor, Action: action, Object: store.HexSerial(serial), Outcome: store.OutcomeRefused,
+			Reason: store.BoundedText(clockErr.Error(), maxRefusalReason)}, CodeClockBackwards)
 		return nil, clockErr
 	}
 	if err != nil {

@@ -44,3 +44,37 @@ func (t *Tx) RaiseRAReplayMark(serial []byte, ts time.Time) error {
 	raw, _ := ts.UTC().MarshalText()
 	return b.Put(serial, raw)
 }
+
+// LowerRAReplayMarks lowers every RA replay mark later than ts to ts and
+// returns the RA certificate serials whose marks it lowered: for an
+// acknowledged clock reset (engine.resetClock), whose marks were raised
+// past dates a clock that ran ahead accepted. It reopens what those marks refused: a request accepted
+// before, dated after ts, is no longer refused by its date once nothing
+// in memory remembers its nonce; the caller says so.
+func (t *Tx) LowerRAReplayMarks(ts time.Time) ([][]byte, error) {
+	b := t.bucket(bucketRAReplay)
+	if b == nil {
+		return nil, nil
+	}
+	var ahead [][]byte
+	if err := b.ForEach(func(serial, raw []byte) error {
+		var mark time.Time
+		if err := mark.UnmarshalText(raw); err != nil {
+			return fmt.Errorf("read RA replay mark of %x: %w", serial, err)
+		}
+		if mark.After(ts) {
+			ahead = append(ahead, append([]byte(nil), serial...))
+		}
+		return nil
+	}); err != nil {
+		return nil, err
+	}
+	raw, _ := ts.UTC().MarshalText()
+	// Written once the bucket has been read: none changes under its cursor.
+	for _, serial := range ahead {
+		if err := b.Put(serial, raw); err != nil {
+			return nil, err
+		}
+	}
+	return ahead, nil
+}

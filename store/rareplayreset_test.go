@@ -1,0 +1,65 @@
+package store
+
+import (
+	"bytes"
+	"testing"
+	"time"
+)
+
+// TestLowerRAReplayMarks: marks after the reset time are lowered to it,
+// those at or before it are left, and the lowered ones are named; a store
+// that never held a mark lowers none.
+func TestLowerRAReplayMarks(t *testing.T) {
+	s := openTemp(t)
+	reset := time.Date(2026, 11, 29, 8, 0, 0, 0, time.UTC)
+	if err := s.Update(func(tx *Tx) error {
+		lowered, err := tx.LowerRAReplayMarks(reset)
+		if err != nil || len(lowered) != 0 {
+			t.Errorf("no marks: lowered %x, %v", lowered, err)
+		}
+		return nil
+	}); err != nil {
+		t.Fatal(err)
+	}
+	marks := []struct {
+		serial []byte
+		mark   time.Time
+		want   time.Time
+	}{
+		{[]byte{0x01}, reset.AddDate(0, 0, 100), reset},
+		{[]byte{0x02}, reset.Add(time.Second), reset},
+		{[]byte{0x03}, reset, reset},
+		{[]byte{0x04}, reset.Add(-time.Hour), reset.Add(-time.Hour)},
+	}
+	if err := s.Update(func(tx *Tx) error {
+		for _, m := range marks {
+			if err := tx.RaiseRAReplayMark(m.serial, m.mark); err != nil {
+				return err
+			}
+		}
+		lowered, err := tx.LowerRAReplayMarks(reset)
+		if err != nil {
+			return err
+		}
+		if len(lowered) != 2 || !bytes.Equal(lowered[0], []byte{0x01}) || !bytes.Equal(lowered[1], []byte{0x02}) {
+			t.Errorf("lowered %x, want 01 and 02", lowered)
+		}
+		return nil
+	}); err != nil {
+		t.Fatal(err)
+	}
+	if err := s.View(func(tx *Tx) error {
+		for _, m := range marks {
+			got, err := tx.RAReplayMark(m.serial)
+			if err != nil {
+				return err
+			}
+			if !got.Equal(m.want) {
+				t.Errorf("mark of %x: %s, want %s", m.serial, got, m.want)
+			}
+		}
+		return nil
+	}); err != nil {
+		t.Fatal(err)
+	}
+}
