@@ -179,7 +179,7 @@ func checkPages(f *os.File, size int64) error {
 		}
 		span := (over + 1) * uint64(ps)
 		if uint64(len(buf)) < span {
-			buf = make([]byte, span)
+			buf = append(make([]byte, 0, span), buf[:ps]...)[:span]
 		}
 		p := buf[:span]
 		if _, err := f.ReadAt(p[ps:], int64(id)*ps+ps); err != nil && !errors.Is(err, io.EOF) {

@@ -1,6 +1,7 @@
 package store
 
 import (
+	"bytes"
 	"encoding/binary"
 	"errors"
 	"fmt"
@@ -32,6 +33,14 @@ func branchyStore(t *testing.T) (path string, pageSize int, root uint64) {
 		b := tx.Bucket(bucketCerts)
 		for i := 0; i < 3000; i++ {
 			if err := b.Put([]byte(fmt.Sprintf("%016x", i)), make([]byte, 100)); err != nil {
+				return err
+			}
+		}
+		// Values larger than a page, on overflow pages, as long audit
+		// events are (and larger ones each time, so that the check's
+		// page buffer must grow).
+		for i := 1; i <= 3; i++ {
+			if err := b.Put([]byte(fmt.Sprintf("big-%d", i)), bytes.Repeat([]byte{'x'}, i*10000)); err != nil {
 				return err
 			}
 		}
@@ -74,6 +83,13 @@ func TestVerifyStopsAtDamagedPageStructure(t *testing.T) {
 		m0 = m1
 	}
 	freelist := int(m0.freelist) * ps
+	if f, err := os.Open(path); err != nil {
+		t.Fatal(err)
+	} else if err := checkPages(f, int64(len(raw))); err != nil {
+		t.Fatalf("the undamaged file: %v", err)
+	} else {
+		f.Close()
+	}
 	cases := []struct {
 		name   string
 		damage func(b []byte)
