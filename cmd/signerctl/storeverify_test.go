@@ -16,8 +16,8 @@ import (
 // TestStoreVerifyLoopedFile: a store file whose audit bucket has a branch
 // page naming itself as its child gets one line naming the page and the
 // bucket, exit 1, and no crash. On the code before, store verify walked
-// the loop until memory ran out ("fatal error: out of memory", exit 2,
-// after taking all the memory the machine would give).
+// the loop until the stack or memory ran out ("fatal error: stack
+// overflow" or "out of memory", exit 2).
 func TestStoreVerifyLoopedFile(t *testing.T) {
 	path := filepath.Join(t.TempDir(), "looped.db")
 	st, err := store.Open(path)
