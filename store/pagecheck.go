@@ -42,6 +42,9 @@ const (
 	// level); inline buckets are walked on the stack of a page already
 	// counted, so this is what bounds them.
 	maxBucketDepth = 16
+	// maxTreeDepth bounds a bucket's page tree (bbolt's are a few levels
+	// deep; bbolt's cursor recurses once a level).
+	maxTreeDepth = 64
 )
 
 // DamageError is damage to a store file's page structure: reading its
@@ -101,6 +104,7 @@ type pageWalk struct {
 	id     uint64
 	bucket string // the bucket whose tree holds it ("" for the root)
 	depth  int    // bucket nesting
+	level  int    // depth in its bucket's page tree
 }
 
 // checkPages checks the page structure of the bbolt file f of size size,
@@ -246,7 +250,10 @@ func checkTreePage(p []byte, w pageWalk, push func(pageWalk)) error {
 			if uint64(i*branchElemSize)+pos+ksize > uint64(len(elems)) {
 				return fmt.Errorf("element %d's key lies outside the page", i)
 			}
-			push(pageWalk{id: binary.LittleEndian.Uint64(e[8:]), bucket: w.bucket, depth: w.depth})
+			if w.level+1 > maxTreeDepth {
+				return fmt.Errorf("the page tree is more than %d levels deep", maxTreeDepth)
+			}
+			push(pageWalk{id: binary.LittleEndian.Uint64(e[8:]), bucket: w.bucket, depth: w.depth, level: w.level + 1})
 		}
 	case flags&flagLeaf != 0:
 		if count*leafElemSize > len(elems) {
