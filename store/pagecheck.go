@@ -115,6 +115,9 @@ type pageWalk struct {
 // reading the file is returned as is.
 func checkPages(f *os.File, size int64) error {
 	damaged := func(bucket, format string, args ...any) error {
+		if bucket == "" {
+			bucket = "(file)" // the meta pages, the freelist, the root bucket's tree
+		}
 		return &DamageError{Finding{Bucket: bucket, Problem: fmt.Sprintf(format, args...)}}
 	}
 	// Meta page 0 is at offset 0 whatever the page size; page 1 follows
