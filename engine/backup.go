@@ -4,11 +4,13 @@ import (
 	"context"
 	"crypto/rand"
 	"encoding/hex"
+	"errors"
 	"fmt"
 	"io"
 	"os"
 	"path/filepath"
 	"strings"
+	"syscall"
 
 	"signerd/store"
 )
@@ -34,9 +36,28 @@ const backupTempPrefix = ".signerd-backup-"
 // audit event with the copy's audit head and SHA-256. That event comes
 // after the copy's head, so the copy does not hold it: the live log (and
 // every later copy) does. The file is then unlinked and send reads it
-// outside any transaction, at whatever pace the client takes, holding
-// nothing of the store; nothing is left on disk however the send ends.
+// outside any transaction, holding nothing of the store; nothing is left
+// on disk however the send ends.
+//
+// One backup runs at a time, from the check of free space to the end of
+// send (which the caller bounds): the unlinked copy takes the store's
+// size on disk until send returns, so a second request is refused
+// (CodeBackupInProgress) rather than queued, and a file system without
+// room for the copy and the store's size again is refused before any
+// copy is made (CodeBackupNoSpace). A request whose client has gone
+// (ctx done) is not sealed, copied, checked or sent further. Every call
+// ends with one store.backup event: ok when the copy is handed to send,
+// failed with the reason otherwise ("client gone" for an abandoned one).
 func (e *Engine) BackupStore(ctx context.Context, actor store.Actor, send func(StoreBackup, io.Reader) error) error {
+	if !e.backupMu.TryLock() {
+		msg := "another store backup is being made or sent; retry when it ends"
+		e.auditBackup(actor, nil, store.OutcomeFailed, msg)
+		return &Error{Code: CodeBackupInProgress, Message: msg, audited: true}
+	}
+	defer e.backupMu.Unlock()
+	if err := e.backupAbandoned(ctx, actor, nil, "before the seal"); err != nil {
+		return err
+	}
 	// A copy is wanted most when something is failing: an HSM that
 	// cannot seal does not prevent it (the copy then ends on an earlier
 	// seal, which the event records).
@@ -45,12 +66,23 @@ func (e *Engine) BackupStore(ctx context.Context, actor store.Actor, send func(S
 		unsealed = "not sealed first: " + err.Error()
 		e.log.Warn("store backup: the log could not be sealed first; copying it as it is", "err", err)
 	}
+	if err := e.backupAbandoned(ctx, actor, nil, "before the copy"); err != nil {
+		return err
+	}
 	f, b, err := e.copyStore()
 	if err != nil {
-		e.auditBackup(actor, &b, store.OutcomeFailed, err.Error())
-		return &Error{Code: CodeInternal, Message: err.Error(), Err: err, audited: true}
+		code, msg := CodeInternal, err.Error()
+		var ee *Error
+		if errors.As(err, &ee) {
+			code, msg = ee.Code, ee.Message
+		}
+		e.auditBackup(actor, &b, store.OutcomeFailed, msg)
+		return &Error{Code: code, Message: msg, Err: err, audited: true}
 	}
 	defer f.Close()
+	if err := e.backupAbandoned(ctx, actor, &b, "after the copy, before it was sent"); err != nil {
+		return err
+	}
 	if err := e.auditBackup(actor, &b, store.OutcomeOK, unsealed); err != nil {
 		// A copy that is not in the log is not handed out.
 		return &Error{Code: storeCode(err), Message: "record the backup in the audit log: " + err.Error(), Err: err}
@@ -62,12 +94,30 @@ func (e *Engine) BackupStore(ctx context.Context, actor store.Actor, send func(S
 	return nil
 }
 
+// backupAbandoned records a backup whose client has gone as failed, and
+// returns the error to end it with; nil while the client waits.
+func (e *Engine) backupAbandoned(ctx context.Context, actor store.Actor, b *StoreBackup, when string) error {
+	if ctx.Err() == nil {
+		return nil
+	}
+	e.log.Warn("store backup abandoned: client gone", "uid", actor.UID, "when", when)
+	e.auditBackup(actor, b, store.OutcomeFailed, "client gone "+when)
+	return fmt.Errorf("store backup abandoned (client gone %s): %w", when, context.Cause(ctx))
+}
+
+// backupFreeSpace is the space an unprivileged process may still write
+// on the file system holding dir (a variable so tests can run out of it).
+var backupFreeSpace = func(dir string) (uint64, error) {
+	var st syscall.Statfs_t
+	if err := syscall.Statfs(dir, &st); err != nil {
+		return 0, err
+	}
+	return st.Bavail * uint64(st.Bsize), nil
+}
+
 // copyStore writes and verifies the copy, and returns it open for reading
-// and already unlinked.
+// and already unlinked. The caller holds backupMu.
 func (e *Engine) copyStore() (*os.File, StoreBackup, error) {
-	// One copy at a time: each takes the store's size in disk space.
-	e.backupMu.Lock()
-	defer e.backupMu.Unlock()
 	var b StoreBackup
 	dir := filepath.Dir(e.store.Path())
 	// A copy found here now was being made when signerd stopped (one
@@ -79,6 +129,21 @@ func (e *Engine) copyStore() (*os.File, StoreBackup, error) {
 			os.Remove(f)
 		}
 	}
+	// Room for the copy and as much again, so that the live store can
+	// still grow (and issuance go on) while the copy exists.
+	fi, err := os.Stat(e.store.Path())
+	if err != nil {
+		return nil, b, fmt.Errorf("store backup: %w", err)
+	}
+	free, err := backupFreeSpace(dir)
+	if err != nil {
+		return nil, b, fmt.Errorf("store backup: free space in %s: %w", dir, err)
+	}
+	if need := 2 * uint64(fi.Size()); free < need {
+		return nil, b, &Error{Code: CodeBackupNoSpace, Message: fmt.Sprintf(
+			"%s has %d bytes free; a backup needs %d (the copy of the %d-byte store, and as much again for the store to grow meanwhile): no copy made",
+			dir, free, need, fi.Size())}
+	}
 	var rnd [8]byte
 	rand.Read(rnd[:])
 	path := filepath.Join(dir, backupTempPrefix+hex.EncodeToString(rnd[:]))
@@ -89,6 +154,10 @@ func (e *Engine) copyStore() (*os.File, StoreBackup, error) {
 	}
 	b.Snapshot = snap
 	report, err := store.Verify(path)
+	if errors.Is(err, store.ErrPageStructure) {
+		e.log.Error("store backup: the copy's page structure is damaged; the live store has the same damage", "err", err)
+		return nil, b, fmt.Errorf("the copy fails its check (the live store has the same damage): %w", err)
+	}
 	if err != nil {
 		return nil, b, fmt.Errorf("check the copy: %w", err)
 	}

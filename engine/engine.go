@@ -124,7 +124,7 @@ type Engine struct {
 	sealDone   chan struct{}
 	sealClosed atomic.Bool
 	anchor     anchorState
-	backupMu   sync.Mutex // one store copy at a time (backup.go)
+	backupMu   sync.Mutex // one store backup at a time, copy to send (backup.go)
 }
 
 // New starts an engine: it resolves requests a crash left signing (their

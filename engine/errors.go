@@ -41,6 +41,14 @@ const (
 	// (or before its notBefore); nothing the RA sends can help, an
 	// operator must roll the issuing CA over or correct the clock.
 	CodeIssuerExpired Code = "issuer_expired"
+	// CodeBackupInProgress: another store backup is being made or sent
+	// (one at a time: each holds a copy of the store on disk); retry
+	// when it ends.
+	CodeBackupInProgress Code = "backup_in_progress"
+	// CodeBackupNoSpace: the store's file system has not the free space
+	// a backup needs (the copy, and the store's size again for the live
+	// store to grow meanwhile); an operator must make room.
+	CodeBackupNoSpace Code = "backup_no_space"
 )
 
 // errHSM marks a failure of the HSM itself (no signature, or one that
@@ -53,7 +61,7 @@ var errHSM = errors.New("HSM")
 // operator setting it (or, for a small step, time itself) ends that.
 func (c Code) Retryable() bool {
 	switch c {
-	case CodeBusy, CodeInProgress, CodeHSMUnavailable, CodeStoreUnavailable, CodeShuttingDown, CodeInternal:
+	case CodeBusy, CodeInProgress, CodeBackupInProgress, CodeHSMUnavailable, CodeStoreUnavailable, CodeShuttingDown, CodeInternal:
 		return true
 	}
 	return false

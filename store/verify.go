@@ -9,6 +9,7 @@ import (
 	"os"
 	"runtime/debug"
 	"strconv"
+	"syscall"
 	"time"
 
 	bolt "go.etcd.io/bbolt"
@@ -73,10 +74,14 @@ const maxFindingsPerCheck = 20
 // signerd has open cannot be verified (it holds the file's lock): verify
 // a copy.
 //
-// A file may be hostile or damaged anywhere: a file shorter than the pages
-// it records is refused before any page is read (reading past its end
-// would kill the process), and a page that cannot be read is reported as
-// an error rather than a crash.
+// A file may be hostile or damaged anywhere. Its page structure is checked
+// first, with plain reads and without recursion (checkPages): a file
+// shorter than the pages it records, a page reached twice (a loop in the
+// page tree would make bbolt walk it until memory is gone, which no
+// recover survives), a page number, element or freelist count that lies
+// outside its page or the file, is a *DamageError (errors.Is
+// ErrPageStructure) naming the page and bucket, and no record is read. A
+// page that still cannot be read is reported as an error, not a crash.
 func Verify(path string) (*Report, error) {
 	fi, err := os.Stat(path)
 	switch {
@@ -86,6 +91,26 @@ func Verify(path string) (*Report, error) {
 		return nil, fmt.Errorf("verify %s: not a regular file", path)
 	case fi.Size() == 0:
 		return nil, fmt.Errorf("verify %s: empty file, not a store", path)
+	}
+	// The page structure first, with plain reads: bbolt itself (at open,
+	// to load a freelist, and in every walk) trusts it (pagecheck.go).
+	f, err := os.Open(path)
+	if err != nil {
+		return nil, fmt.Errorf("verify: %w", err)
+	}
+	// A shared lock, as bbolt takes read-only: the store signerd holds
+	// is refused here, before pages a writer is changing are read.
+	if err := syscall.Flock(int(f.Fd()), syscall.LOCK_SH|syscall.LOCK_NB); err != nil {
+		f.Close()
+		if errors.Is(err, syscall.EWOULDBLOCK) {
+			return nil, fmt.Errorf("verify %s: in use by a process that writes it (verify a copy)", path)
+		}
+		return nil, fmt.Errorf("verify %s: lock: %w", path, err)
+	}
+	err = checkPages(f, fi.Size())
+	f.Close()
+	if err != nil {
+		return nil, fmt.Errorf("verify %s: %w", path, err)
 	}
 	db, err := bolt.Open(path, 0o600, &bolt.Options{ReadOnly: true, Timeout: time.Second})
 	if err != nil {

@@ -10,8 +10,10 @@ import (
 	"fmt"
 	"io"
 	"os"
+	"os/signal"
 	"path/filepath"
 	"strconv"
+	"syscall"
 
 	"signerd/store"
 )
@@ -19,10 +21,14 @@ import (
 // Store commands: an operator has signerd copy its embedded store while it
 // serves; anyone checks a copy offline.
 
-// storeBackup writes a copy of the store from signerd to --out: to
-// FILE.tmp first, synced, checked (its SHA-256 against signerd's, then
-// store.Verify), and only then renamed to FILE, with the directory synced,
-// so FILE is whole or absent whatever happens meanwhile.
+// storeBackup writes a copy of the store from signerd to --out: to a
+// temporary file of its own beside FILE first (.FILE.*.tmp, 0600, a name
+// no other run uses, so a leftover never blocks the next), synced,
+// checked (its SHA-256 against signerd's, then store.Verify), and only
+// then renamed to FILE, with the directory synced, so FILE is whole or
+// absent whatever happens meanwhile. SIGINT or SIGTERM removes the
+// temporary file before signerctl exits; only SIGKILL or a crash leaves
+// it (remove it by hand).
 func storeBackup(args []string, stdout io.Writer) error {
 	fs := flag.NewFlagSet("store backup", flag.ContinueOnError)
 	var c clientFlags
@@ -37,11 +43,24 @@ func storeBackup(args []string, stdout io.Writer) error {
 	if _, err := os.Lstat(*out); err == nil {
 		return fmt.Errorf("%s exists; refusing to overwrite", *out)
 	}
-	tmp := *out + ".tmp"
-	f, err := createNew(tmp, 0o600)
+	f, err := os.CreateTemp(filepath.Dir(*out), "."+filepath.Base(*out)+".*.tmp")
 	if err != nil {
 		return err
 	}
+	tmp := f.Name()
+	// Interrupted, the copy so far is removed, not left to fill the disk.
+	signals := make(chan os.Signal, 1)
+	signal.Notify(signals, syscall.SIGINT, syscall.SIGTERM)
+	defer signal.Stop(signals)
+	go func() {
+		sig, ok := <-signals
+		if !ok {
+			return
+		}
+		os.Remove(tmp)
+		fmt.Fprintf(os.Stderr, "signerctl: %v: the partial copy %s was removed; %s not written\n", sig, tmp, *out)
+		os.Exit(1)
+	}()
 	keep := false
 	defer func() {
 		if !keep {

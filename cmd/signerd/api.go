@@ -49,6 +49,8 @@ type api struct {
 	metrics *metrics
 	sigs    raSignatures
 	refused *refusalLog // where refusals before the engine are recorded
+	// backupTimeout: store.backup_timeout (backup.go).
+	backupTimeout time.Duration
 }
 
 func (a *api) routes(roles roles) http.Handler {
@@ -564,6 +566,8 @@ var httpStatus = map[engine.Code]int{
 
 	engine.CodeAlreadySuperseded: http.StatusConflict,
 	engine.CodeIssuerExpired:     http.StatusInternalServerError, // an operator's to fix; not retryable
+	engine.CodeBackupInProgress:  http.StatusServiceUnavailable,
+	engine.CodeBackupNoSpace:     http.StatusInsufficientStorage, // an operator's to fix; not retryable
 }
 
 func (a *api) fail(w http.ResponseWriter, r *http.Request, err error) {

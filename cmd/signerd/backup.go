@@ -18,20 +18,38 @@ const (
 	headerBackupLastSeal  = "Signerd-Backup-Last-Seal"
 )
 
+// defaultBackupTimeout is store.backup_timeout's default.
+const defaultBackupTimeout = time.Minute
+
+// backupSendTimeout is how long sending a copy of size bytes may take.
+func (a *api) backupSendTimeout(size int64) time.Duration {
+	base := a.backupTimeout
+	if base == 0 {
+		base = defaultBackupTimeout
+	}
+	return base + time.Duration(size>>20)*time.Second
+}
+
 // backupStore sends a verified copy of the store (engine.BackupStore).
 // The copy is made and checked before the status is sent, so a failure
 // to make it is an ordinary error answer; the copy is sent from a file
-// the store no longer holds, so a slow client holds back nothing.
+// the store no longer holds, so a slow client holds back no write; it
+// holds the copy's disk space and the one backup slot until its write
+// deadline (backupSendTimeout), when the copy is dropped.
 func (a *api) backupStore(w http.ResponseWriter, r *http.Request, p peer) {
 	if !emptyBody(w, r) {
 		return
 	}
-	if err := http.NewResponseController(w).SetWriteDeadline(time.Now().Add(exportTimeout)); err != nil {
-		a.log.Warn("store backup: write deadline", "err", err)
-	}
 	started := false
 	var sent int64
 	err := a.eng.BackupStore(r.Context(), p.actor(), func(b engine.StoreBackup, copy io.Reader) error {
+		// A client that reads slowly or not at all keeps the copy (the
+		// store's size on disk) and the one backup slot: the send is
+		// given its size at 1 MiB/s and the configured time more, and
+		// then the copy is dropped.
+		if err := http.NewResponseController(w).SetWriteDeadline(time.Now().Add(a.backupSendTimeout(b.Size))); err != nil {
+			a.log.Warn("store backup: write deadline", "err", err)
+		}
 		h := w.Header()
 		h.Set("Content-Type", "application/octet-stream")
 		h.Set("Content-Disposition", `attachment; filename="signerd-store.db"`)

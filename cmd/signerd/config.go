@@ -97,6 +97,10 @@ type storeCfg struct {
 	// before health reports the store stalled and the watchdog is
 	// withheld (default, or 0: 10s; at least 100ms).
 	WriteStallAfter duration `yaml:"write_stall_after"`
+	// BackupTimeout is how long sending a store backup may take beyond
+	// one second per MiB of the copy, after which the copy is dropped
+	// (default, or 0: 1m; at least 1s; backup.go).
+	BackupTimeout duration `yaml:"backup_timeout"`
 }
 
 func (s *storeCfg) UnmarshalYAML(n *yaml.Node) error {
@@ -110,9 +114,9 @@ func (s *storeCfg) UnmarshalYAML(n *yaml.Node) error {
 	// A node decodes without the file's strictness: check the keys here.
 	for i := 0; i < len(n.Content); i += 2 {
 		switch k := n.Content[i]; k.Value {
-		case "path", "initial_mmap_size", "write_stall_after":
+		case "path", "initial_mmap_size", "write_stall_after", "backup_timeout":
 		default:
-			return fmt.Errorf("line %d: store: unknown key %q (path, initial_mmap_size, write_stall_after)", k.Line, k.Value)
+			return fmt.Errorf("line %d: store: unknown key %q (path, initial_mmap_size, write_stall_after, backup_timeout)", k.Line, k.Value)
 		}
 	}
 	type plain storeCfg
@@ -205,6 +209,9 @@ func (c *config) validate() error {
 	}
 	if d := c.Store.WriteStallAfter.Duration; d != 0 && d < minWriteStallAfter {
 		return fmt.Errorf("store.write_stall_after %s: below %s, an ordinary commit would count as a stall", d, minWriteStallAfter)
+	}
+	if d := c.Store.BackupTimeout.Duration; d != 0 && d < time.Second {
+		return fmt.Errorf("store.backup_timeout %s: below 1s", d)
 	}
 	if c.Store.InitialMmapSize != nil && (*c.Store.InitialMmapSize > maxInitialMmapSize) {
 		return fmt.Errorf("store.initial_mmap_size %d: more than %d", *c.Store.InitialMmapSize, maxInitialMmapSize)
