@@ -69,15 +69,15 @@ func (d *daemonProc) heldBackupCopies(t *testing.T) int {
 // TestStalledStoreBackupHoldsOneSlotUntilItsDeadline: a client that asks
 // for a backup and never reads it holds the one backup slot and one copy:
 // a second backup meanwhile is refused with 503 backup_in_progress and
-// makes no copy. With store.backup_timeout 5s (the window in which the
+// makes no copy. With store.backup_timeout 15s (the window in which the
 // second request must arrive), the stalled send is cut at its deadline
-// (5s plus 1s per MiB), the copy is dropped, and a backup is then made.
+// (15s plus 1s per MiB), the copy is dropped, and a backup is then made.
 // On the code before the limit, the second backup was made at once, and
 // each stalled client held a copy for an hour.
 func TestStalledStoreBackupHoldsOneSlotUntilItsDeadline(t *testing.T) {
 	d := newDaemonProc(t, "")
 	d.editConfig(t, fmt.Sprintf("operator: {uids: [%d]}", operatorUID), fmt.Sprintf("operator: {uids: [%d]}", os.Getuid()))
-	d.editConfig(t, "store: "+d.store, fmt.Sprintf("store: {path: %s, backup_timeout: 5s}", d.store))
+	d.editConfig(t, "store: "+d.store, fmt.Sprintf("store: {path: %s, backup_timeout: 15s}", d.store))
 	padAuditLog(t, d.store, 300, 4000) // about 1.3 MiB: more than the socket buffers hold
 	d.start(t)
 	d.stalledBackup(t)
