@@ -146,13 +146,7 @@ func (a *api) mux(roles roles, seen func(pattern string)) *http.ServeMux {
 	route("POST /v1/store/backup", op, a.backupStore)
 	route("GET /v1/health", op, a.health)
 	route("GET /v1/metrics", op, func(w http.ResponseWriter, r *http.Request, _ peer) { a.metrics.handler().ServeHTTP(w, r) })
-	mux.HandleFunc("/", func(rw http.ResponseWriter, r *http.Request) {
-		// Audited like every refusal, whoever asks (a peer without a
-		// role too): an unknown route is someone probing.
-		w := &recorder{ResponseWriter: rw}
-		p := peerFrom(r.Context())
-		p.Roles = roles.rolesOf(p)
-		defer func() { a.auditRefusal(r, p, w.code) }()
+	mux.HandleFunc("/", func(w http.ResponseWriter, r *http.Request) {
 		var allow []string
 		for _, m := range []string{http.MethodGet, http.MethodPost} {
 			other := r.Clone(r.Context())
@@ -161,12 +155,18 @@ func (a *api) mux(roles roles, seen func(pattern string)) *http.ServeMux {
 				allow = append(allow, m)
 			}
 		}
-		if len(allow) > 0 {
-			w.Header().Set("Allow", strings.Join(allow, ", "))
-			writeError(w, http.StatusMethodNotAllowed, codeMethod, fmt.Sprintf("%s takes %s, not %s", r.URL.Path, strings.Join(allow, " or "), r.Method))
+		if len(allow) == 0 {
+			a.noRoute(w, r, roles)
 			return
 		}
-		writeError(w, http.StatusNotFound, codeNoRoute, fmt.Sprintf("no route %s %s; see docs/api.md", r.Method, r.URL.Path))
+		// Audited like every refusal, whoever asks (a peer without a role
+		// too).
+		rec := &recorder{ResponseWriter: w}
+		p := peerFrom(r.Context())
+		p.Roles = roles.rolesOf(p)
+		defer func() { a.auditRefusal(r, p, rec.code) }()
+		rec.Header().Set("Allow", strings.Join(allow, ", "))
+		writeError(rec, http.StatusMethodNotAllowed, codeMethod, fmt.Sprintf("%s takes %s, not %s", r.URL.EscapedPath(), strings.Join(allow, " or "), r.Method))
 	})
 	return mux
 }

@@ -83,6 +83,17 @@ func (r roles) rolesOf(p peer) []string {
 	return byGID
 }
 
+// namesUID reports whether a role names uid, so that the uid alone gives
+// the peer its roles (rolesOf).
+func (r roles) namesUID(uid int) bool {
+	for _, ids := range r {
+		if slices.Contains(ids.UIDs, uid) {
+			return true
+		}
+	}
+	return false
+}
+
 // overlaps lists uids and gids named in more than one role.
 func (r roles) overlaps() []string {
 	seen := map[string][]string{}

@@ -5,7 +5,6 @@ import (
 	"fmt"
 	"log/slog"
 	"net/http"
-	"slices"
 	"strconv"
 	"sync"
 	"time"
@@ -72,17 +71,6 @@ const (
 	maxRefusalReason = 256
 )
 
-// namesUID reports whether a role names uid, so that the uid alone gives
-// the peer its roles (rolesOf).
-func (r roles) namesUID(uid int) bool {
-	for _, ids := range r {
-		if slices.Contains(ids.UIDs, uid) {
-			return true
-		}
-	}
-	return false
-}
-
 // refusalKey is what refusals are tallied by: uid, role, action and code,
 // and the gid unless a role names the uid (a stranger's, or a peer's whose
 // roles come from its gid).
@@ -112,10 +100,9 @@ func (t *refusalTally) add(actor store.Actor, object string, at time.Time) {
 	t.count++
 }
 
+// newRefusalLog starts a refusal log tallying per window (audit.refusal_window,
+// defaulted with the config).
 func newRefusalLog(audit func(store.Event) error, roles roles, window time.Duration, log *slog.Logger, m *metrics) *refusalLog {
-	if window <= 0 {
-		window = defaultRefusalWindow
-	}
 	l := &refusalLog{audit: audit, roles: roles, window: window, log: log, metrics: m,
 		tallies: map[refusalKey]*refusalTally{}, stop: make(chan struct{}), stopped: make(chan struct{})}
 	go l.run()
