@@ -148,7 +148,8 @@ func (e *Engine) startClock(tx *store.Tx) error {
 		last = revoked
 	}
 	e.clock.last = last
-	now := e.cfg.Now().UTC().Truncate(time.Second)
+	wall := e.cfg.Now().UTC()
+	now := wall.Truncate(time.Second)
 	if !now.Before(last) {
 		if e.cfg.AcknowledgeClockReset != "" {
 			e.log.Warn("--acknowledge-clock-reset given but the clock is not behind the last signing time: nothing reset; remove the flag",
@@ -164,12 +165,12 @@ func (e *Engine) startClock(tx *store.Tx) error {
 			"clock", now, "last_signing_time", last, "remedy", clockRemedy)
 		return nil
 	}
-	return e.resetClock(tx, now, last)
+	return e.resetClock(tx, now, wall, last)
 }
 
 // raMarksNote names the RA certificates whose replay marks a reset
 // lowered (at most maxNamedMarks of them) and what that reopens.
-func raMarksNote(marks [][]byte) string {
+func raMarksNote(marks [][]byte, skew time.Duration) string {
 	if len(marks) == 0 {
 		return ""
 	}
@@ -183,8 +184,10 @@ func raMarksNote(marks [][]byte) string {
 		}
 		fmt.Fprintf(&b, " %x", serial)
 	}
-	b.WriteString(": a request one of them signed while the clock ran ahead, dated after the clock, " +
-		"is refused as a replay no longer; replace those RA certificates if such a request may have been captured)")
+	fmt.Fprintf(&b, ": a request one of them signed while the clock ran ahead, dated more than max_skew %v after the clock, "+
+		"is refused as a replay no longer; replace those RA certificates if such a request may have been captured; "+
+		"their fresh requests dated before the clock plus max_skew are refused replayed_request until the clock passes it, "+
+		"at most %v)", skew, skew)
 	return b.String()
 }
 
@@ -196,19 +199,23 @@ func raMarksNote(marks [][]byte) string {
 // numbers keep increasing. A clock before the issuing CA's notBefore is
 // plainly wrong: the reset is refused and signerd does not start.
 //
-// RA replay marks at or after now are lowered to just before it in the
-// same transaction. That trades a lockout for a window, and the event says so:
-// a mark is one time per RA, and the nonces accepted while the clock ran
-// ahead lived only in that run's memory, so a request an RA signed then,
-// dated D after now, passes the date check again while the clock reads
-// within max_skew of D (at once if the clock ran ahead by less than
-// max_skew, else when the wall clock reaches D), until accepted once. A
-// fresh request dated D looks the same, so no lower mark would refuse the one
-// and not the other; keeping the mark refuses both until the clock passes
-// it. The event names the RA certificates whose marks were lowered, to be
-// replaced if a request they signed while the clock ran ahead may have
-// been captured.
-func (e *Engine) resetClock(tx *store.Tx, now, last time.Time) error {
+// RA replay marks later than wall (the clock, not truncated) plus
+// Config.RASignatureSkew are lowered to it in the same transaction. A
+// request accepted while the clock was right was dated at most max_skew
+// after the clock then, so at or before the lowered mark: it stays
+// refused. Lowering to the clock instead would reopen it (a mark is one
+// time per RA and the nonces accepted lived only in that run's memory).
+// That trades a lockout for a window, and the event says so: a request an
+// RA signed while the clock ran ahead, dated D after wall plus max_skew,
+// passes the date check again while the clock reads within max_skew of D,
+// until accepted once. A fresh request dated D looks the same, so no lower
+// mark would refuse the one and not the other; keeping the mark refuses
+// both until the clock passes it. The cost of the skew: the RAs' fresh
+// requests dated before wall plus max_skew are refused for at most
+// max_skew. The event names the RA certificates whose marks were lowered,
+// to be replaced if a request they signed while the clock ran ahead may
+// have been captured.
+func (e *Engine) resetClock(tx *store.Tx, now, wall, last time.Time) error {
 	if iss := e.active.Cert; now.Before(iss.NotBefore) {
 		return fmt.Errorf("refusing --acknowledge-clock-reset: the clock reads %s, before the issuing CA's notBefore %s: correct the clock",
 			now.Format(time.RFC3339), iss.NotBefore.Format(time.RFC3339))
@@ -237,17 +244,19 @@ func (e *Engine) resetClock(tx *store.Tx, now, last time.Time) error {
 	}
 	// RA replay marks raised past dates the clock that ran ahead accepted
 	// would refuse every fresh request of those RAs (replayed_request)
-	// until the clock caught up; lowered with the guard. A mark refuses
-	// dates at or before it: lowered to just before the clock, so a
-	// request dated the second the clock reads is taken. What that
-	// reopens, and what the operator does about it, is named with them.
-	marks, err := tx.LowerRAReplayMarks(now.Add(-time.Nanosecond))
+	// until the clock caught up; lowered with the guard, but no further
+	// than the latest date a right clock could have accepted (a mark
+	// refuses dates at or before it). What that reopens, and what the
+	// operator does about it, is named with them.
+	skew := max(e.cfg.RASignatureSkew, 0)
+	floor := wall.Add(skew)
+	marks, err := tx.LowerRAReplayMarks(floor)
 	if err != nil {
 		return err
 	}
 	why := fmt.Sprintf("last signing time %s, clock reads %s: guard lowered to the clock; %d revocation or hold times after it re-dated to it; "+
-		"%d RA replay marks at or after it lowered to just before it%s",
-		last.Format(time.RFC3339), now.Format(time.RFC3339), len(ahead), len(marks), raMarksNote(marks))
+		"%d RA replay marks after the clock plus max_skew %v (%s) lowered to it%s",
+		last.Format(time.RFC3339), now.Format(time.RFC3339), len(ahead), len(marks), skew, floor.Format(time.RFC3339Nano), raMarksNote(marks, skew))
 	if _, err := tx.Append(store.Event{Actor: store.System, Action: "clock.reset.acknowledged", Outcome: store.OutcomeOK,
 		Reason: why, Detail: e.cfg.AcknowledgeClockReset}); err != nil {
 		return err

@@ -69,6 +69,12 @@ type Config struct {
 	// ClockMaxStep is how far past the last signing time a new one may be
 	// before the forward step is alarmed (default 7 days; clock.go).
 	ClockMaxStep time.Duration
+	// RASignatureSkew is how far from the clock an RA request's signed
+	// date may lie (the daemon's ra_signatures.max_skew). An acknowledged
+	// clock reset lowers RA replay marks no further than the clock plus
+	// it, so a request accepted while the clock was right stays refused
+	// (clock.go, resetClock). Zero: no request was dated ahead of the clock.
+	RASignatureSkew time.Duration
 	// AuditAnchor, with AuditKey, records each seal where the store's
 	// writers cannot reach (anchor.go); nil leaves the log unanchored.
 	AuditAnchor AuditAnchor

@@ -48,9 +48,12 @@ func (t *Tx) RaiseRAReplayMark(serial []byte, ts time.Time) error {
 // LowerRAReplayMarks lowers every RA replay mark later than ts to ts and
 // returns the RA certificate serials whose marks it lowered: for an
 // acknowledged clock reset (engine.resetClock), whose marks were raised
-// past dates a clock that ran ahead accepted. It reopens what those marks refused: a request accepted
-// before, dated after ts, is no longer refused by its date once nothing
-// in memory remembers its nonce; the caller says so.
+// past dates a clock that ran ahead accepted; it passes the clock plus the
+// RA signatures' max_skew, the latest date a right clock could have
+// accepted. A mark at ts or before is left. It reopens what those marks
+// refused: a request accepted before, dated after ts, is no longer refused
+// by its date once nothing in memory remembers its nonce; the caller says
+// so.
 func (t *Tx) LowerRAReplayMarks(ts time.Time) ([][]byte, error) {
 	b := t.bucket(bucketRAReplay)
 	if b == nil {

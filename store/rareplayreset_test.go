@@ -6,9 +6,10 @@ import (
 	"time"
 )
 
-// TestLowerRAReplayMarks: marks after the reset time are lowered to it,
-// those at or before it are left, and the lowered ones are named; a store
-// that never held a mark lowers none.
+// TestLowerRAReplayMarks: marks after the time given (the engine gives
+// the reset clock plus max_skew) are lowered to it, to the nanosecond;
+// those at or before it are left, one a nanosecond before included, and
+// the lowered ones are named; a store that never held a mark lowers none.
 func TestLowerRAReplayMarks(t *testing.T) {
 	s := openTemp(t)
 	reset := time.Date(2026, 11, 29, 8, 0, 0, 0, time.UTC)
@@ -29,6 +30,8 @@ func TestLowerRAReplayMarks(t *testing.T) {
 		{[]byte{0x01}, reset.AddDate(0, 0, 100), reset},
 		{[]byte{0x02}, reset.Add(time.Second), reset},
 		{[]byte{0x03}, reset, reset},
+		{[]byte{0x05}, reset.Add(time.Nanosecond), reset},
+		{[]byte{0x06}, reset.Add(-time.Nanosecond), reset.Add(-time.Nanosecond)},
 		{[]byte{0x04}, reset.Add(-time.Hour), reset.Add(-time.Hour)},
 	}
 	if err := s.Update(func(tx *Tx) error {
@@ -41,8 +44,9 @@ func TestLowerRAReplayMarks(t *testing.T) {
 		if err != nil {
 			return err
 		}
-		if len(lowered) != 2 || !bytes.Equal(lowered[0], []byte{0x01}) || !bytes.Equal(lowered[1], []byte{0x02}) {
-			t.Errorf("lowered %x, want 01 and 02", lowered)
+		if len(lowered) != 3 || !bytes.Equal(lowered[0], []byte{0x01}) || !bytes.Equal(lowered[1], []byte{0x02}) ||
+			!bytes.Equal(lowered[2], []byte{0x05}) {
+			t.Errorf("lowered %x, want 01, 02 and 05", lowered)
 		}
 		return nil
 	}); err != nil {

@@ -19,11 +19,13 @@ import (
 // an RA's signed request was accepted, so its replay mark in the store is
 // 100 days ahead (and the last signing time with it). After the clock is
 // corrected and signerd restarted with --acknowledge-clock-reset, the
-// RA's freshly signed requests are accepted at once, not refused
-// replayed_request for 100 days: the reset lowered the mark to just
-// before the clock (a request dated at the clock's second is taken),
-// in its transaction, and its event names the RA certificate. A request
-// dated before the clock is still refused as a possible replay.
+// RA's freshly signed requests are not refused replayed_request for 100
+// days: the reset lowered the mark, in its transaction, to the clock plus
+// max_skew (2m), and its event names the RA certificate. The cost of the
+// skew: a fresh request dated at the clock is refused as a possible
+// replay (a right clock may have accepted one dated up to max_skew
+// ahead), one dated max_skew ahead (an RA whose clock is fast, or any RA
+// once max_skew has passed) is taken.
 func TestClockResetLowersRAReplayMarks(t *testing.T) {
 	d := newDaemonProc(t, "")
 	d.start(t)
@@ -61,18 +63,18 @@ func TestClockResetLowersRAReplayMarks(t *testing.T) {
 	const statement = "Li Wei, operator: NTP served a date 100 days ahead, corrected, ticket 4712"
 	d.args = []string{"--acknowledge-clock-reset", statement}
 	d.start(t)
-	started := time.Now()
+	const maxSkew = 2 * time.Minute
+	now := issueBody(t, "dated-at-the-clock", "person-sign")
+	want(t, "the RA's fresh request dated at the clock, within max_skew of the reset",
+		d.signedCall(t, raKey, raSerial, "POST", "/v1/certificates", now, now, time.Now()), http.StatusUnauthorized, codeReplayed)
 	issue := issueBody(t, "after-reset", "person-sign")
-	want(t, "the RA's fresh request after the acknowledged reset",
-		d.signedCall(t, raKey, raSerial, "POST", "/v1/certificates", issue, issue, time.Now()), http.StatusCreated, "")
-	early := issueBody(t, "dated-before-reset", "person-sign")
-	want(t, "a request dated before the clock at the reset",
-		d.signedCall(t, raKey, raSerial, "POST", "/v1/certificates", early, early, started.Add(-time.Minute)), http.StatusUnauthorized, codeReplayed)
+	want(t, "the RA's fresh request dated max_skew ahead, after the lowered mark",
+		d.signedCall(t, raKey, raSerial, "POST", "/v1/certificates", issue, issue, time.Now().Add(maxSkew)), http.StatusCreated, "")
 	if err := d.stop(t); err != nil {
 		t.Fatalf("stop: %v\n%s", err, d.log)
 	}
 	resets := d.storeEvents(t, "clock.reset.acknowledged")
-	if len(resets) != 1 || !strings.Contains(resets[0].Reason, "1 RA replay marks at or after it lowered to just before it") ||
+	if len(resets) != 1 || !strings.Contains(resets[0].Reason, "1 RA replay marks after the clock plus max_skew 2m0s") ||
 		!strings.Contains(strings.ToLower(resets[0].Reason), strings.ToLower(raSerial)) {
 		t.Errorf("clock.reset.acknowledged events %+v: want one counting the lowered RA replay mark and naming %s", resets, raSerial)
 	}

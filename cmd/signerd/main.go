@@ -304,7 +304,7 @@ func (d *daemon) start(cfg *config, log *slog.Logger) error {
 		CRLValidity: cfg.CRLValidity.Duration, Log: log, Metrics: d.metrics, WriteStallAfter: cfg.Store.WriteStallAfter.Duration,
 		AuditKey: auditKey, SealEvery: cfg.Audit.SealEvery, SealInterval: cfg.Audit.SealInterval.Duration,
 		AuditKeyGenerated: newAuditKey, AcknowledgeAuditBreak: cfg.ackAuditBreak,
-		AcknowledgeClockReset: cfg.ackClockReset, ClockMaxStep: cfg.ClockMaxStep.Duration,
+		AcknowledgeClockReset: cfg.ackClockReset, ClockMaxStep: cfg.ClockMaxStep.Duration, RASignatureSkew: cfg.RASignatures.MaxSkew.Duration,
 		AuditAnchor: d.module.DataObject(cfg.Audit.Key + "-anchor"), Refusals: d.refusals})
 	if err != nil {
 		return err

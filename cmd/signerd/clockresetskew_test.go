@@ -1,0 +1,78 @@
+package main
+
+import (
+	"crypto/rand"
+	"encoding/json"
+	"net/http"
+	"strings"
+	"testing"
+	"time"
+
+	"github.com/emmansun/gmsm/sm2"
+	"github.com/emmansun/gmsm/smx509"
+
+	"signerd/store"
+)
+
+// TestClockResetKeepsRequestAcceptedByRightClock: with max_skew 2m and
+// the clock right, an RA request dated 90 s ahead (the RA's clock fast)
+// is accepted. Then only the last signing time runs an hour ahead and
+// signerd is restarted with --acknowledge-clock-reset. The captured
+// request, sent again byte for byte, stays refused replayed_request: the
+// reset lowers replay marks no further than the clock plus max_skew, past
+// every date a right clock accepted, and it lowered none here.
+func TestClockResetKeepsRequestAcceptedByRightClock(t *testing.T) {
+	d := newDaemonProc(t, "")
+	d.start(t)
+	raKey, err := sm2.GenerateKey(rand.Reader)
+	if err != nil {
+		t.Fatal(err)
+	}
+	csr, _ := smx509.CreateCertificateRequest(rand.Reader, &smx509.CertificateRequest{}, raKey)
+	body, _ := json.Marshal(map[string]any{"request_id": "ra-cert", "profile": "ra-sign",
+		"subject": map[string]string{"CN": "RA 前台 09", "O": "某市政务服务中心"}, "csr": pemCSR(csr)})
+	raSerial := certView(t, d.call(t, "POST", "/v1/certificates", string(body))).Serial
+	otherKey, err := sm2.GenerateKey(rand.Reader)
+	if err != nil {
+		t.Fatal(err)
+	}
+	csr, _ = smx509.CreateCertificateRequest(rand.Reader, &smx509.CertificateRequest{}, otherKey)
+	body, _ = json.Marshal(map[string]any{"request_id": "ra-cert-other", "profile": "ra-sign",
+		"subject": map[string]string{"CN": "RA 前台 10", "O": "某市政务服务中心"}, "csr": pemCSR(csr)})
+	otherSerial := certView(t, d.call(t, "POST", "/v1/certificates", string(body))).Serial
+	target := certView(t, d.call(t, "POST", "/v1/certificates", issueBody(t, "victim", "person-sign"))).Serial
+	if err := d.stop(t); err != nil {
+		t.Fatal(err)
+	}
+	appendFile(t, d.config, "ra_signatures: {required: true, max_skew: 2m}\n")
+	d.start(t)
+	hold := signRADated(t, raKey, raSerial, "POST", "/v1/certificates/"+target+"/hold", "", time.Now().Add(90*time.Second))
+	want(t, "the hold dated 90 s ahead, the clock right", d.send(t, hold), http.StatusOK, "")
+	if err := d.stop(t); err != nil {
+		t.Fatal(err)
+	}
+
+	// The clock ran an hour ahead for a moment and something was signed;
+	// no RA request was accepted meanwhile.
+	st, err := store.Open(d.store)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := st.Update(func(tx *store.Tx) error { return tx.NoteSigningTime(time.Now().Add(time.Hour)) }); err != nil {
+		t.Fatal(err)
+	}
+	st.Close()
+	d.args = []string{"--acknowledge-clock-reset", "Li Wei, operator: NTP served a time 1h ahead for a minute, corrected, ticket 4713"}
+	d.start(t)
+	// Another RA releases the hold, so the replayed hold would act.
+	want(t, "restore by another RA", d.send(t, signRADated(t, otherKey, otherSerial, "POST", "/v1/certificates/"+target+"/restore", "", time.Now())),
+		http.StatusOK, "")
+	want(t, "the captured hold sent again after the reset", d.send(t, hold), http.StatusUnauthorized, codeReplayed)
+	if err := d.stop(t); err != nil {
+		t.Fatalf("stop: %v\n%s", err, d.log)
+	}
+	resets := d.storeEvents(t, "clock.reset.acknowledged")
+	if len(resets) != 1 || !strings.Contains(resets[0].Reason, "0 RA replay marks after the clock plus max_skew 2m0s") {
+		t.Errorf("clock.reset.acknowledged events %+v: want one lowering no RA replay mark", resets)
+	}
+}
