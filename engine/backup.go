@@ -47,7 +47,8 @@ const backupTempPrefix = ".signerd-backup-"
 // copy is made (CodeBackupNoSpace). A request whose client has gone
 // (ctx done) is not sealed, copied, checked or sent further. Every call
 // ends with one store.backup event: ok when the copy is handed to send,
-// failed with the reason otherwise ("client gone" for an abandoned one).
+// failed with the reason otherwise ("client gone" for an abandoned one,
+// which returns CodeClientGone).
 func (e *Engine) BackupStore(ctx context.Context, actor store.Actor, send func(StoreBackup, io.Reader) error) error {
 	if !e.backupMu.TryLock() {
 		msg := "another store backup is being made or sent; retry when it ends"
@@ -87,11 +88,9 @@ func (e *Engine) BackupStore(ctx context.Context, actor store.Actor, send func(S
 		// A copy that is not in the log is not handed out.
 		return &Error{Code: storeCode(err), Message: "record the backup in the audit log: " + err.Error(), Err: err}
 	}
-	if err := send(b, f); err != nil {
-		e.log.Warn("store backup not delivered", "uid", actor.UID, "audit_head", b.AuditHead, "err", err)
-		return err
-	}
-	return nil
+	// A send cut short is logged by the caller, which knows how much of
+	// the copy went out.
+	return send(b, f)
 }
 
 // backupAbandoned records a backup whose client has gone as failed, and
@@ -102,7 +101,7 @@ func (e *Engine) backupAbandoned(ctx context.Context, actor store.Actor, b *Stor
 	}
 	e.log.Warn("store backup abandoned: client gone", "uid", actor.UID, "when", when)
 	e.auditBackup(actor, b, store.OutcomeFailed, "client gone "+when)
-	return fmt.Errorf("store backup abandoned (client gone %s): %w", when, context.Cause(ctx))
+	return &Error{Code: CodeClientGone, Message: "store backup abandoned: client gone " + when, Err: context.Cause(ctx), audited: true}
 }
 
 // backupFreeSpace is the space an unprivileged process may still write

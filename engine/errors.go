@@ -49,6 +49,11 @@ const (
 	// a backup needs (the copy, and the store's size again for the live
 	// store to grow meanwhile); an operator must make room.
 	CodeBackupNoSpace Code = "backup_no_space"
+	// CodeClientGone: the client went away before its request was done
+	// (a store backup it no longer waits for); no one reads the answer,
+	// so it is a client's doing, counted as such and not logged as a
+	// failure of signerd.
+	CodeClientGone Code = "client_gone"
 )
 
 // errHSM marks a failure of the HSM itself (no signature, or one that

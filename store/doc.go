@@ -14,11 +14,15 @@
 // existed needs no migration. "ra-replay" holds each RA certificate's
 // replay mark.
 //
-// Every change is made inside Update together with the audit event that
-// describes it, so the log and the state cannot disagree.
+// Every change but the RA replay marks is made inside Update together
+// with the audit event that describes it, so the log and the state cannot
+// disagree; a replay mark is raised in an Update of its own, with no
+// event, as signed requests are accepted.
 //
 // CopyTo writes a consistent copy of an open store to a new file (a
-// backup), and Verify checks a store file, opened read-only, against all
-// of the above: its schema, buckets, records, derived indexes and audit
-// chain.
+// backup), and Verify checks a store file, opened read-only: first its
+// page structure, read without bbolt (pagecheck.go: a page that loops or
+// points outside the file stops the check before any record is read),
+// then all of the above: its schema, buckets, records, derived indexes
+// and audit chain.
 package store

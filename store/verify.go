@@ -13,6 +13,7 @@ import (
 	"time"
 
 	bolt "go.etcd.io/bbolt"
+	bolterrors "go.etcd.io/bbolt/errors"
 )
 
 // Finding is one thing wrong with a store file: where (the bucket, and
@@ -114,7 +115,7 @@ func Verify(path string) (*Report, error) {
 	}
 	db, err := bolt.Open(path, 0o600, &bolt.Options{ReadOnly: true, Timeout: time.Second})
 	if err != nil {
-		if errors.Is(err, bolt.ErrTimeout) {
+		if errors.Is(err, bolterrors.ErrTimeout) {
 			return nil, fmt.Errorf("verify %s: in use by a process that writes it (verify a copy)", path)
 		}
 		return nil, fmt.Errorf("verify %s: %w", path, err)

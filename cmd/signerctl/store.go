@@ -13,6 +13,7 @@ import (
 	"os/signal"
 	"path/filepath"
 	"strconv"
+	"sync"
 	"syscall"
 
 	"signerd/store"
@@ -25,10 +26,12 @@ import (
 // temporary file of its own beside FILE first (.FILE.*.tmp, 0600, a name
 // no other run uses, so a leftover never blocks the next), synced,
 // checked (its SHA-256 against signerd's, then store.Verify), and only
-// then renamed to FILE, with the directory synced, so FILE is whole or
-// absent whatever happens meanwhile. SIGINT or SIGTERM removes the
-// temporary file before signerctl exits; only SIGKILL or a crash leaves
-// it (remove it by hand).
+// then linked as FILE (which fails if FILE appeared meanwhile, where a
+// rename would replace it) and unlinked, with the directory synced, so
+// FILE is whole or absent whatever happens meanwhile. SIGINT or SIGTERM
+// before the link removes the temporary file before signerctl exits;
+// after it, signerctl finishes. Only SIGKILL or a crash leaves the
+// temporary file (remove it by hand).
 func storeBackup(args []string, stdout io.Writer) error {
 	fs := flag.NewFlagSet("store backup", flag.ContinueOnError)
 	var c clientFlags
@@ -48,18 +51,29 @@ func storeBackup(args []string, stdout io.Writer) error {
 		return err
 	}
 	tmp := f.Name()
-	// Interrupted, the copy so far is removed, not left to fill the disk.
+	// Interrupted, the copy so far is removed, not left to fill the disk;
+	// once FILE is being linked (finishing, under mu), a signal is caught
+	// and dropped: FILE is written, and the command ends as it would.
+	var (
+		mu        sync.Mutex
+		finishing bool
+	)
 	signals := make(chan os.Signal, 1)
 	signal.Notify(signals, syscall.SIGINT, syscall.SIGTERM)
-	defer signal.Stop(signals)
+	defer func() {
+		signal.Stop(signals)
+		close(signals) // ends the goroutine below
+	}()
 	go func() {
-		sig, ok := <-signals
-		if !ok {
-			return
+		for sig := range signals {
+			mu.Lock()
+			if !finishing {
+				os.Remove(tmp)
+				fmt.Fprintf(os.Stderr, "signerctl: %v: the partial copy %s was removed; %s not written\n", sig, tmp, *out)
+				os.Exit(1)
+			}
+			mu.Unlock()
 		}
-		os.Remove(tmp)
-		fmt.Fprintf(os.Stderr, "signerctl: %v: the partial copy %s was removed; %s not written\n", sig, tmp, *out)
-		os.Exit(1)
 	}()
 	keep := false
 	defer func() {
@@ -93,13 +107,21 @@ func storeBackup(args []string, stdout io.Writer) error {
 	if head := hdr.Get("Signerd-Backup-Audit-Head"); head != strconv.FormatUint(report.AuditHead, 10) {
 		return fmt.Errorf("the copy's audit head is event %d, signerd said %s: not kept", report.AuditHead, head)
 	}
-	if _, err := os.Lstat(*out); err == nil {
-		return fmt.Errorf("%s appeared meanwhile; refusing to overwrite (the copy was not kept)", *out)
-	}
-	if err := os.Rename(tmp, *out); err != nil {
+	mu.Lock()
+	finishing = true
+	mu.Unlock()
+	// A link, not a rename: it fails if FILE appeared meanwhile, where a
+	// rename would replace it.
+	if err := os.Link(tmp, *out); err != nil {
+		if errors.Is(err, os.ErrExist) {
+			return fmt.Errorf("%s appeared meanwhile; refusing to overwrite (the copy was not kept)", *out)
+		}
 		return err
 	}
 	keep = true
+	if err := os.Remove(tmp); err != nil {
+		return fmt.Errorf("%s written, but the temporary file %s could not be removed: %w", *out, tmp, err)
+	}
 	if err := syncDir(filepath.Dir(*out)); err != nil {
 		return fmt.Errorf("%s written, but its directory could not be synced: %w", *out, err)
 	}

@@ -118,7 +118,7 @@ func TestStoreBackupNotBlockedByLeftovers(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	raw := make([]byte, 0)
+	var raw []byte
 	copyPath := filepath.Join(t.TempDir(), "copy.db")
 	if _, err := st.CopyTo(copyPath); err != nil {
 		t.Fatal(err)

@@ -42,7 +42,9 @@ func (a *api) backupStore(w http.ResponseWriter, r *http.Request, p peer) {
 	}
 	started := false
 	var sent int64
+	var head uint64
 	err := a.eng.BackupStore(r.Context(), p.actor(), func(b engine.StoreBackup, copy io.Reader) error {
+		head = b.AuditHead
 		// A client that reads slowly or not at all keeps the copy (the
 		// store's size on disk) and the one backup slot: the send is
 		// given its size at 1 MiB/s and the configured time more, and
@@ -67,7 +69,9 @@ func (a *api) backupStore(w http.ResponseWriter, r *http.Request, p peer) {
 	case err != nil && !started:
 		a.fail(w, r, err)
 	case err != nil:
-		a.log.Error("store backup cut short", "uid", p.UID, "sent", sent, "err", err)
+		// The one line for it (the engine logs none): a client that went
+		// or stalled past its deadline, not a failure of signerd's.
+		a.log.Warn("store backup cut short", "uid", p.UID, "audit_head", head, "sent", sent, "err", err)
 	default:
 		a.log.Info("store backed up", "uid", p.UID, "bytes", sent)
 	}
