@@ -28,7 +28,7 @@ import (
 // checked (its SHA-256 against signerd's, then store.Verify), and only
 // then linked as FILE (which fails if FILE appeared meanwhile, where a
 // rename would replace it) and unlinked, with the directory synced, so
-// FILE is whole or absent whatever happens meanwhile. SIGINT or SIGTERM
+// FILE is whole or absent whatever happens meanwhile. SIGINT, SIGTERM or SIGHUP
 // before the link removes the temporary file before signerctl exits;
 // after it, signerctl finishes. Only SIGKILL or a crash leaves the
 // temporary file (remove it by hand).
@@ -59,7 +59,7 @@ func storeBackup(args []string, stdout io.Writer) error {
 		finishing bool
 	)
 	signals := make(chan os.Signal, 1)
-	signal.Notify(signals, syscall.SIGINT, syscall.SIGTERM)
+	signal.Notify(signals, syscall.SIGINT, syscall.SIGTERM, syscall.SIGHUP) // SIGHUP: a dropped terminal session
 	defer func() {
 		signal.Stop(signals)
 		close(signals) // ends the goroutine below

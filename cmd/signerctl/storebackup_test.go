@@ -55,13 +55,13 @@ func backupServer(t *testing.T, copyBytes, body []byte, stall bool) string {
 }
 
 // TestInterruptedStoreBackupLeavesNoTempFile: signerctl store backup
-// stopped by SIGINT or SIGTERM while it receives the copy removes its
+// stopped by SIGINT, SIGTERM or SIGHUP while it receives the copy removes its
 // partial copy (exit 1, the folder as it was). On the code before, the
 // signal's default action left FILE.tmp, and the next backup refused to
 // run ("FILE.tmp exists").
 func TestInterruptedStoreBackupLeavesNoTempFile(t *testing.T) {
 	copyBytes := make([]byte, 1<<20)
-	for _, sig := range []syscall.Signal{syscall.SIGINT, syscall.SIGTERM} {
+	for _, sig := range []syscall.Signal{syscall.SIGINT, syscall.SIGTERM, syscall.SIGHUP} {
 		t.Run(sig.String(), func(t *testing.T) {
 			sock := backupServer(t, copyBytes, copyBytes[:64<<10], true)
 			dir := t.TempDir()

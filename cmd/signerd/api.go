@@ -565,6 +565,7 @@ var httpStatus = map[engine.Code]int{
 	engine.CodeInternal:         http.StatusInternalServerError,
 
 	engine.CodeAlreadySuperseded: http.StatusConflict,
+	engine.CodeClientGone:        http.StatusBadRequest,          // nobody reads it: the client went away
 	engine.CodeIssuerExpired:     http.StatusInternalServerError, // an operator's to fix; not retryable
 	engine.CodeBackupInProgress:  http.StatusServiceUnavailable,
 	engine.CodeBackupNoSpace:     http.StatusInsufficientStorage, // an operator's to fix; not retryable
