@@ -17,10 +17,18 @@ import (
 // (a cursor, Stats, even bbolt's own Tx.Check) run until memory is gone,
 // and the Go runtime ends such a process without a panic anyone could
 // recover. The check visits each page at most once (a set of the pages
-// seen, one bit a page, bounded by the file's size), iterates instead of
-// recursing, and bounds every count and offset a page states by the page
-// and the file, so no file, however made, can make it loop or allocate
-// more than the file's size in bits plus one page span at a time.
+// seen, one bit a page, bounded by the file's size), and each inline
+// bucket (a page inside a leaf value) at most once: bbolt never shares a
+// value, and elements naming one inline bucket many times, nested, would
+// make the walk take exponential time. It iterates instead of recursing
+// (but for inline buckets, at most maxBucketDepth deep), bounds every
+// count and offset a page states by the page and the file, refuses a page
+// span (a page and its overflow) larger than maxPageSpan, and stops when
+// the page headers and elements it has read add up to more bytes than the
+// pages in use hold, which no bbolt file does. So no file, however made,
+// can make it loop, take time more than proportional to the file's size,
+// or allocate more than the file's size in bits plus one page span of at
+// most maxPageSpan at a time.
 
 // bbolt's on-disk format (go.etcd.io/bbolt/internal/common), version 2.
 const (
@@ -45,6 +53,14 @@ const (
 	// maxTreeDepth bounds a bucket's page tree (bbolt's are a few levels
 	// deep; bbolt's cursor recurses once a level).
 	maxTreeDepth = 64
+	// maxPageSpan bounds a page and its overflow pages, the largest
+	// value a store holds plus its page: signerd's values (certificates,
+	// requests, audit events) are each well under 1 MiB, and a span is
+	// read into memory whole, so a count in the file must not choose it.
+	maxPageSpan = 64 << 20
+	// maxBucketName bounds how much of a bucket's name a finding quotes,
+	// so that building names costs no more than the elements read.
+	maxBucketName = 256
 )
 
 // DamageError is damage to a store file's page structure: reading its
@@ -105,6 +121,28 @@ type pageWalk struct {
 	bucket string // the bucket whose tree holds it ("" for the root)
 	depth  int    // bucket nesting
 	level  int    // depth in its bucket's page tree
+}
+
+// treeCheck is the state one checkTreePage call of a real page shares
+// with the inline buckets inside it.
+type treeCheck struct {
+	// budget is the bytes of page headers and elements still to be read
+	// before the walk has read more than the file's pages in use hold.
+	budget uint64
+	// inlineSeen holds the offsets, in the real page being checked, of
+	// the inline bucket pages already checked.
+	inlineSeen map[int]bool
+	push       func(pageWalk) error
+}
+
+// charge takes n bytes from the budget; false means it is spent.
+func (c *treeCheck) charge(n uint64) bool {
+	if n > c.budget {
+		c.budget = 0
+		return false
+	}
+	c.budget -= n
+	return true
 }
 
 // checkPages checks the page structure of the bbolt file f of size size,
@@ -179,6 +217,9 @@ func checkPages(f *os.File, size int64) error {
 		if over >= m.hwm-id {
 			return nil, damaged(bucket, "page %d%s runs %d pages past the file's %d", id, from, over, m.hwm)
 		}
+		if (over+1)*uint64(ps) > maxPageSpan {
+			return nil, damaged(bucket, "page %d%s claims %d overflow pages, %d bytes, more than a store's page span (%d bytes) holds", id, from, over, (over+1)*uint64(ps), maxPageSpan)
+		}
 		for i := uint64(0); i <= over; i++ {
 			if mark(id + i) {
 				return nil, damaged(bucket, "page %d%s is reached twice: a loop or a shared page in the page tree", id+i, from)
@@ -215,7 +256,31 @@ func checkPages(f *os.File, size int64) error {
 			}
 		}
 	}
-	stack := []pageWalk{{id: m.root}}
+	var stack []pageWalk
+	// pushed holds the pages handed to the stack, so that a page named
+	// twice is refused before it is pushed twice: the stack holds at most
+	// one entry a page.
+	pushed := make([]uint64, (m.hwm+63)/64)
+	push := func(child pageWalk) error {
+		from := ""
+		if child.bucket != "" {
+			from = " of bucket " + strconv.Quote(child.bucket)
+		}
+		if child.id < 2 || child.id >= m.hwm {
+			return damaged(child.bucket, "page %d%s is outside the file's %d pages", child.id, from, m.hwm)
+		}
+		w, bit := child.id/64, uint64(1)<<(child.id%64)
+		if pushed[w]&bit != 0 {
+			return damaged(child.bucket, "page %d%s is reached twice: a loop or a shared page in the page tree", child.id, from)
+		}
+		pushed[w] |= bit
+		stack = append(stack, child)
+		return nil
+	}
+	tc := &treeCheck{budget: m.hwm * uint64(ps), push: push}
+	if err := push(pageWalk{id: m.root}); err != nil {
+		return err
+	}
 	for len(stack) > 0 {
 		w := stack[len(stack)-1]
 		stack = stack[:len(stack)-1]
@@ -227,18 +292,27 @@ func checkPages(f *os.File, size int64) error {
 		if err != nil {
 			return err
 		}
-		if err := checkTreePage(p, w, func(child pageWalk) { stack = append(stack, child) }); err != nil {
+		clear(tc.inlineSeen)
+		if err := checkTreePage(p, 0, w, tc); err != nil {
+			var de *DamageError
+			if errors.As(err, &de) { // a page it names, found by push
+				return de
+			}
 			return damaged(w.bucket, "page %d%s: %v", w.id, from, err)
 		}
 	}
 	return nil
 }
 
-// checkTreePage checks a branch or leaf page (or an inline bucket's page)
-// and hands each page it names to push.
-func checkTreePage(p []byte, w pageWalk, push func(pageWalk)) error {
+// checkTreePage checks a branch or leaf page (or an inline bucket's page
+// at offset off of the real page being checked) and hands each page it
+// names to c.push.
+func checkTreePage(p []byte, off int, w pageWalk, c *treeCheck) error {
 	if len(p) < pageHeaderSize {
 		return errors.New("shorter than a page header")
+	}
+	if !c.charge(pageHeaderSize) {
+		return errBudget
 	}
 	flags, count := binary.LittleEndian.Uint16(p[8:]), int(binary.LittleEndian.Uint16(p[10:]))
 	elems := p[pageHeaderSize:]
@@ -246,6 +320,9 @@ func checkTreePage(p []byte, w pageWalk, push func(pageWalk)) error {
 	case flags&flagBranch != 0:
 		if count == 0 || count*branchElemSize > len(elems) {
 			return fmt.Errorf("branch page counts %d elements, it holds room for %d", count, len(elems)/branchElemSize)
+		}
+		if !c.charge(uint64(count) * branchElemSize) {
+			return errBudget
 		}
 		for i := 0; i < count; i++ {
 			e := elems[i*branchElemSize:]
@@ -256,11 +333,16 @@ func checkTreePage(p []byte, w pageWalk, push func(pageWalk)) error {
 			if w.level+1 > maxTreeDepth {
 				return fmt.Errorf("the page tree is more than %d levels deep", maxTreeDepth)
 			}
-			push(pageWalk{id: binary.LittleEndian.Uint64(e[8:]), bucket: w.bucket, depth: w.depth, level: w.level + 1})
+			if err := c.push(pageWalk{id: binary.LittleEndian.Uint64(e[8:]), bucket: w.bucket, depth: w.depth, level: w.level + 1}); err != nil {
+				return err
+			}
 		}
 	case flags&flagLeaf != 0:
 		if count*leafElemSize > len(elems) {
 			return fmt.Errorf("leaf page counts %d elements, it holds room for %d", count, len(elems)/leafElemSize)
+		}
+		if !c.charge(uint64(count) * leafElemSize) {
+			return errBudget
 		}
 		for i := 0; i < count; i++ {
 			e := elems[i*leafElemSize:]
@@ -273,10 +355,7 @@ func checkTreePage(p []byte, w pageWalk, push func(pageWalk)) error {
 			if eflags&leafFlagBucket == 0 {
 				continue
 			}
-			name := string(elems[at : at+ksize])
-			if w.bucket != "" {
-				name = w.bucket + "/" + name
-			}
+			name := bucketName(w.bucket, elems[at:at+ksize])
 			if w.depth+1 > maxBucketDepth {
 				return fmt.Errorf("buckets nested more than %d deep", maxBucketDepth)
 			}
@@ -286,15 +365,28 @@ func checkTreePage(p []byte, w pageWalk, push func(pageWalk)) error {
 			}
 			child := pageWalk{id: binary.LittleEndian.Uint64(v), bucket: name, depth: w.depth + 1}
 			if child.id != 0 {
-				push(child)
+				if err := c.push(child); err != nil {
+					return err
+				}
 				continue
 			}
 			// An inline bucket: its page, a leaf, is the rest of the value.
+			// bbolt gives each its own value, so one named twice (by two
+			// elements whose values overlap) is damage, and checking it
+			// again would multiply the work at each level of nesting.
 			inline := v[bucketHeaderLen:]
+			inlineOff := off + pageHeaderSize + int(at+ksize) + bucketHeaderLen
+			if c.inlineSeen[inlineOff] {
+				return fmt.Errorf("inline bucket %q is named by two elements: its page at byte %d is shared", name, inlineOff)
+			}
+			if c.inlineSeen == nil {
+				c.inlineSeen = make(map[int]bool)
+			}
+			c.inlineSeen[inlineOff] = true
 			if len(inline) < pageHeaderSize || binary.LittleEndian.Uint16(inline[8:])&(flagLeaf|flagBranch) != flagLeaf {
 				return fmt.Errorf("inline bucket %q is not a leaf page", name)
 			}
-			if err := checkTreePage(inline, child, push); err != nil {
+			if err := checkTreePage(inline, inlineOff, child, c); err != nil {
 				return fmt.Errorf("inline bucket %q: %w", name, err)
 			}
 		}
@@ -302,4 +394,25 @@ func checkTreePage(p []byte, w pageWalk, push func(pageWalk)) error {
 		return fmt.Errorf("type %#x where a branch or leaf page belongs", flags)
 	}
 	return nil
+}
+
+// errBudget is the walk reading more page headers and elements than the
+// file's pages in use hold: pages or values that overlap, which bbolt
+// never writes.
+var errBudget = errors.New("the pages and inline buckets reached hold more headers and elements than the file's pages in use: overlapping pages or values")
+
+// bucketName is the name of bucket key inside parent, cut to
+// maxBucketName bytes for a finding.
+func bucketName(parent string, key []byte) string {
+	if len(key) > maxBucketName {
+		key = key[:maxBucketName]
+	}
+	name := string(key)
+	if parent != "" {
+		name = parent + "/" + name
+	}
+	if len(name) > maxBucketName {
+		name = name[:maxBucketName] + "..."
+	}
+	return name
 }
