@@ -17,7 +17,7 @@ import (
 // (a cursor, Stats, even bbolt's own Tx.Check) run until memory is gone,
 // and the Go runtime ends such a process without a panic anyone could
 // recover. The check visits each page at most once (a set of the pages
-// seen, one bit a page, bounded by the file's size), and each inline
+// reached, one bit a page, allocated as they are reached), and each inline
 // bucket (a page inside a leaf value) at most once: bbolt never shares a
 // value, and elements naming one inline bucket many times, nested, would
 // make the walk take exponential time. It iterates instead of recursing
@@ -27,8 +27,8 @@ import (
 // the page headers and elements it has read add up to more bytes than the
 // pages in use hold, which no bbolt file does. So no file, however made,
 // can make it loop, take time more than proportional to the file's size,
-// or allocate more than the file's size in bits plus one page span of at
-// most maxPageSpan at a time.
+// or allocate more than a few bytes for each element it reads plus one
+// page span of at most maxPageSpan at a time.
 
 // bbolt's on-disk format (go.etcd.io/bbolt/internal/common), version 2.
 const (
@@ -123,6 +123,19 @@ type pageWalk struct {
 	level  int    // depth in its bucket's page tree
 }
 
+// pageSet is a set of page numbers, one bit a page, in words of 64 pages
+// allocated as pages in them are reached: its size follows the pages
+// reached, not the page count a (perhaps sparse) file claims.
+type pageSet map[uint64]uint64
+
+// mark adds page id and reports whether it was in the set already.
+func (s pageSet) mark(id uint64) bool {
+	w, bit := id/64, uint64(1)<<(id%64)
+	was := s[w]&bit != 0
+	s[w] |= bit
+	return was
+}
+
 // treeCheck is the state one checkTreePage call of a real page shares
 // with the inline buckets inside it.
 type treeCheck struct {
@@ -191,13 +204,8 @@ func checkPages(f *os.File, size int64) error {
 	case m.hwm < 2 || m.hwm > uint64(size/ps):
 		return damaged("", "the file is truncated or its meta page damaged: %d bytes hold %d pages, the meta page counts %d", size, size/ps, m.hwm)
 	}
-	seen := make([]uint64, (m.hwm+63)/64)
-	mark := func(id uint64) bool { // reports whether id was seen already
-		w, bit := id/64, uint64(1)<<(id%64)
-		was := seen[w]&bit != 0
-		seen[w] |= bit
-		return was
-	}
+	seen := pageSet{}
+	mark := seen.mark
 	mark(0)
 	mark(1)
 	// read returns page id and its overflow pages, after checking they
@@ -260,7 +268,7 @@ func checkPages(f *os.File, size int64) error {
 	// pushed holds the pages handed to the stack, so that a page named
 	// twice is refused before it is pushed twice: the stack holds at most
 	// one entry a page.
-	pushed := make([]uint64, (m.hwm+63)/64)
+	pushed := pageSet{}
 	push := func(child pageWalk) error {
 		from := ""
 		if child.bucket != "" {
@@ -269,11 +277,9 @@ func checkPages(f *os.File, size int64) error {
 		if child.id < 2 || child.id >= m.hwm {
 			return damaged(child.bucket, "page %d%s is outside the file's %d pages", child.id, from, m.hwm)
 		}
-		w, bit := child.id/64, uint64(1)<<(child.id%64)
-		if pushed[w]&bit != 0 {
+		if pushed.mark(child.id) {
 			return damaged(child.bucket, "page %d%s is reached twice: a loop or a shared page in the page tree", child.id, from)
 		}
-		pushed[w] |= bit
 		stack = append(stack, child)
 		return nil
 	}

@@ -110,8 +110,7 @@ func verifyBounded(t *testing.T, path string) error {
 
 // TestPageCheckInlineFanout names one inline bucket from every element of
 // a page, nested maxBucketDepth deep (13 elements fit a 4 KiB page: 13^16
-// inline pages for a walk that checks each one each time it is named; the
-// pushPage variant also pushes a page each time, until memory is gone).
+// inline pages for a walk that checks each one each time it is named).
 // Verify must refuse the second naming with a DamageError at once. On
 // code without the inline set and the budget, the test fails at
 // boundedCheckWait (run it under ulimit -v 3000000).
@@ -123,8 +122,11 @@ func TestPageCheckInlineFanout(t *testing.T) {
 		want     string
 	}{
 		{"inline pages", 13, false, "is named by two elements"},
-		// the deepest page's elements, checked first, name page 2 twice
-		{"inline pages naming a page", 13, true, "page 2 is reached twice"},
+		// The deepest page's elements, checked first, name page 2 twice;
+		// refused before the second is pushed, so the stack holds at most
+		// one entry a page. (k is 2: on code that pushes each naming, 13
+		// would fill memory, not the wait.)
+		{"inline pages naming a page", 2, true, "page 2 is reached twice"},
 		{"two elements", 2, false, "is named by two elements"},
 	} {
 		t.Run(tc.name, func(t *testing.T) {
@@ -165,56 +167,77 @@ func TestPageCheckWorkBudget(t *testing.T) {
 	}
 }
 
-// TestPageCheckSparseOverflow makes a sparse file (a few KiB on disk) of
-// 256 MiB whose meta page counts every page and whose root page claims an
-// overflow to the end. The check must refuse the span without allocating
-// it. On code that reads a page span whatever its size, the test fails on
-// the allocation (256 MiB; the attack's 16 GiB file ends the process).
-func TestPageCheckSparseOverflow(t *testing.T) {
-	path, ps, m := emptyBoltFile(t)
-	const size = 256 << 20
-	f, err := os.OpenFile(path, os.O_RDWR, 0)
-	if err != nil {
-		t.Fatal(err)
+// TestPageCheckSparseFile makes sparse files (a few KiB on disk) whose
+// meta page counts every page of their size: one of 256 MiB whose root
+// page claims an overflow to the end, which the check must refuse without
+// allocating the span, and one of 1 TiB, whose undamaged pages the check
+// must pass without allocating for the pages it never reaches. On code
+// that reads a page span whatever its size, the first fails on the
+// allocation (256 MiB; the attack's 16 GiB file ends the process); on
+// code that sizes its set of pages by the count, the second does (32 MiB;
+// 16 TiB of 512-byte pages would be 4 GiB).
+func TestPageCheckSparseFile(t *testing.T) {
+	for _, tc := range []struct {
+		name     string
+		size     int64
+		overflow bool   // the root page claims every page after it
+		want     string // in the DamageError; "" for none
+		maxAlloc uint64
+	}{
+		{"overflow to the end", 256 << 20, true, "overflow pages", maxPageSpan},
+		{"a terabyte", 1 << 40, false, "", 1 << 20},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			path, ps, m := emptyBoltFile(t)
+			f, err := os.OpenFile(path, os.O_RDWR, 0)
+			if err != nil {
+				t.Fatal(err)
+			}
+			defer f.Close()
+			if err := f.Truncate(tc.size); err != nil {
+				t.Skipf("this file system holds no sparse file of %d bytes: %v", tc.size, err)
+			}
+			hwm := uint64(tc.size / ps)
+			for _, off := range []int64{0, ps} {
+				b := make([]byte, ps)
+				if _, err := f.ReadAt(b, off); err != nil {
+					t.Fatal(err)
+				}
+				d := b[pageHeaderSize:]
+				binary.LittleEndian.PutUint64(d[32:], noFreelist)
+				binary.LittleEndian.PutUint64(d[40:], hwm)
+				h := fnv.New64a()
+				h.Write(d[:56])
+				binary.LittleEndian.PutUint64(d[56:], h.Sum64())
+				if _, err := f.WriteAt(b, off); err != nil {
+					t.Fatal(err)
+				}
+			}
+			if tc.overflow {
+				r := make([]byte, ps)
+				if _, err := f.ReadAt(r, int64(m.root)*ps); err != nil {
+					t.Fatal(err)
+				}
+				binary.LittleEndian.PutUint32(r[12:], uint32(hwm-m.root-1))
+				if _, err := f.WriteAt(r, int64(m.root)*ps); err != nil {
+					t.Fatal(err)
+				}
+			}
+			var before, after runtime.MemStats
+			runtime.ReadMemStats(&before)
+			err = checkPages(f, tc.size)
+			runtime.ReadMemStats(&after)
+			if allocated := after.TotalAlloc - before.TotalAlloc; allocated > tc.maxAlloc {
+				t.Errorf("the check allocated %d bytes for a file of %d pages; want at most %d", allocated, hwm, tc.maxAlloc)
+			}
+			var de *DamageError
+			switch {
+			case tc.want == "" && err != nil:
+				t.Fatalf("checkPages: %v; want no finding", err)
+			case tc.want != "" && (!errors.As(err, &de) || !strings.Contains(err.Error(), tc.want)):
+				t.Fatalf("checkPages: %v; want a DamageError saying %q", err, tc.want)
+			}
+			t.Logf("%v", err)
+		})
 	}
-	defer f.Close()
-	if err := f.Truncate(size); err != nil {
-		t.Fatal(err)
-	}
-	hwm := uint64(size / ps)
-	for _, off := range []int64{0, ps} {
-		b := make([]byte, ps)
-		if _, err := f.ReadAt(b, off); err != nil {
-			t.Fatal(err)
-		}
-		d := b[pageHeaderSize:]
-		binary.LittleEndian.PutUint64(d[32:], noFreelist)
-		binary.LittleEndian.PutUint64(d[40:], hwm)
-		h := fnv.New64a()
-		h.Write(d[:56])
-		binary.LittleEndian.PutUint64(d[56:], h.Sum64())
-		if _, err := f.WriteAt(b, off); err != nil {
-			t.Fatal(err)
-		}
-	}
-	r := make([]byte, ps)
-	if _, err := f.ReadAt(r, int64(m.root)*ps); err != nil {
-		t.Fatal(err)
-	}
-	binary.LittleEndian.PutUint32(r[12:], uint32(hwm-m.root-1))
-	if _, err := f.WriteAt(r, int64(m.root)*ps); err != nil {
-		t.Fatal(err)
-	}
-	var before, after runtime.MemStats
-	runtime.ReadMemStats(&before)
-	err = checkPages(f, size)
-	runtime.ReadMemStats(&after)
-	if allocated := after.TotalAlloc - before.TotalAlloc; allocated > maxPageSpan {
-		t.Errorf("the check allocated %d bytes for a file of %d pages claiming one span of them all; want at most %d", allocated, hwm, maxPageSpan)
-	}
-	var de *DamageError
-	if !errors.As(err, &de) || !strings.Contains(err.Error(), "overflow pages") {
-		t.Fatalf("checkPages: %v; want a DamageError refusing the span", err)
-	}
-	t.Logf("%v", err)
 }
