@@ -241,3 +241,51 @@ func TestPageCheckSparseFile(t *testing.T) {
 		})
 	}
 }
+
+// TestPageCheckPassesInlineBuckets writes, through bbolt, chains of
+// buckets nested maxBucketDepth deep side by side (bbolt keeps the
+// deepest of each, small and without sub-buckets, inline in its parent's
+// leaf) and expects the page check to find nothing: the inline
+// set and the budget refuse only what bbolt never writes.
+func TestPageCheckPassesInlineBuckets(t *testing.T) {
+	path := filepath.Join(t.TempDir(), "inline.db")
+	db, err := bolt.Open(path, 0o600, nil)
+	if err != nil {
+		t.Fatal(err)
+	}
+	err = db.Update(func(tx *bolt.Tx) error {
+		for i := 0; i < 20; i++ {
+			b, err := tx.CreateBucket([]byte{'a' + byte(i)})
+			if err != nil {
+				return err
+			}
+			for d := 0; d < maxBucketDepth-1; d++ {
+				if err := b.Put([]byte("k"), []byte("v")); err != nil {
+					return err
+				}
+				if b, err = b.CreateBucket([]byte{'n'}); err != nil {
+					return err
+				}
+			}
+		}
+		return nil
+	})
+	if cerr := db.Close(); err == nil {
+		err = cerr
+	}
+	if err != nil {
+		t.Fatal(err)
+	}
+	f, err := os.Open(path)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer f.Close()
+	fi, err := f.Stat()
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := checkPages(f, fi.Size()); err != nil {
+		t.Fatalf("checkPages of a file bbolt wrote: %v", err)
+	}
+}
