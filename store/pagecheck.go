@@ -24,8 +24,9 @@ import (
 // (but for inline buckets, at most maxBucketDepth deep), bounds every
 // count and offset a page states by the page and the file, refuses a page
 // span (a page and its overflow) larger than maxPageSpan, and stops when
-// the page headers and elements it has read add up to more bytes than the
-// pages in use hold, which no bbolt file does. So no file, however made,
+// the headers and elements of a page and its inline buckets add up to
+// more bytes than the page span has, which no bbolt file does (so the
+// work a page costs is proportional to its size). So no file, however made,
 // can make it loop, take time more than proportional to the file's size,
 // or allocate more than a few bytes for each element it reads plus one
 // page span of at most maxPageSpan at a time.
@@ -140,7 +141,8 @@ func (s pageSet) mark(id uint64) bool {
 // with the inline buckets inside it.
 type treeCheck struct {
 	// budget is the bytes of page headers and elements still to be read
-	// before the walk has read more than the file's pages in use hold.
+	// in the real page being checked and its inline buckets before they
+	// hold more than the page's bytes, which only overlapping ones can.
 	budget uint64
 	// inlineSeen holds the offsets, in the real page being checked, of
 	// the inline bucket pages already checked.
@@ -283,7 +285,7 @@ func checkPages(f *os.File, size int64) error {
 		stack = append(stack, child)
 		return nil
 	}
-	tc := &treeCheck{budget: m.hwm * uint64(ps), push: push}
+	tc := &treeCheck{push: push}
 	if err := push(pageWalk{id: m.root}); err != nil {
 		return err
 	}
@@ -299,6 +301,7 @@ func checkPages(f *os.File, size int64) error {
 			return err
 		}
 		clear(tc.inlineSeen)
+		tc.budget = uint64(len(p))
 		if err := checkTreePage(p, 0, w, tc); err != nil {
 			var de *DamageError
 			if errors.As(err, &de) { // a page it names, found by push
@@ -402,10 +405,10 @@ func checkTreePage(p []byte, off int, w pageWalk, c *treeCheck) error {
 	return nil
 }
 
-// errBudget is the walk reading more page headers and elements than the
-// file's pages in use hold: pages or values that overlap, which bbolt
+// errBudget is a page and its inline buckets holding more page headers
+// and elements than the page has bytes: values that overlap, which bbolt
 // never writes.
-var errBudget = errors.New("the pages and inline buckets reached hold more headers and elements than the file's pages in use: overlapping pages or values")
+var errBudget = errors.New("the page and its inline buckets hold more headers and elements than its bytes: overlapping values")
 
 // bucketName is the name of bucket key inside parent, cut to
 // maxBucketName bytes for a finding.

@@ -144,10 +144,9 @@ func TestPageCheckInlineFanout(t *testing.T) {
 
 // TestPageCheckWorkBudget gives the check of one real page a budget
 // smaller than the page's own header and elements: the walk stops with
-// the budget's finding rather than reading on. (bbolt never writes a file
-// whose pages and inline buckets hold more headers and elements than its
-// pages in use; only overlapping values can, and the inline set refuses
-// the overlaps that nest.)
+// the budget's finding rather than reading on. (checkPages gives each
+// page a budget of its own bytes: bbolt never writes a page whose header,
+// elements and inline buckets hold more; only overlapping values can.)
 func TestPageCheckWorkBudget(t *testing.T) {
 	p := make([]byte, 4096)
 	binary.LittleEndian.PutUint16(p[8:], flagLeaf)
