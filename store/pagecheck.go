@@ -21,7 +21,7 @@ import (
 // bucket (a page inside a leaf value) at most once: bbolt never shares a
 // value, and elements naming one inline bucket many times, nested, would
 // make the walk take exponential time. It iterates instead of recursing
-// (but for inline buckets, at most maxBucketDepth deep), bounds every
+// (except into inline buckets, at most maxBucketDepth deep), bounds every
 // count and offset a page states by the page and the file, refuses a page
 // span (a page and its overflow) larger than maxPageSpan, and stops when
 // the headers and elements of a page and its inline buckets add up to
@@ -48,8 +48,9 @@ const (
 	minPageSize     = 512
 	maxPageSize     = 1 << 20
 	// maxBucketDepth bounds nested buckets (signerd's store has one
-	// level); inline buckets are walked on the stack of a page already
-	// counted, so this is what bounds them.
+	// level); inline buckets are checked by recursion inside the page
+	// that holds them, so this bounds that recursion (the set of inline
+	// buckets seen and the page's budget bound the work).
 	maxBucketDepth = 16
 	// maxTreeDepth bounds a bucket's page tree (bbolt's are a few levels
 	// deep; bbolt's cursor recurses once a level).
