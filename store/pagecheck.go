@@ -17,10 +17,19 @@ import (
 // (a cursor, Stats, even bbolt's own Tx.Check) run until memory is gone,
 // and the Go runtime ends such a process without a panic anyone could
 // recover. The check visits each page at most once (a set of the pages
-// seen, one bit a page, bounded by the file's size), iterates instead of
-// recursing, and bounds every count and offset a page states by the page
-// and the file, so no file, however made, can make it loop or allocate
-// more than the file's size in bits plus one page span at a time.
+// reached, one bit a page, allocated as they are reached), and each inline
+// bucket (a page inside a leaf value) at most once: bbolt never shares a
+// value, and elements naming one inline bucket many times, nested, would
+// make the walk take exponential time. It iterates instead of recursing
+// (except into inline buckets, at most maxBucketDepth deep), bounds every
+// count and offset a page states by the page and the file, refuses a page
+// span (a page and its overflow) larger than maxPageSpan, and stops when
+// the headers and elements of a page and its inline buckets add up to
+// more bytes than the page span has, which no bbolt file does (so the
+// work a page costs is proportional to its size). So no file, however made,
+// can make it loop, take time more than proportional to the file's size,
+// or allocate more than a few bytes for each element it reads plus one
+// page span of at most maxPageSpan at a time.
 
 // bbolt's on-disk format (go.etcd.io/bbolt/internal/common), version 2.
 const (
@@ -39,12 +48,21 @@ const (
 	minPageSize     = 512
 	maxPageSize     = 1 << 20
 	// maxBucketDepth bounds nested buckets (signerd's store has one
-	// level); inline buckets are walked on the stack of a page already
-	// counted, so this is what bounds them.
+	// level); inline buckets are checked by recursion inside the page
+	// that holds them, so this bounds that recursion (the set of inline
+	// buckets seen and the page's budget bound the work).
 	maxBucketDepth = 16
 	// maxTreeDepth bounds a bucket's page tree (bbolt's are a few levels
 	// deep; bbolt's cursor recurses once a level).
 	maxTreeDepth = 64
+	// maxPageSpan bounds a page and its overflow pages, the largest
+	// value a store holds plus its page: signerd's values (certificates,
+	// requests, audit events) are each well under 1 MiB, and a span is
+	// read into memory whole, so a count in the file must not choose it.
+	maxPageSpan = 64 << 20
+	// maxBucketName bounds how much of a bucket's name a finding quotes,
+	// so that building names costs no more than the elements read.
+	maxBucketName = 256
 )
 
 // DamageError is damage to a store file's page structure: reading its
@@ -107,6 +125,42 @@ type pageWalk struct {
 	level  int    // depth in its bucket's page tree
 }
 
+// pageSet is a set of page numbers, one bit a page, in words of 64 pages
+// allocated as pages in them are reached: its size follows the pages
+// reached, not the page count a (perhaps sparse) file claims.
+type pageSet map[uint64]uint64
+
+// mark adds page id and reports whether it was in the set already.
+func (s pageSet) mark(id uint64) bool {
+	w, bit := id/64, uint64(1)<<(id%64)
+	was := s[w]&bit != 0
+	s[w] |= bit
+	return was
+}
+
+// treeCheck is the state one checkTreePage call of a real page shares
+// with the inline buckets inside it.
+type treeCheck struct {
+	// budget is the bytes of page headers and elements still to be read
+	// in the real page being checked and its inline buckets before they
+	// hold more than the page's bytes, which only overlapping ones can.
+	budget uint64
+	// inlineSeen holds the offsets, in the real page being checked, of
+	// the inline bucket pages already checked.
+	inlineSeen map[int]bool
+	push       func(pageWalk) error
+}
+
+// charge takes n bytes from the budget; false means it is spent.
+func (c *treeCheck) charge(n uint64) bool {
+	if n > c.budget {
+		c.budget = 0
+		return false
+	}
+	c.budget -= n
+	return true
+}
+
 // checkPages checks the page structure of the bbolt file f of size size,
 // from the meta page bbolt would use: every page number below the
 // high-water mark and inside the file, every page reached at most once and
@@ -153,13 +207,8 @@ func checkPages(f *os.File, size int64) error {
 	case m.hwm < 2 || m.hwm > uint64(size/ps):
 		return damaged("", "the file is truncated or its meta page damaged: %d bytes hold %d pages, the meta page counts %d", size, size/ps, m.hwm)
 	}
-	seen := make([]uint64, (m.hwm+63)/64)
-	mark := func(id uint64) bool { // reports whether id was seen already
-		w, bit := id/64, uint64(1)<<(id%64)
-		was := seen[w]&bit != 0
-		seen[w] |= bit
-		return was
-	}
+	seen := pageSet{}
+	mark := seen.mark
 	mark(0)
 	mark(1)
 	// read returns page id and its overflow pages, after checking they
@@ -178,6 +227,9 @@ func checkPages(f *os.File, size int64) error {
 		over := uint64(binary.LittleEndian.Uint32(buf[12:]))
 		if over >= m.hwm-id {
 			return nil, damaged(bucket, "page %d%s runs %d pages past the file's %d", id, from, over, m.hwm)
+		}
+		if (over+1)*uint64(ps) > maxPageSpan {
+			return nil, damaged(bucket, "page %d%s claims %d overflow pages, %d bytes, more than a store's page span (%d bytes) holds", id, from, over, (over+1)*uint64(ps), maxPageSpan)
 		}
 		for i := uint64(0); i <= over; i++ {
 			if mark(id + i) {
@@ -215,7 +267,29 @@ func checkPages(f *os.File, size int64) error {
 			}
 		}
 	}
-	stack := []pageWalk{{id: m.root}}
+	var stack []pageWalk
+	// pushed holds the pages handed to the stack, so that a page named
+	// twice is refused before it is pushed twice: the stack holds at most
+	// one entry a page.
+	pushed := pageSet{}
+	push := func(child pageWalk) error {
+		from := ""
+		if child.bucket != "" {
+			from = " of bucket " + strconv.Quote(child.bucket)
+		}
+		if child.id < 2 || child.id >= m.hwm {
+			return damaged(child.bucket, "page %d%s is outside the file's %d pages", child.id, from, m.hwm)
+		}
+		if pushed.mark(child.id) {
+			return damaged(child.bucket, "page %d%s is reached twice: a loop or a shared page in the page tree", child.id, from)
+		}
+		stack = append(stack, child)
+		return nil
+	}
+	tc := &treeCheck{push: push}
+	if err := push(pageWalk{id: m.root}); err != nil {
+		return err
+	}
 	for len(stack) > 0 {
 		w := stack[len(stack)-1]
 		stack = stack[:len(stack)-1]
@@ -227,18 +301,28 @@ func checkPages(f *os.File, size int64) error {
 		if err != nil {
 			return err
 		}
-		if err := checkTreePage(p, w, func(child pageWalk) { stack = append(stack, child) }); err != nil {
+		clear(tc.inlineSeen)
+		tc.budget = uint64(len(p))
+		if err := checkTreePage(p, 0, w, tc); err != nil {
+			var de *DamageError
+			if errors.As(err, &de) { // a page it names, found by push
+				return de
+			}
 			return damaged(w.bucket, "page %d%s: %v", w.id, from, err)
 		}
 	}
 	return nil
 }
 
-// checkTreePage checks a branch or leaf page (or an inline bucket's page)
-// and hands each page it names to push.
-func checkTreePage(p []byte, w pageWalk, push func(pageWalk)) error {
+// checkTreePage checks a branch or leaf page (or an inline bucket's page
+// at offset off of the real page being checked) and hands each page it
+// names to c.push.
+func checkTreePage(p []byte, off int, w pageWalk, c *treeCheck) error {
 	if len(p) < pageHeaderSize {
 		return errors.New("shorter than a page header")
+	}
+	if !c.charge(pageHeaderSize) {
+		return errBudget
 	}
 	flags, count := binary.LittleEndian.Uint16(p[8:]), int(binary.LittleEndian.Uint16(p[10:]))
 	elems := p[pageHeaderSize:]
@@ -246,6 +330,9 @@ func checkTreePage(p []byte, w pageWalk, push func(pageWalk)) error {
 	case flags&flagBranch != 0:
 		if count == 0 || count*branchElemSize > len(elems) {
 			return fmt.Errorf("branch page counts %d elements, it holds room for %d", count, len(elems)/branchElemSize)
+		}
+		if !c.charge(uint64(count) * branchElemSize) {
+			return errBudget
 		}
 		for i := 0; i < count; i++ {
 			e := elems[i*branchElemSize:]
@@ -256,11 +343,16 @@ func checkTreePage(p []byte, w pageWalk, push func(pageWalk)) error {
 			if w.level+1 > maxTreeDepth {
 				return fmt.Errorf("the page tree is more than %d levels deep", maxTreeDepth)
 			}
-			push(pageWalk{id: binary.LittleEndian.Uint64(e[8:]), bucket: w.bucket, depth: w.depth, level: w.level + 1})
+			if err := c.push(pageWalk{id: binary.LittleEndian.Uint64(e[8:]), bucket: w.bucket, depth: w.depth, level: w.level + 1}); err != nil {
+				return err
+			}
 		}
 	case flags&flagLeaf != 0:
 		if count*leafElemSize > len(elems) {
 			return fmt.Errorf("leaf page counts %d elements, it holds room for %d", count, len(elems)/leafElemSize)
+		}
+		if !c.charge(uint64(count) * leafElemSize) {
+			return errBudget
 		}
 		for i := 0; i < count; i++ {
 			e := elems[i*leafElemSize:]
@@ -273,10 +365,7 @@ func checkTreePage(p []byte, w pageWalk, push func(pageWalk)) error {
 			if eflags&leafFlagBucket == 0 {
 				continue
 			}
-			name := string(elems[at : at+ksize])
-			if w.bucket != "" {
-				name = w.bucket + "/" + name
-			}
+			name := bucketName(w.bucket, elems[at:at+ksize])
 			if w.depth+1 > maxBucketDepth {
 				return fmt.Errorf("buckets nested more than %d deep", maxBucketDepth)
 			}
@@ -286,15 +375,28 @@ func checkTreePage(p []byte, w pageWalk, push func(pageWalk)) error {
 			}
 			child := pageWalk{id: binary.LittleEndian.Uint64(v), bucket: name, depth: w.depth + 1}
 			if child.id != 0 {
-				push(child)
+				if err := c.push(child); err != nil {
+					return err
+				}
 				continue
 			}
 			// An inline bucket: its page, a leaf, is the rest of the value.
+			// bbolt gives each its own value, so one named twice (by two
+			// elements whose values overlap) is damage, and checking it
+			// again would multiply the work at each level of nesting.
 			inline := v[bucketHeaderLen:]
+			inlineOff := off + pageHeaderSize + int(at+ksize) + bucketHeaderLen
+			if c.inlineSeen[inlineOff] {
+				return fmt.Errorf("inline bucket %q is named by two elements: its page at byte %d is shared", name, inlineOff)
+			}
+			if c.inlineSeen == nil {
+				c.inlineSeen = make(map[int]bool)
+			}
+			c.inlineSeen[inlineOff] = true
 			if len(inline) < pageHeaderSize || binary.LittleEndian.Uint16(inline[8:])&(flagLeaf|flagBranch) != flagLeaf {
 				return fmt.Errorf("inline bucket %q is not a leaf page", name)
 			}
-			if err := checkTreePage(inline, child, push); err != nil {
+			if err := checkTreePage(inline, inlineOff, child, c); err != nil {
 				return fmt.Errorf("inline bucket %q: %w", name, err)
 			}
 		}
@@ -302,4 +404,25 @@ func checkTreePage(p []byte, w pageWalk, push func(pageWalk)) error {
 		return fmt.Errorf("type %#x where a branch or leaf page belongs", flags)
 	}
 	return nil
+}
+
+// errBudget is a page and its inline buckets holding more page headers
+// and elements than the page has bytes: values that overlap, which bbolt
+// never writes.
+var errBudget = errors.New("the page and its inline buckets hold more headers and elements than its bytes: overlapping values")
+
+// bucketName is the name of bucket key inside parent, cut to
+// maxBucketName bytes for a finding.
+func bucketName(parent string, key []byte) string {
+	if len(key) > maxBucketName {
+		key = key[:maxBucketName]
+	}
+	name := string(key)
+	if parent != "" {
+		name = parent + "/" + name
+	}
+	if len(name) > maxBucketName {
+		name = name[:maxBucketName] + "..."
+	}
+	return name
 }

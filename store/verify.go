@@ -79,8 +79,10 @@ const maxFindingsPerCheck = 20
 // first, with plain reads and without recursion (checkPages): a file
 // shorter than the pages it records, a page reached twice (a loop in the
 // page tree would make bbolt walk it until memory is gone, which no
-// recover survives), a page number, element or freelist count that lies
-// outside its page or the file, is a *DamageError (errors.Is
+// recover survives), an inline bucket named twice, a page number,
+// element or freelist count that lies outside its page or the file, a
+// page span past maxPageSpan, or a page whose inline buckets hold more
+// headers and elements than its bytes, is a *DamageError (errors.Is
 // ErrPageStructure) naming the page and bucket, and no record is read. A
 // page that still cannot be read is reported as an error, not a crash.
 func Verify(path string) (*Report, error) {
