@@ -15,38 +15,10 @@ import (
 )
 
 // stalledBackup starts a store backup on a raw connection that never
-// reads (a small receive buffer), and returns once signerd has begun to
-// send the copy.
+// reads, and returns once signerd has begun to send the copy.
 func (d *daemonProc) stalledBackup(t *testing.T) *net.UnixConn {
 	t.Helper()
-	c, err := net.DialUnix("unix", nil, &net.UnixAddr{Name: d.socket, Net: "unix"})
-	if err != nil {
-		t.Fatal(err)
-	}
-	t.Cleanup(func() { c.Close() })
-	if err := c.SetReadBuffer(1024); err != nil {
-		t.Fatal(err)
-	}
-	if _, err := fmt.Fprint(c, "POST /v1/store/backup HTTP/1.1\r\nHost: signerd\r\nContent-Length: 0\r\n\r\n"); err != nil {
-		t.Fatal(err)
-	}
-	raw, err := c.SyscallConn()
-	if err != nil {
-		t.Fatal(err)
-	}
-	for deadline := time.Now().Add(30 * time.Second); ; time.Sleep(10 * time.Millisecond) {
-		queued := 0
-		raw.Control(func(fd uintptr) { queued, err = unix.IoctlGetInt(int(fd), unix.SIOCINQ) })
-		if err != nil {
-			t.Fatal(err)
-		}
-		if queued > 0 {
-			return c
-		}
-		if time.Now().After(deadline) {
-			t.Fatal("signerd sent nothing of the backup in 30s")
-		}
-	}
+	return d.stalledPost(t, "/v1/store/backup")
 }
 
 // heldBackupCopies counts the backup copies signerd has open.

@@ -1,16 +1,11 @@
 package main
 
 import (
-	"crypto/rand"
 	"encoding/hex"
-	"encoding/json"
 	"net/http"
 	"strings"
 	"testing"
 	"time"
-
-	"github.com/emmansun/gmsm/sm2"
-	"github.com/emmansun/gmsm/smx509"
 
 	"signerd/store"
 )
@@ -29,14 +24,8 @@ import (
 func TestClockResetLowersRAReplayMarks(t *testing.T) {
 	d := newDaemonProc(t, "")
 	d.start(t)
-	raKey, err := sm2.GenerateKey(rand.Reader)
-	if err != nil {
-		t.Fatal(err)
-	}
-	csr, _ := smx509.CreateCertificateRequest(rand.Reader, &smx509.CertificateRequest{}, raKey)
-	body, _ := json.Marshal(map[string]any{"request_id": "ra-cert", "profile": "ra-sign",
-		"subject": map[string]string{"CN": "RA 前台 07", "O": "某市政务服务中心"}, "csr": pemCSR(csr)})
-	raSerial := certView(t, d.call(t, "POST", "/v1/certificates", string(body))).Serial
+	ra := d.issueFor(t, "ra-cert", "ra-sign")
+	raKey, raSerial := ra.key, ra.serials[0]
 	if err := d.stop(t); err != nil {
 		t.Fatal(err)
 	}

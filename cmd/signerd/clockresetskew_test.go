@@ -1,15 +1,10 @@
 package main
 
 import (
-	"crypto/rand"
-	"encoding/json"
 	"net/http"
 	"strings"
 	"testing"
 	"time"
-
-	"github.com/emmansun/gmsm/sm2"
-	"github.com/emmansun/gmsm/smx509"
 
 	"signerd/store"
 )
@@ -24,22 +19,9 @@ import (
 func TestClockResetKeepsRequestAcceptedByRightClock(t *testing.T) {
 	d := newDaemonProc(t, "")
 	d.start(t)
-	raKey, err := sm2.GenerateKey(rand.Reader)
-	if err != nil {
-		t.Fatal(err)
-	}
-	csr, _ := smx509.CreateCertificateRequest(rand.Reader, &smx509.CertificateRequest{}, raKey)
-	body, _ := json.Marshal(map[string]any{"request_id": "ra-cert", "profile": "ra-sign",
-		"subject": map[string]string{"CN": "RA 前台 09", "O": "某市政务服务中心"}, "csr": pemCSR(csr)})
-	raSerial := certView(t, d.call(t, "POST", "/v1/certificates", string(body))).Serial
-	otherKey, err := sm2.GenerateKey(rand.Reader)
-	if err != nil {
-		t.Fatal(err)
-	}
-	csr, _ = smx509.CreateCertificateRequest(rand.Reader, &smx509.CertificateRequest{}, otherKey)
-	body, _ = json.Marshal(map[string]any{"request_id": "ra-cert-other", "profile": "ra-sign",
-		"subject": map[string]string{"CN": "RA 前台 10", "O": "某市政务服务中心"}, "csr": pemCSR(csr)})
-	otherSerial := certView(t, d.call(t, "POST", "/v1/certificates", string(body))).Serial
+	ra, other := d.issueFor(t, "ra-cert", "ra-sign"), d.issueFor(t, "ra-cert-other", "ra-sign")
+	raKey, raSerial := ra.key, ra.serials[0]
+	otherKey, otherSerial := other.key, other.serials[0]
 	target := certView(t, d.call(t, "POST", "/v1/certificates", issueBody(t, "victim", "person-sign"))).Serial
 	if err := d.stop(t); err != nil {
 		t.Fatal(err)

@@ -69,9 +69,17 @@ func padAuditLog(t *testing.T, path string, n, size int) {
 }
 
 // stalledExport starts an audit export on a raw connection that never
-// reads (with a small receive buffer, as a client piping into a pager
-// would), and returns once signerd has begun to send the bundle.
+// reads (as a client piping into a pager would), and returns once signerd
+// has begun to send the bundle.
 func (d *daemonProc) stalledExport(t *testing.T) *net.UnixConn {
+	t.Helper()
+	return d.stalledPost(t, "/v1/audit/export")
+}
+
+// stalledPost POSTs to path with no body on a raw connection that never
+// reads (a 1 KiB receive buffer), and returns once signerd has begun to
+// send the answer.
+func (d *daemonProc) stalledPost(t *testing.T, path string) *net.UnixConn {
 	t.Helper()
 	c, err := net.DialUnix("unix", nil, &net.UnixAddr{Name: d.socket, Net: "unix"})
 	if err != nil {
@@ -81,14 +89,14 @@ func (d *daemonProc) stalledExport(t *testing.T) *net.UnixConn {
 	if err := c.SetReadBuffer(1024); err != nil {
 		t.Fatal(err)
 	}
-	if _, err := fmt.Fprint(c, "POST /v1/audit/export HTTP/1.1\r\nHost: signerd\r\nContent-Length: 0\r\n\r\n"); err != nil {
+	if _, err := fmt.Fprintf(c, "POST %s HTTP/1.1\r\nHost: signerd\r\nContent-Length: 0\r\n\r\n", path); err != nil {
 		t.Fatal(err)
 	}
 	raw, err := c.SyscallConn()
 	if err != nil {
 		t.Fatal(err)
 	}
-	for deadline := time.Now().Add(20 * time.Second); ; time.Sleep(10 * time.Millisecond) {
+	for deadline := time.Now().Add(30 * time.Second); ; time.Sleep(10 * time.Millisecond) {
 		queued := 0
 		raw.Control(func(fd uintptr) { queued, err = unix.IoctlGetInt(int(fd), unix.SIOCINQ) })
 		if err != nil {
@@ -98,7 +106,7 @@ func (d *daemonProc) stalledExport(t *testing.T) *net.UnixConn {
 			return c
 		}
 		if time.Now().After(deadline) {
-			t.Fatal("signerd sent nothing of the export in 20s")
+			t.Fatalf("signerd sent nothing of POST %s in 30s", path)
 		}
 	}
 }
