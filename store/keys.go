@@ -64,11 +64,21 @@ func (t *Tx) certificatesWithKeyBits(key []byte, fn func(*Certificate) error) er
 // indexKey adds c to the key index. A DER that is not a certificate
 // (the engine stores none) has no key to index.
 func indexKey(keys *bolt.Bucket, c *Certificate) error {
-	key, ok := certificatePublicKey(c.DER)
+	k, ok := keyIndexEntry(c)
 	if !ok {
 		return nil
 	}
-	return keys.Put(append(keyIndexPrefix(key), c.Serial...), []byte{})
+	return keys.Put(k, []byte{})
+}
+
+// keyIndexEntry is c's key in the key index: SM3 of its public key, then
+// its serial. A DER that is not a certificate has none.
+func keyIndexEntry(c *Certificate) ([]byte, bool) {
+	key, ok := certificatePublicKey(c.DER)
+	if !ok {
+		return nil, false
+	}
+	return append(keyIndexPrefix(key), c.Serial...), true
 }
 
 func keyIndexPrefix(key []byte) []byte {

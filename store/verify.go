@@ -387,11 +387,10 @@ func (v *verifier) keyIndex(certs map[string]*Certificate) {
 	}
 	want := map[string]bool{}
 	for _, c := range certs {
-		key, ok := certificatePublicKey(c.DER)
+		k, ok := keyIndexEntry(c)
 		if !ok {
 			continue
 		}
-		k := append(keyIndexPrefix(key), c.Serial...)
 		want[string(k)] = true
 		if keys.Get(k) == nil {
 			v.find("keys", Finding{Bucket: string(bucketKeys), Key: "serial " + HexSerial(c.Serial),
