@@ -30,7 +30,7 @@ func TestDataObject(t *testing.T) {
 	}
 	// Anyone who can open a session may make a public object; it must
 	// not pass for the private one.
-	p11, slot := behindTheBack(t, tok)
+	p11, slot := tok.BehindTheBack(t)
 	plantDataObject(t, p11, slot, "anchor", false, []byte("planted"))
 	if v, err := obj.Read(ctx); !errors.Is(err, hsm.ErrObjectNotFound) {
 		t.Fatalf("read with only a public object under the label: %q, %v; want ErrObjectNotFound", v, err)

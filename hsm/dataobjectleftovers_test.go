@@ -24,7 +24,7 @@ type storedObject struct {
 // process leaves one; extra attributes are added to the template.
 func putDataObject(t *testing.T, tok *hsmtest.Token, label string, o storedObject, extra ...*pkcs11.Attribute) {
 	t.Helper()
-	p11, slot := behindTheBack(t, tok)
+	p11, slot := tok.BehindTheBack(t)
 	h, err := p11.OpenSession(slot, pkcs11.CKF_SERIAL_SESSION|pkcs11.CKF_RW_SESSION)
 	if err != nil {
 		t.Fatal(err)
@@ -43,7 +43,7 @@ func putDataObject(t *testing.T, tok *hsmtest.Token, label string, o storedObjec
 // label.
 func countDataObjects(t *testing.T, tok *hsmtest.Token, label string) int {
 	t.Helper()
-	p11, slot := behindTheBack(t, tok)
+	p11, slot := tok.BehindTheBack(t)
 	h, err := p11.OpenSession(slot, pkcs11.CKF_SERIAL_SESSION)
 	if err != nil {
 		t.Fatal(err)

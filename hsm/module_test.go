@@ -163,27 +163,6 @@ func TestConcurrentSigningNeverSharesASession(t *testing.T) {
 	}
 }
 
-// behindTheBack is a second handle on the module the test process already
-// initialised, acting on the token as another part of the process would.
-func behindTheBack(t *testing.T, tok *hsmtest.Token) (*pkcs11.Ctx, uint) {
-	t.Helper()
-	p11 := pkcs11.New(tok.Module)
-	if p11 == nil {
-		t.Fatal("load module")
-	}
-	slots, err := p11.GetSlotList(true)
-	if err != nil {
-		t.Fatal(err)
-	}
-	for _, slot := range slots {
-		if ti, err := p11.GetTokenInfo(slot); err == nil && ti.Label == tok.Label {
-			return p11, slot
-		}
-	}
-	t.Fatal("token not found")
-	return nil, 0
-}
-
 func TestRecoversFromLostSessionsAndLogout(t *testing.T) {
 	faults := []struct {
 		name  string
@@ -210,7 +189,7 @@ func TestRecoversFromLostSessionsAndLogout(t *testing.T) {
 			tok := hsmtest.NewToken(t, hsmtest.SM2Module(t), "faults")
 			m := tok.Open(t, tok.Config(hsmtest.SoftHSMProfile(t)))
 			k, s := newSM2Signer(t, m)
-			p11, slot := behindTheBack(t, tok)
+			p11, slot := tok.BehindTheBack(t)
 			for round := range 3 {
 				f.fault(t, p11, slot)
 				msg := fmt.Appendf(nil, "round %d", round)
@@ -291,7 +270,7 @@ func TestPINChangedBehindTheBackIsNeverRetried(t *testing.T) {
 	tok := hsmtest.NewToken(t, hsmtest.SM2Module(t), "pin-retry")
 	m := tok.Open(t, tok.Config(hsmtest.SoftHSMProfile(t)))
 	_, s := newSM2Signer(t, m)
-	p11, slot := behindTheBack(t, tok)
+	p11, slot := tok.BehindTheBack(t)
 	setPIN := func(old, new string) {
 		t.Helper()
 		h, err := p11.OpenSession(slot, pkcs11.CKF_SERIAL_SESSION|pkcs11.CKF_RW_SESSION)

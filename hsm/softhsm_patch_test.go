@@ -22,7 +22,7 @@ func TestPatchedSoftHSMVendorMechanism(t *testing.T) {
 			t.Fatal(err)
 		}
 	}
-	p11, slot := behindTheBack(t, tok)
+	p11, slot := tok.BehindTheBack(t)
 	info, err := p11.GetMechanismInfo(slot, []*pkcs11.Mechanism{pkcs11.NewMechanism(hsm.CKMVendorSM2SignE, nil)})
 	if err != nil {
 		t.Fatalf("C_GetMechanismInfo: %v", err)

@@ -13,6 +13,8 @@ import (
 	"strings"
 	"testing"
 
+	"github.com/miekg/pkcs11"
+
 	"signerd/hsm"
 )
 
@@ -168,4 +170,27 @@ func randomPIN(t testing.TB) []byte {
 		t.Fatal(err)
 	}
 	return []byte(hex.EncodeToString(b))
+}
+
+// BehindTheBack is a second handle on tok's module, which the test
+// process already initialised (and keeps logged in), and tok's slot: it
+// acts on the token as another part of the process would, behind the
+// back of a Module.
+func (tok *Token) BehindTheBack(t testing.TB) (*pkcs11.Ctx, uint) {
+	t.Helper()
+	p11 := pkcs11.New(tok.Module)
+	if p11 == nil {
+		t.Fatal("load module")
+	}
+	slots, err := p11.GetSlotList(true)
+	if err != nil {
+		t.Fatal(err)
+	}
+	for _, slot := range slots {
+		if ti, err := p11.GetTokenInfo(slot); err == nil && ti.Label == tok.Label {
+			return p11, slot
+		}
+	}
+	t.Fatal("token not found")
+	return nil, 0
 }
