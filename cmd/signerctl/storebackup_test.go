@@ -13,15 +13,15 @@ import (
 	"syscall"
 	"testing"
 	"time"
-
-	"signerd/store"
 )
 
 // backupServer answers each store backup on a Unix socket with the
 // headers of a copy of copyBytes and then body; stall keeps the
 // connection open after that without sending the rest (a signerd that
 // stalls cannot be had on demand: a real one sends at disk speed).
-func backupServer(t *testing.T, copyBytes, body []byte, stall bool) string {
+// received, unless nil, runs once a request has been read, before the
+// answer.
+func backupServer(t *testing.T, copyBytes, body []byte, stall bool, received func()) string {
 	t.Helper()
 	sock := filepath.Join(t.TempDir(), "s.sock")
 	l, err := net.Listen("unix", sock)
@@ -41,6 +41,9 @@ func backupServer(t *testing.T, copyBytes, body []byte, stall bool) string {
 				defer c.Close()
 				if _, err := http.ReadRequest(bufio.NewReader(c)); err != nil {
 					return
+				}
+				if received != nil {
+					received()
 				}
 				fmt.Fprintf(c, "HTTP/1.1 200 OK\r\nContent-Type: application/octet-stream\r\nContent-Length: %d\r\n"+
 					"Signerd-Backup-Sha256: %x\r\nSignerd-Backup-Audit-Head: 0\r\nSignerd-Backup-Last-Seal: 0\r\n\r\n", len(copyBytes), sum)
@@ -63,7 +66,7 @@ func TestInterruptedStoreBackupLeavesNoTempFile(t *testing.T) {
 	copyBytes := make([]byte, 1<<20)
 	for _, sig := range []syscall.Signal{syscall.SIGINT, syscall.SIGTERM, syscall.SIGHUP} {
 		t.Run(sig.String(), func(t *testing.T) {
-			sock := backupServer(t, copyBytes, copyBytes[:64<<10], true)
+			sock := backupServer(t, copyBytes, copyBytes[:64<<10], true, nil)
 			dir := t.TempDir()
 			cmd := exec.Command(bins.signerctl, "store", "backup", "--out", filepath.Join(dir, "backup.db"))
 			cmd.Env = append(os.Environ(), "SIGNERD_SOCKET="+sock)
@@ -112,22 +115,8 @@ func receiving(dir string) bool {
 // backup, which writes FILE and leaves them as they were. On the code
 // before, FILE.tmp made it refuse.
 func TestStoreBackupNotBlockedByLeftovers(t *testing.T) {
-	// A real store file, as signerd would send it.
-	src := filepath.Join(t.TempDir(), "src.db")
-	st, err := store.Open(src)
-	if err != nil {
-		t.Fatal(err)
-	}
-	var raw []byte
-	copyPath := filepath.Join(t.TempDir(), "copy.db")
-	if _, err := st.CopyTo(copyPath); err != nil {
-		t.Fatal(err)
-	}
-	st.Close()
-	if raw, err = os.ReadFile(copyPath); err != nil {
-		t.Fatal(err)
-	}
-	sock := backupServer(t, raw, raw, false)
+	raw := storeCopyBytes(t)
+	sock := backupServer(t, raw, raw, false, nil)
 	dir := t.TempDir()
 	out := filepath.Join(dir, "backup.db")
 	leftovers := []string{out + ".tmp", filepath.Join(dir, ".backup.db.123456.tmp")}

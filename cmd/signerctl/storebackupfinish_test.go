@@ -1,12 +1,7 @@
 package main
 
 import (
-	"bufio"
-	"crypto/sha256"
-	"fmt"
 	"io"
-	"net"
-	"net/http"
 	"os"
 	"path/filepath"
 	"runtime"
@@ -44,7 +39,7 @@ func storeCopyBytes(t *testing.T) []byte {
 // on a channel never closed, for the life of the process.
 func TestStoreBackupEndsItsSignalWatcher(t *testing.T) {
 	raw := storeCopyBytes(t)
-	t.Setenv("SIGNERD_SOCKET", backupServer(t, raw, raw, false))
+	t.Setenv("SIGNERD_SOCKET", backupServer(t, raw, raw, false, nil))
 	out := filepath.Join(t.TempDir(), "backup.db")
 	if err := storeBackup([]string{"--out", out}, io.Discard); err != nil {
 		t.Fatal(err)
@@ -68,26 +63,8 @@ func TestStoreBackupKeepsFileCreatedWhileReceiving(t *testing.T) {
 	raw := storeCopyBytes(t)
 	dir := t.TempDir()
 	out := filepath.Join(dir, "backup.db")
-	sock := filepath.Join(t.TempDir(), "s.sock")
-	l, err := net.Listen("unix", sock)
-	if err != nil {
-		t.Fatal(err)
-	}
-	t.Cleanup(func() { l.Close() })
-	go func() {
-		c, err := l.Accept()
-		if err != nil {
-			return
-		}
-		defer c.Close()
-		if _, err := http.ReadRequest(bufio.NewReader(c)); err != nil {
-			return
-		}
-		os.WriteFile(out, []byte("theirs"), 0o600)
-		fmt.Fprintf(c, "HTTP/1.1 200 OK\r\nContent-Type: application/octet-stream\r\nContent-Length: %d\r\n"+
-			"Signerd-Backup-Sha256: %x\r\nSignerd-Backup-Audit-Head: 0\r\nSignerd-Backup-Last-Seal: 0\r\n\r\n", len(raw), sha256.Sum256(raw))
-		c.Write(raw)
-	}()
+	// FILE appears while signerd sends.
+	sock := backupServer(t, raw, raw, false, func() { os.WriteFile(out, []byte("theirs"), 0o600) })
 	_, stderr, code := signerctl(t, sock, "store", "backup", "--out", out)
 	if code == 0 || !strings.Contains(stderr, "appeared meanwhile") {
 		t.Fatalf("backup onto a FILE created meanwhile: exit %d: %s; want a refusal", code, stderr)
