@@ -125,18 +125,18 @@ func TestKeyIndexFindsCertificatesOfAKey(t *testing.T) {
 	// A current index is not rebuilt at each open: an entry removed behind
 	// the store's back stays removed.
 	s = reopen(t, s, func(tx *bolt.Tx) error {
-		return tx.Bucket(bucketKeys).Delete(append(keyIndexPrefix(mustPublicKey(t, b.DER)), b.Serial...))
+		return tx.Bucket(bucketKeys).Delete(mustIndexEntry(t, b))
 	})
 	if got := withKey(t, s, keyB); len(got) != 0 {
 		t.Fatalf("the index was rebuilt although current: %x", got)
 	}
 }
 
-func mustPublicKey(t *testing.T, der []byte) []byte {
+func mustIndexEntry(t *testing.T, c *Certificate) []byte {
 	t.Helper()
-	key, ok := certificatePublicKey(der)
+	k, ok := keyIndexEntry(c)
 	if !ok {
 		t.Fatal("no public key in the certificate")
 	}
-	return key
+	return k
 }

@@ -5,6 +5,7 @@ import (
 	"crypto/sha256"
 	"encoding/binary"
 	"encoding/json"
+	"errors"
 	"os"
 	"path/filepath"
 	"strings"
@@ -165,8 +166,11 @@ func TestVerifyNamesEachKindOfDamage(t *testing.T) {
 			if err := json.Unmarshal(c, &cert); err != nil {
 				return err
 			}
-			key, _ := certificatePublicKey(cert.DER)
-			return tx.Bucket(bucketKeys).Delete(append(keyIndexPrefix(key), 1))
+			k, ok := keyIndexEntry(&cert)
+			if !ok {
+				return errors.New("no public key in the certificate")
+			}
+			return tx.Bucket(bucketKeys).Delete(k)
 		}, Finding{Bucket: "keys", Key: "serial 01", Problem: "not indexed"}},
 		{"certificate record undecodable", func(tx *bolt.Tx) error {
 			return tx.Bucket(bucketCerts).Put([]byte{1}, []byte("{not json"))
