@@ -123,28 +123,15 @@ func syncDir(dir string) error {
 // passphrase, and the shares read back rebuild secret, both the first
 // threshold of them and the last.
 func (r *runner) checkSharesWritten(purpose string, spec SplitSpec, passphrases [][]byte, secret []byte) error {
-	var back []split.Share
+	back, err := readShares(spec.Custodians, passphrases)
+	if err != nil {
+		return err
+	}
 	defer func() {
 		for _, s := range back {
 			clear(s.Data)
 		}
 	}()
-	for i, c := range spec.Custodians {
-		data, err := os.ReadFile(c.Share)
-		if err != nil {
-			return fmt.Errorf("read back: %w", err)
-		}
-		s, err := split.Parse(data)
-		if err != nil {
-			return fmt.Errorf("read back %s: %w", c.Share, err)
-		}
-		if s.Sealed() {
-			if err := s.Open(passphrases[i]); err != nil {
-				return fmt.Errorf("read back %s: %w", c.Share, err)
-			}
-		}
-		back = append(back, s)
-	}
 	n, m := len(back), spec.Threshold
 	for _, subset := range [][]split.Share{back[:m], back[n-m:]} {
 		rebuilt, err := split.Combine(purpose, append([]split.Share(nil), subset...))
@@ -182,22 +169,44 @@ func (r *runner) removeShares(paths []string) {
 // readBackShares rebuilds the secret from the first threshold share files
 // as written, so the ceremony proves the files, not its memory.
 func (r *runner) readBackShares(purpose string, spec SplitSpec, passphrases [][]byte) ([]byte, error) {
+	shares, err := readShares(spec.Custodians[:spec.Threshold], passphrases)
+	if err != nil {
+		return nil, err
+	}
+	return split.Combine(purpose, shares)
+}
+
+// readShares reads the share files of custodians as written, opening a
+// sealed one with its custodian's passphrase (passphrases[i] is
+// custodians[i]'s). On an error, the shares read so far are cleared.
+func readShares(custodians []Custodian, passphrases [][]byte) ([]split.Share, error) {
 	var shares []split.Share
-	for i, c := range spec.Custodians[:spec.Threshold] {
-		data, err := os.ReadFile(c.Share)
+	for i, c := range custodians {
+		s, err := readShare(c.Share, passphrases[i])
 		if err != nil {
-			return nil, fmt.Errorf("read back: %w", err)
-		}
-		s, err := split.Parse(data)
-		if err != nil {
-			return nil, fmt.Errorf("read back %s: %w", c.Share, err)
-		}
-		if s.Sealed() {
-			if err := s.Open(passphrases[i]); err != nil {
-				return nil, fmt.Errorf("read back %s: %w", c.Share, err)
+			for _, s := range shares {
+				clear(s.Data)
 			}
+			return nil, err
 		}
 		shares = append(shares, s)
 	}
-	return split.Combine(purpose, shares)
+	return shares, nil
+}
+
+func readShare(path string, passphrase []byte) (split.Share, error) {
+	data, err := os.ReadFile(path)
+	if err != nil {
+		return split.Share{}, fmt.Errorf("read back: %w", err)
+	}
+	s, err := split.Parse(data)
+	if err != nil {
+		return split.Share{}, fmt.Errorf("read back %s: %w", path, err)
+	}
+	if s.Sealed() {
+		if err := s.Open(passphrase); err != nil {
+			return split.Share{}, fmt.Errorf("read back %s: %w", path, err)
+		}
+	}
+	return s, nil
 }
