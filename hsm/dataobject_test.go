@@ -30,8 +30,7 @@ func TestDataObject(t *testing.T) {
 	}
 	// Anyone who can open a session may make a public object; it must
 	// not pass for the private one.
-	p11, slot := tok.BehindTheBack(t)
-	plantDataObject(t, p11, slot, "anchor", false, []byte("planted"))
+	tok.PutDataObject(t, "anchor", false, []byte("planted"))
 	if v, err := obj.Read(ctx); !errors.Is(err, hsm.ErrObjectNotFound) {
 		t.Fatalf("read with only a public object under the label: %q, %v; want ErrObjectNotFound", v, err)
 	}
@@ -51,7 +50,7 @@ func TestDataObject(t *testing.T) {
 	// An update that stopped after creating its object (generation 3)
 	// and before destroying the older one: the newer value holds, and the
 	// next update leaves one object.
-	plantDataObject(t, p11, slot, "anchor", true, append([]byte{0, 0, 0, 0, 0, 0, 0, 3}, "interrupted"...))
+	tok.PutDataObject(t, "anchor", true, append([]byte{0, 0, 0, 0, 0, 0, 0, 3}, "interrupted"...))
 	if v, err := obj.Read(ctx); err != nil || string(v) != "interrupted" {
 		t.Fatalf("read after an interrupted update: %q, %v; want the newer value", v, err)
 	}
@@ -61,6 +60,7 @@ func TestDataObject(t *testing.T) {
 
 	// Logged out behind the module's back, a search for private objects
 	// finds none: that is a lost login, restored, not an absent object.
+	p11, slot := tok.BehindTheBack(t)
 	h, err := p11.OpenSession(slot, pkcs11.CKF_SERIAL_SESSION)
 	if err != nil {
 		t.Fatal(err)
@@ -128,23 +128,5 @@ func TestDataObjectConcurrentUpdates(t *testing.T) {
 	}
 	if len(objs) != 1 {
 		t.Fatalf("%d objects in the token, want 1", len(objs))
-	}
-}
-
-// plantDataObject creates a data object on the token through p11, behind
-// the module's back, as another process with a session on it could.
-func plantDataObject(t *testing.T, p11 *pkcs11.Ctx, slot uint, label string, private bool, value []byte) {
-	t.Helper()
-	h, err := p11.OpenSession(slot, pkcs11.CKF_SERIAL_SESSION|pkcs11.CKF_RW_SESSION)
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer p11.CloseSession(h)
-	if _, err := p11.CreateObject(h, []*pkcs11.Attribute{
-		pkcs11.NewAttribute(pkcs11.CKA_CLASS, pkcs11.CKO_DATA), pkcs11.NewAttribute(pkcs11.CKA_TOKEN, true),
-		pkcs11.NewAttribute(pkcs11.CKA_PRIVATE, private), pkcs11.NewAttribute(pkcs11.CKA_LABEL, label),
-		pkcs11.NewAttribute(pkcs11.CKA_VALUE, value),
-	}); err != nil {
-		t.Fatal(err)
 	}
 }

@@ -24,19 +24,7 @@ type storedObject struct {
 // process leaves one; extra attributes are added to the template.
 func putDataObject(t *testing.T, tok *hsmtest.Token, label string, o storedObject, extra ...*pkcs11.Attribute) {
 	t.Helper()
-	p11, slot := tok.BehindTheBack(t)
-	h, err := p11.OpenSession(slot, pkcs11.CKF_SERIAL_SESSION|pkcs11.CKF_RW_SESSION)
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer p11.CloseSession(h)
-	if _, err := p11.CreateObject(h, append([]*pkcs11.Attribute{
-		pkcs11.NewAttribute(pkcs11.CKA_CLASS, pkcs11.CKO_DATA), pkcs11.NewAttribute(pkcs11.CKA_TOKEN, true),
-		pkcs11.NewAttribute(pkcs11.CKA_PRIVATE, true), pkcs11.NewAttribute(pkcs11.CKA_LABEL, label),
-		pkcs11.NewAttribute(pkcs11.CKA_VALUE, append(binary.BigEndian.AppendUint64(nil, o.gen), o.value...)),
-	}, extra...)); err != nil {
-		t.Fatal(err)
-	}
+	tok.PutDataObject(t, label, true, append(binary.BigEndian.AppendUint64(nil, o.gen), o.value...), extra...)
 }
 
 // countDataObjects is how many private data objects the token holds under

@@ -37,8 +37,7 @@ func TestDataObjectOtherWriters(t *testing.T) {
 
 	// A second object of generation 2, as two processes writing at once
 	// leave it.
-	p11, slot := tok.BehindTheBack(t)
-	plantDataObject(t, p11, slot, "anchor", true, append(binary.BigEndian.AppendUint64(nil, 2), "twin"...))
+	tok.PutDataObject(t, "anchor", true, append(binary.BigEndian.AppendUint64(nil, 2), "twin"...))
 	if _, err := theirs.Read(ctx); !errors.Is(err, hsm.ErrDuplicateGeneration) {
 		t.Fatalf("read with two objects of generation 2: %v; want ErrDuplicateGeneration", err)
 	}

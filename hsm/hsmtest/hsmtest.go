@@ -194,3 +194,24 @@ func (tok *Token) BehindTheBack(t testing.TB) (*pkcs11.Ctx, uint) {
 	t.Fatal("token not found")
 	return nil, 0
 }
+
+// PutDataObject creates a token data object under label holding value
+// (private or public) through a session of its own on BehindTheBack, as
+// another process with a session on the token could; extra attributes
+// join the template.
+func (tok *Token) PutDataObject(t testing.TB, label string, private bool, value []byte, extra ...*pkcs11.Attribute) {
+	t.Helper()
+	p11, slot := tok.BehindTheBack(t)
+	h, err := p11.OpenSession(slot, pkcs11.CKF_SERIAL_SESSION|pkcs11.CKF_RW_SESSION)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer p11.CloseSession(h)
+	if _, err := p11.CreateObject(h, append([]*pkcs11.Attribute{
+		pkcs11.NewAttribute(pkcs11.CKA_CLASS, pkcs11.CKO_DATA), pkcs11.NewAttribute(pkcs11.CKA_TOKEN, true),
+		pkcs11.NewAttribute(pkcs11.CKA_PRIVATE, private), pkcs11.NewAttribute(pkcs11.CKA_LABEL, label),
+		pkcs11.NewAttribute(pkcs11.CKA_VALUE, value),
+	}, extra...)); err != nil {
+		t.Fatal(err)
+	}
+}
