@@ -4,7 +4,7 @@ GO ?= go
 export PATH := $(PATH):/usr/local/go/bin
 
 # Debian packages the build, the tests and the demo need.
-DEBS := softhsm2 opensc openssl curl libssl-dev build-essential patch pkg-config ca-certificates strace e2fsprogs
+DEBS := softhsm2 opensc openssl curl libssl-dev build-essential patch pkg-config ca-certificates strace e2fsprogs util-linux mount systemd
 SUDO := $(shell [ "$$(id -u)" = 0 ] || echo sudo)
 
 # SoftHSM2 with the vendor SM2 mechanism (testdata/softhsm), and Debian's stock build.
