@@ -113,6 +113,7 @@ type Engine struct {
 	store       *store.Store
 	profiles    map[string]*Profile
 	issuers     map[string]*Issuer
+	caNames     map[string]bool // refused as subjects (checkNotReserved)
 	active      *Issuer
 	sm2ID       []byte
 	throwaway   *sm2.PrivateKey
@@ -153,6 +154,7 @@ func New(cfg Config) (*Engine, error) {
 	for _, iss := range cfg.Issuers {
 		e.issuers[iss.ID()] = iss
 	}
+	e.caNames = caNames(cfg.Issuers)
 	if e.sm2ID == nil {
 		e.sm2ID = hsm.DefaultSM2ID
 	}
