@@ -280,33 +280,8 @@ func (e *Engine) reserve(tx *store.Tx, j *job, now time.Time, signing *[]keyInUs
 		j.fail(errorf(CodeInProgress, "request %q is being signed; retry to get its certificate", j.o.id))
 		return nil
 	}
-	// The certificate a renewal or extension replaces is checked again
-	// here, where it counts: a revocation or another replacement may have
-	// been recorded since classify read it. Claiming it in this
-	// transaction makes every later replacement see it taken, and lets
-	// record tell whether it was revoked or held while this one was signed.
-	var old *store.Certificate
-	if j.o.replaces != nil {
-		if old, err = replaceable(tx, j.o, now); err != nil {
-			if CodeOf(err) == CodeInternal {
-				return err
-			}
-			j.fail(err)
-			return nil
-		}
-	}
-	// The key's compromise and its use are checked here too, where they
-	// count: a keyCompromise revocation, or a certificate or request for
-	// the key with another use, may have been recorded since the request
-	// was taken; requests reserved but not yet recorded count as well.
-	if err := checkKeyUsable(tx, j.o); err != nil {
-		if CodeOf(err) == CodeInternal {
-			return err
-		}
-		j.fail(err)
-		return nil
-	}
-	if err := keyUsedOtherwise(tx, j.o.pub, j.o.profile, *signing); err != nil {
+	old, err := reservable(tx, j.o, now, *signing)
+	if err != nil {
 		if CodeOf(err) == CodeInternal {
 			return err
 		}
@@ -337,6 +312,34 @@ func (e *Engine) reserve(tx *store.Tx, j *job, now time.Time, signing *[]keyInUs
 	}
 	*signing = append(*signing, keyInUse{pub: j.o.pub, usage: j.o.profile.LintUsage().KeyUsage(), serial: j.draft.serial})
 	return nil
+}
+
+// reservable checks again, where it counts, what may have changed since
+// the request was taken. The certificate a renewal or extension replaces
+// (returned, for reserve to claim): a revocation or another replacement
+// may have been recorded since classify read it. Claiming it in reserve's
+// transaction makes every later replacement see it taken, and lets record
+// tell whether it was revoked or held while this one was signed. The
+// key's compromise and its use: a keyCompromise revocation, or a
+// certificate or request for the key with another use, may have been
+// recorded since; requests reserved but not yet recorded (signing) count
+// as well. An error with CodeInternal is the store failing; any other
+// refuses the request.
+func reservable(tx *store.Tx, o *order, now time.Time, signing []keyInUse) (*store.Certificate, error) {
+	var old *store.Certificate
+	if o.replaces != nil {
+		var err error
+		if old, err = replaceable(tx, o, now); err != nil {
+			return nil, err
+		}
+	}
+	if err := checkKeyUsable(tx, o); err != nil {
+		return nil, err
+	}
+	if err := keyUsedOtherwise(tx, o.pub, o.profile, signing); err != nil {
+		return nil, err
+	}
+	return old, nil
 }
 
 // record stores an issued certificate with its audit event and statistics.

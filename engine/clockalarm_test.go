@@ -22,9 +22,7 @@ import (
 func TestClockAlarmOncePerEpisodeRefusalsTallied(t *testing.T) {
 	ca := enginetest.NewCA(t)
 	st := enginetest.OpenStore(t)
-	var clk settableClock
-	base := time.Now().UTC().Truncate(time.Second)
-	clk.set(base)
+	clk, base := clockNow()
 	sink := &collectedRefusals{}
 	e := ca.Engine(t, st, engine.Config{Now: clk.read, Refusals: sink})
 	defer e.Close()

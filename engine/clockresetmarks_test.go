@@ -29,8 +29,7 @@ func TestClockResetLowersRAReplayMarks(t *testing.T) {
 		t.Run(tc.name, func(t *testing.T) {
 			ca := enginetest.NewCA(t)
 			st := enginetest.OpenStore(t)
-			var clk settableClock
-			base := time.Now().UTC().Truncate(time.Second)
+			clk, base := clockNow()
 			ahead := base.AddDate(0, 0, 100)
 			corrected := base.Add(time.Minute)
 			clk.set(ahead)

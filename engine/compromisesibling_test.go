@@ -23,9 +23,7 @@ import (
 func TestKeyCompromiseReachesSiblingRevokedForAnotherReason(t *testing.T) {
 	ca := enginetest.NewCA(t)
 	st := enginetest.OpenStore(t)
-	var clk settableClock
-	base := time.Now().UTC().Truncate(time.Second)
-	clk.set(base)
+	clk, base := clockNow()
 	e := ca.Engine(t, st, engine.Config{Now: clk.read})
 	defer e.Close()
 	key, _ := enginetest.NewCSR(t)

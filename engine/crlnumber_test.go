@@ -22,9 +22,7 @@ import (
 func TestCRLNumbersIncreaseAcrossClockReset(t *testing.T) {
 	ca := enginetest.NewCA(t)
 	st := enginetest.OpenStore(t)
-	var clk settableClock
-	base := time.Now().UTC().Truncate(time.Second)
-	clk.set(base)
+	clk, base := clockNow()
 	e := ca.Engine(t, st, engine.Config{Now: clk.read})
 	var numbers []*big.Int
 	sign := func(what string) {

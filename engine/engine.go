@@ -113,6 +113,7 @@ type Engine struct {
 	store       *store.Store
 	profiles    map[string]*Profile
 	issuers     map[string]*Issuer
+	caNames     map[string]bool // refused as subjects (checkNotReserved)
 	active      *Issuer
 	sm2ID       []byte
 	throwaway   *sm2.PrivateKey
@@ -153,6 +154,7 @@ func New(cfg Config) (*Engine, error) {
 	for _, iss := range cfg.Issuers {
 		e.issuers[iss.ID()] = iss
 	}
+	e.caNames = caNames(cfg.Issuers)
 	if e.sm2ID == nil {
 		e.sm2ID = hsm.DefaultSM2ID
 	}
@@ -316,10 +318,7 @@ func (e *Engine) Issue(ctx context.Context, actor store.Actor, req Request) (c *
 // expired, so the holder can switch over).
 func (e *Engine) Renew(ctx context.Context, actor store.Actor, old []byte, req Request) (c *store.Certificate, err error) {
 	defer func() { e.auditRefusal(actor, "certificate."+kindRenew, "request "+req.ID, err) }()
-	if err := e.refuseOwn(actor, "certificate."+kindRenew, old); err != nil {
-		return nil, err
-	}
-	prev, err := e.Status(old)
+	prev, err := e.lookup(actor, "certificate."+kindRenew, old)
 	if err != nil {
 		return nil, err
 	}
@@ -339,13 +338,13 @@ func (e *Engine) Renew(ctx context.Context, actor store.Actor, old []byte, req R
 // marked superseded.
 func (e *Engine) Extend(ctx context.Context, actor store.Actor, requestID string, old []byte, days int) (c *store.Certificate, err error) {
 	defer func() { e.auditRefusal(actor, "certificate."+kindExtend, "request "+requestID, err) }()
-	if err := e.refuseOwn(actor, "certificate."+kindExtend, old); err != nil {
-		return nil, err
+	prev, err := e.status(old)
+	if err == nil && isOwnCertificate(prev) {
+		return nil, e.refuseOwn(actor, "certificate."+kindExtend, old)
 	}
 	if err := checkRequestID(requestID); err != nil {
 		return nil, err
 	}
-	prev, err := e.Status(old)
 	if err != nil {
 		return nil, err
 	}
@@ -382,20 +381,24 @@ func (e *Engine) Extend(ctx context.Context, actor store.Actor, requestID string
 // Status returns the record of the certificate with serial; signerd's own
 // certificates are not found (refuseOwn).
 func (e *Engine) Status(serial []byte) (*store.Certificate, error) {
-	if err := e.refuseOwn(store.Actor{}, "", serial); err != nil {
-		return nil, err
-	}
-	return e.status(serial)
+	return e.lookup(store.Actor{}, "", serial)
 }
 
 // StatusFor is Status asked by actor (an RA): an attempt on signerd's own
 // certificate is audited as certificate.status, refused, like every other
 // RA route's; a serial that does not exist is a read, and not audited.
 func (e *Engine) StatusFor(actor store.Actor, serial []byte) (*store.Certificate, error) {
-	if err := e.refuseOwn(actor, "certificate.status", serial); err != nil {
-		return nil, err
+	return e.lookup(actor, "certificate.status", serial)
+}
+
+// lookup is status for an RA operation (action): signerd's own
+// certificate is refused (refuseOwn) in the same read.
+func (e *Engine) lookup(actor store.Actor, action string, serial []byte) (*store.Certificate, error) {
+	c, err := e.status(serial)
+	if err == nil && isOwnCertificate(c) {
+		return nil, e.refuseOwn(actor, action, serial)
 	}
-	return e.status(serial)
+	return c, err
 }
 
 func (e *Engine) status(serial []byte) (*store.Certificate, error) {

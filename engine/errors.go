@@ -32,28 +32,12 @@ const (
 	CodeStoreUnavailable  Code = "store_unavailable" // the store took no write; retryable
 	CodeLintFailed        Code = "lint_failed"
 	CodeInternal          Code = "internal"
-	// CodeAlreadySuperseded: the certificate to renew or extend was
-	// replaced already, or another request is replacing it now.
-	CodeAlreadySuperseded Code = "already_superseded"
-	// CodeKeyCompromised: the public key was revoked for keyCompromise.
-	CodeKeyCompromised Code = "key_compromised"
-	// CodeIssuerExpired: the clock reads after the issuing CA's notAfter
-	// (or before its notBefore); nothing the RA sends can help, an
-	// operator must roll the issuing CA over or correct the clock.
-	CodeIssuerExpired Code = "issuer_expired"
-	// CodeBackupInProgress: another store backup is being made or sent
-	// (one at a time: each holds a copy of the store on disk); retry
-	// when it ends.
-	CodeBackupInProgress Code = "backup_in_progress"
-	// CodeBackupNoSpace: the store's file system has not the free space
-	// a backup needs (the copy, and the store's size again for the live
-	// store to grow meanwhile); an operator must make room.
-	CodeBackupNoSpace Code = "backup_no_space"
-	// CodeClientGone: the client went away before its request was done
-	// (a store backup it no longer waits for); no one reads the answer,
-	// so it is a client's doing, counted as such and not logged as a
-	// failure of signerd.
-	CodeClientGone Code = "client_gone"
+	CodeAlreadySuperseded Code = "already_superseded" // the certificate was replaced, or is being replaced now
+	CodeKeyCompromised    Code = "key_compromised"    // the public key was revoked for keyCompromise
+	CodeIssuerExpired     Code = "issuer_expired"     // the clock reads outside the issuing CA's validity
+	CodeBackupInProgress  Code = "backup_in_progress" // another store backup is being made or sent
+	CodeBackupNoSpace     Code = "backup_no_space"    // too little free space beside the store for a backup
+	CodeClientGone        Code = "client_gone"        // the client went before its request was done
 )
 
 // errHSM marks a failure of the HSM itself (no signature, or one that

@@ -36,18 +36,11 @@ func ParseReason(name string) (int, error) {
 
 // refuseOwn answers for a certificate signerd issued for itself (its audit
 // key's) as if there were none: every RA operation on a serial (status,
-// renew, extend, revoke, hold, restore) calls it first, so an RA can
+// renew, extend, revoke, hold, restore) checks the certificate it reads
+// (lookup, transition) and calls it for one of signerd's own, so an RA can
 // neither change such a certificate nor learn that the serial exists. The
 // attempt is audited as what it was when action is given.
-func (e *Engine) refuseOwn(actor store.Actor, action string, serial []byte) error {
-	own := false
-	if err := e.store.View(func(tx *store.Tx) error {
-		c, err := tx.Certificate(serial)
-		own = err == nil && isOwnCertificate(c)
-		return nil // a missing or unreadable record is the operation's to report
-	}); err != nil || !own {
-		return nil
-	}
+func (e *Engine) refuseOwn(actor store.Actor, action string, serial []byte) *Error {
 	refused := errorf(CodeNotFound, "no certificate with serial %x", serial)
 	if action != "" {
 		refused.audited = e.recordRefusal(store.Event{Actor: actor, Action: action, Object: store.HexSerial(serial),
@@ -74,10 +67,10 @@ const reasonKeyCompromise = 1
 // key, or replacing one of these, that is being signed meanwhile is
 // discarded when it is recorded (see record).
 func (e *Engine) Revoke(actor store.Actor, serial []byte, reason int) (*store.Certificate, error) {
-	if err := e.refuseOwn(actor, "certificate.revoke", serial); err != nil {
-		return nil, err
-	}
 	if reason == reasonCertificateHold || reason == 7 || reason == 8 || reason < 0 || reason > 10 {
+		if c, err := e.status(serial); err == nil && isOwnCertificate(c) {
+			return nil, e.refuseOwn(actor, "certificate.revoke", serial)
+		}
 		return nil, errorf(CodeBadRequest, "reason %d cannot be given to revoke (use hold for certificateHold)", reason)
 	}
 	var then func(*store.Tx, *store.Certificate, time.Time) error
@@ -194,9 +187,6 @@ func (e *Engine) compromiseKey(tx *store.Tx, actor store.Actor, c *store.Certifi
 
 // Hold suspends a certificate (certificateHold on the next CRL).
 func (e *Engine) Hold(actor store.Actor, serial []byte) (*store.Certificate, error) {
-	if err := e.refuseOwn(actor, "certificate.hold", serial); err != nil {
-		return nil, err
-	}
 	return e.transition(actor, serial, "certificate.hold", func(c *store.Certificate, now time.Time) error {
 		if err := notExpired(c, now); err != nil {
 			return err
@@ -212,9 +202,6 @@ func (e *Engine) Hold(actor store.Actor, serial []byte) (*store.Certificate, err
 // Restore lifts a hold: the certificate is valid again and leaves the next
 // CRL.
 func (e *Engine) Restore(actor store.Actor, serial []byte) (*store.Certificate, error) {
-	if err := e.refuseOwn(actor, "certificate.restore", serial); err != nil {
-		return nil, err
-	}
 	return e.transition(actor, serial, "certificate.restore", func(c *store.Certificate, now time.Time) error {
 		if err := notExpired(c, now); err != nil {
 			return err
@@ -245,8 +232,9 @@ func (e *Engine) transition(actor store.Actor, serial []byte, action string, cha
 	then func(*store.Tx, *store.Certificate, time.Time) error) (*store.Certificate, error) {
 	var out *store.Certificate
 	var refused, clockErr error
+	own := false
 	err := e.update(func(tx *store.Tx) error {
-		refused = nil
+		refused, own = nil, false
 		c, err := tx.Certificate(serial)
 		if errors.Is(err, store.ErrNotFound) {
 			refused = errorf(CodeNotFound, "no certificate with serial %x", serial)
@@ -254,6 +242,9 @@ func (e *Engine) transition(actor store.Actor, serial []byte, action string, cha
 		}
 		if err != nil {
 			return err
+		}
+		if own = isOwnCertificate(c); own {
+			return nil // refused after the transaction
 		}
 		now, err := e.clock.read()
 		if err != nil {
@@ -303,6 +294,9 @@ func (e *Engine) transition(actor store.Actor, serial []byte, action string, cha
 	}
 	if err != nil {
 		return nil, errorf(storeCode(err), "%s %x: %v", action, serial, err)
+	}
+	if own {
+		return nil, e.refuseOwn(actor, action, serial)
 	}
 	if refused != nil {
 		// A refusal changes nothing: it goes to the refusal sink, so an RA

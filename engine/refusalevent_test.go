@@ -34,7 +34,7 @@ func TestRefusalEventsAreBounded(t *testing.T) {
 		}
 	}
 	refused := 0
-	st.View(func(tx *store.Tx) error {
+	if err := st.View(func(tx *store.Tx) error {
 		return tx.Events(1, func(ev store.Event, raw []byte) error {
 			if ev.Outcome != store.OutcomeRefused || ev.Actor.UID != ra.UID {
 				return nil
@@ -48,7 +48,9 @@ func TestRefusalEventsAreBounded(t *testing.T) {
 			}
 			return nil
 		})
-	})
+	}); err != nil {
+		t.Fatalf("read the audit log: %v", err)
+	}
 	if refused != len(cases) {
 		t.Errorf("%d refusals recorded, want %d", refused, len(cases))
 	}

@@ -68,7 +68,7 @@ func TestRefusalsGoToTheSink(t *testing.T) {
 		}
 	}
 	issued := 0
-	st.View(func(tx *store.Tx) error {
+	if err := st.View(func(tx *store.Tx) error {
 		return tx.Events(1, func(ev store.Event, _ []byte) error {
 			if ev.Outcome == store.OutcomeRefused {
 				t.Errorf("refusal event %d %s written to the store, not to the sink", ev.Seq, ev.Action)
@@ -78,7 +78,9 @@ func TestRefusalsGoToTheSink(t *testing.T) {
 			}
 			return nil
 		})
-	})
+	}); err != nil {
+		t.Fatalf("read the audit log: %v", err)
+	}
 	if issued != 1 {
 		t.Errorf("%d certificate.issue ok events, want 1", issued)
 	}

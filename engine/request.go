@@ -370,25 +370,35 @@ func isPrintableStringChar(r rune) bool {
 // checkNotReserved refuses a subject that is one of the CA's own names:
 // an issuing CA's (a certificate whose subject equals its issuer's reads as
 // self-issued, and Go then leaves out its authority key identifier) or the
-// root's above it, compared as RFC 5280 name matching does (case and runs
-// of space aside), and any audit key's common name.
+// root's above it (e.caNames), compared as RFC 5280 name matching
+// does (case and runs of space aside), and any audit key's common name.
 func (e *Engine) checkNotReserved(subject pkix.Name) error {
-	if strings.HasPrefix(foldName(subject.CommonName), foldName(audit.KeySubjectPrefix)) {
+	if strings.HasPrefix(foldName(subject.CommonName), auditKeyNamePrefix) {
 		return errorf(CodeSubjectReserved, "subject CN %q: names starting %q are signerd's audit keys'", subject.CommonName, audit.KeySubjectPrefix)
 	}
-	want := nameKey(subject.ToRDNSequence())
-	for _, iss := range e.issuers {
+	if e.caNames[nameKey(subject.ToRDNSequence())] {
+		return errorf(CodeSubjectReserved, "subject %q is the name of a CA of this hierarchy", subject.String())
+	}
+	return nil
+}
+
+// auditKeyNamePrefix is audit.KeySubjectPrefix folded (foldName).
+var auditKeyNamePrefix = foldName(audit.KeySubjectPrefix)
+
+// caNames returns the nameKey of each issuer's subject and issuer, the
+// names checkNotReserved refuses; computed once, at New.
+func caNames(issuers []*Issuer) map[string]bool {
+	names := map[string]bool{}
+	for _, iss := range issuers {
 		for _, raw := range [][]byte{iss.Cert.RawSubject, iss.Cert.RawIssuer} {
 			var rdns pkix.RDNSequence
 			if rest, err := asn1.Unmarshal(raw, &rdns); err != nil || len(rest) > 0 {
 				continue
 			}
-			if nameKey(rdns) == want {
-				return errorf(CodeSubjectReserved, "subject %q is the name of a CA of this hierarchy", subject.String())
-			}
+			names[nameKey(rdns)] = true
 		}
 	}
-	return nil
+	return names
 }
 
 // nameKey is a name's attributes, each type with its folded value,
