@@ -282,9 +282,8 @@ func (a *api) refuseSignature(w http.ResponseWriter, r *http.Request, p peer, er
 	if status == 0 {
 		status = http.StatusUnauthorized
 	}
-	a.auditRefusal(r, p, se.code+": "+se.msg)
 	if status == http.StatusServiceUnavailable {
 		w.Header().Set("Retry-After", "1")
 	}
-	writeError(w, status, se.code, se.msg)
+	a.refuse(w, r, p, status, se.code, se.msg, se.code+": "+se.msg)
 }
