@@ -36,14 +36,7 @@ func TestClockResetKeepsRequestAcceptedByRightClock(t *testing.T) {
 
 	// The clock ran an hour ahead for a moment and something was signed;
 	// no RA request was accepted meanwhile.
-	st, err := store.Open(d.store)
-	if err != nil {
-		t.Fatal(err)
-	}
-	if err := st.Update(func(tx *store.Tx) error { return tx.NoteSigningTime(time.Now().Add(time.Hour)) }); err != nil {
-		t.Fatal(err)
-	}
-	st.Close()
+	d.editStore(t, func(tx *store.Tx) error { return tx.NoteSigningTime(time.Now().Add(time.Hour)) })
 	d.args = []string{"--acknowledge-clock-reset", "Li Wei, operator: NTP served a time 1h ahead for a minute, corrected, ticket 4713"}
 	d.start(t)
 	// Another RA releases the hold, so the replayed hold would act.
