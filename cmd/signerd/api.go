@@ -81,12 +81,15 @@ func cleanPath(p string) string {
 // noRoute refuses a request for a path signerd has no route for,
 // audited like every refusal, whoever asks (a peer without a role too):
 // an unknown route is someone probing.
-func (a *api) noRoute(rw http.ResponseWriter, r *http.Request, roles roles) {
-	w := &recorder{ResponseWriter: rw}
+func (a *api) noRoute(w http.ResponseWriter, r *http.Request, roles roles) {
+	a.refuse(w, r, peerOf(r, roles), http.StatusNotFound, codeNoRoute, fmt.Sprintf("no route %s %s; see docs/api.md", r.Method, r.URL.EscapedPath()), codeNoRoute)
+}
+
+// peerOf is the peer of r with its roles.
+func peerOf(r *http.Request, roles roles) peer {
 	p := peerFrom(r.Context())
 	p.Roles = roles.rolesOf(p)
-	defer func() { a.auditRefusal(r, p, w.code) }()
-	writeError(w, http.StatusNotFound, codeNoRoute, fmt.Sprintf("no route %s %s; see docs/api.md", r.Method, r.URL.EscapedPath()))
+	return p
 }
 
 // mux builds the routes, telling seen each pattern (for the test that
@@ -97,10 +100,8 @@ func (a *api) mux(roles roles, seen func(pattern string)) *http.ServeMux {
 		seen(pattern)
 		takesBody := !strings.HasPrefix(pattern, http.MethodGet+" ")
 		mux.HandleFunc(pattern, func(rw http.ResponseWriter, r *http.Request) {
-			w := &recorder{ResponseWriter: rw}
+			w, p := &recorder{ResponseWriter: rw}, peerOf(r, roles)
 			defer a.metrics.count(pattern, w)
-			p := peerFrom(r.Context())
-			p.Roles = roles.rolesOf(p)
 			if !a.admit(w, r, p, allowed) {
 				return
 			}
@@ -109,8 +110,7 @@ func (a *api) mux(roles roles, seen func(pattern string)) *http.ServeMux {
 			// request's event holds at most maxRefusalObject bytes of it.)
 			if len(r.RequestURI) > maxRequestTarget {
 				msg := fmt.Sprintf("request-target of %d bytes, over %d", len(r.RequestURI), maxRequestTarget)
-				a.auditRefusal(r, p, codeURITooLong+": "+msg)
-				writeError(w, http.StatusRequestURITooLong, codeURITooLong, msg)
+				a.refuse(w, r, p, http.StatusRequestURITooLong, codeURITooLong, msg, codeURITooLong+": "+msg)
 				return
 			}
 			r.Body = http.MaxBytesReader(w, r.Body, maxBody)
@@ -161,12 +161,8 @@ func (a *api) mux(roles roles, seen func(pattern string)) *http.ServeMux {
 		}
 		// Audited like every refusal, whoever asks (a peer without a role
 		// too).
-		rec := &recorder{ResponseWriter: w}
-		p := peerFrom(r.Context())
-		p.Roles = roles.rolesOf(p)
-		defer func() { a.auditRefusal(r, p, rec.code) }()
-		rec.Header().Set("Allow", strings.Join(allow, ", "))
-		writeError(rec, http.StatusMethodNotAllowed, codeMethod, fmt.Sprintf("%s takes %s, not %s", r.URL.EscapedPath(), strings.Join(allow, " or "), r.Method))
+		w.Header().Set("Allow", strings.Join(allow, ", "))
+		a.refuse(w, r, peerOf(r, roles), http.StatusMethodNotAllowed, codeMethod, fmt.Sprintf("%s takes %s, not %s", r.URL.EscapedPath(), strings.Join(allow, " or "), r.Method), codeMethod)
 	})
 	return mux
 }
@@ -183,10 +179,15 @@ func (a *api) admit(w http.ResponseWriter, r *http.Request, p peer, allowed []st
 	default:
 		return true
 	}
-	msg := fmt.Sprintf("uid %d gid %d (roles %v) may not %s %s", p.UID, p.GID, p.Roles, r.Method, r.URL.Path)
-	a.auditRefusal(r, p, code)
-	writeError(w, status, code, msg)
+	a.refuse(w, r, p, status, code, fmt.Sprintf("uid %d gid %d (roles %v) may not %s %s", p.UID, p.GID, p.Roles, r.Method, r.URL.Path), code)
 	return false
+}
+
+// refuse audits a refusal made before the engine saw the request, with
+// reason ("code" or "code: message"), and answers it.
+func (a *api) refuse(w http.ResponseWriter, r *http.Request, p peer, status int, code, msg, reason string) {
+	a.auditRefusal(r, p, reason)
+	writeError(w, status, code, msg)
 }
 
 // auditRefusal records a request the daemon refused before the engine
@@ -526,8 +527,7 @@ func (a *api) noBody(w http.ResponseWriter, r *http.Request, p peer) bool {
 	if err != nil && err != io.EOF {
 		msg += ": " + err.Error()
 	}
-	a.auditRefusal(r, p, codeMalformedJSON+": "+msg)
-	writeError(w, http.StatusBadRequest, codeMalformedJSON, msg)
+	a.refuse(w, r, p, http.StatusBadRequest, codeMalformedJSON, msg, codeMalformedJSON+": "+msg)
 	return false
 }
 
@@ -571,10 +571,19 @@ var httpStatus = map[engine.Code]int{
 	engine.CodeBackupNoSpace:     http.StatusInsufficientStorage, // an operator's to fix; not retryable
 }
 
+// fail answers an error of the engine, which has recorded what it
+// refused: the route does not audit it again.
 func (a *api) fail(w http.ResponseWriter, r *http.Request, err error) {
 	if rec, ok := w.(*recorder); ok {
-		rec.audited = true // the engine records what it refuses
+		rec.audited = true
 	}
+	a.failEarly(w, r, err)
+}
+
+// failEarly answers an engine error found before the engine saw the
+// request (a field that is not PEM, an unknown revocation reason): the
+// engine has recorded nothing, so the route audits it as api.refused.
+func (a *api) failEarly(w http.ResponseWriter, r *http.Request, err error) {
 	var ee *engine.Error
 	if !errors.As(err, &ee) {
 		// The caller went away (context cancelled) or something unforeseen.
@@ -596,16 +605,6 @@ func (a *api) fail(w http.ResponseWriter, r *http.Request, err error) {
 		a.log.Error("request failed", "path", r.URL.Path, "code", ee.Code, "err", ee.Message)
 	}
 	writeError(w, status, string(ee.Code), ee.Message)
-}
-
-// failEarly answers an engine error found before the engine saw the
-// request (a field that is not PEM, an unknown revocation reason): the
-// engine has recorded nothing, so the route audits it as api.refused.
-func (a *api) failEarly(w http.ResponseWriter, r *http.Request, err error) {
-	a.fail(w, r, err)
-	if rec, ok := w.(*recorder); ok {
-		rec.audited = false
-	}
 }
 
 func writeError(w http.ResponseWriter, status int, code, msg string) {

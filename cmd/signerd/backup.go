@@ -23,11 +23,7 @@ const defaultBackupTimeout = time.Minute
 
 // backupSendTimeout is how long sending a copy of size bytes may take.
 func (a *api) backupSendTimeout(size int64) time.Duration {
-	base := a.backupTimeout
-	if base == 0 {
-		base = defaultBackupTimeout
-	}
-	return base + time.Duration(size>>20)*time.Second
+	return a.backupTimeout + time.Duration(size>>20)*time.Second
 }
 
 // backupStore sends a verified copy of the store (engine.BackupStore).

@@ -24,14 +24,7 @@ func TestClockAlarmFloodTallied(t *testing.T) {
 	if err := d.stop(t); err != nil {
 		t.Fatalf("stop: %v\n%s", err, d.log)
 	}
-	st, err := store.Open(d.store)
-	if err != nil {
-		t.Fatal(err)
-	}
-	if err := st.Update(func(tx *store.Tx) error { return tx.NoteSigningTime(time.Now().Add(time.Hour)) }); err != nil {
-		t.Fatal(err)
-	}
-	st.Close()
+	d.editStore(t, func(tx *store.Tx) error { return tx.NoteSigningTime(time.Now().Add(time.Hour)) })
 	d.start(t)
 	const n = 200
 	for i := range n {

@@ -23,14 +23,7 @@ func TestClockBackwardsIsNotRetried(t *testing.T) {
 	}
 	// The store remembers a signing time an hour ahead: to signerd, its
 	// clock now reads an hour behind.
-	st, err := store.Open(d.store)
-	if err != nil {
-		t.Fatal(err)
-	}
-	if err := st.Update(func(tx *store.Tx) error { return tx.NoteSigningTime(time.Now().Add(time.Hour)) }); err != nil {
-		t.Fatal(err)
-	}
-	st.Close()
+	d.editStore(t, func(tx *store.Tx) error { return tx.NoteSigningTime(time.Now().Add(time.Hour)) })
 	d.start(t)
 	r, h := d.callHeaders(t, "POST", "/v1/certificates", issueBody(t, "behind", "device-sign"))
 	want(t, "issue with the clock behind", r, http.StatusServiceUnavailable, string(engine.CodeClockBackwards))

@@ -23,6 +23,19 @@ func (d *daemonProc) storeEvents(t *testing.T, action string) []store.Event {
 	return out
 }
 
+// editStore runs edit in a write transaction on the stopped daemon's store.
+func (d *daemonProc) editStore(t *testing.T, edit func(tx *store.Tx) error) {
+	t.Helper()
+	st, err := store.Open(d.store)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer st.Close()
+	if err := st.Update(edit); err != nil {
+		t.Fatal(err)
+	}
+}
+
 // TestAcknowledgeClockResetFlag: a store whose last signing time and one
 // hold were stamped by a clock 100 days ahead, since corrected. signerd
 // starts, says in its log what to do, and refuses keyCompromise with
@@ -41,12 +54,8 @@ func TestAcknowledgeClockResetFlag(t *testing.T) {
 	}
 
 	ahead := time.Now().UTC().Truncate(time.Second).AddDate(0, 0, 100)
-	st, err := store.Open(d.store)
-	if err != nil {
-		t.Fatal(err)
-	}
 	serial, _ := hex.DecodeString(held.Serial)
-	if err := st.Update(func(tx *store.Tx) error {
+	d.editStore(t, func(tx *store.Tx) error {
 		c, err := tx.Certificate(serial)
 		if err != nil {
 			return err
@@ -56,10 +65,7 @@ func TestAcknowledgeClockResetFlag(t *testing.T) {
 			return err
 		}
 		return tx.NoteSigningTime(ahead)
-	}); err != nil {
-		t.Fatal(err)
-	}
-	st.Close()
+	})
 
 	d.start(t)
 	revoke := func() reply {

@@ -35,19 +35,12 @@ func TestClockResetLowersRAReplayMarks(t *testing.T) {
 	// accepted, the mark raised past it, something signed.
 	ahead := time.Now().UTC().Truncate(time.Second).AddDate(0, 0, 100)
 	serial, _ := hex.DecodeString(raSerial)
-	st, err := store.Open(d.store)
-	if err != nil {
-		t.Fatal(err)
-	}
-	if err := st.Update(func(tx *store.Tx) error {
+	d.editStore(t, func(tx *store.Tx) error {
 		if err := tx.RaiseRAReplayMark(serial, ahead.Add(time.Second)); err != nil {
 			return err
 		}
 		return tx.NoteSigningTime(ahead)
-	}); err != nil {
-		t.Fatal(err)
-	}
-	st.Close()
+	})
 
 	const statement = "Li Wei, operator: NTP served a date 100 days ahead, corrected, ticket 4712"
 	d.args = []string{"--acknowledge-clock-reset", statement}

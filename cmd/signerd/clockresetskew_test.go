@@ -23,11 +23,7 @@ func TestClockResetKeepsRequestAcceptedByRightClock(t *testing.T) {
 	raKey, raSerial := ra.key, ra.serials[0]
 	otherKey, otherSerial := other.key, other.serials[0]
 	target := certView(t, d.call(t, "POST", "/v1/certificates", issueBody(t, "victim", "person-sign"))).Serial
-	if err := d.stop(t); err != nil {
-		t.Fatal(err)
-	}
-	appendFile(t, d.config, "ra_signatures: {required: true, max_skew: 2m}\n")
-	d.start(t)
+	d.restartWith(t, "ra_signatures: {required: true, max_skew: 2m}\n")
 	hold := signRADated(t, raKey, raSerial, "POST", "/v1/certificates/"+target+"/hold", "", time.Now().Add(90*time.Second))
 	want(t, "the hold dated 90 s ahead, the clock right", d.send(t, hold), http.StatusOK, "")
 	if err := d.stop(t); err != nil {
@@ -36,14 +32,7 @@ func TestClockResetKeepsRequestAcceptedByRightClock(t *testing.T) {
 
 	// The clock ran an hour ahead for a moment and something was signed;
 	// no RA request was accepted meanwhile.
-	st, err := store.Open(d.store)
-	if err != nil {
-		t.Fatal(err)
-	}
-	if err := st.Update(func(tx *store.Tx) error { return tx.NoteSigningTime(time.Now().Add(time.Hour)) }); err != nil {
-		t.Fatal(err)
-	}
-	st.Close()
+	d.editStore(t, func(tx *store.Tx) error { return tx.NoteSigningTime(time.Now().Add(time.Hour)) })
 	d.args = []string{"--acknowledge-clock-reset", "Li Wei, operator: NTP served a time 1h ahead for a minute, corrected, ticket 4713"}
 	d.start(t)
 	// Another RA releases the hold, so the replayed hold would act.

@@ -213,6 +213,9 @@ func (c *config) validate() error {
 	if d := c.Store.BackupTimeout.Duration; d != 0 && d < time.Second {
 		return fmt.Errorf("store.backup_timeout %s: below 1s", d)
 	}
+	if c.Store.BackupTimeout.Duration == 0 {
+		c.Store.BackupTimeout.Duration = defaultBackupTimeout
+	}
 	if c.Store.InitialMmapSize != nil && (*c.Store.InitialMmapSize > maxInitialMmapSize) {
 		return fmt.Errorf("store.initial_mmap_size %d: more than %d", *c.Store.InitialMmapSize, maxInitialMmapSize)
 	}

@@ -56,10 +56,18 @@ func listenNotify(t *testing.T, dir string) (string, <-chan notice) {
 // hsm_unavailable, a degraded health answer, signerd_hsm_up, an audit
 // event, no watchdog ping while it lasts) and signerd serves again by
 // itself when it ends. No signature the HSM got wrong is ever stored.
-func TestHSMFaultsAreReportedAndRecoveredWithoutRestart(t *testing.T) {
-	d := newDaemonProc(t, "")
+// useFaultModule has d load the fault-injecting module in place of its
+// token's.
+func (d *daemonProc) useFaultModule(t *testing.T) *hsmtest.FaultModule {
+	t.Helper()
 	faults := hsmtest.NewFaultModule(t, d.ca.Token.Module)
 	d.editConfig(t, "module: "+d.ca.Token.Module, "module: "+faults.Path)
+	return faults
+}
+
+func TestHSMFaultsAreReportedAndRecoveredWithoutRestart(t *testing.T) {
+	d := newDaemonProc(t, "")
+	faults := d.useFaultModule(t)
 	d.editConfig(t, "  sessions: 4\n", "  sessions: 4\n  probe_interval: 100ms\n")
 	notifyPath, notices := listenNotify(t, d.dir)
 	d.env = append(faults.Env(), "NOTIFY_SOCKET="+notifyPath, "WATCHDOG_USEC=400000")

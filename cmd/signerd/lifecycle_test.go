@@ -234,8 +234,24 @@ func appendFile(t *testing.T, path, s string) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	defer f.Close()
-	f.WriteString(s)
+	if _, err := f.WriteString(s); err != nil {
+		f.Close()
+		t.Fatal(err)
+	}
+	if err := f.Close(); err != nil {
+		t.Fatal(err)
+	}
+}
+
+// restartWith stops d, appends extra to its configuration and starts it
+// again.
+func (d *daemonProc) restartWith(t *testing.T, extra string) {
+	t.Helper()
+	if err := d.stop(t); err != nil {
+		t.Fatal(err)
+	}
+	appendFile(t, d.config, extra)
+	d.start(t)
 }
 
 // TestPINFromShares starts signerd with the user PIN rebuilt from three of

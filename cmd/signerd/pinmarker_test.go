@@ -13,8 +13,6 @@ import (
 	"testing"
 
 	"golang.org/x/sys/unix"
-
-	"signerd/hsm/hsmtest"
 )
 
 // Socket activation starts signerd whatever RestartPreventExitStatus=
@@ -30,8 +28,7 @@ import (
 // again and answers the connection that waited.
 func TestRefusedPINNotPresentedAgainBySocketActivation(t *testing.T) {
 	d := newDaemonProc(t, "")
-	faults := hsmtest.NewFaultModule(t, d.ca.Token.Module)
-	d.editConfig(t, "module: "+d.ca.Token.Module, "module: "+faults.Path)
+	faults := d.useFaultModule(t)
 	faults.Set(t, "pin-locked")
 	marker := filepath.Join(filepath.Dir(d.store), pinRefusedMarkerName)
 
@@ -137,8 +134,7 @@ func TestRefusedPINNotPresentedAgainBySocketActivation(t *testing.T) {
 // leaves none.
 func TestPINRefusedMarkerConfigured(t *testing.T) {
 	d := newDaemonProc(t, "")
-	faults := hsmtest.NewFaultModule(t, d.ca.Token.Module)
-	d.editConfig(t, "module: "+d.ca.Token.Module, "module: "+faults.Path)
+	faults := d.useFaultModule(t)
 	marker := filepath.Join(d.dir, "elsewhere", "refused")
 	if err := os.Mkdir(filepath.Dir(marker), 0o700); err != nil {
 		t.Fatal(err)

@@ -10,8 +10,6 @@ import (
 	"strings"
 	"testing"
 	"time"
-
-	"signerd/hsm/hsmtest"
 )
 
 // A PIN the token refuses (wrong, locked) or that cannot be read (missing,
@@ -21,8 +19,7 @@ import (
 // Any other start-up failure keeps exit status 1, which systemd may retry.
 func TestPINRefusalExitsWithItsOwnStatus(t *testing.T) {
 	d := newDaemonProc(t, "")
-	faults := hsmtest.NewFaultModule(t, d.ca.Token.Module)
-	d.editConfig(t, "module: "+d.ca.Token.Module, "module: "+faults.Path)
+	faults := d.useFaultModule(t)
 	pinFile := filepath.Join(d.dir, "pin")
 	marker := filepath.Join(d.dir, pinRefusedMarkerName)
 	writePIN := func(t *testing.T, pin []byte, mode os.FileMode) {
@@ -92,8 +89,7 @@ func TestPINRefusalExitsWithItsOwnStatus(t *testing.T) {
 // another C_Login.
 func TestPINRefusedWhileServingStopsSignerd(t *testing.T) {
 	d := newDaemonProc(t, "")
-	faults := hsmtest.NewFaultModule(t, d.ca.Token.Module)
-	d.editConfig(t, "module: "+d.ca.Token.Module, "module: "+faults.Path)
+	faults := d.useFaultModule(t)
 	d.editConfig(t, "  sessions: 4\n", "  sessions: 4\n  probe_interval: 100ms\n")
 	d.env = faults.Env()
 	d.start(t)

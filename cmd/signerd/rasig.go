@@ -143,10 +143,7 @@ func (a *api) checkSignature(r *http.Request) ([]byte, error) {
 	if err != nil || len(date) > 64 {
 		return nil, &sigError{code: codeBadSignature, msg: "Signerd-Date: want RFC 3339, at most 64 characters"}
 	}
-	skew := a.sigs.MaxSkew.Duration
-	if skew <= 0 {
-		skew = 5 * time.Minute
-	}
+	skew := a.sigs.MaxSkew.Duration // defaulted by prepare
 	now := time.Now()
 	if d := now.Sub(t); d > skew || d < -skew {
 		return nil, &sigError{code: codeStaleSignature, msg: fmt.Sprintf("Signerd-Date %s is more than %v from signerd's clock", date, skew)}
@@ -282,9 +279,8 @@ func (a *api) refuseSignature(w http.ResponseWriter, r *http.Request, p peer, er
 	if status == 0 {
 		status = http.StatusUnauthorized
 	}
-	a.auditRefusal(r, p, se.code+": "+se.msg)
 	if status == http.StatusServiceUnavailable {
 		w.Header().Set("Retry-After", "1")
 	}
-	writeError(w, status, se.code, se.msg)
+	a.refuse(w, r, p, status, se.code, se.msg, se.code+": "+se.msg)
 }

@@ -53,11 +53,7 @@ func TestSignedRARequests(t *testing.T) {
 	body, _ := json.Marshal(map[string]any{"request_id": "ra-cert", "profile": "ra-sign",
 		"subject": map[string]string{"CN": "RA 前台 01", "O": "某市政务服务中心"}, "csr": pemCSR(csr)})
 	raSerial := certView(t, d.call(t, "POST", "/v1/certificates", string(body))).Serial
-	if err := d.stop(t); err != nil {
-		t.Fatal(err)
-	}
-	appendFile(t, d.config, "ra_signatures: {required: true, max_skew: 2m}\n")
-	d.start(t)
+	d.restartWith(t, "ra_signatures: {required: true, max_skew: 2m}\n")
 
 	now := time.Now()
 	issue := issueBody(t, "signed-1", "person-sign")

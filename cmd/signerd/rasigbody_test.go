@@ -21,11 +21,7 @@ func TestRASignatureRequiredWhateverTheBody(t *testing.T) {
 	d.start(t)
 	ra := d.issueFor(t, "ra-body", "ra-sign")
 	victim := certView(t, d.call(t, "POST", "/v1/certificates", issueBody(t, "victim", "person-sign"))).Serial
-	if err := d.stop(t); err != nil {
-		t.Fatal(err)
-	}
-	appendFile(t, d.config, "ra_signatures: {required: true}\n")
-	d.start(t)
+	d.restartWith(t, "ra_signatures: {required: true}\n")
 	want(t, "unsigned status", d.call(t, "GET", "/v1/certificates/"+victim, ""), http.StatusUnauthorized, codeSignatureRequired)
 
 	big := strings.Repeat("x", maxBody+1)

@@ -121,11 +121,7 @@ func TestRASignaturesAreTrustworthy(t *testing.T) {
 	d.extend(t, revokedOld, "ra-revoked-old-2")
 	held := d.issueFor(t, "ra-held", "ra-sign")
 	target := certView(t, d.call(t, "POST", "/v1/certificates", issueBody(t, "target", "person-sign"))).Serial
-	if err := d.stop(t); err != nil {
-		t.Fatal(err)
-	}
-	appendFile(t, d.config, "ra_signatures: {required: true, max_skew: 2m}\n")
-	d.start(t)
+	d.restartWith(t, "ra_signatures: {required: true, max_skew: 2m}\n")
 
 	status := func(h *holder, serial string) reply {
 		return d.send(t, signRA(t, h.key, serial, "GET", "/v1/certificates/"+target, ""))

@@ -344,11 +344,18 @@ func TestRefusalAggregatesEachWindow(t *testing.T) {
 	d := newDaemonProc(t, "audit: {refusal_window: 2s}\n")
 	d.editConfig(t, fmt.Sprintf("  ra: {uids: [%d]}\n", os.Getuid()), "  ra: {uids: [4242]}\n")
 	d.start(t)
-	var wg sync.WaitGroup
-	for range refused {
-		wg.Go(func() { want(t, "no role", d.call(t, "GET", "/v1/crl", ""), 403, codeUnknownPeer) })
-	}
-	wg.Wait()
+	d.flood(t, refused, func(client *http.Client, i int) error {
+		resp, err := client.Get("http://signerd/v1/crl")
+		if err != nil {
+			return err
+		}
+		raw, _ := io.ReadAll(resp.Body)
+		resp.Body.Close()
+		if r := parseReply(resp.StatusCode, raw); r.status != 403 || r.code != codeUnknownPeer {
+			return fmt.Errorf("no role, request %d: %d %q, want 403 %q\n%s", i, r.status, r.code, codeUnknownPeer, r.body)
+		}
+		return nil
+	})
 	for deadline := time.Now().Add(20 * time.Second); ; time.Sleep(200 * time.Millisecond) {
 		total, written := 0, 0
 		for _, ev := range d.exportAudit(t) {

@@ -40,11 +40,7 @@ func TestRogueRACannotLockOutOtherRAs(t *testing.T) {
 	d.start(t)
 	rogue := d.issueFor(t, "ra-rogue", "ra-sign")
 	honest := d.issueFor(t, "ra-honest", "ra-sign")
-	if err := d.stop(t); err != nil {
-		t.Fatal(err)
-	}
-	appendFile(t, d.config, fmt.Sprintf("ra_signatures: {required: true, replay_memory: %d}\n", memory))
-	d.start(t)
+	d.restartWith(t, fmt.Sprintf("ra_signatures: {required: true, replay_memory: %d}\n", memory))
 	want(t, "honest RA before the flood", d.sendFresh(t, honest, "GET", "/v1/certificates/7e7e"), http.StatusNotFound, "not_found")
 
 	ahead := time.Now().Add(5*time.Minute - 10*time.Second)

@@ -60,8 +60,6 @@ func TestPeerIdentityInAUserNamespace(t *testing.T) {
 				ids := []syscall.SysProcIDMap{{ContainerID: 0, HostID: 0, Size: 1}, {ContainerID: serviceUID, HostID: serviceUID, Size: 1}}
 				attr.Cloneflags = syscall.CLONE_NEWUSER
 				attr.UidMappings, attr.GidMappings = ids, ids
-			}
-			if tc.namespace {
 				probe := exec.Command("/bin/true")
 				probe.SysProcAttr = attr
 				if err := probe.Run(); err != nil {
