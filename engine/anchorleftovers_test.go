@@ -28,26 +28,13 @@ type anchorObject struct {
 // another part of the process would act on the token.
 func tokenSession(t *testing.T, tok *hsmtest.Token) (*pkcs11.Ctx, pkcs11.SessionHandle) {
 	t.Helper()
-	p11 := pkcs11.New(tok.Module)
-	if p11 == nil {
-		t.Fatal("load module")
-	}
-	slots, err := p11.GetSlotList(true)
+	p11, slot := tok.BehindTheBack(t)
+	h, err := p11.OpenSession(slot, pkcs11.CKF_SERIAL_SESSION|pkcs11.CKF_RW_SESSION)
 	if err != nil {
 		t.Fatal(err)
 	}
-	for _, slot := range slots {
-		if ti, err := p11.GetTokenInfo(slot); err == nil && ti.Label == tok.Label {
-			h, err := p11.OpenSession(slot, pkcs11.CKF_SERIAL_SESSION|pkcs11.CKF_RW_SESSION)
-			if err != nil {
-				t.Fatal(err)
-			}
-			t.Cleanup(func() { p11.CloseSession(h) })
-			return p11, h
-		}
-	}
-	t.Fatal("token not found")
-	return nil, 0
+	t.Cleanup(func() { p11.CloseSession(h) })
+	return p11, h
 }
 
 // anchorObjects lists the private data objects under label.

@@ -139,7 +139,7 @@ func TestRevokeHoldRestoreAndCRL(t *testing.T) {
 		t.Errorf("statistics %v, want 3 issued, 2 revoked", got)
 	}
 	var actions []string
-	st.View(func(tx *store.Tx) error {
+	if err := st.View(func(tx *store.Tx) error {
 		if err := tx.VerifyAuditChain(); err != nil {
 			t.Error(err)
 		}
@@ -147,7 +147,9 @@ func TestRevokeHoldRestoreAndCRL(t *testing.T) {
 			actions = append(actions, ev.Action+"/"+ev.Outcome)
 			return nil
 		})
-	})
+	}); err != nil {
+		t.Fatal(err)
+	}
 	for _, want := range []string{"certificate.issue/ok", "certificate.revoke/ok", "certificate.hold/ok",
 		"certificate.restore/ok", "crl.sign/ok", "certificate.revoke/refused"} {
 		if !slices.Contains(actions, want) {

@@ -257,13 +257,18 @@ func TestRetryAfterHSMFailureGetsNewSerial(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	st.View(func(tx *store.Tx) error {
-		r, _ := tx.Request("flaky")
+	if err := st.View(func(tx *store.Tx) error {
+		r, err := tx.Request("flaky")
+		if err != nil {
+			return err
+		}
 		if len(r.Burned) != 1 || string(r.Burned[0]) == string(c.Serial) || r.State != store.RequestIssued {
 			t.Errorf("request record after retry: %+v", r)
 		}
 		return tx.VerifyAuditChain()
-	})
+	}); err != nil {
+		t.Fatal(err)
+	}
 }
 
 func TestClockStepBackRefusesToSign(t *testing.T) {

@@ -200,12 +200,14 @@ func (l *raLedger) checkStore(t *testing.T, d *daemonProc, round int, clean bool
 	defer st.Close()
 	l.mu.Lock()
 	defer l.mu.Unlock()
-	st.View(func(tx *store.Tx) error {
+	if err := st.View(func(tx *store.Tx) error {
 		certs := map[string]*store.Certificate{}
-		tx.Certificates(func(c *store.Certificate) error {
+		if err := tx.Certificates(func(c *store.Certificate) error {
 			certs[store.HexSerial(c.Serial)] = c
 			return nil
-		})
+		}); err != nil {
+			return fmt.Errorf("read certificates: %w", err)
+		}
 		for id, serial := range l.issued {
 			c, ok := certs[serial]
 			switch {
@@ -236,7 +238,7 @@ func (l *raLedger) checkStore(t *testing.T, d *daemonProc, round int, clean bool
 		for _, r := range inFlight {
 			flying[store.HexSerial(r.Serial)] = true
 		}
-		tx.Serials(func(serial []byte, s store.Serial) error {
+		if err := tx.Serials(func(serial []byte, s store.Serial) error {
 			hex := store.HexSerial(serial)
 			switch s.State {
 			case store.SerialIssued:
@@ -253,10 +255,14 @@ func (l *raLedger) checkStore(t *testing.T, d *daemonProc, round int, clean bool
 				}
 			}
 			return nil
-		})
+		}); err != nil {
+			return fmt.Errorf("read serials: %w", err)
+		}
 		if err := tx.VerifyAuditChain(); err != nil {
 			t.Errorf("round %d: audit chain: %v", round, err)
 		}
 		return nil
-	})
+	}); err != nil {
+		t.Fatalf("round %d: %v", round, err)
+	}
 }
