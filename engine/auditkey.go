@@ -40,7 +40,7 @@ func (e *Engine) certifyAuditKey(ctx context.Context) error {
 	keyID := hsm.KeyID(e.auditPub)
 	id := auditKeyRequestID(keyID)
 	issued := false
-	if err := e.store.View(func(tx *store.Tx) error {
+	if err := e.view(func(tx *store.Tx) error {
 		r, err := tx.Request(id)
 		if errors.Is(err, store.ErrNotFound) {
 			return nil

@@ -65,7 +65,7 @@ func (e *Engine) prepare(b *batch) {
 	e.clock.advance(now)
 	b.now, b.iss = now, e.active
 	e.burnStranded()
-	if err := e.store.View(func(tx *store.Tx) error {
+	if err := e.view(func(tx *store.Tx) error {
 		for _, j := range b.jobs {
 			e.classify(tx, j, now)
 		}

@@ -198,7 +198,7 @@ func (e *Engine) LatestCRL(issuerID string) ([]byte, error) {
 		return nil, err
 	}
 	var der []byte
-	err = e.store.View(func(tx *store.Tx) error {
+	err = e.view(func(tx *store.Tx) error {
 		st, err := tx.CRLState(iss.ID())
 		der = st.DER
 		return err

@@ -124,14 +124,16 @@ type Engine struct {
 	health      hsmHealth
 	storeHealth storeHealth
 
-	auditKey   Signer
-	auditPub   *ecdsa.PublicKey
-	lastSeal   atomic.Int64 // UnixNano of the last seal
-	sealStop   chan struct{}
-	sealDone   chan struct{}
-	sealClosed atomic.Bool
-	anchor     anchorState
-	backupMu   sync.Mutex // one store backup at a time, copy to send (backup.go)
+	auditKey Signer
+	auditPub *ecdsa.PublicKey
+	lastSeal atomic.Int64 // UnixNano of the last seal
+	sealStop chan struct{}
+	sealDone chan struct{}
+	// watchStop and watchDone stop watchStore (a database store only).
+	watchStop, watchDone chan struct{}
+	sealClosed           atomic.Bool
+	anchor               anchorState
+	backupMu             sync.Mutex // one store backup at a time, copy to send (backup.go)
 }
 
 // New starts an engine: it resolves requests a crash left signing (their
@@ -220,6 +222,10 @@ func New(cfg Config) (*Engine, error) {
 		}
 	}
 	e.queue = newBatchQueue(e.cfg.QueueSize, e.cfg.BatchSize, e.prepare, e.signBatch, e.recordBatch)
+	if !e.store.Embedded() {
+		e.watchStop, e.watchDone = make(chan struct{}), make(chan struct{})
+		go e.watchStore(e.watchStop, e.watchDone)
+	}
 	if e.auditKey != nil {
 		e.lastSeal.Store(e.cfg.Now().UnixNano())
 		e.sealStop, e.sealDone = make(chan struct{}), make(chan struct{})
@@ -294,6 +300,11 @@ func releaseClaim(tx *store.Tx, r *store.Request) error {
 // Close stops taking orders, finishes those queued, and returns.
 func (e *Engine) Close() {
 	e.queue.close()
+	if e.watchStop != nil {
+		close(e.watchStop)
+		<-e.watchDone
+		e.watchStop = nil
+	}
 	e.burnStranded()
 	e.closeAudit()
 }
@@ -403,7 +414,7 @@ func (e *Engine) lookup(actor store.Actor, action string, serial []byte) (*store
 
 func (e *Engine) status(serial []byte) (*store.Certificate, error) {
 	var c *store.Certificate
-	err := e.store.View(func(tx *store.Tx) error {
+	err := e.view(func(tx *store.Tx) error {
 		var err error
 		c, err = tx.Certificate(serial)
 		return err
@@ -424,7 +435,7 @@ func (e *Engine) Statistics(month string) (map[string]map[string]uint64, error) 
 		return nil, errorf(CodeBadRequest, "month %q: want YYYY-MM", month)
 	}
 	var out map[string]map[string]uint64
-	err := e.store.View(func(tx *store.Tx) error {
+	err := e.view(func(tx *store.Tx) error {
 		var err error
 		out, err = tx.Statistics(month)
 		return err

@@ -70,16 +70,32 @@ type Error struct {
 func (e *Error) Error() string { return string(e.Code) + ": " + e.Message }
 func (e *Error) Unwrap() error { return e.Err }
 
+// errorf makes an Error. An internal error caused by the store's failure
+// (a write not taken, a database not reached) is store_unavailable, which
+// the RA may retry, whoever formatted it.
 func errorf(code Code, format string, args ...any) *Error {
 	err := fmt.Errorf(format, args...)
-	return &Error{Code: code, Message: err.Error(), Err: errors.Unwrap(err)}
+	e := &Error{Code: code, Message: err.Error(), Err: errors.Unwrap(err)}
+	if code == CodeInternal {
+		for _, a := range args {
+			if cause, ok := a.(error); ok && storeFailed(cause) {
+				e.Code, e.Err = CodeStoreUnavailable, cause
+				break
+			}
+		}
+	}
+	return e
 }
 
-// CodeOf returns err's code, CodeInternal for errors without one.
+// CodeOf returns err's code: store_unavailable for the store's failures
+// without one, CodeInternal for other errors without one.
 func CodeOf(err error) Code {
 	var e *Error
-	if errors.As(err, &e) {
+	switch {
+	case errors.As(err, &e):
 		return e.Code
+	case storeFailed(err):
+		return CodeStoreUnavailable
 	}
 	return CodeInternal
 }

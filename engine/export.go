@@ -107,7 +107,7 @@ func (e *Engine) eachEvent(from, through uint64, fn func(ev store.Event, stored 
 	for next := from; next <= through; {
 		var chunk []storedEvent
 		size := 0
-		err := e.store.View(func(tx *store.Tx) error {
+		err := e.view(func(tx *store.Tx) error {
 			return tx.EventsAt(next, func(at uint64, ev store.Event, stored []byte) error {
 				if at > through || len(chunk) == eventChunkEvents || (len(chunk) > 0 && size+len(stored) > eventChunkBytes) {
 					return errStop
@@ -171,7 +171,7 @@ func (e *Engine) exportRange(since, until time.Time, exportSeal uint64) (audit.H
 		return h, fmt.Errorf("the export's seal, event %d, was not found", exportSeal)
 	}
 	h.First, h.Last = first, last
-	err = e.store.View(func(tx *store.Tx) error {
+	err = e.view(func(tx *store.Tx) error {
 		for _, name := range slices.Sorted(maps.Keys(keyIDs)) {
 			k, err := e.auditKeyCertificate(tx, keyIDs[name])
 			if err != nil {

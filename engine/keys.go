@@ -40,7 +40,11 @@ func checkKeyUsable(tx *store.Tx, o *order) error {
 	if err != nil {
 		return errorf(CodeInternal, "request %s: %v", o.id, err)
 	}
-	if serial := tx.KeyCompromised(d); serial != nil {
+	serial, err := tx.KeyCompromised(d)
+	if err != nil {
+		return errorf(storeCode(err), "request %s: %v", o.id, err)
+	}
+	if serial != nil {
 		return errorf(CodeKeyCompromised, "the public key was revoked for keyCompromise (certificate %x); it is never certified again", serial)
 	}
 	return nil

@@ -24,7 +24,7 @@ func (e *Engine) SigningRecord(serial []byte) (*store.Certificate, []*store.Cert
 		c    *store.Certificate
 		same []*store.Certificate
 	)
-	err := e.store.View(func(tx *store.Tx) error {
+	err := e.view(func(tx *store.Tx) error {
 		var err error
 		if c, err = tx.Certificate(serial); err != nil {
 			return err
@@ -47,7 +47,7 @@ func (e *Engine) SigningRecord(serial []byte) (*store.Certificate, []*store.Cert
 // RA certificate serial may be accepted (store.Tx.RAReplayMark).
 func (e *Engine) RAReplayMark(serial []byte) (time.Time, error) {
 	var t time.Time
-	err := e.store.View(func(tx *store.Tx) error {
+	err := e.view(func(tx *store.Tx) error {
 		var err error
 		t, err = tx.RAReplayMark(serial)
 		return err

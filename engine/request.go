@@ -452,7 +452,7 @@ func (e *Engine) checkKeyUse(pub crypto.PublicKey, p *Profile) error {
 		return nil
 	}
 	var refused error
-	if err := e.store.View(func(tx *store.Tx) error {
+	if err := e.view(func(tx *store.Tx) error {
 		refused = keyUsedOtherwise(tx, pub, p, nil)
 		return nil
 	}); err != nil {

@@ -42,7 +42,7 @@ func (e *Engine) checkAudit() error {
 	}
 	var at anchorMark
 	var head uint64
-	err = e.store.View(func(tx *store.Tx) error {
+	err = e.view(func(tx *store.Tx) error {
 		if err := verifySinceSeal(tx, e.auditPub); err != nil {
 			return err
 		}
@@ -167,7 +167,7 @@ func (e *Engine) seal(ctx context.Context, why string, verify bool) (uint64, err
 // unsealed is how many events follow the last seal.
 func (e *Engine) unsealed() (uint64, error) {
 	var n uint64
-	err := e.store.View(func(tx *store.Tx) error {
+	err := e.view(func(tx *store.Tx) error {
 		seq, _, err := tx.AuditHead()
 		if err != nil {
 			return err

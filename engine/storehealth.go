@@ -94,7 +94,7 @@ func (e *Engine) write(fn func(*store.Tx) error, auditStall bool) error {
 	e.beginWrite()
 	err := e.store.Update(fn)
 	from, to, waiting, stalled := e.endWrite()
-	if errors.Is(err, store.ErrWrite) {
+	if storeFailed(err) {
 		e.noteStore(err)
 	}
 	if stalled {
@@ -161,12 +161,60 @@ func (e *Engine) noteStore(err error) {
 	}
 }
 
+// view runs fn in a read transaction and notes a store that cannot be
+// reached.
+func (e *Engine) view(fn func(*store.Tx) error) error {
+	err := e.store.View(fn)
+	if errors.Is(err, store.ErrUnavailable) {
+		e.noteStore(err)
+	}
+	return err
+}
+
+// storeFailed reports whether err is the store's failure (a write not
+// taken, a database not reached) rather than the request's.
+func storeFailed(err error) bool {
+	return errors.Is(err, store.ErrWrite) || errors.Is(err, store.ErrUnavailable)
+}
+
 // storeCode is the code for a failed store operation.
 func storeCode(err error) Code {
-	if errors.Is(err, store.ErrWrite) {
+	if storeFailed(err) {
 		return CodeStoreUnavailable
 	}
 	return CodeInternal
+}
+
+// storeProbeInterval is how often a database store that failed is tried
+// again while nothing else writes to it.
+const storeProbeInterval = 2 * time.Second
+
+// watchStore follows a database store (not the embedded file) while
+// signerd runs: once writes fail, it probes the database every
+// storeProbeInterval, so health says writable again as soon as the
+// database takes writes, with no request needed to find out, and the
+// serials of requests stranded meanwhile are burned then.
+func (e *Engine) watchStore(stop <-chan struct{}, done chan<- struct{}) {
+	defer close(done)
+	t := time.NewTicker(storeProbeInterval)
+	defer t.Stop()
+	for {
+		select {
+		case <-stop:
+			return
+		case <-t.C:
+		}
+		if e.Store().Writable {
+			continue
+		}
+		e.beginWrite()
+		err := e.store.Probe()
+		e.endWrite()
+		e.noteStore(err)
+		if err == nil {
+			e.burnStranded()
+		}
+	}
 }
 
 // strand remembers requests whose serials could not be burned.

@@ -107,7 +107,10 @@ type auditHead struct {
 }
 
 func (t *Tx) auditHead() (auditHead, error) {
-	raw := t.bucket(bucketMeta).Get(keyAuditHead)
+	raw, err := t.r.get(tableMeta, keyAuditHead)
+	if err != nil {
+		return auditHead{}, fmt.Errorf("audit head: %w", err)
+	}
 	if raw == nil {
 		return auditHead{Hash: genesis}, nil
 	}
@@ -135,25 +138,31 @@ func (t *Tx) Append(e Event) (Event, error) {
 	if err != nil {
 		return e, fmt.Errorf("audit event %d: %w", e.Seq, err)
 	}
-	if err := t.bucket(bucketAudit).Put(seqKey(e.Seq), raw); err != nil {
+	if err := t.r.put(tableAudit, seqKey(e.Seq), raw); err != nil {
 		return e, err
 	}
 	if e.Seal != nil {
-		if err := t.bucket(bucketMeta).Put(keyAuditLastSeal, seqKey(e.Seq)); err != nil {
+		if err := t.r.put(tableMeta, keyAuditLastSeal, seqKey(e.Seq)); err != nil {
 			return e, err
 		}
 	}
 	headRaw, _ := json.Marshal(auditHead{Seq: e.Seq, Hash: ChainHash(raw)})
-	return e, t.bucket(bucketMeta).Put(keyAuditHead, headRaw)
+	return e, t.r.put(tableMeta, keyAuditHead, headRaw)
 }
 
 // LastSeal returns the most recent seal event, or nil if there is none.
 func (t *Tx) LastSeal() (*Event, error) {
-	k := t.bucket(bucketMeta).Get(keyAuditLastSeal)
-	if k == nil {
-		return nil, nil
+	k, err := t.r.get(tableMeta, keyAuditLastSeal)
+	if err != nil || k == nil {
+		return nil, err
 	}
-	raw := t.bucket(bucketAudit).Get(k)
+	if len(k) != 8 {
+		return nil, fmt.Errorf("audit log: the last seal's position %x is malformed", k)
+	}
+	raw, err := t.r.get(tableAudit, k)
+	if err != nil {
+		return nil, fmt.Errorf("audit log: the last seal, event %d: %w", binary.BigEndian.Uint64(k), err)
+	}
 	if raw == nil {
 		return nil, fmt.Errorf("audit log: the last seal, event %d, is missing", binary.BigEndian.Uint64(k))
 	}
@@ -176,18 +185,17 @@ func (t *Tx) Events(from uint64, fn func(e Event, stored []byte) error) error {
 // EventsAt is Events, also giving the sequence number each event is
 // stored under, which an edited event need not carry.
 func (t *Tx) EventsAt(from uint64, fn func(at uint64, e Event, stored []byte) error) error {
-	cur := t.bucket(bucketAudit).Cursor()
-	for k, v := cur.Seek(seqKey(from)); k != nil; k, v = cur.Next() {
+	return t.r.scan(tableAudit, seqKey(from), nil, func(k, v []byte) error {
+		if len(k) != 8 {
+			return fmt.Errorf("audit log: malformed key %x", k)
+		}
 		at := binary.BigEndian.Uint64(k)
 		var e Event
 		if err := json.Unmarshal(v, &e); err != nil {
 			return fmt.Errorf("audit event %d: decode: %w", at, err)
 		}
-		if err := fn(at, e, v); err != nil {
-			return err
-		}
-	}
-	return nil
+		return fn(at, e, v)
+	})
 }
 
 // VerifyAuditChain walks the whole log and reports the first event whose

@@ -2,10 +2,18 @@ package store
 
 import (
 	"crypto/sha256"
+	"errors"
 	"fmt"
 	"io"
 	"os"
+
+	bolt "go.etcd.io/bbolt"
 )
+
+// ErrNotEmbedded: the store is not a bbolt file, so it has no copy of its
+// own to take; a PostgreSQL store is backed up by the database's tools
+// (pg_basebackup and WAL archiving).
+var ErrNotEmbedded = errors.New("the store is on PostgreSQL: back it up with pg_basebackup and WAL archiving, not signerd")
 
 // Snapshot is what CopyTo wrote.
 type Snapshot struct {
@@ -26,17 +34,20 @@ type Snapshot struct {
 // client's pace (a socket, a pipe): copy to a file, then send the file.
 func (s *Store) CopyTo(path string) (Snapshot, error) {
 	var snap Snapshot
+	if s.bolt == nil {
+		return snap, ErrNotEmbedded
+	}
 	f, err := os.OpenFile(path, os.O_WRONLY|os.O_CREATE|os.O_EXCL, 0o600)
 	if err != nil {
 		return snap, fmt.Errorf("copy the store: %w", err)
 	}
 	h := sha256.New()
-	err = s.View(func(tx *Tx) error {
+	err = s.bolt.db.View(func(tx *bolt.Tx) error {
 		var err error
-		if snap.AuditHead, snap.AuditHash, err = tx.AuditHead(); err != nil {
+		if snap.AuditHead, snap.AuditHash, err = (&Tx{boltRecords{tx}}).AuditHead(); err != nil {
 			return err
 		}
-		snap.Size, err = tx.tx.WriteTo(io.MultiWriter(f, h))
+		snap.Size, err = tx.WriteTo(io.MultiWriter(f, h))
 		return err
 	})
 	if err == nil {

@@ -50,7 +50,7 @@ func (c *Certificate) Listed() bool {
 
 // Certificate returns the certificate with this serial.
 func (t *Tx) Certificate(serial []byte) (*Certificate, error) {
-	return get[Certificate](t.bucket(bucketCerts), serial, fmt.Sprintf("certificate %x", serial))
+	return get[Certificate](t, tableCerts, serial, fmt.Sprintf("certificate %x", serial))
 }
 
 // PutCertificate records c. A certificate's DER never changes once
@@ -59,8 +59,11 @@ func (t *Tx) PutCertificate(c *Certificate) error {
 	if len(c.Serial) == 0 || len(c.DER) == 0 || c.Issuer == "" {
 		return fmt.Errorf("certificate %x: serial, DER and issuer are required", c.Serial)
 	}
-	b := t.bucket(bucketCerts)
-	if old := b.Get(c.Serial); old != nil {
+	old, err := t.r.get(tableCerts, c.Serial)
+	if err != nil {
+		return fmt.Errorf("certificate %x: %w", c.Serial, err)
+	}
+	if old != nil {
 		var prev Certificate
 		if err := json.Unmarshal(old, &prev); err != nil {
 			return fmt.Errorf("certificate %x: decode: %w", c.Serial, err)
@@ -68,21 +71,21 @@ func (t *Tx) PutCertificate(c *Certificate) error {
 		if !bytes.Equal(prev.DER, c.DER) {
 			return fmt.Errorf("certificate %x: %w", c.Serial, ErrImmutable)
 		}
-	} else if err := indexKey(t.bucket(bucketKeys), c); err != nil {
+	} else if err := t.indexKey(c); err != nil {
 		return err
 	}
 	raw, err := json.Marshal(c)
 	if err != nil {
 		return err
 	}
-	if err := b.Put(c.Serial, raw); err != nil {
+	if err := t.r.put(tableCerts, c.Serial, raw); err != nil {
 		return err
 	}
 	key := revokedKey(c.Issuer, c.Serial)
 	if c.Listed() {
-		return t.bucket(bucketRevoked).Put(key, revokedValue(c))
+		return t.r.put(tableRevoked, key, revokedValue(c))
 	}
-	return t.bucket(bucketRevoked).Delete(key)
+	return t.r.delete(tableRevoked, key)
 }
 
 // RevokedEntry is what a CRL lists of a certificate.
@@ -109,8 +112,7 @@ func (t *Tx) AllRevoked(fn func(RevokedEntry) error) error {
 }
 
 func (t *Tx) revoked(prefix []byte, fn func(RevokedEntry) error) error {
-	cur := t.bucket(bucketRevoked).Cursor()
-	for k, v := cur.Seek(prefix); k != nil && bytes.HasPrefix(k, prefix); k, v = cur.Next() {
+	return t.r.scan(tableRevoked, nil, prefix, func(k, v []byte) error {
 		e := RevokedEntry{Serial: k[bytes.IndexByte(k, 0)+1:]}
 		if len(v) == revokedValueSize {
 			e.RevokedAt = time.Unix(0, int64(binary.BigEndian.Uint64(v))).UTC()
@@ -123,11 +125,8 @@ func (t *Tx) revoked(prefix []byte, fn func(RevokedEntry) error) error {
 			}
 			e.RevokedAt, e.Reason, e.NotAfter = c.RevokedAt, c.Reason, c.NotAfter
 		}
-		if err := fn(e); err != nil {
-			return err
-		}
-	}
-	return nil
+		return fn(e)
+	})
 }
 
 // revokedValue is an index entry's value: the revocation time and the
@@ -144,7 +143,7 @@ const revokedValueSize = 17
 
 // Certificates calls fn for every certificate, in serial order.
 func (t *Tx) Certificates(fn func(*Certificate) error) error {
-	return t.bucket(bucketCerts).ForEach(func(k, v []byte) error {
+	return t.r.scan(tableCerts, nil, nil, func(k, v []byte) error {
 		c := new(Certificate)
 		if err := json.Unmarshal(v, c); err != nil {
 			return fmt.Errorf("certificate %x: decode: %w", k, err)
@@ -175,8 +174,11 @@ type Serial struct {
 // ReserveSerial records serial as taken by requestID. A serial that was
 // ever reserved, whatever became of it, gives ErrSerialUsed.
 func (t *Tx) ReserveSerial(serial []byte, requestID string) error {
-	b := t.bucket(bucketSerials)
-	if b.Get(serial) != nil {
+	old, err := t.r.get(tableSerials, serial)
+	if err != nil {
+		return fmt.Errorf("serial %x: %w", serial, err)
+	}
+	if old != nil {
 		return fmt.Errorf("serial %x: %w", serial, ErrSerialUsed)
 	}
 	return t.putSerial(serial, Serial{RequestID: requestID, State: SerialReserved})
@@ -197,12 +199,12 @@ func (t *Tx) SetSerialState(serial []byte, state SerialState) error {
 
 // Serial returns the record of a serial number.
 func (t *Tx) Serial(serial []byte) (*Serial, error) {
-	return get[Serial](t.bucket(bucketSerials), serial, fmt.Sprintf("serial %x", serial))
+	return get[Serial](t, tableSerials, serial, fmt.Sprintf("serial %x", serial))
 }
 
 // Serials calls fn for every serial ever reserved.
 func (t *Tx) Serials(fn func(serial []byte, s Serial) error) error {
-	return t.bucket(bucketSerials).ForEach(func(k, v []byte) error {
+	return t.r.scan(tableSerials, nil, nil, func(k, v []byte) error {
 		var s Serial
 		if err := json.Unmarshal(v, &s); err != nil {
 			return fmt.Errorf("serial %x: decode: %w", k, err)
@@ -216,7 +218,7 @@ func (t *Tx) putSerial(serial []byte, s Serial) error {
 	if err != nil {
 		return err
 	}
-	return t.bucket(bucketSerials).Put(serial, raw)
+	return t.r.put(tableSerials, serial, raw)
 }
 
 // HexSerial formats a serial the way logs, audit events and the API show it.

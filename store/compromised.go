@@ -8,15 +8,16 @@ import "bytes"
 // index: the engine rebuilds it at every start, so an index a store lacks
 // or let fall behind is made whole before anything is issued.
 func (t *Tx) MarkKeyCompromised(keyID, serial []byte) error {
-	b := t.bucket(bucketCompromisedKeys)
-	if b.Get(keyID) != nil {
-		return nil
+	old, err := t.r.get(tableCompromisedKeys, keyID)
+	if err != nil || old != nil {
+		return err
 	}
-	return b.Put(keyID, bytes.Clone(serial))
+	return t.r.put(tableCompromisedKeys, keyID, bytes.Clone(serial))
 }
 
 // KeyCompromised returns the serial of the certificate whose keyCompromise
 // revocation marked the key with digest keyID, nil if none did.
-func (t *Tx) KeyCompromised(keyID []byte) []byte {
-	return bytes.Clone(t.bucket(bucketCompromisedKeys).Get(keyID))
+func (t *Tx) KeyCompromised(keyID []byte) ([]byte, error) {
+	serial, err := t.r.get(tableCompromisedKeys, keyID)
+	return bytes.Clone(serial), err
 }

@@ -19,17 +19,17 @@ func TestCompromisedKeysIndex(t *testing.T) {
 	}
 	key := []byte("key digest")
 	update(t, s, func(tx *Tx) error {
-		if tx.KeyCompromised(key) != nil {
-			t.Error("an unmarked key is compromised")
+		if got, err := tx.KeyCompromised(key); err != nil || got != nil {
+			t.Errorf("an unmarked key: compromised by %x, %v", got, err)
 		}
 		if err := tx.MarkKeyCompromised(key, []byte{1}); err != nil {
 			return err
 		}
 		return tx.MarkKeyCompromised(key, []byte{2})
 	})
-	s.View(func(tx *Tx) error {
-		if got := tx.KeyCompromised(key); !bytes.Equal(got, []byte{1}) {
-			t.Errorf("key marked by %x, want the first certificate 01", got)
+	view(t, s, func(tx *Tx) error {
+		if got, err := tx.KeyCompromised(key); err != nil || !bytes.Equal(got, []byte{1}) {
+			t.Errorf("key marked by %x (%v), want the first certificate 01", got, err)
 		}
 		return nil
 	})
@@ -48,9 +48,9 @@ func TestCompromisedKeysIndex(t *testing.T) {
 		t.Fatalf("open a store without the compromised-keys index: %v", err)
 	}
 	defer s.Close()
-	s.View(func(tx *Tx) error {
-		if tx.KeyCompromised(key) != nil {
-			t.Error("a recreated index holds a key")
+	view(t, s, func(tx *Tx) error {
+		if got, err := tx.KeyCompromised(key); err != nil || got != nil {
+			t.Errorf("a recreated index: compromised by %x, %v", got, err)
 		}
 		return nil
 	})

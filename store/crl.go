@@ -22,7 +22,10 @@ type CRLState struct {
 
 // CRLState returns issuer's CRL state; a new issuer's starts at number 1.
 func (t *Tx) CRLState(issuer string) (CRLState, error) {
-	raw := t.bucket(bucketCRL).Get([]byte(issuer))
+	raw, err := t.r.get(tableCRL, []byte(issuer))
+	if err != nil {
+		return CRLState{}, fmt.Errorf("CRL state of %s: %w", issuer, err)
+	}
 	if raw == nil {
 		return CRLState{Next: 1}, nil
 	}
@@ -39,5 +42,5 @@ func (t *Tx) PutCRLState(issuer string, s CRLState) error {
 	if err != nil {
 		return err
 	}
-	return t.bucket(bucketCRL).Put([]byte(issuer), raw)
+	return t.r.put(tableCRL, []byte(issuer), raw)
 }

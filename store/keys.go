@@ -2,11 +2,9 @@ package store
 
 import (
 	"bytes"
-	"encoding/json"
 	"fmt"
 
 	"github.com/emmansun/gmsm/sm3"
-	bolt "go.etcd.io/bbolt"
 	"golang.org/x/crypto/cryptobyte"
 	casn1 "golang.org/x/crypto/cryptobyte/asn1"
 )
@@ -24,10 +22,9 @@ import (
 // certificate is recorded with an audit event, so an older writer moves
 // the head without moving the note), and Open rebuilds the index whenever
 // the two differ.
-var (
-	bucketKeys        = []byte("keys")
-	keyKeyIndexAtHead = []byte("key-index-at-head")
-)
+//
+// (The file's bucket or the database's table is named "keys": tableKeys.)
+var keyKeyIndexAtHead = []byte("key-index-at-head")
 
 // CertificatesWithKey calls fn for every certificate whose subject public
 // key is the one in spki (a DER SubjectPublicKeyInfo).
@@ -48,9 +45,17 @@ func (t *Tx) CertificatesWithKey(spki []byte, fn func(*Certificate) error) error
 // subjectPublicKey BIT STRING is key.
 func (t *Tx) certificatesWithKeyBits(key []byte, fn func(*Certificate) error) error {
 	prefix := keyIndexPrefix(key)
-	cur := t.bucket(bucketKeys).Cursor()
-	for k, _ := cur.Seek(prefix); k != nil && bytes.HasPrefix(k, prefix); k, _ = cur.Next() {
-		c, err := t.Certificate(k[len(prefix):])
+	// The serials first: fn may write certificates, and a scan's table
+	// must not change under it.
+	var serials [][]byte
+	if err := t.r.scan(tableKeys, nil, prefix, func(k, _ []byte) error {
+		serials = append(serials, bytes.Clone(k[len(prefix):]))
+		return nil
+	}); err != nil {
+		return fmt.Errorf("key index: %w", err)
+	}
+	for _, serial := range serials {
+		c, err := t.Certificate(serial)
 		if err != nil {
 			return fmt.Errorf("key index: %w", err)
 		}
@@ -63,12 +68,12 @@ func (t *Tx) certificatesWithKeyBits(key []byte, fn func(*Certificate) error) er
 
 // indexKey adds c to the key index. A DER that is not a certificate
 // (the engine stores none) has no key to index.
-func indexKey(keys *bolt.Bucket, c *Certificate) error {
+func (t *Tx) indexKey(c *Certificate) error {
 	k, ok := keyIndexEntry(c)
 	if !ok {
 		return nil
 	}
-	return keys.Put(k, []byte{})
+	return t.r.put(tableKeys, k, []byte{})
 }
 
 // keyIndexEntry is c's key in the key index: SM3 of its public key, then
@@ -115,48 +120,50 @@ func readPublicKey(spki cryptobyte.String) ([]byte, bool) {
 }
 
 // noteKeyIndex records that the key index is current at the audit log's
-// present head (see bucketKeys).
-func noteKeyIndex(tx *bolt.Tx) error {
-	meta := tx.Bucket(bucketMeta)
-	at := keyIndexMark(meta)
-	if bytes.Equal(meta.Get(keyKeyIndexAtHead), at) {
-		return nil
+// present head (see tableKeys).
+func noteKeyIndex(t *Tx) error {
+	at, err := keyIndexMark(t)
+	if err != nil {
+		return err
 	}
-	return meta.Put(keyKeyIndexAtHead, at)
+	noted, err := t.r.get(tableMeta, keyKeyIndexAtHead)
+	if err != nil || bytes.Equal(noted, at) {
+		return err
+	}
+	return t.r.put(tableMeta, keyKeyIndexAtHead, at)
 }
 
 // keyIndexMark is what noteKeyIndex records: the head as stored, after a
 // byte that keeps an empty log's mark from reading as no mark at all.
-func keyIndexMark(meta *bolt.Bucket) []byte {
-	return append([]byte{'h'}, meta.Get(keyAuditHead)...)
+func keyIndexMark(t *Tx) ([]byte, error) {
+	head, err := t.r.get(tableMeta, keyAuditHead)
+	return append([]byte{'h'}, head...), err
+}
+
+// keyIndexCurrent reports whether the key index was noted at the log's
+// present head.
+func keyIndexCurrent(t *Tx) (bool, error) {
+	at, err := keyIndexMark(t)
+	if err != nil {
+		return false, err
+	}
+	noted, err := t.r.get(tableMeta, keyKeyIndexAtHead)
+	return bytes.Equal(noted, at), err
 }
 
 // ensureKeyIndex builds the key index from the certificates unless it is
-// there and current.
-func ensureKeyIndex(tx *bolt.Tx) error {
-	meta := tx.Bucket(bucketMeta)
-	if tx.Bucket(bucketKeys) != nil && bytes.Equal(meta.Get(keyKeyIndexAtHead), keyIndexMark(meta)) {
-		return nil
+// current.
+func ensureKeyIndex(t *Tx) error {
+	if current, err := keyIndexCurrent(t); err != nil || current {
+		return err
 	}
-	if tx.Bucket(bucketKeys) != nil {
-		if err := tx.DeleteBucket(bucketKeys); err != nil {
-			return fmt.Errorf("rebuild key index: %w", err)
-		}
-	}
-	keys, err := tx.CreateBucket(bucketKeys)
-	if err != nil {
+	if err := t.r.clear(tableKeys); err != nil {
 		return fmt.Errorf("rebuild key index: %w", err)
 	}
-	if err := tx.Bucket(bucketCerts).ForEach(func(k, v []byte) error {
-		var c Certificate
-		if err := json.Unmarshal(v, &c); err != nil {
-			return fmt.Errorf("certificate %x: decode: %w", k, err)
-		}
-		return indexKey(keys, &c)
-	}); err != nil {
+	if err := t.Certificates(t.indexKey); err != nil {
 		return fmt.Errorf("rebuild key index: %w", err)
 	}
-	return noteKeyIndex(tx)
+	return noteKeyIndex(t)
 }
 
 // CertificatesOfKey calls fn for every certificate that certifies the same

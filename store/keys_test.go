@@ -115,7 +115,7 @@ func TestKeyIndexFindsCertificatesOfAKey(t *testing.T) {
 		if err := tx.Bucket(bucketCerts).Put(b.Serial, raw); err != nil {
 			return err
 		}
-		_, err := (&Tx{tx}).Append(Event{Action: "certificate.issue"})
+		_, err := (&Tx{boltRecords{tx}}).Append(Event{Action: "certificate.issue"})
 		return err
 	})
 	if got := withKey(t, s, keyB); !slices.EqualFunc(got, [][]byte{{3}}, slices.Equal) {

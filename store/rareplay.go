@@ -5,21 +5,13 @@ import (
 	"time"
 )
 
-// bucketRAReplay holds each RA certificate's replay mark (RAReplayMark),
-// made on first use.
-var bucketRAReplay = []byte("ra-replay")
-
 // RAReplayMark is, for the RA certificate serial, a time at or before
 // which no request it signed may be accepted, because an earlier run of
 // signerd may have accepted it already; zero if never set.
 func (t *Tx) RAReplayMark(serial []byte) (time.Time, error) {
-	b := t.bucket(bucketRAReplay)
-	if b == nil {
-		return time.Time{}, nil
-	}
-	raw := b.Get(serial)
-	if raw == nil {
-		return time.Time{}, nil
+	raw, err := t.r.get(tableRAReplay, serial)
+	if err != nil || raw == nil {
+		return time.Time{}, err
 	}
 	var ts time.Time
 	if err := ts.UnmarshalText(raw); err != nil {
@@ -37,12 +29,8 @@ func (t *Tx) RaiseRAReplayMark(serial []byte, ts time.Time) error {
 	if !ts.After(last) {
 		return nil
 	}
-	b, err := t.tx.CreateBucketIfNotExists(bucketRAReplay)
-	if err != nil {
-		return err
-	}
 	raw, _ := ts.UTC().MarshalText()
-	return b.Put(serial, raw)
+	return t.r.put(tableRAReplay, serial, raw)
 }
 
 // LowerRAReplayMarks lowers every RA replay mark later than ts to ts and
@@ -55,12 +43,8 @@ func (t *Tx) RaiseRAReplayMark(serial []byte, ts time.Time) error {
 // by its date once nothing in memory remembers its nonce; the caller says
 // so.
 func (t *Tx) LowerRAReplayMarks(ts time.Time) ([][]byte, error) {
-	b := t.bucket(bucketRAReplay)
-	if b == nil {
-		return nil, nil
-	}
 	var ahead [][]byte
-	if err := b.ForEach(func(serial, raw []byte) error {
+	if err := t.r.scan(tableRAReplay, nil, nil, func(serial, raw []byte) error {
 		var mark time.Time
 		if err := mark.UnmarshalText(raw); err != nil {
 			return fmt.Errorf("read RA replay mark of %x: %w", serial, err)
@@ -73,9 +57,9 @@ func (t *Tx) LowerRAReplayMarks(ts time.Time) ([][]byte, error) {
 		return nil, err
 	}
 	raw, _ := ts.UTC().MarshalText()
-	// Written once the bucket has been read: none changes under its cursor.
+	// Written once the table has been read: none changes under its scan.
 	for _, serial := range ahead {
-		if err := b.Put(serial, raw); err != nil {
+		if err := t.r.put(tableRAReplay, serial, raw); err != nil {
 			return nil, err
 		}
 	}

@@ -42,7 +42,7 @@ type Request struct {
 
 // Request returns the record of RA request id.
 func (t *Tx) Request(id string) (*Request, error) {
-	return get[Request](t.bucket(bucketRequests), []byte(id), fmt.Sprintf("request %q", id))
+	return get[Request](t, tableRequests, []byte(id), fmt.Sprintf("request %q", id))
 }
 
 // PutRequest records r and keeps the in-flight index in step with its state.
@@ -54,19 +54,19 @@ func (t *Tx) PutRequest(r *Request) error {
 	if err != nil {
 		return err
 	}
-	if err := t.bucket(bucketRequests).Put([]byte(r.ID), raw); err != nil {
+	if err := t.r.put(tableRequests, []byte(r.ID), raw); err != nil {
 		return err
 	}
 	if r.State == RequestSigning {
-		return t.bucket(bucketInFlight).Put([]byte(r.ID), nil)
+		return t.r.put(tableInFlight, []byte(r.ID), []byte{})
 	}
-	return t.bucket(bucketInFlight).Delete([]byte(r.ID))
+	return t.r.delete(tableInFlight, []byte(r.ID))
 }
 
 // InFlight returns the requests left in RequestSigning.
 func (t *Tx) InFlight() ([]*Request, error) {
 	var out []*Request
-	err := t.bucket(bucketInFlight).ForEach(func(k, _ []byte) error {
+	err := t.r.scan(tableInFlight, nil, nil, func(k, _ []byte) error {
 		r, err := t.Request(string(k))
 		if err != nil {
 			return err

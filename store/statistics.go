@@ -1,7 +1,6 @@
 package store
 
 import (
-	"bytes"
 	"encoding/binary"
 	"fmt"
 	"strings"
@@ -30,28 +29,31 @@ func (t *Tx) Count(month, profile, kind string, n uint64) error {
 		return fmt.Errorf("statistic %s/%s: '/' not allowed", profile, kind)
 	}
 	key := []byte(month + "/" + profile + "/" + kind)
-	b := t.bucket(bucketStats)
+	v, err := t.r.get(tableStats, key)
+	if err != nil {
+		return fmt.Errorf("statistic %s: %w", key, err)
+	}
 	var cur uint64
-	if v := b.Get(key); len(v) == 8 {
+	if len(v) == 8 {
 		cur = binary.BigEndian.Uint64(v)
 	}
-	return b.Put(key, binary.BigEndian.AppendUint64(nil, cur+n))
+	return t.r.put(tableStats, key, binary.BigEndian.AppendUint64(nil, cur+n))
 }
 
 // Statistics returns the month's counters as profile → kind → count.
 func (t *Tx) Statistics(month string) (map[string]map[string]uint64, error) {
 	out := map[string]map[string]uint64{}
 	prefix := []byte(month + "/")
-	cur := t.bucket(bucketStats).Cursor()
-	for k, v := cur.Seek(prefix); k != nil && bytes.HasPrefix(k, prefix); k, v = cur.Next() {
+	err := t.r.scan(tableStats, nil, prefix, func(k, v []byte) error {
 		profile, kind, ok := strings.Cut(string(k[len(prefix):]), "/")
 		if !ok || len(v) != 8 {
-			return nil, fmt.Errorf("statistic %q: malformed", k)
+			return fmt.Errorf("statistic %q: malformed", k)
 		}
 		if out[profile] == nil {
 			out[profile] = map[string]uint64{}
 		}
 		out[profile][kind] = binary.BigEndian.Uint64(v)
-	}
-	return out, nil
+		return nil
+	})
+	return out, err
 }

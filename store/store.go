@@ -1,14 +1,10 @@
 package store
 
 import (
-	"bytes"
 	"encoding/json"
 	"errors"
 	"fmt"
-	"strconv"
 	"time"
-
-	bolt "go.etcd.io/bbolt"
 )
 
 // SchemaVersion is the layout this code reads and writes. A store written
@@ -16,22 +12,6 @@ import (
 const SchemaVersion = 1
 
 var (
-	bucketMeta     = []byte("meta")
-	bucketCerts    = []byte("certificates")
-	bucketSerials  = []byte("serials")
-	bucketRequests = []byte("requests")
-	bucketInFlight = []byte("in-flight")
-	bucketRevoked  = []byte("revoked")
-	bucketCRL      = []byte("crl")
-	bucketStats    = []byte("statistics")
-	bucketAudit    = []byte("audit")
-	// bucketCompromisedKeys is a derived index that stores of schema
-	// version 1 written before it lack: it is created where missing.
-	bucketCompromisedKeys = []byte("compromised-keys")
-
-	allBuckets = [][]byte{bucketMeta, bucketCerts, bucketSerials, bucketRequests,
-		bucketInFlight, bucketRevoked, bucketCRL, bucketStats, bucketAudit, bucketCompromisedKeys}
-
 	keySchema    = []byte("schema")
 	keyAuditHead = []byte("audit-head")
 	// keyAuditLastSeal holds the sequence number of the last seal event.
@@ -53,16 +33,20 @@ var (
 	ErrWrite = errors.New("store write failed")
 )
 
-// Store is an open bbolt file. It is safe for concurrent use: bbolt runs
-// one writer at a time and readers see a consistent snapshot. A reader
-// does not block the writer, except while the file outgrows its memory
-// map: bbolt then waits for every open reader to finish before it maps
-// the file anew, and every reader that begins meanwhile waits behind it.
-// Options.InitialMmapSize puts that moment off; a read transaction kept
-// short (never open while waiting on a client) bounds it.
+// Store is the CA's records, in a bbolt file (Open) or a PostgreSQL
+// database (OpenPostgres); nothing that uses it need know which. It is
+// safe for concurrent use: writes run one at a time and readers see a
+// consistent snapshot.
+//
+// On bbolt, a reader does not block the writer, except while the file
+// outgrows its memory map: bbolt then waits for every open reader to
+// finish before it maps the file anew, and every reader that begins
+// meanwhile waits behind it. Options.InitialMmapSize puts that moment off;
+// a read transaction kept short (never open while waiting on a client)
+// bounds it.
 type Store struct {
-	db   *bolt.DB
-	path string
+	b    backend
+	bolt *boltBackend // nil on PostgreSQL
 }
 
 // DefaultInitialMmapSize is the memory map a store is opened with unless
@@ -72,7 +56,7 @@ type Store struct {
 // memory is what it would be with a small map.
 const DefaultInitialMmapSize = 1 << 30
 
-// Options are how a store is opened.
+// Options are how a bbolt store is opened.
 type Options struct {
 	// InitialMmapSize is how many bytes of address space the file is
 	// mapped with at open (rounded up as bbolt does); zero maps only what
@@ -83,115 +67,90 @@ type Options struct {
 	InitialMmapSize int
 }
 
-// Open opens or creates the store at path with the default options. It
-// fails at once if another process holds the file, and refuses a file of
-// another schema version.
+// Open opens or creates the bbolt store at path with the default options.
+// It fails at once if another process holds the file, and refuses a file
+// of another schema version.
 func Open(path string) (*Store, error) {
 	return OpenWith(path, Options{InitialMmapSize: DefaultInitialMmapSize})
 }
 
 // OpenWith is Open with options.
 func OpenWith(path string, o Options) (*Store, error) {
-	if o.InitialMmapSize < 0 {
-		return nil, fmt.Errorf("open store %s: initial memory map of %d bytes", path, o.InitialMmapSize)
-	}
-	db, err := bolt.Open(path, 0o600, &bolt.Options{Timeout: time.Second, FreelistType: bolt.FreelistMapType,
-		InitialMmapSize: o.InitialMmapSize})
+	b, err := openBoltBackend(path, o)
 	if err != nil {
-		if errors.Is(err, bolt.ErrTimeout) {
-			return nil, fmt.Errorf("open store %s: in use by another process", path)
-		}
-		return nil, fmt.Errorf("open store %s: %w", path, err)
+		return nil, err
 	}
-	s := &Store{db: db, path: path}
-	if err := s.db.Update(initSchema); err != nil {
-		db.Close()
+	s := &Store{b: b, bolt: b}
+	if err := s.opened(); err != nil {
+		b.close()
 		return nil, fmt.Errorf("open store %s: %w", path, err)
 	}
 	return s, nil
 }
 
-func initSchema(tx *bolt.Tx) error {
-	meta := tx.Bucket(bucketMeta)
-	if meta == nil {
-		empty := true
-		tx.ForEach(func([]byte, *bolt.Bucket) error { empty = false; return nil })
-		if !empty {
-			return errors.New("file is not a signerd store (no schema version)")
-		}
-		for _, name := range allBuckets {
-			if _, err := tx.CreateBucket(name); err != nil {
-				return err
-			}
-		}
-		if err := tx.Bucket(bucketMeta).Put(keySchema, []byte(strconv.Itoa(SchemaVersion))); err != nil {
-			return err
-		}
-		return ensureKeyIndex(tx)
-	}
-	v, err := strconv.Atoi(string(meta.Get(keySchema)))
-	if err != nil {
-		return fmt.Errorf("unreadable schema version %q", meta.Get(keySchema))
-	}
-	if v != SchemaVersion {
-		return fmt.Errorf("schema version %d; this signerd reads version %d only", v, SchemaVersion)
-	}
-	// Every bucket of the version is there unless the file was edited or
-	// damaged; refuse it by name rather than fail on first use.
-	for _, name := range allBuckets {
-		if tx.Bucket(name) == nil && !bytes.Equal(name, bucketCompromisedKeys) {
-			return fmt.Errorf("bucket %q is missing: the file was edited or damaged; restore a backup", name)
-		}
-	}
-	if _, err := tx.CreateBucketIfNotExists(bucketCompromisedKeys); err != nil {
-		return err
-	}
-	return ensureKeyIndex(tx)
+// opened makes the derived indexes whole, as every open does.
+func (s *Store) opened() error {
+	return s.b.update(func(r records) error { return ensureKeyIndex(&Tx{r}) })
 }
 
-// Path is the file's path.
-func (s *Store) Path() string { return s.path }
+// Path is the bbolt file's path, "" on PostgreSQL.
+func (s *Store) Path() string {
+	if s.bolt == nil {
+		return ""
+	}
+	return s.bolt.path
+}
 
-// Close closes the file.
-func (s *Store) Close() error { return s.db.Close() }
+// Embedded reports whether the store is a bbolt file (Open), rather than
+// a database signerd reaches over a connection.
+func (s *Store) Embedded() bool { return s.bolt != nil }
+
+// Probe checks that the database answers and takes writes, with a write
+// transaction that writes nothing; its failures are those of Update. The
+// embedded file has nothing to reach, and a transaction that writes
+// nothing proves nothing about its disk: Probe is nil there.
+func (s *Store) Probe() error {
+	if s.Embedded() {
+		return nil
+	}
+	return s.b.update(func(records) error { return nil })
+}
+
+// Close closes the file or the database's connections.
+func (s *Store) Close() error { return s.b.close() }
 
 // Update runs fn in one write transaction, committed (and fsynced) only if
 // fn returns nil. A failure to write it is ErrWrite; fn's own errors are
 // returned as they are.
 func (s *Store) Update(fn func(*Tx) error) error {
-	var fnErr error
-	err := s.db.Update(func(tx *bolt.Tx) error {
-		if fnErr = fn(&Tx{tx}); fnErr == nil {
-			fnErr = noteKeyIndex(tx)
+	return s.b.update(func(r records) error {
+		t := &Tx{r}
+		if err := fn(t); err != nil {
+			return err
 		}
-		return fnErr
+		return noteKeyIndex(t)
 	})
-	if err != nil && fnErr == nil {
-		return fmt.Errorf("%w: %w", ErrWrite, err)
-	}
-	return err
 }
 
-// View runs fn in a read-only snapshot. Keep fn short: while it runs, a
-// write that must grow the memory map waits, and so do all later reads
-// and writes. Never wait on a client (write to a socket) inside fn; copy
-// what is needed and write it afterwards.
+// View runs fn in a read-only snapshot. Keep fn short: on bbolt, while it
+// runs, a write that must grow the memory map waits, and so do all later
+// reads and writes; on PostgreSQL it holds a connection. Never wait on a
+// client (write to a socket) inside fn; copy what is needed and write it
+// afterwards.
 func (s *Store) View(fn func(*Tx) error) error {
-	return s.db.View(func(tx *bolt.Tx) error { return fn(&Tx{tx}) })
+	return s.b.view(func(r records) error { return fn(&Tx{r}) })
 }
 
 // Tx is a transaction. Its methods must not be used after fn returns.
-type Tx struct{ tx *bolt.Tx }
-
-func (t *Tx) bucket(name []byte) *bolt.Bucket { return t.tx.Bucket(name) }
+type Tx struct{ r records }
 
 // LastSigningTime is the latest time stamped on anything the CA signed
 // (certificate notBefore or CRL thisUpdate) or on a lifecycle change
 // (revocation, hold, restore), zero if none.
 func (t *Tx) LastSigningTime() (time.Time, error) {
-	raw := t.bucket(bucketMeta).Get(keyClock)
-	if raw == nil {
-		return time.Time{}, nil
+	raw, err := t.r.get(tableMeta, keyClock)
+	if err != nil || raw == nil {
+		return time.Time{}, err
 	}
 	var ts time.Time
 	if err := ts.UnmarshalText(raw); err != nil {
@@ -210,19 +169,23 @@ func (t *Tx) NoteSigningTime(ts time.Time) error {
 		return nil
 	}
 	raw, _ := ts.UTC().MarshalText()
-	return t.bucket(bucketMeta).Put(keyClock, raw)
+	return t.r.put(tableMeta, keyClock, raw)
 }
 
 // ResetSigningTime sets the last signing time to ts even if it is earlier:
 // only for an operator's acknowledged clock reset.
 func (t *Tx) ResetSigningTime(ts time.Time) error {
 	raw, _ := ts.UTC().MarshalText()
-	return t.bucket(bucketMeta).Put(keyClock, raw)
+	return t.r.put(tableMeta, keyClock, raw)
 }
 
-// get decodes the JSON record under key; what names it in errors.
-func get[T any](b *bolt.Bucket, key []byte, what string) (*T, error) {
-	raw := b.Get(key)
+// get decodes the JSON record under key in table; what names it in
+// errors.
+func get[T any](t *Tx, table string, key []byte, what string) (*T, error) {
+	raw, err := t.r.get(table, key)
+	if err != nil {
+		return nil, fmt.Errorf("%s: %w", what, err)
+	}
 	if raw == nil {
 		return nil, fmt.Errorf("%s: %w", what, ErrNotFound)
 	}

@@ -28,6 +28,13 @@ func update(t *testing.T, s *Store, fn func(*Tx) error) {
 	}
 }
 
+func view(t *testing.T, s *Store, fn func(*Tx) error) {
+	t.Helper()
+	if err := s.View(fn); err != nil {
+		t.Fatal(err)
+	}
+}
+
 func TestOpenRefusesOtherSchemas(t *testing.T) {
 	tests := []struct {
 		name    string
@@ -150,7 +157,7 @@ func TestRevokedEntriesCarryWhatTheCRLLists(t *testing.T) {
 		}
 		// An index entry without a value, as stores before this layout
 		// hold them: read from the certificate.
-		return tx.bucket(bucketRevoked).Put(revokedKey("a", legacy.Serial), nil)
+		return tx.r.put(tableRevoked, revokedKey("a", legacy.Serial), nil)
 	})
 	var got []RevokedEntry
 	s.View(func(tx *Tx) error {
@@ -222,7 +229,7 @@ func TestAuditChainDetectsTampering(t *testing.T) {
 			if err := s.View(func(tx *Tx) error { return tx.VerifyAuditChain() }); err != nil {
 				t.Fatalf("untouched chain: %v", err)
 			}
-			if err := s.db.Update(func(tx *bolt.Tx) error { return tt.tamper(tx.Bucket(bucketAudit)) }); err != nil {
+			if err := s.bolt.db.Update(func(tx *bolt.Tx) error { return tt.tamper(tx.Bucket(bucketAudit)) }); err != nil {
 				t.Fatal(err)
 			}
 			err := s.View(func(tx *Tx) error { return tx.VerifyAuditChain() })

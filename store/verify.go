@@ -137,9 +137,11 @@ func Verify(path string) (*Report, error) {
 		if need := tx.Size(); fi.Size() < need {
 			return fmt.Errorf("the file is truncated: %d bytes, its pages need %d", fi.Size(), need)
 		}
-		v := &verifier{tx: tx, r: r, counts: map[string]int{}}
-		v.run()
-		return nil
+		v := &verifier{t: &Tx{boltRecords{tx}}, r: r, counts: map[string]int{}}
+		if v.buckets(tx) {
+			v.run()
+		}
+		return v.err
 	})
 	if err != nil {
 		return nil, fmt.Errorf("verify %s: %w", path, err)
@@ -148,9 +150,32 @@ func Verify(path string) (*Report, error) {
 }
 
 type verifier struct {
-	tx     *bolt.Tx
+	t      *Tx
 	r      *Report
 	counts map[string]int // findings per check
+	noKeys bool           // a bbolt file without its key index
+	// err is the first failure to read (not a finding: the records
+	// could not be read at all).
+	err error
+}
+
+// get reads a record; a failure to read is kept in v.err.
+func (v *verifier) get(table string, key []byte) []byte {
+	raw, err := v.t.r.get(table, key)
+	v.fail(err)
+	return raw
+}
+
+// each calls fn for every record of table; a failure to read is kept in
+// v.err.
+func (v *verifier) each(table string, fn func(k, raw []byte) error) {
+	v.fail(v.t.r.scan(table, nil, nil, fn))
+}
+
+func (v *verifier) fail(err error) {
+	if err != nil && v.err == nil {
+		v.err = err
+	}
 }
 
 func (v *verifier) find(check string, f Finding) {
@@ -164,26 +189,28 @@ func (v *verifier) find(check string, f Finding) {
 	}
 }
 
-func (v *verifier) run() {
-	meta := v.tx.Bucket(bucketMeta)
+// buckets checks a bbolt file's schema version and buckets, and reports
+// whether the records can be read.
+func (v *verifier) buckets(tx *bolt.Tx) bool {
+	meta := tx.Bucket(bucketMeta)
 	if meta == nil {
 		v.find("schema", Finding{Bucket: string(bucketMeta), Problem: "missing: not a signerd store"})
-		return
+		return false
 	}
 	schema, err := strconv.Atoi(string(meta.Get(keySchema)))
 	if err != nil {
 		v.find("schema", Finding{Bucket: string(bucketMeta), Key: "schema", Problem: fmt.Sprintf("unreadable schema version %q", meta.Get(keySchema))})
-		return
+		return false
 	}
 	v.r.Schema = schema
 	if schema != SchemaVersion {
 		v.find("schema", Finding{Bucket: string(bucketMeta), Key: "schema",
 			Problem: fmt.Sprintf("schema version %d; this signerd reads version %d only", schema, SchemaVersion)})
-		return
+		return false
 	}
 	missing := false
 	for _, name := range append(allBuckets, bucketKeys) {
-		if v.tx.Bucket(name) != nil {
+		if tx.Bucket(name) != nil {
 			continue
 		}
 		switch {
@@ -191,18 +218,23 @@ func (v *verifier) run() {
 			v.r.Notes = append(v.r.Notes, `bucket "compromised-keys" is missing; signerd makes it at open and fills it at start`)
 		case bytes.Equal(name, bucketKeys):
 			v.r.Notes = append(v.r.Notes, `bucket "keys" is missing; signerd rebuilds it at open`)
+			v.noKeys = true
 		default:
 			v.find("buckets", Finding{Bucket: string(name), Problem: "missing"})
 			missing = true
 		}
 	}
-	if missing {
-		return // the checks below read every record bucket
-	}
-	if raw := meta.Get(keyClock); raw != nil {
-		if err := new(time.Time).UnmarshalText(raw); err != nil {
-			v.find("meta", Finding{Bucket: string(bucketMeta), Key: string(keyClock), Problem: fmt.Sprintf("unreadable: %v", err)})
+	return !missing // the checks below read every record bucket
+}
+
+// run checks the records, whichever engine holds them.
+func (v *verifier) run() {
+	if raw, err := v.t.r.get(tableMeta, keyClock); err != nil || raw != nil && new(time.Time).UnmarshalText(raw) != nil {
+		problem := "unreadable"
+		if err != nil {
+			problem += ": " + err.Error()
 		}
+		v.find("meta", Finding{Bucket: tableMeta, Key: string(keyClock), Problem: problem})
 	}
 	certs := v.certificates()
 	v.revokedIndex(certs)
@@ -217,7 +249,7 @@ func (v *verifier) run() {
 // certificates decodes every certificate; the map is by serial.
 func (v *verifier) certificates() map[string]*Certificate {
 	certs := map[string]*Certificate{}
-	v.tx.Bucket(bucketCerts).ForEach(func(k, raw []byte) error {
+	v.each(tableCerts, func(k, raw []byte) error {
 		v.r.Certificates++
 		c := new(Certificate)
 		where := Finding{Bucket: string(bucketCerts), Key: "serial " + HexSerial(k)}
@@ -242,10 +274,9 @@ func (v *verifier) certificates() map[string]*Certificate {
 // revokedIndex: an entry for every certificate revoked or on hold, with
 // its time, reason and notAfter, and none for any other.
 func (v *verifier) revokedIndex(certs map[string]*Certificate) {
-	idx := v.tx.Bucket(bucketRevoked)
 	for _, c := range certs {
 		key := revokedKey(c.Issuer, c.Serial)
-		val := idx.Get(key)
+		val := v.get(tableRevoked, key)
 		where := Finding{Bucket: string(bucketRevoked), Key: "serial " + HexSerial(c.Serial)}
 		switch {
 		case c.Listed() && val == nil:
@@ -259,7 +290,7 @@ func (v *verifier) revokedIndex(certs map[string]*Certificate) {
 			v.find("revoked", where)
 		}
 	}
-	idx.ForEach(func(k, _ []byte) error {
+	v.each(tableRevoked, func(k, _ []byte) error {
 		v.r.Revoked++
 		i := bytes.IndexByte(k, 0)
 		if i < 0 {
@@ -282,10 +313,9 @@ func (v *verifier) revokedIndex(certs map[string]*Certificate) {
 // serials: every certificate's serial reserved and issued, every issued
 // serial a certificate, every reserved one a request being signed.
 func (v *verifier) serials(certs map[string]*Certificate) {
-	b := v.tx.Bucket(bucketSerials)
 	for k := range certs {
 		where := Finding{Bucket: string(bucketSerials), Key: "serial " + HexSerial([]byte(k))}
-		raw := b.Get([]byte(k))
+		raw := v.get(tableSerials, []byte(k))
 		var s Serial
 		switch {
 		case raw == nil:
@@ -297,8 +327,7 @@ func (v *verifier) serials(certs map[string]*Certificate) {
 			v.find("serials", where)
 		}
 	}
-	requests := v.tx.Bucket(bucketRequests)
-	b.ForEach(func(k, raw []byte) error {
+	v.each(tableSerials, func(k, raw []byte) error {
 		v.r.Serials++
 		where := Finding{Bucket: string(bucketSerials), Key: "serial " + HexSerial(k)}
 		var s Serial
@@ -315,7 +344,7 @@ func (v *verifier) serials(certs map[string]*Certificate) {
 			}
 		case SerialReserved:
 			var r Request
-			if raw := requests.Get([]byte(s.RequestID)); raw == nil || json.Unmarshal(raw, &r) != nil ||
+			if raw := v.get(tableRequests, []byte(s.RequestID)); raw == nil || json.Unmarshal(raw, &r) != nil ||
 				r.State != RequestSigning || !bytes.Equal(r.Serial, k) {
 				where.Problem = fmt.Sprintf("reserved for request %q, which is not signing with it", s.RequestID)
 				v.find("serials", where)
@@ -333,8 +362,7 @@ func (v *verifier) serials(certs map[string]*Certificate) {
 // exactly the requests in the signing state; each request's serial is
 // reserved.
 func (v *verifier) requests() {
-	inFlight, serials := v.tx.Bucket(bucketInFlight), v.tx.Bucket(bucketSerials)
-	v.tx.Bucket(bucketRequests).ForEach(func(k, raw []byte) error {
+	v.each(tableRequests, func(k, raw []byte) error {
 		v.r.Requests++
 		where := Finding{Bucket: string(bucketRequests), Key: "request " + strconv.Quote(string(k))}
 		var r Request
@@ -347,7 +375,7 @@ func (v *verifier) requests() {
 			where.Problem = fmt.Sprintf("record names request %q", r.ID)
 			v.find("requests", where)
 		}
-		listed := inFlight.Get(k) != nil
+		listed := v.get(tableInFlight, k) != nil
 		switch {
 		case r.State == RequestSigning && !listed:
 			v.find("in-flight", Finding{Bucket: string(bucketInFlight), Key: where.Key,
@@ -356,15 +384,14 @@ func (v *verifier) requests() {
 			v.find("in-flight", Finding{Bucket: string(bucketInFlight), Key: where.Key,
 				Problem: fmt.Sprintf("request is %s but the index has it as signing", r.State)})
 		}
-		if len(r.Serial) > 0 && serials.Get(r.Serial) == nil {
+		if len(r.Serial) > 0 && v.get(tableSerials, r.Serial) == nil {
 			where.Problem = fmt.Sprintf("its serial %s was never reserved", HexSerial(r.Serial))
 			v.find("requests", where)
 		}
 		return nil
 	})
-	requests := v.tx.Bucket(bucketRequests)
-	inFlight.ForEach(func(k, _ []byte) error {
-		if requests.Get(k) == nil {
+	v.each(tableInFlight, func(k, _ []byte) error {
+		if v.get(tableRequests, k) == nil {
 			v.find("in-flight", Finding{Bucket: string(bucketInFlight), Key: "request " + strconv.Quote(string(k)),
 				Problem: "index names a request the store does not hold"})
 		}
@@ -376,12 +403,14 @@ func (v *verifier) requests() {
 // whose mark is behind the log's head is rebuilt at the next open, and so
 // is only noted.
 func (v *verifier) keyIndex(certs map[string]*Certificate) {
-	keys := v.tx.Bucket(bucketKeys)
-	if keys == nil {
+	if v.noKeys {
 		return
 	}
-	meta := v.tx.Bucket(bucketMeta)
-	if !bytes.Equal(meta.Get(keyKeyIndexAtHead), keyIndexMark(meta)) {
+	if current, err := keyIndexCurrent(v.t); err != nil || !current {
+		if err != nil {
+			v.fail(err)
+			return
+		}
 		v.r.Notes = append(v.r.Notes, `the key index ("keys") is behind the audit log's head (written by an older signerd); signerd rebuilds it at open`)
 		return
 	}
@@ -392,13 +421,13 @@ func (v *verifier) keyIndex(certs map[string]*Certificate) {
 			continue
 		}
 		want[string(k)] = true
-		if keys.Get(k) == nil {
+		if v.get(tableKeys, k) == nil {
 			v.find("keys", Finding{Bucket: string(bucketKeys), Key: "serial " + HexSerial(c.Serial),
 				Problem: "the certificate's public key is not indexed (a second use of the key would go unseen)"})
 		}
 	}
 	prefix := len(keyIndexPrefix(nil))
-	keys.ForEach(func(k, _ []byte) error {
+	v.each(tableKeys, func(k, _ []byte) error {
 		if !want[string(k)] {
 			serial := []byte{}
 			if len(k) > prefix {
@@ -412,7 +441,7 @@ func (v *verifier) keyIndex(certs map[string]*Certificate) {
 }
 
 func (v *verifier) crl() {
-	v.tx.Bucket(bucketCRL).ForEach(func(k, raw []byte) error {
+	v.each(tableCRL, func(k, raw []byte) error {
 		var s CRLState
 		if err := json.Unmarshal(raw, &s); err != nil {
 			v.find("crl", Finding{Bucket: string(bucketCRL), Key: "issuer " + strconv.Quote(string(k)), Problem: fmt.Sprintf("does not decode: %v", err)})
@@ -422,7 +451,7 @@ func (v *verifier) crl() {
 }
 
 func (v *verifier) statistics() {
-	v.tx.Bucket(bucketStats).ForEach(func(k, raw []byte) error {
+	v.each(tableStats, func(k, raw []byte) error {
 		if len(raw) != 8 || bytes.Count(k, []byte("/")) != 2 {
 			v.find("statistics", Finding{Bucket: string(bucketStats), Key: strconv.Quote(string(k)), Problem: "malformed counter"})
 		}
@@ -433,16 +462,14 @@ func (v *verifier) statistics() {
 // audit: the chain from the first event to the head, and the last-seal
 // pointer.
 func (v *verifier) audit() {
-	t := &Tx{v.tx}
+	t := v.t
 	head, err := t.auditHead()
 	if err != nil {
 		v.find("audit", Finding{Bucket: string(bucketMeta), Key: string(keyAuditHead), Problem: err.Error()})
 		return
 	}
 	v.r.AuditHead, v.r.AuditHash = head.Seq, head.Hash
-	if k := v.tx.Bucket(bucketAudit).Stats().KeyN; k >= 0 {
-		v.r.Events = uint64(k)
-	}
+	v.each(tableAudit, func([]byte, []byte) error { v.r.Events++; return nil })
 	if err := t.VerifyAuditChain(); err != nil {
 		f := Finding{Bucket: string(bucketAudit), Problem: err.Error()}
 		var at *chainError
@@ -457,7 +484,7 @@ func (v *verifier) audit() {
 		v.find("audit", Finding{Bucket: string(bucketMeta), Key: string(keyAuditLastSeal), Problem: err.Error()})
 	case last != nil:
 		v.r.LastSeal = last.Seq
-		if k := v.tx.Bucket(bucketMeta).Get(keyAuditLastSeal); binary.BigEndian.Uint64(k) != last.Seq {
+		if k := v.get(tableMeta, keyAuditLastSeal); len(k) == 8 && binary.BigEndian.Uint64(k) != last.Seq {
 			v.find("audit", Finding{Bucket: string(bucketMeta), Key: string(keyAuditLastSeal),
 				Problem: fmt.Sprintf("points at event %d, which says it is event %d", binary.BigEndian.Uint64(k), last.Seq)})
 		}

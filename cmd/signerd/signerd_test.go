@@ -14,6 +14,7 @@ import (
 	"path/filepath"
 	"strconv"
 	"strings"
+	"sync"
 	"syscall"
 	"testing"
 	"time"
@@ -48,6 +49,25 @@ const (
 	strangerUID = 1003
 )
 
+// processLog is what a subprocess wrote, read by the test while the
+// process may still be writing.
+type processLog struct {
+	mu  sync.Mutex
+	buf bytes.Buffer
+}
+
+func (l *processLog) Write(p []byte) (int, error) {
+	l.mu.Lock()
+	defer l.mu.Unlock()
+	return l.buf.Write(p)
+}
+
+func (l *processLog) String() string {
+	l.mu.Lock()
+	defer l.mu.Unlock()
+	return l.buf.String()
+}
+
 // daemonProc is signerd running as a subprocess on a CA made for the test.
 type daemonProc struct {
 	ca     *enginetest.CA
@@ -56,7 +76,7 @@ type daemonProc struct {
 	store  string
 	config string
 	cmd    *exec.Cmd
-	log    *bytes.Buffer
+	log    *processLog
 	exited chan error
 	args   []string // more command-line arguments
 	env    []string // more environment
@@ -111,7 +131,7 @@ func (d *daemonProc) start(t *testing.T) {
 // process attributes attr (nil for none).
 func (d *daemonProc) startBinary(t *testing.T, bin string, attr *syscall.SysProcAttr) {
 	t.Helper()
-	d.log = new(bytes.Buffer)
+	d.log = new(processLog)
 	d.cmd = exec.Command(bin, append([]string{"--config", d.config}, d.args...)...)
 	d.cmd.Stdout, d.cmd.Stderr = d.log, d.log
 	d.cmd.Env = append(os.Environ(), d.env...)

@@ -1,0 +1,192 @@
+package store
+
+import (
+	"bytes"
+	"errors"
+	"fmt"
+	"strconv"
+	"time"
+
+	bolt "go.etcd.io/bbolt"
+)
+
+// boltBackend keeps the tables as the buckets of one bbolt file.
+type boltBackend struct {
+	db   *bolt.DB
+	path string
+}
+
+// The buckets by the names the tables give them; the file's layout.
+var (
+	bucketMeta     = []byte(tableMeta)
+	bucketCerts    = []byte(tableCerts)
+	bucketSerials  = []byte(tableSerials)
+	bucketRequests = []byte(tableRequests)
+	bucketInFlight = []byte(tableInFlight)
+	bucketRevoked  = []byte(tableRevoked)
+	bucketCRL      = []byte(tableCRL)
+	bucketStats    = []byte(tableStats)
+	bucketAudit    = []byte(tableAudit)
+	bucketKeys     = []byte(tableKeys)
+	bucketRAReplay = []byte(tableRAReplay)
+	// bucketCompromisedKeys is a derived index that stores of schema
+	// version 1 written before it lack: it is created where missing.
+	bucketCompromisedKeys = []byte(tableCompromisedKeys)
+
+	// allBuckets are the buckets every store of the version has. The key
+	// index ("keys") is rebuilt at open and "ra-replay" made on first use,
+	// so a file without them is not damaged.
+	allBuckets = [][]byte{bucketMeta, bucketCerts, bucketSerials, bucketRequests,
+		bucketInFlight, bucketRevoked, bucketCRL, bucketStats, bucketAudit, bucketCompromisedKeys}
+)
+
+func openBoltBackend(path string, o Options) (*boltBackend, error) {
+	if o.InitialMmapSize < 0 {
+		return nil, fmt.Errorf("open store %s: initial memory map of %d bytes", path, o.InitialMmapSize)
+	}
+	db, err := bolt.Open(path, 0o600, &bolt.Options{Timeout: time.Second, FreelistType: bolt.FreelistMapType,
+		InitialMmapSize: o.InitialMmapSize})
+	if err != nil {
+		if errors.Is(err, bolt.ErrTimeout) {
+			return nil, fmt.Errorf("open store %s: in use by another process", path)
+		}
+		return nil, fmt.Errorf("open store %s: %w", path, err)
+	}
+	if err := db.Update(initSchema); err != nil {
+		db.Close()
+		return nil, fmt.Errorf("open store %s: %w", path, err)
+	}
+	return &boltBackend{db: db, path: path}, nil
+}
+
+// initSchema makes a new file's buckets and checks an old file's: bbolt
+// needs no migration command, a store being one file signerd creates.
+func initSchema(tx *bolt.Tx) error {
+	meta := tx.Bucket(bucketMeta)
+	if meta == nil {
+		empty := true
+		tx.ForEach(func([]byte, *bolt.Bucket) error { empty = false; return nil })
+		if !empty {
+			return errors.New("file is not a signerd store (no schema version)")
+		}
+		for _, name := range allBuckets {
+			if _, err := tx.CreateBucket(name); err != nil {
+				return err
+			}
+		}
+		return tx.Bucket(bucketMeta).Put(keySchema, []byte(strconv.Itoa(SchemaVersion)))
+	}
+	v, err := strconv.Atoi(string(meta.Get(keySchema)))
+	if err != nil {
+		return fmt.Errorf("unreadable schema version %q", meta.Get(keySchema))
+	}
+	if v != SchemaVersion {
+		return fmt.Errorf("schema version %d; this signerd reads version %d only", v, SchemaVersion)
+	}
+	// Every bucket of the version is there unless the file was edited or
+	// damaged; refuse it by name rather than fail on first use.
+	for _, name := range allBuckets {
+		if tx.Bucket(name) == nil && !bytes.Equal(name, bucketCompromisedKeys) {
+			return fmt.Errorf("bucket %q is missing: the file was edited or damaged; restore a backup", name)
+		}
+	}
+	if _, err := tx.CreateBucketIfNotExists(bucketCompromisedKeys); err != nil {
+		return err
+	}
+	if tx.Bucket(bucketKeys) == nil {
+		// No index at all, whatever the mark says: have it rebuilt.
+		return meta.Delete(keyKeyIndexAtHead)
+	}
+	return nil
+}
+
+func (b *boltBackend) update(fn func(records) error) error {
+	var fnErr error
+	err := b.db.Update(func(tx *bolt.Tx) error {
+		fnErr = fn(boltRecords{tx})
+		return fnErr
+	})
+	if err != nil && fnErr == nil {
+		return fmt.Errorf("%w: %w", ErrWrite, err)
+	}
+	return err
+}
+
+func (b *boltBackend) view(fn func(records) error) error {
+	return b.db.View(func(tx *bolt.Tx) error { return fn(boltRecords{tx}) })
+}
+
+func (b *boltBackend) close() error { return b.db.Close() }
+
+// boltRecords is one bbolt transaction. A table whose bucket is missing
+// reads as empty and is made on first write.
+type boltRecords struct{ tx *bolt.Tx }
+
+func (r boltRecords) get(table string, key []byte) ([]byte, error) {
+	b := r.tx.Bucket([]byte(table))
+	if b == nil {
+		return nil, nil
+	}
+	return b.Get(key), nil
+}
+
+func (r boltRecords) put(table string, key, value []byte) error {
+	b, err := r.writable(table)
+	if err != nil {
+		return err
+	}
+	if value == nil {
+		value = []byte{}
+	}
+	return b.Put(key, value)
+}
+
+func (r boltRecords) delete(table string, key []byte) error {
+	b := r.tx.Bucket([]byte(table))
+	if b == nil {
+		return nil
+	}
+	return b.Delete(key)
+}
+
+func (r boltRecords) scan(table string, from, prefix []byte, fn func(key, value []byte) error) error {
+	b := r.tx.Bucket([]byte(table))
+	if b == nil {
+		return nil
+	}
+	start := prefix
+	if bytes.Compare(from, prefix) > 0 {
+		start = from
+	}
+	cur := b.Cursor()
+	var k, v []byte
+	if start == nil {
+		k, v = cur.First()
+	} else {
+		k, v = cur.Seek(start)
+	}
+	for ; k != nil && bytes.HasPrefix(k, prefix); k, v = cur.Next() {
+		if err := fn(k, v); err != nil {
+			return err
+		}
+	}
+	return nil
+}
+
+func (r boltRecords) clear(table string) error {
+	if r.tx.Bucket([]byte(table)) == nil {
+		return nil
+	}
+	if err := r.tx.DeleteBucket([]byte(table)); err != nil {
+		return err
+	}
+	_, err := r.tx.CreateBucket([]byte(table))
+	return err
+}
+
+func (r boltRecords) writable(table string) (*bolt.Bucket, error) {
+	if b := r.tx.Bucket([]byte(table)); b != nil {
+		return b, nil
+	}
+	return r.tx.CreateBucket([]byte(table))
+}
