@@ -3,8 +3,9 @@ SHELL := /bin/bash
 GO ?= go
 export PATH := $(PATH):/usr/local/go/bin
 
-# Debian packages the build, the tests and the demo need.
-DEBS := softhsm2 opensc openssl curl libssl-dev build-essential patch pkg-config ca-certificates strace e2fsprogs util-linux mount systemd
+# Debian packages the build, the tests and the demo need (postgresql: the
+# servers the store's tests start, store/pgtest).
+DEBS := softhsm2 opensc openssl curl libssl-dev build-essential patch pkg-config ca-certificates strace e2fsprogs util-linux mount systemd postgresql
 SUDO := $(shell [ "$$(id -u)" = 0 ] || echo sudo)
 
 # SoftHSM2 with the vendor SM2 mechanism (testdata/softhsm), and Debian's stock build.

@@ -1,0 +1,386 @@
+package pgtest
+
+import (
+	"bufio"
+	"context"
+	"fmt"
+	"os"
+	"os/exec"
+	"path/filepath"
+	"runtime"
+	"slices"
+	"strconv"
+	"strings"
+	"syscall"
+	"testing"
+	"time"
+
+	"github.com/jackc/pgx/v5"
+)
+
+func TestMain(m *testing.M) {
+	os.Exit(Main(m))
+}
+
+// query runs sql on dsn and returns the first column of each row, which
+// sql casts to text.
+func query(t *testing.T, dsn, sql string, args ...any) []string {
+	t.Helper()
+	ctx := context.Background()
+	conn, err := pgx.Connect(ctx, dsn)
+	if err != nil {
+		t.Fatalf("connect %s: %v", dsn, err)
+	}
+	defer conn.Close(ctx)
+	rows, err := conn.Query(ctx, sql, args...)
+	if err != nil {
+		t.Fatalf("%s: %v", sql, err)
+	}
+	values, err := pgx.CollectRows(rows, pgx.RowTo[string])
+	if err != nil {
+		t.Fatalf("%s: %v", sql, err)
+	}
+	return values
+}
+
+func postmasterPID(t *testing.T, s *Server) int {
+	t.Helper()
+	raw, err := os.ReadFile(filepath.Join(s.DataDir(), "postmaster.pid"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	first, _, _ := strings.Cut(string(raw), "\n")
+	pid, err := strconv.Atoi(first)
+	if err != nil {
+		t.Fatalf("postmaster.pid: %v", err)
+	}
+	return pid
+}
+
+// running reports whether pid is a live process (not a zombie).
+func running(pid int) bool {
+	state, _, _, err := procStat(pid)
+	return err == nil && state != 'Z' && state != 'X'
+}
+
+// processUID is the real uid pid runs as.
+func processUID(t *testing.T, pid int) uint32 {
+	t.Helper()
+	raw, err := os.ReadFile(fmt.Sprintf("/proc/%d/status", pid))
+	if err != nil {
+		t.Fatal(err)
+	}
+	for _, line := range strings.Split(string(raw), "\n") {
+		if rest, ok := strings.CutPrefix(line, "Uid:"); ok {
+			uid, err := strconv.ParseUint(strings.Fields(rest)[0], 10, 32)
+			if err != nil {
+				t.Fatal(err)
+			}
+			return uint32(uid)
+		}
+	}
+	t.Fatalf("no Uid line in /proc/%d/status", pid)
+	return 0
+}
+
+func owner(t *testing.T, path string) (uid uint32, perm os.FileMode) {
+	t.Helper()
+	info, err := os.Stat(path)
+	if err != nil {
+		t.Fatal(err)
+	}
+	return info.Sys().(*syscall.Stat_t).Uid, info.Mode().Perm()
+}
+
+// wantUser is the uid server programs must run as.
+func wantUser(t *testing.T) uint32 {
+	t.Helper()
+	cred, err := serverUser()
+	if err != nil {
+		t.Fatal(err)
+	}
+	if cred == nil {
+		return uint32(os.Geteuid())
+	}
+	return cred.Uid
+}
+
+func TestStartStopRestart(t *testing.T) {
+	t.Parallel()
+	begin := time.Now()
+	s := Start(t, Setting("max_connections", "23"))
+	t.Logf("Start (initdb and server start) took %v", time.Since(begin))
+
+	pid := postmasterPID(t, s)
+	if got, want := processUID(t, pid), wantUser(t); got != want {
+		t.Errorf("postmaster runs as uid %d, want %d", got, want)
+	}
+	if uid, perm := owner(t, s.DataDir()); uid != wantUser(t) || perm != 0o700 {
+		t.Errorf("data directory owned by %d mode %v, want %d 0700", uid, perm, wantUser(t))
+	}
+	if _, err := os.Stat(filepath.Join(s.SocketDir(), ".s.PGSQL."+strconv.Itoa(port))); err != nil {
+		t.Errorf("socket not in the socket directory: %v", err)
+	}
+	for setting, want := range map[string]string{"max_connections": "23", "listen_addresses": "", "fsync": "on",
+		"wal_level": "replica", "unix_socket_directories": s.SocketDir()} {
+		if got := query(t, s.DSN("postgres"), "SELECT current_setting($1)", setting); !slices.Equal(got, []string{want}) {
+			t.Errorf("%s = %q, want %q", setting, got, want)
+		}
+	}
+
+	dsn := s.CreateDatabase(t)
+	s.Exec(t, dsn, "CREATE TABLE kept (v text)")
+	s.Exec(t, dsn, "INSERT INTO kept VALUES ($1)", "before stop")
+
+	s.Stop(t)
+	if running(pid) {
+		t.Fatalf("postmaster %d runs after Stop", pid)
+	}
+	if conn, err := pgx.Connect(context.Background(), dsn); err == nil {
+		conn.Close(context.Background())
+		t.Fatal("connected to a stopped server")
+	}
+
+	s.Restart(t)
+	if got := query(t, dsn, "SELECT v FROM kept"); !slices.Equal(got, []string{"before stop"}) {
+		t.Errorf("after restart: %q, want [before stop]", got)
+	}
+}
+
+func TestKillRestartKeepsCommitted(t *testing.T) {
+	t.Parallel()
+	s := Start(t)
+	dsn := s.CreateDatabase(t)
+	s.Exec(t, dsn, "CREATE TABLE kept (v text)")
+	s.Exec(t, dsn, "INSERT INTO kept VALUES ('committed')")
+
+	ctx := context.Background()
+	open, err := pgx.Connect(ctx, dsn)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer open.Close(ctx)
+	tx, err := open.Begin(ctx)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if _, err := tx.Exec(ctx, "INSERT INTO kept VALUES ('uncommitted')"); err != nil {
+		t.Fatal(err)
+	}
+	// Every process of the server, as the server itself lists them.
+	processes := query(t, dsn, "SELECT pid::text FROM pg_stat_activity")
+	if len(processes) < 3 {
+		t.Fatalf("pg_stat_activity lists %d processes", len(processes))
+	}
+	postmaster := postmasterPID(t, s)
+
+	s.Kill(t)
+	for _, p := range append(processes, strconv.Itoa(postmaster)) {
+		pid, _ := strconv.Atoi(p)
+		if running(pid) {
+			t.Errorf("process %d of the killed server still runs", pid)
+		}
+	}
+	if err := tx.Commit(ctx); err == nil {
+		t.Fatal("a transaction committed on a killed server")
+	}
+
+	s.Restart(t)
+	if got := query(t, dsn, "SELECT v FROM kept ORDER BY v"); !slices.Equal(got, []string{"committed"}) {
+		t.Errorf("after kill and restart: %q, want [committed]", got)
+	}
+	// A second crash, now of a server that recovered from the first.
+	s.Exec(t, dsn, "INSERT INTO kept VALUES ('after recovery')")
+	s.Kill(t)
+	s.Restart(t)
+	if got := query(t, dsn, "SELECT v FROM kept ORDER BY v"); !slices.Equal(got, []string{"after recovery", "committed"}) {
+		t.Errorf("after the second kill and restart: %q", got)
+	}
+}
+
+func TestDatabasesAreSeparate(t *testing.T) {
+	t.Parallel()
+	s := Shared(t)
+	if again := Shared(t); again != s {
+		t.Fatal("Shared started a second server")
+	}
+	a, b := s.CreateDatabase(t), s.CreateDatabase(t)
+	if a == b {
+		t.Fatalf("two databases with one DSN %q", a)
+	}
+	s.Exec(t, a, "CREATE TABLE only_in_a (v int)")
+	s.Exec(t, DatabaseName(t, a), "INSERT INTO only_in_a VALUES ($1)", 7)
+	if got := query(t, a, "SELECT v::text FROM only_in_a"); !slices.Equal(got, []string{"7"}) {
+		t.Errorf("database a: %q, want [7]", got)
+	}
+	if got := query(t, b, "SELECT (to_regclass('only_in_a') IS NULL)::text"); !slices.Equal(got, []string{"true"}) {
+		t.Errorf("database b sees a's table: %q", got)
+	}
+}
+
+func TestBaseBackupStartFrom(t *testing.T) {
+	t.Parallel()
+	s := Shared(t)
+	dsn := s.CreateDatabase(t)
+	s.Exec(t, dsn, "CREATE TABLE kept (v text)")
+	s.Exec(t, dsn, "INSERT INTO kept VALUES ('before backup')")
+
+	// Below t.TempDir(), closed to the server's user until BaseBackup opens it.
+	dir := filepath.Join(t.TempDir(), "backup")
+	begin := time.Now()
+	s.BaseBackup(t, dir)
+	t.Logf("BaseBackup took %v", time.Since(begin))
+	if uid, perm := owner(t, dir); uid != wantUser(t) || perm != 0o700 {
+		t.Errorf("backup owned by %d mode %v, want %d 0700", uid, perm, wantUser(t))
+	}
+	s.Exec(t, dsn, "INSERT INTO kept VALUES ('after backup')")
+
+	begin = time.Now()
+	r := StartFrom(t, dir)
+	t.Logf("StartFrom took %v", time.Since(begin))
+	if r.DataDir() != dir || r.SocketDir() == s.SocketDir() {
+		t.Errorf("restored server: data %s socket %s; original socket %s", r.DataDir(), r.SocketDir(), s.SocketDir())
+	}
+	restored := r.DSN(DatabaseName(t, dsn))
+	if got := query(t, restored, "SELECT v FROM kept"); !slices.Equal(got, []string{"before backup"}) {
+		t.Errorf("restored: %q, want [before backup]", got)
+	}
+	// Exec given the original's DSN acts on the server it is called on.
+	r.Exec(t, dsn, "INSERT INTO kept VALUES ('restored')")
+	if got := query(t, restored, "SELECT v FROM kept ORDER BY v"); !slices.Equal(got, []string{"before backup", "restored"}) {
+		t.Errorf("restored after insert: %q", got)
+	}
+	if got := query(t, dsn, "SELECT v FROM kept ORDER BY v"); !slices.Equal(got, []string{"after backup", "before backup"}) {
+		t.Errorf("original: %q", got)
+	}
+}
+
+// fatalRecorder is a testing.TB whose Fatal ends the calling goroutine and
+// records the message, so a test can check how this package fails one.
+type fatalRecorder struct {
+	testing.TB
+	message string
+}
+
+func (r *fatalRecorder) Helper() {}
+
+func (r *fatalRecorder) Fatal(args ...any) {
+	r.message = fmt.Sprint(args...)
+	runtime.Goexit()
+}
+
+func (r *fatalRecorder) Fatalf(format string, args ...any) {
+	r.message = fmt.Sprintf(format, args...)
+	runtime.Goexit()
+}
+
+// failure runs f with a fatalRecorder and returns its fatal message ("" if
+// f did not fail).
+func failure(t *testing.T, f func(testing.TB)) string {
+	r := &fatalRecorder{TB: t}
+	done := make(chan struct{})
+	go func() {
+		defer close(done)
+		f(r)
+	}()
+	<-done
+	return r.message
+}
+
+func TestMissingServerFailsWithInstallHint(t *testing.T) {
+	for name, bin := range map[string]string{
+		"empty folder":   t.TempDir(),
+		"missing folder": filepath.Join(t.TempDir(), "absent"),
+	} {
+		t.Run(name, func(t *testing.T) {
+			t.Setenv(binEnv, bin)
+			msg := failure(t, func(tb testing.TB) { Start(tb) })
+			if !strings.Contains(msg, "make deps installs Debian's postgresql") {
+				t.Errorf("Start with %s=%s failed with %q, want the make deps hint", binEnv, bin, msg)
+			}
+		})
+	}
+}
+
+func TestSharedNeedsNoStopping(t *testing.T) {
+	t.Parallel()
+	s := Shared(t)
+	for name, f := range map[string]func(testing.TB){"Stop": s.Stop, "Kill": s.Kill, "Restart": s.Restart} {
+		if msg := failure(t, f); !strings.Contains(msg, "shared server") {
+			t.Errorf("%s on the shared server: %q, want a refusal", name, msg)
+		}
+	}
+	if got := query(t, s.DSN("postgres"), "SELECT 'up'"); !slices.Equal(got, []string{"up"}) {
+		t.Errorf("shared server after the refusals: %q", got)
+	}
+}
+
+// childEnv makes the test binary a child of TestServersEndWithTheTestBinary.
+const childEnv = "SIGNERD_PGTEST_CHILD"
+
+// TestChild is the child's side of TestServersEndWithTheTestBinary: it
+// starts a server as its mode says and prints its postmaster and
+// directory.
+func TestChild(t *testing.T) {
+	mode := os.Getenv(childEnv)
+	var s *Server
+	switch mode {
+	case "":
+		t.Skip("runs as the child of TestServersEndWithTheTestBinary")
+	case "shared":
+		s = Shared(t)
+	case "crash":
+		s = Start(t)
+	default:
+		t.Fatalf("%s=%q", childEnv, mode)
+	}
+	fmt.Printf("server pid=%d root=%s\n", postmasterPID(t, s), s.SocketDir())
+	if mode == "crash" {
+		os.Exit(3) // as a timeout panic ends a test binary: no cleanups
+	}
+}
+
+// TestServersEndWithTheTestBinary runs this test binary as a child that
+// starts a server and ends: with Main after its tests (the shared server
+// stopped, its directory gone), and without any cleanup (the server killed
+// with the binary).
+func TestServersEndWithTheTestBinary(t *testing.T) {
+	t.Parallel()
+	for _, mode := range []string{"shared", "crash"} {
+		t.Run(mode, func(t *testing.T) {
+			t.Parallel()
+			cmd := exec.Command(os.Args[0], "-test.run=^TestChild$", "-test.count=1")
+			cmd.Env = append(os.Environ(), childEnv+"="+mode)
+			out, err := cmd.Output()
+			if mode == "shared" && err != nil {
+				t.Fatalf("child: %v\n%s", err, out)
+			}
+			var pid int
+			var root string
+			sc := bufio.NewScanner(strings.NewReader(string(out)))
+			for sc.Scan() {
+				if _, err := fmt.Sscanf(sc.Text(), "server pid=%d root=%s", &pid, &root); err == nil {
+					break
+				}
+			}
+			if pid == 0 {
+				t.Fatalf("child printed no server (%v):\n%s", err, out)
+			}
+			if mode == "crash" {
+				t.Cleanup(func() { os.RemoveAll(root) })
+				// The parent-death signal is delivered as the child's
+				// threads end, right after it exited.
+				for deadline := time.Now().Add(orphanTimeout); running(pid) && time.Now().Before(deadline); {
+					time.Sleep(pollInterval)
+				}
+			}
+			if running(pid) {
+				syscall.Kill(pid, syscall.SIGKILL)
+				t.Fatalf("postmaster %d outlived the test binary that started it", pid)
+			}
+			if _, err := os.Stat(root); mode == "shared" && err == nil {
+				t.Errorf("the shared server's directory %s outlived Main", root)
+			}
+		})
+	}
+}
