@@ -88,6 +88,24 @@ func OpenWith(path string, o Options) (*Store, error) {
 	return s, nil
 }
 
+// OpenPostgres opens the store in the PostgreSQL database dsn names
+// (PostgreSQL 15 or newer; a libpq connection string or URL). It fails at
+// once if another signerd has the database open, and refuses a database
+// whose schema is not this version's: UpgradePostgres (signerctl store
+// upgrade) applies migrations, never Open.
+func OpenPostgres(dsn string, o PostgresOptions) (*Store, error) {
+	b, err := openPostgresBackend(dsn, o)
+	if err != nil {
+		return nil, err
+	}
+	s := &Store{b: b}
+	if err := s.opened(); err != nil {
+		b.close()
+		return nil, fmt.Errorf("open store on PostgreSQL: %w", err)
+	}
+	return s, nil
+}
+
 // opened makes the derived indexes whole, as every open does.
 func (s *Store) opened() error {
 	return s.b.update(func(r records) error { return ensureKeyIndex(&Tx{r}) })

@@ -1,0 +1,193 @@
+package store
+
+import (
+	"context"
+	"fmt"
+
+	"github.com/jackc/pgx/v5"
+)
+
+// Migration is one step of the PostgreSQL schema: applying every migration
+// up to version N, in order, gives schema version N.
+type Migration struct {
+	Version     int
+	Description string
+	SQL         string
+}
+
+// pgMigrations are the schema's steps, oldest first. The last one's
+// version is SchemaVersion, the number the bbolt file records too: a
+// database and a file of the same version hold the same tables with the
+// same records. A released migration never changes; a new layout is a
+// new migration (and a new SchemaVersion).
+var pgMigrations = []Migration{
+	{Version: 1, Description: "the tables of signerd's records", SQL: pgSchemaV1},
+}
+
+// pgSchemaV1 keeps each table of backend.go (its name with '-' written
+// '_') as byte keys and byte values: bytea compares bytewise, shortest
+// first, as bbolt orders keys, so both engines read records in the same
+// order. The views are for operators reading the records with psql;
+// signerd never reads them.
+const pgSchemaV1 = `
+CREATE TABLE schema_migrations (
+	version     int PRIMARY KEY,
+	description text NOT NULL,
+	applied_at  timestamptz NOT NULL DEFAULT now()
+);
+CREATE TABLE meta             (k bytea PRIMARY KEY, v bytea NOT NULL);
+CREATE TABLE certificates     (k bytea PRIMARY KEY, v bytea NOT NULL);
+CREATE TABLE serials          (k bytea PRIMARY KEY, v bytea NOT NULL);
+CREATE TABLE requests         (k bytea PRIMARY KEY, v bytea NOT NULL);
+CREATE TABLE in_flight        (k bytea PRIMARY KEY, v bytea NOT NULL);
+CREATE TABLE revoked          (k bytea PRIMARY KEY, v bytea NOT NULL);
+CREATE TABLE crl              (k bytea PRIMARY KEY, v bytea NOT NULL);
+CREATE TABLE statistics       (k bytea PRIMARY KEY, v bytea NOT NULL);
+CREATE TABLE audit            (k bytea PRIMARY KEY, v bytea NOT NULL);
+CREATE TABLE compromised_keys (k bytea PRIMARY KEY, v bytea NOT NULL);
+CREATE TABLE "keys"           (k bytea PRIMARY KEY, v bytea NOT NULL);
+CREATE TABLE ra_replay        (k bytea PRIMARY KEY, v bytea NOT NULL);
+
+CREATE VIEW certificate_records AS
+	SELECT encode(k, 'hex') AS serial, convert_from(v, 'UTF8')::jsonb AS record FROM certificates;
+CREATE VIEW audit_events AS
+	SELECT ('x' || encode(k, 'hex'))::bit(64)::bigint AS seq, convert_from(v, 'UTF8')::jsonb AS event FROM audit;
+`
+
+// UpgradePostgres brings the schema of the database named by dsn to this
+// signerd's version: it applies the migrations the database lacks, each
+// in a transaction of its own, and returns them (none if it was current).
+// It refuses while a signerd has the database open, and a schema newer
+// than this signerd's.
+func UpgradePostgres(ctx context.Context, dsn string) ([]Migration, error) {
+	conn, where, err := connectPostgres(ctx, dsn)
+	if err != nil {
+		return nil, fmt.Errorf("upgrade store postgres: %w", err)
+	}
+	// Released before the connection closes, so a signerd started right
+	// after the upgrade finds the database free.
+	defer releaseInUseLock(context.WithoutCancel(ctx), conn)
+	// The in-use lock, held until the upgrade ends: no signerd opens the
+	// database while its schema changes, and no two upgrades run at once.
+	var version int
+	var locked bool
+	if err := conn.QueryRow(ctx, "SELECT current_setting('server_version_num')::int, pg_try_advisory_lock($1)",
+		pgLockInUse).Scan(&version, &locked); err != nil {
+		return nil, fmt.Errorf("upgrade store postgres %s: %w", where, err)
+	}
+	if version < pgMinServerVersion {
+		return nil, fmt.Errorf("upgrade store postgres %s: PostgreSQL server version %d; signerd needs %d or newer",
+			where, version, pgMinServerVersion)
+	}
+	if !locked {
+		return nil, fmt.Errorf("upgrade store postgres %s: the database is %w: stop it first", where, errPostgresInUse)
+	}
+	current, err := pgSchemaVersion(ctx, conn)
+	if err != nil {
+		return nil, fmt.Errorf("upgrade store postgres %s: %w", where, err)
+	}
+	if latest := pgMigrations[len(pgMigrations)-1].Version; current > latest {
+		return nil, fmt.Errorf("upgrade store postgres %s: schema version %d was written by a newer signerd (this one knows up to %d)",
+			where, current, latest)
+	}
+	var applied []Migration
+	for _, m := range pgMigrations {
+		if m.Version <= current {
+			continue
+		}
+		err := pgx.BeginFunc(ctx, conn, func(tx pgx.Tx) error {
+			// No arguments: sent as one simple query, several statements.
+			if _, err := tx.Exec(ctx, m.SQL); err != nil {
+				return err
+			}
+			_, err := tx.Exec(ctx, "INSERT INTO schema_migrations (version, description) VALUES ($1, $2)",
+				m.Version, m.Description)
+			return err
+		})
+		if err != nil {
+			return applied, fmt.Errorf("upgrade store postgres %s: migration %d (%s): %w", where, m.Version, m.Description, err)
+		}
+		applied = append(applied, m)
+	}
+	return applied, nil
+}
+
+// PostgresSchemaVersion is the schema version of the database named by
+// dsn: 0 if it holds no signerd schema.
+func PostgresSchemaVersion(ctx context.Context, dsn string) (int, error) {
+	conn, where, err := connectPostgres(ctx, dsn)
+	if err != nil {
+		return 0, fmt.Errorf("read schema version of store postgres: %w", err)
+	}
+	defer conn.Close(context.WithoutCancel(ctx))
+	v, err := pgSchemaVersion(ctx, conn)
+	if err != nil {
+		return 0, fmt.Errorf("read schema version of store postgres %s: %w", where, err)
+	}
+	return v, nil
+}
+
+// connectPostgres opens one connection outside any pool.
+func connectPostgres(ctx context.Context, dsn string) (*pgx.Conn, string, error) {
+	cfg, err := parsePostgresDSN(dsn)
+	if err != nil {
+		return nil, "", err
+	}
+	where := pgWhere(cfg.ConnConfig)
+	conn, err := pgx.ConnectConfig(ctx, cfg.ConnConfig)
+	if err != nil {
+		return nil, "", fmt.Errorf("%s: %w", where, err)
+	}
+	return conn, where, nil
+}
+
+// pgSchemaVersion is the highest migration applied, 0 if none ever was.
+func pgSchemaVersion(ctx context.Context, conn *pgx.Conn) (int, error) {
+	var exists bool
+	if err := conn.QueryRow(ctx, "SELECT to_regclass('schema_migrations') IS NOT NULL").Scan(&exists); err != nil {
+		return 0, fmt.Errorf("read schema version: %w", err)
+	}
+	if !exists {
+		return 0, nil
+	}
+	var version int
+	if err := conn.QueryRow(ctx, "SELECT coalesce(max(version), 0) FROM schema_migrations").Scan(&version); err != nil {
+		return 0, fmt.Errorf("read schema version: %w", err)
+	}
+	return version, nil
+}
+
+// checkPostgresSchema refuses a database whose schema is not this
+// signerd's, naming what to do, and one that lacks a table of it.
+func checkPostgresSchema(ctx context.Context, conn *pgx.Conn) error {
+	v, err := pgSchemaVersion(ctx, conn)
+	if err != nil {
+		return err
+	}
+	switch {
+	case v == 0:
+		return fmt.Errorf("the database holds no signerd schema: create it with %s", pgUpgradeCommand)
+	case v < SchemaVersion:
+		return fmt.Errorf("schema version %d; this signerd reads version %d: migrate it with %s",
+			v, SchemaVersion, pgUpgradeCommand)
+	case v > SchemaVersion:
+		return fmt.Errorf("schema version %d was written by a newer signerd (this one reads version %d)", v, SchemaVersion)
+	}
+	names := make([]string, len(tables))
+	for i, t := range tables {
+		names[i] = pgTableName(t)
+	}
+	rows, err := conn.Query(ctx, "SELECT t FROM unnest($1::text[]) AS t WHERE to_regclass(quote_ident(t)) IS NULL", names)
+	if err != nil {
+		return fmt.Errorf("check tables: %w", err)
+	}
+	missing, err := pgx.CollectRows(rows, pgx.RowTo[string])
+	if err != nil {
+		return fmt.Errorf("check tables: %w", err)
+	}
+	if len(missing) > 0 {
+		return fmt.Errorf("schema version %d but tables %v are missing: the database was edited or damaged; restore a backup",
+			v, missing)
+	}
+	return nil
+}

@@ -1,0 +1,842 @@
+package store
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"net/url"
+	"sort"
+	"strings"
+	"sync"
+	"sync/atomic"
+	"time"
+
+	"github.com/jackc/pgx/v5"
+	"github.com/jackc/pgx/v5/pgconn"
+	"github.com/jackc/pgx/v5/pgxpool"
+)
+
+// PostgresOptions are how a PostgreSQL store is opened.
+type PostgresOptions struct {
+	// Timeout bounds each transaction, from its first statement to its
+	// commit (the wait for the previous writer of this process excluded);
+	// zero means 10 s. A transaction that runs out is rolled back and
+	// fails as if the server were unreachable.
+	Timeout time.Duration
+	// MaxConns is how many pooled connections the store keeps to the
+	// server at most; zero means 8. One more connection is held for the
+	// store's life: it marks the database in use (see openPostgresBackend).
+	MaxConns int32
+}
+
+const (
+	defaultPostgresTimeout  = 10 * time.Second
+	defaultPostgresMaxConns = 8
+	// pgMinServerVersion is PostgreSQL 15 (server_version_num), the
+	// oldest release signerd is tested on.
+	pgMinServerVersion = 150000
+	// pgScanPage is how many records a scan reads per query: enough to
+	// keep round trips few, few enough to keep memory bounded on a table
+	// of millions of records.
+	pgScanPage = 512
+	// pgUpgradeCommand is what an operator runs to create or migrate the
+	// schema; open never does it on its own.
+	pgUpgradeCommand = "signerctl store upgrade --postgres DSN"
+	// pgInUseWait is how long open waits for another signerd (or an
+	// upgrade) to release the database: as long as bbolt waits for its
+	// file lock.
+	pgInUseWait = time.Second
+)
+
+// Advisory lock keys ("signerd" and a number). The session lock on
+// pgLockInUse is held by a signerd (or an upgrade) for as long as it has
+// the database open, so a second one is refused at open, as the bbolt file
+// lock refuses a second process. The transaction lock on pgLockWriter
+// orders the write transactions of every process, which is what makes
+// Tx's read-check-write logic correct even if two processes write. They
+// must differ: the session lock is held by another connection of the same
+// process, which the writers would otherwise wait for forever.
+const (
+	pgLockInUse  int64 = 0x7369676e65726401
+	pgLockWriter int64 = 0x7369676e65726402
+)
+
+// pgBackend keeps the records in a PostgreSQL database, one table per
+// entry of tables, through a pool of connections.
+type pgBackend struct {
+	pool       *pgxpool.Pool
+	connConfig *pgx.ConnConfig // for connections outside the pool
+	where      string          // the database, for messages: never the password
+	timeout    time.Duration
+
+	// writer is held across each write transaction: one writer at a time
+	// in this process, as with bbolt (pgLockWriter orders processes). It
+	// also guards holder.
+	writer sync.Mutex
+	holder *pgLockHolder // nil while the in-use lock is lost and not retaken
+	closed bool
+
+	// traffic counts what is sent to the server, so tests can check that
+	// a transaction's cost does not grow with the records it writes.
+	traffic pgTraffic
+	// testHookBeforeCommit, if set, runs with the backend process id of
+	// a write transaction's connection just before its commit is sent.
+	testHookBeforeCommit func(pid uint32)
+}
+
+// pgLockHolder is the connection that holds the session lock on
+// pgLockInUse, and the server process behind it: while that process runs,
+// the lock is held.
+type pgLockHolder struct {
+	conn    *pgx.Conn
+	pid     uint32
+	started time.Time
+}
+
+// errPostgresInUse: another session holds pgLockInUse.
+var errPostgresInUse = errors.New("in use by another signerd (or a schema upgrade)")
+
+// openPostgresBackend connects to the database named by dsn. It refuses a
+// server older than PostgreSQL 15, a database without signerd's schema or
+// with another version of it (the schema is only ever created or migrated
+// by UpgradePostgres), and a database that another signerd has open.
+func openPostgresBackend(dsn string, o PostgresOptions) (*pgBackend, error) {
+	if o.Timeout < 0 || o.MaxConns < 0 {
+		return nil, fmt.Errorf("open store postgres: timeout %v and connections %d must not be negative", o.Timeout, o.MaxConns)
+	}
+	if o.Timeout == 0 {
+		o.Timeout = defaultPostgresTimeout
+	}
+	if o.MaxConns == 0 {
+		o.MaxConns = defaultPostgresMaxConns
+	}
+	cfg, err := parsePostgresDSN(dsn)
+	if err != nil {
+		return nil, fmt.Errorf("open store postgres: %w", err)
+	}
+	b := &pgBackend{where: pgWhere(cfg.ConnConfig), timeout: o.Timeout}
+	cfg.MaxConns = o.MaxConns
+	cfg.ConnConfig.Tracer = &b.traffic
+	b.connConfig = cfg.ConnConfig.Copy()
+
+	ctx, cancel := context.WithTimeout(context.Background(), b.timeout)
+	defer cancel()
+	holder, err := b.takeInUseLock(ctx)
+	if err != nil {
+		return nil, fmt.Errorf("open store postgres %s: %w", b.where, err)
+	}
+	if err := checkPostgresSchema(ctx, holder.conn); err != nil {
+		releaseInUseLock(ctx, holder.conn)
+		return nil, fmt.Errorf("open store postgres %s: %w", b.where, err)
+	}
+	pool, err := pgxpool.NewWithConfig(ctx, cfg)
+	if err != nil {
+		releaseInUseLock(ctx, holder.conn)
+		return nil, fmt.Errorf("open store postgres %s: %w", b.where, err)
+	}
+	b.pool, b.holder = pool, holder
+	return b, nil
+}
+
+// takeInUseLock connects outside the pool, checks the server's version
+// and takes the session lock that marks the database in use. It waits up
+// to pgInUseWait for the lock, as bbolt waits for its file lock: the
+// server releases the lock of a process that just exited only once it
+// has noticed.
+func (b *pgBackend) takeInUseLock(ctx context.Context) (*pgLockHolder, error) {
+	conn, err := pgx.ConnectConfig(ctx, b.connConfig)
+	if err != nil {
+		return nil, err
+	}
+	h := &pgLockHolder{conn: conn}
+	var version int
+	err = conn.QueryRow(ctx, `SELECT current_setting('server_version_num')::int, pg_backend_pid(),
+		(SELECT backend_start FROM pg_stat_get_activity(pg_backend_pid()))`).Scan(&version, &h.pid, &h.started)
+	if err == nil && version < pgMinServerVersion {
+		err = fmt.Errorf("PostgreSQL server version %d; signerd needs %d or newer", version, pgMinServerVersion)
+	}
+	for deadline := time.Now().Add(pgInUseWait); err == nil; {
+		var locked bool
+		if err = conn.QueryRow(ctx, "SELECT pg_try_advisory_lock($1)", pgLockInUse).Scan(&locked); err == nil && locked {
+			return h, nil
+		}
+		if err == nil && time.Now().After(deadline) {
+			err = errPostgresInUse
+		}
+		if err == nil {
+			time.Sleep(50 * time.Millisecond)
+		}
+	}
+	conn.Close(ctx)
+	return nil, err
+}
+
+// releaseInUseLock ends h's session. The lock is released first, at once:
+// a session's end releases it too, but only once the server has noticed,
+// and the next signerd (or an upgrade) may already be asking for it.
+func releaseInUseLock(ctx context.Context, conn *pgx.Conn) error {
+	_, uerr := conn.Exec(ctx, "SELECT pg_advisory_unlock($1)", pgLockInUse)
+	if err := conn.Close(ctx); err != nil {
+		return err
+	}
+	return uerr
+}
+
+// retakeInUseLock replaces a holder whose server process has ended (a
+// restarted server, a terminated session). The caller holds b.writer.
+func (b *pgBackend) retakeInUseLock(ctx context.Context) error {
+	if b.holder != nil {
+		b.holder.conn.Close(ctx)
+		b.holder = nil
+	}
+	h, err := b.takeInUseLock(ctx)
+	if err != nil {
+		return err
+	}
+	b.holder = h
+	return nil
+}
+
+func (b *pgBackend) close() error {
+	b.writer.Lock()
+	defer b.writer.Unlock()
+	if b.closed {
+		return nil
+	}
+	b.closed = true
+	// Close waits for the connections in use to come back.
+	b.pool.Close()
+	if b.holder != nil {
+		ctx, cancel := context.WithTimeout(context.Background(), b.timeout)
+		defer cancel()
+		if err := releaseInUseLock(ctx, b.holder.conn); err != nil {
+			return fmt.Errorf("close store postgres %s: %w", b.where, err)
+		}
+	}
+	return nil
+}
+
+// update runs fn in a READ COMMITTED transaction holding pgLockWriter.
+// fn's writes are kept in memory and sent at commit, all in one round trip
+// together with the commit, so a batch costs the same few round trips
+// whatever the number of records it writes.
+func (b *pgBackend) update(fn func(records) error) error {
+	b.writer.Lock()
+	defer b.writer.Unlock()
+	if b.closed {
+		return fmt.Errorf("%w: store postgres %s is closed", ErrWrite, b.where)
+	}
+	ctx, cancel := context.WithTimeout(context.Background(), b.timeout)
+	defer cancel()
+	conn, xid, err := b.beginWrite(ctx)
+	if err != nil {
+		return err
+	}
+	// A connection whose transaction did not end cleanly is neither idle
+	// nor healthy: Release closes it rather than pool it.
+	defer conn.Release()
+	r := &pgRecords{ctx: ctx, conn: conn.Conn(), kind: ErrWrite, pending: map[string]map[string]pgWrite{}}
+	if err := fn(r); err != nil {
+		r.rollback()
+		return err
+	}
+	if r.failed != nil {
+		r.rollback()
+		return r.failed
+	}
+	if b.testHookBeforeCommit != nil {
+		b.testHookBeforeCommit(conn.Conn().PgConn().PID())
+	}
+	err = r.commit()
+	if err == nil {
+		return nil
+	}
+	if pgStatementError(err) {
+		r.rollback()
+		return classifyPostgres(err, ErrWrite, "commit")
+	}
+	return b.commitOutcome(xid, err)
+}
+
+// beginWrite starts a write transaction: BEGIN, the writer lock, the
+// transaction's id and whether the in-use lock is still held, in one round
+// trip. A first failure to reach the server is tried once more after
+// emptying the pool: a restarted server leaves every pooled connection
+// broken, and no write transaction should fail for a stale connection when
+// a new one would do.
+func (b *pgBackend) beginWrite(ctx context.Context) (*pgxpool.Conn, int64, error) {
+	for attempt := 0; ; attempt++ {
+		conn, xid, held, err := b.tryBeginWrite(ctx)
+		if err != nil {
+			if attempt == 0 && pgInfrastructureError(err) && ctx.Err() == nil {
+				b.pool.Reset()
+				continue
+			}
+			return nil, 0, classifyPostgres(err, ErrWrite, "begin transaction")
+		}
+		if !held {
+			if err := b.retakeInUseLock(ctx); err != nil {
+				conn.Conn().Exec(ctx, "ROLLBACK")
+				conn.Release()
+				if errors.Is(err, errPostgresInUse) {
+					return nil, 0, fmt.Errorf("%w: store postgres %s: the connection marking it in use was lost, and the database is now %w", ErrWrite, b.where, err)
+				}
+				return nil, 0, classifyPostgres(err, ErrWrite, "retake the in-use lock")
+			}
+		}
+		return conn, xid, nil
+	}
+}
+
+func (b *pgBackend) tryBeginWrite(ctx context.Context) (conn *pgxpool.Conn, xid int64, held bool, err error) {
+	conn, err = b.pool.Acquire(ctx)
+	if err != nil {
+		return nil, 0, false, err
+	}
+	var pid uint32
+	started := time.Time{}
+	if b.holder != nil {
+		pid, started = b.holder.pid, b.holder.started
+	}
+	batch := &pgx.Batch{}
+	batch.Queue("BEGIN ISOLATION LEVEL READ COMMITTED")
+	batch.Queue("SELECT pg_advisory_xact_lock($1)", pgLockWriter)
+	batch.Queue("SELECT txid_current(), EXISTS (SELECT 1 FROM pg_stat_get_activity($1) WHERE backend_start = $2)",
+		int64(pid), started)
+	br := conn.SendBatch(ctx, batch)
+	_, err = br.Exec()
+	if err == nil {
+		_, err = br.Exec()
+	}
+	if err == nil {
+		err = br.QueryRow().Scan(&xid, &held)
+	}
+	if cerr := br.Close(); err == nil {
+		err = cerr
+	}
+	if err != nil {
+		conn.Release()
+		return nil, 0, false, err
+	}
+	return conn, xid, held, nil
+}
+
+// commitOutcome learns whether transaction xid committed after its
+// connection failed while the commit was being sent or answered: the
+// server may have committed it or not, and the records must not be told
+// failed if they were written (nor written if told failed). The server
+// knows: txid_status, asked on a new connection, says "committed" (the
+// transaction is durable: success), "aborted" (nothing of it was written:
+// ErrWrite), NULL (too old to be known, which cannot be for a transaction
+// this recent: taken as aborted) or "in progress" (the old session has not
+// ended yet; it will end, and the question is asked again). If the server
+// cannot say within the transaction timeout, the failure is ErrWrite with
+// a message that says the outcome is unknown.
+func (b *pgBackend) commitOutcome(xid int64, cause error) error {
+	ctx, cancel := context.WithTimeout(context.Background(), b.timeout)
+	defer cancel()
+	last := cause
+	for {
+		status, err := b.transactionStatus(ctx, xid)
+		switch {
+		case err == nil && status == "committed":
+			return nil
+		case err == nil && (status == "aborted" || status == ""):
+			return fmt.Errorf("%w: commit: %w", ErrWrite, cause)
+		case err == nil:
+			last = fmt.Errorf("transaction %s", status)
+		default:
+			last = err
+		}
+		select {
+		case <-ctx.Done():
+			return fmt.Errorf("%w: commit of transaction %d: outcome unknown (the connection failed: %v; asking the server: %v)",
+				ErrWrite, xid, cause, last)
+		case <-time.After(50 * time.Millisecond):
+		}
+	}
+}
+
+// transactionStatus is txid_status(xid), "" for NULL, on a new connection.
+func (b *pgBackend) transactionStatus(ctx context.Context, xid int64) (string, error) {
+	conn, err := pgx.ConnectConfig(ctx, b.connConfig)
+	if err != nil {
+		return "", err
+	}
+	defer conn.Close(ctx)
+	var status *string
+	if err := conn.QueryRow(ctx, "SELECT txid_status($1)", xid).Scan(&status); err != nil {
+		return "", err
+	}
+	if status == nil {
+		return "", nil
+	}
+	return *status, nil
+}
+
+// view runs fn in a REPEATABLE READ READ ONLY transaction: every query in
+// it, every page of every scan, reads the same snapshot.
+func (b *pgBackend) view(fn func(records) error) error {
+	ctx, cancel := context.WithTimeout(context.Background(), b.timeout)
+	defer cancel()
+	var conn *pgxpool.Conn
+	for attempt := 0; ; attempt++ {
+		var err error
+		conn, err = b.tryBeginRead(ctx)
+		if err == nil {
+			break
+		}
+		// As in beginWrite: one more try on a fresh connection.
+		if attempt == 0 && pgInfrastructureError(err) && ctx.Err() == nil {
+			b.pool.Reset()
+			continue
+		}
+		return classifyPostgres(err, ErrUnavailable, "begin read transaction")
+	}
+	defer conn.Release()
+	r := &pgRecords{ctx: ctx, conn: conn.Conn(), kind: ErrUnavailable}
+	err := fn(r)
+	// What fn read is good whether or not the end of the transaction
+	// reaches the server; a connection left in it is closed on Release.
+	r.rollback()
+	return err
+}
+
+func (b *pgBackend) tryBeginRead(ctx context.Context) (*pgxpool.Conn, error) {
+	conn, err := b.pool.Acquire(ctx)
+	if err != nil {
+		return nil, err
+	}
+	if _, err := conn.Exec(ctx, "BEGIN ISOLATION LEVEL REPEATABLE READ READ ONLY"); err != nil {
+		conn.Release()
+		return nil, err
+	}
+	return conn, nil
+}
+
+// pgWrite is a write kept until it is sent: a value, or a deletion.
+type pgWrite struct {
+	value   []byte
+	deleted bool
+}
+
+// pgRecords is one transaction on one connection. In a write transaction,
+// puts and deletes are kept in pending (table, then key) until commit, or
+// until a scan of their table needs them on the server.
+type pgRecords struct {
+	ctx  context.Context
+	conn *pgx.Conn
+	// kind is what a failure to reach the server is: ErrWrite in a write
+	// transaction, ErrUnavailable in a read one.
+	kind    error
+	pending map[string]map[string]pgWrite // nil in a read transaction
+	// failed is the first error that left the server's transaction
+	// unusable: it cannot commit even if fn ignored the error.
+	failed error
+}
+
+func (r *pgRecords) fail(err error, what string) error {
+	err = classifyPostgres(err, r.kind, what)
+	if r.failed == nil {
+		r.failed = err
+	}
+	return err
+}
+
+func (r *pgRecords) writable(table, what string) error {
+	if r.pending == nil {
+		return fmt.Errorf("%s %s: read-only transaction", what, table)
+	}
+	return nil
+}
+
+func (r *pgRecords) get(table string, key []byte) ([]byte, error) {
+	sql, err := pgStatementsOf(table)
+	if err != nil {
+		return nil, err
+	}
+	if w, ok := r.pending[table][string(key)]; ok {
+		if w.deleted {
+			return nil, nil
+		}
+		return w.value, nil
+	}
+	var v []byte
+	err = r.conn.QueryRow(r.ctx, sql.get, key).Scan(&v)
+	if errors.Is(err, pgx.ErrNoRows) {
+		return nil, nil
+	}
+	if err != nil {
+		return nil, r.fail(err, fmt.Sprintf("get %s %x", table, key))
+	}
+	if v == nil {
+		// The column is NOT NULL: nil here could only be an empty value,
+		// which must not read as none.
+		v = []byte{}
+	}
+	return v, nil
+}
+
+func (r *pgRecords) put(table string, key, value []byte) error {
+	if _, err := pgStatementsOf(table); err != nil {
+		return err
+	}
+	if err := r.writable(table, "put"); err != nil {
+		return err
+	}
+	r.buffer(table)[string(key)] = pgWrite{value: append([]byte{}, value...)}
+	return nil
+}
+
+func (r *pgRecords) delete(table string, key []byte) error {
+	if _, err := pgStatementsOf(table); err != nil {
+		return err
+	}
+	if err := r.writable(table, "delete"); err != nil {
+		return err
+	}
+	r.buffer(table)[string(key)] = pgWrite{deleted: true}
+	return nil
+}
+
+func (r *pgRecords) buffer(table string) map[string]pgWrite {
+	m := r.pending[table]
+	if m == nil {
+		m = map[string]pgWrite{}
+		r.pending[table] = m
+	}
+	return m
+}
+
+func (r *pgRecords) clear(table string) error {
+	sql, err := pgStatementsOf(table)
+	if err != nil {
+		return err
+	}
+	if err := r.writable(table, "clear"); err != nil {
+		return err
+	}
+	delete(r.pending, table)
+	if _, err := r.conn.Exec(r.ctx, sql.clear); err != nil {
+		return r.fail(err, "clear "+table)
+	}
+	return nil
+}
+
+// scan reads a page of records at a time (keyset pagination: each page
+// starts after the last key of the one before), and calls fn only once
+// the page is read and its rows are closed, so that fn may run queries of
+// its own on the same connection.
+func (r *pgRecords) scan(table string, from, prefix []byte, fn func(key, value []byte) error) error {
+	sql, err := pgStatementsOf(table)
+	if err != nil {
+		return err
+	}
+	lo := []byte{} // not nil: nil is sent as NULL, and k >= NULL is never true
+	if bytesGreater(prefix, lo) {
+		lo = prefix
+	}
+	if bytesGreater(from, lo) {
+		lo = from
+	}
+	hi := prefixEnd(prefix)
+	for {
+		page, err := r.page(table, sql, lo, hi)
+		if err != nil {
+			return err
+		}
+		for _, rec := range page {
+			if err := fn(rec[0], rec[1]); err != nil {
+				return err
+			}
+		}
+		if len(page) < pgScanPage {
+			return nil
+		}
+		// The least key after last is last with a zero byte appended.
+		last := page[len(page)-1][0]
+		lo = append(last[:len(last):len(last)], 0)
+	}
+}
+
+// page reads up to pgScanPage records of table from lo (and before hi
+// unless nil), after sending the table's pending writes in the same round
+// trip so the page reflects them.
+func (r *pgRecords) page(table string, sql *pgTableStatements, lo, hi []byte) ([][2][]byte, error) {
+	batch := &pgx.Batch{}
+	r.queuePending(batch, table)
+	flushes := batch.Len()
+	if hi == nil {
+		batch.Queue(sql.scan, lo, pgScanPage)
+	} else {
+		batch.Queue(sql.scanBefore, lo, hi, pgScanPage)
+	}
+	what := fmt.Sprintf("scan %s from %x", table, lo)
+	br := r.conn.SendBatch(r.ctx, batch)
+	defer br.Close()
+	for range flushes {
+		if _, err := br.Exec(); err != nil {
+			return nil, r.fail(err, "write "+table)
+		}
+	}
+	rows, err := br.Query()
+	if err != nil {
+		return nil, r.fail(err, what)
+	}
+	var page [][2][]byte
+	for rows.Next() {
+		var k, v []byte
+		if err := rows.Scan(&k, &v); err != nil {
+			rows.Close()
+			return nil, r.fail(err, what)
+		}
+		if v == nil {
+			v = []byte{} // as in get
+		}
+		page = append(page, [2][]byte{k, v})
+	}
+	rows.Close()
+	if err := rows.Err(); err != nil {
+		return nil, r.fail(err, what)
+	}
+	if err := br.Close(); err != nil {
+		return nil, r.fail(err, what)
+	}
+	return page, nil
+}
+
+// queuePending adds to batch the statements that write table's pending
+// records, at most two whatever their number, and forgets them.
+func (r *pgRecords) queuePending(batch *pgx.Batch, table string) {
+	w := r.pending[table]
+	if len(w) == 0 {
+		return
+	}
+	sql := pgStatements[table]
+	var keys, values, deleted [][]byte
+	for k, v := range w {
+		if v.deleted {
+			deleted = append(deleted, []byte(k))
+		} else {
+			keys, values = append(keys, []byte(k)), append(values, v.value)
+		}
+	}
+	if len(keys) > 0 {
+		batch.Queue(sql.upsert, keys, values)
+	}
+	if len(deleted) > 0 {
+		batch.Queue(sql.delete, deleted)
+	}
+	delete(r.pending, table)
+}
+
+// commit sends every pending write and the commit in one round trip.
+func (r *pgRecords) commit() error {
+	batch := &pgx.Batch{}
+	names := make([]string, 0, len(r.pending))
+	for t := range r.pending {
+		names = append(names, t)
+	}
+	// Tables in a fixed order: a commit's statements do not vary with the
+	// order of a map.
+	sort.Strings(names)
+	for _, t := range names {
+		r.queuePending(batch, t)
+	}
+	writes := batch.Len()
+	batch.Queue("COMMIT")
+	br := r.conn.SendBatch(r.ctx, batch)
+	for range writes {
+		if _, err := br.Exec(); err != nil {
+			br.Close()
+			return err
+		}
+	}
+	tag, err := br.Exec()
+	if cerr := br.Close(); err == nil {
+		err = cerr
+	}
+	if err != nil {
+		return err
+	}
+	// COMMIT of a transaction that had failed answers ROLLBACK, no error.
+	if tag.String() != "COMMIT" {
+		return fmt.Errorf("commit: the server answered %q", tag.String())
+	}
+	return nil
+}
+
+// rollback ends the transaction without writing. If it cannot reach the
+// server, the connection is left inside the transaction, and the pool
+// closes it on release, which ends the transaction on the server.
+func (r *pgRecords) rollback() {
+	r.conn.Exec(r.ctx, "ROLLBACK")
+}
+
+// pgTableStatements are the statements for one table.
+type pgTableStatements struct {
+	get, scan, scanBefore, upsert, delete, clear string
+}
+
+// pgStatements holds each table's statements, built once. A table's SQL
+// name is its name with '-' written '_', always quoted: "keys" is a
+// keyword.
+var pgStatements = func() map[string]*pgTableStatements {
+	m := make(map[string]*pgTableStatements, len(tables))
+	for _, t := range tables {
+		id := pgTableIdentifier(t)
+		m[t] = &pgTableStatements{
+			get:        "SELECT v FROM " + id + " WHERE k = $1",
+			scan:       "SELECT k, v FROM " + id + " WHERE k >= $1 ORDER BY k LIMIT $2",
+			scanBefore: "SELECT k, v FROM " + id + " WHERE k >= $1 AND k < $2 ORDER BY k LIMIT $3",
+			upsert: "INSERT INTO " + id + " (k, v) SELECT * FROM unnest($1::bytea[], $2::bytea[])" +
+				" ON CONFLICT (k) DO UPDATE SET v = EXCLUDED.v",
+			delete: "DELETE FROM " + id + " WHERE k = ANY($1::bytea[])",
+			clear:  "DELETE FROM " + id,
+		}
+	}
+	return m
+}()
+
+// pgTableIdentifier is table's quoted SQL name.
+func pgTableIdentifier(table string) string {
+	return pgx.Identifier{pgTableName(table)}.Sanitize()
+}
+
+// pgTableName is table's SQL name.
+func pgTableName(table string) string { return strings.ReplaceAll(table, "-", "_") }
+
+func pgStatementsOf(table string) (*pgTableStatements, error) {
+	s, ok := pgStatements[table]
+	if !ok {
+		return nil, fmt.Errorf("no table %q", table)
+	}
+	return s, nil
+}
+
+// bytesGreater reports whether a sorts after b, bytewise.
+func bytesGreater(a, b []byte) bool { return string(a) > string(b) }
+
+// prefixEnd is the least key after every key that starts with prefix, nil
+// if there is none (no prefix, or one of 0xff bytes only).
+func prefixEnd(prefix []byte) []byte {
+	for i := len(prefix) - 1; i >= 0; i-- {
+		if prefix[i] != 0xff {
+			end := append([]byte{}, prefix[:i+1]...)
+			end[i]++
+			return end
+		}
+	}
+	return nil
+}
+
+// pgInfrastructureError reports whether err means the database could not
+// be reached or could not take the transaction (the connection failed, the
+// deadline passed, the server is shutting down, is a read-only standby,
+// or is out of disk, memory or connections) rather than that a statement
+// was wrong.
+func pgInfrastructureError(err error) bool {
+	var ce *pgconn.ConnectError
+	if errors.As(err, &ce) {
+		return true
+	}
+	var pe *pgconn.PgError
+	if !errors.As(err, &pe) {
+		// Not an answer from the server: the connection failed, or the
+		// deadline passed.
+		return true
+	}
+	if pe.Severity == "FATAL" || pe.Severity == "PANIC" {
+		// The server ended the session.
+		return true
+	}
+	switch pe.Code {
+	case "57P01", "57P02", "57P03", // admin shutdown, crash shutdown, cannot connect now
+		"57014", "55P03", "25P03", // statement, lock and idle-in-transaction timeouts
+		"25006": // read-only transaction: a standby
+		return true
+	}
+	switch pe.Code[:min(2, len(pe.Code))] {
+	case "08", // connection exception
+		"53", // insufficient resources: disk full, out of memory, too many connections
+		"58": // system error: I/O
+		return true
+	}
+	return false
+}
+
+// pgStatementError reports whether err is the server's answer to a
+// statement, after which the session goes on: the transaction is then
+// known not to have committed.
+func pgStatementError(err error) bool {
+	var pe *pgconn.PgError
+	if !errors.As(err, &pe) {
+		return false
+	}
+	var ce *pgconn.ConnectError
+	return !errors.As(err, &ce) && pe.Severity != "FATAL" && pe.Severity != "PANIC"
+}
+
+// classifyPostgres gives err context, and wraps kind (ErrWrite or
+// ErrUnavailable) if the database could not be reached or could not take
+// the transaction.
+func classifyPostgres(err error, kind error, what string) error {
+	if pgInfrastructureError(err) {
+		return fmt.Errorf("%w: %s: %w", kind, what, err)
+	}
+	return fmt.Errorf("%s: %w", what, err)
+}
+
+// parsePostgresDSN parses dsn without ever putting its password in an
+// error: pgx's own message quotes the connection string, with passwords
+// masked only where it can recognise them.
+func parsePostgresDSN(dsn string) (*pgxpool.Config, error) {
+	cfg, err := pgxpool.ParseConfig(dsn)
+	if err == nil {
+		return cfg, nil
+	}
+	var ue *url.Error
+	if errors.As(err, &ue) {
+		// url.Error quotes the whole URL; its cause does not.
+		return nil, fmt.Errorf("invalid DSN (not shown): not a URL: %v", ue.Err)
+	}
+	var pe *pgconn.ParseConfigError
+	if errors.As(err, &pe) {
+		// "cannot parse `<DSN>`: <reason>": keep the reason only.
+		msg := pe.Error()
+		if i := strings.LastIndex(msg, "`: "); i >= 0 {
+			return nil, fmt.Errorf("invalid DSN (not shown): %s", msg[i+3:])
+		}
+	}
+	return nil, errors.New("invalid DSN (not shown)")
+}
+
+// pgWhere names the database for messages: user, host, port and database,
+// never the password.
+func pgWhere(c *pgx.ConnConfig) string {
+	return fmt.Sprintf("%s@%s:%d/%s", c.User, c.Host, c.Port, c.Database)
+}
+
+// pgTraffic counts what is sent to the server: requests (a query, or a
+// batch of them, each one round trip) and statements.
+type pgTraffic struct {
+	requests, statements atomic.Int64
+}
+
+func (c *pgTraffic) TraceQueryStart(ctx context.Context, _ *pgx.Conn, _ pgx.TraceQueryStartData) context.Context {
+	c.requests.Add(1)
+	c.statements.Add(1)
+	return ctx
+}
+
+func (c *pgTraffic) TraceQueryEnd(context.Context, *pgx.Conn, pgx.TraceQueryEndData) {}
+
+func (c *pgTraffic) TraceBatchStart(ctx context.Context, _ *pgx.Conn, data pgx.TraceBatchStartData) context.Context {
+	c.requests.Add(1)
+	c.statements.Add(int64(data.Batch.Len()))
+	return ctx
+}
+
+func (c *pgTraffic) TraceBatchQuery(context.Context, *pgx.Conn, pgx.TraceBatchQueryData) {}
+
+func (c *pgTraffic) TraceBatchEnd(context.Context, *pgx.Conn, pgx.TraceBatchEndData) {}

@@ -1,0 +1,465 @@
+package store
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"io"
+	"path/filepath"
+	"slices"
+	"strings"
+	"testing"
+	"time"
+
+	"github.com/jackc/pgx/v5"
+	"github.com/jackc/pgx/v5/pgconn"
+
+	"signerd/store/pgtest"
+)
+
+func TestPostgresMigrationsEndAtSchemaVersion(t *testing.T) {
+	for i, m := range pgMigrations {
+		if m.Version != i+1 {
+			t.Errorf("migration %d has version %d", i, m.Version)
+		}
+	}
+	if last := pgMigrations[len(pgMigrations)-1].Version; last != SchemaVersion {
+		t.Errorf("the last migration is version %d, the store's schema version %d", last, SchemaVersion)
+	}
+}
+
+func TestPostgresUpgrade(t *testing.T) {
+	ctx := t.Context()
+	dsn := pgtest.Shared(t).CreateDatabase(t)
+	if v, err := PostgresSchemaVersion(ctx, dsn); err != nil || v != 0 {
+		t.Fatalf("schema version of an empty database = %d, %v; want 0", v, err)
+	}
+	applied, err := UpgradePostgres(ctx, dsn)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if !slices.EqualFunc(applied, pgMigrations, func(a, b Migration) bool { return a.Version == b.Version }) {
+		t.Errorf("first upgrade applied %v, want every migration", applied)
+	}
+	if v, err := PostgresSchemaVersion(ctx, dsn); err != nil || v != SchemaVersion {
+		t.Fatalf("schema version after upgrade = %d, %v; want %d", v, err, SchemaVersion)
+	}
+	applied, err = UpgradePostgres(ctx, dsn)
+	if err != nil || len(applied) != 0 {
+		t.Fatalf("second upgrade applied %v, %v; want nothing", applied, err)
+	}
+	b := openTestPostgres(t, dsn, PostgresOptions{})
+	mustUpdate(t, b, func(r records) error {
+		return putAll(r, tableCerts, "\x01\x02", `{"serial":"AQI=","status":"good"}`)
+	})
+	// The operators' views read the records.
+	pgtest.Shared(t).Exec(t, pgtest.DatabaseName(t, dsn),
+		`DO $$ BEGIN IF (SELECT record->>'status' FROM certificate_records WHERE serial = '0102') IS DISTINCT FROM 'good'
+		THEN RAISE 'certificate_records does not show the record'; END IF; END $$`)
+}
+
+func TestPostgresOpenRefuses(t *testing.T) {
+	server := pgtest.Shared(t)
+	tests := []struct {
+		name    string
+		prepare func(t *testing.T, dsn string)
+		want    string
+	}{
+		{"a database without the schema", func(t *testing.T, dsn string) {}, "signerctl store upgrade --postgres DSN"},
+		{"a newer schema", func(t *testing.T, dsn string) {
+			mustUpgrade(t, dsn)
+			server.Exec(t, pgtest.DatabaseName(t, dsn), "INSERT INTO schema_migrations (version, description) VALUES ($1, 'later')",
+				SchemaVersion+1)
+		}, "written by a newer signerd"},
+		{"a schema missing a table", func(t *testing.T, dsn string) {
+			mustUpgrade(t, dsn)
+			server.Exec(t, pgtest.DatabaseName(t, dsn), "DROP TABLE ra_replay")
+		}, "ra_replay"},
+	}
+	for _, tc := range tests {
+		t.Run(tc.name, func(t *testing.T) {
+			t.Parallel()
+			dsn := server.CreateDatabase(t)
+			tc.prepare(t, dsn)
+			b, err := openPostgresBackend(dsn, PostgresOptions{})
+			if err == nil {
+				b.close()
+				t.Fatal("open succeeded")
+			}
+			if !strings.Contains(err.Error(), tc.want) {
+				t.Errorf("open: %v; want a message with %q", err, tc.want)
+			}
+			// A refused open neither created nor changed the schema.
+			if tc.name == "a database without the schema" {
+				if v, err := PostgresSchemaVersion(t.Context(), dsn); err != nil || v != 0 {
+					t.Errorf("schema version after a refused open = %d, %v; want 0", v, err)
+				}
+			}
+		})
+	}
+}
+
+func mustUpgrade(t testing.TB, dsn string) {
+	t.Helper()
+	if _, err := UpgradePostgres(t.Context(), dsn); err != nil {
+		t.Fatal(err)
+	}
+}
+
+func TestPostgresInUse(t *testing.T) {
+	dsn := newPostgresDatabase(t)
+	first, err := openPostgresBackend(dsn, PostgresOptions{})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if b, err := openPostgresBackend(dsn, PostgresOptions{}); err == nil || !strings.Contains(err.Error(), "in use by another signerd") {
+		if err == nil {
+			b.close()
+		}
+		t.Errorf("second open: %v; want refused as in use by another signerd", err)
+	}
+	if _, err := UpgradePostgres(t.Context(), dsn); err == nil || !strings.Contains(err.Error(), "in use by another signerd") {
+		t.Errorf("upgrade while open: %v; want refused as in use by another signerd", err)
+	}
+	// Another database of the same server is another store.
+	openTestPostgres(t, newPostgresDatabase(t), PostgresOptions{})
+	if err := first.close(); err != nil {
+		t.Fatal(err)
+	}
+	openTestPostgres(t, dsn, PostgresOptions{})
+}
+
+func TestPostgresPasswordNotShown(t *testing.T) {
+	const password = "s3cr3t-pw"
+	dsns := []string{
+		"postgres://signerd:" + password + "@localhost:notaport/signerd",
+		"postgres://signerd:" + password + "@[::1/signerd",
+		"postgres://signerd:" + password + "@localhost/signerd?pool_max_conns=many",
+		"host=localhost port=notaport user=signerd password=" + password,
+		"host=localhost user=signerd password='" + password + "' sslmode=bogus",
+		"host=/nonexistent/socket/dir user=signerd password=" + password + " connect_timeout=5",
+		"postgres://signerd:" + password + "@localhost:1/signerd?connect_timeout=5",
+	}
+	for _, dsn := range dsns {
+		var errs []error
+		if b, err := openPostgresBackend(dsn, PostgresOptions{}); err == nil {
+			b.close()
+			t.Errorf("open %q succeeded", dsn)
+		} else {
+			errs = append(errs, err)
+		}
+		_, err := UpgradePostgres(t.Context(), dsn)
+		errs = append(errs, err)
+		_, err = PostgresSchemaVersion(t.Context(), dsn)
+		errs = append(errs, err)
+		for _, err := range errs {
+			if err == nil {
+				t.Errorf("%q: no error", dsn)
+			} else if strings.Contains(err.Error(), password) {
+				t.Errorf("the error shows the password: %v", err)
+			}
+		}
+	}
+}
+
+// TestPostgresRestart stops and restarts a server of its own under open
+// backends, which must come back without being reopened.
+func TestPostgresRestart(t *testing.T) {
+	server := pgtest.Start(t)
+	newDatabase := func(t *testing.T) string {
+		dsn := server.CreateDatabase(t)
+		mustUpgrade(t, dsn)
+		return dsn
+	}
+
+	t.Run("unavailable while down, back after", func(t *testing.T) {
+		b := openTestPostgres(t, newDatabase(t), PostgresOptions{})
+		mustUpdate(t, b, func(r records) error { return putAll(r, tableCerts, "before", "1") })
+
+		server.Stop(t)
+		err := b.update(func(r records) error { return putAll(r, tableCerts, "while down", "2") })
+		if !errors.Is(err, ErrWrite) {
+			t.Errorf("update with the server down: %v; want ErrWrite", err)
+		}
+		err = b.view(func(r records) error { _, err := r.get(tableCerts, []byte("before")); return err })
+		if !errors.Is(err, ErrUnavailable) {
+			t.Errorf("view with the server down: %v; want ErrUnavailable", err)
+		}
+
+		server.Restart(t)
+		mustUpdate(t, b, func(r records) error { return putAll(r, tableCerts, "after", "3") })
+		mustView(t, b, func(r records) error {
+			wantRecords(t, r, tableCerts, "after", "3", "before", "1")
+			return nil
+		})
+	})
+
+	t.Run("in-use lock retaken", func(t *testing.T) {
+		dsn := newDatabase(t)
+		first := openTestPostgres(t, dsn, PostgresOptions{})
+
+		// The restart ends the session holding first's in-use lock:
+		// another signerd can now open the database, and first must not
+		// write.
+		server.Stop(t)
+		server.Restart(t)
+		second, err := openPostgresBackend(dsn, PostgresOptions{})
+		if err != nil {
+			t.Fatal(err)
+		}
+		err = first.update(func(r records) error { return putAll(r, tableCerts, "k", "first") })
+		if !errors.Is(err, ErrWrite) || !strings.Contains(err.Error(), "in use by another signerd") {
+			t.Errorf("update while another signerd holds the database: %v; want ErrWrite naming it", err)
+		}
+		if err := second.close(); err != nil {
+			t.Fatal(err)
+		}
+		mustUpdate(t, first, func(r records) error { return putAll(r, tableCerts, "k", "first") })
+		if b, err := openPostgresBackend(dsn, PostgresOptions{}); err == nil {
+			b.close()
+			t.Error("open succeeded after first took the in-use lock again")
+		}
+	})
+}
+
+// TestPostgresReadOnly: a database that takes no writes (a standby, here
+// a database whose transactions are read-only) fails writes as ErrWrite.
+func TestPostgresReadOnly(t *testing.T) {
+	dsn := newPostgresDatabase(t)
+	db := pgtest.DatabaseName(t, dsn)
+	pgtest.Shared(t).Exec(t, db, "ALTER DATABASE "+pgx.Identifier{db}.Sanitize()+" SET default_transaction_read_only = on")
+	b := openTestPostgres(t, dsn, PostgresOptions{})
+	err := b.update(func(r records) error { return putAll(r, tableCerts, "k", "v") })
+	if !errors.Is(err, ErrWrite) || !strings.Contains(err.Error(), "25006") {
+		t.Errorf("update of a read-only database: %v; want ErrWrite (25006)", err)
+	}
+	mustView(t, b, func(r records) error {
+		wantRecords(t, r, tableCerts)
+		return nil
+	})
+}
+
+// TestPostgresBatchRoundTrips: a write transaction costs the same round
+// trips and statements whatever the number of records it writes.
+func TestPostgresBatchRoundTrips(t *testing.T) {
+	b := openTestPostgres(t, newPostgresDatabase(t), PostgresOptions{})
+	cost := func(n int) (requests, statements int64) {
+		r0, s0 := b.traffic.requests.Load(), b.traffic.statements.Load()
+		mustUpdate(t, b, func(r records) error {
+			for i := range n {
+				key := fmt.Appendf(nil, "%d-%08d", n, i)
+				if err := errors.Join(r.put(tableCerts, key, key), r.put(tableAudit, key, key),
+					r.delete(tableSerials, key)); err != nil {
+					return err
+				}
+			}
+			return nil
+		})
+		return b.traffic.requests.Load() - r0, b.traffic.statements.Load() - s0
+	}
+	fewRequests, fewStatements := cost(10)
+	manyRequests, manyStatements := cost(1000)
+	if fewRequests != manyRequests || manyRequests > 2 || fewStatements != manyStatements {
+		t.Errorf("a write transaction of 10 records took %d requests (%d statements), of 1000 records %d (%d); "+
+			"want the same, at most 2 requests", fewRequests, fewStatements, manyRequests, manyStatements)
+	}
+	mustView(t, b, func(r records) error {
+		for _, table := range []string{tableCerts, tableAudit} {
+			n := 0
+			if err := r.scan(table, nil, nil, func(k, v []byte) error { n++; return nil }); err != nil {
+				return err
+			}
+			if n != 1010 {
+				t.Errorf("%s holds %d records, want 1010", table, n)
+			}
+		}
+		return nil
+	})
+}
+
+// TestPostgresViewSnapshot: every page of a scan in a read transaction
+// comes from the same snapshot, whatever is written meanwhile.
+func TestPostgresViewSnapshot(t *testing.T) {
+	b := openTestPostgres(t, newPostgresDatabase(t), PostgresOptions{})
+	const n = 2*pgScanPage + 1
+	mustUpdate(t, b, func(r records) error {
+		for i := range n {
+			if err := r.put(tableAudit, fmt.Appendf(nil, "%08d", i), nil); err != nil {
+				return err
+			}
+		}
+		return nil
+	})
+	mustView(t, b, func(r records) error {
+		seen := 0
+		err := r.scan(tableAudit, nil, nil, func(k, v []byte) error {
+			if seen++; seen == 1 {
+				mustUpdate(t, b, func(w records) error {
+					return errors.Join(w.clear(tableAudit), w.put(tableAudit, []byte("new"), nil))
+				})
+			}
+			return nil
+		})
+		if seen != n {
+			t.Errorf("scan saw %d records, want the %d of its snapshot", seen, n)
+		}
+		wantValue(t, r, tableAudit, "new", nil)
+		return err
+	})
+	mustView(t, b, func(r records) error {
+		wantRecords(t, r, tableAudit, "new", "")
+		return nil
+	})
+}
+
+// TestPostgresCommitOutcome: when the connection fails during commit, the
+// server's word on the transaction decides.
+func TestPostgresCommitOutcome(t *testing.T) {
+	dsn := newPostgresDatabase(t)
+	b := openTestPostgres(t, dsn, PostgresOptions{Timeout: 500 * time.Millisecond})
+	cause := errors.New("connection lost")
+	tests := []struct {
+		name string
+		end  string // how the transaction ends; "" leaves it open
+		want string // "" for success
+	}{
+		{"committed", "COMMIT", ""},
+		{"aborted", "ROLLBACK", "connection lost"},
+		{"still running", "", "outcome unknown"},
+	}
+	for _, tc := range tests {
+		t.Run(tc.name, func(t *testing.T) {
+			ctx := t.Context()
+			conn, err := pgx.Connect(ctx, dsn)
+			if err != nil {
+				t.Fatal(err)
+			}
+			defer conn.Close(context.WithoutCancel(ctx))
+			var xid int64
+			if _, err := conn.Exec(ctx, "BEGIN"); err != nil {
+				t.Fatal(err)
+			}
+			if err := conn.QueryRow(ctx, "SELECT txid_current()").Scan(&xid); err != nil {
+				t.Fatal(err)
+			}
+			if tc.end != "" {
+				if _, err := conn.Exec(ctx, tc.end); err != nil {
+					t.Fatal(err)
+				}
+			}
+			err = b.commitOutcome(xid, cause)
+			switch {
+			case tc.want == "" && err != nil:
+				t.Errorf("outcome of a committed transaction: %v", err)
+			case tc.want != "" && (!errors.Is(err, ErrWrite) || !strings.Contains(err.Error(), tc.want)):
+				t.Errorf("outcome: %v; want ErrWrite saying %q", err, tc.want)
+			}
+		})
+	}
+}
+
+// TestPostgresConnectionLostBeforeCommit: the session of a write
+// transaction ends before its commit reaches the server: the update fails
+// as ErrWrite, nothing of it is written, and the next one succeeds.
+func TestPostgresConnectionLostBeforeCommit(t *testing.T) {
+	dsn := newPostgresDatabase(t)
+	b := openTestPostgres(t, dsn, PostgresOptions{})
+	b.testHookBeforeCommit = func(pid uint32) {
+		pgtest.Shared(t).Exec(t, pgtest.DatabaseName(t, dsn), "SELECT pg_terminate_backend($1)", int32(pid))
+	}
+	err := b.update(func(r records) error { return putAll(r, tableCerts, "lost", "1") })
+	if !errors.Is(err, ErrWrite) {
+		t.Errorf("update whose session ended before commit: %v; want ErrWrite", err)
+	}
+	b.testHookBeforeCommit = nil
+	mustUpdate(t, b, func(r records) error { return putAll(r, tableCerts, "kept", "2") })
+	mustView(t, b, func(r records) error {
+		wantRecords(t, r, tableCerts, "kept", "2")
+		return nil
+	})
+}
+
+func TestPostgresStatementErrorsAreNotUnavailability(t *testing.T) {
+	b := openTestPostgres(t, newPostgresDatabase(t), PostgresOptions{})
+	err := b.update(func(r records) error { return r.put("no-such-table", []byte("k"), nil) })
+	if err == nil || errors.Is(err, ErrWrite) {
+		t.Errorf("put to an unknown table: %v; want an error that is not ErrWrite", err)
+	}
+}
+
+func TestPostgresInfrastructureError(t *testing.T) {
+	tests := []struct {
+		err  error
+		want bool
+	}{
+		{&pgconn.PgError{Code: "08006"}, true},
+		{&pgconn.PgError{Code: "57P01", Severity: "FATAL"}, true},
+		{&pgconn.PgError{Code: "57P03", Severity: "FATAL"}, true},
+		{&pgconn.PgError{Code: "25006"}, true},
+		{&pgconn.PgError{Code: "53100"}, true},
+		{&pgconn.PgError{Code: "58030"}, true},
+		{&pgconn.PgError{Code: "57014"}, true},
+		{fmt.Errorf("commit: %w", io.ErrUnexpectedEOF), true},
+		{context.DeadlineExceeded, true},
+		{&pgconn.PgError{Code: "23505"}, false},
+		{&pgconn.PgError{Code: "42P01"}, false},
+		{fmt.Errorf("get: %w", &pgconn.PgError{Code: "22021"}), false},
+	}
+	for _, tc := range tests {
+		if got := pgInfrastructureError(tc.err); got != tc.want {
+			t.Errorf("pgInfrastructureError(%v) = %v, want %v", tc.err, got, tc.want)
+		}
+	}
+}
+
+func TestPrefixEnd(t *testing.T) {
+	tests := []struct{ prefix, want []byte }{
+		{nil, nil},
+		{[]byte{}, nil},
+		{[]byte("ab"), []byte("ac")},
+		{[]byte("a\xff"), []byte("b")},
+		{[]byte("\xff\xff"), nil},
+		{[]byte("a\x00"), []byte("a\x01")},
+	}
+	for _, tc := range tests {
+		if got := prefixEnd(tc.prefix); string(got) != string(tc.want) || (got == nil) != (tc.want == nil) {
+			t.Errorf("prefixEnd(%q) = %q, want %q", tc.prefix, got, tc.want)
+		}
+	}
+}
+
+// benchmarkBatch measures a write transaction of 64 certificate-sized
+// records, the engine's largest batch.
+func benchmarkBatch(b *testing.B, be backend) {
+	value := []byte(strings.Repeat("c", 1200))
+	n := 0
+	for b.Loop() {
+		if err := be.update(func(r records) error {
+			for range 64 {
+				n++
+				if err := r.put(tableCerts, fmt.Appendf(nil, "%016x", n), value); err != nil {
+					return err
+				}
+			}
+			return nil
+		}); err != nil {
+			b.Fatal(err)
+		}
+	}
+	b.ReportMetric(float64(b.N*64)/b.Elapsed().Seconds(), "records/s")
+}
+
+func BenchmarkPostgresBatch(b *testing.B) {
+	benchmarkBatch(b, openTestPostgres(b, newPostgresDatabase(b), PostgresOptions{}))
+}
+
+// BenchmarkBoltBatch is the same transaction on a bbolt file, for
+// comparison.
+func BenchmarkBoltBatch(b *testing.B) {
+	bb, err := openBoltBackend(filepath.Join(b.TempDir(), "store.db"), Options{InitialMmapSize: DefaultInitialMmapSize})
+	if err != nil {
+		b.Fatal(err)
+	}
+	defer bb.close()
+	benchmarkBatch(b, bb)
+}
