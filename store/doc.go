@@ -25,4 +25,9 @@
 // points outside the file stops the check before any record is read),
 // then all of the above: its schema, buckets, records, derived indexes
 // and audit chain.
+//
+// MigrateToPostgres copies a store file, record for record, into a new
+// PostgreSQL database and checks the copy against the file before it
+// commits it; VerifyPostgres makes Verify's checks of the records in a
+// database, and may run while signerd serves from it.
 package store

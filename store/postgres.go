@@ -41,7 +41,7 @@ const (
 	pgScanPage = 512
 	// pgUpgradeCommand is what an operator runs to create or migrate the
 	// schema; open never does it on its own.
-	pgUpgradeCommand = "signerctl store upgrade --postgres DSN"
+	pgUpgradeCommand = "signerctl store upgrade --dsn DSN"
 	// pgInUseWait is how long open waits for another signerd (or an
 	// upgrade) to release the database: as long as bbolt waits for its
 	// file lock.

@@ -65,7 +65,7 @@ func TestPostgresOpenRefuses(t *testing.T) {
 		prepare func(t *testing.T, dsn string)
 		want    string
 	}{
-		{"a database without the schema", func(t *testing.T, dsn string) {}, "signerctl store upgrade --postgres DSN"},
+		{"a database without the schema", func(t *testing.T, dsn string) {}, "signerctl store upgrade --dsn DSN"},
 		{"a newer schema", func(t *testing.T, dsn string) {
 			mustUpgrade(t, dsn)
 			server.Exec(t, pgtest.DatabaseName(t, dsn), "INSERT INTO schema_migrations (version, description) VALUES ($1, 'later')",

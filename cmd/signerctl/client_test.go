@@ -17,6 +17,7 @@ import (
 	"github.com/emmansun/gmsm/smx509"
 
 	"signerd/engine/enginetest"
+	"signerd/store/pgtest"
 )
 
 // bins are signerctl and signerd built for the test.
@@ -34,7 +35,8 @@ func TestMain(m *testing.M) {
 			os.Exit(1)
 		}
 	}
-	code := m.Run()
+	// pgtest.Main runs the tests and stops the PostgreSQL server they share.
+	code := pgtest.Main(m)
 	os.RemoveAll(dir)
 	os.Exit(code)
 }

@@ -39,8 +39,10 @@ var commands = map[string]command{
 	"audit verify": {"check an audit bundle offline against --root, the CA's root certificate (required)", auditVerify},
 	"audit show":   {"list audit events of a bundle, or of a fresh export, by time, actor, action, serial", auditShow},
 
-	"store backup": {"operator: have signerd copy its store while it serves, to --out (checked)", storeBackup},
-	"store verify": {"check a copy of the store offline: schema, indexes, audit chain", storeVerify},
+	"store backup":  {"operator: have signerd copy its store while it serves, to --out (checked)", storeBackup},
+	"store verify":  {"check a copy of the store file offline, or a PostgreSQL store (--dsn): schema, indexes, audit chain", storeVerify},
+	"store upgrade": {"operator: create or migrate the schema of a PostgreSQL store (--dsn)", storeUpgrade},
+	"store migrate": {"operator: copy a stopped signerd's store file (--from) into a new PostgreSQL database (--dsn), checked", storeMigrate},
 
 	"bench": {"measure signerd against the HSM ceiling on a throwaway token (make bench)", bench},
 }

@@ -2,6 +2,7 @@ package main
 
 import (
 	"bytes"
+	"context"
 	"crypto/sha256"
 	"encoding/hex"
 	"encoding/json"
@@ -13,14 +14,19 @@ import (
 	"os/signal"
 	"path/filepath"
 	"strconv"
+	"strings"
 	"sync"
 	"syscall"
+
+	"github.com/jackc/pgx/v5/pgconn"
 
 	"signerd/store"
 )
 
 // Store commands: an operator has signerd copy its embedded store while it
-// serves; anyone checks a copy offline.
+// serves; anyone checks a copy offline, or a store on PostgreSQL; an
+// operator creates and upgrades a PostgreSQL store's schema and migrates
+// an embedded store into a new database.
 
 // storeBackup writes a copy of the store from signerd to --out: to a
 // temporary file of its own beside FILE first (.FILE.*.tmp, 0600, a name
@@ -145,34 +151,189 @@ func syncDir(dir string) error {
 	return d.Sync()
 }
 
-// storeVerify checks a store file offline.
+// storeVerify checks a store file offline, or a store on PostgreSQL
+// (--dsn), which it may do while signerd serves from it.
 func storeVerify(args []string, stdout io.Writer) error {
 	fs := flag.NewFlagSet("store verify", flag.ContinueOnError)
 	asJSON := fs.Bool("json", false, "print the report as JSON")
+	dsn := fs.String("dsn", "", "verify the store in the PostgreSQL database `DSN` names (no password in it)")
 	files, err := parseWithFiles(fs, args)
 	if err != nil {
 		return err
 	}
-	if len(files) != 1 {
-		return usageError{"store verify takes one FILE (a copy; signerd's open store is locked)"}
-	}
-	report, err := store.Verify(files[0])
-	if err != nil {
-		return err
+	var report *store.Report
+	var name string
+	switch {
+	case *dsn != "" && len(files) > 0:
+		return usageError{"store verify takes one FILE or --dsn DSN, not both"}
+	case *dsn != "":
+		if err := refuseDSNPassword(*dsn); err != nil {
+			return err
+		}
+		if name, err = store.PostgresLocation(*dsn); err != nil {
+			return err
+		}
+		ctx, stop := interruptible()
+		defer stop()
+		if report, err = store.VerifyPostgres(ctx, *dsn); err != nil {
+			return err
+		}
+	case len(files) == 1:
+		name = files[0]
+		if report, err = store.Verify(name); err != nil {
+			return err
+		}
+	default:
+		return usageError{"store verify takes one FILE (a copy; signerd's open store is locked) or --dsn DSN"}
 	}
 	if *asJSON {
-		enc := json.NewEncoder(stdout)
-		enc.SetIndent("", "  ")
-		if err := enc.Encode(report); err != nil {
+		if err := writeJSON(stdout, report); err != nil {
 			return err
 		}
 	} else {
-		printReport(stdout, files[0], report)
+		printReport(stdout, name, report)
 	}
 	if !report.OK() {
-		return errors.New(files[0] + ": " + strconv.Itoa(len(report.Findings)) + " findings")
+		return errors.New(name + ": " + strconv.Itoa(len(report.Findings)) + " findings")
 	}
 	return nil
+}
+
+func writeJSON(w io.Writer, v any) error {
+	enc := json.NewEncoder(w)
+	enc.SetIndent("", "  ")
+	return enc.Encode(v)
+}
+
+// interruptible is a context that SIGINT, SIGTERM or SIGHUP cancel: a
+// database command so stopped ends its transaction (rolled back) rather
+// than leave it to the server to notice the connection gone.
+func interruptible() (context.Context, context.CancelFunc) {
+	return signal.NotifyContext(context.Background(), syscall.SIGINT, syscall.SIGTERM, syscall.SIGHUP)
+}
+
+// storeUpgrade applies the PostgreSQL schema's pending migrations. signerd
+// never does it on its own: a schema changes only when an operator says so.
+func storeUpgrade(args []string, stdout io.Writer) error {
+	fs := flag.NewFlagSet("store upgrade", flag.ContinueOnError)
+	dsn := fs.String("dsn", "", "the PostgreSQL database, as a libpq `DSN` or URL (no password in it)")
+	if err := parse(fs, args); err != nil {
+		return err
+	}
+	if *dsn == "" {
+		return usageError{"store upgrade needs --dsn DSN"}
+	}
+	if err := refuseDSNPassword(*dsn); err != nil {
+		return err
+	}
+	ctx, stop := interruptible()
+	defer stop()
+	applied, err := store.UpgradePostgres(ctx, *dsn)
+	for _, m := range applied {
+		fmt.Fprintf(stdout, "applied version %d: %s\n", m.Version, m.Description)
+	}
+	if err != nil {
+		return err
+	}
+	version, err := store.PostgresSchemaVersion(ctx, *dsn)
+	if err != nil {
+		return err
+	}
+	if len(applied) == 0 {
+		fmt.Fprintf(stdout, "schema current at version %d\n", version)
+	} else {
+		fmt.Fprintf(stdout, "schema now at version %d\n", version)
+	}
+	return nil
+}
+
+// storeMigrate copies a stopped signerd's store file into a new PostgreSQL
+// database (store.MigrateToPostgres) and prints what it copied.
+func storeMigrate(args []string, stdout io.Writer) error {
+	fs := flag.NewFlagSet("store migrate", flag.ContinueOnError)
+	from := fs.String("from", "", "the store `file` to copy (signerd stopped; the file is not changed)")
+	dsn := fs.String("dsn", "", "the new PostgreSQL database, as a libpq `DSN` or URL (no password in it), upgraded and empty")
+	asJSON := fs.Bool("json", false, "print the report as JSON")
+	if err := parse(fs, args); err != nil {
+		return err
+	}
+	if *from == "" || *dsn == "" {
+		return usageError{"store migrate needs --from FILE and --dsn DSN"}
+	}
+	if err := refuseDSNPassword(*dsn); err != nil {
+		return err
+	}
+	ctx, stop := interruptible()
+	defer stop()
+	report, err := store.MigrateToPostgres(ctx, *from, *dsn)
+	if err != nil {
+		if ctx.Err() != nil {
+			return fmt.Errorf("interrupted: nothing was kept in the database (%w)", err)
+		}
+		return err
+	}
+	if *asJSON {
+		return writeJSON(stdout, report)
+	}
+	fmt.Fprintf(stdout, "migrated %s to %s (schema %d): %d records\n", report.From, report.To, report.Schema, report.Records())
+	for _, t := range report.Tables {
+		fmt.Fprintf(stdout, "  %-17s %9d records  SHA-256 %x\n", t.Table, t.Records, t.SHA256)
+	}
+	fmt.Fprintf(stdout, "audit head: event %d (chain hash %x), last seal: event %d\n", report.AuditHead, report.AuditHash, report.LastSeal)
+	fmt.Fprintln(stdout, "checked: every table read back from the database has the file's records and SHA-256; the audit chain verifies on the database and ends at the file's head")
+	return nil
+}
+
+// refuseDSNPassword refuses a DSN that carries a password (password= or
+// sslpassword=, or one in a URL's user part): a command's arguments are
+// visible to every user of the machine.
+//
+// pgx is asked, so the DSN is read exactly as it will be connected with:
+// a parse allowing only the keys seen so far names the next key the DSN
+// has, until it names a password or none is left. A password that comes
+// from elsewhere (a passfile, the environment) is not in the DSN and
+// passes.
+func refuseDSNPassword(dsn string) error {
+	var allowed []string
+	for range 256 {
+		_, err := pgconn.ParseConfigWithOptions(dsn, pgconn.ParseConfigOptions{ConnStringAllowedKeys: append([]string{}, allowed...)})
+		key, ok := dsnKeyNotAllowed(err)
+		if !ok {
+			// Parsed, or an error of another kind, which opening the
+			// store reports (with any password hidden).
+			return nil
+		}
+		switch key {
+		case "password":
+			return errors.New("the DSN carries a password, and a command's arguments are visible to every user of this machine: " +
+				"put it in a password file (passfile=FILE in the DSN, mode 0600) or use peer authentication over the Unix socket")
+		case "sslpassword":
+			return errors.New("the DSN carries the client key's passphrase (sslpassword), and a command's arguments are visible to every user of this machine: " +
+				"use a key file without one, readable only by its owner")
+		}
+		allowed = append(allowed, key)
+	}
+	return errors.New("the DSN has too many parameters")
+}
+
+// dsnKeyNotAllowed is the key a parse with ConnStringAllowedKeys refused.
+func dsnKeyNotAllowed(err error) (string, bool) {
+	const marker = "connection string key "
+	var pe *pgconn.ParseConfigError
+	if !errors.As(err, &pe) {
+		return "", false
+	}
+	msg := pe.Error()
+	i := strings.LastIndex(msg, marker)
+	if i < 0 || !strings.Contains(msg[i:], "is not in ConnStringAllowedKeys") {
+		return "", false
+	}
+	quoted, err := strconv.QuotedPrefix(msg[i+len(marker):])
+	if err != nil {
+		return "", false
+	}
+	key, err := strconv.Unquote(quoted)
+	return key, err == nil
 }
 
 func printReport(w io.Writer, path string, r *store.Report) {
