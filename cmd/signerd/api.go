@@ -51,6 +51,9 @@ type api struct {
 	refused *refusalLog // where refusals before the engine are recorded
 	// backupTimeout: store.backup_timeout (backup.go).
 	backupTimeout time.Duration
+	// storeOnDatabase: the store is a PostgreSQL database, which the
+	// database's own tools back up, not signerd (backup.go).
+	storeOnDatabase bool
 }
 
 func (a *api) routes(roles roles) http.Handler {

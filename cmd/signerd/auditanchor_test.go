@@ -26,6 +26,12 @@ func lastSeal(t *testing.T, path string) uint64 {
 		t.Fatal(err)
 	}
 	defer st.Close()
+	return lastSealIn(t, st)
+}
+
+// lastSealIn is the sequence number of the last seal in an open store.
+func lastSealIn(t *testing.T, st *store.Store) uint64 {
+	t.Helper()
 	var seq uint64
 	if err := st.View(func(tx *store.Tx) error {
 		last, err := tx.LastSeal()

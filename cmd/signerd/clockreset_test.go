@@ -14,8 +14,10 @@ import (
 // daemon's store.
 func (d *daemonProc) storeEvents(t *testing.T, action string) []store.Event {
 	t.Helper()
+	st := d.openStopped(t)
+	defer st.Close()
 	var out []store.Event
-	for _, ev := range storeEvents(t, d.store) {
+	for _, ev := range events(t, st) {
 		if ev.Action == action {
 			out = append(out, ev)
 		}

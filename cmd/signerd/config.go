@@ -40,7 +40,7 @@ type config struct {
 		// PINRefusedMarker is the file a PIN refusal leaves, which keeps
 		// every later start from presenting the PIN until an operator
 		// removes it (pinmarker.go; default hsm-pin-refused beside the
-		// store).
+		// store file, or in $STATE_DIRECTORY for a database store).
 		PINRefusedMarker string `yaml:"pin_refused_marker"`
 	} `yaml:"hsm"`
 	// Issuers are the issuing keys (by label) and their certificates
@@ -86,10 +86,14 @@ type config struct {
 	LogLevel     string       `yaml:"log_level"`
 }
 
-// storeCfg is the store file and how signerd opens and watches it. A bare
-// path ("store: /var/lib/signerd/signerd.db") is the file with defaults.
+// storeCfg is where the CA's records are and how signerd opens and
+// watches them: a bbolt file (path), or a PostgreSQL database (postgres).
+// A bare path ("store: /var/lib/signerd/signerd.db") is the file with
+// defaults.
 type storeCfg struct {
 	Path string `yaml:"path"`
+	// Postgres is the database that holds the store instead of a file.
+	Postgres *postgresCfg `yaml:"postgres"`
 	// InitialMmapSize is the address space the file is mapped with at
 	// open (store.Options; default 1GiB; 0: only what the file holds).
 	InitialMmapSize *byteSize `yaml:"initial_mmap_size"`
@@ -103,33 +107,72 @@ type storeCfg struct {
 	BackupTimeout duration `yaml:"backup_timeout"`
 }
 
+// storeKeys are the keys of a store mapping, for the message that
+// refuses any other.
+const storeKeys = "path, postgres, initial_mmap_size, write_stall_after, backup_timeout"
+
 func (s *storeCfg) UnmarshalYAML(n *yaml.Node) error {
 	if n.Kind == yaml.ScalarNode {
 		s.Path = n.Value
 		return nil
 	}
 	if n.Kind != yaml.MappingNode {
-		return fmt.Errorf("line %d: store: a path, or a mapping with path", n.Line)
+		return fmt.Errorf("line %d: store: a path, or a mapping with path or postgres", n.Line)
 	}
 	// A node decodes without the file's strictness: check the keys here.
 	for i := 0; i < len(n.Content); i += 2 {
 		switch k := n.Content[i]; k.Value {
-		case "path", "initial_mmap_size", "write_stall_after", "backup_timeout":
+		case "path", "postgres", "initial_mmap_size", "write_stall_after", "backup_timeout":
 		default:
-			return fmt.Errorf("line %d: store: unknown key %q (path, initial_mmap_size, write_stall_after, backup_timeout)", k.Line, k.Value)
+			return fmt.Errorf("line %d: store: unknown key %q (%s)", k.Line, k.Value, storeKeys)
 		}
 	}
 	type plain storeCfg
 	return n.Decode((*plain)(s))
 }
 
-// options are the store's open options.
+// options are the bbolt store's open options.
 func (s storeCfg) options() store.Options {
 	o := store.Options{InitialMmapSize: store.DefaultInitialMmapSize}
 	if s.InitialMmapSize != nil {
 		o.InitialMmapSize = int(*s.InitialMmapSize)
 	}
 	return o
+}
+
+// validate checks the store section and fills in its defaults.
+func (s *storeCfg) validate() error {
+	switch {
+	case s.Path == "" && s.Postgres == nil:
+		return errors.New("store is required (store: PATH, store.path, or store.postgres)")
+	case s.Path != "" && s.Postgres != nil:
+		return errors.New("store: path and postgres both given; the store is one or the other")
+	}
+	if d := s.WriteStallAfter.Duration; d != 0 && d < minWriteStallAfter {
+		return fmt.Errorf("store.write_stall_after %s: below %s, an ordinary commit would count as a stall", d, minWriteStallAfter)
+	}
+	if s.Postgres != nil {
+		// Both are about the file: a database has no memory map, and its
+		// backups are the database's own (pg_basebackup), not signerd's.
+		if s.InitialMmapSize != nil {
+			return errors.New("store.initial_mmap_size is for a store file (store.path), not store.postgres")
+		}
+		if s.BackupTimeout.Duration != 0 {
+			return errors.New("store.backup_timeout is for a store file (store.path): signerd does not copy a PostgreSQL store " +
+				"(back it up with pg_basebackup and WAL archiving)")
+		}
+		return s.Postgres.validate()
+	}
+	if d := s.BackupTimeout.Duration; d != 0 && d < time.Second {
+		return fmt.Errorf("store.backup_timeout %s: below 1s", d)
+	}
+	if s.BackupTimeout.Duration == 0 {
+		s.BackupTimeout.Duration = defaultBackupTimeout
+	}
+	if s.InitialMmapSize != nil && (*s.InitialMmapSize > maxInitialMmapSize) {
+		return fmt.Errorf("store.initial_mmap_size %d: more than %d", *s.InitialMmapSize, maxInitialMmapSize)
+	}
+	return nil
 }
 
 // byteSize is a size in bytes: a number, or one with a KiB, MiB or GiB
@@ -202,25 +245,18 @@ func (c *config) validate() error {
 	switch {
 	case len(c.Issuers) == 0:
 		return errors.New("at least one issuer is required")
-	case c.Store.Path == "":
-		return errors.New("store is required (store: PATH, or store.path)")
 	case c.Socket.Path == "":
 		return errors.New("socket.path is required")
 	}
-	if d := c.Store.WriteStallAfter.Duration; d != 0 && d < minWriteStallAfter {
-		return fmt.Errorf("store.write_stall_after %s: below %s, an ordinary commit would count as a stall", d, minWriteStallAfter)
-	}
-	if d := c.Store.BackupTimeout.Duration; d != 0 && d < time.Second {
-		return fmt.Errorf("store.backup_timeout %s: below 1s", d)
-	}
-	if c.Store.BackupTimeout.Duration == 0 {
-		c.Store.BackupTimeout.Duration = defaultBackupTimeout
-	}
-	if c.Store.InitialMmapSize != nil && (*c.Store.InitialMmapSize > maxInitialMmapSize) {
-		return fmt.Errorf("store.initial_mmap_size %d: more than %d", *c.Store.InitialMmapSize, maxInitialMmapSize)
+	if err := c.Store.validate(); err != nil {
+		return err
 	}
 	if c.HSM.PINRefusedMarker == "" {
-		c.HSM.PINRefusedMarker = defaultPINRefusedMarker(c.Store.Path)
+		marker, err := pinRefusedMarkerFor(c.Store)
+		if err != nil {
+			return err
+		}
+		c.HSM.PINRefusedMarker = marker
 	}
 	if c.HSM.ProbeInterval.Duration <= 0 {
 		c.HSM.ProbeInterval.Duration = 5 * time.Second

@@ -13,11 +13,12 @@ import (
 
 	"signerd/engine/audit"
 	"signerd/store"
+	"signerd/store/pgtest"
 )
 
-// crashKills is how many times TestSIGKILLUnderLoad kills signerd:
-// SIGNERD_CRASH_KILLS, or 20 (make soak sets 120).
-func crashKills(t *testing.T) int {
+// crashKills is how many times TestSIGKILLUnderLoad kills signerd on one
+// store: SIGNERD_CRASH_KILLS (make soak sets 120), or def.
+func crashKills(t *testing.T, def int) int {
 	t.Helper()
 	if v := os.Getenv("SIGNERD_CRASH_KILLS"); v != "" {
 		n, err := strconv.Atoi(v)
@@ -26,7 +27,7 @@ func crashKills(t *testing.T) int {
 		}
 		return n
 	}
-	return 20
+	return def
 }
 
 // raLedger is what the RA clients were told: the certificate each request
@@ -42,11 +43,22 @@ type raLedger struct {
 
 // TestSIGKILLUnderLoad kills signerd at random moments while RA clients
 // issue and revoke, restarts it, and holds the store to what the clients
-// were told (SPEC §3.6, §5.4).
+// were told (SPEC §3.6, §5.4), on a store file (20 kills) and on
+// PostgreSQL (10: a round there costs twice as long, and make soak kills
+// 120 times on each).
 func TestSIGKILLUnderLoad(t *testing.T) {
-	d := newDaemonProc(t, "queue: {batch: 8}\naudit: {seal_every: 25}\n")
+	const extra = "queue: {batch: 8}\naudit: {seal_every: 25}\n"
+	t.Run("bbolt", func(t *testing.T) {
+		killUnderLoad(t, newDaemonProc(t, extra), crashKills(t, 20))
+	})
+	t.Run("postgres", func(t *testing.T) {
+		killUnderLoad(t, newPostgresDaemonProc(t, pgtest.Shared(t), extra), crashKills(t, 10))
+	})
+}
+
+// killUnderLoad is TestSIGKILLUnderLoad on d's store.
+func killUnderLoad(t *testing.T, d *daemonProc, kills int) {
 	l := &raLedger{bodies: map[string]string{}, issued: map[string]string{}, revoked: map[string]bool{}}
-	kills := crashKills(t)
 	for round := range kills {
 		d.start(t)
 		l.retryUnanswered(t, d, round)
@@ -193,10 +205,7 @@ func (l *raLedger) checkReplays(t *testing.T, d *daemonProc, round int) {
 // (and none is left after a clean stop); the audit chain verifies.
 func (l *raLedger) checkStore(t *testing.T, d *daemonProc, round int, clean bool) {
 	t.Helper()
-	st, err := store.Open(d.store)
-	if err != nil {
-		t.Fatal(err)
-	}
+	st := d.openStopped(t)
 	defer st.Close()
 	l.mu.Lock()
 	defer l.mu.Unlock()

@@ -90,6 +90,9 @@ func main() {
 	}
 	marker := cfg.HSM.PINRefusedMarker
 	refused, says, err := pinRefusedEarlier(marker)
+	if err == nil && !refused {
+		err = checkMarkerFolder(marker)
+	}
 	if err != nil {
 		log.Error("refusing to start", "err", err)
 		os.Exit(exitFailure)
@@ -114,8 +117,13 @@ func main() {
 			os.Exit(exitPINRefused)
 		}
 		if errors.Is(err, engine.ErrAuditBroken) {
-			log.Error("signerd stopped", "err", err, "to_start", "restore a copy of the store that passes this check "+
-				"(signerctl store verify FILE shows a copy's audit head and last seal), or, to serve from this store as it is, "+
+			restore := "restore a copy of the store that passes this check " +
+				"(signerctl store verify FILE shows a copy's audit head and last seal)"
+			if cfg.Store.Postgres != nil {
+				restore = "restore the database from its base backup and replay the WAL archive to its end " +
+					"(README, Backup and restore (PostgreSQL)), which brings back what was written after the base backup"
+			}
+			log.Error("signerd stopped", "err", err, "to_start", restore+", or, to serve from this store as it is, "+
 				`start signerd once with --acknowledge-audit-break "who, why": the statement is audited and sealed`)
 			os.Exit(exitFailure)
 		}
@@ -186,7 +194,8 @@ func run(cfg *config, log *slog.Logger) error {
 	for _, o := range cfg.Roles.overlaps() {
 		log.Warn("duties not separated: one principal holds several roles", "principal", o)
 	}
-	a := &api{eng: d.engine, log: log, metrics: d.metrics, sigs: cfg.RASignatures, refused: refusals, backupTimeout: cfg.Store.BackupTimeout.Duration}
+	a := &api{eng: d.engine, log: log, metrics: d.metrics, sigs: cfg.RASignatures, refused: refusals,
+		backupTimeout: cfg.Store.BackupTimeout.Duration, storeOnDatabase: !d.store.Embedded()}
 	srv := &http.Server{
 		Handler:           a.routes(cfg.Roles),
 		ConnContext:       withPeer,
@@ -286,7 +295,7 @@ func (d *daemon) start(cfg *config, log *slog.Logger) error {
 	}
 	log.Info("self-test passed", "keys", len(signers))
 	notify("STATUS=opening the store and resolving interrupted batches")
-	if d.store, err = store.OpenWith(cfg.Store.Path, cfg.Store.options()); err != nil {
+	if d.store, err = cfg.Store.open(log); err != nil {
 		return err
 	}
 	profiles, err := cfg.profiles()
@@ -316,6 +325,21 @@ func (d *daemon) start(cfg *config, log *slog.Logger) error {
 	return d.engine.Audit(store.Event{Actor: store.System, Action: "signerd.start", Object: cfg.path, Outcome: store.OutcomeOK,
 		Detail: fmt.Sprintf("config sha256 %x; token %s; issuing keys %q; audit key %q; self-test passed",
 			cfg.digest, cfg.HSM.Name(), labels, cfg.Audit.Key)})
+}
+
+// open opens the store file, or the database, the config names.
+func (c storeCfg) open(log *slog.Logger) (*store.Store, error) {
+	if c.Postgres == nil {
+		return store.OpenWith(c.Path, c.options())
+	}
+	st, err := store.OpenPostgres(c.Postgres.DSN, c.Postgres.options())
+	if err != nil {
+		return nil, err
+	}
+	// Never the DSN whole: it may name files and settings that are no
+	// business of the log's.
+	log.Info("store opened on PostgreSQL", "host", c.Postgres.where.host, "dbname", c.Postgres.where.database)
+	return st, nil
 }
 
 // loadAuditKey finds the audit key, or generates it on first start.

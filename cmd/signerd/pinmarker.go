@@ -11,15 +11,54 @@ import (
 	"time"
 )
 
-// pinRefusedMarkerName is the marker's file name in the store's folder
-// (/var/lib/signerd/hsm-pin-refused with the unit's StateDirectory=), the
-// default of hsm.pin_refused_marker. systemd/signerd.service names the
-// same path in ConditionPathExists=!.
+// pinRefusedMarkerName is the marker's file name in the store file's
+// folder, or for a database store in the unit's state directory
+// (/var/lib/signerd/hsm-pin-refused with the unit's StateDirectory=
+// either way), the default of hsm.pin_refused_marker.
+// systemd/signerd.service names the same path in ConditionPathExists=!.
 const pinRefusedMarkerName = "hsm-pin-refused"
 
-// defaultPINRefusedMarker is the marker beside the store.
+// defaultPINRefusedMarker is the marker beside the store file.
 func defaultPINRefusedMarker(storePath string) string {
 	return filepath.Join(filepath.Dir(storePath), pinRefusedMarkerName)
+}
+
+// pinRefusedMarkerFor is hsm.pin_refused_marker's default for the store:
+// beside a store file; for a database, in the state directory systemd
+// made for the unit (StateDirectory=, passed as $STATE_DIRECTORY), which
+// is the folder a store file has under the shipped unit, so the marker is
+// at the path its ConditionPathExists= names whichever store signerd
+// runs on. Outside such a unit a database store has no folder of
+// signerd's own to default to: the marker must then be configured, since
+// one that cannot be written would let every later start present a
+// refused PIN again.
+func pinRefusedMarkerFor(s storeCfg) (string, error) {
+	if s.Postgres == nil {
+		return defaultPINRefusedMarker(s.Path), nil
+	}
+	// systemd joins several state directories with ':'; the unit's first
+	// is signerd's own.
+	if dir, _, _ := strings.Cut(os.Getenv("STATE_DIRECTORY"), ":"); filepath.IsAbs(dir) {
+		return filepath.Join(dir, pinRefusedMarkerName), nil
+	}
+	return "", errors.New("hsm.pin_refused_marker is required with store.postgres when signerd does not run under a unit " +
+		"with StateDirectory= (no $STATE_DIRECTORY): a file path in a folder only signerd writes, such as " +
+		"/var/lib/signerd/" + pinRefusedMarkerName + ", which systemd/signerd.service names in ConditionPathExists=")
+}
+
+// checkMarkerFolder fails if the marker's folder is not a directory: a
+// PIN refusal could then not be recorded, and the next start would
+// present the refused PIN again.
+func checkMarkerFolder(path string) error {
+	dir := filepath.Dir(path)
+	fi, err := os.Stat(dir)
+	if err == nil && !fi.IsDir() {
+		err = errors.New("not a directory")
+	}
+	if err != nil {
+		return fmt.Errorf("hsm.pin_refused_marker %s: its folder %s: %w; a PIN refusal could not be recorded there", path, dir, err)
+	}
+	return nil
 }
 
 // A PIN refusal is remembered in a marker file, because exit status 3

@@ -197,3 +197,21 @@ func TestPINRefusedMarkerConfigured(t *testing.T) {
 		t.Errorf("a marker after a failure that is not a PIN refusal: %v", err)
 	}
 }
+
+// A marker whose folder does not exist could not be written when the PIN
+// is refused, and every later start would present it again: signerd
+// refuses to start, before it reads the PIN, and says why.
+func TestPINRefusedMarkerFolderMustExist(t *testing.T) {
+	d := newDaemonProc(t, "")
+	marker := filepath.Join(d.dir, "no-such-folder", "refused")
+	d.editConfig(t, "  sessions: 4\n", "  sessions: 4\n  pin_refused_marker: "+marker+"\n")
+	// An unreadable PIN would be refused and named if signerd read it.
+	if err := os.Chmod(filepath.Join(d.dir, "pin"), 0o644); err != nil {
+		t.Fatal(err)
+	}
+	out, code := refusedStart(t, d)
+	if code != exitFailure || !strings.Contains(out, "its folder "+filepath.Dir(marker)) ||
+		!strings.Contains(out, "a PIN refusal could not be recorded") || strings.Contains(out, "mode 0644") {
+		t.Fatalf("start with the marker's folder missing: exit %d, want %d, the folder named and no PIN read\n%s", code, exitFailure, out)
+	}
+}

@@ -22,6 +22,7 @@ import (
 	"signerd/engine/audit"
 	"signerd/engine/enginetest"
 	"signerd/store"
+	"signerd/store/pgtest"
 )
 
 var signerdBin string
@@ -36,7 +37,9 @@ func TestMain(m *testing.M) {
 		fmt.Fprintf(os.Stderr, "build signerd: %v\n%s", err, out)
 		os.Exit(1)
 	}
-	code := m.Run()
+	// pgtest.Main runs the tests and stops the PostgreSQL server they
+	// shared.
+	code := pgtest.Main(m)
 	os.RemoveAll(dir)
 	os.Exit(code)
 }
@@ -73,7 +76,11 @@ type daemonProc struct {
 	ca     *enginetest.CA
 	dir    string
 	socket string
-	store  string
+	store  string // the store file; "" on PostgreSQL
+	// dsn names the store's PostgreSQL database, on server pg ("" for a
+	// store file).
+	dsn    string
+	pg     *pgtest.Server
 	config string
 	cmd    *exec.Cmd
 	log    *processLog
@@ -119,6 +126,69 @@ roles:
 		t.Fatal(err)
 	}
 	return d
+}
+
+// newPostgresDaemonProc is newDaemonProc with the store in a new database
+// on srv.
+func newPostgresDaemonProc(t *testing.T, srv *pgtest.Server, extra string) *daemonProc {
+	t.Helper()
+	d := newDaemonProc(t, extra)
+	d.usePostgres(t, srv, srv.CreateDatabase(t))
+	return d
+}
+
+// usePostgres puts d's store in the empty database dsn names on srv, with
+// signerd's schema applied as an operator would before the first start.
+func (d *daemonProc) usePostgres(t *testing.T, srv *pgtest.Server, dsn string) {
+	t.Helper()
+	upgradePostgres(t, dsn)
+	d.configurePostgres(t, srv, dsn)
+}
+
+// upgradePostgres creates or migrates signerd's schema in the database.
+func upgradePostgres(t *testing.T, dsn string) {
+	t.Helper()
+	ctx, cancel := context.WithTimeout(context.Background(), time.Minute)
+	defer cancel()
+	if _, err := store.UpgradePostgres(ctx, dsn); err != nil {
+		t.Fatalf("create the schema: %v", err)
+	}
+}
+
+// configurePostgres points d's config at the database dsn names on srv,
+// and puts the PIN refusal marker, which has no store folder to default
+// to outside systemd, in d's folder.
+func (d *daemonProc) configurePostgres(t *testing.T, srv *pgtest.Server, dsn string) {
+	t.Helper()
+	d.editConfig(t, "store: "+d.store+"\n", "store: {postgres: {dsn: "+strconv.Quote(dsn)+"}}\n")
+	d.editConfig(t, "  sessions: 4\n", "  sessions: 4\n  pin_refused_marker: "+filepath.Join(d.dir, pinRefusedMarkerName)+"\n")
+	d.store, d.dsn, d.pg = "", dsn, srv
+}
+
+// moveDatabase points d at the same database on another server (one
+// started from a backup of the first).
+func (d *daemonProc) moveDatabase(t *testing.T, srv *pgtest.Server) {
+	t.Helper()
+	dsn := srv.DSN(pgtest.DatabaseName(t, d.dsn))
+	d.editConfig(t, "dsn: "+strconv.Quote(d.dsn), "dsn: "+strconv.Quote(dsn))
+	d.dsn, d.pg = dsn, srv
+}
+
+// openStopped opens d's store, file or database, while signerd is down;
+// the caller closes it.
+func (d *daemonProc) openStopped(t *testing.T) *store.Store {
+	t.Helper()
+	var st *store.Store
+	var err error
+	if d.dsn != "" {
+		st, err = store.OpenPostgres(d.dsn, store.PostgresOptions{})
+	} else {
+		st, err = store.Open(d.store)
+	}
+	if err != nil {
+		t.Fatal(err)
+	}
+	return st
 }
 
 // start runs signerd and waits until it answers on its socket.

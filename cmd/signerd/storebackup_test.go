@@ -47,6 +47,12 @@ func storeEvents(t *testing.T, path string) []store.Event {
 		t.Fatal(err)
 	}
 	defer st.Close()
+	return events(t, st)
+}
+
+// events returns the audit events of an open store.
+func events(t *testing.T, st *store.Store) []store.Event {
+	t.Helper()
 	var evs []store.Event
 	if err := st.View(func(tx *store.Tx) error {
 		return tx.Events(1, func(ev store.Event, _ []byte) error { evs = append(evs, ev); return nil })

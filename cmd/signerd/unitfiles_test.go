@@ -39,7 +39,9 @@ func unitDirectives(t *testing.T, name string) map[string][]string {
 
 // The unit skips signerd while the PIN refusal marker exists, at the path
 // signerd itself uses by default for the store the README configures
-// (/var/lib/signerd/signerd.db in StateDirectory=signerd).
+// (/var/lib/signerd/signerd.db in StateDirectory=signerd), and for a
+// PostgreSQL store under the unit (in $STATE_DIRECTORY, which systemd
+// sets to /var/lib/signerd).
 func TestUnitSkipsStartWhilePINRefused(t *testing.T) {
 	svc := unitDirectives(t, "signerd.service")
 	state := svc["StateDirectory"]
@@ -47,13 +49,20 @@ func TestUnitSkipsStartWhilePINRefused(t *testing.T) {
 		t.Fatalf("StateDirectory= %q, want one", state)
 	}
 	store := path.Join("/var/lib", state[0], "signerd.db")
-	want := "!" + defaultPINRefusedMarker(store)
-	found := false
-	for _, v := range svc["ConditionPathExists"] {
-		found = found || v == want
+	t.Setenv("STATE_DIRECTORY", path.Join("/var/lib", state[0]))
+	onDatabase, err := pinRefusedMarkerFor(storeCfg{Postgres: &postgresCfg{}})
+	if err != nil {
+		t.Fatal(err)
 	}
-	if !found {
-		t.Errorf("ConditionPathExists= %q does not include %q", svc["ConditionPathExists"], want)
+	for _, marker := range []string{defaultPINRefusedMarker(store), onDatabase} {
+		want := "!" + marker
+		found := false
+		for _, v := range svc["ConditionPathExists"] {
+			found = found || v == want
+		}
+		if !found {
+			t.Errorf("ConditionPathExists= %q does not include %q", svc["ConditionPathExists"], want)
+		}
 	}
 	readme, err := os.ReadFile(filepath.Join("..", "..", "README.md"))
 	if err != nil {
