@@ -50,6 +50,13 @@ const backupTempPrefix = ".signerd-backup-"
 // failed with the reason otherwise ("client gone" for an abandoned one,
 // which returns CodeClientGone).
 func (e *Engine) BackupStore(ctx context.Context, actor store.Actor, send func(StoreBackup, io.Reader) error) error {
+	if !e.store.Embedded() {
+		// Refused before the seal: there is no copy to seal for.
+		msg := "the store is a PostgreSQL database, which signerd does not copy: " +
+			"back it up with pg_basebackup and WAL archiving (README, Backup and restore (PostgreSQL))"
+		e.auditBackup(actor, nil, store.OutcomeRefused, msg)
+		return &Error{Code: CodeBackupNotEmbedded, Message: msg, audited: true}
+	}
 	if !e.backupMu.TryLock() {
 		msg := "another store backup is being made or sent; retry when it ends"
 		e.auditBackup(actor, nil, store.OutcomeFailed, msg)

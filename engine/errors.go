@@ -32,12 +32,13 @@ const (
 	CodeStoreUnavailable  Code = "store_unavailable" // the store took no write; retryable
 	CodeLintFailed        Code = "lint_failed"
 	CodeInternal          Code = "internal"
-	CodeAlreadySuperseded Code = "already_superseded" // the certificate was replaced, or is being replaced now
-	CodeKeyCompromised    Code = "key_compromised"    // the public key was revoked for keyCompromise
-	CodeIssuerExpired     Code = "issuer_expired"     // the clock reads outside the issuing CA's validity
-	CodeBackupInProgress  Code = "backup_in_progress" // another store backup is being made or sent
-	CodeBackupNoSpace     Code = "backup_no_space"    // too little free space beside the store for a backup
-	CodeClientGone        Code = "client_gone"        // the client went before its request was done
+	CodeAlreadySuperseded Code = "already_superseded"  // the certificate was replaced, or is being replaced now
+	CodeKeyCompromised    Code = "key_compromised"     // the public key was revoked for keyCompromise
+	CodeIssuerExpired     Code = "issuer_expired"      // the clock reads outside the issuing CA's validity
+	CodeBackupInProgress  Code = "backup_in_progress"  // another store backup is being made or sent
+	CodeBackupNoSpace     Code = "backup_no_space"     // too little free space beside the store for a backup
+	CodeClientGone        Code = "client_gone"         // the client went before its request was done
+	CodeBackupNotEmbedded Code = "backup_not_embedded" // store backup: the store is a database, backed up by its own tools
 )
 
 // errHSM marks a failure of the HSM itself (no signature, or one that

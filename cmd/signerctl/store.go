@@ -14,11 +14,8 @@ import (
 	"os/signal"
 	"path/filepath"
 	"strconv"
-	"strings"
 	"sync"
 	"syscall"
-
-	"github.com/jackc/pgx/v5/pgconn"
 
 	"signerd/store"
 )
@@ -286,54 +283,20 @@ func storeMigrate(args []string, stdout io.Writer) error {
 
 // refuseDSNPassword refuses a DSN that carries a password (password= or
 // sslpassword=, or one in a URL's user part): a command's arguments are
-// visible to every user of the machine.
-//
-// pgx is asked, so the DSN is read exactly as it will be connected with:
-// a parse allowing only the keys seen so far names the next key the DSN
-// has, until it names a password or none is left. A password that comes
-// from elsewhere (a passfile, the environment) is not in the DSN and
-// passes.
+// visible to every user of the machine. A password that comes from
+// elsewhere (a passfile, the environment) is not in the DSN and passes.
 func refuseDSNPassword(dsn string) error {
-	var allowed []string
-	for range 256 {
-		_, err := pgconn.ParseConfigWithOptions(dsn, pgconn.ParseConfigOptions{ConnStringAllowedKeys: append([]string{}, allowed...)})
-		key, ok := dsnKeyNotAllowed(err)
-		if !ok {
-			// Parsed, or an error of another kind, which opening the
-			// store reports (with any password hidden).
-			return nil
-		}
-		switch key {
-		case "password":
-			return errors.New("the DSN carries a password, and a command's arguments are visible to every user of this machine: " +
-				"put it in a password file (passfile=FILE in the DSN, mode 0600) or use peer authentication over the Unix socket")
-		case "sslpassword":
-			return errors.New("the DSN carries the client key's passphrase (sslpassword), and a command's arguments are visible to every user of this machine: " +
-				"use a key file without one, readable only by its owner")
-		}
-		allowed = append(allowed, key)
+	switch secret, err := store.PostgresDSNSecret(dsn); {
+	case err != nil:
+		return fmt.Errorf("--dsn (not shown): %w", err)
+	case secret == "password":
+		return errors.New("the DSN carries a password, and a command's arguments are visible to every user of this machine: " +
+			"put it in a password file (passfile=FILE in the DSN, mode 0600) or use peer authentication over the Unix socket")
+	case secret == "sslpassword":
+		return errors.New("the DSN carries the client key's passphrase (sslpassword), and a command's arguments are visible to every user of this machine: " +
+			"use a key file without one, readable only by its owner")
 	}
-	return errors.New("the DSN has too many parameters")
-}
-
-// dsnKeyNotAllowed is the key a parse with ConnStringAllowedKeys refused.
-func dsnKeyNotAllowed(err error) (string, bool) {
-	const marker = "connection string key "
-	var pe *pgconn.ParseConfigError
-	if !errors.As(err, &pe) {
-		return "", false
-	}
-	msg := pe.Error()
-	i := strings.LastIndex(msg, marker)
-	if i < 0 || !strings.Contains(msg[i:], "is not in ConnStringAllowedKeys") {
-		return "", false
-	}
-	quoted, err := strconv.QuotedPrefix(msg[i+len(marker):])
-	if err != nil {
-		return "", false
-	}
-	key, err := strconv.Unquote(quoted)
-	return key, err == nil
+	return nil
 }
 
 func printReport(w io.Writer, path string, r *store.Report) {

@@ -51,9 +51,6 @@ type api struct {
 	refused *refusalLog // where refusals before the engine are recorded
 	// backupTimeout: store.backup_timeout (backup.go).
 	backupTimeout time.Duration
-	// storeOnDatabase: the store is a PostgreSQL database, which the
-	// database's own tools back up, not signerd (backup.go).
-	storeOnDatabase bool
 }
 
 func (a *api) routes(roles roles) http.Handler {
@@ -571,6 +568,7 @@ var httpStatus = map[engine.Code]int{
 	engine.CodeClientGone:        http.StatusBadRequest,          // nobody reads it: the client went away
 	engine.CodeIssuerExpired:     http.StatusInternalServerError, // an operator's to fix; not retryable
 	engine.CodeBackupInProgress:  http.StatusServiceUnavailable,
+	engine.CodeBackupNotEmbedded: http.StatusConflict,
 	engine.CodeBackupNoSpace:     http.StatusInsufficientStorage, // an operator's to fix; not retryable
 }
 

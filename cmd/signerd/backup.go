@@ -18,9 +18,6 @@ const (
 	headerBackupLastSeal  = "Signerd-Backup-Last-Seal"
 )
 
-// codeBackupNotEmbedded refuses a store backup on a PostgreSQL store.
-const codeBackupNotEmbedded = "backup_not_embedded"
-
 // defaultBackupTimeout is store.backup_timeout's default.
 const defaultBackupTimeout = time.Minute
 
@@ -36,13 +33,6 @@ func (a *api) backupSendTimeout(size int64) time.Duration {
 // holds the copy's disk space and the one backup slot until its write
 // deadline (backupSendTimeout), when the copy is dropped.
 func (a *api) backupStore(w http.ResponseWriter, r *http.Request, p peer) {
-	if a.storeOnDatabase {
-		// Refused before the engine, which would seal the log for a copy
-		// it cannot make: the route audits it as any refusal.
-		writeError(w, http.StatusConflict, codeBackupNotEmbedded, "the store is a PostgreSQL database, which signerd does not copy: "+
-			"back it up with pg_basebackup and WAL archiving (README, Backup and restore (PostgreSQL))")
-		return
-	}
 	if !emptyBody(w, r) {
 		return
 	}
