@@ -192,6 +192,10 @@ func (e *Engine) sealer(stop <-chan struct{}, done chan<- struct{}) {
 	tick := time.NewTicker(min(time.Second, e.cfg.SealInterval))
 	defer tick.Stop()
 	failing := false // a failed seal is audited once, not at every retry
+	// checkFailing: the last check could not read the store; an outage of
+	// a database store is logged once, not at every tick (health and the
+	// store's own log say while it lasts).
+	checkFailing := false
 	for {
 		select {
 		case <-stop:
@@ -200,8 +204,15 @@ func (e *Engine) sealer(stop <-chan struct{}, done chan<- struct{}) {
 		}
 		n, err := e.unsealed()
 		if err != nil {
-			e.log.Error("audit seal check", "err", err)
+			if !checkFailing || !storeFailed(err) {
+				e.log.Error("audit seal check", "err", err)
+			}
+			checkFailing = true
 			continue
+		}
+		if checkFailing {
+			e.log.Info("audit seal check reads the store again")
+			checkFailing = false
 		}
 		since := e.cfg.Now().Sub(time.Unix(0, e.lastSeal.Load()))
 		due := n >= uint64(e.cfg.SealEvery) || (n > 0 && since >= e.cfg.SealInterval)
