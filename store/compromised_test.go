@@ -8,31 +8,45 @@ import (
 	bolt "go.etcd.io/bbolt"
 )
 
-// TestCompromisedKeysIndex: the first certificate marking a key stays,
-// and a version 1 store written before the index existed opens with an
-// empty one.
+// TestCompromisedKeysIndex: the first certificate marking a key stays.
 func TestCompromisedKeysIndex(t *testing.T) {
+	key := []byte("key digest")
+	forEachEngine(t, func(t *testing.T, e engine) {
+		where := e.create(t)
+		s := e.open(t, where)
+		update(t, s, func(tx *Tx) error {
+			if got, err := tx.KeyCompromised(key); err != nil || got != nil {
+				t.Errorf("an unmarked key: compromised by %x, %v", got, err)
+			}
+			if err := tx.MarkKeyCompromised(key, []byte{1}); err != nil {
+				return err
+			}
+			return tx.MarkKeyCompromised(key, []byte{2})
+		})
+		update(t, s, func(tx *Tx) error { return tx.MarkKeyCompromised(key, []byte{3}) })
+		s = e.reopen(t, s, where)
+		view(t, s, func(tx *Tx) error {
+			if got, err := tx.KeyCompromised(key); err != nil || !bytes.Equal(got, []byte{1}) {
+				t.Errorf("key marked by %x (%v), want the first certificate 01", got, err)
+			}
+			if got, err := tx.KeyCompromised([]byte("other key")); err != nil || got != nil {
+				t.Errorf("another key: compromised by %x, %v", got, err)
+			}
+			return nil
+		})
+	})
+}
+
+// TestBoltCompromisedKeysBucketMissing: a version 1 file written before
+// the index existed opens with an empty one.
+func TestBoltCompromisedKeysBucketMissing(t *testing.T) {
 	path := filepath.Join(t.TempDir(), "signerd.db")
 	s, err := Open(path)
 	if err != nil {
 		t.Fatal(err)
 	}
 	key := []byte("key digest")
-	update(t, s, func(tx *Tx) error {
-		if got, err := tx.KeyCompromised(key); err != nil || got != nil {
-			t.Errorf("an unmarked key: compromised by %x, %v", got, err)
-		}
-		if err := tx.MarkKeyCompromised(key, []byte{1}); err != nil {
-			return err
-		}
-		return tx.MarkKeyCompromised(key, []byte{2})
-	})
-	view(t, s, func(tx *Tx) error {
-		if got, err := tx.KeyCompromised(key); err != nil || !bytes.Equal(got, []byte{1}) {
-			t.Errorf("key marked by %x (%v), want the first certificate 01", got, err)
-		}
-		return nil
-	})
+	update(t, s, func(tx *Tx) error { return tx.MarkKeyCompromised(key, []byte{1}) })
 	s.Close()
 
 	db, err := bolt.Open(path, 0o600, nil)
@@ -54,28 +68,31 @@ func TestCompromisedKeysIndex(t *testing.T) {
 		}
 		return nil
 	})
+	update(t, s, func(tx *Tx) error { return tx.MarkKeyCompromised(key, []byte{2}) })
 }
 
 // TestAllRevokedSpansIssuers lists the revoked and held certificates of
-// every issuer.
+// every issuer, in issuer then serial order.
 func TestAllRevokedSpansIssuers(t *testing.T) {
-	s := openTemp(t)
-	update(t, s, func(tx *Tx) error {
-		for i, c := range []struct {
-			issuer string
-			status CertStatus
-		}{{"a", StatusRevoked}, {"b", StatusOnHold}, {"b", StatusGood}, {"c", StatusRevoked}} {
-			if err := tx.PutCertificate(&Certificate{Serial: []byte{byte(i + 1)}, DER: []byte{1}, Issuer: c.issuer, Status: c.status}); err != nil {
-				return err
+	forEachEngine(t, func(t *testing.T, e engine) {
+		s := e.openNew(t)
+		update(t, s, func(tx *Tx) error {
+			for i, c := range []struct {
+				issuer string
+				status CertStatus
+			}{{"b", StatusRevoked}, {"a", StatusOnHold}, {"b", StatusGood}, {"c", StatusRevoked}, {"a", StatusRevoked}} {
+				if err := tx.PutCertificate(&Certificate{Serial: []byte{byte(i + 1)}, DER: []byte{1}, Issuer: c.issuer, Status: c.status}); err != nil {
+					return err
+				}
 			}
+			return nil
+		})
+		var got []byte
+		view(t, s, func(tx *Tx) error {
+			return tx.AllRevoked(func(e RevokedEntry) error { got = append(got, e.Serial...); return nil })
+		})
+		if !bytes.Equal(got, []byte{2, 5, 1, 4}) {
+			t.Errorf("all revoked: %v, want [2 5 1 4]", got)
 		}
-		return nil
 	})
-	var got []byte
-	s.View(func(tx *Tx) error {
-		return tx.AllRevoked(func(e RevokedEntry) error { got = append(got, e.Serial...); return nil })
-	})
-	if !bytes.Equal(got, []byte{1, 2, 4}) {
-		t.Errorf("all revoked: %v, want [1 2 4]", got)
-	}
 }

@@ -7,6 +7,7 @@ import (
 	"crypto/x509"
 	"encoding/json"
 	"math/big"
+	"path/filepath"
 	"slices"
 	"testing"
 	"time"
@@ -48,87 +49,109 @@ func withKey(t *testing.T, s *Store, spki []byte) [][]byte {
 	return serials
 }
 
-func reopen(t *testing.T, s *Store, raw func(*bolt.Tx) error) *Store {
+// reopenEdited closes s, edits its records behind its back (engine.edit)
+// and opens it again, as signerd starting on a store an older signerd or
+// an operator wrote to.
+func (e engine) reopenEdited(t *testing.T, s *Store, where string, fn func(r records) error) *Store {
 	t.Helper()
-	path := s.Path()
-	s.Close()
-	if raw != nil {
-		db, err := bolt.Open(path, 0o600, nil)
-		if err != nil {
-			t.Fatal(err)
-		}
-		if err := db.Update(raw); err != nil {
-			t.Fatal(err)
-		}
-		db.Close()
-	}
-	s, err := Open(path)
-	if err != nil {
+	if err := s.Close(); err != nil {
 		t.Fatal(err)
 	}
-	t.Cleanup(func() { s.Close() })
-	return s
+	e.edit(t, where, fn)
+	return e.open(t, where)
 }
 
 // TestKeyIndexFindsCertificatesOfAKey: certificates are found by their
 // key, also in a store written before the index existed and in one an
 // older signerd (which does not keep the index) wrote to since.
 func TestKeyIndexFindsCertificatesOfAKey(t *testing.T) {
-	s := openTemp(t)
-	a, keyA := testCertificate(t, 1)
-	renewal := &Certificate{Serial: []byte{2}, DER: a.DER, Issuer: "ab", Status: StatusGood}
+	certA, keyA := testCertificate(t, 1)
 	b, keyB := testCertificate(t, 3)
-	update(t, s, func(tx *Tx) error {
-		for _, c := range []*Certificate{a, renewal, {Serial: []byte{9}, DER: []byte("not a certificate"), Issuer: "ab"}} {
-			if err := tx.PutCertificate(c); err != nil {
+	forEachEngine(t, func(t *testing.T, e engine) {
+		where := e.create(t)
+		s := e.open(t, where)
+		a := *certA
+		renewal := &Certificate{Serial: []byte{2}, DER: a.DER, Issuer: "ab", Status: StatusGood}
+		update(t, s, func(tx *Tx) error {
+			for _, c := range []*Certificate{&a, renewal, {Serial: []byte{9}, DER: []byte("not a certificate"), Issuer: "ab"}} {
+				if err := tx.PutCertificate(c); err != nil {
+					return err
+				}
+			}
+			_, err := tx.Append(Event{Action: "certificate.issue"})
+			return err
+		})
+		// A change of state is no new entry.
+		a.Status = StatusRevoked
+		update(t, s, func(tx *Tx) error { return tx.PutCertificate(&a) })
+		if got := withKey(t, s, keyA); !slices.EqualFunc(got, [][]byte{{1}, {2}}, slices.Equal) {
+			t.Fatalf("certificates of key A: %x, want 01 02", got)
+		}
+		if got := withKey(t, s, keyB); len(got) != 0 {
+			t.Fatalf("certificates of key B before it is certified: %x", got)
+		}
+
+		// A store from before the index: no entries, no mark.
+		s = e.reopenEdited(t, s, where, func(r records) error {
+			if err := r.clear(tableKeys); err != nil {
 				return err
 			}
+			return r.delete(tableMeta, keyKeyIndexAtHead)
+		})
+		if got := withKey(t, s, keyA); len(got) != 2 {
+			t.Fatalf("after opening a store without the index: %x", got)
 		}
-		_, err := tx.Append(Event{Action: "certificate.issue"})
-		return err
+
+		// An older signerd records certificate B with its event and no
+		// index entry.
+		s = e.reopenEdited(t, s, where, func(r records) error {
+			raw, _ := json.Marshal(b)
+			if err := r.put(tableCerts, b.Serial, raw); err != nil {
+				return err
+			}
+			_, err := (&Tx{r}).Append(Event{Action: "certificate.issue"})
+			return err
+		})
+		if got := withKey(t, s, keyB); !slices.EqualFunc(got, [][]byte{{3}}, slices.Equal) {
+			t.Fatalf("certificate an older signerd wrote: %x, want 03", got)
+		}
+
+		// A current index is not rebuilt at each open: an entry removed
+		// behind the store's back stays removed.
+		s = e.reopenEdited(t, s, where, func(r records) error {
+			return r.delete(tableKeys, mustIndexEntry(t, b))
+		})
+		if got := withKey(t, s, keyB); len(got) != 0 {
+			t.Fatalf("the index was rebuilt although current: %x", got)
+		}
 	})
-	// A change of state is no new entry.
-	a.Status = StatusRevoked
+}
+
+// TestBoltKeyIndexBucketMissing: a file without the key index's bucket,
+// whatever its mark says, has the index rebuilt at open.
+func TestBoltKeyIndexBucketMissing(t *testing.T) {
+	path := filepath.Join(t.TempDir(), "signerd.db")
+	s, err := Open(path)
+	if err != nil {
+		t.Fatal(err)
+	}
+	a, keyA := testCertificate(t, 1)
 	update(t, s, func(tx *Tx) error { return tx.PutCertificate(a) })
-	if got := withKey(t, s, keyA); !slices.EqualFunc(got, [][]byte{{1}, {2}}, slices.Equal) {
-		t.Fatalf("certificates of key A: %x, want 01 02", got)
+	s.Close()
+	db, err := bolt.Open(path, 0o600, nil)
+	if err != nil {
+		t.Fatal(err)
 	}
-	if got := withKey(t, s, keyB); len(got) != 0 {
-		t.Fatalf("certificates of key B before it is certified: %x", got)
+	if err := db.Update(func(tx *bolt.Tx) error { return tx.DeleteBucket(bucketKeys) }); err != nil {
+		t.Fatal(err)
 	}
-
-	// A store from before the index: no bucket, no mark.
-	s = reopen(t, s, func(tx *bolt.Tx) error {
-		if err := tx.DeleteBucket(bucketKeys); err != nil {
-			return err
-		}
-		return tx.Bucket(bucketMeta).Delete(keyKeyIndexAtHead)
-	})
-	if got := withKey(t, s, keyA); len(got) != 2 {
-		t.Fatalf("after opening a store without the index: %x", got)
+	db.Close()
+	if s, err = Open(path); err != nil {
+		t.Fatal(err)
 	}
-
-	// An older signerd records certificate B with its event and no index
-	// entry.
-	s = reopen(t, s, func(tx *bolt.Tx) error {
-		raw, _ := json.Marshal(b)
-		if err := tx.Bucket(bucketCerts).Put(b.Serial, raw); err != nil {
-			return err
-		}
-		_, err := (&Tx{boltRecords{tx}}).Append(Event{Action: "certificate.issue"})
-		return err
-	})
-	if got := withKey(t, s, keyB); !slices.EqualFunc(got, [][]byte{{3}}, slices.Equal) {
-		t.Fatalf("certificate an older signerd wrote: %x, want 03", got)
-	}
-
-	// A current index is not rebuilt at each open: an entry removed behind
-	// the store's back stays removed.
-	s = reopen(t, s, func(tx *bolt.Tx) error {
-		return tx.Bucket(bucketKeys).Delete(mustIndexEntry(t, b))
-	})
-	if got := withKey(t, s, keyB); len(got) != 0 {
-		t.Fatalf("the index was rebuilt although current: %x", got)
+	defer s.Close()
+	if got := withKey(t, s, keyA); !slices.EqualFunc(got, [][]byte{{1}}, slices.Equal) {
+		t.Fatalf("certificates of the key after the index's bucket was removed: %x, want 01", got)
 	}
 }
 

@@ -463,3 +463,104 @@ func BenchmarkBoltBatch(b *testing.B) {
 	defer bb.close()
 	benchmarkBatch(b, bb)
 }
+
+// TestPostgresKeyIndexBehindIsRebuiltAtOpen: the key index is rebuilt at
+// open when its mark in the meta table is not the audit log's head, as an
+// edit with psql or an older signerd leaves it, and only then.
+func TestPostgresKeyIndexBehindIsRebuiltAtOpen(t *testing.T) {
+	t.Parallel()
+	server := pgtest.Shared(t)
+	dsn := newPostgresDatabase(t)
+	a, keyA := testCertificate(t, 1)
+	b, keyB := testCertificate(t, 2)
+	s, err := OpenPostgres(dsn, PostgresOptions{})
+	if err != nil {
+		t.Fatal(err)
+	}
+	update(t, s, func(tx *Tx) error {
+		if err := errors.Join(tx.PutCertificate(a), tx.PutCertificate(b)); err != nil {
+			return err
+		}
+		_, err := tx.Append(Event{Actor: System, Action: "certificate.issue", Outcome: OutcomeOK})
+		return err
+	})
+	if err := s.Close(); err != nil {
+		t.Fatal(err)
+	}
+	tests := []struct {
+		name    string
+		sql     string // run after the index is emptied; "" for none
+		args    []any
+		rebuilt bool
+	}{
+		{"mark at the head", "", nil, false},
+		{"mark differs", "UPDATE meta SET v = $2 WHERE k = $1", []any{keyKeyIndexAtHead, []byte("h-stale")}, true},
+		{"mark removed", "DELETE FROM meta WHERE k = $1", []any{keyKeyIndexAtHead}, true},
+		{"head moved", "UPDATE meta SET v = $2 WHERE k = $1", []any{keyAuditHead, []byte(`{"seq":9,"hash":"AA=="}`)}, true},
+	}
+	for _, tc := range tests {
+		t.Run(tc.name, func(t *testing.T) {
+			server.Exec(t, dsn, `DELETE FROM "keys"`)
+			if tc.sql != "" {
+				server.Exec(t, dsn, tc.sql, tc.args...)
+			}
+			s, err := OpenPostgres(dsn, PostgresOptions{})
+			if err != nil {
+				t.Fatal(err)
+			}
+			defer s.Close()
+			var wantA, wantB [][]byte
+			if tc.rebuilt {
+				wantA, wantB = [][]byte{{1}}, [][]byte{{2}}
+			}
+			if got := withKey(t, s, keyA); !slices.EqualFunc(got, wantA, slices.Equal) {
+				t.Errorf("certificates of key A: %x, want %x", got, wantA)
+			}
+			if got := withKey(t, s, keyB); !slices.EqualFunc(got, wantB, slices.Equal) {
+				t.Errorf("certificates of key B: %x, want %x", got, wantB)
+			}
+			view(t, s, func(tx *Tx) error {
+				if current, err := keyIndexCurrent(tx); err != nil || !current {
+					t.Errorf("after open the index is noted at the head: %v, %v", current, err)
+				}
+				return nil
+			})
+		})
+	}
+}
+
+// TestPostgresLostCommitLeavesNeitherChangeNorEvent: a transaction whose
+// session ends before its commit reaches the server fails as ErrWrite and
+// leaves the store as it was, its certificate and its audit event alike;
+// the same transaction then succeeds.
+func TestPostgresLostCommitLeavesNeitherChangeNorEvent(t *testing.T) {
+	t.Parallel()
+	dsn := newPostgresDatabase(t)
+	s, err := OpenPostgres(dsn, PostgresOptions{})
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer s.Close()
+	var certs []*Certificate
+	for i := range 2 {
+		c, _ := testCertificate(t, byte(i+1))
+		c.RequestID, c.NotBefore = fmt.Sprintf("r-%d", i+1), time.Date(2026, 12, 1, i, 0, 0, 0, time.UTC)
+		certs = append(certs, c)
+	}
+	update(t, s, func(tx *Tx) error { return issue(tx, certs[0]) })
+	before := dump(t, s)
+	pg := s.b.(*pgBackend)
+	pg.testHookBeforeCommit = func(pid uint32) {
+		pgtest.Shared(t).Exec(t, dsn, "SELECT pg_terminate_backend($1)", int32(pid))
+	}
+	err = s.Update(func(tx *Tx) error { return issue(tx, certs[1]) })
+	pg.testHookBeforeCommit = nil
+	if !errors.Is(err, ErrWrite) {
+		t.Fatalf("update whose session ended before commit: %v; want ErrWrite", err)
+	}
+	wantSameDump(t, "after the lost commit", before, dump(t, s))
+	update(t, s, func(tx *Tx) error { return issue(tx, certs[1]) })
+	if got, want := auditEvents(t, s), []string{"1 01", "2 02"}; !slices.Equal(got, want) {
+		t.Errorf("audit log %q, want %q", got, want)
+	}
+}

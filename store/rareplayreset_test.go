@@ -11,7 +11,10 @@ import (
 // those at or before it are left, one a nanosecond before included, and
 // the lowered ones are named; a store that never held a mark lowers none.
 func TestLowerRAReplayMarks(t *testing.T) {
-	s := openTemp(t)
+	forEachEngine(t, func(t *testing.T, e engine) { testLowerRAReplayMarks(t, e.openNew(t)) })
+}
+
+func testLowerRAReplayMarks(t *testing.T, s *Store) {
 	reset := time.Date(2026, 11, 29, 8, 0, 0, 0, time.UTC)
 	if err := s.Update(func(tx *Tx) error {
 		lowered, err := tx.LowerRAReplayMarks(reset)
