@@ -76,6 +76,11 @@ func docBlocks(t *testing.T) []docBlock {
 // first line, with what runs them.
 var coveredElsewhere = map[string]string{
 	"make demo": "make demo and make test are what CI runs; they run themselves",
+	// The PostgreSQL examples need a server: cmd/signerctl's
+	// TestStorePostgresCommands runs upgrade, migrate and verify --dsn on
+	// one (store/pgtest).
+	"createdb -O signerd signerd": "TestStorePostgresCommands (cmd/signerctl)",
+	"systemctl stop signerd":      "TestStorePostgresCommands (cmd/signerctl)",
 }
 
 // Placeholders the documents use, replaced when an example runs.
