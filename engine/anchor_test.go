@@ -5,8 +5,6 @@ import (
 	"errors"
 	"fmt"
 	"io"
-	"os"
-	"path/filepath"
 	"strings"
 	"sync/atomic"
 	"testing"
@@ -19,20 +17,19 @@ import (
 )
 
 // anchorLab is a CA, its audit key and the audit anchor in its token, and
-// a store file that engines are started on one after another, as signerd
+// a store that engines are started on one after another, as signerd
 // restarts.
 type anchorLab struct {
 	ca     *enginetest.CA
 	key    *hsm.SM2Signer
 	anchor *hsm.DataObject
-	path   string
+	at     *enginetest.StoreAt
 }
 
-func newAnchorLab(t *testing.T) *anchorLab {
+func newAnchorLab(t *testing.T, se enginetest.StoreEngine) *anchorLab {
 	t.Helper()
 	ca := enginetest.NewCA(t)
-	return &anchorLab{ca: ca, key: auditKey(t, ca), anchor: ca.Module.DataObject("audit-2026-anchor"),
-		path: filepath.Join(t.TempDir(), "signerd.db")}
+	return &anchorLab{ca: ca, key: auditKey(t, ca), anchor: ca.Module.DataObject("audit-2026-anchor"), at: se.New(t)}
 }
 
 // start opens the store and starts an engine on it with the audit key and
@@ -40,10 +37,7 @@ func newAnchorLab(t *testing.T) *anchorLab {
 // break with ack. The store closes with the engine (stop).
 func (l *anchorLab) start(t *testing.T, anchor engine.AuditAnchor, ack string) (*engine.Engine, *store.Store, error) {
 	t.Helper()
-	st, err := store.Open(l.path)
-	if err != nil {
-		t.Fatal(err)
-	}
+	st := l.at.Open(t)
 	e, err := engine.New(engine.Config{Store: st, Issuers: []*engine.Issuer{l.ca.Issuer}, Random: l.ca.Module.Random(),
 		AuditKey: l.key, AuditAnchor: anchor, AcknowledgeAuditBreak: ack, SealInterval: time.Hour})
 	if err != nil {
@@ -92,48 +86,31 @@ func (l *anchorLab) anchored(t *testing.T) uint64 {
 	return seq
 }
 
-func copyFile(t *testing.T, from, to string) {
-	t.Helper()
-	src, err := os.Open(from)
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer src.Close()
-	dst, err := os.Create(to)
-	if err != nil {
-		t.Fatal(err)
-	}
-	if _, err := io.Copy(dst, src); err != nil {
-		t.Fatal(err)
-	}
-	if err := dst.Close(); err != nil {
-		t.Fatal(err)
-	}
-}
-
 // TestAuditAnchorCatchesLostSeals: a log cut back to an earlier seal, or
 // an older copy of the store put back, is a well-formed sealed log that
 // the chain alone accepts; the anchor in the token still records the
 // later seal, so the engine refuses to start, naming the anchored seal
 // and the store's head, until an operator acknowledges the break.
-func TestAuditAnchorCatchesLostSeals(t *testing.T) {
+// It runs on each store engine.
+func TestAuditAnchorCatchesLostSeals(t *testing.T) { onEachStore(t, testAuditAnchorCatchesLostSeals) }
+
+func testAuditAnchorCatchesLostSeals(t *testing.T, se enginetest.StoreEngine) {
 	tests := []struct {
 		name string
-		lose func(t *testing.T, l *anchorLab, earlier uint64, oldCopy string)
+		lose func(t *testing.T, l *anchorLab, earlier uint64, oldCopy *enginetest.StoreAt)
 	}{
-		{"log cut back to an earlier seal", func(t *testing.T, l *anchorLab, earlier uint64, _ string) {
-			enginetest.CutAuditLog(t, l.path, earlier)
+		{"log cut back to an earlier seal", func(t *testing.T, l *anchorLab, earlier uint64, _ *enginetest.StoreAt) {
+			l.at.CutAuditLog(t, earlier)
 		}},
-		{"older copy of the store restored", func(t *testing.T, l *anchorLab, _ uint64, oldCopy string) {
-			copyFile(t, oldCopy, l.path)
+		{"older copy of the store restored", func(t *testing.T, l *anchorLab, _ uint64, oldCopy *enginetest.StoreAt) {
+			l.at.RestoreFrom(t, oldCopy)
 		}},
 	}
 	for _, tt := range tests {
 		t.Run(tt.name, func(t *testing.T) {
-			l := newAnchorLab(t)
+			l := newAnchorLab(t, se)
 			earlier := l.run(t, l.anchor, 3)
-			oldCopy := filepath.Join(t.TempDir(), "old.db")
-			copyFile(t, l.path, oldCopy)
+			oldCopy := l.at.Copy(t)
 			later := l.run(t, l.anchor, 3)
 			if got := l.anchored(t); got != later {
 				t.Fatalf("anchor records seal %d, want the last seal %d", got, later)
@@ -176,16 +153,19 @@ func TestAuditAnchorCatchesLostSeals(t *testing.T) {
 
 // TestAuditAnchorEditedSeal: a store whose anchored seal was replaced by
 // other bytes (a log rewritten from there on) is refused too.
-func TestAuditAnchorEditedSeal(t *testing.T) {
-	l := newAnchorLab(t)
+// It runs on each store engine.
+func TestAuditAnchorEditedSeal(t *testing.T) { onEachStore(t, testAuditAnchorEditedSeal) }
+
+func testAuditAnchorEditedSeal(t *testing.T, se enginetest.StoreEngine) {
+	l := newAnchorLab(t, se)
 	l.run(t, l.anchor, 2)
 	sealed := l.run(t, l.anchor, 2)
 	// Append events and a new last seal would need the audit key; editing
 	// the anchored seal's reason changes its hash.
-	editEvent(t, l.path, sealed, func(v []byte) []byte {
+	l.at.EditAuditEvent(t, sealed, func(v []byte) []byte {
 		return []byte(strings.Replace(string(v), `"reason":"shutdown"`, `"reason":"shutdowN"`, 1))
 	})
-	enginetest.CutAuditLog(t, l.path, sealed) // the head rewritten to the edited bytes
+	l.at.CutAuditLog(t, sealed) // the head rewritten to the edited bytes
 	_, _, err := l.start(t, l.anchor, "")
 	if !errors.Is(err, engine.ErrAuditBroken) {
 		t.Fatalf("start on an edited anchored seal: %v", err)
@@ -210,8 +190,11 @@ func (a *stuckAnchor) Update(ctx context.Context, v []byte) error {
 // TestAuditAnchorBehindStarts: a seal committed whose anchor write never
 // happened leaves the anchor behind the store; the next start accepts
 // that and brings the anchor up to the last seal.
-func TestAuditAnchorBehindStarts(t *testing.T) {
-	l := newAnchorLab(t)
+// It runs on each store engine.
+func TestAuditAnchorBehindStarts(t *testing.T) { onEachStore(t, testAuditAnchorBehindStarts) }
+
+func testAuditAnchorBehindStarts(t *testing.T, se enginetest.StoreEngine) {
+	l := newAnchorLab(t, se)
 	first := l.run(t, l.anchor, 2)
 	a := &stuckAnchor{DataObject: l.anchor}
 	a.stuck.Store(true)
@@ -219,7 +202,7 @@ func TestAuditAnchorBehindStarts(t *testing.T) {
 	if got := l.anchored(t); got != first {
 		t.Fatalf("anchor records seal %d, want %d (the later write failed)", got, first)
 	}
-	evs := eventsAt(t, l.path)
+	evs := eventsAt(t, l.at)
 	failed := 0
 	for _, ev := range evs {
 		if ev.Action == "audit.anchor" && ev.Outcome == store.OutcomeFailed {
@@ -243,21 +226,24 @@ func TestAuditAnchorBehindStarts(t *testing.T) {
 // TestAuditAnchorCreated: a new log gets its anchor at the first start,
 // without an event (nothing went before); a log that has run without one
 // gets it at the next start, audited, and from then on a cut is caught.
-func TestAuditAnchorCreated(t *testing.T) {
+// It runs on each store engine.
+func TestAuditAnchorCreated(t *testing.T) { onEachStore(t, testAuditAnchorCreated) }
+
+func testAuditAnchorCreated(t *testing.T, se enginetest.StoreEngine) {
 	t.Run("new log", func(t *testing.T) {
-		l := newAnchorLab(t)
+		l := newAnchorLab(t, se)
 		sealed := l.run(t, l.anchor, 1)
 		if got := l.anchored(t); got != sealed {
 			t.Fatalf("anchor records seal %d, want %d", got, sealed)
 		}
-		for _, ev := range eventsAt(t, l.path) {
+		for _, ev := range eventsAt(t, l.at) {
 			if strings.HasPrefix(ev.Action, "audit.anchor") {
 				t.Fatalf("event %+v on a new log", ev)
 			}
 		}
 	})
 	t.Run("log without an anchor", func(t *testing.T) {
-		l := newAnchorLab(t)
+		l := newAnchorLab(t, se)
 		earlier := l.run(t, nil, 2)
 		before := l.run(t, nil, 2)
 		if _, err := l.anchor.Read(context.Background()); !errors.Is(err, hsm.ErrObjectNotFound) {
@@ -265,7 +251,7 @@ func TestAuditAnchorCreated(t *testing.T) {
 		}
 		later := l.run(t, l.anchor, 2)
 		var created *store.Event
-		for _, ev := range eventsAt(t, l.path) {
+		for _, ev := range eventsAt(t, l.at) {
 			if ev.Action == "audit.anchor.created" {
 				created = &ev
 			}
@@ -276,7 +262,7 @@ func TestAuditAnchorCreated(t *testing.T) {
 		if got := l.anchored(t); got != later {
 			t.Fatalf("anchor records seal %d, want %d", got, later)
 		}
-		enginetest.CutAuditLog(t, l.path, earlier)
+		l.at.CutAuditLog(t, earlier)
 		if _, _, err := l.start(t, l.anchor, ""); !errors.Is(err, engine.ErrAuditBroken) {
 			t.Fatalf("start on a cut log once anchored: %v", err)
 		}
@@ -286,13 +272,14 @@ func TestAuditAnchorCreated(t *testing.T) {
 // TestAuditAnchorFollowsConcurrentSeals: seals made at once (each export
 // seals first; the sealer is kept out of it) write the anchor in the order
 // they commit, so it ends on the last seal, never an earlier one.
+// It runs on each store engine.
 func TestAuditAnchorFollowsConcurrentSeals(t *testing.T) {
-	l := newAnchorLab(t)
-	st, err := store.Open(l.path)
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer st.Close()
+	onEachStore(t, testAuditAnchorFollowsConcurrentSeals)
+}
+
+func testAuditAnchorFollowsConcurrentSeals(t *testing.T, se enginetest.StoreEngine) {
+	l := newAnchorLab(t, se)
+	st := l.at.Open(t)
 	e := l.ca.Engine(t, st, engine.Config{AuditKey: l.key, AuditAnchor: l.anchor, SealEvery: 1000, SealInterval: time.Hour})
 	done := make(chan error)
 	for i := range 6 {

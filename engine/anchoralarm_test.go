@@ -7,6 +7,7 @@ import (
 	"testing"
 	"time"
 
+	"signerd/engine/enginetest"
 	"signerd/store"
 )
 
@@ -15,7 +16,7 @@ import (
 // signerd writes the anchor, that alarm is a different thing and is
 // audited too (once), not swallowed as one more failed write.
 func TestAuditAnchorMovedAlarmAfterWriteFailure(t *testing.T) {
-	l := newAnchorLab(t)
+	l := newAnchorLab(t, enginetest.BoltStore)
 	l.run(t, l.anchor, 1)
 	a := &stuckAnchor{DataObject: l.ca.Module.DataObject(l.anchor.Label)}
 	e, st, err := l.start(t, a, "")

@@ -11,6 +11,7 @@ import (
 	"github.com/miekg/pkcs11"
 
 	"signerd/engine"
+	"signerd/engine/enginetest"
 	"signerd/hsm"
 	"signerd/hsm/hsmtest"
 )
@@ -118,7 +119,7 @@ func (a *crashMidResetAnchor) Update(context.Context, []byte) error {
 // anchor counts: the next start needs no acknowledgement, and its write
 // leaves one anchor.
 func TestAuditAnchorStartsAfterCrashMidReset(t *testing.T) {
-	l := newAnchorLab(t)
+	l := newAnchorLab(t, enginetest.BoltStore)
 	l.run(t, l.anchor, 1)
 	objs := anchorObjects(t, l.ca.Token, l.anchor.Label)
 	if len(objs) != 1 {
@@ -164,7 +165,7 @@ func TestAuditAnchorStartsAfterCrashMidReset(t *testing.T) {
 // records its seal (the leftover is below it), it is logged, not audited
 // as a failed anchor write, and starts go on needing nothing.
 func TestAuditAnchorUndestroyedLeftover(t *testing.T) {
-	l := newAnchorLab(t)
+	l := newAnchorLab(t, enginetest.BoltStore)
 	l.run(t, l.anchor, 1)
 	putAnchorObject(t, l.ca.Token, l.anchor.Label, anchorObject{gen: 0, value: []byte("left by an old write")},
 		pkcs11.NewAttribute(pkcs11.CKA_DESTROYABLE, false))
@@ -177,7 +178,7 @@ func TestAuditAnchorUndestroyedLeftover(t *testing.T) {
 			t.Fatalf("%d anchor objects, want 2 (the anchor and the undestroyable leftover)", len(objs))
 		}
 	}
-	for _, ev := range eventsAt(t, l.path) {
+	for _, ev := range eventsAt(t, l.at) {
 		if ev.Action == "audit.anchor" {
 			t.Fatalf("event %d %s %s: %s; want no failed anchor write", ev.Seq, ev.Action, ev.Outcome, ev.Reason)
 		}

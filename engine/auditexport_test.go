@@ -18,12 +18,13 @@ import (
 
 var auditor = store.Actor{UID: 1003, GID: 1003, PID: 42, Role: "auditor"}
 
-// exportRun issues and revokes through an engine sealing every 4 events
-// and returns it with the store, the CA and a full export.
-func exportRun(t *testing.T) (*engine.Engine, *store.Store, *enginetest.CA, []byte) {
+// exportRun issues and revokes through an engine sealing every 4 events,
+// on a store of se, and returns it with the store, the CA and a full
+// export.
+func exportRun(t *testing.T, se enginetest.StoreEngine) (*engine.Engine, *store.Store, *enginetest.CA, []byte) {
 	t.Helper()
 	ca := enginetest.NewCA(t)
-	st := enginetest.OpenStore(t)
+	st := se.Open(t)
 	e := ca.Engine(t, st, engine.Config{AuditKey: auditKey(t, ca), SealEvery: 4, SealInterval: time.Hour})
 	for i := range 6 {
 		_, csr := enginetest.NewCSR(t)
@@ -64,8 +65,11 @@ func waitSealed(t *testing.T, st *store.Store) {
 	t.Fatal("the sealer did not seal")
 }
 
-func TestAuditExport(t *testing.T) {
-	e, st, ca, bundle := exportRun(t)
+// TestAuditExport runs on each store engine.
+func TestAuditExport(t *testing.T) { onEachStore(t, testAuditExport) }
+
+func testAuditExport(t *testing.T, se enginetest.StoreEngine) {
+	e, st, ca, bundle := exportRun(t, se)
 
 	rep := audit.Verify(bundle, audit.Options{Root: ca.Root})
 	if !rep.OK() || !rep.Anchored {
@@ -137,8 +141,9 @@ func TestAuditExport(t *testing.T) {
 	})
 }
 
+// TestAuditExportTampering checks the bundle alone: one engine's will do.
 func TestAuditExportTampering(t *testing.T) {
-	_, _, ca, bundle := exportRun(t)
+	_, _, ca, bundle := exportRun(t, enginetest.BoltStore)
 	lines := bytes.SplitAfter(bytes.TrimSuffix(bundle, []byte("\n")), []byte("\n"))
 	seqOf := make([]uint64, len(lines)) // event on each line; 0 for the header
 	rep := audit.Verify(bundle, audit.Options{Root: ca.Root})

@@ -35,8 +35,12 @@ func countRefused(t *testing.T, st *store.Store, actor store.Actor) int {
 // work. A revocation time a store holds without having noted it (written
 // by an earlier signerd) is honoured at start just the same.
 func TestClockGuardCoversLifecycleAcrossRestart(t *testing.T) {
+	onEachStore(t, testClockGuardCoversLifecycleAcrossRestart)
+}
+
+func testClockGuardCoversLifecycleAcrossRestart(t *testing.T, se enginetest.StoreEngine) {
 	ca := enginetest.NewCA(t)
-	st := enginetest.OpenStore(t)
+	st := se.Open(t)
 	clk, base := clockNow()
 	e := ca.Engine(t, st, engine.Config{Now: clk.read})
 	revoked := issue(t, e, request(t, "revoked"))

@@ -24,74 +24,82 @@ import (
 // process) right after a batch's first transaction, and right after the
 // HSM signed but before the second, then restarts on the same store: the
 // interrupted serials are burned, nothing signed is left unrecorded as
-// issued, the RA's retries succeed, and no serial is used twice.
+// issued, the RA's retries succeed, and no serial is used twice. It runs
+// on each store engine.
 func TestCrashBetweenBatchTransactions(t *testing.T) {
-	for _, point := range []string{"reserved", "signed"} {
-		t.Run(point, func(t *testing.T) {
-			ca := enginetest.NewCA(t)
-			dir := t.TempDir()
-			ca.Save(t, dir)
-			reqs := make([]engine.Request, 8)
-			for i := range reqs {
-				reqs[i] = request(t, fmt.Sprintf("crash-%d", i))
-			}
-			raw, _ := json.Marshal(reqs)
-			if err := os.WriteFile(filepath.Join(dir, "requests.json"), raw, 0o600); err != nil {
-				t.Fatal(err)
-			}
-			runCrashChild(t, "TestCrashChild", "SIGNERD_CRASH_CHILD="+dir, "SIGNERD_CRASH_POINT="+point)
+	for _, se := range enginetest.Stores {
+		for _, point := range []string{"reserved", "signed"} {
+			t.Run(se.Name+"/"+point, func(t *testing.T) {
+				testCrashBetweenBatchTransactions(t, se, point)
+			})
+		}
+	}
+}
 
-			st, err := store.Open(filepath.Join(dir, "signerd.db"))
-			if err != nil {
-				t.Fatal(err)
-			}
-			t.Cleanup(func() { st.Close() })
-			var interrupted []*store.Request
-			st.View(func(tx *store.Tx) error {
-				interrupted, err = tx.InFlight()
-				if err != nil {
-					t.Fatal(err)
-				}
-				n := 0
-				tx.Certificates(func(*store.Certificate) error { n++; return nil })
-				if n != 0 {
-					t.Errorf("%d certificates recorded by a batch that never finished", n)
-				}
-				return nil
-			})
-			if len(interrupted) == 0 {
-				t.Fatal("the crash left no request in flight")
-			}
+func testCrashBetweenBatchTransactions(t *testing.T, se enginetest.StoreEngine, point string) {
+	ca := enginetest.NewCA(t)
+	dir := t.TempDir()
+	ca.Save(t, dir)
+	at := se.New(t)
+	reqs := make([]engine.Request, 8)
+	for i := range reqs {
+		reqs[i] = request(t, fmt.Sprintf("crash-%d", i))
+	}
+	raw, _ := json.Marshal(reqs)
+	if err := os.WriteFile(filepath.Join(dir, "requests.json"), raw, 0o600); err != nil {
+		t.Fatal(err)
+	}
+	runCrashChild(t, "TestCrashChild", at, "SIGNERD_CRASH_CHILD="+dir, "SIGNERD_CRASH_POINT="+point)
 
-			e := ca.Engine(t, st, engine.Config{})
-			burned := map[string]bool{}
-			st.View(func(tx *store.Tx) error {
-				for _, r := range interrupted {
-					s, err := tx.Serial(r.Serial)
-					if err != nil || s.State != store.SerialBurned {
-						t.Errorf("serial %x of interrupted %s: %+v, %v", r.Serial, r.ID, s, err)
-					}
-					burned[string(r.Serial)] = true
-				}
-				if left, _ := tx.InFlight(); len(left) != 0 {
-					t.Errorf("%d requests still in flight after recovery", len(left))
-				}
-				return nil
-			})
-			for _, req := range reqs {
-				c := issue(t, e, req)
-				if burned[string(c.Serial)] {
-					t.Fatalf("retry of %s reused burned serial %x", req.ID, c.Serial)
-				}
-				verifyChainGMSM(t, ca, c.DER)
+	st := at.Open(t)
+	var interrupted []*store.Request
+	if err := st.View(func(tx *store.Tx) error {
+		var err error
+		if interrupted, err = tx.InFlight(); err != nil {
+			return err
+		}
+		n := 0
+		if err := tx.Certificates(func(*store.Certificate) error { n++; return nil }); err != nil {
+			return err
+		}
+		if n != 0 {
+			t.Errorf("%d certificates recorded by a batch that never finished", n)
+		}
+		return nil
+	}); err != nil {
+		t.Fatal(err)
+	}
+	if len(interrupted) == 0 {
+		t.Fatal("the crash left no request in flight")
+	}
+
+	e := ca.Engine(t, st, engine.Config{})
+	burned := map[string]bool{}
+	if err := st.View(func(tx *store.Tx) error {
+		for _, r := range interrupted {
+			s, err := tx.Serial(r.Serial)
+			if err != nil || s.State != store.SerialBurned {
+				t.Errorf("serial %x of interrupted %s: %+v, %v", r.Serial, r.ID, s, err)
 			}
-			st.View(func(tx *store.Tx) error {
-				if err := tx.VerifyAuditChain(); err != nil {
-					t.Error(err)
-				}
-				return nil
-			})
-		})
+			burned[string(r.Serial)] = true
+		}
+		left, err := tx.InFlight()
+		if len(left) != 0 {
+			t.Errorf("%d requests still in flight after recovery", len(left))
+		}
+		return err
+	}); err != nil {
+		t.Fatal(err)
+	}
+	for _, req := range reqs {
+		c := issue(t, e, req)
+		if burned[string(c.Serial)] {
+			t.Fatalf("retry of %s reused burned serial %x", req.ID, c.Serial)
+		}
+		verifyChainGMSM(t, ca, c.DER)
+	}
+	if err := st.View(func(tx *store.Tx) error { return tx.VerifyAuditChain() }); err != nil {
+		t.Error(err)
 	}
 }
 
@@ -132,12 +140,13 @@ func TestCrashChild(t *testing.T) {
 }
 
 // runCrashChild runs the test named child in a new process of this test
-// binary, with env added to its environment, and fails unless the child
-// was killed by a signal (its crash hook) rather than ending on its own.
-func runCrashChild(t *testing.T, child string, env ...string) {
+// binary, on the store at, with env added to its environment, and fails
+// unless the child was killed by a signal (its crash hook) rather than
+// ending on its own.
+func runCrashChild(t *testing.T, child string, at *enginetest.StoreAt, env ...string) {
 	t.Helper()
 	cmd := exec.Command(os.Args[0], "-test.run=^"+child+"$", "-test.v")
-	cmd.Env = append(os.Environ(), env...)
+	cmd.Env = append(os.Environ(), append(env, "SIGNERD_CRASH_STORE="+at.String())...)
 	out, err := cmd.CombinedOutput()
 	var exit *exec.ExitError
 	if !errors.As(err, &exit) || !exit.Sys().(syscall.WaitStatus).Signaled() {
@@ -145,8 +154,9 @@ func runCrashChild(t *testing.T, child string, env ...string) {
 	}
 }
 
-// crashChildEngine is the engine a crash child runs: the CA and store its
-// parent saved in dir. The child exits by being killed, so nothing is closed.
+// crashChildEngine is the engine a crash child runs: the CA its parent
+// saved in dir, on the store SIGNERD_CRASH_STORE names. The child exits by
+// being killed, so nothing is closed.
 func crashChildEngine(t *testing.T, dir string) *engine.Engine {
 	t.Helper()
 	m, iss, err := enginetest.LoadIssuer(filepath.Join(dir, "ca.json"))
@@ -154,7 +164,7 @@ func crashChildEngine(t *testing.T, dir string) *engine.Engine {
 		t.Fatal(err)
 	}
 	t.Cleanup(func() { m.Close() })
-	st, err := store.Open(filepath.Join(dir, "signerd.db"))
+	st, err := enginetest.OpenStoreAt(os.Getenv("SIGNERD_CRASH_STORE"))
 	if err != nil {
 		t.Fatal(err)
 	}

@@ -20,8 +20,12 @@ import (
 // and then the numbers keep increasing. Numbered by the time alone, the
 // CRL after the reset would go back 100 days.
 func TestCRLNumbersIncreaseAcrossClockReset(t *testing.T) {
+	onEachStore(t, testCRLNumbersIncreaseAcrossClockReset)
+}
+
+func testCRLNumbersIncreaseAcrossClockReset(t *testing.T, se enginetest.StoreEngine) {
 	ca := enginetest.NewCA(t)
-	st := enginetest.OpenStore(t)
+	st := se.Open(t)
 	clk, base := clockNow()
 	e := ca.Engine(t, st, engine.Config{Now: clk.read})
 	var numbers []*big.Int
@@ -51,9 +55,11 @@ func TestCRLNumbersIncreaseAcrossClockReset(t *testing.T) {
 // TestCRLNumberNeverWraps: a store edited to hold the largest CRL number
 // is refused rather than signed from: the number after it would wrap to 0
 // and the one after that go back to the time. Nothing is used up.
-func TestCRLNumberNeverWraps(t *testing.T) {
+func TestCRLNumberNeverWraps(t *testing.T) { onEachStore(t, testCRLNumberNeverWraps) }
+
+func testCRLNumberNeverWraps(t *testing.T, se enginetest.StoreEngine) {
 	ca := enginetest.NewCA(t)
-	st := enginetest.OpenStore(t)
+	st := se.Open(t)
 	e := ca.Engine(t, st, engine.Config{})
 	iss, err := e.Issuer("")
 	if err != nil {

@@ -4,7 +4,6 @@ import (
 	"bytes"
 	"context"
 	"fmt"
-	"path/filepath"
 	"strings"
 	"testing"
 	"time"
@@ -42,15 +41,15 @@ func exportWithin(t *testing.T, e *engine.Engine) ([]byte, error) {
 // a transaction of its own, holds every event exactly as stored, across
 // chunk boundaries and past an event larger than a chunk; and a log whose
 // event was edited to carry another sequence number is exported as it is
-// stored (the export ends, and its verification names the edit).
-func TestAuditExportReadsInChunks(t *testing.T) {
+// stored (the export ends, and its verification names the edit). It runs
+// on each store engine.
+func TestAuditExportReadsInChunks(t *testing.T) { onEachStore(t, testAuditExportReadsInChunks) }
+
+func testAuditExportReadsInChunks(t *testing.T, se enginetest.StoreEngine) {
 	ca := enginetest.NewCA(t)
 	key := auditKey(t, ca)
-	path := filepath.Join(t.TempDir(), "signerd.db")
-	st, err := store.Open(path)
-	if err != nil {
-		t.Fatal(err)
-	}
+	at := se.New(t)
+	st := at.Open(t)
 	cfg := engine.Config{AuditKey: key, SealEvery: 1 << 20, SealInterval: time.Hour}
 	e := ca.Engine(t, st, cfg)
 	for i := range 150 {
@@ -93,12 +92,8 @@ func TestAuditExportReadsInChunks(t *testing.T) {
 
 	e.Close()
 	st.Close()
-	editEvent(t, path, 70, func(b []byte) []byte { return bytes.Replace(b, []byte(`"seq":70,`), []byte(`"seq":3,`), 1) })
-	st, err = store.Open(path)
-	if err != nil {
-		t.Fatal(err)
-	}
-	t.Cleanup(func() { st.Close() })
+	at.EditAuditEvent(t, 70, func(b []byte) []byte { return bytes.Replace(b, []byte(`"seq":70,`), []byte(`"seq":3,`), 1) })
+	st = at.Open(t)
 	e = ca.Engine(t, st, cfg) // the edit is before the last seal: it starts
 	bundle, err = exportWithin(t, e)
 	if err != nil {

@@ -60,13 +60,15 @@ func verifyChain(t *testing.T, ca *enginetest.CA, ders ...[]byte) {
 	}
 }
 
-func TestIssueFollowsProfile(t *testing.T) {
+func TestIssueFollowsProfile(t *testing.T) { onEachStore(t, testIssueFollowsProfile) }
+
+func testIssueFollowsProfile(t *testing.T, se enginetest.StoreEngine) {
 	ca := enginetest.NewCA(t)
 	profiles, err := engine.LoadProfiles([]byte(profilesYAML))
 	if err != nil {
 		t.Fatal(err)
 	}
-	e := ca.Engine(t, enginetest.OpenStore(t), engine.Config{Profiles: profiles})
+	e := ca.Engine(t, se.Open(t), engine.Config{Profiles: profiles})
 	subject := engine.Subject{CommonName: "张三", Organization: "北京市政务服务中心", Country: "CN"}
 	tests := []struct {
 		profile  string

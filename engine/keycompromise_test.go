@@ -2,10 +2,7 @@ package engine_test
 
 import (
 	"context"
-	"path/filepath"
 	"testing"
-
-	bolt "go.etcd.io/bbolt"
 
 	"signerd/engine"
 	"signerd/engine/enginetest"
@@ -18,15 +15,21 @@ const codeKeyCompromised = engine.Code("key_compromised")
 // for keyCompromise, no request gets a certificate for its key (a new
 // issue, a renewal to it, an extension of another certificate for it),
 // including one being signed when the revocation lands, and a restart on a
-// store whose compromised-keys index is missing rebuilds it.
+// store whose compromised-keys index is missing rebuilds it. It runs on
+// each store engine.
 func TestCompromisedKeyIsNeverCertifiedAgain(t *testing.T) {
+	onEachStore(t, testCompromisedKeyIsNeverCertifiedAgain)
+}
+
+func testCompromisedKeyIsNeverCertifiedAgain(t *testing.T, se enginetest.StoreEngine) {
 	ca := enginetest.NewCA(t)
 	g := &gatedSigner{Signer: ca.Signer, entered: make(chan struct{}, 1), release: make(chan struct{})}
 	iss, err := engine.NewIssuer(ca.Cert, g)
 	if err != nil {
 		t.Fatal(err)
 	}
-	st := enginetest.OpenStore(t)
+	at := se.New(t)
+	st := at.Open(t)
 	e := ca.Engine(t, st, engine.Config{Issuers: []*engine.Issuer{iss}})
 	signOne := func() { go func() { g.release <- struct{}{} }() }
 	issueFor := func(id string, key any) *store.Certificate {
@@ -91,25 +94,7 @@ func TestCompromisedKeyIsNeverCertifiedAgain(t *testing.T) {
 
 	// A store without the index (as an earlier signerd wrote it).
 	e.Close()
-	path := st.Path()
 	st.Close()
-	db, err := bolt.Open(path, 0o600, nil)
-	if err != nil {
-		t.Fatal(err)
-	}
-	if err := db.Update(func(tx *bolt.Tx) error {
-		if tx.Bucket([]byte("compromised-keys")) == nil {
-			return nil
-		}
-		return tx.DeleteBucket([]byte("compromised-keys"))
-	}); err != nil {
-		t.Fatal(err)
-	}
-	db.Close()
-	st2, err := store.Open(filepath.Clean(path))
-	if err != nil {
-		t.Fatal(err)
-	}
-	t.Cleanup(func() { st2.Close() })
-	refusals(ca.Engine(t, st2, engine.Config{}))
+	at.DropTable(t, "compromised-keys")
+	refusals(ca.Engine(t, at.Open(t), engine.Config{}))
 }

@@ -19,8 +19,12 @@ import (
 // TestKeyCompromiseReachesSiblingRevokedForAnotherReason); a certificate
 // of another key stays good.
 func TestKeyCompromiseReachesEveryCertificateOfTheKey(t *testing.T) {
+	onEachStore(t, testKeyCompromiseReachesEveryCertificateOfTheKey)
+}
+
+func testKeyCompromiseReachesEveryCertificateOfTheKey(t *testing.T, se enginetest.StoreEngine) {
 	ca := enginetest.NewCA(t)
-	st := enginetest.OpenStore(t)
+	st := se.Open(t)
 	e := ca.Engine(t, st, engine.Config{})
 	key, _ := enginetest.NewCSR(t)
 	issueFor := func(id string, k any) *store.Certificate {

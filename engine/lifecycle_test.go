@@ -55,9 +55,11 @@ func listed(crl *smx509.RevocationList) map[string]int {
 
 func hexOf(serial []byte) string { return new(big.Int).SetBytes(serial).Text(16) }
 
-func TestRevokeHoldRestoreAndCRL(t *testing.T) {
+func TestRevokeHoldRestoreAndCRL(t *testing.T) { onEachStore(t, testRevokeHoldRestoreAndCRL) }
+
+func testRevokeHoldRestoreAndCRL(t *testing.T, se enginetest.StoreEngine) {
 	ca := enginetest.NewCA(t)
-	st := enginetest.OpenStore(t)
+	st := se.Open(t)
 	e := ca.Engine(t, st, engine.Config{CRLValidity: 6 * time.Hour})
 	var certs []*store.Certificate
 	for _, id := range []string{"a", "b", "c"} {
@@ -179,9 +181,11 @@ func mapsEqual(a, b map[string]int) bool {
 	return true
 }
 
-func TestRenewAndExtend(t *testing.T) {
+func TestRenewAndExtend(t *testing.T) { onEachStore(t, testRenewAndExtend) }
+
+func testRenewAndExtend(t *testing.T, se enginetest.StoreEngine) {
 	ca := enginetest.NewCA(t)
-	e := ca.Engine(t, enginetest.OpenStore(t), engine.Config{})
+	e := ca.Engine(t, se.Open(t), engine.Config{})
 	ctx := context.Background()
 	_, csr := enginetest.NewCSR(t)
 	subject := engine.Subject{CommonName: "赵六"}

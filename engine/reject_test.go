@@ -149,9 +149,11 @@ func TestRejections(t *testing.T) {
 	}
 }
 
-func TestIdempotentRetry(t *testing.T) {
+func TestIdempotentRetry(t *testing.T) { onEachStore(t, testIdempotentRetry) }
+
+func testIdempotentRetry(t *testing.T, se enginetest.StoreEngine) {
 	ca := enginetest.NewCA(t)
-	st := enginetest.OpenStore(t)
+	st := se.Open(t)
 	e := ca.Engine(t, st, engine.Config{})
 	_, csr := enginetest.NewCSR(t)
 	req := engine.Request{ID: "ra-7", Profile: "person-sign", Subject: engine.Subject{CommonName: "王五"}, CSR: csr}

@@ -7,13 +7,10 @@ import (
 	"encoding/json"
 	"errors"
 	"fmt"
-	"path/filepath"
 	"strings"
 	"sync/atomic"
 	"testing"
 	"time"
-
-	bolt "go.etcd.io/bbolt"
 
 	"signerd/engine"
 	"signerd/engine/audit"
@@ -48,38 +45,14 @@ func events(t *testing.T, st *store.Store) []store.Event {
 	return out
 }
 
-// editEvent rewrites stored audit event seq behind the store's back.
-func editEvent(t *testing.T, path string, seq uint64, edit func([]byte) []byte) {
-	t.Helper()
-	db, err := bolt.Open(path, 0o600, &bolt.Options{Timeout: time.Second})
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer db.Close()
-	if err := db.Update(func(tx *bolt.Tx) error {
-		b := tx.Bucket([]byte("audit"))
-		key := make([]byte, 8)
-		for i := 0; i < 8; i++ {
-			key[7-i] = byte(seq >> (8 * i))
-		}
-		v := b.Get(key)
-		if v == nil {
-			return fmt.Errorf("no event %d", seq)
-		}
-		return b.Put(key, edit(append([]byte(nil), v...)))
-	}); err != nil {
-		t.Fatal(err)
-	}
-}
+// TestAuditSeals runs on each store engine.
+func TestAuditSeals(t *testing.T) { onEachStore(t, testAuditSeals) }
 
-func TestAuditSeals(t *testing.T) {
+func testAuditSeals(t *testing.T, se enginetest.StoreEngine) {
 	ca := enginetest.NewCA(t)
 	key := auditKey(t, ca)
-	path := filepath.Join(t.TempDir(), "signerd.db")
-	st, err := store.Open(path)
-	if err != nil {
-		t.Fatal(err)
-	}
+	at := se.New(t)
+	st := at.Open(t)
 	e := ca.Engine(t, st, engine.Config{AuditKey: key, SealEvery: 3, SealInterval: time.Hour})
 	for i := range 4 {
 		issue(t, e, request(t, fmt.Sprintf("seal-%d", i)))
@@ -126,10 +99,7 @@ func TestAuditSeals(t *testing.T) {
 	// seal is forged, does not, unless the break is acknowledged.
 	start := func(ack string) error {
 		t.Helper()
-		st, err := store.Open(path)
-		if err != nil {
-			t.Fatal(err)
-		}
+		st := at.Open(t)
 		defer st.Close()
 		e, err := engine.New(engine.Config{Store: st, Issuers: []*engine.Issuer{ca.Issuer}, Random: ca.Module.Random(),
 			AuditKey: key, AcknowledgeAuditBreak: ack})
@@ -141,22 +111,22 @@ func TestAuditSeals(t *testing.T) {
 	if err := start(""); err != nil {
 		t.Fatalf("clean log: %v", err)
 	}
-	evs = eventsAt(t, path)
+	evs = eventsAt(t, at)
 	lastSeal := evs[len(evs)-1].Seq
 	var original []byte
-	editEvent(t, path, lastSeal, func(v []byte) []byte {
+	at.EditAuditEvent(t, lastSeal, func(v []byte) []byte {
 		original = append([]byte(nil), v...)
 		return []byte(strings.Replace(string(v), `"reason":"shutdown"`, `"reason":"shutdowN"`, 1))
 	})
-	err = start("")
+	err := start("")
 	if !errors.Is(err, engine.ErrAuditBroken) || !strings.Contains(err.Error(), fmt.Sprintf("audit event %d: stored bytes differ", lastSeal)) {
 		t.Fatalf("start on an edited seal: %v", err)
 	}
-	editEvent(t, path, lastSeal, func([]byte) []byte { return original })
+	at.EditAuditEvent(t, lastSeal, func([]byte) []byte { return original })
 	if err := start(""); err != nil {
 		t.Fatalf("log put back: %v", err)
 	}
-	editEvent(t, path, lastSeal, func(v []byte) []byte {
+	at.EditAuditEvent(t, lastSeal, func(v []byte) []byte {
 		var ev store.Event
 		if err := json.Unmarshal(v, &ev); err != nil {
 			t.Fatal(err)
@@ -172,7 +142,7 @@ func TestAuditSeals(t *testing.T) {
 	if err := start("ticket CA-17: restored from backup, checked by Li Na"); err != nil {
 		t.Fatalf("acknowledged start: %v", err)
 	}
-	evs = eventsAt(t, path)
+	evs = eventsAt(t, at)
 	var ack *store.Event
 	for i := range evs {
 		if evs[i].Action == "audit.break.acknowledged" {
@@ -191,13 +161,10 @@ func TestAuditSeals(t *testing.T) {
 	}
 }
 
-// eventsAt reads the audit log of the store file at path.
-func eventsAt(t *testing.T, path string) []store.Event {
+// eventsAt reads the audit log of the store at, which must be closed.
+func eventsAt(t *testing.T, at *enginetest.StoreAt) []store.Event {
 	t.Helper()
-	st, err := store.Open(path)
-	if err != nil {
-		t.Fatal(err)
-	}
+	st := at.Open(t)
 	defer st.Close()
 	return events(t, st)
 }
@@ -216,9 +183,11 @@ func (k *failingKey) SignDigest(ctx context.Context, e []byte) ([]byte, error) {
 	return k.SM2Signer.SignDigest(ctx, e)
 }
 
-func TestFailedSealIsAuditedOnce(t *testing.T) {
+func TestFailedSealIsAuditedOnce(t *testing.T) { onEachStore(t, testFailedSealIsAuditedOnce) }
+
+func testFailedSealIsAuditedOnce(t *testing.T, se enginetest.StoreEngine) {
 	ca := enginetest.NewCA(t)
-	st := enginetest.OpenStore(t)
+	st := se.Open(t)
 	key := &failingKey{SM2Signer: auditKey(t, ca)}
 	e := ca.Engine(t, st, engine.Config{AuditKey: key, SealEvery: 1000, SealInterval: 20 * time.Millisecond})
 	key.fail.Store(true)

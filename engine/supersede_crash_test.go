@@ -3,7 +3,6 @@ package engine_test
 import (
 	"context"
 	"os"
-	"path/filepath"
 	"testing"
 	"time"
 
@@ -16,44 +15,44 @@ import (
 // extension is between its two transactions, then restarts on the same
 // store: the claim on the old certificate was durable while the extension
 // was signing, the restart burns the extension's serial and releases the
-// claim, and another request can then extend the certificate, once.
+// claim, and another request can then extend the certificate, once. It
+// runs on each store engine.
 func TestCrashWhileReplacing(t *testing.T) {
-	for _, point := range []string{"reserved", "signed"} {
-		t.Run(point, func(t *testing.T) {
-			ca := enginetest.NewCA(t)
-			dir := t.TempDir()
-			ca.Save(t, dir)
-			runCrashChild(t, "TestReplaceCrashChild", "SIGNERD_REPLACE_CRASH_CHILD="+dir, "SIGNERD_CRASH_POINT="+point)
-			st, err := store.Open(filepath.Join(dir, "signerd.db"))
-			if err != nil {
-				t.Fatal(err)
-			}
-			t.Cleanup(func() { st.Close() })
-			var orig *store.Certificate
-			st.View(func(tx *store.Tx) error {
-				return tx.Certificates(func(c *store.Certificate) error {
-					if c.RequestID == "orig" {
-						orig = c
-					}
-					return nil
+	for _, se := range enginetest.Stores {
+		for _, point := range []string{"reserved", "signed"} {
+			t.Run(se.Name+"/"+point, func(t *testing.T) {
+				ca := enginetest.NewCA(t)
+				dir := t.TempDir()
+				ca.Save(t, dir)
+				at := se.New(t)
+				runCrashChild(t, "TestReplaceCrashChild", at, "SIGNERD_REPLACE_CRASH_CHILD="+dir, "SIGNERD_CRASH_POINT="+point)
+				st := at.Open(t)
+				var orig *store.Certificate
+				st.View(func(tx *store.Tx) error {
+					return tx.Certificates(func(c *store.Certificate) error {
+						if c.RequestID == "orig" {
+							orig = c
+						}
+						return nil
+					})
 				})
-			})
-			if orig == nil || orig.Status != store.StatusGood || orig.Superseding != "ext-1" {
-				t.Fatalf("certificate being extended when the engine died: %+v, want good and claimed by ext-1", orig)
-			}
+				if orig == nil || orig.Status != store.StatusGood || orig.Superseding != "ext-1" {
+					t.Fatalf("certificate being extended when the engine died: %+v, want good and claimed by ext-1", orig)
+				}
 
-			e := ca.Engine(t, st, engine.Config{})
-			if rec, err := e.Status(orig.Serial); err != nil || rec.Superseding != "" || rec.Status != store.StatusGood {
-				t.Fatalf("after restart: %+v, %v; want good and unclaimed", rec, err)
-			}
-			if _, err := e.Extend(context.Background(), ra, "ext-2", orig.Serial, 30); err != nil {
-				t.Fatalf("extend after the interrupted one was burned: %v", err)
-			}
-			if _, err := e.Extend(context.Background(), ra, "ext-1", orig.Serial, 30); engine.CodeOf(err) != engine.CodeAlreadySuperseded {
-				t.Fatalf("retry of the interrupted extension after another replaced the certificate: %v, want %s", err, engine.CodeAlreadySuperseded)
-			}
-			checkLines(t, st)
-		})
+				e := ca.Engine(t, st, engine.Config{})
+				if rec, err := e.Status(orig.Serial); err != nil || rec.Superseding != "" || rec.Status != store.StatusGood {
+					t.Fatalf("after restart: %+v, %v; want good and unclaimed", rec, err)
+				}
+				if _, err := e.Extend(context.Background(), ra, "ext-2", orig.Serial, 30); err != nil {
+					t.Fatalf("extend after the interrupted one was burned: %v", err)
+				}
+				if _, err := e.Extend(context.Background(), ra, "ext-1", orig.Serial, 30); engine.CodeOf(err) != engine.CodeAlreadySuperseded {
+					t.Fatalf("retry of the interrupted extension after another replaced the certificate: %v, want %s", err, engine.CodeAlreadySuperseded)
+				}
+				checkLines(t, st)
+			})
+		}
 	}
 }
 

@@ -1,7 +1,9 @@
 // Package enginetest sets up a CA for tests: an SM2 SoftHSM2 token holding
 // a root and an issuing key, the root self-signed and the issuing CA
 // certified by it, all through the HSM, plus CSRs from software applicant
-// keys, and store files with their audit log cut back as an attacker would.
+// keys, and stores on each engine the store runs on (a bbolt file, a
+// PostgreSQL database), to reopen, and to cut back, edit or restore as an
+// attacker or an operator would.
 package enginetest
 
 import (
