@@ -104,6 +104,14 @@ func (e *Engine) prepare(b *batch) {
 		}
 		return e.noteSigningTime(tx, now)
 	}); err != nil {
+		if storeFailed(err) {
+			// A database may have committed what it could not confirm
+			// (the connection died at the commit, and the server could not
+			// say): the requests would then be left signing, answered
+			// request_in_progress until a restart. They are stranded, so
+			// the next batch burns whatever of them was recorded.
+			e.strand(reservedDrafts(attempts))
+		}
 		failAll(attempts, errorf(storeCode(err), "batch %d: record requests: %v", b.n, err))
 		return
 	}
@@ -112,6 +120,16 @@ func (e *Engine) prepare(b *batch) {
 		testHookReserved()
 	}
 	b.reserved = pending(attempts)
+}
+
+// reservedDrafts are the requests attempts would have recorded as signing,
+// by id and serial.
+func reservedDrafts(attempts []*job) []*store.Request {
+	rs := make([]*store.Request, 0, len(attempts))
+	for _, j := range attempts {
+		rs = append(rs, &store.Request{ID: j.o.id, Serial: j.draft.serial})
+	}
+	return rs
 }
 
 // signBatch has the HSM sign every reserved certificate of b.

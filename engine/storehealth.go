@@ -237,6 +237,9 @@ func (e *Engine) burnStranded() {
 	err := e.update(func(tx *store.Tx) error {
 		for _, s := range rs {
 			r, err := tx.Request(s.ID)
+			if errors.Is(err, store.ErrNotFound) {
+				continue // its reservation was never recorded
+			}
 			if err != nil {
 				return err
 			}

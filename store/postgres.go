@@ -93,6 +93,12 @@ type pgLockHolder struct {
 	started time.Time
 }
 
+// errReadOnlySession: a write transaction began read-only (the database
+// or the server is set so, or it is a standby). Not an answer to a
+// statement, so it is taken as the server's state, retried on a fresh
+// connection and then failed as ErrWrite.
+var errReadOnlySession = errors.New("the database takes no writes (transaction_read_only is on)")
+
 // errPostgresInUse: another session holds pgLockInUse.
 var errPostgresInUse = errors.New("in use by another signerd (or a schema upgrade)")
 
@@ -301,18 +307,27 @@ func (b *pgBackend) tryBeginWrite(ctx context.Context) (conn *pgxpool.Conn, xid 
 	batch := &pgx.Batch{}
 	batch.Queue("BEGIN ISOLATION LEVEL READ COMMITTED")
 	batch.Queue("SELECT pg_advisory_xact_lock($1)", pgLockWriter)
-	batch.Queue("SELECT txid_current(), EXISTS (SELECT 1 FROM pg_stat_get_activity($1) WHERE backend_start = $2)",
-		int64(pid), started)
+	batch.Queue(`SELECT txid_current(), EXISTS (SELECT 1 FROM pg_stat_get_activity($1) WHERE backend_start = $2),
+		current_setting('transaction_read_only') = 'on'`, int64(pid), started)
 	br := conn.SendBatch(ctx, batch)
 	_, err = br.Exec()
 	if err == nil {
 		_, err = br.Exec()
 	}
+	var readOnly bool
 	if err == nil {
-		err = br.QueryRow().Scan(&xid, &held)
+		err = br.QueryRow().Scan(&xid, &held, &readOnly)
 	}
 	if cerr := br.Close(); err == nil {
 		err = cerr
+	}
+	if err == nil && readOnly {
+		// txid_current works in a read-only transaction, so a probe would
+		// pass while every write fails. A session that began read-only
+		// (default_transaction_read_only) stays so whatever the database
+		// is set to later: it is closed, so the next one finds out afresh.
+		conn.Conn().Close(ctx)
+		err = errReadOnlySession
 	}
 	if err != nil {
 		conn.Release()
