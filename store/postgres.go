@@ -199,6 +199,12 @@ func (b *pgBackend) retakeInUseLock(ctx context.Context) error {
 	if err != nil {
 		return err
 	}
+	// While the lock was not held, an upgrade may have changed the
+	// schema under this process: it is checked again, as at open.
+	if err := checkPostgresSchema(ctx, h.conn); err != nil {
+		releaseInUseLock(ctx, h.conn)
+		return err
+	}
 	b.holder = h
 	return nil
 }
@@ -336,17 +342,16 @@ func (b *pgBackend) tryBeginWrite(ctx context.Context) (conn *pgxpool.Conn, xid 
 	return conn, xid, held, nil
 }
 
-// commitOutcome learns whether transaction xid committed after its
-// connection failed while the commit was being sent or answered: the
-// server may have committed it or not, and the records must not be told
-// failed if they were written (nor written if told failed). The server
-// knows: txid_status, asked on a new connection, says "committed" (the
-// transaction is durable: success), "aborted" (nothing of it was written:
-// ErrWrite), NULL (too old to be known, which cannot be for a transaction
-// this recent: taken as aborted) or "in progress" (the old session has not
-// ended yet; it will end, and the question is asked again). If the server
-// cannot say within the transaction timeout, the failure is ErrWrite with
-// a message that says the outcome is unknown.
+// commitOutcome reports a commit whose answer was lost (the connection
+// failed, or the transaction's deadline cancelled the wait) as ErrWrite,
+// saying what the server, asked on a new connection with txid_status,
+// knows of transaction xid. Even "committed" is not success: a commit
+// interrupted while the server waited for a synchronous standby is kept
+// on the primary alone ("committed locally, might not be replicated"),
+// and one acknowledged now could be lost at a failover. Nothing is lost
+// by the refusal either: the engine's retries find what was recorded (a
+// request id returns its certificate; a reserved serial left signing is
+// burned by the next batch), and a serial once written is never reused.
 func (b *pgBackend) commitOutcome(xid int64, cause error) error {
 	ctx, cancel := context.WithTimeout(context.Background(), b.timeout)
 	defer cancel()
@@ -355,7 +360,8 @@ func (b *pgBackend) commitOutcome(xid int64, cause error) error {
 		status, err := b.transactionStatus(ctx, xid)
 		switch {
 		case err == nil && status == "committed":
-			return nil
+			return fmt.Errorf("%w: commit of transaction %d not confirmed (%v): the server holds it, but a synchronous standby may not; a retry finds it",
+				ErrWrite, xid, cause)
 		case err == nil && (status == "aborted" || status == ""):
 			return fmt.Errorf("%w: commit: %w", ErrWrite, cause)
 		case err == nil:
@@ -808,6 +814,11 @@ func classifyPostgres(err error, kind error, what string) error {
 func parsePostgresDSN(dsn string) (*pgxpool.Config, error) {
 	cfg, err := pgxpool.ParseConfig(dsn)
 	if err == nil {
+		// So that an operator finds signerd's sessions (and the one that
+		// holds the in-use lock) in pg_stat_activity and pg_locks.
+		if _, set := cfg.ConnConfig.RuntimeParams["application_name"]; !set {
+			cfg.ConnConfig.RuntimeParams["application_name"] = "signerd"
+		}
 		return cfg, nil
 	}
 	var ue *url.Error

@@ -4,6 +4,7 @@ import (
 	"encoding/json"
 	"errors"
 	"fmt"
+	"sync"
 	"time"
 )
 
@@ -47,6 +48,10 @@ var (
 type Store struct {
 	b    backend
 	bolt *boltBackend // nil on PostgreSQL
+	// mu guards written and behind (head.go).
+	mu      sync.Mutex
+	written auditHead
+	behind  error
 }
 
 // DefaultInitialMmapSize is the memory map a store is opened with unless
@@ -106,9 +111,18 @@ func OpenPostgres(dsn string, o PostgresOptions) (*Store, error) {
 	return s, nil
 }
 
-// opened makes the derived indexes whole, as every open does.
+// opened makes the derived indexes whole, as every open does, and notes
+// the audit log's head.
 func (s *Store) opened() error {
-	return s.b.update(func(r records) error { return ensureKeyIndex(&Tx{r}) })
+	return s.b.update(func(r records) error {
+		t := &Tx{r}
+		if err := ensureKeyIndex(t); err != nil {
+			return err
+		}
+		head, err := t.auditHead()
+		s.written = head
+		return err
+	})
 }
 
 // Path is the bbolt file's path, "" on PostgreSQL.
@@ -131,7 +145,7 @@ func (s *Store) Probe() error {
 	if s.Embedded() {
 		return nil
 	}
-	return s.b.update(func(records) error { return nil })
+	return s.Update(func(*Tx) error { return nil })
 }
 
 // Close closes the file or the database's connections.
@@ -140,14 +154,33 @@ func (s *Store) Close() error { return s.b.close() }
 // Update runs fn in one write transaction, committed (and fsynced) only if
 // fn returns nil. A failure to write it is ErrWrite; fn's own errors are
 // returned as they are.
+//
+// A store found to have gone back behind what this process wrote (head.go)
+// takes no write any more: every Update fails with ErrLogBehind (and
+// ErrWrite).
 func (s *Store) Update(fn func(*Tx) error) error {
-	return s.b.update(func(r records) error {
+	known, err := s.lastWritten()
+	if err != nil {
+		return err
+	}
+	var head auditHead
+	err = s.b.update(func(r records) error {
 		t := &Tx{r}
+		if err := t.checkHead(known); err != nil {
+			return err
+		}
 		if err := fn(t); err != nil {
 			return err
 		}
-		return noteKeyIndex(t)
+		if err := noteKeyIndex(t); err != nil {
+			return err
+		}
+		var err error
+		head, err = t.auditHead()
+		return err
 	})
+	s.noteWritten(head, err)
+	return err
 }
 
 // View runs fn in a read-only snapshot. Keep fn short: on bbolt, while it
