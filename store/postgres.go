@@ -502,6 +502,11 @@ func (r *pgRecords) put(table string, key, value []byte) error {
 	if _, err := pgStatementsOf(table); err != nil {
 		return err
 	}
+	if len(key) == 0 {
+		// As bbolt refuses one: no record has an empty key, and the
+		// file must be able to hold whatever the database does.
+		return fmt.Errorf("put into %s: empty key", table)
+	}
 	if err := r.writable(table, "put"); err != nil {
 		return err
 	}

@@ -170,6 +170,11 @@ func TestRecords(t *testing.T) {
 				return nil
 			})
 		}},
+		{"an empty key is refused", func(t *testing.T, b backend) {
+			if err := b.update(func(r records) error { return r.put(tableCerts, []byte{}, []byte("v")) }); err == nil {
+				t.Error("a record with an empty key was written")
+			}
+		}},
 		{"every table", func(t *testing.T, b backend) {
 			mustUpdate(t, b, func(r records) error {
 				for _, table := range tables {
