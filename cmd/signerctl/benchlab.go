@@ -336,16 +336,16 @@ func (l *benchLab) startPostgres(statements bool) (*pgReport, error) {
 		return nil, fmt.Errorf("PostgreSQL for the bench: %w", err)
 	}
 	l.pg = pg
-	if l.pgDSN, err = pg.CreateDatabase(benchDatabase); err != nil {
+	ctx, cancel := context.WithTimeout(context.Background(), time.Minute)
+	defer cancel()
+	if l.pgDSN, err = pg.CreateDatabase(ctx, benchDatabase); err != nil {
 		return nil, fmt.Errorf("PostgreSQL for the bench: %w", err)
 	}
 	if statements {
-		if err := pg.Exec(benchDatabase, "CREATE EXTENSION pg_stat_statements"); err != nil {
+		if err := pg.Exec(ctx, benchDatabase, "CREATE EXTENSION pg_stat_statements"); err != nil {
 			return nil, fmt.Errorf("PostgreSQL for the bench: %w", err)
 		}
 	}
-	ctx, cancel := context.WithTimeout(context.Background(), time.Minute)
-	defer cancel()
 	if _, err := store.UpgradePostgres(ctx, l.pgDSN); err != nil {
 		return nil, fmt.Errorf("PostgreSQL for the bench: %w", err)
 	}
@@ -379,7 +379,9 @@ type pgStatement struct {
 // resetStatements empties pg_stat_statements, so the next read counts one
 // run.
 func (l *benchLab) resetStatements() error {
-	if err := l.pg.Exec(benchDatabase, "SELECT pg_stat_statements_reset()"); err != nil {
+	ctx, cancel := context.WithTimeout(context.Background(), time.Minute)
+	defer cancel()
+	if err := l.pg.Exec(ctx, benchDatabase, "SELECT pg_stat_statements_reset()"); err != nil {
 		return fmt.Errorf("reset pg_stat_statements: %w", err)
 	}
 	return nil

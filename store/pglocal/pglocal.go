@@ -27,7 +27,6 @@ import (
 	"strings"
 	"sync"
 	"syscall"
-	"time"
 
 	"github.com/jackc/pgx/v5"
 )
@@ -35,10 +34,6 @@ import (
 // Port is every server's port number; it only names the socket file, and
 // every server has a socket directory of its own.
 const Port = 5432
-
-// execTimeout bounds a connection and one statement of Exec, so that a
-// wedged server fails the caller instead of hanging it.
-const execTimeout = time.Minute
 
 // Setting is one line "Name = Value" of postgresql.conf. Value is written
 // as postgresql.conf reads it: a string with spaces or special characters
@@ -232,10 +227,8 @@ func quoteDSN(value string) string {
 }
 
 // Exec runs one statement in database on the server, on a connection of
-// its own, within a minute.
-func (s *Server) Exec(database, sql string, args ...any) error {
-	ctx, cancel := context.WithTimeout(context.Background(), execTimeout)
-	defer cancel()
+// its own.
+func (s *Server) Exec(ctx context.Context, database, sql string, args ...any) error {
 	conn, err := pgx.Connect(ctx, s.DSN(database))
 	if err != nil {
 		return fmt.Errorf("connect to database %s on %s: %w", database, s.root, err)
@@ -249,8 +242,8 @@ func (s *Server) Exec(database, sql string, args ...any) error {
 
 // CreateDatabase creates an empty database named name (an SQL identifier
 // of lower-case letters, digits and underscores) and returns its DSN.
-func (s *Server) CreateDatabase(name string) (string, error) {
-	if err := s.Exec("postgres", "CREATE DATABASE "+pgx.Identifier{name}.Sanitize()); err != nil {
+func (s *Server) CreateDatabase(ctx context.Context, name string) (string, error) {
+	if err := s.Exec(ctx, "postgres", "CREATE DATABASE "+pgx.Identifier{name}.Sanitize()); err != nil {
 		return "", err
 	}
 	return s.DSN(name), nil

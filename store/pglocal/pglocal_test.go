@@ -31,6 +31,7 @@ func queryOne(t *testing.T, dsn, sql string, args ...any) string {
 // root-owned maker may enter, with settings of its own, a database, a
 // stop and restart, and Remove leaving nothing behind.
 func TestServerLifecycle(t *testing.T) {
+	ctx := context.Background()
 	parent := t.TempDir() // mode 0700: the server's user is let through
 	s, err := Start(parent, Setting{"shared_buffers", "32MB"}, Setting{"synchronous_commit", "on"})
 	if err != nil {
@@ -45,7 +46,7 @@ func TestServerLifecycle(t *testing.T) {
 	if filepath.Dir(s.SocketDir()) != parent || filepath.Dir(s.DataDir()) != s.SocketDir() {
 		t.Errorf("socket directory %s, data directory %s: want both in %s", s.SocketDir(), s.DataDir(), parent)
 	}
-	dsn, err := s.CreateDatabase("bench_db")
+	dsn, err := s.CreateDatabase(ctx, "bench_db")
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -58,10 +59,10 @@ func TestServerLifecycle(t *testing.T) {
 	if got := queryOne(t, dsn, "SELECT current_database()"); got != "bench_db" {
 		t.Errorf("CreateDatabase's DSN reaches %q", got)
 	}
-	if err := s.Exec("bench_db", "CREATE TABLE kept (v text)"); err != nil {
+	if err := s.Exec(ctx, "bench_db", "CREATE TABLE kept (v text)"); err != nil {
 		t.Fatal(err)
 	}
-	if err := s.Exec("bench_db", "INSERT INTO kept VALUES ($1)", "before stop"); err != nil {
+	if err := s.Exec(ctx, "bench_db", "INSERT INTO kept VALUES ($1)", "before stop"); err != nil {
 		t.Fatal(err)
 	}
 	pid := s.PID()

@@ -12,17 +12,24 @@
 package pgtest
 
 import (
+	"context"
 	"fmt"
 	"os"
 	"strings"
 	"sync"
 	"sync/atomic"
 	"testing"
+	"time"
 
 	"github.com/jackc/pgx/v5"
 
 	"signerd/store/pglocal"
 )
+
+// statementTimeout bounds a connection and one statement of Exec and
+// CreateDatabase, so that a wedged server fails the test instead of
+// hanging it until the test binary's timeout.
+const statementTimeout = time.Minute
 
 // Server is one PostgreSQL server (see pglocal.Server): listening only on
 // a Unix socket in a fresh temporary directory, run as an unprivileged
@@ -180,7 +187,9 @@ var databases atomic.Int64
 // test binary and returns its DSN.
 func (s *Server) CreateDatabase(t testing.TB) string {
 	t.Helper()
-	dsn, err := s.local.CreateDatabase(fmt.Sprintf("t_%d", databases.Add(1)))
+	ctx, cancel := context.WithTimeout(context.Background(), statementTimeout)
+	defer cancel()
+	dsn, err := s.local.CreateDatabase(ctx, fmt.Sprintf("t_%d", databases.Add(1)))
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -194,7 +203,9 @@ func (s *Server) Exec(t testing.TB, database, sql string, args ...any) {
 	if strings.Contains(database, "=") {
 		database = DatabaseName(t, database)
 	}
-	if err := s.local.Exec(database, sql, args...); err != nil {
+	ctx, cancel := context.WithTimeout(context.Background(), statementTimeout)
+	defer cancel()
+	if err := s.local.Exec(ctx, database, sql, args...); err != nil {
 		t.Fatal(err)
 	}
 }
