@@ -2,6 +2,7 @@ package main
 
 import (
 	"bytes"
+	"context"
 	"crypto/rand"
 	"crypto/x509/pkix"
 	"encoding/json"
@@ -29,34 +30,57 @@ import (
 
 // benchFlags are signerctl bench's settings.
 type benchFlags struct {
-	duration   time.Duration
-	clients    []int
-	sessions   int
-	batch      int
-	prefill    int
-	revoked    int
-	module     string
-	signerd    string
-	cpuProfile string
-	json       bool
+	duration     time.Duration
+	clients      []int
+	sessions     int
+	batch        int
+	prefill      int
+	revoked      int
+	stores       []string
+	pgStatements bool
+	module       string
+	signerd      string
+	cpuProfile   string
+	json         bool
 }
 
-// benchReport is what one bench run measured. Maps are keyed by the
-// number of concurrent RA clients.
+// benchReport is what one bench run measured: the HSM's ceiling, then
+// each store's figures, and PostgreSQL's against bbolt's.
 type benchReport struct {
-	Machine       string             `json:"machine"`
-	CPUs          int                `json:"cpus"`
-	Sessions      int                `json:"sessions"`
-	Batch         int                `json:"batch"`
-	DurationS     float64            `json:"duration_s"`
-	Prefill       int                `json:"prefill"`
-	CeilingPerS   float64            `json:"ceiling_per_s"`
-	E2EPerS       map[string]float64 `json:"e2e_per_s"`
-	Ratio         map[string]float64 `json:"ratio"`
-	P50MS         map[string]float64 `json:"p50_ms"`
-	P99MS         map[string]float64 `json:"p99_ms"`
-	MaxMS         map[string]float64 `json:"max_ms"`
-	Errors        map[string]int     `json:"errors"`
+	Machine     string  `json:"machine"`
+	CPUs        int     `json:"cpus"`
+	Sessions    int     `json:"sessions"`
+	Batch       int     `json:"batch"`
+	DurationS   float64 `json:"duration_s"`
+	Prefill     int     `json:"prefill"`
+	CeilingPerS float64 `json:"ceiling_per_s"`
+	// LoadAvg is the machine's 1-minute load average before the ceiling
+	// run and after the last run: the bench's own load, or others' too.
+	LoadAvg [2]float64              `json:"load_avg"`
+	Stores  map[string]*storeReport `json:"stores"` // by name: bolt, postgres
+	// PostgresVsBolt is PostgreSQL's certs/s over bbolt's, batched, by
+	// client count; TargetMet whether it is at least benchTarget at
+	// benchTargetClients (nil: not measured).
+	PostgresVsBolt map[string]float64 `json:"postgres_vs_bolt,omitempty"`
+	TargetMet      *bool              `json:"target_met,omitempty"`
+}
+
+// storeReport is one store's figures. Maps are keyed by the number of
+// concurrent RA clients.
+type storeReport struct {
+	PrefillS  float64            `json:"prefill_s,omitempty"`
+	E2EPerS   map[string]float64 `json:"e2e_per_s"`
+	Ratio     map[string]float64 `json:"ratio"`
+	P50MS     map[string]float64 `json:"p50_ms"`
+	P99MS     map[string]float64 `json:"p99_ms"`
+	MaxMS     map[string]float64 `json:"max_ms"`
+	Errors    map[string]int     `json:"errors"`
+	MeanBatch map[string]float64 `json:"mean_batch"` // requests per batch signerd signed
+	// CPU time per certificate issued in the batched runs: signerd's own
+	// (the HSM's signing included: SoftHSM2 runs in its process), and on
+	// PostgreSQL the server's (every process of it).
+	SignerdCPUMS  map[string]float64 `json:"signerd_cpu_ms_per_cert"`
+	ServerCPUMS   map[string]float64 `json:"server_cpu_ms_per_cert,omitempty"`
 	BatchOffPerS  map[string]float64 `json:"batch_off_per_s"`
 	BatchOffRatio map[string]float64 `json:"batch_off_ratio"`
 	BatchOffP99MS map[string]float64 `json:"batch_off_p99_ms"`
@@ -66,31 +90,70 @@ type benchReport struct {
 	RestartMS     float64            `json:"restart_ready_ms"`
 	CRLEntries    int                `json:"crl_entries"`
 	CRLMS         float64            `json:"crl_ms"`
+	CPUProfile    string             `json:"cpu_profile,omitempty"`
+	Postgres      *pgReport          `json:"postgres,omitempty"`
 }
 
+// pgReport is the PostgreSQL server a run measured, and with
+// -pg-statements what signerd sent it in each batched run.
+type pgReport struct {
+	Version    string                   `json:"version"`
+	Settings   map[string]string        `json:"settings"`
+	Statements map[string][]pgStatement `json:"statements,omitempty"` // by client count
+	Batches    map[string]float64       `json:"batches,omitempty"`    // by client count
+}
+
+func newStoreReport() *storeReport {
+	return &storeReport{E2EPerS: map[string]float64{}, Ratio: map[string]float64{}, P50MS: map[string]float64{},
+		P99MS: map[string]float64{}, MaxMS: map[string]float64{}, Errors: map[string]int{}, MeanBatch: map[string]float64{},
+		SignerdCPUMS: map[string]float64{}, ServerCPUMS: map[string]float64{},
+		BatchOffPerS: map[string]float64{}, BatchOffRatio: map[string]float64{}, BatchOffP99MS: map[string]float64{}}
+}
+
+// The issue's target: PostgreSQL at 64 clients at least 0.9 × bbolt's
+// certs/s in the same run.
+const (
+	benchTarget        = 0.9
+	benchTargetClients = 64
+)
+
 // bench measures signerd against the HSM's own speed on a throwaway token
-// and store (SPEC §5.6): the ceiling, then end-to-end issuance through
-// signerd's socket by concurrent RA clients, with batching and without.
+// and stores (SPEC §5.6): the ceiling, then end-to-end issuance through
+// signerd's socket by concurrent RA clients, with batching and without, on
+// a bbolt store and on a PostgreSQL store of a local server started for
+// the run, and PostgreSQL's figures against bbolt's.
 func bench(args []string, stdout io.Writer) error {
 	fs := flag.NewFlagSet("bench", flag.ContinueOnError)
 	var f benchFlags
-	var clients string
+	var clients, stores string
 	fs.DurationVar(&f.duration, "duration", 10*time.Second, "length of the ceiling run and of each end-to-end run")
 	fs.StringVar(&clients, "clients", "1,8,64", "concurrent RA clients, one run per `list` entry")
 	fs.IntVar(&f.sessions, "sessions", runtime.NumCPU(), "HSM sessions, for the ceiling and for signerd")
 	fs.IntVar(&f.batch, "batch", 64, "signerd's batch size (queue.batch); the batch-off runs use 1")
-	fs.IntVar(&f.prefill, "prefill", 0, "certificates written into the store before signerd starts")
+	fs.IntVar(&f.prefill, "prefill", 0, "certificates written into each store before signerd starts")
 	fs.IntVar(&f.revoked, "revoked", 0, "of the prefilled certificates, how many are revoked (the CRL's size)")
+	fs.StringVar(&stores, "store", "both", "`store`s to measure: bolt; or postgres (a local PostgreSQL started for the run), "+
+		"always beside bbolt in the same run for the comparison, also spelled both")
+	fs.BoolVar(&f.pgStatements, "pg-statements", false, "load pg_stat_statements and report the statements signerd sends PostgreSQL per batch")
 	fs.StringVar(&f.module, "module", os.Getenv("SIGNERD_SOFTHSM_SM2"), "SoftHSM2 `library` with the SM2 mechanism (make softhsm)")
 	fs.StringVar(&f.signerd, "signerd", "", "signerd `binary` (default: beside signerctl, else on PATH)")
-	fs.StringVar(&f.cpuProfile, "cpu-profile", "", "write signerd's CPU profile of the batched runs into `file`")
-	fs.BoolVar(&f.json, "json", false, "print one JSON object instead of the table")
+	fs.StringVar(&f.cpuProfile, "cpu-profile", "", "write signerd's CPU profile of the batched runs into `file` "+
+		"(with two stores, file.bolt and file.postgres)")
+	fs.BoolVar(&f.json, "json", false, "print one JSON object instead of the tables")
 	if err := parse(fs, args); err != nil {
 		return err
 	}
 	var err error
 	if f.clients, err = parseInts(clients); err != nil {
 		return usageError{"-clients: " + err.Error()}
+	}
+	switch stores {
+	case storeBolt:
+		f.stores = []string{storeBolt}
+	case storePostgres, "both":
+		f.stores = []string{storeBolt, storePostgres}
+	default:
+		return usageError{fmt.Sprintf("-store %q: bolt, postgres or both", stores)}
 	}
 	switch {
 	case f.module == "":
@@ -99,6 +162,8 @@ func bench(args []string, stdout io.Writer) error {
 		return usageError{"-duration, -sessions and -batch must be positive; -prefill and -revoked not negative"}
 	case f.revoked > f.prefill:
 		return usageError{"-revoked cannot exceed -prefill"}
+	case f.pgStatements && !slices.Contains(f.stores, storePostgres):
+		return usageError{"-pg-statements needs the postgres store"}
 	}
 	if f.signerd, err = signerdBinary(f.signerd); err != nil {
 		return err
@@ -116,110 +181,367 @@ func bench(args []string, stdout io.Writer) error {
 	return nil
 }
 
-func runBench(f benchFlags, progress io.Writer) (*benchReport, error) {
+func runBench(f benchFlags, progress io.Writer) (r *benchReport, err error) {
 	say := func(format string, args ...any) { fmt.Fprintf(progress, "bench: "+format+"\n", args...) }
-	r := &benchReport{Machine: machine(), CPUs: runtime.NumCPU(), Sessions: f.sessions, Batch: f.batch,
-		DurationS: f.duration.Seconds(), Prefill: f.prefill,
-		E2EPerS: map[string]float64{}, Ratio: map[string]float64{}, P50MS: map[string]float64{}, P99MS: map[string]float64{},
-		MaxMS: map[string]float64{}, Errors: map[string]int{}, BatchOffPerS: map[string]float64{},
-		BatchOffRatio: map[string]float64{}, BatchOffP99MS: map[string]float64{}}
+	r = &benchReport{Machine: machine(), CPUs: runtime.NumCPU(), Sessions: f.sessions, Batch: f.batch,
+		DurationS: f.duration.Seconds(), Prefill: f.prefill, Stores: map[string]*storeReport{}}
+	for _, name := range f.stores {
+		r.Stores[name] = newStoreReport()
+	}
 	say("throwaway token and CA (ceremonies) in a temporary folder")
 	lab, err := newBenchLab(f.module)
 	if err != nil {
 		return nil, err
 	}
-	defer lab.remove()
+	defer func() {
+		if rerr := lab.remove(); rerr != nil && err == nil {
+			err = fmt.Errorf("remove the bench folder: %w", rerr)
+		}
+	}()
+	if pg := r.Stores[storePostgres]; pg != nil {
+		say("PostgreSQL: a local server for the run")
+		if pg.Postgres, err = lab.startPostgres(f.pgStatements); err != nil {
+			return nil, err
+		}
+		say("PostgreSQL %s: %s", pg.Postgres.Version, pg.Postgres.settingsLine())
+	}
+	r.LoadAvg[0] = loadAverage()
 	say("HSM ceiling: %d sessions for %v", f.sessions, f.duration)
 	if r.CeilingPerS, err = lab.ceiling(f.sessions, f.duration); err != nil {
 		return nil, err
 	}
 	if f.prefill > 0 {
-		say("prefilling the store with %d certificates (%d revoked)", f.prefill, f.revoked)
-		start := time.Now()
-		if err := lab.prefill(f.prefill, f.revoked, progress); err != nil {
+		set, err := lab.newPrefill(f.prefill, f.revoked)
+		if err != nil {
 			return nil, err
 		}
-		say("prefilled in %v", time.Since(start).Round(time.Second))
+		for _, name := range f.stores {
+			say("%s: prefilling the store with %d certificates (%d revoked)", name, f.prefill, f.revoked)
+			took, err := lab.prefillStore(name, set, progress)
+			if err != nil {
+				return nil, err
+			}
+			r.Stores[name].PrefillS = took.Seconds()
+			say("%s: prefilled in %v", name, took.Round(time.Second))
+		}
 	}
 	reqs := &requestPool{}
 	for _, batch := range []int{f.batch, 1} {
-		profile := f.cpuProfile
-		if batch == 1 {
-			profile = ""
-		}
-		d, err := lab.startSignerd(f.signerd, f.sessions, batch, profile)
-		if err != nil {
-			return nil, err
-		}
-		if batch == f.batch {
-			r.ReadyMS = ms(d.ready)
-		} else {
-			r.RestartMS = ms(d.ready)
-		}
-		say("signerd (batch %d) READY in %v", batch, d.ready.Round(time.Millisecond))
-		for _, c := range f.clients {
-			if err := reqs.fill(int(r.CeilingPerS*f.duration.Seconds()*1.1) + 2*c); err != nil {
-				d.stop()
-				return nil, err
-			}
-			say("%d clients, batch %d, %v", c, batch, f.duration)
-			res := d.load(c, f.duration, reqs)
-			if res.n == 0 {
-				d.stop()
-				return nil, fmt.Errorf("%d clients: nothing issued: %v", c, res.firstErr)
-			}
-			key := strconv.Itoa(c)
-			if batch == f.batch {
-				r.E2EPerS[key], r.Ratio[key] = res.rate(), res.rate()/r.CeilingPerS
-				r.P50MS[key], r.P99MS[key], r.MaxMS[key] = res.percentile(0.50), res.percentile(0.99), res.percentile(1)
-				r.Errors[key] = res.errors
-			} else {
-				r.BatchOffPerS[key], r.BatchOffRatio[key] = res.rate(), res.rate()/r.CeilingPerS
-				r.BatchOffP99MS[key] = res.percentile(0.99)
-			}
-			if res.errors > 0 {
-				say("%d errors; the first: %v", res.errors, res.firstErr)
-			}
-		}
-		if batch == f.batch {
-			say("full CRL")
-			n, took, err := d.signCRL()
-			if err != nil {
-				d.stop()
-				return nil, err
-			}
-			r.CRLEntries, r.CRLMS = n, ms(took)
-		}
-		rss, anon, err := d.peakRSS()
-		if err != nil {
-			d.stop()
-			return nil, err
-		}
-		r.RSSMiB, r.RSSAnonMiB = max(r.RSSMiB, rss), max(r.RSSAnonMiB, anon)
-		if err := d.stop(); err != nil {
+		if err := runBatchSize(f, lab, batch, r, reqs, say); err != nil {
 			return nil, err
 		}
 	}
+	r.LoadAvg[1] = loadAverage()
+	r.compare(f.clients)
 	return r, nil
 }
 
-func (r *benchReport) print(w io.Writer, clients []int) {
-	fmt.Fprintf(w, "machine      %s, %d CPUs\n", r.Machine, r.CPUs)
-	fmt.Fprintf(w, "HSM ceiling  %.0f SM2 signs/s on the issuing key (%d sessions, SoftHSM2 SM2 build)\n", r.CeilingPerS, r.Sessions)
-	if r.Prefill > 0 {
-		fmt.Fprintf(w, "store        %d certificates prefilled\n", r.Prefill)
+// compare sets PostgreSQL's certs/s over bbolt's at each client count,
+// and whether the target is met, when both stores were measured.
+func (r *benchReport) compare(clients []int) {
+	bolt, pg := r.Stores[storeBolt], r.Stores[storePostgres]
+	if bolt == nil || pg == nil {
+		return
 	}
-	fmt.Fprintf(w, "signerd      READY %.0f ms (first start), %.0f ms (restart)\n", r.ReadyMS, r.RestartMS)
-	fmt.Fprintf(w, "memory       peak RSS %.1f MiB (VmHWM, with the store's mapped pages); anonymous %.1f MiB\n", r.RSSMiB, r.RSSAnonMiB)
-	fmt.Fprintf(w, "CRL          %d entries built and signed in %.0f ms\n\n", r.CRLEntries, r.CRLMS)
-	tw := tabwriter.NewWriter(w, 0, 0, 2, ' ', tabwriter.AlignRight)
-	fmt.Fprintf(tw, "clients\tcerts/s\tof ceiling\tp50 ms\tp99 ms\tmax ms\terrors\t\tbatch off: certs/s\tof ceiling\tp99 ms\t\n")
+	r.PostgresVsBolt = map[string]float64{}
 	for _, c := range clients {
 		k := strconv.Itoa(c)
-		fmt.Fprintf(tw, "%d\t%.0f\t%.0f%%\t%.1f\t%.1f\t%.1f\t%d\t\t%.0f\t%.0f%%\t%.1f\t\n", c, r.E2EPerS[k], 100*r.Ratio[k],
-			r.P50MS[k], r.P99MS[k], r.MaxMS[k], r.Errors[k], r.BatchOffPerS[k], 100*r.BatchOffRatio[k], r.BatchOffP99MS[k])
+		if bolt.E2EPerS[k] > 0 {
+			r.PostgresVsBolt[k] = pg.E2EPerS[k] / bolt.E2EPerS[k]
+		}
+	}
+	if ratio, ok := r.PostgresVsBolt[strconv.Itoa(benchTargetClients)]; ok {
+		met := ratio >= benchTarget
+		r.TargetMet = &met
+	}
+}
+
+// prefillStore writes set into the named store and says how long it took.
+// On PostgreSQL the load ends as a bulk load does: VACUUM ANALYZE, then a
+// checkpoint, so that neither autovacuum working through a million new
+// rows nor the checkpoint of the load's WAL runs during the measured runs
+// (bbolt's commits leave nothing behind to do).
+func (l *benchLab) prefillStore(name string, set *prefillSet, progress io.Writer) (time.Duration, error) {
+	start := time.Now()
+	st, err := l.openStore(name)
+	if err != nil {
+		return 0, fmt.Errorf("prefill %s store: %w", name, err)
+	}
+	if err := set.write(st, name, progress); err != nil {
+		st.Close()
+		return 0, err
+	}
+	if err := st.Close(); err != nil {
+		return 0, fmt.Errorf("prefill %s store: %w", name, err)
+	}
+	if name == storePostgres {
+		// As long as the load itself may take, at most.
+		ctx, cancel := context.WithTimeout(context.Background(), max(time.Since(start), time.Minute))
+		defer cancel()
+		for _, sql := range []string{"VACUUM ANALYZE", "CHECKPOINT"} {
+			if err := l.pg.Exec(ctx, benchDatabase, sql); err != nil {
+				return 0, fmt.Errorf("prefill %s store: %w", name, err)
+			}
+		}
+	}
+	return time.Since(start), nil
+}
+
+// storeRun is signerd on one store for the runs of one batch size.
+type storeRun struct {
+	name string
+	d    *benchDaemon
+	sr   *storeReport
+}
+
+// runBatchSize starts signerd on every store with this batch size and
+// runs the end-to-end runs at each client count on each store in turn, so
+// the figures compared are measured as close together in time as they can
+// be, whatever else the machine is doing; the order of the stores
+// alternates from one client count to the next. The batched runs end with
+// a full CRL on each store.
+func runBatchSize(f benchFlags, lab *benchLab, batch int, r *benchReport, reqs *requestPool, say func(string, ...any)) (err error) {
+	var runs []*storeRun
+	defer func() {
+		for _, run := range runs {
+			if serr := run.d.stop(); serr != nil && err == nil {
+				err = fmt.Errorf("%s store: %w", run.name, serr)
+			}
+		}
+	}()
+	for _, name := range f.stores {
+		run := &storeRun{name: name, sr: r.Stores[name]}
+		profile := ""
+		if batch == f.batch && f.cpuProfile != "" {
+			profile = f.cpuProfile
+			if len(f.stores) > 1 {
+				profile += "." + name
+			}
+			run.sr.CPUProfile = profile
+		}
+		if run.d, err = lab.startSignerd(f.signerd, name, f.sessions, batch, profile); err != nil {
+			return fmt.Errorf("%s store: %w", name, err)
+		}
+		runs = append(runs, run)
+		if batch == f.batch {
+			run.sr.ReadyMS = ms(run.d.ready)
+		} else {
+			run.sr.RestartMS = ms(run.d.ready)
+		}
+		say("%s: signerd (batch %d) READY in %v", name, batch, run.d.ready.Round(time.Millisecond))
+	}
+	for i, c := range f.clients {
+		order := slices.Clone(runs)
+		if i%2 == 1 {
+			slices.Reverse(order)
+		}
+		for _, run := range order {
+			if err := runClients(f, lab, run, batch, c, r.CeilingPerS, reqs, say); err != nil {
+				return fmt.Errorf("%s store: %w", run.name, err)
+			}
+		}
+	}
+	for _, run := range runs {
+		if batch == f.batch {
+			say("%s: full CRL", run.name)
+			n, took, err := run.d.signCRL()
+			if err != nil {
+				return fmt.Errorf("%s store: %w", run.name, err)
+			}
+			run.sr.CRLEntries, run.sr.CRLMS = n, ms(took)
+		}
+		rss, anon, err := run.d.peakRSS()
+		if err != nil {
+			return fmt.Errorf("%s store: %w", run.name, err)
+		}
+		run.sr.RSSMiB, run.sr.RSSAnonMiB = max(run.sr.RSSMiB, rss), max(run.sr.RSSAnonMiB, anon)
+	}
+	return nil
+}
+
+// runClients is one end-to-end run: c clients issuing through run's
+// signerd for f.duration.
+func runClients(f benchFlags, lab *benchLab, run *storeRun, batch, c int, ceiling float64, reqs *requestPool, say func(string, ...any)) error {
+	d, sr := run.d, run.sr
+	if err := reqs.fill(int(ceiling*f.duration.Seconds()*1.1) + 2*c); err != nil {
+		return err
+	}
+	statements := f.pgStatements && run.name == storePostgres && batch == f.batch
+	if statements {
+		if err := lab.resetStatements(); err != nil {
+			return err
+		}
+	}
+	batchesBefore, requestsBefore, err := d.batches()
+	if err != nil {
+		return err
+	}
+	cpuBefore, err := lab.cpu(d, run.name)
+	if err != nil {
+		return err
+	}
+	say("%s: %d clients, batch %d, %v", run.name, c, batch, f.duration)
+	res := d.load(c, f.duration, reqs)
+	if res.n == 0 {
+		return fmt.Errorf("%d clients: nothing issued: %v", c, res.firstErr)
+	}
+	cpuAfter, err := lab.cpu(d, run.name)
+	if err != nil {
+		return err
+	}
+	batches, requests, err := d.batches()
+	if err != nil {
+		return err
+	}
+	key := strconv.Itoa(c)
+	if batch == f.batch {
+		sr.E2EPerS[key], sr.Ratio[key] = res.rate(), res.rate()/ceiling
+		sr.P50MS[key], sr.P99MS[key], sr.MaxMS[key] = res.percentile(0.50), res.percentile(0.99), res.percentile(1)
+		sr.Errors[key] = res.errors
+		if batches > batchesBefore {
+			sr.MeanBatch[key] = (requests - requestsBefore) / (batches - batchesBefore)
+		}
+		sr.SignerdCPUMS[key] = ms(time.Duration(cpuAfter[0]-cpuBefore[0])*clockTick) / float64(res.n)
+		if run.name == storePostgres {
+			sr.ServerCPUMS[key] = ms(time.Duration(cpuAfter[1]-cpuBefore[1])*clockTick) / float64(res.n)
+		}
+	} else {
+		sr.BatchOffPerS[key], sr.BatchOffRatio[key] = res.rate(), res.rate()/ceiling
+		sr.BatchOffP99MS[key] = res.percentile(0.99)
+	}
+	if statements {
+		if sr.Postgres.Statements == nil {
+			sr.Postgres.Statements, sr.Postgres.Batches = map[string][]pgStatement{}, map[string]float64{}
+		}
+		if sr.Postgres.Statements[key], err = lab.statements(); err != nil {
+			return err
+		}
+		sr.Postgres.Batches[key] = batches - batchesBefore
+	}
+	if res.errors > 0 {
+		say("%s: %d errors; the first: %v", run.name, res.errors, res.firstErr)
+	}
+	return nil
+}
+
+// storeTitles name the stores in the tables.
+var storeTitles = map[string]string{storeBolt: "bbolt", storePostgres: "PostgreSQL"}
+
+func (r *benchReport) print(w io.Writer, clients []int) {
+	fmt.Fprintf(w, "machine      %s, %d CPUs; 1-minute load average %.1f before the bench, %.1f after\n",
+		r.Machine, r.CPUs, r.LoadAvg[0], r.LoadAvg[1])
+	fmt.Fprintf(w, "HSM ceiling  %.0f SM2 signs/s on the issuing key (%d sessions, SoftHSM2 SM2 build)\n", r.CeilingPerS, r.Sessions)
+	for _, name := range []string{storeBolt, storePostgres} {
+		sr := r.Stores[name]
+		if sr == nil {
+			continue
+		}
+		fmt.Fprintf(w, "\n== %s store\n", storeTitles[name])
+		if sr.Postgres != nil {
+			fmt.Fprintf(w, "server       PostgreSQL %s, local, Unix socket: %s\n", sr.Postgres.Version, sr.Postgres.settingsLine())
+		}
+		if r.Prefill > 0 {
+			then := ""
+			if name == storePostgres {
+				then = ", VACUUM ANALYZE and CHECKPOINT included"
+			}
+			fmt.Fprintf(w, "store        %d certificates prefilled in %.0f s%s\n", r.Prefill, sr.PrefillS, then)
+		}
+		fmt.Fprintf(w, "signerd      READY %.0f ms (first start), %.0f ms (restart)\n", sr.ReadyMS, sr.RestartMS)
+		mapped := "with the store's mapped pages"
+		if name == storePostgres {
+			mapped = "signerd only, not the server"
+		}
+		fmt.Fprintf(w, "memory       peak RSS %.1f MiB (VmHWM, %s); anonymous %.1f MiB\n", sr.RSSMiB, mapped, sr.RSSAnonMiB)
+		fmt.Fprintf(w, "CRL          %d entries built and signed in %.0f ms\n", sr.CRLEntries, sr.CRLMS)
+		if sr.CPUProfile != "" {
+			fmt.Fprintf(w, "CPU profile  %s (batched runs)\n", sr.CPUProfile)
+		}
+		fmt.Fprintln(w)
+		tw := tabwriter.NewWriter(w, 0, 0, 2, ' ', tabwriter.AlignRight)
+		server := ""
+		if name == storePostgres {
+			server = "\tserver CPU ms/cert"
+		}
+		fmt.Fprintf(tw, "clients\tcerts/s\tof ceiling\tp50 ms\tp99 ms\tmax ms\terrors\tmean batch\tsignerd CPU ms/cert%s\t\tbatch off: certs/s\tof ceiling\tp99 ms\t\n", server)
+		for _, c := range clients {
+			k := strconv.Itoa(c)
+			if name == storePostgres {
+				server = fmt.Sprintf("\t%.2f", sr.ServerCPUMS[k])
+			}
+			fmt.Fprintf(tw, "%d\t%.0f\t%.0f%%\t%.1f\t%.1f\t%.1f\t%d\t%.1f\t%.2f%s\t\t%.0f\t%.0f%%\t%.1f\t\n", c, sr.E2EPerS[k], 100*sr.Ratio[k],
+				sr.P50MS[k], sr.P99MS[k], sr.MaxMS[k], sr.Errors[k], sr.MeanBatch[k], sr.SignerdCPUMS[k], server,
+				sr.BatchOffPerS[k], 100*sr.BatchOffRatio[k], sr.BatchOffP99MS[k])
+		}
+		tw.Flush()
+		if sr.Postgres != nil && len(sr.Postgres.Statements) > 0 {
+			sr.Postgres.printStatements(w, clients)
+		}
+	}
+	bolt, pg := r.Stores[storeBolt], r.Stores[storePostgres]
+	if bolt == nil || pg == nil {
+		return
+	}
+	fmt.Fprintf(w, "\n== PostgreSQL against bbolt, same run (batched)\n")
+	tw := tabwriter.NewWriter(w, 0, 0, 2, ' ', tabwriter.AlignRight)
+	fmt.Fprintf(tw, "clients\tbbolt certs/s\tPostgreSQL certs/s\tPostgreSQL/bbolt\tbbolt p50/p99 ms\tPostgreSQL p50/p99 ms\t\n")
+	for _, c := range clients {
+		k := strconv.Itoa(c)
+		fmt.Fprintf(tw, "%d\t%.0f\t%.0f\t%.2f\t%.1f / %.1f\t%.1f / %.1f\t\n", c, bolt.E2EPerS[k], pg.E2EPerS[k], r.PostgresVsBolt[k],
+			bolt.P50MS[k], bolt.P99MS[k], pg.P50MS[k], pg.P99MS[k])
 	}
 	tw.Flush()
+	target := fmt.Sprintf("target       PostgreSQL at %d clients ≥ %.1f × bbolt: ", benchTargetClients, benchTarget)
+	switch {
+	case r.TargetMet == nil:
+		fmt.Fprintf(w, "%snot measured (no %d-client run)\n", target, benchTargetClients)
+	case *r.TargetMet:
+		fmt.Fprintf(w, "%s%.2f, met\n", target, r.PostgresVsBolt[strconv.Itoa(benchTargetClients)])
+	default:
+		fmt.Fprintf(w, "%s%.2f, NOT met\n", target, r.PostgresVsBolt[strconv.Itoa(benchTargetClients)])
+	}
+}
+
+// settingsLine is the server's reported settings, in the bench's order.
+func (p *pgReport) settingsLine() string {
+	var parts []string
+	for _, name := range benchPostgresShown {
+		parts = append(parts, name+"="+p.Settings[name])
+	}
+	return strings.Join(parts, " ")
+}
+
+// printStatements prints, for each batched run, the statements signerd
+// sent per batch, most frequent first.
+func (p *pgReport) printStatements(w io.Writer, clients []int) {
+	for _, c := range clients {
+		k := strconv.Itoa(c)
+		batches := p.Batches[k]
+		if batches == 0 {
+			continue
+		}
+		var calls int64
+		for _, s := range p.Statements[k] {
+			calls += s.Calls
+		}
+		fmt.Fprintf(w, "\nstatements   %d clients: %.0f batches, %.1f statements per batch (pg_stat_statements)\n", c, batches, float64(calls)/batches)
+		tw := tabwriter.NewWriter(w, 0, 0, 2, ' ', 0)
+		fmt.Fprintf(tw, "  per batch\tmean ms\tstatement\n")
+		for _, s := range p.Statements[k] {
+			fmt.Fprintf(tw, "  %.2f\t%.3f\t%s\n", float64(s.Calls)/batches, s.TotalMS/float64(max(s.Calls, 1)), oneLine(s.Query, 90))
+		}
+		tw.Flush()
+	}
+}
+
+// oneLine is s with its white space runs made single spaces, cut to n
+// runes.
+func oneLine(s string, n int) string {
+	s = strings.Join(strings.Fields(s), " ")
+	if r := []rune(s); len(r) > n {
+		return string(r[:n-1]) + "…"
+	}
+	return s
 }
 
 // requestPool holds issue requests ready to send, each with its own
@@ -396,6 +718,14 @@ func signerdBinary(flagged string) (string, error) {
 		return "", usageError{"signerd binary not found beside signerctl or on PATH; name it with -signerd"}
 	}
 	return path, nil
+}
+
+// loadAverage is the machine's 1-minute load average, 0 if unknown.
+func loadAverage() float64 {
+	raw, _ := os.ReadFile("/proc/loadavg")
+	first, _, _ := strings.Cut(string(raw), " ")
+	v, _ := strconv.ParseFloat(first, 64)
+	return v
 }
 
 // machine names the CPU the figures came from.

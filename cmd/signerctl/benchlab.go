@@ -25,20 +25,33 @@ import (
 	"github.com/emmansun/gmsm/sm2"
 	"github.com/emmansun/gmsm/smx509"
 
+	"github.com/jackc/pgx/v5"
+
 	"signerd/engine/ceremony"
 	"signerd/hsm"
 	"signerd/store"
+	"signerd/store/pglocal"
 )
 
 // benchLab is the bench's throwaway CA: a SoftHSM2 token folder of its own,
 // a root and an issuing CA made by the same ceremonies an operator runs,
-// and a store for signerd. All of it lives in one temporary folder.
+// and the stores signerd runs on: a bbolt file, and a database on a local
+// PostgreSQL server started for the run. All of it lives in one temporary
+// folder.
 type benchLab struct {
 	dir    string
 	module string
 	token  hsm.TokenSpec
-	store  string
+	bolt   string          // the bbolt store's file
+	pg     *pglocal.Server // nil until startPostgres
+	pgDSN  string          // the PostgreSQL store's database
 }
+
+// The stores a bench measures, by the names -store and the report use.
+const (
+	storeBolt     = "bolt"
+	storePostgres = "postgres"
+)
 
 const (
 	benchIssuingKey = "issuing-bench"
@@ -52,7 +65,7 @@ func newBenchLab(module string) (*benchLab, error) {
 	if err != nil {
 		return nil, err
 	}
-	l := &benchLab{dir: dir, module: module, store: filepath.Join(dir, "signerd.db")}
+	l := &benchLab{dir: dir, module: module, bolt: filepath.Join(dir, "signerd.db")}
 	if err := l.ceremonies(); err != nil {
 		l.remove()
 		return nil, err
@@ -64,7 +77,15 @@ func newBenchLab(module string) (*benchLab, error) {
 
 func (l *benchLab) path(name string) string { return filepath.Join(l.dir, name) }
 
-func (l *benchLab) remove() { os.RemoveAll(l.dir) }
+// remove stops the PostgreSQL server, if one was started, and removes the
+// folder.
+func (l *benchLab) remove() error {
+	var err error
+	if l.pg != nil {
+		err = l.pg.Remove()
+	}
+	return errors.Join(err, os.RemoveAll(l.dir))
+}
 
 func (l *benchLab) ceremonies() error {
 	if err := os.Mkdir(l.path("tokens"), 0o700); err != nil {
@@ -166,56 +187,80 @@ func (l *benchLab) ceiling(sessions int, d time.Duration) (float64, error) {
 	return float64(total) / time.Since(start).Seconds(), nil
 }
 
-// prefill writes n certificate records into the store, as if signerd had
-// issued them, revoked of them revoked (spread evenly), so issuance and
-// CRLs can be measured on a grown store. The records are synthetic: unique
-// random serials with their serial and request records, as issuance
-// writes them, around one certificate's DER signed by a software key
-// (realistic sizes, no signature by this CA). The serials are drawn first
-// and written in order, so each transaction appends to the trees and the
-// fill leaves the file as compact as years of small batches would, not
-// strewn with the free pages of rewriting the same pages over and over.
-func (l *benchLab) prefill(n, revoked int, progress io.Writer) error {
+// prefillSet is what a prefill writes: n certificate records, as if
+// signerd had issued them, revoked of them revoked (spread evenly), so
+// issuance and CRLs can be measured on a grown store. Every store of a run
+// gets the same records. They are synthetic: unique random serials with
+// their serial and request records, as issuance writes them, around one
+// certificate's DER signed by a software key (realistic sizes, no
+// signature by this CA). The serials are drawn first and written in
+// order, so each transaction appends to the trees and the fill leaves a
+// bbolt file as compact as years of small batches would, not strewn with
+// the free pages of rewriting the same pages over and over.
+type prefillSet struct {
+	der     []byte
+	issuer  string
+	serials [][16]byte
+	revoked int
+	now     time.Time
+}
+
+func (l *benchLab) newPrefill(n, revoked int) (*prefillSet, error) {
 	der, err := sampleCertificate()
 	if err != nil {
-		return err
+		return nil, err
 	}
 	iss, err := os.ReadFile(l.path("issuing.pem"))
 	if err != nil {
-		return err
+		return nil, err
 	}
 	issCert, err := smx509.ParseCertificatePEM(iss)
 	if err != nil {
-		return err
+		return nil, err
 	}
-	issuer := fmt.Sprintf("%x", issCert.SubjectKeyId)
-	serials := make([][16]byte, n)
-	for i := range serials {
-		rand.Read(serials[i][:])
-		serials[i][0] = serials[i][0]&0x7f | 0x01
+	p := &prefillSet{der: der, issuer: fmt.Sprintf("%x", issCert.SubjectKeyId), serials: make([][16]byte, n),
+		revoked: revoked, now: time.Now().UTC()}
+	for i := range p.serials {
+		rand.Read(p.serials[i][:])
+		p.serials[i][0] = p.serials[i][0]&0x7f | 0x01
 	}
-	slices.SortFunc(serials, func(a, b [16]byte) int { return bytes.Compare(a[:], b[:]) })
+	slices.SortFunc(p.serials, func(a, b [16]byte) int { return bytes.Compare(a[:], b[:]) })
+	return p, nil
+}
+
+// prefillReasons are the CRLReasons of the prefilled revocations, in turn:
+// one in ten keyCompromise, the rest unspecified, superseded and
+// cessationOfOperation, the reasons a CA mostly records. Every prefilled
+// certificate certifies the same key, so their keyCompromise revocations
+// all name one compromised key, and signerd reads the certificate of each
+// at every start (the engine's loadRevocations): with every revocation a
+// keyCompromise, a 100,000-entry store takes seconds to start on bbolt,
+// and longer than a transaction may take on PostgreSQL.
+var prefillReasons = []int{1, 0, 0, 0, 0, 4, 4, 4, 5, 5}
+
+// prefillPerTx is how many certificates one prefill transaction writes:
+// large transactions make the fill fast on both engines (one fsync each;
+// on PostgreSQL, multi-row statements at commit).
+const prefillPerTx = 20000
+
+// write writes the set into st through the store's own API, in large
+// transactions.
+func (p *prefillSet) write(st *store.Store, name string, progress io.Writer) error {
+	n := len(p.serials)
 	stride := n + 1
-	if revoked > 0 {
-		stride = n / revoked
+	if p.revoked > 0 {
+		stride = n / p.revoked
 	}
-	st, err := store.Open(l.store)
-	if err != nil {
-		return err
-	}
-	defer st.Close()
-	now := time.Now().UTC()
-	const perTx = 20000
 	listed := 0
-	for done := 0; done < n; done += perTx {
+	for done := 0; done < n; done += prefillPerTx {
 		err := st.Update(func(tx *store.Tx) error {
-			for i := done; i < min(done+perTx, n); i++ {
-				serial := serials[i][:]
+			for i := done; i < min(done+prefillPerTx, n); i++ {
+				serial := p.serials[i][:]
 				id := fmt.Sprintf("prefill-%09d", i)
-				c := &store.Certificate{Serial: serial, DER: der, Profile: "person-sign", Subject: "CN=prefill,C=CN",
-					NotBefore: now, NotAfter: now.AddDate(1, 0, 0), Issuer: issuer, RequestID: id, Status: store.StatusGood}
-				if i%stride == 0 && listed < revoked {
-					c.Status, c.RevokedAt, c.Reason = store.StatusRevoked, now, 1
+				c := &store.Certificate{Serial: serial, DER: p.der, Profile: "person-sign", Subject: "CN=prefill,C=CN",
+					NotBefore: p.now, NotAfter: p.now.AddDate(1, 0, 0), Issuer: p.issuer, RequestID: id, Status: store.StatusGood}
+				if i%stride == 0 && listed < p.revoked {
+					c.Status, c.RevokedAt, c.Reason = store.StatusRevoked, p.now, prefillReasons[listed%len(prefillReasons)]
 					listed++
 				}
 				if err := tx.ReserveSerial(serial, id); err != nil {
@@ -225,7 +270,7 @@ func (l *benchLab) prefill(n, revoked int, progress io.Writer) error {
 					return err
 				}
 				if err := tx.PutRequest(&store.Request{ID: id, Digest: serial, Kind: "issue", Profile: c.Profile,
-					Created: now, Updated: now, State: store.RequestIssued, Serial: serial, TBS: der}); err != nil {
+					Created: p.now, Updated: p.now, State: store.RequestIssued, Serial: serial, TBS: p.der}); err != nil {
 					return err
 				}
 				if err := tx.PutCertificate(c); err != nil {
@@ -235,13 +280,138 @@ func (l *benchLab) prefill(n, revoked int, progress io.Writer) error {
 			return nil
 		})
 		if err != nil {
-			return fmt.Errorf("prefill: %w", err)
+			return fmt.Errorf("prefill %s store: %w", name, err)
 		}
-		if (done/perTx)%10 == 9 {
-			fmt.Fprintf(progress, "bench: prefilled %d of %d\n", min(done+perTx, n), n)
+		if (done/prefillPerTx)%10 == 9 {
+			fmt.Fprintf(progress, "bench: %s: prefilled %d of %d\n", name, min(done+prefillPerTx, n), n)
 		}
 	}
 	return nil
+}
+
+// openStore opens the named store for the bench itself (the prefill),
+// while no signerd runs on it.
+func (l *benchLab) openStore(name string) (*store.Store, error) {
+	if name == storePostgres {
+		// A prefill transaction of prefillPerTx certificates takes longer
+		// than signerd's batches are allowed to.
+		return store.OpenPostgres(l.pgDSN, store.PostgresOptions{Timeout: 10 * time.Minute})
+	}
+	return store.Open(l.bolt)
+}
+
+// benchPostgresSettings size the local server for a benchmark on this
+// machine, with durability as in production: fsync and synchronous_commit
+// on (each commit waits for its WAL to reach the disk), full page writes.
+// max_wal_size only spaces checkpoints: a million-certificate prefill
+// writes gigabytes of WAL, and a checkpoint every gigabyte would be most
+// of its time; it changes nothing a commit promises.
+var benchPostgresSettings = []pglocal.Setting{
+	{Name: "shared_buffers", Value: "256MB"},
+	{Name: "fsync", Value: "on"},
+	{Name: "synchronous_commit", Value: "on"},
+	{Name: "full_page_writes", Value: "on"},
+	{Name: "max_wal_size", Value: "4GB"},
+}
+
+// benchPostgresShown are the settings the bench reports, as the server
+// reports them.
+var benchPostgresShown = []string{"shared_buffers", "fsync", "synchronous_commit", "full_page_writes",
+	"wal_level", "wal_sync_method", "max_wal_size", "checkpoint_timeout", "max_connections"}
+
+// benchDatabase is the PostgreSQL store's database.
+const benchDatabase = "signerd"
+
+// startPostgres starts a PostgreSQL server in the lab folder and creates
+// the store's database with signerd's schema. With statements, the
+// server loads pg_stat_statements, so the bench can count the statements
+// signerd sends.
+func (l *benchLab) startPostgres(statements bool) (*pgReport, error) {
+	settings := benchPostgresSettings
+	if statements {
+		settings = append(slices.Clip(settings), pglocal.Setting{Name: "shared_preload_libraries", Value: "'pg_stat_statements'"})
+	}
+	pg, err := pglocal.Start(l.dir, settings...)
+	if err != nil {
+		return nil, fmt.Errorf("PostgreSQL for the bench: %w", err)
+	}
+	l.pg = pg
+	ctx, cancel := context.WithTimeout(context.Background(), time.Minute)
+	defer cancel()
+	if l.pgDSN, err = pg.CreateDatabase(ctx, benchDatabase); err != nil {
+		return nil, fmt.Errorf("PostgreSQL for the bench: %w", err)
+	}
+	if statements {
+		if err := pg.Exec(ctx, benchDatabase, "CREATE EXTENSION pg_stat_statements"); err != nil {
+			return nil, fmt.Errorf("PostgreSQL for the bench: %w", err)
+		}
+	}
+	if _, err := store.UpgradePostgres(ctx, l.pgDSN); err != nil {
+		return nil, fmt.Errorf("PostgreSQL for the bench: %w", err)
+	}
+	conn, err := pgx.Connect(ctx, l.pgDSN)
+	if err != nil {
+		return nil, fmt.Errorf("PostgreSQL for the bench: %w", err)
+	}
+	defer conn.Close(context.Background())
+	r := &pgReport{Settings: map[string]string{}}
+	if err := conn.QueryRow(ctx, "SELECT current_setting('server_version')").Scan(&r.Version); err != nil {
+		return nil, fmt.Errorf("PostgreSQL for the bench: version: %w", err)
+	}
+	for _, name := range benchPostgresShown {
+		var v string
+		if err := conn.QueryRow(ctx, "SELECT current_setting($1)", name).Scan(&v); err != nil {
+			return nil, fmt.Errorf("PostgreSQL for the bench: setting %s: %w", name, err)
+		}
+		r.Settings[name] = v
+	}
+	return r, nil
+}
+
+// pgStatement is one statement's share of a run, from pg_stat_statements.
+type pgStatement struct {
+	Query   string  `json:"query"`
+	Calls   int64   `json:"calls"`
+	TotalMS float64 `json:"total_ms"`
+	Rows    int64   `json:"rows"`
+}
+
+// resetStatements empties pg_stat_statements, so the next read counts one
+// run.
+func (l *benchLab) resetStatements() error {
+	ctx, cancel := context.WithTimeout(context.Background(), time.Minute)
+	defer cancel()
+	if err := l.pg.Exec(ctx, benchDatabase, "SELECT pg_stat_statements_reset()"); err != nil {
+		return fmt.Errorf("reset pg_stat_statements: %w", err)
+	}
+	return nil
+}
+
+// statements is what the store's database ran since resetStatements,
+// most called first (the bench's own reset and read are left out).
+func (l *benchLab) statements() ([]pgStatement, error) {
+	ctx, cancel := context.WithTimeout(context.Background(), time.Minute)
+	defer cancel()
+	conn, err := pgx.Connect(ctx, l.pgDSN)
+	if err != nil {
+		return nil, fmt.Errorf("read pg_stat_statements: %w", err)
+	}
+	defer conn.Close(context.Background())
+	rows, err := conn.Query(ctx, `SELECT query, calls, total_exec_time, rows FROM pg_stat_statements
+		WHERE dbid = (SELECT oid FROM pg_database WHERE datname = current_database())
+		AND query NOT LIKE '%pg_stat_statements%' ORDER BY calls DESC, total_exec_time DESC`)
+	if err != nil {
+		return nil, fmt.Errorf("read pg_stat_statements: %w", err)
+	}
+	out, err := pgx.CollectRows(rows, func(row pgx.CollectableRow) (pgStatement, error) {
+		var s pgStatement
+		err := row.Scan(&s.Query, &s.Calls, &s.TotalMS, &s.Rows)
+		return s, err
+	})
+	if err != nil {
+		return nil, fmt.Errorf("read pg_stat_statements: %w", err)
+	}
+	return out, nil
 }
 
 // sampleCertificate is a person-sign-sized certificate from a software
@@ -259,8 +429,9 @@ func sampleCertificate() ([]byte, error) {
 }
 
 // benchDaemon is signerd running as a subprocess on the lab's token and
-// store, with fsync on (bbolt's default; signerd has no switch to turn it
-// off).
+// one of its stores, with every commit durable (bbolt fsyncs each one and
+// signerd has no switch to turn that off; the bench's PostgreSQL runs with
+// fsync and synchronous_commit on).
 type benchDaemon struct {
 	cmd    *exec.Cmd
 	socket string
@@ -273,16 +444,37 @@ type benchDaemon struct {
 	anonPeak int // kB
 }
 
-// startSignerd writes a config with this batch size and starts signerd,
-// returning when it has told the notify socket READY=1.
-func (l *benchLab) startSignerd(bin string, sessions, batch int, cpuProfile string) (*benchDaemon, error) {
-	sock := l.path("signerd.sock")
+// storeConfig is the store: line of signerd's config for the named store.
+func (l *benchLab) storeConfig(name string) (string, error) {
+	switch name {
+	case storeBolt:
+		return "store: " + l.bolt, nil
+	case storePostgres:
+		// JSON's string is a YAML double-quoted scalar.
+		dsn, err := json.Marshal(l.pgDSN)
+		return fmt.Sprintf("store: {postgres: {dsn: %s}}", dsn), err
+	}
+	return "", fmt.Errorf("no store %q", name)
+}
+
+// startSignerd writes a config with this store and batch size and starts
+// signerd, returning when it has told the notify socket READY=1. Each
+// store has a socket, an audit key and a config of its own, so signerd can
+// run on each at once: the audit anchor the HSM keeps is the audit key's,
+// and each store's audit chain needs its own.
+func (l *benchLab) startSignerd(bin, storeName string, sessions, batch int, cpuProfile string) (*benchDaemon, error) {
+	sock := l.path("signerd-" + storeName + ".sock")
 	uid := os.Getuid()
-	cfg := fmt.Sprintf("hsm: {module: %s, token: bench, pin_shares: [%s], sessions: %d}\n"+
-		"issuers: [{key: %s, certificate: %s}]\nstore: %s\nsocket: {path: %s}\nqueue: {batch: %d}\n"+
+	storeLine, err := l.storeConfig(storeName)
+	if err != nil {
+		return nil, err
+	}
+	cfg := fmt.Sprintf("hsm: {module: %s, token: bench, pin_shares: [%s], sessions: %d, pin_refused_marker: %s}\n"+
+		"issuers: [{key: %s, certificate: %s}]\n%s\naudit: {key: bench-audit-%s}\nsocket: {path: %s}\nqueue: {batch: %d}\n"+
 		"roles: {ra: {uids: [%d]}, operator: {uids: [%d]}}\n",
-		l.module, strings.Join(l.token.PINShares, ", "), sessions, benchIssuingKey, l.path("issuing.pem"), l.store, sock, batch, uid, uid)
-	config := l.path("signerd.yaml")
+		l.module, strings.Join(l.token.PINShares, ", "), sessions, l.path("pin-refused-"+storeName),
+		benchIssuingKey, l.path("issuing.pem"), storeLine, storeName, sock, batch, uid, uid)
+	config := l.path("signerd-" + storeName + ".yaml")
 	if err := os.WriteFile(config, []byte(cfg), 0o600); err != nil {
 		return nil, err
 	}
@@ -447,4 +639,134 @@ func (d *benchDaemon) signCRL() (int, time.Duration, error) {
 		return 0, 0, fmt.Errorf("sign CRL: %w", err)
 	}
 	return len(crl.RevokedCertificateEntries), took, nil
+}
+
+// processCPU is the CPU time pid and its descendants have used, in the
+// kernel's clock ticks (/proc/PID/stat): its own, that of its children
+// that have exited and been waited for, and that of its live children
+// (a server's backends), whose own children are counted the same way.
+func processCPU(pid int) (ticks int64, err error) {
+	own, err := procTicks(pid)
+	if err != nil {
+		return 0, err
+	}
+	entries, err := os.ReadDir("/proc")
+	if err != nil {
+		return 0, fmt.Errorf("list processes: %w", err)
+	}
+	for _, e := range entries {
+		child, err := strconv.Atoi(e.Name())
+		if err != nil {
+			continue
+		}
+		if ppid, err := procParent(child); err == nil && ppid == pid {
+			if t, err := processCPU(child); err == nil { // it may have exited meanwhile
+				own += t
+			}
+		}
+	}
+	return own, nil
+}
+
+// procStatFields are the fields of /proc/PID/stat after the command name,
+// which may hold spaces and parentheses: the first is field 3, the state.
+func procStatFields(pid int) ([]string, error) {
+	raw, err := os.ReadFile(fmt.Sprintf("/proc/%d/stat", pid))
+	if err != nil {
+		return nil, err
+	}
+	end := bytes.LastIndexByte(raw, ')')
+	if end < 0 {
+		return nil, fmt.Errorf("/proc/%d/stat: no command name", pid)
+	}
+	fields := strings.Fields(string(raw[end+1:]))
+	if len(fields) < 15 {
+		return nil, fmt.Errorf("/proc/%d/stat: %d fields", pid, len(fields)+2)
+	}
+	return fields, nil
+}
+
+func procParent(pid int) (int, error) {
+	fields, err := procStatFields(pid)
+	if err != nil {
+		return 0, err
+	}
+	return strconv.Atoi(fields[1])
+}
+
+// procTicks is utime + stime + cutime + cstime (fields 14 to 17).
+func procTicks(pid int) (int64, error) {
+	fields, err := procStatFields(pid)
+	if err != nil {
+		return 0, err
+	}
+	var sum int64
+	for _, f := range fields[11:15] {
+		n, err := strconv.ParseInt(f, 10, 64)
+		if err != nil {
+			return 0, fmt.Errorf("/proc/%d/stat: %w", pid, err)
+		}
+		sum += n
+	}
+	return sum, nil
+}
+
+// cpu is the CPU ticks used so far by signerd and, on the postgres store,
+// by the PostgreSQL server.
+func (l *benchLab) cpu(d *benchDaemon, storeName string) ([2]int64, error) {
+	var out [2]int64
+	var err error
+	if out[0], err = processCPU(d.cmd.Process.Pid); err != nil {
+		return out, fmt.Errorf("signerd CPU time: %w", err)
+	}
+	if storeName == storePostgres {
+		if out[1], err = processCPU(l.pg.PID()); err != nil {
+			return out, fmt.Errorf("PostgreSQL CPU time: %w", err)
+		}
+	}
+	return out, nil
+}
+
+// clockTick is the unit of /proc/PID/stat's times: USER_HZ, 100 on every
+// Linux architecture signerd builds for.
+const clockTick = 10 * time.Millisecond
+
+// batches is how many batches signerd has signed so far and how many
+// requests they held, from its metrics.
+func (d *benchDaemon) batches() (count, requests float64, err error) {
+	resp, err := d.client().Get("http://signerd/v1/metrics")
+	if err != nil {
+		return 0, 0, fmt.Errorf("signerd metrics: %w", err)
+	}
+	defer resp.Body.Close()
+	raw, err := io.ReadAll(resp.Body)
+	if err != nil {
+		return 0, 0, fmt.Errorf("signerd metrics: %w", err)
+	}
+	if resp.StatusCode != http.StatusOK {
+		return 0, 0, fmt.Errorf("signerd metrics: HTTP %d: %s", resp.StatusCode, bytes.TrimSpace(raw))
+	}
+	found := 0
+	for line := range strings.Lines(string(raw)) {
+		name, value, ok := strings.Cut(strings.TrimSpace(line), " ")
+		var into *float64
+		switch {
+		case !ok:
+			continue
+		case name == "signerd_batch_size_count":
+			into = &count
+		case name == "signerd_batch_size_sum":
+			into = &requests
+		default:
+			continue
+		}
+		if *into, err = strconv.ParseFloat(value, 64); err != nil {
+			return 0, 0, fmt.Errorf("signerd metrics: %s: %w", name, err)
+		}
+		found++
+	}
+	if found != 2 {
+		return 0, 0, errors.New("signerd metrics: no signerd_batch_size histogram")
+	}
+	return count, requests, nil
 }

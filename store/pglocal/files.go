@@ -1,4 +1,4 @@
-package pgtest
+package pglocal
 
 import (
 	"fmt"
@@ -35,9 +35,10 @@ func (s *Server) ownDataDir() error {
 
 // letSearch lets cred's user reach path: each ancestor it may not search
 // gets search permission for others (o+x, which lists nothing), provided
-// it is a directory of the test process's user below the system temporary
-// directory, where t.TempDir() makes its root-only directories. Others are
-// left alone, and the error says where to put the directory instead.
+// it is a directory of this process's user below the system temporary
+// directory, where t.TempDir() and os.MkdirTemp make their owner-only
+// directories. Others are left alone, and the error says where to put the
+// directory instead.
 func letSearch(path string, cred *syscall.Credential) error {
 	tmp := filepath.Clean(os.TempDir())
 	for dir := filepath.Dir(path); ; dir = filepath.Dir(dir) {

@@ -1,4 +1,4 @@
-package pgtest
+package pglocal
 
 import (
 	"bytes"
@@ -17,11 +17,13 @@ import (
 )
 
 const (
-	binEnv     = "SIGNERD_PG_BIN"
+	// BinEnv names the environment variable that, when set, is the
+	// folder of the PostgreSQL server programs to run.
+	BinEnv     = "SIGNERD_PG_BIN"
 	debianRoot = "/usr/lib/postgresql"
 	minVersion = 15
 	// installHint ends every error about missing or unusable binaries.
-	installHint = "make deps installs Debian's postgresql; or set " + binEnv + " to the bin folder of PostgreSQL 15 or newer"
+	installHint = "make deps installs Debian's postgresql; or set " + BinEnv + " to the bin folder of PostgreSQL 15 or newer"
 
 	// startTimeout bounds a server start, WAL recovery after Kill or from a
 	// base backup included.
@@ -39,7 +41,7 @@ var versionPattern = regexp.MustCompile(`\(PostgreSQL\) (\d+)`)
 // findBinaries is the folder of the PostgreSQL server programs:
 // $SIGNERD_PG_BIN, or the newest /usr/lib/postgresql/<version>/bin.
 func findBinaries() (string, error) {
-	bin := os.Getenv(binEnv)
+	bin := os.Getenv(BinEnv)
 	if bin == "" {
 		bin = newestDebianBin(debianRoot)
 		if bin == "" {
@@ -88,8 +90,8 @@ func newestDebianBin(root string) string {
 }
 
 // serverUser is the user server programs run as: nobody:nogroup when the
-// tests run as root (PostgreSQL refuses root), nil (the tests' own user)
-// otherwise.
+// caller runs as root (PostgreSQL refuses root), nil (the caller's own
+// user) otherwise.
 func serverUser() (*syscall.Credential, error) {
 	if os.Geteuid() != 0 {
 		return nil, nil
@@ -114,7 +116,7 @@ func serverUser() (*syscall.Credential, error) {
 }
 
 // command runs a PostgreSQL program as the server's user, in the server's
-// directory (the test's working directory may be closed to that user),
+// directory (the caller's working directory may be closed to that user),
 // with an environment of its own: no PG* variables of the caller's leak in.
 func (s *Server) command(name string, args ...string) *exec.Cmd {
 	cmd := exec.Command(filepath.Join(s.bin, name), args...)
@@ -127,7 +129,7 @@ func (s *Server) command(name string, args ...string) *exec.Cmd {
 	return cmd
 }
 
-// postmaster is a running postgres process, a child of the test process.
+// postmaster is a running postgres process, a child of this process.
 type postmaster struct {
 	pid  int
 	done chan struct{} // closed once it has exited and been reaped
@@ -146,9 +148,9 @@ func (p *postmaster) exited() bool {
 // launch starts postgres on s.dataDir and waits until it accepts
 // connections. postgres runs as a child of a goroutine locked to its OS
 // thread for the process's whole life: its parent-death signal (SIGKILL)
-// fires when that thread ends, which is then only when the test binary
-// ends, so a test binary that dies without its cleanups (a timeout, a
-// panic) takes its servers with it.
+// fires when that thread ends, which is then only when this process ends,
+// so a process that dies without stopping its servers (a test binary's
+// timeout, a panic, an interrupted benchmark) takes them with it.
 func (s *Server) launch() error {
 	logFile, err := os.OpenFile(s.logPath, os.O_CREATE|os.O_WRONLY|os.O_APPEND, 0o600)
 	if err != nil {
@@ -329,7 +331,7 @@ func childrenOf(parent int) ([]process, error) {
 }
 
 // gone reports whether the process has exited. A zombie has: it holds no
-// memory any more, and its reaper, the init process, is not the tests'.
+// memory any more, and its reaper, the init process, is not this process.
 func (p process) gone() bool {
 	state, _, start, err := procStat(p.pid)
 	return err != nil || state == 'Z' || state == 'X' || start != p.start
