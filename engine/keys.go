@@ -56,11 +56,19 @@ func checkKeyUsable(tx *store.Tx, o *order) error {
 // the compromised-keys index whole even if the store was written by a
 // signerd that did not keep it.
 func loadRevocations(tx *store.Tx) (last time.Time, err error) {
+	// The compromised-keys index is rebuilt only when a writer other than
+	// this code may have left it behind (store.CompromisedKeysCurrent):
+	// the rebuild reads the certificate of every keyCompromise
+	// revocation, which on a database store is a round trip each.
+	whole, err := tx.CompromisedKeysCurrent()
+	if err != nil {
+		return last, err
+	}
 	err = tx.AllRevoked(func(r store.RevokedEntry) error {
 		if r.RevokedAt.After(last) {
 			last = r.RevokedAt
 		}
-		if r.Reason != reasonKeyCompromise {
+		if whole || r.Reason != reasonKeyCompromise {
 			return nil
 		}
 		c, err := tx.Certificate(r.Serial)
@@ -73,6 +81,9 @@ func loadRevocations(tx *store.Tx) (last time.Time, err error) {
 		}
 		return tx.MarkKeyCompromised(d, r.Serial)
 	})
+	if err == nil && !whole {
+		tx.NoteCompromisedKeysWhole()
+	}
 	return last, err
 }
 

@@ -44,7 +44,7 @@ func (s *Store) CopyTo(path string) (Snapshot, error) {
 	h := sha256.New()
 	err = s.bolt.db.View(func(tx *bolt.Tx) error {
 		var err error
-		if snap.AuditHead, snap.AuditHash, err = (&Tx{boltRecords{tx}}).AuditHead(); err != nil {
+		if snap.AuditHead, snap.AuditHash, err = (&Tx{r: boltRecords{tx}}).AuditHead(); err != nil {
 			return err
 		}
 		snap.Size, err = tx.WriteTo(io.MultiWriter(f, h))

@@ -90,8 +90,14 @@ func initSchema(tx *bolt.Tx) error {
 			return fmt.Errorf("bucket %q is missing: the file was edited or damaged; restore a backup", name)
 		}
 	}
-	if _, err := tx.CreateBucketIfNotExists(bucketCompromisedKeys); err != nil {
-		return err
+	if tx.Bucket(bucketCompromisedKeys) == nil {
+		// No index at all, whatever its mark says: have it rebuilt.
+		if err := meta.Delete(keyCompromisedAtHead); err != nil {
+			return err
+		}
+		if _, err := tx.CreateBucket(bucketCompromisedKeys); err != nil {
+			return err
+		}
 	}
 	if tx.Bucket(bucketKeys) == nil {
 		// No index at all, whatever the mark says: have it rebuilt.

@@ -96,3 +96,39 @@ func TestAllRevokedSpansIssuers(t *testing.T) {
 		}
 	})
 }
+
+// TestCompromisedKeysMark: the compromised-keys index is known whole once
+// the engine says it made it so, stays so through this code's writes, and
+// is no longer once a writer that does not keep it (an older signerd)
+// moves the audit log on.
+func TestCompromisedKeysMark(t *testing.T) {
+	forEachEngine(t, func(t *testing.T, e engine) {
+		s := e.openNew(t)
+		current := func() bool {
+			t.Helper()
+			var ok bool
+			view(t, s, func(tx *Tx) (err error) { ok, err = tx.CompromisedKeysCurrent(); return err })
+			return ok
+		}
+		appendEvent := func(tx *Tx) error { _, err := tx.Append(Event{Action: "x", Outcome: OutcomeOK}); return err }
+		if current() {
+			t.Fatal("a new store's index is known whole before anyone made it so")
+		}
+		update(t, s, appendEvent)
+		if current() {
+			t.Fatal("known whole after a write that did not say so")
+		}
+		update(t, s, func(tx *Tx) error { tx.NoteCompromisedKeysWhole(); return nil })
+		update(t, s, appendEvent)
+		if !current() {
+			t.Fatal("not known whole after this code's write")
+		}
+		// An older writer: the log moves, the mark does not.
+		if err := s.b.update(func(r records) error { return appendEvent(&Tx{r: r}) }); err != nil {
+			t.Fatal(err)
+		}
+		if current() {
+			t.Error("known whole after a writer that does not keep the index")
+		}
+	})
+}

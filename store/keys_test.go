@@ -109,7 +109,7 @@ func TestKeyIndexFindsCertificatesOfAKey(t *testing.T) {
 			if err := r.put(tableCerts, b.Serial, raw); err != nil {
 				return err
 			}
-			_, err := (&Tx{r}).Append(Event{Action: "certificate.issue"})
+			_, err := (&Tx{r: r}).Append(Event{Action: "certificate.issue"})
 			return err
 		})
 		if got := withKey(t, s, keyB); !slices.EqualFunc(got, [][]byte{{3}}, slices.Equal) {

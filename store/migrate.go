@@ -183,7 +183,7 @@ func checkFileForCopy(tx *bolt.Tx, report *MigrationReport) error {
 	}); err != nil {
 		return err
 	}
-	t := &Tx{boltRecords{tx}}
+	t := &Tx{r: boltRecords{tx}}
 	if tx.Bucket(bucketKeys) == nil {
 		if err := checkNoKeyIndex(t); err != nil {
 			return err
@@ -402,7 +402,7 @@ func checkCopy(ctx context.Context, conn *pgx.Conn, report *MigrationReport) err
 				pgTableName(t), got.Records, got.SHA256, sent.Records, sent.SHA256)
 		}
 	}
-	tx := &Tx{r}
+	tx := &Tx{r: r}
 	if err := tx.VerifyAuditChain(); err != nil {
 		return fmt.Errorf("the audit chain of the copy does not verify: %w", err)
 	}

@@ -115,7 +115,7 @@ func OpenPostgres(dsn string, o PostgresOptions) (*Store, error) {
 // the audit log's head.
 func (s *Store) opened() error {
 	return s.b.update(func(r records) error {
-		t := &Tx{r}
+		t := &Tx{r: r}
 		if err := ensureKeyIndex(t); err != nil {
 			return err
 		}
@@ -165,8 +165,12 @@ func (s *Store) Update(fn func(*Tx) error) error {
 	}
 	var head auditHead
 	err = s.b.update(func(r records) error {
-		t := &Tx{r}
+		t := &Tx{r: r}
 		if err := t.checkHead(known); err != nil {
+			return err
+		}
+		compromisedCurrent, err := t.CompromisedKeysCurrent()
+		if err != nil {
 			return err
 		}
 		if err := fn(t); err != nil {
@@ -175,7 +179,9 @@ func (s *Store) Update(fn func(*Tx) error) error {
 		if err := noteKeyIndex(t); err != nil {
 			return err
 		}
-		var err error
+		if err := noteCompromisedKeys(t, compromisedCurrent); err != nil {
+			return err
+		}
 		head, err = t.auditHead()
 		return err
 	})
@@ -189,11 +195,16 @@ func (s *Store) Update(fn func(*Tx) error) error {
 // client (write to a socket) inside fn; copy what is needed and write it
 // afterwards.
 func (s *Store) View(fn func(*Tx) error) error {
-	return s.b.view(func(r records) error { return fn(&Tx{r}) })
+	return s.b.view(func(r records) error { return fn(&Tx{r: r}) })
 }
 
 // Tx is a transaction. Its methods must not be used after fn returns.
-type Tx struct{ r records }
+type Tx struct {
+	r records
+	// compromisedWhole: the compromised-keys index was made whole in
+	// this transaction (NoteCompromisedKeysWhole).
+	compromisedWhole bool
+}
 
 // LastSigningTime is the latest time stamped on anything the CA signed
 // (certificate notBefore or CRL thisUpdate) or on a lifecycle change

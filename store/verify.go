@@ -137,7 +137,7 @@ func Verify(path string) (*Report, error) {
 		if need := tx.Size(); fi.Size() < need {
 			return fmt.Errorf("the file is truncated: %d bytes, its pages need %d", fi.Size(), need)
 		}
-		v := &verifier{t: &Tx{boltRecords{tx}}, r: r, counts: map[string]int{}}
+		v := &verifier{t: &Tx{r: boltRecords{tx}}, r: r, counts: map[string]int{}}
 		if v.buckets(tx) {
 			v.run()
 		}

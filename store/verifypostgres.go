@@ -36,7 +36,7 @@ func VerifyPostgres(ctx context.Context, dsn string) (*Report, error) {
 	if !ok {
 		return r, nil
 	}
-	v := &verifier{t: &Tx{&pgRecords{ctx: ctx, conn: conn, kind: ErrUnavailable}}, r: r, counts: map[string]int{}}
+	v := &verifier{t: &Tx{r: &pgRecords{ctx: ctx, conn: conn, kind: ErrUnavailable}}, r: r, counts: map[string]int{}}
 	v.run()
 	if v.err != nil {
 		return nil, fmt.Errorf("verify store postgres %s: %w", where, v.err)
