@@ -188,6 +188,14 @@ func checkFileForCopy(tx *bolt.Tx, report *MigrationReport) error {
 		if err := checkNoKeyIndex(t); err != nil {
 			return err
 		}
+	} else if current, err := keyIndexCurrent(t); err != nil {
+		return err
+	} else if !current {
+		// The database would rebuild it at open, reading every
+		// certificate in the one transaction open has: past its timeout
+		// on a large store. signerd rebuilds it in the file in moments.
+		return errors.New(`the key index ("keys") is behind the audit log's head (an older signerd wrote the file since): ` +
+			"open it once with signerd (which rebuilds the index), stop signerd, then migrate")
 	}
 	if err := t.VerifyAuditChain(); err != nil {
 		return fmt.Errorf("the file's audit chain does not verify, so no copy of it would: %w (signerctl store verify names what is wrong)", err)

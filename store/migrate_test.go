@@ -329,6 +329,11 @@ func TestMigrateRefuses(t *testing.T) {
 			rawUpdate(t, path, func(tx *bolt.Tx) error { return tx.DeleteBucket(bucketKeys) })
 			return path
 		}, false, `bucket "keys" is missing while the key index is recorded current and certificate 01 has a key to index`, nil},
+		{"a file whose key index is behind", func(t *testing.T, dsn string) string {
+			path := copyFile(t, source)
+			rawUpdate(t, path, func(tx *bolt.Tx) error { return tx.Bucket(bucketMeta).Put(keyKeyIndexAtHead, []byte("h-older")) })
+			return path
+		}, false, `the key index ("keys") is behind the audit log's head`, nil},
 		{"a file that is not there", func(t *testing.T, dsn string) string {
 			return filepath.Join(t.TempDir(), "missing.db")
 		}, false, "no such file", nil},
