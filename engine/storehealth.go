@@ -2,6 +2,7 @@ package engine
 
 import (
 	"bytes"
+	"context"
 	"errors"
 	"fmt"
 	"sync"
@@ -46,6 +47,10 @@ const DefaultWriteStallAfter = 10 * time.Second
 type storeHealth struct {
 	mu     sync.Mutex
 	status StoreStatus
+	// timedOut: the last failure was a write that ran out of time (a
+	// database blocked, by a lock or a load), which an empty probe does
+	// not prove over: only a recorded batch ends it.
+	timedOut bool
 	// stranded are requests left "signing" by a batch whose result could
 	// not be written, nor their serials burned; the next batch burns them,
 	// so their RAs can retry without a restart.
@@ -149,6 +154,9 @@ func (e *Engine) noteStore(err error) {
 	h.mu.Lock()
 	defer h.mu.Unlock()
 	now := e.cfg.Now().UTC()
+	if err != nil {
+		h.timedOut = errors.Is(err, context.DeadlineExceeded)
+	}
 	switch {
 	case err != nil && h.status.Writable:
 		e.log.Error("store not writable", "err", err)
@@ -210,11 +218,22 @@ func (e *Engine) watchStore(stop <-chan struct{}, done chan<- struct{}) {
 		e.beginWrite()
 		err := e.store.Probe()
 		e.endWrite()
+		if err == nil && e.storeTimedOut() {
+			continue
+		}
 		e.noteStore(err)
 		if err == nil {
 			e.burnStranded()
 		}
 	}
+}
+
+// storeTimedOut reports whether the store's last failure was a write
+// that ran out of time.
+func (e *Engine) storeTimedOut() bool {
+	e.storeHealth.mu.Lock()
+	defer e.storeHealth.mu.Unlock()
+	return e.storeHealth.timedOut
 }
 
 // strand remembers requests whose serials could not be burned.
