@@ -66,6 +66,9 @@ func (e *Engine) prepare(b *batch) {
 	b.now, b.iss = now, e.active
 	e.burnStranded()
 	if err := e.view(func(tx *store.Tx) error {
+		if err := tx.Prefetch(prefetchOf(b.jobs)); err != nil {
+			return err
+		}
 		for _, j := range b.jobs {
 			e.classify(tx, j, now)
 		}
@@ -93,6 +96,9 @@ func (e *Engine) prepare(b *batch) {
 		return
 	}
 	if err := e.update(func(tx *store.Tx) error {
+		if err := tx.Prefetch(prefetchOf(attempts)); err != nil {
+			return err
+		}
 		signing, err := keysBeingSigned(tx)
 		if err != nil {
 			return err
@@ -157,6 +163,9 @@ func (e *Engine) recordBatch(b *batch) {
 		return
 	}
 	if err := e.update(func(tx *store.Tx) error {
+		if err := tx.Prefetch(prefetchOf(b.reserved)); err != nil {
+			return err
+		}
 		for i, j := range b.reserved {
 			if b.signErr[i] != nil {
 				if err := e.fail(tx, j, b.signErr[i]); err != nil {
@@ -520,4 +529,26 @@ func parallel(jobs []*job, fn func(*job)) {
 		wg.Go(func() { fn(j) })
 	}
 	wg.Wait()
+}
+
+// prefetchOf names what a stage of the batch reads for jobs: each request,
+// and once drafted, its serial, whether its key is compromised, and the
+// certificates already issued for its key. On a database store that is one
+// round trip for the stage instead of several per request.
+func prefetchOf(jobs []*job) store.Prefetch {
+	var p store.Prefetch
+	for _, j := range jobs {
+		p.Requests = append(p.Requests, j.o.id)
+		if j.draft == nil {
+			continue
+		}
+		p.Serials = append(p.Serials, j.draft.serial)
+		if d, err := keyDigest(j.o.pub); err == nil {
+			p.CompromisedKeys = append(p.CompromisedKeys, d)
+		}
+		if spki, err := smx509.MarshalPKIXPublicKey(j.o.pub); err == nil {
+			p.KeySPKIs = append(p.KeySPKIs, spki)
+		}
+	}
+	return p
 }

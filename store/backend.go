@@ -40,6 +40,10 @@ type records interface {
 	scan(table string, from, prefix []byte, fn func(key, value []byte) error) error
 	// clear removes every record of table.
 	clear(table string) error
+	// prefetch reads ahead the records p names, for the gets and scans of
+	// this transaction that follow. It is only a hint: what they return is
+	// the same with or without it.
+	prefetch(p *Prefetch) error
 }
 
 // The tables. Their names are the bbolt file's bucket names; PostgreSQL

@@ -196,3 +196,6 @@ func (r boltRecords) writable(table string) (*bolt.Bucket, error) {
 	}
 	return r.tx.CreateBucket([]byte(table))
 }
+
+// prefetch does nothing: a bbolt read costs no round trip.
+func (r boltRecords) prefetch(*Prefetch) error { return nil }

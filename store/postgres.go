@@ -14,6 +14,8 @@ import (
 	"github.com/jackc/pgx/v5"
 	"github.com/jackc/pgx/v5/pgconn"
 	"github.com/jackc/pgx/v5/pgxpool"
+	"golang.org/x/crypto/cryptobyte"
+	casn1 "golang.org/x/crypto/cryptobyte/asn1"
 )
 
 // PostgresOptions are how a PostgreSQL store is opened.
@@ -454,6 +456,14 @@ type pgRecords struct {
 	// failed is the first error that left the server's transaction
 	// unusable: it cannot commit even if fn ignored the error.
 	failed error
+	// read holds what prefetch read (table, then key; a nil value: no
+	// record), keyScans the key index records under each prefix prefetch
+	// read. Both hold what the server had before this transaction's pending
+	// writes: a get or scan looks at pending first, and once a table's
+	// pending writes are sent (or the table cleared) what was read of it
+	// may be older than what the server holds, so it is forgotten.
+	read     map[string]map[string][]byte
+	keyScans map[string][][2][]byte
 }
 
 func (r *pgRecords) fail(err error, what string) error {
@@ -481,6 +491,9 @@ func (r *pgRecords) get(table string, key []byte) ([]byte, error) {
 			return nil, nil
 		}
 		return w.value, nil
+	}
+	if v, ok := r.read[table][string(key)]; ok {
+		return v, nil
 	}
 	var v []byte
 	err = r.conn.QueryRow(r.ctx, sql.get, key).Scan(&v)
@@ -543,6 +556,7 @@ func (r *pgRecords) clear(table string) error {
 		return err
 	}
 	delete(r.pending, table)
+	r.forgetRead(table)
 	if _, err := r.conn.Exec(r.ctx, sql.clear); err != nil {
 		return r.fail(err, "clear "+table)
 	}
@@ -566,6 +580,14 @@ func (r *pgRecords) scan(table string, from, prefix []byte, fn func(key, value [
 		lo = from
 	}
 	hi := prefixEnd(prefix)
+	if recs, ok := r.keyScans[string(prefix)]; ok && table == tableKeys && from == nil && !r.pendingUnder(table, prefix) {
+		for _, rec := range recs {
+			if err := fn(rec[0], rec[1]); err != nil {
+				return err
+			}
+		}
+		return nil
+	}
 	for {
 		page, err := r.page(table, sql, lo, hi)
 		if err != nil {
@@ -654,6 +676,188 @@ func (r *pgRecords) queuePending(batch *pgx.Batch, table string) {
 		batch.Queue(sql.delete, deleted)
 	}
 	delete(r.pending, table)
+	r.forgetRead(table)
+}
+
+// forgetRead drops what prefetch read of table: its pending writes are
+// being sent, or it is being cleared, and the server's records are no
+// longer what was read.
+func (r *pgRecords) forgetRead(table string) {
+	delete(r.read, table)
+	if table == tableKeys {
+		r.keyScans = nil
+	}
+}
+
+// pendingUnder tells whether a pending write of table has a key starting
+// with prefix: a scan under it must then go to the server, which sees it
+// once sent.
+func (r *pgRecords) pendingUnder(table string, prefix []byte) bool {
+	for k := range r.pending[table] {
+		if strings.HasPrefix(k, string(prefix)) {
+			return true
+		}
+	}
+	return false
+}
+
+// pgPointRead is one table's keys that prefetch reads.
+type pgPointRead struct {
+	table string
+	keys  [][]byte
+}
+
+// prefetch reads every record p names in one round trip (one pipelined
+// batch): for each table, the keys it names that are neither pending nor
+// read already; and the key index records under each key's prefix. Keys
+// it cannot parse are left to the reads that follow, which fail as they
+// would have.
+func (r *pgRecords) prefetch(p *Prefetch) error {
+	batch := &pgx.Batch{}
+	var points []pgPointRead
+	queue := func(table string, keys [][]byte) {
+		var want [][]byte
+		seen := map[string]bool{}
+		for _, k := range keys {
+			_, pending := r.pending[table][string(k)]
+			_, read := r.read[table][string(k)]
+			if pending || read || seen[string(k)] {
+				continue
+			}
+			seen[string(k)] = true
+			want = append(want, k)
+		}
+		if len(want) == 0 {
+			return
+		}
+		batch.Queue("SELECT k, v FROM "+pgTableIdentifier(table)+" WHERE k = ANY($1::bytea[])", want)
+		points = append(points, pgPointRead{table, want})
+	}
+	ids := make([][]byte, len(p.Requests))
+	for i, id := range p.Requests {
+		ids[i] = []byte(id)
+	}
+	queue(tableRequests, ids)
+	queue(tableSerials, p.Serials)
+	queue(tableCerts, p.Serials)
+	queue(tableCompromisedKeys, p.CompromisedKeys)
+	var los, his [][]byte
+	seen := map[string]bool{}
+	for _, spki := range p.KeySPKIs {
+		s := cryptobyte.String(spki)
+		var inner cryptobyte.String
+		if !s.ReadASN1(&inner, casn1.SEQUENCE) || !s.Empty() {
+			continue
+		}
+		key, ok := readPublicKey(inner)
+		if !ok {
+			continue
+		}
+		lo := keyIndexPrefix(key)
+		if _, read := r.keyScans[string(lo)]; read || seen[string(lo)] {
+			continue
+		}
+		seen[string(lo)] = true
+		los, his = append(los, lo), append(his, prefixEnd(lo))
+	}
+	if len(los) > 0 {
+		// One statement for every prefix: each range read in key order,
+		// as scan reads it.
+		batch.Queue(`SELECT r.lo, t.k, t.v FROM unnest($1::bytea[], $2::bytea[]) WITH ORDINALITY AS r(lo, hi, n),
+			LATERAL (SELECT k, v FROM `+pgTableIdentifier(tableKeys)+` WHERE k >= r.lo AND k < r.hi ORDER BY k) t
+			ORDER BY r.n, t.k`, los, his)
+	}
+	if batch.Len() == 0 {
+		return nil
+	}
+	// Kept aside until every answer is in: a prefetch cut short must not
+	// leave keys it did not read taken for absent.
+	read := map[string]map[string][]byte{}
+	keyScans := map[string][][2][]byte{}
+	br := r.conn.SendBatch(r.ctx, batch)
+	defer br.Close()
+	for _, pt := range points {
+		m := map[string][]byte{}
+		for _, k := range pt.keys {
+			m[string(k)] = nil
+		}
+		err := r.prefetchRows(br, func(rows pgx.Rows) error {
+			var k, v []byte
+			if err := rows.Scan(&k, &v); err != nil {
+				return err
+			}
+			m[string(k)] = nonNil(v)
+			return nil
+		})
+		if err != nil {
+			return r.fail(err, "prefetch "+pt.table)
+		}
+		read[pt.table] = m
+	}
+	if len(los) > 0 {
+		for _, lo := range los {
+			keyScans[string(lo)] = nil
+		}
+		err := r.prefetchRows(br, func(rows pgx.Rows) error {
+			var lo, k, v []byte
+			if err := rows.Scan(&lo, &k, &v); err != nil {
+				return err
+			}
+			keyScans[string(lo)] = append(keyScans[string(lo)], [2][]byte{k, nonNil(v)})
+			return nil
+		})
+		if err != nil {
+			return r.fail(err, "prefetch "+tableKeys)
+		}
+	}
+	if err := br.Close(); err != nil {
+		return r.fail(err, "prefetch")
+	}
+	if r.read == nil {
+		r.read = map[string]map[string][]byte{}
+	}
+	for table, m := range read {
+		if r.read[table] == nil {
+			r.read[table] = m
+			continue
+		}
+		for k, v := range m {
+			r.read[table][k] = v
+		}
+	}
+	if r.keyScans == nil {
+		r.keyScans = keyScans
+	} else {
+		for lo, recs := range keyScans {
+			r.keyScans[lo] = recs
+		}
+	}
+	return nil
+}
+
+// prefetchRows reads the rows of the batch's next statement.
+func (r *pgRecords) prefetchRows(br pgx.BatchResults, row func(pgx.Rows) error) error {
+	rows, err := br.Query()
+	if err != nil {
+		return err
+	}
+	defer rows.Close()
+	for rows.Next() {
+		if err := row(rows); err != nil {
+			return err
+		}
+	}
+	rows.Close()
+	return rows.Err()
+}
+
+// nonNil is v, or an empty value for nil: the column is NOT NULL, so nil
+// could only be an empty value, which must not read as none.
+func nonNil(v []byte) []byte {
+	if v == nil {
+		return []byte{}
+	}
+	return v
 }
 
 // commit sends every pending write and the commit in one round trip.

@@ -65,14 +65,25 @@ func (t *Tx) PutRequest(r *Request) error {
 
 // InFlight returns the requests left in RequestSigning.
 func (t *Tx) InFlight() ([]*Request, error) {
+	// The ids first, then their records read ahead together: on a
+	// database, one round trip rather than one per request.
+	var ids []string
+	if err := t.r.scan(tableInFlight, nil, nil, func(k, _ []byte) error {
+		ids = append(ids, string(k))
+		return nil
+	}); err != nil {
+		return nil, err
+	}
+	if err := t.Prefetch(Prefetch{Requests: ids}); err != nil {
+		return nil, err
+	}
 	var out []*Request
-	err := t.r.scan(tableInFlight, nil, nil, func(k, _ []byte) error {
-		r, err := t.Request(string(k))
+	for _, id := range ids {
+		r, err := t.Request(id)
 		if err != nil {
-			return err
+			return nil, err
 		}
 		out = append(out, r)
-		return nil
-	})
-	return out, err
+	}
+	return out, nil
 }

@@ -257,3 +257,25 @@ func get[T any](t *Tx, table string, key []byte, what string) (*T, error) {
 	}
 	return v, nil
 }
+
+// Prefetch names the records a transaction is about to read. On
+// PostgreSQL each read is a round trip to the server; a transaction that
+// reads many records (a batch of requests) says which first, so they are
+// read in one.
+type Prefetch struct {
+	// Requests are RA request ids (Request, InFlight).
+	Requests []string
+	// Serials are read in the serials and the certificates tables
+	// (ReserveSerial, Serial, Certificate).
+	Serials [][]byte
+	// CompromisedKeys are key digests (KeyCompromised).
+	CompromisedKeys [][]byte
+	// KeySPKIs are DER SubjectPublicKeyInfos whose key index entries
+	// CertificatesWithKey reads.
+	KeySPKIs [][]byte
+}
+
+// Prefetch reads ahead the records p names. It is a hint only: every read
+// of t returns the same with or without it, and a record t wrote is read
+// as written.
+func (t *Tx) Prefetch(p Prefetch) error { return t.r.prefetch(&p) }
