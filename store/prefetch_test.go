@@ -247,7 +247,7 @@ func TestPostgresPrefetchRoundTrips(t *testing.T) {
 	}
 	few, many := requests(5), requests(100)
 	mustUpdate(t, b, func(r records) error {
-		tx := &Tx{r}
+		tx := &Tx{r: r}
 		for _, q := range append(few, many...) {
 			if err := tx.PutRequest(&Request{ID: q.id, State: RequestIssued}); err != nil {
 				return err
@@ -263,7 +263,7 @@ func TestPostgresPrefetchRoundTrips(t *testing.T) {
 		t.Helper()
 		r0 := b.traffic.requests.Load()
 		mustView(t, b, func(r records) error {
-			tx := &Tx{r}
+			tx := &Tx{r: r}
 			if prefetch {
 				var p Prefetch
 				for _, q := range rs {
