@@ -4,6 +4,7 @@ import (
 	"context"
 	"errors"
 	"testing"
+	"time"
 
 	"github.com/jackc/pgx/v5"
 
@@ -65,5 +66,48 @@ func TestReadOnlyDatabase(t *testing.T) {
 	verifyChainGMSM(t, ca, got.DER)
 	if l := checkLedger(t, st); len(l.certs) != 2 || len(l.burned) != 0 {
 		t.Fatalf("store holds %d certificates and %d burned serials; want 2 and none", len(l.certs), len(l.burned))
+	}
+}
+
+// TestLockedTableKeepsStoreUnwritable: an operator's session holds a lock
+// on the certificates table. Requests fail store_unavailable once the
+// store's transaction timeout passes, and health stays "not writable"
+// while the lock is held, although the watcher's empty probe transaction
+// goes through (it touches no table): a write that ran out of time is
+// ended only by a recorded batch. The lock released, the request issues
+// and health is writable again.
+func TestLockedTableKeepsStoreUnwritable(t *testing.T) {
+	ca := enginetest.NewCA(t)
+	at := enginetest.NewPostgresStore(t)
+	at.PostgresOptions.Timeout = time.Second
+	st := at.Open(t)
+	e := ca.Engine(t, st, engine.Config{})
+	issue(t, e, request(t, "before"))
+
+	ctx := context.Background()
+	op, err := pgx.Connect(ctx, at.DSN)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer op.Close(ctx)
+	if _, err := op.Exec(ctx, "BEGIN; LOCK TABLE certificates"); err != nil {
+		t.Fatal(err)
+	}
+	req := request(t, "during")
+	c, err := e.Issue(ctx, ra, req)
+	wantStoreUnavailable(t, "issue under the lock", c, err)
+	// Three probes' time: none may call the store writable.
+	for range 3 {
+		time.Sleep(engine.StoreProbeInterval)
+		if s := e.Store(); s.Writable {
+			t.Fatalf("store writable while a lock blocks its writes: %+v", s)
+		}
+	}
+	if _, err := op.Exec(ctx, "COMMIT"); err != nil {
+		t.Fatal(err)
+	}
+	issue(t, e, req)
+	if s := e.Store(); !s.Writable {
+		t.Fatalf("store status after a recorded batch: %+v", s)
 	}
 }
