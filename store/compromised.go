@@ -32,14 +32,7 @@ var keyCompromisedAtHead = []byte("compromised-keys-at-head")
 
 // CompromisedKeysCurrent reports whether the compromised-keys index is
 // known whole at the audit log's present head.
-func (t *Tx) CompromisedKeysCurrent() (bool, error) {
-	at, err := keyIndexMark(t)
-	if err != nil {
-		return false, err
-	}
-	noted, err := t.r.get(tableMeta, keyCompromisedAtHead)
-	return bytes.Equal(noted, at), err
-}
+func (t *Tx) CompromisedKeysCurrent() (bool, error) { return markCurrent(t, keyCompromisedAtHead) }
 
 // NoteCompromisedKeysWhole records that the compromised-keys index is
 // whole at the head this transaction leaves (the engine, having rebuilt
@@ -53,13 +46,5 @@ func noteCompromisedKeys(t *Tx, wasCurrent bool) error {
 	if !wasCurrent && !t.compromisedWhole {
 		return nil
 	}
-	at, err := keyIndexMark(t)
-	if err != nil {
-		return err
-	}
-	noted, err := t.r.get(tableMeta, keyCompromisedAtHead)
-	if err != nil || bytes.Equal(noted, at) {
-		return err
-	}
-	return t.r.put(tableMeta, keyCompromisedAtHead, at)
+	return noteMark(t, keyCompromisedAtHead)
 }

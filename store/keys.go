@@ -121,34 +121,41 @@ func readPublicKey(spki cryptobyte.String) ([]byte, bool) {
 
 // noteKeyIndex records that the key index is current at the audit log's
 // present head (see tableKeys).
-func noteKeyIndex(t *Tx) error {
-	at, err := keyIndexMark(t)
-	if err != nil {
-		return err
-	}
-	noted, err := t.r.get(tableMeta, keyKeyIndexAtHead)
-	if err != nil || bytes.Equal(noted, at) {
-		return err
-	}
-	return t.r.put(tableMeta, keyKeyIndexAtHead, at)
-}
+func noteKeyIndex(t *Tx) error { return noteMark(t, keyKeyIndexAtHead) }
 
-// keyIndexMark is what noteKeyIndex records: the head as stored, after a
-// byte that keeps an empty log's mark from reading as no mark at all.
-func keyIndexMark(t *Tx) ([]byte, error) {
+// keyIndexCurrent reports whether the key index was noted at the log's
+// present head.
+func keyIndexCurrent(t *Tx) (bool, error) { return markCurrent(t, keyKeyIndexAtHead) }
+
+// An index mark (the key index's, the compromised-keys index's) is the
+// audit log's head as stored when the index was last known current, after
+// a byte that keeps an empty log's mark from reading as no mark at all.
+func headMark(t *Tx) ([]byte, error) {
 	head, err := t.r.get(tableMeta, keyAuditHead)
 	return append([]byte{'h'}, head...), err
 }
 
-// keyIndexCurrent reports whether the key index was noted at the log's
+// markCurrent reports whether the mark under key in meta is at the log's
 // present head.
-func keyIndexCurrent(t *Tx) (bool, error) {
-	at, err := keyIndexMark(t)
+func markCurrent(t *Tx, key []byte) (bool, error) {
+	at, err := headMark(t)
 	if err != nil {
 		return false, err
 	}
-	noted, err := t.r.get(tableMeta, keyKeyIndexAtHead)
+	noted, err := t.r.get(tableMeta, key)
 	return bytes.Equal(noted, at), err
+}
+
+// noteMark moves the mark under key in meta to the log's present head.
+func noteMark(t *Tx, key []byte) error {
+	if current, err := markCurrent(t, key); err != nil || current {
+		return err
+	}
+	at, err := headMark(t)
+	if err != nil {
+		return err
+	}
+	return t.r.put(tableMeta, key, at)
 }
 
 // ensureKeyIndex builds the key index from the certificates unless it is
