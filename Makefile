@@ -32,8 +32,8 @@ test: softhsm
 	$(GO) vet ./...
 	$(GO) test -race -count=1 ./...
 
-# The crash test of make test (20 SIGKILLs under issue and revoke load),
-# run with 120 kills.
+# The crash test of make test (20 SIGKILLs on a store file and 10 on PostgreSQL,
+# under issue and revoke load), run with 120 kills on each.
 soak: softhsm
 	SIGNERD_CRASH_KILLS=120 $(GO) test -race -count=1 -timeout 30m -run '^TestSIGKILLUnderLoad$$' -v ./cmd/signerd/
 
