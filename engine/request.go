@@ -106,7 +106,7 @@ func (e *Engine) check(kind string, req *Request, replaces []byte) (*order, erro
 	if o.pub, err = e.checkKey(req, p); err != nil {
 		return nil, err
 	}
-	if err := e.checkKeyUse(o.pub, p); err != nil {
+	if err := e.checkKeyUse(o.pub); err != nil {
 		return nil, err
 	}
 	if o.subject, err = checkSubject(req.Subject, p); err != nil {
@@ -432,9 +432,12 @@ func foldName(v string) string {
 // copy could not be told from the holder's), a KMC key for signing, an
 // issuing CA's key, or signerd's audit key. The store's key index finds
 // the certificates; a key certified for this same use (renewal with the
-// same key) is no conflict. This is the early answer, before the request
-// is queued; reserve asks again where it counts (see keyUsedOtherwise).
-func (e *Engine) checkKeyUse(pub crypto.PublicKey, p *Profile) error {
+// same key) is no conflict. The CA's own keys are refused here, before the
+// request is queued; the store is asked in the batch, by reserve, in the
+// transaction that records the request (keyUsedOtherwise), where the
+// answer counts and the stage's reads are fetched together: asking it
+// here too would cost every request a read transaction of its own.
+func (e *Engine) checkKeyUse(pub crypto.PublicKey) error {
 	type equaler interface{ Equal(crypto.PublicKey) bool }
 	k, ok := pub.(equaler)
 	if !ok {
@@ -448,17 +451,7 @@ func (e *Engine) checkKeyUse(pub crypto.PublicKey, p *Profile) error {
 	if e.auditPub != nil && k.Equal(e.auditPub) {
 		return errorf(CodeKeyReused, "the key is signerd's audit key")
 	}
-	if e.store == nil {
-		return nil
-	}
-	var refused error
-	if err := e.view(func(tx *store.Tx) error {
-		refused = keyUsedOtherwise(tx, pub, p, nil)
-		return nil
-	}); err != nil {
-		return errorf(CodeInternal, "look up the certificates of the key: %v", err)
-	}
-	return refused
+	return nil
 }
 
 // maxNames bounds the dns_names, and the emails, of one request (as public
