@@ -741,6 +741,7 @@ func (r *pgRecords) prefetch(p *Prefetch) error {
 	queue(tableSerials, p.Serials)
 	queue(tableCerts, p.Serials)
 	queue(tableCompromisedKeys, p.CompromisedKeys)
+	queue(tableMeta, p.meta)
 	var los, his [][]byte
 	seen := map[string]bool{}
 	for _, spki := range p.KeySPKIs {

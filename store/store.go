@@ -166,6 +166,9 @@ func (s *Store) Update(fn func(*Tx) error) error {
 	var head auditHead
 	err = s.b.update(func(r records) error {
 		t := &Tx{r: r}
+		if err := r.prefetch(&Prefetch{meta: writeMeta}); err != nil {
+			return err
+		}
 		if err := t.checkHead(known); err != nil {
 			return err
 		}
@@ -273,7 +276,13 @@ type Prefetch struct {
 	// KeySPKIs are DER SubjectPublicKeyInfos whose key index entries
 	// CertificatesWithKey reads.
 	KeySPKIs [][]byte
+	// meta are keys of the meta table: Update reads the ones every write
+	// reads (the audit head, the index marks, the clock) ahead.
+	meta [][]byte
 }
+
+// writeMeta are the meta records every write transaction reads.
+var writeMeta = [][]byte{keyAuditHead, keyKeyIndexAtHead, keyCompromisedAtHead, keyClock, keyAuditLastSeal}
 
 // Prefetch reads ahead the records p names. It is a hint only: every read
 // of t returns the same with or without it, and a record t wrote is read
