@@ -41,6 +41,24 @@ type raLedger struct {
 	received []string          // serials, in the order answered
 }
 
+func newRALedger() *raLedger {
+	return &raLedger{bodies: map[string]string{}, issued: map[string]string{}, revoked: map[string]bool{}}
+}
+
+// issue sends request id (the same body on every retry) to d and notes
+// the serial if it is answered.
+func (l *raLedger) issue(t *testing.T, d *daemonProc, id string) reply {
+	t.Helper()
+	if l.bodies[id] == "" {
+		l.bodies[id] = issueBody(t, id, "person-sign")
+	}
+	r := d.call(t, "POST", "/v1/certificates", l.bodies[id])
+	if r.status == 201 {
+		l.answered(id, certView(t, r).Serial)
+	}
+	return r
+}
+
 // TestSIGKILLUnderLoad kills signerd at random moments while RA clients
 // issue and revoke, restarts it, and holds the store to what the clients
 // were told (SPEC §3.6, §5.4), on a store file (20 kills) and on
@@ -58,7 +76,7 @@ func TestSIGKILLUnderLoad(t *testing.T) {
 
 // killUnderLoad is TestSIGKILLUnderLoad on d's store.
 func killUnderLoad(t *testing.T, d *daemonProc, kills int) {
-	l := &raLedger{bodies: map[string]string{}, issued: map[string]string{}, revoked: map[string]bool{}}
+	l := newRALedger()
 	for round := range kills {
 		d.start(t)
 		l.retryUnanswered(t, d, round)

@@ -127,18 +127,8 @@ func TestPostgresOutage(t *testing.T) {
 	srv := pgtest.Start(t)
 	d := newPostgresDaemonProc(t, srv, "")
 	d.start(t)
-	l := &raLedger{bodies: map[string]string{}, issued: map[string]string{}, revoked: map[string]bool{}}
-	issue := func(id string) reply {
-		t.Helper()
-		if l.bodies[id] == "" {
-			l.bodies[id] = issueBody(t, id, "person-sign")
-		}
-		r := d.call(t, "POST", "/v1/certificates", l.bodies[id])
-		if r.status == 201 {
-			l.answered(id, certView(t, r).Serial)
-		}
-		return r
-	}
+	l := newRALedger()
+	issue := func(id string) reply { t.Helper(); return l.issue(t, d, id) }
 	want(t, "issue before the outage", issue("before"), 201, "")
 	first := l.issued["before"]
 	outages := []struct {

@@ -68,18 +68,8 @@ func TestStoreFaultsFailRequestsCleanly(t *testing.T) {
 	d := newDaemonProc(t, "")
 	fs := onTmpfs(t, d, "4m")
 	d.start(t)
-	l := &raLedger{bodies: map[string]string{}, issued: map[string]string{}, revoked: map[string]bool{}}
-	issue := func(id string) reply {
-		t.Helper()
-		if l.bodies[id] == "" {
-			l.bodies[id] = issueBody(t, id, "person-sign")
-		}
-		r := d.call(t, "POST", "/v1/certificates", l.bodies[id])
-		if r.status == 201 {
-			l.answered(id, certView(t, r).Serial)
-		}
-		return r
-	}
+	l := newRALedger()
+	issue := func(id string) reply { t.Helper(); return l.issue(t, d, id) }
 	if r := issue("before"); r.status != 201 {
 		t.Fatalf("issue before any fault: %d %s", r.status, r.body)
 	}
