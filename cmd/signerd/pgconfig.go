@@ -3,11 +3,9 @@ package main
 import (
 	"errors"
 	"fmt"
-	"slices"
 	"strings"
 	"time"
 
-	"github.com/jackc/pgx/v5/pgconn"
 	"go.yaml.in/yaml/v3"
 
 	"signerd/store"
@@ -76,19 +74,11 @@ func (p *postgresCfg) validate() error {
 		return fmt.Errorf("store.postgres.dsn (not shown) holds a %s: a secret in the config file is read by whoever "+
 			"reads the configuration and may be logged; %s", secret, noPasswordHelp)
 	}
-	cfg, err := pgconn.ParseConfig(p.DSN)
+	hosts, database, err := store.PostgresTarget(p.DSN)
 	if err != nil {
-		return fmt.Errorf("store.postgres.dsn (not shown): %s", parseReason(err))
+		return fmt.Errorf("store.postgres.dsn: %w", err)
 	}
-	// A host is tried with and without TLS (sslmode=prefer, allow): once
-	// in the log.
-	hosts := []string{cfg.Host}
-	for _, f := range cfg.Fallbacks {
-		if !slices.Contains(hosts, f.Host) {
-			hosts = append(hosts, f.Host)
-		}
-	}
-	p.where.host, p.where.database = strings.Join(hosts, ","), cfg.Database
+	p.where.host, p.where.database = strings.Join(hosts, ","), database
 	switch d := p.Timeout.Duration; {
 	case d < 0 || (d > 0 && d < time.Second):
 		return fmt.Errorf("store.postgres.timeout %s: below 1s, a commit on a busy server would fail as if it were down", d)
@@ -99,17 +89,4 @@ func (p *postgresCfg) validate() error {
 		return fmt.Errorf("store.postgres.max_conns %d: negative", p.MaxConns)
 	}
 	return nil
-}
-
-// parseReason is why pgconn refused a DSN, without the DSN it quotes.
-func parseReason(err error) string {
-	msg := err.Error()
-	var pe *pgconn.ParseConfigError
-	if errors.As(err, &pe) {
-		if i := strings.LastIndex(msg, "`: "); i >= 0 {
-			return msg[i+3:]
-		}
-		return "not a keyword/value DSN or postgres:// URL"
-	}
-	return msg
 }

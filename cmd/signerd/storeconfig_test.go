@@ -131,7 +131,7 @@ func TestPostgresStoreConfig(t *testing.T) {
 		{name: "the alternatives named", store: `store: {postgres: {dsn: "password=s3cret"}}`, marker: marker, err: "passfile=/etc/signerd/pgpass"},
 		{name: "unterminated quote", store: `store: {postgres: {dsn: "host=db password='s3cret"}}`, marker: marker, err: "without its closing quote"},
 		{name: "not a DSN", store: `store: {postgres: {dsn: "s3cret"}}`, marker: marker, err: "not a keyword/value DSN"},
-		{name: "a bad port", store: `store: {postgres: {dsn: "host=db port=s3cret"}}`, marker: marker, err: "store.postgres.dsn (not shown)"},
+		{name: "a bad port", store: `store: {postgres: {dsn: "host=db port=s3cret"}}`, marker: marker, err: "store.postgres.dsn: invalid DSN (not shown): invalid port"},
 	}
 	for _, tt := range tests {
 		t.Run(tt.name, func(t *testing.T) {
