@@ -426,17 +426,14 @@ func foldName(v string) string {
 	return strings.Join(strings.Fields(v), " ")
 }
 
-// checkKeyUse refuses to certify a key for another use than it is already
-// certified for by this CA: the holder's signing key as its encryption key
-// (the KMC escrows encryption keys, so a signature made with the escrowed
-// copy could not be told from the holder's), a KMC key for signing, an
-// issuing CA's key, or signerd's audit key. The store's key index finds
-// the certificates; a key certified for this same use (renewal with the
-// same key) is no conflict. The CA's own keys are refused here, before the
-// request is queued; the store is asked in the batch, by reserve, in the
-// transaction that records the request (keyUsedOtherwise), where the
-// answer counts and the stage's reads are fetched together: asking it
-// here too would cost every request a read transaction of its own.
+// checkKeyUse refuses, before the request is queued, to certify one of
+// the CA's own keys: an issuing CA's key or signerd's audit key. A key
+// certified for another use than the request's (the holder's signing key
+// as its encryption key, a KMC key for signing) is refused in the batch,
+// by reserve, in the transaction that records the request
+// (keyUsedOtherwise), where the answer counts and the stage's reads are
+// fetched together: asking the store here too would cost every request a
+// read transaction of its own.
 func (e *Engine) checkKeyUse(pub crypto.PublicKey) error {
 	type equaler interface{ Equal(crypto.PublicKey) bool }
 	k, ok := pub.(equaler)
