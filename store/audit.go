@@ -107,7 +107,7 @@ type auditHead struct {
 }
 
 func (t *Tx) auditHead() (auditHead, error) {
-	raw, err := t.r.get(tableMeta, keyAuditHead)
+	raw, err := t.r.get(tableMeta, t.chain.metaKey(keyAuditHead))
 	if err != nil {
 		return auditHead{}, fmt.Errorf("audit head: %w", err)
 	}
@@ -124,6 +124,9 @@ func (t *Tx) auditHead() (auditHead, error) {
 // Append adds e at the end of the audit log, filling in Seq, Prev and (if
 // zero) Time, and returns the stored event.
 func (t *Tx) Append(e Event) (Event, error) {
+	if t.foreign {
+		return e, fmt.Errorf("audit event: %s is another node's; a node appends to its own", t.chain)
+	}
 	head, err := t.auditHead()
 	if err != nil {
 		return e, err
@@ -138,28 +141,28 @@ func (t *Tx) Append(e Event) (Event, error) {
 	if err != nil {
 		return e, fmt.Errorf("audit event %d: %w", e.Seq, err)
 	}
-	if err := t.r.put(tableAudit, seqKey(e.Seq), raw); err != nil {
+	if err := t.r.put(tableAudit, t.chain.eventKey(e.Seq), raw); err != nil {
 		return e, err
 	}
 	if e.Seal != nil {
-		if err := t.r.put(tableMeta, keyAuditLastSeal, seqKey(e.Seq)); err != nil {
+		if err := t.r.put(tableMeta, t.chain.metaKey(keyAuditLastSeal), seqKey(e.Seq)); err != nil {
 			return e, err
 		}
 	}
 	headRaw, _ := json.Marshal(auditHead{Seq: e.Seq, Hash: ChainHash(raw)})
-	return e, t.r.put(tableMeta, keyAuditHead, headRaw)
+	return e, t.r.put(tableMeta, t.chain.metaKey(keyAuditHead), headRaw)
 }
 
 // LastSeal returns the most recent seal event, or nil if there is none.
 func (t *Tx) LastSeal() (*Event, error) {
-	k, err := t.r.get(tableMeta, keyAuditLastSeal)
+	k, err := t.r.get(tableMeta, t.chain.metaKey(keyAuditLastSeal))
 	if err != nil || k == nil {
 		return nil, err
 	}
 	if len(k) != 8 {
 		return nil, fmt.Errorf("audit log: the last seal's position %x is malformed", k)
 	}
-	raw, err := t.r.get(tableAudit, k)
+	raw, err := t.r.get(tableAudit, t.chain.eventKey(binary.BigEndian.Uint64(k)))
 	if err != nil {
 		return nil, fmt.Errorf("audit log: the last seal, event %d: %w", binary.BigEndian.Uint64(k), err)
 	}
@@ -185,11 +188,11 @@ func (t *Tx) Events(from uint64, fn func(e Event, stored []byte) error) error {
 // EventsAt is Events, also giving the sequence number each event is
 // stored under, which an edited event need not carry.
 func (t *Tx) EventsAt(from uint64, fn func(at uint64, e Event, stored []byte) error) error {
-	return t.r.scan(tableAudit, seqKey(from), nil, func(k, v []byte) error {
-		if len(k) != 8 {
+	return t.r.scan(tableAudit, t.chain.eventKey(from), t.chain.eventPrefix(), func(k, v []byte) error {
+		at, ok := t.chain.seqOf(k)
+		if !ok {
 			return fmt.Errorf("audit log: malformed key %x", k)
 		}
-		at := binary.BigEndian.Uint64(k)
 		var e Event
 		if err := json.Unmarshal(v, &e); err != nil {
 			return fmt.Errorf("audit event %d: decode: %w", at, err)

@@ -37,7 +37,7 @@ func (t *Tx) checkHead(known auditHead) error {
 		return nil
 	}
 	if head.Seq > known.Seq {
-		stored, err := t.r.get(tableAudit, seqKey(known.Seq))
+		stored, err := t.r.get(tableAudit, t.chain.eventKey(known.Seq))
 		if err != nil {
 			return err
 		}
@@ -52,11 +52,11 @@ func (t *Tx) checkHead(known auditHead) error {
 }
 
 // lastWritten is the head this process last wrote, or the reason it
-// writes no more.
+// writes no more (ErrLogBehind, ErrNodeTakenOver).
 func (s *Store) lastWritten() (auditHead, error) {
 	s.mu.Lock()
 	defer s.mu.Unlock()
-	return s.written, s.behind
+	return s.written, s.halted
 }
 
 // noteWritten records the outcome of a write: its head if it committed,
@@ -65,8 +65,10 @@ func (s *Store) noteWritten(head auditHead, err error) {
 	s.mu.Lock()
 	defer s.mu.Unlock()
 	switch {
-	case errors.Is(err, ErrLogBehind):
-		s.behind = err
+	case errors.Is(err, ErrLogBehind), errors.Is(err, ErrNodeTakenOver):
+		if s.halted == nil {
+			s.halted = err
+		}
 	case err == nil && head.Seq >= s.written.Seq:
 		// Writes run one at a time, but their callers note them in any
 		// order: the later head is kept.

@@ -127,31 +127,51 @@ func noteKeyIndex(t *Tx) error { return noteMark(t, keyKeyIndexAtHead) }
 // present head.
 func keyIndexCurrent(t *Tx) (bool, error) { return markCurrent(t, keyKeyIndexAtHead) }
 
-// An index mark (the key index's, the compromised-keys index's) is the
-// audit log's head as stored when the index was last known current, after
-// a byte that keeps an empty log's mark from reading as no mark at all.
-func headMark(t *Tx) ([]byte, error) {
-	head, err := t.r.get(tableMeta, keyAuditHead)
-	return append([]byte{'h'}, head...), err
+// An index mark (the key index's, the compromised-keys index's) is an
+// audit chain's head as stored when the index was last known current:
+// the unnamed chain's after the byte 'h' (which keeps an empty log's mark
+// from reading as no mark at all), node n's after 'n', n and a zero byte.
+// Every write that changes what an index derives from appends to its
+// node's chain and moves the mark there, so a mark is current while the
+// chain it names has not moved since: a writer that kept the index would
+// have moved the mark.
+func headMark(t *Tx, c chain) ([]byte, error) {
+	head, err := t.r.get(tableMeta, c.metaKey(keyAuditHead))
+	if c.node == "" {
+		return append([]byte{'h'}, head...), err
+	}
+	mark := append([]byte{'n'}, c.node...)
+	return append(append(mark, 0), head...), err
 }
 
-// markCurrent reports whether the mark under key in meta is at the log's
-// present head.
+// markChain is the chain a mark names.
+func markChain(mark []byte) chain {
+	if len(mark) > 0 && mark[0] == 'n' {
+		if name, _, ok := bytes.Cut(mark[1:], []byte{0}); ok {
+			return chain{string(name)}
+		}
+	}
+	return chain{}
+}
+
+// markCurrent reports whether the mark under key in meta is at the head
+// of the chain it names.
 func markCurrent(t *Tx, key []byte) (bool, error) {
-	at, err := headMark(t)
-	if err != nil {
+	noted, err := t.r.get(tableMeta, key)
+	if err != nil || noted == nil {
 		return false, err
 	}
-	noted, err := t.r.get(tableMeta, key)
+	at, err := headMark(t, markChain(noted))
 	return bytes.Equal(noted, at), err
 }
 
-// noteMark moves the mark under key in meta to the log's present head.
+// noteMark moves the mark under key in meta to the head of t's chain,
+// unless it is current already.
 func noteMark(t *Tx, key []byte) error {
 	if current, err := markCurrent(t, key); err != nil || current {
 		return err
 	}
-	at, err := headMark(t)
+	at, err := headMark(t, t.chain)
 	if err != nil {
 		return err
 	}

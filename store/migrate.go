@@ -263,7 +263,7 @@ func copyToPostgres(ctx context.Context, tx *bolt.Tx, dsn string, report *Migrat
 	}
 	defer func() {
 		rctx, cancel := context.WithTimeout(context.WithoutCancel(ctx), b.timeout)
-		releaseInUseLock(rctx, holder.conn)
+		releaseInUseLock(rctx, holder.conn, false)
 		cancel()
 	}()
 	conn := holder.conn

@@ -66,7 +66,7 @@ func UpgradePostgres(ctx context.Context, dsn string) ([]Migration, error) {
 	}
 	// Released before the connection closes, so a signerd started right
 	// after the upgrade finds the database free.
-	defer releaseInUseLock(context.WithoutCancel(ctx), conn)
+	defer releaseInUseLock(context.WithoutCancel(ctx), conn, false)
 	// The in-use lock, held until the upgrade ends: no signerd opens the
 	// database while its schema changes, and no two upgrades run at once.
 	var version int

@@ -6,6 +6,7 @@ import (
 	"fmt"
 	"net/url"
 	"sort"
+	"strconv"
 	"strings"
 	"sync"
 	"sync/atomic"
@@ -29,6 +30,12 @@ type PostgresOptions struct {
 	// server at most; zero means 8. One more connection is held for the
 	// store's life: it marks the database in use (see openPostgresBackend).
 	MaxConns int32
+	// Node names this process's node when several share the database
+	// (node.go); "" is the unnamed node, which has the database to
+	// itself. NodeLease is how long the node's claim lasts unrenewed;
+	// zero means DefaultNodeLease.
+	Node      string
+	NodeLease time.Duration
 }
 
 const (
@@ -77,6 +84,10 @@ type pgBackend struct {
 	writer sync.Mutex
 	holder *pgLockHolder // nil while the in-use lock is lost and not retaken
 	closed bool
+	// shared: the in-use lock is taken shared, as every named node takes
+	// it, so that nodes run together while an upgrade (which takes it
+	// alone) runs with none.
+	shared bool
 
 	// traffic counts what is sent to the server, so tests can check that
 	// a transaction's cost does not grow with the records it writes.
@@ -122,8 +133,13 @@ func openPostgresBackend(dsn string, o PostgresOptions) (*pgBackend, error) {
 	if err != nil {
 		return nil, fmt.Errorf("open store postgres: %w", err)
 	}
-	b := &pgBackend{where: pgWhere(cfg.ConnConfig), timeout: o.Timeout}
+	b := &pgBackend{where: pgWhere(cfg.ConnConfig), timeout: o.Timeout, shared: o.Node != ""}
 	cfg.MaxConns = o.MaxConns
+	// A transaction of this process never stands idle longer than its
+	// timeout. One that does belongs to a process frozen mid-transaction
+	// (SIGSTOP, a stalled machine), whose writer lock would stop every
+	// other node: the server ends its session.
+	cfg.ConnConfig.RuntimeParams["idle_in_transaction_session_timeout"] = strconv.FormatInt(o.Timeout.Milliseconds(), 10)
 	cfg.ConnConfig.Tracer = &b.traffic
 	b.connConfig = cfg.ConnConfig.Copy()
 
@@ -134,12 +150,12 @@ func openPostgresBackend(dsn string, o PostgresOptions) (*pgBackend, error) {
 		return nil, fmt.Errorf("open store postgres %s: %w", b.where, err)
 	}
 	if err := checkPostgresSchema(ctx, holder.conn); err != nil {
-		releaseInUseLock(ctx, holder.conn)
+		releaseInUseLock(ctx, holder.conn, b.shared)
 		return nil, fmt.Errorf("open store postgres %s: %w", b.where, err)
 	}
 	pool, err := pgxpool.NewWithConfig(ctx, cfg)
 	if err != nil {
-		releaseInUseLock(ctx, holder.conn)
+		releaseInUseLock(ctx, holder.conn, b.shared)
 		return nil, fmt.Errorf("open store postgres %s: %w", b.where, err)
 	}
 	b.pool, b.holder = pool, holder
@@ -165,7 +181,11 @@ func (b *pgBackend) takeInUseLock(ctx context.Context) (*pgLockHolder, error) {
 	}
 	for deadline := time.Now().Add(pgInUseWait); err == nil; {
 		var locked bool
-		if err = conn.QueryRow(ctx, "SELECT pg_try_advisory_lock($1)", pgLockInUse).Scan(&locked); err == nil && locked {
+		take := "SELECT pg_try_advisory_lock($1)"
+		if b.shared {
+			take = "SELECT pg_try_advisory_lock_shared($1)"
+		}
+		if err = conn.QueryRow(ctx, take, pgLockInUse).Scan(&locked); err == nil && locked {
 			return h, nil
 		}
 		if err == nil && time.Now().After(deadline) {
@@ -182,8 +202,12 @@ func (b *pgBackend) takeInUseLock(ctx context.Context) (*pgLockHolder, error) {
 // releaseInUseLock ends h's session. The lock is released first, at once:
 // a session's end releases it too, but only once the server has noticed,
 // and the next signerd (or an upgrade) may already be asking for it.
-func releaseInUseLock(ctx context.Context, conn *pgx.Conn) error {
-	_, uerr := conn.Exec(ctx, "SELECT pg_advisory_unlock($1)", pgLockInUse)
+func releaseInUseLock(ctx context.Context, conn *pgx.Conn, shared bool) error {
+	release := "SELECT pg_advisory_unlock($1)"
+	if shared {
+		release = "SELECT pg_advisory_unlock_shared($1)"
+	}
+	_, uerr := conn.Exec(ctx, release, pgLockInUse)
 	if err := conn.Close(ctx); err != nil {
 		return err
 	}
@@ -204,7 +228,7 @@ func (b *pgBackend) retakeInUseLock(ctx context.Context) error {
 	// While the lock was not held, an upgrade may have changed the
 	// schema under this process: it is checked again, as at open.
 	if err := checkPostgresSchema(ctx, h.conn); err != nil {
-		releaseInUseLock(ctx, h.conn)
+		releaseInUseLock(ctx, h.conn, b.shared)
 		return err
 	}
 	b.holder = h
@@ -223,7 +247,7 @@ func (b *pgBackend) close() error {
 	if b.holder != nil {
 		ctx, cancel := context.WithTimeout(context.Background(), b.timeout)
 		defer cancel()
-		if err := releaseInUseLock(ctx, b.holder.conn); err != nil {
+		if err := releaseInUseLock(ctx, b.holder.conn, b.shared); err != nil {
 			return fmt.Errorf("close store postgres %s: %w", b.where, err)
 		}
 	}

@@ -58,18 +58,22 @@ func (t *Tx) PutRequest(r *Request) error {
 		return err
 	}
 	if r.State == RequestSigning {
-		return t.r.put(tableInFlight, []byte(r.ID), []byte{})
+		// Under the node signing it: each node finishes (or burns) its
+		// own requests at start-up, never another live node's.
+		return t.r.put(tableInFlight, []byte(r.ID), []byte(t.chain.node))
 	}
 	return t.r.delete(tableInFlight, []byte(r.ID))
 }
 
-// InFlight returns the requests left in RequestSigning.
+// InFlight returns the requests this node left in RequestSigning.
 func (t *Tx) InFlight() ([]*Request, error) {
 	// The ids first, then their records read ahead together: on a
 	// database, one round trip rather than one per request.
 	var ids []string
-	if err := t.r.scan(tableInFlight, nil, nil, func(k, _ []byte) error {
-		ids = append(ids, string(k))
+	if err := t.r.scan(tableInFlight, nil, nil, func(k, v []byte) error {
+		if string(v) == t.chain.node {
+			ids = append(ids, string(k))
+		}
 		return nil
 	}); err != nil {
 		return nil, err

@@ -48,10 +48,18 @@ var (
 type Store struct {
 	b    backend
 	bolt *boltBackend // nil on PostgreSQL
-	// mu guards written and behind (head.go).
+	// chain is the audit chain this process appends to: its node's.
+	chain chain
+	// node is this process's claim on its node name (node.go); nil for
+	// the unnamed node.
+	node *nodeClaim
+	// mu guards written and halted (head.go).
 	mu      sync.Mutex
 	written auditHead
-	behind  error
+	// halted is why this process writes no more: the store went back
+	// behind what it wrote (ErrLogBehind) or its node name was taken over
+	// (ErrNodeTakenOver).
+	halted error
 }
 
 // DefaultInitialMmapSize is the memory map a store is opened with unless
@@ -99,23 +107,38 @@ func OpenWith(path string, o Options) (*Store, error) {
 // whose schema is not this version's: UpgradePostgres (signerctl store
 // upgrade) applies migrations, never Open.
 func OpenPostgres(dsn string, o PostgresOptions) (*Store, error) {
+	if o.Node != "" {
+		if err := ValidNodeName(o.Node); err != nil {
+			return nil, fmt.Errorf("open store postgres: %w", err)
+		}
+	}
 	b, err := openPostgresBackend(dsn, o)
 	if err != nil {
 		return nil, err
 	}
-	s := &Store{b: b}
+	s := &Store{b: b, chain: chain{o.Node}}
+	if o.Node != "" {
+		if s.node, err = s.claimNode(o.Node, o.NodeLease); err != nil {
+			b.close()
+			return nil, fmt.Errorf("open store postgres %s: %w", b.where, err)
+		}
+	}
 	if err := s.opened(); err != nil {
-		b.close()
+		s.Close()
 		return nil, fmt.Errorf("open store on PostgreSQL: %w", err)
 	}
 	return s, nil
 }
 
+// Node is the name of the node this store writes as, "" for the unnamed
+// node.
+func (s *Store) Node() string { return s.chain.node }
+
 // opened makes the derived indexes whole, as every open does, and notes
 // the audit log's head.
 func (s *Store) opened() error {
 	return s.b.update(func(r records) error {
-		t := &Tx{r: r}
+		t := &Tx{r: r, chain: s.chain}
 		if err := ensureKeyIndex(t); err != nil {
 			return err
 		}
@@ -148,8 +171,12 @@ func (s *Store) Probe() error {
 	return s.Update(func(*Tx) error { return nil })
 }
 
-// Close closes the file or the database's connections.
-func (s *Store) Close() error { return s.b.close() }
+// Close closes the file or the database's connections, releasing the
+// node name first.
+func (s *Store) Close() error {
+	s.releaseNode()
+	return s.b.close()
+}
 
 // Update runs fn in one write transaction, committed (and fsynced) only if
 // fn returns nil. A failure to write it is ErrWrite; fn's own errors are
@@ -165,8 +192,11 @@ func (s *Store) Update(fn func(*Tx) error) error {
 	}
 	var head auditHead
 	err = s.b.update(func(r records) error {
-		t := &Tx{r: r}
-		if err := r.prefetch(&Prefetch{meta: writeMeta}); err != nil {
+		t := &Tx{r: r, chain: s.chain}
+		if err := r.prefetch(&Prefetch{meta: s.writeMeta()}); err != nil {
+			return err
+		}
+		if err := s.node.check(t); err != nil {
 			return err
 		}
 		if err := t.checkHead(known); err != nil {
@@ -198,12 +228,16 @@ func (s *Store) Update(fn func(*Tx) error) error {
 // client (write to a socket) inside fn; copy what is needed and write it
 // afterwards.
 func (s *Store) View(fn func(*Tx) error) error {
-	return s.b.view(func(r records) error { return fn(&Tx{r: r}) })
+	return s.b.view(func(r records) error { return fn(&Tx{r: r, chain: s.chain}) })
 }
 
 // Tx is a transaction. Its methods must not be used after fn returns.
 type Tx struct {
 	r records
+	// chain is the audit chain the audit methods read and Append writes;
+	// foreign: another node's, read through Chain.
+	chain   chain
+	foreign bool
 	// compromisedWhole: the compromised-keys index was made whole in
 	// this transaction (NoteCompromisedKeysWhole).
 	compromisedWhole bool
@@ -213,7 +247,7 @@ type Tx struct {
 // (certificate notBefore or CRL thisUpdate) or on a lifecycle change
 // (revocation, hold, restore), zero if none.
 func (t *Tx) LastSigningTime() (time.Time, error) {
-	raw, err := t.r.get(tableMeta, keyClock)
+	raw, err := t.r.get(tableMeta, t.chain.metaKey(keyClock))
 	if err != nil || raw == nil {
 		return time.Time{}, err
 	}
@@ -234,14 +268,14 @@ func (t *Tx) NoteSigningTime(ts time.Time) error {
 		return nil
 	}
 	raw, _ := ts.UTC().MarshalText()
-	return t.r.put(tableMeta, keyClock, raw)
+	return t.r.put(tableMeta, t.chain.metaKey(keyClock), raw)
 }
 
 // ResetSigningTime sets the last signing time to ts even if it is earlier:
 // only for an operator's acknowledged clock reset.
 func (t *Tx) ResetSigningTime(ts time.Time) error {
 	raw, _ := ts.UTC().MarshalText()
-	return t.r.put(tableMeta, keyClock, raw)
+	return t.r.put(tableMeta, t.chain.metaKey(keyClock), raw)
 }
 
 // get decodes the JSON record under key in table; what names it in
@@ -281,8 +315,16 @@ type Prefetch struct {
 	meta [][]byte
 }
 
-// writeMeta are the meta records every write transaction reads.
-var writeMeta = [][]byte{keyAuditHead, keyKeyIndexAtHead, keyCompromisedAtHead, keyClock, keyAuditLastSeal}
+// writeMeta are the meta records every write transaction reads: its
+// chain's head, clock and last seal, the index marks and its node claim.
+func (s *Store) writeMeta() [][]byte {
+	keys := [][]byte{s.chain.metaKey(keyAuditHead), keyKeyIndexAtHead, keyCompromisedAtHead,
+		s.chain.metaKey(keyClock), s.chain.metaKey(keyAuditLastSeal)}
+	if s.node != nil {
+		keys = append(keys, nodeKey(s.chain.node))
+	}
+	return keys
+}
 
 // Prefetch reads ahead the records p names. It is a hint only: every read
 // of t returns the same with or without it, and a record t wrote is read

@@ -8,6 +8,7 @@ import (
 	"fmt"
 	"os"
 	"runtime/debug"
+	"slices"
 	"strconv"
 	"syscall"
 	"time"
@@ -52,10 +53,23 @@ type Report struct {
 	AuditHead uint64 `json:"audit_head"`
 	AuditHash []byte `json:"audit_hash"`
 	LastSeal  uint64 `json:"last_seal"`
+	// Chains are the named nodes' audit chains (a store shared by several
+	// nodes); the fields above are the unnamed chain's.
+	Chains []ChainReport `json:"chains,omitempty"`
 	// Notes are observations that need nothing done (an index the next
 	// open rebuilds).
 	Notes    []string  `json:"notes,omitempty"`
 	Findings []Finding `json:"findings,omitempty"`
+}
+
+// ChainReport is one named node's audit chain, as Report gives the
+// unnamed chain's.
+type ChainReport struct {
+	Node      string `json:"node"`
+	Events    uint64 `json:"events"`
+	AuditHead uint64 `json:"audit_head"`
+	AuditHash []byte `json:"audit_hash"`
+	LastSeal  uint64 `json:"last_seal"`
 }
 
 // OK reports whether nothing is wrong.
@@ -459,34 +473,74 @@ func (v *verifier) statistics() {
 	})
 }
 
-// audit: the chain from the first event to the head, and the last-seal
-// pointer.
+// audit: every node's chain from its first event to its head, and its
+// last-seal pointer; every event is some chain's.
 func (v *verifier) audit() {
-	t := v.t
-	head, err := t.auditHead()
+	nodes, err := v.t.AuditChains()
 	if err != nil {
 		v.find("audit", Finding{Bucket: string(bucketMeta), Key: string(keyAuditHead), Problem: err.Error()})
 		return
 	}
-	v.r.AuditHead, v.r.AuditHash = head.Seq, head.Hash
-	v.each(tableAudit, func([]byte, []byte) error { v.r.Events++; return nil })
+	events := map[string]uint64{}
+	v.each(tableAudit, func(k, _ []byte) error {
+		c, ok := chainOfEventKey(k)
+		if !ok {
+			v.find("audit", Finding{Bucket: string(bucketAudit), Key: fmt.Sprintf("%x", k), Problem: "the key is no audit chain's"})
+		}
+		events[c.node]++
+		return nil
+	})
+	for c := range events {
+		if !slices.Contains(nodes, c) {
+			v.find("audit", Finding{Bucket: string(bucketMeta), Key: string(chain{c}.metaKey(keyAuditHead)),
+				Problem: fmt.Sprintf("%s has events but no head", chain{c})})
+		}
+	}
+	for _, node := range nodes {
+		r := v.chain(v.t.Chain(node))
+		r.Events = events[node]
+		if node == "" {
+			v.r.Events, v.r.AuditHead, v.r.AuditHash, v.r.LastSeal = r.Events, r.AuditHead, r.AuditHash, r.LastSeal
+			continue
+		}
+		v.r.Chains = append(v.r.Chains, r)
+	}
+}
+
+// chain checks one chain.
+func (v *verifier) chain(t *Tx) ChainReport {
+	r := ChainReport{Node: t.chain.node}
+	where := func(f Finding) Finding {
+		if r.Node != "" {
+			f.Problem = t.chain.String() + ": " + f.Problem
+		}
+		return f
+	}
+	head, err := t.auditHead()
+	if err != nil {
+		v.find("audit", where(Finding{Bucket: string(bucketMeta), Key: string(t.chain.metaKey(keyAuditHead)), Problem: err.Error()}))
+		return r
+	}
+	r.AuditHead, r.AuditHash = head.Seq, head.Hash
 	if err := t.VerifyAuditChain(); err != nil {
 		f := Finding{Bucket: string(bucketAudit), Problem: err.Error()}
 		var at *chainError
 		if errors.As(err, &at) {
 			f.Seq = at.seq
 		}
-		v.find("audit", f)
+		v.find("audit", where(f))
 	}
+	lastKey := t.chain.metaKey(keyAuditLastSeal)
 	last, err := t.LastSeal()
 	switch {
 	case err != nil:
-		v.find("audit", Finding{Bucket: string(bucketMeta), Key: string(keyAuditLastSeal), Problem: err.Error()})
+		v.find("audit", where(Finding{Bucket: string(bucketMeta), Key: string(lastKey), Problem: err.Error()}))
 	case last != nil:
-		v.r.LastSeal = last.Seq
-		if k := v.get(tableMeta, keyAuditLastSeal); len(k) == 8 && binary.BigEndian.Uint64(k) != last.Seq {
-			v.find("audit", Finding{Bucket: string(bucketMeta), Key: string(keyAuditLastSeal),
-				Problem: fmt.Sprintf("points at event %d, which says it is event %d", binary.BigEndian.Uint64(k), last.Seq)})
+		r.LastSeal = last.Seq
+		if k := v.get(tableMeta, lastKey); len(k) == 8 && binary.BigEndian.Uint64(k) != last.Seq {
+			v.find("audit", where(Finding{Bucket: string(bucketMeta), Key: string(lastKey),
+				Problem: fmt.Sprintf("points at event %d, which says it is event %d", binary.BigEndian.Uint64(k), last.Seq)}))
 		}
 	}
+	return r
 }
