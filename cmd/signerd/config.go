@@ -49,7 +49,11 @@ type config struct {
 		Key         string `yaml:"key"`
 		Certificate string `yaml:"certificate"`
 	} `yaml:"issuers"`
-	SM2ID  string    `yaml:"sm2_id"`
+	SM2ID string `yaml:"sm2_id"`
+	// Node names this signerd among the nodes that share one PostgreSQL
+	// store (each with its own audit chain and HSM); empty: the only
+	// signerd of its store.
+	Node   string    `yaml:"node"`
 	Store  storeCfg  `yaml:"store"`
 	Socket socketCfg `yaml:"socket"`
 	Roles  roles     `yaml:"roles"`
@@ -250,6 +254,15 @@ func (c *config) validate() error {
 	}
 	if err := c.Store.validate(); err != nil {
 		return err
+	}
+	if c.Node != "" {
+		if err := store.ValidNodeName(c.Node); err != nil {
+			return fmt.Errorf("node: %w", err)
+		}
+		if c.Store.Postgres == nil {
+			return fmt.Errorf("node %q: nodes share a store on PostgreSQL (store.postgres); a store file has one signerd", c.Node)
+		}
+		c.Store.Postgres.node = c.Node
 	}
 	if c.HSM.PINRefusedMarker == "" {
 		marker, err := pinRefusedMarkerFor(c.Store)

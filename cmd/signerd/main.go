@@ -314,7 +314,7 @@ func (d *daemon) start(cfg *config, log *slog.Logger) error {
 		AuditKey: auditKey, SealEvery: cfg.Audit.SealEvery, SealInterval: cfg.Audit.SealInterval.Duration,
 		AuditKeyGenerated: newAuditKey, AcknowledgeAuditBreak: cfg.ackAuditBreak,
 		AcknowledgeClockReset: cfg.ackClockReset, ClockMaxStep: cfg.ClockMaxStep.Duration, RASignatureSkew: cfg.RASignatures.MaxSkew.Duration,
-		AuditAnchor: d.module.DataObject(cfg.Audit.Key + "-anchor"), Refusals: d.refusals})
+		AuditAnchor: d.module.DataObject(anchorLabel(cfg)), Refusals: d.refusals})
 	if err != nil {
 		return err
 	}
@@ -322,9 +322,28 @@ func (d *daemon) start(cfg *config, log *slog.Logger) error {
 	for i, ic := range cfg.Issuers {
 		labels[i] = ic.Key
 	}
+	detail := fmt.Sprintf("config sha256 %x; token %s; issuing keys %q; audit key %q; self-test passed",
+		cfg.digest, cfg.HSM.Name(), labels, cfg.Audit.Key)
+	if cfg.Node != "" {
+		claim := d.store.Claim()
+		detail += fmt.Sprintf("; node %s, claim generation %d", cfg.Node, claim.Generation)
+		if claim.TakenFrom != "" {
+			detail += fmt.Sprintf(", taken over from %s, which held it without renewing", store.BoundedText(claim.TakenFrom, 128))
+		}
+	}
 	return d.engine.Audit(store.Event{Actor: store.System, Action: "signerd.start", Object: cfg.path, Outcome: store.OutcomeOK,
-		Detail: fmt.Sprintf("config sha256 %x; token %s; issuing keys %q; audit key %q; self-test passed",
-			cfg.digest, cfg.HSM.Name(), labels, cfg.Audit.Key)})
+		Detail: detail})
+}
+
+// anchorLabel names the HSM object that anchors this signerd's audit
+// chain: a node's own, so that an HSM once used by the unnamed signerd or
+// by another node (a token restored from its backup) anchors each chain
+// apart.
+func anchorLabel(cfg *config) string {
+	if cfg.Node != "" {
+		return cfg.Audit.Key + "-anchor@" + cfg.Node
+	}
+	return cfg.Audit.Key + "-anchor"
 }
 
 // open opens the store file, or the database, the config names.
@@ -339,6 +358,10 @@ func (c storeCfg) open(log *slog.Logger) (*store.Store, error) {
 	// Never the DSN whole: it may name files and settings that are no
 	// business of the log's.
 	log.Info("store opened on PostgreSQL", "host", c.Postgres.where.host, "dbname", c.Postgres.where.database)
+	if c.Postgres.node != "" {
+		claim := st.Claim()
+		log.Info("node name claimed", "node", c.Postgres.node, "generation", claim.Generation, "taken_from", claim.TakenFrom)
+	}
 	return st, nil
 }
 

@@ -29,7 +29,14 @@ type postgresCfg struct {
 	// MaxConns is how many connections signerd's pool keeps at most
 	// (default, or 0: 8), besides the one that marks the database in use.
 	MaxConns int32 `yaml:"max_conns"`
+	// NodeLease is how long this node's claim on its name lasts
+	// unrenewed (store.PostgresOptions; default, or 0: 15s; at least 1s):
+	// a process that finds the name claimed waits this long for a
+	// renewal before it takes the name over.
+	NodeLease duration `yaml:"node_lease"`
 
+	// node is the config's node name.
+	node string
 	// where names the database for the log: host and database only.
 	where struct{ host, database string }
 }
@@ -40,9 +47,9 @@ func (p *postgresCfg) UnmarshalYAML(n *yaml.Node) error {
 	}
 	for i := 0; i < len(n.Content); i += 2 {
 		switch k := n.Content[i]; k.Value {
-		case "dsn", "timeout", "max_conns":
+		case "dsn", "timeout", "max_conns", "node_lease":
 		default:
-			return fmt.Errorf("line %d: store.postgres: unknown key %q (dsn, timeout, max_conns)", k.Line, k.Value)
+			return fmt.Errorf("line %d: store.postgres: unknown key %q (dsn, timeout, max_conns, node_lease)", k.Line, k.Value)
 		}
 	}
 	type plain postgresCfg
@@ -51,7 +58,7 @@ func (p *postgresCfg) UnmarshalYAML(n *yaml.Node) error {
 
 // options are the PostgreSQL store's open options.
 func (p *postgresCfg) options() store.PostgresOptions {
-	return store.PostgresOptions{Timeout: p.Timeout.Duration, MaxConns: p.MaxConns}
+	return store.PostgresOptions{Timeout: p.Timeout.Duration, MaxConns: p.MaxConns, Node: p.node, NodeLease: p.NodeLease.Duration}
 }
 
 // noPasswordHelp is what to use instead of a password in the DSN.
@@ -84,6 +91,9 @@ func (p *postgresCfg) validate() error {
 		return fmt.Errorf("store.postgres.timeout %s: below 1s, a commit on a busy server would fail as if it were down", d)
 	case d > maxPostgresTimeout:
 		return fmt.Errorf("store.postgres.timeout %s: more than %s", d, maxPostgresTimeout)
+	}
+	if d := p.NodeLease.Duration; d < 0 || (d > 0 && d < time.Second) {
+		return fmt.Errorf("store.postgres.node_lease %s: below 1s, a busy node would lose its name", d)
 	}
 	if p.MaxConns < 0 {
 		return fmt.Errorf("store.postgres.max_conns %d: negative", p.MaxConns)

@@ -80,6 +80,8 @@ func TestPostgresStoreConfig(t *testing.T) {
 		host, db    string
 		timeout     time.Duration
 		conns       int32
+		node        string
+		lease       time.Duration
 		wantMarker  string
 		err         string
 	}{
@@ -118,6 +120,11 @@ func TestPostgresStoreConfig(t *testing.T) {
 		{name: "timeout too short", store: `store: {postgres: {dsn: "` + dsn + `", timeout: 100ms}}`, marker: marker, err: "below 1s"},
 		{name: "negative timeout", store: `store: {postgres: {dsn: "` + dsn + `", timeout: -1s}}`, marker: marker, err: "below 1s"},
 		{name: "timeout too long", store: `store: {postgres: {dsn: "` + dsn + `", timeout: 1h}}`, marker: marker, err: "more than 5m0s"},
+		{name: "node and its lease", store: "node: site-a-1\nstore: {postgres: {dsn: \"" + dsn + "\", node_lease: 5s}}", marker: marker,
+			host: "/run/postgresql", db: "signerd", node: "site-a-1", lease: 5 * time.Second, wantMarker: "/var/lib/ca/refused"},
+		{name: "node on a store file", store: "node: a\nstore: /srv/ca/signerd.db", marker: marker, err: "a store file has one signerd"},
+		{name: "bad node name", store: "node: A/1\nstore: {postgres: {dsn: \"" + dsn + "\"}}", marker: marker, err: `node name "A/1"`},
+		{name: "lease too short", store: `store: {postgres: {dsn: "` + dsn + `", node_lease: 100ms}}`, marker: marker, err: "node_lease 100ms: below 1s"},
 		{name: "negative connections", store: `store: {postgres: {dsn: "` + dsn + `", max_conns: -1}}`, marker: marker, err: "max_conns -1: negative"},
 		{name: "stall too short with postgres", store: `store: {postgres: {dsn: "` + dsn + `"}, write_stall_after: 10ms}`, marker: marker, err: "below 100ms"},
 		{name: "password keyword", store: `store: {postgres: {dsn: "host=db dbname=ca password=s3cret"}}`, marker: marker, err: "holds a password"},
@@ -164,7 +171,7 @@ func TestPostgresStoreConfig(t *testing.T) {
 				return
 			}
 			if c.Store.Path != "" || pg.where.host != tt.host || pg.where.database != tt.db ||
-				pg.options() != (store.PostgresOptions{Timeout: tt.timeout, MaxConns: tt.conns}) {
+				pg.options() != (store.PostgresOptions{Timeout: tt.timeout, MaxConns: tt.conns, Node: tt.node, NodeLease: tt.lease}) {
 				t.Fatalf("%q: path %q, host %q, database %q, options %+v", tt.store, c.Store.Path, pg.where.host, pg.where.database, pg.options())
 			}
 		})
