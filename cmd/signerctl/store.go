@@ -300,9 +300,24 @@ func refuseDSNPassword(dsn string) error {
 }
 
 func printReport(w io.Writer, path string, r *store.Report) {
-	fmt.Fprintf(w, "%s: schema %d, %d certificates, %d serials, %d requests, %d revoked, %d audit events\n",
-		path, r.Schema, r.Certificates, r.Serials, r.Requests, r.Revoked, r.Events)
-	fmt.Fprintf(w, "audit head: event %d (chain hash %x), last seal: event %d\n", r.AuditHead, r.AuditHash, r.LastSeal)
+	if len(r.Chains) == 0 {
+		fmt.Fprintf(w, "%s: schema %d, %d certificates, %d serials, %d requests, %d revoked, %d audit events\n",
+			path, r.Schema, r.Certificates, r.Serials, r.Requests, r.Revoked, r.Events)
+		fmt.Fprintf(w, "audit head: event %d (chain hash %x), last seal: event %d\n", r.AuditHead, r.AuditHash, r.LastSeal)
+	} else {
+		// A store shared by nodes: one audit chain per node, and the
+		// unnamed one only where a single signerd wrote before them.
+		fmt.Fprintf(w, "%s: schema %d, %d certificates, %d serials, %d requests, %d revoked\n",
+			path, r.Schema, r.Certificates, r.Serials, r.Requests, r.Revoked)
+		if r.Events > 0 {
+			fmt.Fprintf(w, "unnamed audit chain: %d events, head event %d (chain hash %x), last seal: event %d\n",
+				r.Events, r.AuditHead, r.AuditHash, r.LastSeal)
+		}
+		for _, c := range r.Chains {
+			fmt.Fprintf(w, "node %s's audit chain: %d events, head event %d (chain hash %x), last seal: event %d\n",
+				c.Node, c.Events, c.AuditHead, c.AuditHash, c.LastSeal)
+		}
+	}
 	for _, n := range r.Notes {
 		fmt.Fprintf(w, "note: %s\n", n)
 	}
