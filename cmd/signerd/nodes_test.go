@@ -522,6 +522,9 @@ func (l *raLedger) retryAt(t *testing.T, d *daemonProc, round int) int {
 		case r.status == http.StatusCreated:
 			l.answered(id, certView(t, r).Serial)
 		case r.status == http.StatusConflict && r.code == "request_in_progress":
+			if !strings.Contains(string(r.body), "being signed by node a") {
+				t.Errorf("round %d: retry of %s at %s: %s; want node a named", round, id, nodeOf(t, d), r.body)
+			}
 			inProgress++
 		default:
 			t.Fatalf("round %d: retry of %s at %s: %d %s", round, id, nodeOf(t, d), r.status, r.body)
