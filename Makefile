@@ -32,10 +32,11 @@ test: softhsm
 	$(GO) vet ./...
 	$(GO) test -race -count=1 ./...
 
-# The crash test of make test (20 SIGKILLs on a store file and 10 on PostgreSQL,
-# under issue and revoke load), run with 120 kills on each.
+# The crash tests of make test (20 SIGKILLs on a store file and 10 on PostgreSQL,
+# under issue and revoke load; 4 of node a beside node b on one database), run
+# with 120 kills on each.
 soak: softhsm
-	SIGNERD_CRASH_KILLS=120 $(GO) test -race -count=1 -timeout 30m -run '^TestSIGKILLUnderLoad$$' -v ./cmd/signerd/
+	SIGNERD_CRASH_KILLS=120 $(GO) test -race -count=1 -timeout 30m -run '^(TestSIGKILLUnderLoad|TestNodeKilledUnderLoadBesideAnother)$$' -v ./cmd/signerd/
 
 # Each fuzz target for FUZZTIME (their seeds run in make test). An input
 # that reaches new code is minimised for at most FUZZMINIMIZE: go's default

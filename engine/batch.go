@@ -218,10 +218,23 @@ func (e *Engine) classify(tx *store.Tx, j *job, now time.Time) {
 		}
 		j.cert = c
 	case store.RequestSigning:
-		j.fail(errorf(CodeInProgress, "request %q is being signed; retry to get its certificate", j.o.id))
+		j.fail(e.inProgress(tx, j.o.id))
 	default: // failed before: try again with a new serial
 		e.checkReplaced(tx, j, now)
 	}
+}
+
+// inProgress is the answer to a request whose id is being signed. Being
+// signed by another node, it says which: the RA retrying here after that
+// node went down keeps getting this answer until the node's next start
+// ends the attempt (burns its serial), after which the retry signs anew.
+func (e *Engine) inProgress(tx *store.Tx, id string) *Error {
+	node, signing, err := tx.SigningNode(id)
+	if err == nil && signing && node != e.store.Node() {
+		return errorf(CodeInProgress, "request %q is being signed by node %s; retry to get its certificate "+
+			"(if node %s stopped, its next start ends that attempt and a retry signs the request anew)", id, node, node)
+	}
+	return errorf(CodeInProgress, "request %q is being signed; retry to get its certificate", id)
 }
 
 // checkReplaced answers early a renewal or extension of a certificate that
@@ -304,7 +317,7 @@ func (e *Engine) reserve(tx *store.Tx, j *job, now time.Time, signing *[]keyInUs
 		j.fail(errorf(CodeRequestConflict, "request_id %q was used before for a different request", j.o.id))
 		return nil
 	case r.State != store.RequestFailed:
-		j.fail(errorf(CodeInProgress, "request %q is being signed; retry to get its certificate", j.o.id))
+		j.fail(e.inProgress(tx, j.o.id))
 		return nil
 	}
 	old, err := reservable(tx, j.o, now, *signing)

@@ -47,6 +47,10 @@ type nodeRecord struct {
 	Renewals uint64    `json:"renewals"`
 	Renewed  time.Time `json:"renewed"` // the holder's clock, for people only
 	Released bool      `json:"released,omitempty"`
+	// Lease is the holder's lease: it renews every third of it, so a
+	// process watching for a renewal watches at least this long, whatever
+	// its own lease (zero in claims written before it was recorded).
+	Lease time.Duration `json:"lease,omitempty"`
 }
 
 // nodeClaim is this process's hold on its node name.
@@ -115,9 +119,13 @@ func (s *Store) claimNode(name string, lease time.Duration) (*nodeClaim, error) 
 	}
 	if seen != nil && !seen.Released {
 		// A holder alive renews every third of its lease; one lease
-		// without a renewal is a holder that is gone or frozen.
-		for deadline := time.Now().Add(lease); time.Now().Before(deadline); {
-			time.Sleep(min(lease/10, time.Until(deadline)))
+		// without a renewal is a holder that is gone or frozen. The
+		// holder's lease, not this process's: with a shorter one of its
+		// own, this process would take the name of a live holder between
+		// two of its renewals (and fence it).
+		watch := max(lease, seen.Lease)
+		for deadline := time.Now().Add(watch); time.Now().Before(deadline); {
+			time.Sleep(min(watch/10, time.Until(deadline)))
 			now, err := s.nodeRecord(name)
 			if err != nil {
 				return nil, fmt.Errorf("node %s: %w", name, err)
@@ -139,7 +147,7 @@ func (s *Store) claimNode(name string, lease time.Duration) (*nodeClaim, error) 
 		if !seen.stillFree(now) {
 			return fmt.Errorf("%w by %s (taken while this process watched)", ErrNodeInUse, now.holderName())
 		}
-		rec := &nodeRecord{Generation: 1, Holder: c.holder, Renewed: time.Now().UTC()}
+		rec := &nodeRecord{Generation: 1, Holder: c.holder, Renewed: time.Now().UTC(), Lease: lease}
 		if now != nil {
 			rec.Generation = now.Generation + 1
 			if !now.Released {

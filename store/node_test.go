@@ -135,6 +135,27 @@ func TestNodeNameIsHeldByOneProcess(t *testing.T) {
 	})
 }
 
+// A process configured with a shorter lease than the holder's watches
+// for the holder's: it finds the name in use rather than taking it over
+// between two of the holder's renewals.
+func TestNodeWatchesForTheHoldersLease(t *testing.T) {
+	dsn := newPostgresDatabase(t)
+	holder, err := OpenPostgres(dsn, PostgresOptions{Node: "a", NodeLease: 10 * testLease})
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { holder.Close() })
+	// The holder renews after a third of its lease, long after this
+	// process's own lease would have ended.
+	if s, err := OpenPostgres(dsn, PostgresOptions{Node: "a", NodeLease: testLease}); !errors.Is(err, ErrNodeInUse) {
+		if err == nil {
+			s.Close()
+		}
+		t.Fatalf("a process with a shorter lease than the holder's: %v; want ErrNodeInUse", err)
+	}
+	appendEvents(t, holder, 1, "still.writes")
+}
+
 // A process frozen while another takes its name over writes nothing
 // more when it resumes. The freeze is the end of its renewals (signerd's
 // own tests freeze a real process with SIGSTOP).

@@ -65,6 +65,16 @@ func (t *Tx) PutRequest(r *Request) error {
 	return t.r.delete(tableInFlight, []byte(r.ID))
 }
 
+// SigningNode names the node whose attempt at request id is being signed
+// ("" for the unnamed node); signing is false if none is.
+func (t *Tx) SigningNode(id string) (node string, signing bool, err error) {
+	v, err := t.r.get(tableInFlight, []byte(id))
+	if err != nil || v == nil {
+		return "", false, err
+	}
+	return string(v), true, nil
+}
+
 // InFlight returns the requests this node left in RequestSigning.
 func (t *Tx) InFlight() ([]*Request, error) {
 	// The ids first, then their records read ahead together: on a

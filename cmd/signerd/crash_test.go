@@ -118,8 +118,13 @@ func killUnderLoad(t *testing.T, d *daemonProc, kills int) {
 // work issues new certificates and revokes answered ones until stop or
 // until signerd stops answering.
 func (l *raLedger) work(t *testing.T, d *daemonProc, stop chan struct{}, prefix string) {
+	l.workWithin(t, d, stop, prefix, 5*time.Second)
+}
+
+// workWithin is work with each request given up after timeout.
+func (l *raLedger) workWithin(t *testing.T, d *daemonProc, stop chan struct{}, prefix string, timeout time.Duration) {
 	c := d.client()
-	c.Timeout = 5 * time.Second
+	c.Timeout = timeout
 	for i := 0; ; i++ {
 		select {
 		case <-stop:
@@ -163,6 +168,13 @@ func (l *raLedger) work(t *testing.T, d *daemonProc, stop chan struct{}, prefix 
 			l.answered(id, v.Serial)
 		}
 	}
+}
+
+// answeredSerials are the serials answered so far.
+func (l *raLedger) answeredSerials() []string {
+	l.mu.Lock()
+	defer l.mu.Unlock()
+	return append([]string(nil), l.received...)
 }
 
 func (l *raLedger) answered(id, serial string) {
