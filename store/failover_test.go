@@ -324,3 +324,35 @@ func waitFor(t *testing.T, bound time.Duration, what string, cond func() bool) {
 		time.Sleep(20 * time.Millisecond)
 	}
 }
+
+// TestPostgresFailoverDuringCommit: the primary is killed and the standby
+// promoted while a commit is on its way. The commit never reached the
+// standby, which says so at once: the update fails as ErrWrite without
+// holding up the writes after it until its deadline, and the next one
+// succeeds on the new primary.
+func TestPostgresFailoverDuringCommit(t *testing.T) {
+	if testing.Short() {
+		t.Skip("starts a primary and a standby")
+	}
+	primary := pgtest.Start(t)
+	standby := primary.StartStandby(t, "signerd_standby")
+	dsn := primary.CreateDatabase(t)
+	mustUpgrade(t, dsn)
+	b := openTestPostgres(t, pgtest.FailoverDSN(t, dsn, primary, standby), PostgresOptions{})
+	mustUpdate(t, b, func(r records) error { return putAll(r, tableCerts, "before", "1") })
+
+	b.testHookBeforeCommit = func(uint32) {
+		primary.Kill(t)
+		standby.Promote(t)
+	}
+	err := b.update(func(r records) error { return putAll(r, tableCerts, "lost", "2") })
+	if !errors.Is(err, ErrWrite) || !strings.Contains(err.Error(), "never reached the server now answering") {
+		t.Errorf("update whose commit was cut off by the failover: %v; want ErrWrite saying the new primary never had it", err)
+	}
+	b.testHookBeforeCommit = nil
+	mustUpdate(t, b, func(r records) error { return putAll(r, tableCerts, "after", "3") })
+	mustView(t, b, func(r records) error {
+		wantRecords(t, r, tableCerts, "after", "3", "before", "1")
+		return nil
+	})
+}
