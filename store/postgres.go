@@ -390,6 +390,14 @@ func (b *pgBackend) commitOutcome(xid int64, cause error) error {
 				ErrWrite, xid, cause)
 		case err == nil && (status == "aborted" || status == ""):
 			return fmt.Errorf("%w: commit: %w", ErrWrite, cause)
+		case pgFutureTransaction(err):
+			// The server now answering never assigned xid: a standby
+			// promoted after the commit was sent, which the commit never
+			// reached. That answer is final, so the writer lock held here
+			// is not kept until the deadline, holding up the writes the
+			// new primary would take.
+			return fmt.Errorf("%w: commit of transaction %d (%v) never reached the server now answering, a standby promoted since: nothing of it is there",
+				ErrWrite, xid, cause)
 		case err == nil:
 			last = fmt.Errorf("transaction %s", status)
 		default:
@@ -402,6 +410,14 @@ func (b *pgBackend) commitOutcome(xid int64, cause error) error {
 		case <-time.After(50 * time.Millisecond):
 		}
 	}
+}
+
+// pgFutureTransaction reports whether err is txid_status's refusal of a
+// transaction id the server has not assigned yet (invalid_parameter_value,
+// "transaction ID … is in the future").
+func pgFutureTransaction(err error) bool {
+	var pe *pgconn.PgError
+	return errors.As(err, &pe) && pe.Code == "22023"
 }
 
 // transactionStatus is txid_status(xid), "" for NULL, on a new connection.

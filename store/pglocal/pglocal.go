@@ -1,7 +1,8 @@
 // Package pglocal runs a throwaway PostgreSQL server on this machine: a
 // data directory made by initdb in a fresh directory, a server listening
 // only on a Unix socket in that directory, and the means to stop, crash,
-// restart and back it up. Tests (through store/pgtest) and signerctl bench
+// restart and back it up, and to give it a synchronous streaming standby
+// that can be promoted in its place. Tests (through store/pgtest) and signerctl bench
 // use it; it runs the server programs of Debian's postgresql package (make
 // deps installs it), or those in $SIGNERD_PG_BIN.
 //
@@ -303,7 +304,10 @@ func (s *Server) Restart() error {
 // pg_basebackup -D dir -X stream -c fast (and --no-sync), as the server's
 // user: a data directory StartFrom can start. dir is created, owned by that
 // user with mode 0700; it must not exist, or be empty.
-func (s *Server) BaseBackup(dir string) error {
+func (s *Server) BaseBackup(dir string) error { return s.baseBackup(dir) }
+
+// baseBackup is BaseBackup with more pg_basebackup arguments.
+func (s *Server) baseBackup(dir string, args ...string) error {
 	dir, err := filepath.Abs(dir)
 	if err != nil {
 		return fmt.Errorf("base backup to %s: %w", dir, err)
@@ -313,8 +317,8 @@ func (s *Server) BaseBackup(dir string) error {
 	}
 	// --no-sync: the server started on the backup syncs its data directory
 	// as it begins recovery, so syncing it here too only costs time.
-	out, err := s.command("pg_basebackup", "-D", dir, "-X", "stream", "-c", "fast", "--no-sync",
-		"-h", s.root, "-p", strconv.Itoa(Port), "-U", "postgres", "--no-password").CombinedOutput()
+	out, err := s.command("pg_basebackup", append([]string{"-D", dir, "-X", "stream", "-c", "fast", "--no-sync",
+		"-h", s.root, "-p", strconv.Itoa(Port), "-U", "postgres", "--no-password"}, args...)...).CombinedOutput()
 	if err != nil {
 		return fmt.Errorf("pg_basebackup of %s to %s: %w\n%s", s.root, dir, err, out)
 	}

@@ -1,8 +1,8 @@
 // Package pgtest starts real PostgreSQL servers for tests: a data directory
 // made by initdb in a fresh temporary directory, a server listening only on
 // a Unix socket in that directory, and methods to create databases, run
-// statements, stop, crash, restart and back up the server, each failing
-// the test on error. The servers are those of store/pglocal, which says
+// statements, stop, crash, restart and back up the server, and to give it
+// a synchronous standby and promote that, each failing the test on error. The servers are those of store/pglocal, which says
 // which programs run them and as which user (nobody when the tests run as
 // root).
 //
@@ -116,8 +116,9 @@ func Main(m *testing.M) int {
 
 // Shared is the test binary's one shared server, started on first use and
 // stopped by Main. If its start failed, every caller fails with that
-// error. Tests must not Stop, Kill or Restart it: they give each test a
-// database of its own (CreateDatabase) and may run in parallel.
+// error. Tests must not Stop, Kill or Restart it, nor give it a standby:
+// they give each test a database of its own (CreateDatabase) and may run
+// in parallel.
 func Shared(t testing.TB) *Server {
 	t.Helper()
 	if !mainRuns.Load() {
@@ -261,4 +262,59 @@ func (s *Server) BaseBackup(t testing.TB, dir string) {
 	if err := s.local.BaseBackup(dir); err != nil {
 		t.Fatal(err)
 	}
+}
+
+// StartStandby makes a synchronous streaming standby of s, named name
+// (lower-case letters, digits, underscores), from a base backup taken with
+// pg_basebackup -R, and makes s wait for it at every commit
+// (synchronous_commit = on, synchronous_standby_names = "name"); see
+// pglocal.Server.StartStandby. It returns once s reports the standby as
+// synchronous. The standby is stopped and its directory removed when t
+// ends.
+func (s *Server) StartStandby(t testing.TB, name string, opts ...Option) *Server {
+	t.Helper()
+	s.refuseShared(t, "StartStandby")
+	ctx, cancel := context.WithTimeout(context.Background(), 2*statementTimeout)
+	defer cancel()
+	local, err := s.local.StartStandby(ctx, "", name, settings(opts)...)
+	if err != nil {
+		t.Fatal(err)
+	}
+	st := &Server{local: local}
+	t.Cleanup(func() {
+		if err := st.local.Remove(); err != nil {
+			t.Errorf("PostgreSQL standby %s: %v", st.SocketDir(), err)
+		}
+	})
+	return st
+}
+
+// Promote makes the standby s a primary and returns once it takes writes.
+func (s *Server) Promote(t testing.TB) {
+	t.Helper()
+	ctx, cancel := context.WithTimeout(context.Background(), 2*statementTimeout)
+	defer cancel()
+	if err := s.local.Promote(ctx); err != nil {
+		t.Fatal(err)
+	}
+}
+
+// FailoverDSN is a DSN naming database (a name, or a DSN whose database is
+// used) on every one of servers, in order, with
+// target_session_attrs=read-write: connections go to the first that takes
+// writes.
+func FailoverDSN(t testing.TB, database string, servers ...*Server) string {
+	t.Helper()
+	if strings.Contains(database, "=") {
+		database = DatabaseName(t, database)
+	}
+	locals := make([]*pglocal.Server, len(servers))
+	for i, s := range servers {
+		locals[i] = s.local
+	}
+	dsn, err := pglocal.FailoverDSN(database, locals...)
+	if err != nil {
+		t.Fatal(err)
+	}
+	return dsn
 }

@@ -3,6 +3,7 @@ package pgtest
 import (
 	"bufio"
 	"context"
+	"errors"
 	"fmt"
 	"os"
 	"os/exec"
@@ -17,6 +18,7 @@ import (
 	"time"
 
 	"github.com/jackc/pgx/v5"
+	"github.com/jackc/pgx/v5/pgconn"
 
 	"signerd/store/pglocal"
 )
@@ -270,6 +272,145 @@ func TestBaseBackupStartFrom(t *testing.T) {
 	}
 }
 
+// servedBy is the data directory of the server a connection to dsn
+// reaches.
+func servedBy(t *testing.T, dsn string) string {
+	t.Helper()
+	return query(t, dsn, "SELECT current_setting('data_directory')")[0]
+}
+
+// TestStandbyFailover: a standby made by StartStandby is synchronous and
+// refuses writes; after the primary's crash and the standby's promotion it
+// holds every commit the primary acknowledged and takes writes, and a
+// FailoverDSN, which reached the primary, now reaches it.
+func TestStandbyFailover(t *testing.T) {
+	t.Parallel()
+	ctx := context.Background()
+	primary := Start(t)
+	begin := time.Now()
+	standby := primary.StartStandby(t, "standby_a")
+	t.Logf("StartStandby took %v", time.Since(begin))
+	if standby.SocketDir() == primary.SocketDir() || standby.DataDir() == primary.DataDir() {
+		t.Fatalf("standby shares the primary's directories: %s, %s", standby.SocketDir(), standby.DataDir())
+	}
+	got := query(t, primary.DSN("postgres"), "SELECT application_name || ' ' || state || ' ' || sync_state FROM pg_stat_replication")
+	if !slices.Equal(got, []string{"standby_a streaming sync"}) {
+		t.Errorf("the primary's replication: %q, want [standby_a streaming sync]", got)
+	}
+	for setting, want := range map[string]string{"synchronous_commit": "on", "synchronous_standby_names": `"standby_a"`} {
+		if got := query(t, primary.DSN("postgres"), "SELECT current_setting($1)", setting); !slices.Equal(got, []string{want}) {
+			t.Errorf("primary: %s = %q, want %q", setting, got, want)
+		}
+	}
+
+	conn, err := pgx.Connect(ctx, standby.DSN("postgres"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	_, err = conn.Exec(ctx, "CREATE TABLE refused (n int)")
+	conn.Close(ctx)
+	var pe *pgconn.PgError
+	if !errors.As(err, &pe) || pe.Code != "25006" {
+		t.Fatalf("write on the standby before promotion: %v; want read-only transaction (25006)", err)
+	}
+
+	dsn := primary.CreateDatabase(t)
+	failover := FailoverDSN(t, dsn, primary, standby)
+	if got := servedBy(t, failover); got != primary.DataDir() {
+		t.Fatalf("the failover DSN reaches %s, want the primary %s", got, primary.DataDir())
+	}
+	writer, err := pgx.Connect(ctx, failover)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer writer.Close(ctx)
+	const acknowledged = 50
+	if _, err := writer.Exec(ctx, "CREATE TABLE kept (n int)"); err != nil {
+		t.Fatal(err)
+	}
+	for i := range acknowledged {
+		if _, err := writer.Exec(ctx, "INSERT INTO kept VALUES ($1)", i); err != nil {
+			t.Fatal(err)
+		}
+	}
+
+	primary.Kill(t)
+	if conn, err := pgx.Connect(ctx, failover); err == nil {
+		conn.Close(ctx)
+		t.Fatal("the failover DSN connected with the primary down and the standby not promoted")
+	}
+	standby.Promote(t)
+	if got := servedBy(t, failover); got != standby.DataDir() {
+		t.Fatalf("after promotion the failover DSN reaches %s, want the standby %s", got, standby.DataDir())
+	}
+	want := fmt.Sprint(acknowledged)
+	if got := query(t, failover, "SELECT count(DISTINCT n)::text FROM kept"); !slices.Equal(got, []string{want}) {
+		t.Errorf("promoted standby holds %q of the %s acknowledged rows", got, want)
+	}
+	standby.Exec(t, dsn, "INSERT INTO kept VALUES (-1)")
+}
+
+// TestStandbyMakesCommitsWait: with its synchronous standby down, the
+// primary's commit waits for it (wait event SyncRep), and, cancelled, says
+// it was not replicated.
+func TestStandbyMakesCommitsWait(t *testing.T) {
+	t.Parallel()
+	ctx := context.Background()
+	primary := Start(t)
+	standby := primary.StartStandby(t, "standby_b")
+	dsn := primary.CreateDatabase(t)
+	standby.Stop(t)
+
+	cfg, err := pgx.ParseConfig(dsn)
+	if err != nil {
+		t.Fatal(err)
+	}
+	notices := make(chan string, 10)
+	cfg.OnNotice = func(_ *pgconn.PgConn, n *pgconn.Notice) { notices <- n.Message + ": " + n.Detail }
+	conn, err := pgx.ConnectConfig(ctx, cfg)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer conn.Close(ctx)
+	pid := conn.PgConn().PID()
+	done := make(chan error, 1)
+	go func() {
+		_, err := conn.Exec(ctx, "CREATE TABLE waited (n int)")
+		done <- err
+	}()
+
+	admin, err := pgx.Connect(ctx, primary.DSN("postgres"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer admin.Close(ctx)
+	for waiting := false; !waiting; {
+		select {
+		case err := <-done:
+			t.Fatalf("a commit with the synchronous standby down returned (%v) without waiting for it", err)
+		case <-time.After(20 * time.Millisecond):
+		}
+		if err := admin.QueryRow(ctx, "SELECT EXISTS (SELECT 1 FROM pg_stat_activity WHERE pid = $1 AND wait_event = 'SyncRep')",
+			int64(pid)).Scan(&waiting); err != nil {
+			t.Fatal(err)
+		}
+	}
+	if _, err := admin.Exec(ctx, "SELECT pg_cancel_backend($1)", int64(pid)); err != nil {
+		t.Fatal(err)
+	}
+	if err := <-done; err != nil {
+		t.Fatalf("the cancelled commit: %v; want it committed locally, with a warning", err)
+	}
+	close(notices)
+	var got []string
+	for n := range notices {
+		got = append(got, n)
+	}
+	if len(got) != 1 || !strings.Contains(got[0], "might not have been replicated") {
+		t.Errorf("the cancelled commit's notices: %q, want one saying it was not replicated", got)
+	}
+}
+
 // fatalRecorder is a testing.TB whose Fatal ends the calling goroutine and
 // records the message, so a test can check how this package fails one.
 type fatalRecorder struct {
@@ -320,7 +461,8 @@ func TestMissingServerFailsWithInstallHint(t *testing.T) {
 func TestSharedNeedsNoStopping(t *testing.T) {
 	t.Parallel()
 	s := Shared(t)
-	for name, f := range map[string]func(testing.TB){"Stop": s.Stop, "Kill": s.Kill, "Restart": s.Restart} {
+	for name, f := range map[string]func(testing.TB){"Stop": s.Stop, "Kill": s.Kill, "Restart": s.Restart,
+		"StartStandby": func(tb testing.TB) { s.StartStandby(tb, "refused") }} {
 		if msg := failure(t, f); !strings.Contains(msg, "shared server") {
 			t.Errorf("%s on the shared server: %q, want a refusal", name, msg)
 		}
