@@ -103,7 +103,7 @@ func (e *Engine) write(fn func(*store.Tx) error, auditStall bool) error {
 		e.noteStore(err)
 	}
 	if stalled {
-		e.stallEnded(from, to, waiting, auditStall)
+		e.stallEnded(from, to, waiting, err, auditStall)
 	}
 	return err
 }
@@ -131,10 +131,15 @@ func (e *Engine) endWrite() (from, to time.Time, waiting int, stalled bool) {
 	return from, to, waiting, to.Sub(from) >= e.cfg.WriteStallAfter
 }
 
-// stallEnded logs and audits a stall that is over.
-func (e *Engine) stallEnded(from, to time.Time, waiting int, audit bool) {
+// stallEnded logs and audits a stall that is over: ended by the write
+// that returned with err.
+func (e *Engine) stallEnded(from, to time.Time, waiting int, err error, audit bool) {
 	took := to.Sub(from).Round(time.Millisecond)
-	e.log.Warn("store writes completed again", "stalled_for", took.String(), "since", from.UTC(), "waiting", waiting)
+	if err != nil {
+		e.log.Warn("a stalled store write ended, failed", "stalled_for", took.String(), "since", from.UTC(), "waiting", waiting, "err", err)
+	} else {
+		e.log.Warn("store writes completed again", "stalled_for", took.String(), "since", from.UTC(), "waiting", waiting)
+	}
 	if !audit {
 		return
 	}
@@ -270,7 +275,13 @@ func (e *Engine) burnStranded() {
 		}
 		return nil
 	})
-	if err != nil {
+	switch {
+	case errors.Is(err, store.ErrNodeTakenOver), errors.Is(err, store.ErrLogBehind):
+		// This process writes nothing more, ever. The requests stay
+		// signing under its node, and the next process to start as the
+		// node (or this one restarted) burns them at start-up.
+		e.log.Error("serials of stranded requests left to the next start: this process writes no more", "requests", len(rs), "err", err)
+	case err != nil:
 		e.log.Error("burn serials of stranded requests; will try again", "err", err)
 		e.strand(rs)
 	}
