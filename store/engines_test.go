@@ -33,11 +33,14 @@ type engine struct {
 	// records are of schema version v, where the engine records it: the
 	// file's meta bucket, the database's schema_migrations.
 	writeSchemaVersion func(t *testing.T, where string, v int)
+	// version is the schema version the engine's stores are at.
+	version int
 }
 
 var engines = []engine{
 	{
-		name:   "bolt",
+		name:    "bolt",
+		version: SchemaVersion,
 		create: func(t *testing.T) string { return filepath.Join(t.TempDir(), "signerd.db") },
 		openAt: Open,
 		openBare: func(path string) (backend, error) {
@@ -62,7 +65,8 @@ var engines = []engine{
 		},
 	},
 	{
-		name:   "postgres",
+		name:    "postgres",
+		version: pgSchemaVersionLatest,
 		create: func(t *testing.T) string { return newPostgresDatabase(t) },
 		openAt: func(dsn string) (*Store, error) { return OpenPostgres(dsn, PostgresOptions{}) },
 		openBare: func(dsn string) (backend, error) {

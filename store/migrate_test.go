@@ -462,7 +462,7 @@ func TestVerifyPostgres(t *testing.T) {
 					t.Errorf("finding %q; want %q", got[i], tc.want[i])
 				}
 			}
-			if tc.edit == "" && (r.Schema != SchemaVersion || r.Certificates != 2 || r.Revoked != 1 || r.LastSeal == 0) {
+			if tc.edit == "" && (r.Schema != pgSchemaVersionLatest || r.Certificates != 2 || r.Revoked != 1 || r.LastSeal == 0) {
 				t.Errorf("report of the untouched copy: %+v", r)
 			}
 		})

@@ -8,6 +8,8 @@ import (
 	"sync"
 	"testing"
 	"time"
+
+	"signerd/store/pgtest"
 )
 
 // testLease keeps the waits of these tests short.
@@ -292,4 +294,19 @@ func mustGet(t *testing.T, s *Store, table string, key []byte) (v []byte) {
 		return err
 	})
 	return v
+}
+
+// The operators' views read every node's events and claims.
+func TestPostgresViewsShowNodes(t *testing.T) {
+	dsn := newPostgresDatabase(t)
+	a := openNode(t, dsn, "node-a")
+	appendEvents(t, a, 3, "by.a")
+	server := pgtest.Shared(t)
+	server.Exec(t, pgtest.DatabaseName(t, dsn),
+		`DO $$ BEGIN
+		IF (SELECT count(*) FROM audit_events WHERE node = 'node-a' AND seq BETWEEN 1 AND 3 AND event->>'action' = 'by.a') <> 3
+		THEN RAISE 'audit_events does not show node-a''s events: %', (SELECT json_agg(audit_events) FROM audit_events); END IF;
+		IF (SELECT (claim->>'generation')::int FROM node_claims WHERE node = 'node-a') IS DISTINCT FROM 1
+		THEN RAISE 'node_claims does not show node-a''s claim'; END IF;
+		END $$`)
 }

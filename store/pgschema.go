@@ -15,14 +15,24 @@ type Migration struct {
 	SQL         string
 }
 
-// pgMigrations are the schema's steps, oldest first. The last one's
-// version is SchemaVersion, the number the bbolt file records too: a
-// database and a file of the same version hold the same tables with the
-// same records. A released migration never changes; a new layout is a
-// new migration (and a new SchemaVersion).
+// pgMigrations are the schema's steps, oldest first; the last one's
+// version is the database's schema version, pgSchemaVersionLatest. A
+// released migration never changes; a new layout is a new migration.
+//
+// The records themselves have their own version, SchemaVersion, which the
+// bbolt file records: a database of any of these versions holds the
+// records of SchemaVersion in the same tables under the same keys, so a
+// file moves into it record for record (MigrateToPostgres). Version 2
+// adds only what a database shared by several nodes needs around the
+// records (views that read the nodes' audit chains and claims); an older
+// signerd, which knows nothing of nodes, refuses it as newer than its own.
 var pgMigrations = []Migration{
 	{Version: 1, Description: "the tables of signerd's records", SQL: pgSchemaV1},
+	{Version: 2, Description: "views of several nodes' audit chains and name claims", SQL: pgSchemaV2},
 }
+
+// pgSchemaVersionLatest is the schema version this signerd reads.
+var pgSchemaVersionLatest = pgMigrations[len(pgMigrations)-1].Version
 
 // pgSchemaV1 keeps each table of backend.go (its name with '-' written
 // '_') as byte keys and byte values: bytea compares bytewise, shortest
@@ -52,6 +62,20 @@ CREATE VIEW certificate_records AS
 	SELECT encode(k, 'hex') AS serial, convert_from(v, 'UTF8')::jsonb AS record FROM certificates;
 CREATE VIEW audit_events AS
 	SELECT ('x' || encode(k, 'hex'))::bit(64)::bigint AS seq, convert_from(v, 'UTF8')::jsonb AS event FROM audit;
+`
+
+// pgSchemaV2 shows each node's audit events under its name (the unnamed
+// chain's as ''), by the key layout of chain.go, and the nodes' claims.
+const pgSchemaV2 = `
+DROP VIEW audit_events;
+CREATE VIEW audit_events AS
+	SELECT CASE WHEN get_byte(k, 0) = 0 THEN '' ELSE convert_from(substring(k FROM 2 FOR length(k) - 10), 'UTF8') END AS node,
+		('x' || encode(substring(k FROM length(k) - 7), 'hex'))::bit(64)::bigint AS seq,
+		convert_from(v, 'UTF8')::jsonb AS event
+	FROM audit;
+CREATE VIEW node_claims AS
+	SELECT convert_from(substring(k FROM 6), 'UTF8') AS node, convert_from(v, 'UTF8')::jsonb AS claim
+	FROM meta WHERE substring(k FROM 1 FOR 5) = 'node@'::bytea;
 `
 
 // UpgradePostgres brings the schema of the database named by dsn to this
@@ -167,11 +191,11 @@ func checkPostgresSchema(ctx context.Context, conn *pgx.Conn) error {
 	switch {
 	case v == 0:
 		return fmt.Errorf("the database holds no signerd schema: create it with %s", pgUpgradeCommand)
-	case v < SchemaVersion:
+	case v < pgSchemaVersionLatest:
 		return fmt.Errorf("schema version %d; this signerd reads version %d: migrate it with %s",
-			v, SchemaVersion, pgUpgradeCommand)
-	case v > SchemaVersion:
-		return fmt.Errorf("schema version %d was written by a newer signerd (this one reads version %d)", v, SchemaVersion)
+			v, pgSchemaVersionLatest, pgUpgradeCommand)
+	case v > pgSchemaVersionLatest:
+		return fmt.Errorf("schema version %d was written by a newer signerd (this one reads version %d)", v, pgSchemaVersionLatest)
 	}
 	names := make([]string, len(tables))
 	for i, t := range tables {

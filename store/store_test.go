@@ -88,16 +88,16 @@ func TestOpenChecksTheSchemaVersion(t *testing.T) {
 		if err := s.Close(); err != nil {
 			t.Fatal(err)
 		}
-		e.writeSchemaVersion(t, where, SchemaVersion+1)
+		e.writeSchemaVersion(t, where, e.version+1)
 		refused, err := e.openAt(where)
 		if err == nil {
 			refused.Close()
 			t.Fatal("a store of a newer schema version opened")
 		}
-		if want := fmt.Sprintf("schema version %d", SchemaVersion+1); !strings.Contains(err.Error(), want) {
+		if want := fmt.Sprintf("schema version %d", e.version+1); !strings.Contains(err.Error(), want) {
 			t.Errorf("open: %v; want it refused naming %q", err, want)
 		}
-		e.writeSchemaVersion(t, where, SchemaVersion)
+		e.writeSchemaVersion(t, where, e.version)
 		s = e.open(t, where)
 		view(t, s, func(tx *Tx) error { _, err := tx.Serial([]byte{1}); return err })
 	})

@@ -57,9 +57,9 @@ func verifyPostgresSchema(ctx context.Context, conn *pgx.Conn, r *Report) (bool,
 		r.Findings = append(r.Findings, Finding{Bucket: "schema_migrations",
 			Problem: "missing: the database holds no signerd schema (signerctl store upgrade creates it)"})
 		return false, nil
-	case schema != SchemaVersion:
+	case schema != pgSchemaVersionLatest:
 		r.Findings = append(r.Findings, Finding{Bucket: "schema_migrations",
-			Problem: fmt.Sprintf("schema version %d; this signerd reads version %d only", schema, SchemaVersion)})
+			Problem: fmt.Sprintf("schema version %d; this signerd reads version %d only", schema, pgSchemaVersionLatest)})
 		return false, nil
 	}
 	names := make([]string, len(tables))
