@@ -3,11 +3,14 @@ package enginetest
 import (
 	"bytes"
 	"context"
+	"encoding/binary"
 	"fmt"
 	"os"
 	"path/filepath"
 	"strings"
 	"testing"
+
+	"github.com/jackc/pgx/v5"
 
 	"signerd/engine"
 	"signerd/hsm/hsmtest"
@@ -107,4 +110,30 @@ func copyToken(t testing.TB, src, dst string, from, to *hsmtest.Token) {
 			t.Fatal(err)
 		}
 	}
+}
+
+// EditNodeAuditEvent rewrites the stored bytes of event seq of node's
+// audit chain in the database, behind the stores' backs, as someone who
+// can write the database would. Other nodes' stores may be open.
+func (s *StoreAt) EditNodeAuditEvent(t testing.TB, node string, seq uint64, edit func([]byte) []byte) {
+	t.Helper()
+	if s.Engine != Postgres {
+		t.Fatalf("node %s's chain: nodes share a PostgreSQL store only", node)
+	}
+	key := binary.BigEndian.AppendUint64([]byte("@"+node+"/"), seq)
+	s.inDatabase(t, func(ctx context.Context, tx pgx.Tx) error {
+		var v []byte
+		if err := tx.QueryRow(ctx, "SELECT v FROM audit WHERE k = $1", key).Scan(&v); err != nil {
+			return fmt.Errorf("node %s's event %d: %w", node, seq, err)
+		}
+		_, err := tx.Exec(ctx, "UPDATE audit SET v = $2 WHERE k = $1", key, edit(v))
+		return err
+	})
+}
+
+// Node is a place for node's store: the same database, opened as node.
+func (s *StoreAt) Node(node string) *StoreAt {
+	c := *s
+	c.PostgresOptions.Node = node
+	return &c
 }
