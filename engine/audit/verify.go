@@ -196,7 +196,7 @@ func Verify(bundle []byte, opts Options) *Report {
 		r.problem(0, 1, "empty bundle")
 		return r
 	}
-	if formatOf(lines[0]) == FormatChains {
+	if isChains(lines) {
 		r.checkChains(lines, opts)
 	} else {
 		s := &sectionCheck{r: r, line: 1}
@@ -221,6 +221,35 @@ func formatOf(line []byte) string {
 	return sh.Header.Format
 }
 
+// isChains reports whether a bundle is of format v2: its first line says
+// so or, if it names no known format (edited), a later line is a header.
+func isChains(lines [][]byte) bool {
+	switch formatOf(lines[0]) {
+	case FormatChains:
+		return true
+	case Format:
+		return false
+	}
+	return slices.ContainsFunc(lines[1:], func(l []byte) bool { return bytes.HasPrefix(l, headerPrefix) })
+}
+
+// listOf is the list of chains in the first header line that names one,
+// decoded leniently: what the sections should be, as far as the bundle
+// says, to name the chain of a section whose own header is unreadable.
+func listOf(headers [][]byte) []Chain {
+	for _, line := range headers {
+		var sh struct {
+			Header struct {
+				Chains []Chain `json:"chains"`
+			} `json:"header"`
+		}
+		if json.Unmarshal(line, &sh) == nil && len(sh.Header.Chains) > 0 {
+			return sh.Header.Chains
+		}
+	}
+	return nil
+}
+
 // headerPrefix starts every header line signerd writes, and no event.
 var headerPrefix = []byte(`{"header":`)
 
@@ -234,6 +263,16 @@ func (r *Report) checkChains(lines [][]byte, opts Options) {
 			starts = append(starts, i)
 		}
 	}
+	var guess []Chain // the chains with a section, until the first header is checked
+	var headers [][]byte
+	for _, start := range starts {
+		headers = append(headers, lines[start])
+	}
+	for _, c := range listOf(headers) {
+		if c.Omitted == "" {
+			guess = append(guess, c)
+		}
+	}
 	var listed []Chain // the chains with a section, as the first header lists them
 	var checks []*sectionCheck
 	r.Anchored = true
@@ -243,13 +282,16 @@ func (r *Report) checkChains(lines [][]byte, opts Options) {
 			end = starts[i+1]
 		}
 		s := &sectionCheck{r: r, index: i + 1, line: start + 1}
-		if i < len(listed) {
-			s.node = listed[i].Node
+		if i < len(guess) {
+			s.node = guess[i].Node
 		}
 		s.check(lines[start], lines[start+1:end], FormatChains, opts)
 		if i == 0 {
 			r.Header = s.h
 			listed = r.listChains(s)
+			if !s.decoded {
+				listed = guess
+			}
 		}
 		r.Anchored = r.Anchored && s.anchored
 		r.Sections = append(r.Sections, s.report())
