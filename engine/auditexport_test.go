@@ -75,6 +75,13 @@ func testAuditExport(t *testing.T, se enginetest.StoreEngine) {
 	if !rep.OK() || !rep.Anchored {
 		t.Fatalf("bundle from a real run: anchored %v, problems %v", rep.Anchored, rep.Problems)
 	}
+	// The unnamed chain alone: one section, in the format bundles had
+	// before nodes, so verifiers of that format read it.
+	header, _, _ := bytes.Cut(bundle, []byte("\n"))
+	if rep.Header.Format != audit.Format || len(rep.Sections) != 1 || bytes.Contains(header, []byte(`"node"`)) ||
+		bytes.Contains(header, []byte(`"chains"`)) || bytes.Count(bundle, []byte(`{"header":`)) != 1 {
+		t.Fatalf("bundle of the unnamed chain: format %q, %d sections, header %s", rep.Header.Format, len(rep.Sections), header)
+	}
 	all := events(t, st)
 	last := rep.Events[len(rep.Events)-1].Event
 	if rep.Header.First != 1 || last.Action != "audit.seal" || !strings.HasPrefix(last.Reason, "audit export") || rep.Seals < 3 {

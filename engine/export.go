@@ -9,6 +9,7 @@ import (
 	"io"
 	"maps"
 	"slices"
+	"strings"
 	"time"
 
 	"github.com/emmansun/gmsm/sm3"
@@ -20,17 +21,37 @@ import (
 
 // Export is what an audit export wrote.
 type Export struct {
+	// First and Last are the range of the exporting node's own chain.
 	First, Last uint64
-	Bytes       int64
-	SM3         []byte // of the bundle as written
+	// Chains are the store's chains as the bundle lists them, the
+	// exporting node's first.
+	Chains []ExportedChain
+	Bytes  int64
+	SM3    []byte // of the bundle as written
 }
 
-// ExportAudit writes a bundle (package audit) of the audit log to w. It
-// seals the log first, so the bundle ends on a seal that vouches for
-// everything up to the export. The bundle covers the events from since to
-// until (zero: no bound), reaching back to the seal before since and on to
-// the first seal after until, so both ends are signed. The export is
-// itself audited, with the bundle's SM3 hash.
+// ExportedChain is what an export holds of one node's chain.
+type ExportedChain struct {
+	Node        string
+	First, Last uint64
+	// Unsealed is how many events followed the chain's last seal.
+	Unsealed uint64
+	// Omitted says why the chain is not in the bundle ("" if it is).
+	Omitted string
+}
+
+// ExportAudit writes a bundle (package audit) of the audit log to w: every
+// node's chain the store holds, each in a section of its own whose header
+// the exporting node's audit key signs. It seals its own chain first, so
+// its section ends on a seal that vouches for everything up to the
+// export; another node's section ends on that node's last seal, for the
+// events after it are vouched for by nothing yet (the header says how
+// many). A chain never sealed is listed as not included, and why. Each
+// section covers the events from since to until (zero: no bound),
+// reaching back to the seal before since and on to the first seal after
+// until, so both ends are signed. The export is itself audited, with the
+// bundle's SM3 hash. A store with only the unnamed chain gives a bundle
+// of one section, in the format bundles had before nodes.
 func (e *Engine) ExportAudit(ctx context.Context, actor store.Actor, since, until time.Time, w io.Writer) (Export, error) {
 	var x Export
 	if e.auditKey == nil {
@@ -49,29 +70,48 @@ func (e *Engine) ExportAudit(ctx context.Context, actor store.Actor, since, unti
 	// No read transaction is held while the bundle is written: a client
 	// that reads slowly, or not at all, must not hold back the store's
 	// writer (bbolt cannot grow its memory map under an open reader).
-	// The events are read in short transactions of their own; the log is
-	// append-only, so the events up to the export's seal read that way
-	// are those one snapshot would hold.
-	hdr, err := e.exportRange(since, until, exportSeal)
+	// The events are read in short transactions of their own; each chain
+	// is append-only, so the events up to a seal read that way are those
+	// one snapshot would hold.
+	hdrs, err := e.exportSections(since, until, exportSeal)
 	if err != nil {
 		e.auditExport(actor, x, store.OutcomeFailed, err.Error())
 		return x, errorf(CodeInternal, "audit export: %v", err)
 	}
-	hdr.ExportedAt, hdr.ExportedBy = e.cfg.Now().UTC(), actor
-	if !since.IsZero() {
-		hdr.Since = &since
+	var list []audit.Chain
+	for _, c := range hdrs.chains {
+		list = append(list, audit.Chain{Node: c.Node, Omitted: c.Omitted})
 	}
-	if !until.IsZero() {
-		hdr.Until = &until
-	}
-	x.First, x.Last = hdr.First, hdr.Last
+	x.Chains = hdrs.chains
+	x.First, x.Last = hdrs.sections[0].First, hdrs.sections[0].Last
 	h := sm3.New()
 	n := &countingWriter{w: io.MultiWriter(w, h)}
-	bw, err := audit.NewWriter(n, hdr, hsm.KeyID(e.auditPub), func(msg []byte) ([]byte, error) {
-		return e.auditKey.SignDigest(ctx, e.auditKey.Digest(msg))
-	})
-	if err == nil {
-		err = e.eachEvent(hdr.First, hdr.Last, func(_ store.Event, stored []byte) error { return bw.Event(stored) })
+	var bw *audit.Writer
+	at := e.cfg.Now().UTC()
+	for i, hdr := range hdrs.sections {
+		hdr.ExportedAt, hdr.ExportedBy = at, actor
+		if !since.IsZero() {
+			hdr.Since = &since
+		}
+		if !until.IsZero() {
+			hdr.Until = &until
+		}
+		if hdrs.multi {
+			hdr.Section, hdr.Chains = i+1, list
+		}
+		if i == 0 {
+			bw, err = audit.NewWriter(n, hdr, hsm.KeyID(e.auditPub), func(msg []byte) ([]byte, error) {
+				return e.auditKey.SignDigest(ctx, e.auditKey.Digest(msg))
+			})
+		} else {
+			err = bw.Section(hdr)
+		}
+		if err == nil {
+			err = e.eachEvent(hdr.Node, hdr.First, hdr.Last, func(_ store.Event, stored []byte) error { return bw.Event(stored) })
+		}
+		if err != nil {
+			break
+		}
 	}
 	x.Bytes, x.SM3 = n.n, h.Sum(nil)
 	if err != nil {
@@ -82,6 +122,91 @@ func (e *Engine) ExportAudit(ctx context.Context, actor store.Actor, since, unti
 	return x, nil
 }
 
+// exportPlan is the headers of an export's sections, the exporting
+// node's first, and every chain as the bundle lists them.
+type exportPlan struct {
+	sections []audit.Header
+	chains   []ExportedChain
+	// multi: the bundle is of format v2 (a named chain in the store).
+	multi bool
+}
+
+// exportSections plans the sections of an export whose own chain ends on
+// the seal exportSeal: its own, then every other node's chain in the
+// store's order, each up to that chain's last seal; a chain never sealed
+// is listed as omitted.
+func (e *Engine) exportSections(since, until time.Time, exportSeal uint64) (exportPlan, error) {
+	var p exportPlan
+	own := e.store.Node()
+	type chainState struct {
+		node           string
+		head, lastSeal uint64
+	}
+	var states []chainState
+	err := e.view(func(tx *store.Tx) error {
+		nodes, err := tx.AuditChains()
+		if err != nil {
+			return err
+		}
+		nodes = append([]string{own}, slices.DeleteFunc(nodes, func(n string) bool { return n == own })...)
+		for _, node := range nodes {
+			c := tx.Chain(node)
+			head, _, err := c.AuditHead()
+			if err != nil {
+				return fmt.Errorf("%s: %w", audit.ChainName(node), err)
+			}
+			last, err := c.LastSeal()
+			if err != nil {
+				return fmt.Errorf("%s: %w", audit.ChainName(node), err)
+			}
+			st := chainState{node: node, head: head}
+			if last != nil {
+				st.lastSeal = last.Seq
+			}
+			states = append(states, st)
+		}
+		return nil
+	})
+	if err != nil {
+		return p, err
+	}
+	p.multi = len(states) > 1 || own != ""
+	for i, st := range states {
+		through := st.lastSeal
+		if i == 0 {
+			through = exportSeal
+		}
+		c := ExportedChain{Node: st.node, Unsealed: st.head - st.lastSeal}
+		if through == 0 {
+			c.Omitted = fmt.Sprintf("never sealed: none of its %d events is vouched for by a seal yet", st.head)
+			p.chains = append(p.chains, c)
+			continue
+		}
+		hdr, err := e.exportRange(st.node, since, until, through)
+		var noCert *noKeyCertificate
+		if i > 0 && errors.As(err, &noCert) {
+			// Another node's failing (its audit key never certified, or
+			// by an issuer this node is not configured with) must not
+			// stop the export of every other chain; the bundle says why
+			// the chain is missing.
+			c.Omitted = noCert.Error()
+			p.chains = append(p.chains, c)
+			continue
+		}
+		if err != nil {
+			return p, fmt.Errorf("%s: %w", audit.ChainName(st.node), err)
+		}
+		hdr.Node = st.node
+		if p.multi {
+			hdr.Unsealed = c.Unsealed
+		}
+		c.First, c.Last = hdr.First, hdr.Last
+		p.sections = append(p.sections, hdr)
+		p.chains = append(p.chains, c)
+	}
+	return p, nil
+}
+
 // Bounds on what one read transaction of eachEvent copies: it holds the
 // store's memory map for no longer than copying this much takes, and an
 // export a client stopped reading holds no more than this in memory.
@@ -90,8 +215,8 @@ const (
 	eventChunkBytes  = 256 << 10
 )
 
-// eachEvent calls fn with each audit event stored from seq from through
-// seq through, with a copy of its stored bytes. The events are read in
+// eachEvent calls fn with each audit event of node's chain stored from
+// seq from through seq through, with a copy of its stored bytes. The events are read in
 // chunks, each in a short read transaction of its own, and fn runs
 // outside any transaction, so fn may take as long as it likes (write to
 // a client) without holding back the store's writer. The log being
@@ -99,7 +224,7 @@ const (
 // through was the head or later. Events are taken by the sequence number
 // they are stored under, whatever an edited one says, so that an edited
 // log is exported as it is, for its verification to find the edit.
-func (e *Engine) eachEvent(from, through uint64, fn func(ev store.Event, stored []byte) error) error {
+func (e *Engine) eachEvent(node string, from, through uint64, fn func(ev store.Event, stored []byte) error) error {
 	type storedEvent struct {
 		ev     store.Event
 		stored []byte
@@ -108,7 +233,7 @@ func (e *Engine) eachEvent(from, through uint64, fn func(ev store.Event, stored 
 		var chunk []storedEvent
 		size := 0
 		err := e.view(func(tx *store.Tx) error {
-			return tx.EventsAt(next, func(at uint64, ev store.Event, stored []byte) error {
+			return tx.Chain(node).EventsAt(next, func(at uint64, ev store.Event, stored []byte) error {
 				if at > through || len(chunk) == eventChunkEvents || (len(chunk) > 0 && size+len(stored) > eventChunkBytes) {
 					return errStop
 				}
@@ -122,7 +247,7 @@ func (e *Engine) eachEvent(from, through uint64, fn func(ev store.Event, stored 
 			return err
 		}
 		if len(chunk) == 0 {
-			return fmt.Errorf("audit log: no event %d (the log ends before event %d)", next, through)
+			return fmt.Errorf("audit log: %s has no event %d (it ends before event %d)", audit.ChainName(node), next, through)
 		}
 		for _, c := range chunk {
 			if err := fn(c.ev, c.stored); err != nil {
@@ -135,17 +260,19 @@ func (e *Engine) eachEvent(from, through uint64, fn func(ev store.Event, stored 
 
 var errStop = errors.New("stop")
 
-// exportRange finds the bundle's ends and the audit keys whose seals lie
-// between them: from the last seal before the first event at or after
-// since (or the log's first event) to the first seal after until (or the
-// export's own seal, exportSeal).
-func (e *Engine) exportRange(since, until time.Time, exportSeal uint64) (audit.Header, error) {
+// exportRange finds the ends of node's section and the audit keys whose
+// seals lie between them: from the last seal before the first event at or
+// after since (or the chain's first event) to the first seal after until
+// (or the seal the section ends on at the latest, endSeal: the export's
+// own, or another node's last). The keys include the exporting node's,
+// which signs the section's header.
+func (e *Engine) exportRange(node string, since, until time.Time, endSeal uint64) (audit.Header, error) {
 	var h audit.Header
 	first, last, lastSeal := uint64(0), uint64(0), uint64(1)
 	keyIDs := map[string][]byte{}
-	err := e.eachEvent(1, exportSeal, func(ev store.Event, stored []byte) error {
+	err := e.eachEvent(node, 1, endSeal, func(ev store.Event, stored []byte) error {
 		if first == 0 {
-			if !since.IsZero() && ev.Time.Before(since) && ev.Seq < exportSeal {
+			if !since.IsZero() && ev.Time.Before(since) && ev.Seq < endSeal {
 				if ev.Seal != nil {
 					lastSeal = ev.Seq
 					clear(keyIDs)
@@ -157,7 +284,7 @@ func (e *Engine) exportRange(since, until time.Time, exportSeal uint64) (audit.H
 		}
 		if ev.Seal != nil {
 			keyIDs[hex.EncodeToString(ev.Seal.KeyID)] = ev.Seal.KeyID
-			if ev.Seq == exportSeal || (!until.IsZero() && ev.Time.After(until)) {
+			if ev.Seq == endSeal || (!until.IsZero() && ev.Time.After(until)) {
 				last, h.Head = ev.Seq, store.ChainHash(stored)
 				return errStop
 			}
@@ -168,12 +295,17 @@ func (e *Engine) exportRange(since, until time.Time, exportSeal uint64) (audit.H
 		return h, err
 	}
 	if last == 0 {
-		return h, fmt.Errorf("the export's seal, event %d, was not found", exportSeal)
+		return h, fmt.Errorf("the seal the section ends on, event %d, was not found", endSeal)
 	}
 	h.First, h.Last = first, last
+	own := hsm.KeyID(e.auditPub)
+	keyIDs[hex.EncodeToString(own)] = own
 	err = e.view(func(tx *store.Tx) error {
 		for _, name := range slices.Sorted(maps.Keys(keyIDs)) {
 			k, err := e.auditKeyCertificate(tx, keyIDs[name])
+			if err != nil && !storeFailed(err) {
+				return &noKeyCertificate{err}
+			}
 			if err != nil {
 				return err
 			}
@@ -184,12 +316,30 @@ func (e *Engine) exportRange(since, until time.Time, exportSeal uint64) (audit.H
 	return h, err
 }
 
+// noKeyCertificate: an audit key whose seals a section holds has no
+// certificate this node can put in the bundle.
+type noKeyCertificate struct{ err error }
+
+func (e *noKeyCertificate) Error() string { return e.err.Error() }
+func (e *noKeyCertificate) Unwrap() error { return e.err }
+
 // auditExport records an export and how it went.
 func (e *Engine) auditExport(actor store.Actor, x Export, outcome, reason string) {
 	ev := store.Event{Actor: actor, Action: "audit.export", Outcome: outcome, Reason: reason}
 	if x.Last != 0 {
 		ev.Object = fmt.Sprintf("events %d-%d", x.First, x.Last)
 		ev.Detail = fmt.Sprintf("bundle of %d bytes, SM3 %x", x.Bytes, x.SM3)
+		if len(x.Chains) > 1 || x.Chains[0].Node != "" {
+			var cs []string
+			for _, c := range x.Chains {
+				if c.Omitted != "" {
+					cs = append(cs, fmt.Sprintf("%s not included (%s)", audit.ChainName(c.Node), c.Omitted))
+					continue
+				}
+				cs = append(cs, fmt.Sprintf("%s events %d-%d (%d unsealed after)", audit.ChainName(c.Node), c.First, c.Last, c.Unsealed))
+			}
+			ev.Detail += "; " + strings.Join(cs, "; ")
+		}
 	}
 	if err := e.Audit(ev); err != nil {
 		e.log.Error("audit an audit export", "err", err)

@@ -11,6 +11,7 @@ import (
 	"fmt"
 	"io"
 	"os"
+	"slices"
 	"strconv"
 	"strings"
 	"time"
@@ -164,16 +165,31 @@ var errBundleBad = errors.New("the bundle fails verification")
 // report prints what Verify found, and fails if anything is wrong. Only a
 // bundle verified against a root (rooted) is reported OK; without one, a
 // bundle with no problem is reported self-consistent, and not failed.
+// Each chain of the bundle gets a line of its own, with the first bad
+// event of that chain.
 func report(w io.Writer, name string, r *audit.Report, asJSON, rooted bool) error {
-	first, bad := r.FirstBad()
+	badNode, first, bad := r.FirstBadEvent()
 	if asJSON {
+		chains := []map[string]any{}
+		for _, s := range r.Sections {
+			c := map[string]any{"node": s.Node, "first": s.Header.First, "last": s.Header.Last, "events": s.Events,
+				"seals": s.Seals, "unsealed": s.Header.Unsealed, "ok": len(r.ProblemsIn(s)) == 0 && r.Anchored}
+			if seq, ok := r.FirstBadIn(s); ok {
+				c["first_bad_event"] = seq
+			}
+			chains = append(chains, c)
+		}
+		for _, o := range r.Omitted {
+			chains = append(chains, map[string]any{"node": o.Node, "omitted": o.Omitted})
+		}
 		v := map[string]any{"ok": r.OK(), "first": r.Header.First, "last": r.Header.Last, "events": len(r.Events),
-			"seals": r.Seals, "anchored": r.Anchored, "problems": r.Problems}
+			"seals": r.Seals, "anchored": r.Anchored, "problems": r.Problems, "chains": chains}
 		if r.Problems == nil {
 			v["problems"] = []audit.Problem{}
 		}
 		if bad {
 			v["first_bad_event"] = first
+			v["first_bad_node"] = badNode
 		}
 		enc := json.NewEncoder(w)
 		enc.SetIndent("", "  ")
@@ -182,9 +198,19 @@ func report(w io.Writer, name string, r *audit.Report, asJSON, rooted bool) erro
 		}
 	} else {
 		h := r.Header
-		fmt.Fprintf(w, "bundle:   %s: events %d–%d, exported %s by uid %d (%s)\n", name, h.First, h.Last,
+		what := fmt.Sprintf("events %d–%d", h.First, h.Last)
+		if len(r.Sections) > 0 && r.Sections[0].Index != 0 {
+			what = fmt.Sprintf("%d chains, %d not included", len(r.Sections), len(r.Omitted))
+		}
+		fmt.Fprintf(w, "bundle:   %s: %s, exported %s by uid %d (%s)\n", name, what,
 			h.ExportedAt.Format(time.RFC3339), h.ExportedBy.UID, h.ExportedBy.Role)
 		fmt.Fprintf(w, "events:   %d, of which %d seals\n", len(r.Events), r.Seals)
+		for _, s := range r.Sections {
+			fmt.Fprintf(w, "chain:    %s\n", chainLine(r, s))
+		}
+		for _, o := range r.Omitted {
+			fmt.Fprintf(w, "chain:    %s: NOT INCLUDED: %s\n", audit.ChainName(o.Node), o.Omitted)
+		}
 		for _, k := range r.Keys {
 			fmt.Fprintf(w, "key:      %q, serial %X, issued by %q\n", k.Subject.CommonName, k.SerialNumber, k.Issuer)
 		}
@@ -201,8 +227,10 @@ func report(w io.Writer, name string, r *audit.Report, asJSON, rooted bool) erro
 			fmt.Fprintf(w, "PROBLEM:  %s\n", p)
 		}
 		switch {
-		case bad:
+		case bad && len(r.Sections) == 1 && r.Sections[0].Index == 0:
 			fmt.Fprintf(w, "FAILED:   first bad event %d\n", first)
+		case bad:
+			fmt.Fprintf(w, "FAILED:   first bad event %d of %s\n", first, audit.ChainName(badNode))
 		case !r.Consistent():
 			fmt.Fprintln(w, "FAILED")
 		case r.OK():
@@ -215,6 +243,27 @@ func report(w io.Writer, name string, r *audit.Report, asJSON, rooted bool) erro
 		return errBundleBad
 	}
 	return nil
+}
+
+// chainLine says what was found of one chain: its range, its seals, and
+// OK or its first bad event.
+func chainLine(r *audit.Report, s audit.Section) string {
+	line := fmt.Sprintf("%s: events %d–%d, %d seals", audit.ChainName(s.Node), s.Header.First, s.Header.Last, s.Seals)
+	if s.Header.Unsealed > 0 {
+		line += fmt.Sprintf(", %d events after its last seal not yet sealed (not in the bundle)", s.Header.Unsealed)
+	}
+	seq, bad := r.FirstBadIn(s)
+	switch {
+	case bad:
+		return line + fmt.Sprintf(": FAILED at event %d of %s", seq, audit.ChainName(s.Node))
+	case len(r.ProblemsIn(s)) > 0:
+		return line + ": FAILED"
+	case r.Anchored && r.Consistent():
+		return line + ": OK"
+	case r.Anchored:
+		return line + ": no problem of its own"
+	}
+	return line + ": self-consistent, not checked against a root"
 }
 
 // auditShow prints events from a bundle (or, without one, from a fresh
@@ -230,6 +279,14 @@ func auditShow(args []string, stdout io.Writer) error {
 	action := fs.String("action", "", "only this `action` (certificate.revoke), or a family ending in '*' (certificate.*)")
 	serial := fs.String("serial", "", "only events about the certificate with this `serial` (hex)")
 	asJSON := fs.Bool("json", false, "print each event as it is stored (JSON, one per line)")
+	var node *string
+	fs.Func("node", "only events of this `node`'s audit chain (- for the unnamed chain)", func(v string) error {
+		if v == "-" {
+			v = ""
+		}
+		node = &v
+		return nil
+	})
 	files, err := parseWithFiles(fs, args)
 	if err != nil {
 		return err
@@ -255,8 +312,11 @@ func auditShow(args []string, stdout io.Writer) error {
 	}
 	r := audit.Verify(bundle, audit.Options{Root: root})
 	match := eventFilter(w, *actor, *action, *serial)
+	// Nodes are shown only for a bundle of several chains: a bundle of
+	// the unnamed chain alone is listed as it always was.
+	named := len(r.Sections) > 1 || len(r.Omitted) > 0 || slices.ContainsFunc(r.Sections, func(s audit.Section) bool { return s.Node != "" })
 	for _, rec := range r.Events {
-		if !match(rec.Event) {
+		if !match(rec.Event) || (node != nil && rec.Node != *node) {
 			continue
 		}
 		if *asJSON {
@@ -265,13 +325,26 @@ func auditShow(args []string, stdout io.Writer) error {
 			continue
 		}
 		e := rec.Event
+		if named {
+			n := rec.Node
+			if n == "" {
+				n = "-"
+			}
+			fmt.Fprintf(stdout, "%-8s ", n)
+		}
 		fmt.Fprintf(stdout, "%6d  %s  %-24s %-26s %-34s %-8s %s\n", e.Seq, e.Time.Format(time.RFC3339), actorName(e.Actor),
 			e.Action, e.Object, e.Outcome, e.Reason)
 	}
 	if !r.Consistent() {
-		first, _ := r.FirstBad()
-		fmt.Fprintf(os.Stderr, "WARNING: the bundle fails verification (%d problems, first bad event %d); run signerctl audit verify\n",
-			len(r.Problems), first)
+		where := "no event named"
+		if node, first, bad := r.FirstBadEvent(); bad {
+			where = fmt.Sprintf("first bad event %d", first)
+			if named {
+				where += " of " + audit.ChainName(node)
+			}
+		}
+		fmt.Fprintf(os.Stderr, "WARNING: the bundle fails verification (%d problems, %s); run signerctl audit verify\n",
+			len(r.Problems), where)
 		return errBundleBad
 	}
 	if !r.Anchored {

@@ -37,7 +37,7 @@ var commands = map[string]command{
 
 	"audit export": {"auditor: write a sealed bundle of the audit log to --out", auditExport},
 	"audit verify": {"check an audit bundle offline against --root, the CA's root certificate (required)", auditVerify},
-	"audit show":   {"list audit events of a bundle, or of a fresh export, by time, actor, action, serial", auditShow},
+	"audit show":   {"list audit events of a bundle, or of a fresh export, by time, actor, action, serial, node", auditShow},
 
 	"store backup":  {"operator: have signerd copy its store while it serves, to --out (checked)", storeBackup},
 	"store verify":  {"check a copy of the store file offline, or a PostgreSQL store (--dsn): schema, indexes, audit chain", storeVerify},

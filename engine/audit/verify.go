@@ -38,28 +38,64 @@ type Options struct {
 }
 
 // Problem is one thing wrong with a bundle. Seq names the event at fault
-// (0 when the fault is the header's); Line is the bundle line.
+// (0 when the fault is a header's, or the bundle's as a whole); Line is
+// the bundle line. In a bundle of several chains (format v2), Section is
+// the section at fault, from 1, and Node its chain's node; both are zero
+// for a bundle of one chain in format v1, and for a fault of the whole
+// bundle.
 type Problem struct {
+	Section int    `json:"section,omitempty"`
+	Node    string `json:"node,omitempty"`
 	Seq     uint64 `json:"seq,omitempty"`
 	Line    int    `json:"line"`
 	Message string `json:"message"`
 }
 
 func (p Problem) String() string {
-	if p.Seq == 0 {
-		return fmt.Sprintf("line %d: %s", p.Line, p.Message)
+	var where string
+	if p.Section != 0 {
+		where = ChainName(p.Node) + ": "
 	}
-	return fmt.Sprintf("event %d (line %d): %s", p.Seq, p.Line, p.Message)
+	if p.Seq == 0 {
+		return fmt.Sprintf("%sline %d: %s", where, p.Line, p.Message)
+	}
+	return fmt.Sprintf("%sevent %d (line %d): %s", where, p.Seq, p.Line, p.Message)
 }
 
-// Record is an event of the bundle and the line it is on.
+// ChainName names a node's chain in messages: "node b", or "unnamed
+// chain" for the chain of node "".
+func ChainName(node string) string {
+	if node == "" {
+		return "unnamed chain"
+	}
+	return "node " + node
+}
+
+// Record is an event of the bundle, the line it is on and the node whose
+// chain it belongs to.
 type Record struct {
 	Event store.Event
 	Line  int
+	Node  string
+}
+
+// Section is what Verify found of one section of a bundle: one chain.
+type Section struct {
+	// Index is the section's place, from 1, in a bundle of several
+	// chains; 0 for a bundle of format v1, whose one section is all of
+	// it. Problems name it.
+	Index  int
+	Node   string
+	Header Header
+	Line   int // of its header
+	Events int
+	Seals  int
 }
 
 // Report is what Verify found.
 type Report struct {
+	// Header is the first section's header: the whole bundle's, in
+	// format v1.
 	Header Header
 	// Events are the lines that decode as events, in bundle order.
 	Events []Record
@@ -69,6 +105,11 @@ type Report struct {
 	// Anchored: Options.Root was given and every audit key chains to it.
 	Anchored bool
 	Problems []Problem
+	// Sections are the bundle's sections, in bundle order.
+	Sections []Section
+	// Omitted are the chains the bundle names but holds no section of,
+	// each with why.
+	Omitted []Chain
 }
 
 // OK reports whether the bundle passed every check and is anchored: its
@@ -82,15 +123,43 @@ func (r *Report) OK() bool { return r.Consistent() && r.Anchored }
 // says nothing of who wrote it.
 func (r *Report) Consistent() bool { return len(r.Problems) == 0 }
 
-// FirstBad is the lowest-numbered event a problem names, if any does.
+// FirstBad is the lowest-numbered event a problem names, if any does, in
+// the first section where one does.
 func (r *Report) FirstBad() (uint64, bool) {
+	_, seq, ok := r.FirstBadEvent()
+	return seq, ok
+}
+
+// FirstBadEvent is FirstBad with the node whose chain holds the event.
+func (r *Report) FirstBadEvent() (node string, seq uint64, ok bool) {
+	for _, s := range r.Sections {
+		if seq, ok := r.FirstBadIn(s); ok {
+			return s.Node, seq, true
+		}
+	}
+	return "", 0, false
+}
+
+// FirstBadIn is the lowest-numbered event of section s a problem names.
+func (r *Report) FirstBadIn(s Section) (uint64, bool) {
 	var first uint64
 	for _, p := range r.Problems {
-		if p.Seq != 0 && (first == 0 || p.Seq < first) {
+		if p.Section == s.Index && p.Seq != 0 && (first == 0 || p.Seq < first) {
 			first = p.Seq
 		}
 	}
 	return first, first != 0
+}
+
+// ProblemsIn are the problems of section s, and those of no section.
+func (r *Report) ProblemsIn(s Section) []Problem {
+	var ps []Problem
+	for _, p := range r.Problems {
+		if p.Section == s.Index {
+			ps = append(ps, p)
+		}
+	}
+	return ps
 }
 
 func (r *Report) problem(seq uint64, line int, format string, args ...any) {
@@ -106,12 +175,15 @@ type auditKey struct {
 	root   *smx509.Certificate
 }
 
-// Verify checks a bundle: the header's signature and the audit key
-// certificates; every event's sequence number and link to the one before;
-// that the first event is anchored (the log's first, or a seal) and the
-// last is a seal; every seal's signature; and that the bundle ends where
-// its header says, on the bytes the header was signed over. It reports
-// every problem it finds, each naming the event at fault where one is.
+// Verify checks a bundle: for each section, the header's signature and
+// the audit key certificates; every event's sequence number and link to
+// the one before; that the first event is anchored (the chain's first, or
+// a seal) and the last is a seal; every seal's signature; and that the
+// section ends where its header says, on the bytes the header was signed
+// over. In a bundle of several chains, it also checks that the sections
+// are those every header lists, in that order, all of one export. It
+// reports every problem it finds, each naming the event at fault where
+// one is, and the node whose chain holds it.
 func Verify(bundle []byte, opts Options) *Report {
 	r := &Report{}
 	lines := bytes.Split(bundle, []byte("\n"))
@@ -124,50 +196,249 @@ func Verify(bundle []byte, opts Options) *Report {
 		r.problem(0, 1, "empty bundle")
 		return r
 	}
-	keys := r.checkHeader(lines[0], opts)
-	r.checkEvents(lines[1:], keys)
+	if isChains(lines) {
+		r.checkChains(lines, opts)
+	} else {
+		s := &sectionCheck{r: r, line: 1}
+		s.check(lines[0], lines[1:], Format, opts)
+		r.Header, r.Anchored = s.h, s.anchored
+		r.Sections = []Section{s.report()}
+	}
 	slices.SortStableFunc(r.Problems, func(a, b Problem) int { return a.Line - b.Line })
 	return r
 }
 
-// checkHeader decodes and checks line 1, returning the audit keys it
-// certifies (even if its signature fails, so seals can still be checked).
-func (r *Report) checkHeader(line []byte, opts Options) map[string]auditKey {
+// formatOf is the format a header line names, if it names one.
+func formatOf(line []byte) string {
+	var sh struct {
+		Header struct {
+			Format string `json:"format"`
+		} `json:"header"`
+	}
+	if json.Unmarshal(line, &sh) != nil {
+		return ""
+	}
+	return sh.Header.Format
+}
+
+// isChains reports whether a bundle is of format v2: its first line says
+// so or, if it names no known format (edited), a later line is a header.
+func isChains(lines [][]byte) bool {
+	switch formatOf(lines[0]) {
+	case FormatChains:
+		return true
+	case Format:
+		return false
+	}
+	return slices.ContainsFunc(lines[1:], func(l []byte) bool { return bytes.HasPrefix(l, headerPrefix) })
+}
+
+// listOf is the list of chains in the first header line that names one,
+// decoded leniently: what the sections should be, as far as the bundle
+// says, to name the chain of a section whose own header is unreadable.
+func listOf(headers [][]byte) []Chain {
+	for _, line := range headers {
+		var sh struct {
+			Header struct {
+				Chains []Chain `json:"chains"`
+			} `json:"header"`
+		}
+		if json.Unmarshal(line, &sh) == nil && len(sh.Header.Chains) > 0 {
+			return sh.Header.Chains
+		}
+	}
+	return nil
+}
+
+// headerPrefix starts every header line signerd writes, and no event.
+var headerPrefix = []byte(`{"header":`)
+
+// checkChains checks a bundle of format v2: each section as a bundle of
+// one chain is checked, and the sections against the list of chains of
+// the first header, which every other must repeat.
+func (r *Report) checkChains(lines [][]byte, opts Options) {
+	var starts []int
+	for i, l := range lines {
+		if i == 0 || bytes.HasPrefix(l, headerPrefix) {
+			starts = append(starts, i)
+		}
+	}
+	var guess []Chain // the chains with a section, until the first header is checked
+	var headers [][]byte
+	for _, start := range starts {
+		headers = append(headers, lines[start])
+	}
+	for _, c := range listOf(headers) {
+		if c.Omitted == "" {
+			guess = append(guess, c)
+		}
+	}
+	var listed []Chain // the chains with a section, as the first header lists them
+	var checks []*sectionCheck
+	r.Anchored = true
+	for i, start := range starts {
+		end := len(lines)
+		if i+1 < len(starts) {
+			end = starts[i+1]
+		}
+		s := &sectionCheck{r: r, index: i + 1, line: start + 1}
+		if i < len(guess) {
+			s.node = guess[i].Node
+		}
+		s.check(lines[start], lines[start+1:end], FormatChains, opts)
+		if i == 0 {
+			r.Header = s.h
+			listed = r.listChains(s)
+			if !s.decoded {
+				listed = guess
+			}
+		}
+		r.Anchored = r.Anchored && s.anchored
+		r.Sections = append(r.Sections, s.report())
+		checks = append(checks, s)
+	}
+	first := checks[0]
+	for i, s := range checks {
+		switch {
+		case !s.decoded:
+			continue // its header's problem is reported
+		case i >= len(listed):
+			s.problem(0, s.line, "a section of %s's chain beyond the %d the bundle lists (added?)", ChainName(s.h.Node), len(listed))
+		case s.h.Node != listed[i].Node:
+			s.problem(0, s.line, "the section holds %s's chain where the bundle lists %s's (sections moved or swapped?)",
+				ChainName(s.h.Node), ChainName(listed[i].Node))
+		}
+		if s.h.Section != i+1 {
+			s.problem(0, s.line, "header: section %d, but it is section %d of the bundle (sections moved?)", s.h.Section, i+1)
+		}
+		if i > 0 && first.decoded {
+			if !bytes.Equal(exportOf(s.h), exportOf(first.h)) {
+				s.problem(0, s.line, "header: the export it names (when, by whom, window, chains) is not the first section's (taken from another bundle?)")
+			}
+			if !bytes.Equal(s.signer, first.signer) {
+				s.problem(0, s.line, "header: signed by audit key %x, the first section's by %x: one export's headers are signed by one key", s.signer, first.signer)
+			}
+		}
+	}
+	for i := len(checks); i < len(listed); i++ {
+		r.Problems = append(r.Problems, Problem{Section: i + 1, Node: listed[i].Node, Line: len(lines),
+			Message: fmt.Sprintf("the bundle lists %s's chain as section %d but holds no such section (removed?)", ChainName(listed[i].Node), i+1)})
+	}
+	if len(r.Keys) == 0 {
+		r.Anchored = false
+	}
+}
+
+// listChains checks the first header's list of chains, records the ones
+// omitted, and returns those with a section.
+func (r *Report) listChains(s *sectionCheck) []Chain {
+	if !s.decoded {
+		return nil
+	}
+	var listed []Chain
+	seen := map[string]bool{}
+	for _, c := range s.h.Chains {
+		if seen[c.Node] {
+			s.problem(0, s.line, "header: %s's chain listed twice", ChainName(c.Node))
+		}
+		seen[c.Node] = true
+		if c.Omitted != "" {
+			r.Omitted = append(r.Omitted, c)
+			continue
+		}
+		listed = append(listed, c)
+	}
+	if len(listed) == 0 {
+		s.problem(0, s.line, "header: the bundle lists no chain it holds")
+	}
+	return listed
+}
+
+// exportOf is what every header of one export says alike.
+func exportOf(h Header) []byte {
+	b, _ := json.Marshal(Header{ExportedAt: h.ExportedAt, ExportedBy: h.ExportedBy, Since: h.Since, Until: h.Until, Chains: h.Chains})
+	return b
+}
+
+// sectionCheck checks one section of a bundle: a header and the events of
+// one chain.
+type sectionCheck struct {
+	r        *Report
+	index    int    // from 1 in format v2; 0 in v1
+	node     string // the chain's node, as far as known
+	line     int    // of the header
+	h        Header
+	decoded  bool   // the header decoded
+	signer   []byte // the key ID the header names as its signer
+	anchored bool
+	events   int
+	seals    int
+}
+
+func (s *sectionCheck) problem(seq uint64, line int, format string, args ...any) {
+	s.r.Problems = append(s.r.Problems, Problem{Section: s.index, Node: s.node, Seq: seq, Line: line, Message: fmt.Sprintf(format, args...)})
+}
+
+func (s *sectionCheck) report() Section {
+	return Section{Index: s.index, Node: s.node, Header: s.h, Line: s.line, Events: s.events, Seals: s.seals}
+}
+
+// check checks the section's header line and its event lines.
+func (s *sectionCheck) check(header []byte, events [][]byte, format string, opts Options) {
+	keys := s.checkHeader(header, format, opts)
+	s.checkEvents(events, keys)
+}
+
+// checkHeader decodes and checks the header line, returning the audit
+// keys it certifies (even if its signature fails, so seals can still be
+// checked).
+func (s *sectionCheck) checkHeader(line []byte, format string, opts Options) map[string]auditKey {
 	var sh signedHeader
 	if err := decodeStrict(line, &sh); err != nil {
-		r.problem(0, 1, "header: %v", err)
+		s.problem(0, s.line, "header: %v", err)
 		return nil
 	}
 	if canon, _ := json.Marshal(sh); !bytes.Equal(canon, line) {
-		r.problem(0, 1, "header: not in the form signerd writes (edited?)")
+		s.problem(0, s.line, "header: not in the form signerd writes (edited?)")
 	}
-	if err := decodeStrict(sh.Header, &r.Header); err != nil {
-		r.problem(0, 1, "header: %v", err)
+	if err := decodeStrict(sh.Header, &s.h); err != nil {
+		s.problem(0, s.line, "header: %v", err)
 		return nil
 	}
-	if r.Header.Format != Format {
-		r.problem(0, 1, "header: format %q, want %q", r.Header.Format, Format)
+	s.decoded, s.signer = true, sh.KeyID
+	if format == FormatChains {
+		s.node = s.h.Node
+	}
+	switch {
+	case s.h.Format != format:
+		s.problem(0, s.line, "header: format %q, want %q", s.h.Format, format)
+	case format == Format && (s.h.Node != "" || s.h.Section != 0 || s.h.Unsealed != 0 || s.h.Chains != nil):
+		s.problem(0, s.line, "header: format %q holds the fields of %q", Format, FormatChains)
+	case format == FormatChains && s.index == 1 && len(s.h.Chains) == 0:
+		s.problem(0, s.line, "header: format %q without its list of chains", FormatChains)
 	}
 	keys := map[string]auditKey{}
-	anchored := opts.Root != nil && len(r.Header.Keys) > 0
-	for i, k := range r.Header.Keys {
+	anchored := opts.Root != nil && len(s.h.Keys) > 0
+	for i, k := range s.h.Keys {
 		key, chained, err := certifiedKey(k, opts.Root)
 		if err != nil {
-			r.problem(0, 1, "header: audit key %d (%x): %v", i+1, k.KeyID, err)
+			s.problem(0, s.line, "header: audit key %d (%x): %v", i+1, k.KeyID, err)
 			anchored = false
 			continue
 		}
 		anchored = anchored && chained
 		keys[hex.EncodeToString(k.KeyID)] = key
-		r.Keys = append(r.Keys, key.cert)
+		if !slices.ContainsFunc(s.r.Keys, func(c *smx509.Certificate) bool { return bytes.Equal(c.Raw, key.cert.Raw) }) {
+			s.r.Keys = append(s.r.Keys, key.cert)
+		}
 	}
-	r.Anchored = anchored
+	s.anchored = anchored
 	signer, ok := keys[hex.EncodeToString(sh.KeyID)]
 	switch {
 	case !ok:
-		r.problem(0, 1, "header: signed by key %x, which the bundle does not certify", sh.KeyID)
-	case !sm2.VerifyASN1WithSM2(signer.pub, nil, HeaderMessage(sh.Header), sh.Signature):
-		r.problem(0, 1, "header: signature does not verify under audit key %x (header edited?)", sh.KeyID)
+		s.problem(0, s.line, "header: signed by key %x, which the bundle does not certify", sh.KeyID)
+	case !sm2.VerifyASN1WithSM2(signer.pub, nil, headerMessage(s.h.Format, sh.Header), sh.Signature):
+		s.problem(0, s.line, "header: signature does not verify under audit key %x (header edited?)", sh.KeyID)
 	}
 	return keys
 }
@@ -225,29 +496,30 @@ type link struct {
 	linked bool // Prev is the chain hash of the line before (or the anchor holds)
 }
 
-func (r *Report) checkEvents(lines [][]byte, keys map[string]auditKey) {
-	h := r.Header
+func (s *sectionCheck) checkEvents(lines [][]byte, keys map[string]auditKey) {
+	h := s.h
 	if len(lines) == 0 {
-		r.problem(0, 1, "the bundle holds no events")
+		s.problem(0, s.line, "the section holds no events")
 		return
 	}
 	links := make([]link, len(lines))
 	expect := h.First
 	for i, stored := range lines {
 		l := &links[i]
-		l.line, l.stored = i+2, stored
+		l.line, l.stored = s.line+1+i, stored
 		var e store.Event
 		if err := json.Unmarshal(stored, &e); err != nil {
 			if expect == 0 {
 				expect = 1
 			}
 			l.pos = expect
-			r.problem(l.pos, l.line, "not an event as signerd stores them: %v", err)
+			s.problem(l.pos, l.line, "not an event as signerd stores them: %v", err)
 			expect++
 			continue
 		}
 		l.ev = &e
-		r.Events = append(r.Events, Record{Event: e, Line: l.line})
+		s.r.Events = append(s.r.Events, Record{Event: e, Line: l.line, Node: s.node})
+		s.events++
 		if i == 0 && expect == 0 { // no usable header: start where the bundle does
 			expect = e.Seq
 		}
@@ -256,17 +528,17 @@ func (r *Report) checkEvents(lines [][]byte, keys map[string]auditKey) {
 		case e.Seq == expect:
 			l.seqOK = true
 		case e.Seq > expect:
-			r.problem(expect, l.line, "events %s missing: the line holds event %d", span(expect, e.Seq-1), e.Seq)
+			s.problem(expect, l.line, "events %s missing: the line holds event %d", span(expect, e.Seq-1), e.Seq)
 		default:
-			r.problem(expect, l.line, "holds event %d, which belongs earlier (out of order or repeated)", e.Seq)
+			s.problem(expect, l.line, "holds event %d, which belongs earlier (out of order or repeated)", e.Seq)
 		}
 		expect = max(expect, e.Seq+1)
 		if i == 0 {
-			l.linked = r.anchor(l, h)
+			l.linked = s.anchor(l, h)
 		} else {
 			l.linked = bytes.Equal(e.Prev, store.ChainHash(links[i-1].stored))
 		}
-		r.checkSeal(l, keys)
+		s.checkSeal(l, keys)
 	}
 	// A broken link is blamed on the event whose bytes changed: the one
 	// before it if this event's own bytes still chain to the next (so its
@@ -285,36 +557,36 @@ func (r *Report) checkEvents(lines [][]byte, keys map[string]auditKey) {
 		case l.linked, l.ev == nil, prev.ev == nil, l.ev.Seq > l.pos:
 			continue // linked, or explained by a problem already reported
 		case linkedOut(i):
-			r.problem(prev.pos, prev.line, "edited: its bytes are not those event %d chains to", l.ev.Seq)
+			s.problem(prev.pos, prev.line, "edited: its bytes are not those event %d chains to", l.ev.Seq)
 		default:
-			r.problem(l.pos, l.line, "does not chain to the event before it (edited, inserted or moved)")
+			s.problem(l.pos, l.line, "does not chain to the event before it (edited, inserted or moved)")
 		}
 	}
 	if !headOK && last.pos == h.Last && (last.linked || len(links) == 1) {
-		r.problem(last.pos, last.line, "edited: its bytes are not those the bundle header was signed over")
+		s.problem(last.pos, last.line, "edited: its bytes are not those the bundle header was signed over")
 	}
 	switch {
 	case last.pos < h.Last:
-		r.problem(last.pos+1, last.line, "the bundle ends at event %d but was exported through event %d: events %s removed from the end",
+		s.problem(last.pos+1, last.line, "the bundle ends at event %d but was exported through event %d: events %s removed from the end",
 			last.pos, h.Last, span(last.pos+1, h.Last))
 	case last.pos > h.Last && h.Last != 0:
-		r.problem(h.Last+1, last.line, "the bundle was exported through event %d but goes on to event %d: events added at the end", h.Last, last.pos)
+		s.problem(h.Last+1, last.line, "the bundle was exported through event %d but goes on to event %d: events added at the end", h.Last, last.pos)
 	}
-	r.checkTail(links)
+	s.checkTail(links)
 }
 
 // anchor checks the first event: the log's first, chaining to the
 // genesis hash, or a seal, whose signature vouches for its Prev.
-func (r *Report) anchor(l *link, h Header) bool {
+func (s *sectionCheck) anchor(l *link, h Header) bool {
 	e := l.ev
 	switch {
 	case e.Seq == 1:
 		if !bytes.Equal(e.Prev, store.Genesis()) {
-			r.problem(1, l.line, "the log's first event does not start the chain")
+			s.problem(1, l.line, "the log's first event does not start the chain")
 			return false
 		}
 	case e.Seal == nil:
-		r.problem(e.Seq, l.line, "the bundle starts at event %d, which is not a seal: no signature anchors it", e.Seq)
+		s.problem(e.Seq, l.line, "the bundle starts at event %d, which is not a seal: no signature anchors it", e.Seq)
 		return false
 	}
 	return true
@@ -323,28 +595,29 @@ func (r *Report) anchor(l *link, h Header) bool {
 // checkSeal verifies a seal event's signature under its certified key,
 // and that the key certificate, its issuing CA's certificate and (given
 // one) the root were all valid when it was made.
-func (r *Report) checkSeal(l *link, keys map[string]auditKey) {
+func (s *sectionCheck) checkSeal(l *link, keys map[string]auditKey) {
 	e := l.ev
 	if e.Seal == nil {
 		if e.Action == "audit.seal" && e.Outcome == store.OutcomeOK {
-			r.problem(l.pos, l.line, "a seal without a signature")
+			s.problem(l.pos, l.line, "a seal without a signature")
 		}
 		return
 	}
-	r.Seals++
+	s.r.Seals++
+	s.seals++
 	k, ok := keys[hex.EncodeToString(e.Seal.KeyID)]
 	switch {
 	case !ok:
-		r.problem(l.pos, l.line, "sealed by key %x, which the bundle does not certify", e.Seal.KeyID)
+		s.problem(l.pos, l.line, "sealed by key %x, which the bundle does not certify", e.Seal.KeyID)
 	case store.VerifySeal(k.pub, *e) != nil:
-		r.problem(l.pos, l.line, "seal signature does not verify under audit key %x", e.Seal.KeyID)
+		s.problem(l.pos, l.line, "seal signature does not verify under audit key %x", e.Seal.KeyID)
 	case !validAt(k.cert, e.Time):
-		r.problem(l.pos, l.line, "sealed at %s, outside its key certificate's validity", e.Time.Format(time.RFC3339))
+		s.problem(l.pos, l.line, "sealed at %s, outside its key certificate's validity", e.Time.Format(time.RFC3339))
 	case !validAt(k.issuer, e.Time):
-		r.problem(l.pos, l.line, "sealed at %s, outside the validity of issuing CA %q (%s to %s)", e.Time.Format(time.RFC3339),
+		s.problem(l.pos, l.line, "sealed at %s, outside the validity of issuing CA %q (%s to %s)", e.Time.Format(time.RFC3339),
 			k.issuer.Subject, k.issuer.NotBefore.Format(time.RFC3339), k.issuer.NotAfter.Format(time.RFC3339))
 	case k.root != nil && !validAt(k.root, e.Time):
-		r.problem(l.pos, l.line, "sealed at %s, outside the validity of root %q (%s to %s)", e.Time.Format(time.RFC3339),
+		s.problem(l.pos, l.line, "sealed at %s, outside the validity of root %q (%s to %s)", e.Time.Format(time.RFC3339),
 			k.root.Subject, k.root.NotBefore.Format(time.RFC3339), k.root.NotAfter.Format(time.RFC3339))
 	}
 }
@@ -357,7 +630,7 @@ func validAt(c *smx509.Certificate, t time.Time) bool {
 
 // checkTail reports events after the last seal: nothing signed vouches
 // for them.
-func (r *Report) checkTail(links []link) {
+func (s *sectionCheck) checkTail(links []link) {
 	i := len(links)
 	for i > 0 && (links[i-1].ev == nil || links[i-1].ev.Seal == nil) {
 		i--
@@ -367,7 +640,7 @@ func (r *Report) checkTail(links []link) {
 	}
 	// Not an event at fault: the fault, if any, is what is missing after.
 	first, last := links[i].pos, links[len(links)-1].pos
-	r.problem(0, links[i].line, "events %s follow the last seal: no signature vouches for them (the bundle's own seal removed?)", span(first, last))
+	s.problem(0, links[i].line, "events %s follow the last seal: no signature vouches for them (the bundle's own seal removed?)", span(first, last))
 }
 
 func span(a, b uint64) string {

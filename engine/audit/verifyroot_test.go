@@ -74,7 +74,8 @@ func newShapedCA(t testing.TB, shape caShape) *softCA {
 	cert := mk(&smx509.Certificate{SerialNumber: big.NewInt(3), Subject: pkix.Name{CommonName: audit.KeySubjectPrefix + " test"},
 		NotBefore: now.Add(-time.Hour), NotAfter: now.AddDate(1, 0, 0), KeyUsage: audit.KeyUsage, SubjectKeyId: id},
 		named(iss, shape.auditIssuerNamedAs), auditKey.Public(), issKey)
-	return &softCA{root: root, auditKey: auditKey, key: audit.Key{KeyID: id, Certificate: cert.Raw, Issuer: iss.Raw}}
+	return &softCA{root: root, auditKey: auditKey, key: audit.Key{KeyID: id, Certificate: cert.Raw, Issuer: iss.Raw},
+		issKey: issKey, iss: iss}
 }
 
 // TestVerifyAgainstRoot: a bundle is OK only against a root, and only if
