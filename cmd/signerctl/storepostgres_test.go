@@ -85,9 +85,9 @@ func TestStorePostgresCommands(t *testing.T) {
 		{"migrate before the schema exists", nil, []string{"store", "migrate", "--from", path, "--dsn", dsn},
 			1, []string{"holds no signerd schema: create it with signerctl store upgrade --dsn DSN"}},
 		{"upgrade", nil, []string{"store", "upgrade", "--dsn", dsn},
-			0, []string{"applied version 1: the tables of signerd's records", "schema now at version 1"}},
+			0, []string{"applied version 1: the tables of signerd's records", "applied version 2: views of several nodes", "schema now at version 2"}},
 		{"upgrade again", nil, []string{"store", "upgrade", "--dsn", dsn},
-			0, []string{"schema current at version 1"}},
+			0, []string{"schema current at version 2"}},
 		{"migrate while the file is in use", func(t *testing.T) {
 			s, err := store.Open(path)
 			if err != nil {
