@@ -220,7 +220,7 @@ func (d *daemonProc) stillRunning(t *testing.T, pid int, what string) {
 	}
 }
 
-// TestNodesCarryOnAcrossFailover is SPEC §9 and issue 18's first failure:
+// TestNodesCarryOnAcrossFailover is SPEC §9.2 and §9.3 together, issue 18's first failure:
 // two signerd nodes, each with its own HSM holding the same issuing key,
 // on a PostgreSQL primary with a synchronous standby, through a DSN naming
 // both with target_session_attrs=read-write. RA clients issue and revoke
