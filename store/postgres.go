@@ -4,7 +4,9 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"net"
 	"net/url"
+	"slices"
 	"sort"
 	"strconv"
 	"strings"
@@ -1087,10 +1089,20 @@ func parsePostgresDSN(dsn string) (*pgxpool.Config, error) {
 	return nil, errors.New("invalid DSN (not shown)")
 }
 
-// pgWhere names the database for messages: user, host, port and database,
-// never the password.
+// pgWhere names the database for messages: user, every host with its
+// port, and database, never the password. A DSN naming a primary and its
+// standbys names each of them, in order: after a failover the server
+// answering is not the first, and a message naming only that one would
+// send an operator to the wrong machine. pgx lists a host once more for
+// each TLS mode it tries (sslmode=prefer), so each host:port is named once.
 func pgWhere(c *pgx.ConnConfig) string {
-	return fmt.Sprintf("%s@%s:%d/%s", c.User, c.Host, c.Port, c.Database)
+	hosts := []string{net.JoinHostPort(c.Host, strconv.Itoa(int(c.Port)))}
+	for _, f := range c.Fallbacks {
+		if h := net.JoinHostPort(f.Host, strconv.Itoa(int(f.Port))); !slices.Contains(hosts, h) {
+			hosts = append(hosts, h)
+		}
+	}
+	return fmt.Sprintf("%s@%s/%s", c.User, strings.Join(hosts, ","), c.Database)
 }
 
 // pgTraffic counts what is sent to the server: requests (a query, or a
