@@ -102,7 +102,7 @@ func TestStorePostgresCommands(t *testing.T) {
 		{"migrate again", nil, []string{"store", "migrate", "--from", path, "--dsn", dsn},
 			1, []string{"the database is not empty (meta: ", "certificates: 2 records"}},
 		{"verify", nil, []string{"store", "verify", "--dsn", dsn},
-			0, []string{"schema 1, 2 certificates, 2 serials, 2 requests, 1 revoked, 3 audit events", "\nOK\n"}},
+			0, []string{"schema 2, 2 certificates, 2 serials, 2 requests, 1 revoked, 3 audit events", "\nOK\n"}},
 		{"verify after a revoked index row is deleted", func(t *testing.T) {
 			server.Exec(t, dsn, `DELETE FROM revoked`)
 		}, []string{"store", "verify", "--dsn", dsn},
