@@ -97,6 +97,7 @@ node_config() { # name token shares...
 		"issuers: [{key: issuing-2026, certificate: $DEMO/issuing.pem}]" \
 		"store: {postgres: {dsn: \"$DSN\", timeout: 5s, node_lease: 5s}}" \
 		"socket: {path: $DEMO/$name.sock}" \
+		"audit: {seal_every: 4}" \
 		"roles: {ra: {uids: [$(id -u)]}, operator: {uids: [$(id -u)]}, auditor: {uids: [$(id -u)]}}" \
 		>"$DEMO/$name.yaml"
 }

@@ -200,7 +200,7 @@ func report(w io.Writer, name string, r *audit.Report, asJSON, rooted bool) erro
 		h := r.Header
 		what := fmt.Sprintf("events %d–%d", h.First, h.Last)
 		if len(r.Sections) > 0 && r.Sections[0].Index != 0 {
-			what = fmt.Sprintf("%d chains, %d not included", len(r.Sections), len(r.Omitted))
+			what = fmt.Sprintf("chains of %d nodes, %d more not included", len(r.Sections), len(r.Omitted))
 		}
 		fmt.Fprintf(w, "bundle:   %s: %s, exported %s by uid %d (%s)\n", name, what,
 			h.ExportedAt.Format(time.RFC3339), h.ExportedBy.UID, h.ExportedBy.Role)
