@@ -52,12 +52,14 @@ fuzz: softhsm
 # The appliance against its HSM: signerctl bench on a throwaway token and
 # stores (README, Performance), each run on a bbolt store and, beside it, a
 # PostgreSQL store on a local server started for the run (its settings are
-# printed; fsync and synchronous_commit on); then the package
-# micro-benchmarks.
+# printed; fsync and synchronous_commit on); then two signerd nodes, each
+# on its own copy of the token, against one on a PostgreSQL store; then
+# the package micro-benchmarks.
 bench: softhsm
 	@mkdir -p bin && $(GO) build -o bin/signerctl ./cmd/signerctl && $(GO) build -o bin/signerd ./cmd/signerd
 	bin/signerctl bench -store both
 	bin/signerctl bench -store both -prefill 1000000 -revoked 100000 -clients 64
+	bin/signerctl bench -store postgres -nodes 2 -clients 8,64
 	$(GO) test -run '^$$' -bench . -benchtime 2s -count 1 ./hsm/ ./engine/
 
 # The demo: the documented ceremonies (docs/ceremonies) make a token in

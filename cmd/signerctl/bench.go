@@ -38,6 +38,7 @@ type benchFlags struct {
 	revoked      int
 	stores       []string
 	pgStatements bool
+	nodes        int
 	module       string
 	signerd      string
 	cpuProfile   string
@@ -57,7 +58,9 @@ type benchReport struct {
 	// LoadAvg is the machine's 1-minute load average before the ceiling
 	// run and after the last run: the bench's own load, or others' too.
 	LoadAvg [2]float64              `json:"load_avg"`
-	Stores  map[string]*storeReport `json:"stores"` // by name: bolt, postgres
+	Stores  map[string]*storeReport `json:"stores,omitempty"` // by name: bolt, postgres
+	// Nodes is a -nodes run's one node against several (nil without).
+	Nodes *nodesReport `json:"nodes,omitempty"`
 	// PostgresVsBolt is PostgreSQL's certs/s over bbolt's, batched, by
 	// client count; TargetMet whether it is at least benchTarget at
 	// benchTargetClients (nil: not measured).
@@ -134,6 +137,8 @@ func bench(args []string, stdout io.Writer) error {
 	fs.IntVar(&f.revoked, "revoked", 0, "of the prefilled certificates, how many are revoked (the CRL's size)")
 	fs.StringVar(&stores, "store", "both", "`store`s to measure: bolt; or postgres (a local PostgreSQL started for the run), "+
 		"always beside bbolt in the same run for the comparison, also spelled both")
+	fs.IntVar(&f.nodes, "nodes", 1, "with `N` from 2 to 8: instead of the store runs, N signerd nodes on one PostgreSQL store, "+
+		"each with its own copy of the token, against one node in the same run")
 	fs.BoolVar(&f.pgStatements, "pg-statements", false, "load pg_stat_statements and report the statements signerd sends PostgreSQL per batch")
 	fs.StringVar(&f.module, "module", os.Getenv("SIGNERD_SOFTHSM_SM2"), "SoftHSM2 `library` with the SM2 mechanism (make softhsm)")
 	fs.StringVar(&f.signerd, "signerd", "", "signerd `binary` (default: beside signerctl, else on PATH)")
@@ -154,6 +159,16 @@ func bench(args []string, stdout io.Writer) error {
 		f.stores = []string{storeBolt, storePostgres}
 	default:
 		return usageError{fmt.Sprintf("-store %q: bolt, postgres or both", stores)}
+	}
+	switch {
+	case f.nodes < 1 || f.nodes > maxBenchNodes:
+		return usageError{fmt.Sprintf("-nodes %d: 1 (no node runs) to %d", f.nodes, maxBenchNodes)}
+	case f.nodes > 1 && stores == storeBolt:
+		return usageError{"-nodes: nodes share a PostgreSQL store, not a bbolt file"}
+	case f.nodes > 1 && (f.pgStatements || f.cpuProfile != ""):
+		return usageError{"-nodes: -pg-statements and -cpu-profile measure one signerd; leave them out"}
+	case f.nodes > 1:
+		f.stores = nil // the node runs are on PostgreSQL alone
 	}
 	switch {
 	case f.module == "":
@@ -188,6 +203,9 @@ func runBench(f benchFlags, progress io.Writer) (r *benchReport, err error) {
 	for _, name := range f.stores {
 		r.Stores[name] = newStoreReport()
 	}
+	if f.nodes > 1 {
+		r.Nodes = newNodesReport(f.nodes)
+	}
 	say("throwaway token and CA (ceremonies) in a temporary folder")
 	lab, err := newBenchLab(f.module)
 	if err != nil {
@@ -198,12 +216,19 @@ func runBench(f benchFlags, progress io.Writer) (r *benchReport, err error) {
 			err = fmt.Errorf("remove the bench folder: %w", rerr)
 		}
 	}()
-	if pg := r.Stores[storePostgres]; pg != nil {
+	prefilled := f.stores
+	if pg := r.Stores[storePostgres]; pg != nil || r.Nodes != nil {
 		say("PostgreSQL: a local server for the run")
-		if pg.Postgres, err = lab.startPostgres(f.pgStatements); err != nil {
+		server, err := lab.startPostgres(f.pgStatements)
+		if err != nil {
 			return nil, err
 		}
-		say("PostgreSQL %s: %s", pg.Postgres.Version, pg.Postgres.settingsLine())
+		if pg != nil {
+			pg.Postgres = server
+		} else {
+			r.Nodes.Postgres, prefilled = server, []string{storePostgres}
+		}
+		say("PostgreSQL %s: %s", server.Version, server.settingsLine())
 	}
 	r.LoadAvg[0] = loadAverage()
 	say("HSM ceiling: %d sessions for %v", f.sessions, f.duration)
@@ -215,24 +240,35 @@ func runBench(f benchFlags, progress io.Writer) (r *benchReport, err error) {
 		if err != nil {
 			return nil, err
 		}
-		for _, name := range f.stores {
+		for _, name := range prefilled {
 			say("%s: prefilling the store with %d certificates (%d revoked)", name, f.prefill, f.revoked)
 			took, err := lab.prefillStore(name, set, progress)
 			if err != nil {
 				return nil, err
 			}
-			r.Stores[name].PrefillS = took.Seconds()
+			if r.Nodes != nil {
+				r.Nodes.PrefillS = took.Seconds()
+			} else {
+				r.Stores[name].PrefillS = took.Seconds()
+			}
 			say("%s: prefilled in %v", name, took.Round(time.Second))
 		}
 	}
 	reqs := &requestPool{}
-	for _, batch := range []int{f.batch, 1} {
-		if err := runBatchSize(f, lab, batch, r, reqs, say); err != nil {
+	if r.Nodes != nil {
+		if err := runNodes(f, lab, r, reqs, say); err != nil {
 			return nil, err
 		}
+		r.Nodes.compare(f.clients)
+	} else {
+		for _, batch := range []int{f.batch, 1} {
+			if err := runBatchSize(f, lab, batch, r, reqs, say); err != nil {
+				return nil, err
+			}
+		}
+		r.compare(f.clients)
 	}
 	r.LoadAvg[1] = loadAverage()
-	r.compare(f.clients)
 	return r, nil
 }
 
@@ -319,7 +355,7 @@ func runBatchSize(f benchFlags, lab *benchLab, batch int, r *benchReport, reqs *
 			}
 			run.sr.CPUProfile = profile
 		}
-		if run.d, err = lab.startSignerd(f.signerd, name, f.sessions, batch, profile); err != nil {
+		if run.d, err = lab.startSignerd(f.signerd, daemonSpec{store: name, sessions: f.sessions, batch: batch, cpuProfile: profile}); err != nil {
 			return fmt.Errorf("%s store: %w", name, err)
 		}
 		runs = append(runs, run)
@@ -381,7 +417,7 @@ func runClients(f benchFlags, lab *benchLab, run *storeRun, batch, c int, ceilin
 		return err
 	}
 	say("%s: %d clients, batch %d, %v", run.name, c, batch, f.duration)
-	res := d.load(c, f.duration, reqs)
+	res := load([]*benchDaemon{d}, c, f.duration, reqs)
 	if res.n == 0 {
 		return fmt.Errorf("%d clients: nothing issued: %v", c, res.firstErr)
 	}
@@ -477,6 +513,9 @@ func (r *benchReport) print(w io.Writer, clients []int) {
 		if sr.Postgres != nil && len(sr.Postgres.Statements) > 0 {
 			sr.Postgres.printStatements(w, clients)
 		}
+	}
+	if r.Nodes != nil {
+		r.Nodes.print(w, clients, r.Prefill)
 	}
 	bolt, pg := r.Stores[storeBolt], r.Stores[storePostgres]
 	if bolt == nil || pg == nil {
@@ -623,9 +662,10 @@ func (r *loadResult) percentile(q float64) float64 {
 	return ms(r.latencies[i])
 }
 
-// load has clients RA connections issue certificates back to back for d
-// (or until the pool runs dry) and counts what was issued.
-func (d *benchDaemon) load(clients int, dur time.Duration, reqs *requestPool) *loadResult {
+// load has clients RA connections issue certificates back to back for dur
+// (or until the pool runs dry) and counts what was issued. The
+// connections are spread evenly over ds, client i on ds[i mod len(ds)].
+func load(ds []*benchDaemon, clients int, dur time.Duration, reqs *requestPool) *loadResult {
 	var (
 		mu  sync.Mutex
 		res = &loadResult{}
@@ -633,9 +673,9 @@ func (d *benchDaemon) load(clients int, dur time.Duration, reqs *requestPool) *l
 	)
 	start := time.Now()
 	deadline := start.Add(dur)
-	for range clients {
+	for i := range clients {
 		wg.Go(func() {
-			c := d.client()
+			c := ds[i%len(ds)].client()
 			var lat []time.Duration
 			errs := 0
 			var first error

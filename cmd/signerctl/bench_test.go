@@ -5,8 +5,11 @@ import (
 	"encoding/json"
 	"errors"
 	"io"
+	"os/exec"
 	"strings"
 	"testing"
+
+	"signerd/hsm/hsmtest"
 )
 
 // TestBenchRefusesBadFlags: each bad combination is a usage error before
@@ -21,6 +24,11 @@ func TestBenchRefusesBadFlags(t *testing.T) {
 		{[]string{"-clients", "1,0"}, "not a positive number"},
 		{[]string{"-prefill", "10", "-revoked", "11"}, "-revoked cannot exceed -prefill"},
 		{[]string{"-module", ""}, "must name the SoftHSM2 SM2 build"},
+		{[]string{"-nodes", "0"}, "-nodes 0: 1 (no node runs) to 8"},
+		{[]string{"-nodes", "9"}, "-nodes 9: 1 (no node runs) to 8"},
+		{[]string{"-nodes", "2", "-store", "bolt"}, "nodes share a PostgreSQL store"},
+		{[]string{"-nodes", "2", "-pg-statements"}, "-pg-statements and -cpu-profile measure one signerd"},
+		{[]string{"-nodes", "2", "-cpu-profile", "cpu.out"}, "-pg-statements and -cpu-profile measure one signerd"},
 	} {
 		t.Run(strings.Join(tc.args, " "), func(t *testing.T) {
 			args := append([]string{"-module", "/nonexistent/libsofthsm2.so"}, tc.args...)
@@ -97,6 +105,106 @@ func TestBenchComparison(t *testing.T) {
 				t.Errorf("JSON stores.postgres lacks the server's settings: %s", raw)
 			}
 		})
+	}
+}
+
+// TestBenchNodesComparison: the two-nodes-against-one ratio per client
+// count and the target line, as printed and in JSON.
+func TestBenchNodesComparison(t *testing.T) {
+	for _, tc := range []struct {
+		name          string
+		one, two      float64
+		clients       []int
+		wantLine      string
+		wantTargetMet *bool
+	}{
+		{"met", 500, 450, []int{8, 64}, "≥ 0.9 × one node: 0.90, met", ptr(true)},
+		{"not met", 500, 440, []int{8, 64}, "≥ 0.9 × one node: 0.88, NOT met", ptr(false)},
+		{"no 64-client run", 500, 450, []int{8}, "≥ 0.9 × one node: not measured (no 64-client run)", nil},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			r := &benchReport{Machine: "test", CPUs: 2, CeilingPerS: 1000, Stores: map[string]*storeReport{}, Nodes: newNodesReport(2)}
+			r.Nodes.Postgres = &pgReport{Version: "15.0", Settings: map[string]string{"fsync": "on"}}
+			r.Nodes.One.E2EPerS["8"], r.Nodes.All.E2EPerS["8"] = 200, 100
+			r.Nodes.One.E2EPerS["64"], r.Nodes.All.E2EPerS["64"] = tc.one, tc.two
+			r.Nodes.All.Issued["8"] = []int{321, 123}
+			r.Nodes.compare(tc.clients)
+			var out bytes.Buffer
+			r.print(&out, tc.clients)
+			for _, want := range []string{"target       2 nodes at 64 clients " + tc.wantLine, "== 2 nodes against one", "fsync=on", "321 / 123"} {
+				if !strings.Contains(out.String(), want) {
+					t.Errorf("printed:\n%s\nwant %q", out.String(), want)
+				}
+			}
+			if strings.Contains(out.String(), "PostgreSQL against bbolt") {
+				t.Errorf("printed:\n%s\nwant no store comparison in a nodes run", out.String())
+			}
+			raw, err := json.Marshal(r)
+			if err != nil {
+				t.Fatal(err)
+			}
+			var back struct {
+				Stores map[string]any `json:"stores"`
+				Nodes  struct {
+					AllVsOne  map[string]float64 `json:"all_vs_one"`
+					TargetMet *bool              `json:"target_met"`
+				} `json:"nodes"`
+			}
+			if err := json.Unmarshal(raw, &back); err != nil {
+				t.Fatal(err)
+			}
+			if back.Stores != nil || back.Nodes.AllVsOne["8"] != 0.5 {
+				t.Errorf("JSON %s: want no stores and all_vs_one 0.5 at 8 clients", raw)
+			}
+			if (back.Nodes.TargetMet == nil) != (tc.wantTargetMet == nil) || back.Nodes.TargetMet != nil && *back.Nodes.TargetMet != *tc.wantTargetMet {
+				t.Errorf("JSON nodes.target_met %v, want %v", back.Nodes.TargetMet, tc.wantTargetMet)
+			}
+		})
+	}
+}
+
+// TestBenchTwoNodes runs signerctl bench -nodes 2 briefly, for real: a
+// throwaway CA, a local PostgreSQL, two signerd nodes each on its own copy
+// of the token. Both nodes must issue when the clients are spread over
+// them, and only node a when it runs alone.
+func TestBenchTwoNodes(t *testing.T) {
+	module := hsmtest.SM2Module(t)
+	cmd := exec.Command(bins.signerctl, "bench", "-nodes", "2", "-clients", "4", "-duration", "300ms", "-json",
+		"-module", module, "-signerd", bins.signerd)
+	var stderr strings.Builder
+	cmd.Stderr = &stderr
+	out, err := cmd.Output()
+	if err != nil {
+		t.Fatalf("signerctl bench -nodes 2: %v\n%s", err, stderr.String())
+	}
+	var r benchReport
+	if err := json.Unmarshal(out, &r); err != nil {
+		t.Fatalf("%v:\n%s", err, out)
+	}
+	if r.Stores != nil || r.Nodes == nil || r.Nodes.Nodes != 2 || r.Nodes.Postgres == nil || len(r.Nodes.ReadyMS) != 2 {
+		t.Fatalf("report %s: want a nodes report of 2 nodes on PostgreSQL and no store runs", out)
+	}
+	for _, tc := range []struct {
+		name     string
+		fig      *nodesFigures
+		issuedBy []bool
+	}{
+		{"one node", r.Nodes.One, []bool{true, false}},
+		{"two nodes", r.Nodes.All, []bool{true, true}},
+	} {
+		issued := tc.fig.Issued["4"]
+		if tc.fig.E2EPerS["4"] <= 0 || tc.fig.Errors["4"] != 0 || len(issued) != 2 {
+			t.Errorf("%s: %.0f certs/s, %d errors, issued per node %v", tc.name, tc.fig.E2EPerS["4"], tc.fig.Errors["4"], issued)
+			continue
+		}
+		for i, want := range tc.issuedBy {
+			if (issued[i] > 0) != want {
+				t.Errorf("%s: node %s issued %d (issued per node %v)", tc.name, nodeName(i), issued[i], issued)
+			}
+		}
+	}
+	if r.Nodes.AllVsOne["4"] <= 0 {
+		t.Errorf("all_vs_one %v", r.Nodes.AllVsOne)
 	}
 }
 

@@ -91,8 +91,7 @@ func (l *benchLab) ceremonies() error {
 	if err := os.Mkdir(l.path("tokens"), 0o700); err != nil {
 		return err
 	}
-	conf := fmt.Sprintf("directories.tokendir = %s\nobjectstore.backend = file\nlog.level = ERROR\nslots.removable = false\n", l.path("tokens"))
-	if err := os.WriteFile(l.path("softhsm2.conf"), []byte(conf), 0o600); err != nil {
+	if err := os.WriteFile(l.path("softhsm2.conf"), []byte(softHSMConf(l.path("tokens"))), 0o600); err != nil {
 		return err
 	}
 	// signerd inherits it; the module reads it when first loaded.
@@ -133,6 +132,11 @@ func (l *benchLab) ceremonies() error {
 		}
 	}
 	return nil
+}
+
+// softHSMConf is a SoftHSM2 configuration with its tokens in dir.
+func softHSMConf(dir string) string {
+	return fmt.Sprintf("directories.tokendir = %s\nobjectstore.backend = file\nlog.level = ERROR\nslots.removable = false\n", dir)
 }
 
 func day(t time.Time) string { return t.Format(time.RFC3339) }
@@ -457,24 +461,52 @@ func (l *benchLab) storeConfig(name string) (string, error) {
 	return "", fmt.Errorf("no store %q", name)
 }
 
+// daemonSpec is one signerd the bench starts: on which store, as which
+// node, with which HSM.
+type daemonSpec struct {
+	store string // storeBolt or storePostgres
+	// node is the signerd's node name on the PostgreSQL store; "" for a
+	// signerd alone on its store.
+	node string
+	// softHSMConf names the node's own token folder (nodeToken); "" for
+	// the lab's token.
+	softHSMConf     string
+	sessions, batch int
+	cpuProfile      string
+}
+
+// id names the daemon's socket, config, marker and audit key: the store's
+// name, or with a node the node's.
+func (s daemonSpec) id() string {
+	if s.node != "" {
+		return "node-" + s.node
+	}
+	return s.store
+}
+
 // startSignerd writes a config with this store and batch size and starts
 // signerd, returning when it has told the notify socket READY=1. Each
-// store has a socket, an audit key and a config of its own, so signerd can
-// run on each at once: the audit anchor the HSM keeps is the audit key's,
-// and each store's audit chain needs its own.
-func (l *benchLab) startSignerd(bin, storeName string, sessions, batch int, cpuProfile string) (*benchDaemon, error) {
-	sock := l.path("signerd-" + storeName + ".sock")
+// store and each node has a socket, an audit key and a config of its own,
+// so signerd can run on each at once: the audit anchor the HSM keeps is
+// the audit key's, and each store's (or node's) audit chain needs its own.
+func (l *benchLab) startSignerd(bin string, spec daemonSpec) (*benchDaemon, error) {
+	id := spec.id()
+	sock := l.path("signerd-" + id + ".sock")
 	uid := os.Getuid()
-	storeLine, err := l.storeConfig(storeName)
+	storeLine, err := l.storeConfig(spec.store)
 	if err != nil {
 		return nil, err
 	}
-	cfg := fmt.Sprintf("hsm: {module: %s, token: bench, pin_shares: [%s], sessions: %d, pin_refused_marker: %s}\n"+
+	node := ""
+	if spec.node != "" {
+		node = "node: " + spec.node + "\n"
+	}
+	cfg := fmt.Sprintf("%shsm: {module: %s, token: bench, pin_shares: [%s], sessions: %d, pin_refused_marker: %s}\n"+
 		"issuers: [{key: %s, certificate: %s}]\n%s\naudit: {key: bench-audit-%s}\nsocket: {path: %s}\nqueue: {batch: %d}\n"+
 		"roles: {ra: {uids: [%d]}, operator: {uids: [%d]}}\n",
-		l.module, strings.Join(l.token.PINShares, ", "), sessions, l.path("pin-refused-"+storeName),
-		benchIssuingKey, l.path("issuing.pem"), storeLine, storeName, sock, batch, uid, uid)
-	config := l.path("signerd-" + storeName + ".yaml")
+		node, l.module, strings.Join(l.token.PINShares, ", "), spec.sessions, l.path("pin-refused-"+id),
+		benchIssuingKey, l.path("issuing.pem"), storeLine, id, sock, spec.batch, uid, uid)
+	config := l.path("signerd-" + id + ".yaml")
 	if err := os.WriteFile(config, []byte(cfg), 0o600); err != nil {
 		return nil, err
 	}
@@ -486,12 +518,16 @@ func (l *benchLab) startSignerd(bin, storeName string, sessions, batch int, cpuP
 	}
 	defer notify.Close()
 	args := []string{"--config", config}
-	if cpuProfile != "" {
-		args = append(args, "--cpu-profile", cpuProfile)
+	if spec.cpuProfile != "" {
+		args = append(args, "--cpu-profile", spec.cpuProfile)
 	}
 	d := &benchDaemon{socket: sock, log: new(bytes.Buffer), exited: make(chan error, 1), done: make(chan struct{})}
 	d.cmd = exec.Command(bin, args...)
 	d.cmd.Env = append(os.Environ(), "NOTIFY_SOCKET="+notifyPath)
+	if spec.softHSMConf != "" {
+		// The later of two settings of a variable is the one exec passes.
+		d.cmd.Env = append(d.cmd.Env, "SOFTHSM2_CONF="+spec.softHSMConf)
+	}
 	d.cmd.Stdout, d.cmd.Stderr = d.log, d.log
 	start := time.Now()
 	if err := d.cmd.Start(); err != nil {
