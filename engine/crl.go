@@ -107,9 +107,17 @@ func (e *Engine) SignCRL(ctx context.Context, actor store.Actor, issuerID string
 			if err != nil {
 				return err
 			}
-			st.DER, st.ThisUpdate, st.NextUpdate = der, tmpl.ThisUpdate, tmpl.NextUpdate
-			if err := tx.PutCRLState(iss.ID(), st); err != nil {
-				return err
+			// Another node may have taken a larger number after this one
+			// and recorded its CRL while this one was being signed: the
+			// CRL served as the latest never goes back to a smaller number
+			// (or to fewer entries). This one is still good, and returned.
+			if n := tmpl.Number.Uint64(); n > st.Number {
+				st.DER, st.ThisUpdate, st.NextUpdate, st.Number = der, tmpl.ThisUpdate, tmpl.NextUpdate, n
+				if err := tx.PutCRLState(iss.ID(), st); err != nil {
+					return err
+				}
+			} else {
+				ev.Reason += fmt.Sprintf("; not kept as the latest: CRL #%d was recorded meanwhile", st.Number)
 			}
 		}
 		_, err := tx.Append(ev)

@@ -100,7 +100,9 @@ type keyInUse struct {
 // recorded as issued or burned, so not yet in the key index. Each is read
 // from the TBS the request recorded, the bytes the HSM signs.
 func keysBeingSigned(tx *store.Tx) ([]keyInUse, error) {
-	rs, err := tx.InFlight()
+	// Every node's: a key another node is certifying for one use is as
+	// much in use as one of this node's.
+	rs, err := tx.InFlightOfEveryNode()
 	if err != nil {
 		return nil, err
 	}

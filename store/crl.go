@@ -18,6 +18,9 @@ type CRLState struct {
 	// DER is the last CRL whose signature was recorded. A number is taken
 	// (Next raised) before signing, so a crash leaves a gap, never a reuse.
 	DER []byte `json:"der,omitempty"`
+	// Number is DER's CRL number (zero in states recorded before it was
+	// kept, by a single signerd, whose CRLs were recorded in order).
+	Number uint64 `json:"number,omitempty"`
 }
 
 // CRLState returns issuer's CRL state; a new issuer's starts at number 1.

@@ -41,8 +41,8 @@ var engines = []engine{
 	{
 		name:    "bolt",
 		version: SchemaVersion,
-		create: func(t *testing.T) string { return filepath.Join(t.TempDir(), "signerd.db") },
-		openAt: Open,
+		create:  func(t *testing.T) string { return filepath.Join(t.TempDir(), "signerd.db") },
+		openAt:  Open,
 		openBare: func(path string) (backend, error) {
 			b, err := openBoltBackend(path, Options{})
 			if err != nil {
@@ -67,8 +67,8 @@ var engines = []engine{
 	{
 		name:    "postgres",
 		version: pgSchemaVersionLatest,
-		create: func(t *testing.T) string { return newPostgresDatabase(t) },
-		openAt: func(dsn string) (*Store, error) { return OpenPostgres(dsn, PostgresOptions{}) },
+		create:  func(t *testing.T) string { return newPostgresDatabase(t) },
+		openAt:  func(dsn string) (*Store, error) { return OpenPostgres(dsn, PostgresOptions{}) },
 		openBare: func(dsn string) (backend, error) {
 			b, err := openPostgresBackend(dsn, PostgresOptions{})
 			if err != nil {

@@ -65,7 +65,7 @@ CREATE VIEW audit_events AS
 `
 
 // pgSchemaV2 shows each node's audit events under its name (the unnamed
-// chain's as ''), by the key layout of chain.go, and the nodes' claims.
+// chain's as ”), by the key layout of chain.go, and the nodes' claims.
 const pgSchemaV2 = `
 DROP VIEW audit_events;
 CREATE VIEW audit_events AS

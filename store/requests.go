@@ -76,12 +76,18 @@ func (t *Tx) SigningNode(id string) (node string, signing bool, err error) {
 }
 
 // InFlight returns the requests this node left in RequestSigning.
-func (t *Tx) InFlight() ([]*Request, error) {
+func (t *Tx) InFlight() ([]*Request, error) { return t.inFlight(false) }
+
+// InFlightOfEveryNode returns the requests in RequestSigning at any node:
+// what every node's HSM may be signing now.
+func (t *Tx) InFlightOfEveryNode() ([]*Request, error) { return t.inFlight(true) }
+
+func (t *Tx) inFlight(everyNode bool) ([]*Request, error) {
 	// The ids first, then their records read ahead together: on a
 	// database, one round trip rather than one per request.
 	var ids []string
 	if err := t.r.scan(tableInFlight, nil, nil, func(k, v []byte) error {
-		if string(v) == t.chain.node {
+		if everyNode || string(v) == t.chain.node {
 			ids = append(ids, string(k))
 		}
 		return nil
