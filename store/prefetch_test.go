@@ -261,6 +261,7 @@ func TestPostgresPrefetchRoundTrips(t *testing.T) {
 	// stage reads what the batch's reserve stage reads for each request.
 	stage := func(rs []request, prefetch bool) (requests int64) {
 		t.Helper()
+		b.ending.Wait()
 		r0 := b.traffic.requests.Load()
 		mustView(t, b, func(r records) error {
 			tx := &Tx{r: r}
@@ -295,6 +296,7 @@ func TestPostgresPrefetchRoundTrips(t *testing.T) {
 			}
 			return nil
 		})
+		b.ending.Wait() // the view's end is sent after it returns
 		return b.traffic.requests.Load() - r0
 	}
 	fewPrefetched, manyPrefetched := stage(few, true), stage(many, true)
