@@ -499,6 +499,8 @@ type pgRecords struct {
 	// may be older than what the server holds, so it is forgotten.
 	read     map[string]map[string][]byte
 	keyScans map[string][][2][]byte
+	// deferred is what prefetch was asked for and has not yet sent.
+	deferred *Prefetch
 }
 
 // send sends batch on the transaction's connection in one round trip,
@@ -564,6 +566,9 @@ func (r *pgRecords) get(table string, key []byte) ([]byte, error) {
 			return nil, nil
 		}
 		return w.value, nil
+	}
+	if err := r.flushPrefetch(); err != nil {
+		return nil, err
 	}
 	if v, ok := r.read[table][string(key)]; ok {
 		return v, nil
@@ -641,6 +646,11 @@ func (r *pgRecords) clear(table string) error {
 	if err := r.writable(table, "clear"); err != nil {
 		return err
 	}
+	// What was read ahead of other tables stays good; of this one it is
+	// forgotten below.
+	if err := r.flushPrefetch(); err != nil {
+		return err
+	}
 	delete(r.pending, table)
 	r.forgetRead(table)
 	batch := &pgx.Batch{}
@@ -676,6 +686,12 @@ func (r *pgRecords) scan(table string, from, prefix []byte, fn func(key, value [
 		lo = from
 	}
 	hi := prefixEnd(prefix)
+	if table == tableKeys && r.deferred != nil {
+		// It may read the key index records this scan wants.
+		if err := r.flushPrefetch(); err != nil {
+			return err
+		}
+	}
 	if recs, ok := r.keyScans[string(prefix)]; ok && table == tableKeys && from == nil && !r.pendingUnder(table, prefix) {
 		for _, rec := range recs {
 			if err := fn(rec[0], rec[1]); err != nil {
@@ -710,6 +726,7 @@ func (r *pgRecords) page(table string, sql *pgTableStatements, lo, hi []byte) ([
 	batch := &pgx.Batch{}
 	r.queuePending(batch, table)
 	flushes := batch.Len()
+	readAhead := r.queuePrefetch(batch)
 	if hi == nil {
 		batch.Queue(sql.scan, lo, pgScanPage)
 	} else {
@@ -724,6 +741,11 @@ func (r *pgRecords) page(table string, sql *pgTableStatements, lo, hi []byte) ([
 	for range flushes {
 		if _, err := br.Exec(); err != nil {
 			return nil, r.fail(err, "write "+table)
+		}
+	}
+	if readAhead != nil {
+		if err := readAhead(br); err != nil {
+			return nil, err
 		}
 	}
 	rows, err := br.Query()
@@ -806,13 +828,59 @@ type pgPointRead struct {
 	keys  [][]byte
 }
 
-// prefetch reads every record p names in one round trip (one pipelined
-// batch): for each table, the keys it names that are neither pending nor
-// read already; and the key index records under each key's prefix. Keys
-// it cannot parse are left to the reads that follow, which fail as they
-// would have.
+// prefetch reads ahead every record p names, in one round trip with the
+// transaction's next request to the server: the request a read of these
+// records will make, or a scan's page (a stage reads ahead, then scans
+// what is being signed), which thus costs no round trip of its own. See
+// queuePrefetch for what is read.
 func (r *pgRecords) prefetch(p *Prefetch) error {
+	if r.deferred == nil {
+		r.deferred = &Prefetch{}
+	}
+	d := r.deferred
+	d.Requests = append(d.Requests, p.Requests...)
+	d.Serials = append(d.Serials, p.Serials...)
+	d.CompromisedKeys = append(d.CompromisedKeys, p.CompromisedKeys...)
+	d.KeySPKIs = append(d.KeySPKIs, p.KeySPKIs...)
+	d.meta = append(d.meta, p.meta...)
+	return nil
+}
+
+// flushPrefetch sends what prefetch deferred, alone.
+func (r *pgRecords) flushPrefetch() error {
 	batch := &pgx.Batch{}
+	readAhead := r.queuePrefetch(batch)
+	if readAhead == nil {
+		return nil
+	}
+	br, err := r.send(batch)
+	if err != nil {
+		return err
+	}
+	defer br.Close()
+	if err := readAhead(br); err != nil {
+		return err
+	}
+	if err := br.Close(); err != nil {
+		return r.fail(err, "prefetch")
+	}
+	return nil
+}
+
+// queuePrefetch adds to batch the statements that read what prefetch
+// deferred, and returns what reads their answers, next in the batch's
+// results (nil if there is nothing to read): for each table, the keys
+// named that are neither pending nor read already; and the key index
+// records under each key's prefix. Keys it cannot parse are left to the
+// reads that follow, which fail as they would have. Pending writes queued
+// before it in batch are seen by its reads.
+func (r *pgRecords) queuePrefetch(batch *pgx.Batch) func(pgx.BatchResults) error {
+	p := r.deferred
+	if p == nil {
+		return nil
+	}
+	r.deferred = nil
+	queued := batch.Len()
 	var points []pgPointRead
 	queue := func(table string, keys [][]byte) {
 		var want [][]byte
@@ -867,18 +935,18 @@ func (r *pgRecords) prefetch(p *Prefetch) error {
 			LATERAL (SELECT k, v FROM `+pgTableIdentifier(tableKeys)+` WHERE k >= r.lo AND k < r.hi ORDER BY k) t
 			ORDER BY r.n, t.k`, los, his)
 	}
-	if batch.Len() == 0 {
+	if batch.Len() == queued {
 		return nil
 	}
+	return func(br pgx.BatchResults) error { return r.readPrefetched(br, points, los) }
+}
+
+// readPrefetched reads the answers to queuePrefetch's statements.
+func (r *pgRecords) readPrefetched(br pgx.BatchResults, points []pgPointRead, los [][]byte) error {
 	// Kept aside until every answer is in: a prefetch cut short must not
 	// leave keys it did not read taken for absent.
 	read := map[string]map[string][]byte{}
 	keyScans := map[string][][2][]byte{}
-	br, err := r.send(batch)
-	if err != nil {
-		return err
-	}
-	defer br.Close()
 	for _, pt := range points {
 		m := map[string][]byte{}
 		for _, k := range pt.keys {
@@ -912,9 +980,6 @@ func (r *pgRecords) prefetch(p *Prefetch) error {
 		if err != nil {
 			return r.fail(err, "prefetch "+tableKeys)
 		}
-	}
-	if err := br.Close(); err != nil {
-		return r.fail(err, "prefetch")
 	}
 	if r.read == nil {
 		r.read = map[string]map[string][]byte{}
@@ -965,6 +1030,7 @@ func nonNil(v []byte) []byte {
 
 // commit sends every pending write and the commit in one round trip.
 func (r *pgRecords) commit() error {
+	r.deferred = nil // nothing reads it any more
 	batch := &pgx.Batch{}
 	names := make([]string, 0, len(r.pending))
 	for t := range r.pending {
