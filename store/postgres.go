@@ -90,6 +90,9 @@ type pgBackend struct {
 	// it, so that nodes run together while an upgrade (which takes it
 	// alone) runs with none.
 	shared bool
+	// ending counts the read transactions whose end is still being sent
+	// (view does not wait for it).
+	ending sync.WaitGroup
 
 	// traffic counts what is sent to the server, so tests can check that
 	// a transaction's cost does not grow with the records it writes.
@@ -259,7 +262,8 @@ func (b *pgBackend) close() error {
 // update runs fn in a READ COMMITTED transaction holding pgLockWriter.
 // fn's writes are kept in memory and sent at commit, all in one round trip
 // together with the commit, so a batch costs the same few round trips
-// whatever the number of records it writes.
+// whatever the number of records it writes. The transaction begins with
+// fn's first request to the server, in the same round trip (see begin).
 func (b *pgBackend) update(fn func(records) error) error {
 	b.writer.Lock()
 	defer b.writer.Unlock()
@@ -268,15 +272,18 @@ func (b *pgBackend) update(fn func(records) error) error {
 	}
 	ctx, cancel := context.WithTimeout(context.Background(), b.timeout)
 	defer cancel()
-	conn, xid, err := b.beginWrite(ctx)
-	if err != nil {
-		return err
-	}
+	r := &pgRecords{ctx: ctx, b: b, write: true, unbegun: true, kind: ErrWrite, pending: map[string]map[string]pgWrite{}}
 	// A connection whose transaction did not end cleanly is neither idle
 	// nor healthy: Release closes it rather than pool it.
-	defer conn.Release()
-	r := &pgRecords{ctx: ctx, conn: conn.Conn(), kind: ErrWrite, pending: map[string]map[string]pgWrite{}}
-	if err := fn(r); err != nil {
+	defer r.releaseConn()
+	err := fn(r)
+	if r.beginErr != nil {
+		// As if the transaction had failed before fn ran: whatever fn made
+		// of the error, it is the server's state.
+		r.rollback()
+		return r.beginErr
+	}
+	if err != nil {
 		r.rollback()
 		return err
 	}
@@ -284,8 +291,16 @@ func (b *pgBackend) update(fn func(records) error) error {
 		r.rollback()
 		return r.failed
 	}
+	if r.unbegun {
+		// fn sent nothing: the transaction begins alone, so that no write
+		// is sent before the in-use lock is known to be held.
+		if err := r.beginAlone(); err != nil {
+			r.rollback()
+			return err
+		}
+	}
 	if b.testHookBeforeCommit != nil {
-		b.testHookBeforeCommit(conn.Conn().PgConn().PID())
+		b.testHookBeforeCommit(r.conn.PgConn().PID())
 	}
 	err = r.commit()
 	if err == nil {
@@ -295,79 +310,100 @@ func (b *pgBackend) update(fn func(records) error) error {
 		r.rollback()
 		return classifyPostgres(err, ErrWrite, "commit")
 	}
-	return b.commitOutcome(xid, err)
+	return b.commitOutcome(r.xid, err)
 }
 
-// beginWrite starts a write transaction: BEGIN, the writer lock, the
-// transaction's id and whether the in-use lock is still held, in one round
-// trip. A first failure to reach the server is tried once more after
-// emptying the pool: a restarted server leaves every pooled connection
-// broken, and no write transaction should fail for a stale connection when
-// a new one would do.
-func (b *pgBackend) beginWrite(ctx context.Context) (*pgxpool.Conn, int64, error) {
+// begin sends batch as r's first request, after the statements that begin
+// its transaction, in one round trip: for a write, BEGIN, the writer lock,
+// the transaction's id and whether the in-use lock is still held; for a
+// read, BEGIN. It returns the results of batch's statements. A first
+// failure to reach the server is tried once more after emptying the pool:
+// a restarted server leaves every pooled connection broken, and no
+// transaction should fail for a stale connection when a new one would do.
+// Nothing of batch has then been done: the transaction had not begun.
+func (b *pgBackend) begin(r *pgRecords, batch *pgx.Batch) (pgx.BatchResults, error) {
+	kind, what := ErrUnavailable, "begin read transaction"
+	if r.write {
+		kind, what = ErrWrite, "begin transaction"
+	}
 	for attempt := 0; ; attempt++ {
-		conn, xid, held, err := b.tryBeginWrite(ctx)
+		br, held, err := b.tryBegin(r, batch)
 		if err != nil {
-			if attempt == 0 && pgInfrastructureError(err) && ctx.Err() == nil {
+			if attempt == 0 && pgInfrastructureError(err) && r.ctx.Err() == nil {
 				b.pool.Reset()
 				continue
 			}
-			return nil, 0, classifyPostgres(err, ErrWrite, "begin transaction")
+			return nil, classifyPostgres(err, kind, what)
 		}
+		r.unbegun = false
 		if !held {
-			if err := b.retakeInUseLock(ctx); err != nil {
-				conn.Conn().Exec(ctx, "ROLLBACK")
-				conn.Release()
+			// The caller holds b.writer, as retakeInUseLock wants.
+			if err := b.retakeInUseLock(r.ctx); err != nil {
+				br.Close()
 				if errors.Is(err, errPostgresInUse) {
-					return nil, 0, fmt.Errorf("%w: store postgres %s: the connection marking it in use was lost, and the database is now %w", ErrWrite, b.where, err)
+					return nil, fmt.Errorf("%w: store postgres %s: the connection marking it in use was lost, and the database is now %w", ErrWrite, b.where, err)
 				}
-				return nil, 0, classifyPostgres(err, ErrWrite, "retake the in-use lock")
+				return nil, classifyPostgres(err, ErrWrite, "retake the in-use lock")
 			}
 		}
-		return conn, xid, nil
+		return br, nil
 	}
 }
 
-func (b *pgBackend) tryBeginWrite(ctx context.Context) (conn *pgxpool.Conn, xid int64, held bool, err error) {
-	conn, err = b.pool.Acquire(ctx)
-	if err != nil {
-		return nil, 0, false, err
+func (b *pgBackend) tryBegin(r *pgRecords, batch *pgx.Batch) (br pgx.BatchResults, held bool, err error) {
+	if r.pconn == nil {
+		conn, err := b.pool.Acquire(r.ctx)
+		if err != nil {
+			return nil, false, err
+		}
+		r.pconn, r.conn = conn, conn.Conn()
 	}
-	var pid uint32
-	started := time.Time{}
-	if b.holder != nil {
-		pid, started = b.holder.pid, b.holder.started
-	}
-	batch := &pgx.Batch{}
-	batch.Queue("BEGIN ISOLATION LEVEL READ COMMITTED")
-	batch.Queue("SELECT pg_advisory_xact_lock($1)", pgLockWriter)
-	batch.Queue(`SELECT txid_current(), EXISTS (SELECT 1 FROM pg_stat_get_activity($1) WHERE backend_start = $2),
+	first := &pgx.Batch{}
+	if r.write {
+		var pid uint32
+		started := time.Time{}
+		if b.holder != nil {
+			pid, started = b.holder.pid, b.holder.started
+		}
+		first.Queue("BEGIN ISOLATION LEVEL READ COMMITTED")
+		first.Queue("SELECT pg_advisory_xact_lock($1)", pgLockWriter)
+		first.Queue(`SELECT txid_current(), EXISTS (SELECT 1 FROM pg_stat_get_activity($1) WHERE backend_start = $2),
 		current_setting('transaction_read_only') = 'on'`, int64(pid), started)
-	br := conn.SendBatch(ctx, batch)
+	} else {
+		first.Queue("BEGIN ISOLATION LEVEL REPEATABLE READ READ ONLY")
+	}
+	for _, q := range batch.QueuedQueries {
+		// Queued afresh: a statement queued once remembers the connection
+		// it was prepared on, and a retry is on another.
+		first.Queue(q.SQL, q.Arguments...)
+	}
+	br = r.conn.SendBatch(r.ctx, first)
 	_, err = br.Exec()
-	if err == nil {
-		_, err = br.Exec()
-	}
+	held = true
 	var readOnly bool
-	if err == nil {
-		err = br.QueryRow().Scan(&xid, &held, &readOnly)
-	}
-	if cerr := br.Close(); err == nil {
-		err = cerr
+	if r.write {
+		if err == nil {
+			_, err = br.Exec()
+		}
+		if err == nil {
+			err = br.QueryRow().Scan(&r.xid, &held, &readOnly)
+		}
 	}
 	if err == nil && readOnly {
 		// txid_current works in a read-only transaction, so a probe would
 		// pass while every write fails. A session that began read-only
 		// (default_transaction_read_only) stays so whatever the database
 		// is set to later: it is closed, so the next one finds out afresh.
-		conn.Conn().Close(ctx)
+		br.Close()
+		r.conn.Close(r.ctx)
 		err = errReadOnlySession
 	}
 	if err != nil {
-		conn.Release()
-		return nil, 0, false, err
+		br.Close()
+		r.releaseConn()
+		return nil, false, err
 	}
-	return conn, xid, held, nil
+	return br, held, nil
 }
 
 // commitOutcome reports a commit whose answer was lost (the connection
@@ -440,43 +476,31 @@ func (b *pgBackend) transactionStatus(ctx context.Context, xid int64) (string, e
 }
 
 // view runs fn in a REPEATABLE READ READ ONLY transaction: every query in
-// it, every page of every scan, reads the same snapshot.
+// it, every page of every scan, reads the same snapshot. The transaction
+// begins with fn's first request to the server (see begin), and view
+// returns without waiting for its end: what fn read is good whether or
+// not the end reaches the server, and a connection left in the
+// transaction is closed on Release.
 func (b *pgBackend) view(fn func(records) error) error {
 	ctx, cancel := context.WithTimeout(context.Background(), b.timeout)
-	defer cancel()
-	var conn *pgxpool.Conn
-	for attempt := 0; ; attempt++ {
-		var err error
-		conn, err = b.tryBeginRead(ctx)
-		if err == nil {
-			break
-		}
-		// As in beginWrite: one more try on a fresh connection.
-		if attempt == 0 && pgInfrastructureError(err) && ctx.Err() == nil {
-			b.pool.Reset()
-			continue
-		}
-		return classifyPostgres(err, ErrUnavailable, "begin read transaction")
-	}
-	defer conn.Release()
-	r := &pgRecords{ctx: ctx, conn: conn.Conn(), kind: ErrUnavailable}
+	r := &pgRecords{ctx: ctx, b: b, unbegun: true, kind: ErrUnavailable}
 	err := fn(r)
-	// What fn read is good whether or not the end of the transaction
-	// reaches the server; a connection left in it is closed on Release.
-	r.rollback()
+	if r.beginErr != nil {
+		err = r.beginErr
+	}
+	if r.unbegun {
+		r.releaseConn()
+		cancel()
+		return err
+	}
+	b.ending.Add(1)
+	go func() {
+		defer b.ending.Done()
+		defer cancel()
+		r.rollback()
+		r.releaseConn()
+	}()
 	return err
-}
-
-func (b *pgBackend) tryBeginRead(ctx context.Context) (*pgxpool.Conn, error) {
-	conn, err := b.pool.Acquire(ctx)
-	if err != nil {
-		return nil, err
-	}
-	if _, err := conn.Exec(ctx, "BEGIN ISOLATION LEVEL REPEATABLE READ READ ONLY"); err != nil {
-		conn.Release()
-		return nil, err
-	}
-	return conn, nil
 }
 
 // pgWrite is a write kept until it is sent: a value, or a deletion.
@@ -489,8 +513,19 @@ type pgWrite struct {
 // puts and deletes are kept in pending (table, then key) until commit, or
 // until a scan of their table needs them on the server.
 type pgRecords struct {
-	ctx  context.Context
-	conn *pgx.Conn
+	ctx context.Context
+	b   *pgBackend
+	// conn is the transaction's connection. For update and view it is
+	// pconn's, taken from the pool at the transaction's first request,
+	// and unbegun until then (see begin); beginErr is why it could not
+	// begin. Records made on a connection already in a transaction
+	// (migrate, verify) have begun.
+	pconn    *pgxpool.Conn
+	conn     *pgx.Conn
+	write    bool
+	unbegun  bool
+	beginErr error
+	xid      int64 // the write transaction's id, once begun
 	// kind is what a failure to reach the server is: ErrWrite in a write
 	// transaction, ErrUnavailable in a read one.
 	kind    error
@@ -506,6 +541,46 @@ type pgRecords struct {
 	// may be older than what the server holds, so it is forgotten.
 	read     map[string]map[string][]byte
 	keyScans map[string][][2][]byte
+	// deferred is what prefetch was asked for and has not yet sent.
+	deferred *Prefetch
+}
+
+// send sends batch on the transaction's connection in one round trip,
+// beginning the transaction first if it has not begun. Its error is the
+// beginning's, already said; a statement's comes from the results.
+func (r *pgRecords) send(batch *pgx.Batch) (pgx.BatchResults, error) {
+	if !r.unbegun {
+		return r.conn.SendBatch(r.ctx, batch), nil
+	}
+	if r.beginErr != nil {
+		return nil, r.beginErr
+	}
+	br, err := r.b.begin(r, batch)
+	if err != nil {
+		r.beginErr = err
+		if r.failed == nil {
+			r.failed = err
+		}
+		return nil, err
+	}
+	return br, nil
+}
+
+// beginAlone begins the transaction with nothing else.
+func (r *pgRecords) beginAlone() error {
+	br, err := r.send(&pgx.Batch{})
+	if err != nil {
+		return err
+	}
+	return br.Close()
+}
+
+// releaseConn gives the connection back to the pool.
+func (r *pgRecords) releaseConn() {
+	if r.pconn != nil {
+		r.pconn.Release()
+		r.pconn, r.conn = nil, nil
+	}
 }
 
 func (r *pgRecords) fail(err error, what string) error {
@@ -534,11 +609,27 @@ func (r *pgRecords) get(table string, key []byte) ([]byte, error) {
 		}
 		return w.value, nil
 	}
+	if err := r.flushPrefetch(); err != nil {
+		return nil, err
+	}
 	if v, ok := r.read[table][string(key)]; ok {
 		return v, nil
 	}
 	var v []byte
-	err = r.conn.QueryRow(r.ctx, sql.get, key).Scan(&v)
+	if !r.unbegun {
+		err = r.conn.QueryRow(r.ctx, sql.get, key).Scan(&v)
+	} else {
+		batch := &pgx.Batch{}
+		batch.Queue(sql.get, key)
+		br, serr := r.send(batch)
+		if serr != nil {
+			return nil, serr
+		}
+		err = br.QueryRow().Scan(&v)
+		if cerr := br.Close(); err == nil {
+			err = cerr
+		}
+	}
 	if errors.Is(err, pgx.ErrNoRows) {
 		return nil, nil
 	}
@@ -597,9 +688,24 @@ func (r *pgRecords) clear(table string) error {
 	if err := r.writable(table, "clear"); err != nil {
 		return err
 	}
+	// What was read ahead of other tables stays good; of this one it is
+	// forgotten below.
+	if err := r.flushPrefetch(); err != nil {
+		return err
+	}
 	delete(r.pending, table)
 	r.forgetRead(table)
-	if _, err := r.conn.Exec(r.ctx, sql.clear); err != nil {
+	batch := &pgx.Batch{}
+	batch.Queue(sql.clear)
+	br, err := r.send(batch)
+	if err != nil {
+		return err
+	}
+	_, err = br.Exec()
+	if cerr := br.Close(); err == nil {
+		err = cerr
+	}
+	if err != nil {
 		return r.fail(err, "clear "+table)
 	}
 	return nil
@@ -622,6 +728,12 @@ func (r *pgRecords) scan(table string, from, prefix []byte, fn func(key, value [
 		lo = from
 	}
 	hi := prefixEnd(prefix)
+	if table == tableKeys && r.deferred != nil {
+		// It may read the key index records this scan wants.
+		if err := r.flushPrefetch(); err != nil {
+			return err
+		}
+	}
 	if recs, ok := r.keyScans[string(prefix)]; ok && table == tableKeys && from == nil && !r.pendingUnder(table, prefix) {
 		for _, rec := range recs {
 			if err := fn(rec[0], rec[1]); err != nil {
@@ -656,17 +768,26 @@ func (r *pgRecords) page(table string, sql *pgTableStatements, lo, hi []byte) ([
 	batch := &pgx.Batch{}
 	r.queuePending(batch, table)
 	flushes := batch.Len()
+	readAhead := r.queuePrefetch(batch)
 	if hi == nil {
 		batch.Queue(sql.scan, lo, pgScanPage)
 	} else {
 		batch.Queue(sql.scanBefore, lo, hi, pgScanPage)
 	}
 	what := fmt.Sprintf("scan %s from %x", table, lo)
-	br := r.conn.SendBatch(r.ctx, batch)
+	br, err := r.send(batch)
+	if err != nil {
+		return nil, err
+	}
 	defer br.Close()
 	for range flushes {
 		if _, err := br.Exec(); err != nil {
 			return nil, r.fail(err, "write "+table)
+		}
+	}
+	if readAhead != nil {
+		if err := readAhead(br); err != nil {
+			return nil, err
 		}
 	}
 	rows, err := br.Query()
@@ -749,13 +870,59 @@ type pgPointRead struct {
 	keys  [][]byte
 }
 
-// prefetch reads every record p names in one round trip (one pipelined
-// batch): for each table, the keys it names that are neither pending nor
-// read already; and the key index records under each key's prefix. Keys
-// it cannot parse are left to the reads that follow, which fail as they
-// would have.
+// prefetch reads ahead every record p names, in one round trip with the
+// transaction's next request to the server: the request a read of these
+// records will make, or a scan's page (a stage reads ahead, then scans
+// what is being signed), which thus costs no round trip of its own. See
+// queuePrefetch for what is read.
 func (r *pgRecords) prefetch(p *Prefetch) error {
+	if r.deferred == nil {
+		r.deferred = &Prefetch{}
+	}
+	d := r.deferred
+	d.Requests = append(d.Requests, p.Requests...)
+	d.Serials = append(d.Serials, p.Serials...)
+	d.CompromisedKeys = append(d.CompromisedKeys, p.CompromisedKeys...)
+	d.KeySPKIs = append(d.KeySPKIs, p.KeySPKIs...)
+	d.meta = append(d.meta, p.meta...)
+	return nil
+}
+
+// flushPrefetch sends what prefetch deferred, alone.
+func (r *pgRecords) flushPrefetch() error {
 	batch := &pgx.Batch{}
+	readAhead := r.queuePrefetch(batch)
+	if readAhead == nil {
+		return nil
+	}
+	br, err := r.send(batch)
+	if err != nil {
+		return err
+	}
+	defer br.Close()
+	if err := readAhead(br); err != nil {
+		return err
+	}
+	if err := br.Close(); err != nil {
+		return r.fail(err, "prefetch")
+	}
+	return nil
+}
+
+// queuePrefetch adds to batch the statements that read what prefetch
+// deferred, and returns what reads their answers, next in the batch's
+// results (nil if there is nothing to read): for each table, the keys
+// named that are neither pending nor read already; and the key index
+// records under each key's prefix. Keys it cannot parse are left to the
+// reads that follow, which fail as they would have. Pending writes queued
+// before it in batch are seen by its reads.
+func (r *pgRecords) queuePrefetch(batch *pgx.Batch) func(pgx.BatchResults) error {
+	p := r.deferred
+	if p == nil {
+		return nil
+	}
+	r.deferred = nil
+	queued := batch.Len()
 	var points []pgPointRead
 	queue := func(table string, keys [][]byte) {
 		var want [][]byte
@@ -810,15 +977,18 @@ func (r *pgRecords) prefetch(p *Prefetch) error {
 			LATERAL (SELECT k, v FROM `+pgTableIdentifier(tableKeys)+` WHERE k >= r.lo AND k < r.hi ORDER BY k) t
 			ORDER BY r.n, t.k`, los, his)
 	}
-	if batch.Len() == 0 {
+	if batch.Len() == queued {
 		return nil
 	}
+	return func(br pgx.BatchResults) error { return r.readPrefetched(br, points, los) }
+}
+
+// readPrefetched reads the answers to queuePrefetch's statements.
+func (r *pgRecords) readPrefetched(br pgx.BatchResults, points []pgPointRead, los [][]byte) error {
 	// Kept aside until every answer is in: a prefetch cut short must not
 	// leave keys it did not read taken for absent.
 	read := map[string]map[string][]byte{}
 	keyScans := map[string][][2][]byte{}
-	br := r.conn.SendBatch(r.ctx, batch)
-	defer br.Close()
 	for _, pt := range points {
 		m := map[string][]byte{}
 		for _, k := range pt.keys {
@@ -852,9 +1022,6 @@ func (r *pgRecords) prefetch(p *Prefetch) error {
 		if err != nil {
 			return r.fail(err, "prefetch "+tableKeys)
 		}
-	}
-	if err := br.Close(); err != nil {
-		return r.fail(err, "prefetch")
 	}
 	if r.read == nil {
 		r.read = map[string]map[string][]byte{}
@@ -905,6 +1072,7 @@ func nonNil(v []byte) []byte {
 
 // commit sends every pending write and the commit in one round trip.
 func (r *pgRecords) commit() error {
+	r.deferred = nil // nothing reads it any more
 	batch := &pgx.Batch{}
 	names := make([]string, 0, len(r.pending))
 	for t := range r.pending {
@@ -943,7 +1111,9 @@ func (r *pgRecords) commit() error {
 // server, the connection is left inside the transaction, and the pool
 // closes it on release, which ends the transaction on the server.
 func (r *pgRecords) rollback() {
-	r.conn.Exec(r.ctx, "ROLLBACK")
+	if !r.unbegun && r.conn != nil {
+		r.conn.Exec(r.ctx, "ROLLBACK")
+	}
 }
 
 // pgTableStatements are the statements for one table.

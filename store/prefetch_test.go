@@ -261,6 +261,7 @@ func TestPostgresPrefetchRoundTrips(t *testing.T) {
 	// stage reads what the batch's reserve stage reads for each request.
 	stage := func(rs []request, prefetch bool) (requests int64) {
 		t.Helper()
+		b.ending.Wait()
 		r0 := b.traffic.requests.Load()
 		mustView(t, b, func(r records) error {
 			tx := &Tx{r: r}
@@ -295,6 +296,7 @@ func TestPostgresPrefetchRoundTrips(t *testing.T) {
 			}
 			return nil
 		})
+		b.ending.Wait() // the view's end is sent after it returns
 		return b.traffic.requests.Load() - r0
 	}
 	fewPrefetched, manyPrefetched := stage(few, true), stage(many, true)
@@ -307,5 +309,68 @@ func TestPostgresPrefetchRoundTrips(t *testing.T) {
 	if manyRead-fewRead < int64(5*(len(many)-len(few))) {
 		t.Errorf("a stage of %d requests took %d round trips, of %d requests %d without a prefetch; want at least 5 a request",
 			len(few), fewRead, len(many), manyRead)
+	}
+}
+
+// TestPostgresTransactionRoundTrips: a transaction's beginning goes with
+// its first request, and a prefetch with the next request, which may be a
+// scan's page: a write transaction that reads ahead, scans the requests
+// being signed and reads what it read ahead costs one round trip and its
+// commit; a read transaction that reads ahead and reads costs one and its
+// end. Each of the table's cases fails if a beginning or a prefetch costs
+// a round trip of its own.
+func TestPostgresTransactionRoundTrips(t *testing.T) {
+	b := openTestPostgres(t, newPostgresDatabase(t), PostgresOptions{})
+	mustUpdate(t, b, func(r records) error {
+		return errors.Join(putAll(r, tableRequests, "a", "1", "b", "2"), putAll(r, tableInFlight, "a", ""))
+	})
+	stage := func(r records) error {
+		if err := r.prefetch(&Prefetch{Requests: []string{"a", "b", "c"}}); err != nil {
+			return err
+		}
+		n := 0
+		if err := r.scan(tableInFlight, nil, nil, func(k, v []byte) error { n++; return nil }); err != nil {
+			return err
+		}
+		if n != 1 {
+			return fmt.Errorf("scanned %d requests being signed, want 1", n)
+		}
+		for key, want := range map[string]string{"a": "1", "b": "2", "c": ""} {
+			v, err := r.get(tableRequests, []byte(key))
+			if err != nil {
+				return err
+			}
+			if string(v) != want {
+				return fmt.Errorf("request %s: %q, want %q", key, v, want)
+			}
+		}
+		return nil
+	}
+	for _, tc := range []struct {
+		name string
+		run  func(t *testing.T, fn func(records) error)
+		want int64
+	}{
+		{"write", func(t *testing.T, fn func(records) error) {
+			t.Helper()
+			mustUpdate(t, b, func(r records) error {
+				if err := fn(r); err != nil {
+					return err
+				}
+				// Sent at commit, and read there as written.
+				return putAll(r, tableStats, "k", "v")
+			})
+		}, 2},
+		{"read", func(t *testing.T, fn func(records) error) { t.Helper(); mustView(t, b, fn) }, 2},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			b.ending.Wait()
+			r0 := b.traffic.requests.Load()
+			tc.run(t, stage)
+			b.ending.Wait()
+			if got := b.traffic.requests.Load() - r0; got != tc.want {
+				t.Errorf("%d round trips, want %d", got, tc.want)
+			}
+		})
 	}
 }
