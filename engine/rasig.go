@@ -59,3 +59,26 @@ func (e *Engine) RAReplayMark(serial []byte) (time.Time, error) {
 func (e *Engine) RaiseRAReplayMark(serial []byte, t time.Time) error {
 	return e.store.Update(func(tx *store.Tx) error { return tx.RaiseRAReplayMark(serial, t) })
 }
+
+// SharedStore reports whether the store may be shared by several nodes
+// (it was opened with a node name), whose replay memories are each their
+// own: every signed request must then be claimed in the store
+// (ClaimRANonce).
+func (e *Engine) SharedStore() bool { return e.store.Node() != "" }
+
+// ClaimRANonce claims the request the RA certificate serial signed with
+// nonce, dated date, for this node, across every node on the store; fresh
+// is false if any node claimed it before (store.Store.ClaimRANonce).
+func (e *Engine) ClaimRANonce(serial []byte, nonce string, date time.Time) (fresh bool, err error) {
+	fresh, err = e.store.ClaimRANonce(serial, nonce, date)
+	if storeFailed(err) {
+		e.noteStore(err)
+	}
+	return fresh, err
+}
+
+// ExpireRANonceClaims deletes up to limit RA nonce claims dated before
+// before (store.Store.ExpireRANonceClaims).
+func (e *Engine) ExpireRANonceClaims(before time.Time, limit int) (int, error) {
+	return e.store.ExpireRANonceClaims(before, limit)
+}

@@ -20,6 +20,19 @@ type backend interface {
 	// view runs fn in a read-only transaction that sees one consistent
 	// snapshot. A failure to reach the database is ErrUnavailable.
 	view(fn func(records) error) error
+	// insertNew writes value under key in table unless table holds key
+	// already, and reports whether it wrote; durably, in a transaction of
+	// its own that does not wait for update's writer lock, so that it
+	// costs one round trip and holds up no other node's writes. That is
+	// safe only for records no update reads and decides on (the RA nonce
+	// claims, rareplay.go): it is not ordered with update's transactions.
+	// A failure to reach the database is ErrWrite.
+	insertNew(table string, key, value []byte) (bool, error)
+	// deleteBefore removes up to limit records of table whose key starts
+	// with prefix and whose value sorts before max (bytewise), as
+	// insertNew writes, outside the writer lock; it returns how many. A
+	// failure to reach the database is ErrWrite.
+	deleteBefore(table string, prefix, max []byte, limit int) (int, error)
 	close() error
 }
 

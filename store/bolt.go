@@ -199,3 +199,46 @@ func (r boltRecords) writable(table string) (*bolt.Bucket, error) {
 
 // prefetch does nothing: a bbolt read costs no round trip.
 func (r boltRecords) prefetch(*Prefetch) error { return nil }
+
+// insertNew is a write transaction of its own: bbolt has one writer at a
+// time whatever is written, and one process.
+func (b *boltBackend) insertNew(table string, key, value []byte) (bool, error) {
+	fresh := false
+	err := b.update(func(r records) error {
+		old, err := r.get(table, key)
+		if err != nil || old != nil {
+			return err
+		}
+		fresh = true
+		return r.put(table, key, value)
+	})
+	return fresh && err == nil, err
+}
+
+func (b *boltBackend) deleteBefore(table string, prefix, max []byte, limit int) (int, error) {
+	n := 0
+	err := b.update(func(r records) error {
+		var old [][]byte
+		if err := r.scan(table, nil, prefix, func(k, v []byte) error {
+			if len(old) < limit && bytes.Compare(v, max) < 0 {
+				old = append(old, append([]byte(nil), k...))
+			}
+			return nil
+		}); err != nil {
+			return err
+		}
+		// Deleted once the scan is over: bbolt's cursor must not see its
+		// bucket change under it.
+		for _, k := range old {
+			if err := r.delete(table, k); err != nil {
+				return err
+			}
+		}
+		n = len(old)
+		return nil
+	})
+	if err != nil {
+		return 0, err
+	}
+	return n, nil
+}

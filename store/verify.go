@@ -257,6 +257,7 @@ func (v *verifier) run() {
 	v.keyIndex(certs)
 	v.crl()
 	v.statistics()
+	v.raReplay()
 	v.audit()
 }
 
@@ -468,6 +469,29 @@ func (v *verifier) statistics() {
 	v.each(tableStats, func(k, raw []byte) error {
 		if len(raw) != 8 || bytes.Count(k, []byte("/")) != 2 {
 			v.find("statistics", Finding{Bucket: string(bucketStats), Key: strconv.Quote(string(k)), Problem: "malformed counter"})
+		}
+		return nil
+	})
+}
+
+// raReplay: every record is an RA replay mark (a time, under a serial)
+// or a request's claim (its date and token, under its serial and nonce;
+// rareplay.go).
+func (v *verifier) raReplay() {
+	v.each(tableRAReplay, func(k, raw []byte) error {
+		if len(k) == 0 || k[0] != raNonceClaimPrefix {
+			if len(k) == 0 || new(time.Time).UnmarshalText(raw) != nil {
+				v.find("ra-replay", Finding{Bucket: tableRAReplay, Key: "serial " + HexSerial(k), Problem: "the replay mark is not a time"})
+			}
+			return nil
+		}
+		serial, nonce, ok := parseRANonceClaimKey(k)
+		switch {
+		case !ok:
+			v.find("ra-replay", Finding{Bucket: tableRAReplay, Key: fmt.Sprintf("key %x", k), Problem: "malformed request claim key"})
+		case len(raw) != 8+raNonceTokenSize:
+			v.find("ra-replay", Finding{Bucket: tableRAReplay, Key: fmt.Sprintf("serial %s nonce %q", HexSerial(serial), nonce),
+				Problem: fmt.Sprintf("the request claim holds %d bytes, not a date and a token", len(raw))})
 		}
 		return nil
 	})

@@ -209,6 +209,11 @@ func run(cfg *config, log *slog.Logger) error {
 		DisableGeneralOptionsHandler: true,
 		ErrorLog:                     slog.NewLogLogger(log.Handler(), slog.LevelWarn),
 	}
+	stopSweep := func() {}
+	if d.engine.SharedStore() {
+		stopSweep = sweepNonceClaims(d.engine, cfg.RASignatures.MaxSkew.Duration, log)
+	}
+	defer stopSweep()
 	served := make(chan error, 1)
 	go func() { served <- srv.Serve(l) }()
 	log.Info("ready", "socket", l.Addr().String(), "socket_activated", activated)
@@ -246,6 +251,7 @@ func run(cfg *config, log *slog.Logger) error {
 		Reason: stopReason}); err != nil {
 		log.Error("audit stop", "err", err)
 	}
+	stopSweep()
 	d.engine.Close() // drains the queue, then seals the log
 	if stopErr != nil {
 		return stopErr

@@ -4,6 +4,7 @@ import (
 	"container/heap"
 	"encoding/hex"
 	"fmt"
+	"log/slog"
 	"net/http"
 	"sync"
 	"time"
@@ -118,28 +119,68 @@ func newReplayGuard(perRA, maxRAs int) *replayGuard {
 		ras: map[string]*raReplay{}, idle: map[string]*raReplay{}}
 }
 
-// replayMarks is what the guard needs of the store.
-type replayMarks interface {
+// replayStore is what the guard needs of the store.
+type replayStore interface {
 	RAReplayMark(serial []byte) (time.Time, error)
 	RaiseRAReplayMark(serial []byte, t time.Time) error
+	SharedStore() bool
+	ClaimRANonce(serial []byte, nonce string, date time.Time) (bool, error)
 }
 
-var _ replayMarks = (*engine.Engine)(nil)
+var _ replayStore = (*engine.Engine)(nil)
 
 // admit records the request (serial, nonce) dated date, or refuses it as a
 // replay. The caller has checked its signature and that date is within
 // skew of now.
-func (g *replayGuard) admit(st replayMarks, serial []byte, nonce string, date, now time.Time, skew time.Duration) error {
+//
+// On a store several nodes may share, each node's memory knows only the
+// requests it accepted itself, and the mark is read only when an RA is
+// first met: a request accepted at another node would pass both. There
+// every request the memory passes is also claimed in the store
+// (ClaimRANonce), once across all nodes, before it is recorded. The
+// memory is asked first, so that a replay to the same node costs the
+// store nothing, and the claim is made outside the guard's lock, so that
+// the node's signed requests do not queue behind one another's round
+// trips: two copies of a request racing at one node both pass the first
+// look, and the store lets one of them through.
+func (g *replayGuard) admit(st replayStore, serial []byte, nonce string, date, now time.Time, skew time.Duration) error {
 	if g == nil {
 		return &sigError{code: string(engine.CodeInternal), status: http.StatusInternalServerError, msg: "RA replay guard not set up"}
 	}
+	if !st.SharedStore() {
+		return g.pass(st, serial, nonce, date, now, skew, true)
+	}
+	if err := g.pass(st, serial, nonce, date, now, skew, false); err != nil {
+		return err
+	}
+	fresh, err := st.ClaimRANonce(serial, nonce, date)
+	if err != nil {
+		return &sigError{code: string(engine.CodeStoreUnavailable), status: http.StatusServiceUnavailable,
+			msg: fmt.Sprintf("claiming the signed request in the store: %v; sign it again with a new nonce and date", err)}
+	}
+	if !fresh {
+		return replayedError(serial, nonce, date, "accepted before, at this node or another on the store")
+	}
+	// Checked again: the memory may have moved on during the claim (its
+	// floor raised past date by other requests); a request refused now
+	// keeps its claim, and stays refused everywhere.
+	return g.pass(st, serial, nonce, date, now, skew, true)
+}
+
+// replayedError refuses a replay, saying why.
+func replayedError(serial []byte, nonce string, date time.Time, why string) error {
+	return &sigError{code: codeReplayed, msg: fmt.Sprintf("request signed by %s with nonce %s at %s: %s; sign it again with a new nonce and date",
+		hex.EncodeToString(serial), nonce, date.Format(time.RFC3339Nano), why)}
+}
+
+// pass checks the request against the memory and the RA's mark and, if
+// record, records it (raising the mark when due); without record it only
+// lets go what has gone stale, as every pass does.
+func (g *replayGuard) pass(st replayStore, serial []byte, nonce string, date, now time.Time, skew time.Duration, record bool) error {
 	g.mu.Lock()
 	defer g.mu.Unlock()
 	id := hex.EncodeToString(serial)
-	replayed := func(why string) error {
-		return &sigError{code: codeReplayed, msg: fmt.Sprintf("request signed by %s with nonce %s at %s: %s; sign it again with a new nonce and date",
-			id, nonce, date.Format(time.RFC3339Nano), why)}
-	}
+	replayed := func(why string) error { return replayedError(serial, nonce, date, why) }
 	ra, full := g.ras[id]
 	if !full {
 		ra = g.idle[id]
@@ -163,6 +204,9 @@ func (g *replayGuard) admit(st replayMarks, serial []byte, nonce string, date, n
 	}
 	if !date.After(ra.prior) {
 		return replayed("dated at or before " + ra.prior.Format(time.RFC3339Nano) + ", up to which signerd may have accepted it before it last met this RA")
+	}
+	if !record {
+		return nil
 	}
 	if date.After(ra.stored) {
 		mark := date.Add(replayLease)
@@ -226,5 +270,76 @@ func (ra *raReplay) forgetOldest() {
 	delete(ra.seen, e.nonce)
 	if e.date.After(ra.floor) {
 		ra.floor = e.date
+	}
+}
+
+// On a shared store the claims (admit) are deleted once no node would
+// take their dates any more: every nonceClaimSweep, at most
+// nonceClaimBatch per statement (a short one, however many piled up
+// while no node swept) and nonceClaimSweepBatches statements per sweep.
+const (
+	nonceClaimSweep        = time.Minute
+	nonceClaimBatch        = 1000
+	nonceClaimSweepBatches = 100
+)
+
+// nonceClaimRetention is how long past its date a claim is kept: max_skew,
+// after which a node whose clock agrees with this one's refuses the date,
+// and as much again, at least a minute, for a node whose clock is behind.
+func nonceClaimRetention(skew time.Duration) time.Duration { return skew + max(skew, time.Minute) }
+
+// nonceClaimExpirer is what the sweep needs of the store.
+type nonceClaimExpirer interface {
+	ExpireRANonceClaims(before time.Time, limit int) (int, error)
+}
+
+var _ nonceClaimExpirer = (*engine.Engine)(nil)
+
+// expireNonceClaims deletes the claims kept past their retention at now,
+// and returns how many.
+func expireNonceClaims(st nonceClaimExpirer, now time.Time, skew time.Duration) (int, error) {
+	before := now.Add(-nonceClaimRetention(skew))
+	total := 0
+	for range nonceClaimSweepBatches {
+		n, err := st.ExpireRANonceClaims(before, nonceClaimBatch)
+		total += n
+		if err != nil {
+			return total, fmt.Errorf("expire RA nonce claims dated before %s: %w", before.UTC().Format(time.RFC3339), err)
+		}
+		if n < nonceClaimBatch {
+			break
+		}
+	}
+	return total, nil
+}
+
+// sweepNonceClaims runs expireNonceClaims every nonceClaimSweep until
+// the returned stop is called. A sweep that fails is logged and tried
+// again at the next: claims left a while longer refuse nothing new.
+func sweepNonceClaims(st nonceClaimExpirer, skew time.Duration, log *slog.Logger) (stop func()) {
+	done, finished := make(chan struct{}), make(chan struct{})
+	go func() {
+		defer close(finished)
+		tick := time.NewTicker(nonceClaimSweep)
+		defer tick.Stop()
+		for {
+			select {
+			case <-done:
+				return
+			case now := <-tick.C:
+				if n, err := expireNonceClaims(st, now, skew); err != nil {
+					log.Warn("RA nonce claims not expired", "err", err, "expired", n)
+				} else if n > 0 {
+					log.Debug("RA nonce claims expired", "expired", n)
+				}
+			}
+		}
+	}()
+	var once sync.Once
+	return func() {
+		once.Do(func() {
+			close(done)
+			<-finished
+		})
 	}
 }
