@@ -314,3 +314,35 @@ func TestPostgresViewsShowNodes(t *testing.T) {
 		THEN RAISE 'node_claims does not show node-a''s claim'; END IF;
 		END $$`)
 }
+// TestNodeClaimRace: several processes start at once with one node name,
+// on a name never claimed and on one released: exactly one holds it.
+func TestNodeClaimRace(t *testing.T) {
+	for _, released := range []bool{false, true} {
+		dsn := newPostgresDatabase(t)
+		if released {
+			openNode(t, dsn, "a").Close()
+		}
+		const n = 4
+		var wg sync.WaitGroup
+		stores := make([]*Store, n)
+		for i := range n {
+			wg.Go(func() {
+				s, err := OpenPostgres(dsn, PostgresOptions{Node: "a", NodeLease: testLease})
+				if err == nil {
+					stores[i] = s
+				}
+			})
+		}
+		wg.Wait()
+		held := 0
+		for _, s := range stores {
+			if s != nil {
+				held++
+				defer s.Close()
+			}
+		}
+		if held != 1 {
+			t.Errorf("released %v: %d of %d processes hold node a, want 1", released, held, n)
+		}
+	}
+}
