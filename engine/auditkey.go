@@ -17,8 +17,10 @@ import (
 // The audit key is certified by the active issuing CA, through the queue
 // like any certificate (a serial of its own, recorded, audited), so an
 // exported bundle can be checked against the CA's root. Its certificate
-// has keyUsage digitalSignature alone, which no profile gives, and the
-// common name audit.KeySubjectPrefix.
+// has keyUsage digitalSignature alone, which no profile gives, and a
+// common name that names the node whose chain the key seals
+// (audit.KeySubject): a bundle's verifier takes a seal only in that
+// node's chain.
 
 const usageAuditLog = "audit-log"
 
@@ -28,17 +30,60 @@ var auditKeyProfile = &Profile{Name: "signerd-audit-key", Usage: usageAuditLog, 
 // RA request ids may not.
 const internalRequestPrefix = "signerd."
 
-// auditKeyRequestID is the request the audit key with keyID is certified
-// under, so start-up finds whether it has been.
-func auditKeyRequestID(keyID []byte) string {
-	return internalRequestPrefix + "audit-key." + hex.EncodeToString(keyID)
+// auditKeyRequestID is the request node's audit key with keyID is
+// certified under, so start-up finds whether it has been. The unnamed
+// node's keeps the id it had before nodes; a named node's holds the node,
+// so that a key the unnamed node used before it was given a name is
+// certified again, naming it.
+func auditKeyRequestID(node string, keyID []byte) string {
+	if node == "" {
+		return internalRequestPrefix + "audit-key." + hex.EncodeToString(keyID)
+	}
+	return internalRequestPrefix + "audit-key." + node + "." + hex.EncodeToString(keyID)
+}
+
+// checkAuditKeyOwn refuses a named node an audit key that another named
+// node's certificate covers: a token copied from another node's (a whole
+// token cloned, not only its issuing key backed up) holds that node's
+// audit key, and with it either node could seal the other's chain. Only
+// the unnamed node's key may be a named node's too: a signerd given a
+// name keeps its HSM, and the unnamed chain is written no more.
+func (e *Engine) checkAuditKeyOwn() error {
+	own := e.store.Node()
+	if own == "" || e.auditKey == nil {
+		return nil
+	}
+	keyID := hsm.KeyID(e.auditPub)
+	return e.view(func(tx *store.Tx) error {
+		traces, err := tx.ChainTraces()
+		if err != nil {
+			return fmt.Errorf("check the audit key: %w", err)
+		}
+		for _, c := range traces {
+			if c.Node == "" || c.Node == own {
+				continue
+			}
+			_, err := tx.Request(auditKeyRequestID(c.Node, keyID))
+			if errors.Is(err, store.ErrNotFound) {
+				continue
+			}
+			if err != nil {
+				return fmt.Errorf("check the audit key: %w", err)
+			}
+			return fmt.Errorf("the audit key in this HSM (CKA_ID %X) is node %s's: its certificate names node %s, and a node may seal only "+
+				"its own audit chain. This token holds a copy of node %s's keys; give node %s an audit key of its own "+
+				"(a token of its own, or another audit.key label, which signerd generates at start)", keyID, c.Node, c.Node, c.Node, own)
+		}
+		return nil
+	})
 }
 
 // certifyAuditKey has the active issuer certify the audit key unless an
 // earlier start did.
 func (e *Engine) certifyAuditKey(ctx context.Context) error {
 	keyID := hsm.KeyID(e.auditPub)
-	id := auditKeyRequestID(keyID)
+	node := e.store.Node()
+	id := auditKeyRequestID(node, keyID)
 	issued := false
 	if err := e.view(func(tx *store.Tx) error {
 		r, err := tx.Request(id)
@@ -58,7 +103,7 @@ func (e *Engine) certifyAuditKey(ctx context.Context) error {
 	if days < 1 {
 		return fmt.Errorf("certify the audit key: issuing CA %q expires within a day", iss.Cert.Subject)
 	}
-	subject := pkix.Name{CommonName: fmt.Sprintf("%s %X", audit.KeySubjectPrefix, keyID[:8]),
+	subject := pkix.Name{CommonName: audit.KeySubject(node, keyID),
 		Organization: iss.Cert.Subject.Organization, Country: iss.Cert.Subject.Country}
 	o := &order{kind: kindIssue, id: id, actor: store.System, profile: auditKeyProfile, subject: subject,
 		pub: e.auditPub, days: days,
@@ -66,7 +111,8 @@ func (e *Engine) certifyAuditKey(ctx context.Context) error {
 		// validity is the same request.
 		digest: contentDigest(kindIssue, nil, struct {
 			KeyID []byte `json:"audit_key_id"`
-		}{keyID})}
+			Node  string `json:"node,omitempty"`
+		}{keyID, node})}
 	c, err := e.queue.submit(ctx, o)
 	if err != nil {
 		return fmt.Errorf("certify the audit key: %w", err)
@@ -75,13 +121,14 @@ func (e *Engine) certifyAuditKey(ctx context.Context) error {
 	return nil
 }
 
-// auditKeyCertificate returns the bundle entry for the audit key keyID:
-// its certificate and the certificate of the CA that issued it.
-func (e *Engine) auditKeyCertificate(tx *store.Tx, keyID []byte) (audit.Key, error) {
+// auditKeyCertificate returns the bundle entry for node's audit key
+// keyID: its certificate, naming node, and the certificate of the CA that
+// issued it.
+func (e *Engine) auditKeyCertificate(tx *store.Tx, node string, keyID []byte) (audit.Key, error) {
 	k := audit.Key{KeyID: keyID}
-	r, err := tx.Request(auditKeyRequestID(keyID))
+	r, err := tx.Request(auditKeyRequestID(node, keyID))
 	if err != nil {
-		return k, fmt.Errorf("audit key %x: no certificate: %w", keyID, err)
+		return k, fmt.Errorf("audit key %x: no certificate for %s: %w", keyID, audit.ChainName(node), err)
 	}
 	c, err := tx.Certificate(r.Serial)
 	if err != nil {

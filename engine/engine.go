@@ -203,6 +203,9 @@ func New(cfg Config) (*Engine, error) {
 		}
 		e.auditKey = cfg.AuditKey
 	}
+	if err := e.checkAuditKeyOwn(); err != nil {
+		return nil, fmt.Errorf("engine: %w", err)
+	}
 	if err := e.checkAudit(); err != nil {
 		return nil, fmt.Errorf("engine: %w", err)
 	}

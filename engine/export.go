@@ -46,7 +46,9 @@ type ExportedChain struct {
 // its section ends on a seal that vouches for everything up to the
 // export; another node's section ends on that node's last seal, for the
 // events after it are vouched for by nothing yet (the header says how
-// many). A chain never sealed is listed as not included, and why. Each
+// many). A chain never sealed is listed as not included, and why; so is
+// one the store shows a trace of (events, or its node's claim) but no
+// head record, which a bundle's verifier then reports. Each
 // section covers the events from since to until (zero: no bound),
 // reaching back to the seal before since and on to the first seal after
 // until, so both ends are signed. The export is itself audited, with the
@@ -134,22 +136,46 @@ type exportPlan struct {
 // exportSections plans the sections of an export whose own chain ends on
 // the seal exportSeal: its own, then every other node's chain in the
 // store's order, each up to that chain's last seal; a chain never sealed
-// is listed as omitted.
+// is listed as omitted, and so is one without a head record, with why.
+// The chains are every one the store shows a trace of, not only those
+// with a head record: one record deleted must not take a whole chain out
+// of the export unsaid.
 func (e *Engine) exportSections(since, until time.Time, exportSeal uint64) (exportPlan, error) {
 	var p exportPlan
 	own := e.store.Node()
 	type chainState struct {
 		node           string
 		head, lastSeal uint64
+		// headless says why the chain has no head record to export it
+		// from ("" when it has one).
+		headless string
 	}
 	var states []chainState
 	err := e.view(func(tx *store.Tx) error {
-		nodes, err := tx.AuditChains()
+		traces, err := tx.ChainTraces()
 		if err != nil {
 			return err
 		}
-		nodes = append([]string{own}, slices.DeleteFunc(nodes, func(n string) bool { return n == own })...)
-		for _, node := range nodes {
+		traces = slices.DeleteFunc(traces, func(c store.ChainTrace) bool { return c.Node == own })
+		traces = append([]store.ChainTrace{{Node: own, Head: true}}, traces...)
+		for _, tr := range traces {
+			node := tr.Node
+			switch {
+			case tr.Head:
+			case tr.Events:
+				head := "audit-head"
+				if node != "" {
+					head += "@" + node
+				}
+				states = append(states, chainState{node: node, headless: fmt.Sprintf("the store holds events of %s but not its head record "+
+					"(%q deleted?): the chain cannot be exported; signerctl store verify reports it", audit.ChainName(node), head)})
+				continue
+			default:
+				// A node that claimed its name and wrote nothing (its
+				// start refused): nothing to vouch for.
+				states = append(states, chainState{node: node})
+				continue
+			}
 			c := tx.Chain(node)
 			head, _, err := c.AuditHead()
 			if err != nil {
@@ -177,8 +203,13 @@ func (e *Engine) exportSections(since, until time.Time, exportSeal uint64) (expo
 			through = exportSeal
 		}
 		c := ExportedChain{Node: st.node, Unsealed: st.head - st.lastSeal}
+		if st.headless != "" {
+			c.Unsealed, c.Omitted = 0, st.headless
+			p.chains = append(p.chains, c)
+			continue
+		}
 		if through == 0 {
-			c.Omitted = fmt.Sprintf("never sealed: none of its %d events is vouched for by a seal yet", st.head)
+			c.Omitted = audit.NeverSealed(st.head)
 			p.chains = append(p.chains, c)
 			continue
 		}
@@ -265,7 +296,9 @@ var errStop = errors.New("stop")
 // after since (or the chain's first event) to the first seal after until
 // (or the seal the section ends on at the latest, endSeal: the export's
 // own, or another node's last). The keys include the exporting node's,
-// which signs the section's header.
+// which signs the section's header. Each key's certificate is the one
+// naming the node whose chain it seals (the exporting node's, for its
+// own key): a bundle's verifier takes a seal in no other chain.
 func (e *Engine) exportRange(node string, since, until time.Time, endSeal uint64) (audit.Header, error) {
 	var h audit.Header
 	first, last, lastSeal := uint64(0), uint64(0), uint64(1)
@@ -298,11 +331,19 @@ func (e *Engine) exportRange(node string, since, until time.Time, endSeal uint64
 		return h, fmt.Errorf("the seal the section ends on, event %d, was not found", endSeal)
 	}
 	h.First, h.Last = first, last
+	type nodeKey struct {
+		node  string
+		keyID []byte
+	}
+	certs := map[string]nodeKey{}
+	for name, id := range keyIDs {
+		certs[name+"@"+node] = nodeKey{node, id}
+	}
 	own := hsm.KeyID(e.auditPub)
-	keyIDs[hex.EncodeToString(own)] = own
+	certs[hex.EncodeToString(own)+"@"+e.store.Node()] = nodeKey{e.store.Node(), own}
 	err = e.view(func(tx *store.Tx) error {
-		for _, name := range slices.Sorted(maps.Keys(keyIDs)) {
-			k, err := e.auditKeyCertificate(tx, keyIDs[name])
+		for _, name := range slices.Sorted(maps.Keys(certs)) {
+			k, err := e.auditKeyCertificate(tx, certs[name].node, certs[name].keyID)
 			if err != nil && !storeFailed(err) {
 				return &noKeyCertificate{err}
 			}

@@ -3,8 +3,11 @@ package store
 import (
 	"bytes"
 	"encoding/binary"
+	"errors"
 	"fmt"
+	"maps"
 	"regexp"
+	"slices"
 )
 
 // Several signerd nodes may share one PostgreSQL store. Each keeps its own
@@ -111,6 +114,84 @@ func (t *Tx) AuditChains() ([]string, error) {
 	})
 	return nodes, err
 }
+
+// ChainTrace is a chain the store shows some trace of, and which traces.
+type ChainTrace struct {
+	Node string
+	// Head: the chain's head record ("audit-head", "audit-head@<node>").
+	Head bool
+	// Claim: its node's name claim ("node@<node>"); never for the
+	// unnamed chain.
+	Claim bool
+	// Events: the audit table holds events under the chain's key prefix.
+	Events bool
+}
+
+// ChainTraces lists every chain of which the store holds a head record, a
+// node claim or events, the unnamed chain first and the others by name.
+// AuditChains goes by head records alone, so a chain whose head record
+// was deleted would vanish from it; a chain with events or a claim but no
+// head is listed here all the same, for an export to say it is missing.
+// The audit table is read once per chain (up to its first event), not
+// event by event.
+func (t *Tx) ChainTraces() ([]ChainTrace, error) {
+	found := map[string]*ChainTrace{}
+	trace := func(node string) *ChainTrace {
+		if found[node] == nil {
+			found[node] = &ChainTrace{Node: node}
+		}
+		return found[node]
+	}
+	heads, err := t.AuditChains()
+	if err != nil {
+		return nil, err
+	}
+	for _, node := range heads {
+		trace(node).Head = true
+	}
+	err = t.r.scan(tableMeta, keyNodePrefix, keyNodePrefix, func(k, _ []byte) error {
+		if node := string(k[len(keyNodePrefix):]); ValidNodeName(node) == nil {
+			trace(node).Claim = true
+		}
+		return nil
+	})
+	if err != nil {
+		return nil, err
+	}
+	err = t.r.scan(tableAudit, nil, chain{}.eventPrefix(), func(_, _ []byte) error {
+		trace("").Events = true
+		return errStopScan
+	})
+	if err != nil && err != errStopScan {
+		return nil, err
+	}
+	// Skip from each chain's first event to past its prefix: node names
+	// hold no '/', so "@<node>0" is the least key after all of "@<node>/".
+	at := []byte("@")
+	for at != nil {
+		from := at
+		at = nil
+		err := t.r.scan(tableAudit, from, []byte("@"), func(k, _ []byte) error {
+			if c, ok := chainOfEventKey(k); ok {
+				trace(c.node).Events = true
+				at = []byte("@" + c.node + "0")
+			} else {
+				at = append(bytes.Clone(k), 0) // no chain's: store verify reports it
+			}
+			return errStopScan
+		})
+		if err != nil && err != errStopScan {
+			return nil, err
+		}
+	}
+	traces := make([]ChainTrace, 0, len(found))
+	for _, node := range slices.Sorted(maps.Keys(found)) {
+		traces = append(traces, *found[node])
+	}
+	return traces, nil
+}
+
+var errStopScan = errors.New("stop scanning")
 
 // Chain is t reading node's audit chain instead of its own: AuditHead,
 // LastSeal, Events and VerifyAuditChain then read that chain. It is for

@@ -4,7 +4,6 @@ import (
 	"bytes"
 	"crypto/rand"
 	"crypto/x509/pkix"
-	"fmt"
 	"math/big"
 	"strings"
 	"testing"
@@ -27,17 +26,38 @@ func (k nodeKey) sign(msg []byte) ([]byte, error) {
 	return k.priv.Sign(rand.Reader, msg, sm2.DefaultSM2SignerOpts)
 }
 
-// nodeKey certifies another audit key under the CA's issuing CA, as a
-// second node's key is.
-func (ca *softCA) nodeKey(t testing.TB, serial int64) nodeKey {
+// nodeKey is node's audit key, certified under the CA's issuing CA with
+// a certificate naming node (none for ""), as signerd certifies them.
+// Keys are made once per CA and node; the unnamed chain's is the CA's
+// audit key.
+func (ca *softCA) nodeKey(t testing.TB, node string) nodeKey {
 	t.Helper()
+	if node == "" {
+		return nodeKey{priv: ca.auditKey, key: ca.key}
+	}
+	if k, ok := ca.nodeKeys[node]; ok {
+		return k
+	}
 	priv, err := sm2.GenerateKey(rand.Reader)
 	if err != nil {
 		t.Fatal(err)
 	}
+	k := ca.certify(t, priv, audit.KeySubject(node, hsm.KeyID(&priv.PublicKey)))
+	if ca.nodeKeys == nil {
+		ca.nodeKeys = map[string]nodeKey{}
+	}
+	ca.nodeKeys[node] = k
+	return k
+}
+
+// certify has the CA's issuing CA certify priv as an audit key whose
+// certificate has the common name cn.
+func (ca *softCA) certify(t testing.TB, priv *sm2.PrivateKey, cn string) nodeKey {
+	t.Helper()
+	ca.serial++
 	id := hsm.KeyID(&priv.PublicKey)
-	der, err := smx509.CreateCertificate(rand.Reader, &smx509.Certificate{SerialNumber: big.NewInt(serial),
-		Subject:   pkix.Name{CommonName: fmt.Sprintf("%s node %d", audit.KeySubjectPrefix, serial)},
+	der, err := smx509.CreateCertificate(rand.Reader, &smx509.Certificate{SerialNumber: big.NewInt(100 + ca.serial),
+		Subject:   pkix.Name{CommonName: cn},
 		NotBefore: time.Now().Add(-time.Hour), NotAfter: time.Now().AddDate(1, 0, 0), KeyUsage: audit.KeyUsage, SubjectKeyId: id},
 		ca.iss, priv.Public(), ca.issKey)
 	if err != nil {
@@ -47,7 +67,7 @@ func (ca *softCA) nodeKey(t testing.TB, serial int64) nodeKey {
 }
 
 // softNode is a chain of a bundle: its node, its length, the key sealing
-// it (nil: the exporter's), and why it is omitted, if it is.
+// it (nil: the node's own), and why it is omitted, if it is.
 type softNode struct {
 	node    string
 	n       int
@@ -55,11 +75,18 @@ type softNode struct {
 	omitted string
 }
 
-// chainsBundle writes a bundle of format v2 of the chains, exported and
-// signed by the CA's audit key, at the time at.
+// chainsBundle writes a bundle of format v2 of the chains, exported at
+// the time at by the first chain's node, whose audit key signs it.
 func (ca *softCA) chainsBundle(t testing.TB, at time.Time, chains ...softNode) []byte {
 	t.Helper()
-	exporter := nodeKey{priv: ca.auditKey, key: ca.key}
+	return ca.chainsBundleBy(t, at, ca.nodeKey(t, chains[0].node), chains...)
+}
+
+// chainsBundleBy is chainsBundle with every header signed by exporter.
+// Each header certifies the exporter's key and its chain's sealer, if
+// the sealer's key has a certificate.
+func (ca *softCA) chainsBundleBy(t testing.TB, at time.Time, exporter nodeKey, chains ...softNode) []byte {
+	t.Helper()
 	var list []audit.Chain
 	for _, c := range chains {
 		list = append(list, audit.Chain{Node: c.node, Omitted: c.omitted})
@@ -72,19 +99,19 @@ func (ca *softCA) chainsBundle(t testing.TB, at time.Time, chains ...softNode) [
 			continue
 		}
 		section++
-		sealer := exporter
+		sealer := ca.nodeKey(t, c.node)
 		if c.sealer != nil {
 			sealer = *c.sealer
 		}
 		stored, head := softChain(t, c.n, sealer.key.KeyID, sealer.sign)
 		h := audit.Header{ExportedAt: at, Node: c.node, Section: section, First: 1, Last: uint64(c.n), Head: head,
 			Keys: []audit.Key{exporter.key}, Chains: list, Unsealed: 2}
-		if sealer.key.KeyID != nil && !bytes.Equal(sealer.key.KeyID, exporter.key.KeyID) {
+		if sealer.key.Certificate != nil && !bytes.Equal(sealer.key.Certificate, exporter.key.Certificate) {
 			h.Keys = append(h.Keys, sealer.key)
 		}
 		var err error
 		if w == nil {
-			w, err = audit.NewWriter(&buf, h, ca.key.KeyID, ca.sign)
+			w, err = audit.NewWriter(&buf, h, exporter.key.KeyID, exporter.sign)
 		} else {
 			err = w.Section(h)
 		}
@@ -141,9 +168,9 @@ func joinSections(ss ...[][]byte) []byte {
 // or with the set of sections, is reported with the node at fault.
 func TestVerifyChains(t *testing.T) {
 	ca := newSoftCA(t)
-	keyB := ca.nodeKey(t, 10)
+	keyB := ca.nodeKey(t, "b")
 	at := time.Now().UTC()
-	good := ca.chainsBundle(t, at, softNode{node: "a", n: 7}, softNode{node: "b", n: 5, sealer: &keyB},
+	good := ca.chainsBundle(t, at, softNode{node: "a", n: 7}, softNode{node: "b", n: 5},
 		softNode{node: "c", omitted: "never sealed: none of its 3 events is vouched for by a seal yet"})
 
 	rep := audit.Verify(good, audit.Options{Root: ca.root})
@@ -168,15 +195,14 @@ func TestVerifyChains(t *testing.T) {
 
 	ss := sections(good)
 	a, b := ss[0], ss[1]
-	other := ca.chainsBundle(t, at.Add(time.Second), softNode{node: "a", n: 7}, softNode{node: "b", n: 5, sealer: &keyB},
+	other := ca.chainsBundle(t, at.Add(time.Second), softNode{node: "a", n: 7}, softNode{node: "b", n: 5},
 		softNode{node: "c", omitted: "never sealed: none of its 3 events is vouched for by a seal yet"})
 	bKeyless := ca.chainsBundle(t, at, softNode{node: "a", n: 7}, softNode{node: "b", n: 5, sealer: &nodeKey{priv: keyB.priv, key: audit.Key{KeyID: keyB.key.KeyID}}},
 		softNode{node: "c", omitted: "never sealed: none of its 3 events is vouched for by a seal yet"})
 	// b's header signed by b's own key, its Keys certifying it.
-	bSelf := &softCA{root: ca.root, key: keyB.key, auditKey: keyB.priv}
-	bSigned := sections(bSelf.chainsBundle(t, at, softNode{node: "a", n: 7, sealer: &nodeKey{priv: ca.auditKey, key: ca.key}},
+	bSigned := sections(ca.chainsBundleBy(t, at, keyB, softNode{node: "a", n: 7},
 		softNode{node: "b", n: 5}, softNode{node: "c", omitted: "never sealed: none of its 3 events is vouched for by a seal yet"}))[1]
-	unnamed := ca.chainsBundle(t, at, softNode{node: "a", n: 4}, softNode{node: "", n: 4, sealer: &keyB})
+	unnamed := ca.chainsBundle(t, at, softNode{node: "a", n: 4}, softNode{node: "", n: 4})
 	flip := func(lines [][]byte, i, at int) [][]byte {
 		ls := append([][]byte{}, lines...)
 		ls[i] = bytes.Clone(ls[i])

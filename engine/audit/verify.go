@@ -20,7 +20,57 @@ import (
 )
 
 // KeySubjectPrefix starts the common name of every audit key certificate.
+// The common name goes on with the name of the node whose chain the key
+// seals, if it is a named node's, and the key ID's first 8 bytes in hex:
+// "signerd audit key b 0123456789ABCDEF", or for the unnamed chain's key
+// "signerd audit key 0123456789ABCDEF" (as every audit key certificate
+// was before nodes). A seal counts only in the chain of the node its
+// key's certificate names, so one node's HSM cannot seal another's chain.
 const KeySubjectPrefix = "signerd audit key"
+
+// KeySubject is the common name of the certificate of node's audit key
+// (node "": the unnamed chain's) with key ID keyID.
+func KeySubject(node string, keyID []byte) string {
+	id := fmt.Sprintf("%X", keyID[:min(8, len(keyID))])
+	if node == "" {
+		return KeySubjectPrefix + " " + id
+	}
+	return KeySubjectPrefix + " " + node + " " + id
+}
+
+// KeyNode is the node an audit key certificate's common name names ("":
+// none, the unnamed chain's key).
+func KeyNode(cert *smx509.Certificate) (string, error) {
+	rest, ok := strings.CutPrefix(cert.Subject.CommonName, KeySubjectPrefix+" ")
+	words := strings.Split(rest, " ")
+	switch {
+	case !ok || slices.Contains(words, ""):
+		return "", fmt.Errorf("common name %q is not %q, a node's name if any, and a key ID", cert.Subject.CommonName, KeySubjectPrefix)
+	case len(words) == 1:
+		return "", nil
+	case len(words) == 2:
+		if err := store.ValidNodeName(words[0]); err != nil {
+			return "", fmt.Errorf("common name %q: %w", cert.Subject.CommonName, err)
+		}
+		return words[0], nil
+	}
+	return "", fmt.Errorf("common name %q names more than one node and a key ID", cert.Subject.CommonName)
+}
+
+// neverSealed starts the reason a chain is omitted from a bundle when no
+// seal vouches for any of its events yet: the one reason a chain may be
+// absent from a bundle that verifies OK.
+const neverSealed = "never sealed: "
+
+// NeverSealed is why a chain of events events, none of them sealed, is
+// not in a bundle.
+func NeverSealed(events uint64) string {
+	return fmt.Sprintf("%snone of its %d events is vouched for by a seal yet", neverSealed, events)
+}
+
+// IsNeverSealed reports whether why, a reason a chain is omitted, is
+// NeverSealed's.
+func IsNeverSealed(why string) bool { return strings.HasPrefix(why, neverSealed) }
 
 // KeyUsage is the exact keyUsage of an audit key certificate. No
 // certificate profile yields digitalSignature alone (signing certificates
@@ -35,6 +85,12 @@ type Options struct {
 	// Without it the bundle is checked only against the certificates it
 	// carries, which anyone can make: the report is then never OK.
 	Root *smx509.Certificate
+	// Nodes are the nodes whose chains the auditor expects the bundle to
+	// hold ("" for the unnamed chain). The bundle lists the chains the
+	// exporting node found in the store; a chain whose every record was
+	// removed from it would be in no list. Each node named here must
+	// have a section or be listed as not included.
+	Nodes []string
 }
 
 // Problem is one thing wrong with a bundle. Seq names the event at fault
@@ -69,6 +125,14 @@ func ChainName(node string) string {
 		return "unnamed chain"
 	}
 	return "node " + node
+}
+
+// chainOf names a node's chain as the subject of a sentence.
+func chainOf(node string) string {
+	if node == "" {
+		return "the unnamed chain"
+	}
+	return "node " + node + "'s chain"
 }
 
 // Record is an event of the bundle, the line it is on and the node whose
@@ -108,7 +172,9 @@ type Report struct {
 	// Sections are the bundle's sections, in bundle order.
 	Sections []Section
 	// Omitted are the chains the bundle names but holds no section of,
-	// each with why.
+	// each with why: nothing in the bundle vouches for their events. A
+	// chain never sealed is no problem of the bundle; a chain omitted for
+	// any other reason is (the export is incomplete).
 	Omitted []Chain
 }
 
@@ -166,13 +232,39 @@ func (r *Report) problem(seq uint64, line int, format string, args ...any) {
 	r.Problems = append(r.Problems, Problem{Seq: seq, Line: line, Message: fmt.Sprintf(format, args...)})
 }
 
-// auditKey is a certified audit key, the CA certificate that issued it
-// and, when one was given, the root that CA chains to.
+// auditKey is a certified audit key, the node its certificate names, the
+// CA certificate that issued it and, when one was given, the root that CA
+// chains to.
 type auditKey struct {
 	pub    *ecdsa.PublicKey
+	node   string
 	cert   *smx509.Certificate
 	issuer *smx509.Certificate
 	root   *smx509.Certificate
+}
+
+// keySet is a header's certified audit keys by key ID (hex). One key may
+// have several certificates, each naming another node: a signerd without
+// a node name that became a named node on the same HSM seals the unnamed
+// chain and its node's with one key.
+type keySet map[string][]auditKey
+
+// of is the certificate of key ID id that names node, if there is one.
+func (ks keySet) of(id []byte, node string) (auditKey, bool) {
+	for _, k := range ks[hex.EncodeToString(id)] {
+		if k.node == node {
+			return k, true
+		}
+	}
+	return auditKey{}, false
+}
+
+func nodesOf(ks []auditKey) string {
+	var names []string
+	for _, k := range ks {
+		names = append(names, ChainName(k.node))
+	}
+	return strings.Join(names, " and ")
 }
 
 // Verify checks a bundle: for each section, the header's signature and
@@ -204,8 +296,22 @@ func Verify(bundle []byte, opts Options) *Report {
 		r.Header, r.Anchored = s.h, s.anchored
 		r.Sections = []Section{s.report()}
 	}
+	r.checkExpected(opts.Nodes, len(lines))
 	slices.SortStableFunc(r.Problems, func(a, b Problem) int { return a.Line - b.Line })
 	return r
+}
+
+// checkExpected reports each node of nodes whose chain the bundle neither
+// holds nor lists as not included.
+func (r *Report) checkExpected(nodes []string, lastLine int) {
+	for _, node := range nodes {
+		held := slices.ContainsFunc(r.Sections, func(s Section) bool { return s.Node == node }) ||
+			slices.ContainsFunc(r.Omitted, func(c Chain) bool { return c.Node == node })
+		if !held {
+			r.Problems = append(r.Problems, Problem{Node: node, Line: lastLine,
+				Message: fmt.Sprintf("%s, expected, is neither in the bundle nor listed as not included (its records removed from the store?)", chainOf(node))})
+		}
+	}
 }
 
 // formatOf is the format a header line names, if it names one.
@@ -344,6 +450,12 @@ func (r *Report) listChains(s *sectionCheck) []Chain {
 		seen[c.Node] = true
 		if c.Omitted != "" {
 			r.Omitted = append(r.Omitted, c)
+			if !IsNeverSealed(c.Omitted) {
+				// The exporting node found the chain and could not put it
+				// in: the export is incomplete, whatever the reason.
+				s.r.Problems = append(s.r.Problems, Problem{Node: c.Node, Line: s.line,
+					Message: fmt.Sprintf("%s is not in the bundle, and not because it was never sealed: %s", chainOf(c.Node), c.Omitted)})
+			}
 			continue
 		}
 		listed = append(listed, c)
@@ -392,7 +504,7 @@ func (s *sectionCheck) check(header []byte, events [][]byte, format string, opts
 // checkHeader decodes and checks the header line, returning the audit
 // keys it certifies (even if its signature fails, so seals can still be
 // checked).
-func (s *sectionCheck) checkHeader(line []byte, format string, opts Options) map[string]auditKey {
+func (s *sectionCheck) checkHeader(line []byte, format string, opts Options) keySet {
 	var sh signedHeader
 	if err := decodeStrict(line, &sh); err != nil {
 		s.problem(0, s.line, "header: %v", err)
@@ -417,7 +529,7 @@ func (s *sectionCheck) checkHeader(line []byte, format string, opts Options) map
 	case format == FormatChains && s.index == 1 && len(s.h.Chains) == 0:
 		s.problem(0, s.line, "header: format %q without its list of chains", FormatChains)
 	}
-	keys := map[string]auditKey{}
+	keys := keySet{}
 	anchored := opts.Root != nil && len(s.h.Keys) > 0
 	for i, k := range s.h.Keys {
 		key, chained, err := certifiedKey(k, opts.Root)
@@ -427,18 +539,25 @@ func (s *sectionCheck) checkHeader(line []byte, format string, opts Options) map
 			continue
 		}
 		anchored = anchored && chained
-		keys[hex.EncodeToString(k.KeyID)] = key
+		id := hex.EncodeToString(k.KeyID)
+		keys[id] = append(keys[id], key)
 		if !slices.ContainsFunc(s.r.Keys, func(c *smx509.Certificate) bool { return bytes.Equal(c.Raw, key.cert.Raw) }) {
 			s.r.Keys = append(s.r.Keys, key.cert)
 		}
 	}
 	s.anchored = anchored
-	signer, ok := keys[hex.EncodeToString(sh.KeyID)]
+	signers := keys[hex.EncodeToString(sh.KeyID)]
+	_, ownChain := keys.of(sh.KeyID, s.h.Node)
 	switch {
-	case !ok:
+	case len(signers) == 0:
 		s.problem(0, s.line, "header: signed by key %x, which the bundle does not certify", sh.KeyID)
-	case !sm2.VerifyASN1WithSM2(signer.pub, nil, headerMessage(s.h.Format, sh.Header), sh.Signature):
+	case !sm2.VerifyASN1WithSM2(signers[0].pub, nil, headerMessage(s.h.Format, sh.Header), sh.Signature):
 		s.problem(0, s.line, "header: signature does not verify under audit key %x (header edited?)", sh.KeyID)
+	case s.index <= 1 && !ownChain:
+		// The exporting node's own chain comes first (later headers are
+		// checked to be signed by the same key).
+		s.problem(0, s.line, "header: signed by audit key %x, certified for %s, but the bundle starts with %s's chain: an export starts with the exporting node's own",
+			sh.KeyID, nodesOf(signers), ChainName(s.h.Node))
 	}
 	return keys
 }
@@ -464,13 +583,17 @@ func certifiedKey(k Key, root *smx509.Certificate) (auditKey, bool, error) {
 	case cert.KeyUsage != KeyUsage || !strings.HasPrefix(cert.Subject.CommonName, KeySubjectPrefix):
 		return auditKey{}, false, fmt.Errorf("certificate %q is not an audit key certificate", cert.Subject)
 	}
+	node, err := KeyNode(cert)
+	if err != nil {
+		return auditKey{}, false, fmt.Errorf("certificate: %w", err)
+	}
 	if !bytes.Equal(cert.RawIssuer, issuer.RawSubject) {
 		return auditKey{}, false, fmt.Errorf("certificate names issuer %q, not %q beside it", cert.Issuer, issuer.Subject)
 	}
 	if err := cert.CheckSignatureFrom(issuer); err != nil {
 		return auditKey{}, false, fmt.Errorf("certificate not signed by %q: %w", issuer.Subject, err)
 	}
-	key := auditKey{pub: pub, cert: cert, issuer: issuer}
+	key := auditKey{pub: pub, node: node, cert: cert, issuer: issuer}
 	if root == nil {
 		return key, false, nil
 	}
@@ -496,7 +619,7 @@ type link struct {
 	linked bool // Prev is the chain hash of the line before (or the anchor holds)
 }
 
-func (s *sectionCheck) checkEvents(lines [][]byte, keys map[string]auditKey) {
+func (s *sectionCheck) checkEvents(lines [][]byte, keys keySet) {
 	h := s.h
 	if len(lines) == 0 {
 		s.problem(0, s.line, "the section holds no events")
@@ -595,7 +718,7 @@ func (s *sectionCheck) anchor(l *link, h Header) bool {
 // checkSeal verifies a seal event's signature under its certified key,
 // and that the key certificate, its issuing CA's certificate and (given
 // one) the root were all valid when it was made.
-func (s *sectionCheck) checkSeal(l *link, keys map[string]auditKey) {
+func (s *sectionCheck) checkSeal(l *link, keys keySet) {
 	e := l.ev
 	if e.Seal == nil {
 		if e.Action == "audit.seal" && e.Outcome == store.OutcomeOK {
@@ -605,10 +728,14 @@ func (s *sectionCheck) checkSeal(l *link, keys map[string]auditKey) {
 	}
 	s.r.Seals++
 	s.seals++
-	k, ok := keys[hex.EncodeToString(e.Seal.KeyID)]
+	k, ok := keys.of(e.Seal.KeyID, s.node)
+	certified := keys[hex.EncodeToString(e.Seal.KeyID)]
 	switch {
-	case !ok:
+	case !ok && len(certified) == 0:
 		s.problem(l.pos, l.line, "sealed by key %x, which the bundle does not certify", e.Seal.KeyID)
+	case !ok:
+		s.problem(l.pos, l.line, "sealed by audit key %x, certified for %s, not for %s: one node's key cannot vouch for another's chain",
+			e.Seal.KeyID, nodesOf(certified), ChainName(s.node))
 	case store.VerifySeal(k.pub, *e) != nil:
 		s.problem(l.pos, l.line, "seal signature does not verify under audit key %x", e.Seal.KeyID)
 	case !validAt(k.cert, e.Time):

@@ -30,6 +30,10 @@ type softCA struct {
 	// issKey and iss are the issuing CA's, to certify more audit keys.
 	issKey *sm2.PrivateKey
 	iss    *smx509.Certificate
+	// nodeKeys are the named nodes' audit keys (nodeKey), serial the
+	// count of certificates certify issued.
+	nodeKeys map[string]nodeKey
+	serial   int64
 }
 
 // newSoftCA is a sound softCA: every certificate valid from an hour ago
@@ -181,8 +185,7 @@ func chainsFixture(t testing.TB) (*smx509.Certificate, []byte) {
 	const rootPath, bundlePath = "testdata/chains-root.pem", "testdata/bundle-chains.jsonl"
 	if *update {
 		ca := newSoftCA(t)
-		keyB := ca.nodeKey(t, 10)
-		b := ca.chainsBundle(t, time.Now().UTC(), softNode{node: "a", n: 4}, softNode{node: "b", n: 2, sealer: &keyB},
+		b := ca.chainsBundle(t, time.Now().UTC(), softNode{node: "a", n: 4}, softNode{node: "b", n: 2},
 			softNode{node: "c", omitted: "never sealed: none of its 1 events is vouched for by a seal yet"})
 		if err := os.WriteFile(rootPath, pem.EncodeToMemory(&pem.Block{Type: "CERTIFICATE", Bytes: ca.root.Raw}), 0o644); err != nil {
 			t.Fatal(err)
