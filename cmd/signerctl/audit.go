@@ -136,12 +136,28 @@ func auditVerify(args []string, stdout io.Writer) error {
 	fs := flag.NewFlagSet("audit verify", flag.ContinueOnError)
 	rootPath := fs.String("root", "", "the CA's root certificate `file` (PEM or DER) the audit key must chain to (required)")
 	asJSON := fs.Bool("json", false, "print the report as JSON")
+	var nodes []string
+	fs.Func("nodes", "the `nodes` whose chains the bundle must hold or list as not included, comma-separated (- for the unnamed chain): "+
+		"a chain whose every record was removed from the store is in no bundle's list, so only the auditor's own list finds it missing", func(v string) error {
+		for _, n := range strings.Split(v, ",") {
+			if n = strings.TrimSpace(n); n == "-" {
+				n = ""
+			} else if err := store.ValidNodeName(n); err != nil {
+				return err
+			}
+			if slices.Contains(nodes, n) {
+				return fmt.Errorf("node %q named twice", n)
+			}
+			nodes = append(nodes, n)
+		}
+		return nil
+	})
 	files, err := parseWithFiles(fs, args)
 	if err != nil {
 		return err
 	}
 	if len(files) != 1 {
-		return usageError{"usage: signerctl audit verify --root ROOT [--json] FILE"}
+		return usageError{"usage: signerctl audit verify --root ROOT [--nodes a,b] [--json] FILE"}
 	}
 	if *rootPath == "" {
 		return usageError{"audit verify needs --root ROOT, the CA's root certificate from the root ceremony: " +
@@ -156,7 +172,7 @@ func auditVerify(args []string, stdout io.Writer) error {
 	if err != nil {
 		return err
 	}
-	return report(stdout, file, audit.Verify(bundle, audit.Options{Root: root}), *asJSON, true)
+	return report(stdout, file, audit.Verify(bundle, audit.Options{Root: root, Nodes: nodes}), *asJSON, true)
 }
 
 // errBundleBad: the report was printed; the exit code says the rest.
@@ -180,7 +196,7 @@ func report(w io.Writer, name string, r *audit.Report, asJSON, rooted bool) erro
 			chains = append(chains, c)
 		}
 		for _, o := range r.Omitted {
-			chains = append(chains, map[string]any{"node": o.Node, "omitted": o.Omitted})
+			chains = append(chains, map[string]any{"node": o.Node, "omitted": o.Omitted, "checked": false})
 		}
 		v := map[string]any{"ok": r.OK(), "first": r.Header.First, "last": r.Header.Last, "events": len(r.Events),
 			"seals": r.Seals, "anchored": r.Anchored, "problems": r.Problems, "chains": chains}
@@ -208,8 +224,10 @@ func report(w io.Writer, name string, r *audit.Report, asJSON, rooted bool) erro
 		for _, s := range r.Sections {
 			fmt.Fprintf(w, "chain:    %s\n", chainLine(r, s))
 		}
+		var unchecked []string
 		for _, o := range r.Omitted {
-			fmt.Fprintf(w, "chain:    %s: NOT INCLUDED: %s\n", audit.ChainName(o.Node), o.Omitted)
+			fmt.Fprintf(w, "chain:    %s: NOT INCLUDED, NOT CHECKED: %s\n", audit.ChainName(o.Node), o.Omitted)
+			unchecked = append(unchecked, audit.ChainName(o.Node))
 		}
 		for _, k := range r.Keys {
 			fmt.Fprintf(w, "key:      %q, serial %X, issued by %q\n", k.Subject.CommonName, k.SerialNumber, k.Issuer)
@@ -233,6 +251,9 @@ func report(w io.Writer, name string, r *audit.Report, asJSON, rooted bool) erro
 			fmt.Fprintf(w, "FAILED:   first bad event %d of %s\n", first, audit.ChainName(badNode))
 		case !r.Consistent():
 			fmt.Fprintln(w, "FAILED")
+		case r.OK() && len(unchecked) > 0:
+			fmt.Fprintf(w, "OK:       every hash link and seal verifies, under audit keys certified by the root; NOT CHECKED (not in the bundle): %s\n",
+				strings.Join(unchecked, ", "))
 		case r.OK():
 			fmt.Fprintln(w, "OK:       every hash link and seal verifies, under audit keys certified by the root")
 		default:

@@ -43,15 +43,15 @@ func TestAuditVerifyChains(t *testing.T) {
 		{"verify", []string{"audit", "verify", "--root", root, bundle}, 0, []string{
 			"chain:    node a: events 1–4, 2 seals, 2 events after its last seal not yet sealed (not in the bundle): OK",
 			"chain:    node b: events 1–2, 1 seals, 2 events after its last seal not yet sealed (not in the bundle): OK",
-			"chain:    node c: NOT INCLUDED: never sealed",
-			"OK:       every hash link and seal verifies"}, "PROBLEM", 0},
+			"chain:    node c: NOT INCLUDED, NOT CHECKED: never sealed",
+			"OK:       every hash link and seal verifies, under audit keys certified by the root; NOT CHECKED (not in the bundle): node c\n"}, "PROBLEM", 0},
 		{"verify edited", []string{"audit", "verify", "--root", root, edited}, 1, []string{
 			"chain:    node a: events 1–4, 2 seals, 2 events after its last seal not yet sealed (not in the bundle): no problem of its own",
 			"node b: events 1–2, 1 seals, 2 events after its last seal not yet sealed (not in the bundle): FAILED at event 1 of node b",
 			"PROBLEM:  node b: event 1 (line 7): edited",
 			"FAILED:   first bad event 1 of node b"}, "OK", 0},
 		{"verify edited, JSON", []string{"audit", "verify", "--json", "--root", root, edited}, 1, []string{
-			`"first_bad_event": 1`, `"first_bad_node": "b"`, `"omitted": "never sealed`, "\n  \"ok\": false"}, "", 0},
+			`"first_bad_event": 1`, `"first_bad_node": "b"`, `"omitted": "never sealed`, `"checked": false`, "\n  \"ok\": false"}, "", 0},
 		{"show", []string{"audit", "show", "--root", root, bundle}, 0, []string{"a             4  ", "b             2  "}, "", 6},
 		{"show node b", []string{"audit", "show", "--root", root, "--node", "b", bundle}, 0, []string{"b             1  "}, "a    ", 2},
 		{"show the unnamed chain", []string{"audit", "show", "--root", root, "--node", "-", bundle}, 0, nil, "", 0},
@@ -65,6 +65,47 @@ func TestAuditVerifyChains(t *testing.T) {
 			}
 			if n := strings.Count(stdout, "\n"); tt.lineCount != 0 && n != tt.lineCount {
 				ok = false
+			}
+			if !ok {
+				t.Fatalf("exit %d, want %d with %q and without %q:\n%s%s", code, tt.code, tt.out, tt.notIn, stdout, stderr)
+			}
+		})
+	}
+}
+
+// TestAuditVerifyExpectedNodes: --nodes names the chains the auditor
+// expects: each must be in the bundle or listed as not included, or the
+// bundle fails, naming the node; a name that cannot be a node's is bad
+// usage. The bundle is engine/audit's fixture of chains (nodes a and b,
+// c listed as never sealed).
+func TestAuditVerifyExpectedNodes(t *testing.T) {
+	fixtures := filepath.Join("..", "..", "engine", "audit", "testdata")
+	bundle, root := filepath.Join(fixtures, "bundle-chains.jsonl"), filepath.Join(fixtures, "chains-root.pem")
+	tests := []struct {
+		name  string
+		nodes string
+		code  int
+		out   []string // on stdout, or stderr for bad usage
+		notIn string
+	}{
+		{"the nodes it holds", "a,b", 0, []string{"OK:  "}, "PROBLEM"},
+		{"and the one it lists as not included", "a, b,c", 0, []string{"OK:  ", "NOT CHECKED (not in the bundle): node c"}, "PROBLEM"},
+		{"a node it does not list", "a,b,d", 1, []string{
+			"PROBLEM:  line 1: node d's chain, expected, is neither in the bundle nor listed as not included", "FAILED"}, "OK:"},
+		{"the unnamed chain, which it does not list", "a,-", 1, []string{"PROBLEM:  line 1: the unnamed chain, expected"}, "OK:"},
+		{"not a node's name", "a,B", 2, []string{`node name "B"`}, ""},
+		{"a node twice", "a,a", 2, []string{`node "a" named twice`}, ""},
+	}
+	for _, tt := range tests {
+		t.Run(tt.name, func(t *testing.T) {
+			stdout, stderr, code := signerctl(t, "", "audit", "verify", "--root", root, "--nodes", tt.nodes, bundle)
+			got := stdout
+			if code == 2 {
+				got = stderr
+			}
+			ok := code == tt.code && (tt.notIn == "" || !strings.Contains(got, tt.notIn))
+			for _, want := range tt.out {
+				ok = ok && strings.Contains(got, want)
 			}
 			if !ok {
 				t.Fatalf("exit %d, want %d with %q and without %q:\n%s%s", code, tt.code, tt.out, tt.notIn, stdout, stderr)

@@ -296,19 +296,19 @@ func Verify(bundle []byte, opts Options) *Report {
 		r.Header, r.Anchored = s.h, s.anchored
 		r.Sections = []Section{s.report()}
 	}
-	r.checkExpected(opts.Nodes, len(lines))
+	r.checkExpected(opts.Nodes)
 	slices.SortStableFunc(r.Problems, func(a, b Problem) int { return a.Line - b.Line })
 	return r
 }
 
 // checkExpected reports each node of nodes whose chain the bundle neither
-// holds nor lists as not included.
-func (r *Report) checkExpected(nodes []string, lastLine int) {
+// holds nor lists as not included, at line 1: the list it is missing from.
+func (r *Report) checkExpected(nodes []string) {
 	for _, node := range nodes {
 		held := slices.ContainsFunc(r.Sections, func(s Section) bool { return s.Node == node }) ||
 			slices.ContainsFunc(r.Omitted, func(c Chain) bool { return c.Node == node })
 		if !held {
-			r.Problems = append(r.Problems, Problem{Node: node, Line: lastLine,
+			r.Problems = append(r.Problems, Problem{Node: node, Line: 1,
 				Message: fmt.Sprintf("%s, expected, is neither in the bundle nor listed as not included (its records removed from the store?)", chainOf(node))})
 		}
 	}
