@@ -153,4 +153,4 @@ echo "   (each verified by OpenSSL 3 against the issuing CA)"
 echo "== 7. the records, checked in the database, and every node's audit chain, exported through b and verified"
 "$SIGNERCTL" store verify --dsn "host=$RUN port=5442 dbname=signerd user=signerd"
 SIGNERD_SOCKET=$DEMO/b.sock "$SIGNERCTL" audit export --root "$DEMO/root.pem" --out "$DEMO/audit.jsonl" >/dev/null
-"$SIGNERCTL" audit verify --root "$DEMO/root.pem" "$DEMO/audit.jsonl"
+"$SIGNERCTL" audit verify --root "$DEMO/root.pem" --nodes a,b "$DEMO/audit.jsonl"
