@@ -314,6 +314,7 @@ func TestPostgresViewsShowNodes(t *testing.T) {
 		THEN RAISE 'node_claims does not show node-a''s claim'; END IF;
 		END $$`)
 }
+
 // TestNodeClaimRace: several processes start at once with one node name,
 // on a name never claimed and on one released: exactly one holds it.
 func TestNodeClaimRace(t *testing.T) {
