@@ -70,8 +70,7 @@ func (s *Store) noteWritten(head auditHead, err error) {
 			s.halted = err
 		}
 	case err == nil && head.Seq >= s.written.Seq:
-		// Writes run one at a time, but their callers note them in any
-		// order: the later head is kept.
+		// Update notes its writes in order; a head never moves back.
 		s.written = head
 	}
 }

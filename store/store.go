@@ -53,6 +53,8 @@ type Store struct {
 	// node is this process's claim on its node name (node.go); nil for
 	// the unnamed node.
 	node *nodeClaim
+	// updating is held across each Update (see Update).
+	updating sync.Mutex
 	// mu guards written and halted (head.go).
 	mu      sync.Mutex
 	written auditHead
@@ -186,6 +188,11 @@ func (s *Store) Close() error {
 // takes no write any more: every Update fails with ErrLogBehind (and
 // ErrWrite).
 func (s *Store) Update(fn func(*Tx) error) error {
+	// One Update at a time, its head noted before the next begins: the
+	// backends run one write at a time anyway, and the next then knows
+	// the head it must find (head.go) without reading the log for it.
+	s.updating.Lock()
+	defer s.updating.Unlock()
 	known, err := s.lastWritten()
 	if err != nil {
 		return err
