@@ -80,7 +80,10 @@ echo "port = 5442" >>"$PG/standby/postgresql.conf"
 as_pg "$PGBIN/pg_ctl" -D "$PG/standby" -l "$PG/standby.log" -w start >/dev/null
 # Named only once the standby streams: from then on every commit waits for it.
 psql_on 5441 -c "ALTER SYSTEM SET synchronous_standby_names = 'standby'" -c "SELECT pg_reload_conf()" >/dev/null
-until_ok test "$(psql_on 5441 -c "SELECT sync_state FROM pg_stat_replication WHERE application_name = 'standby'")" = sync
+standby_is_sync() {
+	test "$(psql_on 5441 -c "SELECT sync_state FROM pg_stat_replication WHERE application_name = 'standby'")" = sync
+}
+until_ok standby_is_sync
 psql_on 5441 -c "SELECT 'standby ' || application_name || ': ' || state || ', ' || sync_state FROM pg_stat_replication"
 "$SIGNERCTL" store upgrade --dsn "host=$RUN port=5441 dbname=signerd user=signerd"
 
