@@ -43,7 +43,7 @@ soak: softhsm
 # of a minute on a multi-kilobyte audit bundle holds a worker that long.
 FUZZTIME ?= 30s
 FUZZMINIMIZE ?= 5s
-FUZZ := engine:FuzzCheck cmd/signerd:FuzzIssueBody engine/ceremony:FuzzLoad engine/audit:FuzzVerify cmd/signerd:FuzzRASignature
+FUZZ := engine:FuzzCheck cmd/signerd:FuzzIssueBody ceremony:FuzzLoad audit:FuzzVerify cmd/signerd:FuzzRASignature
 fuzz: softhsm
 	@set -e; for t in $(FUZZ); do \
 	  echo "== $${t#*:} ($${t%%:*}, $(FUZZTIME))"; \

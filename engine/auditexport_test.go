@@ -11,7 +11,7 @@ import (
 	"github.com/emmansun/gmsm/sm3"
 
 	"signerd/engine"
-	"signerd/engine/audit"
+	"signerd/audit"
 	"signerd/engine/enginetest"
 	"signerd/store"
 )

@@ -9,7 +9,7 @@ import (
 	"strings"
 	"time"
 
-	"signerd/engine/audit"
+	"signerd/audit"
 	"signerd/hsm"
 	"signerd/store"
 )

@@ -15,7 +15,7 @@ import (
 	"github.com/emmansun/gmsm/sm2"
 	"github.com/emmansun/gmsm/smx509"
 
-	"signerd/engine/lint"
+	"signerd/lint"
 	"signerd/hsm"
 )
 

@@ -8,6 +8,7 @@ import (
 
 	"signerd/engine"
 	"signerd/engine/enginetest"
+	"signerd/revocation"
 	"signerd/store"
 )
 
@@ -44,8 +45,8 @@ func revokeEvents(t *testing.T, st *store.Store, serial []byte) []string {
 func TestKeyCompromiseDeclaredForRevokedOrExpiredCertificate(t *testing.T) {
 	cases := []struct {
 		name         string
-		revokeBefore int  // a reason to revoke the certificate with first, -1 for none
-		expire       bool // let it expire before the compromise is declared
+		revokeBefore revocation.Reason // a reason to revoke the certificate with first, -1 for none
+		expire       bool              // let it expire before the compromise is declared
 	}{
 		{"revoked for affiliationChanged", 3, false},
 		{"revoked for cessationOfOperation", 5, false},

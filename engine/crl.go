@@ -11,7 +11,7 @@ import (
 
 	"github.com/emmansun/gmsm/smx509"
 
-	"signerd/engine/lint"
+	"signerd/lint"
 	"signerd/store"
 )
 
@@ -75,7 +75,7 @@ func (e *Engine) SignCRL(ctx context.Context, actor store.Actor, issuerID string
 					now.Format(time.RFC3339), c.Serial, c.RevokedAt.Format(time.RFC3339))
 			}
 			tmpl.RevokedCertificateEntries = append(tmpl.RevokedCertificateEntries, smx509.RevocationListEntry{
-				SerialNumber: new(big.Int).SetBytes(c.Serial), RevocationTime: c.RevokedAt, ReasonCode: c.Reason})
+				SerialNumber: new(big.Int).SetBytes(c.Serial), RevocationTime: c.RevokedAt, ReasonCode: int(c.Reason)})
 			return nil
 		})
 		if err == nil && clockErr != nil {

@@ -14,7 +14,7 @@ import (
 
 	"github.com/emmansun/gmsm/sm3"
 
-	"signerd/engine/audit"
+	"signerd/audit"
 	"signerd/hsm"
 	"signerd/store"
 )

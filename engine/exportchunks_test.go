@@ -9,7 +9,7 @@ import (
 	"time"
 
 	"signerd/engine"
-	"signerd/engine/audit"
+	"signerd/audit"
 	"signerd/engine/enginetest"
 	"signerd/store"
 )

@@ -10,6 +10,7 @@ import (
 	"golang.org/x/crypto/cryptobyte"
 	casn1 "golang.org/x/crypto/cryptobyte/asn1"
 
+	"signerd/revocation"
 	"signerd/store"
 )
 
@@ -68,7 +69,7 @@ func loadRevocations(tx *store.Tx) (last time.Time, err error) {
 		if r.RevokedAt.After(last) {
 			last = r.RevokedAt
 		}
-		if whole || r.Reason != reasonKeyCompromise {
+		if whole || r.Reason != revocation.KeyCompromise {
 			return nil
 		}
 		c, err := tx.Certificate(r.Serial)

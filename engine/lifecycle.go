@@ -6,32 +6,18 @@ import (
 	"fmt"
 	"time"
 
+	"signerd/revocation"
 	"signerd/store"
 )
 
-// RFC 5280 CRLReason codes an RA may give for revocation. certificateHold
-// is set by Hold only; removeFromCRL belongs to delta CRLs, which signerd
-// does not issue.
-var reasonCodes = map[string]int{
-	"unspecified":          0,
-	"keyCompromise":        1,
-	"cACompromise":         2,
-	"affiliationChanged":   3,
-	"superseded":           4,
-	"cessationOfOperation": 5,
-	"privilegeWithdrawn":   9,
-	"aACompromise":         10,
-}
-
-const reasonCertificateHold = 6
-
-// ParseReason returns the code of an RFC 5280 revocation reason name.
-func ParseReason(name string) (int, error) {
-	code, ok := reasonCodes[name]
-	if !ok {
-		return 0, errorf(CodeBadRequest, "revocation reason %q: not one of keyCompromise, affiliationChanged, superseded, cessationOfOperation, privilegeWithdrawn, unspecified, ...", name)
+// ParseReason returns the reason an RA names for a revocation, as an API
+// error if it names none a certificate may be revoked for.
+func ParseReason(name string) (revocation.Reason, error) {
+	r, err := revocation.Parse(name)
+	if err != nil {
+		return 0, errorf(CodeBadRequest, "%v", err)
 	}
-	return code, nil
+	return r, nil
 }
 
 // refuseOwn answers for a certificate signerd issued for itself (its audit
@@ -50,8 +36,6 @@ func (e *Engine) refuseOwn(actor store.Actor, action string, serial []byte) *Err
 	return refused
 }
 
-const reasonKeyCompromise = 1
-
 // Revoke revokes the certificate for good with an RFC 5280 reason code. A
 // certificate on hold may be revoked; a revoked or expired one stays as it
 // is, except that keyCompromise may still be declared for it (see
@@ -66,21 +50,21 @@ const reasonKeyCompromise = 1
 // requests alike, found through the store's key index. Anything for that
 // key, or replacing one of these, that is being signed meanwhile is
 // discarded when it is recorded (see record).
-func (e *Engine) Revoke(actor store.Actor, serial []byte, reason int) (*store.Certificate, error) {
-	if reason == reasonCertificateHold || reason == 7 || reason == 8 || reason < 0 || reason > 10 {
+func (e *Engine) Revoke(actor store.Actor, serial []byte, reason revocation.Reason) (*store.Certificate, error) {
+	if !reason.Revocable() {
 		if c, err := e.status(serial); err == nil && isOwnCertificate(c) {
 			return nil, e.refuseOwn(actor, "certificate.revoke", serial)
 		}
-		return nil, errorf(CodeBadRequest, "reason %d cannot be given to revoke (use hold for certificateHold)", reason)
+		return nil, errorf(CodeBadRequest, "reason %v cannot be given to revoke (use hold for certificateHold)", reason)
 	}
 	var then func(*store.Tx, *store.Certificate, time.Time) error
-	if reason == reasonKeyCompromise {
+	if reason == revocation.KeyCompromise {
 		then = func(tx *store.Tx, c *store.Certificate, now time.Time) error {
 			return e.compromiseKey(tx, actor, c, now)
 		}
 	}
 	return e.transition(actor, serial, "certificate.revoke", func(c *store.Certificate, now time.Time) error {
-		if reason == reasonKeyCompromise {
+		if reason == revocation.KeyCompromise {
 			return declareCompromise(c, now)
 		}
 		if err := notExpired(c, now); err != nil {
@@ -107,12 +91,12 @@ func (e *Engine) Revoke(actor store.Actor, serial []byte, reason int) (*store.Ce
 // already is refused with invalid_state.
 func declareCompromise(c *store.Certificate, now time.Time) error {
 	switch {
-	case c.Status == store.StatusRevoked && c.Reason == reasonKeyCompromise:
+	case c.Status == store.StatusRevoked && c.Reason == revocation.KeyCompromise:
 		return errorf(CodeInvalidState, "certificate %x is already revoked for keyCompromise", c.Serial)
 	case c.Status == store.StatusRevoked:
-		c.Reason = reasonKeyCompromise
+		c.Reason = revocation.KeyCompromise
 	default: // good, superseded or on hold, valid or expired
-		c.Status, c.Reason, c.RevokedAt = store.StatusRevoked, reasonKeyCompromise, now
+		c.Status, c.Reason, c.RevokedAt = store.StatusRevoked, revocation.KeyCompromise, now
 	}
 	return nil
 }
@@ -146,7 +130,7 @@ func (e *Engine) compromiseKey(tx *store.Tx, actor store.Actor, c *store.Certifi
 	}
 	var same []*store.Certificate
 	if err := tx.CertificatesOfKey(c.DER, func(o *store.Certificate) error {
-		if bytes.Equal(o.Serial, c.Serial) || (o.Status == store.StatusRevoked && o.Reason == reasonKeyCompromise) ||
+		if bytes.Equal(o.Serial, c.Serial) || (o.Status == store.StatusRevoked && o.Reason == revocation.KeyCompromise) ||
 			!o.NotAfter.After(now) || isOwnCertificate(o) {
 			return nil
 		}
@@ -167,9 +151,9 @@ func (e *Engine) compromiseKey(tx *store.Tx, actor store.Actor, c *store.Certifi
 		if o.Status == store.StatusRevoked {
 			why = fmt.Sprintf("status revoked, reason 1, was reason %d, revocation date %s kept: same key as %x, revoked for keyCompromise",
 				o.Reason, o.RevokedAt.Format(time.RFC3339), c.Serial)
-			o.Reason = reasonKeyCompromise
+			o.Reason = revocation.KeyCompromise
 		} else {
-			o.Status, o.Reason, o.RevokedAt = store.StatusRevoked, reasonKeyCompromise, now
+			o.Status, o.Reason, o.RevokedAt = store.StatusRevoked, revocation.KeyCompromise, now
 			if err := tx.Count(store.Month(now), o.Profile, store.StatRevoked, 1); err != nil {
 				return err
 			}
@@ -194,7 +178,7 @@ func (e *Engine) Hold(actor store.Actor, serial []byte) (*store.Certificate, err
 		if c.Status != store.StatusGood && c.Status != store.StatusSuperseded {
 			return errorf(CodeInvalidState, "certificate %x is %s; only a valid certificate can be held", serial, c.Status)
 		}
-		c.Status, c.Reason, c.RevokedAt = store.StatusOnHold, reasonCertificateHold, now
+		c.Status, c.Reason, c.RevokedAt = store.StatusOnHold, revocation.CertificateHold, now
 		return nil
 	}, nil)
 }
@@ -209,7 +193,7 @@ func (e *Engine) Restore(actor store.Actor, serial []byte) (*store.Certificate, 
 		if c.Status != store.StatusOnHold {
 			return errorf(CodeInvalidState, "certificate %x is %s, not on hold", serial, c.Status)
 		}
-		c.Status, c.Reason, c.RevokedAt = store.StatusGood, 0, time.Time{}
+		c.Status, c.Reason, c.RevokedAt = store.StatusGood, revocation.Unspecified, time.Time{}
 		if c.SupersededBy != nil {
 			c.Status = store.StatusSuperseded
 		}
@@ -256,7 +240,7 @@ func (e *Engine) transition(actor store.Actor, serial []byte, action string, cha
 			return nil // recorded after the transaction, tallied
 		}
 		ev := store.Event{Actor: actor, Action: action, Object: store.HexSerial(serial), Outcome: store.OutcomeOK,
-			Reason: fmt.Sprintf("status %s, reason %d", c.Status, c.Reason)}
+			Reason: fmt.Sprintf("status %s, reason %d", c.Status, int(c.Reason))}
 		if was.Status == store.StatusRevoked && c.Status == store.StatusRevoked {
 			ev.Reason += fmt.Sprintf(", was reason %d, revocation date %s kept", was.Reason, c.RevokedAt.Format(time.RFC3339))
 		}

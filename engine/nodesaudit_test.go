@@ -13,7 +13,7 @@ import (
 	"github.com/jackc/pgx/v5"
 
 	"signerd/engine"
-	"signerd/engine/audit"
+	"signerd/audit"
 	"signerd/engine/enginetest"
 	"signerd/hsm"
 )

@@ -10,7 +10,7 @@ import (
 	"time"
 
 	"signerd/engine"
-	"signerd/engine/audit"
+	"signerd/audit"
 	"signerd/engine/enginetest"
 	"signerd/store"
 )

@@ -13,7 +13,7 @@ import (
 	"github.com/emmansun/gmsm/smx509"
 	"go.yaml.in/yaml/v3"
 
-	"signerd/engine/lint"
+	"signerd/lint"
 )
 
 // Profile is a kind of certificate the CA issues (SPEC §5.1).

@@ -22,7 +22,7 @@ import (
 	"golang.org/x/text/cases"
 	"golang.org/x/text/unicode/norm"
 
-	"signerd/engine/audit"
+	"signerd/audit"
 	"signerd/store"
 )
 

@@ -13,7 +13,7 @@ import (
 	"time"
 
 	"signerd/engine"
-	"signerd/engine/audit"
+	"signerd/audit"
 	"signerd/engine/enginetest"
 	"signerd/hsm"
 	"signerd/store"

@@ -12,6 +12,7 @@ import (
 
 	"signerd/engine"
 	"signerd/engine/enginetest"
+	"signerd/revocation"
 	"signerd/store"
 )
 
@@ -176,7 +177,7 @@ func TestKeyCompromiseReachesTheWholeLine(t *testing.T) {
 		}
 		return a, b, c, d
 	}
-	status := func(c *store.Certificate) (store.CertStatus, int) {
+	status := func(c *store.Certificate) (store.CertStatus, revocation.Reason) {
 		t.Helper()
 		rec, err := e.Status(c.Serial)
 		if err != nil {

@@ -6,6 +6,7 @@ import (
 	"encoding/hex"
 	"encoding/json"
 	"fmt"
+	"signerd/revocation"
 	"time"
 )
 
@@ -32,10 +33,10 @@ type Certificate struct {
 	Status    CertStatus `json:"status"`
 	// RevokedAt and Reason (an RFC 5280 CRLReason) are set while the
 	// certificate is revoked or on hold.
-	RevokedAt    time.Time `json:"revoked_at,omitzero"`
-	Reason       int       `json:"reason,omitempty"`
-	Replaces     []byte    `json:"replaces,omitempty"`
-	SupersededBy []byte    `json:"superseded_by,omitempty"`
+	RevokedAt    time.Time         `json:"revoked_at,omitzero"`
+	Reason       revocation.Reason `json:"reason,omitempty"`
+	Replaces     []byte            `json:"replaces,omitempty"`
+	SupersededBy []byte            `json:"superseded_by,omitempty"`
 	// Superseding is the id of the renewal or extension being signed to
 	// replace this certificate: claimed in the transaction that reserves
 	// its serial, so no other request can claim it meanwhile, and cleared
@@ -92,7 +93,7 @@ func (t *Tx) PutCertificate(c *Certificate) error {
 type RevokedEntry struct {
 	Serial    []byte
 	RevokedAt time.Time
-	Reason    int
+	Reason    revocation.Reason
 	NotAfter  time.Time // expired certificates leave the CRL
 }
 
@@ -117,7 +118,7 @@ func (t *Tx) revoked(prefix []byte, fn func(RevokedEntry) error) error {
 		if len(v) == revokedValueSize {
 			e.RevokedAt = time.Unix(0, int64(binary.BigEndian.Uint64(v))).UTC()
 			e.NotAfter = time.Unix(0, int64(binary.BigEndian.Uint64(v[8:]))).UTC()
-			e.Reason = int(v[16])
+			e.Reason = revocation.Reason(v[16])
 		} else {
 			c, err := t.Certificate(e.Serial)
 			if err != nil {

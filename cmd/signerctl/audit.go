@@ -18,7 +18,7 @@ import (
 
 	"github.com/emmansun/gmsm/smx509"
 
-	"signerd/engine/audit"
+	"signerd/audit"
 	"signerd/store"
 )
 

@@ -12,10 +12,10 @@ import (
 // chain by chain, each with its range, its seals and its verdict, and a
 // chain not included with why; an edit to node b's chain fails the
 // bundle naming node b and the event; audit show prefixes each event
-// with its node and filters by --node. The bundle is engine/audit's
+// with its node and filters by --node. The bundle is audit's
 // fixture of chains (nodes a and b, c omitted).
 func TestAuditVerifyChains(t *testing.T) {
-	fixtures := filepath.Join("..", "..", "engine", "audit", "testdata")
+	fixtures := filepath.Join("..", "..", "audit", "testdata")
 	bundle, root := filepath.Join(fixtures, "bundle-chains.jsonl"), filepath.Join(fixtures, "chains-root.pem")
 	raw, err := os.ReadFile(bundle)
 	if err != nil {
@@ -76,10 +76,10 @@ func TestAuditVerifyChains(t *testing.T) {
 // TestAuditVerifyExpectedNodes: --nodes names the chains the auditor
 // expects: each must be in the bundle or listed as not included, or the
 // bundle fails, naming the node; a name that cannot be a node's is bad
-// usage. The bundle is engine/audit's fixture of chains (nodes a and b,
+// usage. The bundle is audit's fixture of chains (nodes a and b,
 // c listed as never sealed).
 func TestAuditVerifyExpectedNodes(t *testing.T) {
-	fixtures := filepath.Join("..", "..", "engine", "audit", "testdata")
+	fixtures := filepath.Join("..", "..", "audit", "testdata")
 	bundle, root := filepath.Join(fixtures, "bundle-chains.jsonl"), filepath.Join(fixtures, "chains-root.pem")
 	tests := []struct {
 		name  string

@@ -12,10 +12,10 @@ import (
 // certificates proves nothing (whoever forges a bundle makes them too), so
 // audit verify gives no verdict without --root: it refuses, as bad usage,
 // and never prints OK. Against the right root it is OK; against another
-// it fails. The bundles are engine/audit's fixtures, a CA made in
+// it fails. The bundles are audit's fixtures, a CA made in
 // software: to verify without a root, that is as good as a forgery.
 func TestAuditVerifyNeedsRoot(t *testing.T) {
-	fixtures := filepath.Join("..", "..", "engine", "audit", "testdata")
+	fixtures := filepath.Join("..", "..", "audit", "testdata")
 	bundle, root := filepath.Join(fixtures, "bundle-5.jsonl"), filepath.Join(fixtures, "root.pem")
 	other := enginetest.WritePEM(t, t.TempDir(), "other-root.pem", "CERTIFICATE", enginetest.SoftwareRoot(t).Raw)
 	tests := []struct {

@@ -27,8 +27,9 @@ import (
 
 	"github.com/jackc/pgx/v5"
 
-	"signerd/engine/ceremony"
+	"signerd/ceremony"
 	"signerd/hsm"
+	"signerd/revocation"
 	"signerd/store"
 	"signerd/store/pglocal"
 )
@@ -240,7 +241,8 @@ func (l *benchLab) newPrefill(n, revoked int) (*prefillSet, error) {
 // at every start (the engine's loadRevocations): with every revocation a
 // keyCompromise, a 100,000-entry store takes seconds to start on bbolt,
 // and longer than a transaction may take on PostgreSQL.
-var prefillReasons = []int{1, 0, 0, 0, 0, 4, 4, 4, 5, 5}
+var prefillReasons = []revocation.Reason{revocation.KeyCompromise, revocation.Unspecified, revocation.Unspecified, revocation.Unspecified,
+	revocation.Unspecified, revocation.Superseded, revocation.Superseded, revocation.Superseded, revocation.CessationOfOperation, revocation.CessationOfOperation}
 
 // prefillPerTx is how many certificates one prefill transaction writes:
 // large transactions make the fill fast on both engines (one fsync each;

@@ -5,7 +5,7 @@ import (
 	"io"
 	"strings"
 
-	"signerd/engine/ceremony"
+	"signerd/ceremony"
 )
 
 // ceremonyRun performs a ceremony file. "--dry-run" may come before or

@@ -252,7 +252,7 @@ type certificateView struct {
 
 func view(c *store.Certificate) certificateView {
 	v := certificateView{Serial: hex.EncodeToString(c.Serial), Status: string(c.Status), Profile: c.Profile,
-		Subject: c.Subject, Issuer: c.Issuer, NotBefore: c.NotBefore, NotAfter: c.NotAfter, Reason: c.Reason,
+		Subject: c.Subject, Issuer: c.Issuer, NotBefore: c.NotBefore, NotAfter: c.NotAfter, Reason: int(c.Reason),
 		RequestID: c.RequestID, Replaces: hex.EncodeToString(c.Replaces), SupersededBy: hex.EncodeToString(c.SupersededBy),
 		Certificate: string(pem.EncodeToMemory(&pem.Block{Type: "CERTIFICATE", Bytes: c.DER}))}
 	if !c.RevokedAt.IsZero() {

@@ -11,7 +11,7 @@ import (
 	"testing"
 	"time"
 
-	"signerd/engine/audit"
+	"signerd/audit"
 	"signerd/store"
 	"signerd/store/pgtest"
 )

@@ -9,7 +9,7 @@ import (
 	"strings"
 	"testing"
 
-	"signerd/engine/audit"
+	"signerd/audit"
 )
 
 // rawRequest sends raw bytes on a connection of its own and returns the

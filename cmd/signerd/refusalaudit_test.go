@@ -17,7 +17,7 @@ import (
 	"testing"
 	"time"
 
-	"signerd/engine/audit"
+	"signerd/audit"
 	"signerd/store"
 )
 

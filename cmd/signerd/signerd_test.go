@@ -19,7 +19,7 @@ import (
 	"testing"
 	"time"
 
-	"signerd/engine/audit"
+	"signerd/audit"
 	"signerd/engine/enginetest"
 	"signerd/store"
 	"signerd/store/pgtest"

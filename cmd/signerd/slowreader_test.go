@@ -16,7 +16,7 @@ import (
 
 	"golang.org/x/sys/unix"
 
-	"signerd/engine/audit"
+	"signerd/audit"
 	"signerd/store"
 )
 

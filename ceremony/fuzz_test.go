@@ -10,7 +10,7 @@ import (
 // documented ceremonies. Nothing panics, and a file either loads as a
 // known type or is refused with an error.
 func FuzzLoad(f *testing.F) {
-	seeds, err := filepath.Glob("../../docs/ceremonies/*.yaml")
+	seeds, err := filepath.Glob("../docs/ceremonies/*.yaml")
 	if err != nil || len(seeds) == 0 {
 		f.Fatalf("no documented ceremonies to seed with: %v", err)
 	}

@@ -11,9 +11,9 @@ import (
 
 	"github.com/emmansun/gmsm/smx509"
 
-	"signerd/engine"
-	"signerd/engine/lint"
 	"signerd/hsm"
+	"signerd/lint"
+	"signerd/revocation"
 )
 
 // rootCRL has the root sign a CRL of the CA certificates it revokes (an
@@ -24,17 +24,17 @@ type rootCRL struct {
 	SigningKey        string        `yaml:"signing_key"`
 	IssuerCertificate string        `yaml:"issuer_certificate"`
 	CRL               struct {
-		Number     int64        `yaml:"number"`
-		ThisUpdate string       `yaml:"this_update"`
-		NextUpdate string       `yaml:"next_update"`
-		Revoked    []revocation `yaml:"revoked"`
+		Number     int64          `yaml:"number"`
+		ThisUpdate string         `yaml:"this_update"`
+		NextUpdate string         `yaml:"next_update"`
+		Revoked    []caRevocation `yaml:"revoked"`
 	} `yaml:"crl"`
 	Outputs struct {
 		CRL string `yaml:"crl"`
 	} `yaml:"outputs"`
 }
 
-type revocation struct {
+type caRevocation struct {
 	Certificate string `yaml:"certificate"`
 	RevokedAt   string `yaml:"revoked_at"`
 	Reason      string `yaml:"reason"`
@@ -42,7 +42,8 @@ type revocation struct {
 
 // caReasons are the RFC 5280 reasons a CA certificate is revoked for; a
 // root CRL entry must say which.
-var caReasons = map[int]bool{1: true, 2: true, 3: true, 4: true, 5: true, 9: true}
+var caReasons = map[revocation.Reason]bool{revocation.KeyCompromise: true, revocation.CACompromise: true, revocation.AffiliationChanged: true,
+	revocation.Superseded: true, revocation.CessationOfOperation: true, revocation.PrivilegeWithdrawn: true}
 
 func (c *rootCRL) header() *Header { return &c.Header }
 func (c *rootCRL) objects() string { return c.SigningKey }
@@ -121,7 +122,7 @@ func (c *rootCRL) perform(r *runner) error {
 
 // entry checks one revocation: a CA certificate the root issued, a reason
 // fit for a CA, and a time the CRL can state.
-func (c *rootCRL) entry(rv revocation, issuer *smx509.Certificate, thisUpdate time.Time) (smx509.RevocationListEntry, error) {
+func (c *rootCRL) entry(rv caRevocation, issuer *smx509.Certificate, thisUpdate time.Time) (smx509.RevocationListEntry, error) {
 	var e smx509.RevocationListEntry
 	cert, err := readCertificate(rv.Certificate)
 	if err != nil {
@@ -136,7 +137,7 @@ func (c *rootCRL) entry(rv revocation, issuer *smx509.Certificate, thisUpdate ti
 	if rv.Reason == "" {
 		return e, errors.New("reason is required")
 	}
-	code, err := engine.ParseReason(rv.Reason)
+	code, err := revocation.Parse(rv.Reason)
 	if err != nil || !caReasons[code] {
 		return e, fmt.Errorf("reason %q: want keyCompromise, cACompromise, affiliationChanged, superseded, cessationOfOperation or privilegeWithdrawn", rv.Reason)
 	}
@@ -147,7 +148,7 @@ func (c *rootCRL) entry(rv revocation, issuer *smx509.Certificate, thisUpdate ti
 	if at.After(thisUpdate) || at.Before(cert.NotBefore) {
 		return e, fmt.Errorf("revoked_at %s must fall between the certificate's notBefore and the CRL's this_update", rv.RevokedAt)
 	}
-	return smx509.RevocationListEntry{SerialNumber: cert.SerialNumber, RevocationTime: at, ReasonCode: code}, nil
+	return smx509.RevocationListEntry{SerialNumber: cert.SerialNumber, RevocationTime: at, ReasonCode: int(code)}, nil
 }
 
 // signCRL is signCA's counterpart for CRLs: lint with a throwaway key,

@@ -14,7 +14,7 @@ import (
 
 	"github.com/emmansun/gmsm/smx509"
 
-	"signerd/engine/ceremony"
+	"signerd/ceremony"
 	"signerd/engine/enginetest"
 	"signerd/hsm"
 	"signerd/hsm/hsmtest"

@@ -15,7 +15,7 @@ import (
 	"github.com/emmansun/gmsm/sm2"
 	"github.com/emmansun/gmsm/smx509"
 
-	"signerd/engine/audit"
+	"signerd/audit"
 	"signerd/store"
 )
 
@@ -134,7 +134,7 @@ var update = flag.Bool("update", false, "write testdata's verifier fixtures afre
 // no handed bundle chained to a worker's root, so not one input in a run
 // was anchored and "nothing else verifies" was never put to the test.
 // Written by
-// go test ./engine/audit -run TestFixturesVerify -args -update
+// go test ./audit -run TestFixturesVerify -args -update
 func fixtures(t testing.TB) (*smx509.Certificate, [][]byte) {
 	t.Helper()
 	const rootPath = "testdata/root.pem"

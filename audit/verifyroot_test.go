@@ -11,7 +11,7 @@ import (
 	"github.com/emmansun/gmsm/sm2"
 	"github.com/emmansun/gmsm/smx509"
 
-	"signerd/engine/audit"
+	"signerd/audit"
 	"signerd/hsm"
 )
 

@@ -9,7 +9,7 @@ import (
 
 	"github.com/emmansun/gmsm/sm2"
 
-	"signerd/engine/audit"
+	"signerd/audit"
 	"signerd/hsm"
 )
 
