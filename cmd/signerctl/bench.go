@@ -55,6 +55,11 @@ type benchReport struct {
 	DurationS   float64 `json:"duration_s"`
 	Prefill     int     `json:"prefill"`
 	CeilingPerS float64 `json:"ceiling_per_s"`
+	// CeilingCPUMS is the CPU time the bench process spent per signature
+	// in the ceiling run (the HSM's signing, SoftHSM2 running in the
+	// process, and its software re-verification, as in signerd): what a
+	// certificate costs at the least, the HSM's share of signerd's CPU.
+	CeilingCPUMS float64 `json:"hsm_cpu_ms_per_sign"`
 	// LoadAvg is the machine's 1-minute load average before the ceiling
 	// run and after the last run: the bench's own load, or others' too.
 	LoadAvg [2]float64              `json:"load_avg"`
@@ -82,7 +87,10 @@ type storeReport struct {
 	// CPU time per certificate issued in the batched runs: signerd's own
 	// (the HSM's signing included: SoftHSM2 runs in its process), and on
 	// PostgreSQL the server's (every process of it).
-	SignerdCPUMS  map[string]float64 `json:"signerd_cpu_ms_per_cert"`
+	SignerdCPUMS map[string]float64 `json:"signerd_cpu_ms_per_cert"`
+	// OverheadUS is signerd's CPU per certificate less the HSM's per
+	// signature (CeilingCPUMS), in µs: signerd's own work per certificate.
+	OverheadUS    map[string]float64 `json:"overhead_us_per_cert"`
 	ServerCPUMS   map[string]float64 `json:"server_cpu_ms_per_cert,omitempty"`
 	BatchOffPerS  map[string]float64 `json:"batch_off_per_s"`
 	BatchOffRatio map[string]float64 `json:"batch_off_ratio"`
@@ -95,6 +103,52 @@ type storeReport struct {
 	CRLMS         float64            `json:"crl_ms"`
 	CPUProfile    string             `json:"cpu_profile,omitempty"`
 	Postgres      *pgReport          `json:"postgres,omitempty"`
+	// Targets are the CPU and latency targets (cpuTargets) as this run
+	// met them, in cpuTargets' order.
+	Targets []targetCheck `json:"targets,omitempty"`
+}
+
+// targetCheck is one target against a run's figure.
+type targetCheck struct {
+	Name  string  `json:"name"`
+	Value float64 `json:"value"`
+	Limit float64 `json:"limit"`
+	Met   bool    `json:"met"`
+}
+
+// cpuTarget is a figure the issue sets a bound on: at most (or, with
+// atLeast, at least) limit, at the run of clients clients.
+type cpuTarget struct {
+	name    string
+	clients int
+	limit   float64
+	atLeast bool
+	figure  func(sr *storeReport, k string) (float64, bool)
+}
+
+// cpuTargets: signerd's own CPU per certificate, end to end against the
+// ceiling at 64 clients, and p99 at 8 clients.
+var cpuTargets = []cpuTarget{
+	{"overhead_us_per_cert_64", 64, 200, false, func(sr *storeReport, k string) (float64, bool) { v, ok := sr.OverheadUS[k]; return v, ok }},
+	{"ratio_64", 64, 0.65, true, func(sr *storeReport, k string) (float64, bool) { v, ok := sr.Ratio[k]; return v, ok }},
+	{"p99_ms_8", 8, 10, false, func(sr *storeReport, k string) (float64, bool) { v, ok := sr.P99MS[k]; return v, ok }},
+}
+
+// checkTargets sets sr.Targets from the runs made; a target whose run was
+// not made is left out.
+func (sr *storeReport) checkTargets() {
+	sr.Targets = nil
+	for _, t := range cpuTargets {
+		v, ok := t.figure(sr, strconv.Itoa(t.clients))
+		if !ok {
+			continue
+		}
+		met := v <= t.limit
+		if t.atLeast {
+			met = v >= t.limit
+		}
+		sr.Targets = append(sr.Targets, targetCheck{Name: t.name, Value: v, Limit: t.limit, Met: met})
+	}
 }
 
 // pgReport is the PostgreSQL server a run measured, and with
@@ -109,7 +163,7 @@ type pgReport struct {
 func newStoreReport() *storeReport {
 	return &storeReport{E2EPerS: map[string]float64{}, Ratio: map[string]float64{}, P50MS: map[string]float64{},
 		P99MS: map[string]float64{}, MaxMS: map[string]float64{}, Errors: map[string]int{}, MeanBatch: map[string]float64{},
-		SignerdCPUMS: map[string]float64{}, ServerCPUMS: map[string]float64{},
+		SignerdCPUMS: map[string]float64{}, OverheadUS: map[string]float64{}, ServerCPUMS: map[string]float64{},
 		BatchOffPerS: map[string]float64{}, BatchOffRatio: map[string]float64{}, BatchOffP99MS: map[string]float64{}}
 }
 
@@ -232,7 +286,7 @@ func runBench(f benchFlags, progress io.Writer) (r *benchReport, err error) {
 	}
 	r.LoadAvg[0] = loadAverage()
 	say("HSM ceiling: %d sessions for %v", f.sessions, f.duration)
-	if r.CeilingPerS, err = lab.ceiling(f.sessions, f.duration); err != nil {
+	if r.CeilingPerS, r.CeilingCPUMS, err = lab.ceiling(f.sessions, f.duration); err != nil {
 		return nil, err
 	}
 	if f.prefill > 0 {
@@ -267,6 +321,9 @@ func runBench(f benchFlags, progress io.Writer) (r *benchReport, err error) {
 			}
 		}
 		r.compare(f.clients)
+		for _, sr := range r.Stores {
+			sr.checkTargets()
+		}
 	}
 	r.LoadAvg[1] = loadAverage()
 	return r, nil
@@ -372,7 +429,7 @@ func runBatchSize(f benchFlags, lab *benchLab, batch int, r *benchReport, reqs *
 			slices.Reverse(order)
 		}
 		for _, run := range order {
-			if err := runClients(f, lab, run, batch, c, r.CeilingPerS, reqs, say); err != nil {
+			if err := runClients(f, lab, run, batch, c, r, reqs, say); err != nil {
 				return fmt.Errorf("%s store: %w", run.name, err)
 			}
 		}
@@ -397,8 +454,8 @@ func runBatchSize(f benchFlags, lab *benchLab, batch int, r *benchReport, reqs *
 
 // runClients is one end-to-end run: c clients issuing through run's
 // signerd for f.duration.
-func runClients(f benchFlags, lab *benchLab, run *storeRun, batch, c int, ceiling float64, reqs *requestPool, say func(string, ...any)) error {
-	d, sr := run.d, run.sr
+func runClients(f benchFlags, lab *benchLab, run *storeRun, batch, c int, r *benchReport, reqs *requestPool, say func(string, ...any)) error {
+	d, sr, ceiling := run.d, run.sr, r.CeilingPerS
 	if err := reqs.fill(int(ceiling*f.duration.Seconds()*1.1) + 2*c); err != nil {
 		return err
 	}
@@ -438,6 +495,7 @@ func runClients(f benchFlags, lab *benchLab, run *storeRun, batch, c int, ceilin
 			sr.MeanBatch[key] = (requests - requestsBefore) / (batches - batchesBefore)
 		}
 		sr.SignerdCPUMS[key] = ms(time.Duration(cpuAfter[0]-cpuBefore[0])*clockTick) / float64(res.n)
+		sr.OverheadUS[key] = 1000 * (sr.SignerdCPUMS[key] - r.CeilingCPUMS)
 		if run.name == storePostgres {
 			sr.ServerCPUMS[key] = ms(time.Duration(cpuAfter[1]-cpuBefore[1])*clockTick) / float64(res.n)
 		}
@@ -466,7 +524,8 @@ var storeTitles = map[string]string{storeBolt: "bbolt", storePostgres: "PostgreS
 func (r *benchReport) print(w io.Writer, clients []int) {
 	fmt.Fprintf(w, "machine      %s, %d CPUs; 1-minute load average %.1f before the bench, %.1f after\n",
 		r.Machine, r.CPUs, r.LoadAvg[0], r.LoadAvg[1])
-	fmt.Fprintf(w, "HSM ceiling  %.0f SM2 signs/s on the issuing key (%d sessions, SoftHSM2 SM2 build)\n", r.CeilingPerS, r.Sessions)
+	fmt.Fprintf(w, "HSM ceiling  %.0f SM2 signs/s on the issuing key (%d sessions, SoftHSM2 SM2 build), %.3f ms CPU per signature\n",
+		r.CeilingPerS, r.Sessions, r.CeilingCPUMS)
 	for _, name := range []string{storeBolt, storePostgres} {
 		sr := r.Stores[name]
 		if sr == nil {
@@ -499,17 +558,18 @@ func (r *benchReport) print(w io.Writer, clients []int) {
 		if name == storePostgres {
 			server = "\tserver CPU ms/cert"
 		}
-		fmt.Fprintf(tw, "clients\tcerts/s\tof ceiling\tp50 ms\tp99 ms\tmax ms\terrors\tmean batch\tsignerd CPU ms/cert%s\t\tbatch off: certs/s\tof ceiling\tp99 ms\t\n", server)
+		fmt.Fprintf(tw, "clients\tcerts/s\tof ceiling\tp50 ms\tp99 ms\tmax ms\terrors\tmean batch\tsignerd CPU ms/cert\toverhead µs/cert%s\t\tbatch off: certs/s\tof ceiling\tp99 ms\t\n", server)
 		for _, c := range clients {
 			k := strconv.Itoa(c)
 			if name == storePostgres {
 				server = fmt.Sprintf("\t%.2f", sr.ServerCPUMS[k])
 			}
-			fmt.Fprintf(tw, "%d\t%.0f\t%.0f%%\t%.1f\t%.1f\t%.1f\t%d\t%.1f\t%.2f%s\t\t%.0f\t%.0f%%\t%.1f\t\n", c, sr.E2EPerS[k], 100*sr.Ratio[k],
-				sr.P50MS[k], sr.P99MS[k], sr.MaxMS[k], sr.Errors[k], sr.MeanBatch[k], sr.SignerdCPUMS[k], server,
+			fmt.Fprintf(tw, "%d\t%.0f\t%.0f%%\t%.1f\t%.1f\t%.1f\t%d\t%.1f\t%.2f\t%.0f%s\t\t%.0f\t%.0f%%\t%.1f\t\n", c, sr.E2EPerS[k], 100*sr.Ratio[k],
+				sr.P50MS[k], sr.P99MS[k], sr.MaxMS[k], sr.Errors[k], sr.MeanBatch[k], sr.SignerdCPUMS[k], sr.OverheadUS[k], server,
 				sr.BatchOffPerS[k], 100*sr.BatchOffRatio[k], sr.BatchOffP99MS[k])
 		}
 		tw.Flush()
+		sr.printTargets(w)
 		if sr.Postgres != nil && len(sr.Postgres.Statements) > 0 {
 			sr.Postgres.printStatements(w, clients)
 		}
@@ -538,6 +598,24 @@ func (r *benchReport) print(w io.Writer, clients []int) {
 		fmt.Fprintf(w, "%s%.2f, met\n", target, r.PostgresVsBolt[strconv.Itoa(benchTargetClients)])
 	default:
 		fmt.Fprintf(w, "%s%.2f, NOT met\n", target, r.PostgresVsBolt[strconv.Itoa(benchTargetClients)])
+	}
+}
+
+// targetTitles say each target of cpuTargets as the table's reader reads it.
+var targetTitles = map[string]string{
+	"overhead_us_per_cert_64": "overhead at 64 clients ≤ %.0f µs/cert: %.0f",
+	"ratio_64":                "end to end at 64 clients ≥ %.2f × ceiling: %.2f",
+	"p99_ms_8":                "p99 at 8 clients ≤ %.0f ms: %.1f",
+}
+
+// printTargets prints one line per target measured, met or not.
+func (sr *storeReport) printTargets(w io.Writer) {
+	for _, t := range sr.Targets {
+		verdict := "met"
+		if !t.Met {
+			verdict = "NOT met"
+		}
+		fmt.Fprintf(w, "target       "+targetTitles[t.Name]+", %s\n", t.Limit, t.Value, verdict)
 	}
 }
 

@@ -5,7 +5,11 @@ import (
 	"encoding/json"
 	"errors"
 	"io"
+	"maps"
+	"math"
 	"os/exec"
+	"slices"
+	"strconv"
 	"strings"
 	"testing"
 
@@ -209,3 +213,115 @@ func TestBenchTwoNodes(t *testing.T) {
 }
 
 func ptr[T any](v T) *T { return &v }
+
+// TestBenchTargets: the overhead, ratio and p99 targets judged from a
+// store's figures, at their limits and past them, as printed and in JSON;
+// a target whose run was not made is left out, not judged.
+func TestBenchTargets(t *testing.T) {
+	for _, tc := range []struct {
+		name      string
+		overhead  float64 // µs per certificate at 64 clients
+		ratio     float64 // at 64 clients
+		p99       float64 // ms at 8 clients
+		clients   []int
+		wantLines []string
+		wantMet   map[string]bool
+	}{
+		{"all met at the limits", 200, 0.65, 10, []int{8, 64},
+			[]string{"overhead at 64 clients ≤ 200 µs/cert: 200, met", "end to end at 64 clients ≥ 0.65 × ceiling: 0.65, met",
+				"p99 at 8 clients ≤ 10 ms: 10.0, met"},
+			map[string]bool{"overhead_us_per_cert_64": true, "ratio_64": true, "p99_ms_8": true}},
+		{"none met", 480, 0.45, 14.3, []int{8, 64},
+			[]string{"overhead at 64 clients ≤ 200 µs/cert: 480, NOT met", "end to end at 64 clients ≥ 0.65 × ceiling: 0.45, NOT met",
+				"p99 at 8 clients ≤ 10 ms: 14.3, NOT met"},
+			map[string]bool{"overhead_us_per_cert_64": false, "ratio_64": false, "p99_ms_8": false}},
+		{"no 64-client run", 0, 0, 9.5, []int{8},
+			[]string{"p99 at 8 clients ≤ 10 ms: 9.5, met"},
+			map[string]bool{"p99_ms_8": true}},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			r := &benchReport{Machine: "test", CPUs: 2, CeilingPerS: 2000, CeilingCPUMS: 0.6,
+				Stores: map[string]*storeReport{storeBolt: newStoreReport()}}
+			sr := r.Stores[storeBolt]
+			for _, c := range tc.clients {
+				k := strconv.Itoa(c)
+				sr.E2EPerS[k], sr.SignerdCPUMS[k], sr.P99MS[k] = 1000, 0.6, 5
+			}
+			if slices.Contains(tc.clients, 64) {
+				sr.Ratio["64"], sr.OverheadUS["64"], sr.SignerdCPUMS["64"] = tc.ratio, tc.overhead, 0.6+tc.overhead/1000
+			}
+			if slices.Contains(tc.clients, 8) {
+				sr.P99MS["8"] = tc.p99
+			}
+			sr.checkTargets()
+			var out bytes.Buffer
+			r.print(&out, tc.clients)
+			for _, want := range append(tc.wantLines, "0.600 ms CPU per signature", "overhead µs/cert") {
+				if !strings.Contains(out.String(), want) {
+					t.Errorf("printed:\n%s\nwant %q", out.String(), want)
+				}
+			}
+			if got := strings.Count(out.String(), "\ntarget "); got != len(tc.wantLines) {
+				t.Errorf("printed:\n%s\n%d target lines, want %d", out.String(), got, len(tc.wantLines))
+			}
+			raw, err := json.Marshal(r)
+			if err != nil {
+				t.Fatal(err)
+			}
+			var back struct {
+				CeilingCPUMS float64 `json:"hsm_cpu_ms_per_sign"`
+				Stores       map[string]struct {
+					OverheadUS map[string]float64 `json:"overhead_us_per_cert"`
+					Targets    []targetCheck      `json:"targets"`
+				} `json:"stores"`
+			}
+			if err := json.Unmarshal(raw, &back); err != nil {
+				t.Fatal(err)
+			}
+			got := map[string]bool{}
+			for _, c := range back.Stores[storeBolt].Targets {
+				got[c.Name] = c.Met
+			}
+			if back.CeilingCPUMS != 0.6 || !maps.Equal(got, tc.wantMet) {
+				t.Errorf("JSON %s: want hsm_cpu_ms_per_sign 0.6 and targets met %v", raw, tc.wantMet)
+			}
+		})
+	}
+}
+
+// TestBenchReportsOverhead runs signerctl bench on a bbolt store briefly,
+// for real, and checks the CPU figures it reports hang together: the
+// HSM's CPU per signature from the ceiling run, signerd's per certificate
+// at each client count, and the overhead as their difference, with the
+// targets judged from them.
+func TestBenchReportsOverhead(t *testing.T) {
+	module := hsmtest.SM2Module(t)
+	cmd := exec.Command(bins.signerctl, "bench", "-store", "bolt", "-clients", "8,64", "-duration", "500ms", "-json",
+		"-module", module, "-signerd", bins.signerd)
+	var stderr strings.Builder
+	cmd.Stderr = &stderr
+	out, err := cmd.Output()
+	if err != nil {
+		t.Fatalf("signerctl bench -store bolt: %v\n%s", err, stderr.String())
+	}
+	var r benchReport
+	if err := json.Unmarshal(out, &r); err != nil {
+		t.Fatalf("%v:\n%s", err, out)
+	}
+	sr := r.Stores[storeBolt]
+	// A signature costs the ceiling run far more than nothing and far less
+	// than the second it would take to make the run's rate a few a second.
+	if sr == nil || r.CeilingCPUMS <= 0.01 || r.CeilingCPUMS >= 1000/r.CeilingPerS*float64(r.CPUs) {
+		t.Fatalf("report %s: want a bbolt store and the HSM's CPU per signature within (0.01 ms, CPUs/ceiling)", out)
+	}
+	for _, k := range []string{"8", "64"} {
+		want := 1000 * (sr.SignerdCPUMS[k] - r.CeilingCPUMS)
+		if sr.E2EPerS[k] <= 0 || sr.SignerdCPUMS[k] <= 0 || math.Abs(sr.OverheadUS[k]-want) > 1e-6 {
+			t.Errorf("%s clients: %.0f certs/s, signerd %.3f ms/cert, overhead %.1f µs, want %.1f (signerd less the HSM's %.3f ms)",
+				k, sr.E2EPerS[k], sr.SignerdCPUMS[k], sr.OverheadUS[k], want, r.CeilingCPUMS)
+		}
+	}
+	if len(sr.Targets) != len(cpuTargets) {
+		t.Errorf("targets %+v: want each of %d judged", sr.Targets, len(cpuTargets))
+	}
+}
