@@ -1,8 +1,10 @@
 // Package lint checks certificates and CRLs before the HSM signs them.
 //
-// The engine builds each to-be-signed certificate, signs it with a throwaway
-// software SM2 key, and hands the result here; only if every lint passes is
-// the same TBS sent to the HSM. Key ceremonies do the same for CA
+// Each to-be-signed certificate is linted before the HSM signs it, and
+// only if every lint passes is that TBS sent to the HSM; the signed result
+// is linted again. Before signing, the lints take either a certificate
+// signed by a throwaway software key or, cheaper, the TBS itself
+// (CertificateTBS, CATBS, CRLTBS; SPEC §5.4). Key ceremonies do the same for CA
 // certificates (CA) and the root's CRLs. zlint cannot parse SM2 certificates, so these
 // are signerd's own, covering the RFC 5280 and GM/T 0015 rules the engine
 // could plausibly get wrong: encodings it chooses (times, serials,
@@ -49,9 +51,17 @@ func (u Usage) KeyUsage() smx509.KeyUsage {
 // Certificate lints an end-entity certificate (DER, signed by any key) that
 // issuer is to sign. It returns every failure, joined.
 func Certificate(der []byte, issuer *smx509.Certificate, usage Usage) error {
+	_, err := ParsedCertificate(der, issuer, usage)
+	return err
+}
+
+// ParsedCertificate is Certificate returning also the certificate as it
+// parsed it (nil if it did not parse), so a caller that needs it parsed
+// (the signed certificate, to record) does not parse it a second time.
+func ParsedCertificate(der []byte, issuer *smx509.Certificate, usage Usage) (*smx509.Certificate, error) {
 	c, errs := lintCertificate(der, issuer)
 	if c == nil {
-		return errors.Join(errs...)
+		return nil, errors.Join(errs...)
 	}
 	fail := func(format string, args ...any) { errs = append(errs, fmt.Errorf(format, args...)) }
 	if c.BasicConstraintsValid && c.IsCA {
@@ -63,7 +73,66 @@ func Certificate(der []byte, issuer *smx509.Certificate, usage Usage) error {
 	if bytes.Equal(c.RawSubject, issuer.RawSubject) {
 		fail("subject equals the issuer's name: an end-entity certificate must not read as self-issued")
 	}
-	return errors.Join(errs...)
+	return c, errors.Join(errs...)
+}
+
+// CertificateTBS lints an end-entity TBSCertificate before anything has
+// signed it (SPEC §5.4): the same lints as Certificate, on the TBS alone,
+// so that no throwaway key need sign it (an SM2 signature and the
+// verification smx509 makes of it) just to be linted. The signature
+// algorithm the lints compare with the TBS's is the TBS's own; it is
+// compared with the real one when the signed certificate is linted.
+func CertificateTBS(tbs []byte, issuer *smx509.Certificate, usage Usage) error {
+	der, err := unsigned(tbs)
+	if err != nil {
+		return err
+	}
+	return Certificate(der, issuer, usage)
+}
+
+// CATBS is CA on a TBSCertificate nothing has signed yet (CertificateTBS).
+func CATBS(tbs []byte, issuer *smx509.Certificate) error {
+	der, err := unsigned(tbs)
+	if err != nil {
+		return err
+	}
+	return CA(der, issuer)
+}
+
+// CRLTBS is CRL on a TBSCertList nothing has signed yet (CertificateTBS).
+func CRLTBS(tbs []byte, issuer *smx509.Certificate) error {
+	der, err := unsigned(tbs)
+	if err != nil {
+		return err
+	}
+	return CRL(der, issuer)
+}
+
+// unsigned wraps a TBS (of a certificate or a CRL: both begin version,
+// where present, then the signature algorithm) into the signed object's
+// SEQUENCE { tbs, signatureAlgorithm, signatureValue } with the TBS's own
+// algorithm and an empty signature, which parses as the signed object
+// does: parsing checks no signature.
+func unsigned(tbs []byte) ([]byte, error) {
+	in := cryptobyte.String(tbs)
+	var body, alg cryptobyte.String
+	if !in.ReadASN1(&body, casn1.SEQUENCE) || !in.Empty() {
+		return nil, errors.New("not a DER TBS: one SEQUENCE expected")
+	}
+	if body.PeekASN1Tag(casn1.Tag(0).Constructed().ContextSpecific()) {
+		body.SkipASN1(casn1.Tag(0).Constructed().ContextSpecific()) // a certificate's [0] version
+	}
+	if !body.SkipOptionalASN1(casn1.INTEGER) || !body.ReadASN1Element(&alg, casn1.SEQUENCE) {
+		// Past a certificate's serial or a CRL's version, the algorithm.
+		return nil, errors.New("TBS: no signature algorithm where one belongs")
+	}
+	var b cryptobyte.Builder
+	b.AddASN1(casn1.SEQUENCE, func(b *cryptobyte.Builder) {
+		b.AddBytes(tbs)
+		b.AddBytes(alg)
+		b.AddASN1BitString(nil)
+	})
+	return b.Bytes()
 }
 
 // CA lints a CA certificate (DER, signed by any key) that issuer is to

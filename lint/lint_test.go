@@ -1,6 +1,7 @@
 package lint_test
 
 import (
+	"bytes"
 	"crypto/rand"
 	"crypto/x509/pkix"
 	"math/big"
@@ -10,6 +11,8 @@ import (
 
 	"github.com/emmansun/gmsm/sm2"
 	"github.com/emmansun/gmsm/smx509"
+	"golang.org/x/crypto/cryptobyte"
+	casn1 "golang.org/x/crypto/cryptobyte/asn1"
 
 	"signerd/lint"
 )
@@ -85,10 +88,56 @@ func TestCertificateLints(t *testing.T) {
 				t.Fatal(err)
 			}
 			wantLint(t, lint.Certificate(der, ca, tt.usage), tt.want)
+			c, err := lint.ParsedCertificate(der, ca, tt.usage)
+			wantLint(t, err, tt.want)
+			if c == nil || !bytes.Equal(c.Raw, der) {
+				t.Fatalf("ParsedCertificate returned %v, want the certificate linted", c)
+			}
+			wantLint(t, lint.CertificateTBS(c.RawTBSCertificate, ca, tt.usage), tt.want)
 		})
 	}
-	if err := lint.Certificate([]byte("junk"), ca, lint.Signing); err == nil {
-		t.Fatal("junk passed lint")
+	for _, junk := range [][]byte{[]byte("junk"), {0x30, 0x03, 0x02, 0x01, 0x01}} {
+		if err := lint.Certificate(junk, ca, lint.Signing); err == nil {
+			t.Fatalf("%x passed lint", junk)
+		}
+		if err := lint.CertificateTBS(junk, ca, lint.Signing); err == nil {
+			t.Fatalf("%x passed lint as a TBS", junk)
+		}
+	}
+}
+
+// TestTBSLintsAsSigned: a TBS linted alone passes or fails as the signed
+// certificate does, and what only the signed object can get wrong (an
+// outer algorithm other than the TBS's) is still caught on the signed one.
+func TestTBSLintsAsSigned(t *testing.T) {
+	caKey, leafKey := newKey(t), newKey(t)
+	ca := issuer(t, caKey)
+	now := time.Now().Truncate(time.Second)
+	der, err := smx509.CreateCertificate(rand.Reader, &smx509.Certificate{SerialNumber: big.NewInt(0x1234),
+		Subject: pkix.Name{CommonName: "leaf"}, NotBefore: now, NotAfter: now.AddDate(1, 0, 0), BasicConstraintsValid: true,
+		KeyUsage: lint.Signing.KeyUsage(), SubjectKeyId: []byte{9, 9}}, ca, &leafKey.PublicKey, caKey)
+	if err != nil {
+		t.Fatal(err)
+	}
+	c, _ := smx509.ParseCertificate(der)
+	if err := lint.CertificateTBS(c.RawTBSCertificate, ca, lint.Signing); err != nil {
+		t.Fatalf("TBS of a good certificate: %v", err)
+	}
+	// The same TBS under another outer algorithm (ECDSA with SHA-256).
+	ecdsaSHA256 := []byte{0x30, 0x0a, 0x06, 0x08, 0x2a, 0x86, 0x48, 0xce, 0x3d, 0x04, 0x03, 0x02}
+	var b cryptobyte.Builder
+	b.AddASN1(casn1.SEQUENCE, func(b *cryptobyte.Builder) {
+		b.AddBytes(c.RawTBSCertificate)
+		b.AddBytes(ecdsaSHA256)
+		b.AddASN1BitString(c.Signature)
+	})
+	swapped, err := b.Bytes()
+	if err != nil {
+		t.Fatal(err)
+	}
+	wantLint(t, lint.Certificate(swapped, ca, lint.Signing), "signature algorithm")
+	if err := lint.CertificateTBS(append(bytes.Clone(c.RawTBSCertificate), 0), ca, lint.Signing); err == nil {
+		t.Fatal("a TBS with a trailing byte passed lint")
 	}
 }
 
@@ -122,6 +171,11 @@ func TestCRLLints(t *testing.T) {
 				t.Fatal(err)
 			}
 			wantLint(t, lint.CRL(der, ca), tt.want)
+			crl, err := smx509.ParseRevocationList(der)
+			if err != nil {
+				t.Fatal(err)
+			}
+			wantLint(t, lint.CRLTBS(crl.RawTBSRevocationList, ca), tt.want)
 		})
 	}
 }
@@ -192,6 +246,11 @@ func TestCALints(t *testing.T) {
 				t.Fatal(err)
 			}
 			wantLint(t, lint.CA(der, tt.issuer), tt.want)
+			c, err := smx509.ParseCertificate(der)
+			if err != nil {
+				t.Fatal(err)
+			}
+			wantLint(t, lint.CATBS(c.RawTBSCertificate, tt.issuer), tt.want)
 		})
 	}
 }
