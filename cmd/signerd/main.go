@@ -59,6 +59,7 @@ func main() {
 	if err := fs.Parse(os.Args[1:]); err != nil {
 		os.Exit(exitUsage)
 	}
+	tuneGC()
 	log := slog.New(slog.NewJSONHandler(os.Stderr, nil))
 	// An acknowledgement is recorded as the operator's statement: one
 	// that says nothing is no acknowledgement.
