@@ -10,8 +10,8 @@ import (
 
 	"github.com/emmansun/gmsm/sm3"
 
-	"signerd/engine"
 	"signerd/audit"
+	"signerd/engine"
 	"signerd/engine/enginetest"
 	"signerd/store"
 )

@@ -2,6 +2,7 @@ package engine
 
 import (
 	"context"
+	"crypto"
 	"crypto/x509/pkix"
 	"encoding/hex"
 	"errors"
@@ -21,6 +22,16 @@ import (
 // common name that names the node whose chain the key seals
 // (audit.KeySubject): a bundle's verifier takes a seal only in that
 // node's chain.
+
+// AuditSigner is the audit key: SM2 in the HSM, signing e = SM3(Z‖msg).
+// *hsm.SM2Signer is the implementation.
+type AuditSigner interface {
+	Public() crypto.PublicKey
+	Digest(msg []byte) []byte
+	// SignDigest returns a DER signature of e that it has verified under
+	// Public(); the engine relies on that and does not verify again.
+	SignDigest(ctx context.Context, e []byte) ([]byte, error)
+}
 
 const usageAuditLog = "audit-log"
 

@@ -10,6 +10,7 @@ import (
 
 	"github.com/emmansun/gmsm/smx509"
 
+	"signerd/issuance"
 	"signerd/store"
 )
 
@@ -79,12 +80,12 @@ func (e *Engine) prepare(b *batch) {
 	}
 	attempts := pending(b.jobs)
 	parallel(attempts, func(j *job) {
-		serial, err := newSerial(e.cfg.Random)
+		serial, err := issuance.NewSerial(e.cfg.Random)
 		if err != nil {
 			j.fail(errorf(CodeHSMUnavailable, "%v", err))
 			return
 		}
-		d, err := e.build(j.o, b.iss, serial, now)
+		d, err := e.build(j.o, b.iss, serial.Bytes(), now)
 		if err != nil {
 			j.fail(err)
 			return
@@ -149,7 +150,7 @@ func (e *Engine) signBatch(b *batch) {
 	defer cancel()
 	var wg sync.WaitGroup
 	for i, j := range b.reserved {
-		wg.Go(func() { b.signed[i], b.signErr[i] = e.sign(ctx, j.draft, b.iss, j.o.profile.LintUsage()) })
+		wg.Go(func() { b.signed[i], b.signErr[i] = e.sign(ctx, j.draft, b.iss) })
 	}
 	wg.Wait()
 	if testHookSigned != nil {
@@ -345,7 +346,7 @@ func (e *Engine) reserve(tx *store.Tx, j *job, now time.Time, signing *[]keyInUs
 			return err
 		}
 	}
-	r.State, r.Serial, r.TBS, r.Error, r.Updated = store.RequestSigning, j.draft.serial, j.draft.tbs, "", now
+	r.State, r.Serial, r.TBS, r.Error, r.Updated = store.RequestSigning, j.draft.serial, j.draft.tok.TBS(), "", now
 	r.Replaces = j.o.replaces
 	if err := tx.PutRequest(r); err != nil {
 		return err
@@ -389,7 +390,7 @@ func reservable(tx *store.Tx, o *order, now time.Time, signing []keyInUse) (*sto
 // it at and that the new certificate's notBefore carries, so reserve and
 // record agree: a certificate valid when its replacement was reserved is
 // replaced without a gap even if it expires while the HSM signs.
-func (e *Engine) record(tx *store.Tx, j *job, iss *Issuer, c *smx509.Certificate, now time.Time) error {
+func (e *Engine) record(tx *store.Tx, j *job, iss *issuance.Issuer, c *smx509.Certificate, now time.Time) error {
 	o := j.o
 	var old *store.Certificate
 	if o.replaces != nil {

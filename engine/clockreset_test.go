@@ -10,6 +10,7 @@ import (
 
 	"signerd/engine"
 	"signerd/engine/enginetest"
+	"signerd/issuance"
 	"signerd/store"
 )
 
@@ -133,7 +134,7 @@ func TestClockResetRefusedBeforeIssuer(t *testing.T) {
 	issue(t, e, request(t, "before"))
 	e.Close()
 	clk.set(ca.Cert.NotBefore.Add(-time.Hour))
-	_, err := engine.New(engine.Config{Store: st, Issuers: []*engine.Issuer{ca.Issuer}, Random: rand.Reader, Now: clk.read,
+	_, err := engine.New(engine.Config{Store: st, Issuers: []*issuance.Issuer{ca.Issuer}, Random: rand.Reader, Now: clk.read,
 		AcknowledgeClockReset: "someone: the clock is right"})
 	if err == nil || !strings.Contains(err.Error(), "before the issuing CA's notBefore") {
 		t.Fatalf("reset to a clock before the issuer: %v, want a refusal", err)

@@ -1,9 +1,8 @@
 package engine
 
 import (
-	"bytes"
 	"context"
-	"crypto/rand"
+	"errors"
 	"fmt"
 	"math"
 	"math/big"
@@ -11,7 +10,7 @@ import (
 
 	"github.com/emmansun/gmsm/smx509"
 
-	"signerd/lint"
+	"signerd/issuance"
 	"signerd/store"
 )
 
@@ -158,44 +157,21 @@ func crlNumber(next uint64, thisUpdate, read time.Time) uint64 {
 	return next
 }
 
-// signCRL lints the CRL built with the throwaway key, has the HSM sign the
-// same TBS, and checks the result.
-func (e *Engine) signCRL(ctx context.Context, iss *Issuer, tmpl *smx509.RevocationList) ([]byte, error) {
-	draft, err := smx509.CreateRevocationList(rand.Reader, tmpl, iss.Cert, e.throwaway)
+// signCRL has issuance build and lint the CRL, the HSM sign it, and
+// issuance check the result.
+func (e *Engine) signCRL(ctx context.Context, iss *issuance.Issuer, tmpl *smx509.RevocationList) ([]byte, error) {
+	tok, err := iss.PrepareCRL(tmpl)
 	if err != nil {
-		return nil, errorf(CodeInternal, "build CRL: %v", err)
+		return nil, errorf(issuanceCode(err), "CRL %v", err)
 	}
-	if err := lint.CRL(draft, iss.Cert); err != nil {
-		return nil, errorf(CodeLintFailed, "CRL fails lint: %v", err)
-	}
-	rl, err := smx509.ParseRevocationList(draft)
-	if err != nil {
-		return nil, errorf(CodeInternal, "reparse CRL: %v", err)
-	}
-	tbs := rl.RawTBSRevocationList
-	sig, err := e.hsmSign(ctx, iss.Signer, iss.Signer.Digest(tbs))
-	e.noteHSM(err)
-	if err != nil {
+	out, err := e.hsmIssue(ctx, iss, tok)
+	switch {
+	case errors.Is(err, errHSM):
 		return nil, errorf(CodeHSMUnavailable, "sign CRL: %v", err)
+	case err != nil:
+		return nil, errorf(issuanceCode(err), "signed CRL: %v", err)
 	}
-	der, err := assemble(tbs, sig)
-	if err != nil {
-		return nil, errorf(CodeInternal, "assemble CRL: %v", err)
-	}
-	final, err := smx509.ParseRevocationList(der)
-	if err != nil {
-		return nil, errorf(CodeInternal, "parse signed CRL: %v", err)
-	}
-	if !bytes.Equal(final.RawTBSRevocationList, tbs) {
-		return nil, errorf(CodeInternal, "signed CRL's TBS differs from the linted one")
-	}
-	if err := lint.CRL(der, iss.Cert); err != nil {
-		return nil, errorf(CodeLintFailed, "signed CRL fails lint: %v", err)
-	}
-	if err := final.CheckSignatureFrom(iss.Cert); err != nil {
-		return nil, errorf(CodeInternal, "signed CRL does not verify: %v", err)
-	}
-	return der, nil
+	return out.DER, nil
 }
 
 // LatestCRL returns the last CRL signed for issuerID ("" for the active

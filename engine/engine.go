@@ -11,10 +11,10 @@ import (
 	"sync/atomic"
 	"time"
 
-	"github.com/emmansun/gmsm/sm2"
 	"github.com/emmansun/gmsm/smx509"
 
 	"signerd/hsm"
+	"signerd/issuance"
 	"signerd/store"
 )
 
@@ -23,7 +23,7 @@ type Config struct {
 	Store *store.Store
 	// Issuers are the CA's issuing keys. The first issues new
 	// certificates; every one signs CRLs for the certificates it issued.
-	Issuers []*Issuer
+	Issuers []*issuance.Issuer
 	// Profiles are the certificate profiles; nil means BuiltinProfiles().
 	Profiles map[string]*Profile
 	// SM2ID is the signer ID SM2 CSR signatures are checked with; nil
@@ -51,7 +51,7 @@ type Config struct {
 	// AuditKey, if set, seals the audit log (an SM2 key of its own, used
 	// for nothing else but ProbeHSM) every SealEvery events (default 1000)
 	// or SealInterval (default 1m), and at Close.
-	AuditKey     Signer
+	AuditKey     AuditSigner
 	SealEvery    int
 	SealInterval time.Duration
 	// AuditKeyGenerated is AuditKey's label if the daemon generated it for
@@ -112,11 +112,10 @@ type Engine struct {
 	cfg         Config
 	store       *store.Store
 	profiles    map[string]*Profile
-	issuers     map[string]*Issuer
+	issuers     map[string]*issuance.Issuer
 	caNames     map[string]bool // refused as subjects (checkNotReserved)
-	active      *Issuer
+	active      *issuance.Issuer
 	sm2ID       []byte
-	throwaway   *sm2.PrivateKey
 	clock       *clock
 	queue       *BatchQueue
 	log         *slog.Logger
@@ -124,7 +123,7 @@ type Engine struct {
 	health      hsmHealth
 	storeHealth storeHealth
 
-	auditKey Signer
+	auditKey AuditSigner
 	auditPub *ecdsa.PublicKey
 	lastSeal atomic.Int64 // UnixNano of the last seal
 	sealStop chan struct{}
@@ -142,7 +141,7 @@ func New(cfg Config) (*Engine, error) {
 	if cfg.Store == nil || len(cfg.Issuers) == 0 || cfg.Random == nil {
 		return nil, errors.New("engine: store, an issuer and a random source are required")
 	}
-	e := &Engine{cfg: cfg, store: cfg.Store, profiles: cfg.Profiles, issuers: map[string]*Issuer{},
+	e := &Engine{cfg: cfg, store: cfg.Store, profiles: cfg.Profiles, issuers: map[string]*issuance.Issuer{},
 		active: cfg.Issuers[0], sm2ID: cfg.SM2ID, log: cfg.Log, health: hsmHealth{status: HSMStatus{Up: true}},
 		storeHealth: storeHealth{status: StoreStatus{Writable: true}}}
 	if e.profiles == nil {
@@ -194,9 +193,6 @@ func New(cfg Config) (*Engine, error) {
 		e.cfg.ClockMaxStep = defaultClockMaxStep
 	}
 	var err error
-	if e.throwaway, err = newThrowawayKey(); err != nil {
-		return nil, fmt.Errorf("engine: lint key: %w", err)
-	}
 	if cfg.AuditKey != nil {
 		if e.auditPub, err = publicKeyOf(cfg.AuditKey); err != nil {
 			return nil, fmt.Errorf("engine: %w", err)
@@ -447,7 +443,7 @@ func (e *Engine) Statistics(month string) (map[string]map[string]uint64, error) 
 }
 
 // Issuer returns the issuer with key ID id ("" means the one issuing now).
-func (e *Engine) Issuer(id string) (*Issuer, error) {
+func (e *Engine) Issuer(id string) (*issuance.Issuer, error) {
 	if id == "" {
 		return e.active, nil
 	}

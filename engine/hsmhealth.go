@@ -37,7 +37,7 @@ func (e *Engine) HSM() HSMStatus {
 // hsmSign has signer sign the digest, counting the signature in the
 // metrics. The caller passes the outcome to noteHSM once it holds no
 // store transaction (noteHSM may write an audit event).
-func (e *Engine) hsmSign(ctx context.Context, signer Signer, digest []byte) ([]byte, error) {
+func (e *Engine) hsmSign(ctx context.Context, signer AuditSigner, digest []byte) ([]byte, error) {
 	start := time.Now()
 	sig, err := signer.SignDigest(ctx, digest)
 	e.cfg.Metrics.Signature(time.Since(start), err)

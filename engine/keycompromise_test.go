@@ -6,6 +6,7 @@ import (
 
 	"signerd/engine"
 	"signerd/engine/enginetest"
+	"signerd/issuance"
 	"signerd/store"
 )
 
@@ -24,13 +25,13 @@ func TestCompromisedKeyIsNeverCertifiedAgain(t *testing.T) {
 func testCompromisedKeyIsNeverCertifiedAgain(t *testing.T, se enginetest.StoreEngine) {
 	ca := enginetest.NewCA(t)
 	g := &gatedSigner{Signer: ca.Signer, entered: make(chan struct{}, 1), release: make(chan struct{})}
-	iss, err := engine.NewIssuer(ca.Cert, g)
+	iss, err := issuance.NewIssuer(ca.Cert, g)
 	if err != nil {
 		t.Fatal(err)
 	}
 	at := se.New(t)
 	st := at.Open(t)
-	e := ca.Engine(t, st, engine.Config{Issuers: []*engine.Issuer{iss}})
+	e := ca.Engine(t, st, engine.Config{Issuers: []*issuance.Issuer{iss}})
 	signOne := func() { go func() { g.release <- struct{}{} }() }
 	issueFor := func(id string, key any) *store.Certificate {
 		t.Helper()

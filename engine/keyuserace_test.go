@@ -13,6 +13,7 @@ import (
 
 	"signerd/engine"
 	"signerd/engine/enginetest"
+	"signerd/issuance"
 	"signerd/store"
 )
 
@@ -139,11 +140,11 @@ func gatedEngineWith(t *testing.T, cfg engine.Config) (*engine.Engine, *gatedSig
 	t.Helper()
 	ca := enginetest.NewCA(t)
 	g := &gatedSigner{Signer: ca.Signer, entered: make(chan struct{}, 1), release: make(chan struct{})}
-	iss, err := engine.NewIssuer(ca.Cert, g)
+	iss, err := issuance.NewIssuer(ca.Cert, g)
 	if err != nil {
 		t.Fatal(err)
 	}
-	cfg.Issuers = []*engine.Issuer{iss}
+	cfg.Issuers = []*issuance.Issuer{iss}
 	st := enginetest.OpenStore(t)
 	return ca.Engine(t, st, cfg), g, st
 }

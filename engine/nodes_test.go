@@ -7,6 +7,7 @@ import (
 
 	"signerd/engine"
 	"signerd/engine/enginetest"
+	"signerd/issuance"
 	"signerd/store"
 )
 
@@ -28,11 +29,11 @@ func TestRequestBeingSignedAtAnotherNode(t *testing.T) {
 	ca := enginetest.NewCA(t)
 	at := enginetest.NewPostgresStore(t)
 	held := &gatedSigner{Signer: ca.Signer, entered: make(chan struct{}, 1), release: make(chan struct{})}
-	iss, err := engine.NewIssuer(ca.Cert, held)
+	iss, err := issuance.NewIssuer(ca.Cert, held)
 	if err != nil {
 		t.Fatal(err)
 	}
-	a := ca.Engine(t, openNodeStore(t, at, "a"), engine.Config{Issuers: []*engine.Issuer{iss}})
+	a := ca.Engine(t, openNodeStore(t, at, "a"), engine.Config{Issuers: []*issuance.Issuer{iss}})
 	b := ca.Engine(t, openNodeStore(t, at, "b"), engine.Config{})
 
 	req := request(t, "signed-at-a")

@@ -7,6 +7,7 @@ import (
 
 	"github.com/emmansun/gmsm/smx509"
 
+	"signerd/issuance"
 	"signerd/store"
 )
 
@@ -46,7 +47,7 @@ type batch struct {
 	// Set by the prepare stage: the batch's time, its issuer, and the jobs
 	// recorded as signing, in the order signed and signErr follow.
 	now      time.Time
-	iss      *Issuer
+	iss      *issuance.Issuer
 	reserved []*job
 	signed   []*smx509.Certificate
 	signErr  []error

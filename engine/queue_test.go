@@ -13,6 +13,7 @@ import (
 	"signerd/engine"
 	"signerd/engine/enginetest"
 	"signerd/hsm"
+	"signerd/issuance"
 	"signerd/store"
 )
 
@@ -83,7 +84,7 @@ func TestThousandConcurrentRequests(t *testing.T) {
 // gatedSigner holds every signature until released, so a test can fill the
 // queue behind it; failNth makes one signature fail as an HSM fault would.
 type gatedSigner struct {
-	engine.Signer
+	issuance.Signer
 	entered chan struct{}
 	release chan struct{}
 	calls   atomic.Int32
@@ -106,12 +107,12 @@ func gatedEngine(t *testing.T, queue, batch int, failNth int32) (*engine.Engine,
 	t.Helper()
 	ca := enginetest.NewCA(t)
 	g := &gatedSigner{Signer: ca.Signer, entered: make(chan struct{}, 1), release: make(chan struct{}), failNth: failNth}
-	iss, err := engine.NewIssuer(ca.Cert, g)
+	iss, err := issuance.NewIssuer(ca.Cert, g)
 	if err != nil {
 		t.Fatal(err)
 	}
 	st := enginetest.OpenStore(t)
-	return ca.Engine(t, st, engine.Config{Issuers: []*engine.Issuer{iss}, QueueSize: queue, BatchSize: batch}), g, st
+	return ca.Engine(t, st, engine.Config{Issuers: []*issuance.Issuer{iss}, QueueSize: queue, BatchSize: batch}), g, st
 }
 
 func request(t *testing.T, id string) engine.Request {

@@ -16,12 +16,13 @@ import (
 
 	"signerd/engine"
 	"signerd/engine/enginetest"
+	"signerd/issuance"
 	"signerd/store"
 )
 
 // countingSigner observes how often the HSM is asked to sign.
 type countingSigner struct {
-	engine.Signer
+	issuance.Signer
 	n int
 }
 
@@ -75,11 +76,11 @@ func TestRejections(t *testing.T) {
 	ca := enginetest.NewCA(t)
 	st := enginetest.OpenStore(t)
 	counter := &countingSigner{Signer: ca.Signer}
-	iss, err := engine.NewIssuer(ca.Cert, counter)
+	iss, err := issuance.NewIssuer(ca.Cert, counter)
 	if err != nil {
 		t.Fatal(err)
 	}
-	e := ca.Engine(t, st, engine.Config{Issuers: []*engine.Issuer{iss}})
+	e := ca.Engine(t, st, engine.Config{Issuers: []*issuance.Issuer{iss}})
 
 	sm2Key, goodCSR := enginetest.NewCSR(t)
 	p256, _ := ecdsa.GenerateKey(elliptic.P256(), rand.Reader)

@@ -23,6 +23,7 @@ import (
 	"golang.org/x/text/unicode/norm"
 
 	"signerd/audit"
+	"signerd/issuance"
 	"signerd/store"
 )
 
@@ -387,7 +388,7 @@ var auditKeyNamePrefix = foldName(audit.KeySubjectPrefix)
 
 // caNames returns the nameKey of each issuer's subject and issuer, the
 // names checkNotReserved refuses; computed once, at New.
-func caNames(issuers []*Issuer) map[string]bool {
+func caNames(issuers []*issuance.Issuer) map[string]bool {
 	names := map[string]bool{}
 	for _, iss := range issuers {
 		for _, raw := range [][]byte{iss.Cert.RawSubject, iss.Cert.RawIssuer} {

@@ -248,7 +248,7 @@ func (e *Engine) closeAudit() {
 	}
 }
 
-func publicKeyOf(s Signer) (*ecdsa.PublicKey, error) {
+func publicKeyOf(s AuditSigner) (*ecdsa.PublicKey, error) {
 	pub, ok := s.Public().(*ecdsa.PublicKey)
 	if !ok {
 		return nil, fmt.Errorf("audit key: %T is not an SM2 key", s.Public())

@@ -26,10 +26,10 @@ import (
 
 	"github.com/coreos/go-systemd/v22/activation"
 	sd "github.com/coreos/go-systemd/v22/daemon"
-	"github.com/emmansun/gmsm/smx509"
 
 	"signerd/engine"
 	"signerd/hsm"
+	"signerd/issuance"
 	"signerd/store"
 )
 
@@ -275,10 +275,10 @@ func (d *daemon) start(cfg *config, log *slog.Logger) error {
 	if cfg.SM2ID != "" {
 		sm2ID = []byte(cfg.SM2ID)
 	}
-	var issuers []*engine.Issuer
+	var issuers []*issuance.Issuer
 	var signers []crypto.Signer
 	for _, ic := range cfg.Issuers {
-		iss, signer, err := loadIssuer(ctx, d.module, ic.Key, ic.Certificate, sm2ID)
+		iss, signer, err := issuance.LoadIssuer(ctx, d.module, ic.Key, ic.Certificate, sm2ID)
 		if err != nil {
 			return err
 		}
@@ -384,31 +384,6 @@ func loadAuditKey(ctx context.Context, m *hsm.Module, label string) (*hsm.SM2Sig
 	}
 	signer, err := key.SM2Signer(nil)
 	return signer, generated, err
-}
-
-// loadIssuer finds an issuing key and pairs it with its certificate.
-func loadIssuer(ctx context.Context, m *hsm.Module, label, certPath string, id []byte) (*engine.Issuer, *hsm.SM2Signer, error) {
-	key, err := m.FindKey(ctx, label)
-	if err != nil {
-		return nil, nil, fmt.Errorf("issuer %q: %w", label, err)
-	}
-	signer, err := key.SM2Signer(id)
-	if err != nil {
-		return nil, nil, err
-	}
-	raw, err := os.ReadFile(certPath)
-	if err != nil {
-		return nil, nil, fmt.Errorf("issuer %q: %w", label, err)
-	}
-	cert, err := smx509.ParseCertificatePEM(raw)
-	if err != nil {
-		return nil, nil, fmt.Errorf("issuer %q: certificate %s: %w", label, certPath, err)
-	}
-	iss, err := engine.NewIssuer(cert, signer)
-	if err != nil {
-		return nil, nil, err
-	}
-	return iss, signer, nil
 }
 
 // notify sends sd_notify lines to systemd; outside systemd it does nothing.
