@@ -2,6 +2,7 @@ package issuance
 
 import (
 	"bytes"
+	"context"
 	"crypto"
 	"crypto/ecdsa"
 	"crypto/rand"
@@ -172,6 +173,16 @@ func (i *Issuer) Issue(tok *Token, sig []byte) (*Issued, error) {
 		return nil, refusef(ErrLint, "as signed, fails lint: %v", err)
 	}
 	return out, nil
+}
+
+// SignAndIssue has the issuer's key sign tok, then issues it: for a
+// caller with nothing to do between the two.
+func (i *Issuer) SignAndIssue(ctx context.Context, tok *Token) (*Issued, error) {
+	sig, err := i.Signer.SignDigest(ctx, tok.Digest())
+	if err != nil {
+		return nil, fmt.Errorf("sign in the HSM: %w", err)
+	}
+	return i.Issue(tok, sig)
 }
 
 // split returns the TBS and the outer signatureAlgorithm of a signed
