@@ -7,9 +7,8 @@ import (
 
 	"github.com/emmansun/gmsm/sm3"
 	"github.com/emmansun/gmsm/smx509"
-	"golang.org/x/crypto/cryptobyte"
-	casn1 "golang.org/x/crypto/cryptobyte/asn1"
 
+	"signerd/issuance"
 	"signerd/revocation"
 	"signerd/store"
 )
@@ -109,43 +108,13 @@ func keysBeingSigned(tx *store.Tx) ([]keyInUse, error) {
 	}
 	out := make([]keyInUse, 0, len(rs))
 	for _, r := range rs {
-		c, err := parseTBS(r.TBS)
+		c, err := issuance.ParseTBSCertificate(r.TBS)
 		if err != nil {
 			return nil, fmt.Errorf("request %s: %w", r.ID, err)
 		}
 		out = append(out, keyInUse{pub: c.PublicKey, usage: c.KeyUsage, serial: r.Serial})
 	}
 	return out, nil
-}
-
-// parseTBS parses a TBSCertificate by wrapping it as a certificate with
-// an empty signature (under the algorithm the TBS names, as the parser
-// wants inner and outer to agree).
-func parseTBS(tbs []byte) (*smx509.Certificate, error) {
-	s := cryptobyte.String(tbs)
-	var body cryptobyte.String
-	var sigAlg []byte
-	if !s.ReadASN1(&body, casn1.SEQUENCE) || !s.Empty() ||
-		!body.SkipOptionalASN1(casn1.Tag(0).Constructed().ContextSpecific()) ||
-		!body.SkipASN1(casn1.INTEGER) ||
-		!body.ReadASN1Element((*cryptobyte.String)(&sigAlg), casn1.SEQUENCE) {
-		return nil, fmt.Errorf("TBS certificate does not parse")
-	}
-	var b cryptobyte.Builder
-	b.AddASN1(casn1.SEQUENCE, func(c *cryptobyte.Builder) {
-		c.AddBytes(tbs)
-		c.AddBytes(sigAlg)
-		c.AddASN1BitString(nil)
-	})
-	der, err := b.Bytes()
-	if err != nil {
-		return nil, fmt.Errorf("TBS certificate: %w", err)
-	}
-	c, err := smx509.ParseCertificate(der)
-	if err != nil {
-		return nil, fmt.Errorf("TBS certificate: %w", err)
-	}
-	return c, nil
 }
 
 // keyUsedOtherwise refuses with key_reused a key that a recorded

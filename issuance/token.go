@@ -213,3 +213,27 @@ func assemble(tbs, alg, sig []byte) ([]byte, error) {
 	}
 	return der, nil
 }
+
+// ParseTBSCertificate parses a TBSCertificate, such as a recorded Token's
+// TBS, by wrapping it as a certificate with an empty signature under the
+// algorithm the TBS names (the parser wants inner and outer to agree).
+func ParseTBSCertificate(tbs []byte) (*smx509.Certificate, error) {
+	s := cryptobyte.String(tbs)
+	var body cryptobyte.String
+	var alg []byte
+	if !s.ReadASN1(&body, casn1.SEQUENCE) || !s.Empty() ||
+		!body.SkipOptionalASN1(casn1.Tag(0).Constructed().ContextSpecific()) ||
+		!body.SkipASN1(casn1.INTEGER) ||
+		!body.ReadASN1Element((*cryptobyte.String)(&alg), casn1.SEQUENCE) {
+		return nil, errors.New("TBS certificate does not parse")
+	}
+	der, err := assemble(tbs, alg, nil)
+	if err != nil {
+		return nil, err
+	}
+	c, err := smx509.ParseCertificate(der)
+	if err != nil {
+		return nil, fmt.Errorf("TBS certificate: %w", err)
+	}
+	return c, nil
+}
