@@ -43,15 +43,7 @@ func loadIssuer(t *testing.T, ca *enginetest.CA, label string, cert *smx509.Cert
 	if err != nil {
 		t.Fatal(err)
 	}
-	signer, err := issuance.KeySigner(key, nil)
-	if err != nil {
-		t.Fatal(err)
-	}
-	iss, err := issuance.NewIssuer(cert, signer)
-	if err != nil {
-		t.Fatal(err)
-	}
-	return iss
+	return enginetest.MustIssuer(t, cert, key)
 }
 
 // leaf is an end-entity template that lints clean under f's issuer.

@@ -79,12 +79,12 @@ func NewCA(t testing.TB) *CA {
 	}
 	cert := mustCreate(t, issTmpl, root, issKey.Public, rootSigner)
 	signer := mustSigner(t, issKey)
-	iss := mustIssuer(t, cert, issKey)
+	iss := MustIssuer(t, cert, issKey)
 	return &CA{Token: tok, Module: m, Root: root, Cert: cert, Signer: signer, Issuer: iss}
 }
 
-// mustIssuer is the issuer of cert and key as signerd loads it.
-func mustIssuer(t testing.TB, cert *smx509.Certificate, key *hsm.Key) *issuance.Issuer {
+// MustIssuer is the issuer of cert and key as signerd loads it.
+func MustIssuer(t testing.TB, cert *smx509.Certificate, key *hsm.Key) *issuance.Issuer {
 	t.Helper()
 	signer, err := issuance.KeySigner(key, nil)
 	if err != nil {

@@ -49,7 +49,7 @@ func NewNodeCAs(t testing.TB, n int) []*CA {
 		if err != nil {
 			t.Fatalf("token %s: %v", tok.Label, err)
 		}
-		cas[i] = &CA{Token: tok, Module: m, Root: first.Root, Cert: first.Cert, Signer: mustSigner(t, key), Issuer: mustIssuer(t, first.Cert, key)}
+		cas[i] = &CA{Token: tok, Module: m, Root: first.Root, Cert: first.Cert, Signer: mustSigner(t, key), Issuer: MustIssuer(t, first.Cert, key)}
 	}
 	return cas
 }
