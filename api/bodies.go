@@ -70,8 +70,8 @@ func (q RevokeRequest) RevocationReason() (revocation.Reason, error) {
 // ExportRequest is the body of an audit export; a zero time leaves that
 // end open, and no body at all exports the whole log.
 type ExportRequest struct {
-	Since time.Time `json:"since"`
-	Until time.Time `json:"until"`
+	Since time.Time `json:"since,omitzero"`
+	Until time.Time `json:"until,omitzero"`
 }
 
 // Certificate is a certificate answer: 201 for a new certificate (issue,
