@@ -15,8 +15,8 @@ import (
 	"github.com/emmansun/gmsm/sm2"
 	"github.com/emmansun/gmsm/smx509"
 
-	"signerd/lint"
 	"signerd/hsm"
+	"signerd/lint"
 )
 
 // draft is a certificate ready for the HSM: its linted TBS and the e the

@@ -6,6 +6,7 @@ import (
 	"encoding/hex"
 	"errors"
 	"fmt"
+	"signerd/api"
 	"time"
 
 	"github.com/emmansun/gmsm/smx509"
@@ -61,10 +62,10 @@ func (i *Issuer) ID() string { return i.id }
 func issuerValidAt(iss *Issuer, now time.Time) error {
 	switch {
 	case now.After(iss.Cert.NotAfter):
-		return errorf(CodeIssuerExpired, "the issuing CA %s expired %s and the clock reads %s: an operator must roll it over (or correct the clock)",
+		return errorf(api.CodeIssuerExpired, "the issuing CA %s expired %s and the clock reads %s: an operator must roll it over (or correct the clock)",
 			iss.ID(), iss.Cert.NotAfter.Format(time.RFC3339), now.Format(time.RFC3339))
 	case now.Before(iss.Cert.NotBefore):
-		return errorf(CodeIssuerExpired, "the issuing CA %s is valid from %s and the clock reads %s: correct the clock",
+		return errorf(api.CodeIssuerExpired, "the issuing CA %s is valid from %s and the clock reads %s: correct the clock",
 			iss.ID(), iss.Cert.NotBefore.Format(time.RFC3339), now.Format(time.RFC3339))
 	}
 	return nil

@@ -12,8 +12,8 @@ import (
 	"github.com/emmansun/gmsm/smx509"
 	"github.com/jackc/pgx/v5"
 
-	"signerd/engine"
 	"signerd/audit"
+	"signerd/engine"
 	"signerd/engine/enginetest"
 	"signerd/hsm"
 )

@@ -12,8 +12,8 @@ import (
 	"testing"
 	"time"
 
-	"signerd/engine"
 	"signerd/audit"
+	"signerd/engine"
 	"signerd/engine/enginetest"
 	"signerd/hsm"
 	"signerd/store"
