@@ -10,6 +10,7 @@ import (
 
 	"github.com/emmansun/gmsm/smx509"
 
+	"signerd/api"
 	"signerd/issuance"
 	"signerd/store"
 )
@@ -75,14 +76,14 @@ func (e *Engine) prepare(b *batch) {
 		}
 		return nil
 	}); err != nil {
-		failAll(b.jobs, errorf(CodeInternal, "batch %d: read store: %v", b.n, err))
+		failAll(b.jobs, errorf(api.CodeInternal, "batch %d: read store: %v", b.n, err))
 		return
 	}
 	attempts := pending(b.jobs)
 	parallel(attempts, func(j *job) {
 		serial, err := issuance.NewSerial(e.cfg.Random)
 		if err != nil {
-			j.fail(errorf(CodeHSMUnavailable, "%v", err))
+			j.fail(errorf(api.CodeHSMUnavailable, "%v", err))
 			return
 		}
 		d, err := e.build(j.o, b.iss, serial.Bytes(), now)
@@ -204,17 +205,17 @@ func (e *Engine) classify(tx *store.Tx, j *job, now time.Time) {
 		e.checkReplaced(tx, j, now)
 		return
 	case err != nil:
-		j.fail(errorf(CodeInternal, "read request %s: %v", j.o.id, err))
+		j.fail(errorf(api.CodeInternal, "read request %s: %v", j.o.id, err))
 		return
 	case !bytes.Equal(r.Digest, j.o.digest):
-		j.fail(errorf(CodeRequestConflict, "request_id %q was used before for a different request", j.o.id))
+		j.fail(errorf(api.CodeRequestConflict, "request_id %q was used before for a different request", j.o.id))
 		return
 	}
 	switch r.State {
 	case store.RequestIssued:
 		c, err := tx.Certificate(r.Serial)
 		if err != nil {
-			j.fail(errorf(CodeInternal, "request %s: %v", j.o.id, err))
+			j.fail(errorf(api.CodeInternal, "request %s: %v", j.o.id, err))
 			return
 		}
 		j.cert = c
@@ -232,10 +233,10 @@ func (e *Engine) classify(tx *store.Tx, j *job, now time.Time) {
 func (e *Engine) inProgress(tx *store.Tx, id string) *Error {
 	node, signing, err := tx.SigningNode(id)
 	if err == nil && signing && node != e.store.Node() {
-		return errorf(CodeInProgress, "request %q is being signed by node %s; retry to get its certificate "+
+		return errorf(api.CodeInProgress, "request %q is being signed by node %s; retry to get its certificate "+
 			"(if node %s stopped, its next start ends that attempt and a retry signs the request anew)", id, node, node)
 	}
-	return errorf(CodeInProgress, "request %q is being signed; retry to get its certificate", id)
+	return errorf(api.CodeInProgress, "request %q is being signed; retry to get its certificate", id)
 }
 
 // checkReplaced answers early a renewal or extension of a certificate that
@@ -254,31 +255,31 @@ func (e *Engine) checkReplaced(tx *store.Tx, j *job, now time.Time) {
 // replaced, and no other request is replacing it. An expired certificate
 // is not renewed or extended: its holder applies anew (issue), as for any
 // certificate that is no longer valid. The error is an *Error, with
-// CodeInternal if the store failed.
+// api.CodeInternal if the store failed.
 func replaceable(tx *store.Tx, o *order, now time.Time) (*store.Certificate, error) {
 	old, err := tx.Certificate(o.replaces)
 	switch {
 	case errors.Is(err, store.ErrNotFound):
-		return nil, errorf(CodeNotFound, "no certificate with serial %x", o.replaces)
+		return nil, errorf(api.CodeNotFound, "no certificate with serial %x", o.replaces)
 	case err != nil:
-		return nil, errorf(CodeInternal, "read certificate %x: %v", o.replaces, err)
+		return nil, errorf(api.CodeInternal, "read certificate %x: %v", o.replaces, err)
 	case old.SupersededBy != nil:
-		return nil, errorf(CodeAlreadySuperseded, "certificate %x was replaced by %x; only a current certificate can be renewed or extended", o.replaces, old.SupersededBy)
+		return nil, errorf(api.CodeAlreadySuperseded, "certificate %x was replaced by %x; only a current certificate can be renewed or extended", o.replaces, old.SupersededBy)
 	}
 	if old.Superseding != "" && old.Superseding != o.id {
 		live, err := claimInFlight(tx, old)
 		if err != nil {
-			return nil, errorf(CodeInternal, "certificate %x: %v", o.replaces, err)
+			return nil, errorf(api.CodeInternal, "certificate %x: %v", o.replaces, err)
 		}
 		if live {
-			return nil, errorf(CodeAlreadySuperseded, "certificate %x is being replaced by another request", o.replaces)
+			return nil, errorf(api.CodeAlreadySuperseded, "certificate %x is being replaced by another request", o.replaces)
 		}
 	}
 	switch {
 	case old.Status != store.StatusGood:
-		return nil, errorf(CodeInvalidState, "certificate %x is %s; only a current certificate can be renewed or extended", o.replaces, old.Status)
+		return nil, errorf(api.CodeInvalidState, "certificate %x is %s; only a current certificate can be renewed or extended", o.replaces, old.Status)
 	case !old.NotAfter.After(now):
-		return nil, errorf(CodeInvalidState, "certificate %x expired %s; an expired certificate is not renewed or extended, its holder applies anew",
+		return nil, errorf(api.CodeInvalidState, "certificate %x expired %s; an expired certificate is not renewed or extended, its holder applies anew",
 			o.replaces, old.NotAfter.Format(time.RFC3339))
 	}
 	return old, nil
@@ -315,7 +316,7 @@ func (e *Engine) reserve(tx *store.Tx, j *job, now time.Time, signing *[]keyInUs
 	case err != nil:
 		return err
 	case !bytes.Equal(r.Digest, j.o.digest):
-		j.fail(errorf(CodeRequestConflict, "request_id %q was used before for a different request", j.o.id))
+		j.fail(errorf(api.CodeRequestConflict, "request_id %q was used before for a different request", j.o.id))
 		return nil
 	case r.State != store.RequestFailed:
 		j.fail(e.inProgress(tx, j.o.id))
@@ -323,7 +324,7 @@ func (e *Engine) reserve(tx *store.Tx, j *job, now time.Time, signing *[]keyInUs
 	}
 	old, err := reservable(tx, j.o, now, *signing)
 	if err != nil {
-		if CodeOf(err) == CodeInternal {
+		if CodeOf(err) == api.CodeInternal {
 			return err
 		}
 		j.fail(err)
@@ -331,7 +332,7 @@ func (e *Engine) reserve(tx *store.Tx, j *job, now time.Time, signing *[]keyInUs
 	}
 	if err := tx.ReserveSerial(j.draft.serial, j.o.id); err != nil {
 		if errors.Is(err, store.ErrSerialUsed) {
-			j.fail(errorf(CodeInternal, "serial collision; retry the request"))
+			j.fail(errorf(api.CodeInternal, "serial collision; retry the request"))
 			return nil
 		}
 		return err
@@ -364,7 +365,7 @@ func (e *Engine) reserve(tx *store.Tx, j *job, now time.Time, signing *[]keyInUs
 // key's compromise and its use: a keyCompromise revocation, or a
 // certificate or request for the key with another use, may have been
 // recorded since; requests reserved but not yet recorded (signing) count
-// as well. An error with CodeInternal is the store failing; any other
+// as well. An error with api.CodeInternal is the store failing; any other
 // refuses the request.
 func reservable(tx *store.Tx, o *order, now time.Time, signing []keyInUse) (*store.Certificate, error) {
 	var old *store.Certificate
@@ -407,11 +408,11 @@ func (e *Engine) record(tx *store.Tx, j *job, iss *issuance.Issuer, c *smx509.Ce
 			default: // reserve judged it at the same time: cannot happen
 				why = fmt.Sprintf("certificate %x expired %s", o.replaces, old.NotAfter.Format(time.RFC3339))
 			}
-			return e.discard(tx, j, CodeInvalidState, why)
+			return e.discard(tx, j, api.CodeInvalidState, why)
 		}
 	}
 	if err := checkKeyUsable(tx, o); err != nil {
-		if CodeOf(err) == CodeInternal {
+		if CodeOf(err) == api.CodeInternal {
 			return err
 		}
 		return e.discard(tx, j, CodeOf(err), "its key was revoked for keyCompromise while it was being signed")
@@ -461,7 +462,7 @@ func (e *Engine) record(tx *store.Tx, j *job, iss *issuance.Issuer, c *smx509.Ce
 // request's record), so a revocation acknowledged to an RA is never
 // followed by a valid certificate for what it revoked. The RA is told code
 // and may retry where that can succeed (a hold lifted).
-func (e *Engine) discard(tx *store.Tx, j *job, code Code, why string) error {
+func (e *Engine) discard(tx *store.Tx, j *job, code api.Code, why string) error {
 	r, err := tx.Request(j.o.id)
 	if err != nil {
 		return err
@@ -480,9 +481,9 @@ func (e *Engine) fail(tx *store.Tx, j *job, cause error) error {
 	if err != nil {
 		return err
 	}
-	code := CodeInternal
+	code := api.CodeInternal
 	if errors.Is(cause, errHSM) {
-		code = CodeHSMUnavailable
+		code = api.CodeHSMUnavailable
 	}
 	e.log.Error("sign certificate", "request_id", j.o.id, "serial", store.HexSerial(r.Serial), "err", cause)
 	err = errorf(code, "signing failed (serial %x burned; retry the request): %v", r.Serial, cause)

@@ -10,6 +10,7 @@ import (
 
 	"github.com/emmansun/gmsm/smx509"
 
+	"signerd/api"
 	"signerd/hsm"
 	"signerd/issuance"
 )
@@ -34,7 +35,7 @@ var ekuByName = map[string]smx509.ExtKeyUsage{
 func (e *Engine) build(o *order, iss *issuance.Issuer, serial []byte, now time.Time) (*draft, error) {
 	pub, ok := o.pub.(*ecdsa.PublicKey)
 	if !ok {
-		return nil, errorf(CodeInternal, "order %s: public key %T", o.id, o.pub)
+		return nil, errorf(api.CodeInternal, "order %s: public key %T", o.id, o.pub)
 	}
 	p := o.profile
 	if err := issuerValidAt(iss, now); err != nil {
@@ -42,7 +43,7 @@ func (e *Engine) build(o *order, iss *issuance.Issuer, serial []byte, now time.T
 	}
 	notAfter := now.AddDate(0, 0, o.days).Add(-time.Second) // notAfter is inclusive
 	if notAfter.After(iss.Cert.NotAfter) {
-		return nil, errorf(CodeValidityTooLong, "certificate would end %s, after the issuing CA's %s",
+		return nil, errorf(api.CodeValidityTooLong, "certificate would end %s, after the issuing CA's %s",
 			notAfter.Format(time.DateOnly), iss.Cert.NotAfter.Format(time.DateOnly))
 	}
 	tmpl := &smx509.Certificate{
@@ -121,15 +122,15 @@ func (e *Engine) hsmIssue(ctx context.Context, iss *issuance.Issuer, tok *issuan
 // validity_too_long (certificates) or lint_failed (CRLs).
 func issuerValidAt(iss *issuance.Issuer, now time.Time) error {
 	if err := iss.ValidAt(now); err != nil {
-		return errorf(CodeIssuerExpired, "%v", err)
+		return errorf(api.CodeIssuerExpired, "%v", err)
 	}
 	return nil
 }
 
 // issuanceCode is the code of an issuance refusal.
-func issuanceCode(err error) Code {
+func issuanceCode(err error) api.Code {
 	if errors.Is(err, issuance.ErrLint) {
-		return CodeLintFailed
+		return api.CodeLintFailed
 	}
-	return CodeInternal
+	return api.CodeInternal
 }

@@ -6,6 +6,7 @@ import (
 	"sync"
 	"time"
 
+	"signerd/api"
 	"signerd/store"
 )
 
@@ -68,7 +69,7 @@ func (c *clock) read() (time.Time, error) {
 	defer c.mu.Unlock()
 	t := c.now().UTC().Truncate(time.Second) // certificates and CRLs carry seconds
 	if t.Before(c.last) {
-		return time.Time{}, errorf(CodeClockBackwards,
+		return time.Time{}, errorf(api.CodeClockBackwards,
 			"system clock reads %s, before the last signing time %s: refusing to sign backdated objects",
 			t.Format(time.RFC3339), c.last.Format(time.RFC3339))
 	}

@@ -10,6 +10,7 @@ import (
 
 	"github.com/emmansun/gmsm/smx509"
 
+	"signerd/api"
 	"signerd/issuance"
 	"signerd/store"
 )
@@ -69,7 +70,7 @@ func (e *Engine) SignCRL(ctx context.Context, actor store.Actor, issuerID string
 			if c.RevokedAt.After(now) && clockErr == nil {
 				// Only a store whose times the clock guard never saw
 				// (copied in, or edited) gets here.
-				clockErr = errorf(CodeClockBackwards,
+				clockErr = errorf(api.CodeClockBackwards,
 					"system clock reads %s, before the revocation of %x at %s: refusing to sign a CRL dated before its entries",
 					now.Format(time.RFC3339), c.Serial, c.RevokedAt.Format(time.RFC3339))
 			}
@@ -167,7 +168,7 @@ func (e *Engine) signCRL(ctx context.Context, iss *issuance.Issuer, tmpl *smx509
 	out, err := e.hsmIssue(ctx, iss, tok)
 	switch {
 	case errors.Is(err, errHSM):
-		return nil, errorf(CodeHSMUnavailable, "sign CRL: %v", err)
+		return nil, errorf(api.CodeHSMUnavailable, "sign CRL: %v", err)
 	case err != nil:
 		return nil, errorf(issuanceCode(err), "signed CRL: %v", err)
 	}
@@ -188,10 +189,10 @@ func (e *Engine) LatestCRL(issuerID string) ([]byte, error) {
 		return err
 	})
 	if err != nil {
-		return nil, errorf(CodeInternal, "read CRL state: %v", err)
+		return nil, errorf(api.CodeInternal, "read CRL state: %v", err)
 	}
 	if der == nil {
-		return nil, errorf(CodeNotFound, "no CRL signed yet for %s", iss.ID())
+		return nil, errorf(api.CodeNotFound, "no CRL signed yet for %s", iss.ID())
 	}
 	return der, nil
 }

@@ -13,6 +13,7 @@ import (
 
 	"github.com/emmansun/gmsm/smx509"
 
+	"signerd/api"
 	"signerd/hsm"
 	"signerd/issuance"
 	"signerd/store"
@@ -333,7 +334,7 @@ func (e *Engine) Renew(ctx context.Context, actor store.Actor, old []byte, req R
 		return nil, err
 	}
 	if req.Profile != prev.Profile {
-		return nil, errorf(CodeBadRequest, "renewal must keep profile %q", prev.Profile)
+		return nil, errorf(api.CodeBadRequest, "renewal must keep profile %q", prev.Profile)
 	}
 	o, err := e.check(kindRenew, &req, old)
 	if err != nil {
@@ -360,11 +361,11 @@ func (e *Engine) Extend(ctx context.Context, actor store.Actor, requestID string
 	}
 	p := e.profiles[prev.Profile]
 	if p == nil {
-		return nil, errorf(CodeUnknownProfile, "certificate %x has profile %q, no longer configured", old, prev.Profile)
+		return nil, errorf(api.CodeUnknownProfile, "certificate %x has profile %q, no longer configured", old, prev.Profile)
 	}
 	cert, err := smx509.ParseCertificate(prev.DER)
 	if err != nil {
-		return nil, errorf(CodeInternal, "certificate %x: %v", old, err)
+		return nil, errorf(api.CodeInternal, "certificate %x: %v", old, err)
 	}
 	o := &order{kind: kindExtend, id: requestID, actor: actor, profile: p, raw: cert.RawSubject, pub: cert.PublicKey,
 		dns: cert.DNSNames, emails: cert.EmailAddresses, replaces: old}
@@ -419,10 +420,10 @@ func (e *Engine) status(serial []byte) (*store.Certificate, error) {
 		return err
 	})
 	if errors.Is(err, store.ErrNotFound) {
-		return nil, errorf(CodeNotFound, "no certificate with serial %x", serial)
+		return nil, errorf(api.CodeNotFound, "no certificate with serial %x", serial)
 	}
 	if err != nil {
-		return nil, errorf(CodeInternal, "read certificate %x: %v", serial, err)
+		return nil, errorf(api.CodeInternal, "read certificate %x: %v", serial, err)
 	}
 	return c, nil
 }
@@ -431,7 +432,7 @@ func (e *Engine) status(serial []byte) (*store.Certificate, error) {
 // and kind (issued, renewed, extended, revoked).
 func (e *Engine) Statistics(month string) (map[string]map[string]uint64, error) {
 	if _, err := time.Parse("2006-01", month); err != nil {
-		return nil, errorf(CodeBadRequest, "month %q: want YYYY-MM", month)
+		return nil, errorf(api.CodeBadRequest, "month %q: want YYYY-MM", month)
 	}
 	var out map[string]map[string]uint64
 	err := e.view(func(tx *store.Tx) error {
@@ -450,7 +451,7 @@ func (e *Engine) Issuer(id string) (*issuance.Issuer, error) {
 	if iss := e.issuers[id]; iss != nil {
 		return iss, nil
 	}
-	return nil, errorf(CodeNotFound, "no issuing key %q", id)
+	return nil, errorf(api.CodeNotFound, "no issuing key %q", id)
 }
 
 // alarm reports n refusals because the clock went backwards: each in the
@@ -491,7 +492,7 @@ func (e *Engine) auditRefusal(actor store.Actor, action, object string, err erro
 	outcome := store.OutcomeRefused
 	code := CodeOf(err)
 	switch code {
-	case CodeInternal, CodeHSMUnavailable, CodeStoreUnavailable, CodeLintFailed, CodeIssuerExpired:
+	case api.CodeInternal, api.CodeHSMUnavailable, api.CodeStoreUnavailable, api.CodeLintFailed, api.CodeIssuerExpired:
 		outcome = store.OutcomeFailed
 	}
 	// The object and the reason quote what the RA sent (a request id, a
@@ -503,7 +504,7 @@ func (e *Engine) auditRefusal(actor store.Actor, action, object string, err erro
 
 // recordRefusal hands a refusal's event to the refusal sink, or writes it
 // if there is none; it reports whether it is recorded (or will be).
-func (e *Engine) recordRefusal(ev store.Event, code Code) bool {
+func (e *Engine) recordRefusal(ev store.Event, code api.Code) bool {
 	if e.cfg.Refusals != nil {
 		e.cfg.Refusals.Record(ev, string(code))
 		return true

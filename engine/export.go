@@ -14,6 +14,7 @@ import (
 
 	"github.com/emmansun/gmsm/sm3"
 
+	"signerd/api"
 	"signerd/audit"
 	"signerd/hsm"
 	"signerd/store"
@@ -57,17 +58,17 @@ type ExportedChain struct {
 func (e *Engine) ExportAudit(ctx context.Context, actor store.Actor, since, until time.Time, w io.Writer) (Export, error) {
 	var x Export
 	if e.auditKey == nil {
-		return x, errorf(CodeInternal, "no audit key: the log cannot be sealed for export")
+		return x, errorf(api.CodeInternal, "no audit key: the log cannot be sealed for export")
 	}
 	if !since.IsZero() && !until.IsZero() && until.Before(since) {
-		err := errorf(CodeBadRequest, "until %s is before since %s", until.Format(time.RFC3339), since.Format(time.RFC3339))
+		err := errorf(api.CodeBadRequest, "until %s is before since %s", until.Format(time.RFC3339), since.Format(time.RFC3339))
 		e.auditExport(actor, x, store.OutcomeRefused, err.Error())
 		return x, err
 	}
 	exportSeal, err := e.seal(ctx, fmt.Sprintf("audit export for uid %d", actor.UID), true)
 	if err != nil {
 		e.auditExport(actor, x, store.OutcomeFailed, err.Error())
-		return x, errorf(CodeInternal, "%v", err)
+		return x, errorf(api.CodeInternal, "%v", err)
 	}
 	// No read transaction is held while the bundle is written: a client
 	// that reads slowly, or not at all, must not hold back the store's
@@ -78,7 +79,7 @@ func (e *Engine) ExportAudit(ctx context.Context, actor store.Actor, since, unti
 	hdrs, err := e.exportSections(since, until, exportSeal)
 	if err != nil {
 		e.auditExport(actor, x, store.OutcomeFailed, err.Error())
-		return x, errorf(CodeInternal, "audit export: %v", err)
+		return x, errorf(api.CodeInternal, "audit export: %v", err)
 	}
 	var list []audit.Chain
 	for _, c := range hdrs.chains {
@@ -118,7 +119,7 @@ func (e *Engine) ExportAudit(ctx context.Context, actor store.Actor, since, unti
 	x.Bytes, x.SM3 = n.n, h.Sum(nil)
 	if err != nil {
 		e.auditExport(actor, x, store.OutcomeFailed, err.Error())
-		return x, errorf(CodeInternal, "audit export: %v", err)
+		return x, errorf(api.CodeInternal, "audit export: %v", err)
 	}
 	e.auditExport(actor, x, store.OutcomeOK, "")
 	return x, nil

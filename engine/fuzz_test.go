@@ -10,6 +10,7 @@ import (
 	"github.com/emmansun/gmsm/sm2"
 	"github.com/emmansun/gmsm/smx509"
 
+	"signerd/api"
 	"signerd/hsm"
 )
 
@@ -59,7 +60,7 @@ func FuzzCheck(f *testing.F) {
 			if !errors.As(err, &apiErr) || apiErr.Code == "" {
 				t.Fatalf("refusal without an API code: %v", err)
 			}
-			if apiErr.Code.Retryable() || apiErr.Code == CodeLintFailed {
+			if apiErr.Code.Retryable() || apiErr.Code == api.CodeLintFailed {
 				t.Fatalf("an RA's request got a server error: %v", err)
 			}
 			return

@@ -8,6 +8,7 @@ import (
 	"github.com/emmansun/gmsm/sm3"
 	"github.com/emmansun/gmsm/smx509"
 
+	"signerd/api"
 	"signerd/issuance"
 	"signerd/revocation"
 	"signerd/store"
@@ -38,14 +39,14 @@ func certKeyDigest(c *store.Certificate) ([]byte, error) {
 func checkKeyUsable(tx *store.Tx, o *order) error {
 	d, err := keyDigest(o.pub)
 	if err != nil {
-		return errorf(CodeInternal, "request %s: %v", o.id, err)
+		return errorf(api.CodeInternal, "request %s: %v", o.id, err)
 	}
 	serial, err := tx.KeyCompromised(d)
 	if err != nil {
 		return errorf(storeCode(err), "request %s: %v", o.id, err)
 	}
 	if serial != nil {
-		return errorf(CodeKeyCompromised, "the public key was revoked for keyCompromise (certificate %x); it is never certified again", serial)
+		return errorf(api.CodeKeyCompromised, "the public key was revoked for keyCompromise (certificate %x); it is never certified again", serial)
 	}
 	return nil
 }
@@ -120,7 +121,7 @@ func keysBeingSigned(tx *store.Tx) ([]keyInUse, error) {
 // keyUsedOtherwise refuses with key_reused a key that a recorded
 // certificate (found through the key index), or a request in signing (of
 // those given), certifies for another use than p's. Any other error
-// (the store failing) has CodeInternal.
+// (the store failing) has api.CodeInternal.
 //
 // reserve calls it in the transaction that records the request as
 // signing, with every key being signed then: of two requests for one key
@@ -136,7 +137,7 @@ func keyUsedOtherwise(tx *store.Tx, pub crypto.PublicKey, p *Profile, signing []
 	}
 	spki, err := smx509.MarshalPKIXPublicKey(pub)
 	if err != nil {
-		return errorf(CodeMalformedKey, "public key: %v", err)
+		return errorf(api.CodeMalformedKey, "public key: %v", err)
 	}
 	want := p.LintUsage().KeyUsage()
 	var refused error
@@ -146,7 +147,7 @@ func keyUsedOtherwise(tx *store.Tx, pub crypto.PublicKey, p *Profile, signing []
 			return fmt.Errorf("certificate %x: %w", c.Serial, err)
 		}
 		if cert.KeyUsage != want && k.Equal(cert.PublicKey) {
-			refused = errorf(CodeKeyReused, "the key is certified for another use already (certificate %x, profile %s): a key serves one use only", c.Serial, c.Profile)
+			refused = errorf(api.CodeKeyReused, "the key is certified for another use already (certificate %x, profile %s): a key serves one use only", c.Serial, c.Profile)
 			return errStop
 		}
 		return nil
@@ -155,11 +156,11 @@ func keyUsedOtherwise(tx *store.Tx, pub crypto.PublicKey, p *Profile, signing []
 		return refused
 	}
 	if err != nil {
-		return errorf(CodeInternal, "look up the certificates of the key: %v", err)
+		return errorf(api.CodeInternal, "look up the certificates of the key: %v", err)
 	}
 	for _, s := range signing {
 		if s.usage != want && k.Equal(s.pub) {
-			return errorf(CodeKeyReused, "a certificate for the key for another use is being signed (serial %x): a key serves one use only", s.serial)
+			return errorf(api.CodeKeyReused, "a certificate for the key for another use is being signed (serial %x): a key serves one use only", s.serial)
 		}
 	}
 	return nil

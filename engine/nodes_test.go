@@ -5,6 +5,7 @@ import (
 	"strings"
 	"testing"
 
+	"signerd/api"
 	"signerd/engine"
 	"signerd/engine/enginetest"
 	"signerd/issuance"
@@ -48,7 +49,7 @@ func TestRequestBeingSignedAtAnotherNode(t *testing.T) {
 	}()
 	<-held.entered
 	_, err = b.Issue(context.Background(), ra, req)
-	if engine.CodeOf(err) != engine.CodeInProgress || !engine.CodeOf(err).Retryable() || !strings.Contains(err.Error(), "being signed by node a") {
+	if engine.CodeOf(err) != api.CodeInProgress || !engine.CodeOf(err).Retryable() || !strings.Contains(err.Error(), "being signed by node a") {
 		t.Errorf("the request at b while a signs it: %v; want request_in_progress naming node a", err)
 	}
 	close(held.release)

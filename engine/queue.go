@@ -7,6 +7,7 @@ import (
 
 	"github.com/emmansun/gmsm/smx509"
 
+	"signerd/api"
 	"signerd/issuance"
 	"signerd/store"
 )
@@ -87,13 +88,13 @@ func (q *BatchQueue) submit(ctx context.Context, o *order) (*store.Certificate, 
 	q.mu.RLock()
 	if q.closed {
 		q.mu.RUnlock()
-		return nil, errorf(CodeShuttingDown, "signerd is shutting down")
+		return nil, errorf(api.CodeShuttingDown, "signerd is shutting down")
 	}
 	select {
 	case q.jobs <- j:
 	default:
 		q.mu.RUnlock()
-		return nil, errorf(CodeBusy, "signing queue is full (%d waiting); retry later", cap(q.jobs))
+		return nil, errorf(api.CodeBusy, "signing queue is full (%d waiting); retry later", cap(q.jobs))
 	}
 	q.mu.RUnlock()
 	select {

@@ -8,6 +8,7 @@ import (
 	"sync"
 	"time"
 
+	"signerd/api"
 	"signerd/store"
 )
 
@@ -191,11 +192,11 @@ func storeFailed(err error) bool {
 }
 
 // storeCode is the code for a failed store operation.
-func storeCode(err error) Code {
+func storeCode(err error) api.Code {
 	if storeFailed(err) {
-		return CodeStoreUnavailable
+		return api.CodeStoreUnavailable
 	}
-	return CodeInternal
+	return api.CodeInternal
 }
 
 // storeProbeInterval is how often a database store that failed is tried

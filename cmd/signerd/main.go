@@ -194,7 +194,7 @@ func run(cfg *config, log *slog.Logger) error {
 	for _, o := range cfg.Roles.overlaps() {
 		log.Warn("duties not separated: one principal holds several roles", "principal", o)
 	}
-	a := &api{eng: d.engine, log: log, metrics: d.metrics, sigs: cfg.RASignatures, refused: refusals,
+	a := &server{eng: d.engine, log: log, metrics: d.metrics, sigs: cfg.RASignatures, refused: refusals,
 		backupTimeout: cfg.Store.BackupTimeout.Duration}
 	srv := &http.Server{
 		Handler:           a.routes(cfg.Roles),

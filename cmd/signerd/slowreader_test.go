@@ -16,6 +16,7 @@ import (
 
 	"golang.org/x/sys/unix"
 
+	"signerd/api"
 	"signerd/audit"
 	"signerd/store"
 )
@@ -159,7 +160,7 @@ func (d *daemonProc) issueUntil(t *testing.T, prefix string, deadline time.Durat
 				if err == nil && r.status != 201 {
 					err = fmt.Errorf("%d %s", r.status, r.body)
 				}
-				var v certificateView
+				var v api.Certificate
 				json.Unmarshal(r.body, &v)
 				mu.Lock()
 				if err != nil && out.err == nil {
