@@ -71,7 +71,7 @@ func (e *Engine) BackupStore(ctx context.Context, actor store.Actor, send func(S
 	// cannot seal does not prevent it (the copy then ends on an earlier
 	// seal, which the event records).
 	var unsealed string
-	if _, err := e.seal(ctx, fmt.Sprintf("store backup for uid %d", actor.UID), true); err != nil {
+	if _, err := e.sealer.seal(ctx, fmt.Sprintf("store backup for uid %d", actor.UID), true); err != nil {
 		unsealed = "not sealed first: " + err.Error()
 		e.log.Warn("store backup: the log could not be sealed first; copying it as it is", "err", err)
 	}

@@ -50,7 +50,7 @@ func (e *Engine) prepare(b *batch) {
 	e.cfg.Metrics.Batch(len(b.jobs))
 	now, err := e.clock.read()
 	if err != nil {
-		e.alarm(err, len(b.jobs)) // each job's caller records its refusal (auditRefusal)
+		e.clock.alarm(err, len(b.jobs)) // each job's caller records its refusal (auditRefusal)
 		failAll(b.jobs, err)
 		return
 	}
@@ -110,7 +110,7 @@ func (e *Engine) prepare(b *batch) {
 				return err
 			}
 		}
-		return e.noteSigningTime(tx, now)
+		return e.clock.noteSigningTime(tx, now)
 	}); err != nil {
 		if storeFailed(err) {
 			// A database may have committed what it could not confirm
@@ -118,12 +118,12 @@ func (e *Engine) prepare(b *batch) {
 			// say): the requests would then be left signing, answered
 			// request_in_progress until a restart. They are stranded, so
 			// the next batch burns whatever of them was recorded.
-			e.strand(reservedDrafts(attempts))
+			e.storeHealth.strand(reservedDrafts(attempts))
 		}
 		failAll(attempts, errorf(storeCode(err), "batch %d: record requests: %v", b.n, err))
 		return
 	}
-	e.noteStore(nil)
+	e.storeHealth.note(nil)
 	if testHookReserved != nil {
 		testHookReserved()
 	}
@@ -192,7 +192,7 @@ func (e *Engine) recordBatch(b *batch) {
 		e.burnAfterFailure(b.reserved)
 		return
 	}
-	e.noteStore(nil)
+	e.storeHealth.note(nil)
 }
 
 // classify answers what needs no signing: a replay of an issued request,
@@ -516,7 +516,43 @@ func (e *Engine) burnAfterFailure(jobs []*job) {
 		for i, j := range jobs {
 			stranded[i] = &store.Request{ID: j.o.id, Serial: j.draft.serial}
 		}
-		e.strand(stranded)
+		e.storeHealth.strand(stranded)
+	}
+}
+
+// burnStranded burns the serials of stranded requests still signing with
+// the serial they were stranded with.
+func (e *Engine) burnStranded() {
+	rs := e.storeHealth.takeStranded()
+	if len(rs) == 0 {
+		return
+	}
+	err := e.update(func(tx *store.Tx) error {
+		for _, s := range rs {
+			r, err := tx.Request(s.ID)
+			if errors.Is(err, store.ErrNotFound) {
+				continue // its reservation was never recorded
+			}
+			if err != nil {
+				return err
+			}
+			if r.State == store.RequestSigning && bytes.Equal(r.Serial, s.Serial) {
+				if err := e.burn(tx, r, store.System, "result could not be recorded; serial burned, retry the request"); err != nil {
+					return err
+				}
+			}
+		}
+		return nil
+	})
+	switch {
+	case errors.Is(err, store.ErrNodeTakenOver), errors.Is(err, store.ErrLogBehind):
+		// This process writes nothing more, ever. The requests stay
+		// signing under its node, and the next process to start as the
+		// node (or this one restarted) burns them at start-up.
+		e.log.Error("serials of stranded requests left to the next start: this process writes no more", "requests", len(rs), "err", err)
+	case err != nil:
+		e.log.Error("burn serials of stranded requests; will try again", "err", err)
+		e.storeHealth.strand(rs)
 	}
 }
 

@@ -4,7 +4,6 @@ import (
 	"context"
 	"crypto/ecdsa"
 	"errors"
-	"fmt"
 	"math/big"
 	"time"
 
@@ -87,34 +86,11 @@ func (e *Engine) build(o *order, iss *issuance.Issuer, serial []byte, now time.T
 // issuance: the signature verified, the TBS byte for byte the one linted
 // and recorded, the lints passed again.
 func (e *Engine) sign(ctx context.Context, d *draft, iss *issuance.Issuer) (*smx509.Certificate, error) {
-	out, err := e.hsmIssue(ctx, iss, d.tok)
+	out, err := e.hsmHealth.issue(ctx, iss, d.tok)
 	if err != nil {
 		return nil, err
 	}
 	return out.Certificate, nil
-}
-
-// hsmIssue has iss's key sign tok and issuance check the result. A
-// signature that does not verify is the HSM's failure, counted and noted
-// as one (errHSM); a refusal after it (the TBS, the lints) is not.
-func (e *Engine) hsmIssue(ctx context.Context, iss *issuance.Issuer, tok *issuance.Token) (*issuance.Issued, error) {
-	start := time.Now()
-	sig, err := iss.Signer.SignDigest(ctx, tok.Digest())
-	took := time.Since(start)
-	var out *issuance.Issued
-	if err == nil {
-		out, err = iss.Issue(tok, sig)
-	}
-	hsmErr := err
-	if sig != nil && !errors.Is(err, hsm.ErrBadSignature) {
-		hsmErr = nil // the HSM's signature verifies
-	}
-	e.cfg.Metrics.Signature(took, hsmErr)
-	e.noteHSM(hsmErr)
-	if hsmErr != nil {
-		return nil, fmt.Errorf("%w: %w", errHSM, err)
-	}
-	return out, err
 }
 
 // issuerValidAt refuses signing with iss at now if now is outside its

@@ -60,7 +60,7 @@ func (e *Engine) SignCRL(ctx context.Context, actor store.Actor, issuerID string
 		if err := tx.PutCRLState(iss.ID(), st); err != nil {
 			return err
 		}
-		if err := e.noteSigningTime(tx, now); err != nil {
+		if err := e.clock.noteSigningTime(tx, now); err != nil {
 			return err
 		}
 		err = tx.Revoked(iss.ID(), func(c store.RevokedEntry) error {
@@ -84,7 +84,7 @@ func (e *Engine) SignCRL(ctx context.Context, actor store.Actor, issuerID string
 		return err
 	})
 	if clockErr != nil {
-		e.alarm(clockErr, 1)
+		e.clock.alarm(clockErr, 1)
 		e.auditRefusal(actor, "crl.sign", "issuer "+iss.ID(), clockErr)
 		return nil, clockErr
 	}
@@ -165,7 +165,7 @@ func (e *Engine) signCRL(ctx context.Context, iss *issuance.Issuer, tmpl *smx509
 	if err != nil {
 		return nil, errorf(issuanceCode(err), "CRL %v", err)
 	}
-	out, err := e.hsmIssue(ctx, iss, tok)
+	out, err := e.hsmHealth.issue(ctx, iss, tok)
 	switch {
 	case errors.Is(err, errHSM):
 		return nil, errorf(api.CodeHSMUnavailable, "sign CRL: %v", err)

@@ -2,13 +2,11 @@ package engine
 
 import (
 	"context"
-	"crypto/ecdsa"
 	"errors"
 	"fmt"
 	"io"
 	"log/slog"
 	"sync"
-	"sync/atomic"
 	"time"
 
 	"github.com/emmansun/gmsm/smx509"
@@ -121,19 +119,10 @@ type Engine struct {
 	queue       *BatchQueue
 	log         *slog.Logger
 	crlMu       sync.Mutex
-	health      hsmHealth
-	storeHealth storeHealth
-
-	auditKey AuditSigner
-	auditPub *ecdsa.PublicKey
-	lastSeal atomic.Int64 // UnixNano of the last seal
-	sealStop chan struct{}
-	sealDone chan struct{}
-	// watchStop and watchDone stop watchStore (a database store only).
-	watchStop, watchDone chan struct{}
-	sealClosed           atomic.Bool
-	anchor               anchorState
-	backupMu             sync.Mutex // one store backup at a time, copy to send (backup.go)
+	hsmHealth   *hsmHealth
+	storeHealth *storeHealth
+	sealer      *sealer
+	backupMu    sync.Mutex // one store backup at a time, copy to send (backup.go)
 }
 
 // New starts an engine: it resolves requests a crash left signing (their
@@ -143,8 +132,7 @@ func New(cfg Config) (*Engine, error) {
 		return nil, errors.New("engine: store, an issuer and a random source are required")
 	}
 	e := &Engine{cfg: cfg, store: cfg.Store, profiles: cfg.Profiles, issuers: map[string]*issuance.Issuer{},
-		active: cfg.Issuers[0], sm2ID: cfg.SM2ID, log: cfg.Log, health: hsmHealth{status: HSMStatus{Up: true}},
-		storeHealth: storeHealth{status: StoreStatus{Writable: true}}}
+		active: cfg.Issuers[0], sm2ID: cfg.SM2ID, log: cfg.Log}
 	if e.profiles == nil {
 		e.profiles = BuiltinProfiles()
 	}
@@ -193,20 +181,20 @@ func New(cfg Config) (*Engine, error) {
 	if e.cfg.ClockMaxStep <= 0 {
 		e.cfg.ClockMaxStep = defaultClockMaxStep
 	}
+	e.storeHealth = newStoreHealth(e.store, e.log, e.cfg.Now, e.cfg.WriteStallAfter)
+	e.hsmHealth = &hsmHealth{log: e.log, now: e.cfg.Now, metrics: e.cfg.Metrics, store: e.storeHealth,
+		auditKey: cfg.AuditKey, issuers: cfg.Issuers, random: cfg.Random, status: HSMStatus{Up: true}}
 	var err error
-	if cfg.AuditKey != nil {
-		if e.auditPub, err = publicKeyOf(cfg.AuditKey); err != nil {
-			return nil, fmt.Errorf("engine: %w", err)
-		}
-		e.auditKey = cfg.AuditKey
+	if e.sealer, err = newSealer(&e.cfg, e.log, e.storeHealth, e.hsmHealth); err != nil {
+		return nil, fmt.Errorf("engine: %w", err)
 	}
 	if err := e.checkAuditKeyOwn(); err != nil {
 		return nil, fmt.Errorf("engine: %w", err)
 	}
-	if err := e.checkAudit(); err != nil {
+	if err := e.sealer.check(); err != nil {
 		return nil, fmt.Errorf("engine: %w", err)
 	}
-	e.clock = &clock{now: e.cfg.Now}
+	e.clock = &clock{now: e.cfg.Now, maxStep: e.cfg.ClockMaxStep, log: e.log, metrics: e.cfg.Metrics, store: e.storeHealth}
 	if err := e.update(func(tx *store.Tx) error {
 		if err := e.startClock(tx); err != nil {
 			return err
@@ -215,21 +203,16 @@ func New(cfg Config) (*Engine, error) {
 	}); err != nil {
 		return nil, fmt.Errorf("engine: start-up recovery: %w", err)
 	}
-	if cfg.AuditKeyGenerated != "" && e.auditKey != nil {
+	if cfg.AuditKeyGenerated != "" && e.sealer.key != nil {
 		if err := e.Audit(store.Event{Actor: store.System, Action: "audit.key.generated", Object: cfg.AuditKeyGenerated,
-			Outcome: store.OutcomeOK, Detail: fmt.Sprintf("CKA_ID %X", hsm.KeyID(e.auditPub))}); err != nil {
+			Outcome: store.OutcomeOK, Detail: fmt.Sprintf("CKA_ID %X", hsm.KeyID(e.sealer.pub))}); err != nil {
 			return nil, fmt.Errorf("engine: %w", err)
 		}
 	}
 	e.queue = newBatchQueue(e.cfg.QueueSize, e.cfg.BatchSize, e.prepare, e.signBatch, e.recordBatch)
-	if !e.store.Embedded() {
-		e.watchStop, e.watchDone = make(chan struct{}), make(chan struct{})
-		go e.watchStore(e.watchStop, e.watchDone)
-	}
-	if e.auditKey != nil {
-		e.lastSeal.Store(e.cfg.Now().UnixNano())
-		e.sealStop, e.sealDone = make(chan struct{}), make(chan struct{})
-		go e.sealer(e.sealStop, e.sealDone)
+	e.storeHealth.watch(e.burnStranded)
+	e.sealer.start()
+	if e.sealer.key != nil {
 		ctx, cancel := context.WithTimeout(context.Background(), e.cfg.SignTimeout)
 		err := e.certifyAuditKey(ctx)
 		cancel()
@@ -300,13 +283,9 @@ func releaseClaim(tx *store.Tx, r *store.Request) error {
 // Close stops taking orders, finishes those queued, and returns.
 func (e *Engine) Close() {
 	e.queue.close()
-	if e.watchStop != nil {
-		close(e.watchStop)
-		<-e.watchDone
-		e.watchStop = nil
-	}
+	e.storeHealth.stopWatching()
 	e.burnStranded()
-	e.closeAudit()
+	e.sealer.close()
 }
 
 // Queue is the signing queue (for its depth).
@@ -454,27 +433,6 @@ func (e *Engine) Issuer(id string) (*issuance.Issuer, error) {
 	return nil, errorf(api.CodeNotFound, "no issuing key %q", id)
 }
 
-// alarm reports n refusals because the clock went backwards: each in the
-// log at error level, and in the audit log as one clock.alarm event per
-// episode (clock.alarmDue), not per request; the refused requests
-// themselves are recorded by their callers, with their actors, as
-// refusals (tallied by the refusal sink).
-func (e *Engine) alarm(err error, n int) {
-	e.log.Error("clock alarm", "err", err, "refused", n, "remedy", clockRemedy)
-	due, since := e.clock.alarmDue(n)
-	if !due {
-		return
-	}
-	reason := fmt.Sprintf("%v; %d clock_backwards refusals since the last clock.alarm, this one included", err, since)
-	if aerr := e.update(func(tx *store.Tx) error {
-		_, err := tx.Append(store.Event{Actor: store.System, Action: "clock.alarm", Outcome: store.OutcomeRefused, Reason: reason,
-			Detail: clockRemedy})
-		return err
-	}); aerr != nil {
-		e.log.Error("audit clock alarm", "err", aerr)
-	}
-}
-
 // Bounds of a refusal event's object and reason, in bytes.
 const (
 	maxRefusalObject = 160
@@ -519,8 +477,5 @@ func (e *Engine) recordRefusal(ev store.Event, code api.Code) bool {
 // Audit records an event that goes with no engine operation (a refused
 // peer, a daemon start).
 func (e *Engine) Audit(ev store.Event) error {
-	return e.update(func(tx *store.Tx) error {
-		_, err := tx.Append(ev)
-		return err
-	})
+	return e.storeHealth.appendEvent(ev)
 }

@@ -57,7 +57,7 @@ type ExportedChain struct {
 // of one section, in the format bundles had before nodes.
 func (e *Engine) ExportAudit(ctx context.Context, actor store.Actor, since, until time.Time, w io.Writer) (Export, error) {
 	var x Export
-	if e.auditKey == nil {
+	if e.sealer.key == nil {
 		return x, errorf(api.CodeInternal, "no audit key: the log cannot be sealed for export")
 	}
 	if !since.IsZero() && !until.IsZero() && until.Before(since) {
@@ -65,7 +65,7 @@ func (e *Engine) ExportAudit(ctx context.Context, actor store.Actor, since, unti
 		e.auditExport(actor, x, store.OutcomeRefused, err.Error())
 		return x, err
 	}
-	exportSeal, err := e.seal(ctx, fmt.Sprintf("audit export for uid %d", actor.UID), true)
+	exportSeal, err := e.sealer.seal(ctx, fmt.Sprintf("audit export for uid %d", actor.UID), true)
 	if err != nil {
 		e.auditExport(actor, x, store.OutcomeFailed, err.Error())
 		return x, errorf(api.CodeInternal, "%v", err)
@@ -103,8 +103,8 @@ func (e *Engine) ExportAudit(ctx context.Context, actor store.Actor, since, unti
 			hdr.Section, hdr.Chains = i+1, list
 		}
 		if i == 0 {
-			bw, err = audit.NewWriter(n, hdr, hsm.KeyID(e.auditPub), func(msg []byte) ([]byte, error) {
-				return e.auditKey.SignDigest(ctx, e.auditKey.Digest(msg))
+			bw, err = audit.NewWriter(n, hdr, hsm.KeyID(e.sealer.pub), func(msg []byte) ([]byte, error) {
+				return e.sealer.key.SignDigest(ctx, e.sealer.key.Digest(msg))
 			})
 		} else {
 			err = bw.Section(hdr)
@@ -340,7 +340,7 @@ func (e *Engine) exportRange(node string, since, until time.Time, endSeal uint64
 	for name, id := range keyIDs {
 		certs[name+"@"+node] = nodeKey{node, id}
 	}
-	own := hsm.KeyID(e.auditPub)
+	own := hsm.KeyID(e.sealer.pub)
 	certs[hex.EncodeToString(own)+"@"+e.store.Node()] = nodeKey{e.store.Node(), own}
 	err = e.view(func(tx *store.Tx) error {
 		for _, name := range slices.Sorted(maps.Keys(certs)) {

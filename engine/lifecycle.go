@@ -241,7 +241,7 @@ func (e *Engine) transition(actor store.Actor, serial []byte, action string, cha
 		if err := tx.PutCertificate(c); err != nil {
 			return err
 		}
-		if err := e.noteSigningTime(tx, now); err != nil {
+		if err := e.clock.noteSigningTime(tx, now); err != nil {
 			return err
 		}
 		if action == "certificate.revoke" && was.Status != store.StatusRevoked {
@@ -262,7 +262,7 @@ func (e *Engine) transition(actor store.Actor, serial []byte, action string, cha
 		// Refused like any other refusal, under the actor and action
 		// (tallied by the refusal sink); the clock.alarm is the system's,
 		// once per episode.
-		e.alarm(clockErr, 1)
+		e.clock.alarm(clockErr, 1)
 		e.recordRefusal(store.Event{Actor: actor, Action: action, Object: store.HexSerial(serial), Outcome: store.OutcomeRefused,
 			Reason: store.BoundedText(clockErr.Error(), maxRefusalReason)}, api.CodeClockBackwards)
 		return nil, clockErr

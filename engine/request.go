@@ -439,7 +439,7 @@ func (e *Engine) checkKeyUse(pub crypto.PublicKey) error {
 			return errorf(api.CodeKeyReused, "the key is issuing CA %q's", iss.Cert.Subject.String())
 		}
 	}
-	if e.auditPub != nil && k.Equal(e.auditPub) {
+	if e.sealer.pub != nil && k.Equal(e.sealer.pub) {
 		return errorf(api.CodeKeyReused, "the key is signerd's audit key")
 	}
 	return nil
