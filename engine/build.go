@@ -31,7 +31,7 @@ var ekuByName = map[string]smx509.ExtKeyUsage{
 
 // build makes o's certificate with serial and validity from now, as a
 // token of iss: its TBS built and linted, for the HSM to sign.
-func (e *Engine) build(o *order, iss *issuance.Issuer, serial []byte, now time.Time) (*draft, error) {
+func build(o *order, iss *issuance.Issuer, serial []byte, now time.Time) (*draft, error) {
 	pub, ok := o.pub.(*ecdsa.PublicKey)
 	if !ok {
 		return nil, errorf(api.CodeInternal, "order %s: public key %T", o.id, o.pub)
@@ -82,11 +82,11 @@ func (e *Engine) build(o *order, iss *issuance.Issuer, serial []byte, now time.T
 	return &draft{serial: serial, tok: tok}, nil
 }
 
-// sign has the HSM sign d and returns the final certificate, checked by
-// issuance: the signature verified, the TBS byte for byte the one linted
-// and recorded, the lints passed again.
-func (e *Engine) sign(ctx context.Context, d *draft, iss *issuance.Issuer) (*smx509.Certificate, error) {
-	out, err := e.hsmHealth.issue(ctx, iss, d.tok)
+// signDraft has the HSM sign d and returns the final certificate, checked
+// by issuance: the signature verified, the TBS byte for byte the one
+// linted and recorded, the lints passed again.
+func (s *issueStages) signDraft(ctx context.Context, d *draft, iss *issuance.Issuer) (*smx509.Certificate, error) {
+	out, err := s.hsm.issue(ctx, iss, d.tok)
 	if err != nil {
 		return nil, err
 	}

@@ -9,9 +9,6 @@ import (
 	"sync"
 	"time"
 
-	"github.com/emmansun/gmsm/smx509"
-
-	"signerd/api"
 	"signerd/hsm"
 	"signerd/issuance"
 	"signerd/store"
@@ -117,6 +114,7 @@ type Engine struct {
 	sm2ID       []byte
 	clock       *clock
 	queue       *BatchQueue
+	batches     *issueStages // the queue's stages
 	log         *slog.Logger
 	crlMu       sync.Mutex
 	hsmHealth   *hsmHealth
@@ -195,11 +193,13 @@ func New(cfg Config) (*Engine, error) {
 		return nil, fmt.Errorf("engine: %w", err)
 	}
 	e.clock = &clock{now: e.cfg.Now, maxStep: e.cfg.ClockMaxStep, log: e.log, metrics: e.cfg.Metrics, store: e.storeHealth}
+	e.batches = &issueStages{store: e.storeHealth, hsm: e.hsmHealth, clock: e.clock, issuer: e.active, random: e.cfg.Random,
+		metrics: e.cfg.Metrics, log: e.log, node: e.store.Node(), signTimeout: e.cfg.SignTimeout, now: e.cfg.Now}
 	if err := e.update(func(tx *store.Tx) error {
 		if err := e.startClock(tx); err != nil {
 			return err
 		}
-		return e.burnInterrupted(tx)
+		return e.batches.burnInterrupted(tx)
 	}); err != nil {
 		return nil, fmt.Errorf("engine: start-up recovery: %w", err)
 	}
@@ -209,8 +209,8 @@ func New(cfg Config) (*Engine, error) {
 			return nil, fmt.Errorf("engine: %w", err)
 		}
 	}
-	e.queue = newBatchQueue(e.cfg.QueueSize, e.cfg.BatchSize, e.prepare, e.signBatch, e.recordBatch)
-	e.storeHealth.watch(e.burnStranded)
+	e.queue = newBatchQueue(e.cfg.QueueSize, e.cfg.BatchSize, e.batches)
+	e.storeHealth.watch(e.batches.burnStranded)
 	e.sealer.start()
 	if e.sealer.key != nil {
 		ctx, cancel := context.WithTimeout(context.Background(), e.cfg.SignTimeout)
@@ -224,258 +224,13 @@ func New(cfg Config) (*Engine, error) {
 	return e, nil
 }
 
-// burnInterrupted resolves requests a crash left between the two batch
-// transactions: nothing was recorded as issued, so whatever the HSM may
-// have signed never left the process; the serial is burned and the RA may
-// retry the request.
-func (e *Engine) burnInterrupted(tx *store.Tx) error {
-	stuck, err := tx.InFlight()
-	if err != nil {
-		return err
-	}
-	for _, r := range stuck {
-		const why = "signerd stopped while the request was being signed; serial burned, retry the request"
-		if err := e.burn(tx, r, store.System, why); err != nil {
-			return err
-		}
-		e.log.Warn("burned serial of interrupted request", "request_id", r.ID, "serial", store.HexSerial(r.Serial))
-	}
-	return nil
-}
-
-// burn ends r's attempt without a certificate.
-func (e *Engine) burn(tx *store.Tx, r *store.Request, actor store.Actor, why string) error {
-	if err := tx.SetSerialState(r.Serial, store.SerialBurned); err != nil {
-		return err
-	}
-	r.State = store.RequestFailed
-	r.Burned = append(r.Burned, r.Serial)
-	r.Error = why
-	r.Updated = e.cfg.Now().UTC()
-	if err := tx.PutRequest(r); err != nil {
-		return err
-	}
-	if err := releaseClaim(tx, r); err != nil {
-		return err
-	}
-	_, err := tx.Append(store.Event{Actor: actor, Action: "certificate." + r.Kind, Object: store.HexSerial(r.Serial),
-		Outcome: store.OutcomeFailed, Reason: fmt.Sprintf("request %s: %s", r.ID, why)})
-	return err
-}
-
-// releaseClaim lets go of the certificate a failed renewal or extension
-// claimed, so it can be replaced again.
-func releaseClaim(tx *store.Tx, r *store.Request) error {
-	if r.Replaces == nil {
-		return nil
-	}
-	old, err := tx.Certificate(r.Replaces)
-	if err != nil {
-		return err
-	}
-	if old.Superseding != r.ID {
-		return nil
-	}
-	old.Superseding = ""
-	return tx.PutCertificate(old)
-}
-
 // Close stops taking orders, finishes those queued, and returns.
 func (e *Engine) Close() {
 	e.queue.close()
 	e.storeHealth.stopWatching()
-	e.burnStranded()
+	e.batches.burnStranded()
 	e.sealer.close()
 }
 
 // Queue is the signing queue (for its depth).
 func (e *Engine) Queue() *BatchQueue { return e.queue }
-
-// Issue issues a certificate for req (or returns the one an earlier request
-// with the same id and content got).
-func (e *Engine) Issue(ctx context.Context, actor store.Actor, req Request) (c *store.Certificate, err error) {
-	defer func() { e.auditRefusal(actor, "certificate."+kindIssue, "request "+req.ID, err) }()
-	o, err := e.check(kindIssue, &req, nil)
-	if err != nil {
-		return nil, err
-	}
-	o.actor = actor
-	return e.queue.submit(ctx, o)
-}
-
-// Renew issues a certificate for req's new key that replaces the one with
-// serial old; old is marked superseded (it stays valid until revoked or
-// expired, so the holder can switch over).
-func (e *Engine) Renew(ctx context.Context, actor store.Actor, old []byte, req Request) (c *store.Certificate, err error) {
-	defer func() { e.auditRefusal(actor, "certificate."+kindRenew, "request "+req.ID, err) }()
-	prev, err := e.lookup(actor, "certificate."+kindRenew, old)
-	if err != nil {
-		return nil, err
-	}
-	if req.Profile != prev.Profile {
-		return nil, errorf(api.CodeBadRequest, "renewal must keep profile %q", prev.Profile)
-	}
-	o, err := e.check(kindRenew, &req, old)
-	if err != nil {
-		return nil, err
-	}
-	o.actor = actor
-	return e.queue.submit(ctx, o)
-}
-
-// Extend issues the certificate with serial old again with a new validity:
-// same key, subject, names and identity, a new serial. The old one is
-// marked superseded.
-func (e *Engine) Extend(ctx context.Context, actor store.Actor, requestID string, old []byte, days int) (c *store.Certificate, err error) {
-	defer func() { e.auditRefusal(actor, "certificate."+kindExtend, "request "+requestID, err) }()
-	prev, err := e.status(old)
-	if err == nil && isOwnCertificate(prev) {
-		return nil, e.refuseOwn(actor, "certificate."+kindExtend, old)
-	}
-	if err := checkRequestID(requestID); err != nil {
-		return nil, err
-	}
-	if err != nil {
-		return nil, err
-	}
-	p := e.profiles[prev.Profile]
-	if p == nil {
-		return nil, errorf(api.CodeUnknownProfile, "certificate %x has profile %q, no longer configured", old, prev.Profile)
-	}
-	cert, err := smx509.ParseCertificate(prev.DER)
-	if err != nil {
-		return nil, errorf(api.CodeInternal, "certificate %x: %v", old, err)
-	}
-	o := &order{kind: kindExtend, id: requestID, actor: actor, profile: p, raw: cert.RawSubject, pub: cert.PublicKey,
-		dns: cert.DNSNames, emails: cert.EmailAddresses, replaces: old}
-	for _, ext := range cert.Extensions {
-		for _, oid := range identityOIDs {
-			if ext.Id.Equal(oid) {
-				o.identity = append(o.identity, ext)
-			}
-		}
-	}
-	if err := allowKey(o.pub, p); err != nil {
-		return nil, err
-	}
-	if o.days, err = checkValidity(days, p); err != nil {
-		return nil, err
-	}
-	o.digest = contentDigest(kindExtend, old, struct {
-		ID   string `json:"request_id"`
-		Days int    `json:"validity_days"`
-	}{requestID, days})
-	return e.queue.submit(ctx, o)
-}
-
-// Status returns the record of the certificate with serial; signerd's own
-// certificates are not found (refuseOwn).
-func (e *Engine) Status(serial []byte) (*store.Certificate, error) {
-	return e.lookup(store.Actor{}, "", serial)
-}
-
-// StatusFor is Status asked by actor (an RA): an attempt on signerd's own
-// certificate is audited as certificate.status, refused, like every other
-// RA route's; a serial that does not exist is a read, and not audited.
-func (e *Engine) StatusFor(actor store.Actor, serial []byte) (*store.Certificate, error) {
-	return e.lookup(actor, "certificate.status", serial)
-}
-
-// lookup is status for an RA operation (action): signerd's own
-// certificate is refused (refuseOwn) in the same read.
-func (e *Engine) lookup(actor store.Actor, action string, serial []byte) (*store.Certificate, error) {
-	c, err := e.status(serial)
-	if err == nil && isOwnCertificate(c) {
-		return nil, e.refuseOwn(actor, action, serial)
-	}
-	return c, err
-}
-
-func (e *Engine) status(serial []byte) (*store.Certificate, error) {
-	var c *store.Certificate
-	err := e.view(func(tx *store.Tx) error {
-		var err error
-		c, err = tx.Certificate(serial)
-		return err
-	})
-	if errors.Is(err, store.ErrNotFound) {
-		return nil, errorf(api.CodeNotFound, "no certificate with serial %x", serial)
-	}
-	if err != nil {
-		return nil, errorf(api.CodeInternal, "read certificate %x: %v", serial, err)
-	}
-	return c, nil
-}
-
-// Statistics returns a month's ("2006-01", Beijing time) counts by profile
-// and kind (issued, renewed, extended, revoked).
-func (e *Engine) Statistics(month string) (map[string]map[string]uint64, error) {
-	if _, err := time.Parse("2006-01", month); err != nil {
-		return nil, errorf(api.CodeBadRequest, "month %q: want YYYY-MM", month)
-	}
-	var out map[string]map[string]uint64
-	err := e.view(func(tx *store.Tx) error {
-		var err error
-		out, err = tx.Statistics(month)
-		return err
-	})
-	return out, err
-}
-
-// Issuer returns the issuer with key ID id ("" means the one issuing now).
-func (e *Engine) Issuer(id string) (*issuance.Issuer, error) {
-	if id == "" {
-		return e.active, nil
-	}
-	if iss := e.issuers[id]; iss != nil {
-		return iss, nil
-	}
-	return nil, errorf(api.CodeNotFound, "no issuing key %q", id)
-}
-
-// Bounds of a refusal event's object and reason, in bytes.
-const (
-	maxRefusalObject = 160
-	maxRefusalReason = 1024
-)
-
-// auditRefusal records a request the engine refused or failed, unless
-// nothing went wrong or the failure is already recorded (a burned serial,
-// which stays one event per request).
-func (e *Engine) auditRefusal(actor store.Actor, action, object string, err error) {
-	var ee *Error
-	if err == nil || (errors.As(err, &ee) && ee.audited) {
-		return
-	}
-	outcome := store.OutcomeRefused
-	code := CodeOf(err)
-	switch code {
-	case api.CodeInternal, api.CodeHSMUnavailable, api.CodeStoreUnavailable, api.CodeLintFailed, api.CodeIssuerExpired:
-		outcome = store.OutcomeFailed
-	}
-	// The object and the reason quote what the RA sent (a request id, a
-	// subject): bounded, so a refused request cannot grow the log by more
-	// than a small event.
-	e.recordRefusal(store.Event{Actor: actor, Action: action, Object: store.BoundedText(object, maxRefusalObject),
-		Outcome: outcome, Reason: store.BoundedText(err.Error(), maxRefusalReason)}, code)
-}
-
-// recordRefusal hands a refusal's event to the refusal sink, or writes it
-// if there is none; it reports whether it is recorded (or will be).
-func (e *Engine) recordRefusal(ev store.Event, code api.Code) bool {
-	if e.cfg.Refusals != nil {
-		e.cfg.Refusals.Record(ev, string(code))
-		return true
-	}
-	if err := e.Audit(ev); err != nil {
-		e.log.Error("audit a refused request", "action", ev.Action, "err", err)
-		return false
-	}
-	return true
-}
-
-// Audit records an event that goes with no engine operation (a refused
-// peer, a daemon start).
-func (e *Engine) Audit(ev store.Event) error {
-	return e.storeHealth.appendEvent(ev)
-}

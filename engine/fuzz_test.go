@@ -47,7 +47,7 @@ func FuzzCheck(f *testing.F) {
 		f.Add([]byte(req), csr)
 		f.Add([]byte(req), csr[:len(csr)/2])
 	}
-	e := &Engine{profiles: BuiltinProfiles(), sm2ID: hsm.DefaultSM2ID}
+	e := &Engine{profiles: BuiltinProfiles(), sm2ID: hsm.DefaultSM2ID, sealer: &sealer{}}
 	f.Fuzz(func(t *testing.T, reqJSON, csr []byte) {
 		var req Request
 		if json.Unmarshal(reqJSON, &req) != nil {
