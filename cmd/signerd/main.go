@@ -201,22 +201,9 @@ func run(cfg *config, acks acknowledgements, log *slog.Logger) error {
 	for _, o := range cfg.Roles.overlaps() {
 		log.Warn("duties not separated: one principal holds several roles", "principal", o)
 	}
-	timeouts := cfg.Socket.Timeouts
 	a := &server{eng: d.engine, log: log, metrics: d.metrics, sigs: cfg.RASignatures, refused: refusals,
-		backupTimeout: cfg.Store.BackupTimeout, exportTimeout: timeouts.Export}
-	srv := &http.Server{
-		Handler:           a.routes(cfg.Roles),
-		ConnContext:       withPeer,
-		ReadHeaderTimeout: timeouts.ReadHeader,
-		ReadTimeout:       timeouts.Read,
-		WriteTimeout:      timeouts.Write,
-		IdleTimeout:       timeouts.Idle,
-		MaxHeaderBytes:    maxHeaderBytes,
-		// "OPTIONS *" goes to the handler, which refuses and audits it,
-		// instead of a 200 from the server itself.
-		DisableGeneralOptionsHandler: true,
-		ErrorLog:                     slog.NewLogLogger(log.Handler(), slog.LevelWarn),
-	}
+		backupTimeout: cfg.Store.BackupTimeout, exportTimeout: cfg.Socket.Timeouts.Export}
+	srv := httpServer(a.routes(cfg.Roles), cfg.Socket.Timeouts, log)
 	stopSweep := func() {}
 	if d.engine.SharedStore() {
 		stopSweep = sweepNonceClaims(d.engine, cfg.RASignatures.MaxSkew, log)
@@ -266,6 +253,24 @@ func run(cfg *config, acks acknowledgements, log *slog.Logger) error {
 	}
 	log.Info("stopped")
 	return nil
+}
+
+// httpServer serves h on the socket, cutting off clients by the
+// configured timeouts.
+func httpServer(h http.Handler, t httpTimeouts, log *slog.Logger) *http.Server {
+	return &http.Server{
+		Handler:           h,
+		ConnContext:       withPeer,
+		ReadHeaderTimeout: t.ReadHeader,
+		ReadTimeout:       t.Read,
+		WriteTimeout:      t.Write,
+		IdleTimeout:       t.Idle,
+		MaxHeaderBytes:    maxHeaderBytes,
+		// "OPTIONS *" goes to the handler, which refuses and audits it,
+		// instead of a 200 from the server itself.
+		DisableGeneralOptionsHandler: true,
+		ErrorLog:                     slog.NewLogLogger(log.Handler(), slog.LevelWarn),
+	}
 }
 
 // start opens the HSM, checks the issuing keys against their
