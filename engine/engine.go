@@ -129,6 +129,9 @@ func New(cfg Config) (*Engine, error) {
 	if cfg.Store == nil || len(cfg.Issuers) == 0 || cfg.Random == nil {
 		return nil, errors.New("engine: store, an issuer and a random source are required")
 	}
+	if err := cfg.Validate(); err != nil {
+		return nil, fmt.Errorf("engine: %w", err)
+	}
 	e := &Engine{cfg: cfg, store: cfg.Store, profiles: cfg.Profiles, issuers: map[string]*issuance.Issuer{},
 		active: cfg.Issuers[0], sm2ID: cfg.SM2ID, log: cfg.Log}
 	if e.profiles == nil {

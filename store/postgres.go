@@ -125,6 +125,15 @@ var errPostgresInUse = errors.New("in use by another signerd (or a schema upgrad
 // with another version of it (the schema is only ever created or migrated
 // by UpgradePostgres), and a database that another signerd has open.
 func openPostgresBackend(dsn string, o PostgresOptions) (*pgBackend, error) {
+	d, err := ParsePostgresDSN(dsn)
+	if err != nil {
+		return nil, fmt.Errorf("open store postgres: %w", err)
+	}
+	return openPostgresBackendDSN(d, o)
+}
+
+// openPostgresBackendDSN is openPostgresBackend with the DSN parsed.
+func openPostgresBackendDSN(d *PostgresDSN, o PostgresOptions) (*pgBackend, error) {
 	if o.Timeout < 0 || o.MaxConns < 0 {
 		return nil, fmt.Errorf("open store postgres: timeout %v and connections %d must not be negative", o.Timeout, o.MaxConns)
 	}
@@ -134,10 +143,8 @@ func openPostgresBackend(dsn string, o PostgresOptions) (*pgBackend, error) {
 	if o.MaxConns == 0 {
 		o.MaxConns = defaultPostgresMaxConns
 	}
-	cfg, err := parsePostgresDSN(dsn)
-	if err != nil {
-		return nil, fmt.Errorf("open store postgres: %w", err)
-	}
+	// A copy: the settings below are this store's, not the DSN's.
+	cfg := d.cfg.Copy()
 	b := &pgBackend{where: pgWhere(cfg.ConnConfig), timeout: o.Timeout, shared: o.Node != ""}
 	cfg.MaxConns = o.MaxConns
 	// A transaction of this process never stands idle longer than its

@@ -28,9 +28,6 @@ const maxBody = 64 << 10
 // well under it, and a signed request's evidence holds the target whole.
 const maxRequestTarget = 1 << 10
 
-// exportTimeout bounds sending an audit bundle.
-const exportTimeout = time.Hour
-
 // server is the HTTP face of the engine on the Unix socket: it serves
 // the contract package api describes.
 type server struct {
@@ -41,6 +38,9 @@ type server struct {
 	refused *refusalLog // where refusals before the engine are recorded
 	// backupTimeout: store.backup_timeout (backup.go).
 	backupTimeout time.Duration
+	// exportTimeout bounds sending an audit bundle
+	// (socket.timeouts.export).
+	exportTimeout time.Duration
 }
 
 func (a *server) routes(roles roles) http.Handler {
@@ -370,7 +370,7 @@ func (a *server) exportAudit(w http.ResponseWriter, r *http.Request, p peer) {
 		}
 	}
 	// A whole log takes longer to send than any other answer.
-	if err := http.NewResponseController(w).SetWriteDeadline(time.Now().Add(exportTimeout)); err != nil {
+	if err := http.NewResponseController(w).SetWriteDeadline(time.Now().Add(a.exportTimeout)); err != nil {
 		a.log.Warn("audit export: write deadline", "err", err)
 	}
 	bw := &bundleWriter{w: w}

@@ -30,18 +30,14 @@ import (
 // (serial, nonce) it accepted for as long as its date passes the skew check
 // (replayGuard).
 
-// raSignatures is the ra_signatures configuration.
+// raSignatures is the ra_signatures configuration (configFile describes
+// each setting) and, once prepared, its run-time state.
 type raSignatures struct {
-	Required bool     `yaml:"required"`
-	MaxSkew  duration `yaml:"max_skew"` // default 5m
-	// AllowedSerials and AllowedSubjects, when either is set, narrow the
-	// RA certificates (those with the cmcRA EKU) to the ones listed: by
-	// hex serial, or by subject exactly as the API shows it.
-	AllowedSerials  []string `yaml:"allowed_serials"`
-	AllowedSubjects []string `yaml:"allowed_subjects"`
-	// ReplayMemory is how many signed requests signerd remembers for each
-	// RA certificate (default replayCacheSize).
-	ReplayMemory int `yaml:"replay_memory"`
+	Required        bool
+	MaxSkew         time.Duration // default 5m
+	AllowedSerials  []string
+	AllowedSubjects []string
+	ReplayMemory    int
 
 	allowedSerials map[string]bool
 	replay         *replayGuard
@@ -49,8 +45,8 @@ type raSignatures struct {
 
 // prepare checks the section and makes its run-time state.
 func (s *raSignatures) prepare() error {
-	if s.MaxSkew.Duration <= 0 {
-		s.MaxSkew.Duration = 5 * time.Minute
+	if s.MaxSkew <= 0 {
+		s.MaxSkew = 5 * time.Minute
 	}
 	s.allowedSerials = map[string]bool{}
 	for _, h := range s.AllowedSerials {
@@ -114,7 +110,7 @@ func (a *server) checkSignature(r *http.Request) ([]byte, error) {
 	if err != nil || len(date) > api.MaxDateLen {
 		return nil, &sigError{code: api.CodeBadSignature, msg: "Signerd-Date: want RFC 3339, at most 64 characters"}
 	}
-	skew := a.sigs.MaxSkew.Duration // defaulted by prepare
+	skew := a.sigs.MaxSkew // defaulted by prepare
 	now := time.Now()
 	if d := now.Sub(t); d > skew || d < -skew {
 		return nil, &sigError{code: api.CodeStaleSignature, msg: fmt.Sprintf("Signerd-Date %s is more than %v from signerd's clock", date, skew)}
