@@ -1,7 +1,6 @@
 package engine
 
 import (
-	"context"
 	"crypto/ecdsa"
 	"errors"
 	"math/big"
@@ -80,17 +79,6 @@ func build(o *order, iss *issuance.Issuer, serial []byte, now time.Time) (*draft
 		return nil, errorf(issuanceCode(err), "certificate for %s %v", o.id, err)
 	}
 	return &draft{serial: serial, tok: tok}, nil
-}
-
-// signDraft has the HSM sign d and returns the final certificate, checked
-// by issuance: the signature verified, the TBS byte for byte the one
-// linted and recorded, the lints passed again.
-func (s *issueStages) signDraft(ctx context.Context, d *draft, iss *issuance.Issuer) (*smx509.Certificate, error) {
-	out, err := s.hsm.issue(ctx, iss, d.tok)
-	if err != nil {
-		return nil, err
-	}
-	return out.Certificate, nil
 }
 
 // issuerValidAt refuses signing with iss at now if now is outside its
