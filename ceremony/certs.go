@@ -1,30 +1,23 @@
 package ceremony
 
 import (
-	"bytes"
 	"context"
-	"crypto"
 	"crypto/ecdsa"
-	"crypto/elliptic"
-	"crypto/rand"
 	"encoding/pem"
 	"fmt"
-	"io"
-	"math/big"
 	"os"
 	"time"
 
-	"github.com/emmansun/gmsm/sm2"
 	"github.com/emmansun/gmsm/smx509"
 
-	"signerd/lint"
 	"signerd/hsm"
+	"signerd/issuance"
 )
 
 // caKey is a key in the HSM and the signer a ceremony uses it through.
 type caKey struct {
 	*hsm.Key
-	signer crypto.Signer
+	signer issuance.Signer
 }
 
 // findKey finds label in m; with cert set, the key must be cert's key.
@@ -33,12 +26,7 @@ func (r *runner) findKey(m *hsm.Module, label string, cert *smx509.Certificate) 
 	if err != nil {
 		return nil, err
 	}
-	var s crypto.Signer
-	if k.Algorithm == hsm.SM2 {
-		s, err = k.SM2Signer(nil)
-	} else {
-		s, err = k.ECDSASigner()
-	}
+	s, err := issuance.KeySigner(k, nil)
 	if err != nil {
 		return nil, err
 	}
@@ -81,66 +69,21 @@ func (r *runner) labelFree(m *hsm.Module, label string) error {
 	return nil
 }
 
-// throwaway is a software key of alg's kind: it signs certificates only to
-// lint them, and nothing it signs leaves the ceremony.
-func throwaway(alg hsm.Algorithm) (crypto.Signer, error) {
-	switch alg {
-	case hsm.SM2:
-		return sm2.GenerateKey(rand.Reader)
-	case hsm.ECDSAP256:
-		return ecdsa.GenerateKey(elliptic.P256(), rand.Reader)
-	case hsm.ECDSAP384:
-		return ecdsa.GenerateKey(elliptic.P384(), rand.Reader)
-	}
-	return nil, fmt.Errorf("no throwaway key for %v", alg)
-}
-
-// newSerial draws a certificate serial from the HSM's RNG: 16 bytes, top
-// bit clear, never zero.
-func newSerial(m *hsm.Module) (*big.Int, error) {
-	b := make([]byte, 16)
-	for {
-		if _, err := io.ReadFull(m.Random(), b); err != nil {
-			return nil, fmt.Errorf("draw serial: %w", err)
-		}
-		b[0] &= 0x7f
-		if n := new(big.Int).SetBytes(b); n.Sign() > 0 {
-			return n, nil
-		}
-	}
-}
-
 // signCA makes the CA certificate tmpl for pub, issued by issuer (nil: tmpl
-// is self-signed) with signerKey. It lints the certificate signed by a
-// throwaway key first; in a dry run it stops there and returns that linted
-// draft, which must never be written. Then the HSM signs, and the result
-// must have the linted TBS, lint clean again and verify under its issuer.
-func (r *runner) signCA(what string, tmpl *smx509.Certificate, pub *ecdsa.PublicKey, issuer *smx509.Certificate, signerKey *caKey) (*smx509.Certificate, error) {
-	if len(tmpl.SubjectKeyId) == 0 {
-		tmpl.SubjectKeyId = hsm.KeyID(pub)
-	}
-	if issuer != nil {
-		// Set here, not left to the encoder, which omits it when issuer and
-		// subject names are equal, as in a rollover's link certificates.
-		tmpl.AuthorityKeyId = issuer.SubjectKeyId
-	}
-	tw, err := throwaway(signerKey.Algorithm)
+// is self-signed) with k. issuance lints it signed by a throwaway key
+// first; in a dry run it stops there and returns that linted draft, which
+// must never be written. Then the HSM signs, and issuance checks the
+// signature, the TBS and the lints again.
+func (r *runner) signCA(what string, tmpl *smx509.Certificate, pub *ecdsa.PublicKey, issuer *smx509.Certificate, k *caKey) (*smx509.Certificate, error) {
+	iss, err := caIssuer(issuer, k)
 	if err != nil {
-		return nil, err
+		return nil, fmt.Errorf("%s: %w", what, err)
 	}
-	parent := *tmpl
-	if issuer != nil {
-		parent = *issuer
-	}
-	parent.PublicKey = tw.Public()
-	draft, err := smx509.CreateCertificate(rand.Reader, tmpl, &parent, pub, tw)
+	tok, err := iss.PrepareCA(tmpl, pub)
 	if err != nil {
-		return nil, fmt.Errorf("%s: build: %w", what, err)
+		return nil, fmt.Errorf("%s %w", what, err)
 	}
-	if err := lint.CA(draft, issuer); err != nil {
-		return nil, fmt.Errorf("%s fails lint: %w", what, err)
-	}
-	linted, err := smx509.ParseCertificate(draft)
+	linted, err := smx509.ParseCertificate(tok.Draft())
 	if err != nil {
 		return nil, err
 	}
@@ -149,57 +92,29 @@ func (r *runner) signCA(what string, tmpl *smx509.Certificate, pub *ecdsa.Public
 	if r.dryRun {
 		return linted, nil
 	}
-
-	realParent := tmpl
-	if issuer != nil {
-		realParent = issuer
-	}
-	der, err := smx509.CreateCertificate(rand.Reader, tmpl, realParent, pub, signerKey.signer)
+	out, err := iss.SignAndIssue(context.Background(), tok)
 	if err != nil {
-		return nil, fmt.Errorf("%s: sign in the HSM: %w", what, err)
+		return nil, fmt.Errorf("%s: %w", what, err)
 	}
-	c, err := smx509.ParseCertificate(der)
-	if err != nil {
-		return nil, fmt.Errorf("%s: parse what the HSM signed: %w", what, err)
-	}
-	if !bytes.Equal(c.RawTBSCertificate, linted.RawTBSCertificate) {
-		return nil, fmt.Errorf("%s: the signed TBS differs from the linted one", what)
-	}
-	if err := lint.CA(der, issuer); err != nil {
-		return nil, fmt.Errorf("%s as signed fails lint: %w", what, err)
-	}
-	verifier := c
+	c, under := out.Certificate, "itself"
 	if issuer != nil {
-		verifier = issuer
+		under = fmt.Sprintf("%q", issuer.Subject.String())
 	}
-	if err := c.CheckSignatureFrom(verifier); err != nil {
-		return nil, fmt.Errorf("%s: signature does not verify under %q: %w", what, verifier.Subject.String(), err)
-	}
-	r.step("signed %s in the HSM with key %q: serial %X, certificate %s; TBS identical to the linted one; lints clean; signature verifies under %q",
-		what, signerKey.Label, c.SerialNumber, fingerprints(c.Raw), verifier.Subject.String())
+	r.step("signed %s in the HSM with key %q: serial %X, certificate %s; signature verifies under %s; TBS identical to the linted one; lints clean",
+		what, k.Label, c.SerialNumber, fingerprints(c.Raw), under)
 	return c, nil
+}
+
+// caIssuer is k as the issuer its certificate issuer names, or as the
+// issuer of its own certificate if issuer is nil.
+func caIssuer(issuer *smx509.Certificate, k *caKey) (*issuance.Issuer, error) {
+	if issuer == nil {
+		return issuance.SelfIssuer(k.signer)
+	}
+	return issuance.NewIssuer(issuer, k.signer)
 }
 
 func day(t time.Time) string { return t.UTC().Format(time.RFC3339) }
-
-// readCertificate reads one PEM or DER certificate.
-func readCertificate(path string) (*smx509.Certificate, error) {
-	data, err := os.ReadFile(path)
-	if err != nil {
-		return nil, err
-	}
-	if b, _ := pem.Decode(data); b != nil {
-		if b.Type != "CERTIFICATE" {
-			return nil, fmt.Errorf("%s: PEM block %q, want CERTIFICATE", path, b.Type)
-		}
-		data = b.Bytes
-	}
-	c, err := smx509.ParseCertificate(data)
-	if err != nil {
-		return nil, fmt.Errorf("%s: %w", path, err)
-	}
-	return c, nil
-}
 
 // readPublicKey reads a PEM public key, the key of a certificate, or the
 // key of a CSR after checking its self-signature (SM2 with the default ID).

@@ -9,6 +9,7 @@ import (
 	"github.com/emmansun/gmsm/smx509"
 
 	"signerd/hsm"
+	"signerd/issuance"
 )
 
 // issuingKey generates an issuing CA's key and writes its public key and,
@@ -132,7 +133,7 @@ func (c *issuingCert) perform(r *runner) error {
 	if err := r.outputsAbsent(c.Outputs.Certificate); err != nil {
 		return err
 	}
-	issuer, err := readCertificate(c.IssuerCertificate)
+	issuer, err := issuance.ReadCertificate(c.IssuerCertificate)
 	if err != nil {
 		return fmt.Errorf("issuer certificate: %w", err)
 	}
@@ -158,7 +159,7 @@ func (c *issuingCert) perform(r *runner) error {
 	if err != nil {
 		return err
 	}
-	if tmpl.SerialNumber, err = newSerial(m); err != nil {
+	if tmpl.SerialNumber, err = issuance.NewSerial(m.Random()); err != nil {
 		return err
 	}
 	cert, err := r.signCA("issuing CA certificate", tmpl, pub, issuer, k)

@@ -8,6 +8,7 @@ import (
 	"github.com/emmansun/gmsm/smx509"
 
 	"signerd/hsm"
+	"signerd/issuance"
 )
 
 // rollover replaces the root key (RFC 4210 §4.4 root CA key update): a new
@@ -63,7 +64,7 @@ func (c *rollover) perform(r *runner) error {
 	if err := r.outputsAbsent(o.PublicKey, o.Certificate, o.NewWithOld, o.OldWithNew); err != nil {
 		return err
 	}
-	old, err := readCertificate(c.OldCertificate)
+	old, err := issuance.ReadCertificate(c.OldCertificate)
 	if err != nil {
 		return fmt.Errorf("old root: %w", err)
 	}
@@ -101,7 +102,7 @@ func (c *rollover) perform(r *runner) error {
 	} else if newKey, err = r.generate(m, spec); err != nil {
 		return err
 	}
-	if newTmpl.SerialNumber, err = newSerial(m); err != nil {
+	if newTmpl.SerialNumber, err = issuance.NewSerial(m.Random()); err != nil {
 		return err
 	}
 	newRoot, err := r.signCA("new root certificate", newTmpl, newKey.Public, nil, newKey)
@@ -111,7 +112,7 @@ func (c *rollover) perform(r *runner) error {
 
 	// new-with-old: the new key, certified by the old root.
 	nwo := linkTemplate(newRoot, old)
-	if nwo.SerialNumber, err = newSerial(m); err != nil {
+	if nwo.SerialNumber, err = issuance.NewSerial(m.Random()); err != nil {
 		return err
 	}
 	newWithOld, err := r.signCA("link certificate new-with-old", nwo, newKey.Public, old, oldKey)
@@ -120,7 +121,7 @@ func (c *rollover) perform(r *runner) error {
 	}
 	// old-with-new: the old key, certified by the new root.
 	own := linkTemplate(old, newRoot)
-	if own.SerialNumber, err = newSerial(m); err != nil {
+	if own.SerialNumber, err = issuance.NewSerial(m.Random()); err != nil {
 		return err
 	}
 	oldWithNew, err := r.signCA("link certificate old-with-new", own, oldKey.Public, newRoot, newKey)

@@ -5,6 +5,7 @@ import (
 	"errors"
 
 	"signerd/hsm"
+	"signerd/issuance"
 )
 
 // root generates the root key and self-signs the root certificate.
@@ -50,7 +51,7 @@ func (c *root) perform(r *runner) error {
 	defer m.Close()
 	spec, _ := c.Key.spec()
 	tmpl, _ := c.Certificate.template()
-	if tmpl.SerialNumber, err = newSerial(m); err != nil {
+	if tmpl.SerialNumber, err = issuance.NewSerial(m.Random()); err != nil {
 		return err
 	}
 	if r.dryRun {

@@ -15,6 +15,7 @@ import (
 
 	"signerd/hsm"
 	"signerd/hsm/split"
+	"signerd/issuance"
 )
 
 // prepareToken checks an hsm: section; without a PIN source the PIN is
@@ -57,7 +58,7 @@ func publicOf(s crypto.Signer) *ecdsa.PublicKey { return s.Public().(*ecdsa.Publ
 // standIn is a throwaway key in place of one a dry run does not generate,
 // so the certificates it would sign can still be linted.
 func standIn(alg hsm.Algorithm) (*caKey, error) {
-	tw, err := throwaway(alg)
+	tw, err := issuance.Throwaway(alg)
 	if err != nil {
 		return nil, err
 	}

@@ -113,12 +113,12 @@ const duplicateAnchorHelp = "two signerd ran on this token at once, each with it
 
 // readAnchor returns the anchor's value; present is false if the token
 // holds none (or no anchor is configured). A lost login is retried once.
-func (e *Engine) readAnchor(ctx context.Context) (raw []byte, present bool, err error) {
-	if e.cfg.AuditAnchor == nil || e.auditKey == nil {
+func (s *sealer) readAnchor(ctx context.Context) (raw []byte, present bool, err error) {
+	if s.anchorStore == nil || s.key == nil {
 		return nil, false, nil
 	}
 	for try := 0; ; try++ {
-		raw, err = e.cfg.AuditAnchor.Read(ctx)
+		raw, err = s.anchorStore.Read(ctx)
 		if try == 0 && errors.Is(err, hsm.ErrTransient) {
 			continue
 		}
@@ -132,7 +132,7 @@ func (e *Engine) readAnchor(ctx context.Context) (raw []byte, present bool, err 
 	case err != nil:
 		return nil, false, fmt.Errorf("read the audit anchor: %w", err)
 	}
-	e.anchor.present = true
+	s.anchor.present = true
 	return raw, true, nil
 }
 
@@ -207,21 +207,21 @@ func lastSealMark(tx *store.Tx) (anchorMark, error) {
 // makes the anchor if the token holds none (audited if the log already
 // holds events, since what was cut from it before now went unseen) and
 // brings one left behind by a crash up to the last seal.
-func (e *Engine) settleAnchor(ctx context.Context, anchored []byte, at anchorMark, head uint64) error {
-	if e.cfg.AuditAnchor == nil || e.auditKey == nil {
+func (s *sealer) settleAnchor(ctx context.Context, anchored []byte, at anchorMark, head uint64) error {
+	if s.anchorStore == nil || s.key == nil {
 		return nil
 	}
-	if !e.anchor.present {
-		if err := e.cfg.AuditAnchor.Create(ctx, at.encode()); err != nil {
-			e.anchorFailed(err)
+	if !s.anchor.present {
+		if err := s.anchorStore.Create(ctx, at.encode()); err != nil {
+			s.anchorFailed(err)
 			return nil
 		}
-		e.anchor.present = true
+		s.anchor.present = true
 		if head == 0 {
 			return nil // a new log: nothing went before
 		}
-		e.log.Warn("audit anchor created for a log that had none", "seal", at.Seq, "head", head)
-		return e.Audit(store.Event{Actor: store.System, Action: "audit.anchor.created", Object: fmt.Sprintf("seal event %d", at.Seq),
+		s.log.Warn("audit anchor created for a log that had none", "seal", at.Seq, "head", head)
+		return s.store.appendEvent(store.Event{Actor: store.System, Action: "audit.anchor.created", Object: fmt.Sprintf("seal event %d", at.Seq),
 			Outcome: store.OutcomeOK, Reason: fmt.Sprintf("the HSM held no audit anchor; the log (%d events) is anchored from seal event %d on, "+
 				"and a cut made before this start could not be detected", head, at.Seq)})
 	}
@@ -229,9 +229,9 @@ func (e *Engine) settleAnchor(ctx context.Context, anchored []byte, at anchorMar
 	if err != nil || a.Seq >= at.Seq {
 		return err
 	}
-	e.log.Warn("audit anchor behind the store's last seal (stopped between a seal and its anchor?): brought forward",
+	s.log.Warn("audit anchor behind the store's last seal (stopped between a seal and its anchor?): brought forward",
 		"anchored", a.Seq, "last_seal", at.Seq)
-	e.writeAnchor(at)
+	s.writeAnchor(at)
 	return nil
 }
 
@@ -239,46 +239,46 @@ func (e *Engine) settleAnchor(ctx context.Context, anchored []byte, at anchorMar
 // behind the store, which is safe; it is logged, audited once per reason
 // (an HSM failure, the anchor moved under this signerd, duplicates) until
 // a write succeeds, and the next seal tries again.
-func (e *Engine) writeAnchor(at anchorMark) {
-	if e.cfg.AuditAnchor == nil {
+func (s *sealer) writeAnchor(at anchorMark) {
+	if s.anchorStore == nil {
 		return
 	}
-	ctx, cancel := context.WithTimeout(context.Background(), e.cfg.SignTimeout)
+	ctx, cancel := context.WithTimeout(context.Background(), s.signTimeout)
 	defer cancel()
 	// An older object left beneath the new one (hsm.ErrOlderObjectsLeft)
 	// does not undo the write: the anchor records the seal, the leftover
 	// is superseded, and the next write removes it.
 	written := func(err error) error {
 		if errors.Is(err, hsm.ErrOlderObjectsLeft) {
-			e.log.Warn("audit anchor written, but an older anchor object was left in the token", "seal", at.Seq, "err", err)
+			s.log.Warn("audit anchor written, but an older anchor object was left in the token", "seal", at.Seq, "err", err)
 			return nil
 		}
 		return err
 	}
 	var err error
-	if e.anchor.reset {
-		if err = written(e.cfg.AuditAnchor.Reset(ctx, at.encode())); err == nil {
-			e.anchor.reset, e.anchor.present = false, true
+	if s.anchor.reset {
+		if err = written(s.anchorStore.Reset(ctx, at.encode())); err == nil {
+			s.anchor.reset, s.anchor.present = false, true
 		}
-	} else if e.anchor.present {
-		err = written(e.cfg.AuditAnchor.Update(ctx, at.encode()))
-	} else if err = e.cfg.AuditAnchor.Create(ctx, at.encode()); err == nil {
-		e.anchor.present = true
+	} else if s.anchor.present {
+		err = written(s.anchorStore.Update(ctx, at.encode()))
+	} else if err = s.anchorStore.Create(ctx, at.encode()); err == nil {
+		s.anchor.present = true
 	}
 	if err != nil {
-		e.anchorFailed(err)
+		s.anchorFailed(err)
 		return
 	}
 	again := false
-	for i := range e.anchor.failing {
-		again = e.anchor.failing[i].Swap(false) || again
+	for i := range s.anchor.failing {
+		again = s.anchor.failing[i].Swap(false) || again
 	}
 	if again {
-		e.log.Info("audit anchor written again", "seal", at.Seq)
+		s.log.Info("audit anchor written again", "seal", at.Seq)
 	}
 }
 
-func (e *Engine) anchorFailed(err error) {
+func (s *sealer) anchorFailed(err error) {
 	kind := anchorWriteFailed
 	switch {
 	case errors.Is(err, hsm.ErrWrittenElsewhere):
@@ -289,12 +289,12 @@ func (e *Engine) anchorFailed(err error) {
 		kind = anchorDuplicated
 		err = fmt.Errorf("the HSM holds two audit anchors of one generation (%w): %s", err, duplicateAnchorHelp)
 	}
-	e.log.Error("audit anchor", "err", err)
-	if e.anchor.failing[kind].Swap(true) {
+	s.log.Error("audit anchor", "err", err)
+	if s.anchor.failing[kind].Swap(true) {
 		return
 	}
-	if aerr := e.Audit(store.Event{Actor: store.System, Action: "audit.anchor", Outcome: store.OutcomeFailed,
+	if aerr := s.store.appendEvent(store.Event{Actor: store.System, Action: "audit.anchor", Outcome: store.OutcomeFailed,
 		Reason: err.Error()}); aerr != nil {
-		e.log.Error("audit a failed anchor write", "err", aerr)
+		s.log.Error("audit a failed anchor write", "err", aerr)
 	}
 }

@@ -13,6 +13,7 @@ import (
 	"signerd/engine"
 	"signerd/engine/enginetest"
 	"signerd/hsm"
+	"signerd/issuance"
 	"signerd/store"
 )
 
@@ -38,7 +39,7 @@ func newAnchorLab(t *testing.T, se enginetest.StoreEngine) *anchorLab {
 func (l *anchorLab) start(t *testing.T, anchor engine.AuditAnchor, ack string) (*engine.Engine, *store.Store, error) {
 	t.Helper()
 	st := l.at.Open(t)
-	e, err := engine.New(engine.Config{Store: st, Issuers: []*engine.Issuer{l.ca.Issuer}, Random: l.ca.Module.Random(),
+	e, err := engine.New(engine.Config{Store: st, Issuers: []*issuance.Issuer{l.ca.Issuer}, Random: l.ca.Module.Random(),
 		AuditKey: l.key, AuditAnchor: anchor, AcknowledgeAuditBreak: ack, SealInterval: time.Hour})
 	if err != nil {
 		st.Close()

@@ -10,8 +10,9 @@ import (
 
 	"github.com/emmansun/gmsm/sm3"
 
-	"signerd/engine"
+	"signerd/api"
 	"signerd/audit"
+	"signerd/engine"
 	"signerd/engine/enginetest"
 	"signerd/store"
 )
@@ -108,7 +109,7 @@ func testAuditExport(t *testing.T, se enginetest.StoreEngine) {
 	if err != nil || c.Profile != "signerd-audit-key" {
 		t.Fatalf("audit key certificate record %+v, %v", c, err)
 	}
-	if _, err := e.Status(c.Serial); engine.CodeOf(err) != engine.CodeNotFound {
+	if _, err := e.Status(c.Serial); engine.CodeOf(err) != api.CodeNotFound {
 		t.Fatalf("status of the audit key's certificate: %v, want not_found", err)
 	}
 	ca.OpenSSLVerify(t, rep.Keys[0].Raw)
@@ -142,7 +143,7 @@ func testAuditExport(t *testing.T, se enginetest.StoreEngine) {
 		if !rep.OK() || end.Seal == nil || end.Seq >= last.Seq || end.Time.Before(all[3].Time) {
 			t.Fatalf("window until event 4: bundle ends with %+v, problems %v", end, rep.Problems)
 		}
-		if _, err := e.ExportAudit(context.Background(), auditor, mid.Time, all[0].Time, &buf); engine.CodeOf(err) != engine.CodeBadRequest {
+		if _, err := e.ExportAudit(context.Background(), auditor, mid.Time, all[0].Time, &buf); engine.CodeOf(err) != api.CodeBadRequest {
 			t.Fatalf("until before since: %v", err)
 		}
 	})

@@ -2,6 +2,7 @@ package engine
 
 import (
 	"context"
+	"crypto"
 	"crypto/x509/pkix"
 	"encoding/hex"
 	"errors"
@@ -21,6 +22,16 @@ import (
 // common name that names the node whose chain the key seals
 // (audit.KeySubject): a bundle's verifier takes a seal only in that
 // node's chain.
+
+// AuditSigner is the audit key: SM2 in the HSM, signing e = SM3(Z‖msg).
+// *hsm.SM2Signer is the implementation.
+type AuditSigner interface {
+	Public() crypto.PublicKey
+	Digest(msg []byte) []byte
+	// SignDigest returns a DER signature of e that it has verified under
+	// Public(); the engine relies on that and does not verify again.
+	SignDigest(ctx context.Context, e []byte) ([]byte, error)
+}
 
 const usageAuditLog = "audit-log"
 
@@ -50,10 +61,10 @@ func auditKeyRequestID(node string, keyID []byte) string {
 // name keeps its HSM, and the unnamed chain is written no more.
 func (e *Engine) checkAuditKeyOwn() error {
 	own := e.store.Node()
-	if own == "" || e.auditKey == nil {
+	if own == "" || e.sealer.key == nil {
 		return nil
 	}
-	keyID := hsm.KeyID(e.auditPub)
+	keyID := hsm.KeyID(e.sealer.pub)
 	return e.view(func(tx *store.Tx) error {
 		traces, err := tx.ChainTraces()
 		if err != nil {
@@ -81,7 +92,7 @@ func (e *Engine) checkAuditKeyOwn() error {
 // certifyAuditKey has the active issuer certify the audit key unless an
 // earlier start did.
 func (e *Engine) certifyAuditKey(ctx context.Context) error {
-	keyID := hsm.KeyID(e.auditPub)
+	keyID := hsm.KeyID(e.sealer.pub)
 	node := e.store.Node()
 	id := auditKeyRequestID(node, keyID)
 	issued := false
@@ -106,7 +117,7 @@ func (e *Engine) certifyAuditKey(ctx context.Context) error {
 	subject := pkix.Name{CommonName: audit.KeySubject(node, keyID),
 		Organization: iss.Cert.Subject.Organization, Country: iss.Cert.Subject.Country}
 	o := &order{kind: kindIssue, id: id, actor: store.System, profile: auditKeyProfile, subject: subject,
-		pub: e.auditPub, days: days,
+		pub: e.sealer.pub, days: days,
 		// The key is the request: a retry after a failure with another
 		// validity is the same request.
 		digest: contentDigest(kindIssue, nil, struct {

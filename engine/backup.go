@@ -12,6 +12,7 @@ import (
 	"strings"
 	"syscall"
 
+	"signerd/api"
 	"signerd/store"
 )
 
@@ -42,25 +43,25 @@ const backupTempPrefix = ".signerd-backup-"
 // One backup runs at a time, from the check of free space to the end of
 // send (which the caller bounds): the unlinked copy takes the store's
 // size on disk until send returns, so a second request is refused
-// (CodeBackupInProgress) rather than queued, and a file system without
+// (api.CodeBackupInProgress) rather than queued, and a file system without
 // room for the copy and the store's size again is refused before any
-// copy is made (CodeBackupNoSpace). A request whose client has gone
+// copy is made (api.CodeBackupNoSpace). A request whose client has gone
 // (ctx done) is not sealed, copied, checked or sent further. Every call
 // ends with one store.backup event: ok when the copy is handed to send,
 // failed with the reason otherwise ("client gone" for an abandoned one,
-// which returns CodeClientGone).
+// which returns api.CodeClientGone).
 func (e *Engine) BackupStore(ctx context.Context, actor store.Actor, send func(StoreBackup, io.Reader) error) error {
 	if !e.store.Embedded() {
 		// Refused before the seal: there is no copy to seal for.
 		msg := "the store is a PostgreSQL database, which signerd does not copy: " +
 			"back it up with pg_basebackup and WAL archiving (README, Backup and restore (PostgreSQL))"
 		e.auditBackup(actor, nil, store.OutcomeRefused, msg)
-		return &Error{Code: CodeBackupNotEmbedded, Message: msg, audited: true}
+		return &Error{Code: api.CodeBackupNotEmbedded, Message: msg, audited: true}
 	}
 	if !e.backupMu.TryLock() {
 		msg := "another store backup is being made or sent; retry when it ends"
 		e.auditBackup(actor, nil, store.OutcomeFailed, msg)
-		return &Error{Code: CodeBackupInProgress, Message: msg, audited: true}
+		return &Error{Code: api.CodeBackupInProgress, Message: msg, audited: true}
 	}
 	defer e.backupMu.Unlock()
 	if err := e.backupAbandoned(ctx, actor, nil, "before the seal"); err != nil {
@@ -70,7 +71,7 @@ func (e *Engine) BackupStore(ctx context.Context, actor store.Actor, send func(S
 	// cannot seal does not prevent it (the copy then ends on an earlier
 	// seal, which the event records).
 	var unsealed string
-	if _, err := e.seal(ctx, fmt.Sprintf("store backup for uid %d", actor.UID), true); err != nil {
+	if _, err := e.sealer.seal(ctx, fmt.Sprintf("store backup for uid %d", actor.UID), true); err != nil {
 		unsealed = "not sealed first: " + err.Error()
 		e.log.Warn("store backup: the log could not be sealed first; copying it as it is", "err", err)
 	}
@@ -79,7 +80,7 @@ func (e *Engine) BackupStore(ctx context.Context, actor store.Actor, send func(S
 	}
 	f, b, err := e.copyStore()
 	if err != nil {
-		code, msg := CodeInternal, err.Error()
+		code, msg := api.CodeInternal, err.Error()
 		var ee *Error
 		if errors.As(err, &ee) {
 			code, msg = ee.Code, ee.Message
@@ -108,7 +109,7 @@ func (e *Engine) backupAbandoned(ctx context.Context, actor store.Actor, b *Stor
 	}
 	e.log.Warn("store backup abandoned: client gone", "uid", actor.UID, "when", when)
 	e.auditBackup(actor, b, store.OutcomeFailed, "client gone "+when)
-	return &Error{Code: CodeClientGone, Message: "store backup abandoned: client gone " + when, Err: context.Cause(ctx), audited: true}
+	return &Error{Code: api.CodeClientGone, Message: "store backup abandoned: client gone " + when, Err: context.Cause(ctx), audited: true}
 }
 
 // backupFreeSpace is the space an unprivileged process may still write
@@ -146,7 +147,7 @@ func (e *Engine) copyStore() (*os.File, StoreBackup, error) {
 		return nil, b, fmt.Errorf("store backup: free space in %s: %w", dir, err)
 	}
 	if need := 2 * uint64(fi.Size()); free < need {
-		return nil, b, &Error{Code: CodeBackupNoSpace, Message: fmt.Sprintf(
+		return nil, b, &Error{Code: api.CodeBackupNoSpace, Message: fmt.Sprintf(
 			"%s has %d bytes free; a backup needs %d (the copy of the %d-byte store, and as much again for the store to grow meanwhile): no copy made",
 			dir, free, need, fi.Size())}
 	}

@@ -17,6 +17,7 @@ import (
 	"testing"
 	"time"
 
+	"signerd/api"
 	"signerd/engine"
 	"signerd/engine/enginetest"
 	"signerd/store"
@@ -351,7 +352,7 @@ func TestConcurrentStoreBackups(t *testing.T) {
 	made := 0
 	for r := range results {
 		var ee *engine.Error
-		if errors.As(r.err, &ee) && ee.Code == engine.CodeBackupInProgress {
+		if errors.As(r.err, &ee) && ee.Code == api.CodeBackupInProgress {
 			continue
 		}
 		if r.err != nil {

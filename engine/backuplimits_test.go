@@ -9,6 +9,7 @@ import (
 	"testing"
 	"time"
 
+	"signerd/api"
 	"signerd/engine"
 	"signerd/engine/enginetest"
 	"signerd/store"
@@ -48,7 +49,7 @@ func TestStoreBackupOneAtATime(t *testing.T) {
 		return nil
 	})
 	var ee *engine.Error
-	if !errors.As(err, &ee) || ee.Code != engine.CodeBackupInProgress || !ee.Code.Retryable() || called {
+	if !errors.As(err, &ee) || ee.Code != api.CodeBackupInProgress || !ee.Code.Retryable() || called {
 		t.Fatalf("second backup while the first is sent: %v (send called: %v); want backup_in_progress, retryable, no copy", err, called)
 	}
 	if ev := lastBackupEvent(t, st); ev.Outcome != store.OutcomeFailed || !strings.Contains(ev.Reason, "another store backup") {
@@ -96,7 +97,7 @@ func TestStoreBackupRefusedWithoutFreeSpace(t *testing.T) {
 				return
 			}
 			var ee *engine.Error
-			if !errors.As(err, &ee) || ee.Code != engine.CodeBackupNoSpace || ee.Code.Retryable() || len(raw) != 0 {
+			if !errors.As(err, &ee) || ee.Code != api.CodeBackupNoSpace || ee.Code.Retryable() || len(raw) != 0 {
 				t.Fatalf("backup with %d bytes free: %v, %d bytes sent; want backup_no_space and nothing sent", tc.free, err, len(raw))
 			}
 			if busyCopying(st.Path()) {
@@ -127,7 +128,7 @@ func TestAbandonedStoreBackupIsNotMade(t *testing.T) {
 		called = true
 		return nil
 	})
-	if engine.CodeOf(err) != engine.CodeClientGone || called {
+	if engine.CodeOf(err) != api.CodeClientGone || called {
 		t.Fatalf("abandoned backup: %v, send called: %v; want client_gone and no send", err, called)
 	}
 	evs := events(t, st)

@@ -5,11 +5,15 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"io"
+	"log/slog"
 	"sync"
 	"time"
 
 	"github.com/emmansun/gmsm/smx509"
 
+	"signerd/api"
+	"signerd/issuance"
 	"signerd/store"
 )
 
@@ -18,6 +22,24 @@ import (
 var testHookReserved, testHookSigned func()
 
 var kindStatistic = map[string]string{kindIssue: store.StatIssued, kindRenew: store.StatRenewed, kindExtend: store.StatExtended}
+
+// issueStages are the stages a batch of certificate orders (issue,
+// renewal, extension) goes through in the BatchQueue: prepare, sign,
+// record. It holds what they use: the store and the HSM through their
+// health, the clock's guard, the issuer that signs, the random source
+// serials come from.
+type issueStages struct {
+	store       *storeHealth
+	hsm         *hsmHealth
+	clock       *clock
+	issuer      *issuance.Issuer // the active one: every batch's
+	random      io.Reader
+	metrics     Metrics
+	log         *slog.Logger
+	node        string // the store's node ("" if not shared)
+	signTimeout time.Duration
+	now         func() time.Time
+}
 
 // A batch goes from checked orders to answered callers in three stages,
 // each on its own goroutine (BatchQueue), so the HSM is never idle while
@@ -44,11 +66,11 @@ var kindStatistic = map[string]string{kindIssue: store.StatIssued, kindRenew: st
 //     certificate whose key was revoked for keyCompromise, while it was
 //     signed is not recorded but burned (it never leaves signerd);
 //  7. the queue answers each caller with its own result.
-func (e *Engine) prepare(b *batch) {
-	e.cfg.Metrics.Batch(len(b.jobs))
-	now, err := e.clock.read()
+func (s *issueStages) prepare(b *batch) {
+	s.metrics.Batch(len(b.jobs))
+	now, err := s.clock.read()
 	if err != nil {
-		e.alarm(err, len(b.jobs)) // each job's caller records its refusal (auditRefusal)
+		s.clock.alarm(err, len(b.jobs)) // each job's caller records its refusal (auditRefusal)
 		failAll(b.jobs, err)
 		return
 	}
@@ -56,35 +78,35 @@ func (e *Engine) prepare(b *batch) {
 	// problem, refused before anything is reserved (and before a renewal
 	// or extension is judged on its old certificate, which ends with the
 	// issuer), and it does not raise the guard.
-	if err := issuerValidAt(e.active, now); err != nil {
+	if err := issuerValidAt(s.issuer, now); err != nil {
 		failAll(b.jobs, err)
 		return
 	}
 	// Raised now, not when the batch is recorded, so a lifecycle change
 	// stamped meanwhile is not dated before it.
-	e.clock.advance(now)
-	b.now, b.iss = now, e.active
-	e.burnStranded()
-	if err := e.view(func(tx *store.Tx) error {
+	s.clock.advance(now)
+	b.now, b.iss = now, s.issuer
+	s.burnStranded()
+	if err := s.store.view(func(tx *store.Tx) error {
 		if err := tx.Prefetch(prefetchOf(b.jobs)); err != nil {
 			return err
 		}
 		for _, j := range b.jobs {
-			e.classify(tx, j, now)
+			s.classify(tx, j, now)
 		}
 		return nil
 	}); err != nil {
-		failAll(b.jobs, errorf(CodeInternal, "batch %d: read store: %v", b.n, err))
+		failAll(b.jobs, errorf(api.CodeInternal, "batch %d: read store: %v", b.n, err))
 		return
 	}
 	attempts := pending(b.jobs)
 	parallel(attempts, func(j *job) {
-		serial, err := newSerial(e.cfg.Random)
+		serial, err := issuance.NewSerial(s.random)
 		if err != nil {
-			j.fail(errorf(CodeHSMUnavailable, "%v", err))
+			j.fail(errorf(api.CodeHSMUnavailable, "%v", err))
 			return
 		}
-		d, err := e.build(j.o, b.iss, serial, now)
+		d, err := build(j.o, b.iss, serial.Bytes(), now)
 		if err != nil {
 			j.fail(err)
 			return
@@ -95,7 +117,7 @@ func (e *Engine) prepare(b *batch) {
 	if len(attempts) == 0 {
 		return
 	}
-	if err := e.update(func(tx *store.Tx) error {
+	if err := s.store.update(func(tx *store.Tx) error {
 		if err := tx.Prefetch(prefetchOf(attempts)); err != nil {
 			return err
 		}
@@ -104,11 +126,11 @@ func (e *Engine) prepare(b *batch) {
 			return err
 		}
 		for _, j := range attempts {
-			if err := e.reserve(tx, j, now, &signing); err != nil {
+			if err := s.reserve(tx, j, now, &signing); err != nil {
 				return err
 			}
 		}
-		return e.noteSigningTime(tx, now)
+		return s.clock.noteSigningTime(tx, now)
 	}); err != nil {
 		if storeFailed(err) {
 			// A database may have committed what it could not confirm
@@ -116,12 +138,12 @@ func (e *Engine) prepare(b *batch) {
 			// say): the requests would then be left signing, answered
 			// request_in_progress until a restart. They are stranded, so
 			// the next batch burns whatever of them was recorded.
-			e.strand(reservedDrafts(attempts))
+			s.store.strand(reservedDrafts(attempts))
 		}
 		failAll(attempts, errorf(storeCode(err), "batch %d: record requests: %v", b.n, err))
 		return
 	}
-	e.noteStore(nil)
+	s.store.note(nil)
 	if testHookReserved != nil {
 		testHookReserved()
 	}
@@ -138,18 +160,18 @@ func reservedDrafts(attempts []*job) []*store.Request {
 	return rs
 }
 
-// signBatch has the HSM sign every reserved certificate of b.
-func (e *Engine) signBatch(b *batch) {
+// sign has the HSM sign every reserved certificate of b.
+func (s *issueStages) sign(b *batch) {
 	if len(b.reserved) == 0 {
 		return
 	}
 	b.signed = make([]*smx509.Certificate, len(b.reserved))
 	b.signErr = make([]error, len(b.reserved))
-	ctx, cancel := context.WithTimeout(context.Background(), e.cfg.SignTimeout)
+	ctx, cancel := context.WithTimeout(context.Background(), s.signTimeout)
 	defer cancel()
 	var wg sync.WaitGroup
 	for i, j := range b.reserved {
-		wg.Go(func() { b.signed[i], b.signErr[i] = e.sign(ctx, j.draft, b.iss, j.o.profile.LintUsage()) })
+		wg.Go(func() { b.signed[i], b.signErr[i] = s.signDraft(ctx, j.draft, b.iss) })
 	}
 	wg.Wait()
 	if testHookSigned != nil {
@@ -157,23 +179,34 @@ func (e *Engine) signBatch(b *batch) {
 	}
 }
 
-// recordBatch records what the HSM signed and burns what it did not.
-func (e *Engine) recordBatch(b *batch) {
+// signDraft has the HSM sign d and returns the final certificate, checked
+// by issuance: the signature verified, the TBS byte for byte the one
+// linted and recorded, the lints passed again.
+func (s *issueStages) signDraft(ctx context.Context, d *draft, iss *issuance.Issuer) (*smx509.Certificate, error) {
+	out, err := s.hsm.issue(ctx, iss, d.tok)
+	if err != nil {
+		return nil, err
+	}
+	return out.Certificate, nil
+}
+
+// record records what the HSM signed and burns what it did not.
+func (s *issueStages) record(b *batch) {
 	if len(b.reserved) == 0 {
 		return
 	}
-	if err := e.update(func(tx *store.Tx) error {
+	if err := s.store.update(func(tx *store.Tx) error {
 		if err := tx.Prefetch(prefetchOf(b.reserved)); err != nil {
 			return err
 		}
 		for i, j := range b.reserved {
 			if b.signErr[i] != nil {
-				if err := e.fail(tx, j, b.signErr[i]); err != nil {
+				if err := s.fail(tx, j, b.signErr[i]); err != nil {
 					return err
 				}
 				continue
 			}
-			if err := e.record(tx, j, b.iss, b.signed[i], b.now); err != nil {
+			if err := s.recordCertificate(tx, j, b.iss, b.signed[i], b.now); err != nil {
 				return err
 			}
 		}
@@ -182,45 +215,45 @@ func (e *Engine) recordBatch(b *batch) {
 		// Nothing is answered with an unrecorded certificate. The requests
 		// stay "signing" until a later transaction (or the next start)
 		// burns their serials.
-		e.log.Error("record signed batch", "batch", b.n, "err", err)
+		s.log.Error("record signed batch", "batch", b.n, "err", err)
 		for _, j := range b.reserved {
 			j.cert = nil
 			j.fail(errorf(storeCode(err), "batch %d: record certificates: %v", b.n, err))
 		}
-		e.burnAfterFailure(b.reserved)
+		s.burnAfterFailure(b.reserved)
 		return
 	}
-	e.noteStore(nil)
+	s.store.note(nil)
 }
 
 // classify answers what needs no signing: a replay of an issued request,
 // a conflicting reuse of a request id, a request already in flight, or a
 // renewal of a certificate that is not current.
-func (e *Engine) classify(tx *store.Tx, j *job, now time.Time) {
+func (s *issueStages) classify(tx *store.Tx, j *job, now time.Time) {
 	r, err := tx.Request(j.o.id)
 	switch {
 	case errors.Is(err, store.ErrNotFound):
-		e.checkReplaced(tx, j, now)
+		s.checkReplaced(tx, j, now)
 		return
 	case err != nil:
-		j.fail(errorf(CodeInternal, "read request %s: %v", j.o.id, err))
+		j.fail(errorf(api.CodeInternal, "read request %s: %v", j.o.id, err))
 		return
 	case !bytes.Equal(r.Digest, j.o.digest):
-		j.fail(errorf(CodeRequestConflict, "request_id %q was used before for a different request", j.o.id))
+		j.fail(errorf(api.CodeRequestConflict, "request_id %q was used before for a different request", j.o.id))
 		return
 	}
 	switch r.State {
 	case store.RequestIssued:
 		c, err := tx.Certificate(r.Serial)
 		if err != nil {
-			j.fail(errorf(CodeInternal, "request %s: %v", j.o.id, err))
+			j.fail(errorf(api.CodeInternal, "request %s: %v", j.o.id, err))
 			return
 		}
 		j.cert = c
 	case store.RequestSigning:
-		j.fail(e.inProgress(tx, j.o.id))
+		j.fail(s.inProgress(tx, j.o.id))
 	default: // failed before: try again with a new serial
-		e.checkReplaced(tx, j, now)
+		s.checkReplaced(tx, j, now)
 	}
 }
 
@@ -228,18 +261,18 @@ func (e *Engine) classify(tx *store.Tx, j *job, now time.Time) {
 // signed by another node, it says which: the RA retrying here after that
 // node went down keeps getting this answer until the node's next start
 // ends the attempt (burns its serial), after which the retry signs anew.
-func (e *Engine) inProgress(tx *store.Tx, id string) *Error {
+func (s *issueStages) inProgress(tx *store.Tx, id string) *Error {
 	node, signing, err := tx.SigningNode(id)
-	if err == nil && signing && node != e.store.Node() {
-		return errorf(CodeInProgress, "request %q is being signed by node %s; retry to get its certificate "+
+	if err == nil && signing && node != s.node {
+		return errorf(api.CodeInProgress, "request %q is being signed by node %s; retry to get its certificate "+
 			"(if node %s stopped, its next start ends that attempt and a retry signs the request anew)", id, node, node)
 	}
-	return errorf(CodeInProgress, "request %q is being signed; retry to get its certificate", id)
+	return errorf(api.CodeInProgress, "request %q is being signed; retry to get its certificate", id)
 }
 
 // checkReplaced answers early a renewal or extension of a certificate that
 // cannot be replaced; reserve checks again in the transaction that counts.
-func (e *Engine) checkReplaced(tx *store.Tx, j *job, now time.Time) {
+func (s *issueStages) checkReplaced(tx *store.Tx, j *job, now time.Time) {
 	if j.o.replaces == nil {
 		return
 	}
@@ -253,31 +286,31 @@ func (e *Engine) checkReplaced(tx *store.Tx, j *job, now time.Time) {
 // replaced, and no other request is replacing it. An expired certificate
 // is not renewed or extended: its holder applies anew (issue), as for any
 // certificate that is no longer valid. The error is an *Error, with
-// CodeInternal if the store failed.
+// api.CodeInternal if the store failed.
 func replaceable(tx *store.Tx, o *order, now time.Time) (*store.Certificate, error) {
 	old, err := tx.Certificate(o.replaces)
 	switch {
 	case errors.Is(err, store.ErrNotFound):
-		return nil, errorf(CodeNotFound, "no certificate with serial %x", o.replaces)
+		return nil, errorf(api.CodeNotFound, "no certificate with serial %x", o.replaces)
 	case err != nil:
-		return nil, errorf(CodeInternal, "read certificate %x: %v", o.replaces, err)
+		return nil, errorf(api.CodeInternal, "read certificate %x: %v", o.replaces, err)
 	case old.SupersededBy != nil:
-		return nil, errorf(CodeAlreadySuperseded, "certificate %x was replaced by %x; only a current certificate can be renewed or extended", o.replaces, old.SupersededBy)
+		return nil, errorf(api.CodeAlreadySuperseded, "certificate %x was replaced by %x; only a current certificate can be renewed or extended", o.replaces, old.SupersededBy)
 	}
 	if old.Superseding != "" && old.Superseding != o.id {
 		live, err := claimInFlight(tx, old)
 		if err != nil {
-			return nil, errorf(CodeInternal, "certificate %x: %v", o.replaces, err)
+			return nil, errorf(api.CodeInternal, "certificate %x: %v", o.replaces, err)
 		}
 		if live {
-			return nil, errorf(CodeAlreadySuperseded, "certificate %x is being replaced by another request", o.replaces)
+			return nil, errorf(api.CodeAlreadySuperseded, "certificate %x is being replaced by another request", o.replaces)
 		}
 	}
 	switch {
 	case old.Status != store.StatusGood:
-		return nil, errorf(CodeInvalidState, "certificate %x is %s; only a current certificate can be renewed or extended", o.replaces, old.Status)
+		return nil, errorf(api.CodeInvalidState, "certificate %x is %s; only a current certificate can be renewed or extended", o.replaces, old.Status)
 	case !old.NotAfter.After(now):
-		return nil, errorf(CodeInvalidState, "certificate %x expired %s; an expired certificate is not renewed or extended, its holder applies anew",
+		return nil, errorf(api.CodeInvalidState, "certificate %x expired %s; an expired certificate is not renewed or extended, its holder applies anew",
 			o.replaces, old.NotAfter.Format(time.RFC3339))
 	}
 	return old, nil
@@ -306,7 +339,7 @@ func claimInFlight(tx *store.Tx, old *store.Certificate) (bool, error) {
 // request that turns out to be a duplicate within this batch, or a serial
 // drawn before, fails j alone. signing holds the keys being signed (see
 // keysBeingSigned); j's is added once it is reserved.
-func (e *Engine) reserve(tx *store.Tx, j *job, now time.Time, signing *[]keyInUse) error {
+func (s *issueStages) reserve(tx *store.Tx, j *job, now time.Time, signing *[]keyInUse) error {
 	r, err := tx.Request(j.o.id)
 	switch {
 	case errors.Is(err, store.ErrNotFound):
@@ -314,15 +347,15 @@ func (e *Engine) reserve(tx *store.Tx, j *job, now time.Time, signing *[]keyInUs
 	case err != nil:
 		return err
 	case !bytes.Equal(r.Digest, j.o.digest):
-		j.fail(errorf(CodeRequestConflict, "request_id %q was used before for a different request", j.o.id))
+		j.fail(errorf(api.CodeRequestConflict, "request_id %q was used before for a different request", j.o.id))
 		return nil
 	case r.State != store.RequestFailed:
-		j.fail(e.inProgress(tx, j.o.id))
+		j.fail(s.inProgress(tx, j.o.id))
 		return nil
 	}
 	old, err := reservable(tx, j.o, now, *signing)
 	if err != nil {
-		if CodeOf(err) == CodeInternal {
+		if CodeOf(err) == api.CodeInternal {
 			return err
 		}
 		j.fail(err)
@@ -330,14 +363,14 @@ func (e *Engine) reserve(tx *store.Tx, j *job, now time.Time, signing *[]keyInUs
 	}
 	if err := tx.ReserveSerial(j.draft.serial, j.o.id); err != nil {
 		if errors.Is(err, store.ErrSerialUsed) {
-			j.fail(errorf(CodeInternal, "serial collision; retry the request"))
+			j.fail(errorf(api.CodeInternal, "serial collision; retry the request"))
 			return nil
 		}
 		return err
 	}
 	if old != nil {
 		if old.Superseding != "" && old.Superseding != j.o.id {
-			e.log.Warn("leftover claim on a certificate released", "serial", store.HexSerial(old.Serial),
+			s.log.Warn("leftover claim on a certificate released", "serial", store.HexSerial(old.Serial),
 				"claimed_by", old.Superseding, "request_id", j.o.id)
 		}
 		old.Superseding = j.o.id
@@ -345,7 +378,7 @@ func (e *Engine) reserve(tx *store.Tx, j *job, now time.Time, signing *[]keyInUs
 			return err
 		}
 	}
-	r.State, r.Serial, r.TBS, r.Error, r.Updated = store.RequestSigning, j.draft.serial, j.draft.tbs, "", now
+	r.State, r.Serial, r.TBS, r.Error, r.Updated = store.RequestSigning, j.draft.serial, j.draft.tok.TBS(), "", now
 	r.Replaces = j.o.replaces
 	if err := tx.PutRequest(r); err != nil {
 		return err
@@ -363,7 +396,7 @@ func (e *Engine) reserve(tx *store.Tx, j *job, now time.Time, signing *[]keyInUs
 // key's compromise and its use: a keyCompromise revocation, or a
 // certificate or request for the key with another use, may have been
 // recorded since; requests reserved but not yet recorded (signing) count
-// as well. An error with CodeInternal is the store failing; any other
+// as well. An error with api.CodeInternal is the store failing; any other
 // refuses the request.
 func reservable(tx *store.Tx, o *order, now time.Time, signing []keyInUse) (*store.Certificate, error) {
 	var old *store.Certificate
@@ -382,14 +415,14 @@ func reservable(tx *store.Tx, o *order, now time.Time, signing []keyInUse) (*sto
 	return old, nil
 }
 
-// record stores an issued certificate with its audit event and statistics.
+// recordCertificate stores an issued certificate with its audit event and statistics.
 // A renewal or extension is recorded only if the certificate it replaces is
 // still good and still claimed by it; otherwise its serial is burned. It
 // is judged expired or not at now, the batch's time that reserve judged
 // it at and that the new certificate's notBefore carries, so reserve and
 // record agree: a certificate valid when its replacement was reserved is
 // replaced without a gap even if it expires while the HSM signs.
-func (e *Engine) record(tx *store.Tx, j *job, iss *Issuer, c *smx509.Certificate, now time.Time) error {
+func (s *issueStages) recordCertificate(tx *store.Tx, j *job, iss *issuance.Issuer, c *smx509.Certificate, now time.Time) error {
 	o := j.o
 	var old *store.Certificate
 	if o.replaces != nil {
@@ -406,14 +439,14 @@ func (e *Engine) record(tx *store.Tx, j *job, iss *Issuer, c *smx509.Certificate
 			default: // reserve judged it at the same time: cannot happen
 				why = fmt.Sprintf("certificate %x expired %s", o.replaces, old.NotAfter.Format(time.RFC3339))
 			}
-			return e.discard(tx, j, CodeInvalidState, why)
+			return s.discard(tx, j, api.CodeInvalidState, why)
 		}
 	}
 	if err := checkKeyUsable(tx, o); err != nil {
-		if CodeOf(err) == CodeInternal {
+		if CodeOf(err) == api.CodeInternal {
 			return err
 		}
-		return e.discard(tx, j, CodeOf(err), "its key was revoked for keyCompromise while it was being signed")
+		return s.discard(tx, j, CodeOf(err), "its key was revoked for keyCompromise while it was being signed")
 	}
 	rec := &store.Certificate{Serial: j.draft.serial, DER: c.Raw, Profile: o.profile.Name, Subject: c.Subject.String(),
 		NotBefore: c.NotBefore, NotAfter: c.NotAfter, Issuer: iss.ID(), RequestID: o.id, Status: store.StatusGood,
@@ -460,48 +493,104 @@ func (e *Engine) record(tx *store.Tx, j *job, iss *Issuer, c *smx509.Certificate
 // request's record), so a revocation acknowledged to an RA is never
 // followed by a valid certificate for what it revoked. The RA is told code
 // and may retry where that can succeed (a hold lifted).
-func (e *Engine) discard(tx *store.Tx, j *job, code Code, why string) error {
+func (s *issueStages) discard(tx *store.Tx, j *job, code api.Code, why string) error {
 	r, err := tx.Request(j.o.id)
 	if err != nil {
 		return err
 	}
 	why = fmt.Sprintf("%s; the new certificate was discarded and serial %x burned", why, r.Serial)
-	e.log.Warn("signed certificate discarded", "request_id", j.o.id, "serial", store.HexSerial(r.Serial), "why", why)
+	s.log.Warn("signed certificate discarded", "request_id", j.o.id, "serial", store.HexSerial(r.Serial), "why", why)
 	err = errorf(code, "%s", why)
 	err.(*Error).audited = true // by the burn
 	j.fail(err)
-	return e.burn(tx, r, j.o.actor, why)
+	return s.burn(tx, r, j.o.actor, why)
 }
 
 // fail burns the serial of an attempt the HSM did not complete.
-func (e *Engine) fail(tx *store.Tx, j *job, cause error) error {
+func (s *issueStages) fail(tx *store.Tx, j *job, cause error) error {
 	r, err := tx.Request(j.o.id)
 	if err != nil {
 		return err
 	}
-	code := CodeInternal
+	code := api.CodeInternal
 	if errors.Is(cause, errHSM) {
-		code = CodeHSMUnavailable
+		code = api.CodeHSMUnavailable
 	}
-	e.log.Error("sign certificate", "request_id", j.o.id, "serial", store.HexSerial(r.Serial), "err", cause)
+	s.log.Error("sign certificate", "request_id", j.o.id, "serial", store.HexSerial(r.Serial), "err", cause)
 	err = errorf(code, "signing failed (serial %x burned; retry the request): %v", r.Serial, cause)
 	err.(*Error).audited = true // by the burn
 	j.fail(err)
-	return e.burn(tx, r, j.o.actor, cause.Error())
+	return s.burn(tx, r, j.o.actor, cause.Error())
+}
+
+// burnInterrupted resolves requests a crash left between the two batch
+// transactions: nothing was recorded as issued, so whatever the HSM may
+// have signed never left the process; the serial is burned and the RA may
+// retry the request.
+func (s *issueStages) burnInterrupted(tx *store.Tx) error {
+	stuck, err := tx.InFlight()
+	if err != nil {
+		return err
+	}
+	for _, r := range stuck {
+		const why = "signerd stopped while the request was being signed; serial burned, retry the request"
+		if err := s.burn(tx, r, store.System, why); err != nil {
+			return err
+		}
+		s.log.Warn("burned serial of interrupted request", "request_id", r.ID, "serial", store.HexSerial(r.Serial))
+	}
+	return nil
+}
+
+// burn ends r's attempt without a certificate.
+func (s *issueStages) burn(tx *store.Tx, r *store.Request, actor store.Actor, why string) error {
+	if err := tx.SetSerialState(r.Serial, store.SerialBurned); err != nil {
+		return err
+	}
+	r.State = store.RequestFailed
+	r.Burned = append(r.Burned, r.Serial)
+	r.Error = why
+	r.Updated = s.now().UTC()
+	if err := tx.PutRequest(r); err != nil {
+		return err
+	}
+	if err := releaseClaim(tx, r); err != nil {
+		return err
+	}
+	_, err := tx.Append(store.Event{Actor: actor, Action: "certificate." + r.Kind, Object: store.HexSerial(r.Serial),
+		Outcome: store.OutcomeFailed, Reason: fmt.Sprintf("request %s: %s", r.ID, why)})
+	return err
+}
+
+// releaseClaim lets go of the certificate a failed renewal or extension
+// claimed, so it can be replaced again.
+func releaseClaim(tx *store.Tx, r *store.Request) error {
+	if r.Replaces == nil {
+		return nil
+	}
+	old, err := tx.Certificate(r.Replaces)
+	if err != nil {
+		return err
+	}
+	if old.Superseding != r.ID {
+		return nil
+	}
+	old.Superseding = ""
+	return tx.PutCertificate(old)
 }
 
 // burnAfterFailure tries once more to burn serials whose results could not
 // be recorded, so their requests can be retried without a restart; if the
 // store still takes no write, the next batch tries again.
-func (e *Engine) burnAfterFailure(jobs []*job) {
-	err := e.update(func(tx *store.Tx) error {
+func (s *issueStages) burnAfterFailure(jobs []*job) {
+	err := s.store.update(func(tx *store.Tx) error {
 		for _, j := range jobs {
 			r, err := tx.Request(j.o.id)
 			if err != nil {
 				return err
 			}
 			if r.State == store.RequestSigning {
-				if err := e.burn(tx, r, j.o.actor, "result could not be recorded"); err != nil {
+				if err := s.burn(tx, r, j.o.actor, "result could not be recorded"); err != nil {
 					return err
 				}
 			}
@@ -509,12 +598,48 @@ func (e *Engine) burnAfterFailure(jobs []*job) {
 		return nil
 	})
 	if err != nil {
-		e.log.Error("burn serials after failed batch; the next batch will", "err", err)
+		s.log.Error("burn serials after failed batch; the next batch will", "err", err)
 		stranded := make([]*store.Request, len(jobs))
 		for i, j := range jobs {
 			stranded[i] = &store.Request{ID: j.o.id, Serial: j.draft.serial}
 		}
-		e.strand(stranded)
+		s.store.strand(stranded)
+	}
+}
+
+// burnStranded burns the serials of stranded requests still signing with
+// the serial they were stranded with.
+func (s *issueStages) burnStranded() {
+	rs := s.store.takeStranded()
+	if len(rs) == 0 {
+		return
+	}
+	err := s.store.update(func(tx *store.Tx) error {
+		for _, stranded := range rs {
+			r, err := tx.Request(stranded.ID)
+			if errors.Is(err, store.ErrNotFound) {
+				continue // its reservation was never recorded
+			}
+			if err != nil {
+				return err
+			}
+			if r.State == store.RequestSigning && bytes.Equal(r.Serial, stranded.Serial) {
+				if err := s.burn(tx, r, store.System, "result could not be recorded; serial burned, retry the request"); err != nil {
+					return err
+				}
+			}
+		}
+		return nil
+	})
+	switch {
+	case errors.Is(err, store.ErrNodeTakenOver), errors.Is(err, store.ErrLogBehind):
+		// This process writes nothing more, ever. The requests stay
+		// signing under its node, and the next process to start as the
+		// node (or this one restarted) burns them at start-up.
+		s.log.Error("serials of stranded requests left to the next start: this process writes no more", "requests", len(rs), "err", err)
+	case err != nil:
+		s.log.Error("burn serials of stranded requests; will try again", "err", err)
+		s.store.strand(rs)
 	}
 }
 

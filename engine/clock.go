@@ -2,10 +2,12 @@ package engine
 
 import (
 	"fmt"
+	"log/slog"
 	"strings"
 	"sync"
 	"time"
 
+	"signerd/api"
 	"signerd/store"
 )
 
@@ -26,6 +28,13 @@ type clock struct {
 	mu   sync.Mutex
 	now  func() time.Time
 	last time.Time
+
+	// maxStep is Config.ClockMaxStep (noteSigningTime). The alarms go to
+	// the log, the audit log (store) and metrics.
+	maxStep time.Duration
+	log     *slog.Logger
+	metrics Metrics
+	store   *storeHealth
 
 	// The refusals while the clock reads behind the guard are each
 	// recorded as the refused request (with its actor, tallied); the
@@ -58,6 +67,24 @@ func (c *clock) alarmDue(n int) (bool, int) {
 	return true, since
 }
 
+// alarm reports n refusals because the clock went backwards: each in the
+// log at error level, and in the audit log as one clock.alarm event per
+// episode (clock.alarmDue), not per request; the refused requests
+// themselves are recorded by their callers, with their actors, as
+// refusals (tallied by the refusal sink).
+func (c *clock) alarm(err error, n int) {
+	c.log.Error("clock alarm", "err", err, "refused", n, "remedy", clockRemedy)
+	due, since := c.alarmDue(n)
+	if !due {
+		return
+	}
+	reason := fmt.Sprintf("%v; %d clock_backwards refusals since the last clock.alarm, this one included", err, since)
+	if aerr := c.store.appendEvent(store.Event{Actor: store.System, Action: "clock.alarm", Outcome: store.OutcomeRefused,
+		Reason: reason, Detail: clockRemedy}); aerr != nil {
+		c.log.Error("audit clock alarm", "err", aerr)
+	}
+}
+
 // read reads the clock, refusing a time before the guard, and leaves the
 // guard as it is: a change or CRL stamped inside its write transaction
 // raises it when it notes the time (noteSigningTime), so one refused (an
@@ -68,7 +95,7 @@ func (c *clock) read() (time.Time, error) {
 	defer c.mu.Unlock()
 	t := c.now().UTC().Truncate(time.Second) // certificates and CRLs carry seconds
 	if t.Before(c.last) {
-		return time.Time{}, errorf(CodeClockBackwards,
+		return time.Time{}, errorf(api.CodeClockBackwards,
 			"system clock reads %s, before the last signing time %s: refusing to sign backdated objects",
 			t.Format(time.RFC3339), c.last.Format(time.RFC3339))
 	}
@@ -108,25 +135,25 @@ type ClockStepMetrics interface {
 // that was stopped or idle that long looks the same, and refusing would
 // lock it. The alarm lets an operator catch a clock that ran ahead before
 // it is corrected and the guard refuses everything.
-func (e *Engine) noteSigningTime(tx *store.Tx, now time.Time) error {
+func (c *clock) noteSigningTime(tx *store.Tx, now time.Time) error {
 	last, err := tx.LastSigningTime()
 	if err != nil {
 		return err
 	}
-	if step := now.Sub(last); !last.IsZero() && step > e.cfg.ClockMaxStep {
+	if step := now.Sub(last); !last.IsZero() && step > c.maxStep {
 		why := fmt.Sprintf("clock reads %s, %v after the last signing time %s (more than clock_max_step %v): "+
 			"expected if signerd was stopped or idle that long; otherwise the clock ran ahead: correct it, then "+
 			`restart signerd with --acknowledge-clock-reset "who, why"`,
-			now.Format(time.RFC3339), step, last.Format(time.RFC3339), e.cfg.ClockMaxStep)
-		e.log.Warn("clock stepped forward", "reason", why)
+			now.Format(time.RFC3339), step, last.Format(time.RFC3339), c.maxStep)
+		c.log.Warn("clock stepped forward", "reason", why)
 		if _, err := tx.Append(store.Event{Actor: store.System, Action: "clock.step", Outcome: store.OutcomeOK, Reason: why}); err != nil {
 			return err
 		}
-		if m, ok := e.cfg.Metrics.(ClockStepMetrics); ok {
+		if m, ok := c.metrics.(ClockStepMetrics); ok {
 			m.ClockStep(step)
 		}
 	}
-	e.clock.advance(now)
+	c.advance(now)
 	return tx.NoteSigningTime(now)
 }
 

@@ -6,6 +6,7 @@ import (
 	"testing"
 	"time"
 
+	"signerd/api"
 	"signerd/engine"
 	"signerd/engine/enginetest"
 	"signerd/store"
@@ -34,15 +35,15 @@ func TestClockAlarmOncePerEpisodeRefusalsTallied(t *testing.T) {
 	before := len(eventsOf(t, st, "clock.alarm"))
 	const n = 500
 	for i := range n {
-		if _, err := e.Revoke(ra, c.Serial, 0); engine.CodeOf(err) != engine.CodeClockBackwards {
-			t.Fatalf("revoke %d with the clock behind: %v, want %s", i, err, engine.CodeClockBackwards)
+		if _, err := e.Revoke(ra, c.Serial, 0); engine.CodeOf(err) != api.CodeClockBackwards {
+			t.Fatalf("revoke %d with the clock behind: %v, want %s", i, err, api.CodeClockBackwards)
 		}
 	}
 	op := store.Actor{UID: 1000, Role: "operator"}
-	if _, err := e.SignCRL(context.Background(), op, ""); engine.CodeOf(err) != engine.CodeClockBackwards {
+	if _, err := e.SignCRL(context.Background(), op, ""); engine.CodeOf(err) != api.CodeClockBackwards {
 		t.Fatalf("CRL with the clock behind: %v", err)
 	}
-	if _, err := e.Issue(context.Background(), ra, request(t, "backdated")); engine.CodeOf(err) != engine.CodeClockBackwards {
+	if _, err := e.Issue(context.Background(), ra, request(t, "backdated")); engine.CodeOf(err) != api.CodeClockBackwards {
 		t.Fatalf("issue with the clock behind: %v", err)
 	}
 	alarms := eventsOf(t, st, "clock.alarm")[before:]
@@ -64,9 +65,9 @@ func TestClockAlarmOncePerEpisodeRefusalsTallied(t *testing.T) {
 			want = store.Event{Actor: ra, Action: "certificate.issue", Object: "request backdated"}
 		}
 		if ev.Actor.UID != want.Actor.UID || ev.Actor.Role != want.Actor.Role || ev.Action != want.Action || ev.Object != want.Object ||
-			ev.Outcome != store.OutcomeRefused || sink.codes[i] != string(engine.CodeClockBackwards) {
+			ev.Outcome != store.OutcomeRefused || sink.codes[i] != string(api.CodeClockBackwards) {
 			t.Errorf("refusal %d: %+v code %s; want %s by %+v on %q, refused, %s", i, ev, sink.codes[i],
-				want.Action, want.Actor, want.Object, engine.CodeClockBackwards)
+				want.Action, want.Actor, want.Object, api.CodeClockBackwards)
 			break
 		}
 	}
@@ -82,7 +83,7 @@ func TestClockAlarmOncePerEpisodeRefusalsTallied(t *testing.T) {
 	}
 	clk.set(base.Add(-time.Minute))
 	for range 3 {
-		if _, err := e.Hold(ra, c.Serial); engine.CodeOf(err) != engine.CodeClockBackwards {
+		if _, err := e.Hold(ra, c.Serial); engine.CodeOf(err) != api.CodeClockBackwards {
 			t.Fatalf("hold with the clock behind again: %v", err)
 		}
 	}

@@ -1,6 +1,7 @@
 package engine
 
 import (
+	"signerd/api"
 	"testing"
 	"time"
 )
@@ -40,8 +41,8 @@ func TestClockAlarmDueOncePerEpisodeThenHourly(t *testing.T) {
 		if s.before != nil {
 			s.before()
 		}
-		if _, err := c.read(); CodeOf(err) != CodeClockBackwards {
-			t.Fatalf("%s: read %v, want %s", s.name, err, CodeClockBackwards)
+		if _, err := c.read(); CodeOf(err) != api.CodeClockBackwards {
+			t.Fatalf("%s: read %v, want %s", s.name, err, api.CodeClockBackwards)
 		}
 		due, since := c.alarmDue(s.n)
 		if due != s.due || since != s.wantSince {

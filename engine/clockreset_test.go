@@ -8,8 +8,10 @@ import (
 	"testing"
 	"time"
 
+	"signerd/api"
 	"signerd/engine"
 	"signerd/engine/enginetest"
+	"signerd/issuance"
 	"signerd/store"
 )
 
@@ -69,15 +71,15 @@ func TestClockResetAcknowledgedRestoresRevocation(t *testing.T) {
 	}
 	corrected := base.Add(time.Minute)
 	clk.set(corrected)
-	if _, err := e.Revoke(ra, compromised.Serial, keyCompromise); engine.CodeOf(err) != engine.CodeClockBackwards {
-		t.Fatalf("keyCompromise with the clock corrected, no reset: %v, want %s", err, engine.CodeClockBackwards)
+	if _, err := e.Revoke(ra, compromised.Serial, keyCompromise); engine.CodeOf(err) != api.CodeClockBackwards {
+		t.Fatalf("keyCompromise with the clock corrected, no reset: %v, want %s", err, api.CodeClockBackwards)
 	}
 	e.Close()
 
 	e = ca.Engine(t, st, engine.Config{Now: clk.read})
 	alarms := len(eventsOf(t, st, "clock.alarm"))
-	if _, err := e.Revoke(ra, compromised.Serial, keyCompromise); engine.CodeOf(err) != engine.CodeClockBackwards {
-		t.Fatalf("keyCompromise after a restart without the acknowledgement: %v, want %s", err, engine.CodeClockBackwards)
+	if _, err := e.Revoke(ra, compromised.Serial, keyCompromise); engine.CodeOf(err) != api.CodeClockBackwards {
+		t.Fatalf("keyCompromise after a restart without the acknowledgement: %v, want %s", err, api.CodeClockBackwards)
 	}
 	if got := eventsOf(t, st, "clock.alarm"); len(got) != alarms+1 || !strings.Contains(got[len(got)-1].Detail, "--acknowledge-clock-reset") {
 		t.Errorf("refusal with the clock behind: clock.alarm events %+v, want one naming --acknowledge-clock-reset", got[alarms:])
@@ -133,7 +135,7 @@ func TestClockResetRefusedBeforeIssuer(t *testing.T) {
 	issue(t, e, request(t, "before"))
 	e.Close()
 	clk.set(ca.Cert.NotBefore.Add(-time.Hour))
-	_, err := engine.New(engine.Config{Store: st, Issuers: []*engine.Issuer{ca.Issuer}, Random: rand.Reader, Now: clk.read,
+	_, err := engine.New(engine.Config{Store: st, Issuers: []*issuance.Issuer{ca.Issuer}, Random: rand.Reader, Now: clk.read,
 		AcknowledgeClockReset: "someone: the clock is right"})
 	if err == nil || !strings.Contains(err.Error(), "before the issuing CA's notBefore") {
 		t.Fatalf("reset to a clock before the issuer: %v, want a refusal", err)
@@ -196,15 +198,15 @@ func TestIssuerExpiredIsNotTheRAs(t *testing.T) {
 		{"CRL", func() error { _, err := e.SignCRL(ctx, store.Actor{Role: "operator"}, ""); return err }},
 	} {
 		err := op.do()
-		if engine.CodeOf(err) != engine.CodeIssuerExpired || engine.CodeIssuerExpired.Retryable() {
-			t.Errorf("%s with the clock past the issuing CA's notAfter: %v, want %s (not retryable)", op.name, err, engine.CodeIssuerExpired)
+		if engine.CodeOf(err) != api.CodeIssuerExpired || api.CodeIssuerExpired.Retryable() {
+			t.Errorf("%s with the clock past the issuing CA's notAfter: %v, want %s (not retryable)", op.name, err, api.CodeIssuerExpired)
 		}
 	}
-	if _, err := e.LatestCRL(""); engine.CodeOf(err) != engine.CodeNotFound {
+	if _, err := e.LatestCRL(""); engine.CodeOf(err) != api.CodeNotFound {
 		t.Errorf("a CRL was recorded: %v", err)
 	}
-	if _, err := e.Revoke(ra, old.Serial, 0); engine.CodeOf(err) != engine.CodeInvalidState {
-		t.Errorf("revoke of a certificate the clock says expired: %v, want %s", err, engine.CodeInvalidState)
+	if _, err := e.Revoke(ra, old.Serial, 0); engine.CodeOf(err) != api.CodeInvalidState {
+		t.Errorf("revoke of a certificate the clock says expired: %v, want %s", err, api.CodeInvalidState)
 	}
 	// Nothing carries the time past the issuer, so it does not hold the
 	// guard: with the clock corrected, the CA works without a reset.

@@ -5,6 +5,7 @@ import (
 	"testing"
 	"time"
 
+	"signerd/api"
 	"signerd/engine"
 	"signerd/engine/enginetest"
 	"signerd/store"
@@ -75,8 +76,8 @@ func testClockGuardCoversLifecycleAcrossRestart(t *testing.T, se enginetest.Stor
 	alarms := len(eventsOf(t, st, "clock.alarm"))
 	for i, r := range refusals {
 		refused := countRefused(t, st, ra)
-		if err := r.do(); engine.CodeOf(err) != engine.CodeClockBackwards {
-			t.Errorf("%s with the clock behind the last revocation: %v, want %s", r.name, err, engine.CodeClockBackwards)
+		if err := r.do(); engine.CodeOf(err) != api.CodeClockBackwards {
+			t.Errorf("%s with the clock behind the last revocation: %v, want %s", r.name, err, api.CodeClockBackwards)
 		}
 		if got := len(eventsOf(t, st, "clock.alarm")); got != alarms+1 {
 			t.Errorf("after %s (refusal %d of the episode): %d clock.alarm events audited, want 1", r.name, i+1, got-alarms)
@@ -118,10 +119,10 @@ func testClockGuardCoversLifecycleAcrossRestart(t *testing.T, se enginetest.Stor
 	}
 	clk.set(later.Add(-time.Hour))
 	e = ca.Engine(t, st, engine.Config{Now: clk.read})
-	if _, err := e.SignCRL(context.Background(), ra, ""); engine.CodeOf(err) != engine.CodeClockBackwards {
-		t.Errorf("CRL with the clock behind an unnoted revocation: %v, want %s", err, engine.CodeClockBackwards)
+	if _, err := e.SignCRL(context.Background(), ra, ""); engine.CodeOf(err) != api.CodeClockBackwards {
+		t.Errorf("CRL with the clock behind an unnoted revocation: %v, want %s", err, api.CodeClockBackwards)
 	}
-	if _, err := e.Issue(context.Background(), ra, request(t, "before-unnoted")); engine.CodeOf(err) != engine.CodeClockBackwards {
-		t.Errorf("issue with the clock behind an unnoted revocation: %v, want %s", err, engine.CodeClockBackwards)
+	if _, err := e.Issue(context.Background(), ra, request(t, "before-unnoted")); engine.CodeOf(err) != api.CodeClockBackwards {
+		t.Errorf("issue with the clock behind an unnoted revocation: %v, want %s", err, api.CodeClockBackwards)
 	}
 }

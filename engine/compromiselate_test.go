@@ -6,6 +6,7 @@ import (
 	"testing"
 	"time"
 
+	"signerd/api"
 	"signerd/engine"
 	"signerd/engine/enginetest"
 	"signerd/revocation"
@@ -87,19 +88,19 @@ func TestKeyCompromiseDeclaredForRevokedOrExpiredCertificate(t *testing.T) {
 				declaredAt = first.NotAfter.Add(time.Hour)
 				// Any other reason is refused for an expired certificate.
 				clk.set(declaredAt)
-				if _, err := e.Revoke(ra, first.Serial, 0); engine.CodeOf(err) != engine.CodeInvalidState {
-					t.Errorf("revoke the expired certificate for unspecified: %v, want %s", err, engine.CodeInvalidState)
+				if _, err := e.Revoke(ra, first.Serial, 0); engine.CodeOf(err) != api.CodeInvalidState {
+					t.Errorf("revoke the expired certificate for unspecified: %v, want %s", err, api.CodeInvalidState)
 				}
 			} else if tc.revokeBefore >= 0 {
-				if _, err := e.Revoke(ra, first.Serial, 0); engine.CodeOf(err) != engine.CodeInvalidState {
-					t.Errorf("revoke the revoked certificate for unspecified: %v, want %s", err, engine.CodeInvalidState)
+				if _, err := e.Revoke(ra, first.Serial, 0); engine.CodeOf(err) != api.CodeInvalidState {
+					t.Errorf("revoke the revoked certificate for unspecified: %v, want %s", err, api.CodeInvalidState)
 				}
 			}
 
 			// The clock guard: behind the last revocation nothing changes.
 			clk.set(base.Add(-time.Hour))
-			if _, err := e.Revoke(ra, first.Serial, keyCompromise); engine.CodeOf(err) != engine.CodeClockBackwards {
-				t.Errorf("keyCompromise with the clock stepped back: %v, want %s", err, engine.CodeClockBackwards)
+			if _, err := e.Revoke(ra, first.Serial, keyCompromise); engine.CodeOf(err) != api.CodeClockBackwards {
+				t.Errorf("keyCompromise with the clock stepped back: %v, want %s", err, api.CodeClockBackwards)
 			}
 			if rec, err := e.Status(first.Serial); err != nil || rec.Reason != before.Reason || rec.Status != before.Status {
 				t.Errorf("after the clock_backwards refusal: %+v, %v; want it unchanged", rec, err)
@@ -126,13 +127,13 @@ func TestKeyCompromiseDeclaredForRevokedOrExpiredCertificate(t *testing.T) {
 			if rec, err := e.Status(sibling.Serial); err != nil || rec.Status != store.StatusRevoked || rec.Reason != keyCompromise {
 				t.Errorf("the key's other certificate: %+v, %v; want revoked for keyCompromise", rec, err)
 			}
-			if _, err := e.Revoke(ra, first.Serial, keyCompromise); engine.CodeOf(err) != engine.CodeInvalidState {
-				t.Errorf("keyCompromise a second time: %v, want %s", err, engine.CodeInvalidState)
+			if _, err := e.Revoke(ra, first.Serial, keyCompromise); engine.CodeOf(err) != api.CodeInvalidState {
+				t.Errorf("keyCompromise a second time: %v, want %s", err, api.CodeInvalidState)
 			}
 			_, err = e.Issue(context.Background(), ra, engine.Request{ID: "again", Profile: "device-sign",
 				Subject: engine.Subject{CommonName: "again"}, CSR: csrWith(t, key)})
-			if engine.CodeOf(err) != engine.CodeKeyCompromised {
-				t.Errorf("issue for the key declared compromised: %v, want %s", err, engine.CodeKeyCompromised)
+			if engine.CodeOf(err) != api.CodeKeyCompromised {
+				t.Errorf("issue for the key declared compromised: %v, want %s", err, api.CodeKeyCompromised)
 			}
 
 			evs := revokeEvents(t, st, first.Serial)
@@ -178,8 +179,8 @@ func TestKeyCompromiseDeclaredForRevokedOrExpiredCertificate(t *testing.T) {
 			e = ca.Engine(t, st, engine.Config{Now: clk.read})
 			_, err = e.Issue(context.Background(), ra, engine.Request{ID: "after-restart", Profile: "device-sign",
 				Subject: engine.Subject{CommonName: "again"}, CSR: csrWith(t, key)})
-			if engine.CodeOf(err) != engine.CodeKeyCompromised {
-				t.Errorf("issue for the key after a restart: %v, want %s", err, engine.CodeKeyCompromised)
+			if engine.CodeOf(err) != api.CodeKeyCompromised {
+				t.Errorf("issue for the key after a restart: %v, want %s", err, api.CodeKeyCompromised)
 			}
 		})
 	}
@@ -212,8 +213,8 @@ func TestLateKeyCompromiseDiscardsCertificateBeingSigned(t *testing.T) {
 		t.Fatalf("keyCompromise for the revoked certificate while another for its key is signed: %v", err)
 	}
 	release()
-	if err := <-done; engine.CodeOf(err) != engine.CodeKeyCompromised {
-		t.Errorf("certificate signed while the key was declared compromised: %v, want %s", err, engine.CodeKeyCompromised)
+	if err := <-done; engine.CodeOf(err) != api.CodeKeyCompromised {
+		t.Errorf("certificate signed while the key was declared compromised: %v, want %s", err, api.CodeKeyCompromised)
 	}
 	checkLines(t, st)
 }

@@ -17,6 +17,7 @@ import (
 
 	"signerd/engine"
 	"signerd/engine/enginetest"
+	"signerd/issuance"
 	"signerd/store"
 )
 
@@ -168,7 +169,7 @@ func crashChildEngine(t *testing.T, dir string) *engine.Engine {
 	if err != nil {
 		t.Fatal(err)
 	}
-	e, err := engine.New(engine.Config{Store: st, Issuers: []*engine.Issuer{iss}, Random: m.Random()})
+	e, err := engine.New(engine.Config{Store: st, Issuers: []*issuance.Issuer{iss}, Random: m.Random()})
 	if err != nil {
 		t.Fatal(err)
 	}

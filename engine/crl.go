@@ -1,9 +1,8 @@
 package engine
 
 import (
-	"bytes"
 	"context"
-	"crypto/rand"
+	"errors"
 	"fmt"
 	"math"
 	"math/big"
@@ -11,7 +10,8 @@ import (
 
 	"github.com/emmansun/gmsm/smx509"
 
-	"signerd/lint"
+	"signerd/api"
+	"signerd/issuance"
 	"signerd/store"
 )
 
@@ -60,7 +60,7 @@ func (e *Engine) SignCRL(ctx context.Context, actor store.Actor, issuerID string
 		if err := tx.PutCRLState(iss.ID(), st); err != nil {
 			return err
 		}
-		if err := e.noteSigningTime(tx, now); err != nil {
+		if err := e.clock.noteSigningTime(tx, now); err != nil {
 			return err
 		}
 		err = tx.Revoked(iss.ID(), func(c store.RevokedEntry) error {
@@ -70,7 +70,7 @@ func (e *Engine) SignCRL(ctx context.Context, actor store.Actor, issuerID string
 			if c.RevokedAt.After(now) && clockErr == nil {
 				// Only a store whose times the clock guard never saw
 				// (copied in, or edited) gets here.
-				clockErr = errorf(CodeClockBackwards,
+				clockErr = errorf(api.CodeClockBackwards,
 					"system clock reads %s, before the revocation of %x at %s: refusing to sign a CRL dated before its entries",
 					now.Format(time.RFC3339), c.Serial, c.RevokedAt.Format(time.RFC3339))
 			}
@@ -84,7 +84,7 @@ func (e *Engine) SignCRL(ctx context.Context, actor store.Actor, issuerID string
 		return err
 	})
 	if clockErr != nil {
-		e.alarm(clockErr, 1)
+		e.clock.alarm(clockErr, 1)
 		e.auditRefusal(actor, "crl.sign", "issuer "+iss.ID(), clockErr)
 		return nil, clockErr
 	}
@@ -158,44 +158,21 @@ func crlNumber(next uint64, thisUpdate, read time.Time) uint64 {
 	return next
 }
 
-// signCRL lints the CRL built with the throwaway key, has the HSM sign the
-// same TBS, and checks the result.
-func (e *Engine) signCRL(ctx context.Context, iss *Issuer, tmpl *smx509.RevocationList) ([]byte, error) {
-	draft, err := smx509.CreateRevocationList(rand.Reader, tmpl, iss.Cert, e.throwaway)
+// signCRL has issuance build and lint the CRL, the HSM sign it, and
+// issuance check the result.
+func (e *Engine) signCRL(ctx context.Context, iss *issuance.Issuer, tmpl *smx509.RevocationList) ([]byte, error) {
+	tok, err := iss.PrepareCRL(tmpl)
 	if err != nil {
-		return nil, errorf(CodeInternal, "build CRL: %v", err)
+		return nil, errorf(issuanceCode(err), "CRL %v", err)
 	}
-	if err := lint.CRL(draft, iss.Cert); err != nil {
-		return nil, errorf(CodeLintFailed, "CRL fails lint: %v", err)
+	out, err := e.hsmHealth.issue(ctx, iss, tok)
+	switch {
+	case errors.Is(err, errHSM):
+		return nil, errorf(api.CodeHSMUnavailable, "sign CRL: %v", err)
+	case err != nil:
+		return nil, errorf(issuanceCode(err), "signed CRL: %v", err)
 	}
-	rl, err := smx509.ParseRevocationList(draft)
-	if err != nil {
-		return nil, errorf(CodeInternal, "reparse CRL: %v", err)
-	}
-	tbs := rl.RawTBSRevocationList
-	sig, err := e.hsmSign(ctx, iss.Signer, iss.Signer.Digest(tbs))
-	e.noteHSM(err)
-	if err != nil {
-		return nil, errorf(CodeHSMUnavailable, "sign CRL: %v", err)
-	}
-	der, err := assemble(tbs, sig)
-	if err != nil {
-		return nil, errorf(CodeInternal, "assemble CRL: %v", err)
-	}
-	final, err := smx509.ParseRevocationList(der)
-	if err != nil {
-		return nil, errorf(CodeInternal, "parse signed CRL: %v", err)
-	}
-	if !bytes.Equal(final.RawTBSRevocationList, tbs) {
-		return nil, errorf(CodeInternal, "signed CRL's TBS differs from the linted one")
-	}
-	if err := lint.CRL(der, iss.Cert); err != nil {
-		return nil, errorf(CodeLintFailed, "signed CRL fails lint: %v", err)
-	}
-	if err := final.CheckSignatureFrom(iss.Cert); err != nil {
-		return nil, errorf(CodeInternal, "signed CRL does not verify: %v", err)
-	}
-	return der, nil
+	return out.DER, nil
 }
 
 // LatestCRL returns the last CRL signed for issuerID ("" for the active
@@ -212,10 +189,10 @@ func (e *Engine) LatestCRL(issuerID string) ([]byte, error) {
 		return err
 	})
 	if err != nil {
-		return nil, errorf(CodeInternal, "read CRL state: %v", err)
+		return nil, errorf(api.CodeInternal, "read CRL state: %v", err)
 	}
 	if der == nil {
-		return nil, errorf(CodeNotFound, "no CRL signed yet for %s", iss.ID())
+		return nil, errorf(api.CodeNotFound, "no CRL signed yet for %s", iss.ID())
 	}
 	return der, nil
 }

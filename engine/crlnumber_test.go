@@ -8,6 +8,7 @@ import (
 	"testing"
 	"time"
 
+	"signerd/api"
 	"signerd/engine"
 	"signerd/engine/enginetest"
 	"signerd/store"
@@ -70,8 +71,8 @@ func testCRLNumberNeverWraps(t *testing.T, se enginetest.StoreEngine) {
 	}); err != nil {
 		t.Fatal(err)
 	}
-	if _, err := e.SignCRL(context.Background(), ra, ""); err == nil || engine.CodeOf(err) != engine.CodeInternal || !strings.Contains(err.Error(), "no larger number") {
-		t.Fatalf("CRL from a store at the largest number: %v, want %s naming why", err, engine.CodeInternal)
+	if _, err := e.SignCRL(context.Background(), ra, ""); err == nil || engine.CodeOf(err) != api.CodeInternal || !strings.Contains(err.Error(), "no larger number") {
+		t.Fatalf("CRL from a store at the largest number: %v, want %s naming why", err, api.CodeInternal)
 	}
 	if err := st.View(func(tx *store.Tx) error {
 		s, err := tx.CRLState(iss.ID())

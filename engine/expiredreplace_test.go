@@ -5,6 +5,7 @@ import (
 	"testing"
 	"time"
 
+	"signerd/api"
 	"signerd/engine"
 	"signerd/engine/enginetest"
 	"signerd/store"
@@ -48,12 +49,12 @@ func TestExpiredCertificateIsNotReplaced(t *testing.T) {
 			}
 
 			clk.set(expired.NotAfter) // from notAfter on signerd counts a certificate expired, for every change
-			if _, err := replace(e, "at-notafter", expired.Serial); engine.CodeOf(err) != engine.CodeInvalidState {
-				t.Errorf("%s at the certificate's notAfter: %v, want %s", op.name, err, engine.CodeInvalidState)
+			if _, err := replace(e, "at-notafter", expired.Serial); engine.CodeOf(err) != api.CodeInvalidState {
+				t.Errorf("%s at the certificate's notAfter: %v, want %s", op.name, err, api.CodeInvalidState)
 			}
 			clk.set(expired.NotAfter.Add(time.Hour))
-			if _, err := replace(e, "after-notafter", expired.Serial); engine.CodeOf(err) != engine.CodeInvalidState {
-				t.Errorf("%s an hour after the certificate's notAfter: %v, want %s", op.name, err, engine.CodeInvalidState)
+			if _, err := replace(e, "after-notafter", expired.Serial); engine.CodeOf(err) != api.CodeInvalidState {
+				t.Errorf("%s an hour after the certificate's notAfter: %v, want %s", op.name, err, api.CodeInvalidState)
 			}
 			rec, err := e.Status(expired.Serial)
 			if err != nil {

@@ -8,8 +8,8 @@ import (
 	"testing"
 	"time"
 
-	"signerd/engine"
 	"signerd/audit"
+	"signerd/engine"
 	"signerd/engine/enginetest"
 	"signerd/store"
 )

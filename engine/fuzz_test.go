@@ -10,6 +10,7 @@ import (
 	"github.com/emmansun/gmsm/sm2"
 	"github.com/emmansun/gmsm/smx509"
 
+	"signerd/api"
 	"signerd/hsm"
 )
 
@@ -46,7 +47,7 @@ func FuzzCheck(f *testing.F) {
 		f.Add([]byte(req), csr)
 		f.Add([]byte(req), csr[:len(csr)/2])
 	}
-	e := &Engine{profiles: BuiltinProfiles(), sm2ID: hsm.DefaultSM2ID}
+	e := &Engine{profiles: BuiltinProfiles(), sm2ID: hsm.DefaultSM2ID, sealer: &sealer{}}
 	f.Fuzz(func(t *testing.T, reqJSON, csr []byte) {
 		var req Request
 		if json.Unmarshal(reqJSON, &req) != nil {
@@ -59,7 +60,7 @@ func FuzzCheck(f *testing.F) {
 			if !errors.As(err, &apiErr) || apiErr.Code == "" {
 				t.Fatalf("refusal without an API code: %v", err)
 			}
-			if apiErr.Code.Retryable() || apiErr.Code == CodeLintFailed {
+			if apiErr.Code.Retryable() || apiErr.Code == api.CodeLintFailed {
 				t.Fatalf("an RA's request got a server error: %v", err)
 			}
 			return

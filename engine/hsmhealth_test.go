@@ -10,6 +10,7 @@ import (
 	"signerd/engine"
 	"signerd/engine/enginetest"
 	"signerd/hsm"
+	"signerd/issuance"
 )
 
 // signCounter is a real HSM signer that counts what it signs.
@@ -30,13 +31,13 @@ func TestProbeHSMSignsOnlyWithTheAuditKey(t *testing.T) {
 	ctx := context.Background()
 	ca := enginetest.NewCA(t)
 	issuing := &signCounter{SM2Signer: ca.Signer}
-	iss, err := engine.NewIssuer(ca.Cert, issuing)
+	iss, err := issuance.NewIssuer(ca.Cert, issuing)
 	if err != nil {
 		t.Fatal(err)
 	}
 	audit := &signCounter{SM2Signer: auditKey(t, ca)}
 	st := enginetest.OpenStore(t)
-	e := ca.Engine(t, st, engine.Config{Issuers: []*engine.Issuer{iss}, AuditKey: audit, SealEvery: 1 << 20, SealInterval: time.Hour})
+	e := ca.Engine(t, st, engine.Config{Issuers: []*issuance.Issuer{iss}, AuditKey: audit, SealEvery: 1 << 20, SealInterval: time.Hour})
 
 	issuedBefore, auditBefore := issuing.n.Load(), audit.n.Load()
 	for range 3 {

@@ -4,12 +4,14 @@ import (
 	"context"
 	"testing"
 
+	"signerd/api"
 	"signerd/engine"
 	"signerd/engine/enginetest"
+	"signerd/issuance"
 	"signerd/store"
 )
 
-const codeKeyCompromised = engine.Code("key_compromised")
+const codeKeyCompromised = api.Code("key_compromised")
 
 // TestCompromisedKeyIsNeverCertifiedAgain: once a certificate is revoked
 // for keyCompromise, no request gets a certificate for its key (a new
@@ -24,13 +26,13 @@ func TestCompromisedKeyIsNeverCertifiedAgain(t *testing.T) {
 func testCompromisedKeyIsNeverCertifiedAgain(t *testing.T, se enginetest.StoreEngine) {
 	ca := enginetest.NewCA(t)
 	g := &gatedSigner{Signer: ca.Signer, entered: make(chan struct{}, 1), release: make(chan struct{})}
-	iss, err := engine.NewIssuer(ca.Cert, g)
+	iss, err := issuance.NewIssuer(ca.Cert, g)
 	if err != nil {
 		t.Fatal(err)
 	}
 	at := se.New(t)
 	st := at.Open(t)
-	e := ca.Engine(t, st, engine.Config{Issuers: []*engine.Issuer{iss}})
+	e := ca.Engine(t, st, engine.Config{Issuers: []*issuance.Issuer{iss}})
 	signOne := func() { go func() { g.release <- struct{}{} }() }
 	issueFor := func(id string, key any) *store.Certificate {
 		t.Helper()
@@ -63,7 +65,7 @@ func testCompromisedKeyIsNeverCertifiedAgain(t *testing.T, se enginetest.StoreEn
 		t.Helper()
 		for name, c := range map[string]struct {
 			do   func() error
-			want engine.Code
+			want api.Code
 		}{
 			"issue": {func() error {
 				_, err := e.Issue(context.Background(), ra, engine.Request{ID: "again", Profile: "device-sign",
@@ -80,7 +82,7 @@ func testCompromisedKeyIsNeverCertifiedAgain(t *testing.T, se enginetest.StoreEn
 			"extend another certificate for the key": {func() error {
 				_, err := e.Extend(context.Background(), ra, "extend-it", second.Serial, 30)
 				return err
-			}, engine.CodeInvalidState},
+			}, api.CodeInvalidState},
 		} {
 			if err := c.do(); engine.CodeOf(err) != c.want {
 				t.Errorf("%s: %v, want %s", name, err, c.want)

@@ -7,9 +7,9 @@ import (
 
 	"github.com/emmansun/gmsm/sm3"
 	"github.com/emmansun/gmsm/smx509"
-	"golang.org/x/crypto/cryptobyte"
-	casn1 "golang.org/x/crypto/cryptobyte/asn1"
 
+	"signerd/api"
+	"signerd/issuance"
 	"signerd/revocation"
 	"signerd/store"
 )
@@ -39,14 +39,14 @@ func certKeyDigest(c *store.Certificate) ([]byte, error) {
 func checkKeyUsable(tx *store.Tx, o *order) error {
 	d, err := keyDigest(o.pub)
 	if err != nil {
-		return errorf(CodeInternal, "request %s: %v", o.id, err)
+		return errorf(api.CodeInternal, "request %s: %v", o.id, err)
 	}
 	serial, err := tx.KeyCompromised(d)
 	if err != nil {
 		return errorf(storeCode(err), "request %s: %v", o.id, err)
 	}
 	if serial != nil {
-		return errorf(CodeKeyCompromised, "the public key was revoked for keyCompromise (certificate %x); it is never certified again", serial)
+		return errorf(api.CodeKeyCompromised, "the public key was revoked for keyCompromise (certificate %x); it is never certified again", serial)
 	}
 	return nil
 }
@@ -109,7 +109,7 @@ func keysBeingSigned(tx *store.Tx) ([]keyInUse, error) {
 	}
 	out := make([]keyInUse, 0, len(rs))
 	for _, r := range rs {
-		c, err := parseTBS(r.TBS)
+		c, err := issuance.ParseTBSCertificate(r.TBS)
 		if err != nil {
 			return nil, fmt.Errorf("request %s: %w", r.ID, err)
 		}
@@ -118,40 +118,10 @@ func keysBeingSigned(tx *store.Tx) ([]keyInUse, error) {
 	return out, nil
 }
 
-// parseTBS parses a TBSCertificate by wrapping it as a certificate with
-// an empty signature (under the algorithm the TBS names, as the parser
-// wants inner and outer to agree).
-func parseTBS(tbs []byte) (*smx509.Certificate, error) {
-	s := cryptobyte.String(tbs)
-	var body cryptobyte.String
-	var sigAlg []byte
-	if !s.ReadASN1(&body, casn1.SEQUENCE) || !s.Empty() ||
-		!body.SkipOptionalASN1(casn1.Tag(0).Constructed().ContextSpecific()) ||
-		!body.SkipASN1(casn1.INTEGER) ||
-		!body.ReadASN1Element((*cryptobyte.String)(&sigAlg), casn1.SEQUENCE) {
-		return nil, fmt.Errorf("TBS certificate does not parse")
-	}
-	var b cryptobyte.Builder
-	b.AddASN1(casn1.SEQUENCE, func(c *cryptobyte.Builder) {
-		c.AddBytes(tbs)
-		c.AddBytes(sigAlg)
-		c.AddASN1BitString(nil)
-	})
-	der, err := b.Bytes()
-	if err != nil {
-		return nil, fmt.Errorf("TBS certificate: %w", err)
-	}
-	c, err := smx509.ParseCertificate(der)
-	if err != nil {
-		return nil, fmt.Errorf("TBS certificate: %w", err)
-	}
-	return c, nil
-}
-
 // keyUsedOtherwise refuses with key_reused a key that a recorded
 // certificate (found through the key index), or a request in signing (of
 // those given), certifies for another use than p's. Any other error
-// (the store failing) has CodeInternal.
+// (the store failing) has api.CodeInternal.
 //
 // reserve calls it in the transaction that records the request as
 // signing, with every key being signed then: of two requests for one key
@@ -167,7 +137,7 @@ func keyUsedOtherwise(tx *store.Tx, pub crypto.PublicKey, p *Profile, signing []
 	}
 	spki, err := smx509.MarshalPKIXPublicKey(pub)
 	if err != nil {
-		return errorf(CodeMalformedKey, "public key: %v", err)
+		return errorf(api.CodeMalformedKey, "public key: %v", err)
 	}
 	want := p.LintUsage().KeyUsage()
 	var refused error
@@ -177,7 +147,7 @@ func keyUsedOtherwise(tx *store.Tx, pub crypto.PublicKey, p *Profile, signing []
 			return fmt.Errorf("certificate %x: %w", c.Serial, err)
 		}
 		if cert.KeyUsage != want && k.Equal(cert.PublicKey) {
-			refused = errorf(CodeKeyReused, "the key is certified for another use already (certificate %x, profile %s): a key serves one use only", c.Serial, c.Profile)
+			refused = errorf(api.CodeKeyReused, "the key is certified for another use already (certificate %x, profile %s): a key serves one use only", c.Serial, c.Profile)
 			return errStop
 		}
 		return nil
@@ -186,11 +156,11 @@ func keyUsedOtherwise(tx *store.Tx, pub crypto.PublicKey, p *Profile, signing []
 		return refused
 	}
 	if err != nil {
-		return errorf(CodeInternal, "look up the certificates of the key: %v", err)
+		return errorf(api.CodeInternal, "look up the certificates of the key: %v", err)
 	}
 	for _, s := range signing {
 		if s.usage != want && k.Equal(s.pub) {
-			return errorf(CodeKeyReused, "a certificate for the key for another use is being signed (serial %x): a key serves one use only", s.serial)
+			return errorf(api.CodeKeyReused, "a certificate for the key for another use is being signed (serial %x): a key serves one use only", s.serial)
 		}
 	}
 	return nil

@@ -14,6 +14,7 @@ import (
 	"golang.org/x/crypto/cryptobyte"
 	casn1 "golang.org/x/crypto/cryptobyte/asn1"
 
+	"signerd/api"
 	"signerd/engine"
 	"signerd/engine/enginetest"
 	"signerd/hsm"
@@ -118,21 +119,21 @@ func TestEncryptionKeysComeFromTheKMCAlone(t *testing.T) {
 	tests := []struct {
 		name string
 		req  engine.Request
-		want engine.Code
+		want api.Code
 	}{
-		{"CSR on an encryption profile", engine.Request{Profile: "person-enc", CSR: otherCSR}, engine.CodeBadRequest},
-		{"nothing on an encryption profile", engine.Request{Profile: "person-enc"}, engine.CodeBadRequest},
-		{"the holder's signing key as its encryption key", engine.Request{Profile: "person-enc", PublicKey: spki(t, &signingKey.PublicKey)}, engine.CodeKeyReused},
-		{"the signing key on another encryption profile", engine.Request{Profile: "device-enc", PublicKey: spki(t, &signingKey.PublicKey)}, engine.CodeKeyReused},
-		{"a KMC key for signing", engine.Request{Profile: "person-sign", CSR: csrWith(t, kmcKey)}, engine.CodeKeyReused},
-		{"the issuing CA's key", engine.Request{Profile: "person-enc", PublicKey: spki(t, ca.Cert.PublicKey)}, engine.CodeKeyReused},
-		{"the audit key", engine.Request{Profile: "person-enc", PublicKey: spki(t, audit.Public())}, engine.CodeKeyReused},
-		{"explicit parameters, b not SM2's", engine.Request{Profile: "person-enc", PublicKey: explicitSPKI(t, otherKey, nil, wrongB, nil)}, engine.CodeWrongCurve},
-		{"explicit parameters, a not SM2's", engine.Request{Profile: "person-enc", PublicKey: explicitSPKI(t, otherKey, wrongA, nil, nil)}, engine.CodeWrongCurve},
-		{"explicit parameters, G not SM2's", engine.Request{Profile: "person-enc", PublicKey: explicitSPKI(t, otherKey, nil, nil, wrongG)}, engine.CodeWrongCurve},
-		{"explicit parameters, all SM2's", engine.Request{Profile: "person-enc", PublicKey: explicitSPKI(t, otherKey, nil, nil, nil)}, engine.CodeWrongCurve},
-		{"CSR with explicit parameters, b not SM2's", engine.Request{Profile: "person-sign", CSR: csrWithSPKI(t, otherKey, explicitSPKI(t, otherKey, nil, wrongB, nil))}, engine.CodeWrongCurve},
-		{"CSR with explicit parameters, all SM2's", engine.Request{Profile: "person-sign", CSR: csrWithSPKI(t, otherKey, explicitSPKI(t, otherKey, nil, nil, nil))}, engine.CodeWrongCurve},
+		{"CSR on an encryption profile", engine.Request{Profile: "person-enc", CSR: otherCSR}, api.CodeBadRequest},
+		{"nothing on an encryption profile", engine.Request{Profile: "person-enc"}, api.CodeBadRequest},
+		{"the holder's signing key as its encryption key", engine.Request{Profile: "person-enc", PublicKey: spki(t, &signingKey.PublicKey)}, api.CodeKeyReused},
+		{"the signing key on another encryption profile", engine.Request{Profile: "device-enc", PublicKey: spki(t, &signingKey.PublicKey)}, api.CodeKeyReused},
+		{"a KMC key for signing", engine.Request{Profile: "person-sign", CSR: csrWith(t, kmcKey)}, api.CodeKeyReused},
+		{"the issuing CA's key", engine.Request{Profile: "person-enc", PublicKey: spki(t, ca.Cert.PublicKey)}, api.CodeKeyReused},
+		{"the audit key", engine.Request{Profile: "person-enc", PublicKey: spki(t, audit.Public())}, api.CodeKeyReused},
+		{"explicit parameters, b not SM2's", engine.Request{Profile: "person-enc", PublicKey: explicitSPKI(t, otherKey, nil, wrongB, nil)}, api.CodeWrongCurve},
+		{"explicit parameters, a not SM2's", engine.Request{Profile: "person-enc", PublicKey: explicitSPKI(t, otherKey, wrongA, nil, nil)}, api.CodeWrongCurve},
+		{"explicit parameters, G not SM2's", engine.Request{Profile: "person-enc", PublicKey: explicitSPKI(t, otherKey, nil, nil, wrongG)}, api.CodeWrongCurve},
+		{"explicit parameters, all SM2's", engine.Request{Profile: "person-enc", PublicKey: explicitSPKI(t, otherKey, nil, nil, nil)}, api.CodeWrongCurve},
+		{"CSR with explicit parameters, b not SM2's", engine.Request{Profile: "person-sign", CSR: csrWithSPKI(t, otherKey, explicitSPKI(t, otherKey, nil, wrongB, nil))}, api.CodeWrongCurve},
+		{"CSR with explicit parameters, all SM2's", engine.Request{Profile: "person-sign", CSR: csrWithSPKI(t, otherKey, explicitSPKI(t, otherKey, nil, nil, nil))}, api.CodeWrongCurve},
 	}
 	for i, tt := range tests {
 		t.Run(tt.name, func(t *testing.T) {
@@ -148,8 +149,8 @@ func TestEncryptionKeysComeFromTheKMCAlone(t *testing.T) {
 	// refused the same way.
 	_, err := e.Renew(ctx, ra, encCert.Serial, engine.Request{ID: "li-enc-renew", Profile: "person-enc", Subject: person,
 		PublicKey: spki(t, &signingKey.PublicKey)})
-	if engine.CodeOf(err) != engine.CodeKeyReused {
-		t.Fatalf("renew with the signing key: %v, want %s", err, engine.CodeKeyReused)
+	if engine.CodeOf(err) != api.CodeKeyReused {
+		t.Fatalf("renew with the signing key: %v, want %s", err, api.CodeKeyReused)
 	}
 	// A named-curve key from the KMC and the CSR's own key still work.
 	issue(t, e, engine.Request{ID: "other-enc", Profile: "person-enc", Subject: person, PublicKey: spki(t, &otherKey.PublicKey)})

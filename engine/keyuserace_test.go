@@ -11,8 +11,10 @@ import (
 	"github.com/emmansun/gmsm/sm2"
 	"github.com/emmansun/gmsm/smx509"
 
+	"signerd/api"
 	"signerd/engine"
 	"signerd/engine/enginetest"
+	"signerd/issuance"
 	"signerd/store"
 )
 
@@ -77,8 +79,8 @@ func TestKeyUseCheckedWhereTheRequestIsReserved(t *testing.T) {
 		// for the key yet) and is in the prepare stage.
 		<-batches
 		release()
-		if err := <-second; engine.CodeOf(err) != engine.CodeKeyReused {
-			t.Errorf("encryption request for a key being certified for signing when it was reserved: %v, want %s", err, engine.CodeKeyReused)
+		if err := <-second; engine.CodeOf(err) != api.CodeKeyReused {
+			t.Errorf("encryption request for a key being certified for signing when it was reserved: %v, want %s", err, api.CodeKeyReused)
 		}
 		if err := <-first; err != nil {
 			t.Errorf("the signing request: %v", err)
@@ -94,8 +96,8 @@ func TestKeyUseCheckedWhereTheRequestIsReserved(t *testing.T) {
 		})
 		checkOneUsePerKey(t, st)
 		// Sent again it is still refused, now by the recorded certificate.
-		if _, err := e.Issue(context.Background(), ra, enc); engine.CodeOf(err) != engine.CodeKeyReused {
-			t.Errorf("the refused request again: %v, want %s", err, engine.CodeKeyReused)
+		if _, err := e.Issue(context.Background(), ra, enc); engine.CodeOf(err) != api.CodeKeyReused {
+			t.Errorf("the refused request again: %v, want %s", err, api.CodeKeyReused)
 		}
 	})
 	t.Run("same batch", func(t *testing.T) {
@@ -121,7 +123,7 @@ func TestKeyUseCheckedWhereTheRequestIsReserved(t *testing.T) {
 			switch err := <-done; {
 			case err == nil:
 				ok++
-			case engine.CodeOf(err) == engine.CodeKeyReused:
+			case engine.CodeOf(err) == api.CodeKeyReused:
 				reused++
 			default:
 				t.Errorf("unexpected answer: %v", err)
@@ -139,11 +141,11 @@ func gatedEngineWith(t *testing.T, cfg engine.Config) (*engine.Engine, *gatedSig
 	t.Helper()
 	ca := enginetest.NewCA(t)
 	g := &gatedSigner{Signer: ca.Signer, entered: make(chan struct{}, 1), release: make(chan struct{})}
-	iss, err := engine.NewIssuer(ca.Cert, g)
+	iss, err := issuance.NewIssuer(ca.Cert, g)
 	if err != nil {
 		t.Fatal(err)
 	}
-	cfg.Issuers = []*engine.Issuer{iss}
+	cfg.Issuers = []*issuance.Issuer{iss}
 	st := enginetest.OpenStore(t)
 	return ca.Engine(t, st, cfg), g, st
 }
@@ -202,7 +204,7 @@ func TestRacingKeyUses(t *testing.T) {
 			switch {
 			case err == nil && (id == sign.ID || id == enc.ID):
 				issued++
-			case err != nil && (id != sign.ID && id != enc.ID || engine.CodeOf(err) != engine.CodeKeyReused):
+			case err != nil && (id != sign.ID && id != enc.ID || engine.CodeOf(err) != api.CodeKeyReused):
 				t.Errorf("round %d: %s: %v", round, id, err)
 			}
 		}

@@ -6,19 +6,10 @@ import (
 	"fmt"
 	"time"
 
+	"signerd/api"
 	"signerd/revocation"
 	"signerd/store"
 )
-
-// ParseReason returns the reason an RA names for a revocation, as an API
-// error if it names none a certificate may be revoked for.
-func ParseReason(name string) (revocation.Reason, error) {
-	r, err := revocation.Parse(name)
-	if err != nil {
-		return 0, errorf(CodeBadRequest, "%v", err)
-	}
-	return r, nil
-}
 
 // refuseOwn answers for a certificate signerd issued for itself (its audit
 // key's) as if there were none: every RA operation on a serial (status,
@@ -27,11 +18,11 @@ func ParseReason(name string) (revocation.Reason, error) {
 // neither change such a certificate nor learn that the serial exists. The
 // attempt is audited as what it was when action is given.
 func (e *Engine) refuseOwn(actor store.Actor, action string, serial []byte) *Error {
-	refused := errorf(CodeNotFound, "no certificate with serial %x", serial)
+	refused := errorf(api.CodeNotFound, "no certificate with serial %x", serial)
 	if action != "" {
 		refused.audited = e.recordRefusal(store.Event{Actor: actor, Action: action, Object: store.HexSerial(serial),
-			Outcome: store.OutcomeRefused, Reason: string(CodeNotFound) + ": signerd's own certificate, which RA operations do not reach"},
-			CodeNotFound)
+			Outcome: store.OutcomeRefused, Reason: string(api.CodeNotFound) + ": signerd's own certificate, which RA operations do not reach"},
+			api.CodeNotFound)
 	}
 	return refused
 }
@@ -55,7 +46,7 @@ func (e *Engine) Revoke(actor store.Actor, serial []byte, reason revocation.Reas
 		if c, err := e.status(serial); err == nil && isOwnCertificate(c) {
 			return nil, e.refuseOwn(actor, "certificate.revoke", serial)
 		}
-		return nil, errorf(CodeBadRequest, "reason %v cannot be given to revoke (use hold for certificateHold)", reason)
+		return nil, errorf(api.CodeBadRequest, "reason %v cannot be given to revoke (use hold for certificateHold)", reason)
 	}
 	var then func(*store.Tx, *store.Certificate, time.Time) error
 	if reason == revocation.KeyCompromise {
@@ -71,7 +62,7 @@ func (e *Engine) Revoke(actor store.Actor, serial []byte, reason revocation.Reas
 			return err
 		}
 		if c.Status == store.StatusRevoked {
-			return errorf(CodeInvalidState, "certificate %x is already revoked", serial)
+			return errorf(api.CodeInvalidState, "certificate %x is already revoked", serial)
 		}
 		c.Status, c.Reason, c.RevokedAt = store.StatusRevoked, reason, now
 		return nil
@@ -92,7 +83,7 @@ func (e *Engine) Revoke(actor store.Actor, serial []byte, reason revocation.Reas
 func declareCompromise(c *store.Certificate, now time.Time) error {
 	switch {
 	case c.Status == store.StatusRevoked && c.Reason == revocation.KeyCompromise:
-		return errorf(CodeInvalidState, "certificate %x is already revoked for keyCompromise", c.Serial)
+		return errorf(api.CodeInvalidState, "certificate %x is already revoked for keyCompromise", c.Serial)
 	case c.Status == store.StatusRevoked:
 		c.Reason = revocation.KeyCompromise
 	default: // good, superseded or on hold, valid or expired
@@ -104,7 +95,7 @@ func declareCompromise(c *store.Certificate, now time.Time) error {
 // notExpired refuses a change to a certificate that has expired.
 func notExpired(c *store.Certificate, now time.Time) error {
 	if !c.NotAfter.After(now) {
-		return errorf(CodeInvalidState, "certificate %x expired %s", c.Serial, c.NotAfter.Format(time.RFC3339))
+		return errorf(api.CodeInvalidState, "certificate %x expired %s", c.Serial, c.NotAfter.Format(time.RFC3339))
 	}
 	return nil
 }
@@ -176,7 +167,7 @@ func (e *Engine) Hold(actor store.Actor, serial []byte) (*store.Certificate, err
 			return err
 		}
 		if c.Status != store.StatusGood && c.Status != store.StatusSuperseded {
-			return errorf(CodeInvalidState, "certificate %x is %s; only a valid certificate can be held", serial, c.Status)
+			return errorf(api.CodeInvalidState, "certificate %x is %s; only a valid certificate can be held", serial, c.Status)
 		}
 		c.Status, c.Reason, c.RevokedAt = store.StatusOnHold, revocation.CertificateHold, now
 		return nil
@@ -191,7 +182,7 @@ func (e *Engine) Restore(actor store.Actor, serial []byte) (*store.Certificate, 
 			return err
 		}
 		if c.Status != store.StatusOnHold {
-			return errorf(CodeInvalidState, "certificate %x is %s, not on hold", serial, c.Status)
+			return errorf(api.CodeInvalidState, "certificate %x is %s, not on hold", serial, c.Status)
 		}
 		c.Status, c.Reason, c.RevokedAt = store.StatusGood, revocation.Unspecified, time.Time{}
 		if c.SupersededBy != nil {
@@ -221,7 +212,7 @@ func (e *Engine) transition(actor store.Actor, serial []byte, action string, cha
 		refused, own = nil, false
 		c, err := tx.Certificate(serial)
 		if errors.Is(err, store.ErrNotFound) {
-			refused = errorf(CodeNotFound, "no certificate with serial %x", serial)
+			refused = errorf(api.CodeNotFound, "no certificate with serial %x", serial)
 			return nil
 		}
 		if err != nil {
@@ -250,7 +241,7 @@ func (e *Engine) transition(actor store.Actor, serial []byte, action string, cha
 		if err := tx.PutCertificate(c); err != nil {
 			return err
 		}
-		if err := e.noteSigningTime(tx, now); err != nil {
+		if err := e.clock.noteSigningTime(tx, now); err != nil {
 			return err
 		}
 		if action == "certificate.revoke" && was.Status != store.StatusRevoked {
@@ -271,9 +262,9 @@ func (e *Engine) transition(actor store.Actor, serial []byte, action string, cha
 		// Refused like any other refusal, under the actor and action
 		// (tallied by the refusal sink); the clock.alarm is the system's,
 		// once per episode.
-		e.alarm(clockErr, 1)
+		e.clock.alarm(clockErr, 1)
 		e.recordRefusal(store.Event{Actor: actor, Action: action, Object: store.HexSerial(serial), Outcome: store.OutcomeRefused,
-			Reason: store.BoundedText(clockErr.Error(), maxRefusalReason)}, CodeClockBackwards)
+			Reason: store.BoundedText(clockErr.Error(), maxRefusalReason)}, api.CodeClockBackwards)
 		return nil, clockErr
 	}
 	if err != nil {

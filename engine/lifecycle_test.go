@@ -12,8 +12,10 @@ import (
 
 	"github.com/emmansun/gmsm/smx509"
 
+	"signerd/api"
 	"signerd/engine"
 	"signerd/engine/enginetest"
+	"signerd/revocation"
 	"signerd/store"
 )
 
@@ -67,7 +69,7 @@ func testRevokeHoldRestoreAndCRL(t *testing.T, se enginetest.StoreEngine) {
 		certs = append(certs, issue(t, e, engine.Request{ID: id, Profile: "person-sign", Subject: engine.Subject{CommonName: id}, CSR: csr}))
 	}
 	a, b, c := certs[0].Serial, certs[1].Serial, certs[2].Serial
-	if _, err := e.LatestCRL(""); engine.CodeOf(err) != engine.CodeNotFound {
+	if _, err := e.LatestCRL(""); engine.CodeOf(err) != api.CodeNotFound {
 		t.Fatalf("LatestCRL before any: %v", err)
 	}
 	first := checkCRL(t, ca, mustCRL(t, e))
@@ -80,8 +82,7 @@ func testRevokeHoldRestoreAndCRL(t *testing.T, se enginetest.StoreEngine) {
 		t.Errorf("nextUpdate − thisUpdate = %v, want 6h", got)
 	}
 
-	keyCompromise, _ := engine.ParseReason("keyCompromise")
-	if _, err := e.Revoke(ra, a, keyCompromise); err != nil {
+	if _, err := e.Revoke(ra, a, revocation.KeyCompromise); err != nil {
 		t.Fatal(err)
 	}
 	if _, err := e.Hold(ra, b); err != nil {
@@ -111,14 +112,13 @@ func testRevokeHoldRestoreAndCRL(t *testing.T, se enginetest.StoreEngine) {
 	refusals := []struct {
 		name string
 		do   func() error
-		want engine.Code
+		want api.Code
 	}{
-		{"revoke twice", func() error { _, err := e.Revoke(ra, a, 0); return err }, engine.CodeInvalidState},
-		{"hold revoked", func() error { _, err := e.Hold(ra, a); return err }, engine.CodeInvalidState},
-		{"restore good", func() error { _, err := e.Restore(ra, c); return err }, engine.CodeInvalidState},
-		{"revoke with certificateHold", func() error { _, err := e.Revoke(ra, c, 6); return err }, engine.CodeBadRequest},
-		{"unknown serial", func() error { _, err := e.Revoke(ra, []byte{1, 2, 3}, 0); return err }, engine.CodeNotFound},
-		{"unknown reason", func() error { _, err := engine.ParseReason("bored"); return err }, engine.CodeBadRequest},
+		{"revoke twice", func() error { _, err := e.Revoke(ra, a, 0); return err }, api.CodeInvalidState},
+		{"hold revoked", func() error { _, err := e.Hold(ra, a); return err }, api.CodeInvalidState},
+		{"restore good", func() error { _, err := e.Restore(ra, c); return err }, api.CodeInvalidState},
+		{"revoke with certificateHold", func() error { _, err := e.Revoke(ra, c, 6); return err }, api.CodeBadRequest},
+		{"unknown serial", func() error { _, err := e.Revoke(ra, []byte{1, 2, 3}, 0); return err }, api.CodeNotFound},
 	}
 	for _, r := range refusals {
 		if err := r.do(); engine.CodeOf(err) != r.want {
@@ -209,7 +209,7 @@ func testRenewAndExtend(t *testing.T, se enginetest.StoreEngine) {
 	if err != nil || !bytes.Equal(again.DER, renewed.DER) {
 		t.Fatalf("retried renewal: %v", err)
 	}
-	if _, err := e.Renew(ctx, ra, orig.Serial, engine.Request{ID: "renew-2", Profile: "person-sign", Subject: subject, CSR: newCSR}); engine.CodeOf(err) != engine.CodeAlreadySuperseded {
+	if _, err := e.Renew(ctx, ra, orig.Serial, engine.Request{ID: "renew-2", Profile: "person-sign", Subject: subject, CSR: newCSR}); engine.CodeOf(err) != api.CodeAlreadySuperseded {
 		t.Fatalf("renewing a superseded certificate: %v", err)
 	}
 
@@ -224,7 +224,7 @@ func testRenewAndExtend(t *testing.T, se enginetest.StoreEngine) {
 	if days := ec.NotAfter.Sub(ec.NotBefore).Hours() / 24; days < 89.9 || days > 90 {
 		t.Errorf("extended validity %.2f days, want 90", days)
 	}
-	if _, err := e.Extend(ctx, ra, "extend-2", renewed.Serial, 500); engine.CodeOf(err) != engine.CodeValidityTooLong {
+	if _, err := e.Extend(ctx, ra, "extend-2", renewed.Serial, 500); engine.CodeOf(err) != api.CodeValidityTooLong {
 		t.Fatalf("extend beyond profile: %v", err)
 	}
 	verifyChain(t, ca, orig.DER, renewed.DER, extended.DER)

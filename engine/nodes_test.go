@@ -5,8 +5,10 @@ import (
 	"strings"
 	"testing"
 
+	"signerd/api"
 	"signerd/engine"
 	"signerd/engine/enginetest"
+	"signerd/issuance"
 	"signerd/store"
 )
 
@@ -28,11 +30,11 @@ func TestRequestBeingSignedAtAnotherNode(t *testing.T) {
 	ca := enginetest.NewCA(t)
 	at := enginetest.NewPostgresStore(t)
 	held := &gatedSigner{Signer: ca.Signer, entered: make(chan struct{}, 1), release: make(chan struct{})}
-	iss, err := engine.NewIssuer(ca.Cert, held)
+	iss, err := issuance.NewIssuer(ca.Cert, held)
 	if err != nil {
 		t.Fatal(err)
 	}
-	a := ca.Engine(t, openNodeStore(t, at, "a"), engine.Config{Issuers: []*engine.Issuer{iss}})
+	a := ca.Engine(t, openNodeStore(t, at, "a"), engine.Config{Issuers: []*issuance.Issuer{iss}})
 	b := ca.Engine(t, openNodeStore(t, at, "b"), engine.Config{})
 
 	req := request(t, "signed-at-a")
@@ -47,7 +49,7 @@ func TestRequestBeingSignedAtAnotherNode(t *testing.T) {
 	}()
 	<-held.entered
 	_, err = b.Issue(context.Background(), ra, req)
-	if engine.CodeOf(err) != engine.CodeInProgress || !engine.CodeOf(err).Retryable() || !strings.Contains(err.Error(), "being signed by node a") {
+	if engine.CodeOf(err) != api.CodeInProgress || !engine.CodeOf(err).Retryable() || !strings.Contains(err.Error(), "being signed by node a") {
 		t.Errorf("the request at b while a signs it: %v; want request_in_progress naming node a", err)
 	}
 	close(held.release)

@@ -12,10 +12,11 @@ import (
 	"github.com/emmansun/gmsm/smx509"
 	"github.com/jackc/pgx/v5"
 
-	"signerd/engine"
 	"signerd/audit"
+	"signerd/engine"
 	"signerd/engine/enginetest"
 	"signerd/hsm"
+	"signerd/issuance"
 )
 
 // deleteRecords deletes, behind the stores' backs, the meta records keys
@@ -143,7 +144,7 @@ func TestAuditKeysNameTheirNodes(t *testing.T) {
 		waitSealed(t, stB)
 
 		// Node c on a token holding a's audit key.
-		_, err := engine.New(engine.Config{Store: db.Node("c").Open(t), Issuers: []*engine.Issuer{cas[0].Issuer},
+		_, err := engine.New(engine.Config{Store: db.Node("c").Open(t), Issuers: []*issuance.Issuer{cas[0].Issuer},
 			Random: cas[0].Module.Random(), AuditKey: keyA, SealEvery: 4, SealInterval: time.Hour})
 		if err == nil || !strings.Contains(err.Error(), fmt.Sprintf("(CKA_ID %X) is node a's", hsm.KeyID(keyA.Public().(*ecdsa.PublicKey)))) {
 			t.Fatalf("node c with node a's audit key: %v", err)

@@ -9,8 +9,8 @@ import (
 	"testing"
 	"time"
 
-	"signerd/engine"
 	"signerd/audit"
+	"signerd/engine"
 	"signerd/engine/enginetest"
 	"signerd/store"
 )

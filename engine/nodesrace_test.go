@@ -8,6 +8,7 @@ import (
 
 	"signerd/engine"
 	"signerd/engine/enginetest"
+	"signerd/issuance"
 	"signerd/store"
 )
 
@@ -18,12 +19,12 @@ func heldAtA(t *testing.T) (a, b *engine.Engine, release func(), st *store.Store
 	ca := enginetest.NewCA(t)
 	at := enginetest.NewPostgresStore(t)
 	held = &gatedSigner{Signer: ca.Signer, entered: make(chan struct{}, 1), release: make(chan struct{})}
-	iss, err := engine.NewIssuer(ca.Cert, held)
+	iss, err := issuance.NewIssuer(ca.Cert, held)
 	if err != nil {
 		t.Fatal(err)
 	}
 	stB := openNodeStore(t, at, "b")
-	a = ca.Engine(t, openNodeStore(t, at, "a"), engine.Config{Issuers: []*engine.Issuer{iss}})
+	a = ca.Engine(t, openNodeStore(t, at, "a"), engine.Config{Issuers: []*issuance.Issuer{iss}})
 	b = ca.Engine(t, stB, engine.Config{})
 	return a, b, releaseOnce(t, held), stB, held
 }

@@ -7,6 +7,8 @@ import (
 
 	"github.com/emmansun/gmsm/smx509"
 
+	"signerd/api"
+	"signerd/issuance"
 	"signerd/store"
 )
 
@@ -46,36 +48,54 @@ type batch struct {
 	// Set by the prepare stage: the batch's time, its issuer, and the jobs
 	// recorded as signing, in the order signed and signErr follow.
 	now      time.Time
-	iss      *Issuer
+	iss      *issuance.Issuer
 	reserved []*job
 	signed   []*smx509.Certificate
 	signErr  []error
 }
 
-func newBatchQueue(size, batchSize int, stages ...func(*batch)) *BatchQueue {
+// batchStages are the stages a batch goes through once taken off the
+// queue, in this order, each on a goroutine of its own (issueStages, in
+// batch.go, are the certificates').
+type batchStages interface {
+	// prepare checks the batch's orders, answers those that need no
+	// signature, and records the rest as signing (record before sign).
+	prepare(*batch)
+	// sign has the HSM sign what prepare recorded.
+	sign(*batch)
+	// record records what the HSM signed, or burns its serial, before
+	// any caller is answered.
+	record(*batch)
+}
+
+func newBatchQueue(size, batchSize int, stages batchStages) *BatchQueue {
 	q := &BatchQueue{jobs: make(chan *job, size), batchSize: batchSize, drained: make(chan struct{})}
-	in := make(chan *batch)
-	go q.collect(stages[0], in)
-	for _, stage := range stages[1:] {
-		out := make(chan *batch)
-		go func(in <-chan *batch) {
-			defer close(out)
-			for b := range in {
-				stage(b)
-				out <- b
-			}
-		}(in)
-		in = out
-	}
-	go func(in <-chan *batch) {
-		defer close(q.drained)
-		for b := range in {
-			for _, j := range b.jobs {
-				close(j.done)
-			}
-		}
-	}(in)
+	prepared, signed, recorded := make(chan *batch), make(chan *batch), make(chan *batch)
+	go q.collect(stages.prepare, prepared)
+	go runStage(stages.sign, prepared, signed)
+	go runStage(stages.record, signed, recorded)
+	go q.answer(recorded)
 	return q
+}
+
+// runStage runs stage on each batch from in and hands it on to out.
+func runStage(stage func(*batch), in <-chan *batch, out chan<- *batch) {
+	defer close(out)
+	for b := range in {
+		stage(b)
+		out <- b
+	}
+}
+
+// answer wakes each batch's callers, their results recorded, and closes
+// drained once the last batch is answered.
+func (q *BatchQueue) answer(in <-chan *batch) {
+	defer close(q.drained)
+	for b := range in {
+		for _, j := range b.jobs {
+			close(j.done)
+		}
+	}
 }
 
 // submit queues o and waits for its result. If ctx ends first the caller
@@ -86,13 +106,13 @@ func (q *BatchQueue) submit(ctx context.Context, o *order) (*store.Certificate, 
 	q.mu.RLock()
 	if q.closed {
 		q.mu.RUnlock()
-		return nil, errorf(CodeShuttingDown, "signerd is shutting down")
+		return nil, errorf(api.CodeShuttingDown, "signerd is shutting down")
 	}
 	select {
 	case q.jobs <- j:
 	default:
 		q.mu.RUnlock()
-		return nil, errorf(CodeBusy, "signing queue is full (%d waiting); retry later", cap(q.jobs))
+		return nil, errorf(api.CodeBusy, "signing queue is full (%d waiting); retry later", cap(q.jobs))
 	}
 	q.mu.RUnlock()
 	select {
@@ -106,8 +126,8 @@ func (q *BatchQueue) submit(ctx context.Context, o *order) (*store.Certificate, 
 // Depth is the number of orders waiting.
 func (q *BatchQueue) Depth() int { return len(q.jobs) }
 
-// collect takes a batch off the queue whenever the first stage is free,
-// runs that stage and hands the batch on. Taking the batch only then
+// collect takes a batch off the queue whenever the prepare stage (first)
+// is free, runs that stage and hands the batch on. Taking the batch only then
 // lets orders gather while the later stages are busy.
 func (q *BatchQueue) collect(first func(*batch), out chan<- *batch) {
 	defer close(out)

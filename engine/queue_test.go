@@ -10,9 +10,11 @@ import (
 
 	"github.com/emmansun/gmsm/smx509"
 
+	"signerd/api"
 	"signerd/engine"
 	"signerd/engine/enginetest"
 	"signerd/hsm"
+	"signerd/issuance"
 	"signerd/store"
 )
 
@@ -83,7 +85,7 @@ func TestThousandConcurrentRequests(t *testing.T) {
 // gatedSigner holds every signature until released, so a test can fill the
 // queue behind it; failNth makes one signature fail as an HSM fault would.
 type gatedSigner struct {
-	engine.Signer
+	issuance.Signer
 	entered chan struct{}
 	release chan struct{}
 	calls   atomic.Int32
@@ -106,12 +108,12 @@ func gatedEngine(t *testing.T, queue, batch int, failNth int32) (*engine.Engine,
 	t.Helper()
 	ca := enginetest.NewCA(t)
 	g := &gatedSigner{Signer: ca.Signer, entered: make(chan struct{}, 1), release: make(chan struct{}), failNth: failNth}
-	iss, err := engine.NewIssuer(ca.Cert, g)
+	iss, err := issuance.NewIssuer(ca.Cert, g)
 	if err != nil {
 		t.Fatal(err)
 	}
 	st := enginetest.OpenStore(t)
-	return ca.Engine(t, st, engine.Config{Issuers: []*engine.Issuer{iss}, QueueSize: queue, BatchSize: batch}), g, st
+	return ca.Engine(t, st, engine.Config{Issuers: []*issuance.Issuer{iss}, QueueSize: queue, BatchSize: batch}), g, st
 }
 
 func request(t *testing.T, id string) engine.Request {
@@ -162,8 +164,8 @@ func TestFullQueueAnswersBusyAtOnce(t *testing.T) {
 	waitPrepared(t, st, "prepared") // the prepare stage holds the second
 	submit("queued")
 	waitDepth(t, e, 1)
-	if _, err := e.Issue(context.Background(), ra, request(t, "refused")); engine.CodeOf(err) != engine.CodeBusy {
-		t.Fatalf("full queue: %v, want %s", err, engine.CodeBusy)
+	if _, err := e.Issue(context.Background(), ra, request(t, "refused")); engine.CodeOf(err) != api.CodeBusy {
+		t.Fatalf("full queue: %v, want %s", err, api.CodeBusy)
 	}
 	close(g.release)
 	for range 3 {
@@ -218,10 +220,10 @@ func TestBatchMatesGetTheirOwnResults(t *testing.T) {
 			if c, _ := smx509.ParseCertificate(r.cert.DER); c.Subject.CommonName != r.id {
 				t.Errorf("%s got %s's certificate", r.id, c.Subject.CommonName)
 			}
-		case code == engine.CodeHSMUnavailable:
+		case code == api.CodeHSMUnavailable:
 			hsmFailed++
 			failedID = r.id
-		case code == engine.CodeRequestConflict:
+		case code == api.CodeRequestConflict:
 			conflicts++
 		default:
 			t.Errorf("%s: unexpected %v", r.id, r.err)
@@ -250,8 +252,8 @@ func TestRetryAfterHSMFailureGetsNewSerial(t *testing.T) {
 	e, g, st := gatedEngine(t, 4, 4, 1)
 	close(g.release)
 	req := request(t, "flaky")
-	if _, err := e.Issue(context.Background(), ra, req); engine.CodeOf(err) != engine.CodeHSMUnavailable || !engine.CodeOf(err).Retryable() {
-		t.Fatalf("first attempt: %v, want retryable %s", err, engine.CodeHSMUnavailable)
+	if _, err := e.Issue(context.Background(), ra, req); engine.CodeOf(err) != api.CodeHSMUnavailable || !engine.CodeOf(err).Retryable() {
+		t.Fatalf("first attempt: %v, want retryable %s", err, api.CodeHSMUnavailable)
 	}
 	c, err := e.Issue(context.Background(), ra, req)
 	if err != nil {
@@ -279,16 +281,16 @@ func TestClockStepBackRefusesToSign(t *testing.T) {
 	e := ca.Engine(t, st, engine.Config{Now: clk.read})
 	issue(t, e, request(t, "before"))
 	clk.set(time.Now().Add(-time.Hour))
-	if _, err := e.Issue(context.Background(), ra, request(t, "backdated")); engine.CodeOf(err) != engine.CodeClockBackwards {
+	if _, err := e.Issue(context.Background(), ra, request(t, "backdated")); engine.CodeOf(err) != api.CodeClockBackwards {
 		t.Fatalf("issue with clock stepped back: %v", err)
 	}
-	if _, err := e.SignCRL(context.Background(), ra, ""); engine.CodeOf(err) != engine.CodeClockBackwards {
+	if _, err := e.SignCRL(context.Background(), ra, ""); engine.CodeOf(err) != api.CodeClockBackwards {
 		t.Fatalf("CRL with clock stepped back: %v", err)
 	}
 	e.Close()
 	// The last signing time is durable: a restart does not forget it.
 	e2 := ca.Engine(t, st, engine.Config{Now: clk.read})
-	if _, err := e2.Issue(context.Background(), ra, request(t, "after-restart")); engine.CodeOf(err) != engine.CodeClockBackwards {
+	if _, err := e2.Issue(context.Background(), ra, request(t, "after-restart")); engine.CodeOf(err) != api.CodeClockBackwards {
 		t.Fatalf("issue after restart with clock behind: %v", err)
 	}
 	// One clock.alarm per episode, not per refusal: the issue and the CRL
@@ -329,7 +331,7 @@ func TestCloseDrainsQueue(t *testing.T) {
 			t.Errorf("queued request lost at shutdown: %v", err)
 		}
 	}
-	if _, err := e.Issue(context.Background(), ra, request(t, "late")); engine.CodeOf(err) != engine.CodeShuttingDown {
-		t.Fatalf("issue after Close: %v, want %s", err, engine.CodeShuttingDown)
+	if _, err := e.Issue(context.Background(), ra, request(t, "late")); engine.CodeOf(err) != api.CodeShuttingDown {
+		t.Fatalf("issue after Close: %v, want %s", err, api.CodeShuttingDown)
 	}
 }

@@ -5,6 +5,7 @@ import (
 	"sync"
 	"testing"
 
+	"signerd/api"
 	"signerd/engine"
 	"signerd/engine/enginetest"
 	"signerd/store"
@@ -35,7 +36,7 @@ func TestRefusalsGoToTheSink(t *testing.T) {
 	_, csr := enginetest.NewCSR(t)
 	for i := range 3 {
 		req := engine.Request{ID: "refused", Profile: "no-such-profile", CSR: csr, Subject: engine.Subject{CommonName: "x"}}
-		if _, err := e.Issue(context.Background(), ra, req); engine.CodeOf(err) != engine.CodeUnknownProfile {
+		if _, err := e.Issue(context.Background(), ra, req); engine.CodeOf(err) != api.CodeUnknownProfile {
 			t.Fatalf("issue %d: %v", i, err)
 		}
 	}
@@ -44,10 +45,10 @@ func TestRefusalsGoToTheSink(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	if _, err := e.Restore(ra, c.Serial); engine.CodeOf(err) != engine.CodeInvalidState {
+	if _, err := e.Restore(ra, c.Serial); engine.CodeOf(err) != api.CodeInvalidState {
 		t.Fatalf("restore of a good certificate: %v", err)
 	}
-	if _, err := e.Revoke(ra, []byte{0x7e, 0x7e}, 1); engine.CodeOf(err) != engine.CodeNotFound {
+	if _, err := e.Revoke(ra, []byte{0x7e, 0x7e}, 1); engine.CodeOf(err) != api.CodeNotFound {
 		t.Fatalf("revoke of a serial that does not exist: %v", err)
 	}
 	sink.mu.Lock()

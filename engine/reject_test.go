@@ -14,14 +14,16 @@ import (
 	"github.com/emmansun/gmsm/sm2"
 	"github.com/emmansun/gmsm/smx509"
 
+	"signerd/api"
 	"signerd/engine"
 	"signerd/engine/enginetest"
+	"signerd/issuance"
 	"signerd/store"
 )
 
 // countingSigner observes how often the HSM is asked to sign.
 type countingSigner struct {
-	engine.Signer
+	issuance.Signer
 	n int
 }
 
@@ -75,11 +77,11 @@ func TestRejections(t *testing.T) {
 	ca := enginetest.NewCA(t)
 	st := enginetest.OpenStore(t)
 	counter := &countingSigner{Signer: ca.Signer}
-	iss, err := engine.NewIssuer(ca.Cert, counter)
+	iss, err := issuance.NewIssuer(ca.Cert, counter)
 	if err != nil {
 		t.Fatal(err)
 	}
-	e := ca.Engine(t, st, engine.Config{Issuers: []*engine.Issuer{iss}})
+	e := ca.Engine(t, st, engine.Config{Issuers: []*issuance.Issuer{iss}})
 
 	sm2Key, goodCSR := enginetest.NewCSR(t)
 	p256, _ := ecdsa.GenerateKey(elliptic.P256(), rand.Reader)
@@ -93,31 +95,31 @@ func TestRejections(t *testing.T) {
 	tests := []struct {
 		name string
 		req  engine.Request
-		want engine.Code
+		want api.Code
 	}{
-		{"no request id", engine.Request{Profile: "person-sign", Subject: person, CSR: goodCSR}, engine.CodeBadRequest},
-		{"request id with space", engine.Request{ID: "a b", Profile: "person-sign", Subject: person, CSR: goodCSR}, engine.CodeBadRequest},
-		{"unknown profile", engine.Request{ID: "r", Profile: "robot", Subject: person, CSR: goodCSR}, engine.CodeUnknownProfile},
-		{"no key", engine.Request{ID: "r", Profile: "person-sign", Subject: person}, engine.CodeBadRequest},
-		{"garbage CSR", engine.Request{ID: "r", Profile: "person-sign", Subject: person, CSR: []byte("not DER")}, engine.CodeMalformedCSR},
-		{"tampered CSR", engine.Request{ID: "r", Profile: "person-sign", Subject: person, CSR: tampered}, engine.CodeBadCSRSignature},
-		{"CSR signed with another SM2 ID", engine.Request{ID: "r", Profile: "person-sign", Subject: person, CSR: csrSignedWithID(t, sm2Key, []byte("someone-else"))}, engine.CodeBadCSRSignature},
-		{"P-256 key for SM2 profile", engine.Request{ID: "r", Profile: "person-sign", Subject: person, CSR: csrWith(t, p256)}, engine.CodeWrongCurve},
-		{"P-224 key", engine.Request{ID: "r", Profile: "person-sign", Subject: person, CSR: csrWith(t, p224)}, engine.CodeWrongCurve},
-		{"RSA key", engine.Request{ID: "r", Profile: "person-sign", Subject: person, CSR: csrWith(t, rsaKey)}, engine.CodeKeyTypeNotAllowed},
-		{"KMC key for signing profile", engine.Request{ID: "r", Profile: "person-sign", Subject: person, PublicKey: kmcKey}, engine.CodeBadRequest},
-		{"garbage KMC key", engine.Request{ID: "r", Profile: "person-enc", Subject: person, PublicKey: []byte{0x30, 0}}, engine.CodeMalformedKey},
-		{"CSR and KMC key", engine.Request{ID: "r", Profile: "person-enc", Subject: person, CSR: goodCSR, PublicKey: kmcKey}, engine.CodeBadRequest},
-		{"empty subject", engine.Request{ID: "r", Profile: "device-sign", CSR: goodCSR}, engine.CodeSubjectIncomplete},
-		{"organization without O", engine.Request{ID: "r", Profile: "organization-sign", Subject: person, CSR: goodCSR}, engine.CodeSubjectIncomplete},
-		{"CN too long", engine.Request{ID: "r", Profile: "person-sign", Subject: engine.Subject{CommonName: string(make([]rune, 65))}, CSR: goodCSR}, engine.CodeBadRequest},
-		{"bad country", engine.Request{ID: "r", Profile: "person-sign", Subject: engine.Subject{CommonName: "x", Country: "China"}, CSR: goodCSR}, engine.CodeBadRequest},
-		{"validity beyond profile", engine.Request{ID: "r", Profile: "person-sign", Subject: person, CSR: goodCSR, ValidityDays: 366}, engine.CodeValidityTooLong},
-		{"negative validity", engine.Request{ID: "r", Profile: "person-sign", Subject: person, CSR: goodCSR, ValidityDays: -1}, engine.CodeBadRequest},
-		{"DNS name on person", engine.Request{ID: "r", Profile: "person-sign", Subject: person, CSR: goodCSR, DNSNames: []string{"a.cn"}}, engine.CodeBadRequest},
-		{"wildcard DNS name", engine.Request{ID: "r", Profile: "device-sign", Subject: person, CSR: goodCSR, DNSNames: []string{"*.a.cn"}}, engine.CodeBadRequest},
-		{"identity the profile lacks", engine.Request{ID: "r", Profile: "device-sign", Subject: person, CSR: goodCSR, Identity: map[string]string{"passport": "E1234"}}, engine.CodeBadRequest},
-		{"identity with punctuation", engine.Request{ID: "r", Profile: "person-sign", Subject: person, CSR: goodCSR, Identity: map[string]string{"passport": "E-1234"}}, engine.CodeBadRequest},
+		{"no request id", engine.Request{Profile: "person-sign", Subject: person, CSR: goodCSR}, api.CodeBadRequest},
+		{"request id with space", engine.Request{ID: "a b", Profile: "person-sign", Subject: person, CSR: goodCSR}, api.CodeBadRequest},
+		{"unknown profile", engine.Request{ID: "r", Profile: "robot", Subject: person, CSR: goodCSR}, api.CodeUnknownProfile},
+		{"no key", engine.Request{ID: "r", Profile: "person-sign", Subject: person}, api.CodeBadRequest},
+		{"garbage CSR", engine.Request{ID: "r", Profile: "person-sign", Subject: person, CSR: []byte("not DER")}, api.CodeMalformedCSR},
+		{"tampered CSR", engine.Request{ID: "r", Profile: "person-sign", Subject: person, CSR: tampered}, api.CodeBadCSRSignature},
+		{"CSR signed with another SM2 ID", engine.Request{ID: "r", Profile: "person-sign", Subject: person, CSR: csrSignedWithID(t, sm2Key, []byte("someone-else"))}, api.CodeBadCSRSignature},
+		{"P-256 key for SM2 profile", engine.Request{ID: "r", Profile: "person-sign", Subject: person, CSR: csrWith(t, p256)}, api.CodeWrongCurve},
+		{"P-224 key", engine.Request{ID: "r", Profile: "person-sign", Subject: person, CSR: csrWith(t, p224)}, api.CodeWrongCurve},
+		{"RSA key", engine.Request{ID: "r", Profile: "person-sign", Subject: person, CSR: csrWith(t, rsaKey)}, api.CodeKeyTypeNotAllowed},
+		{"KMC key for signing profile", engine.Request{ID: "r", Profile: "person-sign", Subject: person, PublicKey: kmcKey}, api.CodeBadRequest},
+		{"garbage KMC key", engine.Request{ID: "r", Profile: "person-enc", Subject: person, PublicKey: []byte{0x30, 0}}, api.CodeMalformedKey},
+		{"CSR and KMC key", engine.Request{ID: "r", Profile: "person-enc", Subject: person, CSR: goodCSR, PublicKey: kmcKey}, api.CodeBadRequest},
+		{"empty subject", engine.Request{ID: "r", Profile: "device-sign", CSR: goodCSR}, api.CodeSubjectIncomplete},
+		{"organization without O", engine.Request{ID: "r", Profile: "organization-sign", Subject: person, CSR: goodCSR}, api.CodeSubjectIncomplete},
+		{"CN too long", engine.Request{ID: "r", Profile: "person-sign", Subject: engine.Subject{CommonName: string(make([]rune, 65))}, CSR: goodCSR}, api.CodeBadRequest},
+		{"bad country", engine.Request{ID: "r", Profile: "person-sign", Subject: engine.Subject{CommonName: "x", Country: "China"}, CSR: goodCSR}, api.CodeBadRequest},
+		{"validity beyond profile", engine.Request{ID: "r", Profile: "person-sign", Subject: person, CSR: goodCSR, ValidityDays: 366}, api.CodeValidityTooLong},
+		{"negative validity", engine.Request{ID: "r", Profile: "person-sign", Subject: person, CSR: goodCSR, ValidityDays: -1}, api.CodeBadRequest},
+		{"DNS name on person", engine.Request{ID: "r", Profile: "person-sign", Subject: person, CSR: goodCSR, DNSNames: []string{"a.cn"}}, api.CodeBadRequest},
+		{"wildcard DNS name", engine.Request{ID: "r", Profile: "device-sign", Subject: person, CSR: goodCSR, DNSNames: []string{"*.a.cn"}}, api.CodeBadRequest},
+		{"identity the profile lacks", engine.Request{ID: "r", Profile: "device-sign", Subject: person, CSR: goodCSR, Identity: map[string]string{"passport": "E1234"}}, api.CodeBadRequest},
+		{"identity with punctuation", engine.Request{ID: "r", Profile: "person-sign", Subject: person, CSR: goodCSR, Identity: map[string]string{"passport": "E-1234"}}, api.CodeBadRequest},
 	}
 	for _, tt := range tests {
 		t.Run(tt.name, func(t *testing.T) {
@@ -165,13 +167,13 @@ func testIdempotentRetry(t *testing.T, se enginetest.StoreEngine) {
 	_, other := enginetest.NewCSR(t)
 	changed := req
 	changed.CSR = other
-	if _, err := e.Issue(context.Background(), ra, changed); engine.CodeOf(err) != engine.CodeRequestConflict {
-		t.Fatalf("same id, other CSR: %v, want %s", err, engine.CodeRequestConflict)
+	if _, err := e.Issue(context.Background(), ra, changed); engine.CodeOf(err) != api.CodeRequestConflict {
+		t.Fatalf("same id, other CSR: %v, want %s", err, api.CodeRequestConflict)
 	}
 	changed = req
 	changed.ValidityDays = 30
-	if _, err := e.Issue(context.Background(), ra, changed); engine.CodeOf(err) != engine.CodeRequestConflict {
-		t.Fatalf("same id, other validity: %v, want %s", err, engine.CodeRequestConflict)
+	if _, err := e.Issue(context.Background(), ra, changed); engine.CodeOf(err) != api.CodeRequestConflict {
+		t.Fatalf("same id, other validity: %v, want %s", err, api.CodeRequestConflict)
 	}
 	st.View(func(tx *store.Tx) error {
 		n := 0

@@ -22,21 +22,15 @@ import (
 	"golang.org/x/text/cases"
 	"golang.org/x/text/unicode/norm"
 
+	"signerd/api"
 	"signerd/audit"
+	"signerd/issuance"
 	"signerd/store"
 )
 
-// Subject is the subject DN the RA vetted. It replaces whatever the CSR
-// says: the CA certifies what the RA checked, not what the applicant typed.
-type Subject struct {
-	CommonName         string   `json:"CN,omitempty"`
-	Organization       string   `json:"O,omitempty"`
-	OrganizationalUnit []string `json:"OU,omitempty"`
-	Country            string   `json:"C,omitempty"`
-	Province           string   `json:"ST,omitempty"`
-	Locality           string   `json:"L,omitempty"`
-	SerialNumber       string   `json:"serialNumber,omitempty"`
-}
+// Subject is the subject DN the RA vetted, as the API carries it: its
+// JSON is part of each request's content digest.
+type Subject = api.Subject
 
 // Request is what an RA asks the CA to issue (SPEC §5.2).
 type Request struct {
@@ -99,7 +93,7 @@ func (e *Engine) check(kind string, req *Request, replaces []byte) (*order, erro
 	}
 	p := e.profiles[req.Profile]
 	if p == nil || isInternalProfile(req.Profile) {
-		return nil, errorf(CodeUnknownProfile, "profile %q is not configured", req.Profile)
+		return nil, errorf(api.CodeUnknownProfile, "profile %q is not configured", req.Profile)
 	}
 	o := &order{kind: kind, id: req.ID, profile: p, replaces: replaces, dns: req.DNSNames, emails: req.Emails}
 	var err error
@@ -130,14 +124,14 @@ func (e *Engine) check(kind string, req *Request, replaces []byte) (*order, erro
 
 func checkRequestID(id string) error {
 	if id == "" || len(id) > maxRequestID {
-		return errorf(CodeBadRequest, "request_id must be 1..%d characters", maxRequestID)
+		return errorf(api.CodeBadRequest, "request_id must be 1..%d characters", maxRequestID)
 	}
 	if isInternalRequestID(id) {
-		return errorf(CodeBadRequest, "request_id may not start with %q: signerd's own requests do", internalRequestPrefix)
+		return errorf(api.CodeBadRequest, "request_id may not start with %q: signerd's own requests do", internalRequestPrefix)
 	}
 	for _, r := range id {
 		if r < 0x21 || r > 0x7e {
-			return errorf(CodeBadRequest, "request_id must be printable ASCII without spaces")
+			return errorf(api.CodeBadRequest, "request_id must be printable ASCII without spaces")
 		}
 	}
 	return nil
@@ -152,17 +146,17 @@ func (e *Engine) checkKey(req *Request, p *Profile) (crypto.PublicKey, error) {
 	var pub crypto.PublicKey
 	switch {
 	case len(req.CSR) > 0 && len(req.PublicKey) > 0:
-		return nil, errorf(CodeBadRequest, "send a csr or a public_key, not both")
+		return nil, errorf(api.CodeBadRequest, "send a csr or a public_key, not both")
 	case len(req.CSR) > 0:
 		if p.Usage == "encryption" {
-			return nil, errorf(CodeBadRequest, "profile %q certifies keys the KMC made: send the KMC's public_key, not a csr", p.Name)
+			return nil, errorf(api.CodeBadRequest, "profile %q certifies keys the KMC made: send the KMC's public_key, not a csr", p.Name)
 		}
 		csr, err := smx509.ParseCertificateRequest(req.CSR)
 		if err != nil {
-			return nil, errorf(CodeMalformedCSR, "csr: %v", err)
+			return nil, errorf(api.CodeMalformedCSR, "csr: %v", err)
 		}
 		if err := namedCurveOnly(csr.RawSubjectPublicKeyInfo); err != nil {
-			return nil, errorf(CodeWrongCurve, "csr: %v", err)
+			return nil, errorf(api.CodeWrongCurve, "csr: %v", err)
 		}
 		pub = csr.PublicKey
 		if err := allowKey(pub, p); err != nil {
@@ -173,23 +167,23 @@ func (e *Engine) checkKey(req *Request, p *Profile) (crypto.PublicKey, error) {
 		}
 	case len(req.PublicKey) > 0:
 		if p.Usage != "encryption" {
-			return nil, errorf(CodeBadRequest, "profile %q is for signing keys: send a CSR as proof of possession", p.Name)
+			return nil, errorf(api.CodeBadRequest, "profile %q is for signing keys: send a CSR as proof of possession", p.Name)
 		}
 		var err error
 		if pub, err = smx509.ParsePKIXPublicKey(req.PublicKey); err != nil {
-			return nil, errorf(CodeMalformedKey, "public_key: %v", err)
+			return nil, errorf(api.CodeMalformedKey, "public_key: %v", err)
 		}
 		if err := namedCurveOnly(req.PublicKey); err != nil {
-			return nil, errorf(CodeWrongCurve, "public_key: %v", err)
+			return nil, errorf(api.CodeWrongCurve, "public_key: %v", err)
 		}
 		if err := allowKey(pub, p); err != nil {
 			return nil, err
 		}
 	default:
 		if p.Usage == "encryption" {
-			return nil, errorf(CodeBadRequest, "profile %q needs the KMC's public_key", p.Name)
+			return nil, errorf(api.CodeBadRequest, "profile %q needs the KMC's public_key", p.Name)
 		}
-		return nil, errorf(CodeBadRequest, "profile %q needs a csr", p.Name)
+		return nil, errorf(api.CodeBadRequest, "profile %q needs a csr", p.Name)
 	}
 	return pub, nil
 }
@@ -226,15 +220,15 @@ func (e *Engine) checkCSRSignature(csr *smx509.CertificateRequest) error {
 	pub := csr.PublicKey.(*ecdsa.PublicKey) // allowKey admits EC keys only
 	if pub.Curve == sm2.P256() {
 		if csr.SignatureAlgorithm != smx509.SM2WithSM3 {
-			return errorf(CodeBadCSRSignature, "csr: SM2 key signed with %v, want SM2-SM3", csr.SignatureAlgorithm)
+			return errorf(api.CodeBadCSRSignature, "csr: SM2 key signed with %v, want SM2-SM3", csr.SignatureAlgorithm)
 		}
 		if !sm2.VerifyASN1WithSM2(pub, e.sm2ID, csr.RawTBSCertificateRequest, csr.Signature) {
-			return errorf(CodeBadCSRSignature, "csr: signature does not verify with signer ID %q", e.sm2ID)
+			return errorf(api.CodeBadCSRSignature, "csr: signature does not verify with signer ID %q", e.sm2ID)
 		}
 		return nil
 	}
 	if err := csr.CheckSignature(); err != nil {
-		return errorf(CodeBadCSRSignature, "csr: %v", err)
+		return errorf(api.CodeBadCSRSignature, "csr: %v", err)
 	}
 	return nil
 }
@@ -243,7 +237,7 @@ func (e *Engine) checkCSRSignature(csr *smx509.CertificateRequest) error {
 func keyType(pub crypto.PublicKey) (string, error) {
 	k, ok := pub.(*ecdsa.PublicKey)
 	if !ok {
-		return "", errorf(CodeKeyTypeNotAllowed, "%T keys are not accepted: SM2 (or ECDSA where the profile allows)", pub)
+		return "", errorf(api.CodeKeyTypeNotAllowed, "%T keys are not accepted: SM2 (or ECDSA where the profile allows)", pub)
 	}
 	switch k.Curve {
 	case sm2.P256():
@@ -253,7 +247,7 @@ func keyType(pub crypto.PublicKey) (string, error) {
 	case elliptic.P384():
 		return KeyECDSAP384, nil
 	}
-	return "", errorf(CodeWrongCurve, "curve %s is not accepted", k.Curve.Params().Name)
+	return "", errorf(api.CodeWrongCurve, "curve %s is not accepted", k.Curve.Params().Name)
 }
 
 func allowKey(pub crypto.PublicKey, p *Profile) error {
@@ -262,7 +256,7 @@ func allowKey(pub crypto.PublicKey, p *Profile) error {
 		return err
 	}
 	if !slices.Contains(p.KeyTypes, kt) {
-		return errorf(CodeWrongCurve, "profile %q takes %v keys, not %s", p.Name, p.KeyTypes, kt)
+		return errorf(api.CodeWrongCurve, "profile %q takes %v keys, not %s", p.Name, p.KeyTypes, kt)
 	}
 	return nil
 }
@@ -278,7 +272,7 @@ func checkSubject(s Subject, p *Profile) (pkix.Name, error) {
 	values := map[string][]string{"CN": {s.CommonName}, "O": {s.Organization}, "OU": s.OrganizationalUnit,
 		"C": {s.Country}, "ST": {s.Province}, "L": {s.Locality}, "serialNumber": {s.SerialNumber}}
 	if len(s.OrganizationalUnit) > maxOUs {
-		return pkix.Name{}, errorf(CodeBadRequest, "subject OU: at most %d values", maxOUs)
+		return pkix.Name{}, errorf(api.CodeBadRequest, "subject OU: at most %d values", maxOUs)
 	}
 	// Single-valued attributes are "" when absent; every OU given is a value.
 	for _, attr := range subjectAttributes {
@@ -296,11 +290,11 @@ func checkSubject(s Subject, p *Profile) (pkix.Name, error) {
 	}
 	for _, attr := range p.RequiredSubject {
 		if !present(attr) {
-			return pkix.Name{}, errorf(CodeSubjectIncomplete, "profile %q requires subject %s", p.Name, attr)
+			return pkix.Name{}, errorf(api.CodeSubjectIncomplete, "profile %q requires subject %s", p.Name, attr)
 		}
 	}
 	if !slices.ContainsFunc(subjectAttributes, present) {
-		return pkix.Name{}, errorf(CodeSubjectIncomplete, "subject is empty")
+		return pkix.Name{}, errorf(api.CodeSubjectIncomplete, "subject is empty")
 	}
 	name := pkix.Name{CommonName: s.CommonName, SerialNumber: s.SerialNumber, OrganizationalUnit: s.OrganizationalUnit}
 	for _, f := range []struct {
@@ -325,26 +319,26 @@ func checkSubject(s Subject, p *Profile) (pkix.Name, error) {
 func checkSubjectValue(attr, v string) error {
 	switch {
 	case !utf8.ValidString(v):
-		return errorf(CodeBadRequest, "subject %s: not valid UTF-8", attr)
+		return errorf(api.CodeBadRequest, "subject %s: not valid UTF-8", attr)
 	case strings.TrimSpace(v) == "":
-		return errorf(CodeBadRequest, "subject %s: empty or blank value", attr)
+		return errorf(api.CodeBadRequest, "subject %s: empty or blank value", attr)
 	case strings.TrimSpace(v) != v:
-		return errorf(CodeBadRequest, "subject %s: leading or trailing space", attr)
+		return errorf(api.CodeBadRequest, "subject %s: leading or trailing space", attr)
 	case utf8.RuneCountInString(v) > subjectBounds[attr]:
-		return errorf(CodeBadRequest, "subject %s: at most %d characters (RFC 5280)", attr, subjectBounds[attr])
+		return errorf(api.CodeBadRequest, "subject %s: at most %d characters (RFC 5280)", attr, subjectBounds[attr])
 	}
 	if i := strings.IndexFunc(v, forbiddenInName); i >= 0 {
 		r, _ := utf8.DecodeRuneInString(v[i:])
-		return errorf(CodeBadRequest, "subject %s: character U+%04X (a control, format or bidirectional character) is not allowed", attr, r)
+		return errorf(api.CodeBadRequest, "subject %s: character U+%04X (a control, format or bidirectional character) is not allowed", attr, r)
 	}
 	switch attr {
 	case "C":
 		if len(v) != 2 || strings.IndexFunc(v, func(r rune) bool { return r < 'A' || r > 'Z' }) >= 0 {
-			return errorf(CodeBadRequest, "subject C %q: two capital letters (ISO 3166)", v)
+			return errorf(api.CodeBadRequest, "subject C %q: two capital letters (ISO 3166)", v)
 		}
 	case "serialNumber":
 		if strings.IndexFunc(v, func(r rune) bool { return !isPrintableStringChar(r) }) >= 0 {
-			return errorf(CodeBadRequest, "subject serialNumber %q: letters, digits, space and '()+,-./:=? only (PrintableString)", v)
+			return errorf(api.CodeBadRequest, "subject serialNumber %q: letters, digits, space and '()+,-./:=? only (PrintableString)", v)
 		}
 	}
 	return nil
@@ -374,10 +368,10 @@ func isPrintableStringChar(r rune) bool {
 // does (case and runs of space aside), and any audit key's common name.
 func (e *Engine) checkNotReserved(subject pkix.Name) error {
 	if strings.HasPrefix(foldName(subject.CommonName), auditKeyNamePrefix) {
-		return errorf(CodeSubjectReserved, "subject CN %q: names starting %q are signerd's audit keys'", subject.CommonName, audit.KeySubjectPrefix)
+		return errorf(api.CodeSubjectReserved, "subject CN %q: names starting %q are signerd's audit keys'", subject.CommonName, audit.KeySubjectPrefix)
 	}
 	if e.caNames[nameKey(subject.ToRDNSequence())] {
-		return errorf(CodeSubjectReserved, "subject %q is the name of a CA of this hierarchy", subject.String())
+		return errorf(api.CodeSubjectReserved, "subject %q is the name of a CA of this hierarchy", subject.String())
 	}
 	return nil
 }
@@ -387,7 +381,7 @@ var auditKeyNamePrefix = foldName(audit.KeySubjectPrefix)
 
 // caNames returns the nameKey of each issuer's subject and issuer, the
 // names checkNotReserved refuses; computed once, at New.
-func caNames(issuers []*Issuer) map[string]bool {
+func caNames(issuers []*issuance.Issuer) map[string]bool {
 	names := map[string]bool{}
 	for _, iss := range issuers {
 		for _, raw := range [][]byte{iss.Cert.RawSubject, iss.Cert.RawIssuer} {
@@ -442,11 +436,11 @@ func (e *Engine) checkKeyUse(pub crypto.PublicKey) error {
 	}
 	for _, iss := range e.issuers {
 		if k.Equal(iss.Cert.PublicKey) {
-			return errorf(CodeKeyReused, "the key is issuing CA %q's", iss.Cert.Subject.String())
+			return errorf(api.CodeKeyReused, "the key is issuing CA %q's", iss.Cert.Subject.String())
 		}
 	}
-	if e.auditPub != nil && k.Equal(e.auditPub) {
-		return errorf(CodeKeyReused, "the key is signerd's audit key")
+	if e.sealer.pub != nil && k.Equal(e.sealer.pub) {
+		return errorf(api.CodeKeyReused, "the key is signerd's audit key")
 	}
 	return nil
 }
@@ -457,23 +451,23 @@ const maxNames = 100
 
 func checkNames(req *Request, p *Profile) error {
 	if len(req.DNSNames) > maxNames || len(req.Emails) > maxNames {
-		return errorf(CodeBadRequest, "at most %d dns_names and %d emails", maxNames, maxNames)
+		return errorf(api.CodeBadRequest, "at most %d dns_names and %d emails", maxNames, maxNames)
 	}
 	if len(req.DNSNames) > 0 && !p.DNSNames {
-		return errorf(CodeBadRequest, "profile %q does not allow dns_names", p.Name)
+		return errorf(api.CodeBadRequest, "profile %q does not allow dns_names", p.Name)
 	}
 	if len(req.Emails) > 0 && !p.Emails {
-		return errorf(CodeBadRequest, "profile %q does not allow emails", p.Name)
+		return errorf(api.CodeBadRequest, "profile %q does not allow emails", p.Name)
 	}
 	for _, d := range req.DNSNames {
 		if !validDNSName(d) {
-			return errorf(CodeBadRequest, "dns name %q: lower-case LDH labels, no wildcard", d)
+			return errorf(api.CodeBadRequest, "dns name %q: lower-case LDH labels, no wildcard", d)
 		}
 	}
 	for _, m := range req.Emails {
 		local, domain, ok := strings.Cut(m, "@")
 		if !ok || len(m) > 254 || !validLocalPart(local) || !validDNSName(domain) {
-			return errorf(CodeBadRequest, "email %q: want local@domain, the local part a dot-atom of ASCII (RFC 5322) of at most 64 characters, the domain lower-case LDH labels", m)
+			return errorf(api.CodeBadRequest, "email %q: want local@domain, the local part a dot-atom of ASCII (RFC 5322) of at most 64 characters, the domain lower-case LDH labels", m)
 		}
 	}
 	return nil
@@ -520,7 +514,7 @@ func validDNSName(d string) bool {
 func checkIdentity(ids map[string]string, p *Profile) ([]pkix.Extension, error) {
 	for _, kind := range p.RequiredIdentity {
 		if ids[kind] == "" {
-			return nil, errorf(CodeSubjectIncomplete, "profile %q requires identity %s", p.Name, kind)
+			return nil, errorf(api.CodeSubjectIncomplete, "profile %q requires identity %s", p.Name, kind)
 		}
 	}
 	kinds := make([]string, 0, len(ids))
@@ -532,16 +526,16 @@ func checkIdentity(ids map[string]string, p *Profile) ([]pkix.Extension, error) 
 	for _, kind := range kinds {
 		v := ids[kind]
 		if !slices.Contains(p.Identity, kind) {
-			return nil, errorf(CodeBadRequest, "profile %q does not carry identity %s", p.Name, kind)
+			return nil, errorf(api.CodeBadRequest, "profile %q does not carry identity %s", p.Name, kind)
 		}
 		if v == "" || len(v) > 64 || strings.IndexFunc(v, func(r rune) bool {
 			return !(r >= '0' && r <= '9' || r >= 'A' && r <= 'Z' || r >= 'a' && r <= 'z')
 		}) >= 0 {
-			return nil, errorf(CodeBadRequest, "identity %s: 1..64 letters and digits", kind)
+			return nil, errorf(api.CodeBadRequest, "identity %s: 1..64 letters and digits", kind)
 		}
 		value, err := asn1.MarshalWithParams(v, "printable")
 		if err != nil {
-			return nil, errorf(CodeBadRequest, "identity %s: %v", kind, err)
+			return nil, errorf(api.CodeBadRequest, "identity %s: %v", kind, err)
 		}
 		exts = append(exts, pkix.Extension{Id: identityOIDs[kind], Value: value})
 	}
@@ -551,11 +545,11 @@ func checkIdentity(ids map[string]string, p *Profile) ([]pkix.Extension, error) 
 func checkValidity(days int, p *Profile) (int, error) {
 	switch {
 	case days < 0:
-		return 0, errorf(CodeBadRequest, "validity_days %d is negative", days)
+		return 0, errorf(api.CodeBadRequest, "validity_days %d is negative", days)
 	case days == 0:
 		return p.MaxValidityDays, nil
 	case days > p.MaxValidityDays:
-		return 0, errorf(CodeValidityTooLong, "validity_days %d exceeds profile %q's %d", days, p.Name, p.MaxValidityDays)
+		return 0, errorf(api.CodeValidityTooLong, "validity_days %d exceeds profile %q's %d", days, p.Name, p.MaxValidityDays)
 	}
 	return days, nil
 }

@@ -5,6 +5,8 @@ import (
 	"crypto/ecdsa"
 	"errors"
 	"fmt"
+	"log/slog"
+	"sync/atomic"
 	"time"
 
 	"signerd/hsm"
@@ -17,19 +19,63 @@ import (
 // anywhere before a seal is caught by its signature, and one after the
 // last seal by the chain the next start-up walks.
 
+// sealer keeps the audit log sealed and anchored: it owns the audit key,
+// checks the log at start-up (check), seals it on its cadence (start) and
+// on demand (seal: an export, a backup), and at close (close), and
+// records each seal in the anchor (anchor.go). Without an audit key it
+// still checks the chain, and seals nothing.
+type sealer struct {
+	key AuditSigner // nil: the log is not sealed
+	pub *ecdsa.PublicKey
+	// anchorStore is Config.AuditAnchor; anchor is the engine's side of it.
+	anchorStore AuditAnchor
+	anchor      anchorState
+	// every and interval are Config.SealEvery and SealInterval.
+	every    int
+	interval time.Duration
+	// signTimeout bounds a signature or an anchor's read or write.
+	signTimeout time.Duration
+	// acknowledgement is Config.AcknowledgeAuditBreak.
+	acknowledgement string
+	now             func() time.Time
+	log             *slog.Logger
+	store           *storeHealth
+	hsm             *hsmHealth
+
+	lastSeal   atomic.Int64 // UnixNano of the last seal
+	stop, done chan struct{}
+	closed     atomic.Bool
+}
+
+// newSealer returns the sealer for cfg (its defaults set), with its
+// audit key's public key checked to be SM2.
+func newSealer(cfg *Config, log *slog.Logger, st *storeHealth, h *hsmHealth) (*sealer, error) {
+	s := &sealer{anchorStore: cfg.AuditAnchor, every: cfg.SealEvery, interval: cfg.SealInterval, signTimeout: cfg.SignTimeout,
+		acknowledgement: cfg.AcknowledgeAuditBreak, now: cfg.Now, log: log, store: st, hsm: h}
+	if cfg.AuditKey == nil {
+		return s, nil
+	}
+	pub, err := publicKeyOf(cfg.AuditKey)
+	if err != nil {
+		return nil, err
+	}
+	s.key, s.pub = cfg.AuditKey, pub
+	return s, nil
+}
+
 // ErrAuditBroken: the audit log fails its check at start-up. The engine
 // starts only if an operator acknowledges the break, which is audited.
 var ErrAuditBroken = errors.New("audit log broken")
 
-// checkAudit verifies the chain from the last seal (whose signature must
+// check verifies the chain from the last seal (whose signature must
 // verify under the audit key) to the head, and the store against the
 // HSM's audit anchor. A break is returned unless it is acknowledged, in
 // which case it is recorded and a new seal covers it (and moves the
 // anchor to it).
-func (e *Engine) checkAudit() error {
-	ctx, cancel := context.WithTimeout(context.Background(), e.cfg.SignTimeout)
+func (s *sealer) check() error {
+	ctx, cancel := context.WithTimeout(context.Background(), s.signTimeout)
 	defer cancel()
-	anchored, present, err := e.readAnchor(ctx)
+	anchored, present, err := s.readAnchor(ctx)
 	// Duplicate anchors: neither can be trusted over the other. It is a
 	// break; the operator who acknowledges it vouches for this store, and
 	// the anchor is written again from it.
@@ -42,8 +88,8 @@ func (e *Engine) checkAudit() error {
 	}
 	var at anchorMark
 	var head uint64
-	err = e.view(func(tx *store.Tx) error {
-		if err := verifySinceSeal(tx, e.auditPub); err != nil {
+	err = s.store.view(func(tx *store.Tx) error {
+		if err := verifySinceSeal(tx, s.pub); err != nil {
 			return err
 		}
 		if present {
@@ -60,34 +106,34 @@ func (e *Engine) checkAudit() error {
 	})
 	switch {
 	case dup == nil && err == nil:
-		return e.settleAnchor(ctx, anchored, at, head)
+		return s.settleAnchor(ctx, anchored, at, head)
 	case dup != nil && err != nil:
 		err = fmt.Errorf("%v; and the store's own log: %w", dup, err)
 	case dup != nil:
 		err = dup
 	}
-	return e.acknowledgeBreak(err, dup != nil)
+	return s.acknowledgeBreak(err, dup != nil)
 }
 
 // acknowledgeBreak returns the break unless an operator acknowledged it;
 // then it records the break and seals the log as it is, the anchor
 // replaced whatever the token holds if resetAnchor.
-func (e *Engine) acknowledgeBreak(err error, resetAnchor bool) error {
-	if e.cfg.AcknowledgeAuditBreak == "" {
+func (s *sealer) acknowledgeBreak(err error, resetAnchor bool) error {
+	if s.acknowledgement == "" {
 		return fmt.Errorf("%w: %v (an operator may acknowledge the break to start anyway; the acknowledgement is audited)", ErrAuditBroken, err)
 	}
-	e.log.Warn("audit log break acknowledged", "break", err, "acknowledgement", e.cfg.AcknowledgeAuditBreak)
-	if aerr := e.Audit(store.Event{Actor: store.System, Action: "audit.break.acknowledged", Outcome: store.OutcomeOK,
-		Reason: err.Error(), Detail: e.cfg.AcknowledgeAuditBreak}); aerr != nil {
+	s.log.Warn("audit log break acknowledged", "break", err, "acknowledgement", s.acknowledgement)
+	if aerr := s.store.appendEvent(store.Event{Actor: store.System, Action: "audit.break.acknowledged", Outcome: store.OutcomeOK,
+		Reason: err.Error(), Detail: s.acknowledgement}); aerr != nil {
 		return aerr
 	}
-	if e.auditKey == nil {
+	if s.key == nil {
 		return nil
 	}
-	e.anchor.reset = resetAnchor
+	s.anchor.reset = resetAnchor
 	// This seal vouches for the log as it is, break and acknowledgement
 	// included, so later checks start from here.
-	_, err = e.seal(context.Background(), "after an acknowledged break", false)
+	_, err = s.seal(context.Background(), "after an acknowledged break", false)
 	return err
 }
 
@@ -112,21 +158,21 @@ func verifySinceSeal(tx *store.Tx, pub *ecdsa.PublicKey) error {
 // seal signs the audit log's head now and returns the seal's sequence
 // number; with verify, only if the chain since the last seal holds.
 // Without an audit key it does nothing.
-func (e *Engine) seal(ctx context.Context, why string, verify bool) (uint64, error) {
-	if e.auditKey == nil {
+func (s *sealer) seal(ctx context.Context, why string, verify bool) (uint64, error) {
+	if s.key == nil {
 		return 0, nil
 	}
-	e.anchor.mu.Lock()
-	defer e.anchor.mu.Unlock()
+	s.anchor.mu.Lock()
+	defer s.anchor.mu.Unlock()
 	var sealed uint64
 	var mark anchorMark
 	var signErr error
 	defer func() {
 		if signErr != nil || sealed != 0 {
-			e.noteHSM(signErr)
+			s.hsm.note(signErr)
 		}
 	}()
-	err := e.update(func(tx *store.Tx) error {
+	err := s.store.update(func(tx *store.Tx) error {
 		if verify {
 			if err := verifySinceSeal(tx, nil); err != nil {
 				return err
@@ -138,14 +184,14 @@ func (e *Engine) seal(ctx context.Context, why string, verify bool) (uint64, err
 		}
 		// Signing inside the transaction holds the single writer for one
 		// HSM signature, so nothing can slip in between head and seal.
-		sig, err := e.hsmSign(ctx, e.auditKey, e.auditKey.Digest(store.SealMessage(seq+1, head)))
+		sig, err := s.hsm.sign(ctx, s.key, s.key.Digest(store.SealMessage(seq+1, head)))
 		if err != nil {
 			signErr = err
 			return fmt.Errorf("sign: %w", err)
 		}
-		ev, err := tx.Append(store.Event{Time: e.cfg.Now(), Actor: store.System, Action: "audit.seal",
+		ev, err := tx.Append(store.Event{Time: s.now(), Actor: store.System, Action: "audit.seal",
 			Object: fmt.Sprintf("through event %d", seq), Outcome: store.OutcomeOK, Reason: why,
-			Seal: &store.Seal{KeyID: hsm.KeyID(e.auditPub), Signature: sig}})
+			Seal: &store.Seal{KeyID: hsm.KeyID(s.pub), Signature: sig}})
 		sealed = ev.Seq
 		if err != nil {
 			return err
@@ -157,17 +203,17 @@ func (e *Engine) seal(ctx context.Context, why string, verify bool) (uint64, err
 	if err != nil {
 		return 0, fmt.Errorf("seal the audit log: %w", err)
 	}
-	e.lastSeal.Store(e.cfg.Now().UnixNano())
+	s.lastSeal.Store(s.now().UnixNano())
 	// Only once the seal is committed: an anchor ahead of the store would
 	// stop the next start.
-	e.writeAnchor(mark)
+	s.writeAnchor(mark)
 	return sealed, nil
 }
 
 // unsealed is how many events follow the last seal.
-func (e *Engine) unsealed() (uint64, error) {
+func (s *sealer) unsealed() (uint64, error) {
 	var n uint64
-	err := e.view(func(tx *store.Tx) error {
+	err := s.store.view(func(tx *store.Tx) error {
 		seq, _, err := tx.AuditHead()
 		if err != nil {
 			return err
@@ -185,11 +231,21 @@ func (e *Engine) unsealed() (uint64, error) {
 	return n, err
 }
 
-// sealer seals when SealEvery events are waiting, or any are and
-// SealInterval has passed, until stop closes.
-func (e *Engine) sealer(stop <-chan struct{}, done chan<- struct{}) {
+// start seals from now on whenever every events are waiting, or any are
+// and interval has passed, until close. Without an audit key it does
+// nothing.
+func (s *sealer) start() {
+	if s.key == nil {
+		return
+	}
+	s.lastSeal.Store(s.now().UnixNano())
+	s.stop, s.done = make(chan struct{}), make(chan struct{})
+	go s.run(s.stop, s.done)
+}
+
+func (s *sealer) run(stop <-chan struct{}, done chan<- struct{}) {
 	defer close(done)
-	tick := time.NewTicker(min(time.Second, e.cfg.SealInterval))
+	tick := time.NewTicker(min(time.Second, s.interval))
 	defer tick.Stop()
 	failing := false // a failed seal is audited once, not at every retry
 	// checkFailing: the last check could not read the store; an outage of
@@ -202,30 +258,30 @@ func (e *Engine) sealer(stop <-chan struct{}, done chan<- struct{}) {
 			return
 		case <-tick.C:
 		}
-		n, err := e.unsealed()
+		n, err := s.unsealed()
 		if err != nil {
 			if !checkFailing || !storeFailed(err) {
-				e.log.Error("audit seal check", "err", err)
+				s.log.Error("audit seal check", "err", err)
 			}
 			checkFailing = true
 			continue
 		}
 		if checkFailing {
-			e.log.Info("audit seal check reads the store again")
+			s.log.Info("audit seal check reads the store again")
 			checkFailing = false
 		}
-		since := e.cfg.Now().Sub(time.Unix(0, e.lastSeal.Load()))
-		due := n >= uint64(e.cfg.SealEvery) || (n > 0 && since >= e.cfg.SealInterval)
+		since := s.now().Sub(time.Unix(0, s.lastSeal.Load()))
+		due := n >= uint64(s.every) || (n > 0 && since >= s.interval)
 		if !due {
 			continue
 		}
-		_, err = e.seal(context.Background(), fmt.Sprintf("%d events", n), true)
+		_, err = s.seal(context.Background(), fmt.Sprintf("%d events", n), true)
 		if err != nil {
-			e.log.Error("audit seal", "err", err)
+			s.log.Error("audit seal", "err", err)
 			if !failing {
-				if aerr := e.Audit(store.Event{Actor: store.System, Action: "audit.seal", Outcome: store.OutcomeFailed,
+				if aerr := s.store.appendEvent(store.Event{Actor: store.System, Action: "audit.seal", Outcome: store.OutcomeFailed,
 					Reason: err.Error()}); aerr != nil {
-					e.log.Error("audit a failed seal", "err", aerr)
+					s.log.Error("audit a failed seal", "err", aerr)
 				}
 			}
 		}
@@ -233,22 +289,22 @@ func (e *Engine) sealer(stop <-chan struct{}, done chan<- struct{}) {
 	}
 }
 
-// closeAudit stops the sealer and seals what is left. Only the first call
-// does anything.
-func (e *Engine) closeAudit() {
-	if e.sealStop == nil || !e.sealClosed.CompareAndSwap(false, true) {
+// close stops the sealing that start began and seals what is left. Only
+// the first call does anything.
+func (s *sealer) close() {
+	if s.stop == nil || !s.closed.CompareAndSwap(false, true) {
 		return
 	}
-	close(e.sealStop)
-	<-e.sealDone
-	if n, err := e.unsealed(); err == nil && n > 0 {
-		if _, err := e.seal(context.Background(), "shutdown", true); err != nil {
-			e.log.Error("audit seal at shutdown", "err", err)
+	close(s.stop)
+	<-s.done
+	if n, err := s.unsealed(); err == nil && n > 0 {
+		if _, err := s.seal(context.Background(), "shutdown", true); err != nil {
+			s.log.Error("audit seal at shutdown", "err", err)
 		}
 	}
 }
 
-func publicKeyOf(s Signer) (*ecdsa.PublicKey, error) {
+func publicKeyOf(s AuditSigner) (*ecdsa.PublicKey, error) {
 	pub, ok := s.Public().(*ecdsa.PublicKey)
 	if !ok {
 		return nil, fmt.Errorf("audit key: %T is not an SM2 key", s.Public())

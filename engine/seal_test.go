@@ -12,10 +12,11 @@ import (
 	"testing"
 	"time"
 
-	"signerd/engine"
 	"signerd/audit"
+	"signerd/engine"
 	"signerd/engine/enginetest"
 	"signerd/hsm"
+	"signerd/issuance"
 	"signerd/store"
 )
 
@@ -101,7 +102,7 @@ func testAuditSeals(t *testing.T, se enginetest.StoreEngine) {
 		t.Helper()
 		st := at.Open(t)
 		defer st.Close()
-		e, err := engine.New(engine.Config{Store: st, Issuers: []*engine.Issuer{ca.Issuer}, Random: ca.Module.Random(),
+		e, err := engine.New(engine.Config{Store: st, Issuers: []*issuance.Issuer{ca.Issuer}, Random: ca.Module.Random(),
 			AuditKey: key, AcknowledgeAuditBreak: ack})
 		if err == nil {
 			e.Close()

@@ -1,13 +1,14 @@
 package engine
 
 import (
-	"bytes"
 	"context"
 	"errors"
 	"fmt"
+	"log/slog"
 	"sync"
 	"time"
 
+	"signerd/api"
 	"signerd/store"
 )
 
@@ -33,7 +34,9 @@ type StoreStatus struct {
 // watchdog interval.
 const DefaultWriteStallAfter = 10 * time.Second
 
-// storeHealth follows the outcome of the engine's writes. Any failed
+// storeHealth is the engine's way to the store: every write and read the
+// engine makes goes through it (update, view), and it follows their
+// outcome. Any failed
 // write marks the store failing; only a recorded batch marks it writable
 // again, since on a nearly full disk small writes (an audit event) may
 // still succeed while certificates cannot be recorded. A change is
@@ -45,6 +48,11 @@ const DefaultWriteStallAfter = 10 * time.Second
 // writes waiting with none completed for WriteStallAfter. Its end is
 // logged and audited ("store.stalled") by the write that ends it.
 type storeHealth struct {
+	store      *store.Store
+	log        *slog.Logger
+	now        func() time.Time
+	stallAfter time.Duration // Config.WriteStallAfter
+
 	mu     sync.Mutex
 	status StoreStatus
 	// timedOut: the last failure was a write that ran out of time (a
@@ -62,54 +70,76 @@ type storeHealth struct {
 	progress time.Time
 	// stallLogged: the stall now in progress has been logged.
 	stallLogged bool
+
+	// watchStop and watchDone stop watch (a database store only).
+	watchStop, watchDone chan struct{}
+}
+
+func newStoreHealth(st *store.Store, log *slog.Logger, now func() time.Time, stallAfter time.Duration) *storeHealth {
+	return &storeHealth{store: st, log: log, now: now, stallAfter: stallAfter, status: StoreStatus{Writable: true}}
 }
 
 // Store returns the store's status. It never waits on the store.
-func (e *Engine) Store() StoreStatus {
-	h := &e.storeHealth
+func (e *Engine) Store() StoreStatus { return e.storeHealth.Status() }
+
+// Status is the store's status. It never waits on the store.
+func (h *storeHealth) Status() StoreStatus {
 	h.mu.Lock()
 	defer h.mu.Unlock()
 	if h.writing == 0 {
 		return h.status
 	}
 	stalled := time.Since(h.progress)
-	if stalled < e.cfg.WriteStallAfter {
+	if stalled < h.stallAfter {
 		return h.status
 	}
 	why := fmt.Sprintf("writes stalled: none has completed for %s, %d waiting", stalled.Round(time.Second), h.writing)
 	if !h.stallLogged {
 		h.stallLogged = true
-		e.log.Error("store writes stalled", "since", h.progress.UTC(), "waiting", h.writing)
+		h.log.Error("store writes stalled", "since", h.progress.UTC(), "waiting", h.writing)
 	}
 	return StoreStatus{Stalled: true, Since: h.progress.UTC(), Error: why}
 }
 
+// update is storeHealth.update: the engine's writes.
+func (e *Engine) update(fn func(*store.Tx) error) error { return e.storeHealth.update(fn) }
+
+// view is storeHealth.view: the engine's reads.
+func (e *Engine) view(fn func(*store.Tx) error) error { return e.storeHealth.view(fn) }
+
 // update runs fn in a write transaction and notes a failure to write it.
 // Requests that fail because of one are answered store_unavailable. Every
 // write the engine makes goes through update, which also times it for
-// Store.
-func (e *Engine) update(fn func(*store.Tx) error) error {
-	return e.write(fn, true)
+// Status.
+func (h *storeHealth) update(fn func(*store.Tx) error) error {
+	return h.write(fn, true)
+}
+
+// appendEvent writes ev to the audit log in a transaction of its own.
+func (h *storeHealth) appendEvent(ev store.Event) error {
+	return h.update(func(tx *store.Tx) error {
+		_, err := tx.Append(ev)
+		return err
+	})
 }
 
 // write is update; a write that ends a stall audits the stall if
 // auditStall (not the stall's own event, which could otherwise report
 // itself).
-func (e *Engine) write(fn func(*store.Tx) error, auditStall bool) error {
-	e.beginWrite()
-	err := e.store.Update(fn)
-	from, to, waiting, stalled := e.endWrite()
+func (h *storeHealth) write(fn func(*store.Tx) error, auditStall bool) error {
+	h.beginWrite()
+	err := h.store.Update(fn)
+	from, to, waiting, stalled := h.endWrite()
 	if storeFailed(err) {
-		e.noteStore(err)
+		h.note(err)
 	}
 	if stalled {
-		e.stallEnded(from, to, waiting, err, auditStall)
+		h.stallEnded(from, to, waiting, err, auditStall)
 	}
 	return err
 }
 
-func (e *Engine) beginWrite() {
-	h := &e.storeHealth
+func (h *storeHealth) beginWrite() {
 	h.mu.Lock()
 	defer h.mu.Unlock()
 	if h.writing == 0 {
@@ -120,25 +150,24 @@ func (e *Engine) beginWrite() {
 
 // endWrite notes a write returned. It reports a stall this ends: from when
 // no write had completed, with how many were waiting.
-func (e *Engine) endWrite() (from, to time.Time, waiting int, stalled bool) {
-	h := &e.storeHealth
+func (h *storeHealth) endWrite() (from, to time.Time, waiting int, stalled bool) {
 	h.mu.Lock()
 	defer h.mu.Unlock()
 	from, to, waiting = h.progress, time.Now(), h.writing
 	h.writing--
 	h.progress = to
 	h.stallLogged = false
-	return from, to, waiting, to.Sub(from) >= e.cfg.WriteStallAfter
+	return from, to, waiting, to.Sub(from) >= h.stallAfter
 }
 
 // stallEnded logs and audits a stall that is over: ended by the write
 // that returned with err.
-func (e *Engine) stallEnded(from, to time.Time, waiting int, err error, audit bool) {
+func (h *storeHealth) stallEnded(from, to time.Time, waiting int, err error, audit bool) {
 	took := to.Sub(from).Round(time.Millisecond)
 	if err != nil {
-		e.log.Warn("a stalled store write ended, failed", "stalled_for", took.String(), "since", from.UTC(), "waiting", waiting, "err", err)
+		h.log.Warn("a stalled store write ended, failed", "stalled_for", took.String(), "since", from.UTC(), "waiting", waiting, "err", err)
 	} else {
-		e.log.Warn("store writes completed again", "stalled_for", took.String(), "since", from.UTC(), "waiting", waiting)
+		h.log.Warn("store writes completed again", "stalled_for", took.String(), "since", from.UTC(), "waiting", waiting)
 	}
 	if !audit {
 		return
@@ -146,40 +175,41 @@ func (e *Engine) stallEnded(from, to time.Time, waiting int, err error, audit bo
 	ev := store.Event{Actor: store.System, Action: "store.stalled", Outcome: store.OutcomeFailed,
 		Reason: fmt.Sprintf("no store write completed for %s", took),
 		Detail: fmt.Sprintf("from %s to %s; writes waiting: %d", from.UTC().Format(time.RFC3339Nano), to.UTC().Format(time.RFC3339Nano), waiting)}
-	if err := e.write(func(tx *store.Tx) error {
+	if err := h.write(func(tx *store.Tx) error {
 		_, err := tx.Append(ev)
 		return err
 	}, false); err != nil {
-		e.log.Error("audit a store stall", "err", err)
+		h.log.Error("audit a store stall", "err", err)
 	}
 }
 
-func (e *Engine) noteStore(err error) {
-	h := &e.storeHealth
+// note records the outcome of a write: a failure marks the store failing;
+// a success (nil: a recorded batch, a probe) marks it writable again.
+func (h *storeHealth) note(err error) {
 	h.mu.Lock()
 	defer h.mu.Unlock()
-	now := e.cfg.Now().UTC()
+	now := h.now().UTC()
 	if err != nil {
 		h.timedOut = errors.Is(err, context.DeadlineExceeded)
 	}
 	switch {
 	case err != nil && h.status.Writable:
-		e.log.Error("store not writable", "err", err)
+		h.log.Error("store not writable", "err", err)
 		h.status = StoreStatus{Since: now, Error: err.Error()}
 	case err != nil:
 		h.status.Error = err.Error()
 	case !h.status.Writable:
-		e.log.Info("store writable again", "failing_for", now.Sub(h.status.Since).Round(time.Millisecond).String())
+		h.log.Info("store writable again", "failing_for", now.Sub(h.status.Since).Round(time.Millisecond).String())
 		h.status = StoreStatus{Writable: true, Since: now}
 	}
 }
 
 // view runs fn in a read transaction and notes a store that cannot be
 // reached.
-func (e *Engine) view(fn func(*store.Tx) error) error {
-	err := e.store.View(fn)
+func (h *storeHealth) view(fn func(*store.Tx) error) error {
+	err := h.store.View(fn)
 	if errors.Is(err, store.ErrUnavailable) {
-		e.noteStore(err)
+		h.note(err)
 	}
 	return err
 }
@@ -191,23 +221,42 @@ func storeFailed(err error) bool {
 }
 
 // storeCode is the code for a failed store operation.
-func storeCode(err error) Code {
+func storeCode(err error) api.Code {
 	if storeFailed(err) {
-		return CodeStoreUnavailable
+		return api.CodeStoreUnavailable
 	}
-	return CodeInternal
+	return api.CodeInternal
 }
 
 // storeProbeInterval is how often a database store that failed is tried
 // again while nothing else writes to it.
 const storeProbeInterval = 2 * time.Second
 
-// watchStore follows a database store (not the embedded file) while
-// signerd runs: once writes fail, it probes the database every
+// watch follows a database store (not the embedded file) while signerd
+// runs, until stopWatching: once writes fail, it probes the database every
 // storeProbeInterval, so health says writable again as soon as the
-// database takes writes, with no request needed to find out, and the
-// serials of requests stranded meanwhile are burned then.
-func (e *Engine) watchStore(stop <-chan struct{}, done chan<- struct{}) {
+// database takes writes, with no request needed to find out; writable
+// then runs (the engine burns the serials of requests stranded
+// meanwhile).
+func (h *storeHealth) watch(writable func()) {
+	if h.store.Embedded() {
+		return
+	}
+	h.watchStop, h.watchDone = make(chan struct{}), make(chan struct{})
+	go h.probe(h.watchStop, h.watchDone, writable)
+}
+
+// stopWatching stops watch and returns when it has stopped.
+func (h *storeHealth) stopWatching() {
+	if h.watchStop == nil {
+		return
+	}
+	close(h.watchStop)
+	<-h.watchDone
+	h.watchStop = nil
+}
+
+func (h *storeHealth) probe(stop <-chan struct{}, done chan<- struct{}, writable func()) {
 	defer close(done)
 	t := time.NewTicker(storeProbeInterval)
 	defer t.Stop()
@@ -217,72 +266,42 @@ func (e *Engine) watchStore(stop <-chan struct{}, done chan<- struct{}) {
 			return
 		case <-t.C:
 		}
-		if e.Store().Writable {
+		if h.Status().Writable {
 			continue
 		}
-		e.beginWrite()
-		err := e.store.Probe()
-		e.endWrite()
-		if err == nil && e.storeTimedOut() {
+		h.beginWrite()
+		err := h.store.Probe()
+		h.endWrite()
+		if err == nil && h.lastTimedOut() {
 			continue
 		}
-		e.noteStore(err)
+		h.note(err)
 		if err == nil {
-			e.burnStranded()
+			writable()
 		}
 	}
 }
 
-// storeTimedOut reports whether the store's last failure was a write
-// that ran out of time.
-func (e *Engine) storeTimedOut() bool {
-	e.storeHealth.mu.Lock()
-	defer e.storeHealth.mu.Unlock()
-	return e.storeHealth.timedOut
+// lastTimedOut reports whether the store's last failure was a write that
+// ran out of time.
+func (h *storeHealth) lastTimedOut() bool {
+	h.mu.Lock()
+	defer h.mu.Unlock()
+	return h.timedOut
 }
 
 // strand remembers requests whose serials could not be burned.
-func (e *Engine) strand(rs []*store.Request) {
-	e.storeHealth.mu.Lock()
-	defer e.storeHealth.mu.Unlock()
-	e.storeHealth.stranded = append(e.storeHealth.stranded, rs...)
+func (h *storeHealth) strand(rs []*store.Request) {
+	h.mu.Lock()
+	defer h.mu.Unlock()
+	h.stranded = append(h.stranded, rs...)
 }
 
-// burnStranded burns the serials of stranded requests still signing with
-// the serial they were stranded with.
-func (e *Engine) burnStranded() {
-	e.storeHealth.mu.Lock()
-	rs := e.storeHealth.stranded
-	e.storeHealth.stranded = nil
-	e.storeHealth.mu.Unlock()
-	if len(rs) == 0 {
-		return
-	}
-	err := e.update(func(tx *store.Tx) error {
-		for _, s := range rs {
-			r, err := tx.Request(s.ID)
-			if errors.Is(err, store.ErrNotFound) {
-				continue // its reservation was never recorded
-			}
-			if err != nil {
-				return err
-			}
-			if r.State == store.RequestSigning && bytes.Equal(r.Serial, s.Serial) {
-				if err := e.burn(tx, r, store.System, "result could not be recorded; serial burned, retry the request"); err != nil {
-					return err
-				}
-			}
-		}
-		return nil
-	})
-	switch {
-	case errors.Is(err, store.ErrNodeTakenOver), errors.Is(err, store.ErrLogBehind):
-		// This process writes nothing more, ever. The requests stay
-		// signing under its node, and the next process to start as the
-		// node (or this one restarted) burns them at start-up.
-		e.log.Error("serials of stranded requests left to the next start: this process writes no more", "requests", len(rs), "err", err)
-	case err != nil:
-		e.log.Error("burn serials of stranded requests; will try again", "err", err)
-		e.strand(rs)
-	}
+// takeStranded returns the stranded requests and forgets them.
+func (h *storeHealth) takeStranded() []*store.Request {
+	h.mu.Lock()
+	defer h.mu.Unlock()
+	rs := h.stranded
+	h.stranded = nil
+	return rs
 }

@@ -10,6 +10,7 @@ import (
 	"testing"
 	"time"
 
+	"signerd/api"
 	"signerd/engine"
 	"signerd/engine/enginetest"
 	"signerd/store"
@@ -21,8 +22,8 @@ import (
 func wantStoreUnavailable(t *testing.T, what string, got any, err error) {
 	t.Helper()
 	var ee *engine.Error
-	if !errors.As(err, &ee) || ee.Code != engine.CodeStoreUnavailable || !ee.Code.Retryable() {
-		t.Fatalf("%s while the database takes no writes: %v; want a retryable %s", what, err, engine.CodeStoreUnavailable)
+	if !errors.As(err, &ee) || ee.Code != api.CodeStoreUnavailable || !ee.Code.Retryable() {
+		t.Fatalf("%s while the database takes no writes: %v; want a retryable %s", what, err, api.CodeStoreUnavailable)
 	}
 	switch v := got.(type) {
 	case *store.Certificate:
@@ -230,8 +231,8 @@ func testDatabaseKilledMidBatchUnderLoad(t *testing.T, ca *enginetest.CA, srv *p
 	const clients, perClient = 4, 8
 	type outcome struct {
 		cert  *store.Certificate
-		codes []engine.Code // of the failed attempts, in order
-		err   error         // the last attempt's, if none succeeded
+		codes []api.Code // of the failed attempts, in order
+		err   error      // the last attempt's, if none succeeded
 	}
 	var (
 		mu       sync.Mutex
@@ -297,8 +298,8 @@ func testDatabaseKilledMidBatchUnderLoad(t *testing.T, ca *enginetest.CA, srv *p
 		for _, code := range o.codes {
 			// request_in_progress: retried while its serial, stranded
 			// by the failed batch, was being burned.
-			if code != engine.CodeStoreUnavailable && code != engine.CodeInProgress {
-				t.Errorf("request %s failed with %s (codes %v); want %s", id, code, o.codes, engine.CodeStoreUnavailable)
+			if code != api.CodeStoreUnavailable && code != api.CodeInProgress {
+				t.Errorf("request %s failed with %s (codes %v); want %s", id, code, o.codes, api.CodeStoreUnavailable)
 			}
 		}
 	}

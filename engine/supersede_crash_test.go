@@ -6,6 +6,7 @@ import (
 	"testing"
 	"time"
 
+	"signerd/api"
 	"signerd/engine"
 	"signerd/engine/enginetest"
 	"signerd/store"
@@ -47,8 +48,8 @@ func TestCrashWhileReplacing(t *testing.T) {
 				if _, err := e.Extend(context.Background(), ra, "ext-2", orig.Serial, 30); err != nil {
 					t.Fatalf("extend after the interrupted one was burned: %v", err)
 				}
-				if _, err := e.Extend(context.Background(), ra, "ext-1", orig.Serial, 30); engine.CodeOf(err) != engine.CodeAlreadySuperseded {
-					t.Fatalf("retry of the interrupted extension after another replaced the certificate: %v, want %s", err, engine.CodeAlreadySuperseded)
+				if _, err := e.Extend(context.Background(), ra, "ext-1", orig.Serial, 30); engine.CodeOf(err) != api.CodeAlreadySuperseded {
+					t.Fatalf("retry of the interrupted extension after another replaced the certificate: %v, want %s", err, api.CodeAlreadySuperseded)
 				}
 				checkLines(t, st)
 			})

@@ -10,6 +10,7 @@ import (
 
 	"github.com/emmansun/gmsm/smx509"
 
+	"signerd/api"
 	"signerd/engine"
 	"signerd/engine/enginetest"
 	"signerd/revocation"
@@ -18,7 +19,7 @@ import (
 
 // codeAlreadySuperseded is spelt out rather than named so these tests
 // build, and fail, against an engine without the code.
-const codeAlreadySuperseded = engine.Code("already_superseded")
+const codeAlreadySuperseded = api.Code("already_superseded")
 
 const keyCompromise = 1
 
@@ -125,8 +126,8 @@ func TestRevocationWhileReplacementIsSigned(t *testing.T) {
 				t.Fatalf("revocation while the replacement is signed: %v", err)
 			}
 			signOne()
-			if err := <-done; engine.CodeOf(err) != engine.CodeInvalidState {
-				t.Fatalf("replacement of a certificate revoked while it was signed: %v, want %s", err, engine.CodeInvalidState)
+			if err := <-done; engine.CodeOf(err) != api.CodeInvalidState {
+				t.Fatalf("replacement of a certificate revoked while it was signed: %v, want %s", err, api.CodeInvalidState)
 			}
 			st.View(func(tx *store.Tx) error {
 				r, err := tx.Request(id)
@@ -249,13 +250,13 @@ func TestRacingReplacementsAndRevocations(t *testing.T) {
 		name              string // also the request ids' prefix
 		extends, renews   int
 		revoke            bool
-		wantLosers        []engine.Code
+		wantLosers        []api.Code
 		wantExactlyOneWin bool
 	}{
-		{"extends", 8, 0, false, []engine.Code{codeAlreadySuperseded}, true},
-		{"extends-and-renewals", 5, 3, false, []engine.Code{codeAlreadySuperseded}, true},
-		{"extends-vs-keyCompromise", 6, 0, true, []engine.Code{codeAlreadySuperseded, engine.CodeInvalidState}, false},
-		{"extends-and-renewals-vs-keyCompromise", 4, 3, true, []engine.Code{codeAlreadySuperseded, engine.CodeInvalidState}, false},
+		{"extends", 8, 0, false, []api.Code{codeAlreadySuperseded}, true},
+		{"extends-and-renewals", 5, 3, false, []api.Code{codeAlreadySuperseded}, true},
+		{"extends-vs-keyCompromise", 6, 0, true, []api.Code{codeAlreadySuperseded, api.CodeInvalidState}, false},
+		{"extends-and-renewals-vs-keyCompromise", 4, 3, true, []api.Code{codeAlreadySuperseded, api.CodeInvalidState}, false},
 	}
 	const rounds = 10
 	for _, c := range cases {
@@ -317,7 +318,7 @@ func TestRacingReplacementsAndRevocations(t *testing.T) {
 	}
 }
 
-func containsCode(codes []engine.Code, c engine.Code) bool {
+func containsCode(codes []api.Code, c api.Code) bool {
 	for _, x := range codes {
 		if x == c {
 			return true

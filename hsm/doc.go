@@ -7,7 +7,9 @@
 //
 // Every signature the module returns is verified in software against the
 // key's public key before it leaves this package, so a faulty module or a
-// wrong-key bug shows up as an error, never as a bad certificate.
+// wrong-key bug shows up as an error, never as a bad certificate. The one
+// exception, SM2Signer.SignDigestUnverified, hands the check to a caller
+// that verifies the signature over the very bytes it publishes.
 //
 // Private keys never leave the module: nothing here reads CKA_VALUE, and keys
 // are generated sensitive and (unless made for split-control backup)

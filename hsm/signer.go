@@ -78,6 +78,22 @@ func (s *SM2Signer) SignMessage(_ io.Reader, msg []byte, _ crypto.SignerOpts) ([
 
 // SignDigest has the module sign e and returns the verified DER signature.
 func (s *SM2Signer) SignDigest(ctx context.Context, e []byte) ([]byte, error) {
+	der, err := s.SignDigestUnverified(ctx, e)
+	if err != nil {
+		return nil, err
+	}
+	if !sm2.VerifyASN1(s.key.Public, e, der) {
+		return nil, fmt.Errorf("SM2 sign with %q: %w", s.key.Label, ErrBadSignature)
+	}
+	return der, nil
+}
+
+// SignDigestUnverified has the module sign e and returns its signature as
+// DER without verifying it. It is for a caller that verifies every
+// signature itself over the bytes it publishes (package issuance does),
+// so that no signature costs two verifications; anyone else uses
+// SignDigest.
+func (s *SM2Signer) SignDigestUnverified(ctx context.Context, e []byte) ([]byte, error) {
 	if len(e) != sm3.Size {
 		return nil, fmt.Errorf("SM2 sign with %q: e is %d bytes, want %d", s.key.Label, len(e), sm3.Size)
 	}
@@ -86,14 +102,12 @@ func (s *SM2Signer) SignDigest(ctx context.Context, e []byte) ([]byte, error) {
 	if err != nil {
 		return nil, err
 	}
-	var der []byte
 	if prof.Format == DER {
-		der = out
-	} else if der, err = rawToDER(out, 32); err != nil {
-		return nil, fmt.Errorf("SM2 sign with %q: %w", s.key.Label, err)
+		return out, nil
 	}
-	if !sm2.VerifyASN1(s.key.Public, e, der) {
-		return nil, fmt.Errorf("SM2 sign with %q: %w", s.key.Label, ErrBadSignature)
+	der, err := rawToDER(out, 32)
+	if err != nil {
+		return nil, fmt.Errorf("SM2 sign with %q: %w", s.key.Label, err)
 	}
 	return der, nil
 }

@@ -16,9 +16,12 @@ import (
 // failoverLedger is what the writers of TestPostgresFailover were told
 // was written: every Update that returned nil.
 type failoverLedger struct {
-	mu       sync.Mutex
-	issued   map[string]bool // hex serial: certificate, serial and issue event acknowledged
-	revoked  map[string]bool // hex serial: revocation acknowledged
+	mu      sync.Mutex
+	issued  map[string]bool // hex serial: certificate, serial and issue event acknowledged
+	revoked map[string]bool // hex serial: revocation acknowledged
+	// tried: a revocation failed, which may have committed all the same
+	// (its commit's answer lost) and not been retried before the end.
+	tried    map[string]bool
 	attempts int
 	failures map[string]int // what the failed Updates said, cut to its kind
 	// firstAfter is when the first Update after promoted began returned
@@ -101,7 +104,7 @@ func TestPostgresFailover(t *testing.T) {
 		// loadBound only stops a test whose store never carries on.
 		loadBound = 2 * time.Minute
 	)
-	l := &failoverLedger{issued: map[string]bool{}, revoked: map[string]bool{}, failures: map[string]int{}, afterPromotion: map[int]int{}}
+	l := &failoverLedger{issued: map[string]bool{}, revoked: map[string]bool{}, tried: map[string]bool{}, failures: map[string]int{}, afterPromotion: map[int]int{}}
 	stop := make(chan struct{})
 	var wg sync.WaitGroup
 	for w := range writers {
@@ -154,8 +157,11 @@ func TestPostgresFailover(t *testing.T) {
 				t.Errorf("acknowledged certificate %s: %v", serial, err)
 				continue
 			}
-			if want := l.revoked[serial]; (c.Status == StatusRevoked) != want {
-				t.Errorf("certificate %s is %s; revocation acknowledged: %v", serial, c.Status, want)
+			switch revoked := c.Status == StatusRevoked; {
+			case l.revoked[serial] && !revoked:
+				t.Errorf("certificate %s is %s; its revocation was acknowledged", serial, c.Status)
+			case revoked && !l.revoked[serial] && !l.tried[serial]:
+				t.Errorf("certificate %s is revoked; no revocation of it was acknowledged or tried", serial)
 			}
 			if sr, err := tx.Serial(raw); err != nil || sr.State != SerialIssued || sr.RequestID != "req-"+serial {
 				t.Errorf("serial %s: %+v, %v; want issued to req-%s", serial, sr, err, serial)
@@ -274,6 +280,9 @@ func writeUntil(t *testing.T, s *Store, l *failoverLedger, writer int, stop <-ch
 		default:
 			l.failed(err)
 			if revoke != "" {
+				l.mu.Lock()
+				l.tried[revoke] = true
+				l.mu.Unlock()
 				// Revoked or not, it is tried again: a second revocation
 				// of a revoked certificate changes nothing the test reads.
 				mine = append(mine, revoke)

@@ -4,7 +4,6 @@ import (
 	"errors"
 	"fmt"
 	"net/url"
-	"slices"
 	"strings"
 )
 
@@ -104,22 +103,4 @@ func keywordKeys(s string) ([]string, error) {
 		}
 	}
 	return keys, nil
-}
-
-// PostgresTarget is where dsn connects, for a log line: its hosts (each
-// once, fallbacks included: a host is tried with and without TLS) and its
-// database. Its errors never quote the DSN.
-func PostgresTarget(dsn string) (hosts []string, database string, err error) {
-	cfg, err := parsePostgresDSN(dsn)
-	if err != nil {
-		return nil, "", err
-	}
-	c := cfg.ConnConfig
-	hosts = []string{c.Host}
-	for _, f := range c.Fallbacks {
-		if !slices.Contains(hosts, f.Host) {
-			hosts = append(hosts, f.Host)
-		}
-	}
-	return hosts, c.Database, nil
 }

@@ -565,3 +565,21 @@ func TestPostgresLostCommitLeavesNeitherChangeNorEvent(t *testing.T) {
 		t.Errorf("audit log %q, want %q", got, want)
 	}
 }
+
+// TestPostgresSessionSettings: signerd's sessions end a transaction left
+// idle past the store's timeout, and plan each statement for its own
+// arguments.
+func TestPostgresSessionSettings(t *testing.T) {
+	b := openTestPostgres(t, newPostgresDatabase(t), PostgresOptions{Timeout: 3 * time.Second})
+	conn, err := b.pool.Acquire(t.Context())
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer conn.Release()
+	for setting, want := range map[string]string{"idle_in_transaction_session_timeout": "3s", "plan_cache_mode": "force_custom_plan"} {
+		var got string
+		if err := conn.QueryRow(t.Context(), "SELECT current_setting($1)", setting).Scan(&got); err != nil || got != want {
+			t.Errorf("%s = %q, %v; want %q", setting, got, err, want)
+		}
+	}
+}

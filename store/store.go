@@ -109,12 +109,21 @@ func OpenWith(path string, o Options) (*Store, error) {
 // whose schema is not this version's: UpgradePostgres (signerctl store
 // upgrade) applies migrations, never Open.
 func OpenPostgres(dsn string, o PostgresOptions) (*Store, error) {
+	d, err := ParsePostgresDSN(dsn)
+	if err != nil {
+		return nil, fmt.Errorf("open store postgres: %w", err)
+	}
+	return OpenPostgresDSN(d, o)
+}
+
+// OpenPostgresDSN is OpenPostgres with the DSN parsed (ParsePostgresDSN).
+func OpenPostgresDSN(d *PostgresDSN, o PostgresOptions) (*Store, error) {
 	if o.Node != "" {
 		if err := ValidNodeName(o.Node); err != nil {
 			return nil, fmt.Errorf("open store postgres: %w", err)
 		}
 	}
-	b, err := openPostgresBackend(dsn, o)
+	b, err := openPostgresBackendDSN(d, o)
 	if err != nil {
 		return nil, err
 	}

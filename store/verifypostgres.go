@@ -83,9 +83,9 @@ func verifyPostgresSchema(ctx context.Context, conn *pgx.Conn, r *Report) (bool,
 // PostgresLocation names the database dsn names for messages and
 // reports, as user@host:port/database: never its password.
 func PostgresLocation(dsn string) (string, error) {
-	cfg, err := parsePostgresDSN(dsn)
+	d, err := ParsePostgresDSN(dsn)
 	if err != nil {
 		return "", err
 	}
-	return pgWhere(cfg.ConnConfig), nil
+	return d.String(), nil
 }

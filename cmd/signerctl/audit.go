@@ -18,6 +18,7 @@ import (
 
 	"github.com/emmansun/gmsm/smx509"
 
+	"signerd/api"
 	"signerd/audit"
 	"signerd/store"
 )
@@ -64,15 +65,8 @@ func (w *windowFlags) register(fs *flag.FlagSet) {
 }
 
 // exportBody is the export request for the window.
-func (w *windowFlags) exportBody() map[string]time.Time {
-	body := map[string]time.Time{}
-	if !w.since.t.IsZero() {
-		body["since"] = w.since.t
-	}
-	if !w.until.t.IsZero() {
-		body["until"] = w.until.t
-	}
-	return body
+func (w *windowFlags) exportBody() api.ExportRequest {
+	return api.ExportRequest{Since: w.since.t, Until: w.until.t}
 }
 
 func readRoot(path string) (*smx509.Certificate, error) {
@@ -116,7 +110,7 @@ func auditExport(args []string, stdout io.Writer) error {
 	if err != nil {
 		return err
 	}
-	if err := c.stream("POST", "/v1/audit/export", w.exportBody(), f); err != nil {
+	if err := c.stream(api.RouteExportAudit.Method, api.RouteExportAudit.Path, w.exportBody(), f); err != nil {
 		f.Close()
 		os.Remove(*out)
 		return err
@@ -326,7 +320,7 @@ func auditShow(args []string, stdout io.Writer) error {
 		}
 	} else {
 		var buf bytes.Buffer
-		if err := c.stream("POST", "/v1/audit/export", w.exportBody(), &buf); err != nil {
+		if err := c.stream(api.RouteExportAudit.Method, api.RouteExportAudit.Path, w.exportBody(), &buf); err != nil {
 			return err
 		}
 		bundle = buf.Bytes()

@@ -16,6 +16,7 @@ import (
 	"os/exec"
 	"path/filepath"
 	"runtime"
+	"signerd/api"
 	"slices"
 	"strconv"
 	"strings"
@@ -716,9 +717,9 @@ func issueBody(id string) ([]byte, error) {
 	if err != nil {
 		return nil, err
 	}
-	return json.Marshal(map[string]any{"request_id": id, "profile": "person-sign",
-		"subject": map[string]string{"CN": "bench " + id, "C": "CN"},
-		"csr":     string(pem.EncodeToMemory(&pem.Block{Type: "CERTIFICATE REQUEST", Bytes: csr}))})
+	return json.Marshal(api.IssueRequest{RequestID: id, Profile: "person-sign",
+		Subject: api.Subject{CommonName: "bench " + id, Country: "CN"},
+		CSR:     string(pem.EncodeToMemory(&pem.Block{Type: api.PEMCSR, Bytes: csr}))})
 }
 
 // loadResult is one end-to-end run.
@@ -790,7 +791,7 @@ func load(ds []*benchDaemon, clients int, dur time.Duration, reqs *requestPool) 
 }
 
 func issueOnce(c *http.Client, body []byte) error {
-	resp, err := c.Post("http://signerd/v1/certificates", "application/json", bytes.NewReader(body))
+	resp, err := c.Post("http://signerd"+api.RouteIssue.Path, "application/json", bytes.NewReader(body))
 	if err != nil {
 		return err
 	}

@@ -27,6 +27,7 @@ import (
 
 	"github.com/jackc/pgx/v5"
 
+	"signerd/api"
 	"signerd/ceremony"
 	"signerd/hsm"
 	"signerd/revocation"
@@ -682,7 +683,7 @@ func (d *benchDaemon) client() *http.Client {
 // the request took.
 func (d *benchDaemon) signCRL() (int, time.Duration, error) {
 	start := time.Now()
-	resp, err := d.client().Post("http://signerd/v1/crl", "", nil)
+	resp, err := d.client().Post("http://signerd"+api.RouteSignCRL.Path, "", nil)
 	if err != nil {
 		return 0, 0, err
 	}
@@ -693,7 +694,7 @@ func (d *benchDaemon) signCRL() (int, time.Duration, error) {
 		return 0, 0, err
 	}
 	if resp.StatusCode != http.StatusCreated {
-		var e struct{ Code, Message string }
+		var e api.Error
 		json.Unmarshal(der, &e)
 		return 0, 0, fmt.Errorf("sign CRL: HTTP %d %s: %s", resp.StatusCode, e.Code, e.Message)
 	}
@@ -797,7 +798,7 @@ const clockTick = 10 * time.Millisecond
 // batches is how many batches signerd has signed so far and how many
 // requests they held, from its metrics.
 func (d *benchDaemon) batches() (count, requests float64, err error) {
-	resp, err := d.client().Get("http://signerd/v1/metrics")
+	resp, err := d.client().Get("http://signerd" + api.RouteMetrics.Path)
 	if err != nil {
 		return 0, 0, fmt.Errorf("signerd metrics: %w", err)
 	}

@@ -3,9 +3,6 @@ package main
 import (
 	"bytes"
 	"context"
-	"crypto/rand"
-	"encoding/base64"
-	"encoding/hex"
 	"encoding/json"
 	"encoding/pem"
 	"errors"
@@ -15,14 +12,12 @@ import (
 	"net"
 	"net/http"
 	"os"
+	"signerd/api"
 	"strings"
 	"time"
 
 	"github.com/emmansun/gmsm/sm2"
-	"github.com/emmansun/gmsm/sm3"
 	"github.com/emmansun/gmsm/smx509"
-
-	"signerd/engine"
 )
 
 // Client commands talk to signerd over its socket. Exit codes: 0 done, 1
@@ -59,9 +54,8 @@ func (c *clientFlags) register(fs *flag.FlagSet) {
 }
 
 // sign adds the RA signature headers signerd checks (docs/api.md, Signed
-// RA requests): an SM2 signature over method, request URI, date, a fresh
-// nonce, the RA certificate's serial and SM3(body). signerd accepts each
-// signed request once.
+// RA requests; api.Sign), with a fresh nonce: signerd accepts each signed
+// request once.
 func (c *clientFlags) sign(req *http.Request, body []byte) error {
 	if c.signKey == "" {
 		return nil
@@ -85,23 +79,7 @@ func (c *clientFlags) sign(req *http.Request, body []byte) error {
 	if !ok {
 		return fmt.Errorf("%s: %T is not an SM2 key", c.signKey, k)
 	}
-	date := time.Now().UTC().Format(time.RFC3339Nano)
-	var n [16]byte
-	if _, err := rand.Read(n[:]); err != nil {
-		return err
-	}
-	nonce := base64.RawURLEncoding.EncodeToString(n[:])
-	h := sm3.Sum(body)
-	text := "signerd-request-v2\n" + req.Method + "\n" + req.URL.RequestURI() + "\n" + date + "\n" + nonce + "\n" + c.signRef + "\n" + hex.EncodeToString(h[:])
-	sig, err := key.SignMessage(rand.Reader, []byte(text), sm2.DefaultSM2SignerOpts)
-	if err != nil {
-		return err
-	}
-	req.Header.Set("Signerd-Date", date)
-	req.Header.Set("Signerd-Nonce", nonce)
-	req.Header.Set("Signerd-Signature", base64.StdEncoding.EncodeToString(sig))
-	req.Header.Set("Signerd-Certificate", c.signRef)
-	return nil
+	return api.Sign(req, body, key, c.signRef, time.Now())
 }
 
 // do sends a request and returns the body of a 2xx answer.
@@ -151,11 +129,11 @@ func (c *clientFlags) send(method, path string, body any, timeout time.Duration,
 	defer resp.Body.Close()
 	if resp.StatusCode/100 != 2 {
 		raw, _ := io.ReadAll(io.LimitReader(resp.Body, 64<<10))
-		var e struct{ Code, Message string }
+		var e api.Error
 		if json.Unmarshal(raw, &e) != nil || e.Code == "" {
 			e.Code, e.Message = "unexpected_answer", strings.TrimSpace(string(raw))
 		}
-		return nil, refused{resp.StatusCode, e.Code, e.Message}
+		return nil, refused{resp.StatusCode, string(e.Code), e.Message}
 	}
 	if _, err := io.Copy(w, resp.Body); err != nil {
 		return nil, unreachable{fmt.Errorf("reading the answer: %w", err)}
@@ -187,16 +165,6 @@ func (c *clientFlags) show(method, path string, body any, stdout io.Writer) erro
 	return err
 }
 
-// certificateAnswer is the part of signerd's certificate answers the
-// commands print.
-type certificateAnswer struct {
-	Serial      string `json:"serial"`
-	Status      string `json:"status"`
-	Subject     string `json:"subject"`
-	NotAfter    string `json:"not_after"`
-	Certificate string `json:"certificate"`
-}
-
 // requestFlags describe a certificate request (issue, renew).
 type requestFlags struct {
 	clientFlags
@@ -225,7 +193,7 @@ func (f *requestFlags) register(fs *flag.FlagSet) {
 	fs.Var(&f.identity, "identity", "GM/T 0015 identity `kind=number`, e.g. resident-id=... (repeatable)")
 }
 
-func (f *requestFlags) body() (map[string]any, error) {
+func (f *requestFlags) body() (*api.IssueRequest, error) {
 	if f.id == "" || f.profile == "" || f.subject == "" {
 		return nil, usageError{"-request-id, -profile and -subject are required"}
 	}
@@ -233,7 +201,7 @@ func (f *requestFlags) body() (map[string]any, error) {
 	if err != nil {
 		return nil, usageError{err.Error()}
 	}
-	subject := engine.Subject{CommonName: name.CommonName, OrganizationalUnit: name.OrganizationalUnit}
+	subject := api.Subject{CommonName: name.CommonName, OrganizationalUnit: name.OrganizationalUnit}
 	for _, a := range []struct {
 		from []string
 		to   *string
@@ -245,8 +213,11 @@ func (f *requestFlags) body() (map[string]any, error) {
 			*a.to = a.from[0]
 		}
 	}
-	body := map[string]any{"request_id": f.id, "profile": f.profile, "subject": subject}
-	for _, file := range []struct{ path, field string }{{f.csr, "csr"}, {f.publicKey, "public_key"}} {
+	body := &api.IssueRequest{RequestID: f.id, Profile: f.profile, Subject: subject, DNSNames: f.dns, Emails: f.emails}
+	for _, file := range []struct {
+		path string
+		to   *string
+	}{{f.csr, &body.CSR}, {f.publicKey, &body.PublicKey}} {
 		if file.path == "" {
 			continue
 		}
@@ -254,16 +225,10 @@ func (f *requestFlags) body() (map[string]any, error) {
 		if err != nil {
 			return nil, err
 		}
-		body[file.field] = string(raw)
+		*file.to = string(raw)
 	}
 	if f.days > 0 {
-		body["validity_days"] = f.days
-	}
-	if len(f.dns) > 0 {
-		body["dns_names"] = f.dns
-	}
-	if len(f.emails) > 0 {
-		body["emails"] = f.emails
+		body.ValidityDays = f.days
 	}
 	if len(f.identity) > 0 {
 		ids := map[string]string{}
@@ -274,14 +239,14 @@ func (f *requestFlags) body() (map[string]any, error) {
 			}
 			ids[k] = v
 		}
-		body["identity"] = ids
+		body.Identity = ids
 	}
 	return body, nil
 }
 
 // writeCertificate puts the PEM where -out says and a summary on stderr.
 func writeCertificate(raw []byte, out string, stdout io.Writer) error {
-	var a certificateAnswer
+	var a api.Certificate
 	if err := json.Unmarshal(raw, &a); err != nil {
 		return fmt.Errorf("signerd's answer: %w", err)
 	}
@@ -292,17 +257,16 @@ func writeCertificate(raw []byte, out string, stdout io.Writer) error {
 	} else {
 		io.WriteString(stdout, a.Certificate)
 	}
-	fmt.Fprintf(os.Stderr, "serial %s, %s, %s, valid until %s\n", a.Serial, a.Status, a.Subject, a.NotAfter)
+	fmt.Fprintf(os.Stderr, "serial %s, %s, %s, valid until %s\n", a.Serial, a.Status, a.Subject, a.NotAfter.Format(time.RFC3339Nano))
 	return nil
 }
 
 // clientIssue is issue, and with renew set, renew -serial.
 func clientIssue(renew bool) func([]string, io.Writer) error {
 	return func(args []string, stdout io.Writer) error {
-		path := "/v1/certificates"
-		name := "issue"
+		route, name := api.RouteIssue, "issue"
 		if renew {
-			name = "renew"
+			route, name = api.RouteRenew, "renew"
 		}
 		fs := flag.NewFlagSet(name, flag.ContinueOnError)
 		var f requestFlags
@@ -314,17 +278,18 @@ func clientIssue(renew bool) func([]string, io.Writer) error {
 		if err := parse(fs, args); err != nil {
 			return err
 		}
+		path := route.Path
 		if renew {
 			if *serial == "" {
 				return usageError{"-serial is required"}
 			}
-			path += "/" + *serial + "/renew"
+			path = route.Target(*serial)
 		}
 		body, err := f.body()
 		if err != nil {
 			return err
 		}
-		raw, err := f.do("POST", path, body)
+		raw, err := f.do(route.Method, path, body)
 		if err != nil {
 			return err
 		}
@@ -346,7 +311,7 @@ func clientExtend(args []string, stdout io.Writer) error {
 	if *serial == "" || *id == "" {
 		return usageError{"-serial and -request-id are required"}
 	}
-	raw, err := c.do("POST", "/v1/certificates/"+*serial+"/extend", map[string]any{"request_id": *id, "validity_days": *days})
+	raw, err := c.do(api.RouteExtend.Method, api.RouteExtend.Target(*serial), api.ExtendRequest{RequestID: *id, ValidityDays: *days})
 	if err != nil {
 		return err
 	}
@@ -355,7 +320,7 @@ func clientExtend(args []string, stdout io.Writer) error {
 
 // serialCommand is revoke, hold, restore and status: one serial, a JSON
 // answer printed as it is.
-func serialCommand(name, method, suffix string, withReason bool) func([]string, io.Writer) error {
+func serialCommand(name string, route api.Route, withReason bool) func([]string, io.Writer) error {
 	return func(args []string, stdout io.Writer) error {
 		fs := flag.NewFlagSet(name, flag.ContinueOnError)
 		var c clientFlags
@@ -373,9 +338,9 @@ func serialCommand(name, method, suffix string, withReason bool) func([]string, 
 		}
 		var body any
 		if withReason {
-			body = map[string]string{"reason": *reason}
+			body = api.RevokeRequest{Reason: *reason}
 		}
-		return c.show(method, "/v1/certificates/"+*serial+suffix, body, stdout)
+		return c.show(route.Method, route.Target(*serial), body, stdout)
 	}
 }
 
@@ -390,15 +355,15 @@ func clientCRL(args []string, stdout io.Writer) error {
 	if err := parse(fs, args); err != nil {
 		return err
 	}
-	method := "GET"
+	route := api.RouteLatestCRL
 	if *sign {
-		method = "POST"
+		route = api.RouteSignCRL
 	}
-	path := "/v1/crl"
+	path := route.Path
 	if *issuer != "" {
-		path += "?issuer=" + *issuer
+		path += "?" + api.QueryIssuer + "=" + *issuer
 	}
-	der, err := c.do(method, path, nil)
+	der, err := c.do(route.Method, path, nil)
 	if err != nil {
 		return err
 	}
@@ -420,7 +385,7 @@ func clientStats(args []string, stdout io.Writer) error {
 	if err := parse(fs, args); err != nil {
 		return err
 	}
-	return c.show("GET", "/v1/statistics/"+*month, nil, stdout)
+	return c.show(api.RouteStatistics.Method, api.RouteStatistics.Target(*month), nil, stdout)
 }
 
 func clientHealth(args []string, stdout io.Writer) error {
@@ -430,7 +395,7 @@ func clientHealth(args []string, stdout io.Writer) error {
 	if err := parse(fs, args); err != nil {
 		return err
 	}
-	return c.show("GET", "/v1/health", nil, stdout)
+	return c.show(api.RouteHealth.Method, api.RouteHealth.Path, nil, stdout)
 }
 
 // writeNew creates path exclusively: outputs are never overwritten.

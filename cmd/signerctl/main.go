@@ -11,6 +11,7 @@ import (
 	"fmt"
 	"io"
 	"os"
+	"signerd/api"
 	"sort"
 	"strings"
 )
@@ -27,10 +28,10 @@ var commands = map[string]command{
 	"issue":   {"RA: have signerd issue a certificate for a CSR or KMC key", clientIssue(false)},
 	"renew":   {"RA: issue a certificate for a new key replacing -serial", clientIssue(true)},
 	"extend":  {"RA: reissue -serial with a new validity (same key)", clientExtend},
-	"revoke":  {"RA: revoke -serial with a -reason", serialCommand("revoke", "POST", "/revoke", true)},
-	"hold":    {"RA: put -serial on hold (certificateHold)", serialCommand("hold", "POST", "/hold", false)},
-	"restore": {"RA: lift the hold on -serial", serialCommand("restore", "POST", "/restore", false)},
-	"status":  {"RA: show the record of -serial", serialCommand("status", "GET", "", false)},
+	"revoke":  {"RA: revoke -serial with a -reason", serialCommand("revoke", api.RouteRevoke, true)},
+	"hold":    {"RA: put -serial on hold (certificateHold)", serialCommand("hold", api.RouteHold, false)},
+	"restore": {"RA: lift the hold on -serial", serialCommand("restore", api.RouteRestore, false)},
+	"status":  {"RA: show the record of -serial", serialCommand("status", api.RouteStatus, false)},
 	"crl":     {"RA: fetch the current CRL; operator: -sign a new one", clientCRL},
 	"stats":   {"auditor: monthly statistics per profile", clientStats},
 	"health":  {"operator: is signerd serving", clientHealth},

@@ -17,6 +17,7 @@ import (
 	"sync"
 	"syscall"
 
+	"signerd/api"
 	"signerd/store"
 )
 
@@ -85,7 +86,7 @@ func storeBackup(args []string, stdout io.Writer) error {
 		}
 	}()
 	h := sha256.New()
-	hdr, err := c.send("POST", "/v1/store/backup", nil, 0, io.MultiWriter(f, h))
+	hdr, err := c.send(api.RouteBackupStore.Method, api.RouteBackupStore.Path, nil, 0, io.MultiWriter(f, h))
 	if err == nil {
 		err = f.Sync()
 	}
@@ -96,7 +97,7 @@ func storeBackup(args []string, stdout io.Writer) error {
 		return err
 	}
 	sum := h.Sum(nil)
-	if want, _ := hex.DecodeString(hdr.Get("Signerd-Backup-Sha256")); !bytes.Equal(sum, want) {
+	if want, _ := hex.DecodeString(hdr.Get(api.HeaderBackupSHA256)); !bytes.Equal(sum, want) {
 		return fmt.Errorf("the copy received has SHA-256 %x, signerd sent one of %x: not kept", sum, want)
 	}
 	report, err := store.Verify(tmp)
@@ -107,7 +108,7 @@ func storeBackup(args []string, stdout io.Writer) error {
 		printReport(stdout, tmp, report)
 		return fmt.Errorf("the copy fails its check (%d findings): not kept", len(report.Findings))
 	}
-	if head := hdr.Get("Signerd-Backup-Audit-Head"); head != strconv.FormatUint(report.AuditHead, 10) {
+	if head := hdr.Get(api.HeaderBackupAuditHead); head != strconv.FormatUint(report.AuditHead, 10) {
 		return fmt.Errorf("the copy's audit head is event %d, signerd said %s: not kept", report.AuditHead, head)
 	}
 	mu.Lock()

@@ -15,6 +15,7 @@ import (
 	"strings"
 	"time"
 
+	"signerd/api"
 	"signerd/engine"
 	"signerd/store"
 )
@@ -27,23 +28,9 @@ const maxBody = 64 << 10
 // well under it, and a signed request's evidence holds the target whole.
 const maxRequestTarget = 1 << 10
 
-// exportTimeout bounds sending an audit bundle.
-const exportTimeout = time.Hour
-
-// API error codes of the daemon itself; the engine's codes pass through.
-const (
-	codeUnknownPeer   = "unknown_peer"
-	codeForbidden     = "forbidden"
-	codeMalformedJSON = "malformed_json"
-	codeBodyTooLarge  = "body_too_large"
-	codeURITooLong    = "uri_too_long"
-	codeMediaType     = "unsupported_media_type"
-	codeNoRoute       = "no_such_route"
-	codeMethod        = "method_not_allowed"
-)
-
-// api is the HTTP face of the engine on the Unix socket.
-type api struct {
+// server is the HTTP face of the engine on the Unix socket: it serves
+// the contract package api describes.
+type server struct {
 	eng     *engine.Engine
 	log     *slog.Logger
 	metrics *metrics
@@ -51,9 +38,12 @@ type api struct {
 	refused *refusalLog // where refusals before the engine are recorded
 	// backupTimeout: store.backup_timeout (backup.go).
 	backupTimeout time.Duration
+	// exportTimeout bounds sending an audit bundle
+	// (socket.timeouts.export).
+	exportTimeout time.Duration
 }
 
-func (a *api) routes(roles roles) http.Handler {
+func (a *server) routes(roles roles) http.Handler {
 	mux := a.mux(roles, func(string) {})
 	// ServeMux answers a path that is not clean (//v1/health, /v1/./health,
 	// /v1/x/../crl) with a redirect of its own, before any peer check and
@@ -81,8 +71,8 @@ func cleanPath(p string) string {
 // noRoute refuses a request for a path signerd has no route for,
 // audited like every refusal, whoever asks (a peer without a role too):
 // an unknown route is someone probing.
-func (a *api) noRoute(w http.ResponseWriter, r *http.Request, roles roles) {
-	a.refuse(w, r, peerOf(r, roles), http.StatusNotFound, codeNoRoute, fmt.Sprintf("no route %s %s; see docs/api.md", r.Method, r.URL.EscapedPath()), codeNoRoute)
+func (a *server) noRoute(w http.ResponseWriter, r *http.Request, roles roles) {
+	a.refuse(w, r, peerOf(r, roles), api.CodeNoRoute, fmt.Sprintf("no route %s %s; see docs/api.md", r.Method, r.URL.EscapedPath()), string(api.CodeNoRoute))
 }
 
 // peerOf is the peer of r with its roles.
@@ -94,11 +84,12 @@ func peerOf(r *http.Request, roles roles) peer {
 
 // mux builds the routes, telling seen each pattern (for the test that
 // holds docs/api.md to them).
-func (a *api) mux(roles roles, seen func(pattern string)) *http.ServeMux {
+func (a *server) mux(roles roles, seen func(pattern string)) *http.ServeMux {
 	mux := http.NewServeMux()
-	route := func(pattern string, allowed []string, h func(http.ResponseWriter, *http.Request, peer)) {
+	route := func(rt api.Route, allowed []string, h func(http.ResponseWriter, *http.Request, peer)) {
+		pattern := rt.Pattern()
 		seen(pattern)
-		takesBody := !strings.HasPrefix(pattern, http.MethodGet+" ")
+		takesBody := rt.TakesBody()
 		mux.HandleFunc(pattern, func(rw http.ResponseWriter, r *http.Request) {
 			w, p := &recorder{ResponseWriter: rw}, peerOf(r, roles)
 			defer a.metrics.count(pattern, w)
@@ -110,7 +101,7 @@ func (a *api) mux(roles roles, seen func(pattern string)) *http.ServeMux {
 			// request's event holds at most maxRefusalObject bytes of it.)
 			if len(r.RequestURI) > maxRequestTarget {
 				msg := fmt.Sprintf("request-target of %d bytes, over %d", len(r.RequestURI), maxRequestTarget)
-				a.refuse(w, r, p, http.StatusRequestURITooLong, codeURITooLong, msg, codeURITooLong+": "+msg)
+				a.refuse(w, r, p, api.CodeURITooLong, msg, string(api.CodeURITooLong)+": "+msg)
 				return
 			}
 			r.Body = http.MaxBytesReader(w, r.Body, maxBody)
@@ -132,20 +123,20 @@ func (a *api) mux(roles roles, seen func(pattern string)) *http.ServeMux {
 		})
 	}
 	ra, op, aud := []string{roleRA}, []string{roleOperator}, []string{roleAuditor}
-	route("POST /v1/certificates", ra, a.issue)
-	route("GET /v1/certificates/{serial}", ra, a.status)
-	route("POST /v1/certificates/{serial}/renew", ra, a.renew)
-	route("POST /v1/certificates/{serial}/extend", ra, a.extend)
-	route("POST /v1/certificates/{serial}/revoke", ra, a.revoke)
-	route("POST /v1/certificates/{serial}/hold", ra, a.hold)
-	route("POST /v1/certificates/{serial}/restore", ra, a.restore)
-	route("GET /v1/crl", ra, a.latestCRL)
-	route("POST /v1/crl", op, a.signCRL)
-	route("GET /v1/statistics/{month}", aud, a.statistics)
-	route("POST /v1/audit/export", aud, a.exportAudit)
-	route("POST /v1/store/backup", op, a.backupStore)
-	route("GET /v1/health", op, a.health)
-	route("GET /v1/metrics", op, func(w http.ResponseWriter, r *http.Request, _ peer) { a.metrics.handler().ServeHTTP(w, r) })
+	route(api.RouteIssue, ra, a.issue)
+	route(api.RouteStatus, ra, a.status)
+	route(api.RouteRenew, ra, a.renew)
+	route(api.RouteExtend, ra, a.extend)
+	route(api.RouteRevoke, ra, a.revoke)
+	route(api.RouteHold, ra, a.hold)
+	route(api.RouteRestore, ra, a.restore)
+	route(api.RouteLatestCRL, ra, a.latestCRL)
+	route(api.RouteSignCRL, op, a.signCRL)
+	route(api.RouteStatistics, aud, a.statistics)
+	route(api.RouteExportAudit, aud, a.exportAudit)
+	route(api.RouteBackupStore, op, a.backupStore)
+	route(api.RouteHealth, op, a.health)
+	route(api.RouteMetrics, op, func(w http.ResponseWriter, r *http.Request, _ peer) { a.metrics.handler().ServeHTTP(w, r) })
 	mux.HandleFunc("/", func(w http.ResponseWriter, r *http.Request) {
 		var allow []string
 		for _, m := range []string{http.MethodGet, http.MethodPost} {
@@ -162,97 +153,70 @@ func (a *api) mux(roles roles, seen func(pattern string)) *http.ServeMux {
 		// Audited like every refusal, whoever asks (a peer without a role
 		// too).
 		w.Header().Set("Allow", strings.Join(allow, ", "))
-		a.refuse(w, r, peerOf(r, roles), http.StatusMethodNotAllowed, codeMethod, fmt.Sprintf("%s takes %s, not %s", r.URL.EscapedPath(), strings.Join(allow, " or "), r.Method), codeMethod)
+		a.refuse(w, r, peerOf(r, roles), api.CodeMethod, fmt.Sprintf("%s takes %s, not %s", r.URL.EscapedPath(), strings.Join(allow, " or "), r.Method), string(api.CodeMethod))
 	})
 	return mux
 }
 
 // admit refuses unknown peers and peers whose role may not use the route;
 // both are audited (and logged) by auditRefusal.
-func (a *api) admit(w http.ResponseWriter, r *http.Request, p peer, allowed []string) bool {
-	code, status := "", 0
+func (a *server) admit(w http.ResponseWriter, r *http.Request, p peer, allowed []string) bool {
+	var code api.Code
 	switch {
 	case len(p.Roles) == 0:
-		code, status = codeUnknownPeer, http.StatusForbidden
+		code = api.CodeUnknownPeer
 	case !slices.ContainsFunc(p.Roles, func(role string) bool { return slices.Contains(allowed, role) }):
-		code, status = codeForbidden, http.StatusForbidden
+		code = api.CodeForbidden
 	default:
 		return true
 	}
-	a.refuse(w, r, p, status, code, fmt.Sprintf("uid %d gid %d (roles %v) may not %s %s", p.UID, p.GID, p.Roles, r.Method, r.URL.Path), code)
+	a.refuse(w, r, p, code, fmt.Sprintf("uid %d gid %d (roles %v) may not %s %s", p.UID, p.GID, p.Roles, r.Method, r.URL.Path), string(code))
 	return false
 }
 
 // refuse audits a refusal made before the engine saw the request, with
 // reason ("code" or "code: message"), and answers it.
-func (a *api) refuse(w http.ResponseWriter, r *http.Request, p peer, status int, code, msg, reason string) {
+func (a *server) refuse(w http.ResponseWriter, r *http.Request, p peer, code api.Code, msg, reason string) {
 	a.auditRefusal(r, p, reason)
-	writeError(w, status, code, msg)
+	writeError(w, code, msg)
 }
 
 // auditRefusal records a request the daemon refused before the engine
 // saw it (the engine records its own); reason is "code" or "code: message".
 // What is recorded is bounded, and tallied per peer and code (refusals.go).
-func (a *api) auditRefusal(r *http.Request, p peer, reason string) {
+func (a *server) auditRefusal(r *http.Request, p peer, reason string) {
 	code, _, _ := strings.Cut(reason, ":")
 	a.refused.refuse(p.actor(), requestObject(r), code, reason)
 }
 
-// issueRequest is the JSON body of issue and renew.
-type issueRequest struct {
-	RequestID    string            `json:"request_id"`
-	Profile      string            `json:"profile"`
-	Subject      engine.Subject    `json:"subject"`
-	CSR          string            `json:"csr,omitempty"`        // PEM CERTIFICATE REQUEST
-	PublicKey    string            `json:"public_key,omitempty"` // PEM PUBLIC KEY, from the KMC
-	DNSNames     []string          `json:"dns_names,omitempty"`
-	Emails       []string          `json:"emails,omitempty"`
-	Identity     map[string]string `json:"identity,omitempty"`
-	ValidityDays int               `json:"validity_days,omitempty"`
-}
-
-func (q *issueRequest) engineRequest() (engine.Request, error) {
+// engineRequest is the request q asks the engine for, its PEM fields
+// decoded.
+func engineRequest(q *api.IssueRequest) (engine.Request, error) {
 	req := engine.Request{ID: q.RequestID, Profile: q.Profile, Subject: q.Subject, DNSNames: q.DNSNames,
 		Emails: q.Emails, Identity: q.Identity, ValidityDays: q.ValidityDays}
 	var err error
-	if req.CSR, err = pemField(q.CSR, "csr", "CERTIFICATE REQUEST", engine.CodeMalformedCSR); err != nil {
+	if req.CSR, err = pemField(q.CSR, "csr", api.PEMCSR, api.CodeMalformedCSR); err != nil {
 		return req, err
 	}
-	req.PublicKey, err = pemField(q.PublicKey, "public_key", "PUBLIC KEY", engine.CodeMalformedKey)
+	req.PublicKey, err = pemField(q.PublicKey, "public_key", api.PEMPublicKey, api.CodeMalformedKey)
 	return req, err
 }
 
-func pemField(s, field, typ string, code engine.Code) ([]byte, error) {
+func pemField(s, field, typ string, code api.Code) ([]byte, error) {
 	if s == "" {
 		return nil, nil
 	}
 	b, rest := pem.Decode([]byte(s))
 	if b == nil || b.Type != typ || strings.TrimSpace(string(rest)) != "" {
-		return nil, &engine.Error{Code: code, Message: fmt.Sprintf("%s: want one PEM %q block", field, typ)}
+		return nil, &api.Error{Code: code, Message: fmt.Sprintf("%s: want one PEM %q block", field, typ)}
 	}
 	return b.Bytes, nil
 }
 
-// certificateView is how a certificate record is shown.
-type certificateView struct {
-	Serial       string     `json:"serial"`
-	Status       string     `json:"status"`
-	Profile      string     `json:"profile"`
-	Subject      string     `json:"subject"`
-	Issuer       string     `json:"issuer"`
-	NotBefore    time.Time  `json:"not_before"`
-	NotAfter     time.Time  `json:"not_after"`
-	RevokedAt    *time.Time `json:"revoked_at,omitempty"`
-	Reason       int        `json:"reason,omitempty"`
-	RequestID    string     `json:"request_id"`
-	Replaces     string     `json:"replaces,omitempty"`
-	SupersededBy string     `json:"superseded_by,omitempty"`
-	Certificate  string     `json:"certificate"` // PEM
-}
-
-func view(c *store.Certificate) certificateView {
-	v := certificateView{Serial: hex.EncodeToString(c.Serial), Status: string(c.Status), Profile: c.Profile,
-		Subject: c.Subject, Issuer: c.Issuer, NotBefore: c.NotBefore, NotAfter: c.NotAfter, Reason: int(c.Reason),
+// view is how a certificate record is shown.
+func view(c *store.Certificate) api.Certificate {
+	v := api.Certificate{Serial: hex.EncodeToString(c.Serial), Status: string(c.Status), Profile: c.Profile,
+		Subject: c.Subject, Issuer: c.Issuer, NotBefore: c.NotBefore, NotAfter: c.NotAfter, Reason: c.Reason,
 		RequestID: c.RequestID, Replaces: hex.EncodeToString(c.Replaces), SupersededBy: hex.EncodeToString(c.SupersededBy),
 		Certificate: string(pem.EncodeToMemory(&pem.Block{Type: "CERTIFICATE", Bytes: c.DER}))}
 	if !c.RevokedAt.IsZero() {
@@ -261,12 +225,12 @@ func view(c *store.Certificate) certificateView {
 	return v
 }
 
-func (a *api) issue(w http.ResponseWriter, r *http.Request, p peer) {
-	var q issueRequest
+func (a *server) issue(w http.ResponseWriter, r *http.Request, p peer) {
+	var q api.IssueRequest
 	if !decode(w, r, &q) {
 		return
 	}
-	req, err := q.engineRequest()
+	req, err := engineRequest(&q)
 	if err != nil {
 		a.failEarly(w, r, err)
 		return
@@ -279,13 +243,13 @@ func (a *api) issue(w http.ResponseWriter, r *http.Request, p peer) {
 	writeJSON(w, http.StatusCreated, view(c))
 }
 
-func (a *api) renew(w http.ResponseWriter, r *http.Request, p peer) {
+func (a *server) renew(w http.ResponseWriter, r *http.Request, p peer) {
 	serial, ok := pathSerial(w, r)
-	var q issueRequest
+	var q api.IssueRequest
 	if !ok || !decode(w, r, &q) {
 		return
 	}
-	req, err := q.engineRequest()
+	req, err := engineRequest(&q)
 	if err != nil {
 		a.failEarly(w, r, err)
 		return
@@ -298,12 +262,9 @@ func (a *api) renew(w http.ResponseWriter, r *http.Request, p peer) {
 	writeJSON(w, http.StatusCreated, view(c))
 }
 
-func (a *api) extend(w http.ResponseWriter, r *http.Request, p peer) {
+func (a *server) extend(w http.ResponseWriter, r *http.Request, p peer) {
 	serial, ok := pathSerial(w, r)
-	var q struct {
-		RequestID    string `json:"request_id"`
-		ValidityDays int    `json:"validity_days"`
-	}
+	var q api.ExtendRequest
 	if !ok || !decode(w, r, &q) {
 		return
 	}
@@ -315,18 +276,13 @@ func (a *api) extend(w http.ResponseWriter, r *http.Request, p peer) {
 	writeJSON(w, http.StatusCreated, view(c))
 }
 
-func (a *api) revoke(w http.ResponseWriter, r *http.Request, p peer) {
+func (a *server) revoke(w http.ResponseWriter, r *http.Request, p peer) {
 	serial, ok := pathSerial(w, r)
-	var q struct {
-		Reason string `json:"reason"`
-	}
+	var q api.RevokeRequest
 	if !ok || !decode(w, r, &q) {
 		return
 	}
-	if q.Reason == "" {
-		q.Reason = "unspecified"
-	}
-	reason, err := engine.ParseReason(q.Reason)
+	reason, err := q.RevocationReason()
 	if err != nil {
 		a.failEarly(w, r, err)
 		return
@@ -334,25 +290,25 @@ func (a *api) revoke(w http.ResponseWriter, r *http.Request, p peer) {
 	a.answer(w, r, func() (*store.Certificate, error) { return a.eng.Revoke(p.actor(), serial, reason) })
 }
 
-func (a *api) hold(w http.ResponseWriter, r *http.Request, p peer) {
+func (a *server) hold(w http.ResponseWriter, r *http.Request, p peer) {
 	if serial, ok := pathSerial(w, r); ok && emptyBody(w, r) {
 		a.answer(w, r, func() (*store.Certificate, error) { return a.eng.Hold(p.actor(), serial) })
 	}
 }
 
-func (a *api) restore(w http.ResponseWriter, r *http.Request, p peer) {
+func (a *server) restore(w http.ResponseWriter, r *http.Request, p peer) {
 	if serial, ok := pathSerial(w, r); ok && emptyBody(w, r) {
 		a.answer(w, r, func() (*store.Certificate, error) { return a.eng.Restore(p.actor(), serial) })
 	}
 }
 
-func (a *api) status(w http.ResponseWriter, r *http.Request, p peer) {
+func (a *server) status(w http.ResponseWriter, r *http.Request, p peer) {
 	if serial, ok := pathSerial(w, r); ok {
 		a.answer(w, r, func() (*store.Certificate, error) { return a.eng.StatusFor(p.actor(), serial) })
 	}
 }
 
-func (a *api) answer(w http.ResponseWriter, r *http.Request, op func() (*store.Certificate, error)) {
+func (a *server) answer(w http.ResponseWriter, r *http.Request, op func() (*store.Certificate, error)) {
 	c, err := op()
 	if err != nil {
 		a.fail(w, r, err)
@@ -361,8 +317,8 @@ func (a *api) answer(w http.ResponseWriter, r *http.Request, op func() (*store.C
 	writeJSON(w, http.StatusOK, view(c))
 }
 
-func (a *api) latestCRL(w http.ResponseWriter, r *http.Request, _ peer) {
-	der, err := a.eng.LatestCRL(r.URL.Query().Get("issuer"))
+func (a *server) latestCRL(w http.ResponseWriter, r *http.Request, _ peer) {
+	der, err := a.eng.LatestCRL(r.URL.Query().Get(api.QueryIssuer))
 	if err != nil {
 		a.fail(w, r, err)
 		return
@@ -371,11 +327,11 @@ func (a *api) latestCRL(w http.ResponseWriter, r *http.Request, _ peer) {
 	w.Write(der)
 }
 
-func (a *api) signCRL(w http.ResponseWriter, r *http.Request, p peer) {
+func (a *server) signCRL(w http.ResponseWriter, r *http.Request, p peer) {
 	if !emptyBody(w, r) {
 		return
 	}
-	der, err := a.eng.SignCRL(r.Context(), p.actor(), r.URL.Query().Get("issuer"))
+	der, err := a.eng.SignCRL(r.Context(), p.actor(), r.URL.Query().Get(api.QueryIssuer))
 	if err != nil {
 		a.fail(w, r, err)
 		return
@@ -385,11 +341,11 @@ func (a *api) signCRL(w http.ResponseWriter, r *http.Request, p peer) {
 	w.Write(der)
 }
 
-func (a *api) statistics(w http.ResponseWriter, r *http.Request, _ peer) {
+func (a *server) statistics(w http.ResponseWriter, r *http.Request, _ peer) {
 	month := r.PathValue("month")
 	stats, err := a.eng.Statistics(month)
 	switch {
-	case engine.CodeOf(err) == engine.CodeBadRequest:
+	case engine.CodeOf(err) == api.CodeBadRequest:
 		// The engine records no read: a month that is not one is refused
 		// here, and audited as api.refused.
 		a.failEarly(w, r, err)
@@ -398,17 +354,14 @@ func (a *api) statistics(w http.ResponseWriter, r *http.Request, _ peer) {
 		a.fail(w, r, err)
 		return
 	}
-	writeJSON(w, http.StatusOK, map[string]any{"month": month, "profiles": stats})
+	writeJSON(w, http.StatusOK, api.Statistics{Month: month, Profiles: stats})
 }
 
 // exportAudit streams an audit bundle. The status is sent with the
 // bundle's first line, so an error found before it is an ordinary error
 // answer; one after it cuts the bundle short, which its verifier reports.
-func (a *api) exportAudit(w http.ResponseWriter, r *http.Request, p peer) {
-	var q struct {
-		Since time.Time `json:"since"`
-		Until time.Time `json:"until"`
-	}
+func (a *server) exportAudit(w http.ResponseWriter, r *http.Request, p peer) {
+	var q api.ExportRequest
 	body := bufio.NewReader(r.Body)
 	if _, err := body.Peek(1); err != io.EOF { // no body: the whole log
 		r.Body = io.NopCloser(body)
@@ -417,7 +370,7 @@ func (a *api) exportAudit(w http.ResponseWriter, r *http.Request, p peer) {
 		}
 	}
 	// A whole log takes longer to send than any other answer.
-	if err := http.NewResponseController(w).SetWriteDeadline(time.Now().Add(exportTimeout)); err != nil {
+	if err := http.NewResponseController(w).SetWriteDeadline(time.Now().Add(a.exportTimeout)); err != nil {
 		a.log.Warn("audit export: write deadline", "err", err)
 	}
 	bw := &bundleWriter{w: w}
@@ -451,18 +404,16 @@ func (b *bundleWriter) Write(p []byte) (int, error) {
 // health answers 200 "ok" while signerd can sign and record, and 503
 // "degraded" with the reason while the HSM does not sign or the store
 // takes no write (failing, or stalled). The answer waits on neither.
-func (a *api) health(w http.ResponseWriter, _ *http.Request, _ peer) {
+func (a *server) health(w http.ResponseWriter, _ *http.Request, _ peer) {
 	h, s := a.eng.HSM(), a.eng.Store()
-	answer := map[string]any{"status": "ok", "queue_depth": a.eng.Queue().Depth(),
-		"hsm":   part(map[string]any{"up": h.Up}, h.Since, h.Error),
-		"store": part(map[string]any{"writable": s.Writable}, s.Since, s.Error)}
-	var code engine.Code
-	var why string
+	answer := api.Health{Status: api.HealthOK, QueueDepth: a.eng.Queue().Depth(),
+		HSM:   api.HSMHealth{Up: h.Up, Since: h.Since, Error: h.Error},
+		Store: api.StoreHealth{Writable: s.Writable, Since: s.Since, Error: s.Error}}
 	switch {
 	case !h.Up:
-		code, why = engine.CodeHSMUnavailable, fmt.Sprintf("HSM unavailable since %s: %s", h.Since.Format(time.RFC3339), h.Error)
+		answer.Code, answer.Message = api.CodeHSMUnavailable, fmt.Sprintf("HSM unavailable since %s: %s", h.Since.Format(time.RFC3339), h.Error)
 	case !s.Writable:
-		code, why = engine.CodeStoreUnavailable, fmt.Sprintf("store takes no write since %s: %s", s.Since.Format(time.RFC3339), s.Error)
+		answer.Code, answer.Message = api.CodeStoreUnavailable, fmt.Sprintf("store takes no write since %s: %s", s.Since.Format(time.RFC3339), s.Error)
 	default:
 		writeJSON(w, http.StatusOK, answer)
 		return
@@ -473,25 +424,14 @@ func (a *api) health(w http.ResponseWriter, _ *http.Request, _ peer) {
 	if rec, ok := w.(*recorder); ok {
 		rec.audited = true
 	}
-	answer["status"], answer["code"], answer["message"] = "degraded", string(code), why
-	writeJSON(w, http.StatusServiceUnavailable, answer)
-}
-
-// part is one part's health: its state, and since when and why if known.
-func part(p map[string]any, since time.Time, err string) map[string]any {
-	if !since.IsZero() {
-		p["since"] = since
-	}
-	if err != "" {
-		p["error"] = err
-	}
-	return p
+	answer.Status = api.HealthDegraded
+	writeJSON(w, answer.Code.Status(), answer)
 }
 
 // decode reads exactly one JSON object with no unknown fields.
 func decode(w http.ResponseWriter, r *http.Request, v any) bool {
 	if ct := r.Header.Get("Content-Type"); ct != "" && !strings.HasPrefix(ct, "application/json") {
-		writeError(w, http.StatusUnsupportedMediaType, codeMediaType, "send application/json")
+		writeError(w, api.CodeMediaType, "send application/json")
 		return false
 	}
 	dec := json.NewDecoder(r.Body)
@@ -505,9 +445,9 @@ func decode(w http.ResponseWriter, r *http.Request, v any) bool {
 	if err != nil {
 		var tooBig *http.MaxBytesError
 		if errors.As(err, &tooBig) {
-			writeError(w, http.StatusRequestEntityTooLarge, codeBodyTooLarge, fmt.Sprintf("body over %d bytes", maxBody))
+			writeError(w, api.CodeBodyTooLarge, fmt.Sprintf("body over %d bytes", maxBody))
 		} else {
-			writeError(w, http.StatusBadRequest, codeMalformedJSON, "body: "+err.Error())
+			writeError(w, api.CodeMalformedJSON, "body: "+err.Error())
 		}
 		return false
 	}
@@ -517,7 +457,7 @@ func decode(w http.ResponseWriter, r *http.Request, v any) bool {
 // noBody refuses, and audits, a body on a route that takes none (GET):
 // before the RA signature is checked, so that whatever is not signed is
 // not served either.
-func (a *api) noBody(w http.ResponseWriter, r *http.Request, p peer) bool {
+func (a *server) noBody(w http.ResponseWriter, r *http.Request, p peer) bool {
 	n, err := r.Body.Read(make([]byte, 1))
 	if n == 0 && (err == io.EOF || err == nil && r.ContentLength == 0) {
 		r.Body = http.NoBody
@@ -527,7 +467,7 @@ func (a *api) noBody(w http.ResponseWriter, r *http.Request, p peer) bool {
 	if err != nil && err != io.EOF {
 		msg += ": " + err.Error()
 	}
-	a.refuse(w, r, p, http.StatusBadRequest, codeMalformedJSON, msg, codeMalformedJSON+": "+msg)
+	a.refuse(w, r, p, api.CodeMalformedJSON, msg, string(api.CodeMalformedJSON)+": "+msg)
 	return false
 }
 
@@ -535,7 +475,7 @@ func (a *api) noBody(w http.ResponseWriter, r *http.Request, p peer) bool {
 func emptyBody(w http.ResponseWriter, r *http.Request) bool {
 	n, err := io.Copy(io.Discard, r.Body)
 	if err != nil || n > 0 {
-		writeError(w, http.StatusBadRequest, codeMalformedJSON, "this route takes no body")
+		writeError(w, api.CodeMalformedJSON, "this route takes no body")
 		return false
 	}
 	return true
@@ -544,75 +484,59 @@ func emptyBody(w http.ResponseWriter, r *http.Request) bool {
 func pathSerial(w http.ResponseWriter, r *http.Request) ([]byte, bool) {
 	s, err := hex.DecodeString(r.PathValue("serial"))
 	if err != nil || len(s) == 0 || len(s) > 20 {
-		writeError(w, http.StatusBadRequest, string(engine.CodeBadRequest), "serial: 1..20 bytes in hex")
+		writeError(w, api.CodeBadRequest, "serial: 1..20 bytes in hex")
 		return nil, false
 	}
 	return s, true
 }
 
-// httpStatus is the HTTP status for each engine code.
-var httpStatus = map[engine.Code]int{
-	engine.CodeRequestConflict:  http.StatusConflict,
-	engine.CodeInProgress:       http.StatusConflict,
-	engine.CodeInvalidState:     http.StatusConflict,
-	engine.CodeNotFound:         http.StatusNotFound,
-	engine.CodeBusy:             http.StatusServiceUnavailable,
-	engine.CodeShuttingDown:     http.StatusServiceUnavailable,
-	engine.CodeClockBackwards:   http.StatusServiceUnavailable,
-	engine.CodeHSMUnavailable:   http.StatusServiceUnavailable,
-	engine.CodeStoreUnavailable: http.StatusServiceUnavailable,
-	engine.CodeLintFailed:       http.StatusInternalServerError,
-	engine.CodeInternal:         http.StatusInternalServerError,
-
-	engine.CodeAlreadySuperseded: http.StatusConflict,
-	engine.CodeClientGone:        http.StatusBadRequest,          // nobody reads it: the client went away
-	engine.CodeIssuerExpired:     http.StatusInternalServerError, // an operator's to fix; not retryable
-	engine.CodeBackupInProgress:  http.StatusServiceUnavailable,
-	engine.CodeBackupNotEmbedded: http.StatusConflict,
-	engine.CodeBackupNoSpace:     http.StatusInsufficientStorage, // an operator's to fix; not retryable
-}
-
 // fail answers an error of the engine, which has recorded what it
 // refused: the route does not audit it again.
-func (a *api) fail(w http.ResponseWriter, r *http.Request, err error) {
+func (a *server) fail(w http.ResponseWriter, r *http.Request, err error) {
 	if rec, ok := w.(*recorder); ok {
 		rec.audited = true
 	}
 	a.failEarly(w, r, err)
 }
 
-// failEarly answers an engine error found before the engine saw the
-// request (a field that is not PEM, an unknown revocation reason): the
-// engine has recorded nothing, so the route audits it as api.refused.
-func (a *api) failEarly(w http.ResponseWriter, r *http.Request, err error) {
+// failEarly answers an error found before the engine saw the request (a
+// field that is not PEM, an unknown revocation reason: an api.Error), or
+// one of the engine's: for the first the engine has recorded nothing, so
+// the route audits it as api.refused.
+func (a *server) failEarly(w http.ResponseWriter, r *http.Request, err error) {
+	var code api.Code
+	var msg string
 	var ee *engine.Error
-	if !errors.As(err, &ee) {
+	var ae *api.Error
+	switch {
+	case errors.As(err, &ee):
+		code, msg = ee.Code, ee.Message
+	case errors.As(err, &ae):
+		code, msg = ae.Code, ae.Message
+	default:
 		// The caller went away (context cancelled) or something unforeseen.
 		a.log.Error("request failed", "path", r.URL.Path, "err", err)
-		writeError(w, http.StatusInternalServerError, string(engine.CodeInternal), "internal error; see the signerd log")
+		writeError(w, api.CodeInternal, "internal error; see the signerd log")
 		return
 	}
-	status, ok := httpStatus[ee.Code]
-	if !ok {
-		status = http.StatusBadRequest
+	if code.Status() >= 500 {
+		a.log.Error("request failed", "path", r.URL.Path, "code", code, "err", msg)
 	}
-	// Retry-After only where a retry soon may succeed: clock_backwards is
-	// a 503 too, but a clock that is behind the last signing time does not
-	// catch up in a second; an operator must set it (clock.alarm).
-	if status == http.StatusServiceUnavailable && ee.Code.Retryable() {
-		w.Header().Set("Retry-After", "1")
-	}
-	if status >= 500 {
-		a.log.Error("request failed", "path", r.URL.Path, "code", ee.Code, "err", ee.Message)
-	}
-	writeError(w, status, string(ee.Code), ee.Message)
+	writeError(w, code, msg)
 }
 
-func writeError(w http.ResponseWriter, status int, code, msg string) {
+// writeError answers code, with its status and, where a retry soon may
+// succeed, Retry-After (clock_backwards is a 503 too, but a clock behind
+// the last signing time does not catch up in a second: an operator must
+// set it, clock.alarm).
+func writeError(w http.ResponseWriter, code api.Code, msg string) {
 	if rec, ok := w.(*recorder); ok {
-		rec.code, rec.message = code, msg
+		rec.code, rec.message = string(code), msg
 	}
-	writeJSON(w, status, map[string]string{"code": code, "message": msg})
+	if code.RetryAfter() {
+		w.Header().Set("Retry-After", "1")
+	}
+	writeJSON(w, code.Status(), api.Error{Code: code, Message: msg})
 }
 
 func writeJSON(w http.ResponseWriter, status int, v any) {

@@ -7,22 +7,15 @@ import (
 	"strconv"
 	"time"
 
+	"signerd/api"
 	"signerd/engine"
-)
-
-// Headers of a store backup answer: what the copy is, for signerctl to
-// check the file it wrote against.
-const (
-	headerBackupSHA256    = "Signerd-Backup-Sha256"
-	headerBackupAuditHead = "Signerd-Backup-Audit-Head"
-	headerBackupLastSeal  = "Signerd-Backup-Last-Seal"
 )
 
 // defaultBackupTimeout is store.backup_timeout's default.
 const defaultBackupTimeout = time.Minute
 
 // backupSendTimeout is how long sending a copy of size bytes may take.
-func (a *api) backupSendTimeout(size int64) time.Duration {
+func (a *server) backupSendTimeout(size int64) time.Duration {
 	return a.backupTimeout + time.Duration(size>>20)*time.Second
 }
 
@@ -32,7 +25,7 @@ func (a *api) backupSendTimeout(size int64) time.Duration {
 // the store no longer holds, so a slow client holds back no write; it
 // holds the copy's disk space and the one backup slot until its write
 // deadline (backupSendTimeout), when the copy is dropped.
-func (a *api) backupStore(w http.ResponseWriter, r *http.Request, p peer) {
+func (a *server) backupStore(w http.ResponseWriter, r *http.Request, p peer) {
 	if !emptyBody(w, r) {
 		return
 	}
@@ -52,9 +45,9 @@ func (a *api) backupStore(w http.ResponseWriter, r *http.Request, p peer) {
 		h.Set("Content-Type", "application/octet-stream")
 		h.Set("Content-Disposition", `attachment; filename="signerd-store.db"`)
 		h.Set("Content-Length", strconv.FormatInt(b.Size, 10))
-		h.Set(headerBackupSHA256, hex.EncodeToString(b.SHA256))
-		h.Set(headerBackupAuditHead, strconv.FormatUint(b.AuditHead, 10))
-		h.Set(headerBackupLastSeal, strconv.FormatUint(b.LastSeal, 10))
+		h.Set(api.HeaderBackupSHA256, hex.EncodeToString(b.SHA256))
+		h.Set(api.HeaderBackupAuditHead, strconv.FormatUint(b.AuditHead, 10))
+		h.Set(api.HeaderBackupLastSeal, strconv.FormatUint(b.LastSeal, 10))
 		w.WriteHeader(http.StatusOK)
 		started = true
 		var err error

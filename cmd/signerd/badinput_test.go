@@ -10,7 +10,7 @@ import (
 
 	"github.com/emmansun/gmsm/smx509"
 
-	"signerd/engine"
+	"signerd/api"
 	"signerd/engine/enginetest"
 )
 
@@ -55,26 +55,26 @@ func TestBadRequestValuesGet400OverTheSocket(t *testing.T) {
 	tests := []struct {
 		name string
 		body map[string]any
-		code engine.Code
+		code api.Code
 	}{
 		{"non-ASCII e-mail local part", map[string]any{"profile": "person-sign", "subject": map[string]any{"CN": "张三"},
-			"emails": []string{"张三@gov.example.cn"}, "csr": freshPEM}, engine.CodeBadRequest},
+			"emails": []string{"张三@gov.example.cn"}, "csr": freshPEM}, api.CodeBadRequest},
 		{"subject is the issuing CA", map[string]any{"profile": "person-sign", "csr": freshPEM,
-			"subject": map[string]any{"CN": ca.CommonName, "O": ca.Organization[0], "C": ca.Country[0]}}, engine.CodeSubjectReserved},
+			"subject": map[string]any{"CN": ca.CommonName, "O": ca.Organization[0], "C": ca.Country[0]}}, api.CodeSubjectReserved},
 		{"right-to-left override in CN", map[string]any{"profile": "person-sign", "subject": map[string]any{"CN": "abc\u202Egpj.exe"},
-			"csr": freshPEM}, engine.CodeBadRequest},
-		{"newline in O", map[string]any{"profile": "person-sign", "subject": map[string]any{"CN": "a", "O": "甲\n乙"}, "csr": freshPEM}, engine.CodeBadRequest},
-		{"empty OU", map[string]any{"profile": "person-sign", "subject": map[string]any{"CN": "a", "OU": []string{""}}, "csr": freshPEM}, engine.CodeBadRequest},
-		{"CSR on an encryption profile", map[string]any{"profile": "person-enc", "subject": map[string]any{"CN": "张三"}, "csr": freshPEM}, engine.CodeBadRequest},
+			"csr": freshPEM}, api.CodeBadRequest},
+		{"newline in O", map[string]any{"profile": "person-sign", "subject": map[string]any{"CN": "a", "O": "甲\n乙"}, "csr": freshPEM}, api.CodeBadRequest},
+		{"empty OU", map[string]any{"profile": "person-sign", "subject": map[string]any{"CN": "a", "OU": []string{""}}, "csr": freshPEM}, api.CodeBadRequest},
+		{"CSR on an encryption profile", map[string]any{"profile": "person-enc", "subject": map[string]any{"CN": "张三"}, "csr": freshPEM}, api.CodeBadRequest},
 		{"the holder's signing key for encryption", map[string]any{"profile": "person-enc", "subject": map[string]any{"CN": "张三"},
-			"public_key": signingKeyPEM}, engine.CodeKeyReused},
+			"public_key": signingKeyPEM}, api.CodeKeyReused},
 	}
 	for i, tt := range tests {
 		t.Run(tt.name, func(t *testing.T) {
 			tt.body["request_id"] = "bad-" + string(rune('a'+i))
 			r, h := d.callHeaders(t, "POST", "/v1/certificates", mustJSON(t, tt.body))
 			want(t, tt.name, r, http.StatusBadRequest, string(tt.code))
-			if engine.Code(r.code).Retryable() || h.Get("Retry-After") != "" {
+			if api.Code(r.code).Retryable() || h.Get("Retry-After") != "" {
 				t.Fatalf("%s: marked retryable (Retry-After %q)", tt.name, h.Get("Retry-After"))
 			}
 		})
@@ -82,7 +82,7 @@ func TestBadRequestValuesGet400OverTheSocket(t *testing.T) {
 	// A renewal's values are checked the same way.
 	r := d.call(t, "POST", "/v1/certificates/"+signed.Serial+"/renew", mustJSON(t, map[string]any{"request_id": "renew-bad",
 		"profile": "person-sign", "subject": map[string]any{"CN": "张三\u2066"}, "csr": freshPEM}))
-	want(t, "renew with a bidi control", r, http.StatusBadRequest, string(engine.CodeBadRequest))
+	want(t, "renew with a bidi control", r, http.StatusBadRequest, string(api.CodeBadRequest))
 }
 
 func mustJSON(t *testing.T, v any) string {

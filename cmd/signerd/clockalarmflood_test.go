@@ -6,7 +6,7 @@ import (
 	"testing"
 	"time"
 
-	"signerd/engine"
+	"signerd/api"
 	"signerd/store"
 )
 
@@ -29,8 +29,8 @@ func TestClockAlarmFloodTallied(t *testing.T) {
 	const n = 200
 	for i := range n {
 		r := d.call(t, "POST", "/v1/certificates/"+c.Serial+"/revoke", `{"reason":"unspecified"}`)
-		if r.status != http.StatusServiceUnavailable || r.code != string(engine.CodeClockBackwards) {
-			t.Fatalf("revoke %d with the clock behind: %d %q, want 503 %s", i, r.status, r.code, engine.CodeClockBackwards)
+		if r.status != http.StatusServiceUnavailable || r.code != string(api.CodeClockBackwards) {
+			t.Fatalf("revoke %d with the clock behind: %d %q, want 503 %s", i, r.status, r.code, api.CodeClockBackwards)
 		}
 	}
 	if err := d.stop(t); err != nil {
@@ -47,7 +47,7 @@ func TestClockAlarmFloodTallied(t *testing.T) {
 	}
 	for _, ev := range refused {
 		if ev.Outcome != store.OutcomeRefused || ev.Actor.Role != "ra" || ev.Object != c.Serial ||
-			!strings.Contains(ev.Reason, string(engine.CodeClockBackwards)) {
+			!strings.Contains(ev.Reason, string(api.CodeClockBackwards)) {
 			t.Errorf("refusal event %+v, want the RA's refused revocation of %s, clock_backwards", ev, c.Serial)
 		}
 	}

@@ -5,7 +5,7 @@ import (
 	"testing"
 	"time"
 
-	"signerd/engine"
+	"signerd/api"
 	"signerd/store"
 )
 
@@ -26,11 +26,11 @@ func TestClockBackwardsIsNotRetried(t *testing.T) {
 	d.editStore(t, func(tx *store.Tx) error { return tx.NoteSigningTime(time.Now().Add(time.Hour)) })
 	d.start(t)
 	r, h := d.callHeaders(t, "POST", "/v1/certificates", issueBody(t, "behind", "device-sign"))
-	want(t, "issue with the clock behind", r, http.StatusServiceUnavailable, string(engine.CodeClockBackwards))
+	want(t, "issue with the clock behind", r, http.StatusServiceUnavailable, string(api.CodeClockBackwards))
 	if ra := h.Get("Retry-After"); ra != "" {
 		t.Errorf("clock_backwards answered with Retry-After %q: an RA would retry at once, again and again", ra)
 	}
-	if engine.CodeClockBackwards.Retryable() {
+	if api.CodeClockBackwards.Retryable() {
 		t.Errorf("clock_backwards is marked retryable")
 	}
 }

@@ -7,6 +7,7 @@ import (
 	"testing"
 	"time"
 
+	"signerd/api"
 	"signerd/store"
 )
 
@@ -48,7 +49,7 @@ func TestClockResetLowersRAReplayMarks(t *testing.T) {
 	const maxSkew = 2 * time.Minute
 	now := issueBody(t, "dated-at-the-clock", "person-sign")
 	want(t, "the RA's fresh request dated at the clock, within max_skew of the reset",
-		d.signedCall(t, raKey, raSerial, "POST", "/v1/certificates", now, now, time.Now()), http.StatusUnauthorized, codeReplayed)
+		d.signedCall(t, raKey, raSerial, "POST", "/v1/certificates", now, now, time.Now()), http.StatusUnauthorized, string(api.CodeReplayed))
 	issue := issueBody(t, "after-reset", "person-sign")
 	want(t, "the RA's fresh request dated max_skew ahead, after the lowered mark",
 		d.signedCall(t, raKey, raSerial, "POST", "/v1/certificates", issue, issue, time.Now().Add(maxSkew)), http.StatusCreated, "")

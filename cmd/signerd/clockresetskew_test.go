@@ -6,6 +6,7 @@ import (
 	"testing"
 	"time"
 
+	"signerd/api"
 	"signerd/store"
 )
 
@@ -38,7 +39,7 @@ func TestClockResetKeepsRequestAcceptedByRightClock(t *testing.T) {
 	// Another RA releases the hold, so the replayed hold would act.
 	want(t, "restore by another RA", d.send(t, signRADated(t, otherKey, otherSerial, "POST", "/v1/certificates/"+target+"/restore", "", time.Now())),
 		http.StatusOK, "")
-	want(t, "the captured hold sent again after the reset", d.send(t, hold), http.StatusUnauthorized, codeReplayed)
+	want(t, "the captured hold sent again after the reset", d.send(t, hold), http.StatusUnauthorized, string(api.CodeReplayed))
 	if err := d.stop(t); err != nil {
 		t.Fatalf("stop: %v\n%s", err, d.log)
 	}

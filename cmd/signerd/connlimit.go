@@ -7,6 +7,7 @@ import (
 	"log/slog"
 	"net"
 	"net/http"
+	"signerd/api"
 	"strconv"
 	"sync"
 	"time"
@@ -30,8 +31,6 @@ type peerLimitListener struct {
 	open   map[int]int       // uid → connections open
 	warned map[int]time.Time // uid → when a refusal was last logged
 }
-
-const codeTooManyConnections = "too_many_connections"
 
 // maxHeaderBytes bounds a request's head, served or refused.
 const maxHeaderBytes = 16 << 10
@@ -98,7 +97,7 @@ func (l *peerLimitListener) release(uid int) {
 func refuseConn(c net.Conn, max int) {
 	defer c.Close()
 	body := fmt.Sprintf(`{"code":%q,"message":"this uid holds %d connections, the most signerd allows; close idle ones"}`+"\n",
-		codeTooManyConnections, max)
+		api.CodeTooManyConnections, max)
 	c.SetDeadline(time.Now().Add(time.Second))
 	br := bufio.NewReaderSize(io.LimitReader(c, maxHeaderBytes), 4096)
 	if _, err := http.ReadRequest(br); err != nil {

@@ -11,6 +11,7 @@ import (
 	"testing"
 	"time"
 
+	"signerd/api"
 	"signerd/audit"
 	"signerd/store"
 	"signerd/store/pgtest"
@@ -161,7 +162,7 @@ func (l *raLedger) workWithin(t *testing.T, d *daemonProc, stop chan struct{}, p
 		if err != nil {
 			return // killed: the RA does not know; it retries later
 		}
-		var v certificateView
+		var v api.Certificate
 		ok := resp.StatusCode == http.StatusCreated && decodeJSON(resp, &v) == nil
 		resp.Body.Close()
 		if ok {

@@ -3,6 +3,7 @@ package main
 import (
 	"os"
 	"regexp"
+	"signerd/api"
 	"strings"
 	"testing"
 )
@@ -25,7 +26,7 @@ func TestAPIDocMatchesRoutes(t *testing.T) {
 		}
 	}
 	served := map[string]bool{}
-	(&api{}).mux(nil, func(p string) { served[p] = true })
+	(&server{}).mux(nil, func(p string) { served[p] = true })
 	for p := range served {
 		if !documented[p] {
 			t.Errorf("route %s is not documented in docs/api.md", p)
@@ -35,5 +36,21 @@ func TestAPIDocMatchesRoutes(t *testing.T) {
 		if !served[p] {
 			t.Errorf("docs/api.md documents %s, which signerd does not serve", p)
 		}
+	}
+}
+
+// TestMuxServesTheContract holds the routes signerd serves to the ones
+// package api describes to its clients.
+func TestMuxServesTheContract(t *testing.T) {
+	served := map[string]bool{}
+	(&server{}).mux(nil, func(p string) { served[p] = true })
+	for _, r := range api.Routes {
+		if !served[r.Pattern()] {
+			t.Errorf("api.Routes has %s, which signerd does not serve", r.Pattern())
+		}
+		delete(served, r.Pattern())
+	}
+	for p := range served {
+		t.Errorf("signerd serves %s, which api.Routes lacks", p)
 	}
 }

@@ -13,6 +13,7 @@ import (
 	"testing"
 	"time"
 
+	"signerd/api"
 	"signerd/store"
 	"signerd/store/pgtest"
 )
@@ -167,7 +168,7 @@ func (f *failoverLoad) work(t *testing.T, d *daemonProc, stop <-chan struct{}, p
 		f.ra.mu.Unlock()
 		sent := time.Now()
 		resp, err := c.Post("http://signerd/v1/certificates", "application/json", strings.NewReader(body))
-		var v certificateView
+		var v api.Certificate
 		if err == nil && resp.StatusCode == http.StatusCreated {
 			err = decodeJSON(resp, &v)
 			resp.Body.Close()
@@ -190,11 +191,9 @@ func outcome(resp *http.Response, err error) string {
 		return "no answer (" + err.Error() + ")"
 	}
 	defer resp.Body.Close()
-	var e struct {
-		Code string `json:"code"`
-	}
+	var e api.Error
 	json.NewDecoder(resp.Body).Decode(&e)
-	return strconv.Itoa(resp.StatusCode) + " " + e.Code
+	return strconv.Itoa(resp.StatusCode) + " " + string(e.Code)
 }
 
 // useFailoverDSN points d's config at the same database through a DSN

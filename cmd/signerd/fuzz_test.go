@@ -18,6 +18,7 @@ import (
 
 	"github.com/emmansun/gmsm/sm2"
 
+	"signerd/api"
 	"signerd/engine"
 	"signerd/engine/enginetest"
 	"signerd/store"
@@ -49,17 +50,17 @@ func FuzzIssueBody(f *testing.F) {
 		r := httptest.NewRequest("POST", "/v1/certificates", strings.NewReader(string(body)))
 		r.Header.Set("Content-Type", "application/json")
 		r.Body = http.MaxBytesReader(w, r.Body, maxBody)
-		var q issueRequest
+		var q api.IssueRequest
 		if !decode(w, r, &q) {
-			var e struct{ Code string }
+			var e api.Error
 			if (w.Code != http.StatusBadRequest && w.Code != http.StatusRequestEntityTooLarge) ||
 				json.Unmarshal(w.Body.Bytes(), &e) != nil || e.Code == "" {
 				t.Fatalf("refusal %d %q", w.Code, w.Body.String())
 			}
 			return
 		}
-		if _, err := q.engineRequest(); err != nil {
-			var apiErr *engine.Error
+		if _, err := engineRequest(&q); err != nil {
+			var apiErr *api.Error
 			if !errors.As(err, &apiErr) || apiErr.Code == "" {
 				t.Fatalf("request refused without an API code: %v", err)
 			}
@@ -88,7 +89,7 @@ func FuzzRASignature(f *testing.F) {
 	if err := sigs.prepare(); err != nil {
 		f.Fatal(err)
 	}
-	a := &api{eng: eng, log: slog.New(slog.DiscardHandler), sigs: sigs}
+	a := &server{eng: eng, log: slog.New(slog.DiscardHandler), sigs: sigs}
 	body := []byte(`{"request_id":"x","profile":"person-sign"}`)
 	f.Add("POST", "/v1/certificates", "now", "fresh", "", "ra", body, true)
 	f.Add("POST", "/v1/certificates", "now", "fresh", "MEUCIQ==", "ra", body, false)
@@ -98,7 +99,7 @@ func FuzzRASignature(f *testing.F) {
 	f.Add("POST", "/v1/certificates", "yesterday", "short", "!!", "zz", body, false)
 	f.Add("POST", "/v1/certificates", "now", "", "", "ra", body, true)
 	f.Add("POST", "/v1/certificates", "now", "same-nonce-0123456789", "", "ra", body, true)
-	codes := map[string]bool{codeSignatureRequired: true, codeBadSignature: true, codeStaleSignature: true, codeRACertificate: true, codeReplayed: true}
+	codes := map[api.Code]bool{api.CodeSignatureRequired: true, api.CodeBadSignature: true, api.CodeStaleSignature: true, api.CodeRACertificate: true, api.CodeReplayed: true}
 	f.Fuzz(func(t *testing.T, method, uri, date, nonce, sigB64, serialHex string, body []byte, sign bool) {
 		r, err := http.NewRequest(method, "http://signerd"+uri, bytes.NewReader(body))
 		if err != nil {
@@ -108,21 +109,19 @@ func FuzzRASignature(f *testing.F) {
 			date = time.Now().UTC().Format(time.RFC3339Nano)
 		}
 		if nonce == "fresh" {
-			var n [16]byte
-			rand.Read(n[:])
-			nonce = base64.RawURLEncoding.EncodeToString(n[:])
+			nonce, _ = api.NewNonce()
 		}
 		if serialHex == "ra" {
 			serialHex = hex.EncodeToString(raCert.Serial)
 		}
 		if sign {
-			sig, err := raKey.SignMessage(rand.Reader, signedText(r.Method, r.URL.RequestURI(), date, nonce, serialHex, body), sm2.DefaultSM2SignerOpts)
+			sig, err := raKey.SignMessage(rand.Reader, api.SignedText(r.Method, r.URL.RequestURI(), date, nonce, serialHex, body), sm2.DefaultSM2SignerOpts)
 			if err != nil {
 				t.Fatal(err)
 			}
 			sigB64 = base64.StdEncoding.EncodeToString(sig)
 		}
-		for h, v := range map[string]string{headerDate: date, headerNonce: nonce, headerSignature: sigB64, headerCertificate: serialHex} {
+		for h, v := range map[string]string{api.HeaderDate: date, api.HeaderNonce: nonce, api.HeaderSignature: sigB64, api.HeaderCertificate: serialHex} {
 			r.Header.Set(h, v)
 		}
 		again := r.Clone(r.Context())
@@ -144,12 +143,12 @@ func FuzzRASignature(f *testing.F) {
 			t.Fatalf("accepted a signature that is not base64: %q", sigB64)
 		}
 		serial, _ := hex.DecodeString(serialHex)
-		text := signedText(r.Method, r.URL.RequestURI(), date, nonce, serialHex, body)
+		text := api.SignedText(r.Method, r.URL.RequestURI(), date, nonce, serialHex, body)
 		if !bytes.Equal(serial, raCert.Serial) || !sm2.VerifyASN1WithSM2(&raKey.PublicKey, nil, text, sig) {
 			t.Fatalf("accepted a request the RA key did not sign: %q", text)
 		}
 		again.Body = io.NopCloser(bytes.NewReader(body))
-		if _, err := a.checkSignature(again); !errors.As(err, &se) || se.code != codeReplayed {
+		if _, err := a.checkSignature(again); !errors.As(err, &se) || se.code != api.CodeReplayed {
 			t.Fatalf("the same signed request accepted twice (second answer %v)", err)
 		}
 	})

@@ -6,6 +6,7 @@ import (
 	"net"
 	"net/http"
 	"os"
+	"signerd/api"
 	"strconv"
 	"strings"
 	"sync"
@@ -100,7 +101,7 @@ func TestHostileClientsAreBounded(t *testing.T) {
 		}
 	}
 	d.awaitConnections(t, maxConns)
-	want(t, "one connection over the share", d.call(t, "GET", "/v1/health", ""), 503, codeTooManyConnections)
+	want(t, "one connection over the share", d.call(t, "GET", "/v1/health", ""), 503, string(api.CodeTooManyConnections))
 	if n := d.metric(t, refused); n != 1 {
 		t.Errorf("%s = %v, want 1", refused, n)
 	}
@@ -112,7 +113,7 @@ func TestHostileClientsAreBounded(t *testing.T) {
 	body := issueBody(t, "after-flood", "person-sign")
 	for deadline := time.Now().Add(5 * time.Second); ; time.Sleep(20 * time.Millisecond) {
 		r := d.call(t, "POST", "/v1/certificates", body)
-		if r.code == codeTooManyConnections && time.Now().Before(deadline) {
+		if r.code == string(api.CodeTooManyConnections) && time.Now().Before(deadline) {
 			continue
 		}
 		want(t, "the RA once it let go", r, 201, "")

@@ -19,6 +19,7 @@ import (
 
 	bolt "go.etcd.io/bbolt"
 
+	"signerd/api"
 	"signerd/engine/enginetest"
 	"signerd/hsm/split"
 	"signerd/store"
@@ -47,7 +48,7 @@ func TestSIGTERMUnderLoadLosesNothing(t *testing.T) {
 			defer resp.Body.Close()
 			statuses[i] = resp.StatusCode
 			if resp.StatusCode == http.StatusCreated {
-				var v certificateView
+				var v api.Certificate
 				if err := decodeJSON(resp, &v); err != nil {
 					t.Errorf("request %d: 201 without a certificate: %v", i, err)
 				}

@@ -26,10 +26,10 @@ import (
 
 	"github.com/coreos/go-systemd/v22/activation"
 	sd "github.com/coreos/go-systemd/v22/daemon"
-	"github.com/emmansun/gmsm/smx509"
 
 	"signerd/engine"
 	"signerd/hsm"
+	"signerd/issuance"
 	"signerd/store"
 )
 
@@ -76,9 +76,8 @@ func main() {
 		log.Error("refusing to start", "err", err)
 		os.Exit(exitFailure)
 	}
-	cfg.ackAuditBreak = *ack
-	cfg.ackClockReset = *ackClock
-	if cfg.LogLevel == "debug" {
+	acks := acknowledgements{auditBreak: *ack, clockReset: *ackClock}
+	if cfg.Debug {
 		log = slog.New(slog.NewJSONHandler(os.Stderr, &slog.HandlerOptions{Level: slog.LevelDebug}))
 	}
 	if *cpuProfile != "" {
@@ -105,7 +104,7 @@ func main() {
 		notify("STATUS=PIN refused earlier (" + marker + "); fix the PIN, then rm " + marker)
 		os.Exit(exitPINRefused)
 	}
-	if err := run(cfg, log); err != nil {
+	if err := run(cfg, acks, log); err != nil {
 		if hsm.PINRefused(err) {
 			if merr := recordPINRefused(marker, time.Now(), err); merr != nil {
 				log.Error("the PIN refusal could not be recorded: a new start (socket activation) would present "+
@@ -147,6 +146,14 @@ func startCPUProfile(path string) (stop func(), err error) {
 	return func() { pprof.StopCPUProfile(); f.Close() }, nil
 }
 
+// acknowledgements are an operator's statements on the command line,
+// which let this one start past a check that would refuse it; they are
+// not configuration, and are audited with what they acknowledge.
+type acknowledgements struct {
+	auditBreak string // --acknowledge-audit-break
+	clockReset string // --acknowledge-clock-reset
+}
+
 // daemon is a started signerd: everything run opened, in the order to
 // close it.
 type daemon struct {
@@ -175,10 +182,10 @@ func (d *daemon) close() {
 }
 
 // run starts signerd, serves until SIGTERM or SIGINT, then drains.
-func run(cfg *config, log *slog.Logger) error {
+func run(cfg *config, acks acknowledgements, log *slog.Logger) error {
 	d := &daemon{}
 	defer d.close()
-	if err := d.start(cfg, log); err != nil {
+	if err := d.start(cfg, acks, log); err != nil {
 		return err
 	}
 	// From the moment clients can connect, SIGTERM means drain and remove
@@ -195,24 +202,12 @@ func run(cfg *config, log *slog.Logger) error {
 	for _, o := range cfg.Roles.overlaps() {
 		log.Warn("duties not separated: one principal holds several roles", "principal", o)
 	}
-	a := &api{eng: d.engine, log: log, metrics: d.metrics, sigs: cfg.RASignatures, refused: refusals,
-		backupTimeout: cfg.Store.BackupTimeout.Duration}
-	srv := &http.Server{
-		Handler:           a.routes(cfg.Roles),
-		ConnContext:       withPeer,
-		ReadHeaderTimeout: 5 * time.Second,
-		ReadTimeout:       10 * time.Second,
-		WriteTimeout:      60 * time.Second,
-		IdleTimeout:       60 * time.Second,
-		MaxHeaderBytes:    maxHeaderBytes,
-		// "OPTIONS *" goes to the handler, which refuses and audits it,
-		// instead of a 200 from the server itself.
-		DisableGeneralOptionsHandler: true,
-		ErrorLog:                     slog.NewLogLogger(log.Handler(), slog.LevelWarn),
-	}
+	a := &server{eng: d.engine, log: log, metrics: d.metrics, sigs: cfg.RASignatures, refused: refusals,
+		backupTimeout: cfg.Store.BackupTimeout, exportTimeout: cfg.Socket.Timeouts.Export}
+	srv := httpServer(a.routes(cfg.Roles), cfg.Socket.Timeouts, log)
 	stopSweep := func() {}
 	if d.engine.SharedStore() {
-		stopSweep = sweepNonceClaims(d.engine, cfg.RASignatures.MaxSkew.Duration, log)
+		stopSweep = sweepNonceClaims(d.engine, cfg.RASignatures.MaxSkew, log)
 	}
 	defer stopSweep()
 	served := make(chan error, 1)
@@ -220,7 +215,7 @@ func run(cfg *config, log *slog.Logger) error {
 	log.Info("ready", "socket", l.Addr().String(), "socket_activated", activated)
 	serving := "STATUS=serving on " + l.Addr().String()
 	notify(sd.SdNotifyReady, serving)
-	stopMonitor := d.monitor(cfg.HSM.ProbeInterval.Duration, serving)
+	stopMonitor := d.monitor(cfg.HSM.ProbeInterval, serving)
 	defer stopMonitor()
 	var stopErr error
 	stopOutcome, stopReason := store.OutcomeOK, "signal"
@@ -261,10 +256,28 @@ func run(cfg *config, log *slog.Logger) error {
 	return nil
 }
 
+// httpServer serves h on the socket, cutting off clients by the
+// configured timeouts.
+func httpServer(h http.Handler, t httpTimeouts, log *slog.Logger) *http.Server {
+	return &http.Server{
+		Handler:           h,
+		ConnContext:       withPeer,
+		ReadHeaderTimeout: t.ReadHeader,
+		ReadTimeout:       t.Read,
+		WriteTimeout:      t.Write,
+		IdleTimeout:       t.Idle,
+		MaxHeaderBytes:    maxHeaderBytes,
+		// "OPTIONS *" goes to the handler, which refuses and audits it,
+		// instead of a 200 from the server itself.
+		DisableGeneralOptionsHandler: true,
+		ErrorLog:                     slog.NewLogLogger(log.Handler(), slog.LevelWarn),
+	}
+}
+
 // start opens the HSM, checks the issuing keys against their
 // certificates, runs the power-on self-test, opens the store and starts
 // the engine (which resolves any batch a crash interrupted).
-func (d *daemon) start(cfg *config, log *slog.Logger) error {
+func (d *daemon) start(cfg *config, acks acknowledgements, log *slog.Logger) error {
 	notify("STATUS=logging in to the HSM")
 	var err error
 	d.module, err = cfg.HSM.Open(cfg.HSM.Sessions)
@@ -272,14 +285,11 @@ func (d *daemon) start(cfg *config, log *slog.Logger) error {
 		return fmt.Errorf("HSM: %w", err)
 	}
 	ctx := context.Background()
-	var sm2ID []byte
-	if cfg.SM2ID != "" {
-		sm2ID = []byte(cfg.SM2ID)
-	}
-	var issuers []*engine.Issuer
+	sm2ID := cfg.SM2ID
+	var issuers []*issuance.Issuer
 	var signers []crypto.Signer
 	for _, ic := range cfg.Issuers {
-		iss, signer, err := loadIssuer(ctx, d.module, ic.Key, ic.Certificate, sm2ID)
+		iss, signer, err := issuance.LoadIssuer(ctx, d.module, ic.Key, ic.Certificate, sm2ID)
 		if err != nil {
 			return err
 		}
@@ -305,23 +315,18 @@ func (d *daemon) start(cfg *config, log *slog.Logger) error {
 	if d.store, err = cfg.Store.open(log); err != nil {
 		return err
 	}
-	profiles, err := cfg.profiles()
-	if err != nil {
-		return err
-	}
 	d.metrics = newMetrics(func() int { return d.engine.Queue().Depth() },
 		func() bool { return d.engine.HSM().Up }, func() bool { return d.engine.Store().Writable })
 	// The engine's refusals are tallied with the API's; nothing is
 	// refused before engine.New returns, so d.engine is set by then.
 	d.refusals = newRefusalLog(func(ev store.Event) error { return d.engine.Audit(ev) }, cfg.Roles,
-		cfg.Audit.RefusalWindow.Duration, log, d.metrics)
-	d.engine, err = engine.New(engine.Config{Store: d.store, Issuers: issuers, Profiles: profiles, SM2ID: sm2ID,
-		Random: d.module.Random(), QueueSize: cfg.Queue.Size, BatchSize: cfg.Queue.Batch,
-		CRLValidity: cfg.CRLValidity.Duration, Log: log, Metrics: d.metrics, WriteStallAfter: cfg.Store.WriteStallAfter.Duration,
-		AuditKey: auditKey, SealEvery: cfg.Audit.SealEvery, SealInterval: cfg.Audit.SealInterval.Duration,
-		AuditKeyGenerated: newAuditKey, AcknowledgeAuditBreak: cfg.ackAuditBreak,
-		AcknowledgeClockReset: cfg.ackClockReset, ClockMaxStep: cfg.ClockMaxStep.Duration, RASignatureSkew: cfg.RASignatures.MaxSkew.Duration,
-		AuditAnchor: d.module.DataObject(anchorLabel(cfg)), Refusals: d.refusals})
+		cfg.Audit.RefusalWindow, log, d.metrics)
+	ec := cfg.Engine // the file's settings, and what exists only now
+	ec.Store, ec.Issuers, ec.Profiles, ec.SM2ID, ec.Random = d.store, issuers, cfg.Profiles, sm2ID, d.module.Random()
+	ec.Log, ec.Metrics, ec.Refusals = log, d.metrics, d.refusals
+	ec.AuditKey, ec.AuditKeyGenerated, ec.AuditAnchor = auditKey, newAuditKey, d.module.DataObject(anchorLabel(cfg))
+	ec.AcknowledgeAuditBreak, ec.AcknowledgeClockReset = acks.auditBreak, acks.clockReset
+	d.engine, err = engine.New(ec)
 	if err != nil {
 		return err
 	}
@@ -354,20 +359,20 @@ func anchorLabel(cfg *config) string {
 }
 
 // open opens the store file, or the database, the config names.
-func (c storeCfg) open(log *slog.Logger) (*store.Store, error) {
+func (c storeConfig) open(log *slog.Logger) (*store.Store, error) {
 	if c.Postgres == nil {
-		return store.OpenWith(c.Path, c.options())
+		return store.OpenWith(c.Path, c.Options)
 	}
-	st, err := store.OpenPostgres(c.Postgres.DSN, c.Postgres.options())
+	st, err := store.OpenPostgresDSN(c.Postgres, c.PostgresOptions)
 	if err != nil {
 		return nil, err
 	}
 	// Never the DSN whole: it may name files and settings that are no
 	// business of the log's.
-	log.Info("store opened on PostgreSQL", "host", c.Postgres.where.host, "dbname", c.Postgres.where.database)
-	if c.Postgres.node != "" {
+	log.Info("store opened on PostgreSQL", "host", strings.Join(c.Postgres.Hosts(), ","), "dbname", c.Postgres.Database())
+	if node := c.PostgresOptions.Node; node != "" {
 		claim := st.Claim()
-		log.Info("node name claimed", "node", c.Postgres.node, "generation", claim.Generation, "taken_from", claim.TakenFrom)
+		log.Info("node name claimed", "node", node, "generation", claim.Generation, "taken_from", claim.TakenFrom)
 	}
 	return st, nil
 }
@@ -387,31 +392,6 @@ func loadAuditKey(ctx context.Context, m *hsm.Module, label string) (*hsm.SM2Sig
 	return signer, generated, err
 }
 
-// loadIssuer finds an issuing key and pairs it with its certificate.
-func loadIssuer(ctx context.Context, m *hsm.Module, label, certPath string, id []byte) (*engine.Issuer, *hsm.SM2Signer, error) {
-	key, err := m.FindKey(ctx, label)
-	if err != nil {
-		return nil, nil, fmt.Errorf("issuer %q: %w", label, err)
-	}
-	signer, err := key.SM2Signer(id)
-	if err != nil {
-		return nil, nil, err
-	}
-	raw, err := os.ReadFile(certPath)
-	if err != nil {
-		return nil, nil, fmt.Errorf("issuer %q: %w", label, err)
-	}
-	cert, err := smx509.ParseCertificatePEM(raw)
-	if err != nil {
-		return nil, nil, fmt.Errorf("issuer %q: certificate %s: %w", label, certPath, err)
-	}
-	iss, err := engine.NewIssuer(cert, signer)
-	if err != nil {
-		return nil, nil, err
-	}
-	return iss, signer, nil
-}
-
 // notify sends sd_notify lines to systemd; outside systemd it does nothing.
 func notify(lines ...string) {
 	sd.SdNotify(false, strings.Join(lines, "\n"))
@@ -421,7 +401,7 @@ func notify(lines ...string) {
 // signerd creates. release, called once signerd has stopped serving,
 // removes a socket signerd created if its path still names it; systemd's
 // socket is systemd's to remove.
-func listener(cfg socketCfg) (l net.Listener, activated bool, release func(), err error) {
+func listener(cfg socketConfig) (l net.Listener, activated bool, release func(), err error) {
 	ls, err := activation.Listeners()
 	if err != nil {
 		return nil, false, nil, err

@@ -20,6 +20,7 @@ import (
 
 	"github.com/emmansun/gmsm/smx509"
 
+	"signerd/api"
 	"signerd/store"
 	"signerd/store/pgtest"
 )
@@ -138,7 +139,7 @@ func verifyChains(t *testing.T, dsn string, what string, nodes ...string) {
 // issueBoth sends one request to a and b at once, and again to whichever
 // answered request_in_progress until it gets the certificate; both must
 // then hold the same one.
-func issueBoth(t *testing.T, a, b *daemonProc, body string) (certificateView, certificateView) {
+func issueBoth(t *testing.T, a, b *daemonProc, body string) (api.Certificate, api.Certificate) {
 	t.Helper()
 	var got [2]reply
 	var errs [2]error
@@ -147,7 +148,7 @@ func issueBoth(t *testing.T, a, b *daemonProc, body string) (certificateView, ce
 		wg.Go(func() { got[i], errs[i] = d.callWithin(30*time.Second, "POST", "/v1/certificates", body) })
 	}
 	wg.Wait()
-	var views [2]certificateView
+	var views [2]api.Certificate
 	for i, d := range []*daemonProc{a, b} {
 		if errs[i] != nil {
 			t.Fatal(errs[i])
@@ -227,7 +228,7 @@ func TestTwoNodesShareOneStore(t *testing.T) {
 						t.Errorf("%s: %d %s %v", id, r.status, r.body, err)
 						return
 					}
-					var v certificateView
+					var v api.Certificate
 					if err := json.Unmarshal(r.body, &v); err != nil {
 						t.Errorf("%s: %v", id, err)
 						return
@@ -274,9 +275,7 @@ func TestTwoNodesShareOneStore(t *testing.T) {
 
 	month := store.Month(time.Now())
 	for _, d := range []*daemonProc{a, b} {
-		var stats struct {
-			Profiles map[string]map[string]uint64 `json:"profiles"`
-		}
+		var stats api.Statistics
 		r := d.callAs(t, auditorUID, "GET", "/v1/statistics/"+month)
 		if err := json.Unmarshal(r.body, &stats); err != nil {
 			t.Fatalf("statistics at %s: %d %s", nodeOf(t, d), r.status, r.body)

@@ -9,6 +9,7 @@ import (
 	"strings"
 	"testing"
 
+	"signerd/api"
 	"signerd/audit"
 )
 
@@ -66,7 +67,7 @@ func TestOddRequestsAreRefusedAndAudited(t *testing.T) {
 			continue
 		}
 		switch {
-		case ev.Action == "api.refused" && ev.Actor.UID == ra && reasonCode(ev.Event) == codeNoRoute:
+		case ev.Action == "api.refused" && ev.Actor.UID == ra && reasonCode(ev.Event) == string(api.CodeNoRoute):
 			noRoute += refusalCount(t, ev.Event)
 			objects[ev.Object] = true
 		case ev.Action == "certificate.status" && ev.Actor.UID == ra:

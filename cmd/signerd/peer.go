@@ -151,7 +151,7 @@ const lockSuffix = ".lock"
 // socket file (one that refuses connections) is removed, and the new file
 // gets mode and group. release removes the socket only if the path still
 // names the file listen bound, then drops the lock.
-func listen(cfg socketCfg) (l net.Listener, release func(), err error) {
+func listen(cfg socketConfig) (l net.Listener, release func(), err error) {
 	lock, err := os.OpenFile(cfg.Path+lockSuffix, os.O_RDWR|os.O_CREATE|syscall.O_NOFOLLOW|syscall.O_CLOEXEC, 0o600)
 	if err != nil {
 		return nil, nil, fmt.Errorf("socket lock: %w", err)
@@ -189,10 +189,6 @@ func listen(cfg socketCfg) (l net.Listener, release func(), err error) {
 			return nil, nil, err
 		}
 	}
-	mode := uint64(0o660)
-	if cfg.Mode != "" {
-		mode, _ = strconv.ParseUint(cfg.Mode, 8, 32) // validated with the config
-	}
 	// Created with no access at all, then opened up, so there is no moment
 	// when the umask's permissions apply.
 	old := syscall.Umask(0o777)
@@ -225,7 +221,7 @@ func listen(cfg socketCfg) (l net.Listener, release func(), err error) {
 		}
 		gid, _ = strconv.Atoi(g.Gid)
 	}
-	if err := s.openUp(gid, uint32(mode)); err != nil {
+	if err := s.openUp(gid, cfg.Mode); err != nil {
 		return fail(err)
 	}
 	return ul, s.release, nil

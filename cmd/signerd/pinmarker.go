@@ -32,7 +32,7 @@ func defaultPINRefusedMarker(storePath string) string {
 // signerd's own to default to: the marker must then be configured, since
 // one that cannot be written would let every later start present a
 // refused PIN again.
-func pinRefusedMarkerFor(s storeCfg) (string, error) {
+func pinRefusedMarkerFor(s storeConfig) (string, error) {
 	if s.Postgres == nil {
 		return defaultPINRefusedMarker(s.Path), nil
 	}

@@ -12,7 +12,7 @@ import (
 
 	"github.com/jackc/pgx/v5"
 
-	"signerd/engine"
+	"signerd/api"
 	"signerd/store"
 	"signerd/store/pgtest"
 )
@@ -70,7 +70,7 @@ func TestSignerdOnPostgres(t *testing.T) {
 	want(t, "CRL", d.callAs(t, operatorUID, "POST", "/v1/crl"), 201, "")
 	want(t, "health", d.callAs(t, operatorUID, "GET", "/v1/health"), 200, "")
 	backup := d.callAs(t, operatorUID, "POST", "/v1/store/backup")
-	want(t, "store backup", backup, 409, string(engine.CodeBackupNotEmbedded))
+	want(t, "store backup", backup, 409, string(api.CodeBackupNotEmbedded))
 	if !strings.Contains(string(backup.body), "pg_basebackup and WAL archiving") {
 		t.Errorf("the refusal does not say how to back up: %s", backup.body)
 	}

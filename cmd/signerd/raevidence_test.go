@@ -6,6 +6,7 @@ import (
 	"encoding/json"
 	"net/http"
 	"os"
+	"signerd/api"
 	"strings"
 	"testing"
 
@@ -35,20 +36,20 @@ func TestRequestTargetBounded(t *testing.T) {
 		}, http.StatusNotFound, "not_found"},
 		{"signed status over the bound", func() reply {
 			return d.send(t, signRA(t, ra.key, ra.serials[0], "GET", pad(status, maxRequestTarget+1), ""))
-		}, http.StatusRequestURITooLong, codeURITooLong},
+		}, http.StatusRequestURITooLong, string(api.CodeURITooLong)},
 		{"signed issue with a long query", func() reply {
 			return d.send(t, signRA(t, ra.key, ra.serials[0], "POST", pad("/v1/certificates?", 14000), issueBody(t, "long-target", "person-sign")))
-		}, http.StatusRequestURITooLong, codeURITooLong},
+		}, http.StatusRequestURITooLong, string(api.CodeURITooLong)},
 		{"operator route", func() reply { return d.callAs(t, operatorUID, "GET", pad("/v1/health?", 2000)) },
-			http.StatusRequestURITooLong, codeURITooLong},
+			http.StatusRequestURITooLong, string(api.CodeURITooLong)},
 		{"auditor route", func() reply { return d.callAs(t, auditorUID, "GET", pad("/v1/statistics/2026-01?", 2000)) },
-			http.StatusRequestURITooLong, codeURITooLong},
+			http.StatusRequestURITooLong, string(api.CodeURITooLong)},
 	} {
 		want(t, c.what, c.send(), c.status, c.code)
 	}
 	seen := map[int]bool{}
 	for _, ev := range d.exportAudit(t) {
-		if ev.Action == actionRefused && reasonCode(ev.Event) == codeURITooLong {
+		if ev.Action == actionRefused && reasonCode(ev.Event) == string(api.CodeURITooLong) {
 			seen[ev.Actor.UID] = true
 			if len(ev.raw) > 1024 {
 				t.Errorf("uri_too_long event of %d bytes: %.200s", len(ev.raw), ev.raw)
@@ -77,12 +78,12 @@ func TestRefusedSignedRequestKeepsBoundedEvidence(t *testing.T) {
 	big := `{"request_id":"refused-big","profile":"` + strings.Repeat("q", 60000) + `"`
 	target := "/v1/certificates?" + strings.Repeat("t", maxRequestTarget-len("/v1/certificates?"))
 	refused := signRA(t, ra.key, ra.serials[0], "POST", target, big)
-	want(t, "signed issue that is not JSON", d.send(t, refused), http.StatusBadRequest, codeMalformedJSON)
+	want(t, "signed issue that is not JSON", d.send(t, refused), http.StatusBadRequest, string(api.CodeMalformedJSON))
 	accepted := signRA(t, ra.key, ra.serials[0], "POST", "/v1/certificates", issueBody(t, "accepted-evidence", "person-sign"))
 	want(t, "signed issue", d.send(t, accepted), http.StatusCreated, "")
 
 	text := func(c capturedRequest) []byte {
-		return signedText(c.method, c.path, c.header.Get(headerDate), c.header.Get(headerNonce), ra.serials[0], []byte(c.body))
+		return api.SignedText(c.method, c.path, c.header.Get(api.HeaderDate), c.header.Get(api.HeaderNonce), ra.serials[0], []byte(c.body))
 	}
 	var gotRefused, gotAccepted bool
 	for _, ev := range d.exportAudit(t) {
@@ -90,7 +91,7 @@ func TestRefusedSignedRequestKeepsBoundedEvidence(t *testing.T) {
 			continue
 		}
 		switch {
-		case ev.Action == actionRefused && reasonCode(ev.Event) == codeMalformedJSON:
+		case ev.Action == actionRefused && reasonCode(ev.Event) == string(api.CodeMalformedJSON):
 			gotRefused = true
 			t.Logf("refused signed request (%d-byte target, %d-byte body): event %d bytes, evidence %d bytes",
 				len(refused.path), len(refused.body), len(ev.raw), len(ev.Actor.Evidence))
@@ -102,8 +103,8 @@ func TestRefusedSignedRequestKeepsBoundedEvidence(t *testing.T) {
 				t.Fatalf("refused evidence %s: %v", ev.Actor.Evidence, err)
 			}
 			h := sm3.Sum(text(refused))
-			sig, _ := base64.StdEncoding.DecodeString(refused.header.Get(headerSignature))
-			if e.SignedSM3 != hex.EncodeToString(h[:]) || e.Nonce != refused.header.Get(headerNonce) ||
+			sig, _ := base64.StdEncoding.DecodeString(refused.header.Get(api.HeaderSignature))
+			if e.SignedSM3 != hex.EncodeToString(h[:]) || e.Nonce != refused.header.Get(api.HeaderNonce) ||
 				e.Certificate != ra.serials[0] || string(e.Signature) != string(sig) {
 				t.Errorf("refused evidence does not name the request: %s", ev.Actor.Evidence)
 			}

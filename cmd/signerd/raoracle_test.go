@@ -4,6 +4,7 @@ import (
 	"crypto/rand"
 	"encoding/hex"
 	"net/http"
+	"signerd/api"
 	"strings"
 	"testing"
 
@@ -26,7 +27,7 @@ func TestRASignatureNamesNoOwnCertificate(t *testing.T) {
 	answer := func(serial string) string {
 		t.Helper()
 		r := d.send(t, signRA(t, key, serial, "GET", "/v1/certificates/01", ""))
-		want(t, "signed as "+serial, r, http.StatusUnauthorized, codeRACertificate)
+		want(t, "signed as "+serial, r, http.StatusUnauthorized, string(api.CodeRACertificate))
 		return strings.ReplaceAll(string(r.body), serial, "SERIAL")
 	}
 	if o, a := answer(own), answer(absent); o != a {

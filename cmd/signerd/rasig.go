@@ -10,15 +10,14 @@ import (
 	"fmt"
 	"io"
 	"net/http"
-	"regexp"
 	"slices"
-	"strings"
 	"time"
 
 	"github.com/emmansun/gmsm/sm2"
 	"github.com/emmansun/gmsm/sm3"
 	"github.com/emmansun/gmsm/smx509"
 
+	"signerd/api"
 	"signerd/engine"
 	"signerd/store"
 )
@@ -26,50 +25,19 @@ import (
 // Signed RA requests (SPEC §6.2, GM/T 0037): an RA signs each request with
 // its own SM2 key, certified by this CA under an RA profile (the id-kp-cmcRA
 // EKU), so the audit log holds proof of which RA asked, not only which uid
-// connected.
-//
-// The RA sends four headers; the signature (default SM2 ID) covers
-//
-//	signerd-request-v2 \n METHOD \n REQUEST-URI \n DATE \n NONCE \n SERIAL \n hex(SM3(body))
-//
-// with DATE, NONCE and SERIAL exactly as sent in their headers. The nonce
+// connected. Package api has the headers and the signed text. The nonce
 // and serial make each signed request usable once: signerd remembers every
 // (serial, nonce) it accepted for as long as its date passes the skew check
 // (replayGuard).
-const (
-	headerDate        = "Signerd-Date"        // RFC 3339, within maxSkew of signerd's clock
-	headerNonce       = "Signerd-Nonce"       // 16 to 64 characters of [A-Za-z0-9_-], new for each request
-	headerSignature   = "Signerd-Signature"   // base64 of the DER SM2 signature
-	headerCertificate = "Signerd-Certificate" // hex serial of the RA's certificate from this CA
-)
 
-const (
-	codeSignatureRequired = "signature_required"
-	codeBadSignature      = "bad_signature"
-	codeStaleSignature    = "stale_signature"
-	codeRACertificate     = "ra_certificate_invalid"
-	codeReplayed          = "replayed_request"
-)
-
-func signedText(method, uri, date, nonce, serial string, body []byte) []byte {
-	h := sm3.Sum(body)
-	return []byte("signerd-request-v2\n" + method + "\n" + uri + "\n" + date + "\n" + nonce + "\n" + serial + "\n" + hex.EncodeToString(h[:]))
-}
-
-var nonceSyntax = regexp.MustCompile(`^[A-Za-z0-9_-]{16,64}$`)
-
-// raSignatures is the ra_signatures configuration.
+// raSignatures is the ra_signatures configuration (configFile describes
+// each setting) and, once prepared, its run-time state.
 type raSignatures struct {
-	Required bool     `yaml:"required"`
-	MaxSkew  duration `yaml:"max_skew"` // default 5m
-	// AllowedSerials and AllowedSubjects, when either is set, narrow the
-	// RA certificates (those with the cmcRA EKU) to the ones listed: by
-	// hex serial, or by subject exactly as the API shows it.
-	AllowedSerials  []string `yaml:"allowed_serials"`
-	AllowedSubjects []string `yaml:"allowed_subjects"`
-	// ReplayMemory is how many signed requests signerd remembers for each
-	// RA certificate (default replayCacheSize).
-	ReplayMemory int `yaml:"replay_memory"`
+	Required        bool
+	MaxSkew         time.Duration // default 5m
+	AllowedSerials  []string
+	AllowedSubjects []string
+	ReplayMemory    int
 
 	allowedSerials map[string]bool
 	replay         *replayGuard
@@ -77,8 +45,8 @@ type raSignatures struct {
 
 // prepare checks the section and makes its run-time state.
 func (s *raSignatures) prepare() error {
-	if s.MaxSkew.Duration <= 0 {
-		s.MaxSkew.Duration = 5 * time.Minute
+	if s.MaxSkew <= 0 {
+		s.MaxSkew = 5 * time.Minute
 	}
 	s.allowedSerials = map[string]bool{}
 	for _, h := range s.AllowedSerials {
@@ -106,11 +74,10 @@ func (s *raSignatures) allows(rec *store.Certificate) bool {
 	return s.allowedSerials[hex.EncodeToString(rec.Serial)] || slices.Contains(s.AllowedSubjects, rec.Subject)
 }
 
-// sigError is a refused signature: 401 with a code unless status says
-// otherwise.
+// sigError is a refused signature, answered with its code's status.
 type sigError struct {
-	code, msg string
-	status    int
+	code api.Code
+	msg  string
 }
 
 func (e *sigError) Error() string { return e.msg }
@@ -119,53 +86,53 @@ func (e *sigError) Error() string { return e.msg }
 // checks the RA's signature on the request. It returns the evidence to
 // keep with the audit events, nil for an unsigned request where that is
 // allowed.
-func (a *api) checkSignature(r *http.Request) ([]byte, error) {
+func (a *server) checkSignature(r *http.Request) ([]byte, error) {
 	body, err := io.ReadAll(r.Body)
 	if err != nil {
 		// What was not read whole cannot be checked: refused, signed or
 		// not, so that no route is served unsigned for a body too long.
 		var tooBig *http.MaxBytesError
 		if errors.As(err, &tooBig) {
-			return nil, &sigError{code: codeBodyTooLarge, status: http.StatusRequestEntityTooLarge, msg: fmt.Sprintf("body over %d bytes", maxBody)}
+			return nil, &sigError{code: api.CodeBodyTooLarge, msg: fmt.Sprintf("body over %d bytes", maxBody)}
 		}
-		return nil, &sigError{code: string(engine.CodeBadRequest), status: http.StatusBadRequest, msg: fmt.Sprintf("body: %v", err)}
+		return nil, &sigError{code: api.CodeBadRequest, msg: fmt.Sprintf("body: %v", err)}
 	}
 	r.Body = io.NopCloser(bytes.NewReader(body))
-	date, nonce := r.Header.Get(headerDate), r.Header.Get(headerNonce)
-	sigB64, serialHex := r.Header.Get(headerSignature), r.Header.Get(headerCertificate)
+	date, nonce := r.Header.Get(api.HeaderDate), r.Header.Get(api.HeaderNonce)
+	sigB64, serialHex := r.Header.Get(api.HeaderSignature), r.Header.Get(api.HeaderCertificate)
 	if date == "" && nonce == "" && sigB64 == "" && serialHex == "" {
 		if a.sigs.Required {
-			return nil, &sigError{code: codeSignatureRequired, msg: "RA requests must be signed (Signerd-Date, Signerd-Nonce, Signerd-Signature, Signerd-Certificate)"}
+			return nil, &sigError{code: api.CodeSignatureRequired, msg: "RA requests must be signed (Signerd-Date, Signerd-Nonce, Signerd-Signature, Signerd-Certificate)"}
 		}
 		return nil, nil
 	}
 	t, err := time.Parse(time.RFC3339, date)
-	if err != nil || len(date) > 64 {
-		return nil, &sigError{code: codeBadSignature, msg: "Signerd-Date: want RFC 3339, at most 64 characters"}
+	if err != nil || len(date) > api.MaxDateLen {
+		return nil, &sigError{code: api.CodeBadSignature, msg: "Signerd-Date: want RFC 3339, at most 64 characters"}
 	}
-	skew := a.sigs.MaxSkew.Duration // defaulted by prepare
+	skew := a.sigs.MaxSkew // defaulted by prepare
 	now := time.Now()
 	if d := now.Sub(t); d > skew || d < -skew {
-		return nil, &sigError{code: codeStaleSignature, msg: fmt.Sprintf("Signerd-Date %s is more than %v from signerd's clock", date, skew)}
+		return nil, &sigError{code: api.CodeStaleSignature, msg: fmt.Sprintf("Signerd-Date %s is more than %v from signerd's clock", date, skew)}
 	}
-	if !nonceSyntax.MatchString(nonce) {
-		return nil, &sigError{code: codeBadSignature, msg: "Signerd-Nonce: want 16 to 64 characters of A-Z a-z 0-9 _ -, new for each request (signed text signerd-request-v2)"}
+	if !api.NonceValid(nonce) {
+		return nil, &sigError{code: api.CodeBadSignature, msg: "Signerd-Nonce: want 16 to 64 characters of A-Z a-z 0-9 _ -, new for each request (signed text signerd-request-v2)"}
 	}
 	sig, err := base64.StdEncoding.DecodeString(sigB64)
 	if err != nil {
-		return nil, &sigError{code: codeBadSignature, msg: "Signerd-Signature: want base64"}
+		return nil, &sigError{code: api.CodeBadSignature, msg: "Signerd-Signature: want base64"}
 	}
 	serial, err := hex.DecodeString(serialHex)
 	if err != nil || len(serial) == 0 {
-		return nil, &sigError{code: codeRACertificate, msg: "Signerd-Certificate: want the hex serial of the RA's certificate"}
+		return nil, &sigError{code: api.CodeRACertificate, msg: "Signerd-Certificate: want the hex serial of the RA's certificate"}
 	}
 	cert, err := a.raCertificate(serial, now)
 	if err != nil {
 		return nil, err
 	}
-	text := signedText(r.Method, r.URL.RequestURI(), date, nonce, serialHex, body)
+	text := api.SignedText(r.Method, r.URL.RequestURI(), date, nonce, serialHex, body)
 	if !sm2.VerifyASN1WithSM2(cert.PublicKey.(*ecdsa.PublicKey), nil, text, sig) {
-		return nil, &sigError{code: codeBadSignature, msg: "the RA signature does not verify over this request"}
+		return nil, &sigError{code: api.CodeBadSignature, msg: "the RA signature does not verify over this request"}
 	}
 	// Only a request the RA signed reaches the replay cache, so nobody
 	// else can fill it or spend an RA's nonces.
@@ -206,17 +173,10 @@ const maxRefusedEvidence = 512
 func boundedEvidence(evidence []byte) []byte {
 	var full signedEvidence
 	if err := json.Unmarshal(evidence, &full); err == nil && full.Text != "" {
-		// signerd-request-v2, METHOD, TARGET, DATE, NONCE, SERIAL, hex(SM3(body))
-		lines := strings.Split(full.Text, "\n")
-		field := func(i int) string {
-			if len(lines) != 7 {
-				return ""
-			}
-			return store.BoundedText(lines[i], 64)
-		}
+		f, _ := api.ParseSignedText(full.Text) // empty fields if it is not one
 		h := sm3.Sum([]byte(full.Text))
 		out, err := json.Marshal(refusedEvidence{SignedSM3: hex.EncodeToString(h[:]), SignedBytes: len(full.Text),
-			Date: field(3), Nonce: field(4), BodySM3: field(6), Signature: full.Signature,
+			Date: store.BoundedText(f.Date, 64), Nonce: store.BoundedText(f.Nonce, 64), BodySM3: store.BoundedText(f.BodySM3, 64), Signature: full.Signature,
 			Certificate: store.BoundedText(full.Certificate, 64)})
 		if err == nil && len(out) <= maxRefusedEvidence {
 			return out
@@ -237,16 +197,16 @@ func boundedEvidence(evidence []byte) []byte {
 // may sign requests now: an SM2 signing certificate with the cmcRA EKU,
 // admitted by the allow-lists, good (or superseded) and within its
 // validity, and no certificate for its key revoked or on hold.
-func (a *api) raCertificate(serial []byte, now time.Time) (*smx509.Certificate, error) {
+func (a *server) raCertificate(serial []byte, now time.Time) (*smx509.Certificate, error) {
 	bad := func(format string, args ...any) error {
-		return &sigError{code: codeRACertificate, msg: fmt.Sprintf("RA certificate %x: ", serial) + fmt.Sprintf(format, args...)}
+		return &sigError{code: api.CodeRACertificate, msg: fmt.Sprintf("RA certificate %x: ", serial) + fmt.Sprintf(format, args...)}
 	}
 	rec, sameKey, err := a.eng.SigningRecord(serial)
 	if errors.Is(err, store.ErrNotFound) {
 		return nil, bad("not issued by this CA")
 	}
 	if err != nil {
-		return nil, &sigError{code: string(engine.CodeStoreUnavailable), status: http.StatusServiceUnavailable, msg: err.Error()}
+		return nil, &sigError{code: api.CodeStoreUnavailable, msg: err.Error()}
 	}
 	if (rec.Status != store.StatusGood && rec.Status != store.StatusSuperseded) || now.Before(rec.NotBefore) || now.After(rec.NotAfter) {
 		return nil, bad("%s or outside its validity", rec.Status)
@@ -270,17 +230,10 @@ func (a *api) raCertificate(serial []byte, now time.Time) (*smx509.Certificate, 
 }
 
 // refuseSignature answers a bad or missing RA signature and audits it.
-func (a *api) refuseSignature(w http.ResponseWriter, r *http.Request, p peer, err error) {
+func (a *server) refuseSignature(w http.ResponseWriter, r *http.Request, p peer, err error) {
 	var se *sigError
 	if !errors.As(err, &se) {
-		se = &sigError{code: string(engine.CodeInternal), msg: err.Error()}
+		se = &sigError{code: api.CodeInternal, msg: err.Error()}
 	}
-	status := se.status
-	if status == 0 {
-		status = http.StatusUnauthorized
-	}
-	if status == http.StatusServiceUnavailable {
-		w.Header().Set("Retry-After", "1")
-	}
-	a.refuse(w, r, p, status, se.code, se.msg, se.code+": "+se.msg)
+	a.refuse(w, r, p, se.code, se.msg, string(se.code)+": "+se.msg)
 }

@@ -13,6 +13,7 @@ import (
 	"github.com/emmansun/gmsm/sm2"
 	"github.com/emmansun/gmsm/smx509"
 
+	"signerd/api"
 	"signerd/store"
 )
 
@@ -22,16 +23,16 @@ func (d *daemonProc) signedCall(t *testing.T, key *sm2.PrivateKey, serial, metho
 	t.Helper()
 	stamp := date.UTC().Format(time.RFC3339Nano)
 	nonce := newNonce(t)
-	sig, err := key.SignMessage(rand.Reader, signedText(method, path, stamp, nonce, serial, []byte(signBody)), sm2.DefaultSM2SignerOpts)
+	sig, err := key.SignMessage(rand.Reader, api.SignedText(method, path, stamp, nonce, serial, []byte(signBody)), sm2.DefaultSM2SignerOpts)
 	if err != nil {
 		t.Fatal(err)
 	}
 	req, _ := http.NewRequest(method, "http://signerd"+path, strings.NewReader(body))
 	req.Header.Set("Content-Type", "application/json")
-	req.Header.Set(headerDate, stamp)
-	req.Header.Set(headerNonce, nonce)
-	req.Header.Set(headerSignature, base64.StdEncoding.EncodeToString(sig))
-	req.Header.Set(headerCertificate, serial)
+	req.Header.Set(api.HeaderDate, stamp)
+	req.Header.Set(api.HeaderNonce, nonce)
+	req.Header.Set(api.HeaderSignature, base64.StdEncoding.EncodeToString(sig))
+	req.Header.Set(api.HeaderCertificate, serial)
 	resp, err := d.client().Do(req)
 	if err != nil {
 		t.Fatal(err)
@@ -57,12 +58,12 @@ func TestSignedRARequests(t *testing.T) {
 
 	now := time.Now()
 	issue := issueBody(t, "signed-1", "person-sign")
-	want(t, "unsigned", d.call(t, "POST", "/v1/certificates", issue), 401, codeSignatureRequired)
-	want(t, "body changed after signing", d.signedCall(t, raKey, raSerial, "POST", "/v1/certificates", issue, issueBody(t, "signed-1", "person-sign"), now), 401, codeBadSignature)
-	want(t, "stale date", d.signedCall(t, raKey, raSerial, "POST", "/v1/certificates", issue, issue, now.Add(-10*time.Minute)), 401, codeStaleSignature)
+	want(t, "unsigned", d.call(t, "POST", "/v1/certificates", issue), 401, string(api.CodeSignatureRequired))
+	want(t, "body changed after signing", d.signedCall(t, raKey, raSerial, "POST", "/v1/certificates", issue, issueBody(t, "signed-1", "person-sign"), now), 401, string(api.CodeBadSignature))
+	want(t, "stale date", d.signedCall(t, raKey, raSerial, "POST", "/v1/certificates", issue, issue, now.Add(-10*time.Minute)), 401, string(api.CodeStaleSignature))
 	other, _ := sm2.GenerateKey(rand.Reader)
-	want(t, "someone else's key", d.signedCall(t, other, raSerial, "POST", "/v1/certificates", issue, issue, now), 401, codeBadSignature)
-	want(t, "unknown RA certificate", d.signedCall(t, raKey, "0102", "POST", "/v1/certificates", issue, issue, now), 401, codeRACertificate)
+	want(t, "someone else's key", d.signedCall(t, other, raSerial, "POST", "/v1/certificates", issue, issue, now), 401, string(api.CodeBadSignature))
+	want(t, "unknown RA certificate", d.signedCall(t, raKey, "0102", "POST", "/v1/certificates", issue, issue, now), 401, string(api.CodeRACertificate))
 	signed := d.signedCall(t, raKey, raSerial, "POST", "/v1/certificates", issue, issue, now)
 	want(t, "signed", signed, 201, "")
 	issued := certView(t, signed).Serial
@@ -71,7 +72,7 @@ func TestSignedRARequests(t *testing.T) {
 	want(t, "operator health", d.callAs(t, operatorUID, "GET", "/v1/health"), 200, "")
 	// Once the RA's certificate is revoked its signatures are refused.
 	want(t, "RA revokes its own certificate", d.signedCall(t, raKey, raSerial, "POST", "/v1/certificates/"+raSerial+"/revoke", `{"reason":"keyCompromise"}`, `{"reason":"keyCompromise"}`, now), 200, "")
-	want(t, "revoked RA certificate", d.signedCall(t, raKey, raSerial, "GET", "/v1/certificates/"+issued, "", "", now), 401, codeRACertificate)
+	want(t, "revoked RA certificate", d.signedCall(t, raKey, raSerial, "GET", "/v1/certificates/"+issued, "", "", now), 401, string(api.CodeRACertificate))
 
 	if err := d.stop(t); err != nil {
 		t.Fatal(err)
@@ -106,11 +107,11 @@ func TestSignedRARequests(t *testing.T) {
 
 func newNonce(t *testing.T) string {
 	t.Helper()
-	var n [16]byte
-	if _, err := rand.Read(n[:]); err != nil {
+	n, err := api.NewNonce()
+	if err != nil {
 		t.Fatal(err)
 	}
-	return base64.RawURLEncoding.EncodeToString(n[:])
+	return n
 }
 
 func pemCSR(der []byte) string {

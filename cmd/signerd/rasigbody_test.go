@@ -6,6 +6,7 @@ import (
 	"net"
 	"net/http"
 	"os"
+	"signerd/api"
 	"strings"
 	"testing"
 	"time"
@@ -22,7 +23,7 @@ func TestRASignatureRequiredWhateverTheBody(t *testing.T) {
 	ra := d.issueFor(t, "ra-body", "ra-sign")
 	victim := certView(t, d.call(t, "POST", "/v1/certificates", issueBody(t, "victim", "person-sign"))).Serial
 	d.restartWith(t, "ra_signatures: {required: true}\n")
-	want(t, "unsigned status", d.call(t, "GET", "/v1/certificates/"+victim, ""), http.StatusUnauthorized, codeSignatureRequired)
+	want(t, "unsigned status", d.call(t, "GET", "/v1/certificates/"+victim, ""), http.StatusUnauthorized, string(api.CodeSignatureRequired))
 
 	big := strings.Repeat("x", maxBody+1)
 	revoke := "/v1/certificates/" + victim + "/revoke"
@@ -33,18 +34,18 @@ func TestRASignatureRequiredWhateverTheBody(t *testing.T) {
 		code   string
 	}{
 		{"unsigned GET status with a body over the limit", func() reply { return d.sendEarly(t, unsigned("GET", "/v1/certificates/"+victim, big)) },
-			http.StatusBadRequest, codeMalformedJSON},
+			http.StatusBadRequest, string(api.CodeMalformedJSON)},
 		{"unsigned GET crl with a body over the limit", func() reply { return d.sendEarly(t, unsigned("GET", "/v1/crl", big)) },
-			http.StatusBadRequest, codeMalformedJSON},
+			http.StatusBadRequest, string(api.CodeMalformedJSON)},
 		{"unsigned GET status with a one-byte body", func() reply { return d.call(t, "GET", "/v1/certificates/"+victim, "x") },
-			http.StatusBadRequest, codeMalformedJSON},
+			http.StatusBadRequest, string(api.CodeMalformedJSON)},
 		{"signed GET status with a signed body", func() reply {
 			return d.send(t, signRA(t, ra.key, ra.serials[0], "GET", "/v1/certificates/"+victim, "{}"))
-		}, http.StatusBadRequest, codeMalformedJSON},
+		}, http.StatusBadRequest, string(api.CodeMalformedJSON)},
 		{"unsigned revoke with a body over the limit", func() reply { return d.sendEarly(t, unsigned("POST", revoke, big)) },
-			http.StatusRequestEntityTooLarge, codeBodyTooLarge},
+			http.StatusRequestEntityTooLarge, string(api.CodeBodyTooLarge)},
 		{"signed revoke with a body over the limit", func() reply { return d.sendEarly(t, signRA(t, ra.key, ra.serials[0], "POST", revoke, big)) },
-			http.StatusRequestEntityTooLarge, codeBodyTooLarge},
+			http.StatusRequestEntityTooLarge, string(api.CodeBodyTooLarge)},
 	} {
 		want(t, c.what, c.send(), c.status, c.code)
 	}
@@ -57,7 +58,7 @@ func TestRASignatureRequiredWhateverTheBody(t *testing.T) {
 			refused[reasonCode(ev.Event)] = true
 		}
 	}
-	for _, code := range []string{codeMalformedJSON, codeBodyTooLarge} {
+	for _, code := range []string{string(api.CodeMalformedJSON), string(api.CodeBodyTooLarge)} {
 		if !refused[code] {
 			t.Errorf("no %s event for the RA's refused requests (got %v)", code, refused)
 		}

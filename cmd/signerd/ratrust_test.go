@@ -8,6 +8,7 @@ import (
 	"fmt"
 	"io"
 	"net/http"
+	"signerd/api"
 	"strings"
 	"testing"
 	"time"
@@ -28,15 +29,15 @@ func signRA(t *testing.T, key *sm2.PrivateKey, serial, method, path, body string
 	t.Helper()
 	date := time.Now().UTC().Format(time.RFC3339Nano)
 	nonce := newNonce(t)
-	sig, err := key.SignMessage(rand.Reader, signedText(method, path, date, nonce, serial, []byte(body)), sm2.DefaultSM2SignerOpts)
+	sig, err := key.SignMessage(rand.Reader, api.SignedText(method, path, date, nonce, serial, []byte(body)), sm2.DefaultSM2SignerOpts)
 	if err != nil {
 		t.Fatal(err)
 	}
 	h := http.Header{}
-	h.Set(headerDate, date)
-	h.Set(headerNonce, nonce)
-	h.Set(headerSignature, base64.StdEncoding.EncodeToString(sig))
-	h.Set(headerCertificate, serial)
+	h.Set(api.HeaderDate, date)
+	h.Set(api.HeaderNonce, nonce)
+	h.Set(api.HeaderSignature, base64.StdEncoding.EncodeToString(sig))
+	h.Set(api.HeaderCertificate, serial)
 	if body != "" {
 		h.Set("Content-Type", "application/json")
 	}
@@ -127,8 +128,8 @@ func TestRASignaturesAreTrustworthy(t *testing.T) {
 		return d.send(t, signRA(t, h.key, serial, "GET", "/v1/certificates/"+target, ""))
 	}
 	want(t, "the RA's ra-sign certificate", status(ra, ra.serials[0]), 200, "")
-	want(t, "a citizen's signing certificate", status(citizen, citizen.serials[0]), 401, codeRACertificate)
-	want(t, "an organization's signing certificate", status(orgCert, orgCert.serials[0]), 401, codeRACertificate)
+	want(t, "a citizen's signing certificate", status(citizen, citizen.serials[0]), 401, string(api.CodeRACertificate))
+	want(t, "an organization's signing certificate", status(orgCert, orgCert.serials[0]), 401, string(api.CodeRACertificate))
 	for _, h := range []*holder{revokedNew, revokedOld} {
 		for _, s := range h.serials {
 			want(t, "before revocation", status(h, s), 200, "")
@@ -139,13 +140,13 @@ func TestRASignaturesAreTrustworthy(t *testing.T) {
 	// the certificate it acted on changed back, it is refused.
 	hold := signRA(t, ra.key, ra.serials[0], "POST", "/v1/certificates/"+target+"/hold", "")
 	want(t, "hold", d.send(t, hold), 200, "")
-	want(t, "hold replayed", d.send(t, hold), 401, codeReplayed)
+	want(t, "hold replayed", d.send(t, hold), 401, string(api.CodeReplayed))
 	want(t, "restore", d.send(t, signRA(t, ra.key, ra.serials[0], "POST", "/v1/certificates/"+target+"/restore", "")), 200, "")
-	want(t, "hold replayed after restore", d.send(t, hold), 401, codeReplayed)
+	want(t, "hold replayed after restore", d.send(t, hold), 401, string(api.CodeReplayed))
 	renamed := hold
 	renamed.header = hold.header.Clone()
-	renamed.header.Set(headerCertificate, strings.ToUpper(ra.serials[0]))
-	want(t, "hold replayed under the serial spelt otherwise", d.send(t, renamed), 401, codeBadSignature)
+	renamed.header.Set(api.HeaderCertificate, strings.ToUpper(ra.serials[0]))
+	want(t, "hold replayed under the serial spelt otherwise", d.send(t, renamed), 401, string(api.CodeBadSignature))
 	get := signRA(t, ra.key, ra.serials[0], "GET", "/v1/certificates/"+target, "")
 	want(t, "status", d.send(t, get), 200, "")
 	// Copies of one request racing each other: one at most goes through.
@@ -166,7 +167,7 @@ func TestRASignaturesAreTrustworthy(t *testing.T) {
 			t.Fatal(a.err)
 		case a.r.status == 200:
 			accepted++
-		case a.r.status != 401 || a.r.code != codeReplayed:
+		case a.r.status != 401 || a.r.code != string(api.CodeReplayed):
 			t.Fatalf("a racing copy: %d %q", a.r.status, a.r.code)
 		}
 	}
@@ -184,11 +185,11 @@ func TestRASignaturesAreTrustworthy(t *testing.T) {
 	revoke(revokedOld.serials[0])
 	for _, h := range []*holder{revokedNew, revokedOld} {
 		for _, s := range h.serials {
-			want(t, "a certificate of a key with a revoked certificate", status(h, s), 401, codeRACertificate)
+			want(t, "a certificate of a key with a revoked certificate", status(h, s), 401, string(api.CodeRACertificate))
 		}
 	}
 	want(t, "hold an RA certificate", d.send(t, signRA(t, ra.key, ra.serials[0], "POST", "/v1/certificates/"+held.serials[0]+"/hold", "")), 200, "")
-	want(t, "an RA certificate on hold", status(held, held.serials[0]), 401, codeRACertificate)
+	want(t, "an RA certificate on hold", status(held, held.serials[0]), 401, string(api.CodeRACertificate))
 
 	// A restart forgets nothing: the requests accepted before it stay
 	// refused, and a fresh one goes through.
@@ -196,8 +197,8 @@ func TestRASignaturesAreTrustworthy(t *testing.T) {
 		t.Fatal(err)
 	}
 	d.start(t)
-	want(t, "hold replayed after a restart", d.send(t, hold), 401, codeReplayed)
-	want(t, "status replayed after a restart", d.send(t, get), 401, codeReplayed)
+	want(t, "hold replayed after a restart", d.send(t, hold), 401, string(api.CodeReplayed))
+	want(t, "status replayed after a restart", d.send(t, get), 401, string(api.CodeReplayed))
 	want(t, "a fresh request after a restart", d.sendFresh(t, ra, "GET", "/v1/certificates/"+target), 200, "")
 
 	// An allow-list narrows the RA certificates to those it names.
@@ -214,14 +215,14 @@ func TestRASignaturesAreTrustworthy(t *testing.T) {
 	d.editConfig(t, "ra_signatures: {required: true, max_skew: 2m}", "ra_signatures: {required: true, max_skew: 2m, allowed_serials: ["+ra.serials[0]+"]}")
 	d.start(t)
 	want(t, "the listed RA", d.sendFresh(t, ra, "GET", "/v1/certificates/"+target), 200, "")
-	want(t, "an RA certificate not listed", d.sendFresh(t, other, "GET", "/v1/certificates/"+target), 401, codeRACertificate)
+	want(t, "an RA certificate not listed", d.sendFresh(t, other, "GET", "/v1/certificates/"+target), 401, string(api.CodeRACertificate))
 	if err := d.stop(t); err != nil {
 		t.Fatal(err)
 	}
 	d.editConfig(t, "allowed_serials: ["+ra.serials[0]+"]", `allowed_subjects: ["`+other.subject+`"]`)
 	d.start(t)
 	want(t, "the RA listed by subject", d.sendFresh(t, other, "GET", "/v1/certificates/"+target), 200, "")
-	want(t, "an RA whose subject is not listed", d.sendFresh(t, ra, "GET", "/v1/certificates/"+target), 401, codeRACertificate)
+	want(t, "an RA whose subject is not listed", d.sendFresh(t, ra, "GET", "/v1/certificates/"+target), 401, string(api.CodeRACertificate))
 }
 
 // sendFresh signs a request with h's first certificate, retrying while
@@ -231,7 +232,7 @@ func (d *daemonProc) sendFresh(t *testing.T, h *holder, method, path string) rep
 	t.Helper()
 	for deadline := time.Now().Add(3 * replayLease); ; time.Sleep(100 * time.Millisecond) {
 		r := d.send(t, signRA(t, h.key, h.serials[0], method, path, ""))
-		if r.code != codeReplayed || time.Now().After(deadline) {
+		if r.code != string(api.CodeReplayed) || time.Now().After(deadline) {
 			return r
 		}
 	}

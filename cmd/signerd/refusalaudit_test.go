@@ -17,6 +17,7 @@ import (
 	"testing"
 	"time"
 
+	"signerd/api"
 	"signerd/audit"
 	"signerd/store"
 )
@@ -130,19 +131,19 @@ func TestRefusalsAreAudited(t *testing.T) {
 			do: func(t *testing.T) reply {
 				return d.call(t, "POST", "/v1/certificates/0b/revoke", `{"reason":"bored"}`)
 			}},
-		{name: "no such route", uid: ra, role: roleRA, status: 404, code: codeNoRoute, object: "GET /v2/everything",
+		{name: "no such route", uid: ra, role: roleRA, status: 404, code: string(api.CodeNoRoute), object: "GET /v2/everything",
 			do: func(t *testing.T) reply { return d.call(t, "GET", "/v2/everything", "") }},
-		{name: "wrong method", uid: ra, role: roleRA, status: 405, code: codeMethod, object: "DELETE /v1/certificates/01",
+		{name: "wrong method", uid: ra, role: roleRA, status: 405, code: string(api.CodeMethod), object: "DELETE /v1/certificates/01",
 			do: func(t *testing.T) reply { return d.call(t, "DELETE", "/v1/certificates/01", "") }},
-		{name: "no such route, unknown peer", uid: strangerUID, status: 404, code: codeNoRoute, object: "GET /etc/passwd",
+		{name: "no such route, unknown peer", uid: strangerUID, status: 404, code: string(api.CodeNoRoute), object: "GET /etc/passwd",
 			do: func(t *testing.T) reply { return d.callAs(t, strangerUID, "GET", "/etc/passwd") }},
-		{name: "wrong method, unknown peer", uid: strangerUID, status: 405, code: codeMethod, object: "PUT /v1/crl",
+		{name: "wrong method, unknown peer", uid: strangerUID, status: 405, code: string(api.CodeMethod), object: "PUT /v1/crl",
 			do: func(t *testing.T) reply { return d.callAs(t, strangerUID, "PUT", "/v1/crl") }},
-		{name: "route, unknown peer", uid: strangerUID, status: 403, code: codeUnknownPeer, object: "GET /v1/crl",
+		{name: "route, unknown peer", uid: strangerUID, status: 403, code: string(api.CodeUnknownPeer), object: "GET /v1/crl",
 			do: func(t *testing.T) reply { return d.callAs(t, strangerUID, "GET", "/v1/crl") }},
-		{name: "route outside the role", uid: operatorUID, role: roleOperator, status: 403, code: codeForbidden, object: "GET /v1/crl",
+		{name: "route outside the role", uid: operatorUID, role: roleOperator, status: 403, code: string(api.CodeForbidden), object: "GET /v1/crl",
 			do: func(t *testing.T) reply { return d.callAs(t, operatorUID, "GET", "/v1/crl") }},
-		{name: "too many connections", uid: ra, role: roleRA, status: 503, code: codeTooManyConnections, object: "connection",
+		{name: "too many connections", uid: ra, role: roleRA, status: 503, code: string(api.CodeTooManyConnections), object: "connection",
 			do: func(t *testing.T) reply {
 				release := d.holdConnections(t, maxConns)
 				r := d.call(t, "GET", "/v1/crl", "")
@@ -251,7 +252,7 @@ func TestRefusalFloodIsBounded(t *testing.T) {
 	// Connections over the cap.
 	release := d.holdConnections(t, maxConns)
 	for i := range overCap {
-		if r := d.call(t, "GET", floodPath("/v1/crl/", pathLength), ""); r.status != 503 || r.code != codeTooManyConnections {
+		if r := d.call(t, "GET", floodPath("/v1/crl/", pathLength), ""); r.status != 503 || r.code != string(api.CodeTooManyConnections) {
 			t.Fatalf("connection %d over the cap: %d %s", i, r.status, r.body)
 		}
 	}
@@ -303,7 +304,7 @@ func TestRefusalFloodIsBounded(t *testing.T) {
 			t.Errorf("refusal event %d after signerd.stop", ev.Seq)
 		}
 		k := key{ev.Actor.UID, reasonCode(ev.Event)}
-		if k == (key{stranger, codeUnknownPeer}) && !strings.HasSuffix(ev.Object, cut) {
+		if k == (key{stranger, string(api.CodeUnknownPeer)}) && !strings.HasSuffix(ev.Object, cut) {
 			if uncut++; uncut == 1 {
 				t.Errorf("refusal event %d: object %.200q…, want it cut and ending %q", ev.Seq, ev.Object, cut)
 			}
@@ -323,8 +324,8 @@ func TestRefusalFloodIsBounded(t *testing.T) {
 	// window, and one more for a window cut short by an idle one.
 	bound := 2 * (int(elapsed/window) + 2)
 	t.Logf("%v: refusal events %v for refusals %v; store grew %d bytes", elapsed.Round(time.Millisecond), written, counts, grown)
-	for k, n := range map[key]int{{stranger, codeUnknownPeer}: perRoute, {stranger, codeNoRoute}: perRoute,
-		{operatorUID, codeForbidden}: forbidden, {stranger, codeTooManyConnections}: overCap} {
+	for k, n := range map[key]int{{stranger, string(api.CodeUnknownPeer)}: perRoute, {stranger, string(api.CodeNoRoute)}: perRoute,
+		{operatorUID, string(api.CodeForbidden)}: forbidden, {stranger, string(api.CodeTooManyConnections)}: overCap} {
 		if counts[k] != n {
 			t.Errorf("uid %d %s: the audit log accounts for %d refusals, want %d", k.uid, k.code, counts[k], n)
 		}
@@ -351,8 +352,8 @@ func TestRefusalAggregatesEachWindow(t *testing.T) {
 		}
 		raw, _ := io.ReadAll(resp.Body)
 		resp.Body.Close()
-		if r := parseReply(resp.StatusCode, raw); r.status != 403 || r.code != codeUnknownPeer {
-			return fmt.Errorf("no role, request %d: %d %q, want 403 %q\n%s", i, r.status, r.code, codeUnknownPeer, r.body)
+		if r := parseReply(resp.StatusCode, raw); r.status != 403 || r.code != string(api.CodeUnknownPeer) {
+			return fmt.Errorf("no role, request %d: %d %q, want 403 %q\n%s", i, r.status, r.code, string(api.CodeUnknownPeer), r.body)
 		}
 		return nil
 	})

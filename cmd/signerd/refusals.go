@@ -9,6 +9,7 @@ import (
 	"sync"
 	"time"
 
+	"signerd/api"
 	"signerd/store"
 )
 
@@ -158,7 +159,7 @@ func (l *refusalLog) Record(ev store.Event, code string) {
 // refuseConnection records a connection refused over the peer's cap.
 func (l *refusalLog) refuseConnection(p peer) {
 	p.Roles = l.roles.rolesOf(p)
-	l.refuse(p.actor(), "connection", codeTooManyConnections, codeTooManyConnections)
+	l.refuse(p.actor(), "connection", string(api.CodeTooManyConnections), string(api.CodeTooManyConnections))
 }
 
 func (l *refusalLog) write(ev store.Event, count int) error {

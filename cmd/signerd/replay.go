@@ -5,10 +5,10 @@ import (
 	"encoding/hex"
 	"fmt"
 	"log/slog"
-	"net/http"
 	"sync"
 	"time"
 
+	"signerd/api"
 	"signerd/engine"
 )
 
@@ -145,7 +145,7 @@ var _ replayStore = (*engine.Engine)(nil)
 // look, and the store lets one of them through.
 func (g *replayGuard) admit(st replayStore, serial []byte, nonce string, date, now time.Time, skew time.Duration) error {
 	if g == nil {
-		return &sigError{code: string(engine.CodeInternal), status: http.StatusInternalServerError, msg: "RA replay guard not set up"}
+		return &sigError{code: api.CodeInternal, msg: "RA replay guard not set up"}
 	}
 	if !st.SharedStore() {
 		return g.pass(st, serial, nonce, date, now, skew, true)
@@ -155,7 +155,7 @@ func (g *replayGuard) admit(st replayStore, serial []byte, nonce string, date, n
 	}
 	fresh, err := st.ClaimRANonce(serial, nonce, date)
 	if err != nil {
-		return &sigError{code: string(engine.CodeStoreUnavailable), status: http.StatusServiceUnavailable,
+		return &sigError{code: api.CodeStoreUnavailable,
 			msg: fmt.Sprintf("claiming the signed request in the store: %v; sign it again with a new nonce and date", err)}
 	}
 	if !fresh {
@@ -169,7 +169,7 @@ func (g *replayGuard) admit(st replayStore, serial []byte, nonce string, date, n
 
 // replayedError refuses a replay, saying why.
 func replayedError(serial []byte, nonce string, date time.Time, why string) error {
-	return &sigError{code: codeReplayed, msg: fmt.Sprintf("request signed by %s with nonce %s at %s: %s; sign it again with a new nonce and date",
+	return &sigError{code: api.CodeReplayed, msg: fmt.Sprintf("request signed by %s with nonce %s at %s: %s; sign it again with a new nonce and date",
 		hex.EncodeToString(serial), nonce, date.Format(time.RFC3339Nano), why)}
 }
 
@@ -189,7 +189,7 @@ func (g *replayGuard) pass(st replayStore, serial []byte, nonce string, date, no
 		// Not remembered until a request of it is accepted.
 		t, err := st.RAReplayMark(serial)
 		if err != nil {
-			return &sigError{code: string(engine.CodeStoreUnavailable), status: http.StatusServiceUnavailable, msg: err.Error()}
+			return &sigError{code: api.CodeStoreUnavailable, msg: err.Error()}
 		}
 		ra = &raReplay{seen: map[string]bool{}, prior: t, stored: t}
 	}
@@ -211,7 +211,7 @@ func (g *replayGuard) pass(st replayStore, serial []byte, nonce string, date, no
 	if date.After(ra.stored) {
 		mark := date.Add(replayLease)
 		if err := st.RaiseRAReplayMark(serial, mark); err != nil {
-			return &sigError{code: string(engine.CodeStoreUnavailable), status: http.StatusServiceUnavailable,
+			return &sigError{code: api.CodeStoreUnavailable,
 				msg: fmt.Sprintf("recording the RA replay mark: %v", err)}
 		}
 		ra.stored = mark

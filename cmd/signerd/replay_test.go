@@ -5,6 +5,7 @@ import (
 	"testing"
 	"time"
 
+	"signerd/api"
 	"signerd/engine"
 	"signerd/engine/enginetest"
 )
@@ -21,7 +22,7 @@ func TestReplayGuardForgetsNothing(t *testing.T) {
 	serial := []byte{0x5b, 0x1c}
 	isReplay := func(err error) bool {
 		var se *sigError
-		return errors.As(err, &se) && se.code == codeReplayed
+		return errors.As(err, &se) && se.code == api.CodeReplayed
 	}
 	type step struct {
 		what   string

@@ -6,6 +6,7 @@ import (
 	"testing"
 	"time"
 
+	"signerd/api"
 	"signerd/engine"
 	"signerd/engine/enginetest"
 )
@@ -77,7 +78,7 @@ func TestOtherRAsCertificatesCannotThrottleAnRA(t *testing.T) {
 			now := t0.Add(6 * time.Second)
 			for _, s := range accepted {
 				var se *sigError
-				if err := g.admit(eng, s.serial, s.nonce, s.date, now, skew); !errors.As(err, &se) || se.code != codeReplayed {
+				if err := g.admit(eng, s.serial, s.nonce, s.date, now, skew); !errors.As(err, &se) || se.code != api.CodeReplayed {
 					t.Fatalf("request %x %s accepted before, sent again: %v", s.serial, s.nonce, err)
 				}
 			}
@@ -97,7 +98,7 @@ func TestIdleRAKeepsItsLatestRequests(t *testing.T) {
 	const skew = 5 * time.Minute
 	isReplay := func(err error) bool {
 		var se *sigError
-		return errors.As(err, &se) && se.code == codeReplayed
+		return errors.As(err, &se) && se.code == api.CodeReplayed
 	}
 	g := newReplayGuard(replayCacheSize, 2)
 	g.maxIdle = 2

@@ -8,6 +8,7 @@ import (
 	"testing"
 	"time"
 
+	"signerd/api"
 	"signerd/engine"
 	"signerd/engine/enginetest"
 	"signerd/store"
@@ -17,7 +18,7 @@ import (
 // isReplayed reports whether err refuses a request as a replay.
 func isReplayed(err error) bool {
 	var se *sigError
-	return errors.As(err, &se) && se.code == codeReplayed
+	return errors.As(err, &se) && se.code == api.CodeReplayed
 }
 
 // nodeEngines are engines of nodes a and b over one new database.
@@ -141,9 +142,9 @@ func TestReplayAcrossNodes(t *testing.T) {
 	want(t, "hold at a", a.send(t, hold), http.StatusOK, "")
 	restore := signRA(t, ra.key, ra.serials[0], "POST", "/v1/certificates/"+target+"/restore", "")
 	want(t, "restore at b", b.send(t, restore), http.StatusOK, "")
-	want(t, "the hold replayed at b", b.send(t, hold), http.StatusUnauthorized, codeReplayed)
-	want(t, "the restore replayed at a", a.send(t, restore), http.StatusUnauthorized, codeReplayed)
-	want(t, "the hold replayed at a", a.send(t, hold), http.StatusUnauthorized, codeReplayed)
+	want(t, "the hold replayed at b", b.send(t, hold), http.StatusUnauthorized, string(api.CodeReplayed))
+	want(t, "the restore replayed at a", a.send(t, restore), http.StatusUnauthorized, string(api.CodeReplayed))
+	want(t, "the hold replayed at a", a.send(t, hold), http.StatusUnauthorized, string(api.CodeReplayed))
 	for _, d := range []*daemonProc{a, b} {
 		if got := status(d); got != "good" {
 			t.Errorf("%s after the replays: %s is %s, want good", nodeOf(t, d), target, got)
@@ -179,8 +180,8 @@ func TestReplayGuardClaimNeedsTheStore(t *testing.T) {
 	srv.Stop(t)
 	err = g.admit(eng, serial, "during-the-outage-0123", now.Add(time.Millisecond), now, time.Minute)
 	var se *sigError
-	if !errors.As(err, &se) || se.code != string(engine.CodeStoreUnavailable) || se.status != http.StatusServiceUnavailable {
-		t.Errorf("a request while the database is down: %v; want 503 %s", err, engine.CodeStoreUnavailable)
+	if !errors.As(err, &se) || se.code != api.CodeStoreUnavailable || se.code.Status() != http.StatusServiceUnavailable {
+		t.Errorf("a request while the database is down: %v; want 503 %s", err, api.CodeStoreUnavailable)
 	}
 }
 

@@ -11,6 +11,7 @@ import (
 
 	"github.com/emmansun/gmsm/sm2"
 
+	"signerd/api"
 	"signerd/engine"
 	"signerd/engine/enginetest"
 )
@@ -20,13 +21,13 @@ func signRADated(t *testing.T, key *sm2.PrivateKey, serial, method, path, body s
 	t.Helper()
 	c := signRA(t, key, serial, method, path, body)
 	stamp, nonce := date.UTC().Format(time.RFC3339Nano), newNonce(t)
-	sig, err := key.SignMessage(rand.Reader, signedText(method, path, stamp, nonce, serial, []byte(body)), sm2.DefaultSM2SignerOpts)
+	sig, err := key.SignMessage(rand.Reader, api.SignedText(method, path, stamp, nonce, serial, []byte(body)), sm2.DefaultSM2SignerOpts)
 	if err != nil {
 		t.Fatal(err)
 	}
-	c.header.Set(headerDate, stamp)
-	c.header.Set(headerNonce, nonce)
-	c.header.Set(headerSignature, base64.StdEncoding.EncodeToString(sig))
+	c.header.Set(api.HeaderDate, stamp)
+	c.header.Set(api.HeaderNonce, nonce)
+	c.header.Set(api.HeaderSignature, base64.StdEncoding.EncodeToString(sig))
 	return c
 }
 
@@ -51,14 +52,14 @@ func TestRogueRACannotLockOutOtherRAs(t *testing.T) {
 	}
 	// What the rogue's memory forgot, its floor refuses: its own.
 	want(t, "rogue's own fresh request after its flood", d.send(t, signRA(t, rogue.key, rogue.serials[0], "GET", "/v1/certificates/7e7e", "")),
-		http.StatusUnauthorized, codeReplayed)
+		http.StatusUnauthorized, string(api.CodeReplayed))
 
 	want(t, "honest RA's fresh request after the flood", d.send(t, signRA(t, honest.key, honest.serials[0], "GET", "/v1/certificates/7e7e", "")),
 		http.StatusNotFound, "not_found")
 	r := d.send(t, signRA(t, honest.key, honest.serials[0], "POST", "/v1/certificates/"+rogue.serials[0]+"/revoke", `{"reason":"keyCompromise"}`))
 	want(t, "honest RA revokes the rogue", r, http.StatusOK, "")
 	want(t, "the rogue after its revocation", d.send(t, signRA(t, rogue.key, rogue.serials[0], "GET", "/v1/certificates/7e7e", "")),
-		http.StatusUnauthorized, codeRACertificate)
+		http.StatusUnauthorized, string(api.CodeRACertificate))
 }
 
 // TestReplayGuardKeepsRAsApart drives the guard over a real engine and
@@ -72,7 +73,7 @@ func TestReplayGuardKeepsRAsApart(t *testing.T) {
 	now := time.Now()
 	isReplay := func(err error) bool {
 		var se *sigError
-		return errors.As(err, &se) && se.code == codeReplayed
+		return errors.As(err, &se) && se.code == api.CodeReplayed
 	}
 	g := newReplayGuard(8, 4)
 	honest, rogue := []byte{0x0a}, []byte{0x0b}

@@ -19,6 +19,7 @@ import (
 	"testing"
 	"time"
 
+	"signerd/api"
 	"signerd/audit"
 	"signerd/engine/enginetest"
 	"signerd/store"
@@ -314,11 +315,9 @@ func (d *daemonProc) callAsWith(t *testing.T, uid int, method, path, body string
 
 func parseReply(status int, raw []byte) reply {
 	r := reply{status: status, body: raw}
-	var e struct {
-		Code string `json:"code"`
-	}
+	var e api.Error
 	if json.Unmarshal(raw, &e) == nil {
-		r.code = e.Code
+		r.code = string(e.Code)
 	}
 	return r
 }
@@ -357,16 +356,16 @@ func (d *daemonProc) metric(t *testing.T, sample string) float64 {
 func issueBody(t *testing.T, id, profile string) string {
 	t.Helper()
 	_, csr := enginetest.NewCSR(t)
-	body, _ := json.Marshal(map[string]any{"request_id": id, "profile": profile,
-		"subject": map[string]string{"CN": "测试用户 " + id, "C": "CN"},
-		"csr":     string(pem.EncodeToMemory(&pem.Block{Type: "CERTIFICATE REQUEST", Bytes: csr}))})
+	body, _ := json.Marshal(api.IssueRequest{RequestID: id, Profile: profile,
+		Subject: api.Subject{CommonName: "测试用户 " + id, Country: "CN"},
+		CSR:     string(pem.EncodeToMemory(&pem.Block{Type: api.PEMCSR, Bytes: csr}))})
 	return string(body)
 }
 
 // view decodes a certificate answer.
-func certView(t *testing.T, r reply) certificateView {
+func certView(t *testing.T, r reply) api.Certificate {
 	t.Helper()
-	var v certificateView
+	var v api.Certificate
 	if err := json.Unmarshal(r.body, &v); err != nil || v.Serial == "" {
 		t.Fatalf("not a certificate (%d): %s", r.status, r.body)
 	}
@@ -428,18 +427,18 @@ func TestHostileInputGetsClearErrors(t *testing.T) {
 		status                   int
 		code                     string
 	}{
-		{"malformed JSON", "POST", "/v1/certificates", `{"request_id":`, 400, codeMalformedJSON},
-		{"unknown field", "POST", "/v1/certificates", `{"request_id":"x","colour":"red"}`, 400, codeMalformedJSON},
-		{"two objects", "POST", "/v1/certificates", `{} {}`, 400, codeMalformedJSON},
-		{"oversize body", "POST", "/v1/certificates", big, 413, codeBodyTooLarge},
+		{"malformed JSON", "POST", "/v1/certificates", `{"request_id":`, 400, string(api.CodeMalformedJSON)},
+		{"unknown field", "POST", "/v1/certificates", `{"request_id":"x","colour":"red"}`, 400, string(api.CodeMalformedJSON)},
+		{"two objects", "POST", "/v1/certificates", `{} {}`, 400, string(api.CodeMalformedJSON)},
+		{"oversize body", "POST", "/v1/certificates", big, 413, string(api.CodeBodyTooLarge)},
 		{"CSR not PEM", "POST", "/v1/certificates", `{"request_id":"x","profile":"person-sign","subject":{"CN":"a"},"csr":"MIIB"}`, 400, "malformed_csr"},
 		{"garbage CSR", "POST", "/v1/certificates", `{"request_id":"x","profile":"person-sign","subject":{"CN":"a"},"csr":"-----BEGIN CERTIFICATE REQUEST-----\nAAAA\n-----END CERTIFICATE REQUEST-----\n"}`, 400, "malformed_csr"},
 		{"unknown profile", "POST", "/v1/certificates", `{"request_id":"x","profile":"robot"}`, 400, "unknown_profile"},
 		{"bad serial", "GET", "/v1/certificates/xyz", "", 400, "bad_request"},
 		{"unknown reason", "POST", "/v1/certificates/01/revoke", `{"reason":"bored"}`, 400, "bad_request"},
-		{"body on hold", "POST", "/v1/certificates/01/hold", `{}`, 400, codeMalformedJSON},
-		{"no such route", "GET", "/v2/everything", "", 404, codeNoRoute},
-		{"wrong method", "DELETE", "/v1/certificates/01", "", 405, codeMethod},
+		{"body on hold", "POST", "/v1/certificates/01/hold", `{}`, 400, string(api.CodeMalformedJSON)},
+		{"no such route", "GET", "/v2/everything", "", 404, string(api.CodeNoRoute)},
+		{"wrong method", "DELETE", "/v1/certificates/01", "", 405, string(api.CodeMethod)},
 	}
 	for _, tt := range tests {
 		t.Run(tt.name, func(t *testing.T) {
@@ -495,23 +494,23 @@ func TestRolesAreEnforcedAndRefusalsAudited(t *testing.T) {
 					}
 				}
 			case uid == strangerUID:
-				want(t, fmt.Sprintf("uid %d %s", uid, name), r, 403, codeUnknownPeer)
+				want(t, fmt.Sprintf("uid %d %s", uid, name), r, 403, string(api.CodeUnknownPeer))
 				refusals++
 			default:
-				want(t, fmt.Sprintf("uid %d %s", uid, name), r, 403, codeForbidden)
+				want(t, fmt.Sprintf("uid %d %s", uid, name), r, 403, string(api.CodeForbidden))
 				refusals++
 			}
 		}
 	}
 	// The RA may not sign CRLs or read statistics.
-	want(t, "RA signs CRL", d.call(t, "POST", "/v1/crl", ""), 403, codeForbidden)
-	want(t, "RA reads statistics", d.call(t, "GET", "/v1/statistics/"+month, ""), 403, codeForbidden)
-	want(t, "RA exports the audit log", d.call(t, "POST", "/v1/audit/export", "{}"), 403, codeForbidden)
+	want(t, "RA signs CRL", d.call(t, "POST", "/v1/crl", ""), 403, string(api.CodeForbidden))
+	want(t, "RA reads statistics", d.call(t, "GET", "/v1/statistics/"+month, ""), 403, string(api.CodeForbidden))
+	want(t, "RA exports the audit log", d.call(t, "POST", "/v1/audit/export", "{}"), 403, string(api.CodeForbidden))
 	refusals += 3
 	// An auditor's malformed request is refused and audited too.
 	want(t, "export window backwards", d.callAsWith(t, auditorUID, "POST", "/v1/audit/export",
 		`{"since":"2026-02-01T00:00:00Z","until":"2026-01-01T00:00:00Z"}`), 400, "bad_request")
-	want(t, "export window not a time", d.callAsWith(t, auditorUID, "POST", "/v1/audit/export", `{"since":"yesterday"}`), 400, codeMalformedJSON)
+	want(t, "export window not a time", d.callAsWith(t, auditorUID, "POST", "/v1/audit/export", `{"since":"yesterday"}`), 400, string(api.CodeMalformedJSON))
 	// The operator's CRL is what the RA fetches.
 	want(t, "RA fetches CRL", d.call(t, "GET", "/v1/crl", ""), 200, "")
 	stats := d.callAs(t, auditorUID, "GET", "/v1/statistics/"+month)
@@ -539,7 +538,7 @@ func TestRolesAreEnforcedAndRefusalsAudited(t *testing.T) {
 		return tx.Events(1, func(ev store.Event, _ []byte) error {
 			code, _, _ := strings.Cut(ev.Reason, ":")
 			switch {
-			case ev.Action == "api.refused" && (code == codeForbidden || code == codeUnknownPeer):
+			case ev.Action == "api.refused" && (code == string(api.CodeForbidden) || code == string(api.CodeUnknownPeer)):
 				outcomes["role"] += refusalCount(t, ev) // refusals after a peer's first are tallied
 				if ev.Actor.UID != os.Getuid() && ev.Actor.UID != operatorUID && ev.Actor.UID != auditorUID && ev.Actor.UID != strangerUID {
 					t.Errorf("refusal audited with uid %d", ev.Actor.UID)
@@ -553,7 +552,7 @@ func TestRolesAreEnforcedAndRefusalsAudited(t *testing.T) {
 	if outcomes["role"] != refusals {
 		t.Errorf("%d role refusals audited, want %d", outcomes["role"], refusals)
 	}
-	for _, k := range []string{"audit.export ok ", "audit.export refused bad_request", "api.refused refused " + codeMalformedJSON} {
+	for _, k := range []string{"audit.export ok ", "audit.export refused bad_request", "api.refused refused " + string(api.CodeMalformedJSON)} {
 		if outcomes[k] != 1 {
 			t.Errorf("auditor's events %v: want one %q", outcomes, k)
 		}

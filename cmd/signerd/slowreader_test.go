@@ -16,6 +16,7 @@ import (
 
 	"golang.org/x/sys/unix"
 
+	"signerd/api"
 	"signerd/audit"
 	"signerd/store"
 )
@@ -120,27 +121,27 @@ func fileSize(path string) int64 {
 	return fi.Size()
 }
 
-// issuance is how a run of issuance went.
-type issuance struct {
+// issueRun is how a run of issuance went.
+type issueRun struct {
 	issued     int
 	took       time.Duration
 	lastSerial string
 	err        error // the first failure, after which the run stopped
 }
 
-func (i issuance) String() string {
+func (i issueRun) String() string {
 	return fmt.Sprintf("%d certificates in %v (%.0f/s)", i.issued, i.took.Round(time.Millisecond), float64(i.issued)/i.took.Seconds())
 }
 
 // issueUntil issues from 4 concurrent RA connections, each request with
 // its own deadline, until enough (told how many have been issued, from
 // one goroutine) says so or a request fails.
-func (d *daemonProc) issueUntil(t *testing.T, prefix string, deadline time.Duration, enough func(issued int) bool) issuance {
+func (d *daemonProc) issueUntil(t *testing.T, prefix string, deadline time.Duration, enough func(issued int) bool) issueRun {
 	t.Helper()
 	const workers = 4
 	var (
 		mu  sync.Mutex
-		out issuance
+		out issueRun
 		wg  sync.WaitGroup
 	)
 	stopped := func() bool { mu.Lock(); defer mu.Unlock(); return out.err != nil || enough(out.issued) }
@@ -159,7 +160,7 @@ func (d *daemonProc) issueUntil(t *testing.T, prefix string, deadline time.Durat
 				if err == nil && r.status != 201 {
 					err = fmt.Errorf("%d %s", r.status, r.body)
 				}
-				var v certificateView
+				var v api.Certificate
 				json.Unmarshal(r.body, &v)
 				mu.Lock()
 				if err != nil && out.err == nil {

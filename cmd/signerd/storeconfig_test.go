@@ -57,8 +57,8 @@ func TestStoreConfig(t *testing.T) {
 			if err != nil {
 				t.Fatal(err)
 			}
-			if c.Store.Path != tt.path || c.Store.options().InitialMmapSize != tt.mmap || c.Store.WriteStallAfter.Duration != tt.stall {
-				t.Fatalf("%q: path %q, map %d, stall %v", tt.store, c.Store.Path, c.Store.options().InitialMmapSize, c.Store.WriteStallAfter.Duration)
+			if c.Store.Path != tt.path || c.Store.Options.InitialMmapSize != tt.mmap || c.Engine.WriteStallAfter != tt.stall {
+				t.Fatalf("%q: path %q, map %d, stall %v", tt.store, c.Store.Path, c.Store.Options.InitialMmapSize, c.Engine.WriteStallAfter)
 			}
 		})
 	}
@@ -170,9 +170,10 @@ func TestPostgresStoreConfig(t *testing.T) {
 				}
 				return
 			}
-			if c.Store.Path != "" || pg.where.host != tt.host || pg.where.database != tt.db ||
-				pg.options() != (store.PostgresOptions{Timeout: tt.timeout, MaxConns: tt.conns, Node: tt.node, NodeLease: tt.lease}) {
-				t.Fatalf("%q: path %q, host %q, database %q, options %+v", tt.store, c.Store.Path, pg.where.host, pg.where.database, pg.options())
+			host := strings.Join(pg.Hosts(), ",")
+			if c.Store.Path != "" || host != tt.host || pg.Database() != tt.db ||
+				c.Store.PostgresOptions != (store.PostgresOptions{Timeout: tt.timeout, MaxConns: tt.conns, Node: tt.node, NodeLease: tt.lease}) {
+				t.Fatalf("%q: path %q, host %q, database %q, options %+v", tt.store, c.Store.Path, host, pg.Database(), c.Store.PostgresOptions)
 			}
 		})
 	}

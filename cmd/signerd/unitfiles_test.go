@@ -5,6 +5,7 @@ import (
 	"os"
 	"path"
 	"path/filepath"
+	"signerd/store"
 	"strings"
 	"testing"
 )
@@ -48,13 +49,13 @@ func TestUnitSkipsStartWhilePINRefused(t *testing.T) {
 	if len(state) != 1 {
 		t.Fatalf("StateDirectory= %q, want one", state)
 	}
-	store := path.Join("/var/lib", state[0], "signerd.db")
+	storeFile := path.Join("/var/lib", state[0], "signerd.db")
 	t.Setenv("STATE_DIRECTORY", path.Join("/var/lib", state[0]))
-	onDatabase, err := pinRefusedMarkerFor(storeCfg{Postgres: &postgresCfg{}})
+	onDatabase, err := pinRefusedMarkerFor(storeConfig{Postgres: new(store.PostgresDSN)})
 	if err != nil {
 		t.Fatal(err)
 	}
-	for _, marker := range []string{defaultPINRefusedMarker(store), onDatabase} {
+	for _, marker := range []string{defaultPINRefusedMarker(storeFile), onDatabase} {
 		want := "!" + marker
 		found := false
 		for _, v := range svc["ConditionPathExists"] {
@@ -68,8 +69,8 @@ func TestUnitSkipsStartWhilePINRefused(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	if !strings.Contains(string(readme), "path: "+store) {
-		t.Errorf("README's configuration does not put the store at %s", store)
+	if !strings.Contains(string(readme), "path: "+storeFile) {
+		t.Errorf("README's configuration does not put the store at %s", storeFile)
 	}
 }
 

@@ -9,6 +9,7 @@ import (
 	"syscall"
 	"testing"
 
+	"signerd/api"
 	"signerd/store"
 )
 
@@ -38,7 +39,7 @@ func TestPeerIdentityInAUserNamespace(t *testing.T) {
 		code      string
 		actorUID  int
 	}{
-		{"PrivateUsers namespace", true, 403, codeUnknownPeer, overflowUID},
+		{"PrivateUsers namespace", true, 403, string(api.CodeUnknownPeer), overflowUID},
 		{"as shipped", false, 404, "not_found", raPeerUID}, // the RA may ask; the serial is unknown
 	} {
 		t.Run(tc.name, func(t *testing.T) {

@@ -29,6 +29,7 @@ import (
 	"signerd/engine"
 	"signerd/hsm"
 	"signerd/hsm/hsmtest"
+	"signerd/issuance"
 	"signerd/store"
 )
 
@@ -39,7 +40,7 @@ type CA struct {
 	Root   *smx509.Certificate
 	Cert   *smx509.Certificate // the issuing CA
 	Signer *hsm.SM2Signer      // the issuing key
-	Issuer *engine.Issuer
+	Issuer *issuance.Issuer
 }
 
 // Key labels in the token.
@@ -78,11 +79,22 @@ func NewCA(t testing.TB) *CA {
 	}
 	cert := mustCreate(t, issTmpl, root, issKey.Public, rootSigner)
 	signer := mustSigner(t, issKey)
-	iss, err := engine.NewIssuer(cert, signer)
+	iss := MustIssuer(t, cert, issKey)
+	return &CA{Token: tok, Module: m, Root: root, Cert: cert, Signer: signer, Issuer: iss}
+}
+
+// MustIssuer is the issuer of cert and key as signerd loads it.
+func MustIssuer(t testing.TB, cert *smx509.Certificate, key *hsm.Key) *issuance.Issuer {
+	t.Helper()
+	signer, err := issuance.KeySigner(key, nil)
 	if err != nil {
 		t.Fatal(err)
 	}
-	return &CA{Token: tok, Module: m, Root: root, Cert: cert, Signer: signer, Issuer: iss}
+	iss, err := issuance.NewIssuer(cert, signer)
+	if err != nil {
+		t.Fatal(err)
+	}
+	return iss
 }
 
 func mustSigner(t testing.TB, k *hsm.Key) *hsm.SM2Signer {
@@ -125,7 +137,7 @@ func (ca *CA) Engine(t testing.TB, st *store.Store, cfg engine.Config) *engine.E
 	t.Helper()
 	cfg.Store = st
 	if cfg.Issuers == nil {
-		cfg.Issuers = []*engine.Issuer{ca.Issuer}
+		cfg.Issuers = []*issuance.Issuer{ca.Issuer}
 	}
 	if cfg.Random == nil {
 		cfg.Random = ca.Module.Random()
@@ -252,7 +264,7 @@ func (ca *CA) Save(t testing.TB, dir string) string {
 
 // LoadIssuer opens the token a saved CA describes (SOFTHSM2_CONF must be
 // inherited) and returns the module and the issuer.
-func LoadIssuer(path string) (*hsm.Module, *engine.Issuer, error) {
+func LoadIssuer(path string) (*hsm.Module, *issuance.Issuer, error) {
 	raw, err := os.ReadFile(path)
 	if err != nil {
 		return nil, nil, err
@@ -270,26 +282,10 @@ func LoadIssuer(path string) (*hsm.Module, *engine.Issuer, error) {
 	if err != nil {
 		return nil, nil, err
 	}
-	fail := func(err error) (*hsm.Module, *engine.Issuer, error) { m.Close(); return nil, nil, err }
-	key, err := m.FindKey(context.Background(), IssuingLabel)
+	iss, _, err := issuance.LoadIssuer(context.Background(), m, IssuingLabel, s.CertFile, nil)
 	if err != nil {
-		return fail(err)
-	}
-	signer, err := key.SM2Signer(nil)
-	if err != nil {
-		return fail(err)
-	}
-	der, err := os.ReadFile(s.CertFile)
-	if err != nil {
-		return fail(err)
-	}
-	cert, err := smx509.ParseCertificate(der)
-	if err != nil {
-		return fail(err)
-	}
-	iss, err := engine.NewIssuer(cert, signer)
-	if err != nil {
-		return fail(err)
+		m.Close()
+		return nil, nil, err
 	}
 	return m, iss, nil
 }

@@ -12,7 +12,6 @@ import (
 
 	"github.com/jackc/pgx/v5"
 
-	"signerd/engine"
 	"signerd/hsm/hsmtest"
 )
 
@@ -50,12 +49,7 @@ func NewNodeCAs(t testing.TB, n int) []*CA {
 		if err != nil {
 			t.Fatalf("token %s: %v", tok.Label, err)
 		}
-		signer := mustSigner(t, key)
-		iss, err := engine.NewIssuer(first.Cert, signer)
-		if err != nil {
-			t.Fatal(err)
-		}
-		cas[i] = &CA{Token: tok, Module: m, Root: first.Root, Cert: first.Cert, Signer: signer, Issuer: iss}
+		cas[i] = &CA{Token: tok, Module: m, Root: first.Root, Cert: first.Cert, Signer: mustSigner(t, key), Issuer: MustIssuer(t, first.Cert, key)}
 	}
 	return cas
 }

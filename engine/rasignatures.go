@@ -72,7 +72,7 @@ func (e *Engine) SharedStore() bool { return e.store.Node() != "" }
 func (e *Engine) ClaimRANonce(serial []byte, nonce string, date time.Time) (fresh bool, err error) {
 	fresh, err = e.store.ClaimRANonce(serial, nonce, date)
 	if storeFailed(err) {
-		e.noteStore(err)
+		e.storeHealth.note(err)
 	}
 	return fresh, err
 }

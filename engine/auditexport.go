@@ -14,6 +14,7 @@ import (
 
 	"github.com/emmansun/gmsm/sm3"
 
+	"signerd/api"
 	"signerd/audit"
 	"signerd/hsm"
 	"signerd/store"
@@ -56,18 +57,18 @@ type ExportedChain struct {
 // of one section, in the format bundles had before nodes.
 func (e *Engine) ExportAudit(ctx context.Context, actor store.Actor, since, until time.Time, w io.Writer) (Export, error) {
 	var x Export
-	if e.auditKey == nil {
-		return x, errorf(CodeInternal, "no audit key: the log cannot be sealed for export")
+	if e.sealer.key == nil {
+		return x, errorf(api.CodeInternal, "no audit key: the log cannot be sealed for export")
 	}
 	if !since.IsZero() && !until.IsZero() && until.Before(since) {
-		err := errorf(CodeBadRequest, "until %s is before since %s", until.Format(time.RFC3339), since.Format(time.RFC3339))
+		err := errorf(api.CodeBadRequest, "until %s is before since %s", until.Format(time.RFC3339), since.Format(time.RFC3339))
 		e.auditExport(actor, x, store.OutcomeRefused, err.Error())
 		return x, err
 	}
-	exportSeal, err := e.seal(ctx, fmt.Sprintf("audit export for uid %d", actor.UID), true)
+	exportSeal, err := e.sealer.seal(ctx, fmt.Sprintf("audit export for uid %d", actor.UID), true)
 	if err != nil {
 		e.auditExport(actor, x, store.OutcomeFailed, err.Error())
-		return x, errorf(CodeInternal, "%v", err)
+		return x, errorf(api.CodeInternal, "%v", err)
 	}
 	// No read transaction is held while the bundle is written: a client
 	// that reads slowly, or not at all, must not hold back the store's
@@ -78,7 +79,7 @@ func (e *Engine) ExportAudit(ctx context.Context, actor store.Actor, since, unti
 	hdrs, err := e.exportSections(since, until, exportSeal)
 	if err != nil {
 		e.auditExport(actor, x, store.OutcomeFailed, err.Error())
-		return x, errorf(CodeInternal, "audit export: %v", err)
+		return x, errorf(api.CodeInternal, "audit export: %v", err)
 	}
 	var list []audit.Chain
 	for _, c := range hdrs.chains {
@@ -102,8 +103,8 @@ func (e *Engine) ExportAudit(ctx context.Context, actor store.Actor, since, unti
 			hdr.Section, hdr.Chains = i+1, list
 		}
 		if i == 0 {
-			bw, err = audit.NewWriter(n, hdr, hsm.KeyID(e.auditPub), func(msg []byte) ([]byte, error) {
-				return e.auditKey.SignDigest(ctx, e.auditKey.Digest(msg))
+			bw, err = audit.NewWriter(n, hdr, hsm.KeyID(e.sealer.pub), func(msg []byte) ([]byte, error) {
+				return e.sealer.key.SignDigest(ctx, e.sealer.key.Digest(msg))
 			})
 		} else {
 			err = bw.Section(hdr)
@@ -118,7 +119,7 @@ func (e *Engine) ExportAudit(ctx context.Context, actor store.Actor, since, unti
 	x.Bytes, x.SM3 = n.n, h.Sum(nil)
 	if err != nil {
 		e.auditExport(actor, x, store.OutcomeFailed, err.Error())
-		return x, errorf(CodeInternal, "audit export: %v", err)
+		return x, errorf(api.CodeInternal, "audit export: %v", err)
 	}
 	e.auditExport(actor, x, store.OutcomeOK, "")
 	return x, nil
@@ -339,7 +340,7 @@ func (e *Engine) exportRange(node string, since, until time.Time, endSeal uint64
 	for name, id := range keyIDs {
 		certs[name+"@"+node] = nodeKey{node, id}
 	}
-	own := hsm.KeyID(e.auditPub)
+	own := hsm.KeyID(e.sealer.pub)
 	certs[hex.EncodeToString(own)+"@"+e.store.Node()] = nodeKey{e.store.Node(), own}
 	err = e.view(func(tx *store.Tx) error {
 		for _, name := range slices.Sorted(maps.Keys(certs)) {

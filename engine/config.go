@@ -1,0 +1,49 @@
+package engine
+
+import (
+	"fmt"
+	"time"
+)
+
+// MinWriteStallAfter bounds Config.WriteStallAfter from below: several
+// fsyncs on a slow disk. Below it an ordinary commit would count as a
+// stall.
+const MinWriteStallAfter = 100 * time.Millisecond
+
+// ConfigError is a Config field Validate refuses: Field is its name, Err
+// says what is wrong with its value ("VALUE: why"), so that a caller can
+// name the setting in its own terms (a config file's key).
+type ConfigError struct {
+	Field string
+	Err   error
+}
+
+func (e *ConfigError) Error() string { return e.Field + " " + e.Err.Error() }
+func (e *ConfigError) Unwrap() error { return e.Err }
+
+// Validate checks the tunables an operator may set. Zero stands for the
+// default (New fills it in); a negative size or duration is refused rather
+// than taken for the default, since it can only be a mistake.
+func (c Config) Validate() error {
+	for _, f := range []struct {
+		name string
+		v    int
+	}{{"QueueSize", c.QueueSize}, {"BatchSize", c.BatchSize}, {"SealEvery", c.SealEvery}} {
+		if f.v < 0 {
+			return &ConfigError{f.name, fmt.Errorf("%d: negative", f.v)}
+		}
+	}
+	for _, f := range []struct {
+		name string
+		d    time.Duration
+	}{{"CRLValidity", c.CRLValidity}, {"SignTimeout", c.SignTimeout}, {"SealInterval", c.SealInterval},
+		{"ClockMaxStep", c.ClockMaxStep}, {"RASignatureSkew", c.RASignatureSkew}} {
+		if f.d < 0 {
+			return &ConfigError{f.name, fmt.Errorf("%s: negative", f.d)}
+		}
+	}
+	if d := c.WriteStallAfter; d != 0 && d < MinWriteStallAfter {
+		return &ConfigError{"WriteStallAfter", fmt.Errorf("%s: below %s, an ordinary commit would count as a stall", d, MinWriteStallAfter)}
+	}
+	return nil
+}

@@ -1,0 +1,288 @@
+package issuance_test
+
+import (
+	"bytes"
+	"context"
+	"crypto/ecdsa"
+	"crypto/x509/pkix"
+	"errors"
+	"math/big"
+	"testing"
+	"time"
+
+	"github.com/emmansun/gmsm/smx509"
+
+	"signerd/engine/enginetest"
+	"signerd/hsm"
+	"signerd/issuance"
+	"signerd/lint"
+)
+
+// fixture is an SM2 issuing CA in a SoftHSM2 token, loaded as signerd
+// loads it, and a subject key.
+type fixture struct {
+	ca  *enginetest.CA
+	iss *issuance.Issuer
+	pub *ecdsa.PublicKey
+}
+
+func newFixture(t *testing.T) *fixture {
+	t.Helper()
+	ca := enginetest.NewCA(t)
+	iss := loadIssuer(t, ca, enginetest.IssuingLabel, ca.Cert)
+	subject, err := issuance.Throwaway(hsm.SM2)
+	if err != nil {
+		t.Fatal(err)
+	}
+	return &fixture{ca: ca, iss: iss, pub: subject.Public().(*ecdsa.PublicKey)}
+}
+
+func loadIssuer(t *testing.T, ca *enginetest.CA, label string, cert *smx509.Certificate) *issuance.Issuer {
+	t.Helper()
+	key, err := ca.Module.FindKey(context.Background(), label)
+	if err != nil {
+		t.Fatal(err)
+	}
+	return enginetest.MustIssuer(t, cert, key)
+}
+
+// leaf is an end-entity template that lints clean under f's issuer.
+func (f *fixture) leaf(serial int64) *smx509.Certificate {
+	now := time.Now().Truncate(time.Second)
+	return &smx509.Certificate{
+		SerialNumber: big.NewInt(serial), Subject: pkix.Name{CommonName: "leaf"},
+		NotBefore: now, NotAfter: now.AddDate(1, 0, 0), KeyUsage: lint.Signing.KeyUsage(),
+		BasicConstraintsValid: true, SubjectKeyId: hsm.KeyID(f.pub),
+	}
+}
+
+func (f *fixture) prepareLeaf(t *testing.T, serial int64) *issuance.Token {
+	t.Helper()
+	tok, err := f.iss.PrepareCertificate(f.leaf(serial), f.pub, lint.Signing)
+	if err != nil {
+		t.Fatal(err)
+	}
+	return tok
+}
+
+func (f *fixture) prepareCRL(t *testing.T, number int64) *issuance.Token {
+	t.Helper()
+	now := time.Now().Truncate(time.Second)
+	tok, err := f.iss.PrepareCRL(&smx509.RevocationList{Number: big.NewInt(number), ThisUpdate: now, NextUpdate: now.Add(time.Hour),
+		RevokedCertificateEntries: []smx509.RevocationListEntry{{SerialNumber: big.NewInt(7), RevocationTime: now, ReasonCode: 1}}})
+	if err != nil {
+		t.Fatal(err)
+	}
+	return tok
+}
+
+func (f *fixture) sign(t *testing.T, digest []byte) []byte {
+	t.Helper()
+	sig, err := f.iss.Signer.SignDigest(context.Background(), digest)
+	if err != nil {
+		t.Fatal(err)
+	}
+	return sig
+}
+
+// What Issue returns carries the prepared TBS, verifies under the issuer
+// in another implementation (openssl) and passes the lints.
+func TestIssueSignedObjects(t *testing.T) {
+	f := newFixture(t)
+	tests := []struct {
+		name    string
+		prepare func(t *testing.T) *issuance.Token
+		check   func(t *testing.T, tok *issuance.Token, out *issuance.Issued)
+	}{
+		{"certificate", func(t *testing.T) *issuance.Token { return f.prepareLeaf(t, 1) },
+			func(t *testing.T, tok *issuance.Token, out *issuance.Issued) {
+				if out.Certificate == nil || !bytes.Equal(out.Certificate.RawTBSCertificate, tok.TBS()) {
+					t.Fatal("the certificate does not carry the prepared TBS")
+				}
+				if err := lint.Certificate(out.DER, f.ca.Cert, lint.Signing); err != nil {
+					t.Fatal(err)
+				}
+				f.ca.OpenSSLVerify(t, out.DER)
+			}},
+		{"CRL", func(t *testing.T) *issuance.Token { return f.prepareCRL(t, 1) },
+			func(t *testing.T, tok *issuance.Token, out *issuance.Issued) {
+				if out.CRL == nil || !bytes.Equal(out.CRL.RawTBSRevocationList, tok.TBS()) {
+					t.Fatal("the CRL does not carry the prepared TBS")
+				}
+				if err := lint.CRL(out.DER, f.ca.Cert); err != nil {
+					t.Fatal(err)
+				}
+				enginetest.OpenSSLVerifySigned(t, f.ca.Cert, out.DER)
+			}},
+		{"TBS parsed back", func(t *testing.T) *issuance.Token { return f.prepareLeaf(t, 2) },
+			func(t *testing.T, tok *issuance.Token, out *issuance.Issued) {
+				c, err := issuance.ParseTBSCertificate(tok.TBS())
+				if err != nil || !c.PublicKey.(*ecdsa.PublicKey).Equal(f.pub) || c.SerialNumber.Cmp(big.NewInt(2)) != 0 {
+					t.Fatalf("parse the recorded TBS: %v", err)
+				}
+			}},
+	}
+	for _, tt := range tests {
+		t.Run(tt.name, func(t *testing.T) {
+			tok := tt.prepare(t)
+			out, err := f.iss.Issue(tok, f.sign(t, tok.Digest()))
+			if err != nil {
+				t.Fatal(err)
+			}
+			tt.check(t, tok, out)
+		})
+	}
+}
+
+// Issue refuses whatever is not a first use of a token with the issuer's
+// signature over the TBS prepared and linted, and returns nothing then.
+func TestIssueRefuses(t *testing.T) {
+	f := newFixture(t)
+	// other is the root, an issuer with another key in the same token.
+	other := &fixture{ca: f.ca, pub: f.pub, iss: loadIssuer(t, f.ca, enginetest.RootLabel, f.ca.Root)}
+	tests := []struct {
+		name string
+		// issue prepares with f (or not) and calls Issue as the case needs.
+		issue func(t *testing.T) (*issuance.Issued, error)
+		want  error // nil: any error
+	}{
+		{"token used twice", func(t *testing.T) (*issuance.Issued, error) {
+			tok := f.prepareLeaf(t, 1)
+			sig := f.sign(t, tok.Digest())
+			if _, err := f.iss.Issue(tok, sig); err != nil {
+				t.Fatal(err)
+			}
+			return f.iss.Issue(tok, sig)
+		}, issuance.ErrTokenUsed},
+		{"token used twice after a refusal", func(t *testing.T) (*issuance.Issued, error) {
+			tok := f.prepareLeaf(t, 1)
+			f.iss.Issue(tok, []byte("not a signature"))
+			return f.iss.Issue(tok, f.sign(t, tok.Digest()))
+		}, issuance.ErrTokenUsed},
+		{"signature over another certificate's TBS", func(t *testing.T) (*issuance.Issued, error) {
+			tok, another := f.prepareLeaf(t, 1), f.prepareLeaf(t, 2)
+			return f.iss.Issue(tok, f.sign(t, another.Digest()))
+		}, hsm.ErrBadSignature},
+		{"signature over a CRL's TBS", func(t *testing.T) (*issuance.Issued, error) {
+			tok, crl := f.prepareLeaf(t, 1), f.prepareCRL(t, 1)
+			return f.iss.Issue(tok, f.sign(t, crl.Digest()))
+		}, hsm.ErrBadSignature},
+		{"signature by another key", func(t *testing.T) (*issuance.Issued, error) {
+			tok := f.prepareLeaf(t, 1)
+			sig, err := other.iss.Signer.SignDigest(context.Background(), tok.Digest())
+			if err != nil {
+				t.Fatal(err)
+			}
+			return f.iss.Issue(tok, sig)
+		}, hsm.ErrBadSignature},
+		{"TBS swapped for another linted one between prepare and issue", func(t *testing.T) (*issuance.Issued, error) {
+			tok, another := f.prepareLeaf(t, 1), f.prepareLeaf(t, 2)
+			if len(tok.TBS()) != len(another.TBS()) {
+				t.Fatalf("TBS lengths %d and %d: the swap needs equal ones", len(tok.TBS()), len(another.TBS()))
+			}
+			sig := f.sign(t, tok.Digest())
+			copy(tok.TBS(), another.TBS())
+			return f.iss.Issue(tok, sig)
+		}, nil},
+		{"TBS swapped, signature over the new TBS", func(t *testing.T) (*issuance.Issued, error) {
+			tok, another := f.prepareLeaf(t, 1), f.prepareLeaf(t, 2)
+			copy(tok.TBS(), another.TBS())
+			return f.iss.Issue(tok, f.sign(t, another.Digest()))
+		}, nil},
+		{"one TBS byte changed after prepare", func(t *testing.T) (*issuance.Issued, error) {
+			tok := f.prepareLeaf(t, 1)
+			sig := f.sign(t, tok.Digest())
+			tok.TBS()[len(tok.TBS())-1] ^= 1
+			return f.iss.Issue(tok, sig)
+		}, nil},
+		{"token of another issuer", func(t *testing.T) (*issuance.Issued, error) {
+			tok := other.prepareLeaf(t, 1)
+			sig, err := other.iss.Signer.SignDigest(context.Background(), tok.Digest())
+			if err != nil {
+				t.Fatal(err)
+			}
+			return f.iss.Issue(tok, sig)
+		}, nil},
+	}
+	for _, tt := range tests {
+		t.Run(tt.name, func(t *testing.T) {
+			out, err := tt.issue(t)
+			switch {
+			case out != nil || err == nil:
+				t.Fatalf("issued: %v", err)
+			case tt.want != nil && !errors.Is(err, tt.want):
+				t.Fatalf("error %v, want %v", err, tt.want)
+			}
+		})
+	}
+}
+
+// Prepare lints before anything is signed: what fails a lint yields no
+// token, with ErrLint.
+func TestPrepareRefusesWhatFailsLint(t *testing.T) {
+	f := newFixture(t)
+	now := time.Now().Truncate(time.Second)
+	tests := []struct {
+		name    string
+		prepare func() (*issuance.Token, error)
+	}{
+		{"validity past the issuer's", func() (*issuance.Token, error) {
+			tmpl := f.leaf(1)
+			tmpl.NotAfter = f.ca.Cert.NotAfter.Add(time.Hour)
+			return f.iss.PrepareCertificate(tmpl, f.pub, lint.Signing)
+		}},
+		{"key usage of another use", func() (*issuance.Token, error) {
+			return f.iss.PrepareCertificate(f.leaf(1), f.pub, lint.Encryption)
+		}},
+		{"end-entity certificate as a CA", func() (*issuance.Token, error) {
+			return f.iss.PrepareCA(f.leaf(1), f.pub)
+		}},
+		{"CRL entry revoked after thisUpdate", func() (*issuance.Token, error) {
+			return f.iss.PrepareCRL(&smx509.RevocationList{Number: big.NewInt(1), ThisUpdate: now, NextUpdate: now.Add(time.Hour),
+				RevokedCertificateEntries: []smx509.RevocationListEntry{{SerialNumber: big.NewInt(7), RevocationTime: now.Add(time.Minute)}}})
+		}},
+	}
+	for _, tt := range tests {
+		t.Run(tt.name, func(t *testing.T) {
+			tok, err := tt.prepare()
+			if tok != nil || !errors.Is(err, issuance.ErrLint) {
+				t.Fatalf("token %v, error %v: want ErrLint", tok != nil, err)
+			}
+		})
+	}
+}
+
+// A self-issuer makes a root: its certificate verifies under its own key
+// and its TBS is the linted one.
+func TestSelfIssuedRoot(t *testing.T) {
+	f := newFixture(t)
+	key, err := f.ca.Module.GenerateKey(context.Background(), hsm.KeySpec{Label: "root-next", Algorithm: hsm.SM2})
+	if err != nil {
+		t.Fatal(err)
+	}
+	signer, err := issuance.KeySigner(key, nil)
+	if err != nil {
+		t.Fatal(err)
+	}
+	self, err := issuance.SelfIssuer(signer)
+	if err != nil {
+		t.Fatal(err)
+	}
+	now := time.Now().Truncate(time.Second)
+	tok, err := self.PrepareCA(&smx509.Certificate{SerialNumber: big.NewInt(9), Subject: pkix.Name{CommonName: "next root"},
+		NotBefore: now, NotAfter: now.AddDate(5, 0, 0), IsCA: true, BasicConstraintsValid: true,
+		KeyUsage: smx509.KeyUsageCertSign | smx509.KeyUsageCRLSign}, key.Public)
+	if err != nil {
+		t.Fatal(err)
+	}
+	out, err := self.SignAndIssue(context.Background(), tok)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := out.Certificate.CheckSignatureFrom(out.Certificate); err != nil || !bytes.Equal(out.Certificate.RawTBSCertificate, tok.TBS()) {
+		t.Fatalf("root: %v", err)
+	}
+	if _, err := self.PrepareCRL(&smx509.RevocationList{Number: big.NewInt(1), ThisUpdate: now, NextUpdate: now.Add(time.Hour)}); err == nil {
+		t.Fatal("a self-issuer without a certificate prepared a CRL")
+	}
+}
