@@ -4,8 +4,8 @@
 // Every ceremony runs in the same order: check everything that can be
 // checked without changing anything (the inputs parse, keys exist and match
 // the certificates given for them, new labels are free, outputs do not
-// exist, validity nests inside the issuer's, the certificate lints clean
-// when signed by a throwaway key); then act in the HSM; then verify what
+// exist, validity nests inside the issuer's, the certificate's TBS lints
+// clean); then act in the HSM; then verify what
 // the HSM produced (same TBS as linted, lints again, signature and chain
 // verify); only then write outputs, each created exclusively. A dry run
 // stops after the checks. Each step goes into a transcript, printed as it

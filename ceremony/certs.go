@@ -70,9 +70,9 @@ func (r *runner) labelFree(m *hsm.Module, label string) error {
 }
 
 // signCA makes the CA certificate tmpl for pub, issued by issuer (nil: tmpl
-// is self-signed) with k. issuance lints it signed by a throwaway key
-// first; in a dry run it stops there and returns that linted draft, which
-// must never be written. Then the HSM signs, and issuance checks the
+// is self-signed) with k. issuance lints its TBS first; in a dry run it
+// stops there and returns that linted draft (with an empty signature),
+// which must never be written. Then the HSM signs, and issuance checks the
 // signature, the TBS and the lints again.
 func (r *runner) signCA(what string, tmpl *smx509.Certificate, pub *ecdsa.PublicKey, issuer *smx509.Certificate, k *caKey) (*smx509.Certificate, error) {
 	iss, err := caIssuer(issuer, k)
@@ -87,7 +87,7 @@ func (r *runner) signCA(what string, tmpl *smx509.Certificate, pub *ecdsa.Public
 	if err != nil {
 		return nil, err
 	}
-	r.step("checked: %s for %q, valid %s to %s, lints clean (signed by a throwaway key)",
+	r.step("checked: %s for %q, valid %s to %s, lints clean (its TBS, before any signature)",
 		what, linted.Subject.String(), day(tmpl.NotBefore), day(tmpl.NotAfter))
 	if r.dryRun {
 		return linted, nil

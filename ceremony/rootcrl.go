@@ -161,7 +161,7 @@ func (r *runner) signCRL(tmpl *smx509.RevocationList, issuer *smx509.Certificate
 	if err != nil {
 		return nil, fmt.Errorf("CRL %w", err)
 	}
-	r.step("checked: CRL number %d with %d entries, %s to %s, lints clean (signed by a throwaway key)",
+	r.step("checked: CRL number %d with %d entries, %s to %s, lints clean (its TBS, before any signature)",
 		tmpl.Number, len(tmpl.RevokedCertificateEntries), day(tmpl.ThisUpdate), day(tmpl.NextUpdate))
 	if r.dryRun {
 		return nil, nil

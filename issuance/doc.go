@@ -5,9 +5,9 @@
 // It works in two steps around the HSM, so the caller can record what
 // will be signed before it is signed (SPEC §5.4):
 //
-//   - Prepare builds the to-be-signed bytes, lints them (package lint, on
-//     the TBS signed by a throwaway software key of the issuer's
-//     algorithm), and returns a single-use Token: the TBS to record and the
+//   - Prepare builds the to-be-signed bytes (the encoder runs with a key
+//     that keeps the TBS and signs nothing), lints the TBS itself (package
+//     lint), and returns a single-use Token: the TBS to record and the
 //     digest the HSM must sign.
 //   - Issue takes that Token and the HSM's signature, verifies the
 //     signature over the TBS under the issuer's key (the one software

@@ -47,9 +47,6 @@ type Issuer struct {
 	Cert   *smx509.Certificate
 	Signer Signer
 	id     string
-	// lintKey signs in the issuer's place what Prepare lints, so the draft
-	// carries the signature algorithm the HSM's signature will have.
-	lintKey Signer
 }
 
 // NewIssuer pairs a CA certificate with its key, checking they belong
@@ -77,30 +74,16 @@ func NewIssuer(cert *smx509.Certificate, signer Signer) (*Issuer, error) {
 		// only SM2-SM3 must be able to check every link.
 		return nil, fmt.Errorf("issuer %q: certificate is signed with %v, not SM2-SM3", name, cert.SignatureAlgorithm)
 	}
-	i, err := newIssuer(signer, alg)
-	if err != nil {
-		return nil, fmt.Errorf("issuer %q: %w", name, err)
-	}
-	i.Cert, i.id = cert, hex.EncodeToString(cert.SubjectKeyId)
-	return i, nil
+	return &Issuer{Cert: cert, Signer: signer, id: hex.EncodeToString(cert.SubjectKeyId)}, nil
 }
 
 // SelfIssuer is a key that is to sign its own certificate, before it has
 // one: PrepareCA with it makes a root.
 func SelfIssuer(signer Signer) (*Issuer, error) {
-	alg, err := algorithmOf(signer.Public())
-	if err != nil {
+	if _, err := algorithmOf(signer.Public()); err != nil {
 		return nil, err
 	}
-	return newIssuer(signer, alg)
-}
-
-func newIssuer(signer Signer, alg hsm.Algorithm) (*Issuer, error) {
-	lintKey, err := Throwaway(alg)
-	if err != nil {
-		return nil, fmt.Errorf("lint key: %w", err)
-	}
-	return &Issuer{Signer: signer, lintKey: lintKey}, nil
+	return &Issuer{Signer: signer}, nil
 }
 
 // LoadIssuer finds the SM2 key labelled label in m and pairs it with the

@@ -83,7 +83,7 @@ func (s ecdsaSigner) SignDigest(ctx context.Context, digest []byte) ([]byte, err
 }
 
 // ecdsaHash is the hash Go's x509 pairs with the curve, which is the
-// signature algorithm the throwaway's draft and so the TBS carry.
+// signature algorithm the encoder writes into the TBS.
 func ecdsaHash(c elliptic.Curve) crypto.Hash {
 	if c.Params().BitSize > 256 {
 		return crypto.SHA384

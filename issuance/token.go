@@ -8,6 +8,7 @@ import (
 	"crypto/rand"
 	"errors"
 	"fmt"
+	"io"
 	"sync/atomic"
 
 	"github.com/emmansun/gmsm/smx509"
@@ -34,10 +35,11 @@ type Token struct {
 	kind   kind
 	tbs    []byte
 	digest []byte
-	alg    []byte // the outer signatureAlgorithm, as the draft carries it
-	draft  []byte
-	lint   func(der []byte) error
-	used   atomic.Bool
+	alg    []byte // the outer signatureAlgorithm: the one the TBS names
+	// lint parses the signed object and lints it: a nil Issued if it does
+	// not parse, else the parse and what the lints found.
+	lint func(der []byte) (*Issued, error)
+	used atomic.Bool
 }
 
 // TBS is the exact to-be-signed bytes, for the caller to record before the
@@ -47,9 +49,12 @@ func (t *Token) TBS() []byte { return t.tbs }
 // Digest is what the issuer's key signs for the TBS.
 func (t *Token) Digest() []byte { return t.digest }
 
-// Draft is the object Prepare linted, signed by a throwaway key: a dry run
-// shows it; it is never to be published.
-func (t *Token) Draft() []byte { return t.draft }
+// Draft is the object Prepare linted, with an empty signature: what a dry
+// run shows; it parses, and verifies under no key.
+func (t *Token) Draft() []byte {
+	der, _ := lint.Unsigned(t.tbs) // it linted, so it wraps
+	return der
+}
 
 // Issued is a signed, checked object: DER, and the parse of it.
 type Issued struct {
@@ -59,15 +64,22 @@ type Issued struct {
 }
 
 // PrepareCertificate builds the end-entity certificate tmpl for pub, which
-// lint.Certificate with usage must pass.
+// the lints of usage must pass.
 func (i *Issuer) PrepareCertificate(tmpl *smx509.Certificate, pub crypto.PublicKey, usage lint.Usage) (*Token, error) {
 	if i.Cert == nil {
 		return nil, errors.New("a self-issuer signs only its own CA certificate")
 	}
-	return i.prepareCertificate(tmpl, i.Cert, pub, func(der []byte) error { return lint.Certificate(der, i.Cert, usage) })
+	tbs, err := i.certificateTBS(tmpl, i.Cert, pub)
+	if err != nil {
+		return nil, err
+	}
+	return i.prepare(kindCertificate, tbs, lint.CertificateTBS(tbs, i.Cert, usage), func(der []byte) (*Issued, error) {
+		c, err := lint.ParsedCertificate(der, i.Cert, usage)
+		return &Issued{DER: der, Certificate: c}, err
+	})
 }
 
-// PrepareCA builds the CA certificate tmpl for pub, which lint.CA must
+// PrepareCA builds the CA certificate tmpl for pub, which the CA lints must
 // pass. A self-issuer's is its own root certificate. tmpl's SKI defaults
 // to pub's key identifier; its AKI is the issuer's SKI.
 func (i *Issuer) PrepareCA(tmpl *smx509.Certificate, pub crypto.PublicKey) (*Token, error) {
@@ -88,45 +100,93 @@ func (i *Issuer) PrepareCA(tmpl *smx509.Certificate, pub crypto.PublicKey) (*Tok
 		// certificates.
 		t.AuthorityKeyId = parent.SubjectKeyId
 	}
-	return i.prepareCertificate(&t, parent, pub, func(der []byte) error { return lint.CA(der, i.Cert) })
+	tbs, err := i.certificateTBS(&t, parent, pub)
+	if err != nil {
+		return nil, err
+	}
+	return i.prepare(kindCertificate, tbs, lint.CATBS(tbs, i.Cert), func(der []byte) (*Issued, error) {
+		c, err := smx509.ParseCertificate(der)
+		if err != nil {
+			return nil, err
+		}
+		return &Issued{DER: der, Certificate: c}, lint.CA(der, i.Cert)
+	})
 }
 
-func (i *Issuer) prepareCertificate(tmpl, parent *smx509.Certificate, pub crypto.PublicKey, check func([]byte) error) (*Token, error) {
-	// The throwaway key signs in the issuer's place, so the parent must
-	// carry its public key; name and SKI (for the AKI) stay the issuer's.
-	p := *parent
-	p.PublicKey = i.lintKey.Public()
-	draft, err := smx509.CreateCertificate(rand.Reader, tmpl, &p, pub, i.lintKey)
-	if err != nil {
+// certificateTBS has the encoder build tmpl's TBSCertificate, signed by
+// nobody: the key it is given keeps the TBS it is asked to sign and fails
+// (see tbsKeeper).
+func (i *Issuer) certificateTBS(tmpl, parent *smx509.Certificate, pub crypto.PublicKey) ([]byte, error) {
+	k := &tbsKeeper{pub: i.Signer.Public()}
+	_, err := smx509.CreateCertificate(rand.Reader, tmpl, parent, pub, k)
+	if !errors.Is(err, errTBSKept) {
 		// The same input fails the same way again: a lint failure, which
 		// the caller's own checks were meant to catch first.
 		return nil, refusef(ErrLint, "certificate cannot be built: %v", err)
 	}
-	return i.prepare(kindCertificate, draft, check)
+	return k.tbs, nil
 }
 
-// PrepareCRL builds the CRL tmpl, which lint.CRL must pass.
+// PrepareCRL builds the CRL tmpl, which the CRL lints must pass.
 func (i *Issuer) PrepareCRL(tmpl *smx509.RevocationList) (*Token, error) {
 	if i.Cert == nil {
 		return nil, errors.New("a self-issuer signs no CRL")
 	}
-	draft, err := smx509.CreateRevocationList(rand.Reader, tmpl, i.Cert, i.lintKey)
-	if err != nil {
-		return nil, fmt.Errorf("cannot be built: %w", err)
+	k := &tbsKeeper{pub: i.Signer.Public()}
+	if _, err := smx509.CreateRevocationList(rand.Reader, tmpl, i.Cert, k); !errors.Is(err, errTBSKept) {
+		return nil, fmt.Errorf("cannot be built: %v", err)
 	}
-	return i.prepare(kindCRL, draft, func(der []byte) error { return lint.CRL(der, i.Cert) })
+	return i.prepare(kindCRL, k.tbs, lint.CRLTBS(k.tbs, i.Cert), func(der []byte) (*Issued, error) {
+		l, err := smx509.ParseRevocationList(der)
+		if err != nil {
+			return nil, err
+		}
+		return &Issued{DER: der, CRL: l}, lint.CRL(der, i.Cert)
+	})
 }
 
-// prepare lints the throwaway-signed draft and keeps its TBS.
-func (i *Issuer) prepare(k kind, draft []byte, check func([]byte) error) (*Token, error) {
-	if err := check(draft); err != nil {
-		return nil, refusef(ErrLint, "fails lint: %v", err)
+// prepare makes the token of a TBS whose lints gave linted.
+func (i *Issuer) prepare(k kind, tbs []byte, linted error, check func([]byte) (*Issued, error)) (*Token, error) {
+	if linted != nil {
+		return nil, refusef(ErrLint, "fails lint: %v", linted)
 	}
-	tbs, alg, err := split(draft)
+	// The signed object repeats outside the TBS the algorithm inside it.
+	unsigned, err := lint.Unsigned(tbs)
 	if err != nil {
 		return nil, err
 	}
-	return &Token{issuer: i, kind: k, tbs: tbs, digest: i.Signer.Digest(tbs), alg: alg, draft: draft, lint: check}, nil
+	_, alg, err := split(unsigned)
+	if err != nil {
+		return nil, err
+	}
+	return &Token{issuer: i, kind: k, tbs: tbs, digest: i.Signer.Digest(tbs), alg: alg, lint: check}, nil
+}
+
+// errTBSKept ends the encoder's run once it has built the TBS.
+var errTBSKept = errors.New("TBS kept, not signed")
+
+// tbsKeeper stands in for the issuer's key when a certificate or CRL is
+// built: the encoder passes it the whole TBS (crypto.SignMessage, which it
+// uses for every algorithm), and it keeps the bytes and fails, so that
+// nothing is signed by any key before the TBS is linted and recorded.
+// That is SPEC §5.4's lint of the TBS itself, instead of a certificate
+// signed by a throwaway key: the same checks, less work.
+type tbsKeeper struct {
+	pub crypto.PublicKey
+	tbs []byte
+}
+
+func (k *tbsKeeper) Public() crypto.PublicKey { return k.pub }
+
+// Sign would be handed a digest, not the TBS: never used by the encoder
+// for a key that signs messages.
+func (k *tbsKeeper) Sign(io.Reader, []byte, crypto.SignerOpts) ([]byte, error) {
+	return nil, errors.New("tbsKeeper signs nothing")
+}
+
+func (k *tbsKeeper) SignMessage(_ io.Reader, msg []byte, _ crypto.SignerOpts) ([]byte, error) {
+	k.tbs = bytes.Clone(msg)
+	return nil, errTBSKept
 }
 
 // Issue makes the signed object of tok and sig, the issuer's signature
@@ -151,25 +211,20 @@ func (i *Issuer) Issue(tok *Token, sig []byte) (*Issued, error) {
 	if err != nil {
 		return nil, err
 	}
-	out := &Issued{DER: der}
-	var tbs []byte
-	switch tok.kind {
-	case kindCertificate:
-		if out.Certificate, err = smx509.ParseCertificate(der); err == nil {
-			tbs = out.Certificate.RawTBSCertificate
-		}
-	case kindCRL:
-		if out.CRL, err = smx509.ParseRevocationList(der); err == nil {
-			tbs = out.CRL.RawTBSRevocationList
-		}
-	}
-	if err != nil {
+	out, err := tok.lint(der)
+	if out == nil || out.Certificate == nil && out.CRL == nil {
 		return nil, fmt.Errorf("parse the signed object: %w", err)
+	}
+	var tbs []byte
+	if out.Certificate != nil {
+		tbs = out.Certificate.RawTBSCertificate
+	} else {
+		tbs = out.CRL.RawTBSRevocationList
 	}
 	if !bytes.Equal(tbs, tok.tbs) {
 		return nil, errors.New("the signed object's TBS differs from the linted one")
 	}
-	if err := tok.lint(der); err != nil {
+	if err != nil {
 		return nil, refusef(ErrLint, "as signed, fails lint: %v", err)
 	}
 	return out, nil
@@ -215,19 +270,9 @@ func assemble(tbs, alg, sig []byte) ([]byte, error) {
 }
 
 // ParseTBSCertificate parses a TBSCertificate, such as a recorded Token's
-// TBS, by wrapping it as a certificate with an empty signature under the
-// algorithm the TBS names (the parser wants inner and outer to agree).
+// TBS, as the certificate it would be with an empty signature.
 func ParseTBSCertificate(tbs []byte) (*smx509.Certificate, error) {
-	s := cryptobyte.String(tbs)
-	var body cryptobyte.String
-	var alg []byte
-	if !s.ReadASN1(&body, casn1.SEQUENCE) || !s.Empty() ||
-		!body.SkipOptionalASN1(casn1.Tag(0).Constructed().ContextSpecific()) ||
-		!body.SkipASN1(casn1.INTEGER) ||
-		!body.ReadASN1Element((*cryptobyte.String)(&alg), casn1.SEQUENCE) {
-		return nil, errors.New("TBS certificate does not parse")
-	}
-	der, err := assemble(tbs, alg, nil)
+	der, err := lint.Unsigned(tbs)
 	if err != nil {
 		return nil, err
 	}

@@ -83,7 +83,7 @@ func ParsedCertificate(der []byte, issuer *smx509.Certificate, usage Usage) (*sm
 // algorithm the lints compare with the TBS's is the TBS's own; it is
 // compared with the real one when the signed certificate is linted.
 func CertificateTBS(tbs []byte, issuer *smx509.Certificate, usage Usage) error {
-	der, err := unsigned(tbs)
+	der, err := Unsigned(tbs)
 	if err != nil {
 		return err
 	}
@@ -92,7 +92,7 @@ func CertificateTBS(tbs []byte, issuer *smx509.Certificate, usage Usage) error {
 
 // CATBS is CA on a TBSCertificate nothing has signed yet (CertificateTBS).
 func CATBS(tbs []byte, issuer *smx509.Certificate) error {
-	der, err := unsigned(tbs)
+	der, err := Unsigned(tbs)
 	if err != nil {
 		return err
 	}
@@ -101,19 +101,19 @@ func CATBS(tbs []byte, issuer *smx509.Certificate) error {
 
 // CRLTBS is CRL on a TBSCertList nothing has signed yet (CertificateTBS).
 func CRLTBS(tbs []byte, issuer *smx509.Certificate) error {
-	der, err := unsigned(tbs)
+	der, err := Unsigned(tbs)
 	if err != nil {
 		return err
 	}
 	return CRL(der, issuer)
 }
 
-// unsigned wraps a TBS (of a certificate or a CRL: both begin version,
+// Unsigned wraps a TBS (of a certificate or a CRL: both begin version,
 // where present, then the signature algorithm) into the signed object's
 // SEQUENCE { tbs, signatureAlgorithm, signatureValue } with the TBS's own
 // algorithm and an empty signature, which parses as the signed object
 // does: parsing checks no signature.
-func unsigned(tbs []byte) ([]byte, error) {
+func Unsigned(tbs []byte) ([]byte, error) {
 	in := cryptobyte.String(tbs)
 	var body, alg cryptobyte.String
 	if !in.ReadASN1(&body, casn1.SEQUENCE) || !in.Empty() {
