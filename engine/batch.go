@@ -39,6 +39,8 @@ type issueStages struct {
 	node        string // the store's node ("" if not shared)
 	signTimeout time.Duration
 	now         func() time.Time
+	// signingKeys are the parsed keys of the requests being signed.
+	signingKeys tbsKeys
 }
 
 // A batch goes from checked orders to answered callers in three stages,
@@ -121,7 +123,7 @@ func (s *issueStages) prepare(b *batch) {
 		if err := tx.Prefetch(prefetchOf(attempts)); err != nil {
 			return err
 		}
-		signing, err := keysBeingSigned(tx)
+		signing, err := keysBeingSigned(tx, &s.signingKeys)
 		if err != nil {
 			return err
 		}

@@ -3,6 +3,7 @@ package engine
 import (
 	"crypto"
 	"fmt"
+	"sync"
 	"time"
 
 	"github.com/emmansun/gmsm/sm3"
@@ -100,7 +101,7 @@ type keyInUse struct {
 // reserved by an earlier batch (or earlier in this one) and not yet
 // recorded as issued or burned, so not yet in the key index. Each is read
 // from the TBS the request recorded, the bytes the HSM signs.
-func keysBeingSigned(tx *store.Tx) ([]keyInUse, error) {
+func keysBeingSigned(tx *store.Tx, parsed *tbsKeys) ([]keyInUse, error) {
 	// Every node's: a key another node is certifying for one use is as
 	// much in use as one of this node's.
 	rs, err := tx.InFlightOfEveryNode()
@@ -109,13 +110,58 @@ func keysBeingSigned(tx *store.Tx) ([]keyInUse, error) {
 	}
 	out := make([]keyInUse, 0, len(rs))
 	for _, r := range rs {
-		c, err := issuance.ParseTBSCertificate(r.TBS)
+		k, err := parsed.of(r.TBS)
 		if err != nil {
 			return nil, fmt.Errorf("request %s: %w", r.ID, err)
 		}
-		out = append(out, keyInUse{pub: c.PublicKey, usage: c.KeyUsage, serial: r.Serial})
+		out = append(out, keyInUse{pub: k.pub, usage: k.usage, serial: r.Serial})
 	}
+	parsed.keep(rs)
 	return out, nil
+}
+
+// tbsKeys remembers the key and usage each TBS being signed certifies, by
+// the TBS's bytes: a request stays signing over several batches, and each
+// batch would otherwise parse every one again.
+type tbsKeys struct {
+	mu   sync.Mutex
+	keys map[string]keyInUse
+}
+
+func (t *tbsKeys) of(tbs []byte) (keyInUse, error) {
+	t.mu.Lock()
+	defer t.mu.Unlock()
+	if k, ok := t.keys[string(tbs)]; ok {
+		return k, nil
+	}
+	c, err := issuance.ParseTBSCertificate(tbs)
+	if err != nil {
+		return keyInUse{}, err
+	}
+	k := keyInUse{pub: c.PublicKey, usage: c.KeyUsage}
+	if t.keys == nil {
+		t.keys = map[string]keyInUse{}
+	}
+	t.keys[string(tbs)] = k
+	return k, nil
+}
+
+// keep forgets every TBS but those of rs, the requests signing now.
+func (t *tbsKeys) keep(rs []*store.Request) {
+	t.mu.Lock()
+	defer t.mu.Unlock()
+	if len(t.keys) <= len(rs) {
+		return
+	}
+	signing := make(map[string]bool, len(rs))
+	for _, r := range rs {
+		signing[string(r.TBS)] = true
+	}
+	for tbs := range t.keys {
+		if !signing[tbs] {
+			delete(t.keys, tbs)
+		}
+	}
 }
 
 // keyUsedOtherwise refuses with key_reused a key that a recorded
