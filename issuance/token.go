@@ -117,8 +117,13 @@ func (i *Issuer) PrepareCA(tmpl *smx509.Certificate, pub crypto.PublicKey) (*Tok
 // nobody: the key it is given keeps the TBS it is asked to sign and fails
 // (see tbsKeeper).
 func (i *Issuer) certificateTBS(tmpl, parent *smx509.Certificate, pub crypto.PublicKey) ([]byte, error) {
+	t := *tmpl
+	var err error
+	if t.SignatureAlgorithm, err = i.signatureAlgorithm(tmpl.SignatureAlgorithm); err != nil {
+		return nil, err
+	}
 	k := &tbsKeeper{pub: i.Signer.Public()}
-	_, err := smx509.CreateCertificate(rand.Reader, tmpl, parent, pub, k)
+	_, err = smx509.CreateCertificate(rand.Reader, &t, parent, pub, k)
 	if !errors.Is(err, errTBSKept) {
 		// The same input fails the same way again: a lint failure, which
 		// the caller's own checks were meant to catch first.
@@ -132,8 +137,13 @@ func (i *Issuer) PrepareCRL(tmpl *smx509.RevocationList) (*Token, error) {
 	if i.Cert == nil {
 		return nil, errors.New("a self-issuer signs no CRL")
 	}
+	t := *tmpl
+	var err error
+	if t.SignatureAlgorithm, err = i.signatureAlgorithm(tmpl.SignatureAlgorithm); err != nil {
+		return nil, err
+	}
 	k := &tbsKeeper{pub: i.Signer.Public()}
-	if _, err := smx509.CreateRevocationList(rand.Reader, tmpl, i.Cert, k); !errors.Is(err, errTBSKept) {
+	if _, err := smx509.CreateRevocationList(rand.Reader, &t, i.Cert, k); !errors.Is(err, errTBSKept) {
 		return nil, fmt.Errorf("cannot be built: %v", err)
 	}
 	return i.prepare(kindCRL, k.tbs, lint.CRLTBS(k.tbs, i.Cert), func(der []byte) (*Issued, error) {
@@ -160,6 +170,24 @@ func (i *Issuer) prepare(k kind, tbs []byte, linted error, check func([]byte) (*
 		return nil, err
 	}
 	return &Token{issuer: i, kind: k, tbs: tbs, digest: i.Signer.Digest(tbs), alg: alg, lint: check}, nil
+}
+
+// signatureAlgorithm is the algorithm the issuer's Digest is for, which
+// the TBS must name: a template asking for another (an ECDSA key with
+// another hash) would have the HSM sign a digest of one algorithm under
+// the name of another, a signature no relying party could verify.
+func (i *Issuer) signatureAlgorithm(asked smx509.SignatureAlgorithm) (smx509.SignatureAlgorithm, error) {
+	alg, err := algorithmOf(i.Signer.Public())
+	if err != nil {
+		return 0, err
+	}
+	want := map[hsm.Algorithm]smx509.SignatureAlgorithm{
+		hsm.SM2: smx509.SM2WithSM3, hsm.ECDSAP256: smx509.ECDSAWithSHA256, hsm.ECDSAP384: smx509.ECDSAWithSHA384,
+	}[alg]
+	if asked != smx509.UnknownSignatureAlgorithm && asked != want {
+		return 0, refusef(ErrLint, "signature algorithm %v asked for; the issuer's %v key signs %v", asked, alg, want)
+	}
+	return want, nil
 }
 
 // errTBSKept ends the encoder's run once it has built the TBS.
