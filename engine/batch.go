@@ -198,7 +198,11 @@ func (s *issueStages) record(b *batch) {
 		return
 	}
 	if err := s.store.update(func(tx *store.Tx) error {
-		if err := tx.Prefetch(prefetchOf(b.reserved)); err != nil {
+		p := prefetchOf(b.reserved)
+		for _, j := range b.reserved {
+			p.Statistics = append(p.Statistics, store.StatisticKey(store.Month(b.now), j.o.profile.Name, kindStatistic[j.o.kind]))
+		}
+		if err := tx.Prefetch(p); err != nil {
 			return err
 		}
 		for i, j := range b.reserved {

@@ -898,6 +898,7 @@ func (r *pgRecords) prefetch(p *Prefetch) error {
 	d.Serials = append(d.Serials, p.Serials...)
 	d.CompromisedKeys = append(d.CompromisedKeys, p.CompromisedKeys...)
 	d.KeySPKIs = append(d.KeySPKIs, p.KeySPKIs...)
+	d.Statistics = append(d.Statistics, p.Statistics...)
 	d.meta = append(d.meta, p.meta...)
 	return nil
 }
@@ -964,6 +965,7 @@ func (r *pgRecords) queuePrefetch(batch *pgx.Batch) func(pgx.BatchResults) error
 	queue(tableSerials, p.Serials)
 	queue(tableCerts, p.Serials)
 	queue(tableCompromisedKeys, p.CompromisedKeys)
+	queue(tableStats, p.Statistics)
 	queue(tableMeta, p.meta)
 	var los, his [][]byte
 	seen := map[string]bool{}

@@ -28,7 +28,7 @@ func (t *Tx) Count(month, profile, kind string, n uint64) error {
 	if strings.ContainsRune(profile, '/') || strings.ContainsRune(kind, '/') {
 		return fmt.Errorf("statistic %s/%s: '/' not allowed", profile, kind)
 	}
-	key := []byte(month + "/" + profile + "/" + kind)
+	key := StatisticKey(month, profile, kind)
 	v, err := t.r.get(tableStats, key)
 	if err != nil {
 		return fmt.Errorf("statistic %s: %w", key, err)
@@ -38,6 +38,12 @@ func (t *Tx) Count(month, profile, kind string, n uint64) error {
 		cur = binary.BigEndian.Uint64(v)
 	}
 	return t.r.put(tableStats, key, binary.BigEndian.AppendUint64(nil, cur+n))
+}
+
+// StatisticKey names the month's counter of kind for profile, as Count
+// reads and writes it (and Prefetch reads it ahead).
+func StatisticKey(month, profile, kind string) []byte {
+	return []byte(month + "/" + profile + "/" + kind)
 }
 
 // Statistics returns the month's counters as profile → kind → count.

@@ -326,6 +326,8 @@ type Prefetch struct {
 	// KeySPKIs are DER SubjectPublicKeyInfos whose key index entries
 	// CertificatesWithKey reads.
 	KeySPKIs [][]byte
+	// Statistics are counters Count raises (StatisticKey).
+	Statistics [][]byte
 	// meta are keys of the meta table: Update reads the ones every write
 	// reads (the audit head, the index marks, the clock) ahead.
 	meta [][]byte
