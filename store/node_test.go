@@ -78,6 +78,12 @@ func TestNodesKeepTheirOwnChains(t *testing.T) {
 	if err != nil || !r.OK() || len(r.Chains) != 2 || r.Chains[0].Events != 20 || r.Chains[1].AuditHead != 20 {
 		t.Fatalf("verify: %+v, %v", r, err)
 	}
+	// A key of no chain is a finding, and counted as no chain's event.
+	pgtest.Shared(t).Exec(t, pgtest.DatabaseName(t, dsn), `INSERT INTO audit (k, v) VALUES ('\x2a01'::bytea, '{}'::bytea)`)
+	r, err = VerifyPostgres(t.Context(), dsn)
+	if err != nil || r.OK() || r.Events != 0 || len(r.Findings) != 1 || !strings.Contains(r.Findings[0].Problem, "no audit chain's") {
+		t.Fatalf("verify with a stray audit key: events %d, findings %+v, %v", r.Events, r.Findings, err)
+	}
 }
 
 func TestNodeFindsOnlyItsOwnRequestsInFlight(t *testing.T) {

@@ -510,6 +510,7 @@ func (v *verifier) audit() {
 		c, ok := chainOfEventKey(k)
 		if !ok {
 			v.find("audit", Finding{Bucket: string(bucketAudit), Key: fmt.Sprintf("%x", k), Problem: "the key is no audit chain's"})
+			return nil
 		}
 		events[c.node]++
 		return nil
