@@ -198,15 +198,34 @@ func (c *nodeClaim) check(t *Tx) error {
 	if c == nil {
 		return nil
 	}
-	rec, err := readNodeRecord(t.r, c.name)
+	_, err := c.held(t.r)
+	return err
+}
+
+// held returns the claim as stored if this process still holds it.
+func (c *nodeClaim) held(r records) (*nodeRecord, error) {
+	rec, err := readNodeRecord(r, c.name)
 	if err != nil {
-		return err
+		return nil, err
 	}
 	if rec == nil || rec.Generation != c.generation || rec.Holder != c.holder {
-		return fmt.Errorf("%w: %w: node %s was taken by %s (generation %d; this process holds %d). Nothing more is written as node %s by this process",
+		return nil, fmt.Errorf("%w: %w: node %s was taken by %s (generation %d; this process holds %d). Nothing more is written as node %s by this process",
 			ErrWrite, ErrNodeTakenOver, c.name, rec.holderName(), rec.generationOf(), c.generation, c.name)
 	}
-	return nil
+	return rec, nil
+}
+
+// changeClaim rewrites the claim this process holds with edit, in a write
+// transaction of its own.
+func (s *Store) changeClaim(c *nodeClaim, edit func(*nodeRecord)) error {
+	return s.b.update(func(r records) error {
+		rec, err := c.held(r)
+		if err != nil {
+			return err
+		}
+		edit(rec)
+		return putNodeRecord(r, c.name, rec)
+	})
 }
 
 func (rec *nodeRecord) generationOf() uint64 {
@@ -230,18 +249,9 @@ func (s *Store) renewNode(c *nodeClaim) {
 			return
 		case <-tick.C:
 		}
-		err := s.b.update(func(r records) error {
-			t := &Tx{r: r, chain: s.chain}
-			if err := c.check(t); err != nil {
-				return err
-			}
-			rec, err := readNodeRecord(r, c.name)
-			if err != nil {
-				return err
-			}
+		err := s.changeClaim(c, func(rec *nodeRecord) {
 			rec.Renewals++
 			rec.Renewed = time.Now().UTC()
-			return putNodeRecord(r, c.name, rec)
 		})
 		if errors.Is(err, ErrNodeTakenOver) {
 			s.noteWritten(auditHead{}, err)
@@ -263,16 +273,6 @@ func (s *Store) releaseNode() {
 		if _, halted := s.lastWritten(); halted != nil {
 			return
 		}
-		s.b.update(func(r records) error {
-			if err := c.check(&Tx{r: r, chain: s.chain}); err != nil {
-				return err
-			}
-			rec, err := readNodeRecord(r, c.name)
-			if err != nil {
-				return err
-			}
-			rec.Released = true
-			return putNodeRecord(r, c.name, rec)
-		})
+		s.changeClaim(c, func(rec *nodeRecord) { rec.Released = true })
 	})
 }
