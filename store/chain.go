@@ -162,7 +162,7 @@ func (t *Tx) ChainTraces() ([]ChainTrace, error) {
 		trace("").Events = true
 		return errStopScan
 	})
-	if err != nil && err != errStopScan {
+	if err != nil && !errors.Is(err, errStopScan) {
 		return nil, err
 	}
 	// Skip from each chain's first event to past its prefix: node names
@@ -180,7 +180,7 @@ func (t *Tx) ChainTraces() ([]ChainTrace, error) {
 			}
 			return errStopScan
 		})
-		if err != nil && err != errStopScan {
+		if err != nil && !errors.Is(err, errStopScan) {
 			return nil, err
 		}
 	}

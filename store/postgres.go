@@ -91,7 +91,8 @@ type pgBackend struct {
 	// alone) runs with none.
 	shared bool
 	// ending counts the read transactions whose end is still being sent
-	// (view does not wait for it).
+	// (view does not wait for it): tests wait on it to count round trips;
+	// at close, pool.Close waits for those connections anyway.
 	ending sync.WaitGroup
 
 	// traffic counts what is sent to the server, so tests can check that
@@ -157,7 +158,8 @@ func openPostgresBackendDSN(d *PostgresDSN, o PostgresOptions) (*pgBackend, erro
 	// generic plan made for the tables as they were then: for a new CA's
 	// near-empty tables a sequential scan, kept as they grow (a batch's
 	// read of serials cost 0.49 ms a statement that way, 0.15 ms planned
-	// each time; planning these statements costs far less).
+	// each time, by `signerctl bench -store postgres -pg-statements`;
+	// planning these statements costs far less).
 	cfg.ConnConfig.RuntimeParams["plan_cache_mode"] = "force_custom_plan"
 	cfg.ConnConfig.Tracer = &b.traffic
 	b.connConfig = cfg.ConnConfig.Copy()
