@@ -12,8 +12,6 @@ import (
 	"sync/atomic"
 
 	"github.com/emmansun/gmsm/smx509"
-	"golang.org/x/crypto/cryptobyte"
-	casn1 "golang.org/x/crypto/cryptobyte/asn1"
 
 	"signerd/hsm"
 	"signerd/lint"
@@ -161,11 +159,7 @@ func (i *Issuer) prepare(k kind, tbs []byte, linted error, check func([]byte) (*
 		return nil, refusef(ErrLint, "fails lint: %v", linted)
 	}
 	// The signed object repeats outside the TBS the algorithm inside it.
-	unsigned, err := lint.Unsigned(tbs)
-	if err != nil {
-		return nil, err
-	}
-	_, alg, err := split(unsigned)
+	alg, err := lint.SignatureAlgorithm(tbs)
 	if err != nil {
 		return nil, err
 	}
@@ -235,7 +229,7 @@ func (i *Issuer) Issue(tok *Token, sig []byte) (*Issued, error) {
 	if !verify(i.Signer.Public(), tok.digest, sig) {
 		return nil, fmt.Errorf("the signature does not verify over the TBS under the issuer's key: %w", hsm.ErrBadSignature)
 	}
-	der, err := assemble(tok.tbs, tok.alg, sig)
+	der, err := lint.Assemble(tok.tbs, tok.alg, sig)
 	if err != nil {
 		return nil, err
 	}
@@ -266,35 +260,6 @@ func (i *Issuer) SignAndIssue(ctx context.Context, tok *Token) (*Issued, error) 
 		return nil, fmt.Errorf("sign in the HSM: %w", err)
 	}
 	return i.Issue(tok, sig)
-}
-
-// split returns the TBS and the outer signatureAlgorithm of a signed
-// object: SEQUENCE { tbs, signatureAlgorithm, signatureValue }, as
-// certificates, CRLs and OCSP responses' basic responses all are.
-func split(der []byte) (tbs, alg []byte, err error) {
-	in := cryptobyte.String(der)
-	var outer, t, a cryptobyte.String
-	if !in.ReadASN1(&outer, casn1.SEQUENCE) || !in.Empty() ||
-		!outer.ReadASN1Element(&t, casn1.SEQUENCE) || !outer.ReadASN1Element(&a, casn1.SEQUENCE) {
-		return nil, nil, errors.New("draft is not SEQUENCE { tbs, signatureAlgorithm, signature }")
-	}
-	return t, a, nil
-}
-
-// assemble wraps a TBS, its signature algorithm and the signature into the
-// signed object.
-func assemble(tbs, alg, sig []byte) ([]byte, error) {
-	var b cryptobyte.Builder
-	b.AddASN1(casn1.SEQUENCE, func(b *cryptobyte.Builder) {
-		b.AddBytes(tbs)
-		b.AddBytes(alg)
-		b.AddASN1BitString(sig)
-	})
-	der, err := b.Bytes()
-	if err != nil {
-		return nil, fmt.Errorf("assemble the signed object: %w", err)
-	}
-	return der, nil
 }
 
 // ParseTBSCertificate parses a TBSCertificate, such as a recorded Token's

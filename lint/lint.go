@@ -114,6 +114,16 @@ func CRLTBS(tbs []byte, issuer *smx509.Certificate) error {
 // algorithm and an empty signature, which parses as the signed object
 // does: parsing checks no signature.
 func Unsigned(tbs []byte) ([]byte, error) {
+	alg, err := SignatureAlgorithm(tbs)
+	if err != nil {
+		return nil, err
+	}
+	return Assemble(tbs, alg, nil)
+}
+
+// SignatureAlgorithm is the AlgorithmIdentifier a TBSCertificate or
+// TBSCertList names, which the signed object repeats outside the TBS.
+func SignatureAlgorithm(tbs []byte) ([]byte, error) {
 	in := cryptobyte.String(tbs)
 	var body, alg cryptobyte.String
 	if !in.ReadASN1(&body, casn1.SEQUENCE) || !in.Empty() {
@@ -126,13 +136,24 @@ func Unsigned(tbs []byte) ([]byte, error) {
 		// Past a certificate's serial or a CRL's version, the algorithm.
 		return nil, errors.New("TBS: no signature algorithm where one belongs")
 	}
+	return alg, nil
+}
+
+// Assemble wraps a TBS, its signature algorithm and a signature into the
+// signed object: SEQUENCE { tbs, signatureAlgorithm, signatureValue }, as
+// certificates, CRLs and OCSP basic responses all are.
+func Assemble(tbs, alg, sig []byte) ([]byte, error) {
 	var b cryptobyte.Builder
 	b.AddASN1(casn1.SEQUENCE, func(b *cryptobyte.Builder) {
 		b.AddBytes(tbs)
 		b.AddBytes(alg)
-		b.AddASN1BitString(nil)
+		b.AddASN1BitString(sig)
 	})
-	return b.Bytes()
+	der, err := b.Bytes()
+	if err != nil {
+		return nil, fmt.Errorf("assemble the signed object: %w", err)
+	}
+	return der, nil
 }
 
 // CA lints a CA certificate (DER, signed by any key) that issuer is to
