@@ -99,10 +99,6 @@ type signedHeader struct {
 	Signature []byte          `json:"signature"`
 }
 
-// HeaderMessage is what the audit key signs for a bundle of format v1:
-// the format name and the header's bytes.
-func HeaderMessage(header []byte) []byte { return headerMessage(Format, header) }
-
 // headerMessage is what the audit key signs for a header of format.
 func headerMessage(format string, header []byte) []byte {
 	return append([]byte(format+"\n"), header...)

@@ -180,7 +180,7 @@ func storedEvent(tx *store.Tx, seq uint64) ([]byte, error) {
 		}
 		return errStop
 	})
-	if err != nil && err != errStop {
+	if err != nil && !errors.Is(err, errStop) {
 		return nil, err
 	}
 	if raw == nil {

@@ -275,7 +275,7 @@ func (e *Engine) eachEvent(node string, from, through uint64, fn func(ev store.E
 				return nil
 			})
 		})
-		if err != nil && err != errStop {
+		if err != nil && !errors.Is(err, errStop) {
 			return err
 		}
 		if len(chunk) == 0 {
@@ -325,7 +325,7 @@ func (e *Engine) exportRange(node string, since, until time.Time, endSeal uint64
 		}
 		return nil
 	})
-	if err != nil && err != errStop {
+	if err != nil && !errors.Is(err, errStop) {
 		return h, err
 	}
 	if last == 0 {
