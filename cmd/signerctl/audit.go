@@ -125,6 +125,15 @@ func auditExport(args []string, stdout io.Writer) error {
 	return report(stdout, *out, audit.Verify(bundle, audit.Options{Root: root}), false, root != nil)
 }
 
+// nodeArg reads a node named on the command line: "-" is the unnamed
+// chain's.
+func nodeArg(v string) (string, error) {
+	if v == "-" {
+		return "", nil
+	}
+	return v, store.ValidNodeName(v)
+}
+
 // auditVerify checks a bundle offline.
 func auditVerify(args []string, stdout io.Writer) error {
 	fs := flag.NewFlagSet("audit verify", flag.ContinueOnError)
@@ -134,9 +143,8 @@ func auditVerify(args []string, stdout io.Writer) error {
 	fs.Func("nodes", "the `nodes` whose chains the bundle must hold or list as not included, comma-separated (- for the unnamed chain): "+
 		"a chain whose every record was removed from the store is in no bundle's list, so only the auditor's own list finds it missing", func(v string) error {
 		for _, n := range strings.Split(v, ",") {
-			if n = strings.TrimSpace(n); n == "-" {
-				n = ""
-			} else if err := store.ValidNodeName(n); err != nil {
+			n, err := nodeArg(strings.TrimSpace(n))
+			if err != nil {
 				return err
 			}
 			if slices.Contains(nodes, n) {
@@ -296,11 +304,9 @@ func auditShow(args []string, stdout io.Writer) error {
 	asJSON := fs.Bool("json", false, "print each event as it is stored (JSON, one per line)")
 	var node *string
 	fs.Func("node", "only events of this `node`'s audit chain (- for the unnamed chain)", func(v string) error {
-		if v == "-" {
-			v = ""
-		}
-		node = &v
-		return nil
+		n, err := nodeArg(v)
+		node = &n
+		return err
 	})
 	files, err := parseWithFiles(fs, args)
 	if err != nil {

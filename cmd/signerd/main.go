@@ -285,11 +285,10 @@ func (d *daemon) start(cfg *config, acks acknowledgements, log *slog.Logger) err
 		return fmt.Errorf("HSM: %w", err)
 	}
 	ctx := context.Background()
-	sm2ID := cfg.SM2ID
 	var issuers []*issuance.Issuer
 	var signers []crypto.Signer
 	for _, ic := range cfg.Issuers {
-		iss, signer, err := issuance.LoadIssuer(ctx, d.module, ic.Key, ic.Certificate, sm2ID)
+		iss, signer, err := issuance.LoadIssuer(ctx, d.module, ic.Key, ic.Certificate, cfg.SM2ID)
 		if err != nil {
 			return err
 		}
@@ -322,7 +321,7 @@ func (d *daemon) start(cfg *config, acks acknowledgements, log *slog.Logger) err
 	d.refusals = newRefusalLog(func(ev store.Event) error { return d.engine.Audit(ev) }, cfg.Roles,
 		cfg.Audit.RefusalWindow, log, d.metrics)
 	ec := cfg.Engine // the file's settings, and what exists only now
-	ec.Store, ec.Issuers, ec.Profiles, ec.SM2ID, ec.Random = d.store, issuers, cfg.Profiles, sm2ID, d.module.Random()
+	ec.Store, ec.Issuers, ec.Profiles, ec.SM2ID, ec.Random = d.store, issuers, cfg.Profiles, cfg.SM2ID, d.module.Random()
 	ec.Log, ec.Metrics, ec.Refusals = log, d.metrics, d.refusals
 	ec.AuditKey, ec.AuditKeyGenerated, ec.AuditAnchor = auditKey, newAuditKey, d.module.DataObject(anchorLabel(cfg))
 	ec.AcknowledgeAuditBreak, ec.AcknowledgeClockReset = acks.auditBreak, acks.clockReset
