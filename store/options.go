@@ -2,7 +2,6 @@ package store
 
 import (
 	"fmt"
-	"slices"
 	"time"
 
 	"github.com/jackc/pgx/v5/pgxpool"
@@ -91,14 +90,7 @@ func ParsePostgresDSN(dsn string) (*PostgresDSN, error) {
 // Hosts are the hosts the DSN connects to, each once, fallbacks included
 // (a host is tried with and without TLS).
 func (d *PostgresDSN) Hosts() []string {
-	c := d.cfg.ConnConfig
-	hosts := []string{c.Host}
-	for _, f := range c.Fallbacks {
-		if !slices.Contains(hosts, f.Host) {
-			hosts = append(hosts, f.Host)
-		}
-	}
-	return hosts
+	return pgHosts(d.cfg.ConnConfig, func(host string, _ uint16) string { return host })
 }
 
 // Database is the database the DSN names.

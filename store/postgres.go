@@ -1284,13 +1284,20 @@ func parsePostgresDSN(dsn string) (*pgxpool.Config, error) {
 // send an operator to the wrong machine. pgx lists a host once more for
 // each TLS mode it tries (sslmode=prefer), so each host:port is named once.
 func pgWhere(c *pgx.ConnConfig) string {
-	hosts := []string{net.JoinHostPort(c.Host, strconv.Itoa(int(c.Port)))}
+	hosts := pgHosts(c, func(host string, port uint16) string { return net.JoinHostPort(host, strconv.Itoa(int(port))) })
+	return fmt.Sprintf("%s@%s/%s", c.User, strings.Join(hosts, ","), c.Database)
+}
+
+// pgHosts names each server c connects to once, as name makes it: pgx
+// lists a host again as a fallback (with and without TLS).
+func pgHosts(c *pgx.ConnConfig, name func(host string, port uint16) string) []string {
+	hosts := []string{name(c.Host, c.Port)}
 	for _, f := range c.Fallbacks {
-		if h := net.JoinHostPort(f.Host, strconv.Itoa(int(f.Port))); !slices.Contains(hosts, h) {
+		if h := name(f.Host, f.Port); !slices.Contains(hosts, h) {
 			hosts = append(hosts, h)
 		}
 	}
-	return fmt.Sprintf("%s@%s/%s", c.User, strings.Join(hosts, ","), c.Database)
+	return hosts
 }
 
 // pgTraffic counts what is sent to the server: requests (a query, or a
