@@ -41,9 +41,15 @@ var (
 var Routes = []Route{RouteIssue, RouteStatus, RouteRenew, RouteExtend, RouteRevoke, RouteHold, RouteRestore,
 	RouteLatestCRL, RouteSignCRL, RouteStatistics, RouteExportAudit, RouteBackupStore, RouteHealth, RouteMetrics}
 
-// QueryIssuer names, on the CRL routes, the issuing key (hex SKI) whose
-// CRL is meant; without it, the active one's.
-const QueryIssuer = "issuer"
+// On the CRL routes, QueryIssuer names the issuing key (hex SKI) whose
+// CRL is meant (without it, the active one's), QueryShard its shard
+// (decimal, default 0), and QueryDelta=true its delta CRL instead of its
+// complete CRL.
+const (
+	QueryIssuer = "issuer"
+	QueryShard  = "shard"
+	QueryDelta  = "delta"
+)
 
 // Pattern is the route as net/http.ServeMux takes it: "METHOD /path".
 func (r Route) Pattern() string { return r.Method + " " + r.Path }

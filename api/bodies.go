@@ -110,12 +110,28 @@ const (
 // otherwise. Its fields stand in the order of their JSON names, as the
 // answer has always had them.
 type Health struct {
-	Code       Code        `json:"code,omitempty"`
-	HSM        HSMHealth   `json:"hsm"`
+	Code Code `json:"code,omitempty"`
+	// CRLFailing are the CRL series whose scheduled signing or
+	// publication fails now (each retried).
+	CRLFailing []CRLFailure `json:"crl_failing,omitempty"`
+	HSM        HSMHealth    `json:"hsm"`
 	Message    string      `json:"message,omitempty"`
 	QueueDepth int         `json:"queue_depth"`
 	Status     string      `json:"status"`
 	Store      StoreHealth `json:"store"`
+}
+
+// CRLFailure is a CRL series whose scheduled signing fails: which
+// (issuer, shard, delta), since when, how many attempts, the last error,
+// and when relying parties' copy of its latest CRL expires.
+type CRLFailure struct {
+	Attempts int       `json:"attempts"`
+	Delta    bool      `json:"delta,omitempty"`
+	Error    string    `json:"error"`
+	Expires  time.Time `json:"expires,omitzero"`
+	Issuer   string    `json:"issuer"`
+	Shard    int       `json:"shard"`
+	Since    time.Time `json:"since"`
 }
 
 // HSMHealth is whether the HSM signs, since when and, while it does not,

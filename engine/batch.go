@@ -29,6 +29,8 @@ var kindStatistic = map[string]string{kindIssue: store.StatIssued, kindRenew: st
 // health, the clock's guard, the issuer that signs, the random source
 // serials come from.
 type issueStages struct {
+	// layouts say which CRL each certificate names.
+	layouts     *crlLayouts
 	store       *storeHealth
 	hsm         *hsmHealth
 	clock       *clock
@@ -108,7 +110,7 @@ func (s *issueStages) prepare(b *batch) {
 			j.fail(errorf(api.CodeHSMUnavailable, "%v", err))
 			return
 		}
-		d, err := build(j.o, b.iss, serial.Bytes(), now)
+		d, err := build(j.o, b.iss, serial.Bytes(), now, s.layouts.shards(b.iss.ID()))
 		if err != nil {
 			j.fail(err)
 			return
@@ -132,6 +134,9 @@ func (s *issueStages) prepare(b *batch) {
 				return err
 			}
 		}
+		if err := s.layouts.pin(tx, b.iss.ID()); err != nil {
+			return err
+		}
 		return s.clock.noteSigningTime(tx, now)
 	}); err != nil {
 		if storeFailed(err) {
@@ -146,6 +151,7 @@ func (s *issueStages) prepare(b *batch) {
 		return
 	}
 	s.store.note(nil)
+	s.layouts.pinCommitted()
 	if testHookReserved != nil {
 		testHookReserved()
 	}

@@ -4,6 +4,7 @@ import (
 	"crypto/ecdsa"
 	"errors"
 	"math/big"
+	"slices"
 	"time"
 
 	"github.com/emmansun/gmsm/smx509"
@@ -29,8 +30,9 @@ var ekuByName = map[string]smx509.ExtKeyUsage{
 }
 
 // build makes o's certificate with serial and validity from now, as a
-// token of iss: its TBS built and linted, for the HSM to sign.
-func build(o *order, iss *issuance.Issuer, serial []byte, now time.Time) (*draft, error) {
+// token of iss (whose CRLs shards lays out): its TBS built and linted,
+// for the HSM to sign.
+func build(o *order, iss *issuance.Issuer, serial []byte, now time.Time, shards CRLShards) (*draft, error) {
 	pub, ok := o.pub.(*ecdsa.PublicKey)
 	if !ok {
 		return nil, errorf(api.CodeInternal, "order %s: public key %T", o.id, o.pub)
@@ -57,6 +59,14 @@ func build(o *order, iss *issuance.Issuer, serial []byte, now time.Time) (*draft
 		OCSPServer:            p.OCSP,
 		IssuingCertificateURL: p.CAIssuers,
 		ExtraExtensions:       o.identity,
+	}
+	points, freshest, err := shards.distributionPoint(serial, p.FreshestCRL)
+	if err != nil {
+		return nil, errorf(api.CodeInternal, "certificate for %s: %v", o.id, err)
+	}
+	if points != nil {
+		tmpl.CRLDistributionPoints = points
+		tmpl.ExtraExtensions = append(slices.Clip(tmpl.ExtraExtensions), freshest...)
 	}
 	for _, name := range p.ExtKeyUsage {
 		if eku, ok := ekuByName[name]; ok {

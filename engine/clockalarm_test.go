@@ -40,7 +40,7 @@ func TestClockAlarmOncePerEpisodeRefusalsTallied(t *testing.T) {
 		}
 	}
 	op := store.Actor{UID: 1000, Role: "operator"}
-	if _, err := e.SignCRL(context.Background(), op, ""); engine.CodeOf(err) != api.CodeClockBackwards {
+	if _, err := e.SignCRL(context.Background(), op, engine.CRLName{}); engine.CodeOf(err) != api.CodeClockBackwards {
 		t.Fatalf("CRL with the clock behind: %v", err)
 	}
 	if _, err := e.Issue(context.Background(), ra, request(t, "backdated")); engine.CodeOf(err) != api.CodeClockBackwards {

@@ -195,14 +195,14 @@ func TestIssuerExpiredIsNotTheRAs(t *testing.T) {
 		}},
 		{"renew", func() error { _, err := e.Renew(ctx, ra, old.Serial, request(t, "late-renew")); return err }},
 		{"extend", func() error { _, err := e.Extend(ctx, ra, "late-extend", old.Serial, 1); return err }},
-		{"CRL", func() error { _, err := e.SignCRL(ctx, store.Actor{Role: "operator"}, ""); return err }},
+		{"CRL", func() error { _, err := e.SignCRL(ctx, store.Actor{Role: "operator"}, engine.CRLName{}); return err }},
 	} {
 		err := op.do()
 		if engine.CodeOf(err) != api.CodeIssuerExpired || api.CodeIssuerExpired.Retryable() {
 			t.Errorf("%s with the clock past the issuing CA's notAfter: %v, want %s (not retryable)", op.name, err, api.CodeIssuerExpired)
 		}
 	}
-	if _, err := e.LatestCRL(""); engine.CodeOf(err) != api.CodeNotFound {
+	if _, err := e.LatestCRL(engine.CRLName{}); engine.CodeOf(err) != api.CodeNotFound {
 		t.Errorf("a CRL was recorded: %v", err)
 	}
 	if _, err := e.Revoke(ra, old.Serial, 0); engine.CodeOf(err) != api.CodeInvalidState {

@@ -67,7 +67,7 @@ func testClockGuardCoversLifecycleAcrossRestart(t *testing.T, se enginetest.Stor
 		{"revoke", func() error { _, err := e.Revoke(ra, good.Serial, 0); return err }},
 		{"hold", func() error { _, err := e.Hold(ra, good.Serial); return err }},
 		{"restore", func() error { _, err := e.Restore(ra, held.Serial); return err }},
-		{"CRL", func() error { _, err := e.SignCRL(context.Background(), ra, ""); return err }},
+		{"CRL", func() error { _, err := e.SignCRL(context.Background(), ra, engine.CRLName{}); return err }},
 		{"issue", func() error { _, err := e.Issue(context.Background(), ra, request(t, "backdated")); return err }},
 	}
 	// The first refusal writes the episode's one clock.alarm; every refusal
@@ -119,7 +119,7 @@ func testClockGuardCoversLifecycleAcrossRestart(t *testing.T, se enginetest.Stor
 	}
 	clk.set(later.Add(-time.Hour))
 	e = ca.Engine(t, st, engine.Config{Now: clk.read})
-	if _, err := e.SignCRL(context.Background(), ra, ""); engine.CodeOf(err) != api.CodeClockBackwards {
+	if _, err := e.SignCRL(context.Background(), ra, engine.CRLName{}); engine.CodeOf(err) != api.CodeClockBackwards {
 		t.Errorf("CRL with the clock behind an unnoted revocation: %v, want %s", err, api.CodeClockBackwards)
 	}
 	if _, err := e.Issue(context.Background(), ra, request(t, "before-unnoted")); engine.CodeOf(err) != api.CodeClockBackwards {

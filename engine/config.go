@@ -10,6 +10,9 @@ import (
 // stall.
 const MinWriteStallAfter = 100 * time.Millisecond
 
+// DefaultCRLValidity is a complete CRL's validity unless configured.
+const DefaultCRLValidity = 24 * time.Hour
+
 // ConfigError is a Config field Validate refuses: Field is its name, Err
 // says what is wrong with its value ("VALUE: why"), so that a caller can
 // name the setting in its own terms (a config file's key).
@@ -41,6 +44,24 @@ func (c Config) Validate() error {
 		if f.d < 0 {
 			return &ConfigError{f.name, fmt.Errorf("%s: negative", f.d)}
 		}
+	}
+	sc := c.CRLSchedule
+	for _, f := range []struct {
+		name string
+		d    time.Duration
+	}{{"CRLSchedule.Interval", sc.Interval}, {"CRLSchedule.AfterRevocation", sc.AfterRevocation},
+		{"CRLSchedule.DeltaInterval", sc.DeltaInterval}, {"CRLSchedule.DeltaValidity", sc.DeltaValidity},
+		{"CRLSchedule.Retry", sc.Retry}, {"CRLSchedule.Poll", sc.Poll}} {
+		if f.d < 0 {
+			return &ConfigError{f.name, fmt.Errorf("%s: negative", f.d)}
+		}
+	}
+	validity := c.CRLValidity
+	if validity == 0 {
+		validity = DefaultCRLValidity
+	}
+	if err := sc.withDefaults().validate(validity); err != nil {
+		return err
 	}
 	if d := c.WriteStallAfter; d != 0 && d < MinWriteStallAfter {
 		return &ConfigError{"WriteStallAfter", fmt.Errorf("%s: below %s, an ordinary commit would count as a stall", d, MinWriteStallAfter)}

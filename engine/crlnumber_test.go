@@ -71,7 +71,7 @@ func testCRLNumberNeverWraps(t *testing.T, se enginetest.StoreEngine) {
 	}); err != nil {
 		t.Fatal(err)
 	}
-	if _, err := e.SignCRL(context.Background(), ra, ""); err == nil || engine.CodeOf(err) != api.CodeInternal || !strings.Contains(err.Error(), "no larger number") {
+	if _, err := e.SignCRL(context.Background(), ra, engine.CRLName{}); err == nil || engine.CodeOf(err) != api.CodeInternal || !strings.Contains(err.Error(), "no larger number") {
 		t.Fatalf("CRL from a store at the largest number: %v, want %s naming why", err, api.CodeInternal)
 	}
 	if err := st.View(func(tx *store.Tx) error {

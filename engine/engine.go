@@ -11,6 +11,7 @@ import (
 
 	"signerd/hsm"
 	"signerd/issuance"
+	"signerd/publish"
 	"signerd/store"
 )
 
@@ -31,8 +32,18 @@ type Config struct {
 	// a batch (default 64).
 	QueueSize int
 	BatchSize int
-	// CRLValidity is nextUpdate − thisUpdate (default 24h).
+	// CRLValidity is a complete CRL's nextUpdate − thisUpdate (default
+	// 24h).
 	CRLValidity time.Duration
+	// CRLSchedule is when CRLs are signed without an operator asking
+	// (crlschedule.go); its zero value signs none.
+	CRLSchedule CRLSchedule
+	// CRLShards are the issuers' CRL layouts, by issuer ID (crlshards.go);
+	// an issuer not named has one unpartitioned CRL.
+	CRLShards map[string]CRLShards
+	// Publish, if set, is where every CRL signed is written for relying
+	// parties' web servers (package publish).
+	Publish *publish.Dir
 	// SignTimeout bounds a batch's wait for HSM sessions (default 30s).
 	SignTimeout time.Duration
 	// WriteStallAfter is how long store writes may wait with none
@@ -117,6 +128,8 @@ type Engine struct {
 	batches     *issueStages // the queue's stages
 	log         *slog.Logger
 	crlMu       sync.Mutex
+	layouts     *crlLayouts
+	schedule    *crlSchedule
 	hsmHealth   *hsmHealth
 	storeHealth *storeHealth
 	sealer      *sealer
@@ -162,8 +175,28 @@ func New(cfg Config) (*Engine, error) {
 		}
 	}
 	if e.cfg.CRLValidity <= 0 {
-		e.cfg.CRLValidity = 24 * time.Hour
+		e.cfg.CRLValidity = DefaultCRLValidity
 	}
+	e.cfg.CRLSchedule = e.cfg.CRLSchedule.withDefaults() // validated with the rest
+	e.layouts = &crlLayouts{of: map[string]CRLShards{}}
+	for id, l := range cfg.CRLShards {
+		if _, ok := e.issuers[id]; !ok {
+			return nil, fmt.Errorf("engine: CRL shards of issuer %s, which is not one of the issuers", id)
+		}
+		if err := l.Validate(); err != nil {
+			return nil, fmt.Errorf("engine: CRL shards of issuer %s: %w", id, err)
+		}
+		e.layouts.of[id] = l
+	}
+	if l := e.layouts.shards(e.active.ID()); l.URL != "" {
+		for _, p := range e.profiles {
+			if len(p.CRLDistribution) > 0 {
+				return nil, fmt.Errorf("engine: profile %s names crl_distribution_points, but the active issuer's CRLs are sharded: "+
+					"each certificate names its own shard's CRL (%s)", p.Name, l.URL)
+			}
+		}
+	}
+	e.schedule = newCRLSchedule(e, e.cfg.CRLSchedule)
 	if e.cfg.SignTimeout <= 0 {
 		e.cfg.SignTimeout = 30 * time.Second
 	}
@@ -196,10 +229,13 @@ func New(cfg Config) (*Engine, error) {
 		return nil, fmt.Errorf("engine: %w", err)
 	}
 	e.clock = &clock{now: e.cfg.Now, maxStep: e.cfg.ClockMaxStep, log: e.log, metrics: e.cfg.Metrics, store: e.storeHealth}
-	e.batches = &issueStages{store: e.storeHealth, hsm: e.hsmHealth, clock: e.clock, issuer: e.active, random: e.cfg.Random,
+	e.batches = &issueStages{layouts: e.layouts, store: e.storeHealth, hsm: e.hsmHealth, clock: e.clock, issuer: e.active, random: e.cfg.Random,
 		metrics: e.cfg.Metrics, log: e.log, node: e.store.Node(), signTimeout: e.cfg.SignTimeout, now: e.cfg.Now}
 	if err := e.update(func(tx *store.Tx) error {
 		if err := e.startClock(tx); err != nil {
+			return err
+		}
+		if err := e.layouts.check(tx, issuerIDs(cfg.Issuers)); err != nil {
 			return err
 		}
 		return e.batches.burnInterrupted(tx)
@@ -215,6 +251,7 @@ func New(cfg Config) (*Engine, error) {
 	e.queue = newBatchQueue(e.cfg.QueueSize, e.cfg.BatchSize, e.batches)
 	e.storeHealth.watch(e.batches.burnStranded)
 	e.sealer.start()
+	e.schedule.start()
 	if e.sealer.key != nil {
 		ctx, cancel := context.WithTimeout(context.Background(), e.cfg.SignTimeout)
 		err := e.certifyAuditKey(ctx)
@@ -230,6 +267,7 @@ func New(cfg Config) (*Engine, error) {
 // Close stops taking orders, finishes those queued, and returns.
 func (e *Engine) Close() {
 	e.queue.close()
+	e.schedule.close()
 	e.storeHealth.stopWatching()
 	e.batches.burnStranded()
 	e.sealer.close()
@@ -237,3 +275,12 @@ func (e *Engine) Close() {
 
 // Queue is the signing queue (for its depth).
 func (e *Engine) Queue() *BatchQueue { return e.queue }
+
+// issuerIDs are the issuers' IDs, in order.
+func issuerIDs(issuers []*issuance.Issuer) []string {
+	ids := make([]string, len(issuers))
+	for i, iss := range issuers {
+		ids[i] = iss.ID()
+	}
+	return ids
+}

@@ -281,5 +281,6 @@ func (e *Engine) transition(actor store.Actor, serial []byte, action string, cha
 			Reason: store.BoundedText(refused.Error(), maxRefusalReason)}, CodeOf(refused))
 		return nil, refused
 	}
+	e.schedule.changed()
 	return out, nil
 }

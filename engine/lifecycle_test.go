@@ -69,7 +69,7 @@ func testRevokeHoldRestoreAndCRL(t *testing.T, se enginetest.StoreEngine) {
 		certs = append(certs, issue(t, e, engine.Request{ID: id, Profile: "person-sign", Subject: engine.Subject{CommonName: id}, CSR: csr}))
 	}
 	a, b, c := certs[0].Serial, certs[1].Serial, certs[2].Serial
-	if _, err := e.LatestCRL(""); engine.CodeOf(err) != api.CodeNotFound {
+	if _, err := e.LatestCRL(engine.CRLName{}); engine.CodeOf(err) != api.CodeNotFound {
 		t.Fatalf("LatestCRL before any: %v", err)
 	}
 	first := checkCRL(t, ca, mustCRL(t, e))
@@ -104,7 +104,7 @@ func testRevokeHoldRestoreAndCRL(t *testing.T, se enginetest.StoreEngine) {
 	if got := listed(third); !mapsEqual(got, map[string]int{hexOf(a): 1}) || third.Number.Cmp(second.Number) <= 0 {
 		t.Fatalf("after restore CRL #%v lists %v", third.Number, got)
 	}
-	latest, err := e.LatestCRL("")
+	latest, err := e.LatestCRL(engine.CRLName{})
 	if err != nil || !bytes.Equal(latest, third.Raw) {
 		t.Fatalf("LatestCRL is not the last signed: %v", err)
 	}
@@ -162,7 +162,7 @@ func testRevokeHoldRestoreAndCRL(t *testing.T, se enginetest.StoreEngine) {
 
 func mustCRL(t *testing.T, e *engine.Engine) []byte {
 	t.Helper()
-	der, err := e.SignCRL(context.Background(), store.Actor{Role: "operator"}, "")
+	der, err := e.SignCRL(context.Background(), store.Actor{Role: "operator"}, engine.CRLName{})
 	if err != nil {
 		t.Fatal(err)
 	}

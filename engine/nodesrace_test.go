@@ -56,9 +56,9 @@ func TestKeyUseAcrossNodes(t *testing.T) {
 func TestLatestCRLAcrossNodes(t *testing.T) {
 	a, b, release, _, held := heldAtA(t)
 	atA := make(chan error, 1)
-	go func() { _, err := a.SignCRL(context.Background(), ra, ""); atA <- err }()
+	go func() { _, err := a.SignCRL(context.Background(), ra, engine.CRLName{}); atA <- err }()
 	<-held.entered // a's number is taken, its CRL at the HSM
-	derB, err := b.SignCRL(context.Background(), ra, "")
+	derB, err := b.SignCRL(context.Background(), ra, engine.CRLName{})
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -66,7 +66,7 @@ func TestLatestCRLAcrossNodes(t *testing.T) {
 	if err := <-atA; err != nil {
 		t.Fatal(err)
 	}
-	latest, err := b.LatestCRL("")
+	latest, err := b.LatestCRL(engine.CRLName{})
 	if err != nil {
 		t.Fatal(err)
 	}

@@ -31,6 +31,9 @@ type Profile struct {
 	ExtKeyUsage     []string `yaml:"ext_key_usage"`
 	Policies        []string `yaml:"policies"`
 	CRLDistribution []string `yaml:"crl_distribution_points"`
+	// FreshestCRL asks for the Freshest CRL extension naming the
+	// certificate's shard's delta CRL, where the issuer has deltas.
+	FreshestCRL bool `yaml:"freshest_crl"`
 	OCSP            []string `yaml:"ocsp"`
 	CAIssuers       []string `yaml:"ca_issuers"`
 	// Identity lists the GM/T 0015 identity extensions a request may carry

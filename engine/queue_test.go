@@ -284,7 +284,7 @@ func TestClockStepBackRefusesToSign(t *testing.T) {
 	if _, err := e.Issue(context.Background(), ra, request(t, "backdated")); engine.CodeOf(err) != api.CodeClockBackwards {
 		t.Fatalf("issue with clock stepped back: %v", err)
 	}
-	if _, err := e.SignCRL(context.Background(), ra, ""); engine.CodeOf(err) != api.CodeClockBackwards {
+	if _, err := e.SignCRL(context.Background(), ra, engine.CRLName{}); engine.CodeOf(err) != api.CodeClockBackwards {
 		t.Fatalf("CRL with clock stepped back: %v", err)
 	}
 	e.Close()

@@ -175,7 +175,7 @@ func testDatabaseStoppedAndRestarted(t *testing.T, ca *enginetest.CA, srv *pgtes
 	}
 	rec, err := e.Revoke(ra, before.Serial, keyCompromise)
 	wantStoreUnavailable(t, "revoke", rec, err)
-	crl, err := e.SignCRL(context.Background(), ra, "")
+	crl, err := e.SignCRL(context.Background(), ra, engine.CRLName{})
 	wantStoreUnavailable(t, "CRL", crl, err)
 	rec, err = e.Status(before.Serial)
 	wantStoreUnavailable(t, "status", rec, err)

@@ -148,8 +148,10 @@ func (i *Issuer) ValidAt(now time.Time) error {
 }
 
 // NewSerial draws a certificate serial (SPEC §5.3) from r: 16 random
-// bytes with the top bit clear, so the INTEGER is positive and 16 octets
-// or fewer, never zero.
+// bytes with the top bit clear, so the INTEGER is positive and 16 octets,
+// and the first byte not zero, so that every serial has 16 octets and
+// serials sort by their leading bits, which pick their CRL shard
+// (crl.Shard): more than 126 random bits.
 func NewSerial(r io.Reader) (*big.Int, error) {
 	b := make([]byte, 16)
 	for {
@@ -157,8 +159,8 @@ func NewSerial(r io.Reader) (*big.Int, error) {
 			return nil, fmt.Errorf("draw serial: %w", err)
 		}
 		b[0] &= 0x7f
-		if n := new(big.Int).SetBytes(b); n.Sign() > 0 {
-			return n, nil
+		if b[0] != 0 {
+			return new(big.Int).SetBytes(b), nil
 		}
 	}
 }

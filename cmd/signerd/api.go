@@ -12,6 +12,7 @@ import (
 	"net/http"
 	"path"
 	"slices"
+	"strconv"
 	"strings"
 	"time"
 
@@ -317,8 +318,34 @@ func (a *server) answer(w http.ResponseWriter, r *http.Request, op func() (*stor
 	writeJSON(w, http.StatusOK, view(c))
 }
 
+// crlName is the CRL series a CRL route's query names.
+func crlName(r *http.Request) (engine.CRLName, error) {
+	q := r.URL.Query()
+	name := engine.CRLName{Issuer: q.Get(api.QueryIssuer)}
+	if s := q.Get(api.QueryShard); s != "" {
+		k, err := strconv.ParseUint(s, 10, 16)
+		if err != nil {
+			return name, &api.Error{Code: api.CodeBadRequest, Message: fmt.Sprintf("%s=%q: a shard number", api.QueryShard, s)}
+		}
+		name.Shard = int(k)
+	}
+	switch d := q.Get(api.QueryDelta); d {
+	case "", "false":
+	case "true":
+		name.Delta = true
+	default:
+		return name, &api.Error{Code: api.CodeBadRequest, Message: fmt.Sprintf("%s=%q: true or false", api.QueryDelta, d)}
+	}
+	return name, nil
+}
+
 func (a *server) latestCRL(w http.ResponseWriter, r *http.Request, _ peer) {
-	der, err := a.eng.LatestCRL(r.URL.Query().Get(api.QueryIssuer))
+	name, err := crlName(r)
+	if err != nil {
+		a.failEarly(w, r, err)
+		return
+	}
+	der, err := a.eng.LatestCRL(name)
 	if err != nil {
 		a.fail(w, r, err)
 		return
@@ -331,7 +358,12 @@ func (a *server) signCRL(w http.ResponseWriter, r *http.Request, p peer) {
 	if !emptyBody(w, r) {
 		return
 	}
-	der, err := a.eng.SignCRL(r.Context(), p.actor(), r.URL.Query().Get(api.QueryIssuer))
+	name, err := crlName(r)
+	if err != nil {
+		a.failEarly(w, r, err)
+		return
+	}
+	der, err := a.eng.SignCRL(r.Context(), p.actor(), name)
 	if err != nil {
 		a.fail(w, r, err)
 		return
@@ -409,11 +441,23 @@ func (a *server) health(w http.ResponseWriter, _ *http.Request, _ peer) {
 	answer := api.Health{Status: api.HealthOK, QueueDepth: a.eng.Queue().Depth(),
 		HSM:   api.HSMHealth{Up: h.Up, Since: h.Since, Error: h.Error},
 		Store: api.StoreHealth{Writable: s.Writable, Since: s.Since, Error: s.Error}}
+	failing := a.eng.CRLFailures()
+	for _, f := range failing {
+		answer.CRLFailing = append(answer.CRLFailing, api.CRLFailure{Issuer: f.Name.Issuer, Shard: f.Name.Shard, Delta: f.Name.Delta,
+			Since: f.Since, Attempts: f.Attempts, Error: f.Error, Expires: f.Expires})
+	}
 	switch {
 	case !h.Up:
 		answer.Code, answer.Message = api.CodeHSMUnavailable, fmt.Sprintf("HSM unavailable since %s: %s", h.Since.Format(time.RFC3339), h.Error)
 	case !s.Writable:
 		answer.Code, answer.Message = api.CodeStoreUnavailable, fmt.Sprintf("store takes no write since %s: %s", s.Since.Format(time.RFC3339), s.Error)
+	case len(failing) > 0:
+		f := failing[0]
+		answer.Code = f.Code
+		if answer.Code.Status() < 500 {
+			answer.Code = api.CodeInternal // a failing schedule is signerd's problem, whatever refused it
+		}
+		answer.Message = fmt.Sprintf("%d CRL series failing; %s since %s (%d attempts): %s", len(failing), f.Name, f.Since.Format(time.RFC3339), f.Attempts, f.Error)
 	default:
 		writeJSON(w, http.StatusOK, answer)
 		return

@@ -7,6 +7,7 @@ import (
 	"fmt"
 	"io"
 	"os"
+	"path/filepath"
 	"strconv"
 	"strings"
 	"time"
@@ -53,6 +54,12 @@ type config struct {
 		RefusalWindow time.Duration
 	}
 	RASignatures raSignatures // prepared
+	// Publish is the publication directory ("" for none) and how many
+	// numbered CRLs it keeps per series.
+	Publish struct {
+		Dir  string
+		Keep int
+	}
 	Profiles     map[string]*engine.Profile
 	Debug        bool // log_level: debug
 }
@@ -103,7 +110,12 @@ var fileKeys = map[string]string{
 	// engine.Config
 	"QueueSize":       "queue.size",
 	"BatchSize":       "queue.batch",
-	"CRLValidity":     "crl_validity",
+	"CRLValidity":     "crl.validity",
+	"CRLSchedule.Interval":        "crl.interval",
+	"CRLSchedule.Retry":           "crl.retry",
+	"CRLSchedule.AfterRevocation": "crl.after_revocation",
+	"CRLSchedule.DeltaInterval":   "crl.delta_interval",
+	"CRLSchedule.DeltaValidity":   "crl.delta_validity",
 	"ClockMaxStep":    "clock_max_step",
 	"WriteStallAfter": "store.write_stall_after",
 	"SealEvery":       "audit.seal_every",
@@ -188,9 +200,12 @@ func (f *configFile) config() (*config, error) {
 	if c.Audit.Key == "" {
 		c.Audit.Key = defaultAuditKey
 	}
-	for _, ic := range f.Issuers {
+	for i, ic := range f.Issuers {
 		if ic.Key == c.Audit.Key {
 			return nil, fmt.Errorf("audit.key %q is an issuing key; the audit key signs nothing but seals", c.Audit.Key)
+		}
+		if err := (engine.CRLShards{Count: ic.CRL.Shards, URL: ic.CRL.URL, DeltaURL: ic.CRL.DeltaURL}).Validate(); err != nil {
+			return nil, fmt.Errorf("issuers[%d] (%s) crl: %w", i, ic.Key, err)
 		}
 	}
 	for role := range f.Roles {
@@ -204,16 +219,44 @@ func (f *configFile) config() (*config, error) {
 	if err := c.RASignatures.prepare(); err != nil {
 		return nil, err
 	}
-	c.Engine = engine.Config{QueueSize: f.Queue.Size, BatchSize: f.Queue.Batch, CRLValidity: f.CRLValidity.Duration,
+	validity := f.CRL.Validity.Duration
+	if f.CRLValidity.Duration != 0 {
+		if validity != 0 {
+			return nil, errors.New("crl_validity and crl.validity both given: crl_validity is the older spelling of crl.validity; keep one")
+		}
+		validity = f.CRLValidity.Duration
+	}
+	c.Engine = engine.Config{QueueSize: f.Queue.Size, BatchSize: f.Queue.Batch, CRLValidity: validity, CRLSchedule: f.crlSchedule(),
 		ClockMaxStep: f.ClockMaxStep.Duration, WriteStallAfter: f.Store.WriteStallAfter.Duration,
 		SealEvery: f.Audit.SealEvery, SealInterval: f.Audit.SealInterval.Duration, RASignatureSkew: c.RASignatures.MaxSkew}
 	if err := c.Engine.Validate(); err != nil {
 		return nil, keyed(err)
 	}
+	c.Publish.Dir, c.Publish.Keep = f.Publish.Dir, f.Publish.Keep
+	if c.Publish.Keep < 0 {
+		return nil, fmt.Errorf("publish.keep %d: negative", c.Publish.Keep)
+	}
+	if c.Publish.Dir != "" && !filepath.IsAbs(c.Publish.Dir) {
+		return nil, fmt.Errorf("publish.dir %q: an absolute path", c.Publish.Dir)
+	}
 	if c.Profiles, err = f.profiles(); err != nil {
 		return nil, err
 	}
 	return c, nil
+}
+
+// Defaults of the CRL schedule: signerd signs CRLs by itself.
+const defaultCRLInterval = 6 * time.Hour
+
+// crlSchedule is the crl section as the engine takes it.
+func (f *configFile) crlSchedule() engine.CRLSchedule {
+	c := f.CRL
+	s := engine.CRLSchedule{Interval: c.Interval.Duration, AfterRevocation: c.AfterRevocation.Duration,
+		DeltaInterval: c.DeltaInterval.Duration, DeltaValidity: c.DeltaValidity.Duration, Retry: c.Retry.Duration}
+	if s.Interval == 0 {
+		s.Interval = defaultCRLInterval
+	}
+	return s
 }
 
 // config checks the store section and maps it to the store's options.

@@ -44,7 +44,23 @@ type configFile struct {
 		Size  int `yaml:"size"`
 		Batch int `yaml:"batch"`
 	} `yaml:"queue"`
+	// CRLValidity is the older spelling of crl.validity.
 	CRLValidity duration `yaml:"crl_validity"`
+	// CRL is when signerd signs CRLs by itself (engine.CRLSchedule).
+	CRL struct {
+		Interval        duration `yaml:"interval"`         // default 6h
+		Validity        duration `yaml:"validity"`         // default 24h
+		AfterRevocation duration `yaml:"after_revocation"` // default 5m
+		DeltaInterval   duration `yaml:"delta_interval"`   // default none
+		DeltaValidity   duration `yaml:"delta_validity"`   // default 2 × delta_interval
+		Retry           duration `yaml:"retry"`            // default 30s
+	} `yaml:"crl"`
+	// Publish is the directory every CRL signed is written into, for a
+	// web server or an LDAP loader (package publish); none by default.
+	Publish struct {
+		Dir  string `yaml:"dir"`
+		Keep int    `yaml:"keep"` // numbered CRLs kept per series (default 10)
+	} `yaml:"publish"`
 	// ClockMaxStep: a signing time more than this after the last one is
 	// alarmed as a forward step of the clock (default 168h; engine).
 	ClockMaxStep duration `yaml:"clock_max_step"`
@@ -80,6 +96,13 @@ type configFile struct {
 type issuerConfig struct {
 	Key         string `yaml:"key"`
 	Certificate string `yaml:"certificate"`
+	// CRL is how the issuer's certificates are split among CRLs
+	// (engine.CRLShards): fixed once certificates exist.
+	CRL struct {
+		Shards   int    `yaml:"shards"`
+		URL      string `yaml:"url"`
+		DeltaURL string `yaml:"delta_url"`
+	} `yaml:"crl"`
 }
 
 // storeFile is where the CA's records are and how signerd opens and

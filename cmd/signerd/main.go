@@ -30,6 +30,7 @@ import (
 	"signerd/engine"
 	"signerd/hsm"
 	"signerd/issuance"
+	"signerd/publish"
 	"signerd/store"
 )
 
@@ -287,6 +288,7 @@ func (d *daemon) start(cfg *config, acks acknowledgements, log *slog.Logger) err
 	ctx := context.Background()
 	var issuers []*issuance.Issuer
 	var signers []crypto.Signer
+	shards := map[string]engine.CRLShards{}
 	for _, ic := range cfg.Issuers {
 		iss, signer, err := issuance.LoadIssuer(ctx, d.module, ic.Key, ic.Certificate, cfg.SM2ID)
 		if err != nil {
@@ -294,6 +296,13 @@ func (d *daemon) start(cfg *config, acks acknowledgements, log *slog.Logger) err
 		}
 		issuers = append(issuers, iss)
 		signers = append(signers, signer)
+		shards[iss.ID()] = engine.CRLShards{Count: ic.CRL.Shards, URL: ic.CRL.URL, DeltaURL: ic.CRL.DeltaURL}
+	}
+	var published *publish.Dir
+	if cfg.Publish.Dir != "" {
+		if published, err = publish.Open(cfg.Publish.Dir, cfg.Publish.Keep); err != nil {
+			return fmt.Errorf("publish.dir: %w", err)
+		}
 	}
 	auditKey, generated, err := loadAuditKey(ctx, d.module, cfg.Audit.Key)
 	if err != nil {
@@ -323,6 +332,7 @@ func (d *daemon) start(cfg *config, acks acknowledgements, log *slog.Logger) err
 	ec := cfg.Engine // the file's settings, and what exists only now
 	ec.Store, ec.Issuers, ec.Profiles, ec.SM2ID, ec.Random = d.store, issuers, cfg.Profiles, cfg.SM2ID, d.module.Random()
 	ec.Log, ec.Metrics, ec.Refusals = log, d.metrics, d.refusals
+	ec.CRLShards, ec.Publish = shards, published
 	ec.AuditKey, ec.AuditKeyGenerated, ec.AuditAnchor = auditKey, newAuditKey, d.module.DataObject(anchorLabel(cfg))
 	ec.AcknowledgeAuditBreak, ec.AcknowledgeClockReset = acks.auditBreak, acks.clockReset
 	d.engine, err = engine.New(ec)

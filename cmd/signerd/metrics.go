@@ -11,6 +11,7 @@ import (
 	"github.com/prometheus/client_golang/prometheus/collectors"
 	"github.com/prometheus/client_golang/prometheus/promhttp"
 
+	"signerd/engine"
 	"signerd/hsm"
 )
 
@@ -28,6 +29,10 @@ type metrics struct {
 	// clockSteps counts forward steps of the clock past clock_max_step
 	// (engine.ClockStepMetrics).
 	clockSteps prometheus.Counter
+	// crlSigned and crlFailed count the CRLs the schedule signs and its
+	// failures (engine.CRLMetrics), by issuer and kind (complete, delta).
+	crlSigned *prometheus.CounterVec
+	crlFailed *prometheus.CounterVec
 }
 
 // newMetrics makes the metrics; depth, hsmUp and storeWritable are read at
@@ -57,13 +62,17 @@ func newMetrics(depth func() int, hsmUp, storeWritable func() bool) *metrics {
 	}
 	m.clockSteps = prometheus.NewCounter(prometheus.CounterOpts{Name: "signerd_clock_forward_steps_total",
 		Help: "Signing times more than clock_max_step after the last one (audited as clock.step)."})
+	m.crlSigned = prometheus.NewCounterVec(prometheus.CounterOpts{Name: "signerd_crl_signed_total",
+		Help: "CRLs signed on schedule, by issuer and kind (complete, delta)."}, []string{"issuer", "kind"})
+	m.crlFailed = prometheus.NewCounterVec(prometheus.CounterOpts{Name: "signerd_crl_failures_total",
+		Help: "Failed scheduled CRL signings or publications, by issuer and kind; each is retried."}, []string{"issuer", "kind"})
 	queueDepth := prometheus.NewGaugeFunc(prometheus.GaugeOpts{Name: "signerd_queue_depth",
 		Help: "Requests waiting in the signing queue."}, func() float64 { return float64(depth()) })
 	up := prometheus.NewGaugeFunc(prometheus.GaugeOpts{Name: "signerd_hsm_up",
 		Help: "1 while the HSM signs, 0 while it does not (as the last signature or probe found)."}, func() float64 { return one(hsmUp()) })
 	writable := prometheus.NewGaugeFunc(prometheus.GaugeOpts{Name: "signerd_store_writable",
 		Help: "1 while the store takes writes, 0 from a failed write until a batch is recorded again."}, func() float64 { return one(storeWritable()) })
-	m.reg.MustRegister(m.batchSize, m.signTime, m.hsmErrors, m.requests, queueDepth, up, writable, m.connsOpen, m.connsShed, m.refusals, m.clockSteps,
+	m.reg.MustRegister(m.batchSize, m.signTime, m.hsmErrors, m.requests, queueDepth, up, writable, m.connsOpen, m.connsShed, m.refusals, m.clockSteps, m.crlSigned, m.crlFailed,
 		collectors.NewGoCollector(), collectors.NewProcessCollector(collectors.ProcessCollectorOpts{}))
 	return m
 }
@@ -78,6 +87,23 @@ func one(b bool) float64 {
 
 // ClockStep counts a forward step of the clock (engine.ClockStepMetrics).
 func (m *metrics) ClockStep(time.Duration) { m.clockSteps.Inc() }
+
+// CRLSigned counts a CRL signed on schedule (engine.CRLMetrics).
+func (m *metrics) CRLSigned(name engine.CRLName, _ int) {
+	m.crlSigned.WithLabelValues(name.Issuer, crlKind(name)).Inc()
+}
+
+// CRLFailed counts a failed scheduled signing or publication.
+func (m *metrics) CRLFailed(name engine.CRLName) {
+	m.crlFailed.WithLabelValues(name.Issuer, crlKind(name)).Inc()
+}
+
+func crlKind(name engine.CRLName) string {
+	if name.Delta {
+		return "delta"
+	}
+	return "complete"
+}
 
 func (m *metrics) Batch(size int) { m.batchSize.Observe(float64(size)) }
 

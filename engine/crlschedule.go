@@ -1,0 +1,416 @@
+package engine
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"slices"
+	"sync"
+	"time"
+
+	"signerd/api"
+	"signerd/crl"
+	"signerd/publish"
+	"signerd/store"
+)
+
+// CRLSchedule is when the engine signs CRLs without being asked (SPEC
+// §5.5): every shard's complete CRL at least every Interval, a change
+// (revocation, hold, restore) listed within AfterRevocation, and deltas
+// every DeltaInterval. Its zero value signs none; signerd always sets it.
+type CRLSchedule struct {
+	// Interval is the most time between a shard's complete CRLs. The
+	// CRL's validity (Config.CRLValidity) must outlast it by half an
+	// interval at least: the time failed signings are retried before
+	// relying parties find the last CRL expired.
+	Interval time.Duration
+	// AfterRevocation bounds how long a change waits to be listed. A
+	// shard's CRLs are signed at most this often for changes, so a burst
+	// of revocations goes into few CRLs (default 5m; at most Interval).
+	AfterRevocation time.Duration
+	// DeltaInterval, if set, has each shard's delta CRL signed this
+	// often, valid DeltaValidity (default twice DeltaInterval).
+	DeltaInterval time.Duration
+	DeltaValidity time.Duration
+	// Retry is the wait before a failed signing is tried again (default
+	// 30s), doubling with each failure up to an eighth of the validity
+	// left over the interval.
+	Retry time.Duration
+	// Poll is how often the store is read for changes other nodes made
+	// and for CRLs they signed (default a quarter of AfterRevocation, at
+	// most 30s).
+	Poll time.Duration
+}
+
+// on reports whether the engine signs CRLs by itself.
+func (s CRLSchedule) on() bool { return s.Interval > 0 }
+
+// withDefaults fills in the zero fields.
+func (s CRLSchedule) withDefaults() CRLSchedule {
+	if !s.on() {
+		return s
+	}
+	if s.AfterRevocation <= 0 {
+		s.AfterRevocation = min(5*time.Minute, s.Interval)
+	}
+	if s.DeltaValidity <= 0 {
+		s.DeltaValidity = 2 * s.DeltaInterval
+	}
+	if s.Retry <= 0 {
+		s.Retry = 30 * time.Second
+	}
+	if s.Poll <= 0 {
+		s.Poll = min(s.AfterRevocation/4, 30*time.Second)
+	}
+	return s
+}
+
+// validate refuses a schedule under which a CRL could expire before the
+// next is due, with validity the complete CRLs' validity.
+func (s CRLSchedule) validate(validity time.Duration) error {
+	if !s.on() {
+		return nil
+	}
+	if validity < s.Interval+s.Interval/2 {
+		return &ConfigError{"CRLValidity", fmt.Errorf("%s: must be at least 1.5 × the CRL interval %s, to leave time for retries", validity, s.Interval)}
+	}
+	if s.AfterRevocation > s.Interval {
+		return &ConfigError{"CRLSchedule.AfterRevocation", fmt.Errorf("%s: longer than the interval %s", s.AfterRevocation, s.Interval)}
+	}
+	if s.DeltaInterval > 0 {
+		if s.DeltaInterval >= s.Interval {
+			return &ConfigError{"CRLSchedule.DeltaInterval", fmt.Errorf("%s: not shorter than the interval %s of complete CRLs", s.DeltaInterval, s.Interval)}
+		}
+		if s.DeltaValidity < s.DeltaInterval+s.DeltaInterval/2 {
+			return &ConfigError{"CRLSchedule.DeltaValidity", fmt.Errorf("%s: must be at least 1.5 × the delta interval %s", s.DeltaValidity, s.DeltaInterval)}
+		}
+	}
+	return nil
+}
+
+// CRLMetrics, if Config.Metrics implements it, is told of each CRL the
+// schedule signs or fails to.
+type CRLMetrics interface {
+	CRLSigned(name CRLName, entries int)
+	CRLFailed(name CRLName)
+}
+
+// CRLFailure is a series whose scheduled signing (or publication) fails.
+type CRLFailure struct {
+	Name CRLName
+	// Since is the first failure of this run of them, Attempts how many.
+	Since    time.Time
+	Attempts int
+	Code     api.Code
+	Error    string
+	// Expires is the nextUpdate of the series' latest CRL, by which a good
+	// one must be signed (zero: none signed yet).
+	Expires time.Time
+	next    time.Time
+}
+
+// CRLFailures are the series whose scheduled signing fails now.
+func (e *Engine) CRLFailures() []CRLFailure { return e.schedule.failures() }
+
+// crlSchedule signs CRLs on CRLSchedule, on every node: each reads the
+// shards' states, and the one whose reservation transaction finds a CRL
+// due signs it (the transaction that takes its number re-checks that no
+// other node signed or claimed it meanwhile), so a shard gets one CRL per
+// interval, not one per node. It also writes into the publication
+// directory every CRL the store holds that the directory lacks: those
+// other nodes signed, and those a crash or a failed write left out.
+type crlSchedule struct {
+	e   *Engine
+	cfg CRLSchedule
+
+	poke       chan struct{}
+	stop, done chan struct{}
+
+	mu      sync.Mutex
+	failing map[CRLName]*CRLFailure
+	// shown is the latest number written into the publication directory
+	// per series, as far as this process knows.
+	shown map[CRLName]uint64
+}
+
+func newCRLSchedule(e *Engine, cfg CRLSchedule) *crlSchedule {
+	return &crlSchedule{e: e, cfg: cfg, poke: make(chan struct{}, 1), stop: make(chan struct{}), done: make(chan struct{}),
+		failing: map[CRLName]*CRLFailure{}, shown: map[CRLName]uint64{}}
+}
+
+func (s *crlSchedule) start() {
+	if !s.cfg.on() {
+		close(s.done)
+		return
+	}
+	go s.run()
+}
+
+func (s *crlSchedule) close() {
+	select {
+	case <-s.stop:
+	default:
+		close(s.stop)
+	}
+	<-s.done
+}
+
+// changed tells the schedule a certificate's listing changed here.
+func (s *crlSchedule) changed() {
+	select {
+	case s.poke <- struct{}{}:
+	default:
+	}
+}
+
+func (s *crlSchedule) run() {
+	defer close(s.done)
+	for {
+		wait := s.pass()
+		t := time.NewTimer(min(max(wait, 10*time.Millisecond), s.cfg.Poll))
+		select {
+		case <-s.stop:
+			t.Stop()
+			return
+		case <-s.poke:
+		case <-t.C:
+		}
+		t.Stop()
+	}
+}
+
+// shardView is what one pass reads of a shard.
+type shardView struct {
+	name    CRLName
+	state   store.CRLState
+	pending bool // a change of the shard is not yet on its complete CRL
+}
+
+// pass signs every CRL due now and republishes what the directory lacks;
+// it returns how long until the next is due.
+func (s *crlSchedule) pass() time.Duration {
+	views, err := s.read()
+	if err != nil {
+		s.e.log.Warn("CRL schedule: read the store", "err", err)
+		return s.cfg.Poll
+	}
+	wait := s.cfg.Interval
+	for _, v := range views {
+		select {
+		case <-s.stop:
+			return 0
+		default:
+		}
+		now := s.e.cfg.Now()
+		s.republish(v)
+		at := s.dueAt(v)
+		if f := s.failure(v.name); f != nil && f.next.After(at) {
+			at = f.next
+		}
+		if at.After(now) {
+			wait = min(wait, at.Sub(now))
+			continue
+		}
+		s.sign(v)
+	}
+	return wait
+}
+
+// read reads every series' state, and which shards have changes not yet
+// on their complete CRL.
+func (s *crlSchedule) read() ([]shardView, error) {
+	var views []shardView
+	err := s.e.view(func(tx *store.Tx) error {
+		views = views[:0]
+		for _, iss := range s.e.cfg.Issuers {
+			id, shards := iss.ID(), s.e.layouts.shards(iss.ID())
+			n := shards.count()
+			first := len(views)
+			least := uint64(0)
+			for k := range n {
+				st, err := tx.CRLShardState(id, k)
+				if err != nil {
+					return err
+				}
+				views = append(views, shardView{name: CRLName{Issuer: id, Shard: k}, state: st})
+				if k == 0 || st.BaseSeq < least {
+					least = st.BaseSeq
+				}
+			}
+			shardViews := views[first:]
+			err := tx.CRLChanges(id, least, func(c store.CRLChange) error {
+				v := &shardViews[crl.Shard(c.Serial, n)]
+				if c.Seq > v.state.BaseSeq {
+					v.pending = true
+				}
+				return nil
+			})
+			if err != nil {
+				return err
+			}
+			if s.cfg.DeltaInterval > 0 {
+				for _, v := range shardViews {
+					d := v
+					d.name.Delta = true
+					views = append(views, d)
+				}
+			}
+		}
+		return nil
+	})
+	return views, err
+}
+
+// expires is when the latest CRL of v's series expires.
+func (v shardView) expires() time.Time {
+	if v.name.Delta {
+		return v.state.DeltaNextUpdate
+	}
+	return v.state.NextUpdate
+}
+
+// dueAt is when v's next CRL is due: a complete CRL an interval after the
+// last, or AfterRevocation after it when a change waits (at once if
+// that is past); a delta a delta interval after the last delta.
+func (s *crlSchedule) dueAt(v shardView) time.Time {
+	st := v.state
+	if st.Number == 0 {
+		return time.Time{} // now
+	}
+	if v.name.Delta {
+		return st.DeltaThisUpdate.Add(s.cfg.DeltaInterval)
+	}
+	at := st.ThisUpdate.Add(s.cfg.Interval)
+	if v.pending {
+		at = min(at, st.ThisUpdate.Add(s.cfg.AfterRevocation))
+	}
+	return at
+}
+
+// sign signs v's CRL unless, in the transaction that would take its
+// number, another node has signed or claimed it since v was read.
+func (s *crlSchedule) sign(v shardView) {
+	ctx, cancel := context.WithTimeout(context.Background(), s.e.cfg.SignTimeout)
+	defer cancel()
+	node := s.e.store.Node()
+	due := func(st store.CRLState, now time.Time) bool {
+		if st.Claim != nil && st.Claim.Node != node && st.Claim.Until.After(now) {
+			return false
+		}
+		if v.name.Delta {
+			return st.Number != 0 && st.DeltaNumber == v.state.DeltaNumber
+		}
+		return st.Number == v.state.Number
+	}
+	der, err := s.e.signCRL(ctx, store.System, v.name, due)
+	switch {
+	case errors.Is(err, errNotDue):
+		return
+	case err != nil:
+		s.alarm(v.name, err, v.expires())
+		return
+	}
+	s.recovered(v.name)
+	if m, ok := s.e.cfg.Metrics.(CRLMetrics); ok {
+		m.CRLSigned(v.name, len(der))
+	}
+}
+
+// republish writes v's latest CRL from the store into the publication
+// directory if the directory lacks it.
+func (s *crlSchedule) republish(v shardView) {
+	pub := s.e.cfg.Publish
+	number := v.state.Number
+	if v.name.Delta {
+		number = v.state.DeltaNumber
+	}
+	if pub == nil || number == 0 {
+		return
+	}
+	s.mu.Lock()
+	known := s.shown[v.name]
+	s.mu.Unlock()
+	if known >= number {
+		return
+	}
+	series := publish.Series{Issuer: v.name.Issuer, Shard: v.name.Shard, Delta: v.name.Delta}
+	if have, ok, err := pub.LatestCRL(series); err == nil && ok && have >= number {
+		s.published(v.name, have)
+		return
+	}
+	der, number, err := s.e.latestCRL(v.name)
+	if err != nil {
+		s.alarm(v.name, fmt.Errorf("read CRL to publish: %w", err), v.expires())
+		return
+	}
+	if _, err := pub.PutCRL(series, number, der); err != nil {
+		s.alarm(v.name, fmt.Errorf("publish CRL #%d: %w", number, err), v.expires())
+		return
+	}
+	s.published(v.name, number)
+}
+
+// published notes that number is in the directory for name.
+func (s *crlSchedule) published(name CRLName, number uint64) {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	s.shown[name] = max(s.shown[name], number)
+}
+
+// alarm records a failure of name's signing or publication: logged,
+// counted, shown by health, and tried again after a backoff. The failed
+// signature itself is audited where it failed (recordCRL).
+func (s *crlSchedule) alarm(name CRLName, err error, expires time.Time) {
+	now := s.e.cfg.Now()
+	s.mu.Lock()
+	f := s.failing[name]
+	if f == nil {
+		f = &CRLFailure{Name: name, Since: now}
+		s.failing[name] = f
+	}
+	f.Attempts++
+	f.Error, f.Code, f.Expires = err.Error(), CodeOf(err), expires
+	backoff := s.cfg.Retry << min(f.Attempts-1, 16)
+	if ceiling := (s.e.cfg.CRLValidity - s.cfg.Interval) / 8; ceiling > 0 && backoff > ceiling {
+		backoff = max(ceiling, s.cfg.Retry)
+	}
+	f.next = now.Add(backoff)
+	attempts := f.Attempts
+	s.mu.Unlock()
+	s.e.log.Error("CRL signing failed", "crl", name.String(), "attempt", attempts, "retry_in", backoff.String(), "err", err)
+	if m, ok := s.e.cfg.Metrics.(CRLMetrics); ok {
+		m.CRLFailed(name)
+	}
+}
+
+// recovered clears name's failure, if any.
+func (s *crlSchedule) recovered(name CRLName) {
+	s.mu.Lock()
+	f := s.failing[name]
+	delete(s.failing, name)
+	s.mu.Unlock()
+	if f != nil {
+		s.e.log.Info("CRL signing recovered", "crl", name.String(), "failed_since", f.Since, "attempts", f.Attempts)
+	}
+}
+
+func (s *crlSchedule) failure(name CRLName) *CRLFailure {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	if f := s.failing[name]; f != nil {
+		c := *f
+		return &c
+	}
+	return nil
+}
+
+func (s *crlSchedule) failures() []CRLFailure {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	out := make([]CRLFailure, 0, len(s.failing))
+	for _, f := range s.failing {
+		out = append(out, *f)
+	}
+	slices.SortFunc(out, func(a, b CRLFailure) int { return a.Since.Compare(b.Since) })
+	return out
+}

@@ -1,0 +1,313 @@
+package engine_test
+
+import (
+	"bytes"
+	"context"
+	"crypto/x509/pkix"
+	"encoding/asn1"
+	"fmt"
+	"os"
+	"path/filepath"
+	"slices"
+	"strings"
+	"sync/atomic"
+	"testing"
+	"time"
+
+	"github.com/emmansun/gmsm/smx509"
+
+	"signerd/crl"
+	"signerd/engine"
+	"signerd/engine/enginetest"
+	"signerd/hsm"
+	"signerd/issuance"
+	"signerd/publish"
+	"signerd/revocation"
+	"signerd/store"
+)
+
+const (
+	shardURL = "http://crl.example.gov.cn/test/{shard}.crl"
+	deltaURL = "http://crl.example.gov.cn/test/{shard}-delta.crl"
+)
+
+var (
+	oidIDP           = asn1.ObjectIdentifier{2, 5, 29, 28}
+	oidDeltaIndictor = asn1.ObjectIdentifier{2, 5, 29, 27}
+	oidFreshest      = asn1.ObjectIdentifier{2, 5, 29, 46}
+)
+
+// switchSigner fails every signature while fail is set, as an HSM that
+// went away would: the fault the real token cannot produce on demand.
+type switchSigner struct {
+	issuance.Signer
+	fail atomic.Bool
+}
+
+func (s *switchSigner) SignDigest(ctx context.Context, e []byte) ([]byte, error) {
+	if s.fail.Load() {
+		return nil, fmt.Errorf("C_Sign: %w", hsm.ErrTransient)
+	}
+	return s.Signer.SignDigest(ctx, e)
+}
+
+// shardedEngine is an engine over ca's key (through a switchSigner) whose
+// CRLs are in 4 shards with deltas, signed by the schedule alone and
+// published into the returned directory.
+func shardedEngine(t *testing.T, ca *enginetest.CA, st *store.Store, sched engine.CRLSchedule, validity time.Duration) (*engine.Engine, *switchSigner, string) {
+	t.Helper()
+	sw := &switchSigner{Signer: ca.Signer}
+	iss, err := issuance.NewIssuer(ca.Cert, sw)
+	if err != nil {
+		t.Fatal(err)
+	}
+	dir := t.TempDir()
+	pub, err := publish.Open(dir, 3)
+	if err != nil {
+		t.Fatal(err)
+	}
+	profiles := engine.BuiltinProfiles()
+	for _, p := range profiles {
+		p.CRLDistribution, p.FreshestCRL = nil, true
+	}
+	e := ca.Engine(t, st, engine.Config{Issuers: []*issuance.Issuer{iss}, Profiles: profiles, CRLValidity: validity, CRLSchedule: sched,
+		CRLShards: map[string]engine.CRLShards{iss.ID(): {Count: 4, URL: shardURL, DeltaURL: deltaURL}}, Publish: pub})
+	return e, sw, dir
+}
+
+// waitFor polls cond until it holds, failing the test after 20 s.
+func waitFor(t *testing.T, what string, cond func() bool) {
+	t.Helper()
+	for deadline := time.Now().Add(20 * time.Second); !cond(); time.Sleep(20 * time.Millisecond) {
+		if time.Now().After(deadline) {
+			t.Fatalf("still waiting for %s", what)
+		}
+	}
+}
+
+// latest parses the latest CRL of name, nil if there is none yet.
+func latest(t *testing.T, e *engine.Engine, name engine.CRLName) *smx509.RevocationList {
+	t.Helper()
+	der, err := e.LatestCRL(name)
+	if engine.CodeOf(err) == "not_found" {
+		return nil
+	}
+	if err != nil {
+		t.Fatal(err)
+	}
+	l, err := smx509.ParseRevocationList(der)
+	if err != nil {
+		t.Fatalf("CRL %s: %v", name, err)
+	}
+	return l
+}
+
+func extension(exts []pkix.Extension, oid asn1.ObjectIdentifier) *pkix.Extension {
+	for i := range exts {
+		if exts[i].Id.Equal(oid) {
+			return &exts[i]
+		}
+	}
+	return nil
+}
+
+// TestCRLScheduleShards: with no operator action, every shard gets a CRL
+// at start, numbers rise with each interval, a revocation shows up on its
+// own shard (only) within after_revocation, and each CRL is published.
+func TestCRLScheduleShards(t *testing.T) { onEachStore(t, testCRLScheduleShards) }
+
+func testCRLScheduleShards(t *testing.T, se enginetest.StoreEngine) {
+	ca := enginetest.NewCA(t)
+	st := se.Open(t)
+	sched := engine.CRLSchedule{Interval: 2 * time.Second, AfterRevocation: 300 * time.Millisecond, Poll: 50 * time.Millisecond}
+	e, _, dir := shardedEngine(t, ca, st, sched, 4*time.Second)
+	id := ca.Issuer.ID()
+
+	var certs []*store.Certificate
+	for i := range 12 {
+		certs = append(certs, issue(t, e, request(t, fmt.Sprintf("s%d", i))))
+	}
+	for _, c := range certs {
+		cert, err := smx509.ParseCertificate(c.DER)
+		if err != nil {
+			t.Fatal(err)
+		}
+		want := crl.URL(shardURL, crl.Shard(c.Serial, 4))
+		if !slices.Equal(cert.CRLDistributionPoints, []string{want}) {
+			t.Fatalf("certificate %x names %v, want its shard's %s", c.Serial, cert.CRLDistributionPoints, want)
+		}
+		if extension(cert.Extensions, oidFreshest) == nil {
+			t.Errorf("certificate %x: no Freshest CRL extension although its profile asks for one", c.Serial)
+		}
+	}
+
+	first := map[int]*smx509.RevocationList{}
+	waitFor(t, "a CRL of every shard", func() bool {
+		for k := range 4 {
+			if first[k] == nil {
+				first[k] = latest(t, e, engine.CRLName{Shard: k})
+			}
+		}
+		return len(first) == 4 && first[0] != nil && first[1] != nil && first[2] != nil && first[3] != nil
+	})
+	for k, l := range first {
+		if err := l.CheckSignatureFrom(ca.Cert); err != nil {
+			t.Fatalf("shard %d: %v", k, err)
+		}
+		idp := extension(l.Extensions, oidIDP)
+		if idp == nil || !idp.Critical || !bytes.Contains(idp.Value, []byte(crl.URL(shardURL, k))) {
+			t.Fatalf("shard %d: issuing distribution point %+v, want a critical one naming %s", k, idp, crl.URL(shardURL, k))
+		}
+	}
+
+	revoked := certs[:3]
+	for _, c := range revoked {
+		if _, err := e.Revoke(ra, c.Serial, revocation.KeyCompromise); err != nil {
+			t.Fatal(err)
+		}
+	}
+	start := time.Now()
+	waitFor(t, "the revocations on their shards' CRLs", func() bool {
+		for _, c := range revoked {
+			l := latest(t, e, engine.CRLName{Shard: crl.Shard(c.Serial, 4)})
+			if _, ok := listed(l)[hexOf(c.Serial)]; !ok {
+				return false
+			}
+		}
+		return true
+	})
+	t.Logf("revocations listed %v after they were made (after_revocation %v)", time.Since(start).Round(time.Millisecond), sched.AfterRevocation)
+	for k := range 4 {
+		l := latest(t, e, engine.CRLName{Shard: k})
+		for s := range listed(l) {
+			var mine bool
+			for _, c := range revoked {
+				mine = mine || (hexOf(c.Serial) == s && crl.Shard(c.Serial, 4) == k)
+			}
+			if !mine {
+				t.Errorf("shard %d lists %s, which is not its own revoked certificate", k, s)
+			}
+		}
+	}
+
+	// The interval alone signs the next CRL of each shard.
+	waitFor(t, "a second interval's CRLs", func() bool {
+		for k := range 4 {
+			l := latest(t, e, engine.CRLName{Shard: k})
+			if l.Number.Cmp(first[k].Number) <= 0 || !l.ThisUpdate.After(first[k].ThisUpdate.Add(sched.Interval-time.Second)) {
+				return false
+			}
+		}
+		return true
+	})
+
+	// What is published is what the store holds, under stable names.
+	waitFor(t, "publication", func() bool {
+		for k := range 4 {
+			der, _ := e.LatestCRL(engine.CRLName{Shard: k})
+			got, err := os.ReadFile(filepath.Join(dir, id, fmt.Sprintf("%d.crl", k)))
+			if err != nil || !bytes.Equal(got, der) {
+				return false
+			}
+		}
+		return true
+	})
+}
+
+// TestCRLScheduleDeltas: deltas list what changed since their base, a
+// restore from hold as removeFromCRL, and name their base.
+func TestCRLScheduleDeltas(t *testing.T) {
+	ca := enginetest.NewCA(t)
+	st := enginetest.OpenStore(t)
+	// Complete CRLs rarely (the test reads deltas), deltas often.
+	sched := engine.CRLSchedule{Interval: time.Minute, AfterRevocation: time.Minute, DeltaInterval: 200 * time.Millisecond, Poll: 50 * time.Millisecond}
+	e, _, _ := shardedEngine(t, ca, st, sched, 2*time.Minute)
+	c := issue(t, e, request(t, "held"))
+	k := crl.Shard(c.Serial, 4)
+	var base *smx509.RevocationList
+	waitFor(t, "the shard's complete CRL", func() bool { base = latest(t, e, engine.CRLName{Shard: k}); return base != nil })
+	if _, err := e.Hold(ra, c.Serial); err != nil {
+		t.Fatal(err)
+	}
+	deltaListing := func(reason int) func() bool {
+		return func() bool {
+			d := latest(t, e, engine.CRLName{Shard: k, Delta: true})
+			if d == nil {
+				return false
+			}
+			got, ok := listed(d)[hexOf(c.Serial)]
+			return ok && got == reason
+		}
+	}
+	waitFor(t, "the hold on the shard's delta", deltaListing(int(revocation.CertificateHold)))
+	d := latest(t, e, engine.CRLName{Shard: k, Delta: true})
+	ind := extension(d.Extensions, oidDeltaIndictor)
+	var baseNumber int64
+	if ind == nil || !ind.Critical {
+		t.Fatalf("delta CRL: delta CRL indicator %+v, want critical", ind)
+	}
+	if _, err := asn1.Unmarshal(ind.Value, &baseNumber); err != nil || baseNumber != base.Number.Int64() {
+		t.Fatalf("delta names base #%d (%v), want #%v", baseNumber, err, base.Number)
+	}
+	if d.Number.Cmp(base.Number) <= 0 {
+		t.Errorf("delta #%v not above its base #%v: complete and delta CRLs share one sequence", d.Number, base.Number)
+	}
+	if _, ok := listed(latest(t, e, engine.CRLName{Shard: k}))[hexOf(c.Serial)]; ok {
+		t.Fatal("the complete CRL was signed again: this test means to read the delta")
+	}
+	if _, err := e.Restore(ra, c.Serial); err != nil {
+		t.Fatal(err)
+	}
+	waitFor(t, "the restore on the shard's delta", deltaListing(int(revocation.RemoveFromCRL)))
+}
+
+// TestCRLScheduleRetriesFailingHSM: while the HSM fails, the schedule
+// retries and alarms (health, the failed signature audited), and once it
+// signs again the CRL appears with no operator action.
+func TestCRLScheduleRetriesFailingHSM(t *testing.T) {
+	ca := enginetest.NewCA(t)
+	st := enginetest.OpenStore(t)
+	sched := engine.CRLSchedule{Interval: time.Minute, Retry: 100 * time.Millisecond, Poll: 50 * time.Millisecond}
+	sw := &switchSigner{Signer: ca.Signer}
+	sw.fail.Store(true)
+	iss, err := issuance.NewIssuer(ca.Cert, sw)
+	if err != nil {
+		t.Fatal(err)
+	}
+	e := ca.Engine(t, st, engine.Config{Issuers: []*issuance.Issuer{iss}, CRLSchedule: sched})
+	waitFor(t, "the failure to be alarmed and retried", func() bool {
+		f := e.CRLFailures()
+		return len(f) == 1 && f[0].Attempts >= 3 && strings.Contains(f[0].Error, "C_Sign")
+	})
+	if n := len(eventsOf(t, st, "crl.sign")); n < 3 {
+		t.Errorf("%d crl.sign events for the failed attempts, want each audited", n)
+	}
+	sw.fail.Store(false)
+	waitFor(t, "a CRL once the HSM signs", func() bool { return latest(t, e, engine.CRLName{}) != nil && len(e.CRLFailures()) == 0 })
+}
+
+// TestCRLShardsFixedOnceIssued: the layout cannot change under
+// certificates that name their shard's URL.
+func TestCRLShardsFixedOnceIssued(t *testing.T) {
+	ca := enginetest.NewCA(t)
+	at := enginetest.NewBoltStore(t)
+	st := at.Open(t)
+	layout := func(n int) map[string]engine.CRLShards {
+		return map[string]engine.CRLShards{ca.Issuer.ID(): {Count: n, URL: shardURL}}
+	}
+	profiles := engine.BuiltinProfiles()
+	for _, p := range profiles {
+		p.CRLDistribution = nil
+	}
+	e := ca.Engine(t, st, engine.Config{CRLShards: layout(2), Profiles: profiles})
+	e.Close()
+	// No certificate yet: the layout may still change.
+	e = ca.Engine(t, st, engine.Config{CRLShards: layout(4), Profiles: profiles})
+	issue(t, e, request(t, "pins"))
+	e.Close()
+	_, err := engine.New(engine.Config{Store: st, Issuers: []*issuance.Issuer{ca.Issuer}, Random: ca.Module.Random(),
+		CRLShards: layout(8), Profiles: profiles})
+	if err == nil || !strings.Contains(err.Error(), "fixed once certificates exist") {
+		t.Fatalf("start with 8 shards after certificates named 4: %v", err)
+	}
+}
