@@ -11,7 +11,9 @@ import (
 	"io"
 	"net"
 	"net/http"
+	"net/url"
 	"os"
+	"strconv"
 	"signerd/api"
 	"strings"
 	"time"
@@ -350,6 +352,8 @@ func clientCRL(args []string, stdout io.Writer) error {
 	c.register(fs)
 	sign := fs.Bool("sign", false, "have signerd sign a new CRL first (operator role)")
 	issuer := fs.String("issuer", "", "issuing key `id` (hex SKI; default: the active issuer)")
+	shard := fs.Int("shard", 0, "the issuer's CRL `shard` (when its CRLs are sharded)")
+	delta := fs.Bool("delta", false, "the shard's delta CRL instead of its complete CRL")
 	out := fs.String("out", "", "write the CRL to `file` instead of standard output")
 	asPEM := fs.Bool("pem", false, "write PEM instead of DER")
 	if err := parse(fs, args); err != nil {
@@ -359,9 +363,19 @@ func clientCRL(args []string, stdout io.Writer) error {
 	if *sign {
 		route = api.RouteSignCRL
 	}
-	path := route.Path
+	q := url.Values{}
 	if *issuer != "" {
-		path += "?" + api.QueryIssuer + "=" + *issuer
+		q.Set(api.QueryIssuer, *issuer)
+	}
+	if *shard != 0 {
+		q.Set(api.QueryShard, strconv.Itoa(*shard))
+	}
+	if *delta {
+		q.Set(api.QueryDelta, "true")
+	}
+	path := route.Path
+	if len(q) > 0 {
+		path += "?" + q.Encode()
 	}
 	der, err := c.do(route.Method, path, nil)
 	if err != nil {
