@@ -96,12 +96,15 @@ demo: softhsm
 	cp $(ROOM)/root-2026.pem $(DEMO)/root.pem; cp $(ROOM)/issuing-2026.pem $(DEMO)/issuing.pem; \
 	echo "== 4. signerd starts on $(SIGNERD_SOCKET), its PIN rebuilt from three custodians' shares"; \
 	echo "   (you hold the ra, operator and auditor roles)"; \
+	ski=$$(openssl x509 -in $(DEMO)/issuing.pem -noout -ext subjectKeyIdentifier | tail -n 1 | tr -d ' :' | tr A-F a-f); \
+	echo "   its CRLs: 4 shards, signed by signerd itself, published in $(DEMO)/publish/$$ski/"; \
 	printf '%s\n' "hsm: {module: $(SIGNERD_SOFTHSM_SM2), token: ca," \
 	  "  pin_shares: [$(ROOM)/pin-share-1.pem, $(ROOM)/pin-share-2.pem, $(ROOM)/pin-share-4.pem]}" \
-	  "issuers: [{key: issuing-2026, certificate: $(DEMO)/issuing.pem}]" \
+	  "issuers: [{key: issuing-2026, certificate: $(DEMO)/issuing.pem," \
+	  "  crl: {shards: 4, url: 'http://crl.demo.example/$$ski/{shard}.crl'}}]" \
+	  "crl: {after_revocation: 2s}" "publish: {dir: $(DEMO)/publish}" \
 	  "store: $(DEMO)/signerd.db" "socket: {path: $(SIGNERD_SOCKET)}" \
-	  "roles: {ra: {uids: [$$(id -u)]}, operator: {uids: [$$(id -u)]}, auditor: {uids: [$$(id -u)]}}" \
-	  "profiles: {person-sign: {crl_distribution_points: [http://crl.demo.example/issuing.crl]}}" > $(DEMO)/signerd.yaml; \
+	  "roles: {ra: {uids: [$$(id -u)]}, operator: {uids: [$$(id -u)]}, auditor: {uids: [$$(id -u)]}}" > $(DEMO)/signerd.yaml; \
 	bin/signerd --config $(DEMO)/signerd.yaml 2> $(DEMO)/signerd.log & echo $$! > $(DEMO)/signerd.pid; \
 	for i in $$(seq 100); do $(SIGNERCTL) health >/dev/null 2>&1 && break; sleep 0.1; done; \
 	$(SIGNERCTL) health; echo; \
@@ -117,11 +120,17 @@ demo: softhsm
 	echo "== 7. OpenSSL 3 verifies it up to the root (link by link: OpenSSL 3 passes the SM2 ID to one certificate only)"; \
 	openssl verify -vfyopt distid:1234567812345678 -partial_chain -CAfile $(DEMO)/issuing.pem $(DEMO)/person.pem; \
 	serial=$$(openssl x509 -in $(DEMO)/person.pem -noout -serial | cut -d= -f2); \
-	echo "== 8. the RA revokes it, the operator signs a CRL, the RA fetches it"; \
+	url=$$(openssl x509 -in $(DEMO)/person.pem -noout -ext crlDistributionPoints | sed -n 's/.*URI://p'); \
+	shard=$$(basename $$url .crl); crl=$(DEMO)/publish/$${url#http://crl.demo.example/}; \
+	echo "== 8. the RA revokes it; within crl.after_revocation (2 s here) signerd signs the CRL of the"; \
+	echo "   certificate's shard by itself and publishes it where its distribution point says:"; \
+	echo "   $$url → $$crl"; \
 	$(SIGNERCTL) revoke -serial $$serial -reason keyCompromise | grep '"status"'; \
-	$(SIGNERCTL) crl -sign -out $(DEMO)/issuing.crl; \
-	$(SIGNERCTL) crl -out $(DEMO)/fetched.crl && cmp $(DEMO)/issuing.crl $(DEMO)/fetched.crl; \
+	for i in $$(seq 150); do openssl crl -inform DER -in $$crl -noout -text 2>/dev/null | grep -q "Serial Number: $$serial" && break; sleep 0.1; done; \
+	ls $(DEMO)/publish/$$ski; \
+	$(SIGNERCTL) crl -shard $$shard -out $(DEMO)/fetched.crl && cmp $$crl $(DEMO)/fetched.crl && cp $$crl $(DEMO)/issuing.crl; \
 	openssl crl -inform DER -in $(DEMO)/issuing.crl -noout -text -nameopt RFC2253 | sed '/Signature Value/,$$d'; \
+	openssl crl -inform DER -in $(DEMO)/issuing.crl -noout -text | grep -q "Serial Number: $$serial"; \
 	echo "== 9. OpenSSL 3 checks the CRL's signature (testdata/openssl-sm2-verify.sh)"; \
 	testdata/openssl-sm2-verify.sh $(DEMO)/issuing.crl $(DEMO)/issuing.pem; \
 	echo "== 10. the security officer exports the audit log and verifies it offline against the root"; \
