@@ -155,12 +155,17 @@ func (l *crlLayouts) pin(tx *store.Tx, issuer string) error {
 	if err != nil {
 		return err
 	}
+	want := l.of[issuer].layout()
+	want.Pinned = got.Pinned
+	if got != want {
+		// Another node, configured otherwise, recorded its layout since
+		// this one started: their certificates would name different CRLs.
+		return fmt.Errorf("issuer %s: the store records CRLs of %s, this node is configured for %s: "+
+			"every node must be configured alike", issuer, describeLayout(got), describeLayout(want))
+	}
 	if !got.Pinned {
-		want := l.of[issuer].layout()
 		want.Pinned = true
-		if err := tx.PutCRLLayout(issuer, want); err != nil {
-			return err
-		}
+		return tx.PutCRLLayout(issuer, want)
 	}
 	return nil
 }
