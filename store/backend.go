@@ -51,6 +51,12 @@ type records interface {
 	// stops at fn's first error. fn may read any table and write any table
 	// but the one being scanned.
 	scan(table string, from, prefix []byte, fn func(key, value []byte) error) error
+	// scanRange calls fn for each record of table whose key is at or after
+	// lo and before hi (hi nil: to the table's end), in key order, as scan
+	// does: a range of one prefix that ends before the prefix does (one
+	// CRL shard's entries of the revoked index) is read without the keys
+	// past it.
+	scanRange(table string, lo, hi []byte, fn func(key, value []byte) error) error
 	// clear removes every record of table.
 	clear(table string) error
 	// prefetch reads ahead the records p names, for the gets and scans of
@@ -74,11 +80,17 @@ const (
 	tableCompromisedKeys = "compromised-keys"
 	tableKeys            = "keys"
 	tableRAReplay        = "ra-replay"
+	// tableCRLObjects keeps each CRL shard's latest signed CRLs apart
+	// from its state (crl.go), tableCRLChanges the change log deltas are
+	// made from.
+	tableCRLObjects = "crl-objects"
+	tableCRLChanges = "crl-changes"
 )
 
 // tables is every table of the schema.
 var tables = []string{tableMeta, tableCerts, tableSerials, tableRequests, tableInFlight,
-	tableRevoked, tableCRL, tableStats, tableAudit, tableCompromisedKeys, tableKeys, tableRAReplay}
+	tableRevoked, tableCRL, tableStats, tableAudit, tableCompromisedKeys, tableKeys, tableRAReplay,
+	tableCRLObjects, tableCRLChanges}
 
 // ErrUnavailable: the store could not be reached (the database is down,
 // unreachable, or refuses connections). Nothing was read or written; a

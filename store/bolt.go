@@ -4,6 +4,7 @@ import (
 	"bytes"
 	"errors"
 	"fmt"
+	"slices"
 	"strconv"
 	"time"
 
@@ -32,13 +33,28 @@ var (
 	// bucketCompromisedKeys is a derived index that stores of schema
 	// version 1 written before it lack: it is created where missing.
 	bucketCompromisedKeys = []byte(tableCompromisedKeys)
+	// The CRL shards' objects and change log came after version 1's
+	// other buckets, and add to them without changing any: a file
+	// written before them is made whole at open (addedBuckets).
+	bucketCRLObjects = []byte(tableCRLObjects)
+	bucketCRLChanges = []byte(tableCRLChanges)
 
 	// allBuckets are the buckets every store of the version has. The key
 	// index ("keys") is rebuilt at open and "ra-replay" made on first use,
 	// so a file without them is not damaged.
 	allBuckets = [][]byte{bucketMeta, bucketCerts, bucketSerials, bucketRequests,
-		bucketInFlight, bucketRevoked, bucketCRL, bucketStats, bucketAudit, bucketCompromisedKeys}
+		bucketInFlight, bucketRevoked, bucketCRL, bucketStats, bucketAudit, bucketCompromisedKeys,
+		bucketCRLObjects, bucketCRLChanges}
+	// addedBuckets are the buckets of allBuckets that a file of the
+	// version written by an older signerd lacks rightly: open makes them
+	// where missing, and verify and migrate read a missing one as empty.
+	addedBuckets = [][]byte{bucketCompromisedKeys, bucketCRLObjects, bucketCRLChanges}
 )
+
+// addedBucket reports whether name is one of addedBuckets.
+func addedBucket(name []byte) bool {
+	return slices.ContainsFunc(addedBuckets, func(b []byte) bool { return bytes.Equal(b, name) })
+}
 
 func openBoltBackend(path string, o Options) (*boltBackend, error) {
 	if o.InitialMmapSize < 0 {
@@ -86,8 +102,13 @@ func initSchema(tx *bolt.Tx) error {
 	// Every bucket of the version is there unless the file was edited or
 	// damaged; refuse it by name rather than fail on first use.
 	for _, name := range allBuckets {
-		if tx.Bucket(name) == nil && !bytes.Equal(name, bucketCompromisedKeys) {
+		if tx.Bucket(name) == nil && !addedBucket(name) {
 			return fmt.Errorf("bucket %q is missing: the file was edited or damaged; restore a backup", name)
+		}
+	}
+	for _, name := range [][]byte{bucketCRLObjects, bucketCRLChanges} {
+		if _, err := tx.CreateBucketIfNotExists(name); err != nil {
+			return err
 		}
 	}
 	if tx.Bucket(bucketCompromisedKeys) == nil {
@@ -172,6 +193,26 @@ func (r boltRecords) scan(table string, from, prefix []byte, fn func(key, value 
 		k, v = cur.Seek(start)
 	}
 	for ; k != nil && bytes.HasPrefix(k, prefix); k, v = cur.Next() {
+		if err := fn(k, v); err != nil {
+			return err
+		}
+	}
+	return nil
+}
+
+func (r boltRecords) scanRange(table string, lo, hi []byte, fn func(key, value []byte) error) error {
+	b := r.tx.Bucket([]byte(table))
+	if b == nil {
+		return nil
+	}
+	cur := b.Cursor()
+	var k, v []byte
+	if len(lo) == 0 {
+		k, v = cur.First()
+	} else {
+		k, v = cur.Seek(lo)
+	}
+	for ; k != nil && (hi == nil || bytes.Compare(k, hi) < 0); k, v = cur.Next() {
 		if err := fn(k, v); err != nil {
 			return err
 		}

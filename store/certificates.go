@@ -64,9 +64,10 @@ func (t *Tx) PutCertificate(c *Certificate) error {
 	if err != nil {
 		return fmt.Errorf("certificate %x: %w", c.Serial, err)
 	}
+	var prev *Certificate
 	if old != nil {
-		var prev Certificate
-		if err := json.Unmarshal(old, &prev); err != nil {
+		prev = new(Certificate)
+		if err := json.Unmarshal(old, prev); err != nil {
 			return fmt.Errorf("certificate %x: decode: %w", c.Serial, err)
 		}
 		if !bytes.Equal(prev.DER, c.DER) {
@@ -81,6 +82,11 @@ func (t *Tx) PutCertificate(c *Certificate) error {
 	}
 	if err := t.r.put(tableCerts, c.Serial, raw); err != nil {
 		return err
+	}
+	if listingChanged(prev, c) {
+		if err := t.appendCRLChange(c); err != nil {
+			return err
+		}
 	}
 	key := revokedKey(c.Issuer, c.Serial)
 	if c.Listed() {
@@ -114,20 +120,62 @@ func (t *Tx) AllRevoked(fn func(RevokedEntry) error) error {
 
 func (t *Tx) revoked(prefix []byte, fn func(RevokedEntry) error) error {
 	return t.r.scan(tableRevoked, nil, prefix, func(k, v []byte) error {
-		e := RevokedEntry{Serial: k[bytes.IndexByte(k, 0)+1:]}
-		if len(v) == revokedValueSize {
-			e.RevokedAt = time.Unix(0, int64(binary.BigEndian.Uint64(v))).UTC()
-			e.NotAfter = time.Unix(0, int64(binary.BigEndian.Uint64(v[8:]))).UTC()
-			e.Reason = revocation.Reason(v[16])
-		} else {
-			c, err := t.Certificate(e.Serial)
-			if err != nil {
-				return err
-			}
-			e.RevokedAt, e.Reason, e.NotAfter = c.RevokedAt, c.Reason, c.NotAfter
+		e, err := t.revokedEntry(k, v)
+		if err != nil {
+			return err
 		}
 		return fn(e)
 	})
+}
+
+// RevokedRange calls fn for each certificate of issuer that is revoked or
+// on hold and whose serial is at or after lo and before hi (bytewise; hi
+// empty: to the last), in serial order, as Revoked does: one CRL shard's
+// entries, read as they are scanned, not gathered first.
+func (t *Tx) RevokedRange(issuer string, lo, hi []byte, fn func(RevokedEntry) error) error {
+	end := prefixEnd(revokedKey(issuer, nil))
+	if len(hi) > 0 {
+		end = revokedKey(issuer, hi)
+	}
+	return t.r.scanRange(tableRevoked, revokedKey(issuer, lo), end, func(k, v []byte) error {
+		e, err := t.revokedEntry(k, v)
+		if err != nil {
+			return err
+		}
+		return fn(e)
+	})
+}
+
+// RevokedEntryOf returns the revoked index's entry for serial of issuer;
+// false if the certificate is not listed.
+func (t *Tx) RevokedEntryOf(issuer string, serial []byte) (RevokedEntry, bool, error) {
+	k := revokedKey(issuer, serial)
+	v, err := t.r.get(tableRevoked, k)
+	if err != nil || v == nil {
+		if err != nil {
+			err = fmt.Errorf("revoked entry of certificate %x: %w", serial, err)
+		}
+		return RevokedEntry{}, false, err
+	}
+	e, err := t.revokedEntry(k, v)
+	return e, err == nil, err
+}
+
+// revokedEntry decodes the revoked index's record under k.
+func (t *Tx) revokedEntry(k, v []byte) (RevokedEntry, error) {
+	e := RevokedEntry{Serial: k[bytes.IndexByte(k, 0)+1:]}
+	if len(v) == revokedValueSize {
+		e.RevokedAt = time.Unix(0, int64(binary.BigEndian.Uint64(v))).UTC()
+		e.NotAfter = time.Unix(0, int64(binary.BigEndian.Uint64(v[8:]))).UTC()
+		e.Reason = revocation.Reason(v[16])
+		return e, nil
+	}
+	c, err := t.Certificate(e.Serial)
+	if err != nil {
+		return e, err
+	}
+	e.RevokedAt, e.Reason, e.NotAfter = c.RevokedAt, c.Reason, c.NotAfter
+	return e, nil
 }
 
 // revokedValue is an index entry's value: the revocation time and the

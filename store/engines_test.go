@@ -260,6 +260,11 @@ func TestEnginesHoldTheSameRecords(t *testing.T) {
 			if err := tx.PutCRLState(c.Issuer, CRLState{Next: 2, ThisUpdate: c.RevokedAt, NextUpdate: c.RevokedAt.Add(24 * time.Hour), DER: []byte("crl 1")}); err != nil {
 				return err
 			}
+			if err := errors.Join(tx.PutCRLLayout(c.Issuer, CRLLayout{Shards: 2, URL: "http://crl/{shard}", Pinned: true}),
+				tx.PutCRLShardState(c.Issuer, 1, CRLState{Next: 3, Number: 2, BaseSeq: 1, Claim: &CRLClaim{Node: "n1", Until: at}}),
+				tx.PutCRLObject(c.Issuer, 1, true, []byte("delta crl 2"))); err != nil {
+				return err
+			}
 			_, err = tx.Append(Event{Time: c.RevokedAt, Actor: System, Action: "certificate.revoke", Object: HexSerial(c.Serial), Outcome: OutcomeOK})
 			return err
 		})

@@ -171,7 +171,7 @@ func checkFileForCopy(tx *bolt.Tx, report *MigrationReport) error {
 	}
 	report.Schema = schema
 	for _, name := range allBuckets {
-		if tx.Bucket(name) == nil && !bytes.Equal(name, bucketCompromisedKeys) {
+		if tx.Bucket(name) == nil && !addedBucket(name) {
 			return fmt.Errorf("bucket %q is missing: the file was edited or damaged (signerctl store verify names what is wrong)", name)
 		}
 	}

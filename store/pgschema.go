@@ -26,9 +26,12 @@ type Migration struct {
 // adds only what a database shared by several nodes needs around the
 // records (views that read the nodes' audit chains and claims); an older
 // signerd, which knows nothing of nodes, refuses it as newer than its own.
+// Version 3 adds the tables of sharded and delta CRLs (crl.go), which a
+// file of the same SchemaVersion gains at open: records are only added.
 var pgMigrations = []Migration{
 	{Version: 1, Description: "the tables of signerd's records", SQL: pgSchemaV1},
 	{Version: 2, Description: "views of several nodes' audit chains and name claims", SQL: pgSchemaV2},
+	{Version: 3, Description: "the CRL shards' objects and change log", SQL: pgSchemaV3},
 }
 
 // pgSchemaVersionLatest is the schema version this signerd reads.
@@ -76,6 +79,21 @@ CREATE VIEW audit_events AS
 CREATE VIEW node_claims AS
 	SELECT convert_from(substring(k FROM 6), 'UTF8') AS node, convert_from(v, 'UTF8')::jsonb AS claim
 	FROM meta WHERE substring(k FROM 1 FOR 5) = 'node@'::bytea;
+`
+
+// pgSchemaV3 keeps the CRL shards' latest CRLs and the change log delta
+// CRLs are made from, and shows the log by the key layout of crl.go.
+const pgSchemaV3 = `
+CREATE TABLE crl_objects (k bytea PRIMARY KEY, v bytea NOT NULL);
+CREATE TABLE crl_changes (k bytea PRIMARY KEY, v bytea NOT NULL);
+
+CREATE VIEW crl_change_records AS
+	SELECT convert_from(substring(k FROM 1 FOR length(k) - 9), 'UTF8') AS issuer,
+		('x' || encode(substring(k FROM length(k) - 7), 'hex'))::bit(64)::bigint AS seq,
+		encode(substring(v FROM 9), 'hex') AS serial,
+		CASE WHEN substring(v FROM 1 FOR 8) = '\x0000000000000000'::bytea THEN NULL
+			ELSE to_timestamp(('x' || encode(substring(v FROM 1 FOR 8), 'hex'))::bit(64)::bigint / 1e9) END AS at
+	FROM crl_changes;
 `
 
 // UpgradePostgres brings the schema of the database named by dsn to this

@@ -758,6 +758,23 @@ func (r *pgRecords) scan(table string, from, prefix []byte, fn func(key, value [
 		}
 		return nil
 	}
+	return r.scanPages(table, sql, lo, hi, fn)
+}
+
+func (r *pgRecords) scanRange(table string, lo, hi []byte, fn func(key, value []byte) error) error {
+	sql, err := pgStatementsOf(table)
+	if err != nil {
+		return err
+	}
+	if lo == nil {
+		lo = []byte{} // as in scan
+	}
+	return r.scanPages(table, sql, lo, hi, fn)
+}
+
+// scanPages calls fn for the records of table from lo and before hi (nil:
+// to the end), a page at a time.
+func (r *pgRecords) scanPages(table string, sql *pgTableStatements, lo, hi []byte, fn func(key, value []byte) error) error {
 	for {
 		page, err := r.page(table, sql, lo, hi)
 		if err != nil {

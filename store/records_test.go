@@ -300,6 +300,83 @@ func TestRecords(t *testing.T) {
 				return nil
 			})
 		}},
+		{"scanRange is lo up to, not including, hi", func(t *testing.T, b backend) {
+			keys := []string{"a", "ab", "ab\x00", "ab\x00\x01", "ab\x00\x20\xc0", "ab\x00\x20\xc0\x00", "ab\x01", "abc", "b", "\xff"}
+			mustUpdate(t, b, func(r records) error {
+				for _, k := range keys {
+					if err := r.put(tableRevoked, []byte(k), []byte(k)); err != nil {
+						return err
+					}
+				}
+				return nil
+			})
+			ranges := []struct {
+				lo, hi string
+				open   bool // hi nil
+				want   []string
+			}{
+				{"", "", true, keys},
+				{"ab\x00", "ab\x01", false, []string{"ab\x00", "ab\x00\x01", "ab\x00\x20\xc0", "ab\x00\x20\xc0\x00"}},
+				{"ab\x00", "ab\x00\x20\xc0", false, []string{"ab\x00", "ab\x00\x01"}},
+				{"ab\x00\x20\xc0", "ab\x01", false, []string{"ab\x00\x20\xc0", "ab\x00\x20\xc0\x00"}},
+				{"ab\x00\x01\x00", "ab\x00\x20\xc0\x00", false, []string{"ab\x00\x20\xc0"}},
+				{"abc", "", true, []string{"abc", "b", "\xff"}},
+				{"b", "a", false, nil},
+				{"ab", "ab", false, nil},
+				{"\xff\x00", "", true, nil},
+			}
+			mustView(t, b, func(r records) error {
+				for _, rg := range ranges {
+					var hi []byte
+					if !rg.open {
+						hi = []byte(rg.hi)
+					}
+					var got []string
+					err := r.scanRange(tableRevoked, []byte(rg.lo), hi, func(k, v []byte) error {
+						if !bytes.Equal(k, v) {
+							return fmt.Errorf("record %q holds %q", k, v)
+						}
+						got = append(got, string(k))
+						return nil
+					})
+					if err != nil {
+						return err
+					}
+					if fmt.Sprintf("%q", got) != fmt.Sprintf("%q", rg.want) {
+						t.Errorf("scanRange [%q, %q) = %q, want %q", rg.lo, hi, got, rg.want)
+					}
+				}
+				return nil
+			})
+		}},
+		{"scanRange over pages ends at hi", func(t *testing.T, b backend) {
+			const n = 2*pgScanPage + 3
+			key := func(i int) []byte { return binary.BigEndian.AppendUint32([]byte("r"), uint32(i)) }
+			mustUpdate(t, b, func(r records) error {
+				for i := range n {
+					if err := r.put(tableRevoked, key(i), nil); err != nil {
+						return err
+					}
+				}
+				return nil
+			})
+			for _, rg := range [][2]int{{0, n}, {1, pgScanPage + 1}, {pgScanPage, 2 * pgScanPage}, {7, 7}, {n - 1, n}} {
+				mustView(t, b, func(r records) error {
+					i := rg[0]
+					err := r.scanRange(tableRevoked, key(rg[0]), key(rg[1]), func(k, _ []byte) error {
+						if !bytes.Equal(k, key(i)) {
+							return fmt.Errorf("record %d of [%d, %d) is %x", i, rg[0], rg[1], k)
+						}
+						i++
+						return nil
+					})
+					if err == nil && i != rg[1] {
+						err = fmt.Errorf("scanRange [%d, %d) ended at %d", rg[0], rg[1], i)
+					}
+					return err
+				})
+			}
+		}},
 		{"scan sees the transaction's writes", func(t *testing.T, b backend) {
 			mustUpdate(t, b, func(r records) error { return putAll(r, tableRevoked, "a", "1", "b", "2", "c", "3") })
 			mustUpdate(t, b, func(r records) error {

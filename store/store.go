@@ -334,10 +334,11 @@ type Prefetch struct {
 }
 
 // writeMeta are the meta records every write transaction reads: its
-// chain's head, clock and last seal, the index marks and its node claim.
+// chain's head, clock and last seal, the index marks and its node claim;
+// and the CRL change log's sequence, which a revocation raises.
 func (s *Store) writeMeta() [][]byte {
 	keys := [][]byte{s.chain.metaKey(keyAuditHead), keyKeyIndexAtHead, keyCompromisedAtHead,
-		s.chain.metaKey(keyClock), s.chain.metaKey(keyAuditLastSeal)}
+		s.chain.metaKey(keyClock), s.chain.metaKey(keyAuditLastSeal), keyCRLChangeSeq}
 	if s.node != nil {
 		keys = append(keys, nodeKey(s.chain.node))
 	}

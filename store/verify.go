@@ -6,6 +6,7 @@ import (
 	"encoding/json"
 	"errors"
 	"fmt"
+	"math"
 	"os"
 	"runtime/debug"
 	"slices"
@@ -15,6 +16,8 @@ import (
 
 	bolt "go.etcd.io/bbolt"
 	bolterrors "go.etcd.io/bbolt/errors"
+	"golang.org/x/crypto/cryptobyte"
+	casn1 "golang.org/x/crypto/cryptobyte/asn1"
 )
 
 // Finding is one thing wrong with a store file: where (the bucket, and
@@ -230,6 +233,8 @@ func (v *verifier) buckets(tx *bolt.Tx) bool {
 		switch {
 		case bytes.Equal(name, bucketCompromisedKeys):
 			v.r.Notes = append(v.r.Notes, `bucket "compromised-keys" is missing; signerd makes it at open and fills it at start`)
+		case addedBucket(name):
+			v.r.Notes = append(v.r.Notes, fmt.Sprintf("bucket %q is missing (written by an older signerd); signerd makes it at open", name))
 		case bytes.Equal(name, bucketKeys):
 			v.r.Notes = append(v.r.Notes, `bucket "keys" is missing; signerd rebuilds it at open`)
 			v.noKeys = true
@@ -455,14 +460,77 @@ func (v *verifier) keyIndex(certs map[string]*Certificate) {
 	})
 }
 
+// crl: every CRL state and layout decodes under a key of its kind; every
+// CRL object is one DER SEQUENCE; every change of the log decodes, and
+// its sequence is one the store's counter gave.
 func (v *verifier) crl() {
 	v.each(tableCRL, func(k, raw []byte) error {
-		var s CRLState
-		if err := json.Unmarshal(raw, &s); err != nil {
-			v.find("crl", Finding{Bucket: string(bucketCRL), Key: "issuer " + strconv.Quote(string(k)), Problem: fmt.Sprintf("does not decode: %v", err)})
+		issuer, shard, kind := parseCRLKey(k)
+		f := Finding{Bucket: tableCRL, Key: "issuer " + strconv.Quote(issuer)}
+		var err error
+		switch kind {
+		case crlKeyMalformed:
+			f.Key, f.Problem = fmt.Sprintf("key %x", k), "malformed key: not an issuer id, its shard or its layout"
+		case crlKeyLayout:
+			f.Key += " layout"
+			var l CRLLayout
+			if err = json.Unmarshal(raw, &l); err == nil && (l.Shards < 1 || l.Shards > MaxCRLShards) {
+				f.Problem = fmt.Sprintf("layout of %d shards", l.Shards)
+			}
+		case crlKeyState:
+			if shard != 0 {
+				f.Key += fmt.Sprintf(" shard %d", shard)
+			}
+			err = json.Unmarshal(raw, new(CRLState))
+		}
+		if err != nil {
+			f.Problem = fmt.Sprintf("does not decode: %v", err)
+		}
+		if f.Problem != "" {
+			v.find("crl", f)
 		}
 		return nil
 	})
+	v.each(tableCRLObjects, func(k, raw []byte) error {
+		issuer, shard, delta, ok := parseCRLObjectKey(k)
+		if !ok {
+			v.find("crl-objects", Finding{Bucket: tableCRLObjects, Key: fmt.Sprintf("key %x", k),
+				Problem: "malformed key: want an issuer id, a zero byte, a 2-byte shard, a zero byte and a kind (0 or 1)"})
+			return nil
+		}
+		if !oneDERSequence(raw) {
+			kind := "complete"
+			if delta {
+				kind = "delta"
+			}
+			v.find("crl-objects", Finding{Bucket: tableCRLObjects, Key: fmt.Sprintf("issuer %q shard %d %s", issuer, shard, kind),
+				Problem: fmt.Sprintf("%d bytes that are not one DER SEQUENCE (not a CRL)", len(raw))})
+		}
+		return nil
+	})
+	last, err := v.t.CRLChangeSeq()
+	if err != nil {
+		v.find("crl-changes", Finding{Bucket: tableMeta, Key: string(keyCRLChangeSeq), Problem: err.Error()})
+		last = math.MaxUint64 // no bound to check the changes against
+	}
+	v.each(tableCRLChanges, func(k, raw []byte) error {
+		issuer, c, err := parseCRLChange(k, raw)
+		switch {
+		case err != nil:
+			v.find("crl-changes", Finding{Bucket: tableCRLChanges, Key: fmt.Sprintf("key %x", k), Problem: err.Error()})
+		case c.Seq > last:
+			v.find("crl-changes", Finding{Bucket: tableCRLChanges, Key: fmt.Sprintf("issuer %q change %d", issuer, c.Seq),
+				Problem: fmt.Sprintf("past the last sequence given (%d): a later change would take its number", last)})
+		}
+		return nil
+	})
+}
+
+// oneDERSequence reports whether b is one DER SEQUENCE and nothing more.
+func oneDERSequence(b []byte) bool {
+	s := cryptobyte.String(b)
+	var seq cryptobyte.String
+	return s.ReadASN1(&seq, casn1.SEQUENCE) && s.Empty()
 }
 
 func (v *verifier) statistics() {
