@@ -289,9 +289,12 @@ func TestRefusals(t *testing.T) {
 	t.Run("scope", func(t *testing.T) {
 		with := func(f func(*crl.Scope)) crl.Scope { s := complete; f(&s); return s }
 		for name, s := range map[string]crl.Scope{
-			"number 0":             with(func(s *crl.Scope) { s.Number = 0 }),
-			"nextUpdate = this":    with(func(s *crl.Scope) { s.NextUpdate = s.ThisUpdate }),
-			"nextUpdate within 1s": with(func(s *crl.Scope) { s.ThisUpdate = s.ThisUpdate.Truncate(time.Second); s.NextUpdate = s.ThisUpdate.Add(time.Second / 2) }),
+			"number 0":          with(func(s *crl.Scope) { s.Number = 0 }),
+			"nextUpdate = this": with(func(s *crl.Scope) { s.NextUpdate = s.ThisUpdate }),
+			"nextUpdate within 1s": with(func(s *crl.Scope) {
+				s.ThisUpdate = s.ThisUpdate.Truncate(time.Second)
+				s.NextUpdate = s.ThisUpdate.Add(time.Second / 2)
+			}),
 			"delta of itself":      with(func(s *crl.Scope) { s.DeltaOf = 5 }),
 			"delta of a later CRL": with(func(s *crl.Scope) { s.DeltaOf = 6 }),
 			"Freshest in a delta":  with(func(s *crl.Scope) { s.DeltaOf, s.Freshest = 4, "http://x.example/d.crl" }),
