@@ -1,17 +1,21 @@
 package engine
 
 import (
+	"bytes"
 	"context"
 	"errors"
 	"fmt"
 	"math"
 	"math/big"
+	"slices"
 	"time"
 
 	"github.com/emmansun/gmsm/smx509"
 
 	"signerd/api"
+	"signerd/crl"
 	"signerd/issuance"
+	"signerd/revocation"
 	"signerd/store"
 )
 
@@ -161,7 +165,20 @@ func crlNumber(next uint64, thisUpdate, read time.Time) uint64 {
 // signCRL has issuance build and lint the CRL, the HSM sign it, and
 // issuance check the result.
 func (e *Engine) signCRL(ctx context.Context, iss *issuance.Issuer, tmpl *smx509.RevocationList) ([]byte, error) {
-	tok, err := iss.PrepareCRL(tmpl)
+	b, err := iss.NewCRL(crl.Scope{Number: tmpl.Number.Uint64(), ThisUpdate: tmpl.ThisUpdate, NextUpdate: tmpl.NextUpdate})
+	if err != nil {
+		return nil, errorf(issuanceCode(err), "CRL %v", err)
+	}
+	// The encoder takes entries in bytewise serial order, the store's.
+	slices.SortFunc(tmpl.RevokedCertificateEntries, func(a, b smx509.RevocationListEntry) int {
+		return bytes.Compare(a.SerialNumber.Bytes(), b.SerialNumber.Bytes())
+	})
+	for _, r := range tmpl.RevokedCertificateEntries {
+		if err := b.Add(crl.Entry{Serial: r.SerialNumber.Bytes(), RevokedAt: r.RevocationTime, Reason: revocation.Reason(r.ReasonCode)}); err != nil {
+			return nil, errorf(api.CodeInternal, "CRL %v", err)
+		}
+	}
+	tok, err := iss.PrepareCRL(b)
 	if err != nil {
 		return nil, errorf(issuanceCode(err), "CRL %v", err)
 	}
