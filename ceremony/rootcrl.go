@@ -6,11 +6,12 @@ import (
 	"encoding/pem"
 	"errors"
 	"fmt"
-	"math/big"
+	"slices"
 	"time"
 
 	"github.com/emmansun/gmsm/smx509"
 
+	"signerd/crl"
 	"signerd/hsm"
 	"signerd/issuance"
 	"signerd/revocation"
@@ -89,21 +90,24 @@ func (c *rootCRL) perform(r *runner) error {
 	if err := within("CRL", thisUpdate, nextUpdate, issuer); err != nil {
 		return err
 	}
-	tmpl := &smx509.RevocationList{Number: big.NewInt(c.CRL.Number), ThisUpdate: thisUpdate, NextUpdate: nextUpdate}
+	scope := crl.Scope{Number: uint64(c.CRL.Number), ThisUpdate: thisUpdate, NextUpdate: nextUpdate}
+	var entries []crl.Entry
 	for _, rv := range c.CRL.Revoked {
 		e, err := c.entry(rv, issuer, thisUpdate)
 		if err != nil {
 			return fmt.Errorf("crl.revoked %s: %w", rv.Certificate, err)
 		}
-		for _, prev := range tmpl.RevokedCertificateEntries {
-			if prev.SerialNumber.Cmp(e.SerialNumber) == 0 {
-				return fmt.Errorf("crl.revoked: serial %X is listed twice", e.SerialNumber)
+		for _, prev := range entries {
+			if bytes.Equal(prev.Serial, e.Serial) {
+				return fmt.Errorf("crl.revoked: serial %X is listed twice", e.Serial)
 			}
 		}
-		tmpl.RevokedCertificateEntries = append(tmpl.RevokedCertificateEntries, e)
+		entries = append(entries, e)
 		r.step("checked: %s (serial %X) is a CA certificate this root issued; revoked %s, reason %s",
-			rv.Certificate, e.SerialNumber, day(e.RevocationTime), rv.Reason)
+			rv.Certificate, e.Serial, day(e.RevokedAt), rv.Reason)
 	}
+	// The encoder takes entries in bytewise serial order.
+	slices.SortFunc(entries, func(a, b crl.Entry) int { return bytes.Compare(a.Serial, b.Serial) })
 	m, err := r.openToken(c.HSM)
 	if err != nil {
 		return err
@@ -113,7 +117,7 @@ func (c *rootCRL) perform(r *runner) error {
 	if err != nil {
 		return err
 	}
-	der, err := r.signCRL(tmpl, issuer, k)
+	der, err := r.signCRL(scope, entries, issuer, k)
 	if err != nil || r.dryRun {
 		return err
 	}
@@ -122,8 +126,8 @@ func (c *rootCRL) perform(r *runner) error {
 
 // entry checks one revocation: a CA certificate the root issued, a reason
 // fit for a CA, and a time the CRL can state.
-func (c *rootCRL) entry(rv caRevocation, issuer *smx509.Certificate, thisUpdate time.Time) (smx509.RevocationListEntry, error) {
-	var e smx509.RevocationListEntry
+func (c *rootCRL) entry(rv caRevocation, issuer *smx509.Certificate, thisUpdate time.Time) (crl.Entry, error) {
+	var e crl.Entry
 	cert, err := issuance.ReadCertificate(rv.Certificate)
 	if err != nil {
 		return e, err
@@ -148,21 +152,34 @@ func (c *rootCRL) entry(rv caRevocation, issuer *smx509.Certificate, thisUpdate 
 	if at.After(thisUpdate) || at.Before(cert.NotBefore) {
 		return e, fmt.Errorf("revoked_at %s must fall between the certificate's notBefore and the CRL's this_update", rv.RevokedAt)
 	}
-	return smx509.RevocationListEntry{SerialNumber: cert.SerialNumber, RevocationTime: at, ReasonCode: int(code)}, nil
+	if cert.SerialNumber.Sign() <= 0 {
+		// A CRL entry's serial is the positive magnitude the encoder takes.
+		return e, fmt.Errorf("serial %v: not positive, so no CRL entry can name it", cert.SerialNumber)
+	}
+	return crl.Entry{Serial: cert.SerialNumber.Bytes(), RevokedAt: at, Reason: code}, nil
 }
 
 // signCRL is signCA's counterpart for CRLs.
-func (r *runner) signCRL(tmpl *smx509.RevocationList, issuer *smx509.Certificate, k *caKey) ([]byte, error) {
+func (r *runner) signCRL(s crl.Scope, entries []crl.Entry, issuer *smx509.Certificate, k *caKey) ([]byte, error) {
 	iss, err := caIssuer(issuer, k)
 	if err != nil {
 		return nil, err
 	}
-	tok, err := iss.PrepareCRL(tmpl)
+	b, err := iss.NewCRL(s)
+	if err != nil {
+		return nil, fmt.Errorf("CRL %w", err)
+	}
+	for _, e := range entries {
+		if err := b.Add(e); err != nil {
+			return nil, err
+		}
+	}
+	tok, err := iss.PrepareCRL(b)
 	if err != nil {
 		return nil, fmt.Errorf("CRL %w", err)
 	}
 	r.step("checked: CRL number %d with %d entries, %s to %s, lints clean (its TBS, before any signature)",
-		tmpl.Number, len(tmpl.RevokedCertificateEntries), day(tmpl.ThisUpdate), day(tmpl.NextUpdate))
+		s.Number, len(entries), day(s.ThisUpdate), day(s.NextUpdate))
 	if r.dryRun {
 		return nil, nil
 	}
@@ -171,6 +188,6 @@ func (r *runner) signCRL(tmpl *smx509.RevocationList, issuer *smx509.Certificate
 		return nil, fmt.Errorf("CRL: %w", err)
 	}
 	r.step("signed CRL number %d in the HSM with key %q; signature verifies; TBS identical to the linted one; lints clean",
-		tmpl.Number, k.Label)
+		s.Number, k.Label)
 	return out.DER, nil
 }

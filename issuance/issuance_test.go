@@ -12,10 +12,12 @@ import (
 
 	"github.com/emmansun/gmsm/smx509"
 
+	"signerd/crl"
 	"signerd/engine/enginetest"
 	"signerd/hsm"
 	"signerd/issuance"
 	"signerd/lint"
+	"signerd/revocation"
 )
 
 // fixture is an SM2 issuing CA in a SoftHSM2 token, loaded as signerd
@@ -68,12 +70,27 @@ func (f *fixture) prepareLeaf(t *testing.T, serial int64) *issuance.Token {
 func (f *fixture) prepareCRL(t *testing.T, number int64) *issuance.Token {
 	t.Helper()
 	now := time.Now().Truncate(time.Second)
-	tok, err := f.iss.PrepareCRL(&smx509.RevocationList{Number: big.NewInt(number), ThisUpdate: now, NextUpdate: now.Add(time.Hour),
-		RevokedCertificateEntries: []smx509.RevocationListEntry{{SerialNumber: big.NewInt(7), RevocationTime: now, ReasonCode: 1}}})
+	tok, err := f.iss.PrepareCRL(f.crl(t, crl.Scope{Number: uint64(number), ThisUpdate: now, NextUpdate: now.Add(time.Hour)},
+		crl.Entry{Serial: []byte{7}, RevokedAt: now, Reason: revocation.KeyCompromise}))
 	if err != nil {
 		t.Fatal(err)
 	}
 	return tok
+}
+
+// crl begins the CRL s with entries.
+func (f *fixture) crl(t *testing.T, s crl.Scope, entries ...crl.Entry) *crl.TBS {
+	t.Helper()
+	b, err := f.iss.NewCRL(s)
+	if err != nil {
+		t.Fatal(err)
+	}
+	for _, e := range entries {
+		if err := b.Add(e); err != nil {
+			t.Fatal(err)
+		}
+	}
+	return b
 }
 
 func (f *fixture) sign(t *testing.T, digest []byte) []byte {
@@ -106,8 +123,9 @@ func TestIssueSignedObjects(t *testing.T) {
 			}},
 		{"CRL", func(t *testing.T) *issuance.Token { return f.prepareCRL(t, 1) },
 			func(t *testing.T, tok *issuance.Token, out *issuance.Issued) {
-				if out.CRL == nil || !bytes.Equal(out.CRL.RawTBSRevocationList, tok.TBS()) {
-					t.Fatal("the CRL does not carry the prepared TBS")
+				l, err := smx509.ParseRevocationList(out.DER)
+				if err != nil || !bytes.Equal(l.RawTBSRevocationList, tok.TBS()) {
+					t.Fatalf("the CRL does not carry the prepared TBS: %v", err)
 				}
 				if err := lint.CRL(out.DER, f.ca.Cert); err != nil {
 					t.Fatal(err)
@@ -238,8 +256,8 @@ func TestPrepareRefusesWhatFailsLint(t *testing.T) {
 			return f.iss.PrepareCA(f.leaf(1), f.pub)
 		}},
 		{"CRL entry revoked after thisUpdate", func() (*issuance.Token, error) {
-			return f.iss.PrepareCRL(&smx509.RevocationList{Number: big.NewInt(1), ThisUpdate: now, NextUpdate: now.Add(time.Hour),
-				RevokedCertificateEntries: []smx509.RevocationListEntry{{SerialNumber: big.NewInt(7), RevocationTime: now.Add(time.Minute)}}})
+			return f.iss.PrepareCRL(f.crl(t, crl.Scope{Number: 1, ThisUpdate: now, NextUpdate: now.Add(time.Hour)},
+				crl.Entry{Serial: []byte{7}, RevokedAt: now.Add(time.Minute)}))
 		}},
 	}
 	for _, tt := range tests {
@@ -282,7 +300,7 @@ func TestSelfIssuedRoot(t *testing.T) {
 	if err := out.Certificate.CheckSignatureFrom(out.Certificate); err != nil || !bytes.Equal(out.Certificate.RawTBSCertificate, tok.TBS()) {
 		t.Fatalf("root: %v", err)
 	}
-	if _, err := self.PrepareCRL(&smx509.RevocationList{Number: big.NewInt(1), ThisUpdate: now, NextUpdate: now.Add(time.Hour)}); err == nil {
+	if _, err := self.NewCRL(crl.Scope{Number: 1, ThisUpdate: now, NextUpdate: now.Add(time.Hour)}); err == nil {
 		t.Fatal("a self-issuer without a certificate prepared a CRL")
 	}
 }

@@ -13,6 +13,7 @@ import (
 
 	"github.com/emmansun/gmsm/smx509"
 
+	"signerd/crl"
 	"signerd/hsm"
 	"signerd/lint"
 )
@@ -34,8 +35,8 @@ type Token struct {
 	tbs    []byte
 	digest []byte
 	alg    []byte // the outer signatureAlgorithm: the one the TBS names
-	// lint parses the signed object and lints it: a nil Issued if it does
-	// not parse, else the parse and what the lints found.
+	// lint lints the signed object: a nil Issued if it does not parse
+	// (a certificate), else the object with what the lints found.
 	lint func(der []byte) (*Issued, error)
 	used atomic.Bool
 }
@@ -54,11 +55,12 @@ func (t *Token) Draft() []byte {
 	return der
 }
 
-// Issued is a signed, checked object: DER, and the parse of it.
+// Issued is a signed, checked object: DER, and for a certificate the
+// parse of it. A CRL is not parsed: its entries are many, and the lints
+// walk its DER instead.
 type Issued struct {
 	DER         []byte
-	Certificate *smx509.Certificate    // for a certificate
-	CRL         *smx509.RevocationList // for a CRL
+	Certificate *smx509.Certificate // for a certificate
 }
 
 // PrepareCertificate builds the end-entity certificate tmpl for pub, which
@@ -130,26 +132,37 @@ func (i *Issuer) certificateTBS(tmpl, parent *smx509.Certificate, pub crypto.Pub
 	return k.tbs, nil
 }
 
-// PrepareCRL builds the CRL tmpl, which the CRL lints must pass.
-func (i *Issuer) PrepareCRL(tmpl *smx509.RevocationList) (*Token, error) {
+// NewCRL starts the CRL of scope s: the issuer's certificate names it,
+// the algorithm the issuer's key signs with signs it. Its entries are
+// added as the caller scans them; PrepareCRL finishes it.
+func (i *Issuer) NewCRL(s crl.Scope) (*crl.TBS, error) {
 	if i.Cert == nil {
 		return nil, errors.New("a self-issuer signs no CRL")
 	}
-	t := *tmpl
-	var err error
-	if t.SignatureAlgorithm, err = i.signatureAlgorithm(tmpl.SignatureAlgorithm); err != nil {
+	alg, err := i.signatureAlgorithm(smx509.UnknownSignatureAlgorithm)
+	if err != nil {
 		return nil, err
 	}
-	k := &tbsKeeper{pub: i.Signer.Public()}
-	if _, err := smx509.CreateRevocationList(rand.Reader, &t, i.Cert, k); !errors.Is(err, errTBSKept) {
-		return nil, fmt.Errorf("cannot be built: %v", err)
+	b, err := crl.NewTBS(i.Cert, alg, s)
+	if err != nil {
+		return nil, refusef(ErrLint, "%v", err)
 	}
-	return i.prepare(kindCRL, k.tbs, lint.CRLTBS(k.tbs, i.Cert), func(der []byte) (*Issued, error) {
-		l, err := smx509.ParseRevocationList(der)
-		if err != nil {
-			return nil, err
-		}
-		return &Issued{DER: der, CRL: l}, lint.CRL(der, i.Cert)
+	return b, nil
+}
+
+// PrepareCRL finishes b, begun by NewCRL, which the CRL lints must pass.
+// Neither here nor in Issue is the CRL parsed into entries: the lints
+// walk its DER, so a CRL of many entries costs its bytes and no more.
+func (i *Issuer) PrepareCRL(b *crl.TBS) (*Token, error) {
+	if i.Cert == nil {
+		return nil, errors.New("a self-issuer signs no CRL")
+	}
+	tbs, err := b.Finish()
+	if err != nil {
+		return nil, refusef(ErrLint, "CRL cannot be built: %v", err)
+	}
+	return i.prepare(kindCRL, tbs, lint.CRLTBS(tbs, i.Cert), func(der []byte) (*Issued, error) {
+		return &Issued{DER: der}, lint.CRL(der, i.Cert)
 	})
 }
 
@@ -234,14 +247,17 @@ func (i *Issuer) Issue(tok *Token, sig []byte) (*Issued, error) {
 		return nil, err
 	}
 	out, err := tok.lint(der)
-	if out == nil || out.Certificate == nil && out.CRL == nil {
-		return nil, fmt.Errorf("parse the signed object: %w", err)
-	}
 	var tbs []byte
-	if out.Certificate != nil {
+	switch {
+	case out == nil || tok.kind == kindCertificate && out.Certificate == nil:
+		return nil, fmt.Errorf("parse the signed object: %w", err)
+	case tok.kind == kindCertificate:
 		tbs = out.Certificate.RawTBSCertificate
-	} else {
-		tbs = out.CRL.RawTBSRevocationList
+	default:
+		var splitErr error
+		if tbs, splitErr = lint.SignedTBS(out.DER); splitErr != nil {
+			return nil, fmt.Errorf("split the signed CRL: %w", splitErr)
+		}
 	}
 	if !bytes.Equal(tbs, tok.tbs) {
 		return nil, errors.New("the signed object's TBS differs from the linted one")

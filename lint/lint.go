@@ -99,15 +99,6 @@ func CATBS(tbs []byte, issuer *smx509.Certificate) error {
 	return CA(der, issuer)
 }
 
-// CRLTBS is CRL on a TBSCertList nothing has signed yet (CertificateTBS).
-func CRLTBS(tbs []byte, issuer *smx509.Certificate) error {
-	der, err := Unsigned(tbs)
-	if err != nil {
-		return err
-	}
-	return CRL(der, issuer)
-}
-
 // Unsigned wraps a TBS (of a certificate or a CRL: both begin version,
 // where present, then the signature algorithm) into the signed object's
 // SEQUENCE { tbs, signatureAlgorithm, signatureValue } with the TBS's own
@@ -260,59 +251,6 @@ func lintCertificate(der []byte, issuer *smx509.Certificate) (*smx509.Certificat
 	return c, errs
 }
 
-// CRL lints a CRL (DER, signed by any key) that issuer is to sign.
-func CRL(der []byte, issuer *smx509.Certificate) error {
-	var errs []error
-	fail := func(format string, args ...any) { errs = append(errs, fmt.Errorf(format, args...)) }
-
-	tbs, err := splitSigned(der)
-	if err != nil {
-		return err
-	}
-	var version, inner, issuerName cryptobyte.String
-	if !tbs.ReadASN1(&version, casn1.INTEGER) ||
-		!tbs.ReadASN1Element(&inner, casn1.SEQUENCE) ||
-		!tbs.ReadASN1Element(&issuerName, casn1.SEQUENCE) {
-		return errors.New("tbsCertList: malformed")
-	}
-	errs = append(errs, lintTimes("thisUpdate/nextUpdate", tbs.String, 2)...)
-
-	crl, err := smx509.ParseRevocationList(der)
-	if err != nil {
-		return errors.Join(append(errs, fmt.Errorf("parse: %w", err))...)
-	}
-	if !bytes.Equal(inner, tbs.outerAlg) {
-		fail("signature algorithm: tbsCertList says %x, CRL says %x", []byte(inner), tbs.outerAlg)
-	}
-	if !bytes.Equal(crl.RawIssuer, issuer.RawSubject) {
-		fail("issuer name does not equal the issuer's subject")
-	}
-	if crl.NextUpdate.IsZero() || !crl.ThisUpdate.Before(crl.NextUpdate) {
-		fail("nextUpdate %v is not after thisUpdate %v", crl.NextUpdate, crl.ThisUpdate)
-	}
-	// thisUpdate must fall within the issuer's validity, as a certificate's
-	// validity must: a CRL dated after the issuer expired (or before it
-	// began) is signed by a key no path validates then. nextUpdate may
-	// pass the issuer's notAfter: a CRL signed near the issuer's end keeps
-	// its full validity, and the last one serves relying parties checking
-	// old signatures (RFC 5280 §3.3 lets expired certificates leave it).
-	if crl.ThisUpdate.Before(issuer.NotBefore) || crl.ThisUpdate.After(issuer.NotAfter) {
-		fail("thisUpdate %v is outside the issuer's validity %v..%v", crl.ThisUpdate, issuer.NotBefore, issuer.NotAfter)
-	}
-	if crl.Number == nil || crl.Number.Sign() <= 0 || len(crl.Number.Bytes()) > 20 {
-		fail("cRLNumber %v: must be present, positive and at most 20 octets", crl.Number)
-	}
-	if len(issuer.SubjectKeyId) == 0 || !bytes.Equal(crl.AuthorityKeyId, issuer.SubjectKeyId) {
-		fail("authorityKeyIdentifier %x does not equal the issuer's SKI %x", crl.AuthorityKeyId, issuer.SubjectKeyId)
-	}
-	for _, e := range crl.RevokedCertificateEntries {
-		if e.RevocationTime.After(crl.ThisUpdate) {
-			fail("entry %x revoked at %v, after thisUpdate", e.SerialNumber, e.RevocationTime)
-		}
-	}
-	return errors.Join(errs...)
-}
-
 // signed is a split signed object: the TBS contents (positioned after its
 // header), the TBS bytes whole, and the outer signature algorithm.
 type signed struct {
@@ -323,10 +261,11 @@ type signed struct {
 
 func splitSigned(der []byte) (signed, error) {
 	input := cryptobyte.String(der)
-	var outer, tbsElem, alg cryptobyte.String
+	var outer, tbsElem, alg, sig cryptobyte.String
 	if !input.ReadASN1(&outer, casn1.SEQUENCE) || !input.Empty() ||
 		!outer.ReadASN1Element(&tbsElem, casn1.SEQUENCE) ||
-		!outer.ReadASN1Element(&alg, casn1.SEQUENCE) {
+		!outer.ReadASN1Element(&alg, casn1.SEQUENCE) ||
+		!outer.ReadASN1(&sig, casn1.BIT_STRING) || !outer.Empty() {
 		return signed{}, errors.New("not a DER signed object: SEQUENCE { tbs, algorithm, signature } expected")
 	}
 	raw := []byte(tbsElem)
