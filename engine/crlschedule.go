@@ -71,6 +71,9 @@ func (s CRLSchedule) validate(validity time.Duration) error {
 	if !s.on() {
 		return nil
 	}
+	if validity < time.Second || (s.DeltaInterval > 0 && s.DeltaValidity < time.Second) {
+		return &ConfigError{"CRLValidity", fmt.Errorf("%s (delta %s): under a second; a CRL's times have seconds", validity, s.DeltaValidity)}
+	}
 	if validity < s.Interval+s.Interval/2 {
 		return &ConfigError{"CRLValidity", fmt.Errorf("%s: must be at least 1.5 × the CRL interval %s, to leave time for retries", validity, s.Interval)}
 	}
@@ -203,6 +206,9 @@ func (s *crlSchedule) pass() time.Duration {
 		}
 		now := s.e.cfg.Now()
 		s.republish(v)
+		if v.name.Delta && v.state.Number == 0 {
+			continue // a delta follows a complete CRL, signed first
+		}
 		at := s.dueAt(v)
 		if f := s.failure(v.name); f != nil && f.next.After(at) {
 			at = f.next
@@ -281,8 +287,8 @@ func (s *crlSchedule) dueAt(v shardView) time.Time {
 		return st.DeltaThisUpdate.Add(s.cfg.DeltaInterval)
 	}
 	at := st.ThisUpdate.Add(s.cfg.Interval)
-	if v.pending {
-		at = min(at, st.ThisUpdate.Add(s.cfg.AfterRevocation))
+	if soon := st.ThisUpdate.Add(s.cfg.AfterRevocation); v.pending && soon.Before(at) {
+		at = soon
 	}
 	return at
 }

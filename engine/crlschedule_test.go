@@ -75,12 +75,23 @@ func shardedEngine(t *testing.T, ca *enginetest.CA, st *store.Store, sched engin
 	return e, sw, dir
 }
 
+// failuresOf, if set, says what the schedule alarmed, for a test that
+// waited in vain.
+var failuresOf func() []engine.CRLFailure
+
+func failures() []engine.CRLFailure {
+	if failuresOf == nil {
+		return nil
+	}
+	return failuresOf()
+}
+
 // waitFor polls cond until it holds, failing the test after 20 s.
 func waitFor(t *testing.T, what string, cond func() bool) {
 	t.Helper()
 	for deadline := time.Now().Add(20 * time.Second); !cond(); time.Sleep(20 * time.Millisecond) {
 		if time.Now().After(deadline) {
-			t.Fatalf("still waiting for %s", what)
+			t.Fatalf("still waiting for %s (CRL failures: %+v)", what, failures())
 		}
 	}
 }
@@ -170,6 +181,9 @@ func testCRLScheduleShards(t *testing.T, se enginetest.StoreEngine) {
 	waitFor(t, "the revocations on their shards' CRLs", func() bool {
 		for _, c := range revoked {
 			l := latest(t, e, engine.CRLName{Shard: crl.Shard(c.Serial, 4)})
+			if l == nil {
+				return false
+			}
 			if _, ok := listed(l)[hexOf(c.Serial)]; !ok {
 				return false
 			}
@@ -220,8 +234,9 @@ func TestCRLScheduleDeltas(t *testing.T) {
 	ca := enginetest.NewCA(t)
 	st := enginetest.OpenStore(t)
 	// Complete CRLs rarely (the test reads deltas), deltas often.
-	sched := engine.CRLSchedule{Interval: time.Minute, AfterRevocation: time.Minute, DeltaInterval: 200 * time.Millisecond, Poll: 50 * time.Millisecond}
+	sched := engine.CRLSchedule{Interval: time.Minute, AfterRevocation: time.Minute, DeltaInterval: 200 * time.Millisecond, DeltaValidity: 2 * time.Second, Poll: 50 * time.Millisecond}
 	e, _, _ := shardedEngine(t, ca, st, sched, 2*time.Minute)
+	failuresOf = e.CRLFailures
 	c := issue(t, e, request(t, "held"))
 	k := crl.Shard(c.Serial, 4)
 	var base *smx509.RevocationList
