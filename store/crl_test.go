@@ -211,7 +211,9 @@ func TestRevokedRange(t *testing.T) {
 		at := time.Date(2026, 4, 1, 0, 0, 0, 0, time.UTC)
 		serials := [][]byte{{0x00, 0x05}, {0x01}, {0x01, 0x00}, {0x20, 0xc0}, {0x20, 0xbf, 0xff}, {0x20, 0xc0, 0x00},
 			{0x40, 0x80}, {0x60, 0x3f, 0xff, 0xff}, {0x7f, 0xff}, {0x80}, {0xff, 0xff}}
-		for range 3 * pgScanPage {
+		fixed := len(serials)
+		// More than a page of the PostgreSQL range scan.
+		for range pgRangePage * 3 / 2 {
 			serial := make([]byte, 16)
 			rand.Read(serial)
 			serial[0] = 0x01 + serial[0]%0x7f
@@ -219,7 +221,11 @@ func TestRevokedRange(t *testing.T) {
 		}
 		update(t, s, func(tx *Tx) error {
 			for i, serial := range serials {
-				for _, issuer := range []string{"ab", "a", "abc"} {
+				issuers := []string{"ab", "a", "abc"}
+				if i >= fixed {
+					issuers = issuers[:1]
+				}
+				for _, issuer := range issuers {
 					c := fakeCertificate(issuer, serial)
 					if i%3 != 0 || issuer != "ab" {
 						c.Status, c.Reason, c.RevokedAt = StatusRevoked, revocation.Reason(1+i%6), at.Add(time.Duration(i)*time.Second)
@@ -240,7 +246,7 @@ func TestRevokedRange(t *testing.T) {
 				return nil
 			})
 		})
-		if len(all) < 2*pgScanPage {
+		if len(all) < pgRangePage {
 			t.Fatalf("issuer ab lists %d certificates", len(all))
 		}
 		rangeOf := func(lo, hi []byte) []RevokedEntry {

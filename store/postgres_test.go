@@ -679,3 +679,43 @@ func TestPostgresSessionSettings(t *testing.T) {
 		}
 	}
 }
+
+// TestPostgresScanRangePlan: scanRange's statement reads a range by the
+// primary key's index in key order even when the table's statistics are
+// far behind it (never analyzed, as after bulk revocations autovacuum has
+// not caught up with): one page's rows from lo, not the whole rest of the
+// range sorted for each page.
+func TestPostgresScanRangePlan(t *testing.T) {
+	dsn := newPostgresDatabase(t)
+	server := pgtest.Shared(t)
+	server.Exec(t, dsn, "ALTER TABLE revoked SET (autovacuum_enabled = false)")
+	server.Exec(t, dsn, `INSERT INTO revoked (k, v)
+		SELECT 'ab'::bytea || '\x00'::bytea || uuid_send(gen_random_uuid()), '\x00'::bytea FROM generate_series(1, 50000)`)
+	conn, err := pgx.Connect(t.Context(), dsn)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer conn.Close(t.Context())
+	if _, err := conn.Exec(t.Context(), "SET plan_cache_mode = force_custom_plan"); err != nil {
+		t.Fatal(err)
+	}
+	plan := func(sql string, args ...any) string {
+		t.Helper()
+		rows, err := conn.Query(t.Context(), "EXPLAIN "+sql, args...)
+		if err != nil {
+			t.Fatal(err)
+		}
+		lines, err := pgx.CollectRows(rows, pgx.RowTo[string])
+		if err != nil {
+			t.Fatal(err)
+		}
+		return strings.Join(lines, "\n")
+	}
+	lo, hi := []byte("ab\x00\x40"), []byte("ab\x01")
+	sql := pgStatements[tableRevoked]
+	got := plan(sql.scanRange, lo, hi, pgRangePage)
+	if !strings.Contains(got, "Index Scan using revoked_pkey") || strings.Contains(got, "Sort") || strings.Contains(got, "Bitmap") {
+		t.Errorf("scanRange's plan on a table never analyzed:\n%s\nwant an index scan in key order, no sort", got)
+	}
+	t.Logf("the plan of the two-sided range on the same table:\n%s", plan(sql.scanBefore, lo, hi, pgRangePage))
+}
