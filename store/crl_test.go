@@ -7,10 +7,14 @@ import (
 	"errors"
 	"fmt"
 	"math"
+	"path/filepath"
 	"slices"
+	"strconv"
 	"strings"
 	"testing"
 	"time"
+
+	bolt "go.etcd.io/bbolt"
 
 	"signerd/revocation"
 )
@@ -207,7 +211,9 @@ func TestRevokedRange(t *testing.T) {
 		at := time.Date(2026, 4, 1, 0, 0, 0, 0, time.UTC)
 		serials := [][]byte{{0x00, 0x05}, {0x01}, {0x01, 0x00}, {0x20, 0xc0}, {0x20, 0xbf, 0xff}, {0x20, 0xc0, 0x00},
 			{0x40, 0x80}, {0x60, 0x3f, 0xff, 0xff}, {0x7f, 0xff}, {0x80}, {0xff, 0xff}}
-		for range 3 * pgScanPage {
+		fixed := len(serials)
+		// More than a page of the PostgreSQL range scan.
+		for range pgRangePage * 3 / 2 {
 			serial := make([]byte, 16)
 			rand.Read(serial)
 			serial[0] = 0x01 + serial[0]%0x7f
@@ -215,7 +221,11 @@ func TestRevokedRange(t *testing.T) {
 		}
 		update(t, s, func(tx *Tx) error {
 			for i, serial := range serials {
-				for _, issuer := range []string{"ab", "a", "abc"} {
+				issuers := []string{"ab", "a", "abc"}
+				if i >= fixed {
+					issuers = issuers[:1]
+				}
+				for _, issuer := range issuers {
 					c := fakeCertificate(issuer, serial)
 					if i%3 != 0 || issuer != "ab" {
 						c.Status, c.Reason, c.RevokedAt = StatusRevoked, revocation.Reason(1+i%6), at.Add(time.Duration(i)*time.Second)
@@ -236,7 +246,7 @@ func TestRevokedRange(t *testing.T) {
 				return nil
 			})
 		})
-		if len(all) < 2*pgScanPage {
+		if len(all) < pgRangePage {
 			t.Fatalf("issuer ab lists %d certificates", len(all))
 		}
 		rangeOf := func(lo, hi []byte) []RevokedEntry {
@@ -585,4 +595,69 @@ func TestVerifyNamesBadCRLRecords(t *testing.T) {
 			})
 		}
 	})
+}
+
+// TestBoltCRLBucketsMissing: a file of schema version 1 written before the
+// CRL objects and change log existed verifies with a note for each, is
+// copied to PostgreSQL as it is, and gains both buckets at open, where
+// the first revocation starts the log.
+func TestBoltCRLBucketsMissing(t *testing.T) {
+	s := healthyStore(t)
+	path := s.Path()
+	if err := s.Close(); err != nil {
+		t.Fatal(err)
+	}
+	db, err := bolt.Open(path, 0o600, nil)
+	if err != nil {
+		t.Fatal(err)
+	}
+	err = db.Update(func(tx *bolt.Tx) error {
+		// As before the change log: certificate 02's revocation is in no log.
+		if err := tx.Bucket(bucketMeta).Delete(keyCRLChangeSeq); err != nil {
+			return err
+		}
+		return errors.Join(tx.DeleteBucket(bucketCRLObjects), tx.DeleteBucket(bucketCRLChanges))
+	})
+	db.Close()
+	if err != nil {
+		t.Fatal(err)
+	}
+	r, err := Verify(path)
+	if err != nil {
+		t.Fatal(err)
+	}
+	for _, b := range []string{tableCRLObjects, tableCRLChanges} {
+		if !slices.ContainsFunc(r.Notes, func(n string) bool { return strings.Contains(n, strconv.Quote(b)+" is missing") }) {
+			t.Errorf("notes %q name no missing bucket %q", r.Notes, b)
+		}
+	}
+	if !r.OK() {
+		t.Errorf("findings of a file without the CRL buckets: %v", r.Findings)
+	}
+	if _, err := MigrateToPostgres(t.Context(), path, newPostgresDatabase(t)); err != nil {
+		t.Errorf("migrate a file without the CRL buckets: %v", err)
+	}
+	s, err = Open(path)
+	if err != nil {
+		t.Fatalf("open a file without the CRL buckets: %v", err)
+	}
+	defer s.Close()
+	update(t, s, func(tx *Tx) error {
+		c, err := tx.Certificate([]byte{1})
+		if err != nil {
+			return err
+		}
+		c.Status, c.Reason, c.RevokedAt = StatusRevoked, 1, time.Date(2026, 1, 1, 0, 0, 0, 0, time.UTC)
+		return tx.PutCertificate(c)
+	})
+	if got := changesOf(t, s, "ab", 0); len(got) != 1 || got[0].Seq != 1 || !bytes.Equal(got[0].Serial, []byte{1}) {
+		t.Errorf("the first change after the buckets were made: %+v", got)
+	}
+	path2 := filepath.Join(t.TempDir(), "copy.db")
+	if _, err := s.CopyTo(path2); err != nil {
+		t.Fatal(err)
+	}
+	if r, err := Verify(path2); err != nil || !r.OK() || len(r.Notes) != 0 {
+		t.Errorf("verify once open made the buckets: %+v, %v", r, err)
+	}
 }

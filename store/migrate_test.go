@@ -34,6 +34,11 @@ func migrationSource(t *testing.T) (path string, sealKey *sm2.PrivateKey) {
 		if err := tx.MarkKeyCompromised([]byte("key-digest"), []byte{2}); err != nil {
 			return err
 		}
+		if err := errors.Join(tx.PutCRLLayout("ab", CRLLayout{Shards: 2, URL: "http://crl/ab-{shard}.crl", Pinned: true}),
+			tx.PutCRLShardState("ab", 1, CRLState{Next: 2, Number: 1, BaseSeq: 1}),
+			tx.PutCRLObject("ab", 1, false, []byte{0x30, 0x01, 0x01}), tx.PutCRLObject("ab", 0, true, []byte{0x30, 0x00})); err != nil {
+			return err
+		}
 		return tx.RaiseRAReplayMark([]byte{0x7f, 0xff}, time.Now())
 	})
 	for batch := 0; batch < 3; batch++ {
@@ -193,9 +198,11 @@ func TestMigrateToPostgres(t *testing.T) {
 				tables[i], want.Records, want.SHA256)
 		}
 	}
-	if len(file[tableAudit])/2 < pgScanPage*3/2 || len(file[tableKeys]) == 0 || len(file[tableCompromisedKeys]) == 0 || len(file[tableRAReplay]) == 0 {
-		t.Fatalf("the source lacks records the test means to copy: %d events, %d key index entries, %d compromised keys, %d replay marks",
-			len(file[tableAudit])/2, len(file[tableKeys])/2, len(file[tableCompromisedKeys])/2, len(file[tableRAReplay])/2)
+	if len(file[tableAudit])/2 < pgScanPage*3/2 || len(file[tableKeys]) == 0 || len(file[tableCompromisedKeys]) == 0 || len(file[tableRAReplay]) == 0 ||
+		len(file[tableCRLObjects]) == 0 || len(file[tableCRLChanges]) == 0 {
+		t.Fatalf("the source lacks records the test means to copy: %d events, %d key index entries, %d compromised keys, %d replay marks, %d CRL objects, %d CRL changes",
+			len(file[tableAudit])/2, len(file[tableKeys])/2, len(file[tableCompromisedKeys])/2, len(file[tableRAReplay])/2,
+			len(file[tableCRLObjects])/2, len(file[tableCRLChanges])/2)
 	}
 	if report.AuditHead != fileReport.AuditHead || !bytes.Equal(report.AuditHash, fileReport.AuditHash) ||
 		report.LastSeal != fileReport.LastSeal || report.LastSeal == 0 || report.Schema != SchemaVersion {
@@ -242,6 +249,21 @@ func TestMigrateToPostgres(t *testing.T) {
 		}
 		if len(found) != 1 || !bytes.Equal(found[0], []byte{1}) {
 			t.Errorf("the key index on the copy finds %x for certificate 01's key", found)
+		}
+		// The CRL records read on the copy as on the file.
+		var changes []CRLChange
+		if err := tx.CRLChanges("ab", 0, func(c CRLChange) error { changes = append(changes, c); return nil }); err != nil {
+			return err
+		}
+		if len(changes) != 1 || changes[0].Seq != 1 || !bytes.Equal(changes[0].Serial, []byte{2}) {
+			t.Errorf("the copy's change log: %+v, want certificate 02's revocation", changes)
+		}
+		der, err := tx.CRLObject("ab", 1, false)
+		if err != nil || !bytes.Equal(der, []byte{0x30, 0x01, 0x01}) {
+			t.Errorf("the copy's CRL of shard 1: %x, %v", der, err)
+		}
+		if l, found, err := tx.CRLLayout("ab"); err != nil || !found || l.Shards != 2 || !l.Pinned {
+			t.Errorf("the copy's CRL layout: %+v, %v, %v", l, found, err)
 		}
 		return nil
 	})

@@ -1,7 +1,9 @@
 package store
 
 import (
+	"bytes"
 	"context"
+	"encoding/json"
 	"errors"
 	"fmt"
 	"io"
@@ -53,6 +55,100 @@ func TestPostgresUpgrade(t *testing.T) {
 	pgtest.Shared(t).Exec(t, pgtest.DatabaseName(t, dsn),
 		`DO $$ BEGIN IF (SELECT record->>'status' FROM certificate_records WHERE serial = '0102') IS DISTINCT FROM 'good'
 		THEN RAISE 'certificate_records does not show the record'; END IF; END $$`)
+}
+
+// TestPostgresUpgradeFromVersion2: a database an older signerd created at
+// version 2 and wrote to is refused at open, upgraded by migration 3 alone,
+// and then opens with its records as they were: the CRL state it wrote is
+// shard 0's, its CRL read from it; a revocation fills the change log,
+// which the operators' view shows.
+func TestPostgresUpgradeFromVersion2(t *testing.T) {
+	ctx := t.Context()
+	dsn := pgtest.Shared(t).CreateDatabase(t)
+	conn, err := pgx.Connect(ctx, dsn)
+	if err != nil {
+		t.Fatal(err)
+	}
+	for _, m := range pgMigrations[:2] {
+		if _, err := conn.Exec(ctx, m.SQL); err != nil {
+			t.Fatalf("migration %d: %v", m.Version, err)
+		}
+		if _, err := conn.Exec(ctx, "INSERT INTO schema_migrations (version, description) VALUES ($1, $2)", m.Version, m.Description); err != nil {
+			t.Fatal(err)
+		}
+	}
+	c := fakeCertificate("ab", []byte{0x42})
+	cert, err := json.Marshal(c)
+	if err != nil {
+		t.Fatal(err)
+	}
+	oldState := `{"next":4,"number":3,"der":"MAA="}`
+	if _, err := conn.Exec(ctx, "INSERT INTO certificates (k, v) VALUES ($1, $2)", c.Serial, cert); err != nil {
+		t.Fatal(err)
+	}
+	if _, err := conn.Exec(ctx, "INSERT INTO serials (k, v) VALUES ($1, $2)", c.Serial, []byte(`{"request_id":"r-1","state":"issued"}`)); err != nil {
+		t.Fatal(err)
+	}
+	if _, err := conn.Exec(ctx, "INSERT INTO crl (k, v) VALUES ($1, $2)", []byte("ab"), []byte(oldState)); err != nil {
+		t.Fatal(err)
+	}
+	conn.Close(ctx)
+
+	if _, err := OpenPostgres(dsn, PostgresOptions{}); err == nil || !strings.Contains(err.Error(), "schema version 2; this signerd reads version 3") {
+		t.Fatalf("open of a version 2 database: %v; want refused, naming the upgrade", err)
+	}
+	applied, err := UpgradePostgres(ctx, dsn)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if len(applied) != 1 || applied[0].Version != 3 {
+		t.Fatalf("upgrade from version 2 applied %v, want migration 3 alone", applied)
+	}
+	if v, err := PostgresSchemaVersion(ctx, dsn); err != nil || v != 3 || pgSchemaVersionLatest != 3 {
+		t.Fatalf("schema version after upgrade = %d, %v; latest %d; want 3", v, err, pgSchemaVersionLatest)
+	}
+	s, err := OpenPostgres(dsn, PostgresOptions{})
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer s.Close()
+	revokedAt := time.Date(2026, 6, 1, 12, 0, 0, 0, time.UTC)
+	update(t, s, func(tx *Tx) error {
+		st, err := tx.CRLShardState("ab", 0)
+		if err != nil || st.Next != 4 || st.Number != 3 {
+			return fmt.Errorf("shard 0 of the version 2 state: %+v, %v", st, err)
+		}
+		if der, err := tx.CRLObject("ab", 0, false); err != nil || !bytes.Equal(der, []byte{0x30, 0x00}) {
+			return fmt.Errorf("the version 2 state's CRL: %x, %v", der, err)
+		}
+		c, err := tx.Certificate([]byte{0x42})
+		if err != nil {
+			return err
+		}
+		c.Status, c.Reason, c.RevokedAt = StatusRevoked, 1, revokedAt
+		if err := tx.PutCertificate(c); err != nil {
+			return err
+		}
+		return tx.PutCRLObject("ab", 1, true, []byte{0x30, 0x00})
+	})
+	r, err := VerifyPostgres(ctx, dsn)
+	if err != nil || !r.OK() || r.Schema != 3 {
+		t.Fatalf("verify after the upgrade: %+v, %v", r, err)
+	}
+	conn, err = pgx.Connect(ctx, dsn)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer conn.Close(ctx)
+	var issuer, serial string
+	var seq int64
+	var at time.Time
+	if err := conn.QueryRow(ctx, "SELECT issuer, seq, serial, at FROM crl_change_records").Scan(&issuer, &seq, &serial, &at); err != nil {
+		t.Fatal(err)
+	}
+	if issuer != "ab" || seq != 1 || serial != "42" || !at.Equal(revokedAt) {
+		t.Errorf("crl_change_records shows %s %d %s %v; want ab 1 42 %v", issuer, seq, serial, at, revokedAt)
+	}
 }
 
 func TestPostgresOpenRefuses(t *testing.T) {
@@ -582,4 +678,44 @@ func TestPostgresSessionSettings(t *testing.T) {
 			t.Errorf("%s = %q, %v; want %q", setting, got, err, want)
 		}
 	}
+}
+
+// TestPostgresScanRangePlan: scanRange's statement reads a range by the
+// primary key's index in key order even when the table's statistics are
+// far behind it (never analyzed, as after bulk revocations autovacuum has
+// not caught up with): one page's rows from lo, not the whole rest of the
+// range sorted for each page.
+func TestPostgresScanRangePlan(t *testing.T) {
+	dsn := newPostgresDatabase(t)
+	server := pgtest.Shared(t)
+	server.Exec(t, dsn, "ALTER TABLE revoked SET (autovacuum_enabled = false)")
+	server.Exec(t, dsn, `INSERT INTO revoked (k, v)
+		SELECT 'ab'::bytea || '\x00'::bytea || uuid_send(gen_random_uuid()), '\x00'::bytea FROM generate_series(1, 50000)`)
+	conn, err := pgx.Connect(t.Context(), dsn)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer conn.Close(t.Context())
+	if _, err := conn.Exec(t.Context(), "SET plan_cache_mode = force_custom_plan"); err != nil {
+		t.Fatal(err)
+	}
+	plan := func(sql string, args ...any) string {
+		t.Helper()
+		rows, err := conn.Query(t.Context(), "EXPLAIN "+sql, args...)
+		if err != nil {
+			t.Fatal(err)
+		}
+		lines, err := pgx.CollectRows(rows, pgx.RowTo[string])
+		if err != nil {
+			t.Fatal(err)
+		}
+		return strings.Join(lines, "\n")
+	}
+	lo, hi := []byte("ab\x00\x40"), []byte("ab\x01")
+	sql := pgStatements[tableRevoked]
+	got := plan(sql.scanRange, lo, hi, pgRangePage)
+	if !strings.Contains(got, "Index Scan using revoked_pkey") || strings.Contains(got, "Sort") || strings.Contains(got, "Bitmap") {
+		t.Errorf("scanRange's plan on a table never analyzed:\n%s\nwant an index scan in key order, no sort", got)
+	}
+	t.Logf("the plan of the two-sided range on the same table:\n%s", plan(sql.scanBefore, lo, hi, pgRangePage))
 }

@@ -350,7 +350,7 @@ func TestRecords(t *testing.T) {
 			})
 		}},
 		{"scanRange over pages ends at hi", func(t *testing.T, b backend) {
-			const n = 2*pgScanPage + 3
+			const n = 2*pgRangePage + 3
 			key := func(i int) []byte { return binary.BigEndian.AppendUint32([]byte("r"), uint32(i)) }
 			mustUpdate(t, b, func(r records) error {
 				for i := range n {
@@ -360,7 +360,7 @@ func TestRecords(t *testing.T) {
 				}
 				return nil
 			})
-			for _, rg := range [][2]int{{0, n}, {1, pgScanPage + 1}, {pgScanPage, 2 * pgScanPage}, {7, 7}, {n - 1, n}} {
+			for _, rg := range [][2]int{{0, n}, {1, pgRangePage + 1}, {pgRangePage, 2 * pgRangePage}, {pgRangePage - 1, pgRangePage + 1}, {7, 7}, {n - 1, n}} {
 				mustView(t, b, func(r records) error {
 					i := rg[0]
 					err := r.scanRange(tableRevoked, key(rg[0]), key(rg[1]), func(k, _ []byte) error {
