@@ -89,6 +89,7 @@ func TestShardCRLsInOpenSSL(t *testing.T) {
 			t.Fatal(err)
 		}
 		t.Cleanup(e.Close)
+		e.StartCRLSchedule()
 		good := issue(t, e, request(t, "good"))
 		k := crl.Shard(good.Serial, 4)
 		revoked := issueInShard(t, e, k, 4, "revoked")

@@ -127,6 +127,7 @@ type crlSchedule struct {
 	cfg CRLSchedule
 
 	poke       chan struct{}
+	once       sync.Once
 	stop, done chan struct{}
 
 	mu      sync.Mutex
@@ -141,15 +142,23 @@ func newCRLSchedule(e *Engine, cfg CRLSchedule) *crlSchedule {
 		failing: map[CRLName]*CRLFailure{}, shown: map[CRLName]uint64{}}
 }
 
+// StartCRLSchedule starts signing CRLs on Config.CRLSchedule (if set):
+// the daemon starts it once it has recorded its own start, so that the
+// audit log shows signerd started before anything it signed by itself.
+func (e *Engine) StartCRLSchedule() { e.schedule.start() }
+
 func (s *crlSchedule) start() {
-	if !s.cfg.on() {
-		close(s.done)
-		return
-	}
-	go s.run()
+	s.once.Do(func() {
+		if !s.cfg.on() {
+			close(s.done)
+			return
+		}
+		go s.run()
+	})
 }
 
 func (s *crlSchedule) close() {
+	s.start() // a schedule never started ends at once
 	select {
 	case <-s.stop:
 	default:

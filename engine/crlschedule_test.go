@@ -72,6 +72,7 @@ func shardedEngine(t *testing.T, ca *enginetest.CA, st *store.Store, sched engin
 	}
 	e := ca.Engine(t, st, engine.Config{Issuers: []*issuance.Issuer{iss}, Profiles: profiles, CRLValidity: validity, CRLSchedule: sched,
 		CRLShards: map[string]engine.CRLShards{iss.ID(): {Count: 4, URL: shardURL, DeltaURL: deltaURL}}, Publish: pub})
+	e.StartCRLSchedule()
 	return e, sw, dir
 }
 
@@ -290,6 +291,7 @@ func TestCRLScheduleRetriesFailingHSM(t *testing.T) {
 		t.Fatal(err)
 	}
 	e := ca.Engine(t, st, engine.Config{Issuers: []*issuance.Issuer{iss}, CRLSchedule: sched})
+	e.StartCRLSchedule()
 	waitFor(t, "the failure to be alarmed and retried", func() bool {
 		f := e.CRLFailures()
 		return len(f) == 1 && f[0].Attempts >= 3 && strings.Contains(f[0].Error, "C_Sign")

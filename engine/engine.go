@@ -36,7 +36,8 @@ type Config struct {
 	// 24h).
 	CRLValidity time.Duration
 	// CRLSchedule is when CRLs are signed without an operator asking
-	// (crlschedule.go); its zero value signs none.
+	// (crlschedule.go), from StartCRLSchedule on; its zero value signs
+	// none.
 	CRLSchedule CRLSchedule
 	// CRLShards are the issuers' CRL layouts, by issuer ID (crlshards.go);
 	// an issuer not named has one unpartitioned CRL.
@@ -251,7 +252,6 @@ func New(cfg Config) (*Engine, error) {
 	e.queue = newBatchQueue(e.cfg.QueueSize, e.cfg.BatchSize, e.batches)
 	e.storeHealth.watch(e.batches.burnStranded)
 	e.sealer.start()
-	e.schedule.start()
 	if e.sealer.key != nil {
 		ctx, cancel := context.WithTimeout(context.Background(), e.cfg.SignTimeout)
 		err := e.certifyAuditKey(ctx)

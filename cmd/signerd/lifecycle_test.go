@@ -321,6 +321,9 @@ func TestAuditLogCheckedAtStart(t *testing.T) {
 		b.ForEach(func(k, v []byte) error {
 			var ev store.Event
 			json.Unmarshal(v, &ev)
+			if ev.Action == "crl.sign" {
+				return nil // the schedule's, whenever it ran
+			}
 			actions = append(actions, ev.Action)
 			if ev.Action == "certificate.issue" {
 				key, val = k, v

@@ -352,8 +352,12 @@ func (d *daemon) start(cfg *config, acks acknowledgements, log *slog.Logger) err
 			detail += fmt.Sprintf(", taken over from %s, which held it without renewing", store.BoundedText(claim.TakenFrom, 128))
 		}
 	}
-	return d.engine.Audit(store.Event{Actor: store.System, Action: "signerd.start", Object: cfg.path, Outcome: store.OutcomeOK,
-		Detail: detail})
+	if err := d.engine.Audit(store.Event{Actor: store.System, Action: "signerd.start", Object: cfg.path, Outcome: store.OutcomeOK,
+		Detail: detail}); err != nil {
+		return err
+	}
+	d.engine.StartCRLSchedule()
+	return nil
 }
 
 // anchorLabel names the HSM object that anchors this signerd's audit

@@ -406,7 +406,8 @@ func TestRAIssuesAndManagesCertificates(t *testing.T) {
 	want(t, "revoke", d.call(t, "POST", path+"/revoke", `{"reason":"keyCompromise"}`), http.StatusOK, "")
 	want(t, "revoke again", d.call(t, "POST", path+"/revoke", `{"reason":"keyCompromise"}`), http.StatusConflict, "invalid_state")
 	want(t, "unknown serial", d.call(t, "GET", "/v1/certificates/0102", ""), http.StatusNotFound, "not_found")
-	want(t, "CRL before any", d.call(t, "GET", "/v1/crl", ""), http.StatusNotFound, "not_found")
+	// The schedule signs the first CRL at start, with no operator action.
+	waitUntil(t, 30*time.Second, "the CRL the schedule signs at start", func() bool { return d.call(t, "GET", "/v1/crl", "").status == http.StatusOK })
 
 	renewed := d.call(t, "POST", "/v1/certificates/"+c.Serial+"/renew", issueBody(t, "ra-2", "person-sign"))
 	want(t, "renew revoked", renewed, http.StatusConflict, "invalid_state")
@@ -518,8 +519,9 @@ func TestRolesAreEnforcedAndRefusalsAudited(t *testing.T) {
 		t.Errorf("statistics: %s", stats.body)
 	}
 	m := d.metrics(t)
-	// Signatures: two certificates, the CRL, and the seal the export made.
-	for sample, v := range map[string]float64{"signerd_queue_depth": 0, "signerd_batch_size_count": 2, "signerd_hsm_sign_seconds_count": 4,
+	// Signatures: two certificates, the CRL the schedule signed at start,
+	// the operator's CRL, and the seal the export made.
+	for sample, v := range map[string]float64{"signerd_queue_depth": 0, "signerd_batch_size_count": 2, "signerd_hsm_sign_seconds_count": 5,
 		"signerd_hsm_up": 1, "signerd_store_writable": 1,
 		`signerd_requests_total{code="forbidden",route="POST /v1/crl",status="403"}`: 2} {
 		if got, ok := m[sample]; !ok || got != v {

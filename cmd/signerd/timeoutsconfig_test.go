@@ -87,7 +87,7 @@ func TestEngineSettingsConfig(t *testing.T) {
 	for setting, want := range map[string]string{
 		"queue: {size: -1}":           "queue.size -1: negative",
 		"queue: {batch: -1}":          "queue.batch -1: negative",
-		"crl_validity: -1h":           "crl_validity -1h0m0s: negative",
+		"crl_validity: -1h":           "crl.validity -1h0m0s: negative",
 		"clock_max_step: -1s":         "clock_max_step -1s: negative",
 		"audit: {seal_every: -5}":     "audit.seal_every -5: negative",
 		"audit: {seal_interval: -1s}": "audit.seal_interval -1s: negative",
