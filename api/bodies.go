@@ -115,10 +115,10 @@ type Health struct {
 	// publication fails now (each retried).
 	CRLFailing []CRLFailure `json:"crl_failing,omitempty"`
 	HSM        HSMHealth    `json:"hsm"`
-	Message    string      `json:"message,omitempty"`
-	QueueDepth int         `json:"queue_depth"`
-	Status     string      `json:"status"`
-	Store      StoreHealth `json:"store"`
+	Message    string       `json:"message,omitempty"`
+	QueueDepth int          `json:"queue_depth"`
+	Status     string       `json:"status"`
+	Store      StoreHealth  `json:"store"`
 }
 
 // CRLFailure is a CRL series whose scheduled signing fails: which

@@ -33,9 +33,9 @@ type Profile struct {
 	CRLDistribution []string `yaml:"crl_distribution_points"`
 	// FreshestCRL asks for the Freshest CRL extension naming the
 	// certificate's shard's delta CRL, where the issuer has deltas.
-	FreshestCRL bool `yaml:"freshest_crl"`
-	OCSP            []string `yaml:"ocsp"`
-	CAIssuers       []string `yaml:"ca_issuers"`
+	FreshestCRL bool     `yaml:"freshest_crl"`
+	OCSP        []string `yaml:"ocsp"`
+	CAIssuers   []string `yaml:"ca_issuers"`
 	// Identity lists the GM/T 0015 identity extensions a request may carry
 	// (resident-id, passport, social-insurance, credit-code);
 	// RequiredIdentity those it must.

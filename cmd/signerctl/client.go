@@ -13,8 +13,8 @@ import (
 	"net/http"
 	"net/url"
 	"os"
-	"strconv"
 	"signerd/api"
+	"strconv"
 	"strings"
 	"time"
 

@@ -60,8 +60,8 @@ type config struct {
 		Dir  string
 		Keep int
 	}
-	Profiles     map[string]*engine.Profile
-	Debug        bool // log_level: debug
+	Profiles map[string]*engine.Profile
+	Debug    bool // log_level: debug
 }
 
 // storeConfig is the store to open: a file (Path) or a database
@@ -108,19 +108,19 @@ var fileKeys = map[string]string{
 	"NodeLease":       "store.postgres.node_lease",
 	"Node":            "node",
 	// engine.Config
-	"QueueSize":       "queue.size",
-	"BatchSize":       "queue.batch",
-	"CRLValidity":     "crl.validity",
+	"QueueSize":                   "queue.size",
+	"BatchSize":                   "queue.batch",
+	"CRLValidity":                 "crl.validity",
 	"CRLSchedule.Interval":        "crl.interval",
 	"CRLSchedule.Retry":           "crl.retry",
 	"CRLSchedule.AfterRevocation": "crl.after_revocation",
 	"CRLSchedule.DeltaInterval":   "crl.delta_interval",
 	"CRLSchedule.DeltaValidity":   "crl.delta_validity",
-	"ClockMaxStep":    "clock_max_step",
-	"WriteStallAfter": "store.write_stall_after",
-	"SealEvery":       "audit.seal_every",
-	"SealInterval":    "audit.seal_interval",
-	"RASignatureSkew": "ra_signatures.max_skew",
+	"ClockMaxStep":                "clock_max_step",
+	"WriteStallAfter":             "store.write_stall_after",
+	"SealEvery":                   "audit.seal_every",
+	"SealInterval":                "audit.seal_interval",
+	"RASignatureSkew":             "ra_signatures.max_skew",
 }
 
 // keyed names a package's refused option by its key in the file.
