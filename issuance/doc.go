@@ -1,6 +1,6 @@
 // Package issuance is the one path from "what to sign" to signed, checked
 // bytes, for the engine's certificates and CRLs and for the key
-// ceremonies' CA certificates and root CRLs (and, next, OCSP responses).
+// ceremonies' CA certificates and root CRLs, and for OCSP responses.
 //
 // It works in two steps around the HSM, so the caller can record what
 // will be signed before it is signed (SPEC §5.4):

@@ -3,6 +3,7 @@ package issuance
 import (
 	"context"
 	"crypto"
+	"crypto/ecdsa"
 	"encoding/hex"
 	"encoding/pem"
 	"errors"
@@ -15,6 +16,7 @@ import (
 	"github.com/emmansun/gmsm/smx509"
 
 	"signerd/hsm"
+	"signerd/lint"
 )
 
 var (
@@ -47,6 +49,9 @@ type Issuer struct {
 	Cert   *smx509.Certificate
 	Signer Signer
 	id     string
+	// ocspFor is, for a delegated OCSP responder, the issuing CA whose
+	// certificates' status it signs; Cert is then the responder's own.
+	ocspFor *smx509.Certificate
 }
 
 // NewIssuer pairs a CA certificate with its key, checking they belong
@@ -75,6 +80,32 @@ func NewIssuer(cert *smx509.Certificate, signer Signer) (*Issuer, error) {
 		return nil, fmt.Errorf("issuer %q: certificate is signed with %v, not SM2-SM3", name, cert.SignatureAlgorithm)
 	}
 	return &Issuer{Cert: cert, Signer: signer, id: hex.EncodeToString(cert.SubjectKeyId)}, nil
+}
+
+// NewOCSPResponder pairs a delegated OCSP responder's certificate with its
+// key: an Issuer that signs OCSP responses, and nothing else, for the
+// certificates of ca. It is an Issuer so that its responses take the one
+// path every signature takes (Prepare, the HSM, Issue) through the same
+// signing queue; the responder's certificate is its Cert, the CA its
+// parent, which the lints check certified it for OCSP signing with
+// ocsp-nocheck (RFC 6960 §4.2.2.2).
+func NewOCSPResponder(cert *smx509.Certificate, signer Signer, ca *smx509.Certificate) (*Issuer, error) {
+	name := cert.Subject.String()
+	type equaler interface{ Equal(crypto.PublicKey) bool }
+	if pub, ok := signer.Public().(equaler); !ok || !pub.Equal(cert.PublicKey) {
+		return nil, fmt.Errorf("OCSP responder %q: the HSM key is not the certificate's key", name)
+	}
+	if _, err := algorithmOf(signer.Public()); err != nil {
+		return nil, fmt.Errorf("OCSP responder %q: %w", name, err)
+	}
+	if err := lint.OCSPResponder(cert, ca); err != nil {
+		return nil, fmt.Errorf("OCSP responder %q: %w", name, err)
+	}
+	id := hex.EncodeToString(cert.SubjectKeyId)
+	if len(cert.SubjectKeyId) == 0 {
+		id = hex.EncodeToString(hsm.KeyID(cert.PublicKey.(*ecdsa.PublicKey)))
+	}
+	return &Issuer{Cert: cert, Signer: signer, id: id, ocspFor: ca}, nil
 }
 
 // SelfIssuer is a key that is to sign its own certificate, before it has

@@ -10,21 +10,23 @@ import (
 	"fmt"
 	"io"
 	"sync/atomic"
+	"time"
 
 	"github.com/emmansun/gmsm/smx509"
 
 	"signerd/crl"
 	"signerd/hsm"
 	"signerd/lint"
+	"signerd/ocsp"
 )
 
-// kind is what a token will become once signed; each kind has its parser
-// (an OCSP response would be a third).
+// kind is what a token will become once signed; each kind has its parser.
 type kind int
 
 const (
 	kindCertificate kind = iota
 	kindCRL
+	kindOCSP
 )
 
 // Token is what Prepare built and linted, waiting for the HSM: the TBS to
@@ -34,7 +36,8 @@ type Token struct {
 	kind   kind
 	tbs    []byte
 	digest []byte
-	alg    []byte // the outer signatureAlgorithm: the one the TBS names
+	alg    []byte // the outer signatureAlgorithm: the one the TBS names (an OCSP response's names none)
+	certs  [][]byte // an OCSP response's certs: the delegated responder's certificate
 	// lint lints the signed object: a nil Issued if it does not parse
 	// (a certificate), else the object with what the lints found.
 	lint func(der []byte) (*Issued, error)
@@ -51,13 +54,18 @@ func (t *Token) Digest() []byte { return t.digest }
 // Draft is the object Prepare linted, with an empty signature: what a dry
 // run shows; it parses, and verifies under no key.
 func (t *Token) Draft() []byte {
+	if t.kind == kindOCSP {
+		der, _ := ocsp.Assemble(t.tbs, t.alg, nil, t.certs)
+		return der
+	}
 	der, _ := lint.Unsigned(t.tbs) // it linted, so it wraps
 	return der
 }
 
 // Issued is a signed, checked object: DER, and for a certificate the
 // parse of it. A CRL is not parsed: its entries are many, and the lints
-// walk its DER instead.
+// walk its DER instead. An OCSP response's DER is the whole OCSPResponse,
+// as a responder serves it.
 type Issued struct {
 	DER         []byte
 	Certificate *smx509.Certificate // for a certificate
@@ -68,6 +76,9 @@ type Issued struct {
 func (i *Issuer) PrepareCertificate(tmpl *smx509.Certificate, pub crypto.PublicKey, usage lint.Usage) (*Token, error) {
 	if i.Cert == nil {
 		return nil, errors.New("a self-issuer signs only its own CA certificate")
+	}
+	if err := i.notResponder(); err != nil {
+		return nil, err
 	}
 	tbs, err := i.certificateTBS(tmpl, i.Cert, pub)
 	if err != nil {
@@ -83,6 +94,9 @@ func (i *Issuer) PrepareCertificate(tmpl *smx509.Certificate, pub crypto.PublicK
 // pass. A self-issuer's is its own root certificate. tmpl's SKI defaults
 // to pub's key identifier; its AKI is the issuer's SKI.
 func (i *Issuer) PrepareCA(tmpl *smx509.Certificate, pub crypto.PublicKey) (*Token, error) {
+	if err := i.notResponder(); err != nil {
+		return nil, err
+	}
 	t := *tmpl
 	if len(t.SubjectKeyId) == 0 {
 		k, ok := pub.(*ecdsa.PublicKey)
@@ -139,6 +153,9 @@ func (i *Issuer) NewCRL(s crl.Scope) (*crl.TBS, error) {
 	if i.Cert == nil {
 		return nil, errors.New("a self-issuer signs no CRL")
 	}
+	if err := i.notResponder(); err != nil {
+		return nil, err
+	}
 	alg, err := i.signatureAlgorithm(smx509.UnknownSignatureAlgorithm)
 	if err != nil {
 		return nil, err
@@ -157,6 +174,9 @@ func (i *Issuer) PrepareCRL(b *crl.TBS) (*Token, error) {
 	if i.Cert == nil {
 		return nil, errors.New("a self-issuer signs no CRL")
 	}
+	if err := i.notResponder(); err != nil {
+		return nil, err
+	}
 	tbs, err := b.Finish()
 	if err != nil {
 		return nil, refusef(ErrLint, "CRL cannot be built: %v", err)
@@ -164,6 +184,49 @@ func (i *Issuer) PrepareCRL(b *crl.TBS) (*Token, error) {
 	return i.prepare(kindCRL, tbs, lint.CRLTBS(tbs, i.Cert), func(der []byte) (*Issued, error) {
 		return &Issued{DER: der}, lint.CRL(der, i.Cert)
 	})
+}
+
+// PrepareOCSP builds the OCSP response s of a certificate of the issuing
+// CA, produced at producedAt, naming the certificate by a CertID hashed
+// with h, which the OCSP lints must pass. The issuer signs it as the
+// issuing CA itself, or, if it is a delegated responder
+// (NewOCSPResponder), as that responder, whose certificate the response
+// then carries.
+func (i *Issuer) PrepareOCSP(s ocsp.Single, producedAt time.Time, h ocsp.HashAlg) (*Token, error) {
+	if i.Cert == nil {
+		return nil, errors.New("a self-issuer signs no OCSP response")
+	}
+	ca, responder := i.Cert, (*smx509.Certificate)(nil)
+	var certs [][]byte
+	if i.ocspFor != nil {
+		ca, responder, certs = i.ocspFor, i.Cert, [][]byte{i.Cert.Raw}
+	}
+	sigAlg, err := i.signatureAlgorithm(smx509.UnknownSignatureAlgorithm)
+	if err != nil {
+		return nil, err
+	}
+	alg, err := ocsp.AlgorithmIdentifier(sigAlg)
+	if err != nil {
+		return nil, err
+	}
+	tbs, err := ocsp.ResponseTBS(i.Signer.Public(), ca, s, producedAt, h)
+	if err != nil {
+		return nil, refusef(ErrLint, "OCSP response cannot be built: %v", err)
+	}
+	if err := lint.OCSPResponseTBS(tbs, responder, ca); err != nil {
+		return nil, refusef(ErrLint, "fails lint: %v", err)
+	}
+	return &Token{issuer: i, kind: kindOCSP, tbs: tbs, digest: i.Signer.Digest(tbs), alg: alg, certs: certs,
+		lint: func(der []byte) (*Issued, error) { return &Issued{DER: der}, lint.OCSPResponse(der, responder, ca) }}, nil
+}
+
+// notResponder refuses, for a delegated OCSP responder, what only a CA
+// signs: its certificate is no CA's, and what it signed would not chain.
+func (i *Issuer) notResponder() error {
+	if i.ocspFor != nil {
+		return fmt.Errorf("OCSP responder %s signs OCSP responses only", i.ID())
+	}
+	return nil
 }
 
 // prepare makes the token of a TBS whose lints gave linted.
@@ -242,7 +305,13 @@ func (i *Issuer) Issue(tok *Token, sig []byte) (*Issued, error) {
 	if !verify(i.Signer.Public(), tok.digest, sig) {
 		return nil, fmt.Errorf("the signature does not verify over the TBS under the issuer's key: %w", hsm.ErrBadSignature)
 	}
-	der, err := lint.Assemble(tok.tbs, tok.alg, sig)
+	var der []byte
+	var err error
+	if tok.kind == kindOCSP {
+		der, err = ocsp.Assemble(tok.tbs, tok.alg, sig, tok.certs)
+	} else {
+		der, err = lint.Assemble(tok.tbs, tok.alg, sig)
+	}
 	if err != nil {
 		return nil, err
 	}
@@ -253,6 +322,11 @@ func (i *Issuer) Issue(tok *Token, sig []byte) (*Issued, error) {
 		return nil, fmt.Errorf("parse the signed object: %w", err)
 	case tok.kind == kindCertificate:
 		tbs = out.Certificate.RawTBSCertificate
+	case tok.kind == kindOCSP:
+		var splitErr error
+		if tbs, splitErr = lint.OCSPResponseData(out.DER); splitErr != nil {
+			return nil, fmt.Errorf("split the signed OCSP response: %w", splitErr)
+		}
 	default:
 		var splitErr error
 		if tbs, splitErr = lint.SignedTBS(out.DER); splitErr != nil {
