@@ -5,8 +5,13 @@ import (
 	"context"
 	"crypto/ecdsa"
 	"crypto/x509/pkix"
+	"encoding/asn1"
+	"encoding/pem"
 	"errors"
 	"math/big"
+	"os"
+	"os/exec"
+	"path/filepath"
 	"testing"
 	"time"
 
@@ -17,6 +22,7 @@ import (
 	"signerd/hsm"
 	"signerd/issuance"
 	"signerd/lint"
+	"signerd/ocsp"
 	"signerd/revocation"
 )
 
@@ -302,5 +308,97 @@ func TestSelfIssuedRoot(t *testing.T) {
 	}
 	if _, err := self.NewCRL(crl.Scope{Number: 1, ThisUpdate: now, NextUpdate: now.Add(time.Hour)}); err == nil {
 		t.Fatal("a self-issuer without a certificate prepared a CRL")
+	}
+}
+
+// An OCSP response takes the one path: the issuing key in the HSM signs
+// it, Issue checks and lints it, OpenSSL verifies its signature; a
+// signature over another response's TBS is refused.
+func TestIssueOCSPResponse(t *testing.T) {
+	f := newFixture(t)
+	now := time.Now().Truncate(time.Second)
+	prepare := func(serial byte) *issuance.Token {
+		tok, err := f.iss.PrepareOCSP(ocsp.Single{Serial: []byte{serial}, Status: ocsp.Revoked, RevokedAt: now, Reason: revocation.Superseded,
+			ThisUpdate: now, NextUpdate: now.Add(time.Hour)}, now, ocsp.SM3)
+		if err != nil {
+			t.Fatal(err)
+		}
+		return tok
+	}
+	tok := prepare(7)
+	if err := lint.OCSPResponse(tok.Draft(), nil, f.ca.Cert); err != nil {
+		t.Fatalf("draft: %v", err)
+	}
+	if _, err := f.iss.Issue(prepare(8), f.sign(t, tok.Digest())); !errors.Is(err, hsm.ErrBadSignature) {
+		t.Fatalf("signature over another response: %v", err)
+	}
+	out, err := f.iss.Issue(tok, f.sign(t, tok.Digest()))
+	if err != nil {
+		t.Fatal(err)
+	}
+	if tbs, err := lint.OCSPResponseData(out.DER); err != nil || !bytes.Equal(tbs, tok.TBS()) {
+		t.Fatalf("the response does not carry the prepared TBS: %v", err)
+	}
+	if _, err := exec.LookPath("openssl"); err != nil {
+		t.Skip("openssl not installed")
+	}
+	dir := t.TempDir()
+	resp, ca := filepath.Join(dir, "resp.der"), filepath.Join(dir, "ca.pem")
+	os.WriteFile(resp, out.DER, 0o600)
+	os.WriteFile(ca, pem.EncodeToMemory(&pem.Block{Type: "CERTIFICATE", Bytes: f.ca.Cert.Raw}), 0o600)
+	if out, err := exec.Command("../testdata/openssl-ocsp-verify.sh", resp, ca).CombinedOutput(); err != nil {
+		t.Fatalf("openssl-ocsp-verify.sh: %v\n%s", err, out)
+	}
+}
+
+// A delegated responder signs OCSP responses and nothing else; one the
+// CA did not certify for OCSP signing is refused.
+func TestOCSPResponderSignsResponsesOnly(t *testing.T) {
+	f := newFixture(t)
+	key, err := f.ca.Module.GenerateKey(context.Background(), hsm.KeySpec{Label: "ocsp-responder", Algorithm: hsm.SM2})
+	if err != nil {
+		t.Fatal(err)
+	}
+	signer, err := issuance.KeySigner(key, nil)
+	if err != nil {
+		t.Fatal(err)
+	}
+	now := time.Now().Truncate(time.Second)
+	tmpl := &smx509.Certificate{SerialNumber: big.NewInt(99), Subject: pkix.Name{CommonName: "OCSP responder"},
+		NotBefore: now, NotAfter: now.AddDate(0, 1, 0), KeyUsage: smx509.KeyUsageDigitalSignature, BasicConstraintsValid: true,
+		ExtKeyUsage: []smx509.ExtKeyUsage{smx509.ExtKeyUsageOCSPSigning}, SubjectKeyId: hsm.KeyID(key.Public),
+		ExtraExtensions: []pkix.Extension{{Id: asn1.ObjectIdentifier{1, 3, 6, 1, 5, 5, 7, 48, 1, 5}, Value: []byte{5, 0}}}}
+	certify := func(tmpl *smx509.Certificate) *smx509.Certificate {
+		tok, err := f.iss.PrepareCertificate(tmpl, key.Public, lint.AuditLog)
+		if err != nil {
+			t.Fatal(err)
+		}
+		out, err := f.iss.SignAndIssue(context.Background(), tok)
+		if err != nil {
+			t.Fatal(err)
+		}
+		return out.Certificate
+	}
+	responder, err := issuance.NewOCSPResponder(certify(tmpl), signer, f.ca.Cert)
+	if err != nil {
+		t.Fatal(err)
+	}
+	tok, err := responder.PrepareOCSP(ocsp.Single{Serial: []byte{7}, Status: ocsp.Good, ThisUpdate: now, NextUpdate: now.Add(time.Hour)}, now, ocsp.SHA1)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if _, err := responder.SignAndIssue(context.Background(), tok); err != nil {
+		t.Fatal(err)
+	}
+	if _, err := responder.PrepareCertificate(f.leaf(1), f.pub, lint.Signing); err == nil {
+		t.Fatal("the responder prepared a certificate")
+	}
+	if _, err := responder.NewCRL(crl.Scope{Number: 1, ThisUpdate: now, NextUpdate: now.Add(time.Hour)}); err == nil {
+		t.Fatal("the responder began a CRL")
+	}
+	plain := *tmpl
+	plain.SerialNumber, plain.ExtraExtensions = big.NewInt(100), nil
+	if _, err := issuance.NewOCSPResponder(certify(&plain), signer, f.ca.Cert); err == nil {
+		t.Fatal("a responder without ocsp-nocheck")
 	}
 }

@@ -36,7 +36,7 @@ type Token struct {
 	kind   kind
 	tbs    []byte
 	digest []byte
-	alg    []byte // the outer signatureAlgorithm: the one the TBS names (an OCSP response's names none)
+	alg    []byte   // the outer signatureAlgorithm: the one the TBS names (an OCSP response's names none)
 	certs  [][]byte // an OCSP response's certs: the delegated responder's certificate
 	// lint lints the signed object: a nil Issued if it does not parse
 	// (a certificate), else the object with what the lints found.
