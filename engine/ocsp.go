@@ -1,0 +1,316 @@
+package engine
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"sync"
+	"time"
+
+	"signerd/issuance"
+	"signerd/ocsp"
+	"signerd/publish"
+	"signerd/store"
+)
+
+// OCSP is how the engine keeps pre-signed OCSP responses (SPEC §10.2):
+// for every unexpired certificate of each issuing key, a current signed
+// response, made when the certificate is issued and when its status
+// changes, and made again at half its validity. Its zero value keeps
+// none.
+type OCSP struct {
+	// Validity is a response's nextUpdate − thisUpdate (default 24h,
+	// at least a minute); it is made again at half of it.
+	Validity time.Duration
+	// Responders are the delegated OCSP responders, by the ID of the
+	// issuing key whose certificates they answer for
+	// (issuance.NewOCSPResponder); an issuing key without one signs its
+	// certificates' responses itself.
+	Responders map[string]*issuance.Issuer
+	// Batch bounds the responses signed together, recorded in one store
+	// transaction (default 256).
+	Batch int
+	// Poll is how often the store is read for responses due that
+	// another node made due (default 1s).
+	Poll time.Duration
+}
+
+func (o OCSP) on() bool { return o.Validity > 0 }
+
+func (o OCSP) withDefaults() OCSP {
+	if !o.on() {
+		return o
+	}
+	if o.Batch <= 0 {
+		o.Batch = 256
+	}
+	if o.Poll <= 0 {
+		o.Poll = time.Second
+	}
+	return o
+}
+
+func (o OCSP) validate() error {
+	if o.Validity < 0 || o.Batch < 0 || o.Poll < 0 {
+		return &ConfigError{"OCSP", errors.New("negative validity, batch or poll")}
+	}
+	if o.on() && o.Validity < time.Minute {
+		return &ConfigError{"OCSP.Validity", fmt.Errorf("%s: under a minute, responses would be made again all the time", o.Validity)}
+	}
+	return nil
+}
+
+// ocspHashes are the CertID hashes each response answers for: one
+// signature covers a client naming the certificate by any of them.
+var ocspHashes = ocsp.HashAlgs
+
+// ocspRetry is how long a response whose signing failed waits before it
+// is tried again.
+const ocspRetry = 10 * time.Second
+
+// ocspSigner pre-signs OCSP responses in batches: it reads what is due,
+// has the HSM sign each response (in parallel across its sessions),
+// records the batch in one transaction with each response's next
+// refresh, and publishes it.
+type ocspSigner struct {
+	e   *Engine
+	cfg OCSP
+
+	poke       chan struct{}
+	once       sync.Once
+	stop, done chan struct{}
+}
+
+func newOCSPSigner(e *Engine, cfg OCSP) *ocspSigner {
+	return &ocspSigner{e: e, cfg: cfg, poke: make(chan struct{}, 1), stop: make(chan struct{}), done: make(chan struct{})}
+}
+
+// StartOCSP starts pre-signing OCSP responses on Config.OCSP (if set);
+// the daemon starts it with the CRL schedule, once it has recorded its
+// start.
+func (e *Engine) StartOCSP() { e.ocsp.start() }
+
+func (s *ocspSigner) start() {
+	s.once.Do(func() {
+		if !s.cfg.on() {
+			close(s.done)
+			return
+		}
+		go s.run()
+	})
+}
+
+func (s *ocspSigner) close() {
+	s.start()
+	select {
+	case <-s.stop:
+	default:
+		close(s.stop)
+	}
+	<-s.done
+}
+
+// changed tells the signer a response became due here.
+func (s *ocspSigner) changed() {
+	select {
+	case s.poke <- struct{}{}:
+	default:
+	}
+}
+
+// markDue makes serial's response due now in tx, if the engine keeps
+// responses.
+func (s *ocspSigner) markDue(tx *store.Tx, issuer string, serial []byte, now time.Time) error {
+	if !s.cfg.on() {
+		return nil
+	}
+	return tx.MarkOCSPDue(issuer, serial, now)
+}
+
+func (s *ocspSigner) run() {
+	defer close(s.done)
+	for {
+		n, err := s.batch()
+		if err != nil {
+			s.e.log.Warn("OCSP pre-signing", "err", err)
+		}
+		if n > 0 && err == nil {
+			continue // more may be due
+		}
+		t := time.NewTimer(s.cfg.Poll)
+		select {
+		case <-s.stop:
+			t.Stop()
+			return
+		case <-s.poke:
+		case <-t.C:
+		}
+		t.Stop()
+	}
+}
+
+// ocspJob is one response of a batch.
+type ocspJob struct {
+	issuer string
+	serial []byte
+	// signed is the certificate's status as the response states it, to
+	// be found unchanged when the response is recorded.
+	signed store.Certificate
+	single ocsp.Single
+	tok    *issuance.Token
+	der    []byte
+	err    error
+}
+
+// batch signs and records up to cfg.Batch responses due now; it returns
+// how many it took.
+func (s *ocspSigner) batch() (int, error) {
+	now := s.e.cfg.Now()
+	var jobs []*ocspJob
+	var expired []*ocspJob
+	err := s.e.view(func(tx *store.Tx) error {
+		jobs, expired = jobs[:0], expired[:0]
+		return tx.DueOCSP(now, s.cfg.Batch, func(issuer string, serial []byte, _ time.Time) error {
+			c, err := tx.Certificate(serial)
+			if err != nil {
+				return fmt.Errorf("certificate %x: %w", serial, err)
+			}
+			j := &ocspJob{issuer: issuer, serial: serial, signed: *c}
+			if !c.NotAfter.After(now) {
+				expired = append(expired, j)
+				return nil
+			}
+			jobs = append(jobs, j)
+			return nil
+		})
+	})
+	if err != nil {
+		return 0, fmt.Errorf("read responses due: %w", err)
+	}
+	if len(jobs)+len(expired) == 0 {
+		return 0, nil
+	}
+	thisUpdate := now.Truncate(time.Second)
+	nextUpdate := thisUpdate.Add(s.cfg.Validity)
+	ctx, cancel := context.WithTimeout(context.Background(), s.e.cfg.SignTimeout)
+	defer cancel()
+	var wg sync.WaitGroup
+	for _, j := range jobs {
+		wg.Go(func() { s.sign(ctx, j, thisUpdate, nextUpdate) })
+	}
+	wg.Wait()
+	if err := s.record(jobs, expired, now, thisUpdate); err != nil {
+		return 0, err
+	}
+	s.publish(jobs, expired)
+	return len(jobs) + len(expired), nil
+}
+
+// signerOf is the key that signs issuer's certificates' responses.
+func (s *ocspSigner) signerOf(issuer string) (*issuance.Issuer, error) {
+	if r := s.cfg.Responders[issuer]; r != nil {
+		return r, nil
+	}
+	return s.e.Issuer(issuer)
+}
+
+// sign has the HSM sign j's response.
+func (s *ocspSigner) sign(ctx context.Context, j *ocspJob, thisUpdate, nextUpdate time.Time) {
+	iss, err := s.signerOf(j.issuer)
+	if err != nil {
+		j.err = err
+		return
+	}
+	c := j.signed
+	j.single = ocsp.Single{Serial: j.serial, Status: ocsp.Good, ThisUpdate: thisUpdate, NextUpdate: nextUpdate}
+	if c.Listed() {
+		j.single.Status, j.single.RevokedAt, j.single.Reason = ocsp.Revoked, c.RevokedAt, c.Reason
+	}
+	if j.tok, err = iss.PrepareOCSP(j.single, thisUpdate, ocspHashes...); err != nil {
+		j.err = err
+		return
+	}
+	out, err := s.e.hsmHealth.issue(ctx, iss, j.tok)
+	if err != nil {
+		j.err = err
+		return
+	}
+	j.der = out.DER
+}
+
+// record writes the batch in one transaction: each signed response whose
+// certificate's status is still the one it states, due again at half its
+// validity; a response whose status changed meanwhile stays due (now),
+// one that failed is due again after ocspRetry; an expired certificate
+// is due no more.
+func (s *ocspSigner) record(jobs, expired []*ocspJob, now, thisUpdate time.Time) error {
+	refresh := thisUpdate.Add(s.cfg.Validity / 2)
+	failed := 0
+	err := s.e.update(func(tx *store.Tx) error {
+		failed = 0
+		for _, j := range jobs {
+			if j.err != nil {
+				failed++
+				if err := tx.MarkOCSPDue(j.issuer, j.serial, now.Add(ocspRetry)); err != nil {
+					return err
+				}
+				continue
+			}
+			c, err := tx.Certificate(j.serial)
+			if err != nil {
+				return err
+			}
+			if c.Listed() != j.signed.Listed() || !c.RevokedAt.Equal(j.signed.RevokedAt) || c.Reason != j.signed.Reason {
+				j.der = nil // what it states is no longer true; MarkOCSPDue made it due again
+				continue
+			}
+			r := &store.OCSPResponse{Issuer: j.issuer, Serial: j.serial, ThisUpdate: thisUpdate, NextUpdate: j.single.NextUpdate, DER: j.der}
+			if err := tx.PutOCSPResponse(r, refresh); err != nil {
+				return err
+			}
+		}
+		for _, j := range expired {
+			if err := tx.ClearOCSPDue(j.issuer, j.serial); err != nil {
+				return err
+			}
+		}
+		return nil
+	})
+	if err != nil {
+		return fmt.Errorf("record %d OCSP responses: %w", len(jobs), err)
+	}
+	if failed > 0 {
+		first := ""
+		for _, j := range jobs {
+			if j.err != nil {
+				first = j.err.Error()
+				break
+			}
+		}
+		s.e.log.Error("OCSP responses not signed; retried", "failed", failed, "of", len(jobs), "retry_in", ocspRetry.String(), "err", first)
+	}
+	return nil
+}
+
+// publish writes the batch's responses into the publication directory,
+// and removes those of expired certificates.
+func (s *ocspSigner) publish(jobs, expired []*ocspJob) {
+	pub := s.e.cfg.Publish
+	if pub == nil {
+		return
+	}
+	batch := make([]publish.OCSPResponse, 0, len(jobs))
+	for _, j := range jobs {
+		if j.der != nil {
+			batch = append(batch, publish.OCSPResponse{Issuer: j.issuer, Serial: j.serial, DER: j.der})
+		}
+	}
+	if err := pub.PutOCSP(batch); err != nil {
+		s.e.log.Error("publish OCSP responses", "responses", len(batch), "err", err)
+	}
+	for _, j := range expired {
+		if err := pub.RemoveOCSP(j.issuer, j.serial); err != nil {
+			s.e.log.Warn("remove an expired certificate's OCSP response", "serial", fmt.Sprintf("%x", j.serial), "err", err)
+		}
+	}
+}
