@@ -188,11 +188,11 @@ func (i *Issuer) PrepareCRL(b *crl.TBS) (*Token, error) {
 
 // PrepareOCSP builds the OCSP response s of a certificate of the issuing
 // CA, produced at producedAt, naming the certificate by a CertID hashed
-// with h, which the OCSP lints must pass. The issuer signs it as the
-// issuing CA itself, or, if it is a delegated responder
-// (NewOCSPResponder), as that responder, whose certificate the response
-// then carries.
-func (i *Issuer) PrepareOCSP(s ocsp.Single, producedAt time.Time, h ocsp.HashAlg) (*Token, error) {
+// with each of hashes (ocsp.ResponseTBS), which the OCSP lints must pass.
+// The issuer signs it as the issuing CA itself, or, if it is a delegated
+// responder (NewOCSPResponder), as that responder, whose certificate the
+// response then carries.
+func (i *Issuer) PrepareOCSP(s ocsp.Single, producedAt time.Time, hashes ...ocsp.HashAlg) (*Token, error) {
 	if i.Cert == nil {
 		return nil, errors.New("a self-issuer signs no OCSP response")
 	}
@@ -209,7 +209,7 @@ func (i *Issuer) PrepareOCSP(s ocsp.Single, producedAt time.Time, h ocsp.HashAlg
 	if err != nil {
 		return nil, err
 	}
-	tbs, err := ocsp.ResponseTBS(i.Signer.Public(), ca, s, producedAt, h)
+	tbs, err := ocsp.ResponseTBS(i.Signer.Public(), ca, s, producedAt, hashes...)
 	if err != nil {
 		return nil, refusef(ErrLint, "OCSP response cannot be built: %v", err)
 	}

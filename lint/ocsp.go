@@ -7,6 +7,7 @@ import (
 	"errors"
 	"fmt"
 	"hash"
+	"slices"
 	"sync"
 	"time"
 
@@ -171,8 +172,24 @@ func lintResponseData(tbs []byte, responder, issuer *smx509.Certificate) error {
 	if !rd.ReadASN1(&responses, casn1.SEQUENCE) || !responses.ReadASN1(&single, casn1.SEQUENCE) {
 		return errors.Join(append(errs, errors.New("ResponseData: responses malformed or empty"))...)
 	}
-	if !responses.Empty() {
-		fail("responses: more than one SingleResponse; signerd makes one response per certificate")
+	// More SingleResponses must state the same of the same certificate,
+	// each under another CertID hash (ocsp.ResponseTBS).
+	for seen := []string{string(certIDHash(single))}; !responses.Empty(); {
+		var other cryptobyte.String
+		if !responses.ReadASN1(&other, casn1.SEQUENCE) {
+			return errors.Join(append(errs, errors.New("ResponseData: responses malformed"))...)
+		}
+		if _, _, otherErrs, err := lintSingle(other, issuer); err != nil || len(otherErrs) > 0 {
+			errs = append(append(errs, otherErrs...), err)
+		}
+		h := string(certIDHash(other))
+		if slices.Contains(seen, h) {
+			fail("responses: two SingleResponses under one CertID hash")
+		}
+		seen = append(seen, h)
+		if !sameStatement(single, other) {
+			fail("responses: SingleResponses that state different things or name different certificates")
+		}
 	}
 	if rd.PeekASN1Tag(casn1.Tag(1).Constructed().ContextSpecific()) {
 		var exts cryptobyte.String
@@ -455,4 +472,31 @@ func asn1OID(oid []int) []byte {
 		return nil
 	}
 	return der[2:]
+}
+
+// singleParts splits a SingleResponse into its CertID's hash algorithm,
+// its serial, and what follows the CertID (status and times); nil parts
+// if it does not parse (lintSingle says why).
+func singleParts(single cryptobyte.String) (alg, serial, rest []byte) {
+	var certID, a, nameHash, keyHash, sn cryptobyte.String
+	if !single.ReadASN1(&certID, casn1.SEQUENCE) || !certID.ReadASN1Element(&a, casn1.SEQUENCE) ||
+		!certID.ReadASN1(&nameHash, casn1.OCTET_STRING) || !certID.ReadASN1(&keyHash, casn1.OCTET_STRING) ||
+		!certID.ReadASN1Element(&sn, casn1.INTEGER) {
+		return nil, nil, nil
+	}
+	return a, sn, single
+}
+
+// certIDHash is a SingleResponse's CertID hash algorithm (DER).
+func certIDHash(single cryptobyte.String) []byte {
+	alg, _, _ := singleParts(single)
+	return alg
+}
+
+// sameStatement reports whether two SingleResponses name the same serial
+// and state the same status and times.
+func sameStatement(a, b cryptobyte.String) bool {
+	_, serialA, restA := singleParts(a)
+	_, serialB, restB := singleParts(b)
+	return serialA != nil && bytes.Equal(serialA, serialB) && bytes.Equal(restA, restB)
 }

@@ -292,3 +292,40 @@ func TestParseOpenSSLRequests(t *testing.T) {
 		})
 	}
 }
+
+// TestOneResponseAnswersEveryHash: a response carrying a SingleResponse
+// per hash (as signerd pre-signs them) answers a client asking under any
+// of them, with one signature; OpenSSL verifies it in full (ECDSA) and
+// finds the status whichever hash its request used.
+func TestOneResponseAnswersEveryHash(t *testing.T) {
+	p := newPKI(t, hsm.ECDSAP256)
+	now := time.Now()
+	ca, responder, leaf := filepath.Join(p.dir, "ca.pem"), filepath.Join(p.dir, "responder.pem"), filepath.Join(p.dir, "leaf.pem")
+	s := ocsp.Single{Status: ocsp.Revoked, RevokedAt: now.Add(-time.Hour), Reason: revocation.KeyCompromise,
+		ThisUpdate: now, NextUpdate: now.Add(24 * time.Hour), Serial: p.leaf.SerialNumber.Bytes()}
+	tok, err := p.responder.PrepareOCSP(s, now, ocsp.HashAlgs...)
+	if err != nil {
+		t.Fatal(err)
+	}
+	out, err := p.responder.SignAndIssue(context.Background(), tok)
+	if err != nil {
+		t.Fatal(err)
+	}
+	path := filepath.Join(p.dir, "resp.der")
+	os.WriteFile(path, out.DER, 0o600)
+	for _, digest := range []string{"-sha1", "-sha256", "-sm3"} {
+		args := []string{"ocsp", "-respin", path, "-issuer", ca, digest, "-cert", leaf, "-VAfile", responder}
+		got, err := openssl(t, args...)
+		if err != nil || !strings.Contains(got, "Response verify OK") || !strings.Contains(got, leaf+": revoked") {
+			t.Errorf("openssl %s: %v\n%s", strings.Join(args, " "), err, got)
+		}
+	}
+	xca, _ := x509.ParseCertificate(p.ca.Cert.Raw)
+	xleaf, _ := x509.ParseCertificate(p.leaf.Raw)
+	if r, err := xocsp.ParseResponseForCert(out.DER, xleaf, xca); err != nil || r.Status != xocsp.Revoked {
+		t.Fatalf("x/crypto/ocsp: %v, %+v", err, r)
+	}
+	if _, err := p.responder.PrepareOCSP(s, now, ocsp.SHA1, ocsp.SHA1); err == nil {
+		t.Error("a response naming one hash twice was built")
+	}
+}

@@ -201,12 +201,16 @@ func AlgorithmIdentifier(alg smx509.SignatureAlgorithm) ([]byte, error) {
 }
 
 // ResponseTBS builds the ResponseData (the to-be-signed part of a basic
-// response) of one SingleResponse: s, of a certificate of issuer, named by
-// a CertID hashed with h, signed by responderKey (the issuer's, or a
-// delegated responder's) and produced at producedAt. The ResponderID is
+// response) stating s, of a certificate of issuer, signed by responderKey
+// (the issuer's, or a delegated responder's) and produced at producedAt:
+// one SingleResponse for each of hashes, the same but for its CertID's
+// hash. A client matches a response to its request by the whole CertID,
+// hash algorithm included (OpenSSL finds no status otherwise), and clients
+// differ in the hash they use (RFC 5019: SHA-1; GB/T 19713 clients: SM3;
+// others SHA-256), so one signature answers them all. The ResponderID is
 // byKey; the version is v1, which DER leaves out; there are no extensions
 // (a response made ahead of time carries no nonce).
-func ResponseTBS(responderKey crypto.PublicKey, issuer *smx509.Certificate, s Single, producedAt time.Time, h HashAlg) ([]byte, error) {
+func ResponseTBS(responderKey crypto.PublicKey, issuer *smx509.Certificate, s Single, producedAt time.Time, hashes ...HashAlg) ([]byte, error) {
 	if issuer == nil {
 		return nil, errors.New("OCSP response: no issuer certificate")
 	}
@@ -217,37 +221,30 @@ func ResponseTBS(responderKey crypto.PublicKey, issuer *smx509.Certificate, s Si
 	if err != nil {
 		return nil, fmt.Errorf("OCSP response: %w", err)
 	}
-	id, err := CertIDFor(issuer, s.Serial, h)
-	if err != nil {
-		return nil, err
+	if len(hashes) == 0 {
+		return nil, errors.New("OCSP response: no CertID hash")
 	}
-	b := cryptobyte.NewBuilder(make([]byte, 0, 256))
+	ids := make([]CertID, len(hashes))
+	for i, h := range hashes {
+		for _, earlier := range hashes[:i] {
+			if earlier == h {
+				return nil, fmt.Errorf("OCSP response: CertID hash %v named twice", h)
+			}
+		}
+		if ids[i], err = CertIDFor(issuer, s.Serial, h); err != nil {
+			return nil, err
+		}
+	}
+	b := cryptobyte.NewBuilder(make([]byte, 0, 256*len(hashes)))
 	b.AddASN1(casn1.SEQUENCE, func(rd *cryptobyte.Builder) {
 		rd.AddASN1(casn1.Tag(2).Constructed().ContextSpecific(), func(r *cryptobyte.Builder) { // byKey [2] EXPLICIT
 			r.AddASN1OctetString(keyHash)
 		})
 		addTime(rd, producedAt)
 		rd.AddASN1(casn1.SEQUENCE, func(rs *cryptobyte.Builder) {
-			rs.AddASN1(casn1.SEQUENCE, func(sr *cryptobyte.Builder) {
-				addCertID(sr, id)
-				switch s.Status {
-				case Good:
-					sr.AddASN1(casn1.Tag(0).ContextSpecific(), func(*cryptobyte.Builder) {}) // [0] IMPLICIT NULL
-				case Revoked:
-					sr.AddASN1(casn1.Tag(1).Constructed().ContextSpecific(), func(ri *cryptobyte.Builder) { // [1] IMPLICIT RevokedInfo
-						addTime(ri, s.RevokedAt)
-						if s.Reason != revocation.Unspecified {
-							ri.AddASN1(casn1.Tag(0).Constructed().ContextSpecific(), func(r *cryptobyte.Builder) { // [0] EXPLICIT CRLReason
-								r.AddASN1Enum(int64(s.Reason))
-							})
-						}
-					})
-				case Unknown:
-					sr.AddASN1(casn1.Tag(2).ContextSpecific(), func(*cryptobyte.Builder) {}) // [2] IMPLICIT NULL
-				}
-				addTime(sr, s.ThisUpdate)
-				sr.AddASN1(casn1.Tag(0).Constructed().ContextSpecific(), func(n *cryptobyte.Builder) { addTime(n, s.NextUpdate) })
-			})
+			for _, id := range ids {
+				addSingle(rs, id, s)
+			}
 		})
 	})
 	der, err := b.Bytes()
@@ -255,6 +252,30 @@ func ResponseTBS(responderKey crypto.PublicKey, issuer *smx509.Certificate, s Si
 		return nil, fmt.Errorf("OCSP response for serial %x: encode: %w", s.Serial, err)
 	}
 	return der, nil
+}
+
+// addSingle adds the SingleResponse stating s of the certificate id names.
+func addSingle(rs *cryptobyte.Builder, id CertID, s Single) {
+	rs.AddASN1(casn1.SEQUENCE, func(sr *cryptobyte.Builder) {
+		addCertID(sr, id)
+		switch s.Status {
+		case Good:
+			sr.AddASN1(casn1.Tag(0).ContextSpecific(), func(*cryptobyte.Builder) {}) // [0] IMPLICIT NULL
+		case Revoked:
+			sr.AddASN1(casn1.Tag(1).Constructed().ContextSpecific(), func(ri *cryptobyte.Builder) { // [1] IMPLICIT RevokedInfo
+				addTime(ri, s.RevokedAt)
+				if s.Reason != revocation.Unspecified {
+					ri.AddASN1(casn1.Tag(0).Constructed().ContextSpecific(), func(r *cryptobyte.Builder) { // [0] EXPLICIT CRLReason
+						r.AddASN1Enum(int64(s.Reason))
+					})
+				}
+			})
+		case Unknown:
+			sr.AddASN1(casn1.Tag(2).ContextSpecific(), func(*cryptobyte.Builder) {}) // [2] IMPLICIT NULL
+		}
+		addTime(sr, s.ThisUpdate)
+		sr.AddASN1(casn1.Tag(0).Constructed().ContextSpecific(), func(n *cryptobyte.Builder) { addTime(n, s.NextUpdate) })
+	})
 }
 
 // checkSingle refuses what ResponseTBS cannot encode as asked, or what a
