@@ -30,7 +30,9 @@ var kindStatistic = map[string]string{kindIssue: store.StatIssued, kindRenew: st
 // serials come from.
 type issueStages struct {
 	// layouts say which CRL each certificate names.
-	layouts     *crlLayouts
+	layouts *crlLayouts
+	// ocsp is told of each certificate issued, whose response is due.
+	ocsp        *ocspSigner
 	store       *storeHealth
 	hsm         *hsmHealth
 	clock       *clock
@@ -236,6 +238,7 @@ func (s *issueStages) record(b *batch) {
 		return
 	}
 	s.store.note(nil)
+	s.ocsp.changed()
 }
 
 // classify answers what needs no signing: a replay of an issued request,
@@ -467,6 +470,9 @@ func (s *issueStages) recordCertificate(tx *store.Tx, j *job, iss *issuance.Issu
 		return err
 	}
 	if err := tx.SetSerialState(rec.Serial, store.SerialIssued); err != nil {
+		return err
+	}
+	if err := s.ocsp.markDue(tx, rec.Issuer, rec.Serial, now); err != nil {
 		return err
 	}
 	r, err := tx.Request(o.id)

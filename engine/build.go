@@ -2,6 +2,7 @@ package engine
 
 import (
 	"crypto/ecdsa"
+	"crypto/x509/pkix"
 	"errors"
 	"math/big"
 	"slices"
@@ -22,6 +23,7 @@ type draft struct {
 }
 
 var ekuByName = map[string]smx509.ExtKeyUsage{
+	"OCSPSigning":     smx509.ExtKeyUsageOCSPSigning,
 	"serverAuth":      smx509.ExtKeyUsageServerAuth,
 	"clientAuth":      smx509.ExtKeyUsageClientAuth,
 	"codeSigning":     smx509.ExtKeyUsageCodeSigning,
@@ -59,6 +61,9 @@ func build(o *order, iss *issuance.Issuer, serial []byte, now time.Time, shards 
 		OCSPServer:            p.OCSP,
 		IssuingCertificateURL: p.CAIssuers,
 		ExtraExtensions:       o.identity,
+	}
+	if p.Usage == usageOCSPSigning {
+		tmpl.ExtraExtensions = append(slices.Clip(tmpl.ExtraExtensions), pkix.Extension{Id: oidOCSPNoCheck, Value: []byte{0x05, 0x00}})
 	}
 	points, freshest, err := shards.distributionPoint(serial, p.FreshestCRL)
 	if err != nil {

@@ -56,6 +56,9 @@ func (c Config) Validate() error {
 			return &ConfigError{f.name, fmt.Errorf("%s: negative", f.d)}
 		}
 	}
+	if err := c.OCSP.validate(); err != nil {
+		return err
+	}
 	validity := c.CRLValidity
 	if validity == 0 {
 		validity = DefaultCRLValidity

@@ -2,6 +2,7 @@ package engine
 
 import (
 	"context"
+	"crypto/ecdsa"
 	"errors"
 	"fmt"
 	"io"
@@ -42,9 +43,13 @@ type Config struct {
 	// CRLShards are the issuers' CRL layouts, by issuer ID (crlshards.go);
 	// an issuer not named has one unpartitioned CRL.
 	CRLShards map[string]CRLShards
-	// Publish, if set, is where every CRL signed is written for relying
-	// parties' web servers (package publish).
+	// Publish, if set, is where every CRL and OCSP response signed is
+	// written for relying parties' web servers and the OCSP responder
+	// (package publish).
 	Publish *publish.Dir
+	// OCSP is how OCSP responses are pre-signed (ocsp.go), from
+	// StartOCSP on; its zero value signs none.
+	OCSP OCSP
 	// SignTimeout bounds a batch's wait for HSM sessions (default 30s).
 	SignTimeout time.Duration
 	// WriteStallAfter is how long store writes may wait with none
@@ -131,6 +136,8 @@ type Engine struct {
 	crlMu       sync.Mutex
 	layouts     *crlLayouts
 	schedule    *crlSchedule
+	ocsp        *ocspSigner
+	responder   *ocspResponder // nil: issuing keys sign their responses
 	hsmHealth   *hsmHealth
 	storeHealth *storeHealth
 	sealer      *sealer
@@ -198,6 +205,15 @@ func New(cfg Config) (*Engine, error) {
 		}
 	}
 	e.schedule = newCRLSchedule(e, e.cfg.CRLSchedule)
+	e.cfg.OCSP = e.cfg.OCSP.withDefaults()
+	e.ocsp = newOCSPSigner(e, e.cfg.OCSP)
+	if k := e.cfg.OCSP.ResponderKey; k != nil && e.cfg.OCSP.on() {
+		pub, ok := k.Public().(*ecdsa.PublicKey)
+		if !ok {
+			return nil, fmt.Errorf("engine: OCSP responder key: %T is not an SM2 key", k.Public())
+		}
+		e.responder = &ocspResponder{key: k, pub: pub, validity: e.cfg.OCSP.ResponderValidity}
+	}
 	if e.cfg.SignTimeout <= 0 {
 		e.cfg.SignTimeout = 30 * time.Second
 	}
@@ -230,7 +246,7 @@ func New(cfg Config) (*Engine, error) {
 		return nil, fmt.Errorf("engine: %w", err)
 	}
 	e.clock = &clock{now: e.cfg.Now, maxStep: e.cfg.ClockMaxStep, log: e.log, metrics: e.cfg.Metrics, store: e.storeHealth}
-	e.batches = &issueStages{layouts: e.layouts, store: e.storeHealth, hsm: e.hsmHealth, clock: e.clock, issuer: e.active, random: e.cfg.Random,
+	e.batches = &issueStages{layouts: e.layouts, ocsp: e.ocsp, store: e.storeHealth, hsm: e.hsmHealth, clock: e.clock, issuer: e.active, random: e.cfg.Random,
 		metrics: e.cfg.Metrics, log: e.log, node: e.store.Node(), signTimeout: e.cfg.SignTimeout, now: e.cfg.Now}
 	if err := e.update(func(tx *store.Tx) error {
 		if err := e.startClock(tx); err != nil {
@@ -268,6 +284,7 @@ func New(cfg Config) (*Engine, error) {
 func (e *Engine) Close() {
 	e.queue.close()
 	e.schedule.close()
+	e.ocsp.close()
 	e.storeHealth.stopWatching()
 	e.batches.burnStranded()
 	e.sealer.close()

@@ -241,6 +241,9 @@ func (e *Engine) transition(actor store.Actor, serial []byte, action string, cha
 		if err := tx.PutCertificate(c); err != nil {
 			return err
 		}
+		if err := e.ocsp.markDue(tx, c.Issuer, c.Serial, now); err != nil {
+			return err
+		}
 		if err := e.clock.noteSigningTime(tx, now); err != nil {
 			return err
 		}
@@ -282,5 +285,6 @@ func (e *Engine) transition(actor store.Actor, serial []byte, action string, cha
 		return nil, refused
 	}
 	e.schedule.changed()
+	e.ocsp.changed()
 	return out, nil
 }

@@ -22,11 +22,16 @@ type OCSP struct {
 	// Validity is a response's nextUpdate − thisUpdate (default 24h,
 	// at least a minute); it is made again at half of it.
 	Validity time.Duration
-	// Responders are the delegated OCSP responders, by the ID of the
-	// issuing key whose certificates they answer for
-	// (issuance.NewOCSPResponder); an issuing key without one signs its
-	// certificates' responses itself.
-	Responders map[string]*issuance.Issuer
+	// ResponderKey, if set, is the delegated responder's key (SM2, in the
+	// HSM), which the engine has the active issuing key certify
+	// (ocspresponder.go) and which then signs the active key's
+	// certificates' responses; without it, and for retired issuing keys,
+	// each issuing key signs its own certificates' responses.
+	ResponderKey issuance.Signer
+	// ResponderValidity is the responder certificate's validity (default
+	// 30 days, at most a year, at least four times Validity); it is
+	// certified again when a third is left.
+	ResponderValidity time.Duration
 	// Batch bounds the responses signed together, recorded in one store
 	// transaction (default 256).
 	Batch int
@@ -47,15 +52,24 @@ func (o OCSP) withDefaults() OCSP {
 	if o.Poll <= 0 {
 		o.Poll = time.Second
 	}
+	if o.ResponderValidity <= 0 {
+		o.ResponderValidity = defaultOCSPResponderValidity
+	}
 	return o
 }
 
 func (o OCSP) validate() error {
-	if o.Validity < 0 || o.Batch < 0 || o.Poll < 0 {
-		return &ConfigError{"OCSP", errors.New("negative validity, batch or poll")}
+	if o.Validity < 0 || o.Batch < 0 || o.Poll < 0 || o.ResponderValidity < 0 {
+		return &ConfigError{"OCSP", errors.New("negative validity, batch, poll or responder validity")}
 	}
-	if o.on() && o.Validity < time.Minute {
+	if !o.on() {
+		return nil
+	}
+	if o.Validity < time.Minute {
 		return &ConfigError{"OCSP.Validity", fmt.Errorf("%s: under a minute, responses would be made again all the time", o.Validity)}
+	}
+	if rv := o.withDefaults().ResponderValidity; o.ResponderKey != nil && (rv < 4*o.Validity || rv > 366*24*time.Hour) {
+		return &ConfigError{"OCSP.ResponderValidity", fmt.Errorf("%s: at least 4 × the responses' validity %s, at most a year", rv, o.Validity)}
 	}
 	return nil
 }
@@ -130,6 +144,11 @@ func (s *ocspSigner) markDue(tx *store.Tx, issuer string, serial []byte, now tim
 func (s *ocspSigner) run() {
 	defer close(s.done)
 	for {
+		ctx, cancel := context.WithTimeout(context.Background(), s.e.cfg.SignTimeout)
+		if err := s.e.ensureResponder(ctx); err != nil {
+			s.e.log.Error("OCSP responder not certified; responses wait", "err", err)
+		}
+		cancel()
 		n, err := s.batch()
 		if err != nil {
 			s.e.log.Warn("OCSP pre-signing", "err", err)
@@ -206,10 +225,14 @@ func (s *ocspSigner) batch() (int, error) {
 	return len(jobs) + len(expired), nil
 }
 
-// signerOf is the key that signs issuer's certificates' responses.
+// signerOf is the key that signs issuer's certificates' responses: the
+// delegated responder's for the active issuing key, if there is one.
 func (s *ocspSigner) signerOf(issuer string) (*issuance.Issuer, error) {
-	if r := s.cfg.Responders[issuer]; r != nil {
-		return r, nil
+	if r := s.e.responder; r != nil && issuer == s.e.active.ID() {
+		if cur := r.current.Load(); cur != nil {
+			return cur, nil
+		}
+		return nil, errors.New("the delegated OCSP responder is not certified yet")
 	}
 	return s.e.Issuer(issuer)
 }

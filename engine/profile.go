@@ -219,6 +219,8 @@ func (p *Profile) LintUsage() lint.Usage {
 		return lint.Encryption
 	case usageAuditLog:
 		return lint.AuditLog
+	case usageOCSPSigning:
+		return lint.OCSPSigning
 	}
 	return lint.Signing
 }

@@ -35,6 +35,9 @@ const (
 	// AuditLog is signerd's own audit key: digitalSignature alone, which
 	// no RA profile yields, so no RA certificate passes for it.
 	AuditLog
+	// OCSPSigning is a delegated OCSP responder's key: digitalSignature,
+	// id-kp-OCSPSigning and id-pkix-ocsp-nocheck (OCSPResponder).
+	OCSPSigning
 )
 
 // KeyUsage is the exact keyUsage each Usage gets.
@@ -42,7 +45,7 @@ func (u Usage) KeyUsage() smx509.KeyUsage {
 	switch u {
 	case Encryption:
 		return smx509.KeyUsageKeyEncipherment | smx509.KeyUsageDataEncipherment | smx509.KeyUsageKeyAgreement
-	case AuditLog:
+	case AuditLog, OCSPSigning:
 		return smx509.KeyUsageDigitalSignature
 	}
 	return smx509.KeyUsageDigitalSignature | smx509.KeyUsageContentCommitment
@@ -72,6 +75,11 @@ func ParsedCertificate(der []byte, issuer *smx509.Certificate, usage Usage) (*sm
 	}
 	if bytes.Equal(c.RawSubject, issuer.RawSubject) {
 		fail("subject equals the issuer's name: an end-entity certificate must not read as self-issued")
+	}
+	if usage == OCSPSigning {
+		if err := responderUse(c); err != nil {
+			errs = append(errs, err)
+		}
 	}
 	return c, errors.Join(errs...)
 }

@@ -435,6 +435,16 @@ func checkResponderCertificate(responder, issuer *smx509.Certificate) error {
 	} else if err := responder.CheckSignatureFrom(issuer); err != nil {
 		fail("certificate not signed by the issuing CA: %v", err)
 	}
+	return errors.Join(append(errs, responderUse(responder))...)
+}
+
+// responderUse checks what makes a certificate a delegated responder's:
+// id-kp-OCSPSigning, id-pkix-ocsp-nocheck, an end entity's, signing.
+func responderUse(responder *smx509.Certificate) error {
+	var errs []error
+	fail := func(format string, args ...any) {
+		errs = append(errs, fmt.Errorf("delegated responder: "+format, args...))
+	}
 	ocspSigning := false
 	for _, u := range responder.ExtKeyUsage {
 		ocspSigning = ocspSigning || u == smx509.ExtKeyUsageOCSPSigning

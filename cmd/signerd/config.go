@@ -54,6 +54,11 @@ type config struct {
 		RefusalWindow time.Duration
 	}
 	RASignatures raSignatures // prepared
+	// OCSP is the ocsp section: ResponderKey is the delegated responder's
+	// key label, "" when each issuing key signs its responses.
+	OCSP struct {
+		ResponderKey string
+	}
 	// Publish is the publication directory ("" for none) and how many
 	// numbered CRLs it keeps per series.
 	Publish struct {
@@ -116,6 +121,9 @@ var fileKeys = map[string]string{
 	"CRLSchedule.AfterRevocation": "crl.after_revocation",
 	"CRLSchedule.DeltaInterval":   "crl.delta_interval",
 	"CRLSchedule.DeltaValidity":   "crl.delta_validity",
+	"OCSP":                        "ocsp",
+	"OCSP.Validity":               "ocsp.validity",
+	"OCSP.ResponderValidity":      "ocsp.responder_validity",
 	"ClockMaxStep":                "clock_max_step",
 	"WriteStallAfter":             "store.write_stall_after",
 	"SealEvery":                   "audit.seal_every",
@@ -229,6 +237,17 @@ func (f *configFile) config() (*config, error) {
 	c.Engine = engine.Config{QueueSize: f.Queue.Size, BatchSize: f.Queue.Batch, CRLValidity: validity, CRLSchedule: f.crlSchedule(),
 		ClockMaxStep: f.ClockMaxStep.Duration, WriteStallAfter: f.Store.WriteStallAfter.Duration,
 		SealEvery: f.Audit.SealEvery, SealInterval: f.Audit.SealInterval.Duration, RASignatureSkew: c.RASignatures.MaxSkew}
+	if c.Engine.OCSP, c.OCSP.ResponderKey, err = f.ocsp(); err != nil {
+		return nil, err
+	}
+	if c.OCSP.ResponderKey == c.Audit.Key {
+		return nil, fmt.Errorf("ocsp.responder_key %q is the audit key; each key signs one kind of thing", c.OCSP.ResponderKey)
+	}
+	for _, ic := range f.Issuers {
+		if ic.Key == c.OCSP.ResponderKey {
+			return nil, fmt.Errorf("ocsp.responder_key %q is an issuing key; a delegated responder signs responses only", ic.Key)
+		}
+	}
 	if err := c.Engine.Validate(); err != nil {
 		return nil, keyed(err)
 	}
@@ -247,6 +266,39 @@ func (f *configFile) config() (*config, error) {
 
 // Defaults of the CRL schedule: signerd signs CRLs by itself.
 const defaultCRLInterval = 6 * time.Hour
+
+// Defaults of the ocsp section.
+const (
+	defaultOCSPValidity     = 24 * time.Hour
+	defaultOCSPResponderKey = "signerd-ocsp"
+)
+
+// ocsp is the ocsp section as the engine takes it (the responder's key,
+// loaded at start, aside), and the delegated responder's key label.
+func (f *configFile) ocsp() (engine.OCSP, string, error) {
+	o := f.OCSP
+	c := engine.OCSP{Validity: defaultOCSPValidity, ResponderValidity: o.ResponderValidity.Duration}
+	if o.Validity != nil {
+		c.Validity = o.Validity.Duration
+	}
+	switch o.Responder {
+	case "", "delegated":
+		label := o.ResponderKey
+		if label == "" {
+			label = defaultOCSPResponderKey
+		}
+		if c.Validity == 0 {
+			label = ""
+		}
+		return c, label, nil
+	case "issuer":
+		if o.ResponderKey != "" || o.ResponderValidity.Duration != 0 {
+			return c, "", errors.New("ocsp.responder_key and responder_validity are for responder: delegated")
+		}
+		return c, "", nil
+	}
+	return c, "", fmt.Errorf("ocsp.responder %q: delegated or issuer", o.Responder)
+}
 
 // crlSchedule is the crl section as the engine takes it.
 func (f *configFile) crlSchedule() engine.CRLSchedule {

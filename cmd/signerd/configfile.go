@@ -55,8 +55,23 @@ type configFile struct {
 		DeltaValidity   duration `yaml:"delta_validity"`   // default 2 × delta_interval
 		Retry           duration `yaml:"retry"`            // default 30s
 	} `yaml:"crl"`
-	// Publish is the directory every CRL signed is written into, for a
-	// web server or an LDAP loader (package publish); none by default.
+	// OCSP is how signerd pre-signs OCSP responses (engine.OCSP).
+	OCSP struct {
+		// Validity is a response's nextUpdate − thisUpdate (default 24h;
+		// "0s" turns pre-signing off).
+		Validity *duration `yaml:"validity"`
+		// Responder is "delegated" (default: a key of its own, certified
+		// for OCSP signing by the active issuing key) or "issuer" (each
+		// issuing key signs its certificates' responses).
+		Responder string `yaml:"responder"`
+		// ResponderKey labels the delegated responder's SM2 key, generated
+		// in the token at the first start (default "signerd-ocsp").
+		ResponderKey      string   `yaml:"responder_key"`
+		ResponderValidity duration `yaml:"responder_validity"` // default 720h
+	} `yaml:"ocsp"`
+	// Publish is the directory every CRL and OCSP response signed is
+	// written into, for a web server, an LDAP loader or the OCSP responder
+	// (package publish); none by default.
 	Publish struct {
 		Dir  string `yaml:"dir"`
 		Keep int    `yaml:"keep"` // numbered CRLs kept per series (default 10)

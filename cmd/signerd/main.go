@@ -314,6 +314,20 @@ func (d *daemon) start(cfg *config, acks acknowledgements, log *slog.Logger) err
 		newAuditKey = cfg.Audit.Key
 	}
 	signers = append(signers, auditKey)
+	var responderKey issuance.Signer
+	if cfg.OCSP.ResponderKey != "" {
+		k, generated, err := loadSM2Key(ctx, d.module, cfg.OCSP.ResponderKey)
+		if err != nil {
+			return fmt.Errorf("OCSP responder key: %w", err)
+		}
+		if generated {
+			log.Info("OCSP responder key generated", "label", cfg.OCSP.ResponderKey)
+		}
+		signers = append(signers, k)
+		if responderKey, err = issuance.KeySigner(k.Key(), cfg.SM2ID); err != nil {
+			return fmt.Errorf("OCSP responder key: %w", err)
+		}
+	}
 	notify("STATUS=power-on self-test")
 	if err := d.module.SelfTest(ctx, signers...); err != nil {
 		return err
