@@ -176,10 +176,7 @@ func TestCrashMidWrite(t *testing.T) {
 		if _, err := d.PutCRL(s, n+1, crashBlob(s, n+1)); err != nil {
 			t.Fatal(err)
 		}
-		nums, err := d.numbers(s)
-		if err != nil {
-			t.Fatal(err)
-		}
+		nums := numbersOnDisk(t, d, s)
 		if got, ok, err := d.LatestCRL(s); err != nil || !ok || got != nums[len(nums)-1] {
 			t.Errorf("%+v: stable holds %d, %v, %v after recovery; highest numbered is %d", s, got, ok, err, nums[len(nums)-1])
 		}

@@ -23,6 +23,7 @@ import (
 	"strconv"
 	"strings"
 	"sync"
+	"syscall"
 )
 
 // DefaultKeep is how many numbered files per series Open keeps when told 0.
@@ -44,15 +45,31 @@ var ErrConflict = errors.New("already published with different content")
 // ErrInvalidName is returned for a series or relative path that cannot name a published file.
 var ErrInvalidName = errors.New("invalid name")
 
-// Dir is a publication directory. It is safe for concurrent use; one process is expected to
-// own a directory (Open removes every temporary file, including another writer's).
+// ErrInUse is returned by Open when another Dir, in this process or another, has the directory.
+var ErrInUse = errors.New("in use by another publisher")
+
+// Dir is a publication directory. It is safe for concurrent use.
+//
+// One Dir owns a directory at a time (an exclusive flock, released by Close or by the
+// process's death): Open removes every temporary file, which would break another writer's
+// rename, and the numbers published per series are kept in memory after one listing of the
+// issuer's directory, since listing a directory of thousands of shards' files for every
+// CRL would make a round of shards quadratic in their number.
 type Dir struct {
 	path string
 	root *os.Root
+	lock *os.File
 	keep int
 
-	mu     sync.Mutex // guards series
-	series map[Series]*sync.Mutex
+	mu     sync.Mutex // guards loaded and series
+	loaded map[string]bool
+	series map[Series]*seriesState
+}
+
+// seriesState is what the directory holds of one series, as far as this Dir wrote or found it.
+type seriesState struct {
+	mu      sync.Mutex
+	numbers []uint64 // numbered files present, ascending
 }
 
 // Open prepares dir (created 0755 if missing, its parents must exist), removing temp files a crash left.
@@ -78,9 +95,22 @@ func Open(dir string, keep int) (*Dir, error) {
 	if err != nil {
 		return nil, fmt.Errorf("publish: open %s: %w", abs, err)
 	}
-	d := &Dir{path: abs, root: root, keep: keep, series: map[Series]*sync.Mutex{}}
-	if err := d.removeTemps(); err != nil {
+	lock, err := root.Open(".")
+	if err != nil {
 		root.Close()
+		return nil, fmt.Errorf("publish: open %s: %w", abs, err)
+	}
+	if err := syscall.Flock(int(lock.Fd()), syscall.LOCK_EX|syscall.LOCK_NB); err != nil {
+		lock.Close()
+		root.Close()
+		if errors.Is(err, syscall.EWOULDBLOCK) {
+			return nil, fmt.Errorf("publish: %s: %w", abs, ErrInUse)
+		}
+		return nil, fmt.Errorf("publish: lock %s: %w", abs, err)
+	}
+	d := &Dir{path: abs, root: root, lock: lock, keep: keep, loaded: map[string]bool{}, series: map[Series]*seriesState{}}
+	if err := d.removeTemps(); err != nil {
+		d.Close()
 		return nil, err
 	}
 	return d, nil
@@ -129,8 +159,14 @@ func (d *Dir) removeTemps() error {
 // Path is the directory's absolute path.
 func (d *Dir) Path() string { return d.path }
 
-// Close releases the directory handle.
-func (d *Dir) Close() error { return d.root.Close() }
+// Close releases the directory and its lock.
+func (d *Dir) Close() error {
+	err := d.lock.Close()
+	if rerr := d.root.Close(); err == nil {
+		err = rerr
+	}
+	return err
+}
 
 // Series is one kind of CRL an issuer publishes: the complete CRLs of a shard, or its deltas.
 type Series struct {
@@ -191,16 +227,59 @@ func parseNumbered(name string) (shard int, delta bool, number uint64, ok bool) 
 	return sh, m[2] != "", n, true
 }
 
-func (d *Dir) lock(s Series) func() {
+// state is the series' state, locked; the first use of an issuer lists its directory once.
+func (d *Dir) state(s Series) (*seriesState, error) {
 	d.mu.Lock()
-	m, ok := d.series[s]
+	if !d.loaded[s.Issuer] {
+		found, err := d.scanIssuer(s.Issuer)
+		if err != nil {
+			d.mu.Unlock()
+			return nil, err
+		}
+		// No state of this issuer's series exists before it is loaded, so none is in use.
+		for series, numbers := range found {
+			d.series[series] = &seriesState{numbers: numbers}
+		}
+		d.loaded[s.Issuer] = true
+	}
+	st, ok := d.series[s]
 	if !ok {
-		m = &sync.Mutex{}
-		d.series[s] = m
+		st = &seriesState{}
+		d.series[s] = st
 	}
 	d.mu.Unlock()
-	m.Lock()
-	return m.Unlock
+	st.mu.Lock()
+	return st, nil
+}
+
+// scanIssuer lists the numbered files present in an issuer's directory, by series, ascending.
+func (d *Dir) scanIssuer(issuer string) (map[Series][]uint64, error) {
+	f, err := d.root.Open(issuer)
+	if errors.Is(err, fs.ErrNotExist) {
+		return nil, nil
+	}
+	if err != nil {
+		return nil, fmt.Errorf("publish: list %s: %w", filepath.Join(d.path, issuer), err)
+	}
+	defer f.Close()
+	entries, err := f.ReadDir(-1)
+	if err != nil {
+		return nil, fmt.Errorf("publish: list %s: %w", filepath.Join(d.path, issuer), err)
+	}
+	found := map[Series][]uint64{}
+	for _, e := range entries {
+		if !e.Type().IsRegular() {
+			continue
+		}
+		if shard, delta, n, ok := parseNumbered(e.Name()); ok {
+			s := Series{Issuer: issuer, Shard: shard, Delta: delta}
+			found[s] = append(found[s], n)
+		}
+	}
+	for _, numbers := range found {
+		slices.Sort(numbers)
+	}
+	return found, nil
 }
 
 // PutCRL writes der as <issuer>/<shard>-<number>.crl (delta: <shard>-delta-<number>.crl), then
@@ -219,7 +298,11 @@ func (d *Dir) PutCRL(s Series, number uint64, der []byte) (latest bool, err erro
 	if len(der) == 0 {
 		return false, fmt.Errorf("publish: %s: empty CRL", filepath.Join(d.path, s.numberedName(number)))
 	}
-	defer d.lock(s)()
+	st, err := d.state(s)
+	if err != nil {
+		return false, err
+	}
+	defer st.mu.Unlock()
 
 	numbered := s.numberedName(number)
 	same, exists, err := d.sameContent(numbered, der)
@@ -234,17 +317,13 @@ func (d *Dir) PutCRL(s Series, number uint64, der []byte) (latest bool, err erro
 			return false, err
 		}
 	}
-
-	numbers, err := d.numbers(s)
-	if err != nil {
-		return false, err
+	if i, found := slices.BinarySearch(st.numbers, number); !found {
+		st.numbers = slices.Insert(st.numbers, i, number)
 	}
-	// numbers includes the one just written, so it is the latest exactly when it is the highest.
-	latest = numbers[len(numbers)-1] == number
+	latest = st.numbers[len(st.numbers)-1] == number
 	if latest {
-		// Rewriting the stable name when it already holds these bytes (a republish) would
-		// only cost a write; a crash between the numbered and stable writes is the case
-		// where it differs and must be fixed.
+		// Compared first so that a republish costs a read, not a write and two fsyncs; it
+		// differs after a crash between the numbered and the stable write, which this fixes.
 		same, _, err := d.sameContent(s.latestName(), der)
 		if err != nil {
 			return false, err
@@ -255,7 +334,7 @@ func (d *Dir) PutCRL(s Series, number uint64, der []byte) (latest bool, err erro
 			}
 		}
 	}
-	if err := d.prune(s, numbers); err != nil {
+	if err := d.prune(s, st); err != nil {
 		return latest, err
 	}
 	return latest, nil
@@ -273,10 +352,14 @@ func (d *Dir) LatestCRL(s Series) (uint64, bool, error) {
 	if err := s.validate(); err != nil {
 		return 0, false, err
 	}
-	defer d.lock(s)()
-	numbers, err := d.numbers(s)
-	if err != nil || len(numbers) == 0 {
+	st, err := d.state(s)
+	if err != nil {
 		return 0, false, err
+	}
+	defer st.mu.Unlock()
+	numbers := st.numbers
+	if len(numbers) == 0 {
+		return 0, false, nil
 	}
 	stable, err := d.root.Stat(s.latestName())
 	if errors.Is(err, fs.ErrNotExist) {
@@ -307,43 +390,21 @@ func (d *Dir) LatestCRL(s Series) (uint64, bool, error) {
 	return 0, false, nil
 }
 
-// numbers lists the series' numbered files present, ascending.
-func (d *Dir) numbers(s Series) ([]uint64, error) {
-	entries, err := fs.ReadDir(d.root.FS(), s.Issuer)
-	if errors.Is(err, fs.ErrNotExist) {
-		return nil, nil
-	}
-	if err != nil {
-		return nil, fmt.Errorf("publish: list %s: %w", filepath.Join(d.path, s.Issuer), err)
-	}
-	var numbers []uint64
-	for _, e := range entries {
-		if !e.Type().IsRegular() {
-			continue
-		}
-		shard, delta, n, ok := parseNumbered(e.Name())
-		if ok && shard == s.Shard && delta == s.Delta {
-			numbers = append(numbers, n)
-		}
-	}
-	slices.Sort(numbers)
-	return numbers, nil
-}
-
 // prune removes the series' numbered files beyond the keep highest numbers.
-func (d *Dir) prune(s Series, numbers []uint64) error {
-	if len(numbers) <= d.keep {
+func (d *Dir) prune(s Series, st *seriesState) error {
+	if len(st.numbers) <= d.keep {
 		return nil
 	}
-	for _, n := range numbers[:len(numbers)-d.keep] {
-		name := s.numberedName(n)
+	for len(st.numbers) > d.keep {
+		name := s.numberedName(st.numbers[0])
 		if err := d.root.Remove(name); err != nil && !errors.Is(err, fs.ErrNotExist) {
 			return fmt.Errorf("publish: prune %s: %w", filepath.Join(d.path, name), err)
 		}
+		st.numbers = st.numbers[1:]
 	}
-	// Not needed for correctness (a pruned file that comes back after a power cut is pruned
-	// next time), but keeps what the directory says after a crash close to what was done.
-	return d.syncDir(s.Issuer)
+	// No directory sync: a pruned file that comes back after a power cut is an old, complete
+	// CRL, pruned again next time, and the sync would cost a fifth of a PutCRL's I/O.
+	return nil
 }
 
 // WriteFile is the atomic write underneath (rel a clean relative path inside dir; no "..", no abs).

@@ -399,10 +399,7 @@ func TestConcurrentPuts(t *testing.T) {
 		if got := readRel(t, d, s.latestName()); !bytes.Equal(got, crl(s, highest)) {
 			t.Errorf("%s holds %q, want number %d", s.latestName(), got, highest)
 		}
-		nums, err := d.numbers(s)
-		if err != nil {
-			t.Fatal(err)
-		}
+		nums := numbersOnDisk(t, d, s)
 		if want := []uint64{highest - 3, highest - 2, highest - 1, highest}; !slices.Equal(nums, want) {
 			t.Errorf("%+v keeps %v, want %v", s, nums, want)
 		}
@@ -411,5 +408,76 @@ func TestConcurrentPuts(t *testing.T) {
 		if strings.Contains(name, tempPrefix) {
 			t.Errorf("temporary left behind: %s", name)
 		}
+	}
+}
+
+// numbersOnDisk lists the series' numbered files as the directory has them, not as the Dir
+// remembers them.
+func numbersOnDisk(t *testing.T, d *Dir, s Series) []uint64 {
+	t.Helper()
+	found, err := d.scanIssuer(s.Issuer)
+	if err != nil {
+		t.Fatal(err)
+	}
+	return found[s]
+}
+
+func TestOneOwnerAtATime(t *testing.T) {
+	dir := t.TempDir()
+	d, err := Open(dir, 1)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if _, err := Open(dir, 1); !errors.Is(err, ErrInUse) {
+		t.Fatalf("second Open: err %v, want ErrInUse", err)
+	}
+	if err := d.Close(); err != nil {
+		t.Fatal(err)
+	}
+	d2, err := Open(dir, 1)
+	if err != nil {
+		t.Fatalf("Open after Close: %v", err)
+	}
+	d2.Close()
+}
+
+// A Dir opened on a directory a previous process published into goes by the files there:
+// the latest name does not go back and pruning counts the old numbers.
+func TestReopenGoesByTheFilesPresent(t *testing.T) {
+	dir := t.TempDir()
+	s := Series{Issuer: issuer, Shard: 3}
+	d, err := Open(dir, 3)
+	if err != nil {
+		t.Fatal(err)
+	}
+	for n := uint64(1); n <= 3; n++ {
+		if _, err := d.PutCRL(s, n, crl(s, n)); err != nil {
+			t.Fatal(err)
+		}
+	}
+	d.Close()
+
+	d, err = Open(dir, 2)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer d.Close()
+	if n, ok, err := d.LatestCRL(s); n != 3 || !ok || err != nil {
+		t.Fatalf("LatestCRL = %d, %v, %v; want 3", n, ok, err)
+	}
+	if latest, err := d.PutCRL(s, 2, crl(s, 2)); latest || err != nil {
+		t.Fatalf("republish of 2: latest %v, %v; want not latest", latest, err)
+	}
+	if _, err := d.PutCRL(s, 3, []byte("other")); !errors.Is(err, ErrConflict) {
+		t.Fatalf("other bytes under 3: %v", err)
+	}
+	if latest, err := d.PutCRL(s, 4, crl(s, 4)); !latest || err != nil {
+		t.Fatalf("4: latest %v, %v", latest, err)
+	}
+	if got := numbersOnDisk(t, d, s); !slices.Equal(got, []uint64{3, 4}) {
+		t.Errorf("kept %v, want [3 4]", got)
+	}
+	if got := readRel(t, d, s.latestName()); !bytes.Equal(got, crl(s, 4)) {
+		t.Errorf("stable holds %q", got)
 	}
 }

@@ -162,6 +162,9 @@ type daemon struct {
 	module  *hsm.Module
 	store   *store.Store
 	engine  *engine.Engine
+	// published is the publication directory (nil: none), locked while
+	// signerd runs.
+	published *publish.Dir
 	// refusals records the refusals of the API and of the engine,
 	// tallied (refusals.go).
 	refusals *refusalLog
@@ -176,6 +179,9 @@ func (d *daemon) close() {
 	}
 	if d.store != nil {
 		d.store.Close()
+	}
+	if d.published != nil {
+		d.published.Close()
 	}
 	if d.module != nil {
 		d.module.Close()
@@ -298,9 +304,8 @@ func (d *daemon) start(cfg *config, acks acknowledgements, log *slog.Logger) err
 		signers = append(signers, signer)
 		shards[iss.ID()] = engine.CRLShards{Count: ic.CRL.Shards, URL: ic.CRL.URL, DeltaURL: ic.CRL.DeltaURL}
 	}
-	var published *publish.Dir
 	if cfg.Publish.Dir != "" {
-		if published, err = publish.Open(cfg.Publish.Dir, cfg.Publish.Keep); err != nil {
+		if d.published, err = publish.Open(cfg.Publish.Dir, cfg.Publish.Keep); err != nil {
 			return fmt.Errorf("publish.dir: %w", err)
 		}
 	}
@@ -346,7 +351,7 @@ func (d *daemon) start(cfg *config, acks acknowledgements, log *slog.Logger) err
 	ec := cfg.Engine // the file's settings, and what exists only now
 	ec.Store, ec.Issuers, ec.Profiles, ec.SM2ID, ec.Random = d.store, issuers, cfg.Profiles, cfg.SM2ID, d.module.Random()
 	ec.Log, ec.Metrics, ec.Refusals = log, d.metrics, d.refusals
-	ec.CRLShards, ec.Publish = shards, published
+	ec.CRLShards, ec.Publish = shards, d.published
 	ec.AuditKey, ec.AuditKeyGenerated, ec.AuditAnchor = auditKey, newAuditKey, d.module.DataObject(anchorLabel(cfg))
 	ec.AcknowledgeAuditBreak, ec.AcknowledgeClockReset = acks.auditBreak, acks.clockReset
 	d.engine, err = engine.New(ec)
