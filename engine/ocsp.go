@@ -7,6 +7,7 @@ import (
 	"sync"
 	"time"
 
+	"signerd/api"
 	"signerd/issuance"
 	"signerd/ocsp"
 	"signerd/publish"
@@ -68,8 +69,8 @@ func (o OCSP) validate() error {
 	if o.Validity < time.Minute {
 		return &ConfigError{"OCSP.Validity", fmt.Errorf("%s: under a minute, responses would be made again all the time", o.Validity)}
 	}
-	if rv := o.withDefaults().ResponderValidity; o.ResponderKey != nil && (rv < 4*o.Validity || rv > 366*24*time.Hour) {
-		return &ConfigError{"OCSP.ResponderValidity", fmt.Errorf("%s: at least 4 × the responses' validity %s, at most a year", rv, o.Validity)}
+	if rv := o.withDefaults().ResponderValidity; o.ResponderKey != nil && (rv < 4*o.Validity || rv < 24*time.Hour || rv > 366*24*time.Hour) {
+		return &ConfigError{"OCSP.ResponderValidity", fmt.Errorf("%s: at least a day and 4 × the responses' validity %s, at most a year", rv, o.Validity)}
 	}
 	return nil
 }
@@ -336,4 +337,25 @@ func (s *ocspSigner) publish(jobs, expired []*ocspJob) {
 			s.e.log.Warn("remove an expired certificate's OCSP response", "serial", fmt.Sprintf("%x", j.serial), "err", err)
 		}
 	}
+}
+
+// OCSPResponse returns the latest response recorded for serial, issued
+// by issuerID ("" for the active issuing key); not_found if there is none.
+func (e *Engine) OCSPResponse(issuerID string, serial []byte) (*store.OCSPResponse, error) {
+	iss, err := e.Issuer(issuerID)
+	if err != nil {
+		return nil, err
+	}
+	var r *store.OCSPResponse
+	err = e.view(func(tx *store.Tx) error {
+		r, err = tx.OCSPResponse(iss.ID(), serial)
+		return err
+	})
+	if err != nil {
+		return nil, errorf(storeCode(err), "read the OCSP response of %x: %v", serial, err)
+	}
+	if r == nil {
+		return nil, errorf(api.CodeNotFound, "no OCSP response for %x yet", serial)
+	}
+	return r, nil
 }

@@ -321,7 +321,7 @@ func (d *daemon) start(cfg *config, acks acknowledgements, log *slog.Logger) err
 	signers = append(signers, auditKey)
 	var responderKey issuance.Signer
 	if cfg.OCSP.ResponderKey != "" {
-		k, generated, err := loadSM2Key(ctx, d.module, cfg.OCSP.ResponderKey)
+		k, key, generated, err := loadSM2Key(ctx, d.module, cfg.OCSP.ResponderKey)
 		if err != nil {
 			return fmt.Errorf("OCSP responder key: %w", err)
 		}
@@ -329,7 +329,7 @@ func (d *daemon) start(cfg *config, acks acknowledgements, log *slog.Logger) err
 			log.Info("OCSP responder key generated", "label", cfg.OCSP.ResponderKey)
 		}
 		signers = append(signers, k)
-		if responderKey, err = issuance.KeySigner(k.Key(), cfg.SM2ID); err != nil {
+		if responderKey, err = issuance.KeySigner(key, cfg.SM2ID); err != nil {
 			return fmt.Errorf("OCSP responder key: %w", err)
 		}
 	}
@@ -352,6 +352,7 @@ func (d *daemon) start(cfg *config, acks acknowledgements, log *slog.Logger) err
 	ec.Store, ec.Issuers, ec.Profiles, ec.SM2ID, ec.Random = d.store, issuers, cfg.Profiles, cfg.SM2ID, d.module.Random()
 	ec.Log, ec.Metrics, ec.Refusals = log, d.metrics, d.refusals
 	ec.CRLShards, ec.Publish = shards, d.published
+	ec.OCSP.ResponderKey = responderKey
 	ec.AuditKey, ec.AuditKeyGenerated, ec.AuditAnchor = auditKey, newAuditKey, d.module.DataObject(anchorLabel(cfg))
 	ec.AcknowledgeAuditBreak, ec.AcknowledgeClockReset = acks.auditBreak, acks.clockReset
 	d.engine, err = engine.New(ec)
@@ -376,6 +377,7 @@ func (d *daemon) start(cfg *config, acks acknowledgements, log *slog.Logger) err
 		return err
 	}
 	d.engine.StartCRLSchedule()
+	d.engine.StartOCSP()
 	return nil
 }
 
@@ -411,6 +413,17 @@ func (c storeConfig) open(log *slog.Logger) (*store.Store, error) {
 
 // loadAuditKey finds the audit key, or generates it on first start.
 func loadAuditKey(ctx context.Context, m *hsm.Module, label string) (*hsm.SM2Signer, bool, error) {
+	signer, _, generated, err := loadSM2Key(ctx, m, label)
+	if err != nil {
+		return nil, false, fmt.Errorf("audit key %w", err)
+	}
+	return signer, generated, nil
+}
+
+// loadSM2Key finds the SM2 key labelled label in the token, generating it
+// there if it is missing (signerd's own keys: the audit key, the
+// delegated OCSP responder's); generated says which.
+func loadSM2Key(ctx context.Context, m *hsm.Module, label string) (*hsm.SM2Signer, *hsm.Key, bool, error) {
 	key, err := m.FindKey(ctx, label)
 	generated := false
 	if errors.Is(err, hsm.ErrKeyNotFound) {
@@ -418,10 +431,10 @@ func loadAuditKey(ctx context.Context, m *hsm.Module, label string) (*hsm.SM2Sig
 		generated = true
 	}
 	if err != nil {
-		return nil, false, fmt.Errorf("audit key %q: %w", label, err)
+		return nil, nil, false, fmt.Errorf("%q: %w", label, err)
 	}
 	signer, err := key.SM2Signer(nil)
-	return signer, generated, err
+	return signer, key, generated, err
 }
 
 // notify sends sd_notify lines to systemd; outside systemd it does nothing.
