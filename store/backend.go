@@ -57,6 +57,12 @@ type records interface {
 	// CRL shard's entries of the revoked index) is read without the keys
 	// past it.
 	scanRange(table string, lo, hi []byte, fn func(key, value []byte) error) error
+	// scanRangeLimit is scanRange for a caller that expects to stop after
+	// about limit records (limit ≤ 0: no estimate): the PostgreSQL backend
+	// makes its first page that size rather than a whole page, which a
+	// batch of the OCSP due entries, read from the front of a table of
+	// millions, would mostly not use.
+	scanRangeLimit(table string, lo, hi []byte, limit int, fn func(key, value []byte) error) error
 	// clear removes every record of table.
 	clear(table string) error
 	// prefetch reads ahead the records p names, for the gets and scans of
@@ -85,12 +91,16 @@ const (
 	// made from.
 	tableCRLObjects = "crl-objects"
 	tableCRLChanges = "crl-changes"
+	// tableOCSPResponses keeps each certificate's latest OCSP response,
+	// tableOCSPDue when each is next to be made (ocsp.go).
+	tableOCSPResponses = "ocsp-responses"
+	tableOCSPDue       = "ocsp-due"
 )
 
 // tables is every table of the schema.
 var tables = []string{tableMeta, tableCerts, tableSerials, tableRequests, tableInFlight,
 	tableRevoked, tableCRL, tableStats, tableAudit, tableCompromisedKeys, tableKeys, tableRAReplay,
-	tableCRLObjects, tableCRLChanges}
+	tableCRLObjects, tableCRLChanges, tableOCSPResponses, tableOCSPDue}
 
 // ErrUnavailable: the store could not be reached (the database is down,
 // unreachable, or refuses connections). Nothing was read or written; a

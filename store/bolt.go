@@ -38,17 +38,21 @@ var (
 	// written before them is made whole at open (addedBuckets).
 	bucketCRLObjects = []byte(tableCRLObjects)
 	bucketCRLChanges = []byte(tableCRLChanges)
+	// The OCSP responses and their due times came later still, as the
+	// CRL buckets did.
+	bucketOCSPResponses = []byte(tableOCSPResponses)
+	bucketOCSPDue       = []byte(tableOCSPDue)
 
 	// allBuckets are the buckets every store of the version has. The key
 	// index ("keys") is rebuilt at open and "ra-replay" made on first use,
 	// so a file without them is not damaged.
 	allBuckets = [][]byte{bucketMeta, bucketCerts, bucketSerials, bucketRequests,
 		bucketInFlight, bucketRevoked, bucketCRL, bucketStats, bucketAudit, bucketCompromisedKeys,
-		bucketCRLObjects, bucketCRLChanges}
+		bucketCRLObjects, bucketCRLChanges, bucketOCSPResponses, bucketOCSPDue}
 	// addedBuckets are the buckets of allBuckets that a file of the
 	// version written by an older signerd lacks rightly: open makes them
 	// where missing, and verify and migrate read a missing one as empty.
-	addedBuckets = [][]byte{bucketCompromisedKeys, bucketCRLObjects, bucketCRLChanges}
+	addedBuckets = [][]byte{bucketCompromisedKeys, bucketCRLObjects, bucketCRLChanges, bucketOCSPResponses, bucketOCSPDue}
 )
 
 // addedBucket reports whether name is one of addedBuckets.
@@ -106,7 +110,7 @@ func initSchema(tx *bolt.Tx) error {
 			return fmt.Errorf("bucket %q is missing: the file was edited or damaged; restore a backup", name)
 		}
 	}
-	for _, name := range [][]byte{bucketCRLObjects, bucketCRLChanges} {
+	for _, name := range [][]byte{bucketCRLObjects, bucketCRLChanges, bucketOCSPResponses, bucketOCSPDue} {
 		if _, err := tx.CreateBucketIfNotExists(name); err != nil {
 			return err
 		}
@@ -218,6 +222,11 @@ func (r boltRecords) scanRange(table string, lo, hi []byte, fn func(key, value [
 		}
 	}
 	return nil
+}
+
+// scanRangeLimit is scanRange: a bbolt cursor reads no page ahead.
+func (r boltRecords) scanRangeLimit(table string, lo, hi []byte, _ int, fn func(key, value []byte) error) error {
+	return r.scanRange(table, lo, hi, fn)
 }
 
 func (r boltRecords) clear(table string) error {

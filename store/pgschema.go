@@ -28,10 +28,13 @@ type Migration struct {
 // signerd, which knows nothing of nodes, refuses it as newer than its own.
 // Version 3 adds the tables of sharded and delta CRLs (crl.go), which a
 // file of the same SchemaVersion gains at open: records are only added.
+// Version 4 adds the tables of pre-signed OCSP responses (ocsp.go) in the
+// same way.
 var pgMigrations = []Migration{
 	{Version: 1, Description: "the tables of signerd's records", SQL: pgSchemaV1},
 	{Version: 2, Description: "views of several nodes' audit chains and name claims", SQL: pgSchemaV2},
 	{Version: 3, Description: "the CRL shards' objects and change log", SQL: pgSchemaV3},
+	{Version: 4, Description: "the pre-signed OCSP responses and their due times", SQL: pgSchemaV4},
 }
 
 // pgSchemaVersionLatest is the schema version this signerd reads.
@@ -94,6 +97,36 @@ CREATE VIEW crl_change_records AS
 		CASE WHEN substring(v FROM 1 FOR 8) = '\x0000000000000000'::bytea THEN NULL
 			ELSE to_timestamp(('x' || encode(substring(v FROM 1 FOR 8), 'hex'))::bit(64)::bigint / 1e9) END AS at
 	FROM crl_changes;
+`
+
+// pgSchemaV4 keeps each certificate's latest OCSP response and when it is
+// next due, and shows the responses by the layout of ocsp.go.
+//
+// An OCSP responder reads ocsp_responses alone (Reader), as a role of its
+// own that needs no more than
+//
+//	GRANT CONNECT ON DATABASE signerd TO ocsp_responder;
+//	GRANT USAGE ON SCHEMA public TO ocsp_responder;
+//	GRANT SELECT ON ocsp_responses, schema_migrations TO ocsp_responder;
+//
+// The table is the narrow grant: it holds signed responses, which are
+// public, and nothing else, and a lookup by its primary key is the one
+// indexed read a request costs; schema_migrations tells the responder
+// whether it reads the records' layout. No view stands between them (a
+// view named ocsp_responses would take the table's name, which is the
+// bucket's): ocsp_response_records is for operators, as the other views.
+const pgSchemaV4 = `
+CREATE TABLE ocsp_responses (k bytea PRIMARY KEY, v bytea NOT NULL);
+CREATE TABLE ocsp_due       (k bytea PRIMARY KEY, v bytea NOT NULL);
+
+CREATE VIEW ocsp_response_records AS
+	SELECT convert_from(substring(k FROM 1 FOR position('\x00'::bytea IN k) - 1), 'UTF8') AS issuer,
+		encode(substring(k FROM position('\x00'::bytea IN k) + 1), 'hex') AS serial,
+		to_timestamp(nullif(('x' || encode(substring(v FROM 2 FOR 8), 'hex'))::bit(64)::bigint, 0) / 1e9) AS this_update,
+		to_timestamp(nullif(('x' || encode(substring(v FROM 10 FOR 8), 'hex'))::bit(64)::bigint, 0) / 1e9) AS next_update,
+		to_timestamp(nullif(('x' || encode(substring(v FROM 18 FOR 8), 'hex'))::bit(64)::bigint, 0) / 1e9) AS due_at,
+		nullif(substring(v FROM 26), ''::bytea) AS der
+	FROM ocsp_responses;
 `
 
 // UpgradePostgres brings the schema of the database named by dsn to this

@@ -783,13 +783,35 @@ func (r *pgRecords) scanRange(table string, lo, hi []byte, fn func(key, value []
 	return r.scanPages(table, sql.scanRange, pgRangePage, lo, hi, fn)
 }
 
+// scanRangeLimit is scanRange whose first page is limit records when that
+// is less than a page.
+func (r *pgRecords) scanRangeLimit(table string, lo, hi []byte, limit int, fn func(key, value []byte) error) error {
+	sql, err := pgStatementsOf(table)
+	if err != nil {
+		return err
+	}
+	if lo == nil {
+		lo = []byte{} // as in scan
+	}
+	first := pgRangePage
+	if limit > 0 && limit < first {
+		first = limit
+	}
+	return r.scanPagesFrom(table, sql.scanRange, first, pgRangePage, lo, hi, fn)
+}
+
 // scanPages calls fn for the records of table from lo and before hi (nil:
 // to the end), a page at a time; bounded is the statement that reads a
 // page before hi.
 func (r *pgRecords) scanPages(table string, bounded string, size int, lo, hi []byte, fn func(key, value []byte) error) error {
+	return r.scanPagesFrom(table, bounded, size, size, lo, hi, fn)
+}
+
+// scanPagesFrom is scanPages whose first page is of first records.
+func (r *pgRecords) scanPagesFrom(table string, bounded string, first, size int, lo, hi []byte, fn func(key, value []byte) error) error {
 	sql := pgStatements[table]
-	for {
-		page, err := r.page(table, sql, bounded, size, lo, hi)
+	for n := first; ; n = size {
+		page, err := r.page(table, sql, bounded, n, lo, hi)
 		if err != nil {
 			return err
 		}
@@ -798,7 +820,7 @@ func (r *pgRecords) scanPages(table string, bounded string, size int, lo, hi []b
 				return err
 			}
 		}
-		if len(page) < size {
+		if len(page) < n {
 			return nil
 		}
 		// The least key after last is last with a zero byte appended.
@@ -931,6 +953,7 @@ func (r *pgRecords) prefetch(p *Prefetch) error {
 	d.CompromisedKeys = append(d.CompromisedKeys, p.CompromisedKeys...)
 	d.KeySPKIs = append(d.KeySPKIs, p.KeySPKIs...)
 	d.Statistics = append(d.Statistics, p.Statistics...)
+	d.OCSP = append(d.OCSP, p.OCSP...)
 	d.meta = append(d.meta, p.meta...)
 	return nil
 }
@@ -999,6 +1022,17 @@ func (r *pgRecords) queuePrefetch(batch *pgx.Batch) func(pgx.BatchResults) error
 	queue(tableCompromisedKeys, p.CompromisedKeys)
 	queue(tableStats, p.Statistics)
 	queue(tableMeta, p.meta)
+	if len(p.OCSP) > 0 {
+		keys := make([][]byte, 0, len(p.OCSP))
+		for _, o := range p.OCSP {
+			// A key that cannot be made is left to the read that follows,
+			// which fails naming it.
+			if k, err := ocspResponseKey(o.Issuer, o.Serial); err == nil {
+				keys = append(keys, k)
+			}
+		}
+		queue(tableOCSPResponses, keys)
+	}
 	var los, his [][]byte
 	seen := map[string]bool{}
 	for _, spki := range p.KeySPKIs {

@@ -328,6 +328,10 @@ type Prefetch struct {
 	KeySPKIs [][]byte
 	// Statistics are counters Count raises (StatisticKey).
 	Statistics [][]byte
+	// OCSP are certificates whose OCSP records PutOCSPResponse,
+	// MarkOCSPDue, ClearOCSPDue or OCSPResponse read: a batch of
+	// responses, or of issued certificates, costs one round trip for them.
+	OCSP []OCSPKey
 	// meta are keys of the meta table: Update reads the ones every write
 	// reads (the audit head, the index marks, the clock) ahead.
 	meta [][]byte

@@ -6,6 +6,7 @@ import (
 	"encoding/json"
 	"errors"
 	"fmt"
+	"maps"
 	"math"
 	"os"
 	"runtime/debug"
@@ -49,6 +50,10 @@ type Report struct {
 	Serials      int    `json:"serials"`
 	Requests     int    `json:"requests"`
 	Revoked      int    `json:"revoked"`
+	// OCSPResponses counts the certificates with an OCSP record (a
+	// response, or only a due time), OCSPDue their due entries.
+	OCSPResponses int `json:"ocsp_responses"`
+	OCSPDue       int `json:"ocsp_due"`
 	Events       uint64 `json:"events"`
 	// AuditHead and AuditHash are the log's head as the file records it;
 	// LastSeal is the last seal event's sequence number (0: none). The
@@ -261,6 +266,7 @@ func (v *verifier) run() {
 	v.requests()
 	v.keyIndex(certs)
 	v.crl()
+	v.ocsp()
 	v.statistics()
 	v.raReplay()
 	v.audit()
@@ -524,6 +530,74 @@ func (v *verifier) crl() {
 		}
 		return nil
 	})
+}
+
+// ocsp: every OCSP record decodes under a key of a certificate, its
+// response one DER SEQUENCE; every due entry is the one its record names,
+// so that no certificate has two, and every record due names one that is
+// there. The due times named are kept in memory while the due entries are
+// read (as the certificates are): one read of each table, not a lookup a
+// record, which on PostgreSQL would be a round trip each.
+func (v *verifier) ocsp() {
+	named := map[string]bool{} // due keys the records name
+	v.each(tableOCSPResponses, func(k, raw []byte) error {
+		v.r.OCSPResponses++
+		issuer, serial, ok := parseOCSPResponseKey(k)
+		if !ok {
+			v.find("ocsp-responses", Finding{Bucket: tableOCSPResponses, Key: fmt.Sprintf("key %x", k),
+				Problem: "malformed key: want an issuer id, a zero byte and a serial"})
+			return nil
+		}
+		where := Finding{Bucket: tableOCSPResponses, Key: fmt.Sprintf("issuer %q serial %s", issuer, HexSerial(serial))}
+		rec, err := decodeOCSPRecord(raw)
+		switch {
+		case err != nil:
+			where.Problem = fmt.Sprintf("does not decode: %v", err)
+		case rec.der != nil && !oneDERSequence(rec.der):
+			where.Problem = fmt.Sprintf("a response of %d bytes that are not one DER SEQUENCE (not an OCSP response)", len(rec.der))
+		}
+		if where.Problem != "" {
+			v.find("ocsp-responses", where)
+			return nil
+		}
+		if !rec.dueAt.IsZero() {
+			named[string(ocspDueKey(rec.dueAt, k))] = true
+		}
+		return nil
+	})
+	v.each(tableOCSPDue, func(k, raw []byte) error {
+		v.r.OCSPDue++
+		dueAt, rk, ok := parseOCSPDueKey(k)
+		if !ok {
+			v.find("ocsp-due", Finding{Bucket: tableOCSPDue, Key: fmt.Sprintf("key %x", k),
+				Problem: "malformed key: want a due time (8 bytes, after 1970), a zero byte, an issuer id, a zero byte and a serial"})
+			return nil
+		}
+		issuer, serial, _ := parseOCSPResponseKey(rk)
+		where := Finding{Bucket: tableOCSPDue, Key: fmt.Sprintf("issuer %q serial %s due %s", issuer, HexSerial(serial),
+			dueAt.Format(time.RFC3339Nano))}
+		switch {
+		case named[string(k)]:
+			delete(named, string(k))
+			if len(raw) != 0 {
+				where.Problem = fmt.Sprintf("a value of %d bytes: due entries hold none", len(raw))
+				v.find("ocsp-due", where)
+			}
+		case v.get(tableOCSPResponses, rk) == nil:
+			where.Problem = "no OCSP record of the certificate names this entry (it has none)"
+			v.find("ocsp-due", where)
+		default:
+			where.Problem = "the certificate's OCSP record names another due time: a certificate has one due entry, and this one would never be removed"
+			v.find("ocsp-due", where)
+		}
+		return nil
+	})
+	for _, k := range slices.Sorted(maps.Keys(named)) {
+		dueAt, rk, _ := parseOCSPDueKey([]byte(k))
+		issuer, serial, _ := parseOCSPResponseKey(rk)
+		v.find("ocsp-responses", Finding{Bucket: tableOCSPResponses, Key: fmt.Sprintf("issuer %q serial %s", issuer, HexSerial(serial)),
+			Problem: fmt.Sprintf("due at %s, but the due entry is missing: no response would be made for it", dueAt.Format(time.RFC3339Nano))})
+	}
 }
 
 // oneDERSequence reports whether b is one DER SEQUENCE and nothing more.
