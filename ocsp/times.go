@@ -44,7 +44,7 @@ func ResponseTimes(der []byte) (Times, error) {
 	var t Times
 	if !octets.ReadASN1(&basic, casn1.SEQUENCE) || !octets.Empty() || !basic.ReadASN1(&tbs, casn1.SEQUENCE) ||
 		!tbs.SkipOptionalASN1(casn1.Tag(0).Constructed().ContextSpecific()) || // version
-		!tbs.SkipASN1(casn1.Tag(1).Constructed().ContextSpecific()) && !tbs.SkipASN1(casn1.Tag(2).Constructed().ContextSpecific()) || // responderID
+		!skipOneOf(&tbs, casn1.Tag(1).Constructed().ContextSpecific(), casn1.Tag(2).Constructed().ContextSpecific()) || // responderID
 		!tbs.ReadASN1GeneralizedTime(&t.ProducedAt) ||
 		!tbs.ReadASN1(&singles, casn1.SEQUENCE) {
 		return Times{}, errors.New("OCSP response: malformed ResponseData")
@@ -55,8 +55,7 @@ func ResponseTimes(der []byte) (Times, error) {
 		var nextWrap cryptobyte.String
 		var hasNext bool
 		if !singles.ReadASN1(&single, casn1.SEQUENCE) || !single.SkipASN1(casn1.SEQUENCE) || // certID
-			!single.SkipASN1(casn1.Tag(0).ContextSpecific()) && !single.SkipASN1(casn1.Tag(1).Constructed().ContextSpecific()) &&
-				!single.SkipASN1(casn1.Tag(2).ContextSpecific()) || // certStatus
+			!skipOneOf(&single, casn1.Tag(0).ContextSpecific(), casn1.Tag(1).Constructed().ContextSpecific(), casn1.Tag(2).ContextSpecific()) || // certStatus
 			!single.ReadASN1GeneralizedTime(&this) ||
 			!single.ReadOptionalASN1(&nextWrap, &hasNext, casn1.Tag(0).Constructed().ContextSpecific()) {
 			return Times{}, errors.New("OCSP response: malformed SingleResponse")
@@ -78,4 +77,15 @@ func ResponseTimes(der []byte) (Times, error) {
 		return Times{}, errors.New("OCSP response: no SingleResponse")
 	}
 	return t, nil
+}
+
+// skipOneOf skips the next element if its tag is one of tags (a CHOICE);
+// a failed SkipASN1 would consume the element it refused.
+func skipOneOf(s *cryptobyte.String, tags ...casn1.Tag) bool {
+	for _, tag := range tags {
+		if s.PeekASN1Tag(tag) {
+			return s.SkipASN1(tag)
+		}
+	}
+	return false
 }
