@@ -1,4 +1,4 @@
-// Package publish writes what signerd publishes (CRLs; later OCSP responses) into a directory
+// Package publish writes what signerd publishes (CRLs, OCSP responses) into a directory
 // a web server serves, atomically and under stable names.
 //
 // A reader (web server, LDAP loader) only ever sees complete files: every file is written
