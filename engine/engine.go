@@ -282,9 +282,11 @@ func New(cfg Config) (*Engine, error) {
 
 // Close stops taking orders, finishes those queued, and returns.
 func (e *Engine) Close() {
-	e.queue.close()
+	// The schedule and the OCSP signer first: they submit to the queue
+	// (the responder's certification) and sign through the HSM.
 	e.schedule.close()
 	e.ocsp.close()
+	e.queue.close()
 	e.storeHealth.stopWatching()
 	e.batches.burnStranded()
 	e.sealer.close()

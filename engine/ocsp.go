@@ -144,13 +144,24 @@ func (s *ocspSigner) markDue(tx *store.Tx, issuer string, serial []byte, now tim
 
 func (s *ocspSigner) run() {
 	defer close(s.done)
-	for {
-		ctx, cancel := context.WithTimeout(context.Background(), s.e.cfg.SignTimeout)
-		if err := s.e.ensureResponder(ctx); err != nil {
+	// ctx ends at close, so that no signature or certification outlives
+	// the engine.
+	ctx, cancel := context.WithCancel(context.Background())
+	defer cancel()
+	go func() {
+		select {
+		case <-s.stop:
+			cancel()
+		case <-ctx.Done():
+		}
+	}()
+	for ctx.Err() == nil {
+		certifyCtx, done := context.WithTimeout(ctx, s.e.cfg.SignTimeout)
+		if err := s.e.ensureResponder(certifyCtx); err != nil && ctx.Err() == nil {
 			s.e.log.Error("OCSP responder not certified; responses wait", "err", err)
 		}
-		cancel()
-		n, err := s.batch()
+		done()
+		n, err := s.batch(ctx)
 		if err != nil {
 			s.e.log.Warn("OCSP pre-signing", "err", err)
 		}
@@ -184,7 +195,7 @@ type ocspJob struct {
 
 // batch signs and records up to cfg.Batch responses due now; it returns
 // how many it took.
-func (s *ocspSigner) batch() (int, error) {
+func (s *ocspSigner) batch(parent context.Context) (int, error) {
 	now := s.e.cfg.Now()
 	var jobs []*ocspJob
 	var expired []*ocspJob
@@ -212,7 +223,7 @@ func (s *ocspSigner) batch() (int, error) {
 	}
 	thisUpdate := now.Truncate(time.Second)
 	nextUpdate := thisUpdate.Add(s.cfg.Validity)
-	ctx, cancel := context.WithTimeout(context.Background(), s.e.cfg.SignTimeout)
+	ctx, cancel := context.WithTimeout(parent, s.e.cfg.SignTimeout)
 	defer cancel()
 	var wg sync.WaitGroup
 	for _, j := range jobs {
