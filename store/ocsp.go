@@ -380,7 +380,7 @@ func (t *Tx) DueOCSP(until time.Time, limit int, fn func(issuer string, serial [
 			block = make([]byte, 0, max(4096, len(serial)))
 		}
 		block = append(block, serial...)
-		if err := fn(issuer, block[len(block)-len(serial) : len(block) : len(block)], dueAt); err != nil {
+		if err := fn(issuer, block[len(block)-len(serial):len(block):len(block)], dueAt); err != nil {
 			return err
 		}
 		if n++; n == limit {
