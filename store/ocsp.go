@@ -180,9 +180,14 @@ func parseOCSPDueKey(k []byte) (dueAt time.Time, responseKey []byte, ok bool) {
 // ocspDueBefore is the least due key of a time after until: every entry
 // due at or before until sorts before it.
 func ocspDueBefore(until time.Time) []byte {
-	n := until.UnixNano() // a time past 2262 saturates to MaxInt64
-	if until.Before(time.Unix(0, 1)) {
-		n = 0
+	var n int64
+	switch {
+	case until.Before(time.Unix(0, 1)):
+	case until.After(time.Unix(0, math.MaxInt64)):
+		// UnixNano is undefined past 2262; every due time is before.
+		n = math.MaxInt64
+	default:
+		n = until.UnixNano()
 	}
 	if n < math.MaxInt64 {
 		n++

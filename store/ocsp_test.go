@@ -727,6 +727,15 @@ func TestPostgresUpgradeFromVersion3(t *testing.T) {
 			t.Errorf("ocsp_response_records shows %+v; want %+v", got, want)
 		}
 	}
+	// A damaged key shows as a row without issuer or serial, not as an
+	// error of the whole view.
+	if _, err := conn.Exec(ctx, "INSERT INTO ocsp_responses (k, v) VALUES ('\\x6162'::bytea, '\\x01'::bytea)"); err != nil {
+		t.Fatal(err)
+	}
+	var damaged int
+	if err := conn.QueryRow(ctx, "SELECT count(*) FROM ocsp_response_records WHERE issuer IS NULL AND serial IS NULL").Scan(&damaged); err != nil || damaged != 1 {
+		t.Errorf("ocsp_response_records with a damaged key: %d rows without issuer, %v", damaged, err)
+	}
 }
 
 // TestVerifyNamesBadOCSPRecords: on each engine, an OCSP record or due
