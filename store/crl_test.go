@@ -598,9 +598,9 @@ func TestVerifyNamesBadCRLRecords(t *testing.T) {
 }
 
 // TestBoltCRLBucketsMissing: a file of schema version 1 written before the
-// CRL objects and change log existed verifies with a note for each, is
-// copied to PostgreSQL as it is, and gains both buckets at open, where
-// the first revocation starts the log.
+// CRL objects and change log (and the OCSP records) existed verifies with
+// a note for each, is copied to PostgreSQL as it is, and gains the buckets
+// at open, where the first revocation starts the log.
 func TestBoltCRLBucketsMissing(t *testing.T) {
 	s := healthyStore(t)
 	path := s.Path()
@@ -616,7 +616,8 @@ func TestBoltCRLBucketsMissing(t *testing.T) {
 		if err := tx.Bucket(bucketMeta).Delete(keyCRLChangeSeq); err != nil {
 			return err
 		}
-		return errors.Join(tx.DeleteBucket(bucketCRLObjects), tx.DeleteBucket(bucketCRLChanges))
+		return errors.Join(tx.DeleteBucket(bucketCRLObjects), tx.DeleteBucket(bucketCRLChanges),
+			tx.DeleteBucket(bucketOCSPResponses), tx.DeleteBucket(bucketOCSPDue))
 	})
 	db.Close()
 	if err != nil {
@@ -626,7 +627,7 @@ func TestBoltCRLBucketsMissing(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	for _, b := range []string{tableCRLObjects, tableCRLChanges} {
+	for _, b := range []string{tableCRLObjects, tableCRLChanges, tableOCSPResponses, tableOCSPDue} {
 		if !slices.ContainsFunc(r.Notes, func(n string) bool { return strings.Contains(n, strconv.Quote(b)+" is missing") }) {
 			t.Errorf("notes %q name no missing bucket %q", r.Notes, b)
 		}

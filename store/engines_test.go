@@ -265,6 +265,11 @@ func TestEnginesHoldTheSameRecords(t *testing.T) {
 				tx.PutCRLObject(c.Issuer, 1, true, []byte("delta crl 2"))); err != nil {
 				return err
 			}
+			if err := errors.Join(tx.MarkOCSPDue(c.Issuer, certs[0].Serial, at),
+				tx.PutOCSPResponse(&OCSPResponse{Issuer: c.Issuer, Serial: c.Serial, ThisUpdate: c.RevokedAt,
+					NextUpdate: c.RevokedAt.Add(24 * time.Hour), DER: []byte{0x30, 0x01, 0x02}}, c.RevokedAt.Add(12*time.Hour))); err != nil {
+				return err
+			}
 			_, err = tx.Append(Event{Time: c.RevokedAt, Actor: System, Action: "certificate.revoke", Object: HexSerial(c.Serial), Outcome: OutcomeOK})
 			return err
 		})

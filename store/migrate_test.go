@@ -7,6 +7,7 @@ import (
 	"fmt"
 	"os"
 	"path/filepath"
+	"slices"
 	"strings"
 	"testing"
 	"time"
@@ -37,6 +38,10 @@ func migrationSource(t *testing.T) (path string, sealKey *sm2.PrivateKey) {
 		if err := errors.Join(tx.PutCRLLayout("ab", CRLLayout{Shards: 2, URL: "http://crl/ab-{shard}.crl", Pinned: true}),
 			tx.PutCRLShardState("ab", 1, CRLState{Next: 2, Number: 1, BaseSeq: 1}),
 			tx.PutCRLObject("ab", 1, false, []byte{0x30, 0x01, 0x01}), tx.PutCRLObject("ab", 0, true, []byte{0x30, 0x00})); err != nil {
+			return err
+		}
+		if err := errors.Join(tx.PutOCSPResponse(migrationOCSPResponse, migrationOCSPResponse.NextUpdate.Add(-time.Hour)),
+			tx.MarkOCSPDue("ab", []byte{2}, migrationOCSPResponse.ThisUpdate)); err != nil {
 			return err
 		}
 		return tx.RaiseRAReplayMark([]byte{0x7f, 0xff}, time.Now())
@@ -73,6 +78,11 @@ func migrationSource(t *testing.T) (path string, sealKey *sm2.PrivateKey) {
 	}
 	return path, sealKey
 }
+
+// migrationOCSPResponse is certificate 01's OCSP response in
+// migrationSource; certificate 02 is due for its first.
+var migrationOCSPResponse = &OCSPResponse{Issuer: "ab", Serial: []byte{1}, ThisUpdate: time.Date(2026, 2, 1, 0, 0, 0, 0, time.UTC),
+	NextUpdate: time.Date(2026, 2, 8, 0, 0, 0, 0, time.UTC), DER: []byte{0x30, 0x02, 0x0a, 0x00}}
 
 // boltTables reads every bucket of the file at path, as raw bbolt sees
 // it: table, then its records as key, value, key, value...
@@ -199,7 +209,7 @@ func TestMigrateToPostgres(t *testing.T) {
 		}
 	}
 	if len(file[tableAudit])/2 < pgScanPage*3/2 || len(file[tableKeys]) == 0 || len(file[tableCompromisedKeys]) == 0 || len(file[tableRAReplay]) == 0 ||
-		len(file[tableCRLObjects]) == 0 || len(file[tableCRLChanges]) == 0 {
+		len(file[tableCRLObjects]) == 0 || len(file[tableCRLChanges]) == 0 || len(file[tableOCSPResponses]) != 4 || len(file[tableOCSPDue]) != 4 {
 		t.Fatalf("the source lacks records the test means to copy: %d events, %d key index entries, %d compromised keys, %d replay marks, %d CRL objects, %d CRL changes",
 			len(file[tableAudit])/2, len(file[tableKeys])/2, len(file[tableCompromisedKeys])/2, len(file[tableRAReplay])/2,
 			len(file[tableCRLObjects])/2, len(file[tableCRLChanges])/2)
@@ -264,6 +274,21 @@ func TestMigrateToPostgres(t *testing.T) {
 		}
 		if l, found, err := tx.CRLLayout("ab"); err != nil || !found || l.Shards != 2 || !l.Pinned {
 			t.Errorf("the copy's CRL layout: %+v, %v, %v", l, found, err)
+		}
+		// The OCSP records too: a response, and the due times in order.
+		if r, err := tx.OCSPResponse("ab", []byte{1}); err != nil || r == nil || !bytes.Equal(r.DER, migrationOCSPResponse.DER) ||
+			!r.ThisUpdate.Equal(migrationOCSPResponse.ThisUpdate) || !r.NextUpdate.Equal(migrationOCSPResponse.NextUpdate) {
+			t.Errorf("the copy's OCSP response of 01: %+v, %v", r, err)
+		}
+		var due []string
+		if err := tx.DueOCSP(time.Date(2100, 1, 1, 0, 0, 0, 0, time.UTC), 10, func(issuer string, serial []byte, at time.Time) error {
+			due = append(due, fmt.Sprintf("%s %x %s", issuer, serial, at.Format(time.RFC3339)))
+			return nil
+		}); err != nil {
+			return err
+		}
+		if want := []string{"ab 02 2026-02-01T00:00:00Z", "ab 01 2026-02-07T23:00:00Z"}; !slices.Equal(due, want) {
+			t.Errorf("the copy's OCSP due entries: %q, want %q", due, want)
 		}
 		return nil
 	})

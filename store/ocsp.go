@@ -137,11 +137,21 @@ func ocspResponseKey(issuer string, serial []byte) ([]byte, error) {
 
 // parseOCSPResponseKey reads a key of tableOCSPResponses.
 func parseOCSPResponseKey(k []byte) (issuer string, serial []byte, ok bool) {
-	i := bytes.IndexByte(k, 0)
-	if i <= 0 || i == len(k)-1 {
+	i := ocspIssuerEnd(k)
+	if i < 0 {
 		return "", nil, false
 	}
 	return string(k[:i]), k[i+1:], true
+}
+
+// ocspIssuerEnd is the index of the zero byte that ends the issuer of a
+// key of tableOCSPResponses, -1 if it is no such key.
+func ocspIssuerEnd(k []byte) int {
+	i := bytes.IndexByte(k, 0)
+	if i <= 0 || i == len(k)-1 {
+		return -1
+	}
+	return i
 }
 
 // ocspDueKey is the due entry of the response under responseKey (issuer,
@@ -161,7 +171,7 @@ func parseOCSPDueKey(k []byte) (dueAt time.Time, responseKey []byte, ok bool) {
 	if n == 0 || n > math.MaxInt64 {
 		return time.Time{}, nil, false
 	}
-	if _, _, ok := parseOCSPResponseKey(k[9:]); !ok {
+	if ocspIssuerEnd(k[9:]) < 0 {
 		return time.Time{}, nil, false
 	}
 	return time.Unix(0, int64(n)).UTC(), k[9:], true
@@ -170,9 +180,14 @@ func parseOCSPDueKey(k []byte) (dueAt time.Time, responseKey []byte, ok bool) {
 // ocspDueBefore is the least due key of a time after until: every entry
 // due at or before until sorts before it.
 func ocspDueBefore(until time.Time) []byte {
-	n := until.UnixNano() // a time past 2262 saturates to MaxInt64
-	if until.Before(time.Unix(0, 1)) {
-		n = 0
+	var n int64
+	switch {
+	case until.Before(time.Unix(0, 1)):
+	case until.After(time.Unix(0, math.MaxInt64)):
+		// UnixNano is undefined past 2262; every due time is before.
+		n = math.MaxInt64
+	default:
+		n = until.UnixNano()
 	}
 	if n < math.MaxInt64 {
 		n++
@@ -362,25 +377,26 @@ func (t *Tx) DueOCSP(until time.Time, limit int, fn func(issuer string, serial [
 	}
 	n := 0
 	// Serials are copied into shared blocks rather than one allocation
-	// each, and an issuer's id, the same for runs of entries, is made a
-	// string once per run.
+	// each, and each issuer's id, one of a few, is made a string once.
 	var block []byte
-	var issuer string
+	issuers := map[string]string{}
 	err := t.r.scanRangeLimit(tableOCSPDue, nil, ocspDueBefore(until), limit, func(k, _ []byte) error {
 		dueAt, rk, ok := parseOCSPDueKey(k)
 		if !ok {
 			return fmt.Errorf("due entry %x: malformed key", k)
 		}
 		i := bytes.IndexByte(rk, 0)
-		if string(rk[:i]) != issuer {
+		issuer, seen := issuers[string(rk[:i])]
+		if !seen {
 			issuer = string(rk[:i])
+			issuers[issuer] = issuer
 		}
 		serial := rk[i+1:]
 		if cap(block)-len(block) < len(serial) {
 			block = make([]byte, 0, max(4096, len(serial)))
 		}
 		block = append(block, serial...)
-		if err := fn(issuer, block[len(block)-len(serial) : len(block) : len(block)], dueAt); err != nil {
+		if err := fn(issuer, block[len(block)-len(serial):len(block):len(block)], dueAt); err != nil {
 			return err
 		}
 		if n++; n == limit {

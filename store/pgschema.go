@@ -120,8 +120,8 @@ CREATE TABLE ocsp_responses (k bytea PRIMARY KEY, v bytea NOT NULL);
 CREATE TABLE ocsp_due       (k bytea PRIMARY KEY, v bytea NOT NULL);
 
 CREATE VIEW ocsp_response_records AS
-	SELECT convert_from(substring(k FROM 1 FOR position('\x00'::bytea IN k) - 1), 'UTF8') AS issuer,
-		encode(substring(k FROM position('\x00'::bytea IN k) + 1), 'hex') AS serial,
+	SELECT convert_from(substring(k FROM 1 FOR nullif(position('\x00'::bytea IN k), 0) - 1), 'UTF8') AS issuer,
+		encode(substring(k FROM nullif(position('\x00'::bytea IN k), 0) + 1), 'hex') AS serial,
 		to_timestamp(nullif(('x' || encode(substring(v FROM 2 FOR 8), 'hex'))::bit(64)::bigint, 0) / 1e9) AS this_update,
 		to_timestamp(nullif(('x' || encode(substring(v FROM 10 FOR 8), 'hex'))::bit(64)::bigint, 0) / 1e9) AS next_update,
 		to_timestamp(nullif(('x' || encode(substring(v FROM 18 FOR 8), 'hex'))::bit(64)::bigint, 0) / 1e9) AS due_at,

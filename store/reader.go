@@ -119,6 +119,13 @@ func (r *Reader) OCSPResponse(ctx context.Context, issuer string, serial []byte)
 	defer cancel()
 	var raw []byte
 	err = r.pool.QueryRow(ctx, pgReadResponse, key).Scan(&raw)
+	if err != nil && !errors.Is(err, pgx.ErrNoRows) && pgInfrastructureError(err) && ctx.Err() == nil {
+		// A restarted server leaves every pooled connection broken: a
+		// read, which changes nothing, is tried once more on a new one
+		// rather than fail a request for each.
+		r.pool.Reset()
+		err = r.pool.QueryRow(ctx, pgReadResponse, key).Scan(&raw)
+	}
 	switch {
 	case errors.Is(err, pgx.ErrNoRows):
 		return nil, nil

@@ -50,10 +50,6 @@ type Report struct {
 	Serials      int    `json:"serials"`
 	Requests     int    `json:"requests"`
 	Revoked      int    `json:"revoked"`
-	// OCSPResponses counts the certificates with an OCSP record (a
-	// response, or only a due time), OCSPDue their due entries.
-	OCSPResponses int `json:"ocsp_responses"`
-	OCSPDue       int `json:"ocsp_due"`
 	Events       uint64 `json:"events"`
 	// AuditHead and AuditHash are the log's head as the file records it;
 	// LastSeal is the last seal event's sequence number (0: none). The
@@ -61,6 +57,10 @@ type Report struct {
 	AuditHead uint64 `json:"audit_head"`
 	AuditHash []byte `json:"audit_hash"`
 	LastSeal  uint64 `json:"last_seal"`
+	// OCSPResponses counts the certificates with an OCSP record (a
+	// response, or only a due time), OCSPDue their due entries.
+	OCSPResponses int `json:"ocsp_responses"`
+	OCSPDue       int `json:"ocsp_due"`
 	// Chains are the named nodes' audit chains (a store shared by several
 	// nodes); the fields above are the unnamed chain's.
 	Chains []ChainReport `json:"chains,omitempty"`

@@ -86,9 +86,10 @@ func TestStorePostgresCommands(t *testing.T) {
 			1, []string{"holds no signerd schema: create it with signerctl store upgrade --dsn DSN"}},
 		{"upgrade", nil, []string{"store", "upgrade", "--dsn", dsn},
 			0, []string{"applied version 1: the tables of signerd's records", "applied version 2: views of several nodes",
-				"applied version 3: the CRL shards' objects and change log", "schema now at version 3"}},
+				"applied version 3: the CRL shards' objects and change log",
+				"applied version 4: the pre-signed OCSP responses and their due times", "schema now at version 4"}},
 		{"upgrade again", nil, []string{"store", "upgrade", "--dsn", dsn},
-			0, []string{"schema current at version 3"}},
+			0, []string{"schema current at version 4"}},
 		{"migrate while the file is in use", func(t *testing.T) {
 			s, err := store.Open(path)
 			if err != nil {
@@ -103,7 +104,7 @@ func TestStorePostgresCommands(t *testing.T) {
 		{"migrate again", nil, []string{"store", "migrate", "--from", path, "--dsn", dsn},
 			1, []string{"the database is not empty (meta: ", "certificates: 2 records"}},
 		{"verify", nil, []string{"store", "verify", "--dsn", dsn},
-			0, []string{"schema 3, 2 certificates, 2 serials, 2 requests, 1 revoked, 3 audit events", "\nOK\n"}},
+			0, []string{"schema 4, 2 certificates, 2 serials, 2 requests, 1 revoked, 3 audit events", "\nOK\n"}},
 		{"verify after a revoked index row is deleted", func(t *testing.T) {
 			server.Exec(t, dsn, `DELETE FROM revoked`)
 		}, []string{"store", "verify", "--dsn", dsn},
