@@ -129,4 +129,3 @@ func TestOpenSSLRefusals(t *testing.T) {
 		t.Errorf("the stale response is not in the log:\n%s", r.logText())
 	}
 }
-
