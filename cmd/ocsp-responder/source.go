@@ -84,11 +84,13 @@ func openDirSource(dir string, cacheEntries int) (*dirSource, error) {
 func (s *dirSource) close() error { return unix.Close(s.dirfd) }
 
 func (s *dirSource) response(_ context.Context, issuer string, serial []byte) (*response, error) {
-	name, err := publish.OCSPName(issuer, serial)
-	if err != nil {
-		// A serial no certificate has (too long): no response is published for it.
+	if len(serial) == 0 || serial[0] == 0 || len(serial) > publish.MaxSerialBytes {
+		// A serial no certificate has: no response is published for it.
 		return nil, nil
 	}
+	// publish.OCSPName's layout; issuer is a configured issuer's hex SKI,
+	// checked at start, so the name needs no second check per request.
+	name := publish.OCSPDir + "/" + issuer + "/" + hex.EncodeToString(serial) + ".der"
 	var st unix.Stat_t
 	if err := unix.Fstatat(s.dirfd, name, &st, unix.AT_SYMLINK_NOFOLLOW); err != nil {
 		if errors.Is(err, unix.ENOENT) {

@@ -69,3 +69,20 @@ func TestDirSourceCache(t *testing.T) {
 		t.Fatal(none, err)
 	}
 }
+
+// The name the source opens is publish's, for every serial length.
+func TestSourceNameIsPublishName(t *testing.T) {
+	for n := 1; n <= publish.MaxSerialBytes; n++ {
+		serial := make([]byte, n)
+		for i := range serial {
+			serial[i] = byte(0x80 + i)
+		}
+		want, err := publish.OCSPName("0a1b", serial)
+		if err != nil {
+			t.Fatal(err)
+		}
+		if got := publish.OCSPDir + "/0a1b/" + fmt.Sprintf("%x", serial) + ".der"; got != want {
+			t.Fatalf("%q, publish says %q", got, want)
+		}
+	}
+}
