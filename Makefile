@@ -13,7 +13,7 @@ SOFTHSM_PREFIX := $(shell testdata/softhsm/build.sh --prefix)
 export SIGNERD_SOFTHSM_SM2 := $(SOFTHSM_PREFIX)/lib/softhsm/libsofthsm2.so
 export SIGNERD_SOFTHSM_STOCK ?= /usr/lib/softhsm/libsofthsm2.so
 
-.PHONY: deps softhsm test bench soak fuzz demo demo-ha clean
+.PHONY: deps softhsm test bench bench-ocsp soak fuzz demo demo-ha clean
 
 deps:
 	@missing=$$(for p in $(DEBS); do \
@@ -61,6 +61,14 @@ bench: softhsm
 	bin/signerctl bench -store both -prefill 1000000 -revoked 100000 -clients 64
 	bin/signerctl bench -store postgres -nodes 2 -clients 8,64
 	$(GO) test -run '^$$' -bench . -benchtime 2s -count 1 ./hsm/ ./engine/
+
+# The OCSP responder under load (README, "OCSP responder"): 1 M published
+# responses, 8 and 32 keep-alive GET clients; then PutOCSP in batches of 256.
+bench-ocsp:
+	@mkdir -p bin && $(GO) build -o bin/signerctl ./cmd/signerctl && $(GO) build -o bin/ocsp-responder ./cmd/ocsp-responder
+	bin/signerctl bench -ocsp-responder -clients 8
+	bin/signerctl bench -ocsp-responder -clients 32
+	$(GO) test -run '^$$' -bench 'PutOCSP' -benchtime 3s -count 1 ./publish/
 
 # The demo: the documented ceremonies (docs/ceremonies) make a token in
 # ./demo whose PIN is split 3 of 5, an SM2 root and an issuing CA; signerd

@@ -181,6 +181,9 @@ const (
 // a bbolt store and on a PostgreSQL store of a local server started for
 // the run, and PostgreSQL's figures against bbolt's.
 func bench(args []string, stdout io.Writer) error {
+	if len(args) > 0 && (args[0] == "-ocsp-responder" || args[0] == "--ocsp-responder") {
+		return benchOCSPResponder(args[1:], stdout) // benchocsp.go
+	}
 	fs := flag.NewFlagSet("bench", flag.ContinueOnError)
 	var f benchFlags
 	var clients, stores string
