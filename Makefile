@@ -79,6 +79,9 @@ DEMO := $(CURDIR)/demo
 ROOM := $(DEMO)/ceremonies
 SIGNERCTL := bin/signerctl
 export SIGNERD_SOCKET := $(DEMO)/signerd.sock
+# The demo's OCSP responder.
+OCSP_LISTEN := 127.0.0.1:18080
+OCSP_URL := http://$(OCSP_LISTEN)
 
 demo: softhsm
 	@rm -rf $(DEMO) && mkdir -m 700 -p $(DEMO)/tokens $(ROOM)
@@ -87,9 +90,9 @@ demo: softhsm
 	@cp docs/ceremonies/0[1-4]-*.yaml $(ROOM)/
 	@umask 077 && od -An -N12 -tx1 /dev/urandom | tr -d ' \n' > $(ROOM)/so.pin && \
 	  od -An -N12 -tx1 /dev/urandom | tr -d ' \n' > $(ROOM)/chen-jie.passphrase
-	@$(GO) build -o bin/signerctl ./cmd/signerctl && $(GO) build -o bin/signerd ./cmd/signerd
+	@$(GO) build -o bin/signerctl ./cmd/signerctl && $(GO) build -o bin/signerd ./cmd/signerd && $(GO) build -o bin/ocsp-responder ./cmd/ocsp-responder
 	@export SOFTHSM2_CONF=$(DEMO)/softhsm2.conf; set -e; \
-	trap '[ -f $(DEMO)/signerd.pid ] && kill $$(cat $(DEMO)/signerd.pid) 2>/dev/null || true' EXIT; \
+	trap 'for p in signerd ocsp-responder; do [ -f $(DEMO)/$$p.pid ] && kill $$(cat $(DEMO)/$$p.pid) 2>/dev/null; done; true' EXIT; \
 	echo "== 1. ceremony: a fresh token; its user PIN is random and split 3 of 5 among custodians"; \
 	$(SIGNERCTL) ceremony run $(ROOM)/01-token-init.yaml; \
 	echo "== 2. ceremony: the SM2 root key is generated in the HSM and self-signs the root"; \
@@ -116,6 +119,9 @@ demo: softhsm
 	bin/signerd --config $(DEMO)/signerd.yaml 2> $(DEMO)/signerd.log & echo $$! > $(DEMO)/signerd.pid; \
 	for i in $$(seq 100); do $(SIGNERCTL) health >/dev/null 2>&1 && break; sleep 0.1; done; \
 	$(SIGNERCTL) health; echo; \
+	echo "   the OCSP responder (no key, no HSM) serves on $(OCSP_URL) what signerd pre-signs and publishes"; \
+	printf '%s\n' "listen: $(OCSP_LISTEN)" "issuers: [$(DEMO)/issuing.pem]" "source: {dir: $(DEMO)/publish}" > $(DEMO)/ocsp-responder.yaml; \
+	bin/ocsp-responder --config $(DEMO)/ocsp-responder.yaml 2> $(DEMO)/ocsp-responder.log & echo $$! > $(DEMO)/ocsp-responder.pid; \
 	echo "== 5. an applicant's SM2 key and request, made by OpenSSL"; \
 	openssl genpkey -algorithm EC -pkeyopt ec_paramgen_curve:SM2 -out $(DEMO)/person.key 2>/dev/null; \
 	openssl req -new -key $(DEMO)/person.key -sm3 -sigopt distid:1234567812345678 \
@@ -128,6 +134,10 @@ demo: softhsm
 	echo "== 7. OpenSSL 3 verifies it up to the root (link by link: OpenSSL 3 passes the SM2 ID to one certificate only)"; \
 	openssl verify -vfyopt distid:1234567812345678 -partial_chain -CAfile $(DEMO)/issuing.pem $(DEMO)/person.pem; \
 	serial=$$(openssl x509 -in $(DEMO)/person.pem -noout -serial | cut -d= -f2); \
+	echo "   its status by OCSP, from the responder (the response signed within a second of issuance):"; \
+	ocsp="openssl ocsp -issuer $(DEMO)/issuing.pem -cert $(DEMO)/person.pem -url $(OCSP_URL) -noverify"; \
+	for i in $$(seq 100); do $$ocsp 2>/dev/null | grep -q ": good" && break; sleep 0.1; done; \
+	$$ocsp 2>/dev/null | sed -n 1,3p; \
 	url=$$(openssl x509 -in $(DEMO)/person.pem -noout -ext crlDistributionPoints | sed -n 's/.*URI://p'); \
 	shard=$$(basename $$url .crl); crl=$(DEMO)/publish/$${url#http://crl.demo.example/}; \
 	echo "== 8. the RA revokes it; within crl.after_revocation (2 s here) signerd signs the CRL of the"; \
@@ -141,13 +151,21 @@ demo: softhsm
 	openssl crl -inform DER -in $(DEMO)/issuing.crl -noout -text | grep -q "Serial Number: $$serial"; \
 	echo "== 9. OpenSSL 3 checks the CRL's signature (testdata/openssl-sm2-verify.sh)"; \
 	testdata/openssl-sm2-verify.sh $(DEMO)/issuing.crl $(DEMO)/issuing.pem; \
+	echo "   the responder now answers revoked (signerd signed a new response on the revocation):"; \
+	for i in $$(seq 100); do $$ocsp 2>/dev/null | grep -q ": revoked" && break; sleep 0.1; done; \
+	$$ocsp -sha256 -respout $(DEMO)/ocsp.der 2>/dev/null | sed -n 1,5p; \
+	echo "   the response's SM2 signature, checked by OpenSSL over its tbsResponseData with the delegated responder's"; \
+	echo "   certificate it carries (testdata/openssl-ocsp-verify.sh), and that certificate under the issuing CA:"; \
+	openssl ocsp -respin $(DEMO)/ocsp.der -resp_text -noverify 2>/dev/null | sed -n '/BEGIN CERTIFICATE/,/END CERTIFICATE/p' > $(DEMO)/ocsp-responder.pem; \
+	testdata/openssl-ocsp-verify.sh $(DEMO)/ocsp.der $(DEMO)/ocsp-responder.pem; \
+	openssl verify -vfyopt distid:1234567812345678 -partial_chain -CAfile $(DEMO)/issuing.pem $(DEMO)/ocsp-responder.pem; \
 	echo "== 10. the security officer exports the audit log and verifies it offline against the root"; \
 	rm -f $(DEMO)/audit.jsonl; \
 	$(SIGNERCTL) audit export --root $(DEMO)/root.pem --out $(DEMO)/audit.jsonl >/dev/null; \
 	$(SIGNERCTL) audit show --root $(DEMO)/root.pem --action 'certificate.*' $(DEMO)/audit.jsonl; \
 	$(SIGNERCTL) audit verify --root $(DEMO)/root.pem $(DEMO)/audit.jsonl; \
-	echo "== 11. signerd stops on SIGTERM after draining"; \
-	kill -TERM $$(cat $(DEMO)/signerd.pid); wait; rm $(DEMO)/signerd.pid; \
+	echo "== 11. signerd and the responder stop on SIGTERM, signerd after draining"; \
+	kill -TERM $$(cat $(DEMO)/ocsp-responder.pid) $$(cat $(DEMO)/signerd.pid); wait; rm $(DEMO)/signerd.pid $(DEMO)/ocsp-responder.pid; \
 	tail -n 1 $(DEMO)/signerd.log
 
 # Two signerd nodes, each with its own token holding the issuing key (the
