@@ -94,6 +94,9 @@ type ocspSigner struct {
 	poke       chan struct{}
 	once       sync.Once
 	stop, done chan struct{}
+	// backfilled: the store's older certificates are all marked (run's
+	// goroutine only).
+	backfilled bool
 }
 
 func newOCSPSigner(e *Engine, cfg OCSP) *ocspSigner {
@@ -156,6 +159,9 @@ func (s *ocspSigner) run() {
 		}
 	}()
 	for ctx.Err() == nil {
+		if err := s.backfill(ctx); err != nil && ctx.Err() == nil {
+			s.e.log.Error("OCSP pre-signing", "err", err)
+		}
 		certifyCtx, done := context.WithTimeout(ctx, s.e.cfg.SignTimeout)
 		if err := s.e.ensureResponder(certifyCtx); err != nil && ctx.Err() == nil {
 			s.e.log.Error("OCSP responder not certified; responses wait", "err", err)
@@ -369,4 +375,61 @@ func (e *Engine) OCSPResponse(issuerID string, serial []byte) (*store.OCSPRespon
 		return nil, errorf(api.CodeNotFound, "no OCSP response for %x yet", serial)
 	}
 	return r, nil
+}
+
+// ocspBackfillChunk bounds the certificates one backfill transaction marks.
+const ocspBackfillChunk = 5000
+
+// backfill makes due, once per store, the response of every unexpired
+// certificate recorded before the engine kept responses (an upgraded
+// store): in chunks, each read and marked in one transaction, its progress
+// recorded so that a restart goes on where it stopped. A certificate that
+// has a response keeps its refresh time.
+func (s *ocspSigner) backfill(ctx context.Context) error {
+	if s.backfilled {
+		return nil
+	}
+	if err := s.e.view(func(tx *store.Tx) (err error) {
+		_, s.backfilled, err = tx.OCSPBackfill()
+		return err
+	}); err != nil || s.backfilled {
+		return err
+	}
+	for ctx.Err() == nil {
+		done := false
+		err := s.e.update(func(tx *store.Tx) error {
+			after, complete, err := tx.OCSPBackfill()
+			if err != nil || complete {
+				done = complete
+				return err
+			}
+			now := s.e.cfg.Now()
+			n := 0
+			err = tx.CertificatesAfter(after, ocspBackfillChunk, func(c *store.Certificate) error {
+				n++
+				after = c.Serial
+				if !c.NotAfter.After(now) {
+					return nil
+				}
+				r, err := tx.OCSPResponse(c.Issuer, c.Serial)
+				if err != nil || r != nil {
+					return err
+				}
+				return tx.MarkOCSPDue(c.Issuer, c.Serial, now)
+			})
+			if err != nil {
+				return err
+			}
+			done = n < ocspBackfillChunk
+			return tx.PutOCSPBackfill(after, done)
+		})
+		if err != nil {
+			return fmt.Errorf("mark older certificates' OCSP responses due: %w", err)
+		}
+		if done {
+			s.backfilled = true
+			return nil
+		}
+	}
+	return ctx.Err()
 }

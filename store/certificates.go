@@ -5,6 +5,7 @@ import (
 	"encoding/binary"
 	"encoding/hex"
 	"encoding/json"
+	"errors"
 	"fmt"
 	"signerd/revocation"
 	"time"
@@ -199,6 +200,32 @@ func (t *Tx) Certificates(fn func(*Certificate) error) error {
 		}
 		return fn(c)
 	})
+}
+
+// CertificatesAfter calls fn for up to limit certificates whose serial
+// sorts after after (nil: from the first), in serial order: a walk of
+// every certificate in bounded transactions.
+func (t *Tx) CertificatesAfter(after []byte, limit int, fn func(*Certificate) error) error {
+	var from []byte
+	if after != nil {
+		from = append(bytes.Clone(after), 0)
+	}
+	n := 0
+	err := t.r.scan(tableCerts, from, nil, func(k, v []byte) error {
+		if n == limit {
+			return errStopScan
+		}
+		n++
+		c := new(Certificate)
+		if err := json.Unmarshal(v, c); err != nil {
+			return fmt.Errorf("certificate %x: decode: %w", k, err)
+		}
+		return fn(c)
+	})
+	if errors.Is(err, errStopScan) {
+		return nil
+	}
+	return err
 }
 
 func revokedKey(issuer string, serial []byte) []byte {

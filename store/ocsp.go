@@ -477,3 +477,34 @@ type OCSPKey struct {
 	Issuer string
 	Serial []byte
 }
+
+// keyOCSPBackfill records how far the one-time marking of the
+// certificates recorded before OCSP pre-signing began has got: 'p' and
+// the last serial marked, or 'd' once done.
+var keyOCSPBackfill = []byte("ocsp-backfill")
+
+// OCSPBackfill returns the last serial the marking of older certificates
+// reached (nil: not begun) and whether it is complete.
+func (t *Tx) OCSPBackfill() (after []byte, done bool, err error) {
+	raw, err := t.r.get(tableMeta, keyOCSPBackfill)
+	switch {
+	case err != nil:
+		return nil, false, fmt.Errorf("OCSP backfill: %w", err)
+	case len(raw) == 0:
+		return nil, false, nil
+	case raw[0] == 'd':
+		return nil, true, nil
+	case raw[0] == 'p':
+		return bytes.Clone(raw[1:]), false, nil
+	}
+	return nil, false, fmt.Errorf("OCSP backfill: record %q does not decode", raw)
+}
+
+// PutOCSPBackfill records the marking's progress: after, the last serial
+// marked, or done.
+func (t *Tx) PutOCSPBackfill(after []byte, done bool) error {
+	if done {
+		return t.r.put(tableMeta, keyOCSPBackfill, []byte{'d'})
+	}
+	return t.r.put(tableMeta, keyOCSPBackfill, append([]byte{'p'}, after...))
+}
