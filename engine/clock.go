@@ -275,6 +275,12 @@ func (e *Engine) resetClock(tx *store.Tx, now, wall, last time.Time) error {
 	// than the latest date a right clock could have accepted (a mark
 	// refuses dates at or before it). What that reopens, and what the
 	// operator does about it, is named with them.
+	// OCSP responses made while the clock ran ahead carry a thisUpdate in
+	// the future, which clients refuse: the pass over older certificates
+	// is run again (ocspSigner.backfill), making those due now.
+	if err := tx.PutOCSPBackfill(nil, false); err != nil {
+		return err
+	}
 	skew := max(e.cfg.RASignatureSkew, 0)
 	floor := wall.Add(skew)
 	marks, err := tx.LowerRAReplayMarks(floor)

@@ -1,6 +1,7 @@
 package engine
 
 import (
+	"cmp"
 	"context"
 	"errors"
 	"fmt"
@@ -200,12 +201,23 @@ type ocspJob struct {
 }
 
 // batch signs and records up to cfg.Batch responses due now; it returns
-// how many it took.
+// how many it took. The time comes from the clock guard, as for
+// certificates and CRLs: a clock behind the last signing time signs
+// nothing (alarmed), and the time signed is noted.
+//
+// A batch is published before it is recorded: a crash between the two
+// leaves the responses due, made and published again, so the directory is
+// never behind the store for long. A response whose certificate's status
+// changed since it was read is neither published nor recorded.
 func (s *ocspSigner) batch(parent context.Context) (int, error) {
-	now := s.e.cfg.Now()
+	now, err := s.e.clock.read()
+	if err != nil {
+		s.e.clock.alarm(err, 1)
+		return 0, err
+	}
 	var jobs []*ocspJob
 	var expired []*ocspJob
-	err := s.e.view(func(tx *store.Tx) error {
+	err = s.e.view(func(tx *store.Tx) error {
 		jobs, expired = jobs[:0], expired[:0]
 		return tx.DueOCSP(now, s.cfg.Batch, func(issuer string, serial []byte, _ time.Time) error {
 			c, err := tx.Certificate(serial)
@@ -227,20 +239,40 @@ func (s *ocspSigner) batch(parent context.Context) (int, error) {
 	if len(jobs)+len(expired) == 0 {
 		return 0, nil
 	}
-	thisUpdate := now.Truncate(time.Second)
-	nextUpdate := thisUpdate.Add(s.cfg.Validity)
 	ctx, cancel := context.WithTimeout(parent, s.e.cfg.SignTimeout)
 	defer cancel()
 	var wg sync.WaitGroup
 	for _, j := range jobs {
-		wg.Go(func() { s.sign(ctx, j, thisUpdate, nextUpdate) })
+		wg.Go(func() { s.sign(ctx, j, now) })
 	}
 	wg.Wait()
-	if err := s.record(jobs, expired, now, thisUpdate); err != nil {
+	if err := s.e.view(func(tx *store.Tx) error { return s.stillTrue(tx, jobs) }); err != nil {
+		return 0, fmt.Errorf("check responses before publishing: %w", err)
+	}
+	published := s.publish(jobs, expired)
+	if err := s.record(jobs, expired, now, published); err != nil {
 		return 0, err
 	}
-	s.publish(jobs, expired)
 	return len(jobs) + len(expired), nil
+}
+
+// stillTrue drops (der = nil) each signed response of jobs whose
+// certificate's status is no longer the one it states: the change made
+// it due again, and the next batch states the new one.
+func (s *ocspSigner) stillTrue(tx *store.Tx, jobs []*ocspJob) error {
+	for _, j := range jobs {
+		if j.der == nil {
+			continue
+		}
+		c, err := tx.Certificate(j.serial)
+		if err != nil {
+			return err
+		}
+		if c.Listed() != j.signed.Listed() || !c.RevokedAt.Equal(j.signed.RevokedAt) || c.Reason != j.signed.Reason {
+			j.der = nil
+		}
+	}
+	return nil
 }
 
 // signerOf is the key that signs issuer's certificates' responses: the
@@ -250,24 +282,30 @@ func (s *ocspSigner) signerOf(issuer string) (*issuance.Issuer, error) {
 		if cur := r.current.Load(); cur != nil {
 			return cur, nil
 		}
-		return nil, errors.New("the delegated OCSP responder is not certified yet")
+		return nil, errResponderPending
 	}
 	return s.e.Issuer(issuer)
 }
 
-// sign has the HSM sign j's response.
-func (s *ocspSigner) sign(ctx context.Context, j *ocspJob, thisUpdate, nextUpdate time.Time) {
+// sign has the HSM sign j's response, made at now. Its nextUpdate is
+// Validity later, but never after its signer's certificate ends: a
+// response must not outlive what vouches for it.
+func (s *ocspSigner) sign(ctx context.Context, j *ocspJob, now time.Time) {
 	iss, err := s.signerOf(j.issuer)
 	if err != nil {
 		j.err = err
 		return
 	}
+	nextUpdate := now.Add(s.cfg.Validity)
+	if end := iss.Cert.NotAfter.Truncate(time.Second); end.Before(nextUpdate) {
+		nextUpdate = end
+	}
 	c := j.signed
-	j.single = ocsp.Single{Serial: j.serial, Status: ocsp.Good, ThisUpdate: thisUpdate, NextUpdate: nextUpdate}
+	j.single = ocsp.Single{Serial: j.serial, Status: ocsp.Good, ThisUpdate: now, NextUpdate: nextUpdate}
 	if c.Listed() {
 		j.single.Status, j.single.RevokedAt, j.single.Reason = ocsp.Revoked, c.RevokedAt, c.Reason
 	}
-	if j.tok, err = iss.PrepareOCSP(j.single, thisUpdate, ocspHashes...); err != nil {
+	if j.tok, err = iss.PrepareOCSP(j.single, now, ocspHashes...); err != nil {
 		j.err = err
 		return
 	}
@@ -279,35 +317,56 @@ func (s *ocspSigner) sign(ctx context.Context, j *ocspJob, thisUpdate, nextUpdat
 	j.der = out.DER
 }
 
-// record writes the batch in one transaction: each signed response whose
-// certificate's status is still the one it states, due again at half its
-// validity; a response whose status changed meanwhile stays due (now),
-// one that failed is due again after ocspRetry; an expired certificate
-// is due no more.
-func (s *ocspSigner) record(jobs, expired []*ocspJob, now, thisUpdate time.Time) error {
-	refresh := thisUpdate.Add(s.cfg.Validity / 2)
+// errResponderPending: the delegated responder has no certificate yet (its
+// certification is retried with the next batch).
+var errResponderPending = errors.New("the delegated OCSP responder is not certified yet")
+
+// ocspRetryLater is the wait before a response that failed for another
+// reason than the HSM (an issuing key no longer configured, a lint) is
+// tried again.
+const ocspRetryLater = time.Hour
+
+// record writes the batch in one transaction: each signed response still
+// true, due again at half its validity — or soon, if it could not be
+// published; a response that failed is due again after ocspRetry (the
+// HSM) or ocspRetryLater; one dropped by stillTrue, or whose status
+// changed since, stays due now; an expired certificate is due no more.
+func (s *ocspSigner) record(jobs, expired []*ocspJob, now time.Time, published bool) error {
+	refresh := now.Add(s.cfg.Validity / 2)
 	failed := 0
+	var first error
 	err := s.e.update(func(tx *store.Tx) error {
-		failed = 0
+		failed, first = 0, nil
+		if err := s.stillTrue(tx, jobs); err != nil {
+			return err
+		}
+		signed := false
 		for _, j := range jobs {
-			if j.err != nil {
+			switch {
+			case j.err != nil:
 				failed++
-				if err := tx.MarkOCSPDue(j.issuer, j.serial, now.Add(ocspRetry)); err != nil {
+				first = cmp.Or(first, j.err)
+				retry := ocspRetryLater
+				if errors.Is(j.err, errHSM) || errors.Is(j.err, errResponderPending) {
+					retry = ocspRetry
+				}
+				if err := tx.RetryOCSPDue(j.issuer, j.serial, now.Add(retry)); err != nil {
 					return err
 				}
-				continue
-			}
-			c, err := tx.Certificate(j.serial)
-			if err != nil {
-				return err
-			}
-			if c.Listed() != j.signed.Listed() || !c.RevokedAt.Equal(j.signed.RevokedAt) || c.Reason != j.signed.Reason {
-				j.der = nil // what it states is no longer true; MarkOCSPDue made it due again
-				continue
-			}
-			r := &store.OCSPResponse{Issuer: j.issuer, Serial: j.serial, ThisUpdate: thisUpdate, NextUpdate: j.single.NextUpdate, DER: j.der}
-			if err := tx.PutOCSPResponse(r, refresh); err != nil {
-				return err
+			case j.der == nil:
+				// What it stated is no longer true: due now, as the
+				// change made it.
+			default:
+				signed = true
+				r := &store.OCSPResponse{Issuer: j.issuer, Serial: j.serial, ThisUpdate: now, NextUpdate: j.single.NextUpdate, DER: j.der}
+				if err := tx.PutOCSPResponse(r, refresh); err != nil {
+					return err
+				}
+				if !published {
+					if err := tx.RetryOCSPDue(j.issuer, j.serial, now.Add(ocspRetry)); err != nil {
+						return err
+					}
+				}
 			}
 		}
 		for _, j := range expired {
@@ -315,30 +374,27 @@ func (s *ocspSigner) record(jobs, expired []*ocspJob, now, thisUpdate time.Time)
 				return err
 			}
 		}
+		if signed {
+			return s.e.clock.noteSigningTime(tx, now)
+		}
 		return nil
 	})
 	if err != nil {
 		return fmt.Errorf("record %d OCSP responses: %w", len(jobs), err)
 	}
 	if failed > 0 {
-		first := ""
-		for _, j := range jobs {
-			if j.err != nil {
-				first = j.err.Error()
-				break
-			}
-		}
-		s.e.log.Error("OCSP responses not signed; retried", "failed", failed, "of", len(jobs), "retry_in", ocspRetry.String(), "err", first)
+		s.e.log.Error("OCSP responses not signed; retried", "failed", failed, "of", len(jobs), "err", first)
 	}
 	return nil
 }
 
-// publish writes the batch's responses into the publication directory,
-// and removes those of expired certificates.
-func (s *ocspSigner) publish(jobs, expired []*ocspJob) {
+// publish writes the batch's responses still true into the publication
+// directory, and removes those of expired certificates; it reports
+// whether the responses were written (or there is no directory).
+func (s *ocspSigner) publish(jobs, expired []*ocspJob) bool {
 	pub := s.e.cfg.Publish
 	if pub == nil {
-		return
+		return true
 	}
 	batch := make([]publish.OCSPResponse, 0, len(jobs))
 	for _, j := range jobs {
@@ -346,14 +402,17 @@ func (s *ocspSigner) publish(jobs, expired []*ocspJob) {
 			batch = append(batch, publish.OCSPResponse{Issuer: j.issuer, Serial: j.serial, DER: j.der})
 		}
 	}
+	ok := true
 	if err := pub.PutOCSP(batch); err != nil {
-		s.e.log.Error("publish OCSP responses", "responses", len(batch), "err", err)
+		s.e.log.Error("publish OCSP responses; made again soon", "responses", len(batch), "retry_in", ocspRetry.String(), "err", err)
+		ok = false
 	}
 	for _, j := range expired {
 		if err := pub.RemoveOCSP(j.issuer, j.serial); err != nil {
 			s.e.log.Warn("remove an expired certificate's OCSP response", "serial", fmt.Sprintf("%x", j.serial), "err", err)
 		}
 	}
+	return ok
 }
 
 // OCSPResponse returns the latest response recorded for serial, issued
@@ -382,9 +441,11 @@ const ocspBackfillChunk = 5000
 
 // backfill makes due, once per store, the response of every unexpired
 // certificate recorded before the engine kept responses (an upgraded
-// store): in chunks, each read and marked in one transaction, its progress
-// recorded so that a restart goes on where it stopped. A certificate that
-// has a response keeps its refresh time.
+// store), and of every one whose response is dated after the clock (made
+// while it ran ahead: an acknowledged clock reset runs the pass again): in
+// chunks, each read and marked in one transaction, its progress recorded
+// so that a restart goes on where it stopped. Any other certificate with a
+// response keeps its refresh time.
 func (s *ocspSigner) backfill(ctx context.Context) error {
 	if s.backfilled {
 		return nil
@@ -412,7 +473,7 @@ func (s *ocspSigner) backfill(ctx context.Context) error {
 					return nil
 				}
 				r, err := tx.OCSPResponse(c.Issuer, c.Serial)
-				if err != nil || r != nil {
+				if err != nil || r != nil && !r.ThisUpdate.After(now) {
 					return err
 				}
 				return tx.MarkOCSPDue(c.Issuer, c.Serial, now)

@@ -65,6 +65,15 @@ func (r *ocspResponder) renewalDue(c *smx509.Certificate, now time.Time, respons
 	return left < c.NotAfter.Sub(c.NotBefore)/3 || left < 2*responseValidity
 }
 
+// renewalHelps reports whether a certificate made now would end at least
+// a day after c: near the issuing CA's own end it would not, and
+// certifying again would only mint certificates (responses are then
+// limited to c's end: ocspSigner.sign).
+func (r *ocspResponder) renewalHelps(c *smx509.Certificate, iss *issuance.Issuer, now time.Time) bool {
+	end := min(now.Add(r.validity).Unix(), iss.Cert.NotAfter.Unix())
+	return time.Unix(end, 0).After(c.NotAfter.Add(24 * time.Hour))
+}
+
 // ensureResponder makes the responder's current certificate one that is
 // not due for renewal, certifying the key anew if needed.
 func (e *Engine) ensureResponder(ctx context.Context) error {
@@ -73,7 +82,8 @@ func (e *Engine) ensureResponder(ctx context.Context) error {
 		return nil
 	}
 	now := e.cfg.Now()
-	if cur := r.current.Load(); cur != nil && !r.renewalDue(cur.Cert, now, e.cfg.OCSP.Validity) {
+	cur := r.current.Load()
+	if cur != nil && (!r.renewalDue(cur.Cert, now, e.cfg.OCSP.Validity) || !r.renewalHelps(cur.Cert, e.active, now)) {
 		return nil
 	}
 	node, keyID := e.store.Node(), hsm.KeyID(r.pub)
@@ -104,7 +114,7 @@ func (e *Engine) ensureResponder(ctx context.Context) error {
 		if err != nil {
 			return fmt.Errorf("OCSP responder certificate %x: %w", latest.Serial, err)
 		}
-		if latest.Issuer == e.active.ID() && !r.renewalDue(c, now, e.cfg.OCSP.Validity) {
+		if latest.Issuer == e.active.ID() && (!r.renewalDue(c, now, e.cfg.OCSP.Validity) || !r.renewalHelps(c, e.active, now)) {
 			return r.use(c, e.active)
 		}
 	}

@@ -209,6 +209,9 @@ func lintResponseData(tbs []byte, responder, issuer *smx509.Certificate) error {
 	if thisUpdate.After(producedAt) {
 		fail("thisUpdate %v is after producedAt %v: a response states what was known when it was made", thisUpdate, producedAt)
 	}
+	if !nextUpdate.IsZero() && nextUpdate.After(signer.NotAfter) {
+		fail("nextUpdate %v is after the signer's notAfter %v: the response would outlive what vouches for it", nextUpdate, signer.NotAfter)
+	}
 	if !nextUpdate.IsZero() && !producedAt.Before(nextUpdate) {
 		fail("producedAt %v is not before nextUpdate %v: the response is stale when made", producedAt, nextUpdate)
 	}

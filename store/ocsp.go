@@ -340,6 +340,37 @@ func (t *Tx) MarkOCSPDue(issuer string, serial []byte, at time.Time) error {
 	return nil
 }
 
+// RetryOCSPDue puts the certificate's due entry off to at, later or
+// earlier: a response whose signing failed is tried again then, and is
+// not taken first by every batch meanwhile (MarkOCSPDue never puts one
+// off). A certificate with no due entry gets one.
+func (t *Tx) RetryOCSPDue(issuer string, serial []byte, at time.Time) error {
+	what := fmt.Sprintf("retry OCSP response of %s serial %s", issuer, HexSerial(serial))
+	key, err := ocspResponseKey(issuer, serial)
+	if err != nil {
+		return fmt.Errorf("%s: %w", what, err)
+	}
+	if at.IsZero() {
+		return fmt.Errorf("%s: no time", what)
+	}
+	if err := ocspTime("due time", at); err != nil {
+		return fmt.Errorf("%s: %w", what, err)
+	}
+	rec, err := t.ocspRecordOf(key)
+	if err != nil {
+		return fmt.Errorf("%s: %w", what, err)
+	}
+	if rec == nil {
+		rec = &ocspRecord{}
+	}
+	old := rec.dueAt
+	rec.dueAt = at
+	if err := t.moveOCSPDue(key, old, rec); err != nil {
+		return fmt.Errorf("%s: %w", what, err)
+	}
+	return nil
+}
+
 // ClearOCSPDue removes the certificate's due entry, if it has one: it
 // expired, and no response is made for it any more. Its latest response
 // stays.
