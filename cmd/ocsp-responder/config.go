@@ -7,11 +7,13 @@ import (
 	"io"
 	"net"
 	"os"
+	"strings"
 	"time"
 
 	"go.yaml.in/yaml/v3"
 
 	"signerd/ocsp"
+	"signerd/store"
 )
 
 // configFile is the responder's configuration file as written (YAML).
@@ -24,10 +26,14 @@ type configFile struct {
 	// Issuers are the PEM certificates of the issuing CAs whose
 	// certificates are answered for; every other issuer is unauthorized.
 	Issuers []string `yaml:"issuers"`
-	Source  struct {
+	// Source is where the responses are read: one of dir and postgres.
+	Source struct {
 		// Dir is signerd's publish.dir: responses are read from
 		// <dir>/ocsp/<issuer SKI>/<serial>.der, never written.
 		Dir string `yaml:"dir"`
+		// Postgres is signerd's PostgreSQL store, read through
+		// store.Reader (table ocsp_responses alone, read-only sessions).
+		Postgres *postgresFile `yaml:"postgres"`
 	} `yaml:"source"`
 	Limits struct {
 		MaxConnections  int  `yaml:"max_connections"`
@@ -41,6 +47,34 @@ type configFile struct {
 		} `yaml:"timeouts"`
 	} `yaml:"limits"`
 }
+
+// postgresFile is source.postgres as written.
+type postgresFile struct {
+	DSN string `yaml:"dsn"`
+	// CacheTTL is how long a response read is served from the cache
+	// before it is read again: the most a change signerd committed
+	// waits to be served (default 10s).
+	CacheTTL duration `yaml:"cache_ttl"`
+	// Timeout bounds each read (default 2s); a read that takes longer
+	// is answered tryLater.
+	Timeout  duration `yaml:"timeout"`
+	MaxConns int32    `yaml:"max_conns"` // pooled connections (default 8)
+}
+
+// postgresSource is source.postgres, checked.
+type postgresSource struct {
+	dsn      string
+	cacheTTL time.Duration
+	timeout  time.Duration
+	maxConns int32
+}
+
+// noPasswordHelp is what to use instead of a password in the DSN, as
+// signerd says of its own.
+const noPasswordHelp = "give the password in a passfile (passfile=/run/credentials/ocsp-responder.service/pgpass in the DSN, " +
+	"the unit loading it with LoadCredential=; format host:port:dbname:user:password), " +
+	"or use peer authentication over the server's Unix socket (host=/run/postgresql) or a client certificate " +
+	"(sslcert=, sslkey=, sslmode=verify-full)"
 
 type duration struct{ time.Duration }
 
@@ -58,6 +92,7 @@ type config struct {
 	listen          string
 	issuers         []string
 	dir             string
+	postgres        *postgresSource // nil: the source is dir
 	maxConnections  int
 	maxRequestBytes int
 	cacheEntries    int
@@ -79,6 +114,20 @@ const (
 	defaultMaxRequestBytes = 1024
 	defaultCacheEntries    = 100_000
 	maxCacheEntries        = 10_000_000
+
+	// A response read from PostgreSQL is served from the cache for
+	// cache_ttl, there being no file whose version a stat would show:
+	// 10 s of staleness after a revocation is far inside what RFC 5019
+	// clients accept (the response itself is valid for hours), and it
+	// turns the database's load into one read per certificate asked
+	// about per 10 s.
+	defaultCacheTTL   = 10 * time.Second
+	minCacheTTL       = 100 * time.Millisecond
+	maxCacheTTL       = 10 * time.Minute
+	defaultPGTimeout  = 2 * time.Second
+	minPGTimeout      = 100 * time.Millisecond
+	defaultPGMaxConns = 8
+	maxPGMaxConns     = 1000
 )
 
 var timeoutBounds = []struct {
@@ -125,8 +174,11 @@ func (f *configFile) config() (*config, error) {
 	if len(c.issuers) == 0 {
 		return nil, errors.New("issuers: none: the responder would answer unauthorized to everything")
 	}
-	if c.dir == "" {
-		return nil, errors.New("source.dir: missing (signerd's publish.dir)")
+	switch {
+	case c.dir != "" && f.Source.Postgres != nil:
+		return nil, errors.New("source: both dir and postgres; the responder reads one")
+	case c.dir == "" && f.Source.Postgres == nil:
+		return nil, errors.New("source.dir (signerd's publish.dir) or source.postgres (signerd's store): missing")
 	}
 	switch {
 	case c.maxConnections == 0:
@@ -155,5 +207,53 @@ func (f *configFile) config() (*config, error) {
 			return nil, fmt.Errorf("limits.timeouts.%s %s: want %s to %s", b.key, *d, b.min, b.max)
 		}
 	}
+	if p := f.Source.Postgres; p != nil {
+		var err error
+		if c.postgres, err = p.config(c.write); err != nil {
+			return nil, err
+		}
+	}
 	return c, nil
+}
+
+// config checks source.postgres; write is the HTTP write timeout, which
+// a read must end well within for its answer to reach the client.
+func (p *postgresFile) config(write time.Duration) (*postgresSource, error) {
+	if strings.TrimSpace(p.DSN) == "" {
+		return nil, errors.New("source.postgres.dsn is required (e.g. \"host=/run/postgresql dbname=signerd user=ocsp_responder\")")
+	}
+	// The DSN is never quoted in a message: a malformed one may hold a
+	// secret where a password was meant to be left out.
+	secret, err := store.PostgresDSNSecret(p.DSN)
+	if err != nil {
+		return nil, fmt.Errorf("source.postgres.dsn (not shown): %w", err)
+	}
+	if secret != "" {
+		return nil, fmt.Errorf("source.postgres.dsn (not shown) holds a %s: a secret in the config file is read by whoever "+
+			"reads the configuration and may be logged; %s", secret, noPasswordHelp)
+	}
+	if _, err := store.ParsePostgresDSN(p.DSN); err != nil {
+		return nil, fmt.Errorf("source.postgres.dsn: %w", err)
+	}
+	s := &postgresSource{dsn: p.DSN, cacheTTL: p.CacheTTL.Duration, timeout: p.Timeout.Duration, maxConns: p.MaxConns}
+	switch {
+	case s.cacheTTL == 0:
+		s.cacheTTL = defaultCacheTTL
+	case s.cacheTTL < minCacheTTL || s.cacheTTL > maxCacheTTL:
+		return nil, fmt.Errorf("source.postgres.cache_ttl %s: want %s to %s", s.cacheTTL, minCacheTTL, maxCacheTTL)
+	}
+	switch {
+	case s.timeout == 0:
+		s.timeout = defaultPGTimeout
+	case s.timeout < minPGTimeout || s.timeout >= write/2:
+		return nil, fmt.Errorf("source.postgres.timeout %s: want %s to less than half limits.timeouts.write (%s), "+
+			"so that tryLater reaches the client", s.timeout, minPGTimeout, write)
+	}
+	switch {
+	case s.maxConns == 0:
+		s.maxConns = defaultPGMaxConns
+	case s.maxConns < 1 || s.maxConns > maxPGMaxConns:
+		return nil, fmt.Errorf("source.postgres.max_conns %d: want 1 to %d", s.maxConns, maxPGMaxConns)
+	}
+	return s, nil
 }

@@ -13,6 +13,7 @@ import (
 
 func TestConfig(t *testing.T) {
 	base := "listen: 127.0.0.1:8080\nissuers: [/etc/ca.pem]\nsource: {dir: /srv/pub}\n"
+	pg := "listen: 127.0.0.1:8080\nissuers: [/etc/ca.pem]\nsource: {postgres: "
 	tests := []struct {
 		name, yaml string
 		err        string // "": loads
@@ -26,10 +27,26 @@ func TestConfig(t *testing.T) {
 			return c.maxConnections == 10 && c.maxRequestBytes == 2048 && c.cacheEntries == 0 && c.readHeader == 2*time.Second && c.write == 3*time.Second
 		}},
 		{"misspelt key", base + "limits: {max_conections: 10}\n", "field max_conections not found", nil},
-		{"postgres source (not in this build)", "listen: 127.0.0.1:8080\nissuers: [/etc/ca.pem]\nsource: {postgres: {dsn: x}}\n", "field postgres not found", nil},
+		{"postgres defaults", pg + "{dsn: \"host=/run/postgresql dbname=signerd user=ocsp\"}}\n", "", func(c *config) bool {
+			p := c.postgres
+			return c.dir == "" && p != nil && p.cacheTTL == defaultCacheTTL && p.timeout == defaultPGTimeout && p.maxConns == defaultPGMaxConns
+		}},
+		{"postgres set", pg + "{dsn: \"host=/run/postgresql\", cache_ttl: 1s, timeout: 500ms, max_conns: 3}}\n", "", func(c *config) bool {
+			p := c.postgres
+			return p.cacheTTL == time.Second && p.timeout == 500*time.Millisecond && p.maxConns == 3
+		}},
+		{"postgres and dir", strings.Replace(pg, "{postgres", "{dir: /srv/pub, postgres", 1) + "{dsn: \"host=/run/postgresql\"}}\n", "both dir and postgres", nil},
+		{"postgres without dsn", pg + "{cache_ttl: 1s}}\n", "source.postgres.dsn is required", nil},
+		{"postgres password", pg + "{dsn: \"host=/run/postgresql password=hunter2\"}}\n", "holds a password", nil},
+		{"postgres password in a URL", pg + "{dsn: \"postgres://ocsp:hunter2@db/signerd\"}}\n", "passfile", nil},
+		{"postgres DSN unparsable", pg + "{dsn: \"host='\"}}\n", "source.postgres.dsn", nil},
+		{"cache_ttl too short", pg + "{dsn: \"host=/run/postgresql\", cache_ttl: 1ms}}\n", "cache_ttl", nil},
+		{"cache_ttl too long", pg + "{dsn: \"host=/run/postgresql\", cache_ttl: 1h}}\n", "cache_ttl", nil},
+		{"postgres timeout past the write timeout", pg + "{dsn: \"host=/run/postgresql\", timeout: 5s}}\nlimits: {timeouts: {write: 8s}}\n", "half limits.timeouts.write", nil},
+		{"max_conns", pg + "{dsn: \"host=/run/postgresql\", max_conns: -1}}\n", "max_conns", nil},
 		{"no listen", "issuers: [/etc/ca.pem]\nsource: {dir: /srv/pub}\n", "listen", nil},
 		{"no issuers", "listen: :8080\nsource: {dir: /srv/pub}\n", "issuers", nil},
-		{"no source", "listen: :8080\nissuers: [/etc/ca.pem]\n", "source.dir", nil},
+		{"no source", "listen: :8080\nissuers: [/etc/ca.pem]\n", "source.dir (signerd's publish.dir) or source.postgres", nil},
 		{"request bytes too small", base + "limits: {max_request_bytes: 100}\n", "max_request_bytes", nil},
 		{"request bytes too big", base + "limits: {max_request_bytes: 100000}\n", "max_request_bytes", nil},
 		{"negative cache", base + "limits: {cache_entries: -1}\n", "cache_entries", nil},

@@ -2,7 +2,8 @@
 // time, over HTTP on a TCP address (RFC 6960, RFC 5019's GET and POST).
 // It is the public side of the revocation service: it holds no key and no
 // HSM session, signs nothing, and only reads the responses signerd
-// publishes (publish.dir, ocsp/<issuer SKI>/<serial>.der).
+// publishes (publish.dir, ocsp/<issuer SKI>/<serial>.der) or stores
+// (signerd's PostgreSQL store, table ocsp_responses, read-only).
 //
 //	ocsp-responder --config /etc/ocsp-responder/ocsp-responder.yaml
 package main
@@ -44,7 +45,14 @@ func run(configPath string, log *slog.Logger) error {
 	if err != nil {
 		return err
 	}
-	src, err := openDirSource(cfg.dir, cfg.cacheEntries)
+	var src source
+	where := []any{"dir", cfg.dir}
+	if cfg.postgres != nil {
+		src, err = openPGSource(cfg.postgres, cfg.cacheEntries, log)
+		where = []any{"source", "postgres", "cache_ttl", cfg.postgres.cacheTTL.String(), "timeout", cfg.postgres.timeout.String()}
+	} else {
+		src, err = openDirSource(cfg.dir, cfg.cacheEntries)
+	}
 	if err != nil {
 		return err
 	}
@@ -69,8 +77,8 @@ func run(configPath string, log *slog.Logger) error {
 	signal.Notify(stop, syscall.SIGTERM, syscall.SIGINT)
 	served := make(chan error, 1)
 	go func() { served <- srv.Serve(limited) }()
-	log.Info("listening", "addr", ln.Addr().String(), "issuers", len(cfg.issuers), "dir", cfg.dir,
-		"max_connections", cfg.maxConnections, "max_request_bytes", cfg.maxRequestBytes, "cache_entries", cfg.cacheEntries)
+	log.Info("listening", append([]any{"addr", ln.Addr().String(), "issuers", len(cfg.issuers)}, append(where,
+		"max_connections", cfg.maxConnections, "max_request_bytes", cfg.maxRequestBytes, "cache_entries", cfg.cacheEntries)...)...)
 
 	select {
 	case err := <-served:
@@ -85,7 +93,7 @@ func run(configPath string, log *slog.Logger) error {
 	}
 	c := &r.counts
 	log.Info("stopped", "good", c.good.Load(), "not_modified", c.notModified.Load(), "unauthorized", c.unauthorized.Load(),
-		"malformed", c.malformed.Load(), "stale", c.stale.Load(), "internal_error", c.internal.Load(),
-		"connections_refused", limited.refused.Load(), "cached", src.cache.len())
+		"malformed", c.malformed.Load(), "stale", c.stale.Load(), "unavailable", c.unavailable.Load(), "internal_error", c.internal.Load(),
+		"connections_refused", limited.refused.Load(), "cached", src.cached())
 	return nil
 }

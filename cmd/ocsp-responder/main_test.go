@@ -8,8 +8,10 @@ import (
 	"crypto/x509/pkix"
 	"encoding/json"
 	"encoding/pem"
+	"errors"
 	"fmt"
 	"io"
+	"io/fs"
 	"math/big"
 	"os"
 	"os/exec"
@@ -27,11 +29,12 @@ import (
 	"signerd/issuance"
 	"signerd/ocsp"
 	"signerd/publish"
+	"signerd/store/pgtest"
 )
 
-// responderBin is this command, built once for the tests that run it as
-// the real process it is in production.
-var responderBin string
+// responderBin is this command, and signerdBin signerd's, built once for
+// the tests that run them as the real processes they are in production.
+var responderBin, signerdBin string
 
 func TestMain(m *testing.M) {
 	dir, err := os.MkdirTemp("", "ocsp-responder-test")
@@ -45,7 +48,15 @@ func TestMain(m *testing.M) {
 		os.RemoveAll(dir)
 		os.Exit(2)
 	}
-	code := m.Run()
+	signerdBin = filepath.Join(dir, "signerd")
+	if out, err := exec.Command("go", "build", "-o", signerdBin, "../signerd").CombinedOutput(); err != nil {
+		fmt.Fprintf(os.Stderr, "build signerd: %v\n%s", err, out)
+		os.RemoveAll(dir)
+		os.Exit(2)
+	}
+	// pgtest.Main runs the tests and stops the PostgreSQL server they
+	// shared.
+	code := pgtest.Main(m)
 	os.RemoveAll(dir)
 	os.Exit(code)
 }
@@ -176,12 +187,16 @@ func (r *running) logText() string {
 func startResponder(t testing.TB, config string) *running {
 	t.Helper()
 	if m := regexp.MustCompile(`source: {dir: (.*)}`).FindStringSubmatch(config); m != nil {
-		// As signerd makes it when it starts; the responder needs it there.
-		d, err := publish.Open(m[1], 0)
-		if err != nil {
-			t.Fatal(err)
+		// As signerd makes it when it starts; the responder needs it
+		// there. One signerd runs on is left alone: Open would remove
+		// the temporaries of a batch signerd is writing.
+		if _, err := os.Stat(m[1]); errors.Is(err, fs.ErrNotExist) {
+			d, err := publish.Open(m[1], 0)
+			if err != nil {
+				t.Fatal(err)
+			}
+			d.Close()
 		}
-		d.Close()
 	}
 	path := filepath.Join(t.TempDir(), "ocsp-responder.yaml")
 	if err := os.WriteFile(path, []byte("listen: 127.0.0.1:0\n"+config), 0o600); err != nil {

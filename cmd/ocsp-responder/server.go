@@ -30,7 +30,7 @@ type responder struct {
 
 // counts are logged when the responder stops.
 type counts struct {
-	good, notModified, unauthorized, malformed, stale, internal atomic.Uint64
+	good, notModified, unauthorized, malformed, stale, unavailable, internal atomic.Uint64
 }
 
 const contentTypeResponse = "application/ocsp-response"
@@ -121,6 +121,14 @@ func (r *responder) ServeHTTP(w http.ResponseWriter, req *http.Request) {
 		return
 	}
 	resp, err := r.source.response(req.Context(), issuer, ids[0].Serial)
+	if errors.Is(err, errUnavailable) {
+		// The store is down or slow: the client may ask again, and the
+		// log says why.
+		r.counts.unavailable.Add(1)
+		r.logError("source unavailable", err, "issuer", issuer)
+		r.fail(w, ocsp.TryLater)
+		return
+	}
 	if err != nil {
 		r.logError("reading a response", err, "issuer", issuer)
 		r.fail(w, ocsp.InternalError)

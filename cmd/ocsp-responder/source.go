@@ -9,6 +9,7 @@ import (
 	"fmt"
 	"net/http"
 	"sync"
+	"time"
 
 	"golang.org/x/sys/unix"
 
@@ -21,10 +22,11 @@ import (
 type response struct {
 	der          []byte
 	times        ocsp.Times
-	etag         string // quoted hex SHA-256 of der
-	lastModified string // thisUpdate, HTTP date
-	expires      string // nextUpdate, HTTP date
-	file         fileID
+	etag         string    // quoted hex SHA-256 of der
+	lastModified string    // thisUpdate, HTTP date
+	expires      string    // nextUpdate, HTTP date
+	file         fileID    // dirSource: the version of the file read
+	loaded       time.Time // pgSource: when it was read
 }
 
 func newResponse(der []byte, file fileID) (*response, error) {
@@ -41,7 +43,11 @@ func newResponse(der []byte, file fileID) (*response, error) {
 type source interface {
 	// response is the stored response for serial of issuer (hex SKI);
 	// nil, nil when there is none.
+	// An error wrapping errUnavailable is answered tryLater.
 	response(ctx context.Context, issuer string, serial []byte) (*response, error)
+	// cached is how many responses the cache holds.
+	cached() int
+	close() error
 }
 
 // fileID tells one version of a published file from another. PutOCSP
@@ -82,6 +88,8 @@ func openDirSource(dir string, cacheEntries int) (*dirSource, error) {
 }
 
 func (s *dirSource) close() error { return unix.Close(s.dirfd) }
+
+func (s *dirSource) cached() int { return s.cache.len() }
 
 func (s *dirSource) response(_ context.Context, issuer string, serial []byte) (*response, error) {
 	if len(serial) == 0 || serial[0] == 0 || len(serial) > publish.MaxSerialBytes {
