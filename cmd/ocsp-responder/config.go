@@ -36,10 +36,14 @@ type configFile struct {
 		Postgres *postgresFile `yaml:"postgres"`
 	} `yaml:"source"`
 	Limits struct {
-		MaxConnections  int  `yaml:"max_connections"`
-		MaxRequestBytes int  `yaml:"max_request_bytes"`
-		CacheEntries    *int `yaml:"cache_entries"`
-		Timeouts        struct {
+		MaxConnections int `yaml:"max_connections"`
+		// MaxConnectionsPerHost caps one remote address's connections
+		// (default 64; 0 in the file: the default; -1: no cap, for a
+		// responder behind a proxy whose one address carries every client).
+		MaxConnectionsPerHost int  `yaml:"max_connections_per_host"`
+		MaxRequestBytes       int  `yaml:"max_request_bytes"`
+		CacheEntries          *int `yaml:"cache_entries"`
+		Timeouts              struct {
 			ReadHeader duration `yaml:"read_header"`
 			Read       duration `yaml:"read"`
 			Write      duration `yaml:"write"`
@@ -94,6 +98,7 @@ type config struct {
 	dir             string
 	postgres        *postgresSource // nil: the source is dir
 	maxConnections  int
+	maxPerHost      int // 0: no cap
 	maxRequestBytes int
 	cacheEntries    int
 	readHeader      time.Duration
@@ -111,6 +116,7 @@ type config struct {
 // 120 MiB at most.
 const (
 	defaultMaxConnections  = 1024
+	defaultMaxPerHost      = 64
 	defaultMaxRequestBytes = 1024
 	defaultCacheEntries    = 100_000
 	maxCacheEntries        = 10_000_000
@@ -185,6 +191,16 @@ func (f *configFile) config() (*config, error) {
 		c.maxConnections = defaultMaxConnections
 	case c.maxConnections < 1 || c.maxConnections > 1<<20:
 		return nil, fmt.Errorf("limits.max_connections %d: want 1 to %d", c.maxConnections, 1<<20)
+	}
+	switch n := f.Limits.MaxConnectionsPerHost; {
+	case n == 0:
+		c.maxPerHost = min(defaultMaxPerHost, c.maxConnections)
+	case n == -1:
+		c.maxPerHost = 0
+	case n < 1 || n > c.maxConnections:
+		return nil, fmt.Errorf("limits.max_connections_per_host %d: want 1 to max_connections (%d), or -1 for no cap", n, c.maxConnections)
+	default:
+		c.maxPerHost = n
 	}
 	switch {
 	case c.maxRequestBytes == 0:

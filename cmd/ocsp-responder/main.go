@@ -63,7 +63,7 @@ func run(configPath string, log *slog.Logger) error {
 	if err != nil {
 		return fmt.Errorf("listen %s: %w", cfg.listen, err)
 	}
-	limited := limitConnections(ln, cfg.maxConnections)
+	limited := limitConnections(ln, cfg.maxConnections, cfg.maxPerHost)
 	srv := &http.Server{
 		Handler:           r,
 		ReadHeaderTimeout: cfg.readHeader,
