@@ -178,7 +178,7 @@ func New(cfg Config) (*Engine, error) {
 	if e.cfg.CRLValidity <= 0 {
 		e.cfg.CRLValidity = DefaultCRLValidity
 	}
-	e.cfg.CRLSchedule = e.cfg.CRLSchedule.withDefaults() // validated with the rest
+	e.cfg.CRLSchedule = e.cfg.CRLSchedule.withDefaults(e.cfg.CRLValidity) // validated with the rest
 	e.layouts = &crlLayouts{of: map[string]CRLShards{}}
 	for id, l := range cfg.CRLShards {
 		if _, ok := e.issuers[id]; !ok {
@@ -186,6 +186,10 @@ func New(cfg Config) (*Engine, error) {
 		}
 		if err := l.Validate(); err != nil {
 			return nil, fmt.Errorf("engine: CRL shards of issuer %s: %w", id, err)
+		}
+		if l.DeltaURL != "" && e.cfg.CRLSchedule.DeltaInterval <= 0 {
+			return nil, fmt.Errorf("engine: CRL shards of issuer %s: a delta URL, but no delta CRLs are signed (crl.delta_interval): "+
+				"certificates would name a Freshest CRL that is never published", id)
 		}
 		e.layouts.of[id] = l
 	}

@@ -226,7 +226,11 @@ func (f *configFile) config() (*config, error) {
 		}
 		validity = f.CRLValidity.Duration
 	}
-	c.Engine = engine.Config{QueueSize: f.Queue.Size, BatchSize: f.Queue.Batch, CRLValidity: validity, CRLSchedule: f.crlSchedule(),
+	schedule, err := f.crlSchedule()
+	if err != nil {
+		return nil, err
+	}
+	c.Engine = engine.Config{QueueSize: f.Queue.Size, BatchSize: f.Queue.Batch, CRLValidity: validity, CRLSchedule: schedule,
 		ClockMaxStep: f.ClockMaxStep.Duration, WriteStallAfter: f.Store.WriteStallAfter.Duration,
 		SealEvery: f.Audit.SealEvery, SealInterval: f.Audit.SealInterval.Duration, RASignatureSkew: c.RASignatures.MaxSkew}
 	if err := c.Engine.Validate(); err != nil {
@@ -248,15 +252,25 @@ func (f *configFile) config() (*config, error) {
 // Defaults of the CRL schedule: signerd signs CRLs by itself.
 const defaultCRLInterval = 6 * time.Hour
 
-// crlSchedule is the crl section as the engine takes it.
-func (f *configFile) crlSchedule() engine.CRLSchedule {
+// crlSchedule is the crl section as the engine takes it. Its waits are a
+// second at least: the engine takes shorter ones (its tests do), an
+// operator's would only spin.
+func (f *configFile) crlSchedule() (engine.CRLSchedule, error) {
 	c := f.CRL
 	s := engine.CRLSchedule{Interval: c.Interval.Duration, AfterRevocation: c.AfterRevocation.Duration,
 		DeltaInterval: c.DeltaInterval.Duration, DeltaValidity: c.DeltaValidity.Duration, Retry: c.Retry.Duration}
 	if s.Interval == 0 {
 		s.Interval = defaultCRLInterval
 	}
-	return s
+	for _, d := range []struct {
+		key string
+		v   time.Duration
+	}{{"crl.interval", s.Interval}, {"crl.after_revocation", s.AfterRevocation}, {"crl.delta_interval", s.DeltaInterval}, {"crl.retry", s.Retry}} {
+		if d.v != 0 && d.v < time.Second {
+			return s, fmt.Errorf("%s %s: under a second", d.key, d.v)
+		}
+	}
+	return s, nil
 }
 
 // config checks the store section and maps it to the store's options.
