@@ -221,7 +221,7 @@ func New(cfg Config) (*Engine, error) {
 		e.cfg.ClockMaxStep = defaultClockMaxStep
 	}
 	e.storeHealth = newStoreHealth(e.store, e.log, e.cfg.Now, e.cfg.WriteStallAfter)
-	e.hsmHealth = &hsmHealth{log: e.log, now: e.cfg.Now, metrics: e.cfg.Metrics, store: e.storeHealth,
+	e.hsmHealth = &hsmHealth{log: e.log, now: e.cfg.Now, metrics: e.cfg.Metrics, store: e.storeHealth, recovered: e.schedule.changed,
 		auditKey: cfg.AuditKey, issuers: cfg.Issuers, random: cfg.Random, status: HSMStatus{Up: true}}
 	var err error
 	if e.sealer, err = newSealer(&e.cfg, e.log, e.storeHealth, e.hsmHealth); err != nil {
@@ -254,7 +254,10 @@ func New(cfg Config) (*Engine, error) {
 		}
 	}
 	e.queue = newBatchQueue(e.cfg.QueueSize, e.cfg.BatchSize, e.batches)
-	e.storeHealth.watch(e.batches.burnStranded)
+	e.storeHealth.watch(func() {
+		e.batches.burnStranded()
+		e.schedule.changed()
+	})
 	e.sealer.start()
 	if e.sealer.key != nil {
 		ctx, cancel := context.WithTimeout(context.Background(), e.cfg.SignTimeout)
