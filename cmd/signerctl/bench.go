@@ -51,6 +51,7 @@ type benchFlags struct {
 	shards           int
 	deltaRevocations int
 	signerdEnv       []string
+	signerdLog       string
 }
 
 // benchReport is what one bench run measured: the HSM's ceiling, then
@@ -126,6 +127,11 @@ type storeReport struct {
 	// waited out before the runs, so they are not measured under load.
 	ScheduleCRLMS   float64 `json:"schedule_crl_ms,omitempty"`
 	ScheduleDeltaMS float64 `json:"schedule_delta_ms,omitempty"`
+	// AnonPhasesMiB is the peak anonymous RSS of the first signerd in
+	// each part of its run: start (to READY), schedule (its start-up
+	// CRLs), runs (the batched runs), crl (every shard's complete CRL),
+	// delta (the revocations and deltas).
+	AnonPhasesMiB map[string]float64 `json:"rss_anon_phases_mib,omitempty"`
 	// CRLTargets are issue 20's scale targets as this run met them.
 	CRLTargets []targetCheck `json:"crl_targets,omitempty"`
 	CPUProfile string        `json:"cpu_profile,omitempty"`
@@ -231,6 +237,7 @@ func bench(args []string, stdout io.Writer) error {
 		"are issued and revoked and every shard's delta signed")
 	var signerdEnv string
 	fs.StringVar(&signerdEnv, "signerd-env", "", "comma-separated `VAR=value`s for signerd alone (e.g. GOGC=100,GOMEMLIMIT=64MiB)")
+	fs.StringVar(&f.signerdLog, "signerd-log", "", "append every signerd's output to `file` instead of keeping it for errors")
 	if err := parse(fs, args); err != nil {
 		return err
 	}
@@ -310,7 +317,7 @@ func runBench(f benchFlags, progress io.Writer) (r *benchReport, err error) {
 	if err != nil {
 		return nil, err
 	}
-	lab.crl, lab.signerdEnv = benchCRL{shards: f.shards, deltas: f.deltaRevocations > 0}, f.signerdEnv
+	lab.crl, lab.signerdEnv, lab.signerdLog = benchCRL{shards: f.shards, deltas: f.deltaRevocations > 0}, f.signerdEnv, f.signerdLog
 	defer func() {
 		if rerr := lab.remove(); rerr != nil && err == nil {
 			err = fmt.Errorf("remove the bench folder: %w", rerr)
@@ -469,12 +476,14 @@ func runBatchSize(f benchFlags, lab *benchLab, batch int, r *benchReport, reqs *
 		}
 		say("%s: signerd (batch %d) READY in %v", name, batch, run.d.ready.Round(time.Millisecond))
 		if batch == f.batch {
+			run.sr.AnonPhasesMiB = map[string]float64{"start": run.d.anonPhase()}
 			// The first start: the schedule signs every shard's CRLs now.
 			complete, delta, err := run.d.waitScheduledCRLs(lab.crl, 10*time.Minute)
 			if err != nil {
 				return fmt.Errorf("%s store: %w", name, err)
 			}
 			run.sr.ScheduleCRLMS, run.sr.ScheduleDeltaMS = ms(complete), ms(delta)
+			run.sr.AnonPhasesMiB["schedule"] = run.d.anonPhase()
 			say("%s: the schedule signed every shard's CRL %v after READY", name, complete.Round(time.Millisecond))
 		}
 	}
@@ -510,11 +519,13 @@ func runBatchSize(f benchFlags, lab *benchLab, batch int, r *benchReport, reqs *
 // that many certificates and sign every shard's delta.
 func measureCRLs(f benchFlags, run *storeRun, reqs *requestPool, say func(string, ...any)) error {
 	sr := run.sr
+	sr.AnonPhasesMiB["runs"] = run.d.anonPhase()
 	say("%s: every shard's complete CRL (%d)", run.name, f.shards)
 	full, err := run.d.signShards(f.shards, false)
 	if err != nil {
 		return err
 	}
+	sr.AnonPhasesMiB["crl"] = run.d.anonPhase()
 	sr.CRLShards, sr.CRLEntries, sr.CRLMS, sr.CRLShardMaxMS = f.shards, full.entries, ms(full.total), ms(full.slowest)
 	if f.deltaRevocations == 0 {
 		return nil
@@ -531,6 +542,7 @@ func measureCRLs(f benchFlags, run *storeRun, reqs *requestPool, say func(string
 		return err
 	}
 	sr.DeltaEntries, sr.DeltaMS, sr.DeltaShardMaxMS = deltas.entries, ms(deltas.total), ms(deltas.slowest)
+	sr.AnonPhasesMiB["delta"] = run.d.anonPhase()
 	if deltas.entries != f.deltaRevocations {
 		return fmt.Errorf("the deltas list %d entries after %d revocations", deltas.entries, f.deltaRevocations)
 	}
@@ -656,7 +668,7 @@ func (r *benchReport) print(w io.Writer, clients []int) {
 		if name == storePostgres {
 			mapped = "signerd only, not the server"
 		}
-		fmt.Fprintf(w, "memory       peak RSS %.1f MiB (VmHWM, %s); anonymous %.1f MiB\n", sr.RSSMiB, mapped, sr.RSSAnonMiB)
+		fmt.Fprintf(w, "memory       peak RSS %.1f MiB (VmHWM, %s); anonymous %.1f MiB%s\n", sr.RSSMiB, mapped, sr.RSSAnonMiB, sr.anonPhases())
 		sr.printCRLs(w)
 		if sr.CPUProfile != "" {
 			fmt.Fprintf(w, "CPU profile  %s (batched runs)\n", sr.CPUProfile)
@@ -722,6 +734,24 @@ var crlTargetTitles = map[string]string{
 	"crl_ms":       "every shard's complete CRL ≤ %.0f ms in all: %.0f",
 	"rss_anon_mib": "signerd's anonymous RSS ≤ %.0f MiB at peak: %.1f",
 	"delta_ms":     "every shard's delta ≤ %.0f ms in all: %.1f",
+}
+
+// anonPhaseOrder is the order of a run's parts.
+var anonPhaseOrder = []string{"start", "schedule", "runs", "crl", "delta"}
+
+// anonPhases says the anonymous peak of each part of the first signerd's
+// run measured.
+func (sr *storeReport) anonPhases() string {
+	var parts []string
+	for _, p := range anonPhaseOrder {
+		if v, ok := sr.AnonPhasesMiB[p]; ok {
+			parts = append(parts, fmt.Sprintf("%s %.1f", p, v))
+		}
+	}
+	if len(parts) == 0 {
+		return ""
+	}
+	return " (" + strings.Join(parts, ", ") + ")"
 }
 
 // printCRLs prints the CRL figures and their targets.

@@ -51,6 +51,9 @@ type benchLab struct {
 	// signerdEnv is added to every signerd's environment (-signerd-env):
 	// GOGC or GOMEMLIMIT for signerd alone, not for the bench.
 	signerdEnv []string
+	// signerdLog, if set, is a file every signerd's output is appended
+	// to (-signerd-log), e.g. its GODEBUG=gctrace=1 lines.
+	signerdLog string
 }
 
 // The stores a bench measures, by the names -store and the report use.
@@ -511,6 +514,8 @@ type benchDaemon struct {
 
 	mu       sync.Mutex
 	anonPeak int // kB
+	// phasePeak is the peak of RssAnon since the last anonPhase.
+	phasePeak int // kB
 }
 
 // storeConfig is the store: line of signerd's config for the named store.
@@ -594,6 +599,15 @@ func (l *benchLab) startSignerd(bin string, spec daemonSpec) (*benchDaemon, erro
 		d.cmd.Env = append(d.cmd.Env, "SOFTHSM2_CONF="+spec.softHSMConf)
 	}
 	d.cmd.Stdout, d.cmd.Stderr = d.log, d.log
+	if l.signerdLog != "" {
+		f, err := os.OpenFile(l.signerdLog, os.O_WRONLY|os.O_CREATE|os.O_APPEND, 0o600)
+		if err != nil {
+			return nil, fmt.Errorf("signerd log: %w", err)
+		}
+		defer f.Close() // signerd holds its own descriptor
+		fmt.Fprintf(f, "== signerd %s, batch %d, %s\n", id, spec.batch, time.Now().Format(time.RFC3339Nano))
+		d.cmd.Stdout, d.cmd.Stderr = f, f
+	}
 	start := time.Now()
 	if err := d.cmd.Start(); err != nil {
 		return nil, fmt.Errorf("start signerd: %w", err)
@@ -651,6 +665,7 @@ func (d *benchDaemon) memory() {
 			if st, err := d.status(); err == nil {
 				d.mu.Lock()
 				d.anonPeak = max(d.anonPeak, st["RssAnon"])
+				d.phasePeak = max(d.phasePeak, st["RssAnon"])
 				d.mu.Unlock()
 			}
 		}
@@ -668,6 +683,21 @@ func (d *benchDaemon) peakRSS() (total, anon float64, err error) {
 	defer d.mu.Unlock()
 	d.anonPeak = max(d.anonPeak, st["RssAnon"])
 	return float64(st["VmHWM"]) / 1024, float64(d.anonPeak) / 1024, nil
+}
+
+// anonPhase is the peak of signerd's anonymous memory since the last
+// call (or its start), in MiB, so a report can say which part of a run
+// took it.
+func (d *benchDaemon) anonPhase() float64 {
+	st, err := d.status()
+	d.mu.Lock()
+	defer d.mu.Unlock()
+	if err == nil {
+		d.phasePeak = max(d.phasePeak, st["RssAnon"])
+	}
+	peak := d.phasePeak
+	d.phasePeak = 0
+	return float64(peak) / 1024
 }
 
 // status reads the kB fields of /proc/PID/status.
