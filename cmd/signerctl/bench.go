@@ -17,7 +17,7 @@ import (
 	"path/filepath"
 	"runtime"
 	"signerd/api"
-	"signerd/store"
+	"signerd/crl"
 	"slices"
 	"strconv"
 	"strings"
@@ -116,6 +116,7 @@ type storeReport struct {
 	CRLEntries      int     `json:"crl_entries"`
 	CRLMS           float64 `json:"crl_ms"`
 	CRLShardMaxMS   float64 `json:"crl_shard_max_ms"`
+	CRLShardEntries []int   `json:"crl_shard_entries,omitempty"`
 	DeltaRevoked    int     `json:"delta_revocations,omitempty"`
 	RevokeMS        float64 `json:"revoke_ms,omitempty"` // the revocations, from 8 clients at most
 	DeltaEntries    int     `json:"delta_entries,omitempty"`
@@ -279,8 +280,8 @@ func bench(args []string, stdout io.Writer) error {
 		return usageError{"-duration, -sessions and -batch must be positive; -prefill and -revoked not negative"}
 	case f.revoked > f.prefill:
 		return usageError{"-revoked cannot exceed -prefill"}
-	case f.shards < 1 || f.shards > store.MaxCRLShards:
-		return usageError{fmt.Sprintf("-shards %d: 1 to %d", f.shards, store.MaxCRLShards)}
+	case f.shards < 1 || f.shards > crl.MaxShards:
+		return usageError{fmt.Sprintf("-shards %d: 1 to %d", f.shards, crl.MaxShards)}
 	case f.deltaRevocations < 0:
 		return usageError{"-delta-revocations must not be negative"}
 	case f.pgStatements && !slices.Contains(f.stores, storePostgres):
@@ -527,6 +528,7 @@ func measureCRLs(f benchFlags, run *storeRun, reqs *requestPool, say func(string
 	}
 	sr.AnonPhasesMiB["crl"] = run.d.anonPhase()
 	sr.CRLShards, sr.CRLEntries, sr.CRLMS, sr.CRLShardMaxMS = f.shards, full.entries, ms(full.total), ms(full.slowest)
+	sr.CRLShardEntries = full.perShard
 	if f.deltaRevocations == 0 {
 		return nil
 	}

@@ -164,7 +164,7 @@ type crlRun struct {
 	entries  int
 	total    time.Duration
 	slowest  time.Duration
-	perShard []time.Duration
+	perShard []int // entries
 }
 
 // signShards has signerd sign every shard's complete CRL, or its delta,
@@ -181,7 +181,7 @@ func (d *benchDaemon) signShards(shards int, delta bool) (*crlRun, error) {
 		r.entries += n
 		r.total += took
 		r.slowest = max(r.slowest, took)
-		r.perShard = append(r.perShard, took)
+		r.perShard = append(r.perShard, n)
 	}
 	return r, nil
 }

@@ -258,7 +258,10 @@ func (l *benchLab) newPrefill(n, revoked int, crl benchCRL) (*prefillSet, error)
 		return nil, err
 	}
 	p := &prefillSet{der: der, issuer: fmt.Sprintf("%x", issCert.SubjectKeyId), serials: make([][16]byte, n),
-		revoked: revoked, now: time.Now().UTC(), crl: crl}
+		// signerd's clock guard reads whole seconds: a revocation dated a
+		// fraction of a second later than the second it starts in would
+		// have it refuse to sign.
+		revoked: revoked, now: time.Now().UTC().Truncate(time.Second), crl: crl}
 	for i := range p.serials {
 		rand.Read(p.serials[i][:])
 		p.serials[i][0] = p.serials[i][0]&0x7f | 0x01
