@@ -105,18 +105,20 @@ func TestBenchCRLTargets(t *testing.T) {
 	}
 }
 
-// TestBenchCRLShards runs signerctl bench on a small prefilled store in 4
-// CRL shards with deltas, for real: the prefilled revocations must spread
-// over every shard and add up on their CRLs, and the deltas must list the
-// revocations made after those CRLs and nothing else. The schedule's
-// first deltas follow its first complete CRLs a poll (30 s) later, which
-// the bench waits for.
+// TestBenchCRLShards runs signerctl bench on a prefilled store in 200 CRL
+// shards with deltas, for real: the prefilled revocations must spread
+// over every shard (at 200 shards each is less than one value of a
+// serial's first octet wide, so serials drawn from part of those values
+// leave shards empty) and add up on their CRLs, and the deltas must list
+// the revocations made after those CRLs and nothing else. The
+// schedule's first deltas follow its first complete CRLs a poll (30 s)
+// later, which the bench waits for.
 func TestBenchCRLShards(t *testing.T) {
 	if testing.Short() {
 		t.Skip("waits for the schedule's first deltas")
 	}
 	module := hsmtest.SM2Module(t)
-	cmd := exec.Command(bins.signerctl, "bench", "-store", "bolt", "-prefill", "400", "-revoked", "200", "-shards", "4",
+	cmd := exec.Command(bins.signerctl, "bench", "-store", "bolt", "-prefill", "3000", "-revoked", "3000", "-shards", "200",
 		"-delta-revocations", "12", "-clients", "2", "-duration", "300ms", "-json", "-module", module, "-signerd", bins.signerd)
 	var stderr strings.Builder
 	cmd.Stderr = &stderr
@@ -129,11 +131,12 @@ func TestBenchCRLShards(t *testing.T) {
 		t.Fatalf("%v:\n%s", err, out)
 	}
 	sr := r.Stores[storeBolt]
-	if sr == nil || sr.CRLShards != 4 || sr.CRLEntries != 200 || len(sr.CRLShardEntries) != 4 {
-		t.Fatalf("report %s: want 200 entries on the CRLs of 4 shards", out)
+	if sr == nil || sr.CRLShards != 200 || sr.CRLEntries != 3000 || len(sr.CRLShardEntries) != 200 {
+		t.Fatalf("report %s: want 3000 entries on the CRLs of 200 shards", out)
 	}
 	for k, n := range sr.CRLShardEntries {
-		// 200 random serials leave a shard empty with odds of (3/4)^200.
+		// 15 expected a shard: one of 200 is left empty with odds of
+		// 200·e^-15, about 6 in 100,000.
 		if n == 0 {
 			t.Errorf("shard %d lists nothing (entries per shard %v): the prefill's serials do not spread", k, sr.CRLShardEntries)
 		}

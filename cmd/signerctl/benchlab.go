@@ -263,8 +263,13 @@ func (l *benchLab) newPrefill(n, revoked int, crl benchCRL) (*prefillSet, error)
 		// have it refuse to sign.
 		revoked: revoked, now: time.Now().UTC().Truncate(time.Second), crl: crl}
 	for i := range p.serials {
-		rand.Read(p.serials[i][:])
-		p.serials[i][0] = p.serials[i][0]&0x7f | 0x01
+		// issuance.NewSerial's shape: 16 octets, the first 0x01 to 0x7f
+		// (redrawn when zero), so the serials spread over the CRL shards
+		// as issued ones do; each shard is a range of the first two.
+		for p.serials[i][0] == 0 {
+			rand.Read(p.serials[i][:])
+			p.serials[i][0] &= 0x7f
+		}
 	}
 	slices.SortFunc(p.serials, func(a, b [16]byte) int { return bytes.Compare(a[:], b[:]) })
 	return p, nil
