@@ -13,7 +13,7 @@ SOFTHSM_PREFIX := $(shell testdata/softhsm/build.sh --prefix)
 export SIGNERD_SOFTHSM_SM2 := $(SOFTHSM_PREFIX)/lib/softhsm/libsofthsm2.so
 export SIGNERD_SOFTHSM_STOCK ?= /usr/lib/softhsm/libsofthsm2.so
 
-.PHONY: deps softhsm test bench bench-ocsp soak fuzz demo demo-ha clean
+.PHONY: deps softhsm test bench bench-crl bench-ocsp soak fuzz demo demo-ha clean
 
 deps:
 	@missing=$$(for p in $(DEBS); do \
@@ -61,6 +61,15 @@ bench: softhsm
 	bin/signerctl bench -store both -prefill 1000000 -revoked 100000 -clients 64
 	bin/signerctl bench -store postgres -nodes 2 -clients 8,64
 	$(GO) test -run '^$$' -bench . -benchtime 2s -count 1 ./hsm/ ./engine/
+
+# Issue 20's scale targets (README, Performance): one issuer with 1,000,000
+# revoked certificates in 16 CRL shards, every shard's complete CRL and,
+# after 1,000 revocations, every shard's delta; then issue 19's case, a
+# CRL of 100,000 entries in a store of 1,000,000 certificates.
+bench-crl: softhsm
+	@mkdir -p bin && $(GO) build -o bin/signerctl ./cmd/signerctl && $(GO) build -o bin/signerd ./cmd/signerd
+	bin/signerctl bench -store bolt -prefill 1000000 -revoked 1000000 -shards 16 -delta-revocations 1000 -clients 8 -duration 5s
+	bin/signerctl bench -store bolt -prefill 1000000 -revoked 100000 -shards 1 -clients 8 -duration 5s
 
 # The OCSP responder under load (README, "OCSP responder"): 1 M published
 # responses, 8 and 32 keep-alive GET clients; then PutOCSP in batches of 256.

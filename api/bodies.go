@@ -130,8 +130,11 @@ type CRLFailure struct {
 	Error    string    `json:"error"`
 	Expires  time.Time `json:"expires,omitzero"`
 	Issuer   string    `json:"issuer"`
-	Shard    int       `json:"shard"`
-	Since    time.Time `json:"since"`
+	// Publishing: the CRL is signed and served; writing it into the
+	// publication directory fails.
+	Publishing bool      `json:"publishing,omitempty"`
+	Shard      int       `json:"shard"`
+	Since      time.Time `json:"since"`
 }
 
 // HSMHealth is whether the HSM signs, since when and, while it does not,

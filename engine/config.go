@@ -63,7 +63,7 @@ func (c Config) Validate() error {
 	if validity == 0 {
 		validity = DefaultCRLValidity
 	}
-	if err := sc.withDefaults().validate(validity); err != nil {
+	if err := sc.withDefaults(validity).validate(validity); err != nil {
 		return err
 	}
 	if d := c.WriteStallAfter; d != 0 && d < MinWriteStallAfter {

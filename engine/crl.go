@@ -137,13 +137,19 @@ func (e *Engine) signCRL(ctx context.Context, actor store.Actor, name CRLName, d
 		return nil, errorf(storeCode(err), "reserve CRL number: %v", err)
 	}
 	der, signErr := e.signCRLJob(ctx, job)
-	if err := e.recordCRL(actor, job, der, signErr); err != nil {
+	latest, err := e.recordCRL(actor, job, der, signErr)
+	if err != nil {
 		return nil, err
 	}
 	if signErr != nil {
 		return nil, signErr
 	}
-	e.publishCRL(job.name, job.number, der)
+	if latest {
+		// A CRL not kept as the latest (another node recorded a later one
+		// meanwhile) is not published either: the directory serves what
+		// GET /v1/crl serves.
+		e.publishCRL(job.name, job.number, der)
+	}
 	return der, nil
 }
 
@@ -326,11 +332,13 @@ func (e *Engine) signCRLJob(ctx context.Context, job *crlJob) ([]byte, error) {
 }
 
 // recordCRL records job's signed CRL (der), or its failure (signErr), with
-// its audit event, and releases the shard's claim.
-func (e *Engine) recordCRL(actor store.Actor, job *crlJob, der []byte, signErr error) error {
+// its audit event, and releases the shard's claim; latest reports whether
+// the CRL is now the series' latest.
+func (e *Engine) recordCRL(actor store.Actor, job *crlJob, der []byte, signErr error) (latest bool, err error) {
 	object := crlObject(job.name, job.shards, job.number)
 	id, k := job.iss.ID(), job.name.Shard
-	err := e.update(func(tx *store.Tx) error {
+	err = e.update(func(tx *store.Tx) error {
+		latest = false
 		ev := store.Event{Actor: actor, Action: "crl.sign", Object: object, Outcome: store.OutcomeOK,
 			Reason: fmt.Sprintf("%d entries, next update %s", job.entries, job.nextUpdate.Format("2006-01-02T15:04:05Z"))}
 		if job.name.Delta {
@@ -352,6 +360,7 @@ func (e *Engine) recordCRL(actor store.Actor, job *crlJob, der []byte, signErr e
 				if err := tx.PutCRLObject(id, k, true, der); err != nil {
 					return err
 				}
+				latest = true
 			} else {
 				ev.Reason += "; not kept as the latest delta: a later CRL was recorded meanwhile"
 			}
@@ -364,6 +373,7 @@ func (e *Engine) recordCRL(actor store.Actor, job *crlJob, der []byte, signErr e
 			if err := tx.PutCRLObject(id, k, false, der); err != nil {
 				return err
 			}
+			latest = true
 			if err := e.pruneCRLChanges(tx, id, job.shards.count(), k, st.BaseSeq); err != nil {
 				return err
 			}
@@ -377,9 +387,9 @@ func (e *Engine) recordCRL(actor store.Actor, job *crlJob, der []byte, signErr e
 		return err
 	})
 	if err != nil {
-		return errorf(storeCode(err), "record %s: %v", object, err)
+		return false, errorf(storeCode(err), "record %s: %v", object, err)
 	}
-	return nil
+	return latest, nil
 }
 
 // crlChangesPruned bounds the change records one CRL's transaction
@@ -415,9 +425,16 @@ func (e *Engine) publishCRL(name CRLName, number uint64, der []byte) {
 		return
 	}
 	s := publish.Series{Issuer: name.Issuer, Shard: name.Shard, Delta: name.Delta}
-	if _, err := e.cfg.Publish.PutCRL(s, number, der); err != nil {
-		e.schedule.alarm(name, fmt.Errorf("publish CRL #%d: %w", number, err), time.Time{})
+	latest, err := e.cfg.Publish.PutCRL(s, number, der)
+	if err != nil {
+		e.schedule.alarm(failureKey{name, true}, fmt.Errorf("publish CRL #%d: %w", number, err), time.Time{})
 		return
+	}
+	if !latest {
+		// The directory holds a larger number than the store's latest: a
+		// store restored from an older copy with the clock behind the
+		// CRLs signed since (README, "CRL numbers after a restore").
+		e.log.Warn("CRL published under its number only: the directory's latest has a larger number", "crl", name.String(), "number", number)
 	}
 	e.schedule.published(name, number)
 }

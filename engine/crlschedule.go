@@ -33,8 +33,9 @@ type CRLSchedule struct {
 	DeltaInterval time.Duration
 	DeltaValidity time.Duration
 	// Retry is the wait before a failed signing is tried again (default
-	// 30s), doubling with each failure up to an eighth of the validity
-	// left over the interval.
+	// 30s, or an eighth of the validity left over the interval if that is
+	// shorter), doubling with each failure up to that eighth or 5 minutes,
+	// whichever is shorter; an HSM or store seen back ends the wait.
 	Retry time.Duration
 	// Poll is how often the store is read for changes other nodes made
 	// and for CRLs they signed (default a quarter of AfterRevocation, at
@@ -42,11 +43,15 @@ type CRLSchedule struct {
 	Poll time.Duration
 }
 
+// MinCRLStep bounds the schedule's shortest waits from below, so that a
+// mistyped setting cannot have it spin.
+const MinCRLStep = 10 * time.Millisecond
+
 // on reports whether the engine signs CRLs by itself.
 func (s CRLSchedule) on() bool { return s.Interval > 0 }
 
-// withDefaults fills in the zero fields.
-func (s CRLSchedule) withDefaults() CRLSchedule {
+// withDefaults fills in the zero fields, for CRLs valid validity.
+func (s CRLSchedule) withDefaults(validity time.Duration) CRLSchedule {
 	if !s.on() {
 		return s
 	}
@@ -57,10 +62,10 @@ func (s CRLSchedule) withDefaults() CRLSchedule {
 		s.DeltaValidity = 2 * s.DeltaInterval
 	}
 	if s.Retry <= 0 {
-		s.Retry = 30 * time.Second
+		s.Retry = max(min(30*time.Second, (validity-s.Interval)/8), MinCRLStep)
 	}
 	if s.Poll <= 0 {
-		s.Poll = min(s.AfterRevocation/4, 30*time.Second)
+		s.Poll = max(min(s.AfterRevocation/4, 30*time.Second), MinCRLStep)
 	}
 	return s
 }
@@ -73,6 +78,13 @@ func (s CRLSchedule) validate(validity time.Duration) error {
 	}
 	if validity < time.Second || (s.DeltaInterval > 0 && s.DeltaValidity < time.Second) {
 		return &ConfigError{"CRLValidity", fmt.Errorf("%s (delta %s): under a second; a CRL's times have seconds", validity, s.DeltaValidity)}
+	}
+	if s.AfterRevocation < MinCRLStep || s.Retry < MinCRLStep || s.Poll < MinCRLStep || (s.DeltaInterval > 0 && s.DeltaInterval < MinCRLStep) {
+		return &ConfigError{"CRLSchedule", fmt.Errorf("after_revocation %s, retry %s, poll %s, delta interval %s: each at least %s",
+			s.AfterRevocation, s.Retry, s.Poll, s.DeltaInterval, MinCRLStep)}
+	}
+	if s.Retry >= validity-s.Interval {
+		return &ConfigError{"CRLSchedule.Retry", fmt.Errorf("%s: not shorter than what the validity leaves over the interval (%s), no retry would come before the CRL expired", s.Retry, validity-s.Interval)}
 	}
 	if validity < s.Interval+s.Interval/2 {
 		return &ConfigError{"CRLValidity", fmt.Errorf("%s: must be at least 1.5 × the CRL interval %s, to leave time for retries", validity, s.Interval)}
@@ -92,15 +104,18 @@ func (s CRLSchedule) validate(validity time.Duration) error {
 }
 
 // CRLMetrics, if Config.Metrics implements it, is told of each CRL the
-// schedule signs or fails to.
+// schedule signs (with its size in bytes) or fails to sign or publish.
 type CRLMetrics interface {
-	CRLSigned(name CRLName, entries int)
+	CRLSigned(name CRLName, size int)
 	CRLFailed(name CRLName)
 }
 
-// CRLFailure is a series whose scheduled signing (or publication) fails.
+// CRLFailure is a series whose scheduled signing, or publication, fails.
 type CRLFailure struct {
 	Name CRLName
+	// Publishing: the CRL is signed and recorded (GET /v1/crl serves it);
+	// writing it into the publication directory fails.
+	Publishing bool
 	// Since is the first failure of this run of them, Attempts how many.
 	Since    time.Time
 	Attempts int
@@ -109,7 +124,16 @@ type CRLFailure struct {
 	// Expires is the nextUpdate of the series' latest CRL, by which a good
 	// one must be signed (zero: none signed yet).
 	Expires time.Time
-	next    time.Time
+	// last is the last attempt, next when the next is due.
+	last, next time.Time
+}
+
+// failureKey names a failing step: a series' signing or its publication,
+// each retried on its own, so that a directory that takes no file holds
+// up no CRL.
+type failureKey struct {
+	name       CRLName
+	publishing bool
 }
 
 // CRLFailures are the series whose scheduled signing fails now.
@@ -131,7 +155,7 @@ type crlSchedule struct {
 	stop, done chan struct{}
 
 	mu      sync.Mutex
-	failing map[CRLName]*CRLFailure
+	failing map[failureKey]*CRLFailure
 	// shown is the latest number written into the publication directory
 	// per series, as far as this process knows.
 	shown map[CRLName]uint64
@@ -139,7 +163,7 @@ type crlSchedule struct {
 
 func newCRLSchedule(e *Engine, cfg CRLSchedule) *crlSchedule {
 	return &crlSchedule{e: e, cfg: cfg, poke: make(chan struct{}, 1), stop: make(chan struct{}), done: make(chan struct{}),
-		failing: map[CRLName]*CRLFailure{}, shown: map[CRLName]uint64{}}
+		failing: map[failureKey]*CRLFailure{}, shown: map[CRLName]uint64{}}
 }
 
 // StartCRLSchedule starts signing CRLs on Config.CRLSchedule (if set):
@@ -214,12 +238,14 @@ func (s *crlSchedule) pass() time.Duration {
 		default:
 		}
 		now := s.e.cfg.Now()
-		s.republish(v)
+		if f := s.failure(failureKey{v.name, true}); f == nil || !f.next.After(now) {
+			s.republish(v)
+		}
 		if v.name.Delta && v.state.Number == 0 {
 			continue // a delta follows a complete CRL, signed first
 		}
 		at := s.dueAt(v)
-		if f := s.failure(v.name); f != nil && f.next.After(at) {
+		if f := s.failure(failureKey{v.name, false}); f != nil && f.next.After(at) && !s.outageOver(f) {
 			at = f.next
 		}
 		if at.After(now) {
@@ -322,13 +348,28 @@ func (s *crlSchedule) sign(v shardView) {
 	case errors.Is(err, errNotDue):
 		return
 	case err != nil:
-		s.alarm(v.name, err, v.expires())
+		s.alarm(failureKey{v.name, false}, err, v.expires())
 		return
 	}
-	s.recovered(v.name)
+	s.recovered(failureKey{v.name, false})
 	if m, ok := s.e.cfg.Metrics.(CRLMetrics); ok {
 		m.CRLSigned(v.name, len(der))
 	}
+}
+
+// outageOver reports whether the HSM or the store that failed f's last
+// attempt has come back since: the wait the failures built up is then
+// over, and the CRL is signed at once rather than after it.
+func (s *crlSchedule) outageOver(f *CRLFailure) bool {
+	switch f.Code {
+	case api.CodeHSMUnavailable:
+		h := s.e.HSM()
+		return h.Up && h.Since.After(f.last)
+	case api.CodeStoreUnavailable:
+		st := s.e.Store()
+		return st.Writable && st.Since.After(f.last)
+	}
+	return false
 }
 
 // republish writes v's latest CRL from the store into the publication
@@ -355,11 +396,11 @@ func (s *crlSchedule) republish(v shardView) {
 	}
 	der, number, err := s.e.latestCRL(v.name)
 	if err != nil {
-		s.alarm(v.name, fmt.Errorf("read CRL to publish: %w", err), v.expires())
+		s.alarm(failureKey{v.name, true}, fmt.Errorf("read CRL to publish: %w", err), v.expires())
 		return
 	}
 	if _, err := pub.PutCRL(series, number, der); err != nil {
-		s.alarm(v.name, fmt.Errorf("publish CRL #%d: %w", number, err), v.expires())
+		s.alarm(failureKey{v.name, true}, fmt.Errorf("publish CRL #%d: %w", number, err), v.expires())
 		return
 	}
 	s.published(v.name, number)
@@ -368,51 +409,69 @@ func (s *crlSchedule) republish(v shardView) {
 // published notes that number is in the directory for name.
 func (s *crlSchedule) published(name CRLName, number uint64) {
 	s.mu.Lock()
-	defer s.mu.Unlock()
 	s.shown[name] = max(s.shown[name], number)
+	s.mu.Unlock()
+	s.recovered(failureKey{name, true})
 }
 
 // alarm records a failure of name's signing or publication: logged,
 // counted, shown by health, and tried again after a backoff. The failed
 // signature itself is audited where it failed (recordCRL).
-func (s *crlSchedule) alarm(name CRLName, err error, expires time.Time) {
+func (s *crlSchedule) alarm(key failureKey, err error, expires time.Time) {
 	now := s.e.cfg.Now()
 	s.mu.Lock()
-	f := s.failing[name]
+	f := s.failing[key]
 	if f == nil {
-		f = &CRLFailure{Name: name, Since: now}
-		s.failing[name] = f
+		f = &CRLFailure{Name: key.name, Publishing: key.publishing, Since: now}
+		s.failing[key] = f
 	}
 	f.Attempts++
-	f.Error, f.Code, f.Expires = err.Error(), CodeOf(err), expires
-	backoff := s.cfg.Retry << min(f.Attempts-1, 16)
-	if ceiling := (s.e.cfg.CRLValidity - s.cfg.Interval) / 8; ceiling > 0 && backoff > ceiling {
-		backoff = max(ceiling, s.cfg.Retry)
-	}
+	f.Error, f.Code, f.Expires, f.last = err.Error(), CodeOf(err), expires, now
+	backoff := s.backoff(f.Attempts)
 	f.next = now.Add(backoff)
 	attempts := f.Attempts
 	s.mu.Unlock()
-	s.e.log.Error("CRL signing failed", "crl", name.String(), "attempt", attempts, "retry_in", backoff.String(), "err", err)
+	what := "CRL signing failed"
+	if key.publishing {
+		what = "CRL publication failed"
+	}
+	s.e.log.Error(what, "crl", key.name.String(), "attempt", attempts, "retry_in", backoff.String(), "err", err)
 	if m, ok := s.e.cfg.Metrics.(CRLMetrics); ok {
-		m.CRLFailed(name)
+		m.CRLFailed(key.name)
 	}
 }
 
-// recovered clears name's failure, if any.
-func (s *crlSchedule) recovered(name CRLName) {
+// maxCRLBackoff bounds the wait between two attempts, whatever the
+// validity leaves: a CRL is tried at least this often while it fails.
+const maxCRLBackoff = 5 * time.Minute
+
+// backoff is the wait after the attempts-th failure in a row: Retry,
+// doubling, up to an eighth of the validity left over the interval and
+// maxCRLBackoff.
+func (s *crlSchedule) backoff(attempts int) time.Duration {
+	ceiling := min(max((s.e.cfg.CRLValidity-s.cfg.Interval)/8, s.cfg.Retry), max(maxCRLBackoff, s.cfg.Retry))
+	if attempts > 30 {
+		return ceiling
+	}
+	return min(s.cfg.Retry<<(attempts-1), ceiling)
+}
+
+// recovered clears key's failure, if any.
+func (s *crlSchedule) recovered(key failureKey) {
 	s.mu.Lock()
-	f := s.failing[name]
-	delete(s.failing, name)
+	f := s.failing[key]
+	delete(s.failing, key)
 	s.mu.Unlock()
 	if f != nil {
-		s.e.log.Info("CRL signing recovered", "crl", name.String(), "failed_since", f.Since, "attempts", f.Attempts)
+		s.e.log.Info("CRL signing or publication recovered", "crl", key.name.String(), "publishing", key.publishing,
+			"failed_since", f.Since, "attempts", f.Attempts)
 	}
 }
 
-func (s *crlSchedule) failure(name CRLName) *CRLFailure {
+func (s *crlSchedule) failure(key failureKey) *CRLFailure {
 	s.mu.Lock()
 	defer s.mu.Unlock()
-	if f := s.failing[name]; f != nil {
+	if f := s.failing[key]; f != nil {
 		c := *f
 		return &c
 	}

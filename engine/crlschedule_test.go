@@ -70,8 +70,12 @@ func shardedEngine(t *testing.T, ca *enginetest.CA, st *store.Store, sched engin
 	for _, p := range profiles {
 		p.CRLDistribution, p.FreshestCRL = nil, true
 	}
+	shards := engine.CRLShards{Count: 4, URL: shardURL}
+	if sched.DeltaInterval > 0 {
+		shards.DeltaURL = deltaURL
+	}
 	e := ca.Engine(t, st, engine.Config{Issuers: []*issuance.Issuer{iss}, Profiles: profiles, CRLValidity: validity, CRLSchedule: sched,
-		CRLShards: map[string]engine.CRLShards{iss.ID(): {Count: 4, URL: shardURL, DeltaURL: deltaURL}}, Publish: pub})
+		CRLShards: map[string]engine.CRLShards{iss.ID(): shards}, Publish: pub})
 	e.StartCRLSchedule()
 	return e, sw, dir
 }
@@ -148,8 +152,8 @@ func testCRLScheduleShards(t *testing.T, se enginetest.StoreEngine) {
 		if !slices.Equal(cert.CRLDistributionPoints, []string{want}) {
 			t.Fatalf("certificate %x names %v, want its shard's %s", c.Serial, cert.CRLDistributionPoints, want)
 		}
-		if extension(cert.Extensions, oidFreshest) == nil {
-			t.Errorf("certificate %x: no Freshest CRL extension although its profile asks for one", c.Serial)
+		if extension(cert.Extensions, oidFreshest) != nil {
+			t.Errorf("certificate %x: a Freshest CRL extension, and no deltas are signed", c.Serial)
 		}
 	}
 
@@ -240,6 +244,10 @@ func TestCRLScheduleDeltas(t *testing.T) {
 	failuresOf = e.CRLFailures
 	c := issue(t, e, request(t, "held"))
 	k := crl.Shard(c.Serial, 4)
+	if cert, err := smx509.ParseCertificate(c.DER); err != nil || extension(cert.Extensions, oidFreshest) == nil ||
+		!bytes.Contains(extension(cert.Extensions, oidFreshest).Value, []byte(crl.URL(deltaURL, k))) {
+		t.Fatalf("certificate of a profile asking for it: no Freshest CRL naming its shard's delta (%v)", err)
+	}
 	var base *smx509.RevocationList
 	waitFor(t, "the shard's complete CRL", func() bool { base = latest(t, e, engine.CRLName{Shard: k}); return base != nil })
 	if _, err := e.Hold(ra, c.Serial); err != nil {
@@ -326,5 +334,110 @@ func TestCRLShardsFixedOnceIssued(t *testing.T) {
 		CRLShards: layout(8), Profiles: profiles})
 	if err == nil || !strings.Contains(err.Error(), "fixed once certificates exist") {
 		t.Fatalf("start with 8 shards after certificates named 4: %v", err)
+	}
+}
+
+// TestCRLPublicationFailureHoldsUpNoCRL: a publication directory that
+// takes no file is alarmed as a publication failure of its own; CRLs go
+// on being signed (and served by GET /v1/crl), a revocation is listed
+// within after_revocation, and publication resumes once the directory
+// takes files again.
+func TestCRLPublicationFailureHoldsUpNoCRL(t *testing.T) {
+	ca := enginetest.NewCA(t)
+	sched := engine.CRLSchedule{Interval: 2 * time.Second, AfterRevocation: 300 * time.Millisecond, Retry: 100 * time.Millisecond, Poll: 50 * time.Millisecond}
+	e, _, dir := shardedEngine(t, ca, enginetest.OpenStore(t), sched, 4*time.Second)
+	failuresOf = e.CRLFailures
+	c := issue(t, e, request(t, "unpublished"))
+	k := crl.Shard(c.Serial, 4)
+	waitFor(t, "the first CRLs", func() bool { return latest(t, e, engine.CRLName{Shard: k}) != nil })
+	id := ca.Issuer.ID()
+	if err := os.Rename(filepath.Join(dir, id), filepath.Join(dir, id+".moved")); err != nil {
+		t.Fatal(err)
+	}
+	if err := os.WriteFile(filepath.Join(dir, id), []byte("not a directory"), 0o644); err != nil {
+		t.Fatal(err)
+	}
+	waitFor(t, "the publication failure alarmed", func() bool {
+		f := e.CRLFailures()
+		return len(f) > 0 && f[0].Publishing
+	})
+	if _, err := e.Revoke(ra, c.Serial, revocation.KeyCompromise); err != nil {
+		t.Fatal(err)
+	}
+	start := time.Now()
+	waitFor(t, "the revocation on the store's CRL", func() bool {
+		_, ok := listed(latest(t, e, engine.CRLName{Shard: k}))[hexOf(c.Serial)]
+		return ok
+	})
+	if took := time.Since(start); took > sched.Interval {
+		t.Errorf("revocation listed %v after it was made, with after_revocation %v and publication failing", took, sched.AfterRevocation)
+	}
+	for _, f := range e.CRLFailures() {
+		if !f.Publishing {
+			t.Errorf("signing alarmed as failing: %+v", f)
+		}
+	}
+	os.Remove(filepath.Join(dir, id))
+	if err := os.Rename(filepath.Join(dir, id+".moved"), filepath.Join(dir, id)); err != nil {
+		t.Fatal(err)
+	}
+	waitFor(t, "publication to resume", func() bool {
+		der, _ := e.LatestCRL(engine.CRLName{Shard: k})
+		got, _ := os.ReadFile(filepath.Join(dir, id, fmt.Sprintf("%d.crl", k)))
+		return len(e.CRLFailures()) == 0 && bytes.Equal(got, der)
+	})
+}
+
+// TestCRLScheduleSignsOnceHSMIsBack: the wait that failures built up
+// while the HSM failed ends when the HSM is seen back (signerd probes it
+// every few seconds): a revocation made then is listed within
+// after_revocation, not after the backoff.
+func TestCRLScheduleSignsOnceHSMIsBack(t *testing.T) {
+	ca := enginetest.NewCA(t)
+	sched := engine.CRLSchedule{Interval: 3 * time.Second, AfterRevocation: 300 * time.Millisecond, Retry: 100 * time.Millisecond, Poll: 50 * time.Millisecond}
+	e, sw, _ := shardedEngine(t, ca, enginetest.OpenStore(t), sched, 60*time.Second)
+	failuresOf = e.CRLFailures
+	c := issue(t, e, request(t, "outage"))
+	k := crl.Shard(c.Serial, 4)
+	waitFor(t, "the first CRLs", func() bool { return latest(t, e, engine.CRLName{Shard: k}) != nil })
+	sw.fail.Store(true)
+	waitFor(t, "6 failed attempts", func() bool {
+		for _, f := range e.CRLFailures() {
+			if f.Name.Shard == k && f.Attempts >= 6 {
+				return true
+			}
+		}
+		return false
+	})
+	sw.fail.Store(false)
+	if err := e.ProbeHSM(context.Background()); err != nil {
+		t.Fatal(err)
+	}
+	if _, err := e.Revoke(ra, c.Serial, revocation.KeyCompromise); err != nil {
+		t.Fatal(err)
+	}
+	start := time.Now()
+	waitFor(t, "the revocation listed", func() bool {
+		_, ok := listed(latest(t, e, engine.CRLName{Shard: k}))[hexOf(c.Serial)]
+		return ok
+	})
+	if took := time.Since(start); took > 2*time.Second {
+		t.Errorf("revocation listed %v after it was made, the HSM back, after_revocation %v: the backoff outlived the outage", took, sched.AfterRevocation)
+	}
+}
+
+// TestDeltaURLNeedsDeltas: certificates must not name a Freshest CRL
+// that is never signed.
+func TestDeltaURLNeedsDeltas(t *testing.T) {
+	ca := enginetest.NewCA(t)
+	profiles := engine.BuiltinProfiles()
+	for _, p := range profiles {
+		p.CRLDistribution = nil
+	}
+	_, err := engine.New(engine.Config{Store: enginetest.OpenStore(t), Issuers: []*issuance.Issuer{ca.Issuer}, Random: ca.Module.Random(),
+		Profiles: profiles, CRLSchedule: engine.CRLSchedule{Interval: time.Hour},
+		CRLShards: map[string]engine.CRLShards{ca.Issuer.ID(): {Count: 2, URL: shardURL, DeltaURL: deltaURL}}})
+	if err == nil || !strings.Contains(err.Error(), "never published") {
+		t.Fatalf("a delta URL without delta CRLs: %v", err)
 	}
 }

@@ -185,7 +185,7 @@ func New(cfg Config) (*Engine, error) {
 	if e.cfg.CRLValidity <= 0 {
 		e.cfg.CRLValidity = DefaultCRLValidity
 	}
-	e.cfg.CRLSchedule = e.cfg.CRLSchedule.withDefaults() // validated with the rest
+	e.cfg.CRLSchedule = e.cfg.CRLSchedule.withDefaults(e.cfg.CRLValidity) // validated with the rest
 	e.layouts = &crlLayouts{of: map[string]CRLShards{}}
 	for id, l := range cfg.CRLShards {
 		if _, ok := e.issuers[id]; !ok {
@@ -193,6 +193,10 @@ func New(cfg Config) (*Engine, error) {
 		}
 		if err := l.Validate(); err != nil {
 			return nil, fmt.Errorf("engine: CRL shards of issuer %s: %w", id, err)
+		}
+		if l.DeltaURL != "" && e.cfg.CRLSchedule.DeltaInterval <= 0 {
+			return nil, fmt.Errorf("engine: CRL shards of issuer %s: a delta URL, but no delta CRLs are signed (crl.delta_interval): "+
+				"certificates would name a Freshest CRL that is never published", id)
 		}
 		e.layouts.of[id] = l
 	}
@@ -233,7 +237,7 @@ func New(cfg Config) (*Engine, error) {
 		e.cfg.ClockMaxStep = defaultClockMaxStep
 	}
 	e.storeHealth = newStoreHealth(e.store, e.log, e.cfg.Now, e.cfg.WriteStallAfter)
-	e.hsmHealth = &hsmHealth{log: e.log, now: e.cfg.Now, metrics: e.cfg.Metrics, store: e.storeHealth,
+	e.hsmHealth = &hsmHealth{log: e.log, now: e.cfg.Now, metrics: e.cfg.Metrics, store: e.storeHealth, recovered: e.schedule.changed,
 		auditKey: cfg.AuditKey, issuers: cfg.Issuers, random: cfg.Random, status: HSMStatus{Up: true}}
 	var err error
 	if e.sealer, err = newSealer(&e.cfg, e.log, e.storeHealth, e.hsmHealth); err != nil {
@@ -266,7 +270,10 @@ func New(cfg Config) (*Engine, error) {
 		}
 	}
 	e.queue = newBatchQueue(e.cfg.QueueSize, e.cfg.BatchSize, e.batches)
-	e.storeHealth.watch(e.batches.burnStranded)
+	e.storeHealth.watch(func() {
+		e.batches.burnStranded()
+		e.schedule.changed()
+	})
 	e.sealer.start()
 	if e.sealer.key != nil {
 		ctx, cancel := context.WithTimeout(context.Background(), e.cfg.SignTimeout)

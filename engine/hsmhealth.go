@@ -38,6 +38,9 @@ type hsmHealth struct {
 	auditKey AuditSigner
 	issuers  []*issuance.Issuer
 	random   io.Reader
+	// recovered, if set, is called when the HSM comes back (the CRL
+	// schedule then signs what failed, without waiting out its backoff).
+	recovered func()
 
 	mu     sync.Mutex
 	status HSMStatus
@@ -120,6 +123,9 @@ func (h *hsmHealth) note(err error) {
 	}
 	if aerr := h.store.appendEvent(ev); aerr != nil {
 		h.log.Error("audit HSM status change", "action", ev.Action, "err", aerr)
+	}
+	if err == nil && h.recovered != nil {
+		h.recovered()
 	}
 }
 

@@ -17,6 +17,7 @@ import (
 	"path/filepath"
 	"runtime"
 	"signerd/api"
+	"signerd/crl"
 	"slices"
 	"strconv"
 	"strings"
@@ -44,6 +45,13 @@ type benchFlags struct {
 	signerd      string
 	cpuProfile   string
 	json         bool
+	// shards is the issuer's CRL shards; deltaRevocations how many
+	// certificates are revoked before every shard's delta is signed (0:
+	// no deltas).
+	shards           int
+	deltaRevocations int
+	signerdEnv       []string
+	signerdLog       string
 }
 
 // benchReport is what one bench run measured: the HSM's ceiling, then
@@ -100,10 +108,35 @@ type storeReport struct {
 	RSSAnonMiB    float64            `json:"rss_anon_mib"` // peak RssAnon: signerd's own memory
 	ReadyMS       float64            `json:"ready_ms"`
 	RestartMS     float64            `json:"restart_ready_ms"`
-	CRLEntries    int                `json:"crl_entries"`
-	CRLMS         float64            `json:"crl_ms"`
-	CPUProfile    string             `json:"cpu_profile,omitempty"`
-	Postgres      *pgReport          `json:"postgres,omitempty"`
+	// The CRLs, signed after the batched runs: every shard's complete
+	// CRL one after the other (entries and time in all, and the slowest
+	// shard's time), then, after DeltaRevocations revocations, every
+	// shard's delta the same way.
+	CRLShards       int     `json:"crl_shards"`
+	CRLEntries      int     `json:"crl_entries"`
+	CRLMS           float64 `json:"crl_ms"`
+	CRLShardMaxMS   float64 `json:"crl_shard_max_ms"`
+	CRLShardEntries []int   `json:"crl_shard_entries,omitempty"`
+	DeltaRevoked    int     `json:"delta_revocations,omitempty"`
+	RevokeMS        float64 `json:"revoke_ms,omitempty"` // the revocations, from 8 clients at most
+	DeltaEntries    int     `json:"delta_entries,omitempty"`
+	DeltaMS         float64 `json:"delta_ms,omitempty"`
+	DeltaShardMaxMS float64 `json:"delta_shard_max_ms,omitempty"`
+	// ScheduleCRLMS is how long after READY the schedule had signed every
+	// shard's first complete CRL at the first start, ScheduleDeltaMS
+	// every shard's first delta (which follows a poll later); both are
+	// waited out before the runs, so they are not measured under load.
+	ScheduleCRLMS   float64 `json:"schedule_crl_ms,omitempty"`
+	ScheduleDeltaMS float64 `json:"schedule_delta_ms,omitempty"`
+	// AnonPhasesMiB is the peak anonymous RSS of the first signerd in
+	// each part of its run: start (to READY), schedule (its start-up
+	// CRLs), runs (the batched runs), crl (every shard's complete CRL),
+	// delta (the revocations and deltas).
+	AnonPhasesMiB map[string]float64 `json:"rss_anon_phases_mib,omitempty"`
+	// CRLTargets are issue 20's scale targets as this run met them.
+	CRLTargets []targetCheck `json:"crl_targets,omitempty"`
+	CPUProfile string        `json:"cpu_profile,omitempty"`
+	Postgres   *pgReport     `json:"postgres,omitempty"`
 	// Targets are the CPU and latency targets (cpuTargets) as this run
 	// met them, in cpuTargets' order.
 	Targets []targetCheck `json:"targets,omitempty"`
@@ -203,8 +236,23 @@ func bench(args []string, stdout io.Writer) error {
 	fs.StringVar(&f.cpuProfile, "cpu-profile", "", "write signerd's CPU profile of the batched runs into `file` "+
 		"(with two stores, file.bolt and file.postgres)")
 	fs.BoolVar(&f.json, "json", false, "print one JSON object instead of the tables")
+	fs.IntVar(&f.shards, "shards", 1, "the issuer's CRL `shards` (crl.shards; more than 1: partitioned CRLs at a bench URL)")
+	fs.IntVar(&f.deltaRevocations, "delta-revocations", 0, "with `K` > 0, delta CRLs on: after the complete CRLs, K certificates "+
+		"are issued and revoked and every shard's delta signed")
+	var signerdEnv string
+	fs.StringVar(&signerdEnv, "signerd-env", "", "comma-separated `VAR=value`s for signerd alone (e.g. GOGC=100,GOMEMLIMIT=64MiB)")
+	fs.StringVar(&f.signerdLog, "signerd-log", "", "append every signerd's output to `file` instead of keeping it for errors")
 	if err := parse(fs, args); err != nil {
 		return err
+	}
+	for _, kv := range strings.Split(signerdEnv, ",") {
+		if kv = strings.TrimSpace(kv); kv == "" {
+			continue
+		}
+		if name, _, ok := strings.Cut(kv, "="); !ok || name == "" {
+			return usageError{fmt.Sprintf("-signerd-env: %q is not VAR=value", kv)}
+		}
+		f.signerdEnv = append(f.signerdEnv, kv)
 	}
 	var err error
 	if f.clients, err = parseInts(clients); err != nil {
@@ -235,6 +283,10 @@ func bench(args []string, stdout io.Writer) error {
 		return usageError{"-duration, -sessions and -batch must be positive; -prefill and -revoked not negative"}
 	case f.revoked > f.prefill:
 		return usageError{"-revoked cannot exceed -prefill"}
+	case f.shards < 1 || f.shards > crl.MaxShards:
+		return usageError{fmt.Sprintf("-shards %d: 1 to %d", f.shards, crl.MaxShards)}
+	case f.deltaRevocations < 0:
+		return usageError{"-delta-revocations must not be negative"}
 	case f.pgStatements && !slices.Contains(f.stores, storePostgres):
 		return usageError{"-pg-statements needs the postgres store"}
 	}
@@ -269,6 +321,7 @@ func runBench(f benchFlags, progress io.Writer) (r *benchReport, err error) {
 	if err != nil {
 		return nil, err
 	}
+	lab.crl, lab.signerdEnv, lab.signerdLog = benchCRL{shards: f.shards, deltas: f.deltaRevocations > 0}, f.signerdEnv, f.signerdLog
 	defer func() {
 		if rerr := lab.remove(); rerr != nil && err == nil {
 			err = fmt.Errorf("remove the bench folder: %w", rerr)
@@ -294,7 +347,7 @@ func runBench(f benchFlags, progress io.Writer) (r *benchReport, err error) {
 		return nil, err
 	}
 	if f.prefill > 0 {
-		set, err := lab.newPrefill(f.prefill, f.revoked)
+		set, err := lab.newPrefill(f.prefill, f.revoked, lab.crl)
 		if err != nil {
 			return nil, err
 		}
@@ -426,6 +479,17 @@ func runBatchSize(f benchFlags, lab *benchLab, batch int, r *benchReport, reqs *
 			run.sr.RestartMS = ms(run.d.ready)
 		}
 		say("%s: signerd (batch %d) READY in %v", name, batch, run.d.ready.Round(time.Millisecond))
+		if batch == f.batch {
+			run.sr.AnonPhasesMiB = map[string]float64{"start": run.d.anonPhase()}
+			// The first start: the schedule signs every shard's CRLs now.
+			complete, delta, err := run.d.waitScheduledCRLs(lab.crl, 10*time.Minute)
+			if err != nil {
+				return fmt.Errorf("%s store: %w", name, err)
+			}
+			run.sr.ScheduleCRLMS, run.sr.ScheduleDeltaMS = ms(complete), ms(delta)
+			run.sr.AnonPhasesMiB["schedule"] = run.d.anonPhase()
+			say("%s: the schedule signed every shard's CRL %v after READY", name, complete.Round(time.Millisecond))
+		}
 	}
 	for i, c := range f.clients {
 		order := slices.Clone(runs)
@@ -440,20 +504,78 @@ func runBatchSize(f benchFlags, lab *benchLab, batch int, r *benchReport, reqs *
 	}
 	for _, run := range runs {
 		if batch == f.batch {
-			say("%s: full CRL", run.name)
-			n, took, err := run.d.signCRL()
-			if err != nil {
+			if err := measureCRLs(f, run, reqs, say); err != nil {
 				return fmt.Errorf("%s store: %w", run.name, err)
 			}
-			run.sr.CRLEntries, run.sr.CRLMS = n, ms(took)
 		}
 		rss, anon, err := run.d.peakRSS()
 		if err != nil {
 			return fmt.Errorf("%s store: %w", run.name, err)
 		}
 		run.sr.RSSMiB, run.sr.RSSAnonMiB = max(run.sr.RSSMiB, rss), max(run.sr.RSSAnonMiB, anon)
+		run.sr.checkCRLTargets()
 	}
 	return nil
+}
+
+// measureCRLs has run's signerd sign every shard's complete CRL, one
+// after the other, and then, with -delta-revocations, issue and revoke
+// that many certificates and sign every shard's delta.
+func measureCRLs(f benchFlags, run *storeRun, reqs *requestPool, say func(string, ...any)) error {
+	sr := run.sr
+	sr.AnonPhasesMiB["runs"] = run.d.anonPhase()
+	say("%s: every shard's complete CRL (%d)", run.name, f.shards)
+	full, err := run.d.signShards(f.shards, false)
+	if err != nil {
+		return err
+	}
+	sr.AnonPhasesMiB["crl"] = run.d.anonPhase()
+	sr.CRLShards, sr.CRLEntries, sr.CRLMS, sr.CRLShardMaxMS = f.shards, full.entries, ms(full.total), ms(full.slowest)
+	sr.CRLShardEntries = full.perShard
+	if f.deltaRevocations == 0 {
+		return nil
+	}
+	say("%s: %d certificates issued and revoked", run.name, f.deltaRevocations)
+	took, err := run.d.issueAndRevoke(reqs, f.deltaRevocations, 8)
+	if err != nil {
+		return err
+	}
+	sr.DeltaRevoked, sr.RevokeMS = f.deltaRevocations, ms(took)
+	say("%s: every shard's delta CRL", run.name)
+	deltas, err := run.d.signShards(f.shards, true)
+	if err != nil {
+		return err
+	}
+	sr.DeltaEntries, sr.DeltaMS, sr.DeltaShardMaxMS = deltas.entries, ms(deltas.total), ms(deltas.slowest)
+	sr.AnonPhasesMiB["delta"] = run.d.anonPhase()
+	if deltas.entries != f.deltaRevocations {
+		return fmt.Errorf("the deltas list %d entries after %d revocations", deltas.entries, f.deltaRevocations)
+	}
+	return nil
+}
+
+// Issue 20's scale targets: every shard's complete CRL signed in 5 s in
+// all, signerd's anonymous memory at most 64 MiB through the run, and a
+// delta after 1,000 revocations in 50 ms (every shard's delta, in all).
+const (
+	crlTargetMS      = 5000
+	crlTargetAnonMiB = 64
+	deltaTargetMS    = 50
+)
+
+// checkCRLTargets judges the CRL figures measured.
+func (sr *storeReport) checkCRLTargets() {
+	sr.CRLTargets = nil
+	check := func(name string, v, limit float64) {
+		sr.CRLTargets = append(sr.CRLTargets, targetCheck{Name: name, Value: v, Limit: limit, Met: v <= limit})
+	}
+	if sr.CRLShards > 0 {
+		check("crl_ms", sr.CRLMS, crlTargetMS)
+	}
+	check("rss_anon_mib", sr.RSSAnonMiB, crlTargetAnonMiB)
+	if sr.DeltaRevoked > 0 {
+		check("delta_ms", sr.DeltaMS, deltaTargetMS)
+	}
 }
 
 // runClients is one end-to-end run: c clients issuing through run's
@@ -551,8 +673,8 @@ func (r *benchReport) print(w io.Writer, clients []int) {
 		if name == storePostgres {
 			mapped = "signerd only, not the server"
 		}
-		fmt.Fprintf(w, "memory       peak RSS %.1f MiB (VmHWM, %s); anonymous %.1f MiB\n", sr.RSSMiB, mapped, sr.RSSAnonMiB)
-		fmt.Fprintf(w, "CRL          %d entries built and signed in %.0f ms\n", sr.CRLEntries, sr.CRLMS)
+		fmt.Fprintf(w, "memory       peak RSS %.1f MiB (VmHWM, %s); anonymous %.1f MiB%s\n", sr.RSSMiB, mapped, sr.RSSAnonMiB, sr.anonPhases())
+		sr.printCRLs(w)
 		if sr.CPUProfile != "" {
 			fmt.Fprintf(w, "CPU profile  %s (batched runs)\n", sr.CPUProfile)
 		}
@@ -610,6 +732,55 @@ var targetTitles = map[string]string{
 	"overhead_us_per_cert_64": "overhead at 64 clients ≤ %.0f µs/cert: %.0f",
 	"ratio_64":                "end to end at 64 clients ≥ %.2f × ceiling: %.2f",
 	"p99_ms_8":                "p99 at 8 clients ≤ %.0f ms: %.1f",
+}
+
+// crlTargetTitles say each CRL target as the table's reader reads it.
+var crlTargetTitles = map[string]string{
+	"crl_ms":       "every shard's complete CRL ≤ %.0f ms in all: %.0f",
+	"rss_anon_mib": "signerd's anonymous RSS ≤ %.0f MiB at peak: %.1f",
+	"delta_ms":     "every shard's delta ≤ %.0f ms in all: %.1f",
+}
+
+// anonPhaseOrder is the order of a run's parts.
+var anonPhaseOrder = []string{"start", "schedule", "runs", "crl", "delta"}
+
+// anonPhases says the anonymous peak of each part of the first signerd's
+// run measured.
+func (sr *storeReport) anonPhases() string {
+	var parts []string
+	for _, p := range anonPhaseOrder {
+		if v, ok := sr.AnonPhasesMiB[p]; ok {
+			parts = append(parts, fmt.Sprintf("%s %.1f", p, v))
+		}
+	}
+	if len(parts) == 0 {
+		return ""
+	}
+	return " (" + strings.Join(parts, ", ") + ")"
+}
+
+// printCRLs prints the CRL figures and their targets.
+func (sr *storeReport) printCRLs(w io.Writer) {
+	fmt.Fprintf(w, "CRL          %d entries in %d shard(s), each signed in turn: %.0f ms in all, slowest shard %.0f ms\n",
+		sr.CRLEntries, sr.CRLShards, sr.CRLMS, sr.CRLShardMaxMS)
+	if sr.ScheduleCRLMS > 0 {
+		fmt.Fprintf(w, "schedule     at the first start, every shard's complete CRL signed %.0f ms after READY", sr.ScheduleCRLMS)
+		if sr.ScheduleDeltaMS > 0 {
+			fmt.Fprintf(w, ", every delta %.0f ms after", sr.ScheduleDeltaMS)
+		}
+		fmt.Fprintln(w)
+	}
+	if sr.DeltaRevoked > 0 {
+		fmt.Fprintf(w, "delta CRL    after %d revocations (%.0f ms): %d entries in %d shard(s), %.1f ms in all, slowest shard %.1f ms\n",
+			sr.DeltaRevoked, sr.RevokeMS, sr.DeltaEntries, sr.CRLShards, sr.DeltaMS, sr.DeltaShardMaxMS)
+	}
+	for _, t := range sr.CRLTargets {
+		verdict := "met"
+		if !t.Met {
+			verdict = "NOT met"
+		}
+		fmt.Fprintf(w, "target       "+crlTargetTitles[t.Name]+", %s\n", t.Limit, t.Value, verdict)
+	}
 }
 
 // printTargets prints one line per target measured, met or not.

@@ -33,6 +33,11 @@ func TestBenchRefusesBadFlags(t *testing.T) {
 		{[]string{"-nodes", "2", "-store", "bolt"}, "nodes share a PostgreSQL store"},
 		{[]string{"-nodes", "2", "-pg-statements"}, "-pg-statements and -cpu-profile measure one signerd"},
 		{[]string{"-nodes", "2", "-cpu-profile", "cpu.out"}, "-pg-statements and -cpu-profile measure one signerd"},
+		{[]string{"-shards", "0"}, "-shards 0: 1 to 1024"},
+		{[]string{"-shards", "1025"}, "-shards 1025: 1 to 1024"},
+		{[]string{"-delta-revocations", "-1"}, "-delta-revocations must not be negative"},
+		{[]string{"-signerd-env", "GOGC"}, `-signerd-env: "GOGC" is not VAR=value`},
+		{[]string{"-signerd-env", "=100"}, `-signerd-env: "=100" is not VAR=value`},
 	} {
 		t.Run(strings.Join(tc.args, " "), func(t *testing.T) {
 			args := append([]string{"-module", "/nonexistent/libsofthsm2.so"}, tc.args...)

@@ -47,6 +47,13 @@ type benchLab struct {
 	bolt   string          // the bbolt store's file
 	pg     *pglocal.Server // nil until startPostgres
 	pgDSN  string          // the PostgreSQL store's database
+	crl    benchCRL        // the issuer's CRL layout and schedule
+	// signerdEnv is added to every signerd's environment (-signerd-env):
+	// GOGC or GOMEMLIMIT for signerd alone, not for the bench.
+	signerdEnv []string
+	// signerdLog, if set, is a file every signerd's output is appended
+	// to (-signerd-log), e.g. its GODEBUG=gctrace=1 lines.
+	signerdLog string
 }
 
 // The stores a bench measures, by the names -store and the report use.
@@ -234,9 +241,10 @@ type prefillSet struct {
 	serials [][16]byte
 	revoked int
 	now     time.Time
+	crl     benchCRL
 }
 
-func (l *benchLab) newPrefill(n, revoked int) (*prefillSet, error) {
+func (l *benchLab) newPrefill(n, revoked int, crl benchCRL) (*prefillSet, error) {
 	der, err := sampleCertificate()
 	if err != nil {
 		return nil, err
@@ -250,10 +258,18 @@ func (l *benchLab) newPrefill(n, revoked int) (*prefillSet, error) {
 		return nil, err
 	}
 	p := &prefillSet{der: der, issuer: fmt.Sprintf("%x", issCert.SubjectKeyId), serials: make([][16]byte, n),
-		revoked: revoked, now: time.Now().UTC()}
+		// signerd's clock guard reads whole seconds: a revocation dated a
+		// fraction of a second later than the second it starts in would
+		// have it refuse to sign.
+		revoked: revoked, now: time.Now().UTC().Truncate(time.Second), crl: crl}
 	for i := range p.serials {
-		rand.Read(p.serials[i][:])
-		p.serials[i][0] = p.serials[i][0]&0x7f | 0x01
+		// issuance.NewSerial's shape: 16 octets, the first 0x01 to 0x7f
+		// (redrawn when zero), so the serials spread over the CRL shards
+		// as issued ones do; each shard is a range of the first two.
+		for p.serials[i][0] == 0 {
+			rand.Read(p.serials[i][:])
+			p.serials[i][0] &= 0x7f
+		}
 	}
 	slices.SortFunc(p.serials, func(a, b [16]byte) int { return bytes.Compare(a[:], b[:]) })
 	return p, nil
@@ -286,6 +302,13 @@ func (p *prefillSet) write(st *store.Store, name string, progress io.Writer) err
 	listed := 0
 	for done := 0; done < n; done += prefillPerTx {
 		err := st.Update(func(tx *store.Tx) error {
+			if done == 0 && p.crl.partitioned() {
+				// As signerd records it with the first certificate it
+				// issues: the certificates name their shard's URL.
+				if err := tx.PutCRLLayout(p.issuer, p.crl.layout()); err != nil {
+					return err
+				}
+			}
 			for i := done; i < min(done+prefillPerTx, n); i++ {
 				serial := p.serials[i][:]
 				id := fmt.Sprintf("prefill-%09d", i)
@@ -318,7 +341,32 @@ func (p *prefillSet) write(st *store.Store, name string, progress io.Writer) err
 			fmt.Fprintf(progress, "bench: %s: prefilled %d of %d\n", name, min(done+prefillPerTx, n), n)
 		}
 	}
-	return nil
+	return p.pruneChanges(st, name)
+}
+
+// pruneChanges empties the change log the prefill's revocations wrote
+// into: a store that has run for years holds only the changes since its
+// shards' latest complete CRLs (each CRL prunes what every shard lists),
+// not one record per revocation ever made. Left in, they would have each
+// CRL the bench measures delete its share of a million records.
+func (p *prefillSet) pruneChanges(st *store.Store, name string) error {
+	for {
+		pruned := 0
+		err := st.Update(func(tx *store.Tx) error {
+			seq, err := tx.CRLChangeSeq()
+			if err != nil {
+				return err
+			}
+			pruned, err = tx.PruneCRLChanges(p.issuer, seq, prefillPerTx)
+			return err
+		})
+		if err != nil {
+			return fmt.Errorf("prefill %s store: %w", name, err)
+		}
+		if pruned == 0 {
+			return nil
+		}
+	}
 }
 
 // openStore opens the named store for the bench itself (the prefill),
@@ -474,6 +522,8 @@ type benchDaemon struct {
 
 	mu       sync.Mutex
 	anonPeak int // kB
+	// phasePeak is the peak of RssAnon since the last anonPhase.
+	phasePeak int // kB
 }
 
 // storeConfig is the store: line of signerd's config for the named store.
@@ -530,10 +580,10 @@ func (l *benchLab) startSignerd(bin string, spec daemonSpec) (*benchDaemon, erro
 		node = "node: " + spec.node + "\n"
 	}
 	cfg := fmt.Sprintf("%shsm: {module: %s, token: bench, pin_shares: [%s], sessions: %d, pin_refused_marker: %s}\n"+
-		"issuers: [{key: %s, certificate: %s}]\n%s\naudit: {key: bench-audit-%s}\nsocket: {path: %s}\nqueue: {batch: %d}\n"+
+		"issuers: [{key: %s, certificate: %s%s}]\n%s\n%saudit: {key: bench-audit-%s}\nsocket: {path: %s}\nqueue: {batch: %d}\n"+
 		"roles: {ra: {uids: [%d]}, operator: {uids: [%d]}}\n",
 		node, l.module, strings.Join(l.token.PINShares, ", "), spec.sessions, l.path("pin-refused-"+id),
-		benchIssuingKey, l.path("issuing.pem"), storeLine, id, sock, spec.batch, uid, uid)
+		benchIssuingKey, l.path("issuing.pem"), l.crl.issuerConfig(), storeLine, l.crl.scheduleConfig(), id, sock, spec.batch, uid, uid)
 	config := l.path("signerd-" + id + ".yaml")
 	if err := os.WriteFile(config, []byte(cfg), 0o600); err != nil {
 		return nil, err
@@ -551,12 +601,21 @@ func (l *benchLab) startSignerd(bin string, spec daemonSpec) (*benchDaemon, erro
 	}
 	d := &benchDaemon{socket: sock, log: new(bytes.Buffer), exited: make(chan error, 1), done: make(chan struct{})}
 	d.cmd = exec.Command(bin, args...)
-	d.cmd.Env = append(os.Environ(), "NOTIFY_SOCKET="+notifyPath)
+	d.cmd.Env = append(append(os.Environ(), "NOTIFY_SOCKET="+notifyPath), l.signerdEnv...)
 	if spec.softHSMConf != "" {
 		// The later of two settings of a variable is the one exec passes.
 		d.cmd.Env = append(d.cmd.Env, "SOFTHSM2_CONF="+spec.softHSMConf)
 	}
 	d.cmd.Stdout, d.cmd.Stderr = d.log, d.log
+	if l.signerdLog != "" {
+		f, err := os.OpenFile(l.signerdLog, os.O_WRONLY|os.O_CREATE|os.O_APPEND, 0o600)
+		if err != nil {
+			return nil, fmt.Errorf("signerd log: %w", err)
+		}
+		defer f.Close() // signerd holds its own descriptor
+		fmt.Fprintf(f, "== signerd %s, batch %d, %s\n", id, spec.batch, time.Now().Format(time.RFC3339Nano))
+		d.cmd.Stdout, d.cmd.Stderr = f, f
+	}
 	start := time.Now()
 	if err := d.cmd.Start(); err != nil {
 		return nil, fmt.Errorf("start signerd: %w", err)
@@ -614,6 +673,7 @@ func (d *benchDaemon) memory() {
 			if st, err := d.status(); err == nil {
 				d.mu.Lock()
 				d.anonPeak = max(d.anonPeak, st["RssAnon"])
+				d.phasePeak = max(d.phasePeak, st["RssAnon"])
 				d.mu.Unlock()
 			}
 		}
@@ -631,6 +691,21 @@ func (d *benchDaemon) peakRSS() (total, anon float64, err error) {
 	defer d.mu.Unlock()
 	d.anonPeak = max(d.anonPeak, st["RssAnon"])
 	return float64(st["VmHWM"]) / 1024, float64(d.anonPeak) / 1024, nil
+}
+
+// anonPhase is the peak of signerd's anonymous memory since the last
+// call (or its start), in MiB, so a report can say which part of a run
+// took it.
+func (d *benchDaemon) anonPhase() float64 {
+	st, err := d.status()
+	d.mu.Lock()
+	defer d.mu.Unlock()
+	if err == nil {
+		d.phasePeak = max(d.phasePeak, st["RssAnon"])
+	}
+	peak := d.phasePeak
+	d.phasePeak = 0
+	return float64(peak) / 1024
 }
 
 // status reads the kB fields of /proc/PID/status.
@@ -677,32 +752,6 @@ func (d *benchDaemon) client() *http.Client {
 		},
 		MaxConnsPerHost: 1,
 	}}
-}
-
-// signCRL has signerd sign a full CRL and returns its entries and how long
-// the request took.
-func (d *benchDaemon) signCRL() (int, time.Duration, error) {
-	start := time.Now()
-	resp, err := d.client().Post("http://signerd"+api.RouteSignCRL.Path, "", nil)
-	if err != nil {
-		return 0, 0, err
-	}
-	defer resp.Body.Close()
-	der, err := io.ReadAll(resp.Body)
-	took := time.Since(start)
-	if err != nil {
-		return 0, 0, err
-	}
-	if resp.StatusCode != http.StatusCreated {
-		var e api.Error
-		json.Unmarshal(der, &e)
-		return 0, 0, fmt.Errorf("sign CRL: HTTP %d %s: %s", resp.StatusCode, e.Code, e.Message)
-	}
-	crl, err := smx509.ParseRevocationList(der)
-	if err != nil {
-		return 0, 0, fmt.Errorf("sign CRL: %w", err)
-	}
-	return len(crl.RevokedCertificateEntries), took, nil
 }
 
 // processCPU is the CPU time pid and its descendants have used, in the

@@ -443,7 +443,7 @@ func (a *server) health(w http.ResponseWriter, _ *http.Request, _ peer) {
 		Store: api.StoreHealth{Writable: s.Writable, Since: s.Since, Error: s.Error}}
 	failing := a.eng.CRLFailures()
 	for _, f := range failing {
-		answer.CRLFailing = append(answer.CRLFailing, api.CRLFailure{Issuer: f.Name.Issuer, Shard: f.Name.Shard, Delta: f.Name.Delta,
+		answer.CRLFailing = append(answer.CRLFailing, api.CRLFailure{Issuer: f.Name.Issuer, Shard: f.Name.Shard, Delta: f.Name.Delta, Publishing: f.Publishing,
 			Since: f.Since, Attempts: f.Attempts, Error: f.Error, Expires: f.Expires})
 	}
 	switch {

@@ -234,7 +234,11 @@ func (f *configFile) config() (*config, error) {
 		}
 		validity = f.CRLValidity.Duration
 	}
-	c.Engine = engine.Config{QueueSize: f.Queue.Size, BatchSize: f.Queue.Batch, CRLValidity: validity, CRLSchedule: f.crlSchedule(),
+	schedule, err := f.crlSchedule()
+	if err != nil {
+		return nil, err
+	}
+	c.Engine = engine.Config{QueueSize: f.Queue.Size, BatchSize: f.Queue.Batch, CRLValidity: validity, CRLSchedule: schedule,
 		ClockMaxStep: f.ClockMaxStep.Duration, WriteStallAfter: f.Store.WriteStallAfter.Duration,
 		SealEvery: f.Audit.SealEvery, SealInterval: f.Audit.SealInterval.Duration, RASignatureSkew: c.RASignatures.MaxSkew}
 	if c.Engine.OCSP, c.OCSP.ResponderKey, err = f.ocsp(); err != nil {
@@ -300,15 +304,25 @@ func (f *configFile) ocsp() (engine.OCSP, string, error) {
 	return c, "", fmt.Errorf("ocsp.responder %q: delegated or issuer", o.Responder)
 }
 
-// crlSchedule is the crl section as the engine takes it.
-func (f *configFile) crlSchedule() engine.CRLSchedule {
+// crlSchedule is the crl section as the engine takes it. Its waits are a
+// second at least: the engine takes shorter ones (its tests do), an
+// operator's would only spin.
+func (f *configFile) crlSchedule() (engine.CRLSchedule, error) {
 	c := f.CRL
 	s := engine.CRLSchedule{Interval: c.Interval.Duration, AfterRevocation: c.AfterRevocation.Duration,
 		DeltaInterval: c.DeltaInterval.Duration, DeltaValidity: c.DeltaValidity.Duration, Retry: c.Retry.Duration}
 	if s.Interval == 0 {
 		s.Interval = defaultCRLInterval
 	}
-	return s
+	for _, d := range []struct {
+		key string
+		v   time.Duration
+	}{{"crl.interval", s.Interval}, {"crl.after_revocation", s.AfterRevocation}, {"crl.delta_interval", s.DeltaInterval}, {"crl.retry", s.Retry}} {
+		if d.v != 0 && d.v < time.Second {
+			return s, fmt.Errorf("%s %s: under a second", d.key, d.v)
+		}
+	}
+	return s, nil
 }
 
 // config checks the store section and maps it to the store's options.

@@ -30,7 +30,7 @@ func TestScheduledShardCRLsPublished(t *testing.T) {
 	if err := os.Mkdir(pub, 0o755); err != nil {
 		t.Fatal(err)
 	}
-	d := newDaemonProc(t, fmt.Sprintf("crl: {interval: 4s, validity: 10s, after_revocation: 500ms}\npublish: {dir: %s, keep: 2}\n", pub))
+	d := newDaemonProc(t, fmt.Sprintf("crl: {interval: 4s, validity: 10s, after_revocation: 1s}\npublish: {dir: %s, keep: 2}\n", pub))
 	const url = "http://crl.example.gov.cn/ca/{shard}.crl"
 	certLine := "    certificate: " + filepath.Join(d.dir, "issuing.pem") + "\n"
 	d.editConfig(t, certLine, certLine+"    crl: {shards: 2, url: \""+url+"\"}\n")
