@@ -144,8 +144,12 @@ func TestOCSPResponsesFollowStatus(t *testing.T) {
 
 	// With a third of its validity left, the responder is certified anew,
 	// and responses name the new certificate.
+	// (A response made in the pass that notices may still be the old
+	// certificate's, valid no longer than it; the one after is the new's.)
 	clk.set(now.Add(33 * time.Hour))
-	renewed := waitResponse(t, e, c.Serial, func(r *store.OCSPResponse) bool { return r.ThisUpdate.After(fresh.ThisUpdate) })
+	waitResponse(t, e, c.Serial, func(r *store.OCSPResponse) bool { return r.ThisUpdate.After(fresh.ThisUpdate) })
+	clk.set(now.Add(34 * time.Hour))
+	renewed := waitResponse(t, e, c.Serial, func(r *store.OCSPResponse) bool { return !r.ThisUpdate.Before(now.Add(34 * time.Hour)) })
 	next := responderOf(t, renewed.DER)
 	if next.SerialNumber.Cmp(responder.SerialNumber) == 0 || !next.NotAfter.After(responder.NotAfter) {
 		t.Fatalf("responder certificate %x (until %v) not replaced by a later one (%x until %v)",
