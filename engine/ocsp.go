@@ -236,10 +236,14 @@ func (s *ocspSigner) batch(parent context.Context) (int, error) {
 		wg.Go(func() { s.sign(ctx, j, thisUpdate, nextUpdate) })
 	}
 	wg.Wait()
-	if err := s.record(jobs, expired, now, thisUpdate); err != nil {
+	signed, failed, err := s.record(jobs, expired, now, thisUpdate)
+	if err != nil {
 		return 0, err
 	}
 	s.publish(jobs, expired)
+	if m, ok := s.e.cfg.Metrics.(OCSPMetrics); ok {
+		m.OCSPSigned(signed, failed)
+	}
 	return len(jobs) + len(expired), nil
 }
 
@@ -283,12 +287,12 @@ func (s *ocspSigner) sign(ctx context.Context, j *ocspJob, thisUpdate, nextUpdat
 // certificate's status is still the one it states, due again at half its
 // validity; a response whose status changed meanwhile stays due (now),
 // one that failed is due again after ocspRetry; an expired certificate
-// is due no more.
-func (s *ocspSigner) record(jobs, expired []*ocspJob, now, thisUpdate time.Time) error {
+// is due no more. It returns how many responses it recorded and how many
+// failed to be signed.
+func (s *ocspSigner) record(jobs, expired []*ocspJob, now, thisUpdate time.Time) (signed, failed int, err error) {
 	refresh := thisUpdate.Add(s.cfg.Validity / 2)
-	failed := 0
-	err := s.e.update(func(tx *store.Tx) error {
-		failed = 0
+	err = s.e.update(func(tx *store.Tx) error {
+		signed, failed = 0, 0
 		for _, j := range jobs {
 			if j.err != nil {
 				failed++
@@ -309,6 +313,7 @@ func (s *ocspSigner) record(jobs, expired []*ocspJob, now, thisUpdate time.Time)
 			if err := tx.PutOCSPResponse(r, refresh); err != nil {
 				return err
 			}
+			signed++
 		}
 		for _, j := range expired {
 			if err := tx.ClearOCSPDue(j.issuer, j.serial); err != nil {
@@ -318,7 +323,7 @@ func (s *ocspSigner) record(jobs, expired []*ocspJob, now, thisUpdate time.Time)
 		return nil
 	})
 	if err != nil {
-		return fmt.Errorf("record %d OCSP responses: %w", len(jobs), err)
+		return 0, 0, fmt.Errorf("record %d OCSP responses: %w", len(jobs), err)
 	}
 	if failed > 0 {
 		first := ""
@@ -330,7 +335,7 @@ func (s *ocspSigner) record(jobs, expired []*ocspJob, now, thisUpdate time.Time)
 		}
 		s.e.log.Error("OCSP responses not signed; retried", "failed", failed, "of", len(jobs), "retry_in", ocspRetry.String(), "err", first)
 	}
-	return nil
+	return signed, failed, nil
 }
 
 // publish writes the batch's responses into the publication directory,
@@ -354,6 +359,26 @@ func (s *ocspSigner) publish(jobs, expired []*ocspJob) {
 			s.e.log.Warn("remove an expired certificate's OCSP response", "serial", fmt.Sprintf("%x", j.serial), "err", err)
 		}
 	}
+}
+
+// OCSPMetrics, if Config.Metrics implements it, is told of each batch of
+// OCSP responses recorded: how many were signed and recorded, and how
+// many failed to be signed (due again after a pause).
+type OCSPMetrics interface {
+	OCSPSigned(signed, failed int)
+}
+
+// OCSPDue counts the responses due now, up to max: the count stops
+// there, so that reading it costs no more than reading max entries
+// however large a backlog is.
+func (e *Engine) OCSPDue(max int) (int, error) {
+	now := e.cfg.Now()
+	n := 0
+	err := e.view(func(tx *store.Tx) (err error) {
+		n, err = tx.CountOCSPDue(now, max)
+		return err
+	})
+	return n, err
 }
 
 // OCSPResponse returns the latest response recorded for serial, issued
