@@ -177,7 +177,11 @@ func runPresign(r *presignReport, bin, module string, ceilingRun time.Duration, 
 // refresh polls d's metrics until every certificate's response is signed
 // and none is due, and sets the refresh's figures.
 func (r *presignReport) refresh(lab *benchLab, d *benchDaemon, say func(string, ...any)) error {
-	first, err := d.ocspProgress()
+	// One connection for every poll: signerd bounds the connections a uid
+	// holds, and a client per poll would leave one idle each time.
+	c := d.client()
+	defer c.CloseIdleConnections()
+	first, err := ocspProgressOf(c)
 	if err != nil {
 		return err
 	}
@@ -189,7 +193,7 @@ func (r *presignReport) refresh(lab *benchLab, d *benchDaemon, say func(string, 
 	last, lastChange, lastSaid := first, start, start
 	for last.signed < float64(r.Certificates) || last.due != 0 {
 		time.Sleep(presignPoll)
-		p, err := d.ocspProgress()
+		p, err := ocspProgressOf(c)
 		if err != nil {
 			return err
 		}
@@ -225,14 +229,15 @@ func (r *presignReport) refresh(lab *benchLab, d *benchDaemon, say func(string, 
 	return nil
 }
 
-// ocspProgress is signerd's OCSP pre-signing so far, from its metrics.
+// ocspProgress is signerd's OCSP pre-signing so far, from its metrics
+// (ocspProgressOf reads them through c).
 type ocspProgress struct {
 	signed, failed, due float64
 }
 
-func (d *benchDaemon) ocspProgress() (ocspProgress, error) {
+func ocspProgressOf(c *http.Client) (ocspProgress, error) {
 	var p ocspProgress
-	resp, err := d.client().Get("http://signerd" + api.RouteMetrics.Path)
+	resp, err := c.Get("http://signerd" + api.RouteMetrics.Path)
 	if err != nil {
 		return p, fmt.Errorf("signerd metrics: %w", err)
 	}
