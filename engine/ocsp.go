@@ -250,8 +250,12 @@ func (s *ocspSigner) batch(parent context.Context) (int, error) {
 		return 0, fmt.Errorf("check responses before publishing: %w", err)
 	}
 	published := s.publish(jobs, expired)
-	if err := s.record(jobs, expired, now, published); err != nil {
+	signed, failed, err := s.record(jobs, expired, now, published)
+	if err != nil {
 		return 0, err
+	}
+	if m, ok := s.e.cfg.Metrics.(OCSPMetrics); ok {
+		m.OCSPSigned(signed, failed)
 	}
 	return len(jobs) + len(expired), nil
 }
@@ -330,17 +334,16 @@ const ocspRetryLater = time.Hour
 // true, due again at half its validity — or soon, if it could not be
 // published; a response that failed is due again after ocspRetry (the
 // HSM) or ocspRetryLater; one dropped by stillTrue, or whose status
-// changed since, stays due now; an expired certificate is due no more.
-func (s *ocspSigner) record(jobs, expired []*ocspJob, now time.Time, published bool) error {
+// changed since, stays due now; an expired certificate is due no more. It
+// returns how many responses it recorded and how many failed.
+func (s *ocspSigner) record(jobs, expired []*ocspJob, now time.Time, published bool) (signed, failed int, err error) {
 	refresh := now.Add(s.cfg.Validity / 2)
-	failed := 0
 	var first error
-	err := s.e.update(func(tx *store.Tx) error {
-		failed, first = 0, nil
+	err = s.e.update(func(tx *store.Tx) error {
+		signed, failed, first = 0, 0, nil
 		if err := s.stillTrue(tx, jobs); err != nil {
 			return err
 		}
-		signed := false
 		for _, j := range jobs {
 			switch {
 			case j.err != nil:
@@ -357,7 +360,7 @@ func (s *ocspSigner) record(jobs, expired []*ocspJob, now time.Time, published b
 				// What it stated is no longer true: due now, as the
 				// change made it.
 			default:
-				signed = true
+				signed++
 				r := &store.OCSPResponse{Issuer: j.issuer, Serial: j.serial, ThisUpdate: now, NextUpdate: j.single.NextUpdate, DER: j.der}
 				if err := tx.PutOCSPResponse(r, refresh); err != nil {
 					return err
@@ -374,18 +377,18 @@ func (s *ocspSigner) record(jobs, expired []*ocspJob, now time.Time, published b
 				return err
 			}
 		}
-		if signed {
+		if signed > 0 {
 			return s.e.clock.noteSigningTime(tx, now)
 		}
 		return nil
 	})
 	if err != nil {
-		return fmt.Errorf("record %d OCSP responses: %w", len(jobs), err)
+		return 0, 0, fmt.Errorf("record %d OCSP responses: %w", len(jobs), err)
 	}
 	if failed > 0 {
 		s.e.log.Error("OCSP responses not signed; retried", "failed", failed, "of", len(jobs), "err", first)
 	}
-	return nil
+	return signed, failed, nil
 }
 
 // publish writes the batch's responses still true into the publication
@@ -413,6 +416,26 @@ func (s *ocspSigner) publish(jobs, expired []*ocspJob) bool {
 		}
 	}
 	return ok
+}
+
+// OCSPMetrics, if Config.Metrics implements it, is told of each batch of
+// OCSP responses recorded: how many were signed and recorded, and how
+// many failed to be signed (due again after a pause).
+type OCSPMetrics interface {
+	OCSPSigned(signed, failed int)
+}
+
+// OCSPDue counts the responses due now, up to max: the count stops
+// there, so that reading it costs no more than reading max entries
+// however large a backlog is.
+func (e *Engine) OCSPDue(max int) (int, error) {
+	now := e.cfg.Now()
+	n := 0
+	err := e.view(func(tx *store.Tx) (err error) {
+		n, err = tx.CountOCSPDue(now, max)
+		return err
+	})
+	return n, err
 }
 
 // OCSPResponse returns the latest response recorded for serial, issued

@@ -217,6 +217,9 @@ func bench(args []string, stdout io.Writer) error {
 	if len(args) > 0 && (args[0] == "-ocsp-responder" || args[0] == "--ocsp-responder") {
 		return benchOCSPResponder(args[1:], stdout) // benchocsp.go
 	}
+	if len(args) > 0 && (args[0] == "-ocsp-presign" || args[0] == "--ocsp-presign") {
+		return benchOCSPPresign(args[1:], stdout) // benchpresign.go
+	}
 	fs := flag.NewFlagSet("bench", flag.ContinueOnError)
 	var f benchFlags
 	var clients, stores string

@@ -330,3 +330,58 @@ func TestBenchReportsOverhead(t *testing.T) {
 		t.Errorf("targets %+v: want each of %d judged", sr.Targets, len(cpuTargets))
 	}
 }
+
+// TestBenchOCSPPresignRefusesBadFlags: each bad flag is a usage error
+// before anything is started.
+func TestBenchOCSPPresignRefusesBadFlags(t *testing.T) {
+	for _, tc := range []struct {
+		args []string
+		want string
+	}{
+		{[]string{"-certificates", "0"}, "-certificates, -sessions and -duration must be positive"},
+		{[]string{"-sessions", "0"}, "-certificates, -sessions and -duration must be positive"},
+		{[]string{"-revoked", "-1"}, "-revoked not negative"},
+		{[]string{"-certificates", "10", "-revoked", "11"}, "-revoked cannot exceed -certificates"},
+		{[]string{"-module", ""}, "must name the SoftHSM2 SM2 build"},
+	} {
+		t.Run(strings.Join(tc.args, " "), func(t *testing.T) {
+			args := append([]string{"-ocsp-presign", "-module", "/nonexistent/libsofthsm2.so"}, tc.args...)
+			err := bench(args, io.Discard)
+			var usage usageError
+			if !errors.As(err, &usage) || !strings.Contains(err.Error(), tc.want) {
+				t.Fatalf("bench %q: %v, want a usage error containing %q", args, err, tc.want)
+			}
+		})
+	}
+}
+
+// TestBenchOCSPPresign runs signerctl bench -ocsp-presign small, for
+// real, both ways the responses come to be due: every prefilled
+// certificate's response must be signed and published (the bench checks
+// each file), none may fail, and the figures must be there.
+func TestBenchOCSPPresign(t *testing.T) {
+	module := hsmtest.SM2Module(t)
+	for _, backfill := range []bool{false, true} {
+		t.Run("backfill="+strconv.FormatBool(backfill), func(t *testing.T) {
+			cmd := exec.Command(bins.signerctl, "bench", "-ocsp-presign", "-certificates", "300", "-revoked", "30",
+				"-duration", "300ms", "-backfill="+strconv.FormatBool(backfill), "-json", "-module", module, "-signerd", bins.signerd)
+			var stderr strings.Builder
+			cmd.Stderr = &stderr
+			out, err := cmd.Output()
+			if err != nil {
+				t.Fatalf("signerctl bench -ocsp-presign: %v\n%s", err, stderr.String())
+			}
+			var r presignReport
+			if err := json.Unmarshal(out, &r); err != nil {
+				t.Fatalf("%v:\n%s", err, out)
+			}
+			if r.Backfill != backfill || r.Signed < 300 || r.Failed != 0 || r.Published < 300 {
+				t.Errorf("backfill %v, %d signed, %d failed, %d published; want %v and all 300 signed and published, none failed",
+					r.Backfill, r.Signed, r.Failed, r.Published, backfill)
+			}
+			if r.PerS <= 0 || r.CeilingPerS <= 0 || r.Ratio <= 0 || r.SignerdCPUMS <= 0 || r.RSSAnonMiB <= 0 {
+				t.Errorf("figures missing: %s", out)
+			}
+		})
+	}
+}

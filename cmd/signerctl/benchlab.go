@@ -2,6 +2,7 @@ package main
 
 import (
 	"bytes"
+	"cmp"
 	"context"
 	"crypto/rand"
 	"crypto/x509/pkix"
@@ -236,12 +237,17 @@ func selfCPU() (time.Duration, error) {
 // bbolt file as compact as years of small batches would, not strewn with
 // the free pages of rewriting the same pages over and over.
 type prefillSet struct {
-	der     []byte
-	issuer  string
-	serials [][16]byte
-	revoked int
-	now     time.Time
-	crl     benchCRL
+	// markOCSP: each certificate's OCSP response is made due at the
+	// prefill's time, and the store records the engine's one-time marking
+	// of older certificates as done, so that signerd starts on a full
+	// refresh with nothing left to mark.
+	markOCSP bool
+	der      []byte
+	issuer   string
+	serials  [][16]byte
+	revoked  int
+	now      time.Time
+	crl      benchCRL
 }
 
 func (l *benchLab) newPrefill(n, revoked int, crl benchCRL) (*prefillSet, error) {
@@ -258,9 +264,10 @@ func (l *benchLab) newPrefill(n, revoked int, crl benchCRL) (*prefillSet, error)
 		return nil, err
 	}
 	p := &prefillSet{der: der, issuer: fmt.Sprintf("%x", issCert.SubjectKeyId), serials: make([][16]byte, n),
-		// signerd's clock guard reads whole seconds: a revocation dated a
-		// fraction of a second later than the second it starts in would
-		// have it refuse to sign.
+		// To the second, as signerd stamps what it signs: a later
+		// fraction would read as the last signing time, ahead of a clock
+		// signerd reads (truncated) within the same second, and signerd
+		// would refuse to sign as if the clock had gone back.
 		revoked: revoked, now: time.Now().UTC().Truncate(time.Second), crl: crl}
 	for i := range p.serials {
 		// issuance.NewSerial's shape: 16 octets, the first 0x01 to 0x7f
@@ -331,6 +338,14 @@ func (p *prefillSet) write(st *store.Store, name string, progress io.Writer) err
 				if err := tx.PutCertificate(c); err != nil {
 					return err
 				}
+				if p.markOCSP {
+					if err := tx.MarkOCSPDue(p.issuer, serial, p.now); err != nil {
+						return err
+					}
+				}
+			}
+			if p.markOCSP && done+prefillPerTx >= n {
+				return tx.PutOCSPBackfill(nil, true)
 			}
 			return nil
 		})
@@ -551,6 +566,11 @@ type daemonSpec struct {
 	softHSMConf     string
 	sessions, batch int
 	cpuProfile      string
+	// extra is more of signerd's config, appended as it is; without it,
+	// OCSP pre-signing is off: the issuance runs measure issuance, which
+	// the OCSP responses of each certificate issued would compete with
+	// for the HSM.
+	extra string
 }
 
 // id names the daemon's socket, config, marker and audit key: the store's
@@ -581,9 +601,10 @@ func (l *benchLab) startSignerd(bin string, spec daemonSpec) (*benchDaemon, erro
 	}
 	cfg := fmt.Sprintf("%shsm: {module: %s, token: bench, pin_shares: [%s], sessions: %d, pin_refused_marker: %s}\n"+
 		"issuers: [{key: %s, certificate: %s%s}]\n%s\n%saudit: {key: bench-audit-%s}\nsocket: {path: %s}\nqueue: {batch: %d}\n"+
-		"roles: {ra: {uids: [%d]}, operator: {uids: [%d]}}\n",
+		"roles: {ra: {uids: [%d]}, operator: {uids: [%d]}}\n%s",
 		node, l.module, strings.Join(l.token.PINShares, ", "), spec.sessions, l.path("pin-refused-"+id),
-		benchIssuingKey, l.path("issuing.pem"), l.crl.issuerConfig(), storeLine, l.crl.scheduleConfig(), id, sock, spec.batch, uid, uid)
+		benchIssuingKey, l.path("issuing.pem"), l.crl.issuerConfig(), storeLine, l.crl.scheduleConfig(), id, sock, spec.batch, uid, uid,
+		cmp.Or(spec.extra, "ocsp: {validity: 0s}\n"))
 	config := l.path("signerd-" + id + ".yaml")
 	if err := os.WriteFile(config, []byte(cfg), 0o600); err != nil {
 		return nil, err

@@ -343,7 +343,8 @@ func (d *daemon) start(cfg *config, acks acknowledgements, log *slog.Logger) err
 		return err
 	}
 	d.metrics = newMetrics(func() int { return d.engine.Queue().Depth() },
-		func() bool { return d.engine.HSM().Up }, func() bool { return d.engine.Store().Writable })
+		func() bool { return d.engine.HSM().Up }, func() bool { return d.engine.Store().Writable },
+		func(max int) (int, error) { return d.engine.OCSPDue(max) })
 	// The engine's refusals are tallied with the API's; nothing is
 	// refused before engine.New returns, so d.engine is set by then.
 	d.refusals = newRefusalLog(func(ev store.Event) error { return d.engine.Audit(ev) }, cfg.Roles,

@@ -3,6 +3,7 @@ package main
 import (
 	"context"
 	"errors"
+	"math"
 	"net/http"
 	"strconv"
 	"time"
@@ -33,11 +34,20 @@ type metrics struct {
 	// failures (engine.CRLMetrics), by issuer and kind (complete, delta).
 	crlSigned *prometheus.CounterVec
 	crlFailed *prometheus.CounterVec
+	// ocspSigned and ocspFailed count the OCSP responses pre-signed and
+	// recorded, and those whose signing failed (engine.OCSPMetrics).
+	ocspSigned prometheus.Counter
+	ocspFailed prometheus.Counter
 }
 
-// newMetrics makes the metrics; depth, hsmUp and storeWritable are read at
-// each scrape.
-func newMetrics(depth func() int, hsmUp, storeWritable func() bool) *metrics {
+// ocspDueCounted bounds the count signerd_ocsp_due reads at each scrape:
+// a backlog of a million costs a scrape no more than one of this many,
+// and "this many or more" is all an alarm needs.
+const ocspDueCounted = 10000
+
+// newMetrics makes the metrics; depth, hsmUp, storeWritable and ocspDue
+// are read at each scrape.
+func newMetrics(depth func() int, hsmUp, storeWritable func() bool, ocspDue func(max int) (int, error)) *metrics {
 	m := &metrics{
 		reg: prometheus.NewRegistry(),
 		batchSize: prometheus.NewHistogram(prometheus.HistogramOpts{Name: "signerd_batch_size",
@@ -66,6 +76,19 @@ func newMetrics(depth func() int, hsmUp, storeWritable func() bool) *metrics {
 		Help: "CRLs signed on schedule, by issuer and kind (complete, delta)."}, []string{"issuer", "kind"})
 	m.crlFailed = prometheus.NewCounterVec(prometheus.CounterOpts{Name: "signerd_crl_failures_total",
 		Help: "Failed scheduled CRL signings or publications, by issuer and kind; each is retried."}, []string{"issuer", "kind"})
+	m.ocspSigned = prometheus.NewCounter(prometheus.CounterOpts{Name: "signerd_ocsp_responses_signed_total",
+		Help: "OCSP responses pre-signed and recorded."})
+	m.ocspFailed = prometheus.NewCounter(prometheus.CounterOpts{Name: "signerd_ocsp_response_failures_total",
+		Help: "OCSP responses whose signing failed; each is due again after a pause."})
+	due := prometheus.NewGaugeFunc(prometheus.GaugeOpts{Name: "signerd_ocsp_due",
+		Help: "OCSP responses due now, counted up to " + strconv.Itoa(ocspDueCounted) + " (NaN if the store cannot be read)."},
+		func() float64 {
+			n, err := ocspDue(ocspDueCounted)
+			if err != nil {
+				return math.NaN()
+			}
+			return float64(n)
+		})
 	queueDepth := prometheus.NewGaugeFunc(prometheus.GaugeOpts{Name: "signerd_queue_depth",
 		Help: "Requests waiting in the signing queue."}, func() float64 { return float64(depth()) })
 	up := prometheus.NewGaugeFunc(prometheus.GaugeOpts{Name: "signerd_hsm_up",
@@ -73,6 +96,7 @@ func newMetrics(depth func() int, hsmUp, storeWritable func() bool) *metrics {
 	writable := prometheus.NewGaugeFunc(prometheus.GaugeOpts{Name: "signerd_store_writable",
 		Help: "1 while the store takes writes, 0 from a failed write until a batch is recorded again."}, func() float64 { return one(storeWritable()) })
 	m.reg.MustRegister(m.batchSize, m.signTime, m.hsmErrors, m.requests, queueDepth, up, writable, m.connsOpen, m.connsShed, m.refusals, m.clockSteps, m.crlSigned, m.crlFailed,
+		m.ocspSigned, m.ocspFailed, due,
 		collectors.NewGoCollector(), collectors.NewProcessCollector(collectors.ProcessCollectorOpts{}))
 	return m
 }
@@ -103,6 +127,12 @@ func crlKind(name engine.CRLName) string {
 		return "delta"
 	}
 	return "complete"
+}
+
+// OCSPSigned counts a batch of OCSP responses (engine.OCSPMetrics).
+func (m *metrics) OCSPSigned(signed, failed int) {
+	m.ocspSigned.Add(float64(signed))
+	m.ocspFailed.Add(float64(failed))
 }
 
 func (m *metrics) Batch(size int) { m.batchSize.Observe(float64(size)) }

@@ -41,7 +41,8 @@ func TestRefusalTallyIgnoresARoleHoldersGID(t *testing.T) {
 			}
 			r := roles{roleRA: {UIDs: []int{raUID}}, roleOperator: {GIDs: []int{operatorGID}}}
 			l := newRefusalLog(audit, r, time.Hour, slog.New(slog.NewTextHandler(io.Discard, nil)),
-				newMetrics(func() int { return 0 }, func() bool { return true }, func() bool { return true }))
+				newMetrics(func() int { return 0 }, func() bool { return true }, func() bool { return true },
+					func(int) (int, error) { return 0, nil }))
 			defer l.Close()
 			for _, gid := range tt.gids {
 				for range 3 {
