@@ -98,10 +98,16 @@ type ocspSigner struct {
 	// backfilled: the store's older certificates are all marked (run's
 	// goroutine only).
 	backfilled bool
+	// inFlight are the responses of the batches signed and not yet
+	// recorded (issuer, NUL, serial): still due in the store, so the next
+	// batch must not take them again.
+	mu       sync.Mutex
+	inFlight map[string]struct{}
 }
 
 func newOCSPSigner(e *Engine, cfg OCSP) *ocspSigner {
-	return &ocspSigner{e: e, cfg: cfg, poke: make(chan struct{}, 1), stop: make(chan struct{}), done: make(chan struct{})}
+	return &ocspSigner{e: e, cfg: cfg, poke: make(chan struct{}, 1), stop: make(chan struct{}), done: make(chan struct{}),
+		inFlight: map[string]struct{}{}}
 }
 
 // StartOCSP starts pre-signing OCSP responses on Config.OCSP (if set);
@@ -159,6 +165,23 @@ func (s *ocspSigner) run() {
 		case <-ctx.Done():
 		}
 	}()
+	// Two stages, as the issuance queue has: while one batch is published
+	// and recorded (fsyncs), the next is signed, so the HSM is not idle
+	// through the writes.
+	signed := make(chan *ocspBatch, 1)
+	recorded := make(chan struct{})
+	go func() {
+		defer close(recorded)
+		for b := range signed {
+			if err := s.finish(b); err != nil {
+				s.e.log.Warn("OCSP pre-signing", "err", err)
+			}
+		}
+	}()
+	defer func() {
+		close(signed)
+		<-recorded
+	}()
 	for ctx.Err() == nil {
 		if err := s.backfill(ctx); err != nil && ctx.Err() == nil {
 			s.e.log.Error("OCSP pre-signing", "err", err)
@@ -168,11 +191,12 @@ func (s *ocspSigner) run() {
 			s.e.log.Error("OCSP responder not certified; responses wait", "err", err)
 		}
 		done()
-		n, err := s.batch(ctx)
+		b, err := s.sign(ctx)
 		if err != nil {
 			s.e.log.Warn("OCSP pre-signing", "err", err)
 		}
-		if n > 0 && err == nil {
+		if b != nil {
+			signed <- b
 			continue // more may be due
 		}
 		t := time.NewTimer(s.cfg.Poll)
@@ -200,64 +224,105 @@ type ocspJob struct {
 	err    error
 }
 
-// batch signs and records up to cfg.Batch responses due now; it returns
-// how many it took. The time comes from the clock guard, as for
-// certificates and CRLs: a clock behind the last signing time signs
-// nothing (alarmed), and the time signed is noted.
-//
-// A batch is published before it is recorded: a crash between the two
-// leaves the responses due, made and published again, so the directory is
-// never behind the store for long. A response whose certificate's status
-// changed since it was read is neither published nor recorded.
-func (s *ocspSigner) batch(parent context.Context) (int, error) {
+// ocspBatch is a batch signed, on its way to the directory and the store.
+type ocspBatch struct {
+	jobs, expired []*ocspJob
+	now           time.Time
+}
+
+// sign takes up to cfg.Batch responses due now that no batch in flight
+// holds, and has the HSM sign them; nil if none is due. The time comes
+// from the clock guard, as for certificates and CRLs: a clock behind the
+// last signing time signs nothing (alarmed), and the time signed is noted
+// when the batch is recorded.
+func (s *ocspSigner) sign(parent context.Context) (*ocspBatch, error) {
 	now, err := s.e.clock.read()
 	if err != nil {
 		s.e.clock.alarm(err, 1)
-		return 0, err
+		return nil, err
 	}
-	var jobs []*ocspJob
-	var expired []*ocspJob
+	b := &ocspBatch{now: now}
+	s.mu.Lock()
+	busy := len(s.inFlight)
+	s.mu.Unlock()
 	err = s.e.view(func(tx *store.Tx) error {
-		jobs, expired = jobs[:0], expired[:0]
-		return tx.DueOCSP(now, s.cfg.Batch, func(issuer string, serial []byte, _ time.Time) error {
+		b.jobs, b.expired = b.jobs[:0], b.expired[:0]
+		return tx.DueOCSP(now, s.cfg.Batch+busy, func(issuer string, serial []byte, _ time.Time) error {
+			if len(b.jobs)+len(b.expired) == s.cfg.Batch || s.held(issuer, serial) {
+				return nil
+			}
 			c, err := tx.Certificate(serial)
 			if err != nil {
 				return fmt.Errorf("certificate %x: %w", serial, err)
 			}
 			j := &ocspJob{issuer: issuer, serial: serial, signed: *c}
 			if !c.NotAfter.After(now) {
-				expired = append(expired, j)
+				b.expired = append(b.expired, j)
 				return nil
 			}
-			jobs = append(jobs, j)
+			b.jobs = append(b.jobs, j)
 			return nil
 		})
 	})
 	if err != nil {
-		return 0, fmt.Errorf("read responses due: %w", err)
+		return nil, fmt.Errorf("read responses due: %w", err)
 	}
-	if len(jobs)+len(expired) == 0 {
-		return 0, nil
+	if len(b.jobs)+len(b.expired) == 0 {
+		return nil, nil
 	}
+	s.hold(b, true)
 	ctx, cancel := context.WithTimeout(parent, s.e.cfg.SignTimeout)
 	defer cancel()
 	var wg sync.WaitGroup
-	for _, j := range jobs {
-		wg.Go(func() { s.sign(ctx, j, now) })
+	for _, j := range b.jobs {
+		wg.Go(func() { s.signOne(ctx, j, now) })
 	}
 	wg.Wait()
-	if err := s.e.view(func(tx *store.Tx) error { return s.stillTrue(tx, jobs) }); err != nil {
-		return 0, fmt.Errorf("check responses before publishing: %w", err)
+	return b, nil
+}
+
+// finish publishes a signed batch, then records it in one transaction. A
+// batch is published before it is recorded: a crash between the two
+// leaves the responses due, made and published again, so the directory is
+// never behind the store for long. A response whose certificate's status
+// changed since it was read is neither published nor recorded.
+func (s *ocspSigner) finish(b *ocspBatch) error {
+	defer s.hold(b, false)
+	if err := s.e.view(func(tx *store.Tx) error { return s.stillTrue(tx, b.jobs) }); err != nil {
+		return fmt.Errorf("check responses before publishing: %w", err)
 	}
-	published := s.publish(jobs, expired)
-	signed, failed, err := s.record(jobs, expired, now, published)
+	published := s.publish(b.jobs, b.expired)
+	signed, failed, err := s.record(b.jobs, b.expired, b.now, published)
 	if err != nil {
-		return 0, err
+		return err
 	}
 	if m, ok := s.e.cfg.Metrics.(OCSPMetrics); ok {
 		m.OCSPSigned(signed, failed)
 	}
-	return len(jobs) + len(expired), nil
+	return nil
+}
+
+// held reports whether a batch in flight holds issuer's serial.
+func (s *ocspSigner) held(issuer string, serial []byte) bool {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	_, ok := s.inFlight[issuer+"\x00"+string(serial)]
+	return ok
+}
+
+// hold marks b's responses in flight (on), or no longer (off).
+func (s *ocspSigner) hold(b *ocspBatch, on bool) {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	for _, list := range [][]*ocspJob{b.jobs, b.expired} {
+		for _, j := range list {
+			if k := j.issuer + "\x00" + string(j.serial); on {
+				s.inFlight[k] = struct{}{}
+			} else {
+				delete(s.inFlight, k)
+			}
+		}
+	}
 }
 
 // stillTrue drops (der = nil) each signed response of jobs whose
@@ -291,10 +356,10 @@ func (s *ocspSigner) signerOf(issuer string) (*issuance.Issuer, error) {
 	return s.e.Issuer(issuer)
 }
 
-// sign has the HSM sign j's response, made at now. Its nextUpdate is
+// signOne has the HSM sign j's response, made at now. Its nextUpdate is
 // Validity later, but never after its signer's certificate ends: a
 // response must not outlive what vouches for it.
-func (s *ocspSigner) sign(ctx context.Context, j *ocspJob, now time.Time) {
+func (s *ocspSigner) signOne(ctx context.Context, j *ocspJob, now time.Time) {
 	iss, err := s.signerOf(j.issuer)
 	if err != nil {
 		j.err = err
