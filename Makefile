@@ -148,9 +148,9 @@ demo: softhsm
 	openssl verify -vfyopt distid:1234567812345678 -partial_chain -CAfile $(DEMO)/issuing.pem $(DEMO)/person.pem; \
 	serial=$$(openssl x509 -in $(DEMO)/person.pem -noout -serial | cut -d= -f2); \
 	echo "   its status by OCSP, from the responder (the response signed within a second of issuance):"; \
-	ocsp="openssl ocsp -issuer $(DEMO)/issuing.pem -cert $(DEMO)/person.pem -url $(OCSP_URL) -noverify"; \
-	for i in $$(seq 100); do $$ocsp 2>/dev/null | grep -q ": good" && break; sleep 0.1; done; \
-	$$ocsp 2>/dev/null | sed -n 1,3p; \
+	ocsp="openssl ocsp -issuer $(DEMO)/issuing.pem -url $(OCSP_URL) -noverify"; \
+	for i in $$(seq 100); do $$ocsp -cert $(DEMO)/person.pem 2>/dev/null | grep -q ": good" && break; sleep 0.1; done; \
+	$$ocsp -cert $(DEMO)/person.pem 2>/dev/null | sed -n 1,3p; \
 	url=$$(openssl x509 -in $(DEMO)/person.pem -noout -ext crlDistributionPoints | sed -n 's/.*URI://p'); \
 	shard=$$(basename $$url .crl); crl=$(DEMO)/publish/$${url#http://crl.demo.example/}; \
 	echo "== 8. the RA revokes it; within crl.after_revocation (2 s here) signerd signs the CRL of the"; \
@@ -165,8 +165,8 @@ demo: softhsm
 	echo "== 9. OpenSSL 3 checks the CRL's signature (testdata/openssl-sm2-verify.sh)"; \
 	testdata/openssl-sm2-verify.sh $(DEMO)/issuing.crl $(DEMO)/issuing.pem; \
 	echo "   the responder now answers revoked (signerd signed a new response on the revocation):"; \
-	for i in $$(seq 100); do $$ocsp 2>/dev/null | grep -q ": revoked" && break; sleep 0.1; done; \
-	$$ocsp -sha256 -respout $(DEMO)/ocsp.der 2>/dev/null | sed -n 1,5p; \
+	for i in $$(seq 100); do $$ocsp -cert $(DEMO)/person.pem 2>/dev/null | grep -q ": revoked" && break; sleep 0.1; done; \
+	$$ocsp -sha256 -cert $(DEMO)/person.pem -respout $(DEMO)/ocsp.der 2>/dev/null | sed -n 1,5p; \
 	echo "   the response's SM2 signature, checked by OpenSSL over its tbsResponseData with the delegated responder's"; \
 	echo "   certificate it carries (testdata/openssl-ocsp-verify.sh), and that certificate under the issuing CA:"; \
 	openssl ocsp -respin $(DEMO)/ocsp.der -resp_text -noverify 2>/dev/null | sed -n '/BEGIN CERTIFICATE/,/END CERTIFICATE/p' > $(DEMO)/ocsp-responder.pem; \

@@ -54,7 +54,10 @@ type ocspResponder struct {
 // ocspResponderRequestID is the request node's responder key with keyID
 // is certified under for the n-th time (from 1).
 func ocspResponderRequestID(node string, keyID []byte, n int) string {
-	return internalRequestPrefix + "ocsp-responder." + node + "." + hex.EncodeToString(keyID) + "." + strconv.Itoa(n)
+	if node != "" {
+		node += "."
+	}
+	return internalRequestPrefix + "ocsp-responder." + node + hex.EncodeToString(keyID) + "." + strconv.Itoa(n)
 }
 
 // renewalDue reports whether c must be replaced at now: when less than a
