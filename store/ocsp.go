@@ -311,33 +311,7 @@ func (t *Tx) PutOCSPResponse(r *OCSPResponse, refreshAt time.Time) error {
 // issued and when its listing changes, at the time it happens, and a
 // later mark must not put off a response already due.
 func (t *Tx) MarkOCSPDue(issuer string, serial []byte, at time.Time) error {
-	what := fmt.Sprintf("mark OCSP response of %s serial %s due", issuer, HexSerial(serial))
-	key, err := ocspResponseKey(issuer, serial)
-	if err != nil {
-		return fmt.Errorf("%s: %w", what, err)
-	}
-	if at.IsZero() {
-		return fmt.Errorf("%s: no time", what)
-	}
-	if err := ocspTime("due time", at); err != nil {
-		return fmt.Errorf("%s: %w", what, err)
-	}
-	rec, err := t.ocspRecordOf(key)
-	if err != nil {
-		return fmt.Errorf("%s: %w", what, err)
-	}
-	if rec == nil {
-		rec = &ocspRecord{}
-	}
-	old := rec.dueAt
-	if !old.IsZero() && !at.Before(old) {
-		return nil
-	}
-	rec.dueAt = at
-	if err := t.moveOCSPDue(key, old, rec); err != nil {
-		return fmt.Errorf("%s: %w", what, err)
-	}
-	return nil
+	return t.setOCSPDue("mark OCSP response of %s serial %s due", issuer, serial, at, true)
 }
 
 // RetryOCSPDue puts the certificate's due entry off to at, later or
@@ -345,7 +319,14 @@ func (t *Tx) MarkOCSPDue(issuer string, serial []byte, at time.Time) error {
 // not taken first by every batch meanwhile (MarkOCSPDue never puts one
 // off). A certificate with no due entry gets one.
 func (t *Tx) RetryOCSPDue(issuer string, serial []byte, at time.Time) error {
-	what := fmt.Sprintf("retry OCSP response of %s serial %s", issuer, HexSerial(serial))
+	return t.setOCSPDue("retry OCSP response of %s serial %s", issuer, serial, at, false)
+}
+
+// setOCSPDue makes the certificate's response due at at; if onlyEarlier,
+// not if it is due at that time or earlier already. doing names the
+// change in errors (issuer and serial filled in).
+func (t *Tx) setOCSPDue(doing, issuer string, serial []byte, at time.Time, onlyEarlier bool) error {
+	what := fmt.Sprintf(doing, issuer, HexSerial(serial))
 	key, err := ocspResponseKey(issuer, serial)
 	if err != nil {
 		return fmt.Errorf("%s: %w", what, err)
@@ -364,6 +345,9 @@ func (t *Tx) RetryOCSPDue(issuer string, serial []byte, at time.Time) error {
 		rec = &ocspRecord{}
 	}
 	old := rec.dueAt
+	if onlyEarlier && !old.IsZero() && !at.Before(old) {
+		return nil
+	}
 	rec.dueAt = at
 	if err := t.moveOCSPDue(key, old, rec); err != nil {
 		return fmt.Errorf("%s: %w", what, err)
