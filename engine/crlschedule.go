@@ -150,9 +150,7 @@ type crlSchedule struct {
 	e   *Engine
 	cfg CRLSchedule
 
-	poke       chan struct{}
-	once       sync.Once
-	stop, done chan struct{}
+	worker
 
 	mu      sync.Mutex
 	failing map[failureKey]*CRLFailure
@@ -162,56 +160,19 @@ type crlSchedule struct {
 }
 
 func newCRLSchedule(e *Engine, cfg CRLSchedule) *crlSchedule {
-	return &crlSchedule{e: e, cfg: cfg, poke: make(chan struct{}, 1), stop: make(chan struct{}), done: make(chan struct{}),
-		failing: map[failureKey]*CRLFailure{}, shown: map[CRLName]uint64{}}
+	return &crlSchedule{e: e, cfg: cfg, worker: newWorker(), failing: map[failureKey]*CRLFailure{}, shown: map[CRLName]uint64{}}
 }
 
 // StartCRLSchedule starts signing CRLs on Config.CRLSchedule (if set):
 // the daemon starts it once it has recorded its own start, so that the
 // audit log shows signerd started before anything it signed by itself.
-func (e *Engine) StartCRLSchedule() { e.schedule.start() }
-
-func (s *crlSchedule) start() {
-	s.once.Do(func() {
-		if !s.cfg.on() {
-			close(s.done)
-			return
-		}
-		go s.run()
-	})
-}
-
-func (s *crlSchedule) close() {
-	s.start() // a schedule never started ends at once
-	select {
-	case <-s.stop:
-	default:
-		close(s.stop)
-	}
-	<-s.done
-}
+func (e *Engine) StartCRLSchedule() { e.schedule.start(e.schedule.cfg.on(), e.schedule.run) }
 
 // changed tells the schedule a certificate's listing changed here.
-func (s *crlSchedule) changed() {
-	select {
-	case s.poke <- struct{}{}:
-	default:
-	}
-}
+func (s *crlSchedule) changed() { s.wake() }
 
 func (s *crlSchedule) run() {
-	defer close(s.done)
-	for {
-		wait := s.pass()
-		t := time.NewTimer(min(max(wait, 10*time.Millisecond), s.cfg.Poll))
-		select {
-		case <-s.stop:
-			t.Stop()
-			return
-		case <-s.poke:
-		case <-t.C:
-		}
-		t.Stop()
+	for s.wait(min(max(s.pass(), 10*time.Millisecond), s.cfg.Poll)) {
 	}
 }
 

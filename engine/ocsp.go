@@ -92,9 +92,7 @@ type ocspSigner struct {
 	e   *Engine
 	cfg OCSP
 
-	poke       chan struct{}
-	once       sync.Once
-	stop, done chan struct{}
+	worker
 	// backfilled: the store's older certificates are all marked (run's
 	// goroutine only).
 	backfilled bool
@@ -106,42 +104,16 @@ type ocspSigner struct {
 }
 
 func newOCSPSigner(e *Engine, cfg OCSP) *ocspSigner {
-	return &ocspSigner{e: e, cfg: cfg, poke: make(chan struct{}, 1), stop: make(chan struct{}), done: make(chan struct{}),
-		inFlight: map[string]struct{}{}}
+	return &ocspSigner{e: e, cfg: cfg, worker: newWorker(), inFlight: map[string]struct{}{}}
 }
 
 // StartOCSP starts pre-signing OCSP responses on Config.OCSP (if set);
 // the daemon starts it with the CRL schedule, once it has recorded its
 // start.
-func (e *Engine) StartOCSP() { e.ocsp.start() }
-
-func (s *ocspSigner) start() {
-	s.once.Do(func() {
-		if !s.cfg.on() {
-			close(s.done)
-			return
-		}
-		go s.run()
-	})
-}
-
-func (s *ocspSigner) close() {
-	s.start()
-	select {
-	case <-s.stop:
-	default:
-		close(s.stop)
-	}
-	<-s.done
-}
+func (e *Engine) StartOCSP() { e.ocsp.start(e.ocsp.cfg.on(), e.ocsp.run) }
 
 // changed tells the signer a response became due here.
-func (s *ocspSigner) changed() {
-	select {
-	case s.poke <- struct{}{}:
-	default:
-	}
-}
+func (s *ocspSigner) changed() { s.wake() }
 
 // markDue makes serial's response due now in tx, if the engine keeps
 // responses.
@@ -153,7 +125,6 @@ func (s *ocspSigner) markDue(tx *store.Tx, issuer string, serial []byte, now tim
 }
 
 func (s *ocspSigner) run() {
-	defer close(s.done)
 	// ctx ends at close, so that no signature or certification outlives
 	// the engine.
 	ctx, cancel := context.WithCancel(context.Background())
@@ -199,15 +170,9 @@ func (s *ocspSigner) run() {
 			signed <- b
 			continue // more may be due
 		}
-		t := time.NewTimer(s.cfg.Poll)
-		select {
-		case <-s.stop:
-			t.Stop()
+		if !s.wait(s.cfg.Poll) {
 			return
-		case <-s.poke:
-		case <-t.C:
 		}
-		t.Stop()
 	}
 }
 
