@@ -124,8 +124,12 @@ type CRLFailure struct {
 	// Expires is the nextUpdate of the series' latest CRL, by which a good
 	// one must be signed (zero: none signed yet).
 	Expires time.Time
-	// last is the last attempt, next when the next is due.
+	// last is the last attempt, next when the next is due; resumed: an
+	// attempt was made at once when the HSM or store came back, which is
+	// done once per run of failures (a key that alone fails would
+	// otherwise be tried again at every other key's success).
 	last, next time.Time
+	resumed    bool
 }
 
 // failureKey names a failing step: a series' signing or its publication,
@@ -206,8 +210,12 @@ func (s *crlSchedule) pass() time.Duration {
 			continue // a delta follows a complete CRL, signed first
 		}
 		at := s.dueAt(v)
-		if f := s.failure(failureKey{v.name, false}); f != nil && f.next.After(at) && !s.outageOver(f) {
-			at = f.next
+		if f := s.failure(failureKey{v.name, false}); f != nil && f.next.After(at) {
+			if f.resumed || !s.outageOver(f) {
+				at = f.next
+			} else {
+				s.resumed(failureKey{v.name, false})
+			}
 		}
 		if at.After(now) {
 			wait = min(wait, at.Sub(now))
@@ -415,6 +423,16 @@ func (s *crlSchedule) backoff(attempts int) time.Duration {
 		return ceiling
 	}
 	return min(s.cfg.Retry<<(attempts-1), ceiling)
+}
+
+// resumed notes that key's failure was tried again at once on a
+// recovery.
+func (s *crlSchedule) resumed(key failureKey) {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	if f := s.failing[key]; f != nil {
+		f.resumed = true
+	}
 }
 
 // recovered clears key's failure, if any.

@@ -82,7 +82,11 @@ func (h *hsmHealth) issue(ctx context.Context, iss *issuance.Issuer, tok *issuan
 		hsmErr = nil // the HSM's signature verifies
 	}
 	h.metrics.Signature(took, hsmErr)
-	h.note(hsmErr)
+	if !errors.Is(hsmErr, context.Canceled) {
+		// A signature given up by its caller (the engine closing) says
+		// nothing of the HSM.
+		h.note(hsmErr)
+	}
 	if hsmErr != nil {
 		return nil, fmt.Errorf("%w: %w", errHSM, err)
 	}

@@ -298,34 +298,54 @@ func (s *ocspSigner) stillTrue(tx *store.Tx, jobs []*ocspJob) error {
 		if j.der == nil {
 			continue
 		}
-		c, err := tx.Certificate(j.serial)
+		changed, err := statusChanged(tx, j)
 		if err != nil {
 			return err
 		}
-		if c.Listed() != j.signed.Listed() || !c.RevokedAt.Equal(j.signed.RevokedAt) || c.Reason != j.signed.Reason {
+		if changed {
 			j.der = nil
 		}
 	}
 	return nil
 }
 
+// statusChanged reports whether j's certificate's status in tx is other
+// than the one j read.
+func statusChanged(tx *store.Tx, j *ocspJob) (bool, error) {
+	c, err := tx.Certificate(j.serial)
+	if err != nil {
+		return false, err
+	}
+	return c.Listed() != j.signed.Listed() || !c.RevokedAt.Equal(j.signed.RevokedAt) || c.Reason != j.signed.Reason, nil
+}
+
 // signerOf is the key that signs issuer's certificates' responses: the
 // delegated responder's for the active issuing key, if there is one.
-func (s *ocspSigner) signerOf(issuer string) (*issuance.Issuer, error) {
+func (s *ocspSigner) signerOf(issuer string, now time.Time) (*issuance.Issuer, error) {
 	if r := s.e.responder; r != nil && issuer == s.e.active.ID() {
-		if cur := r.current.Load(); cur != nil {
+		cur := r.current.Load()
+		if cur == nil {
+			return nil, errResponderPending
+		}
+		if cur.Cert.NotAfter.After(now.Add(ocspResponderLastMinutes)) {
 			return cur, nil
 		}
-		return nil, errResponderPending
+		// Its certificate ends before the issuing CA's, and no new one
+		// would last longer (the CA's own end is near): the issuing key
+		// signs its certificates' responses itself for what is left.
 	}
 	return s.e.Issuer(issuer)
 }
+
+// ocspResponderLastMinutes: a responder certificate with less left than
+// this signs no more; the issuing key does.
+const ocspResponderLastMinutes = 10 * time.Minute
 
 // signOne has the HSM sign j's response, made at now. Its nextUpdate is
 // Validity later, but never after its signer's certificate ends: a
 // response must not outlive what vouches for it.
 func (s *ocspSigner) signOne(ctx context.Context, j *ocspJob, now time.Time) {
-	iss, err := s.signerOf(j.issuer)
+	iss, err := s.signerOf(j.issuer, now)
 	if err != nil {
 		j.err = err
 		return
@@ -379,6 +399,13 @@ func (s *ocspSigner) record(jobs, expired []*ocspJob, now time.Time, published b
 			case j.err != nil:
 				failed++
 				first = cmp.Or(first, j.err)
+				changed, err := statusChanged(tx, j)
+				if err != nil {
+					return err
+				}
+				if changed {
+					continue // the change made it due now: not put off
+				}
 				retry := ocspRetryLater
 				if errors.Is(j.err, errHSM) || errors.Is(j.err, errResponderPending) {
 					retry = ocspRetry

@@ -69,12 +69,18 @@ func (r *ocspResponder) renewalDue(c *smx509.Certificate, now time.Time, respons
 }
 
 // renewalHelps reports whether a certificate made now would end at least
-// a day after c: near the issuing CA's own end it would not, and
-// certifying again would only mint certificates (responses are then
-// limited to c's end: ocspSigner.sign).
+// twelve hours after c: near the issuing CA's own end it would not, and
+// certifying again would only mint certificates; responses are then
+// limited to c's end (ocspSigner.signOne), and past it the issuing key
+// signs them (ocspSigner.signerOf).
 func (r *ocspResponder) renewalHelps(c *smx509.Certificate, iss *issuance.Issuer, now time.Time) bool {
-	end := min(now.Add(r.validity).Unix(), iss.Cert.NotAfter.Unix())
-	return time.Unix(end, 0).After(c.NotAfter.Add(24 * time.Hour))
+	return now.Add(time.Duration(r.days(iss, now)) * 24 * time.Hour).After(c.NotAfter.Add(12 * time.Hour))
+}
+
+// days is the validity, in whole days, of a certificate certified at now:
+// the responder's validity, within the issuing CA's.
+func (r *ocspResponder) days(iss *issuance.Issuer, now time.Time) int {
+	return int(min(r.validity, iss.Cert.NotAfter.Sub(now)) / (24 * time.Hour))
 }
 
 // ensureResponder makes the responder's current certificate one that is
@@ -122,7 +128,7 @@ func (e *Engine) ensureResponder(ctx context.Context) error {
 		}
 	}
 	iss := e.active
-	days := int(min(r.validity, iss.Cert.NotAfter.Sub(now)) / (24 * time.Hour))
+	days := r.days(iss, now)
 	if days < 1 {
 		return fmt.Errorf("OCSP responder: issuing CA %q expires within a day", iss.Cert.Subject)
 	}

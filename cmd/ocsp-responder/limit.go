@@ -76,11 +76,15 @@ func (l *limitListener) give(host string) {
 	}
 }
 
-// remoteHost is c's remote address without its port.
+// remoteHost is c's remote address without its port; for IPv6, its /64,
+// which one client commonly holds whole.
 func remoteHost(c net.Conn) string {
 	host, _, err := net.SplitHostPort(c.RemoteAddr().String())
 	if err != nil {
 		return c.RemoteAddr().String()
+	}
+	if ip := net.ParseIP(host); ip != nil && ip.To4() == nil {
+		return ip.Mask(net.CIDRMask(64, 128)).String() + "/64"
 	}
 	return host
 }
