@@ -184,7 +184,6 @@ type ocspJob struct {
 	// be found unchanged when the response is recorded.
 	signed store.Certificate
 	single ocsp.Single
-	tok    *issuance.Token
 	der    []byte
 	err    error
 }
@@ -310,13 +309,18 @@ func (s *ocspSigner) stillTrue(tx *store.Tx, jobs []*ocspJob) error {
 }
 
 // statusChanged reports whether j's certificate's status in tx is other
-// than the one j read.
+// than the one j read. The revocation index says it (listed or not, when,
+// why) in a few bytes, without the certificate record's JSON and DER,
+// which each response would otherwise decode twice more.
 func statusChanged(tx *store.Tx, j *ocspJob) (bool, error) {
-	c, err := tx.Certificate(j.serial)
+	e, listed, err := tx.RevokedEntryOf(j.issuer, j.serial)
 	if err != nil {
 		return false, err
 	}
-	return c.Listed() != j.signed.Listed() || !c.RevokedAt.Equal(j.signed.RevokedAt) || c.Reason != j.signed.Reason, nil
+	if listed != j.signed.Listed() {
+		return true, nil
+	}
+	return listed && (!e.RevokedAt.Equal(j.signed.RevokedAt) || e.Reason != j.signed.Reason), nil
 }
 
 // signerOf is the key that signs issuer's certificates' responses: the
@@ -359,11 +363,12 @@ func (s *ocspSigner) signOne(ctx context.Context, j *ocspJob, now time.Time) {
 	if c.Listed() {
 		j.single.Status, j.single.RevokedAt, j.single.Reason = ocsp.Revoked, c.RevokedAt, c.Reason
 	}
-	if j.tok, err = iss.PrepareOCSP(j.single, now, ocspHashes...); err != nil {
+	tok, err := iss.PrepareOCSP(j.single, now, ocspHashes...)
+	if err != nil {
 		j.err = err
 		return
 	}
-	out, err := s.e.hsmHealth.issue(ctx, iss, j.tok)
+	out, err := s.e.hsmHealth.issue(ctx, iss, tok)
 	if err != nil {
 		j.err = err
 		return

@@ -8,6 +8,7 @@ import (
 	"crypto/rand"
 	"crypto/x509/pkix"
 	"math/big"
+	"sync/atomic"
 
 	"context"
 	"errors"
@@ -235,4 +236,47 @@ func secondIssuer(t *testing.T, ca *enginetest.CA) *issuance.Issuer {
 		t.Fatal(err)
 	}
 	return enginetest.MustIssuer(t, cert, k)
+}
+
+// gatedResponder holds the responder key's signatures while armed, until
+// released: a refresh caught between its reading and its recording.
+type gatedResponder struct {
+	issuance.Signer
+	armed   atomic.Bool
+	entered chan struct{}
+	release chan struct{}
+}
+
+func (g *gatedResponder) SignDigest(ctx context.Context, e []byte) ([]byte, error) {
+	if g.armed.CompareAndSwap(true, false) {
+		g.entered <- struct{}{}
+		<-g.release
+	}
+	return g.Signer.SignDigest(ctx, e)
+}
+
+// TestOCSPRevocationDuringSigning: a certificate revoked while its good
+// response is being signed gets a revoked response: the good one, no
+// longer true, is neither recorded (which would put the response off to
+// its next refresh) nor published.
+func TestOCSPRevocationDuringSigning(t *testing.T) {
+	clk, now := clockNow()
+	gate := &gatedResponder{entered: make(chan struct{}), release: make(chan struct{})}
+	e, ca, dir, _ := ocspEngineWith(t, clk, engine.OCSP{Validity: time.Hour, ResponderValidity: 48 * time.Hour, Poll: 20 * time.Millisecond},
+		func(s issuance.Signer) issuance.Signer { gate.Signer = s; return gate })
+	c := issue(t, e, request(t, "ocsp-during"))
+	good := waitResponse(t, e, c.Serial, func(*store.OCSPResponse) bool { return true })
+	gate.armed.Store(true)
+	clk.set(now.Add(31 * time.Minute)) // the refresh is due
+	<-gate.entered
+	if _, err := e.Revoke(ra, c.Serial, revocation.KeyCompromise); err != nil {
+		t.Fatal(err)
+	}
+	close(gate.release)
+	r := waitResponse(t, e, c.Serial, func(r *store.OCSPResponse) bool { return r.ThisUpdate.After(good.ThisUpdate) })
+	if out := ocspText(t, ca, r.DER, c.DER); !strings.Contains(out, "Cert Status: revoked") {
+		t.Fatalf("the response made after the revocation:\n%s", out)
+	}
+	file := filepath.Join(dir, "ocsp", ca.Issuer.ID(), strings.ToLower(store.HexSerial(c.Serial))+".der")
+	waitFor(t, "the revoked response published", func() bool { got, _ := os.ReadFile(file); return bytes.Equal(got, r.DER) })
 }
