@@ -21,13 +21,21 @@ import (
 // a test can kill the process exactly between the two transactions.
 var testHookReserved, testHookSigned func()
 
+// Test hooks of the commit stage: one injects a refusal of a reservation
+// (its request ids), the other is told how many batches each transaction
+// carried.
+var (
+	testHookReserving func(ids []string) error
+	testHookCommitted func(batches int)
+)
+
 var kindStatistic = map[string]string{kindIssue: store.StatIssued, kindRenew: store.StatRenewed, kindExtend: store.StatExtended}
 
 // issueStages are the stages a batch of certificate orders (issue,
-// renewal, extension) goes through in the BatchQueue: prepare, sign,
-// record. It holds what they use: the store and the HSM through their
-// health, the clock's guard, the issuer that signs, the random source
-// serials come from.
+// renewal, extension) goes through in the BatchQueue: prepare, commit
+// (reserve), sign, commit (record). It holds what they use: the store and
+// the HSM through their health, the clock's guard, the issuer that signs,
+// the random source serials come from.
 type issueStages struct {
 	// layouts say which CRL each certificate names.
 	layouts *crlLayouts
@@ -47,15 +55,17 @@ type issueStages struct {
 	signingKeys tbsKeys
 }
 
-// A batch goes from checked orders to answered callers in three stages,
+// A batch goes from checked orders to answered callers through stages,
 // each on its own goroutine (BatchQueue), so the HSM is never idle while
 // the store syncs:
 //
 // prepare:
 //  1. stamp one time for the batch (the clock rule);
 //  2. sort out replays, conflicts and orders already in flight;
-//  3. draw serials and build and lint each certificate, in parallel;
-//  4. one transaction records every request as signing, with its serial
+//  3. draw serials and build and lint each certificate, in parallel.
+//
+// commit (reserve):
+//  4. a transaction records every request as signing, with its serial
 //     and TBS (record before sign); a renewal or extension checks there
 //     again that the certificate it replaces is current and claims it, so
 //     of several replacements only one is ever signed; and every request
@@ -65,13 +75,18 @@ type issueStages struct {
 //
 // sign: 5. the HSM signs, spread over its sessions.
 //
-// record:
-//  6. one transaction records every certificate, or burns the serial of
+// commit (record):
+//  6. a transaction records every certificate, or burns the serial of
 //     every attempt that failed, with the audit events (record before
 //     answer); a replacement whose predecessor was revoked or held, or a
 //     certificate whose key was revoked for keyCompromise, while it was
 //     signed is not recorded but burned (it never leaves signerd);
 //  7. the queue answers each caller with its own result.
+//
+// Steps 6 and 4 of consecutive batches share one transaction whenever
+// both are ready (commit): one commit per batch under load. A record
+// comes before a reservation in it, so a reservation sees the keys and
+// claims the record settled.
 func (s *issueStages) prepare(b *batch) {
 	s.metrics.Batch(len(b.jobs))
 	now, err := s.clock.read()
@@ -119,37 +134,103 @@ func (s *issueStages) prepare(b *batch) {
 		}
 		j.draft = d
 	})
-	attempts = pending(attempts)
-	if len(attempts) == 0 {
+	b.attempts = pending(attempts)
+}
+
+// commit writes, in one transaction, the results of signed and the
+// reservation of prepared, results first. If the transaction fails for a
+// reason other than the store's, which may be one batch's alone (a
+// refused CRL layout, the clock), each is tried again alone, so one
+// batch's refusal fails no other.
+func (s *issueStages) commit(signed, prepared *batch) {
+	var parts []commitPart
+	if signed != nil {
+		parts = append(parts, commitPart{write: func(tx *store.Tx) error { return s.recordTx(tx, signed) },
+			done: func(err error) { s.recorded(signed, err) }})
+	}
+	if prepared != nil && len(prepared.attempts) > 0 {
+		parts = append(parts, commitPart{write: func(tx *store.Tx) error { return s.reserveTx(tx, prepared) },
+			done: func(err error) { s.reservedTx(prepared, err) }})
+	}
+	if len(parts) == 0 {
 		return
 	}
-	if err := s.store.update(func(tx *store.Tx) error {
-		if err := tx.Prefetch(prefetchOf(attempts)); err != nil {
-			return err
-		}
-		signing, err := keysBeingSigned(tx, &s.signingKeys)
-		if err != nil {
-			return err
-		}
-		for _, j := range attempts {
-			if err := s.reserve(tx, j, now, &signing); err != nil {
+	err := s.store.update(func(tx *store.Tx) error {
+		for _, p := range parts {
+			if err := p.write(tx); err != nil {
 				return err
 			}
 		}
-		if err := s.layouts.pin(tx, b.iss.ID()); err != nil {
+		return nil
+	})
+	if testHookCommitted != nil && err == nil {
+		testHookCommitted(len(parts))
+	}
+	if err != nil && len(parts) > 1 && !storeFailed(err) {
+		for _, p := range parts {
+			p.done(s.store.update(p.write))
+		}
+		return
+	}
+	for _, p := range parts {
+		p.done(err)
+	}
+}
+
+// commitPart is one batch's share of a commit: what it writes in the
+// transaction, and what it does once the transaction ends.
+type commitPart struct {
+	write func(*store.Tx) error
+	done  func(error)
+}
+
+// reserveTx records every drafted request of b as signing, with its
+// serial and TBS (record before sign). It may run more than once (commit
+// tries a part again alone), so it starts from the drafts each time.
+func (s *issueStages) reserveTx(tx *store.Tx, b *batch) error {
+	for _, j := range b.attempts {
+		j.err = nil
+	}
+	if testHookReserving != nil {
+		ids := make([]string, len(b.attempts))
+		for i, j := range b.attempts {
+			ids[i] = j.o.id
+		}
+		if err := testHookReserving(ids); err != nil {
 			return err
 		}
-		return s.clock.noteSigningTime(tx, now)
-	}); err != nil {
+	}
+	if err := tx.Prefetch(prefetchOf(b.attempts)); err != nil {
+		return err
+	}
+	signing, err := keysBeingSigned(tx, &s.signingKeys)
+	if err != nil {
+		return err
+	}
+	for _, j := range b.attempts {
+		if err := s.reserve(tx, j, b.now, &signing); err != nil {
+			return err
+		}
+	}
+	if err := s.layouts.pin(tx, b.iss.ID()); err != nil {
+		return err
+	}
+	return s.clock.noteSigningTime(tx, b.now)
+}
+
+// reservedTx ends b's reservation: on success b.reserved is what the HSM
+// will sign; on failure every attempt fails.
+func (s *issueStages) reservedTx(b *batch, err error) {
+	if err != nil {
 		if storeFailed(err) {
 			// A database may have committed what it could not confirm
 			// (the connection died at the commit, and the server could not
 			// say): the requests would then be left signing, answered
 			// request_in_progress until a restart. They are stranded, so
 			// the next batch burns whatever of them was recorded.
-			s.store.strand(reservedDrafts(attempts))
+			s.store.strand(reservedDrafts(b.attempts))
 		}
-		failAll(attempts, errorf(storeCode(err), "batch %d: record requests: %v", b.n, err))
+		failAll(b.attempts, errorf(storeCode(err), "batch %d: record requests: %v", b.n, err))
 		return
 	}
 	s.store.note(nil)
@@ -157,7 +238,7 @@ func (s *issueStages) prepare(b *batch) {
 	if testHookReserved != nil {
 		testHookReserved()
 	}
-	b.reserved = pending(attempts)
+	b.reserved = pending(b.attempts)
 }
 
 // reservedDrafts are the requests attempts would have recorded as signing,
@@ -200,35 +281,40 @@ func (s *issueStages) signDraft(ctx context.Context, d *draft, iss *issuance.Iss
 	return out.Certificate, nil
 }
 
-// record records what the HSM signed and burns what it did not.
-func (s *issueStages) record(b *batch) {
-	if len(b.reserved) == 0 {
-		return
+// recordTx records what the HSM signed in b and burns what it did not.
+// It may run more than once (commit tries a part again alone), so it
+// starts from the signatures each time.
+func (s *issueStages) recordTx(tx *store.Tx, b *batch) error {
+	for _, j := range b.reserved {
+		j.err, j.cert = nil, nil
 	}
-	if err := s.store.update(func(tx *store.Tx) error {
-		p := prefetchOf(b.reserved)
-		for _, j := range b.reserved {
-			p.Statistics = append(p.Statistics, store.StatisticKey(store.Month(b.now), j.o.profile.Name, kindStatistic[j.o.kind]))
-		}
-		if err := tx.Prefetch(p); err != nil {
-			return err
-		}
-		for i, j := range b.reserved {
-			if b.signErr[i] != nil {
-				if err := s.fail(tx, j, b.signErr[i]); err != nil {
-					return err
-				}
-				continue
-			}
-			if err := s.recordCertificate(tx, j, b.iss, b.signed[i], b.now); err != nil {
+	p := prefetchOf(b.reserved)
+	for _, j := range b.reserved {
+		p.Statistics = append(p.Statistics, store.StatisticKey(store.Month(b.now), j.o.profile.Name, kindStatistic[j.o.kind]))
+	}
+	if err := tx.Prefetch(p); err != nil {
+		return err
+	}
+	for i, j := range b.reserved {
+		if b.signErr[i] != nil {
+			if err := s.fail(tx, j, b.signErr[i]); err != nil {
 				return err
 			}
+			continue
 		}
-		return nil
-	}); err != nil {
-		// Nothing is answered with an unrecorded certificate. The requests
-		// stay "signing" until a later transaction (or the next start)
-		// burns their serials.
+		if err := s.recordCertificate(tx, j, b.iss, b.signed[i], b.now); err != nil {
+			return err
+		}
+	}
+	return nil
+}
+
+// recorded ends b's record: on failure nothing is answered with an
+// unrecorded certificate.
+func (s *issueStages) recorded(b *batch, err error) {
+	if err != nil {
+		// The requests stay "signing" until a later transaction (or the
+		// next start) burns their serials.
 		s.log.Error("record signed batch", "batch", b.n, "err", err)
 		for _, j := range b.reserved {
 			j.cert = nil

@@ -20,7 +20,7 @@
 //     profile, and a key's compromise and use; build.go: its certificate's
 //     TBS, for the HSM to sign.
 //   - queue.go: BatchQueue, the pipeline from callers to the HSM; batch.go:
-//     its stages for certificates (issueStages: prepare, sign, record),
+//     its stages for certificates (issueStages: prepare, commit, sign),
 //     and burning the serials of attempts that fail.
 //   - clock.go: the signing-time guard and its alarms.
 //   - hsmhealth.go, storehealth.go: every HSM signature and store write

@@ -25,13 +25,15 @@ func (j *job) fail(err error) { j.err = err }
 
 // BatchQueue is the bounded queue between callers and the HSM (SPEC §5.6).
 // A full queue answers "busy" at once instead of making the caller wait.
-// Batches go through stages (prepare, sign, record), each on a goroutine
-// of its own, so the HSM signs one batch while the next is prepared and
-// the one before is recorded. The prepare stage takes whatever is
-// waiting, up to the batch size, whenever it is free, and never waits for
-// a batch to fill; while the HSM is busy the queue grows and the next batch
-// is larger. Besides the queue's own size, one batch may thus be held in
-// each stage.
+// A batch is prepared, reserved (record before sign), signed and recorded
+// (record before answer). One goroutine (run) takes batches off the
+// queue, prepares them and writes the store; the HSM signs on another,
+// so it signs one batch while the next is prepared and the one before is
+// recorded. The recording of a signed batch and the reservation of the
+// next share one store transaction: under load a batch costs one commit,
+// not two. A batch is taken whenever the HSM has fewer than reservedAhead
+// batches, and never waits to fill; while the HSM is busy the queue grows
+// and the next batch is larger.
 type BatchQueue struct {
 	jobs      chan *job
 	batchSize int
@@ -41,40 +43,51 @@ type BatchQueue struct {
 	drained chan struct{}
 }
 
+// reservedAhead is how many batches may be reserved and not yet recorded:
+// the one the HSM signs and the one waiting for it, so the HSM goes on to
+// the next batch at once while the last is recorded. The one waiting is
+// taken off the queue when the one before it was signed, so an order
+// waits no longer than with one batch per stage.
+const reservedAhead = 2
+
 // batch is the orders taken together and what each stage made of them.
 type batch struct {
 	n    uint64
 	jobs []*job
 	// Set by the prepare stage: the batch's time, its issuer, and the jobs
-	// recorded as signing, in the order signed and signErr follow.
+	// it drafted, for commit to reserve.
 	now      time.Time
 	iss      *issuance.Issuer
+	attempts []*job
+	// Set once reserved: the jobs recorded as signing, in the order the
+	// sign stage's signed and signErr follow.
 	reserved []*job
 	signed   []*smx509.Certificate
 	signErr  []error
 }
 
 // batchStages are the stages a batch goes through once taken off the
-// queue, in this order, each on a goroutine of its own (issueStages, in
-// batch.go, are the certificates').
+// queue (issueStages, in batch.go, are the certificates').
 type batchStages interface {
 	// prepare checks the batch's orders, answers those that need no
-	// signature, and records the rest as signing (record before sign).
+	// signature, and drafts the rest.
 	prepare(*batch)
-	// sign has the HSM sign what prepare recorded.
+	// commit records, in one store transaction, what the HSM signed in
+	// signed, or burns its serials, before any of its callers is
+	// answered; and the drafts of prepared as signing (record before
+	// sign), setting its reserved. Either may be nil.
+	commit(signed, prepared *batch)
+	// sign has the HSM sign what commit reserved.
 	sign(*batch)
-	// record records what the HSM signed, or burns its serial, before
-	// any caller is answered.
-	record(*batch)
 }
 
 func newBatchQueue(size, batchSize int, stages batchStages) *BatchQueue {
 	q := &BatchQueue{jobs: make(chan *job, size), batchSize: batchSize, drained: make(chan struct{})}
-	prepared, signed, recorded := make(chan *batch), make(chan *batch), make(chan *batch)
-	go q.collect(stages.prepare, prepared)
-	go runStage(stages.sign, prepared, signed)
-	go runStage(stages.record, signed, recorded)
-	go q.answer(recorded)
+	// Buffered so that neither run nor the sign stage waits for the
+	// other: at most reservedAhead batches are between them.
+	toSign, signed := make(chan *batch, reservedAhead), make(chan *batch, reservedAhead)
+	go runStage(stages.sign, toSign, signed)
+	go q.run(stages, toSign, signed)
 	return q
 }
 
@@ -87,14 +100,98 @@ func runStage(stage func(*batch), in <-chan *batch, out chan<- *batch) {
 	}
 }
 
-// answer wakes each batch's callers, their results recorded, and closes
-// drained once the last batch is answered.
-func (q *BatchQueue) answer(in <-chan *batch) {
+// run waits for a signed batch, or for an order while fewer than
+// reservedAhead batches are reserved. Then it takes a batch off the queue
+// if it may, prepares it and commits it with the signed batch, hands it to
+// the sign stage and answers the signed batch's callers. Once the queue is
+// closed and every batch answered, it closes drained.
+func (q *BatchQueue) run(stages batchStages, toSign chan<- *batch, signed <-chan *batch) {
 	defer close(q.drained)
-	for b := range in {
-		for _, j := range b.jobs {
-			close(j.done)
+	defer close(toSign)
+	jobs := q.jobs // nil once closed and empty
+	ahead := 0     // batches reserved and not yet recorded
+	var n uint64
+	for jobs != nil || ahead > 0 {
+		var rec *batch
+		var first *job
+		select {
+		case rec = <-signed:
+		case j, ok := <-q.taking(jobs, ahead):
+			if !ok {
+				jobs = nil
+				continue
+			}
+			first = j
 		}
+		if rec == nil {
+			select {
+			case rec = <-signed:
+			default:
+			}
+		}
+		if rec != nil {
+			ahead--
+		}
+		var next *batch
+		if first != nil || ahead < reservedAhead {
+			var js []*job
+			js, jobs = q.take(first, jobs)
+			if len(js) > 0 {
+				n++
+				next = &batch{n: n, jobs: js}
+				stages.prepare(next)
+			}
+		}
+		stages.commit(rec, next)
+		if rec != nil {
+			answer(rec)
+		}
+		switch {
+		case next == nil:
+		case len(next.reserved) == 0:
+			answer(next)
+		default:
+			ahead++
+			toSign <- next
+		}
+	}
+}
+
+// taking is jobs while fewer than reservedAhead batches are reserved, else
+// nil (a channel that never delivers).
+func (q *BatchQueue) taking(jobs <-chan *job, ahead int) <-chan *job {
+	if ahead >= reservedAhead {
+		return nil
+	}
+	return jobs
+}
+
+// take returns first, if not nil, and whatever else waits in jobs, up to
+// the batch size, without waiting; and jobs, or nil if it was found
+// closed.
+func (q *BatchQueue) take(first *job, jobs chan *job) ([]*job, chan *job) {
+	var js []*job
+	if first != nil {
+		js = append(js, first)
+	}
+	for jobs != nil && len(js) < q.batchSize {
+		select {
+		case j, ok := <-jobs:
+			if !ok {
+				return js, nil
+			}
+			js = append(js, j)
+		default:
+			return js, jobs
+		}
+	}
+	return js, jobs
+}
+
+// answer wakes b's callers, their results recorded.
+func answer(b *batch) {
+	for _, j := range b.jobs {
+		close(j.done)
 	}
 }
 
@@ -125,32 +222,6 @@ func (q *BatchQueue) submit(ctx context.Context, o *order) (*store.Certificate, 
 
 // Depth is the number of orders waiting.
 func (q *BatchQueue) Depth() int { return len(q.jobs) }
-
-// collect takes a batch off the queue whenever the prepare stage (first)
-// is free, runs that stage and hands the batch on. Taking the batch only then
-// lets orders gather while the later stages are busy.
-func (q *BatchQueue) collect(first func(*batch), out chan<- *batch) {
-	defer close(out)
-	var n uint64
-	for j := range q.jobs {
-		n++
-		b := &batch{n: n, jobs: []*job{j}}
-	fill:
-		for len(b.jobs) < q.batchSize {
-			select {
-			case j, ok := <-q.jobs:
-				if !ok {
-					break fill
-				}
-				b.jobs = append(b.jobs, j)
-			default:
-				break fill
-			}
-		}
-		first(b)
-		out <- b
-	}
-}
 
 // close refuses new orders, lets the worker finish everything already
 // queued, and returns when it has.

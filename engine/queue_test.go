@@ -2,6 +2,7 @@ package engine_test
 
 import (
 	"context"
+	"errors"
 	"fmt"
 	"sync"
 	"sync/atomic"
@@ -333,5 +334,83 @@ func TestCloseDrainsQueue(t *testing.T) {
 	}
 	if _, err := e.Issue(context.Background(), ra, request(t, "late")); engine.CodeOf(err) != api.CodeShuttingDown {
 		t.Fatalf("issue after Close: %v, want %s", err, api.CodeShuttingDown)
+	}
+}
+
+// TestRecordAndReservationShareACommit holds the HSM on a first request
+// while a second is reserved behind it and a third waits in the queue.
+// Once the HSM signs, the first's certificate and the third's reservation
+// are written in one transaction; and a reservation refused in such a
+// transaction (a refusal of its own, not the store's) fails only its own
+// batch: the certificate recorded with it stands.
+func TestRecordAndReservationShareACommit(t *testing.T) {
+	for _, refuseThird := range []bool{false, true} {
+		t.Run(fmt.Sprintf("refuse_third=%v", refuseThird), func(t *testing.T) {
+			var shared atomic.Int32
+			engine.SetCommitHooks(func(ids []string) error {
+				if refuseThird && len(ids) == 1 && ids[0] == "third" {
+					return errors.New("reservation refused for the test")
+				}
+				return nil
+			}, func(batches int) {
+				if batches > 1 {
+					shared.Add(1)
+				}
+			})
+			t.Cleanup(func() { engine.SetCommitHooks(nil, nil) })
+			e, g, st := gatedEngine(t, 4, 1, 0)
+			release := releaseOnce(t, g)
+			type result struct {
+				id   string
+				cert *store.Certificate
+				err  error
+			}
+			results := make(chan result, 3)
+			submit := func(id string) {
+				go func() {
+					c, err := e.Issue(context.Background(), ra, request(t, id))
+					results <- result{id, c, err}
+				}()
+			}
+			submit("first")
+			<-g.entered
+			submit("second")
+			waitPrepared(t, st, "second")
+			submit("third")
+			waitDepth(t, e, 1)
+			release()
+			got := map[string]result{}
+			for range 3 {
+				r := <-results
+				got[r.id] = r
+			}
+			for _, id := range []string{"first", "second"} {
+				if got[id].err != nil || got[id].cert == nil {
+					t.Fatalf("%s: %v", id, got[id].err)
+				}
+			}
+			if refuseThird {
+				if engine.CodeOf(got["third"].err) != api.CodeInternal {
+					t.Fatalf("third: %v, want %s", got["third"].err, api.CodeInternal)
+				}
+			} else if got["third"].err != nil {
+				t.Fatalf("third: %v", got["third"].err)
+			}
+			if shared.Load() == 0 && !refuseThird {
+				t.Fatal("no transaction recorded one batch and reserved another")
+			}
+			st.View(func(tx *store.Tx) error {
+				for _, id := range []string{"first", "second"} {
+					r, err := tx.Request(id)
+					if err != nil || r.State != store.RequestIssued {
+						t.Errorf("request %s: %+v, %v; want issued", id, r, err)
+					}
+				}
+				if r, err := tx.Request("third"); refuseThird && !errors.Is(err, store.ErrNotFound) {
+					t.Errorf("third's refused reservation was written: %+v, %v", r, err)
+				}
+				return tx.VerifyAuditChain()
+			})
+		})
 	}
 }
