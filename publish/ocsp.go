@@ -1,10 +1,12 @@
 package publish
 
 import (
+	"crypto/rand"
 	"encoding/hex"
 	"errors"
 	"fmt"
 	"io/fs"
+	"os"
 	"path"
 	"path/filepath"
 
@@ -60,13 +62,29 @@ func OCSPName(issuer string, serial []byte) (string, error) {
 // A serial given twice in a batch is published with the later response.
 // On an error some responses may have been published and others not:
 // publishing the batch again is the remedy, as it is after a crash.
+//
+// Each issuer directory is opened once per batch and its files are
+// written, renamed and removed relative to it (openat, renameat): a
+// response's own names are single components, so nothing is resolved
+// beyond the directory, and a refresh of a million responses does not
+// walk the path of each.
 func (d *Dir) PutOCSP(batch []OCSPResponse) error {
 	if len(batch) == 0 {
 		return nil
 	}
-	names := make([]string, len(batch))
-	dirs := map[string]bool{}
-	for i, r := range batch {
+	dirs := map[string]*ocspDir{}
+	var files []ocspFile
+	defer func() {
+		for _, f := range files {
+			if !f.renamed && f.temp != "" {
+				unix.Unlinkat(f.dir.fd(), f.temp, 0)
+			}
+		}
+		for _, od := range dirs {
+			od.f.Close()
+		}
+	}()
+	for _, r := range batch {
 		name, err := OCSPName(r.Issuer, r.Serial)
 		if err != nil {
 			return err
@@ -74,65 +92,98 @@ func (d *Dir) PutOCSP(batch []OCSPResponse) error {
 		if len(r.DER) == 0 {
 			return fmt.Errorf("publish: %s: empty OCSP response", filepath.Join(d.path, name))
 		}
-		names[i] = name
-		dirs[path.Dir(name)] = true
+		dir := path.Dir(name)
+		od := dirs[dir]
+		if od == nil {
+			if err := d.mkdirs(dir); err != nil {
+				return err
+			}
+			f, err := d.root.Open(dir)
+			if err != nil {
+				return fmt.Errorf("publish: open %s: %w", filepath.Join(d.path, dir), err)
+			}
+			od = &ocspDir{rel: dir, f: f}
+			dirs[dir] = od
+		}
+		files = append(files, ocspFile{dir: od, name: path.Base(name), der: r.DER})
 	}
-	for dir := range dirs {
-		if err := d.mkdirs(dir); err != nil {
-			return err
-		}
-	}
-
-	temps := make([]string, 0, len(batch))
-	renamed := 0
-	defer func() {
-		for _, tmp := range temps[renamed:] {
-			d.root.Remove(tmp)
-		}
-	}()
-	for i, r := range batch {
-		tmp, err := d.writeTemp(path.Dir(names[i]), r.DER)
-		if tmp != "" {
-			temps = append(temps, tmp)
-		}
+	for i := range files {
+		f := &files[i]
+		temp, err := writeTempAt(f.dir.fd(), f.der)
+		f.temp = temp
 		if err != nil {
-			return fmt.Errorf("publish: write %s: %w", filepath.Join(d.path, names[i]), err)
+			return fmt.Errorf("publish: write %s: %w", filepath.Join(d.path, f.dir.rel, f.name), err)
 		}
 	}
 	if err := d.syncfs(); err != nil {
 		return err
 	}
-	for i, tmp := range temps {
-		if err := d.root.Rename(tmp, names[i]); err != nil {
-			return fmt.Errorf("publish: rename into %s: %w", filepath.Join(d.path, names[i]), err)
+	for i := range files {
+		f := &files[i]
+		if err := unix.Renameat(f.dir.fd(), f.temp, f.dir.fd(), f.name); err != nil {
+			return fmt.Errorf("publish: rename into %s: %w", filepath.Join(d.path, f.dir.rel, f.name), err)
 		}
-		renamed++
+		f.renamed = true
 	}
 	// The renames are durable only once the directories holding the new
 	// entries are synced; strace -e fsync,syncfs of a publishing process
 	// shows one syncfs and one fsync per issuer directory per batch.
-	for dir := range dirs {
-		if err := d.syncDir(dir); err != nil {
-			return err
+	for _, od := range dirs {
+		if err := od.f.Sync(); err != nil {
+			return fmt.Errorf("publish: sync %s: %w", filepath.Join(d.path, od.rel), err)
 		}
 	}
 	return nil
 }
 
-// writeTemp writes data to a new temporary file in dir, without syncing
-// it, and returns its name (relative to the directory) even on an error
-// after it was created, so that the caller removes it.
-func (d *Dir) writeTemp(dir string, data []byte) (string, error) {
-	f, err := d.createTemp(dir, fileMode)
-	if err != nil {
-		return "", err
-	}
-	name := path.Join(dir, path.Base(f.Name()))
-	if _, err := f.Write(data); err != nil {
-		f.Close()
+// ocspDir is an issuer's directory of responses, open for a batch.
+type ocspDir struct {
+	rel string // relative to the publication directory
+	f   *os.File
+}
+
+func (od *ocspDir) fd() int { return int(od.f.Fd()) }
+
+// ocspFile is one response of a batch on its way to its name.
+type ocspFile struct {
+	dir     *ocspDir
+	name    string // the published name in dir
+	der     []byte
+	temp    string // the temporary name in dir, once created
+	renamed bool
+}
+
+// writeTempAt writes data to a new temporary file in the directory dirfd,
+// without syncing it, and returns its name in that directory, even on an
+// error after it was created.
+func writeTempAt(dirfd int, data []byte) (string, error) {
+	for range 10 {
+		var b [8]byte
+		rand.Read(b[:])
+		name := tempPrefix + hex.EncodeToString(b[:])
+		// Created 0600 so nothing reads it before it is complete (readers
+		// skip dot names anyway); the final mode is set by fchmod rather
+		// than through the umask.
+		fd, err := unix.Openat(dirfd, name, unix.O_WRONLY|unix.O_CREAT|unix.O_EXCL|unix.O_CLOEXEC|unix.O_NOFOLLOW, 0o600)
+		if errors.Is(err, unix.EEXIST) {
+			continue
+		}
+		if err != nil {
+			return "", err
+		}
+		err = unix.Fchmod(fd, fileMode)
+		for rest := data; err == nil && len(rest) > 0; {
+			var n int
+			if n, err = unix.Write(fd, rest); err == nil {
+				rest = rest[n:]
+			}
+		}
+		if cerr := unix.Close(fd); err == nil {
+			err = cerr
+		}
 		return name, err
 	}
-	return name, f.Close()
+	return "", errors.New("no free temporary name")
 }
 
 // syncfs flushes every file of the publication directory's file system
