@@ -11,6 +11,7 @@ import (
 	"io"
 	"math/big"
 	"os"
+	"sync/atomic"
 	"time"
 
 	"github.com/emmansun/gmsm/smx509"
@@ -52,6 +53,8 @@ type Issuer struct {
 	// ocspFor is, for a delegated OCSP responder, the issuing CA whose
 	// certificates' status it signs; Cert is then the responder's own.
 	ocspFor *smx509.Certificate
+	// ocspBuilder holds what the OCSP responses it signs share.
+	ocspBuilder atomic.Pointer[responseBuilder]
 }
 
 // NewIssuer pairs a CA certificate with its key, checking they belong

@@ -9,6 +9,7 @@ import (
 	"errors"
 	"fmt"
 	"io"
+	"slices"
 	"sync/atomic"
 	"time"
 
@@ -209,7 +210,11 @@ func (i *Issuer) PrepareOCSP(s ocsp.Single, producedAt time.Time, hashes ...ocsp
 	if err != nil {
 		return nil, err
 	}
-	tbs, err := ocsp.ResponseTBS(i.Signer.Public(), ca, s, producedAt, hashes...)
+	rb, err := i.responseBuilder(ca, hashes)
+	if err != nil {
+		return nil, refusef(ErrLint, "OCSP response cannot be built: %v", err)
+	}
+	tbs, err := rb.TBS(s, producedAt)
 	if err != nil {
 		return nil, refusef(ErrLint, "OCSP response cannot be built: %v", err)
 	}
@@ -218,6 +223,27 @@ func (i *Issuer) PrepareOCSP(s ocsp.Single, producedAt time.Time, hashes ...ocsp
 	}
 	return &Token{issuer: i, kind: kindOCSP, tbs: tbs, digest: i.Signer.Digest(tbs), alg: alg, certs: certs,
 		lint: func(der []byte) (*Issued, error) { return &Issued{DER: der}, lint.OCSPResponse(der, responder, ca) }}, nil
+}
+
+// responseBuilder is the builder of i's OCSP responses for certificates
+// of ca with CertIDs hashed with hashes: the last one made, if for the
+// same hashes (a signer asks with the same every time), else a new one.
+func (i *Issuer) responseBuilder(ca *smx509.Certificate, hashes []ocsp.HashAlg) (*ocsp.ResponseBuilder, error) {
+	if last := i.ocspBuilder.Load(); last != nil && slices.Equal(last.hashes, hashes) {
+		return last.builder, nil
+	}
+	rb, err := ocsp.NewResponseBuilder(i.Signer.Public(), ca, hashes...)
+	if err != nil {
+		return nil, err
+	}
+	i.ocspBuilder.Store(&responseBuilder{hashes: slices.Clone(hashes), builder: rb})
+	return rb, nil
+}
+
+// responseBuilder is an OCSP response builder with the hashes it names.
+type responseBuilder struct {
+	hashes  []ocsp.HashAlg
+	builder *ocsp.ResponseBuilder
 }
 
 // notResponder refuses, for a delegated OCSP responder, what only a CA

@@ -200,22 +200,25 @@ func AlgorithmIdentifier(alg smx509.SignatureAlgorithm) ([]byte, error) {
 	return b.Bytes()
 }
 
-// ResponseTBS builds the ResponseData (the to-be-signed part of a basic
-// response) stating s, of a certificate of issuer, signed by responderKey
-// (the issuer's, or a delegated responder's) and produced at producedAt:
-// one SingleResponse for each of hashes, the same but for its CertID's
-// hash. A client matches a response to its request by the whole CertID,
-// hash algorithm included (OpenSSL finds no status otherwise), and clients
-// differ in the hash they use (RFC 5019: SHA-1; GB/T 19713 clients: SM3;
-// others SHA-256), so one signature answers them all. The ResponderID is
-// byKey; the version is v1, which DER leaves out; there are no extensions
-// (a response made ahead of time carries no nonce).
-func ResponseTBS(responderKey crypto.PublicKey, issuer *smx509.Certificate, s Single, producedAt time.Time, hashes ...HashAlg) ([]byte, error) {
+// ResponseBuilder builds the ResponseData of responses one responder
+// signs for the certificates of one issuer. What they all share, the
+// ResponderID and each CertID's issuer hashes, is computed once: a
+// refresh builds a million of them.
+type ResponseBuilder struct {
+	keyHash []byte
+	ids     []CertID // one per hash, without the serial
+}
+
+// NewResponseBuilder is the builder of responses signed by responderKey
+// (the issuer's, or a delegated responder's) for certificates of issuer,
+// each with one SingleResponse for each of hashes, the same but for its
+// CertID's hash. A client matches a response to its request by the whole
+// CertID, hash algorithm included (OpenSSL finds no status otherwise),
+// and clients differ in the hash they use (RFC 5019: SHA-1; GB/T 19713
+// clients: SM3; others SHA-256), so one signature answers them all.
+func NewResponseBuilder(responderKey crypto.PublicKey, issuer *smx509.Certificate, hashes ...HashAlg) (*ResponseBuilder, error) {
 	if issuer == nil {
 		return nil, errors.New("OCSP response: no issuer certificate")
-	}
-	if err := checkSingle(s, producedAt); err != nil {
-		return nil, fmt.Errorf("OCSP response for serial %x: %w", s.Serial, err)
 	}
 	keyHash, err := KeyHash(responderKey)
 	if err != nil {
@@ -231,18 +234,29 @@ func ResponseTBS(responderKey crypto.PublicKey, issuer *smx509.Certificate, s Si
 				return nil, fmt.Errorf("OCSP response: CertID hash %v named twice", h)
 			}
 		}
-		if ids[i], err = CertIDFor(issuer, s.Serial, h); err != nil {
+		if ids[i], err = CertIDFor(issuer, nil, h); err != nil {
 			return nil, err
 		}
 	}
-	b := cryptobyte.NewBuilder(make([]byte, 0, 256*len(hashes)))
+	return &ResponseBuilder{keyHash: keyHash, ids: ids}, nil
+}
+
+// TBS builds the ResponseData stating s, produced at producedAt. The
+// ResponderID is byKey; the version is v1, which DER leaves out; there
+// are no extensions (a response made ahead of time carries no nonce).
+func (rb *ResponseBuilder) TBS(s Single, producedAt time.Time) ([]byte, error) {
+	if err := checkSingle(s, producedAt); err != nil {
+		return nil, fmt.Errorf("OCSP response for serial %x: %w", s.Serial, err)
+	}
+	b := cryptobyte.NewBuilder(make([]byte, 0, 256*len(rb.ids)))
 	b.AddASN1(casn1.SEQUENCE, func(rd *cryptobyte.Builder) {
 		rd.AddASN1(casn1.Tag(2).Constructed().ContextSpecific(), func(r *cryptobyte.Builder) { // byKey [2] EXPLICIT
-			r.AddASN1OctetString(keyHash)
+			r.AddASN1OctetString(rb.keyHash)
 		})
 		addTime(rd, producedAt)
 		rd.AddASN1(casn1.SEQUENCE, func(rs *cryptobyte.Builder) {
-			for _, id := range ids {
+			for _, id := range rb.ids {
+				id.Serial = s.Serial
 				addSingle(rs, id, s)
 			}
 		})
@@ -252,6 +266,18 @@ func ResponseTBS(responderKey crypto.PublicKey, issuer *smx509.Certificate, s Si
 		return nil, fmt.Errorf("OCSP response for serial %x: encode: %w", s.Serial, err)
 	}
 	return der, nil
+}
+
+// ResponseTBS builds the ResponseData (the to-be-signed part of a basic
+// response) stating s, of a certificate of issuer, signed by responderKey
+// and produced at producedAt, with a SingleResponse for each of hashes
+// (NewResponseBuilder).
+func ResponseTBS(responderKey crypto.PublicKey, issuer *smx509.Certificate, s Single, producedAt time.Time, hashes ...HashAlg) ([]byte, error) {
+	rb, err := NewResponseBuilder(responderKey, issuer, hashes...)
+	if err != nil {
+		return nil, err
+	}
+	return rb.TBS(s, producedAt)
 }
 
 // addSingle adds the SingleResponse stating s of the certificate id names.
