@@ -902,13 +902,19 @@ func (r *pgRecords) queuePending(batch *pgx.Batch, table string) {
 		return
 	}
 	sql := pgStatements[table]
-	var keys, values, deleted [][]byte
+	var keys, values, newKeys, newValues, deleted [][]byte
 	for k, v := range w {
-		if v.deleted {
+		switch {
+		case v.deleted:
 			deleted = append(deleted, []byte(k))
-		} else {
+		case r.knownAbsent(table, k):
+			newKeys, newValues = append(newKeys, []byte(k)), append(newValues, v.value)
+		default:
 			keys, values = append(keys, []byte(k)), append(values, v.value)
 		}
+	}
+	if len(newKeys) > 0 {
+		batch.Queue(sql.insert, newKeys, newValues)
 	}
 	if len(keys) > 0 {
 		batch.Queue(sql.upsert, keys, values)
@@ -918,6 +924,39 @@ func (r *pgRecords) queuePending(batch *pgx.Batch, table string) {
 	}
 	delete(r.pending, table)
 	r.forgetRead(table)
+}
+
+// knownAbsent tells whether this write transaction read that table has no
+// record under key: its write is then a plain insert, which costs the
+// server less than an upsert (no search of the index for a conflict
+// before the insert's own, no speculative insertion to confirm). What was
+// read is still so at commit: every write to these tables is made under
+// pgLockWriter, which this transaction took before reading (insertNew's
+// table, written without it, is never taken as known). Were it not, the
+// insert would fail on the primary key and the transaction with it,
+// never overwrite.
+func (r *pgRecords) knownAbsent(table, key string) bool {
+	if !r.write || table == tableRAReplay {
+		return false
+	}
+	if v, read := r.read[table][key]; read {
+		return v == nil
+	}
+	if table != tableKeys {
+		return false
+	}
+	for lo, recs := range r.keyScans {
+		if !strings.HasPrefix(key, lo) {
+			continue
+		}
+		for _, rec := range recs {
+			if string(rec[0]) == key {
+				return false
+			}
+		}
+		return true
+	}
+	return false
 }
 
 // forgetRead drops what prefetch read of table: its pending writes are
@@ -1208,7 +1247,7 @@ func (r *pgRecords) rollback() {
 
 // pgTableStatements are the statements for one table.
 type pgTableStatements struct {
-	get, read, scan, scanBefore, scanRange, upsert, delete, clear string
+	get, read, scan, scanBefore, scanRange, insert, upsert, delete, clear string
 }
 
 // pgReadKeyPrefixes reads the key index records under each of the prefixes
@@ -1233,6 +1272,7 @@ var pgStatements = func() map[string]*pgTableStatements {
 			// A subquery with a LIMIT is planned on its own: as the read
 			// of a page from lo, by the index in key order.
 			scanRange: "SELECT k, v FROM (SELECT k, v FROM " + id + " WHERE k >= $1 ORDER BY k LIMIT $3) AS page WHERE k < $2 ORDER BY k",
+			insert:    "INSERT INTO " + id + " (k, v) SELECT * FROM unnest($1::bytea[], $2::bytea[])",
 			upsert: "INSERT INTO " + id + " (k, v) SELECT * FROM unnest($1::bytea[], $2::bytea[])" +
 				" ON CONFLICT (k) DO UPDATE SET v = EXCLUDED.v",
 			delete: "DELETE FROM " + id + " WHERE k = ANY($1::bytea[])",
