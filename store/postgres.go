@@ -156,14 +156,24 @@ func openPostgresBackendDSN(d *PostgresDSN, o PostgresOptions) (*pgBackend, erro
 	// (SIGSTOP, a stalled machine), whose writer lock would stop every
 	// other node: the server ends its session.
 	cfg.ConnConfig.RuntimeParams["idle_in_transaction_session_timeout"] = strconv.FormatInt(o.Timeout.Milliseconds(), 10)
-	// Every statement is planned for its own arguments. The server
-	// otherwise settles, after five runs of a prepared statement, on a
-	// generic plan made for the tables as they were then: for a new CA's
-	// near-empty tables a sequential scan, kept as they grow (a batch's
-	// read of serials cost 0.49 ms a statement that way, 0.15 ms planned
-	// each time, by `signerctl bench -store postgres -pg-statements`;
-	// planning these statements costs far less).
-	cfg.ConnConfig.RuntimeParams["plan_cache_mode"] = "force_custom_plan"
+	// No plan reads a table from end to end where its primary key's index
+	// finds the rows. The server keeps, after five runs of a prepared
+	// statement, a generic plan made for the table's statistics as they
+	// were then, and replans only when they change (autovacuum's analyze,
+	// a minute apart at best): a plan made while a new CA's tables were
+	// nearly empty is a sequential scan, cheapest then, kept as they grow
+	// (a batch's read of serials cost 0.49 ms a statement that way, 0.15 ms
+	// planned for its arguments, by `signerctl bench -store postgres
+	// -pg-statements`). Every statement of the store finds its rows by key,
+	// so with sequential scans priced out its plan is the index whatever
+	// the statistics, and the plans are kept rather than made anew for
+	// each statement, which cost the server more CPU than the index reads
+	// themselves. A statement with no index to use (clear's DELETE) still
+	// scans the table; its price, set out of reach, must not make the
+	// server compile it to machine code (jit_above_cost), which would cost
+	// milliseconds for a statement of microseconds.
+	cfg.ConnConfig.RuntimeParams["enable_seqscan"] = "off"
+	cfg.ConnConfig.RuntimeParams["jit"] = "off"
 	cfg.ConnConfig.Tracer = &b.traffic
 	b.connConfig = cfg.ConnConfig.Copy()
 
@@ -892,13 +902,19 @@ func (r *pgRecords) queuePending(batch *pgx.Batch, table string) {
 		return
 	}
 	sql := pgStatements[table]
-	var keys, values, deleted [][]byte
+	var keys, values, newKeys, newValues, deleted [][]byte
 	for k, v := range w {
-		if v.deleted {
+		switch {
+		case v.deleted:
 			deleted = append(deleted, []byte(k))
-		} else {
+		case r.knownAbsent(table, k):
+			newKeys, newValues = append(newKeys, []byte(k)), append(newValues, v.value)
+		default:
 			keys, values = append(keys, []byte(k)), append(values, v.value)
 		}
+	}
+	if len(newKeys) > 0 {
+		batch.Queue(sql.insert, newKeys, newValues)
 	}
 	if len(keys) > 0 {
 		batch.Queue(sql.upsert, keys, values)
@@ -908,6 +924,39 @@ func (r *pgRecords) queuePending(batch *pgx.Batch, table string) {
 	}
 	delete(r.pending, table)
 	r.forgetRead(table)
+}
+
+// knownAbsent tells whether this write transaction read that table has no
+// record under key: its write is then a plain insert, which costs the
+// server less than an upsert (no search of the index for a conflict
+// before the insert's own, no speculative insertion to confirm). What was
+// read is still so at commit: every write to these tables is made under
+// pgLockWriter, which this transaction took before reading (insertNew's
+// table, written without it, is never taken as known). Were it not, the
+// insert would fail on the primary key and the transaction with it,
+// never overwrite.
+func (r *pgRecords) knownAbsent(table, key string) bool {
+	if !r.write || table == tableRAReplay {
+		return false
+	}
+	if v, read := r.read[table][key]; read {
+		return v == nil
+	}
+	if table != tableKeys {
+		return false
+	}
+	for lo, recs := range r.keyScans {
+		if !strings.HasPrefix(key, lo) {
+			continue
+		}
+		for _, rec := range recs {
+			if string(rec[0]) == key {
+				return false
+			}
+		}
+		return true
+	}
+	return false
 }
 
 // forgetRead drops what prefetch read of table: its pending writes are
@@ -1009,7 +1058,7 @@ func (r *pgRecords) queuePrefetch(batch *pgx.Batch) func(pgx.BatchResults) error
 		if len(want) == 0 {
 			return
 		}
-		batch.Queue("SELECT k, v FROM "+pgTableIdentifier(table)+" WHERE k = ANY($1::bytea[])", want)
+		batch.Queue(pgStatements[table].read, want)
 		points = append(points, pgPointRead{table, want})
 	}
 	ids := make([][]byte, len(p.Requests))
@@ -1055,9 +1104,7 @@ func (r *pgRecords) queuePrefetch(batch *pgx.Batch) func(pgx.BatchResults) error
 	if len(los) > 0 {
 		// One statement for every prefix: each range read in key order,
 		// as scan reads it.
-		batch.Queue(`SELECT r.lo, t.k, t.v FROM unnest($1::bytea[], $2::bytea[]) WITH ORDINALITY AS r(lo, hi, n),
-			LATERAL (SELECT k, v FROM `+pgTableIdentifier(tableKeys)+` WHERE k >= r.lo AND k < r.hi ORDER BY k) t
-			ORDER BY r.n, t.k`, los, his)
+		batch.Queue(pgReadKeyPrefixes, los, his)
 	}
 	if batch.Len() == queued {
 		return nil
@@ -1200,8 +1247,15 @@ func (r *pgRecords) rollback() {
 
 // pgTableStatements are the statements for one table.
 type pgTableStatements struct {
-	get, scan, scanBefore, scanRange, upsert, delete, clear string
+	get, read, scan, scanBefore, scanRange, insert, upsert, delete, clear string
 }
+
+// pgReadKeyPrefixes reads the key index records under each of the prefixes
+// $1 (each ending before the same place in $2), each range in key order
+// as scan reads it: one statement for every prefix.
+var pgReadKeyPrefixes = `SELECT r.lo, t.k, t.v FROM unnest($1::bytea[], $2::bytea[]) WITH ORDINALITY AS r(lo, hi, n),
+	LATERAL (SELECT k, v FROM ` + pgTableIdentifier(tableKeys) + ` WHERE k >= r.lo AND k < r.hi ORDER BY k) t
+	ORDER BY r.n, t.k`
 
 // pgStatements holds each table's statements, built once. A table's SQL
 // name is its name with '-' written '_', always quoted: "keys" is a
@@ -1212,11 +1266,13 @@ var pgStatements = func() map[string]*pgTableStatements {
 		id := pgTableIdentifier(t)
 		m[t] = &pgTableStatements{
 			get:        "SELECT v FROM " + id + " WHERE k = $1",
+			read:       "SELECT k, v FROM " + id + " WHERE k = ANY($1::bytea[])",
 			scan:       "SELECT k, v FROM " + id + " WHERE k >= $1 ORDER BY k LIMIT $2",
 			scanBefore: "SELECT k, v FROM " + id + " WHERE k >= $1 AND k < $2 ORDER BY k LIMIT $3",
 			// A subquery with a LIMIT is planned on its own: as the read
 			// of a page from lo, by the index in key order.
 			scanRange: "SELECT k, v FROM (SELECT k, v FROM " + id + " WHERE k >= $1 ORDER BY k LIMIT $3) AS page WHERE k < $2 ORDER BY k",
+			insert:    "INSERT INTO " + id + " (k, v) SELECT * FROM unnest($1::bytea[], $2::bytea[])",
 			upsert: "INSERT INTO " + id + " (k, v) SELECT * FROM unnest($1::bytea[], $2::bytea[])" +
 				" ON CONFLICT (k) DO UPDATE SET v = EXCLUDED.v",
 			delete: "DELETE FROM " + id + " WHERE k = ANY($1::bytea[])",

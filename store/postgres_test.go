@@ -665,8 +665,8 @@ func TestPostgresLostCommitLeavesNeitherChangeNorEvent(t *testing.T) {
 }
 
 // TestPostgresSessionSettings: signerd's sessions end a transaction left
-// idle past the store's timeout, and plan each statement for its own
-// arguments.
+// idle past the store's timeout, and price sequential scans out of their
+// plans without compiling them.
 func TestPostgresSessionSettings(t *testing.T) {
 	b := openTestPostgres(t, newPostgresDatabase(t), PostgresOptions{Timeout: 3 * time.Second})
 	conn, err := b.pool.Acquire(t.Context())
@@ -674,10 +674,78 @@ func TestPostgresSessionSettings(t *testing.T) {
 		t.Fatal(err)
 	}
 	defer conn.Release()
-	for setting, want := range map[string]string{"idle_in_transaction_session_timeout": "3s", "plan_cache_mode": "force_custom_plan"} {
+	for setting, want := range map[string]string{"idle_in_transaction_session_timeout": "3s", "enable_seqscan": "off", "jit": "off"} {
 		var got string
 		if err := conn.QueryRow(t.Context(), "SELECT current_setting($1)", setting).Scan(&got); err != nil || got != want {
 			t.Errorf("%s = %q, %v; want %q", setting, got, err, want)
+		}
+	}
+}
+
+// TestPostgresKeptPlansUseIndex: a plan the server keeps for a statement
+// of the store, made while its table held a few rows and was analyzed so,
+// still reads the table by its index once the table has grown thousands
+// of rows past its statistics (autovacuum has not analyzed it again).
+// Without the session's settings, that kept plan is a sequential scan.
+func TestPostgresKeptPlansUseIndex(t *testing.T) {
+	dsn := newPostgresDatabase(t)
+	server := pgtest.Shared(t)
+	b := openTestPostgres(t, dsn, PostgresOptions{})
+	conn, err := b.pool.Acquire(t.Context())
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer conn.Release()
+	grow := func(table string, rows int) {
+		t.Helper()
+		server.Exec(t, dsn, fmt.Sprintf(`INSERT INTO %s (k, v) SELECT 'ab'::bytea || uuid_send(gen_random_uuid()), '\x00'::bytea FROM generate_series(1, %d)`,
+			pgTableIdentifier(table), rows))
+	}
+	for _, table := range []string{tableSerials, tableKeys} {
+		server.Exec(t, dsn, fmt.Sprintf("ALTER TABLE %s SET (autovacuum_enabled = false)", pgTableIdentifier(table)))
+		grow(table, 10)
+		server.Exec(t, dsn, "ANALYZE "+pgTableIdentifier(table))
+	}
+	key, end := `'\x6162ff'::bytea`, `'\x6163'::bytea`
+	keys := `ARRAY['\x6162ff'::bytea, '\x616200'::bytea]`
+	serials := pgStatements[tableSerials]
+	statements := []struct {
+		name, sql, args string
+	}{
+		{"get", serials.get, key},
+		{"read", serials.read, keys},
+		{"delete", serials.delete, keys},
+		{"scan", serials.scan, key + ", 10"},
+		{"scanBefore", serials.scanBefore, key + ", " + end + ", 10"},
+		{"scanRange", serials.scanRange, key + ", " + end + ", 10"},
+		{"read key prefixes", pgReadKeyPrefixes, keys + ", " + keys},
+	}
+	// Each run five times planned for its arguments, and then kept: the
+	// server's plan_cache_mode = auto.
+	for i, st := range statements {
+		if _, err := conn.Exec(t.Context(), fmt.Sprintf("PREPARE kept%d AS %s", i, st.sql)); err != nil {
+			t.Fatalf("%s: %v", st.name, err)
+		}
+		for range 6 {
+			if _, err := conn.Exec(t.Context(), fmt.Sprintf("EXECUTE kept%d(%s)", i, st.args)); err != nil {
+				t.Fatalf("%s: %v", st.name, err)
+			}
+		}
+	}
+	grow(tableSerials, 5000)
+	grow(tableKeys, 5000)
+	for i, st := range statements {
+		rows, err := conn.Query(t.Context(), fmt.Sprintf("EXPLAIN EXECUTE kept%d(%s)", i, st.args), pgx.QueryExecModeSimpleProtocol)
+		if err != nil {
+			t.Fatalf("%s: %v", st.name, err)
+		}
+		lines, err := pgx.CollectRows(rows, pgx.RowTo[string])
+		if err != nil {
+			t.Fatalf("%s: %v", st.name, err)
+		}
+		plan := strings.Join(lines, "\n")
+		if !strings.Contains(plan, "Index") || strings.Contains(plan, "Seq Scan") {
+			t.Errorf("%s: the kept plan on a table grown past its statistics:\n%s\nwant the primary key's index", st.name, plan)
 		}
 	}
 }
