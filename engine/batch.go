@@ -145,30 +145,23 @@ func (s *issueStages) prepare(b *batch) {
 func (s *issueStages) commit(signed, prepared *batch) {
 	var parts []commitPart
 	if signed != nil {
-		parts = append(parts, commitPart{write: func(tx *store.Tx) error { return s.recordTx(tx, signed) },
+		parts = append(parts, commitPart{reads: recordReads(signed), write: func(tx *store.Tx) error { return s.recordTx(tx, signed) },
 			done: func(err error) { s.recorded(signed, err) }})
 	}
 	if prepared != nil && len(prepared.attempts) > 0 {
-		parts = append(parts, commitPart{write: func(tx *store.Tx) error { return s.reserveTx(tx, prepared) },
+		parts = append(parts, commitPart{reads: prefetchOf(prepared.attempts), write: func(tx *store.Tx) error { return s.reserveTx(tx, prepared) },
 			done: func(err error) { s.reservedTx(prepared, err) }})
 	}
 	if len(parts) == 0 {
 		return
 	}
-	err := s.store.update(func(tx *store.Tx) error {
-		for _, p := range parts {
-			if err := p.write(tx); err != nil {
-				return err
-			}
-		}
-		return nil
-	})
+	err := s.store.update(func(tx *store.Tx) error { return writeParts(tx, parts...) })
 	if testHookCommitted != nil && err == nil {
 		testHookCommitted(len(parts))
 	}
 	if err != nil && len(parts) > 1 && !storeFailed(err) {
 		for _, p := range parts {
-			p.done(s.store.update(p.write))
+			p.done(s.store.update(func(tx *store.Tx) error { return writeParts(tx, p) }))
 		}
 		return
 	}
@@ -177,11 +170,28 @@ func (s *issueStages) commit(signed, prepared *batch) {
 	}
 }
 
-// commitPart is one batch's share of a commit: what it writes in the
-// transaction, and what it does once the transaction ends.
+// commitPart is one batch's share of a commit: what it reads, what it
+// writes in the transaction, and what it does once the transaction ends.
 type commitPart struct {
+	reads store.Prefetch
 	write func(*store.Tx) error
 	done  func(error)
+}
+
+// writeParts writes parts in tx, every part's reads named first, so that
+// a database fetches them all in one round trip.
+func writeParts(tx *store.Tx, parts ...commitPart) error {
+	for _, p := range parts {
+		if err := tx.Prefetch(p.reads); err != nil {
+			return err
+		}
+	}
+	for _, p := range parts {
+		if err := p.write(tx); err != nil {
+			return err
+		}
+	}
+	return nil
 }
 
 // reserveTx records every drafted request of b as signing, with its
@@ -199,9 +209,6 @@ func (s *issueStages) reserveTx(tx *store.Tx, b *batch) error {
 		if err := testHookReserving(ids); err != nil {
 			return err
 		}
-	}
-	if err := tx.Prefetch(prefetchOf(b.attempts)); err != nil {
-		return err
 	}
 	signing, err := keysBeingSigned(tx, &s.signingKeys)
 	if err != nil {
@@ -288,13 +295,6 @@ func (s *issueStages) recordTx(tx *store.Tx, b *batch) error {
 	for _, j := range b.reserved {
 		j.err, j.cert = nil, nil
 	}
-	p := prefetchOf(b.reserved)
-	for _, j := range b.reserved {
-		p.Statistics = append(p.Statistics, store.StatisticKey(store.Month(b.now), j.o.profile.Name, kindStatistic[j.o.kind]))
-	}
-	if err := tx.Prefetch(p); err != nil {
-		return err
-	}
 	for i, j := range b.reserved {
 		if b.signErr[i] != nil {
 			if err := s.fail(tx, j, b.signErr[i]); err != nil {
@@ -307,6 +307,15 @@ func (s *issueStages) recordTx(tx *store.Tx, b *batch) error {
 		}
 	}
 	return nil
+}
+
+// recordReads names what recordTx reads of b.
+func recordReads(b *batch) store.Prefetch {
+	p := prefetchOf(b.reserved)
+	for _, j := range b.reserved {
+		p.Statistics = append(p.Statistics, store.StatisticKey(store.Month(b.now), j.o.profile.Name, kindStatistic[j.o.kind]))
+	}
+	return p
 }
 
 // recorded ends b's record: on failure nothing is answered with an
