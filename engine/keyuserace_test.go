@@ -5,6 +5,7 @@ import (
 	"fmt"
 	"math/rand/v2"
 	"sync"
+	"sync/atomic"
 	"testing"
 	"time"
 
@@ -214,6 +215,73 @@ func TestRacingKeyUses(t *testing.T) {
 		checkOneUsePerKey(t, st)
 		if t.Failed() {
 			return // later rounds would repeat what this one found
+		}
+	}
+}
+
+// TestKeyUsesAcrossASharedCommit holds a signing request for key K at the
+// HSM, a blocker reserved behind it, and an encryption request for K in
+// the queue. When the HSM signs, the first's record and the third's
+// reservation share one transaction, record first: if the first was
+// signed, the third is refused key_reused; if its signature failed (its
+// serial burned in that same transaction), the third is issued.
+func TestKeyUsesAcrossASharedCommit(t *testing.T) {
+	for _, se := range enginetest.Stores {
+		for _, failFirst := range []bool{false, true} {
+			t.Run(fmt.Sprintf("%s/fail_first=%v", se.Name, failFirst), func(t *testing.T) {
+				var shared atomic.Int32
+				engine.SetCommitHooks(nil, func(b int) {
+					if b > 1 {
+						shared.Add(1)
+					}
+				})
+				t.Cleanup(func() { engine.SetCommitHooks(nil, nil) })
+				ca := enginetest.NewCA(t)
+				g := &gatedSigner{Signer: ca.Signer, entered: make(chan struct{}, 1), release: make(chan struct{})}
+				if failFirst {
+					g.failNth = 1
+				}
+				iss, err := issuance.NewIssuer(ca.Cert, g)
+				if err != nil {
+					t.Fatal(err)
+				}
+				st := se.Open(t)
+				e := ca.Engine(t, st, engine.Config{Issuers: []*issuance.Issuer{iss}, QueueSize: 8, BatchSize: 1})
+				release := releaseOnce(t, g)
+				sign, enc := signingAndEncryption(t, mustSM2(t), "k")
+				type res struct {
+					id  string
+					err error
+				}
+				out := make(chan res, 3)
+				submit := func(r engine.Request) {
+					go func() { _, err := e.Issue(context.Background(), ra, r); out <- res{r.ID, err} }()
+				}
+				submit(sign)
+				<-g.entered
+				submit(request(t, "blocker"))
+				waitPrepared(t, st, "blocker")
+				submit(enc)
+				waitDepth(t, e, 1)
+				release()
+				got := map[string]error{}
+				for range 3 {
+					r := <-out
+					got[r.id] = r.err
+				}
+				if shared.Load() == 0 {
+					t.Fatal("no transaction recorded one batch and reserved another")
+				}
+				if failFirst {
+					if got[enc.ID] != nil {
+						t.Errorf("enc after the signing attempt was burned: %v, want issued", got[enc.ID])
+					}
+				} else if engine.CodeOf(got[enc.ID]) != api.CodeKeyReused {
+					t.Errorf("enc: %v, want %s", got[enc.ID], api.CodeKeyReused)
+				}
+				checkOneUsePerKey(t, st)
+				st.View(func(tx *store.Tx) error { return tx.VerifyAuditChain() })
+			})
 		}
 	}
 }
