@@ -34,7 +34,7 @@ type fixture struct {
 	pub *ecdsa.PublicKey
 }
 
-func newFixture(t *testing.T) *fixture {
+func newFixture(t testing.TB) *fixture {
 	t.Helper()
 	ca := enginetest.NewCA(t)
 	iss := loadIssuer(t, ca, enginetest.IssuingLabel, ca.Cert)
@@ -45,7 +45,7 @@ func newFixture(t *testing.T) *fixture {
 	return &fixture{ca: ca, iss: iss, pub: subject.Public().(*ecdsa.PublicKey)}
 }
 
-func loadIssuer(t *testing.T, ca *enginetest.CA, label string, cert *smx509.Certificate) *issuance.Issuer {
+func loadIssuer(t testing.TB, ca *enginetest.CA, label string, cert *smx509.Certificate) *issuance.Issuer {
 	t.Helper()
 	key, err := ca.Module.FindKey(context.Background(), label)
 	if err != nil {

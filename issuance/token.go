@@ -35,6 +35,7 @@ type Token struct {
 	issuer *Issuer
 	kind   kind
 	tbs    []byte
+	linted []byte // tbs as Prepare linted it, which the caller cannot change
 	digest []byte
 	alg    []byte   // the outer signatureAlgorithm: the one the TBS names (an OCSP response's names none)
 	certs  [][]byte // an OCSP response's certs: the delegated responder's certificate
@@ -49,16 +50,16 @@ type Token struct {
 func (t *Token) TBS() []byte { return t.tbs }
 
 // Digest is what the issuer's key signs for the TBS.
-func (t *Token) Digest() []byte { return t.digest }
+func (t *Token) Digest() []byte { return bytes.Clone(t.digest) }
 
 // Draft is the object Prepare linted, with an empty signature: what a dry
 // run shows; it parses, and verifies under no key.
 func (t *Token) Draft() []byte {
 	if t.kind == kindOCSP {
-		der, _ := ocsp.Assemble(t.tbs, t.alg, nil, t.certs)
+		der, _ := ocsp.Assemble(t.linted, t.alg, nil, t.certs)
 		return der
 	}
-	der, _ := lint.Unsigned(t.tbs) // it linted, so it wraps
+	der, _ := lint.Unsigned(t.linted) // it linted, so it wraps
 	return der
 }
 
@@ -84,8 +85,11 @@ func (i *Issuer) PrepareCertificate(tmpl *smx509.Certificate, pub crypto.PublicK
 	if err != nil {
 		return nil, err
 	}
-	return i.prepare(kindCertificate, tbs, lint.CertificateTBS(tbs, i.Cert, usage), func(der []byte) (*Issued, error) {
-		c, err := lint.ParsedCertificate(der, i.Cert, usage)
+	// The signed certificate is linted on the parse of its TBS made here:
+	// Issue has it carry this TBS byte for byte.
+	draft, lintErr := lint.CertificateDraft(tbs, i.Cert, usage)
+	return i.prepare(kindCertificate, tbs, lintErr, func(der []byte) (*Issued, error) {
+		c, err := lint.SignedCertificate(der, draft, i.Cert, usage)
 		return &Issued{DER: der, Certificate: c}, err
 	})
 }
@@ -216,7 +220,7 @@ func (i *Issuer) PrepareOCSP(s ocsp.Single, producedAt time.Time, hashes ...ocsp
 	if err := lint.OCSPResponseTBS(tbs, responder, ca); err != nil {
 		return nil, refusef(ErrLint, "fails lint: %v", err)
 	}
-	return &Token{issuer: i, kind: kindOCSP, tbs: tbs, digest: i.Signer.Digest(tbs), alg: alg, certs: certs,
+	return &Token{issuer: i, kind: kindOCSP, tbs: tbs, linted: bytes.Clone(tbs), digest: i.Signer.Digest(tbs), alg: alg, certs: certs,
 		lint: func(der []byte) (*Issued, error) { return &Issued{DER: der}, lint.OCSPResponse(der, responder, ca) }}, nil
 }
 
@@ -239,7 +243,7 @@ func (i *Issuer) prepare(k kind, tbs []byte, linted error, check func([]byte) (*
 	if err != nil {
 		return nil, err
 	}
-	return &Token{issuer: i, kind: k, tbs: tbs, digest: i.Signer.Digest(tbs), alg: alg, lint: check}, nil
+	return &Token{issuer: i, kind: k, tbs: tbs, linted: bytes.Clone(tbs), digest: i.Signer.Digest(tbs), alg: alg, lint: check}, nil
 }
 
 // signatureAlgorithm is the algorithm the issuer's Digest is for, which
@@ -299,7 +303,9 @@ func (i *Issuer) Issue(tok *Token, sig []byte) (*Issued, error) {
 	if !tok.used.CompareAndSwap(false, true) {
 		return nil, ErrTokenUsed
 	}
-	if !bytes.Equal(i.Signer.Digest(tok.tbs), tok.digest) {
+	// Compared with the private copy rather than hashed again: the digest
+	// is the copy's, made at Prepare.
+	if !bytes.Equal(tok.tbs, tok.linted) {
 		return nil, errors.New("the TBS is not the one prepared and linted")
 	}
 	if !verify(i.Signer.Public(), tok.digest, sig) {
@@ -308,9 +314,9 @@ func (i *Issuer) Issue(tok *Token, sig []byte) (*Issued, error) {
 	var der []byte
 	var err error
 	if tok.kind == kindOCSP {
-		der, err = ocsp.Assemble(tok.tbs, tok.alg, sig, tok.certs)
+		der, err = ocsp.Assemble(tok.linted, tok.alg, sig, tok.certs)
 	} else {
-		der, err = lint.Assemble(tok.tbs, tok.alg, sig)
+		der, err = lint.Assemble(tok.linted, tok.alg, sig)
 	}
 	if err != nil {
 		return nil, err
@@ -333,7 +339,7 @@ func (i *Issuer) Issue(tok *Token, sig []byte) (*Issued, error) {
 			return nil, fmt.Errorf("split the signed CRL: %w", splitErr)
 		}
 	}
-	if !bytes.Equal(tbs, tok.tbs) {
+	if !bytes.Equal(tbs, tok.linted) {
 		return nil, errors.New("the signed object's TBS differs from the linted one")
 	}
 	if err != nil {
