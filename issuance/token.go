@@ -6,6 +6,7 @@ import (
 	"crypto"
 	"crypto/ecdsa"
 	"crypto/rand"
+	encasn1 "encoding/asn1"
 	"errors"
 	"fmt"
 	"io"
@@ -13,6 +14,8 @@ import (
 	"time"
 
 	"github.com/emmansun/gmsm/smx509"
+	"golang.org/x/crypto/cryptobyte"
+	casn1 "golang.org/x/crypto/cryptobyte/asn1"
 
 	"signerd/crl"
 	"signerd/hsm"
@@ -357,6 +360,63 @@ func (i *Issuer) SignAndIssue(ctx context.Context, tok *Token) (*Issued, error) 
 	}
 	return i.Issue(tok, sig)
 }
+
+// ParseTBSKey returns the public key a TBSCertificate certifies and its
+// keyUsage (0 without the extension), reading no more of it than that:
+// its subjectPublicKeyInfo, parsed as smx509 parses it, and its keyUsage
+// extension's bits as smx509 reads them. The other fields are skipped, not
+// checked; ParseTBSCertificate parses the whole.
+func ParseTBSKey(tbs []byte) (crypto.PublicKey, smx509.KeyUsage, error) {
+	in := cryptobyte.String(tbs)
+	var body, spki cryptobyte.String
+	if !in.ReadASN1(&body, casn1.SEQUENCE) || !in.Empty() ||
+		!body.SkipOptionalASN1(casn1.Tag(0).Constructed().ContextSpecific()) || // version
+		!body.SkipASN1(casn1.INTEGER) || // serialNumber
+		!body.SkipASN1(casn1.SEQUENCE) || // signature
+		!body.SkipASN1(casn1.SEQUENCE) || // issuer
+		!body.SkipASN1(casn1.SEQUENCE) || // validity
+		!body.SkipASN1(casn1.SEQUENCE) || // subject
+		!body.ReadASN1Element(&spki, casn1.SEQUENCE) ||
+		!body.SkipOptionalASN1(casn1.Tag(1).ContextSpecific()) || // issuerUniqueID
+		!body.SkipOptionalASN1(casn1.Tag(2).ContextSpecific()) { // subjectUniqueID
+		return nil, 0, errors.New("TBS certificate: malformed")
+	}
+	pub, err := smx509.ParsePKIXPublicKey(spki)
+	if err != nil {
+		return nil, 0, fmt.Errorf("TBS certificate: %w", err)
+	}
+	var exts cryptobyte.String
+	var present bool
+	if !body.ReadOptionalASN1(&exts, &present, casn1.Tag(3).Constructed().ContextSpecific()) || !body.Empty() ||
+		present && !exts.ReadASN1(&exts, casn1.SEQUENCE) {
+		return nil, 0, errors.New("TBS certificate: malformed extensions")
+	}
+	for !exts.Empty() {
+		var ext, value cryptobyte.String
+		var id encasn1.ObjectIdentifier
+		if !exts.ReadASN1(&ext, casn1.SEQUENCE) || !ext.ReadASN1ObjectIdentifier(&id) ||
+			!ext.SkipOptionalASN1(casn1.BOOLEAN) || !ext.ReadASN1(&value, casn1.OCTET_STRING) {
+			return nil, 0, errors.New("TBS certificate: malformed extension")
+		}
+		if !id.Equal(oidKeyUsage) {
+			continue
+		}
+		var bits encasn1.BitString
+		if !value.ReadASN1BitString(&bits) || !value.Empty() {
+			return nil, 0, errors.New("TBS certificate: malformed keyUsage")
+		}
+		var usage smx509.KeyUsage
+		for i := range 9 { // the bits RFC 5280 names, as smx509 reads them
+			if bits.At(i) != 0 {
+				usage |= 1 << i
+			}
+		}
+		return pub, usage, nil
+	}
+	return pub, 0, nil
+}
+
+var oidKeyUsage = encasn1.ObjectIdentifier{2, 5, 29, 15}
 
 // ParseTBSCertificate parses a TBSCertificate, such as a recorded Token's
 // TBS, as the certificate it would be with an empty signature.
