@@ -445,8 +445,27 @@ func nameKey(rdns pkix.RDNSequence) string {
 // letters, the long s and other compatibility forms of the CA's name are
 // the CA's name.
 func foldName(v string) string {
+	if isASCII(v) {
+		// NFKC leaves ASCII as it is and case folding maps A-Z to a-z
+		// alone: the same value, without two passes through the Unicode
+		// tables for every request's common name.
+		return strings.Join(strings.Fields(strings.ToLower(v)), " ")
+	}
+	return foldUnicode(v)
+}
+
+func foldUnicode(v string) string {
 	v = norm.NFKC.String(cases.Fold().String(norm.NFKC.String(v)))
 	return strings.Join(strings.Fields(v), " ")
+}
+
+func isASCII(s string) bool {
+	for i := 0; i < len(s); i++ {
+		if s[i] >= utf8.RuneSelf {
+			return false
+		}
+	}
+	return true
 }
 
 // checkKeyUse refuses, before the request is queued, to certify one of
