@@ -52,7 +52,8 @@ type Token struct {
 // HSM signs. The caller must not change them: Issue would refuse the token.
 func (t *Token) TBS() []byte { return t.tbs }
 
-// Digest is what the issuer's key signs for the TBS.
+// Digest is what the issuer's key signs for the TBS: a copy, so that what
+// Issue verifies against stays the digest of the linted TBS.
 func (t *Token) Digest() []byte { return bytes.Clone(t.digest) }
 
 // Draft is the object Prepare linted, with an empty signature: what a dry
