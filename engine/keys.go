@@ -38,7 +38,7 @@ func certKeyDigest(c *store.Certificate) ([]byte, error) {
 // checkKeyUsable refuses o if its key was revoked for keyCompromise: no
 // certificate for a compromised key may be valid, so none is issued.
 func checkKeyUsable(tx *store.Tx, o *order) error {
-	d, err := keyDigest(o.pub)
+	_, d, err := o.keySPKI()
 	if err != nil {
 		return errorf(api.CodeInternal, "request %s: %v", o.id, err)
 	}
@@ -134,11 +134,13 @@ func (t *tbsKeys) of(tbs []byte) (keyInUse, error) {
 	if k, ok := t.keys[string(tbs)]; ok {
 		return k, nil
 	}
-	c, err := issuance.ParseTBSCertificate(tbs)
+	// The key and its usage only: the TBS was linted whole before it was
+	// recorded.
+	pub, usage, err := issuance.ParseTBSKey(tbs)
 	if err != nil {
 		return keyInUse{}, err
 	}
-	k := keyInUse{pub: c.PublicKey, usage: c.KeyUsage}
+	k := keyInUse{pub: pub, usage: usage}
 	if t.keys == nil {
 		t.keys = map[string]keyInUse{}
 	}

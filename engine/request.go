@@ -11,6 +11,7 @@ import (
 	"fmt"
 	"slices"
 	"strings"
+	"sync"
 	"unicode"
 	"unicode/utf8"
 
@@ -77,6 +78,29 @@ type order struct {
 	identity []pkix.Extension
 	days     int
 	replaces []byte
+
+	// key is pub's SubjectPublicKeyInfo and keyDigest, made once: the
+	// batch's stages look the key up in each of their transactions.
+	key struct {
+		once         sync.Once
+		spki, digest []byte
+		err          error
+	}
+}
+
+// keySPKI is o.pub's SubjectPublicKeyInfo as signerd encodes it, and its
+// keyDigest.
+func (o *order) keySPKI() (spki, digest []byte, err error) {
+	o.key.once.Do(func() {
+		o.key.spki, o.key.err = smx509.MarshalPKIXPublicKey(o.pub)
+		if o.key.err != nil {
+			o.key.err = fmt.Errorf("encode public key: %w", o.key.err)
+			return
+		}
+		h := sm3.Sum(o.key.spki)
+		o.key.digest = h[:]
+	})
+	return o.key.spki, o.key.digest, o.key.err
 }
 
 // maxRequestID bounds what an RA may use as an id.
@@ -119,6 +143,11 @@ func (e *Engine) check(kind string, req *Request, replaces []byte) (*order, erro
 		return nil, err
 	}
 	o.digest = contentDigest(kind, replaces, req)
+	// Here, on the caller's goroutine, rather than in a batch stage, which
+	// every order passes one at a time.
+	if _, _, err := o.keySPKI(); err != nil {
+		return nil, errorf(api.CodeMalformedKey, "public key: %v", err)
+	}
 	return o, nil
 }
 
@@ -416,8 +445,27 @@ func nameKey(rdns pkix.RDNSequence) string {
 // letters, the long s and other compatibility forms of the CA's name are
 // the CA's name.
 func foldName(v string) string {
+	if isASCII(v) {
+		// NFKC leaves ASCII as it is and case folding maps A-Z to a-z
+		// alone: the same value, without two passes through the Unicode
+		// tables for every request's common name.
+		return strings.Join(strings.Fields(strings.ToLower(v)), " ")
+	}
+	return foldUnicode(v)
+}
+
+func foldUnicode(v string) string {
 	v = norm.NFKC.String(cases.Fold().String(norm.NFKC.String(v)))
 	return strings.Join(strings.Fields(v), " ")
+}
+
+func isASCII(s string) bool {
+	for i := 0; i < len(s); i++ {
+		if s[i] >= utf8.RuneSelf {
+			return false
+		}
+	}
+	return true
 }
 
 // checkKeyUse refuses, before the request is queued, to certify one of

@@ -4,6 +4,7 @@ import (
 	"bytes"
 	"context"
 	"crypto/ecdsa"
+	"crypto/rand"
 	"crypto/x509/pkix"
 	"encoding/asn1"
 	"encoding/pem"
@@ -34,7 +35,7 @@ type fixture struct {
 	pub *ecdsa.PublicKey
 }
 
-func newFixture(t *testing.T) *fixture {
+func newFixture(t testing.TB) *fixture {
 	t.Helper()
 	ca := enginetest.NewCA(t)
 	iss := loadIssuer(t, ca, enginetest.IssuingLabel, ca.Cert)
@@ -45,7 +46,7 @@ func newFixture(t *testing.T) *fixture {
 	return &fixture{ca: ca, iss: iss, pub: subject.Public().(*ecdsa.PublicKey)}
 }
 
-func loadIssuer(t *testing.T, ca *enginetest.CA, label string, cert *smx509.Certificate) *issuance.Issuer {
+func loadIssuer(t testing.TB, ca *enginetest.CA, label string, cert *smx509.Certificate) *issuance.Issuer {
 	t.Helper()
 	key, err := ca.Module.FindKey(context.Background(), label)
 	if err != nil {
@@ -400,5 +401,74 @@ func TestOCSPResponderSignsResponsesOnly(t *testing.T) {
 	plain.SerialNumber, plain.ExtraExtensions = big.NewInt(100), nil
 	if _, err := issuance.NewOCSPResponder(certify(&plain), signer, f.ca.Cert); err == nil {
 		t.Fatal("a responder without ocsp-nocheck")
+	}
+}
+
+// ParseTBSKey reads the key and keyUsage a TBS certifies as a whole parse
+// of it does, for each usage and for a TBS without keyUsage, and refuses a
+// TBS that is not one.
+func TestParseTBSKey(t *testing.T) {
+	f := newFixture(t)
+	tbsOf := func(t *testing.T, tmpl *smx509.Certificate) []byte {
+		t.Helper()
+		k, err := issuance.Throwaway(hsm.SM2)
+		if err != nil {
+			t.Fatal(err)
+		}
+		parent := *f.ca.Cert
+		parent.PublicKey = nil // the throwaway signs: only the TBS counts
+		der, err := smx509.CreateCertificate(rand.Reader, tmpl, &parent, f.pub, k)
+		if err != nil {
+			t.Fatal(err)
+		}
+		c, err := smx509.ParseCertificate(der)
+		if err != nil {
+			t.Fatal(err)
+		}
+		return c.RawTBSCertificate
+	}
+	tests := []struct {
+		name   string
+		modify func(*smx509.Certificate)
+	}{
+		{"signing", func(*smx509.Certificate) {}},
+		{"encryption", func(c *smx509.Certificate) { c.KeyUsage = lint.Encryption.KeyUsage() }},
+		{"audit log", func(c *smx509.Certificate) { c.KeyUsage = lint.AuditLog.KeyUsage() }},
+		{"decipherOnly, the ninth bit", func(c *smx509.Certificate) {
+			c.KeyUsage = smx509.KeyUsageKeyAgreement | smx509.KeyUsageDecipherOnly
+		}},
+		{"no keyUsage", func(c *smx509.Certificate) { c.KeyUsage = 0 }},
+		{"names and a CRL distribution point", func(c *smx509.Certificate) {
+			c.DNSNames, c.CRLDistributionPoints = []string{"a.example.cn"}, []string{"http://crl.example.cn/1.crl"}
+		}},
+	}
+	for _, tt := range tests {
+		t.Run(tt.name, func(t *testing.T) {
+			tmpl := f.leaf(5)
+			tt.modify(tmpl)
+			tbs := tbsOf(t, tmpl)
+			want, err := issuance.ParseTBSCertificate(tbs)
+			if err != nil {
+				t.Fatal(err)
+			}
+			pub, usage, err := issuance.ParseTBSKey(tbs)
+			if err != nil {
+				t.Fatal(err)
+			}
+			if !want.PublicKey.(*ecdsa.PublicKey).Equal(pub) || usage != want.KeyUsage {
+				t.Fatalf("ParseTBSKey = %v, %b; the whole parse says %v, %b", pub, usage, want.PublicKey, want.KeyUsage)
+			}
+		})
+	}
+	good := tbsOf(t, f.leaf(6))
+	for name, tbs := range map[string][]byte{
+		"empty":         nil,
+		"trailing byte": append(bytes.Clone(good), 0),
+		"cut short":     good[:len(good)-3],
+		"not a TBS":     {0x30, 0x03, 0x02, 0x01, 0x01},
+	} {
+		if _, _, err := issuance.ParseTBSKey(tbs); err == nil {
+			t.Errorf("%s: ParseTBSKey took it", name)
+		}
 	}
 }

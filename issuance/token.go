@@ -6,6 +6,7 @@ import (
 	"crypto"
 	"crypto/ecdsa"
 	"crypto/rand"
+	encasn1 "encoding/asn1"
 	"errors"
 	"fmt"
 	"io"
@@ -14,6 +15,8 @@ import (
 	"time"
 
 	"github.com/emmansun/gmsm/smx509"
+	"golang.org/x/crypto/cryptobyte"
+	casn1 "golang.org/x/crypto/cryptobyte/asn1"
 
 	"signerd/crl"
 	"signerd/hsm"
@@ -36,6 +39,7 @@ type Token struct {
 	issuer *Issuer
 	kind   kind
 	tbs    []byte
+	linted []byte // tbs as Prepare linted it, which the caller cannot change
 	digest []byte
 	alg    []byte   // the outer signatureAlgorithm: the one the TBS names (an OCSP response's names none)
 	certs  [][]byte // an OCSP response's certs: the delegated responder's certificate
@@ -49,17 +53,18 @@ type Token struct {
 // HSM signs. The caller must not change them: Issue would refuse the token.
 func (t *Token) TBS() []byte { return t.tbs }
 
-// Digest is what the issuer's key signs for the TBS.
-func (t *Token) Digest() []byte { return t.digest }
+// Digest is what the issuer's key signs for the TBS: a copy, so that what
+// Issue verifies against stays the digest of the linted TBS.
+func (t *Token) Digest() []byte { return bytes.Clone(t.digest) }
 
 // Draft is the object Prepare linted, with an empty signature: what a dry
 // run shows; it parses, and verifies under no key.
 func (t *Token) Draft() []byte {
 	if t.kind == kindOCSP {
-		der, _ := ocsp.Assemble(t.tbs, t.alg, nil, t.certs)
+		der, _ := ocsp.Assemble(t.linted, t.alg, nil, t.certs)
 		return der
 	}
-	der, _ := lint.Unsigned(t.tbs) // it linted, so it wraps
+	der, _ := lint.Unsigned(t.linted) // it linted, so it wraps
 	return der
 }
 
@@ -85,8 +90,11 @@ func (i *Issuer) PrepareCertificate(tmpl *smx509.Certificate, pub crypto.PublicK
 	if err != nil {
 		return nil, err
 	}
-	return i.prepare(kindCertificate, tbs, lint.CertificateTBS(tbs, i.Cert, usage), func(der []byte) (*Issued, error) {
-		c, err := lint.ParsedCertificate(der, i.Cert, usage)
+	// The signed certificate is linted on the parse of its TBS made here:
+	// Issue has it carry this TBS byte for byte.
+	draft, lintErr := lint.CertificateDraft(tbs, i.Cert, usage)
+	return i.prepare(kindCertificate, tbs, lintErr, func(der []byte) (*Issued, error) {
+		c, err := lint.SignedCertificate(der, draft, i.Cert, usage)
 		return &Issued{DER: der, Certificate: c}, err
 	})
 }
@@ -221,7 +229,7 @@ func (i *Issuer) PrepareOCSP(s ocsp.Single, producedAt time.Time, hashes ...ocsp
 	if err := lint.OCSPResponseTBS(tbs, responder, ca); err != nil {
 		return nil, refusef(ErrLint, "fails lint: %v", err)
 	}
-	return &Token{issuer: i, kind: kindOCSP, tbs: tbs, digest: i.Signer.Digest(tbs), alg: alg, certs: certs,
+	return &Token{issuer: i, kind: kindOCSP, tbs: tbs, linted: bytes.Clone(tbs), digest: i.Signer.Digest(tbs), alg: alg, certs: certs,
 		lint: func(der []byte) (*Issued, error) { return &Issued{DER: der}, lint.OCSPResponse(der, responder, ca) }}, nil
 }
 
@@ -265,7 +273,7 @@ func (i *Issuer) prepare(k kind, tbs []byte, linted error, check func([]byte) (*
 	if err != nil {
 		return nil, err
 	}
-	return &Token{issuer: i, kind: k, tbs: tbs, digest: i.Signer.Digest(tbs), alg: alg, lint: check}, nil
+	return &Token{issuer: i, kind: k, tbs: tbs, linted: bytes.Clone(tbs), digest: i.Signer.Digest(tbs), alg: alg, lint: check}, nil
 }
 
 // signatureAlgorithm is the algorithm the issuer's Digest is for, which
@@ -325,7 +333,9 @@ func (i *Issuer) Issue(tok *Token, sig []byte) (*Issued, error) {
 	if !tok.used.CompareAndSwap(false, true) {
 		return nil, ErrTokenUsed
 	}
-	if !bytes.Equal(i.Signer.Digest(tok.tbs), tok.digest) {
+	// Compared with the private copy rather than hashed again: the digest
+	// is the copy's, made at Prepare.
+	if !bytes.Equal(tok.tbs, tok.linted) {
 		return nil, errors.New("the TBS is not the one prepared and linted")
 	}
 	if !verify(i.Signer.Public(), tok.digest, sig) {
@@ -334,9 +344,9 @@ func (i *Issuer) Issue(tok *Token, sig []byte) (*Issued, error) {
 	var der []byte
 	var err error
 	if tok.kind == kindOCSP {
-		der, err = ocsp.Assemble(tok.tbs, tok.alg, sig, tok.certs)
+		der, err = ocsp.Assemble(tok.linted, tok.alg, sig, tok.certs)
 	} else {
-		der, err = lint.Assemble(tok.tbs, tok.alg, sig)
+		der, err = lint.Assemble(tok.linted, tok.alg, sig)
 	}
 	if err != nil {
 		return nil, err
@@ -359,7 +369,7 @@ func (i *Issuer) Issue(tok *Token, sig []byte) (*Issued, error) {
 			return nil, fmt.Errorf("split the signed CRL: %w", splitErr)
 		}
 	}
-	if !bytes.Equal(tbs, tok.tbs) {
+	if !bytes.Equal(tbs, tok.linted) {
 		return nil, errors.New("the signed object's TBS differs from the linted one")
 	}
 	if err != nil {
@@ -377,6 +387,63 @@ func (i *Issuer) SignAndIssue(ctx context.Context, tok *Token) (*Issued, error) 
 	}
 	return i.Issue(tok, sig)
 }
+
+// ParseTBSKey returns the public key a TBSCertificate certifies and its
+// keyUsage (0 without the extension), reading no more of it than that:
+// its subjectPublicKeyInfo, parsed as smx509 parses it, and its keyUsage
+// extension's bits as smx509 reads them. The other fields are skipped, not
+// checked; ParseTBSCertificate parses the whole.
+func ParseTBSKey(tbs []byte) (crypto.PublicKey, smx509.KeyUsage, error) {
+	in := cryptobyte.String(tbs)
+	var body, spki cryptobyte.String
+	if !in.ReadASN1(&body, casn1.SEQUENCE) || !in.Empty() ||
+		!body.SkipOptionalASN1(casn1.Tag(0).Constructed().ContextSpecific()) || // version
+		!body.SkipASN1(casn1.INTEGER) || // serialNumber
+		!body.SkipASN1(casn1.SEQUENCE) || // signature
+		!body.SkipASN1(casn1.SEQUENCE) || // issuer
+		!body.SkipASN1(casn1.SEQUENCE) || // validity
+		!body.SkipASN1(casn1.SEQUENCE) || // subject
+		!body.ReadASN1Element(&spki, casn1.SEQUENCE) ||
+		!body.SkipOptionalASN1(casn1.Tag(1).ContextSpecific()) || // issuerUniqueID
+		!body.SkipOptionalASN1(casn1.Tag(2).ContextSpecific()) { // subjectUniqueID
+		return nil, 0, errors.New("TBS certificate: malformed")
+	}
+	pub, err := smx509.ParsePKIXPublicKey(spki)
+	if err != nil {
+		return nil, 0, fmt.Errorf("TBS certificate: %w", err)
+	}
+	var exts cryptobyte.String
+	var present bool
+	if !body.ReadOptionalASN1(&exts, &present, casn1.Tag(3).Constructed().ContextSpecific()) || !body.Empty() ||
+		present && !exts.ReadASN1(&exts, casn1.SEQUENCE) {
+		return nil, 0, errors.New("TBS certificate: malformed extensions")
+	}
+	for !exts.Empty() {
+		var ext, value cryptobyte.String
+		var id encasn1.ObjectIdentifier
+		if !exts.ReadASN1(&ext, casn1.SEQUENCE) || !ext.ReadASN1ObjectIdentifier(&id) ||
+			!ext.SkipOptionalASN1(casn1.BOOLEAN) || !ext.ReadASN1(&value, casn1.OCTET_STRING) {
+			return nil, 0, errors.New("TBS certificate: malformed extension")
+		}
+		if !id.Equal(oidKeyUsage) {
+			continue
+		}
+		var bits encasn1.BitString
+		if !value.ReadASN1BitString(&bits) || !value.Empty() {
+			return nil, 0, errors.New("TBS certificate: malformed keyUsage")
+		}
+		var usage smx509.KeyUsage
+		for i := range 9 { // the bits RFC 5280 names, as smx509 reads them
+			if bits.At(i) != 0 {
+				usage |= 1 << i
+			}
+		}
+		return pub, usage, nil
+	}
+	return pub, 0, nil
+}
+
+var oidKeyUsage = encasn1.ObjectIdentifier{2, 5, 29, 15}
 
 // ParseTBSCertificate parses a TBSCertificate, such as a recorded Token's
 // TBS, as the certificate it would be with an empty signature.

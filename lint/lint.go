@@ -62,7 +62,12 @@ func Certificate(der []byte, issuer *smx509.Certificate, usage Usage) error {
 // parsed it (nil if it did not parse), so a caller that needs it parsed
 // (the signed certificate, to record) does not parse it a second time.
 func ParsedCertificate(der []byte, issuer *smx509.Certificate, usage Usage) (*smx509.Certificate, error) {
-	c, errs := lintCertificate(der, issuer)
+	return lintEndEntity(der, issuer, usage, smx509.ParseCertificate)
+}
+
+// lintEndEntity lints the end-entity certificate der, which parse parses.
+func lintEndEntity(der []byte, issuer *smx509.Certificate, usage Usage, parse func([]byte) (*smx509.Certificate, error)) (*smx509.Certificate, error) {
+	c, errs := lintCertificate(der, issuer, parse)
 	if c == nil {
 		return nil, errors.Join(errs...)
 	}
@@ -91,11 +96,58 @@ func ParsedCertificate(der []byte, issuer *smx509.Certificate, usage Usage) (*sm
 // algorithm the lints compare with the TBS's is the TBS's own; it is
 // compared with the real one when the signed certificate is linted.
 func CertificateTBS(tbs []byte, issuer *smx509.Certificate, usage Usage) error {
+	_, err := CertificateDraft(tbs, issuer, usage)
+	return err
+}
+
+// CertificateDraft is CertificateTBS returning also the TBS as it parsed
+// it (nil if it did not parse), wrapped as a certificate with an empty
+// signature: what SignedCertificate needs to lint the signed certificate
+// without parsing the same TBS again.
+func CertificateDraft(tbs []byte, issuer *smx509.Certificate, usage Usage) (*smx509.Certificate, error) {
 	der, err := Unsigned(tbs)
 	if err != nil {
-		return err
+		return nil, err
 	}
-	return Certificate(der, issuer, usage)
+	return ParsedCertificate(der, issuer, usage)
+}
+
+// SignedCertificate lints der, the signed certificate of a TBS whose lints
+// before signing gave draft (CertificateDraft), and returns der parsed. The
+// lints run again, all of them, on the certificate der is: its structure
+// (one SEQUENCE of TBS, algorithm and signature BIT STRING), its serial and
+// times and the algorithm it names inside and outside the TBS are read
+// from der itself; the TBS must be draft's byte for byte, so the fields
+// the rest of the lints look at are draft's, parsed once (a parser reads
+// the same fields from the same bytes), and only the outer parts (Raw,
+// RawTBSCertificate, Signature) are der's.
+func SignedCertificate(der []byte, draft *smx509.Certificate, issuer *smx509.Certificate, usage Usage) (*smx509.Certificate, error) {
+	return lintEndEntity(der, issuer, usage, func(der []byte) (*smx509.Certificate, error) {
+		return fromDraft(der, draft)
+	})
+}
+
+// fromDraft is der parsed, der being signed over draft's TBS: draft with
+// der's outer parts. It refuses der if its TBS is not draft's.
+func fromDraft(der []byte, draft *smx509.Certificate) (*smx509.Certificate, error) {
+	if draft == nil {
+		return nil, errors.New("no linted draft")
+	}
+	s, err := splitSigned(der)
+	if err != nil {
+		return nil, err
+	}
+	if !bytes.Equal(s.raw, draft.RawTBSCertificate) {
+		return nil, errors.New("tbsCertificate: not the one linted before signing")
+	}
+	sig := cryptobyte.String(s.sig)
+	var bits asn1.BitString
+	if !sig.ReadASN1BitString(&bits) || !sig.Empty() {
+		return nil, errors.New("signatureValue: malformed BIT STRING")
+	}
+	c := *draft
+	c.Raw, c.RawTBSCertificate, c.Signature = der, s.raw, bits.RightAlign()
+	return &c, nil
 }
 
 // CATBS is CA on a TBSCertificate nothing has signed yet (CertificateTBS).
@@ -158,7 +210,7 @@ func Assemble(tbs, alg, sig []byte) ([]byte, error) {
 // CA lints a CA certificate (DER, signed by any key) that issuer is to
 // sign; a nil issuer means the certificate is self-issued (a root).
 func CA(der []byte, issuer *smx509.Certificate) error {
-	c, errs := lintCertificate(der, issuer)
+	c, errs := lintCertificate(der, issuer, smx509.ParseCertificate)
 	if c == nil {
 		return errors.Join(errs...)
 	}
@@ -187,8 +239,8 @@ func CA(der []byte, issuer *smx509.Certificate) error {
 
 // lintCertificate runs the checks every certificate gets and returns the
 // parsed certificate (nil if it does not parse) with the failures so far.
-// A nil issuer means the certificate is its own.
-func lintCertificate(der []byte, issuer *smx509.Certificate) (*smx509.Certificate, []error) {
+// A nil issuer means the certificate is its own. parse parses der.
+func lintCertificate(der []byte, issuer *smx509.Certificate, parse func([]byte) (*smx509.Certificate, error)) (*smx509.Certificate, []error) {
 	var errs []error
 	fail := func(format string, args ...any) { errs = append(errs, fmt.Errorf(format, args...)) }
 
@@ -210,7 +262,7 @@ func lintCertificate(der []byte, issuer *smx509.Certificate) (*smx509.Certificat
 	}
 	errs = append(errs, lintTimes("validity", validity, 2)...)
 
-	c, err := smx509.ParseCertificate(der)
+	c, err := parse(der)
 	if err != nil {
 		return nil, append(errs, fmt.Errorf("parse: %w", err))
 	}
@@ -260,11 +312,13 @@ func lintCertificate(der []byte, issuer *smx509.Certificate) (*smx509.Certificat
 }
 
 // signed is a split signed object: the TBS contents (positioned after its
-// header), the TBS bytes whole, and the outer signature algorithm.
+// header), the TBS bytes whole, the outer signature algorithm and the
+// signature BIT STRING, whole.
 type signed struct {
 	cryptobyte.String
 	raw      []byte
 	outerAlg []byte
+	sig      []byte
 }
 
 func splitSigned(der []byte) (signed, error) {
@@ -273,13 +327,13 @@ func splitSigned(der []byte) (signed, error) {
 	if !input.ReadASN1(&outer, casn1.SEQUENCE) || !input.Empty() ||
 		!outer.ReadASN1Element(&tbsElem, casn1.SEQUENCE) ||
 		!outer.ReadASN1Element(&alg, casn1.SEQUENCE) ||
-		!outer.ReadASN1(&sig, casn1.BIT_STRING) || !outer.Empty() {
+		!outer.ReadASN1Element(&sig, casn1.BIT_STRING) || !outer.Empty() {
 		return signed{}, errors.New("not a DER signed object: SEQUENCE { tbs, algorithm, signature } expected")
 	}
 	raw := []byte(tbsElem)
 	var tbs cryptobyte.String
 	tbsElem.ReadASN1(&tbs, casn1.SEQUENCE)
-	return signed{String: tbs, raw: raw, outerAlg: alg}, nil
+	return signed{String: tbs, raw: raw, outerAlg: alg, sig: sig}, nil
 }
 
 // lintSerial checks RFC 5280 §4.1.2.2: positive, at most 20 octets, and

@@ -5,6 +5,7 @@ import (
 	"crypto/rand"
 	"crypto/x509/pkix"
 	"math/big"
+	"reflect"
 	"strings"
 	"testing"
 	"time"
@@ -94,6 +95,16 @@ func TestCertificateLints(t *testing.T) {
 				t.Fatalf("ParsedCertificate returned %v, want the certificate linted", c)
 			}
 			wantLint(t, lint.CertificateTBS(c.RawTBSCertificate, ca, tt.usage), tt.want)
+			// The signed certificate linted on its TBS's parse before
+			// signing: the same verdict, and the same certificate as a
+			// parse of the signed bytes.
+			draft, err := lint.CertificateDraft(c.RawTBSCertificate, ca, tt.usage)
+			wantLint(t, err, tt.want)
+			signed, err := lint.SignedCertificate(der, draft, ca, tt.usage)
+			wantLint(t, err, tt.want)
+			if !reflect.DeepEqual(signed, c) {
+				t.Fatalf("SignedCertificate returned\n%+v\nwant the parse of the signed certificate\n%+v", signed, c)
+			}
 		})
 	}
 	for _, junk := range [][]byte{[]byte("junk"), {0x30, 0x03, 0x02, 0x01, 0x01}} {
@@ -136,6 +147,45 @@ func TestTBSLintsAsSigned(t *testing.T) {
 		t.Fatal(err)
 	}
 	wantLint(t, lint.Certificate(swapped, ca, lint.Signing), "signature algorithm")
+	draft, err := lint.CertificateDraft(c.RawTBSCertificate, ca, lint.Signing)
+	if err != nil {
+		t.Fatal(err)
+	}
+	_, err = lint.SignedCertificate(swapped, draft, ca, lint.Signing)
+	wantLint(t, err, "signature algorithm")
+
+	// Linted on the draft's parse, a signed certificate must carry the
+	// draft's TBS and a well-formed signature.
+	other, err := smx509.CreateCertificate(rand.Reader, &smx509.Certificate{SerialNumber: big.NewInt(0x1235),
+		Subject: pkix.Name{CommonName: "leaf"}, NotBefore: now, NotAfter: now.AddDate(1, 0, 0), BasicConstraintsValid: true,
+		KeyUsage: lint.Signing.KeyUsage(), SubjectKeyId: []byte{9, 9}}, ca, &leafKey.PublicKey, caKey)
+	if err != nil {
+		t.Fatal(err)
+	}
+	_, err = lint.SignedCertificate(other, draft, ca, lint.Signing)
+	wantLint(t, err, "not the one linted")
+	tbsAlg, err := lint.SignatureAlgorithm(c.RawTBSCertificate)
+	if err != nil {
+		t.Fatal(err)
+	}
+	var bad cryptobyte.Builder
+	bad.AddASN1(casn1.SEQUENCE, func(b *cryptobyte.Builder) {
+		b.AddBytes(c.RawTBSCertificate)
+		b.AddBytes(tbsAlg)
+		b.AddASN1(casn1.BIT_STRING, func(b *cryptobyte.Builder) { b.AddBytes([]byte{8, 0xff}) }) // 8 unused bits
+	})
+	badSig, err := bad.Bytes()
+	if err != nil {
+		t.Fatal(err)
+	}
+	_, err = lint.SignedCertificate(badSig, draft, ca, lint.Signing)
+	wantLint(t, err, "signatureValue")
+	if _, err := lint.SignedCertificate(der, nil, ca, lint.Signing); err == nil {
+		t.Fatal("a signed certificate passed lint without a draft")
+	}
+	if s, err := lint.SignedCertificate(der, draft, ca, lint.Signing); err != nil || !reflect.DeepEqual(s, c) {
+		t.Fatalf("SignedCertificate = %v, %v; want the certificate as parsed", s, err)
+	}
 	if err := lint.CertificateTBS(append(bytes.Clone(c.RawTBSCertificate), 0), ca, lint.Signing); err == nil {
 		t.Fatal("a TBS with a trailing byte passed lint")
 	}
