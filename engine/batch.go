@@ -519,7 +519,7 @@ func reservable(tx *store.Tx, o *order, now time.Time, signing []keyInUse) (*sto
 	if err := checkKeyUsable(tx, o); err != nil {
 		return nil, err
 	}
-	if err := keyUsedOtherwise(tx, o.pub, o.profile, signing); err != nil {
+	if err := keyUsedOtherwise(tx, o, signing); err != nil {
 		return nil, err
 	}
 	return old, nil
@@ -794,10 +794,8 @@ func prefetchOf(jobs []*job) store.Prefetch {
 			continue
 		}
 		p.Serials = append(p.Serials, j.draft.serial)
-		if d, err := keyDigest(j.o.pub); err == nil {
-			p.CompromisedKeys = append(p.CompromisedKeys, d)
-		}
-		if spki, err := smx509.MarshalPKIXPublicKey(j.o.pub); err == nil {
+		if spki, digest, err := j.o.keySPKI(); err == nil {
+			p.CompromisedKeys = append(p.CompromisedKeys, digest)
 			p.KeySPKIs = append(p.KeySPKIs, spki)
 		}
 	}

@@ -177,17 +177,17 @@ func (t *tbsKeys) keep(rs []*store.Request) {
 // same batch or in another, however they race. Once the first is recorded
 // its certificate is in the key index; once it is burned it certifies
 // nothing.
-func keyUsedOtherwise(tx *store.Tx, pub crypto.PublicKey, p *Profile, signing []keyInUse) error {
+func keyUsedOtherwise(tx *store.Tx, o *order, signing []keyInUse) error {
 	type equaler interface{ Equal(crypto.PublicKey) bool }
-	k, ok := pub.(equaler)
+	k, ok := o.pub.(equaler)
 	if !ok {
 		return nil
 	}
-	spki, err := smx509.MarshalPKIXPublicKey(pub)
+	spki, _, err := o.keySPKI()
 	if err != nil {
 		return errorf(api.CodeMalformedKey, "public key: %v", err)
 	}
-	want := p.LintUsage().KeyUsage()
+	want := o.profile.LintUsage().KeyUsage()
 	var refused error
 	err = tx.CertificatesWithKey(spki, func(c *store.Certificate) error {
 		cert, err := smx509.ParseCertificate(c.DER)
