@@ -241,7 +241,7 @@ func (a *server) issue(w http.ResponseWriter, r *http.Request, p peer) {
 		a.fail(w, r, err)
 		return
 	}
-	writeCertificate(w, http.StatusCreated, c)
+	writeJSON(w, http.StatusCreated, view(c))
 }
 
 func (a *server) renew(w http.ResponseWriter, r *http.Request, p peer) {
@@ -260,7 +260,7 @@ func (a *server) renew(w http.ResponseWriter, r *http.Request, p peer) {
 		a.fail(w, r, err)
 		return
 	}
-	writeCertificate(w, http.StatusCreated, c)
+	writeJSON(w, http.StatusCreated, view(c))
 }
 
 func (a *server) extend(w http.ResponseWriter, r *http.Request, p peer) {
@@ -274,7 +274,7 @@ func (a *server) extend(w http.ResponseWriter, r *http.Request, p peer) {
 		a.fail(w, r, err)
 		return
 	}
-	writeCertificate(w, http.StatusCreated, c)
+	writeJSON(w, http.StatusCreated, view(c))
 }
 
 func (a *server) revoke(w http.ResponseWriter, r *http.Request, p peer) {
@@ -315,7 +315,7 @@ func (a *server) answer(w http.ResponseWriter, r *http.Request, op func() (*stor
 		a.fail(w, r, err)
 		return
 	}
-	writeCertificate(w, http.StatusOK, c)
+	writeJSON(w, http.StatusOK, view(c))
 }
 
 // crlName is the CRL series a CRL route's query names.
@@ -581,21 +581,6 @@ func writeError(w http.ResponseWriter, code api.Code, msg string) {
 		w.Header().Set("Retry-After", "1")
 	}
 	writeJSON(w, code.Status(), api.Error{Code: code, Message: msg})
-}
-
-// writeCertificate answers c, written as writeJSON would write its view
-// but without reflection (api.Certificate.AppendIndentedJSON): it is the
-// answer to every certificate issued.
-func writeCertificate(w http.ResponseWriter, status int, c *store.Certificate) {
-	v := view(c)
-	body, err := v.AppendIndentedJSON(make([]byte, 0, 512+len(v.Certificate)))
-	if err != nil {
-		writeJSON(w, status, v)
-		return
-	}
-	w.Header().Set("Content-Type", "application/json")
-	w.WriteHeader(status)
-	w.Write(body)
 }
 
 func writeJSON(w http.ResponseWriter, status int, v any) {
