@@ -45,6 +45,9 @@ type benchFlags struct {
 	signerd      string
 	cpuProfile   string
 	json         bool
+	// rounds splits each end-to-end run into slices, the stores taking
+	// turns slice by slice.
+	rounds int
 	// shards is the issuer's CRL shards; deltaRevocations how many
 	// certificates are revoked before every shard's delta is signed (0:
 	// no deltas).
@@ -239,6 +242,8 @@ func bench(args []string, stdout io.Writer) error {
 	fs.StringVar(&f.cpuProfile, "cpu-profile", "", "write signerd's CPU profile of the batched runs into `file` "+
 		"(with two stores, file.bolt and file.postgres)")
 	fs.BoolVar(&f.json, "json", false, "print one JSON object instead of the tables")
+	fs.IntVar(&f.rounds, "rounds", 1, "split each end-to-end run into `N` slices of duration/N, the stores taking turns slice by slice "+
+		"(A B B A …), so that the machine's drift falls on both alike")
 	fs.IntVar(&f.shards, "shards", 1, "the issuer's CRL `shards` (crl.shards; more than 1: partitioned CRLs at a bench URL)")
 	fs.IntVar(&f.deltaRevocations, "delta-revocations", 0, "with `K` > 0, delta CRLs on: after the complete CRLs, K certificates "+
 		"are issued and revoked and every shard's delta signed")
@@ -284,6 +289,8 @@ func bench(args []string, stdout io.Writer) error {
 		return usageError{"-module (or SIGNERD_SOFTHSM_SM2) must name the SoftHSM2 SM2 build; make bench sets it"}
 	case f.duration <= 0 || f.sessions <= 0 || f.batch <= 0 || f.prefill < 0 || f.revoked < 0:
 		return usageError{"-duration, -sessions and -batch must be positive; -prefill and -revoked not negative"}
+	case f.rounds < 1 || f.duration/time.Duration(f.rounds) < minSlice:
+		return usageError{fmt.Sprintf("-rounds %d: at least 1, and slices (-duration / -rounds) of at least %v", f.rounds, minSlice)}
 	case f.revoked > f.prefill:
 		return usageError{"-revoked cannot exceed -prefill"}
 	case f.shards < 1 || f.shards > crl.MaxShards:
@@ -495,14 +502,8 @@ func runBatchSize(f benchFlags, lab *benchLab, batch int, r *benchReport, reqs *
 		}
 	}
 	for i, c := range f.clients {
-		order := slices.Clone(runs)
-		if i%2 == 1 {
-			slices.Reverse(order)
-		}
-		for _, run := range order {
-			if err := runClients(f, lab, run, batch, c, r, reqs, say); err != nil {
-				return fmt.Errorf("%s store: %w", run.name, err)
-			}
+		if err := runClients(f, lab, runs, i, batch, c, r, reqs, say); err != nil {
+			return err
 		}
 	}
 	for _, run := range runs {
@@ -581,18 +582,58 @@ func (sr *storeReport) checkCRLTargets() {
 	}
 }
 
-// runClients is one end-to-end run: c clients issuing through run's
-// signerd for f.duration.
-func runClients(f benchFlags, lab *benchLab, run *storeRun, batch, c int, r *benchReport, reqs *requestPool, say func(string, ...any)) error {
-	d, sr, ceiling := run.d, run.sr, r.CeilingPerS
-	if err := reqs.fill(int(ceiling*f.duration.Seconds()*1.1) + 2*c); err != nil {
-		return err
-	}
-	statements := f.pgStatements && run.name == storePostgres && batch == f.batch
-	if statements {
-		if err := lab.resetStatements(); err != nil {
-			return err
+// minSlice is the shortest slice of an end-to-end run -rounds may make.
+const minSlice = 100 * time.Millisecond
+
+// runClients is the end-to-end runs of c clients (the i-th client
+// count) on every store of runs: f.duration each, in f.rounds slices, the
+// stores taking turns slice by slice, the first alternating from one
+// client count and one round to the next.
+func runClients(f benchFlags, lab *benchLab, runs []*storeRun, i, batch, c int, r *benchReport, reqs *requestPool, say func(string, ...any)) error {
+	slice := f.duration / time.Duration(f.rounds)
+	measured := map[*storeRun]*clientsRun{}
+	for _, run := range runs {
+		measured[run] = &clientsRun{res: &loadResult{}}
+		if f.pgStatements && run.name == storePostgres && batch == f.batch {
+			if err := lab.resetStatements(); err != nil {
+				return err
+			}
 		}
+	}
+	for round := range f.rounds {
+		order := slices.Clone(runs)
+		if (i+round)%2 == 1 {
+			slices.Reverse(order)
+		}
+		for _, run := range order {
+			say("%s: %d clients, batch %d, %v", run.name, c, batch, slice)
+			if err := measured[run].slice(lab, run, c, slice, r.CeilingPerS, reqs); err != nil {
+				return fmt.Errorf("%s store: %w", run.name, err)
+			}
+		}
+	}
+	for _, run := range runs {
+		if err := measured[run].record(f, lab, run, batch, c, r, say); err != nil {
+			return fmt.Errorf("%s store: %w", run.name, err)
+		}
+	}
+	return nil
+}
+
+// clientsRun is what the slices of one store's end-to-end run measured,
+// added up.
+type clientsRun struct {
+	res               *loadResult
+	cpu               [2]int64 // signerd's and the server's, in clock ticks
+	batches, requests float64
+}
+
+// slice has c clients issue through run's signerd for dur and adds what
+// it measured to cr.
+func (cr *clientsRun) slice(lab *benchLab, run *storeRun, c int, dur time.Duration, ceiling float64, reqs *requestPool) error {
+	d := run.d
+	if err := reqs.fill(int(ceiling*dur.Seconds()*1.1) + 2*c); err != nil {
+		return err
 	}
 	batchesBefore, requestsBefore, err := d.batches()
 	if err != nil {
@@ -602,8 +643,7 @@ func runClients(f benchFlags, lab *benchLab, run *storeRun, batch, c int, r *ben
 	if err != nil {
 		return err
 	}
-	say("%s: %d clients, batch %d, %v", run.name, c, batch, f.duration)
-	res := load([]*benchDaemon{d}, c, f.duration, reqs)
+	res := load([]*benchDaemon{d}, c, dur, reqs)
 	if res.n == 0 {
 		return fmt.Errorf("%d clients: nothing issued: %v", c, res.firstErr)
 	}
@@ -615,31 +655,45 @@ func runClients(f benchFlags, lab *benchLab, run *storeRun, batch, c int, r *ben
 	if err != nil {
 		return err
 	}
+	cr.res.add(res)
+	for k := range cr.cpu {
+		cr.cpu[k] += cpuAfter[k] - cpuBefore[k]
+	}
+	cr.batches += batches - batchesBefore
+	cr.requests += requests - requestsBefore
+	return nil
+}
+
+// record writes what cr measured into r, as the run of c clients on
+// run's store with this batch size.
+func (cr *clientsRun) record(f benchFlags, lab *benchLab, run *storeRun, batch, c int, r *benchReport, say func(string, ...any)) error {
+	sr, res, ceiling := run.sr, cr.res, r.CeilingPerS
 	key := strconv.Itoa(c)
 	if batch == f.batch {
 		sr.E2EPerS[key], sr.Ratio[key] = res.rate(), res.rate()/ceiling
 		sr.P50MS[key], sr.P99MS[key], sr.MaxMS[key] = res.percentile(0.50), res.percentile(0.99), res.percentile(1)
 		sr.Errors[key] = res.errors
-		if batches > batchesBefore {
-			sr.MeanBatch[key] = (requests - requestsBefore) / (batches - batchesBefore)
+		if cr.batches > 0 {
+			sr.MeanBatch[key] = cr.requests / cr.batches
 		}
-		sr.SignerdCPUMS[key] = ms(time.Duration(cpuAfter[0]-cpuBefore[0])*clockTick) / float64(res.n)
+		sr.SignerdCPUMS[key] = ms(time.Duration(cr.cpu[0])*clockTick) / float64(res.n)
 		sr.OverheadUS[key] = 1000 * (sr.SignerdCPUMS[key] - r.CeilingCPUMS)
 		if run.name == storePostgres {
-			sr.ServerCPUMS[key] = ms(time.Duration(cpuAfter[1]-cpuBefore[1])*clockTick) / float64(res.n)
+			sr.ServerCPUMS[key] = ms(time.Duration(cr.cpu[1])*clockTick) / float64(res.n)
 		}
 	} else {
 		sr.BatchOffPerS[key], sr.BatchOffRatio[key] = res.rate(), res.rate()/ceiling
 		sr.BatchOffP99MS[key] = res.percentile(0.99)
 	}
-	if statements {
+	if f.pgStatements && run.name == storePostgres && batch == f.batch {
 		if sr.Postgres.Statements == nil {
 			sr.Postgres.Statements, sr.Postgres.Batches = map[string][]pgStatement{}, map[string]float64{}
 		}
+		var err error
 		if sr.Postgres.Statements[key], err = lab.statements(); err != nil {
 			return err
 		}
-		sr.Postgres.Batches[key] = batches - batchesBefore
+		sr.Postgres.Batches[key] = cr.batches
 	}
 	if res.errors > 0 {
 		say("%s: %d errors; the first: %v", run.name, res.errors, res.firstErr)
@@ -909,6 +963,18 @@ type loadResult struct {
 
 func (r *loadResult) rate() float64 { return float64(r.n) / r.elapsed.Seconds() }
 
+// add adds o, another slice of the same run, to r.
+func (r *loadResult) add(o *loadResult) {
+	r.n += o.n
+	r.errors += o.errors
+	if r.firstErr == nil {
+		r.firstErr = o.firstErr
+	}
+	r.elapsed += o.elapsed
+	r.latencies = append(r.latencies, o.latencies...)
+	slices.Sort(r.latencies)
+}
+
 // percentile of the successful requests' latencies, in milliseconds.
 func (r *loadResult) percentile(q float64) float64 {
 	if len(r.latencies) == 0 {
@@ -932,6 +998,9 @@ func load(ds []*benchDaemon, clients int, dur time.Duration, reqs *requestPool) 
 	for i := range clients {
 		wg.Go(func() {
 			c := ds[i%len(ds)].client()
+			// Closed at the end, so that slices of a run (-rounds) do not
+			// pile up idle connections against signerd's cap per uid.
+			defer c.CloseIdleConnections()
 			var lat []time.Duration
 			errs := 0
 			var first error

@@ -12,6 +12,7 @@ import (
 	"strconv"
 	"strings"
 	"testing"
+	"time"
 
 	"signerd/hsm/hsmtest"
 )
@@ -38,6 +39,8 @@ func TestBenchRefusesBadFlags(t *testing.T) {
 		{[]string{"-delta-revocations", "-1"}, "-delta-revocations must not be negative"},
 		{[]string{"-signerd-env", "GOGC"}, `-signerd-env: "GOGC" is not VAR=value`},
 		{[]string{"-signerd-env", "=100"}, `-signerd-env: "=100" is not VAR=value`},
+		{[]string{"-rounds", "0"}, "-rounds 0: at least 1"},
+		{[]string{"-duration", "1s", "-rounds", "11"}, "slices (-duration / -rounds) of at least 100ms"},
 	} {
 		t.Run(strings.Join(tc.args, " "), func(t *testing.T) {
 			args := append([]string{"-module", "/nonexistent/libsofthsm2.so"}, tc.args...)
@@ -301,7 +304,8 @@ func TestBenchTargets(t *testing.T) {
 // targets judged from them.
 func TestBenchReportsOverhead(t *testing.T) {
 	module := hsmtest.SM2Module(t)
-	cmd := exec.Command(bins.signerctl, "bench", "-store", "bolt", "-clients", "8,64", "-duration", "500ms", "-json",
+	// In two rounds, so that the slices' sums are what is judged.
+	cmd := exec.Command(bins.signerctl, "bench", "-store", "bolt", "-clients", "8,64", "-duration", "500ms", "-rounds", "2", "-json",
 		"-module", module, "-signerd", bins.signerd)
 	var stderr strings.Builder
 	cmd.Stderr = &stderr
@@ -383,5 +387,27 @@ func TestBenchOCSPPresign(t *testing.T) {
 				t.Errorf("figures missing: %s", out)
 			}
 		})
+	}
+}
+
+// TestLoadResultAdd: slices of one run add up to the run: counts, time,
+// the first error, and percentiles over every latency.
+func TestLoadResultAdd(t *testing.T) {
+	first := errors.New("first")
+	r := &loadResult{}
+	r.add(&loadResult{n: 3, errors: 1, firstErr: first, elapsed: time.Second,
+		latencies: []time.Duration{1 * time.Millisecond, 5 * time.Millisecond, 9 * time.Millisecond}})
+	r.add(&loadResult{n: 2, errors: 2, firstErr: errors.New("second"), elapsed: time.Second,
+		latencies: []time.Duration{2 * time.Millisecond, 3 * time.Millisecond}})
+	if r.n != 5 || r.errors != 3 || r.firstErr != first || r.rate() != 2.5 {
+		t.Fatalf("added: n %d, errors %d, first %v, rate %v; want 5, 3, first, 2.5", r.n, r.errors, r.firstErr, r.rate())
+	}
+	for _, tc := range []struct {
+		q    float64
+		want float64
+	}{{0, 1}, {0.5, 3}, {0.99, 9}, {1, 9}} {
+		if got := r.percentile(tc.q); got != tc.want {
+			t.Errorf("percentile(%v) = %v ms, want %v", tc.q, got, tc.want)
+		}
 	}
 }
