@@ -57,7 +57,7 @@ fuzz: softhsm
 # the package micro-benchmarks.
 bench: softhsm
 	@mkdir -p bin && $(GO) build -o bin/signerctl ./cmd/signerctl && $(GO) build -o bin/signerd ./cmd/signerd
-	bin/signerctl bench -store both
+	bin/signerctl bench -store both -rounds 2
 	bin/signerctl bench -store both -prefill 1000000 -revoked 100000 -clients 64
 	bin/signerctl bench -store postgres -nodes 2 -clients 8,64
 	$(GO) test -run '^$$' -bench . -benchtime 2s -count 1 ./hsm/ ./engine/
