@@ -281,6 +281,8 @@ func bench(args []string, stdout io.Writer) error {
 		return usageError{"-nodes: nodes share a PostgreSQL store, not a bbolt file"}
 	case f.nodes > 1 && (f.pgStatements || f.cpuProfile != ""):
 		return usageError{"-nodes: -pg-statements and -cpu-profile measure one signerd; leave them out"}
+	case f.nodes > 1 && f.rounds > 1:
+		return usageError{"-nodes: -rounds takes turns between stores; the node runs are on one"}
 	case f.nodes > 1:
 		f.stores = nil // the node runs are on PostgreSQL alone
 	}

@@ -40,6 +40,7 @@ func TestBenchRefusesBadFlags(t *testing.T) {
 		{[]string{"-signerd-env", "GOGC"}, `-signerd-env: "GOGC" is not VAR=value`},
 		{[]string{"-signerd-env", "=100"}, `-signerd-env: "=100" is not VAR=value`},
 		{[]string{"-rounds", "0"}, "-rounds 0: at least 1"},
+		{[]string{"-nodes", "2", "-rounds", "2"}, "-rounds takes turns between stores"},
 		{[]string{"-duration", "1s", "-rounds", "11"}, "slices (-duration / -rounds) of at least 100ms"},
 	} {
 		t.Run(strings.Join(tc.args, " "), func(t *testing.T) {
