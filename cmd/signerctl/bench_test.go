@@ -387,6 +387,13 @@ func TestBenchOCSPPresign(t *testing.T) {
 			if r.PerS <= 0 || r.CeilingPerS <= 0 || r.Ratio <= 0 || r.SignerdCPUMS <= 0 || r.RSSAnonMiB <= 0 {
 				t.Errorf("figures missing: %s", out)
 			}
+			// The ceiling judged by is the mean of the runs before and after
+			// the refresh, and the ratio is against it.
+			runs := r.CeilingRunsPerS
+			if runs[0] <= 0 || runs[1] <= 0 || math.Abs(r.CeilingPerS-(runs[0]+runs[1])/2) > 1e-9 ||
+				math.Abs(r.Ratio-r.PerS/r.CeilingPerS) > 1e-9 {
+				t.Errorf("ceiling %v from runs %v, ratio %v for %v/s: want the mean of both runs and the ratio against it", r.CeilingPerS, runs, r.Ratio, r.PerS)
+			}
 		})
 	}
 }
