@@ -324,7 +324,17 @@ func TestBenchReportsOverhead(t *testing.T) {
 	if sr == nil || r.CeilingCPUMS <= 0.01 || r.CeilingCPUMS >= 1000/r.CeilingPerS*float64(r.CPUs) {
 		t.Fatalf("report %s: want a bbolt store and the HSM's CPU per signature within (0.01 ms, CPUs/ceiling)", out)
 	}
+	// The ceiling judged by is the mean of the runs before and after the
+	// store runs, and every ratio is against it.
+	runs := r.CeilingRunsPerS
+	if runs[0] <= 0 || runs[1] <= 0 || math.Abs(r.CeilingPerS-(runs[0]+runs[1])/2) > 1e-9 ||
+		math.Abs(r.CeilingCPUMS-(r.CeilingRunsCPUMS[0]+r.CeilingRunsCPUMS[1])/2) > 1e-9 {
+		t.Errorf("ceiling %v/s (%v ms) from runs %v (%v): want the mean of both", r.CeilingPerS, r.CeilingCPUMS, runs, r.CeilingRunsCPUMS)
+	}
 	for _, k := range []string{"8", "64"} {
+		if math.Abs(sr.Ratio[k]-sr.E2EPerS[k]/r.CeilingPerS) > 1e-9 || math.Abs(sr.BatchOffRatio[k]-sr.BatchOffPerS[k]/r.CeilingPerS) > 1e-9 {
+			t.Errorf("%s clients: ratios %v and %v (batch off), want against the mean ceiling %v", k, sr.Ratio[k], sr.BatchOffRatio[k], r.CeilingPerS)
+		}
 		want := 1000 * (sr.SignerdCPUMS[k] - r.CeilingCPUMS)
 		if sr.E2EPerS[k] <= 0 || sr.SignerdCPUMS[k] <= 0 || math.Abs(sr.OverheadUS[k]-want) > 1e-6 {
 			t.Errorf("%s clients: %.0f certs/s, signerd %.3f ms/cert, overhead %.1f µs, want %.1f (signerd less the HSM's %.3f ms)",
