@@ -443,6 +443,31 @@ const (
 // responder does not accept (the responder may say unauthorized).
 var ErrHashAlgorithm = errors.New("CertID hash algorithm not supported")
 
+// Request is the DER OCSPRequest of ids, as RFC 5019 clients send it:
+// unsigned, without a requestor name or extensions (ParseRequest's
+// inverse, for clients such as the bench).
+func Request(ids ...CertID) ([]byte, error) {
+	if len(ids) == 0 {
+		return nil, errors.New("OCSP request: no CertID")
+	}
+	for _, id := range ids {
+		if len(id.Serial) == 0 || id.HashAlg.New() == nil {
+			return nil, fmt.Errorf("OCSP request: CertID with an empty serial or a hash not ours (%v)", id.HashAlg)
+		}
+	}
+	var b cryptobyte.Builder
+	b.AddASN1(casn1.SEQUENCE, func(req *cryptobyte.Builder) {
+		req.AddASN1(casn1.SEQUENCE, func(tbs *cryptobyte.Builder) {
+			tbs.AddASN1(casn1.SEQUENCE, func(list *cryptobyte.Builder) {
+				for _, id := range ids {
+					list.AddASN1(casn1.SEQUENCE, func(r *cryptobyte.Builder) { addCertID(r, id) })
+				}
+			})
+		})
+	})
+	return b.Bytes()
+}
+
 // ParseRequest reads an OCSPRequest's CertIDs. A signature, a requestor
 // name and extensions (the nonce among them) are read past and ignored:
 // responses are made ahead of time, so none can echo a nonce, and none

@@ -29,8 +29,6 @@ import (
 	"time"
 
 	"github.com/emmansun/gmsm/smx509"
-	"golang.org/x/crypto/cryptobyte"
-	casn1 "golang.org/x/crypto/cryptobyte/asn1"
 
 	"signerd/hsm"
 	"signerd/issuance"
@@ -269,7 +267,11 @@ func loadOCSP(r *benchResponder, fix *ocspBenchFixture, n, clients int, duration
 		if err != nil {
 			return nil, err
 		}
-		path := "/" + url.PathEscape(base64.StdEncoding.EncodeToString(benchRequest(id)))
+		der, err := ocsp.Request(id)
+		if err != nil {
+			return nil, err
+		}
+		path := "/" + url.PathEscape(base64.StdEncoding.EncodeToString(der))
 		requests[i] = []byte("GET " + path + " HTTP/1.1\r\nHost: " + r.addr + "\r\n\r\n")
 	}
 	var stop sync.WaitGroup
@@ -396,32 +398,4 @@ func readHead(br *bufio.Reader) (status, length int, err error) {
 		return 0, 0, fmt.Errorf("answer %d without a usable Content-Length", status)
 	}
 	return status, length, nil
-}
-
-// benchRequest is the DER OCSPRequest of one CertID, as RFC 5019 clients send it.
-func benchRequest(id ocsp.CertID) []byte {
-	var b cryptobyte.Builder
-	b.AddASN1(casn1.SEQUENCE, func(req *cryptobyte.Builder) {
-		req.AddASN1(casn1.SEQUENCE, func(tbs *cryptobyte.Builder) {
-			tbs.AddASN1(casn1.SEQUENCE, func(list *cryptobyte.Builder) {
-				list.AddASN1(casn1.SEQUENCE, func(r *cryptobyte.Builder) {
-					r.AddASN1(casn1.SEQUENCE, func(c *cryptobyte.Builder) {
-						c.AddASN1(casn1.SEQUENCE, func(a *cryptobyte.Builder) {
-							a.AddASN1ObjectIdentifier(id.HashAlg.OID())
-							a.AddASN1NULL()
-						})
-						c.AddASN1OctetString(id.IssuerNameHash)
-						c.AddASN1OctetString(id.IssuerKeyHash)
-						c.AddASN1(casn1.INTEGER, func(n *cryptobyte.Builder) {
-							if id.Serial[0]&0x80 != 0 {
-								n.AddUint8(0)
-							}
-							n.AddBytes(id.Serial)
-						})
-					})
-				})
-			})
-		})
-	})
-	return b.BytesOrPanic()
 }
